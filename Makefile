@@ -1,0 +1,45 @@
+# Village Sync — every set-up step lives here so a fresh clone needs nothing else.
+# `make help` lists the targets.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install serve demo test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its test extras
+
+serve: $(STAMP)  ## start the county server on SQLite with the built-in instruments published
+	$(PY) -m server serve
+
+demo: $(STAMP)  ## run the form engine's demo on the built-in instruments (no server needed)
+	$(VENV)/bin/village-forms demo
+
+test: $(STAMP)  ## install, lint, and run the whole test suite (SQLite and PostgreSQL)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff lint only
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)  ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)  ## run the benchmarks and print their tables
+	$(PY) -m bench
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Village Sync form engine: definitions, expressions, validation, instruments (no Flask, no DB)."""

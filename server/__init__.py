@@ -1,0 +1,1 @@
+"""The Village Sync county server (Flask)."""

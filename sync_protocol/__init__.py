@@ -1,0 +1,1 @@
+"""Village Sync protocol: envelope, hybrid logical clock, ops and field-level merge (pure Python)."""

@@ -1,0 +1,1 @@
+"""The village device: local SQLite store, CLI and sync client standing in for the tablet app."""
