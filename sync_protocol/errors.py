@@ -1,0 +1,153 @@
+"""Typed exceptions of the sync protocol.
+
+Every error the protocol raises is a subclass of :class:`ProtocolError` and carries a stable
+machine ``code`` (a short snake_case string that never changes once published, so the server can
+map it to an HTTP error body and a device can show a translated message) and a human ``message``.
+``message`` is English; ``message_zh`` is the Chinese text shown to users.
+
+Keep this module a flat list of classes: other parts of ``sync_protocol`` append their own
+subclasses here.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """Base of every sync-protocol error.
+
+    Attributes:
+        code: stable machine-readable error code (snake_case).
+        message: English human-readable explanation.
+        message_zh: Chinese human-readable explanation.
+    """
+
+    code: str = "protocol_error"
+    default_message: str = "sync protocol error"
+    default_message_zh: str = "同步协议错误"
+
+    def __init__(self, *args: str, message_zh: str | None = None) -> None:
+        """Build the error as ``Cls()``, ``Cls(message)`` or ``Cls(code, message)``.
+
+        With no arguments the class defaults are used; with one, it is the English message and
+        the class ``code`` is kept; with two, they are ``code`` and ``message``.
+
+        Raises:
+            TypeError: if more than two positional arguments are given.
+        """
+        if len(args) > 2:
+            raise TypeError("ProtocolError takes at most (code, message)")
+        if len(args) == 2:
+            code, message = args
+        else:
+            code, message = type(self).code, (args[0] if args else type(self).default_message)
+        self.code = code
+        self.message = message
+        self.message_zh = message_zh or type(self).default_message_zh
+        super().__init__(f"[{self.code}] {self.message}")
+
+
+# --- Envelope (sync_protocol.envelope / sync_protocol.crypto) -------------------------------
+
+
+class EnvelopeError(ProtocolError):
+    """Base of errors raised while sealing, parsing or opening an envelope."""
+
+    code = "envelope_error"
+    default_message = "the sync envelope could not be processed"
+    default_message_zh = "同步数据包无法处理"
+
+
+class MalformedHeader(EnvelopeError):
+    """The envelope header is not well formed (bad magic, bad field value, inconsistent lengths)."""
+
+    code = "envelope_malformed_header"
+    default_message = "the envelope header is malformed"
+    default_message_zh = "数据包头格式错误"
+
+
+class UnsupportedVersion(EnvelopeError):
+    """The envelope's format version is not one this code understands."""
+
+    code = "envelope_unsupported_version"
+    default_message = "the envelope format version is not supported"
+    default_message_zh = "不支持的数据包格式版本"
+
+
+class UnsupportedSuite(EnvelopeError):
+    """The envelope names a cipher suite this code does not implement."""
+
+    code = "envelope_unsupported_suite"
+    default_message = "the envelope cipher suite is not supported"
+    default_message_zh = "不支持的加密套件"
+
+
+class UnknownKeyId(EnvelopeError):
+    """The envelope is sealed to a recipient key id the receiver does not hold."""
+
+    code = "envelope_unknown_key_id"
+    default_message = "the envelope is sealed to a key this receiver does not hold"
+    default_message_zh = "数据包使用了未知的接收方密钥"
+
+
+class UnknownSender(EnvelopeError):
+    """The sender id in the envelope has no known signature verification key."""
+
+    code = "envelope_unknown_sender"
+    default_message = "the envelope sender is unknown"
+    default_message_zh = "未知的发送方"
+
+
+class WrongRecipientKey(EnvelopeError):
+    """Decryption failed: the ciphertext was not sealed to the private key used to open it."""
+
+    code = "envelope_wrong_recipient_key"
+    default_message = "the envelope could not be decrypted with the recipient key"
+    default_message_zh = "无法用接收方密钥解密数据包"
+
+
+class BadSignature(EnvelopeError):
+    """The sender's Ed25519 signature over header and ciphertext does not verify."""
+
+    code = "envelope_bad_signature"
+    default_message = "the envelope signature is invalid"
+    default_message_zh = "数据包签名无效"
+
+
+class Truncated(EnvelopeError):
+    """The envelope is shorter than its header says it is (or has trailing bytes)."""
+
+    code = "envelope_truncated"
+    default_message = "the envelope is truncated or has a wrong length"
+    default_message_zh = "数据包不完整或长度错误"
+
+
+class Replayed(EnvelopeError):
+    """The sender's batch sequence number was already seen (the caller's check said so)."""
+
+    code = "envelope_replayed"
+    default_message = "the envelope sequence number was already used"
+    default_message_zh = "数据包序号已使用过（重放）"
+
+
+class TooLarge(EnvelopeError):
+    """The envelope or its payload exceeds the protocol's size limit."""
+
+    code = "envelope_too_large"
+    default_message = "the envelope is larger than allowed"
+    default_message_zh = "数据包过大"
+
+
+class KeyFileError(EnvelopeError):
+    """A private key file is missing, malformed or readable by group/others."""
+
+    code = "key_file_error"
+    default_message = "the private key file cannot be used"
+    default_message_zh = "私钥文件无法使用"
+
+
+class InvalidKey(EnvelopeError):
+    """Raw key bytes or their base64 text do not encode a valid key of the expected kind."""
+
+    code = "invalid_key"
+    default_message = "the key is not valid"
+    default_message_zh = "密钥无效"
