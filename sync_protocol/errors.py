@@ -151,3 +151,108 @@ class InvalidKey(EnvelopeError):
     code = "invalid_key"
     default_message = "the key is not valid"
     default_message_zh = "密钥无效"
+
+
+# --- Compression, batch codec, messages and exchange framing (S3) -----------------------------
+# sync_protocol.compression / codec / messages / exchange. ``details`` hold the facts a caller
+# may show or log (the field name, the frame index ...).
+
+
+class CompressionError(ProtocolError):
+    """Base of the errors raised while compressing or decompressing a payload."""
+
+    code = "compression_error"
+    default_message = "the payload could not be decompressed"
+    default_message_zh = "数据解压失败"
+
+
+class UnknownCompression(CompressionError):
+    """The compression id is not a known method, or not one the receiver allows."""
+
+    code = "unknown_compression"
+    default_message = "the compression method is not supported"
+    default_message_zh = "不支持的压缩方式"
+
+
+class UnknownDictionary(CompressionError):
+    """The envelope names a compression dictionary the receiver does not hold."""
+
+    code = "unknown_dictionary"
+    default_message = "the compression dictionary is unknown"
+    default_message_zh = "未知的压缩字典"
+
+
+class DecompressedTooLarge(CompressionError):
+    """The payload would decompress to more than the allowed size (a decompression bomb)."""
+
+    code = "decompressed_too_large"
+    default_message = "the payload decompresses to more than the allowed size"
+    default_message_zh = "解压后的数据超过上限"
+
+
+class CorruptCompressedData(CompressionError):
+    """The compressed bytes are not one complete, well-formed stream of the named method."""
+
+    code = "corrupt_compressed_data"
+    default_message = "the compressed data is corrupt or truncated"
+    default_message_zh = "压缩数据损坏或不完整"
+
+
+class DictionaryTrainingFailed(CompressionError):
+    """zstd could not train a dictionary from the given samples (too few or too small)."""
+
+    code = "dictionary_training_failed"
+    default_message = "a compression dictionary could not be trained from the samples"
+    default_message_zh = "无法用样本训练压缩字典"
+
+
+class MalformedBatch(ProtocolError):
+    """The bytes are not a well-formed op batch (sync_protocol.codec); ``where`` says what broke."""
+
+    code = "batch_malformed"
+    default_message = "the op batch is malformed"
+    default_message_zh = "操作批次格式错误"
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(
+            type(self).code,
+            f"malformed op batch at {where}: {message}",
+            message_zh=f"操作批次格式错误（{where}）：{message}",
+        )
+        self.where = where
+
+
+class InvalidMessage(ProtocolError):
+    """A sync message (sync_protocol.messages) fails validation; ``field`` names the culprit."""
+
+    code = "message_invalid"
+    default_message = "the sync message is invalid"
+    default_message_zh = "同步消息无效"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(
+            type(self).code,
+            f"{field}: {message}",
+            message_zh=f"同步消息字段 {field} 无效：{message}",
+        )
+        self.field = field
+
+
+class MalformedFrame(ProtocolError):
+    """The request/response body is not a valid sequence of length-prefixed frames."""
+
+    code = "frame_malformed"
+    default_message = "the exchange body is not a valid sequence of frames"
+    default_message_zh = "同步请求的分帧格式错误"
+
+
+class ServerRefused(ProtocolError):
+    """The server answered the exchange with a refusal (``code`` is the server's refusal code).
+
+    Known codes: ``device_revoked``, ``device_unknown``, ``clock_skew``,
+    ``unknown_form_version``, ``scope_denied``, ``busy``, ``exchange_invalid``.
+    """
+
+    code = "server_refused"
+    default_message = "the server refused the sync exchange"
+    default_message_zh = "服务器拒绝了本次同步"
