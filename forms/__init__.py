@@ -1,1 +1,50 @@
-"""Village Sync form engine: definitions, expressions, validation, instruments (no Flask, no DB)."""
+"""Village Sync form engine: definitions, expressions, validation, instruments (no Flask, no DB).
+
+The public API of the core engine is re-exported here; see docs/forms.md.
+"""
+
+from forms.definition import (
+    Check,
+    Choice,
+    Field,
+    FieldType,
+    FormDefinition,
+    UpgradeSpec,
+    dump_definition,
+    load_definition,
+)
+from forms.errors import (
+    DefinitionIssue,
+    EvaluationError,
+    ExpressionError,
+    FormDefinitionError,
+    FormsError,
+    PathError,
+    UnknownFieldError,
+    UpgradeError,
+)
+from forms.paths import flatten, schema_path, unflatten
+from forms.text import LocalizedText
+
+__all__ = [
+    "Check",
+    "Choice",
+    "DefinitionIssue",
+    "EvaluationError",
+    "ExpressionError",
+    "Field",
+    "FieldType",
+    "FormDefinition",
+    "FormDefinitionError",
+    "FormsError",
+    "LocalizedText",
+    "PathError",
+    "UnknownFieldError",
+    "UpgradeError",
+    "UpgradeSpec",
+    "dump_definition",
+    "flatten",
+    "load_definition",
+    "schema_path",
+    "unflatten",
+]

@@ -1,0 +1,191 @@
+"""The definition loader: shape and meaning checks, located issues, canonical dumps."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from forms import (
+    FieldType,
+    FormDefinitionError,
+    LocalizedText,
+    UnknownFieldError,
+    dump_definition,
+    load_definition,
+)
+from forms.definition import Field
+
+
+def issues_of(doc: Any) -> list[tuple[str, str]]:
+    with pytest.raises(FormDefinitionError) as info:
+        load_definition(doc)
+    assert info.value.code == "form_definition_invalid"
+    return [(i.path, i.code) for i in info.value.issues]
+
+
+def test_loads_the_model(housing_doc: dict[str, Any]) -> None:
+    defn = load_definition(housing_doc)
+    assert defn.id == "housing_mini" and defn.version == 1
+    assert defn.title == LocalizedText({"zh": "住房安全（测试）", "en": "Housing (test)"})
+    assert defn.field("grade").type is FieldType.SELECT_ONE
+    assert defn.field("members/id_number").sensitive
+    assert [c.value for c in defn.choices_of(defn.field("grade"))] == ["A", "B", "C", "D"]
+    assert defn.choice_lists["grade"][1].label.zh == "B级"
+    assert defn.field("member_count").label is None
+
+
+def test_iter_fields_gives_schema_paths_in_document_order(housing_doc: dict[str, Any]) -> None:
+    paths = [p for p, _ in load_definition(housing_doc).iter_fields()]
+    assert paths[:3] == ["head_name", "build_year", "has_house"]
+    i = paths.index("members")
+    assert paths[i : i + 5] == [
+        "members",
+        "members/name",
+        "members/id_number",
+        "members/age",
+        "members/schooling",
+    ]
+
+
+def test_field_accepts_row_ids_and_refuses_unknown(housing_doc: dict[str, Any]) -> None:
+    defn = load_definition(housing_doc)
+    row = "4f1c2a9e-0000-4000-8000-000000000001"
+    assert defn.field(f"members/{row}/name").name == "name"
+    assert defn.field(f"members/{row}").name == "members"
+    assert defn.schema_path_of(f"members/{row}/id_number") == "members/id_number"
+    with pytest.raises(UnknownFieldError) as info:
+        defn.field("members/r1/nope")
+    assert info.value.code == "unknown_field"
+    with pytest.raises(KeyError):
+        defn.field("nothing")
+    assert defn.find_field("") is None
+
+
+def test_merge_policy_by_path(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][10]["fields"][0]["merge"] = "review"
+    defn = load_definition(housing_doc)
+    assert defn.merge_policy("grade") == "review"
+    assert defn.merge_policy("head_name") == "lww"
+    assert defn.merge_policy("members/r-1/name") == "review"
+    assert defn.merge_policy("members/r-1/age") == "lww"
+    assert defn.merge_policy("members/r-1") == "lww"
+    assert defn.merge_policy("members/r-1/_order") == "lww"
+    assert defn.merge_policy("not_a_field") == "lww"
+
+
+def test_sensitive_paths(housing_doc: dict[str, Any]) -> None:
+    defn = load_definition(housing_doc)
+    assert defn.sensitive_paths() == frozenset({"members/id_number"})
+    assert defn.is_sensitive("members/abc/id_number")
+    assert not defn.is_sensitive("members/abc/name")
+
+
+def test_dump_is_canonical_and_round_trips(housing_doc: dict[str, Any]) -> None:
+    defn = load_definition(housing_doc)
+    dumped = dump_definition(defn)
+    assert load_definition(dumped) == defn
+    assert dump_definition(load_definition(dumped)) == dumped
+    # A plain-string label means zh; defaults written out or not give the same definition.
+    housing_doc["fields"][0]["label"] = "户主姓名"
+    housing_doc["fields"][0]["merge"] = "lww"
+    housing_doc["fields"][0]["required"] = False
+    other = load_definition(housing_doc)
+    assert other.field("head_name").label == LocalizedText({"zh": "户主姓名"})
+    assert dump_definition(other)["fields"][0] == {
+        "name": "head_name",
+        "type": "text",
+        "label": {"zh": "户主姓名"},
+    }
+
+
+def test_definitions_are_immutable(housing_doc: dict[str, Any]) -> None:
+    defn = load_definition(housing_doc)
+    with pytest.raises(AttributeError):
+        defn.version = 2  # type: ignore[misc]
+    assert isinstance(defn.fields, tuple)
+    assert isinstance(defn.field("members").fields[0], Field)
+
+
+def test_shape_errors_are_located_by_name(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][1]["type"] = "number"
+    housing_doc["fields"][10]["fields"][1]["sensitive"] = "yes"
+    housing_doc["fields"][2]["colour"] = "red"
+    del housing_doc["title"]
+    found = issues_of(housing_doc)
+    assert ("fields/build_year/type", "schema") in found
+    assert ("fields/members/fields/id_number/sensitive", "schema") in found
+    assert ("fields/has_house/colour", "schema") in found
+    assert ("title", "schema") in found
+
+
+def test_shape_errors_fall_back_to_index(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][3]["name"] = "Bad Name"
+    found = issues_of(housing_doc)
+    assert ("fields[3]/name", "schema") in found
+
+
+def test_text_needs_zh(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][0]["label"] = {"en": "Head"}
+    housing_doc["choice_lists"]["grade"][0]["label"] = {"zh": "A", "EN!": "x"}
+    found = issues_of(housing_doc)
+    assert ("fields/head_name/label", "schema") in found
+    assert ("choice_lists/grade/A/label", "schema") in found
+
+
+def test_meaning_errors(housing_doc: dict[str, Any]) -> None:
+    doc = copy.deepcopy(housing_doc)
+    doc["fields"].append({"name": "head_name", "type": "text", "label": "x"})
+    doc["fields"][3]["choices"] = "nope"
+    doc["fields"][0]["choices"] = "grade"
+    doc["fields"][1]["min_rows"] = 1
+    doc["fields"][10]["min_rows"] = 5
+    doc["fields"][10]["max_rows"] = 2
+    doc["fields"][5].pop("label")
+    doc["choice_lists"]["grade"].append({"value": "A", "label": "again"})
+    doc["checks"].append(dict(doc["checks"][0]))
+    doc["checks"].append({"id": "c_x", "field": "ghost", "rule": "true()", "message": "x"})
+    found = issues_of(doc)
+    assert ("fields/head_name", "duplicate_name") in found
+    assert ("fields/grade/choices", "unknown_choice_list") in found
+    assert ("fields/head_name/choices", "unexpected_attribute") in found
+    assert ("fields/build_year/min_rows", "unexpected_attribute") in found
+    assert ("fields/members/min_rows", "bad_rows") in found
+    assert ("fields/subsidy/label", "missing_label") in found
+    assert ("choice_lists/grade/A", "duplicate_choice") in found
+    assert ("checks/c_grade_method", "duplicate_name") in found
+    assert ("checks/c_x/field", "unknown_reference") in found
+
+
+def test_repeat_needs_fields_and_selects_need_choices(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"].append(
+        {"name": "visits", "type": "repeat", "label": "走访", "fields": []}
+    )
+    housing_doc["fields"].append({"name": "pick", "type": "select_one", "label": "选"})
+    found = issues_of(housing_doc)
+    assert ("fields/visits/fields", "empty_repeat") in found
+    assert ("fields/pick/choices", "missing_choices") in found
+
+
+def test_upgrade_block(housing_doc: dict[str, Any]) -> None:
+    housing_doc["version"] = 2
+    housing_doc["upgrade"] = {
+        "from_version": 1,
+        "renames": {"owner": "head_name", "members/full_name": "members/name"},
+        "drops": ["old"],
+    }
+    defn = load_definition(housing_doc)
+    assert defn.upgrade is not None
+    assert defn.upgrade.renames["members/full_name"] == "members/name"
+    assert load_definition(dump_definition(defn)) == defn
+    housing_doc["upgrade"]["renames"] = {"owner": "nobody", "members/x": "head_name"}
+    housing_doc["upgrade"]["from_version"] = 2
+    found = issues_of(housing_doc)
+    assert ("upgrade/from_version", "bad_upgrade") in found
+    assert ("upgrade/renames/owner", "bad_upgrade") in found
+    assert ("upgrade/renames/members/x", "bad_upgrade") in found
+
+
+def test_not_a_mapping() -> None:
+    assert issues_of(["x"]) == [("(document)", "schema")]
