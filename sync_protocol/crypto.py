@@ -1,0 +1,632 @@
+"""All cryptography of Village Sync, in one place.
+
+This is the only module of the project that imports the ``cryptography`` package; everything else
+(the envelope, the server, the device) calls the functions and key wrappers defined here. Keeping
+it in one module keeps the audit surface small and makes swapping the backend a local change.
+
+What it offers:
+
+* Key wrappers for the two key kinds the protocol uses, each importable/exportable as its 32 raw
+  bytes and as standard base64 text (for JSON):
+
+  - :class:`EncryptionPrivateKey` / :class:`EncryptionPublicKey` — X25519, envelopes are sealed
+    to the recipient's public key;
+  - :class:`SigningPrivateKey` / :class:`SigningPublicKey` — Ed25519, envelopes are signed by the
+    sender.
+
+* Key ids: :func:`key_id` is the first 8 bytes of SHA-256 over the raw 32-byte public key, written
+  as 16 lowercase hex characters. It names a key in envelope headers and in enrollment answers
+  and lets a receiver keep several keys during a rotation.
+
+* :class:`KeyBundle` (one encryption key + one signing key), :func:`generate_device_keys`,
+  :func:`generate_server_keys`, and private-key files (:func:`save_key_bundle`,
+  :func:`load_key_bundle`, :func:`save_private_key`, :func:`load_private_key`).
+
+  Key-file policy (POSIX): files are written with mode 0600 (created that way, never chmod-ed
+  afterwards, so no window exists where the key is readable by others) and written atomically
+  (temporary file + rename). Loading **refuses** a key file whose mode grants any permission to
+  group or others, with :class:`~sync_protocol.errors.KeyFileError` — a warning would be ignored
+  in a server log, and a leaked server key lets anyone read every village's data.
+
+* Primitives used by the envelope: :func:`x25519_shared_secret`, :func:`hkdf_sha256`,
+  :func:`aead_encrypt` / :func:`aead_decrypt` (AES-256-GCM and ChaCha20-Poly1305),
+  :func:`sign` / :func:`verify_signature` (Ed25519), and :func:`sha256_hex` for content addresses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from sync_protocol.errors import InvalidKey, KeyFileError, WrongRecipientKey
+
+RAW_KEY_LENGTH: Final = 32
+"""Length in bytes of every raw X25519/Ed25519 key, public or private."""
+
+KEY_ID_LENGTH: Final = 8
+"""Length in bytes of a key id (16 hex characters in text)."""
+
+SIGNATURE_LENGTH: Final = 64
+"""Length in bytes of an Ed25519 signature."""
+
+AEAD_KEY_LENGTH: Final = 32
+AEAD_NONCE_LENGTH: Final = 12
+AEAD_TAG_LENGTH: Final = 16
+
+AeadAlgorithm = Literal["aes-256-gcm", "chacha20-poly1305"]
+AEAD_ALGORITHMS: Final[tuple[AeadAlgorithm, ...]] = ("aes-256-gcm", "chacha20-poly1305")
+
+KEY_BUNDLE_FORMAT: Final = "village-sync-keys"
+KEY_BUNDLE_VERSION: Final = 1
+
+
+# --- base64 and hashes ------------------------------------------------------------------------
+
+
+def b64encode(data: bytes) -> str:
+    """Return ``data`` as standard base64 text with padding (what browsers' ``btoa`` produces)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Decode standard base64 text strictly.
+
+    Raises:
+        InvalidKey: if ``text`` is not valid standard base64 (wrong alphabet or padding).
+    """
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, AttributeError) as exc:
+        raise InvalidKey("not valid base64 text", message_zh="不是有效的 base64 文本") from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the SHA-256 digest of ``data`` as 64 lowercase hex characters (content addresses)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def key_id(raw_public: bytes) -> str:
+    """Return the key id of a raw 32-byte public key: hex of the first 8 bytes of its SHA-256.
+
+    Raises:
+        InvalidKey: if ``raw_public`` is not 32 bytes long.
+    """
+    _check_raw_length(raw_public, "public key")
+    return hashlib.sha256(raw_public).digest()[:KEY_ID_LENGTH].hex()
+
+
+def key_id_bytes(key_id_text: str) -> bytes:
+    """Convert a key id from its 16-hex-character text to its 8 bytes.
+
+    Raises:
+        InvalidKey: if the text is not exactly 16 hex characters.
+    """
+    try:
+        raw = bytes.fromhex(key_id_text)
+    except (ValueError, TypeError) as exc:
+        raise InvalidKey(
+            "a key id is 16 hex characters", message_zh="密钥编号应为16位十六进制"
+        ) from exc
+    if len(raw) != KEY_ID_LENGTH:
+        raise InvalidKey("a key id is 16 hex characters", message_zh="密钥编号应为16位十六进制")
+    return raw
+
+
+def _check_raw_length(raw: bytes, what: str) -> None:
+    if not isinstance(raw, bytes | bytearray) or len(raw) != RAW_KEY_LENGTH:
+        raise InvalidKey(
+            f"a raw {what} is {RAW_KEY_LENGTH} bytes",
+            message_zh=f"原始密钥应为{RAW_KEY_LENGTH}字节",
+        )
+
+
+# --- key wrappers -----------------------------------------------------------------------------
+
+
+class EncryptionPublicKey:
+    """An X25519 public key: envelopes are sealed to it."""
+
+    __slots__ = ("_key", "_raw")
+
+    def __init__(self, key: X25519PublicKey) -> None:
+        self._key = key
+        self._raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> EncryptionPublicKey:
+        """Import 32 raw bytes. Raises :class:`InvalidKey` if the length is wrong."""
+        _check_raw_length(raw, "X25519 public key")
+        return cls(X25519PublicKey.from_public_bytes(bytes(raw)))
+
+    @classmethod
+    def from_base64(cls, text: str) -> EncryptionPublicKey:
+        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
+        return cls.from_raw(b64decode(text))
+
+    def raw(self) -> bytes:
+        """Return the 32 raw bytes."""
+        return self._raw
+
+    def to_base64(self) -> str:
+        """Return the 32 raw bytes as base64 text."""
+        return b64encode(self._raw)
+
+    def key_id(self) -> str:
+        """Return this key's id (see :func:`key_id`)."""
+        return key_id(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EncryptionPublicKey) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(("x25519-public", self._raw))
+
+    def __repr__(self) -> str:
+        return f"EncryptionPublicKey(key_id={self.key_id()!r})"
+
+
+class EncryptionPrivateKey:
+    """An X25519 private key: opens envelopes sealed to its public key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: X25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> EncryptionPrivateKey:
+        """Return a fresh random key from the operating system's CSPRNG."""
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> EncryptionPrivateKey:
+        """Import 32 raw bytes. Raises :class:`InvalidKey` if the length is wrong."""
+        _check_raw_length(raw, "X25519 private key")
+        return cls(X25519PrivateKey.from_private_bytes(bytes(raw)))
+
+    @classmethod
+    def from_base64(cls, text: str) -> EncryptionPrivateKey:
+        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
+        return cls.from_raw(b64decode(text))
+
+    def raw(self) -> bytes:
+        """Return the 32 raw private bytes (handle with care)."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def to_base64(self) -> str:
+        """Return the 32 raw private bytes as base64 text (handle with care)."""
+        return b64encode(self.raw())
+
+    def public_key(self) -> EncryptionPublicKey:
+        """Return the matching public key."""
+        return EncryptionPublicKey(self._key.public_key())
+
+    def key_id(self) -> str:
+        """Return the id of the matching public key."""
+        return self.public_key().key_id()
+
+    def __repr__(self) -> str:
+        # Never show private bytes in logs or tracebacks.
+        return f"EncryptionPrivateKey(key_id={self.key_id()!r})"
+
+
+class SigningPublicKey:
+    """An Ed25519 public key: verifies a sender's envelope signatures."""
+
+    __slots__ = ("_key", "_raw")
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+        self._raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> SigningPublicKey:
+        """Import 32 raw bytes.
+
+        Raises:
+            InvalidKey: if the length is wrong or the bytes are not a valid curve point.
+        """
+        _check_raw_length(raw, "Ed25519 public key")
+        try:
+            return cls(Ed25519PublicKey.from_public_bytes(bytes(raw)))
+        except ValueError as exc:
+            raise InvalidKey("not a valid Ed25519 public key", message_zh="无效的签名公钥") from exc
+
+    @classmethod
+    def from_base64(cls, text: str) -> SigningPublicKey:
+        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
+        return cls.from_raw(b64decode(text))
+
+    def raw(self) -> bytes:
+        """Return the 32 raw bytes."""
+        return self._raw
+
+    def to_base64(self) -> str:
+        """Return the 32 raw bytes as base64 text."""
+        return b64encode(self._raw)
+
+    def key_id(self) -> str:
+        """Return this key's id (see :func:`key_id`)."""
+        return key_id(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SigningPublicKey) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash(("ed25519-public", self._raw))
+
+    def __repr__(self) -> str:
+        return f"SigningPublicKey(key_id={self.key_id()!r})"
+
+
+class SigningPrivateKey:
+    """An Ed25519 private key: signs envelopes."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> SigningPrivateKey:
+        """Return a fresh random key from the operating system's CSPRNG."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> SigningPrivateKey:
+        """Import the 32-byte Ed25519 seed. Raises :class:`InvalidKey` if the length is wrong."""
+        _check_raw_length(raw, "Ed25519 private key")
+        return cls(Ed25519PrivateKey.from_private_bytes(bytes(raw)))
+
+    @classmethod
+    def from_base64(cls, text: str) -> SigningPrivateKey:
+        """Import base64 text of the 32-byte seed. Raises :class:`InvalidKey`."""
+        return cls.from_raw(b64decode(text))
+
+    def raw(self) -> bytes:
+        """Return the 32-byte private seed (handle with care)."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def to_base64(self) -> str:
+        """Return the 32-byte private seed as base64 text (handle with care)."""
+        return b64encode(self.raw())
+
+    def public_key(self) -> SigningPublicKey:
+        """Return the matching public key."""
+        return SigningPublicKey(self._key.public_key())
+
+    def key_id(self) -> str:
+        """Return the id of the matching public key."""
+        return self.public_key().key_id()
+
+    def __repr__(self) -> str:
+        return f"SigningPrivateKey(key_id={self.key_id()!r})"
+
+
+PrivateKey = EncryptionPrivateKey | SigningPrivateKey
+
+
+# --- key bundles ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBundle:
+    """The private keys of one party (a device or the server): one X25519 + one Ed25519 key."""
+
+    encryption: EncryptionPrivateKey
+    signing: SigningPrivateKey
+
+    @property
+    def encryption_public(self) -> EncryptionPublicKey:
+        """The X25519 public key others seal envelopes to."""
+        return self.encryption.public_key()
+
+    @property
+    def signing_public(self) -> SigningPublicKey:
+        """The Ed25519 public key others verify this party's signatures with."""
+        return self.signing.public_key()
+
+    def public_document(self) -> dict[str, str]:
+        """Return the public half as JSON-ready text (what enrollment exchanges).
+
+        Keys: ``encryption_public`` and ``signing_public`` (base64 of 32 raw bytes),
+        ``encryption_key_id`` and ``signing_key_id`` (16 hex characters).
+        """
+        return {
+            "encryption_public": self.encryption_public.to_base64(),
+            "encryption_key_id": self.encryption_public.key_id(),
+            "signing_public": self.signing_public.to_base64(),
+            "signing_key_id": self.signing_public.key_id(),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyBundle(encryption_key_id={self.encryption.key_id()!r}, "
+            f"signing_key_id={self.signing.key_id()!r})"
+        )
+
+
+def generate_device_keys() -> KeyBundle:
+    """Generate a device's key bundle (done once, on the device, before enrollment)."""
+    return KeyBundle(EncryptionPrivateKey.generate(), SigningPrivateKey.generate())
+
+
+def generate_server_keys() -> KeyBundle:
+    """Generate the county server's key bundle (done once at installation, and at rotation)."""
+    return KeyBundle(EncryptionPrivateKey.generate(), SigningPrivateKey.generate())
+
+
+# --- key files --------------------------------------------------------------------------------
+
+
+def _write_secret_file(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` atomically, created with mode 0600.
+
+    Raises:
+        KeyFileError: if ``path`` exists and ``overwrite`` is false, or the write fails.
+    """
+    if path.exists() and not overwrite:
+        raise KeyFileError(
+            f"key file {path} already exists; refusing to overwrite it",
+            message_zh=f"密钥文件 {path} 已存在，拒绝覆盖",
+        )
+    directory = path.parent
+    try:
+        # mkstemp creates the file with mode 0600 from the start, so the key is never readable by
+        # others even for an instant; os.replace makes the new file appear whole or not at all.
+        fd, tmp_name = tempfile.mkstemp(prefix=".key-", dir=directory)
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot create a key file in {directory}: {exc}",
+            message_zh=f"无法在 {directory} 创建密钥文件",
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o600)
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise KeyFileError(
+            f"cannot write key file {path}: {exc}", message_zh=f"无法写入密钥文件 {path}"
+        ) from exc
+
+
+def _read_secret_file(path: Path) -> bytes:
+    """Read a key file after checking that only its owner may read it.
+
+    Raises:
+        KeyFileError: if the file is missing, unreadable, or group/world accessible.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot read key file {path}: {exc}", message_zh=f"无法读取密钥文件 {path}"
+        ) from exc
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
+            "run: chmod 600 " + str(path),
+            message_zh=f"密钥文件 {path} 权限过宽（{stat.S_IMODE(mode):04o}），请执行 chmod 600",
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(
+            f"cannot read key file {path}: {exc}", message_zh=f"无法读取密钥文件 {path}"
+        ) from exc
+
+
+def save_private_key(
+    path: str | os.PathLike[str], key: PrivateKey, *, overwrite: bool = False
+) -> None:
+    """Save one private key as an unencrypted PKCS#8 PEM file with mode 0600.
+
+    The PEM is the standard one (``openssl pkey -in FILE -text`` reads it).
+
+    Raises:
+        KeyFileError: if the file exists and ``overwrite`` is false, or it cannot be written.
+    """
+    pem = key._key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _write_secret_file(Path(path), pem, overwrite=overwrite)
+
+
+def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
+    """Load a private key written by :func:`save_private_key`.
+
+    Returns an :class:`EncryptionPrivateKey` for an X25519 key, a :class:`SigningPrivateKey` for
+    an Ed25519 key.
+
+    Raises:
+        KeyFileError: if the file is missing, group/world accessible, not a PEM private key, or a
+            key of another algorithm.
+    """
+    data = _read_secret_file(Path(path))
+    try:
+        loaded = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(
+            f"key file {path} does not hold an unencrypted PEM private key",
+            message_zh=f"密钥文件 {path} 不是有效的私钥",
+        ) from exc
+    if isinstance(loaded, X25519PrivateKey):
+        return EncryptionPrivateKey(loaded)
+    if isinstance(loaded, Ed25519PrivateKey):
+        return SigningPrivateKey(loaded)
+    raise KeyFileError(
+        f"key file {path} holds a {type(loaded).__name__}, not an X25519 or Ed25519 key",
+        message_zh=f"密钥文件 {path} 的算法不受支持",
+    )
+
+
+def save_key_bundle(
+    path: str | os.PathLike[str], bundle: KeyBundle, *, overwrite: bool = False
+) -> None:
+    """Save both private keys of a party in one JSON file with mode 0600.
+
+    Content: ``{"format": "village-sync-keys", "version": 1, "encryption_private": b64,
+    "signing_private": b64, "encryption_key_id": hex, "signing_key_id": hex}``; the key ids are
+    there for people reading the file and are checked on load.
+
+    Raises:
+        KeyFileError: if the file exists and ``overwrite`` is false, or it cannot be written.
+    """
+    document = {
+        "format": KEY_BUNDLE_FORMAT,
+        "version": KEY_BUNDLE_VERSION,
+        "encryption_private": bundle.encryption.to_base64(),
+        "signing_private": bundle.signing.to_base64(),
+        "encryption_key_id": bundle.encryption.key_id(),
+        "signing_key_id": bundle.signing.key_id(),
+    }
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    _write_secret_file(Path(path), data, overwrite=overwrite)
+
+
+def load_key_bundle(path: str | os.PathLike[str]) -> KeyBundle:
+    """Load a key bundle written by :func:`save_key_bundle`.
+
+    Raises:
+        KeyFileError: if the file is missing, group/world accessible, not a key bundle of a known
+            version, or its recorded key ids do not match its keys.
+    """
+    data = _read_secret_file(Path(path))
+    try:
+        document = json.loads(data.decode("utf-8"))
+        if (
+            document.get("format") != KEY_BUNDLE_FORMAT
+            or document.get("version") != KEY_BUNDLE_VERSION
+        ):
+            raise ValueError("unknown format or version")
+        bundle = KeyBundle(
+            EncryptionPrivateKey.from_base64(document["encryption_private"]),
+            SigningPrivateKey.from_base64(document["signing_private"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidKey) as exc:
+        raise KeyFileError(
+            f"key file {path} is not a village-sync key bundle (version {KEY_BUNDLE_VERSION})",
+            message_zh=f"密钥文件 {path} 格式错误",
+        ) from exc
+    if (
+        document.get("encryption_key_id") != bundle.encryption.key_id()
+        or document.get("signing_key_id") != bundle.signing.key_id()
+    ):
+        raise KeyFileError(
+            f"key file {path} records key ids that do not match its keys (edited by hand?)",
+            message_zh=f"密钥文件 {path} 中的密钥编号与密钥不符",
+        )
+    return bundle
+
+
+# --- primitives used by the envelope ----------------------------------------------------------
+
+
+def x25519_shared_secret(private: EncryptionPrivateKey, public: EncryptionPublicKey) -> bytes:
+    """Return the 32-byte X25519 shared secret of ``private`` and ``public``.
+
+    Raises:
+        InvalidKey: if ``public`` is a low-order point (the secret would be all zeros, which an
+            attacker could predict).
+    """
+    try:
+        return private._key.exchange(public._key)
+    except ValueError as exc:
+        raise InvalidKey(
+            "the X25519 public key is a low-order point", message_zh="无效的加密公钥"
+        ) from exc
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int = AEAD_KEY_LENGTH) -> bytes:
+    """Derive ``length`` bytes with HKDF-SHA256 (RFC 5869) from ``ikm``, ``salt`` and ``info``."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def _aead(algorithm: AeadAlgorithm, key: bytes) -> AESGCM | ChaCha20Poly1305:
+    if algorithm == "aes-256-gcm":
+        return AESGCM(key)
+    if algorithm == "chacha20-poly1305":
+        return ChaCha20Poly1305(key)
+    raise ValueError(f"unknown AEAD algorithm {algorithm!r}; known: {AEAD_ALGORITHMS}")
+
+
+def aead_encrypt(
+    algorithm: AeadAlgorithm, key: bytes, nonce: bytes, plaintext: bytes, aad: bytes
+) -> bytes:
+    """Encrypt and authenticate; return ciphertext followed by the 16-byte tag.
+
+    ``key`` is 32 bytes and ``nonce`` 12 bytes for both algorithms. The output layout is the same
+    as WebCrypto's AES-GCM ``encrypt`` with ``tagLength: 128``.
+
+    Raises:
+        ValueError: for an unknown algorithm or wrong key/nonce length (programming errors).
+    """
+    if len(nonce) != AEAD_NONCE_LENGTH:
+        raise ValueError(f"nonce must be {AEAD_NONCE_LENGTH} bytes")
+    return _aead(algorithm, key).encrypt(nonce, plaintext, aad)
+
+
+def aead_decrypt(
+    algorithm: AeadAlgorithm, key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes
+) -> bytes:
+    """Check the tag and decrypt ``ciphertext`` (ciphertext followed by the 16-byte tag).
+
+    Raises:
+        WrongRecipientKey: if the tag does not verify — the key is not the one the data was
+            sealed with, or the ciphertext, nonce or associated data were altered.
+        ValueError: for an unknown algorithm or wrong key/nonce length (programming errors).
+    """
+    if len(nonce) != AEAD_NONCE_LENGTH:
+        raise ValueError(f"nonce must be {AEAD_NONCE_LENGTH} bytes")
+    try:
+        return _aead(algorithm, key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag as exc:
+        raise WrongRecipientKey() from exc
+
+
+def sign(key: SigningPrivateKey, message: bytes) -> bytes:
+    """Return the 64-byte Ed25519 signature of ``message`` (deterministic, RFC 8032)."""
+    return key._key.sign(message)
+
+
+def verify_signature(public: SigningPublicKey, signature: bytes, message: bytes) -> bool:
+    """Return whether ``signature`` is a valid Ed25519 signature of ``message`` by ``public``.
+
+    Never raises for a bad signature; a signature of the wrong length is simply invalid.
+    """
+    if len(signature) != SIGNATURE_LENGTH:
+        return False
+    try:
+        public._key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,293 @@
+"""Tests of sync_protocol.crypto: key wrappers, key ids, key files and primitives."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from sync_protocol import crypto
+from sync_protocol.crypto import (
+    EncryptionPrivateKey,
+    EncryptionPublicKey,
+    KeyBundle,
+    SigningPrivateKey,
+    SigningPublicKey,
+    generate_device_keys,
+    generate_server_keys,
+)
+from sync_protocol.errors import InvalidKey, KeyFileError, ProtocolError, WrongRecipientKey
+
+# RFC 7748 section 6.1 (X25519 Diffie-Hellman test vector).
+ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+ALICE_PUBLIC = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+BOB_PUBLIC = bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+SHARED = bytes.fromhex("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742")
+
+# RFC 8032 section 7.1, TEST 1 (Ed25519, empty message).
+ED_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+ED_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+ED_SIGNATURE = bytes.fromhex(
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
+
+
+def test_x25519_matches_rfc7748() -> None:
+    alice = EncryptionPrivateKey.from_raw(ALICE_PRIVATE)
+    assert alice.public_key().raw() == ALICE_PUBLIC
+    assert crypto.x25519_shared_secret(alice, EncryptionPublicKey.from_raw(BOB_PUBLIC)) == SHARED
+
+
+def test_ed25519_matches_rfc8032() -> None:
+    key = SigningPrivateKey.from_raw(ED_SECRET)
+    assert key.public_key().raw() == ED_PUBLIC
+    assert crypto.sign(key, b"") == ED_SIGNATURE
+    assert crypto.verify_signature(SigningPublicKey.from_raw(ED_PUBLIC), ED_SIGNATURE, b"")
+
+
+def test_verify_signature_returns_false_for_wrong_message_key_or_length() -> None:
+    key = SigningPrivateKey.generate()
+    signature = crypto.sign(key, b"header+ciphertext")
+    assert crypto.verify_signature(key.public_key(), signature, b"header+ciphertext")
+    assert not crypto.verify_signature(key.public_key(), signature, b"header+ciphertexT")
+    other = SigningPrivateKey.generate().public_key()
+    assert not crypto.verify_signature(other, signature, b"header+ciphertext")
+    assert not crypto.verify_signature(key.public_key(), signature[:-1], b"header+ciphertext")
+
+
+def test_hkdf_matches_rfc5869_case_1() -> None:
+    okm = crypto.hkdf_sha256(
+        bytes.fromhex("0b" * 22),
+        salt=bytes.fromhex("000102030405060708090a0b0c"),
+        info=bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
+        length=42,
+    )
+    assert okm.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+
+
+def test_key_id_is_first_8_bytes_of_sha256_of_raw_public_key() -> None:
+    assert crypto.key_id(ALICE_PUBLIC) == hashlib.sha256(ALICE_PUBLIC).digest()[:8].hex()
+    assert EncryptionPublicKey.from_raw(ALICE_PUBLIC).key_id() == crypto.key_id(ALICE_PUBLIC)
+    assert EncryptionPrivateKey.from_raw(ALICE_PRIVATE).key_id() == crypto.key_id(ALICE_PUBLIC)
+    assert len(crypto.key_id(ALICE_PUBLIC)) == 16
+    assert (
+        crypto.key_id_bytes(crypto.key_id(ALICE_PUBLIC))
+        == hashlib.sha256(ALICE_PUBLIC).digest()[:8]
+    )
+
+
+@pytest.mark.parametrize("text", ["", "abc", "zz" * 8, "00" * 9])
+def test_key_id_bytes_rejects_bad_text(text: str) -> None:
+    with pytest.raises(InvalidKey):
+        crypto.key_id_bytes(text)
+
+
+@pytest.mark.parametrize(
+    "cls", [EncryptionPrivateKey, EncryptionPublicKey, SigningPrivateKey, SigningPublicKey]
+)
+def test_raw_and_base64_round_trip_and_length_checks(cls: type) -> None:
+    raw = hashlib.sha256(cls.__name__.encode()).digest()
+    if cls is SigningPublicKey:
+        raw = SigningPrivateKey.from_raw(raw).public_key().raw()
+    key = cls.from_raw(raw)
+    assert key.raw() == raw
+    assert cls.from_base64(key.to_base64()).raw() == raw
+    assert crypto.b64decode(key.to_base64()) == raw
+    for bad in (raw[:-1], raw + b"\x00", b""):
+        with pytest.raises(InvalidKey) as caught:
+            cls.from_raw(bad)
+        assert caught.value.code == "invalid_key"
+    with pytest.raises(InvalidKey):
+        cls.from_base64("not base64!")
+
+
+def test_private_key_repr_does_not_reveal_secret() -> None:
+    bundle = generate_device_keys()
+    for text in (repr(bundle), repr(bundle.encryption), repr(bundle.signing)):
+        assert bundle.encryption.to_base64() not in text
+        assert bundle.signing.to_base64() not in text
+        assert bundle.encryption.raw().hex() not in text
+        assert bundle.signing.raw().hex() not in text
+
+
+def test_generated_bundles_are_distinct_and_consistent() -> None:
+    device, server = generate_device_keys(), generate_server_keys()
+    assert device.encryption.raw() != server.encryption.raw()
+    assert device.signing.raw() != server.signing.raw()
+    doc = device.public_document()
+    assert EncryptionPublicKey.from_base64(doc["encryption_public"]) == device.encryption_public
+    assert SigningPublicKey.from_base64(doc["signing_public"]) == device.signing_public
+    assert doc["encryption_key_id"] == device.encryption_public.key_id()
+    assert doc["signing_key_id"] == device.signing_public.key_id()
+
+
+def test_public_keys_compare_and_hash_by_raw_bytes() -> None:
+    a = EncryptionPublicKey.from_raw(ALICE_PUBLIC)
+    assert a == EncryptionPublicKey.from_raw(ALICE_PUBLIC)
+    assert len({a, EncryptionPublicKey.from_raw(ALICE_PUBLIC)}) == 1
+    assert a != EncryptionPublicKey.from_raw(BOB_PUBLIC)
+
+
+def test_low_order_x25519_point_is_invalid_key() -> None:
+    with pytest.raises(InvalidKey):
+        crypto.x25519_shared_secret(
+            EncryptionPrivateKey.generate(), EncryptionPublicKey.from_raw(bytes(32))
+        )
+
+
+@pytest.mark.parametrize("algorithm", crypto.AEAD_ALGORITHMS)
+def test_aead_round_trip_and_tamper_detection(algorithm: crypto.AeadAlgorithm) -> None:
+    key, nonce = os.urandom(32), os.urandom(12)
+    sealed = crypto.aead_encrypt(algorithm, key, nonce, "王小红".encode(), b"aad")
+    assert len(sealed) == len("王小红".encode()) + 16
+    assert crypto.aead_decrypt(algorithm, key, nonce, sealed, b"aad") == "王小红".encode()
+    for key2, nonce2, sealed2, aad2 in [
+        (os.urandom(32), nonce, sealed, b"aad"),
+        (key, os.urandom(12), sealed, b"aad"),
+        (key, nonce, sealed[:-1] + bytes([sealed[-1] ^ 1]), b"aad"),
+        (key, nonce, sealed, b"aaD"),
+    ]:
+        with pytest.raises(WrongRecipientKey):
+            crypto.aead_decrypt(algorithm, key2, nonce2, sealed2, aad2)
+
+
+def test_aes_gcm_matches_nist_vector() -> None:
+    # NIST GCM test case 16 (AES-256, 96-bit IV, with AAD), as in McGrew & Viega's GCM spec.
+    key = bytes.fromhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
+    iv = bytes.fromhex("cafebabefacedbaddecaf888")
+    plaintext = bytes.fromhex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+        "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39"
+    )
+    aad = bytes.fromhex("feedfacedeadbeeffeedfacedeadbeefabaddad2")
+    expected = bytes.fromhex(
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+        "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
+        "76fc6ece0f4e1768cddf8853bb2d551b"
+    )
+    assert crypto.aead_encrypt("aes-256-gcm", key, iv, plaintext, aad) == expected
+
+
+def test_aead_rejects_unknown_algorithm_and_bad_nonce() -> None:
+    with pytest.raises(ValueError):
+        crypto.aead_encrypt("rot13", bytes(32), bytes(12), b"x", b"")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        crypto.aead_encrypt("aes-256-gcm", bytes(32), bytes(8), b"x", b"")
+
+
+def test_sha256_hex() -> None:
+    assert crypto.sha256_hex(b"abc") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+
+
+# --- key files --------------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_key_bundle_file_round_trip_with_mode_0600(tmp_path: Path) -> None:
+    bundle = generate_server_keys()
+    path = tmp_path / "server-keys.json"
+    crypto.save_key_bundle(path, bundle)
+    assert _mode(path) == 0o600
+    loaded = crypto.load_key_bundle(path)
+    assert isinstance(loaded, KeyBundle)
+    assert loaded.encryption.raw() == bundle.encryption.raw()
+    assert loaded.signing.raw() == bundle.signing.raw()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".key-")]
+
+
+def test_key_bundle_file_refuses_overwrite_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    first, second = generate_device_keys(), generate_device_keys()
+    crypto.save_key_bundle(path, first)
+    with pytest.raises(KeyFileError) as caught:
+        crypto.save_key_bundle(path, second)
+    assert caught.value.code == "key_file_error"
+    assert crypto.load_key_bundle(path).signing.raw() == first.signing.raw()
+    crypto.save_key_bundle(path, second, overwrite=True)
+    assert crypto.load_key_bundle(path).signing.raw() == second.signing.raw()
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o610])
+def test_loading_refuses_group_or_world_accessible_files(tmp_path: Path, mode: int) -> None:
+    bundle_path, pem_path = tmp_path / "keys.json", tmp_path / "key.pem"
+    crypto.save_key_bundle(bundle_path, generate_device_keys())
+    crypto.save_private_key(pem_path, SigningPrivateKey.generate())
+    for path, load in [(bundle_path, crypto.load_key_bundle), (pem_path, crypto.load_private_key)]:
+        os.chmod(path, mode)
+        with pytest.raises(KeyFileError) as caught:
+            load(path)
+        assert "chmod 600" in caught.value.message
+        assert caught.value.message_zh
+
+
+def test_loading_accepts_owner_only_read(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    bundle = generate_device_keys()
+    crypto.save_key_bundle(path, bundle)
+    os.chmod(path, 0o400)
+    assert crypto.load_key_bundle(path).encryption.raw() == bundle.encryption.raw()
+
+
+def test_pem_private_keys_round_trip_by_kind(tmp_path: Path) -> None:
+    enc, sig = EncryptionPrivateKey.generate(), SigningPrivateKey.generate()
+    crypto.save_private_key(tmp_path / "enc.pem", enc)
+    crypto.save_private_key(tmp_path / "sig.pem", sig)
+    assert (tmp_path / "enc.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    loaded_enc = crypto.load_private_key(tmp_path / "enc.pem")
+    loaded_sig = crypto.load_private_key(tmp_path / "sig.pem")
+    assert isinstance(loaded_enc, EncryptionPrivateKey) and loaded_enc.raw() == enc.raw()
+    assert isinstance(loaded_sig, SigningPrivateKey) and loaded_sig.raw() == sig.raw()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"not json",
+        b'{"format": "village-sync-keys", "version": 2}',
+        b'{"format": "other", "version": 1}',
+        b'{"format": "village-sync-keys", "version": 1, "encryption_private": "AAAA"}',
+        b"[]",
+    ],
+)
+def test_malformed_key_bundle_files_are_key_file_errors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "keys.json"
+    path.write_bytes(content)
+    os.chmod(path, 0o600)
+    with pytest.raises(KeyFileError):
+        crypto.load_key_bundle(path)
+
+
+def test_key_bundle_with_mismatched_key_ids_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    crypto.save_key_bundle(path, generate_device_keys())
+    text = path.read_text().replace('"signing_key_id": "', '"signing_key_id": "f')
+    path.write_text(text)
+    with pytest.raises(KeyFileError, match="key ids"):
+        crypto.load_key_bundle(path)
+
+
+def test_missing_or_garbage_pem_is_key_file_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError):
+        crypto.load_private_key(tmp_path / "absent.pem")
+    path = tmp_path / "garbage.pem"
+    path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(KeyFileError):
+        crypto.load_private_key(path)
+
+
+def test_every_error_is_a_protocol_error_with_code_and_both_languages() -> None:
+    for error in (KeyFileError(), InvalidKey(), WrongRecipientKey()):
+        assert isinstance(error, ProtocolError)
+        assert error.code and error.message and error.message_zh
