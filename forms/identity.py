@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal
 
+from forms.errors import FormsError
+
 __all__ = [
     "ID_CHECK_CHARS",
     "ID_WEIGHTS",
@@ -56,42 +58,37 @@ _SEPARATORS = re.compile(r"[\s\-‐‑‒–—―−_·]+")
 _EARLIEST_BIRTH = date(1900, 1, 1)
 
 
-class IdNumberError(ValueError):
+class IdNumberError(FormsError, ValueError):
     """An ID number that cannot be accepted.
 
     ``code`` is stable and machine-readable: ``empty``, ``lossy_number``, ``length``,
-    ``characters``, ``birth_date``, ``check_digit`` or ``disability_suffix``. The two messages are
-    shown to field staff (Chinese) and to operators (English).
+    ``characters``, ``birth_date``, ``check_digit`` or ``disability_suffix``. ``message_zh`` is
+    shown to field staff, ``message`` (also ``message_en``) to operators; ``messages()`` gives
+    both as the ``{"zh", "en"}`` map validation issues carry.
     """
 
+    code = "id_number_invalid"
+    default_message = "invalid ID number"
+    default_message_zh = "身份证号无效"
+
     def __init__(self, code: str, message_zh: str, message_en: str) -> None:
-        super().__init__(f"{code}: {message_en}")
-        self.code = code
-        self.message_zh = message_zh
+        super().__init__(code, message_en, message_zh=message_zh)
         self.message_en = message_en
 
-    @property
-    def message(self) -> dict[str, str]:
-        """The human message as a language map, the shape validation issues use."""
-        return {"zh": self.message_zh, "en": self.message_en}
 
-
-class VillageCodeError(ValueError):
+class VillageCodeError(FormsError, ValueError):
     """A village code or scope prefix that is not made of the right number of digits.
 
     ``code`` is ``village_code_format`` or ``scope_prefix_format``.
     """
 
-    def __init__(self, code: str, message_zh: str, message_en: str) -> None:
-        super().__init__(f"{code}: {message_en}")
-        self.code = code
-        self.message_zh = message_zh
-        self.message_en = message_en
+    code = "village_code_invalid"
+    default_message = "invalid village code"
+    default_message_zh = "行政村代码无效"
 
-    @property
-    def message(self) -> dict[str, str]:
-        """The human message as a language map, the shape validation issues use."""
-        return {"zh": self.message_zh, "en": self.message_en}
+    def __init__(self, code: str, message_zh: str, message_en: str) -> None:
+        super().__init__(code, message_en, message_zh=message_zh)
+        self.message_en = message_en
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ def test_distinct_error_codes(raw: str, code: str) -> None:
     with pytest.raises(IdNumberError) as err:
         parse_id_number(raw, today=TODAY)
     assert err.value.code == code
-    assert err.value.message == {"zh": err.value.message_zh, "en": err.value.message_en}
+    assert err.value.messages() == {"zh": err.value.message_zh, "en": err.value.message_en}
+    assert err.value.message == err.value.message_en
 
 
 def test_february_29_only_in_leap_years() -> None:
