@@ -1,0 +1,1037 @@
+"""XLSForm import/export: the supported subset, located refusals, round trips.
+
+Workbooks are built with openpyxl inside the tests, cell by cell, the way county staff fill them.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forms.definition import FormDefinition, dump_definition, load_definition
+from forms.xlsform import XLSFormError, XLSFormIssue, export_xlsform, import_xlsform, load_xlsform
+from tests.forms.conftest import HOUSING_V1
+
+Rows = list[list[Any]]
+
+SETTINGS: Rows = [
+    ["form_id", "version", "form_title", "form_title::en"],
+    ["housing_check", 1, "住房安全核查", "Housing check"],
+]
+CHOICES: Rows = [
+    ["list_name", "name", "label", "label::en", "label::ug"],
+    ["yes_no", "yes", "是", "Yes", "ھەئە"],
+    ["yes_no", "no", "否", "No", "ياق"],
+    ["grade", "A", "A级", "Grade A", None],
+    ["grade", "B", "B级", "Grade B", None],
+    ["grade", "C", "C级", "Grade C", None],
+    ["grade", "D", "D级", "Grade D", None],
+    ["structure", 1, "土坯房", "Adobe", None],
+    ["structure", 2, "砖混", "Brick-concrete", None],
+    ["health", "healthy", "健康", "Healthy", None],
+    ["health", "chronic", "长期慢性病", "Chronic illness", None],
+]
+
+
+def workbook(
+    survey: Rows,
+    *,
+    choices: Rows | None = CHOICES,
+    settings_rows: Rows | None = SETTINGS,
+    checks: Rows | None = None,
+    upgrade: Rows | None = None,
+    extra: dict[str, Rows] | None = None,
+) -> io.BytesIO:
+    """Build an .xlsx in memory from rows of cells (None = empty cell)."""
+    wb = openpyxl.Workbook()
+    first = wb.worksheets[0]
+    first.title = "survey"
+    sheets: dict[str, Rows | None] = {
+        "choices": choices,
+        "settings": settings_rows,
+        "checks": checks,
+        "upgrade": upgrade,
+    }
+    for row in survey:
+        first.append(row)
+    for title, rows in {**sheets, **(extra or {})}.items():
+        if rows is None:
+            continue
+        ws = wb.create_sheet(title)
+        for row in rows:
+            ws.append(row)
+    buf = io.BytesIO()
+    wb.save(buf)
+    buf.seek(0)
+    return buf
+
+
+def refusal(source: io.BytesIO | Path) -> list[XLSFormIssue]:
+    with pytest.raises(XLSFormError) as info:
+        import_xlsform(source)
+    assert info.value.issues, "an XLSFormError always carries at least one issue"
+    return info.value.issues
+
+
+def only_issue(source: io.BytesIO | Path) -> XLSFormIssue:
+    issues = refusal(source)
+    assert len(issues) == 1, [str(i) for i in issues]
+    return issues[0]
+
+
+HEAD = ["type", "name", "label", "label::en"]
+
+
+# --------------------------------------------------------------------------------------------
+# A realistic hand-made form
+
+
+def realistic_form() -> io.BytesIO:
+    survey: Rows = [
+        [
+            "type",
+            "name",
+            "label",
+            "label::en",
+            "label::ug",
+            "hint",
+            "required",
+            "relevant",
+            "constraint",
+            "constraint_message",
+            "constraint_message::en",
+            "calculation",
+            "appearance",
+            "unit",
+            "merge",
+            "sensitive",
+            "min_rows",
+            "max_rows",
+            "$kuid",
+        ],
+        ["boolean", "has_house", "是否有自有住房", "Owns a house", "ئۆيى بارمۇ", None, True],
+        [
+            "select_one grade",
+            "appraisal_grade",
+            "鉴定等级",
+            "Appraisal grade",
+            None,
+            "按农村住房安全性鉴定技术导则",
+            "yes",
+            "${has_house} = true()",
+            None,
+            None,
+            None,
+            None,
+            "minimal",
+            None,
+            "review",
+        ],
+        [
+            "begin_group",
+            "renovation",
+            "改造情况",
+            "Renovation",
+            None,
+            None,
+            None,
+            "${appraisal_grade} = 'C' or ${appraisal_grade} = 'D'",
+        ],
+        [
+            "integer",
+            "renovation_year",
+            "改造年份",
+            "Year",
+            None,
+            None,
+            "true()",
+            None,
+            ". >= 2013",
+            "改造年份不早于2013年",
+            "Not before 2013",
+        ],
+        [
+            "decimal",
+            "subsidy",
+            "补助资金",
+            "Subsidy",
+            None,
+            None,
+            None,
+            "${renovation_year} > 0",
+            ". >= 0",
+            None,
+            None,
+            None,
+            None,
+            "元",
+        ],
+        ["end_group"],
+        ["select_multiple structure", "structure", "结构类型", "Structure"],
+        ["date", "visit_date", "走访日期", "Visit date"],
+        ["geopoint", "location", "房屋位置", "Location"],
+        ["image", "house_photo", "房屋照片", "House photo"],
+        ["note", "members_note", "以下填写家庭成员", "Members follow"],
+        [
+            "begin repeat",
+            "members",
+            "家庭成员",
+            "Members",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            1,
+            20,
+        ],
+        ["text", "name", "姓名", "Name", "ئىسمى", None, "yes"],
+        [
+            "text",
+            "id_number",
+            "身份证号",
+            "ID number",
+            None,
+            "18位",
+            "yes",
+            None,
+            "string-length(.) = 18",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "yes",
+        ],
+        [
+            "select_multiple health",
+            "health",
+            "健康状况",
+            "Health",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            True,
+        ],
+        ["end repeat", "members"],
+        [
+            "calculate",
+            "member_count",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "count(${members})",
+        ],
+        [None],
+        [
+            "text",
+            "remark",
+            "备注",
+            "Remark",
+            None,
+            None,
+            "no",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "lww",
+            "no",
+            None,
+            None,
+            "x1y2",
+        ],
+    ]
+    checks: Rows = [
+        ["id", "severity", "field", "rule", "message", "message::en"],
+        [
+            "c_photo_for_danger",
+            "warning",
+            "house_photo",
+            "not(${appraisal_grade} = 'D' and ${house_photo} = '')",
+            "D级危房应拍照留证",
+            "A D-grade house should be photographed",
+        ],
+        [
+            "c_member_id",
+            "error",
+            "members/id_number",
+            "string-length(${id_number}) = 18",
+            "身份证号应为18位",
+            "ID must be 18 characters",
+        ],
+    ]
+    return workbook(survey, checks=checks)
+
+
+def test_realistic_form_imports_to_the_contract_document() -> None:
+    doc = import_xlsform(realistic_form())
+
+    assert doc["id"] == "housing_check"
+    assert doc["version"] == 1
+    assert doc["title"] == {"zh": "住房安全核查", "en": "Housing check"}
+    assert doc["subject"] == "household"
+    names = [f["name"] for f in doc["fields"]]
+    # The group is flattened away: its questions sit at the top level in sheet order.
+    assert names == [
+        "has_house",
+        "appraisal_grade",
+        "renovation_year",
+        "subsidy",
+        "structure",
+        "visit_date",
+        "location",
+        "house_photo",
+        "members_note",
+        "members",
+        "member_count",
+        "remark",
+    ]
+    by_name = {f["name"]: f for f in doc["fields"]}
+    assert by_name["has_house"] == {
+        "name": "has_house",
+        "type": "boolean",
+        "label": {"zh": "是否有自有住房", "en": "Owns a house", "ug": "ئۆيى بارمۇ"},
+        "required": True,
+    }
+    grade = by_name["appraisal_grade"]
+    assert grade["type"] == "select_one"
+    assert grade["choices"] == "grade"
+    assert grade["merge"] == "review"
+    assert grade["hint"] == {"zh": "按农村住房安全性鉴定技术导则"}
+    assert grade["relevant"] == "${has_house} = true()"
+    assert "appearance" not in grade
+    group_rule = "${appraisal_grade} = 'C' or ${appraisal_grade} = 'D'"
+    assert by_name["renovation_year"]["relevant"] == group_rule
+    assert by_name["renovation_year"]["required"] is True  # true() reads as required
+    assert by_name["renovation_year"]["constraint_message"] == {
+        "zh": "改造年份不早于2013年",
+        "en": "Not before 2013",
+    }
+    assert by_name["subsidy"]["relevant"] == f"({group_rule}) and (${{renovation_year}} > 0)"
+    assert by_name["subsidy"]["unit"] == "元"
+    assert by_name["structure"]["type"] == "select_multiple"
+    members = by_name["members"]
+    assert members["type"] == "repeat"
+    assert members["min_rows"] == 1 and members["max_rows"] == 20
+    assert [f["name"] for f in members["fields"]] == ["name", "id_number", "health"]
+    assert members["fields"][1]["sensitive"] is True
+    assert members["fields"][2]["sensitive"] is True  # Excel TRUE reads as yes
+    assert members["fields"][0]["label"]["ug"] == "ئىسمى"
+    assert by_name["member_count"] == {
+        "name": "member_count",
+        "type": "calculate",
+        "calculate": "count(${members})",
+    }
+    assert by_name["remark"] == {
+        "name": "remark",
+        "type": "text",
+        "label": {"zh": "备注", "en": "Remark"},
+        "merge": "lww",
+    }
+    # Choice names Excel stored as numbers come back as the text people typed.
+    assert [c["value"] for c in doc["choice_lists"]["structure"]] == ["1", "2"]
+    assert doc["choice_lists"]["yes_no"][0]["label"] == {"zh": "是", "en": "Yes", "ug": "ھەئە"}
+    assert doc["choice_lists"]["grade"][0]["label"] == {"zh": "A级", "en": "Grade A"}
+    assert doc["checks"][1] == {
+        "id": "c_member_id",
+        "severity": "error",
+        "field": "members/id_number",
+        "rule": "string-length(${id_number}) = 18",
+        "message": {"zh": "身份证号应为18位", "en": "ID must be 18 characters"},
+    }
+    assert "upgrade" not in doc
+
+
+def test_load_xlsform_gives_the_same_definition_as_the_document() -> None:
+    defn = load_xlsform(realistic_form())
+    assert isinstance(defn, FormDefinition)
+    assert defn == load_definition(import_xlsform(realistic_form()))
+    assert defn.merge_policy("appraisal_grade") == "review"
+    assert defn.sensitive_paths() == {"members/id_number", "members/health"}
+
+
+def test_import_reads_a_path_as_well_as_a_stream(tmp_path: Path) -> None:
+    target = tmp_path / "housing.xlsx"
+    target.write_bytes(realistic_form().getvalue())
+    assert import_xlsform(target) == import_xlsform(str(target))
+
+
+def test_label_languages_ug_bo_and_odk_bracket_style() -> None:
+    survey: Rows = [
+        ["type", "name", "label::zh", "label::ug", "label::Tibetan (bo)", "hint::zh", "hint::ug"],
+        ["text", "head_name", "户主姓名", "ئائىلە باشلىقى", "ཁྱིམ་བདག", "填写全名", "تولۇق ئىسىم"],
+    ]
+    field = import_xlsform(workbook(survey))["fields"][0]
+    assert field["label"] == {"zh": "户主姓名", "ug": "ئائىلە باشلىقى", "bo": "ཁྱིམ་བདག"}
+    assert field["hint"] == {"zh": "填写全名", "ug": "تولۇق ئىسىم"}
+
+
+def test_settings_cells_that_excel_made_numbers_are_read_as_text() -> None:
+    settings_rows: Rows = [["form_id", "version", "form_title"], ["water", 3.0, "饮水安全"]]
+    choices: Rows = [
+        ["list_name", "name", "label"],
+        ["source", 1.0, "自来水"],
+        ["source", 2, "井水"],
+    ]
+    survey: Rows = [["type", "name", "label"], ["select_one source", "source", "水源"]]
+    doc = import_xlsform(workbook(survey, choices=choices, settings_rows=settings_rows))
+    assert doc["version"] == 3
+    assert [c["value"] for c in doc["choice_lists"]["source"]] == ["1", "2"]
+
+
+def test_nested_repeats_and_a_group_inside_a_repeat() -> None:
+    survey: Rows = [
+        ["type", "name", "label", "relevant"],
+        ["begin_repeat", "members", "成员"],
+        ["text", "name", "姓名"],
+        ["begin_group", "schooling", "上学", "${age} < 17"],
+        ["integer", "age", "年龄"],
+        ["begin_repeat", "visits", "劝返记录"],
+        ["date", "visit_date", "日期"],
+        ["end_repeat", "visits"],
+        ["end_group", "schooling"],
+        ["end_repeat"],
+        ["text", "name", "与成员同名的顶层题目"],
+    ]
+    doc = import_xlsform(workbook(survey))
+    members = doc["fields"][0]
+    assert [f["name"] for f in members["fields"]] == ["name", "age", "visits"]
+    assert members["fields"][1]["relevant"] == "${age} < 17"
+    visits = members["fields"][2]
+    assert visits["relevant"] == "${age} < 17"
+    assert visits["fields"] == [{"name": "visit_date", "type": "date", "label": {"zh": "日期"}}]
+    # Names are unique per level: a top-level "name" next to members/name is fine.
+    assert doc["fields"][1]["name"] == "name"
+
+
+def test_nested_groups_combine_their_relevance() -> None:
+    survey: Rows = [
+        ["type", "name", "label", "relevant"],
+        ["boolean", "a", "甲"],
+        ["boolean", "b", "乙"],
+        ["begin group", "outer", "外", "${a} = true()"],
+        ["begin_group", "inner", None, "${b} = true()"],
+        ["text", "deep", "内层题"],
+        ["end_group"],
+        ["end group"],
+    ]
+    deep = import_xlsform(workbook(survey))["fields"][2]
+    assert deep["relevant"] == "(${a} = true()) and (${b} = true())"
+
+
+def test_upgrade_sheet_reads_renames_and_drops() -> None:
+    settings_rows: Rows = [["form_id", "version", "form_title"], ["housing_check", 2, "住房"]]
+    survey: Rows = [
+        ["type", "name", "label"],
+        ["integer", "build_year", "建房年份"],
+        ["begin_repeat", "members", "成员"],
+        ["text", "full_name", "姓名"],
+        ["end_repeat"],
+    ]
+    upgrade: Rows = [
+        ["from_version", "action", "field", "new_name"],
+        [1, "rename", "year_built", "build_year"],
+        [1, "rename", "members/name", "members/full_name"],
+        [1, "drop", "old_note", None],
+    ]
+    doc = import_xlsform(workbook(survey, settings_rows=settings_rows, upgrade=upgrade))
+    assert doc["upgrade"] == {
+        "from_version": 1,
+        "renames": {"year_built": "build_year", "members/name": "members/full_name"},
+        "drops": ["old_note"],
+    }
+
+
+def test_upgrade_sheet_with_only_from_version() -> None:
+    settings_rows: Rows = [["form_id", "version", "form_title"], ["housing_check", 2, "住房"]]
+    survey: Rows = [["type", "name", "label"], ["integer", "build_year", "建房年份"]]
+    upgrade: Rows = [["from_version", "action", "field", "new_name"], [1]]
+    doc = import_xlsform(workbook(survey, settings_rows=settings_rows, upgrade=upgrade))
+    assert doc["upgrade"] == {"from_version": 1, "renames": {}, "drops": []}
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals: each names sheet, row, column and header
+
+
+def located(issue: XLSFormIssue) -> tuple[str | None, int | None, str | None, str | None, str]:
+    return (issue.sheet, issue.row, issue.column, issue.header, issue.code)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(
+            [HEAD, ["text", "a", "甲"], ["range", "score", "评分"]],
+            ("survey", 3, "A", "type", "unsupported_type"),
+            id="range",
+        ),
+        pytest.param(
+            [HEAD, ["slider", "score", "评分"]],
+            ("survey", 2, "A", "type", "unknown_type"),
+            id="unknown-type",
+        ),
+        pytest.param(
+            [HEAD, ["start", "started"]],
+            ("survey", 2, "A", "type", "unsupported_type"),
+            id="metadata",
+        ),
+        pytest.param(
+            [HEAD, ["select_one grade or_other", "grade", "等级"]],
+            ("survey", 2, "A", "type", "bad_select"),
+            id="or-other",
+        ),
+        pytest.param(
+            [HEAD, ["select_one villages", "village", "村"]],
+            ("survey", 2, "A", "type", "missing_choice_list"),
+            id="missing-choice-list",
+        ),
+        pytest.param(
+            [HEAD, ["text", "a", "甲"], ["begin_repeat", "members", "成员"], ["text", "n", "名"]],
+            ("survey", 3, "A", "type", "unclosed_block"),
+            id="unclosed-repeat",
+        ),
+        pytest.param(
+            [HEAD, ["text", "a", "甲"], ["end_repeat"]],
+            ("survey", 3, "A", "type", "unbalanced_block"),
+            id="end-without-begin",
+        ),
+        pytest.param(
+            [
+                HEAD,
+                ["begin_repeat", "m", "成员"],
+                ["text", "n", "名"],
+                ["end_group"],
+                ["end_repeat"],
+            ],
+            ("survey", 4, "A", "type", "unbalanced_block"),
+            id="end-group-closes-repeat",
+        ),
+        pytest.param(
+            [HEAD, ["begin_repeat", "m", "成员"], ["text", "n", "名"], ["end_repeat", "x"]],
+            ("survey", 4, "B", "name", "unbalanced_block"),
+            id="end-repeat-wrong-name",
+        ),
+        pytest.param(
+            [HEAD, ["text", "a", "甲"], ["integer", "a", "乙"]],
+            ("survey", 3, "B", "name", "duplicate_name"),
+            id="duplicate-name",
+        ),
+        pytest.param(
+            [
+                HEAD,
+                ["text", "a", "甲"],
+                ["begin_group", "g", "组"],
+                ["text", "a", "乙"],
+                ["end_group"],
+            ],
+            ("survey", 4, "B", "name", "duplicate_name"),
+            id="duplicate-name-across-group",
+        ),
+        pytest.param(
+            [HEAD, ["text", None, "甲"]],
+            ("survey", 2, "B", "name", "empty_required"),
+            id="empty-name",
+        ),
+        pytest.param(
+            [HEAD, ["text", "Head-Name", "户主"]],
+            ("survey", 2, "B", "name", "bad_name"),
+            id="bad-name",
+        ),
+        pytest.param(
+            [HEAD, ["text", "a", None, None]],
+            ("survey", 2, "C", "label", "empty_required"),
+            id="empty-label",
+        ),
+        pytest.param(
+            [HEAD, ["text", "a", None, "Only English"]],
+            ("survey", 2, "C", "label", "missing_zh"),
+            id="label-without-zh",
+        ),
+        pytest.param(
+            [HEAD, [None, "a", "甲"]],
+            ("survey", 2, "A", "type", "empty_required"),
+            id="empty-type",
+        ),
+        pytest.param(
+            [["type", "name", "label", "label::zh"], ["text", "a", "甲", "甲"]],
+            ("survey", 1, "D", "label::zh", "duplicate_column"),
+            id="label-and-label-zh",
+        ),
+        pytest.param(
+            [["type", "name", "label", "bind::jr:preload"], ["text", "a", "甲", "x"]],
+            ("survey", 1, "D", "bind::jr:preload", "unknown_column"),
+            id="unknown-column",
+        ),
+        pytest.param(
+            [["type", "name", "label", "default"], ["integer", "a", "甲", 0]],
+            ("survey", 1, "D", "default", "unsupported_column"),
+            id="default",
+        ),
+        pytest.param(
+            [["type", "name", "label", "choice_filter"], ["text", "a", "甲", "x = 1"]],
+            ("survey", 1, "D", "choice_filter", "unsupported_column"),
+            id="choice-filter",
+        ),
+        pytest.param(
+            [["type", "name", "label", "label::Chinese"], ["text", "a", "甲", "甲"]],
+            ("survey", 1, "D", "label::Chinese", "bad_language"),
+            id="language-name-not-code",
+        ),
+        pytest.param(
+            [["type", "name", "label", "appearance"], ["date", "d", "日期", "month-year"]],
+            ("survey", 2, "D", "appearance", "unsupported_appearance"),
+            id="appearance-month-year",
+        ),
+        pytest.param(
+            [["type", "name", "label", "min_rows"], ["text", "a", "甲", 2]],
+            ("survey", 2, "D", "min_rows", "misplaced_value"),
+            id="min-rows-on-text",
+        ),
+        pytest.param(
+            [["type", "name", "label", "merge"], ["text", "a", "甲", "maybe"]],
+            ("survey", 2, "D", "merge", "bad_merge"),
+            id="bad-merge",
+        ),
+        pytest.param(
+            [["type", "name", "label", "sensitive"], ["text", "a", "甲", "sometimes"]],
+            ("survey", 2, "D", "sensitive", "bad_flag"),
+            id="bad-sensitive",
+        ),
+        pytest.param(
+            [["type", "name", "label", "calculation"], ["calculate", "c", None, None]],
+            ("survey", 2, "D", "calculation", "empty_required"),
+            id="calculate-without-calculation",
+        ),
+        pytest.param(
+            [
+                ["type", "name", "label", "max_rows"],
+                ["begin_repeat", "m", "成员", "many"],
+                ["text", "n", "名"],
+                ["end_repeat"],
+            ],
+            ("survey", 2, "D", "max_rows", "bad_number"),
+            id="max-rows-not-a-number",
+        ),
+        pytest.param(
+            [
+                ["type", "name", "label", "required"],
+                ["begin_group", "g", "组", "yes"],
+                ["text", "n", "名"],
+                ["end_group"],
+            ],
+            ("survey", 2, "D", "required", "misplaced_value"),
+            id="required-on-group",
+        ),
+    ],
+)
+def test_survey_refusals_are_located(rows: Rows, expected: tuple[Any, ...]) -> None:
+    issue = only_issue(workbook(rows))
+    assert located(issue) == expected
+    assert issue.message and issue.message_zh
+
+
+def test_formula_cells_are_refused() -> None:
+    issue = only_issue(workbook([HEAD, ["text", "a", '=CONCAT("户","主")']]))
+    assert located(issue) == ("survey", 2, "C", "label", "formula_cell")
+
+
+def test_empty_unknown_columns_and_staff_sheets_are_ignored() -> None:
+    survey: Rows = [
+        ["type", "name", "label", "media::image", "remarks_for_staff"],
+        ["text", "a", "甲"],
+    ]
+    doc = import_xlsform(workbook(survey, extra={"说明": [["请按要求填写"]]}))
+    assert doc["fields"] == [{"name": "a", "type": "text", "label": {"zh": "甲"}}]
+
+
+def test_presentational_appearance_is_accepted_and_dropped() -> None:
+    survey: Rows = [["type", "name", "label", "appearance"], ["text", "a", "甲", "multiline"]]
+    assert import_xlsform(workbook(survey))["fields"][0] == {
+        "name": "a",
+        "type": "text",
+        "label": {"zh": "甲"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("choices", "expected"),
+    [
+        pytest.param(
+            [["list_name", "name", "label"], ["grade", "A", "A级"], ["grade", "A", "又一个A"]],
+            ("choices", 3, "B", "name", "duplicate_choice"),
+            id="duplicate-choice",
+        ),
+        pytest.param(
+            [["list_name", "name", "label"], ["grade", "A", None]],
+            ("choices", 2, "C", "label", "empty_required"),
+            id="choice-without-label",
+        ),
+        pytest.param(
+            [["list_name", "name", "label"], ["grade", None, "A级"]],
+            ("choices", 2, "B", "name", "empty_required"),
+            id="choice-without-name",
+        ),
+        pytest.param(
+            [["list_name", "name", "label"], ["grade", "A", "A级"], [None, "B", "B级"]],
+            ("choices", 3, "A", "list_name", "empty_required"),
+            id="choice-without-list",
+        ),
+        pytest.param(
+            [["list_name", "name", "label", "filter"], ["grade", "A", "A级", "x"]],
+            ("choices", 1, "D", "filter", "unknown_column"),
+            id="choice-filter-column",
+        ),
+        pytest.param(
+            [["list_name", "name", "label"], ["grade", "A 级", "A级"]],
+            ("choices", 2, "B", "name", "schema"),
+            id="choice-value-with-space",
+        ),
+    ],
+)
+def test_choices_refusals_are_located(choices: Rows, expected: tuple[Any, ...]) -> None:
+    survey: Rows = [HEAD, ["select_one grade", "grade", "等级"]]
+    issue = only_issue(workbook(survey, choices=choices))
+    assert located(issue) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings_rows", "expected"),
+    [
+        pytest.param(
+            [["form_id", "version", "form_title"], [None, 1, "住房"]],
+            ("settings", 2, "A", "form_id", "empty_required"),
+            id="no-form-id",
+        ),
+        pytest.param(
+            [["form_id", "version", "form_title"], ["Housing", 1, "住房"]],
+            ("settings", 2, "A", "form_id", "bad_name"),
+            id="bad-form-id",
+        ),
+        pytest.param(
+            [["form_id", "version", "form_title"], ["housing", "1.5", "住房"]],
+            ("settings", 2, "B", "version", "bad_version"),
+            id="version-not-integer",
+        ),
+        pytest.param(
+            [["form_id", "version", "form_title::en"], ["housing", 1, "Housing"]],
+            ("settings", 2, None, None, "missing_zh"),
+            id="title-without-zh",
+        ),
+        pytest.param(
+            [["form_id", "version", "form_title"], ["housing", 1, "住房"], ["again", 2, "再来"]],
+            ("settings", 3, None, None, "extra_row"),
+            id="two-settings-rows",
+        ),
+        pytest.param(
+            [
+                ["form_id", "version", "form_title", "default_language"],
+                ["housing", 1, "住房", "English (en)"],
+            ],
+            ("settings", 2, "D", "default_language", "bad_default_language"),
+            id="default-language",
+        ),
+    ],
+)
+def test_settings_refusals_are_located(settings_rows: Rows, expected: tuple[Any, ...]) -> None:
+    issue = only_issue(workbook([HEAD, ["text", "a", "甲"]], settings_rows=settings_rows))
+    assert located(issue) == expected
+
+
+def test_missing_sheets_are_named() -> None:
+    issues = refusal(workbook([HEAD, ["text", "a", "甲"]], settings_rows=None))
+    assert [(i.sheet, i.code) for i in issues] == [(None, "missing_sheet")]
+    assert "settings" in issues[0].message
+
+
+def test_odk_sheets_we_cannot_honour_are_refused() -> None:
+    extra = {"external_choices": [["list_name", "name", "label"], ["village", "v1", "一村"]]}
+    issue = only_issue(workbook([HEAD, ["text", "a", "甲"]], extra=extra))
+    assert (issue.sheet, issue.row, issue.code) == ("external_choices", None, "unsupported_sheet")
+
+
+@pytest.mark.parametrize(
+    ("checks", "expected"),
+    [
+        pytest.param(
+            [
+                ["id", "severity", "field", "rule", "message"],
+                ["c1", "fatal", "a", "${a} != ''", "甲必填"],
+            ],
+            ("checks", 2, "B", "severity", "bad_severity"),
+            id="bad-severity",
+        ),
+        pytest.param(
+            [
+                ["id", "severity", "field", "rule", "message"],
+                ["c1", "error", "nope", "${a} != ''", "甲必填"],
+            ],
+            ("checks", 2, "C", "field", "unknown_field"),
+            id="unknown-field",
+        ),
+        pytest.param(
+            [
+                ["id", "severity", "field", "rule", "message::en"],
+                ["c1", "error", "a", "${a} != ''", "A needed"],
+            ],
+            ("checks", 2, None, None, "missing_zh"),
+            id="message-without-zh",
+        ),
+        pytest.param(
+            [["id", "severity", "field", "rule", "message"], ["c1", "error", "a", None, "甲必填"]],
+            ("checks", 2, "D", "rule", "empty_required"),
+            id="empty-rule",
+        ),
+        pytest.param(
+            [
+                ["id", "severity", "field", "rule", "message"],
+                ["c1", "error", "a", "1 = 1", "甲"],
+                ["c1", "warning", "a", "1 = 1", "乙"],
+            ],
+            ("checks", 3, "A", "id", "duplicate_name"),
+            id="duplicate-check-id",
+        ),
+    ],
+)
+def test_checks_refusals_are_located(checks: Rows, expected: tuple[Any, ...]) -> None:
+    issue = only_issue(workbook([HEAD, ["text", "a", "甲"]], checks=checks))
+    assert located(issue) == expected
+
+
+V2: Rows = [["form_id", "version", "form_title"], ["housing", 2, "住房"]]
+
+
+@pytest.mark.parametrize(
+    ("settings_rows", "upgrade", "expected"),
+    [
+        pytest.param(
+            V2,
+            [["from_version", "action", "field", "new_name"], [1, "rename", "old", None]],
+            ("upgrade", 2, "D", "new_name", "bad_name"),
+            id="rename-without-new-name",
+        ),
+        pytest.param(
+            V2,
+            [["from_version", "action", "field", "new_name"], [1, "merge", "old", "a"]],
+            ("upgrade", 2, "B", "action", "bad_action"),
+            id="unknown-action",
+        ),
+        pytest.param(
+            V2,
+            [
+                ["from_version", "action", "field", "new_name"],
+                [1, "drop", "x", None],
+                [0, "drop", "y", None],
+            ],
+            ("upgrade", 3, "A", "from_version", "bad_version"),
+            id="from-version-zero",
+        ),
+        pytest.param(
+            V2,
+            [
+                ["from_version", "action", "field", "new_name"],
+                [1, "drop", "x", None],
+                [2, "drop", "y", None],
+            ],
+            ("upgrade", 3, "A", "from_version", "bad_version"),
+            id="mixed-from-versions",
+        ),
+        pytest.param(
+            [["form_id", "version", "form_title"], ["housing", 1, "住房"]],
+            [["from_version", "action", "field", "new_name"], [1, "drop", "x", None]],
+            ("upgrade", 2, "A", "from_version", "bad_version"),
+            id="version-one",
+        ),
+        pytest.param(
+            V2,
+            [["from_version", "action", "field", "new_name"], [1, "rename", "old", "missing"]],
+            ("upgrade", 2, "D", "new_name", "bad_upgrade"),
+            id="rename-target-missing",
+        ),
+    ],
+)
+def test_upgrade_refusals_are_located(
+    settings_rows: Rows, upgrade: Rows, expected: tuple[Any, ...]
+) -> None:
+    issues = refusal(
+        workbook([HEAD, ["text", "a", "甲"]], settings_rows=settings_rows, upgrade=upgrade)
+    )
+    assert located(issues[0]) == expected
+
+
+def test_loader_issues_are_mapped_back_to_their_cell() -> None:
+    rows: Rows = [
+        ["type", "name", "label", "constraint", "min_rows", "max_rows"],
+        ["text", "a", "甲"],
+        ["note", "n", "说明", ". > 1"],
+        ["begin_repeat", "m", "成员", None, 5, 2],
+        ["text", "x", "名"],
+        ["end_repeat"],
+    ]
+    issues = refusal(workbook(rows))
+    assert [located(i) for i in issues] == [
+        ("survey", 3, "D", "constraint", "unexpected_attribute"),
+        ("survey", 4, "E", "min_rows", "bad_rows"),
+    ]
+    assert "fields/n/constraint" in issues[0].message
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    rows: Rows = [HEAD, ["range", "r", "评分"], ["text", "a", None], ["text", "a", "重复"]]
+    issues = refusal(workbook(rows))
+    assert [(i.row, i.code) for i in issues] == [
+        (2, "unsupported_type"),
+        (3, "empty_required"),
+        (4, "duplicate_name"),
+    ]
+
+
+def test_issue_text_names_the_cell_in_both_languages() -> None:
+    issue = only_issue(workbook([HEAD, ["range", "score", "评分"]]))
+    assert issue.location() == "survey!A2 (type)"
+    text = str(issue)
+    assert text.startswith("survey!A2 (type): ")
+    assert "不支持题型" in text and "not supported" in text
+    as_dict = issue.to_dict()
+    assert as_dict["message"]["zh"] == issue.message_zh
+    assert (as_dict["sheet"], as_dict["row"], as_dict["column"]) == ("survey", 2, "A")
+
+
+def test_a_file_that_is_not_xlsx_is_refused_cleanly(tmp_path: Path) -> None:
+    fake = tmp_path / "form.xlsx"
+    fake.write_text("type,name,label\ntext,a,甲\n", encoding="utf-8")
+    issue = only_issue(fake)
+    assert (issue.sheet, issue.code) == (None, "not_xlsx")
+    assert only_issue(tmp_path / "absent.xlsx").code == "file_not_found"
+
+
+cell_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from(
+        [
+            "text",
+            "integer",
+            "begin_repeat",
+            "end_repeat",
+            "begin_group",
+            "end_group",
+            "select_one grade",
+            "select_multiple nope",
+            "calculate",
+            "range",
+            "a",
+            "b",
+            "${a} > 1",
+            "((",
+            "yes",
+            "甲",
+        ]
+    ),
+    # Excel cannot store control characters at all, so the strategy leaves them out.
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(cell_values, min_size=0, max_size=5), min_size=0, max_size=6))
+def test_no_survey_content_crashes_the_importer(body: Rows) -> None:
+    rows: Rows = [["type", "name", "label", "relevant", "required"], *body]
+    try:
+        doc = import_xlsform(workbook(rows))
+    except XLSFormError as exc:
+        assert exc.issues
+        assert all(isinstance(i, XLSFormIssue) for i in exc.issues)
+    else:
+        load_definition(doc)
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+def test_export_then_import_gives_the_same_definition(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "housing.xlsx"
+    export_xlsform(HOUSING_V1, target)
+    assert dump_definition(load_xlsform(target)) == dump_definition(load_definition(HOUSING_V1))
+
+
+def test_export_writes_every_language_as_its_own_column() -> None:
+    doc = copy.deepcopy(HOUSING_V1)
+    doc["fields"][0]["label"]["ug"] = "ئائىلە باشلىقى"
+    buf = io.BytesIO()
+    export_xlsform(load_definition(doc), buf)
+    buf.seek(0)
+    wb = openpyxl.load_workbook(buf)
+    headers = [c.value for c in wb["survey"][1]]
+    assert headers[:5] == ["type", "name", "label::zh", "label::en", "label::ug"]
+    assert wb.sheetnames == ["survey", "choices", "settings", "checks"]
+    buf.seek(0)
+    assert import_xlsform(buf)["fields"][0]["label"]["ug"] == "ئائىلە باشلىقى"
+
+
+def test_export_of_an_upgrade_round_trips() -> None:
+    doc = copy.deepcopy(HOUSING_V1)
+    doc["version"] = 3
+    doc["upgrade"] = {
+        "from_version": 2,
+        "renames": {"members/full_name": "members/name"},
+        "drops": ["old"],
+    }
+    buf = io.BytesIO()
+    export_xlsform(doc, buf)
+    buf.seek(0)
+    assert load_xlsform(buf) == load_definition(doc)
+
+    doc["upgrade"] = {"from_version": 2}
+    buf = io.BytesIO()
+    export_xlsform(doc, buf)
+    buf.seek(0)
+    assert load_xlsform(buf).upgrade == load_definition(doc).upgrade
+
+
+def test_exported_cells_are_text_so_excel_keeps_them() -> None:
+    doc = copy.deepcopy(HOUSING_V1)
+    doc["choice_lists"]["grade"].append({"value": "007", "label": "零零七"})
+    buf = io.BytesIO()
+    export_xlsform(doc, buf)
+    buf.seek(0)
+    wb = openpyxl.load_workbook(buf)
+    values = [row[1].value for row in wb["choices"].iter_rows(min_row=2)]
+    assert "007" in values
+    assert wb["settings"]["B2"].value == "1"
