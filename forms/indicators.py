@@ -1,0 +1,696 @@
+"""Derived indicators of one household: 两不愁三保障 plus drinking water.
+
+Pure functions over validated record data (contracts §3), so a tablet and the county server that
+hold the same records compute the same picture. Nothing here reads a clock or the environment:
+dates and the county's configuration come in as arguments.
+
+Each indicator is three-valued where the data can be incomplete: ``True``/``False`` when the
+criteria decide, ``None`` when a value the criteria need is missing (a county counts those as
+"not yet surveyed", never as safe).
+
+The criteria are DOMAIN.md's: housing (建村函〔2019〕200号 appraisal grades), drinking water
+(T/CHES 18-2018: quantity, quality, convenience, reliability — safe only if all four pass),
+compulsory education (ages 6-16 at 1 September of the school year), basic medical insurance
+(exactly one of resident or employee insurance) and per-capita net income against the monitoring
+line that each province sets every year.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
+
+from forms.errors import FormsError
+from forms.identity import (
+    IdNumberError,
+    age_on,
+    normalize_id_number,
+    parse_id_number,
+    school_year_reference,
+)
+
+__all__ = [
+    "DEFAULT_WATER_REGION_TYPE",
+    "WATER_QUANTITY_THRESHOLDS",
+    "WATER_REGION_TYPES",
+    "Dropout",
+    "EducationResult",
+    "HouseholdIndicators",
+    "HousingResult",
+    "IncomeResult",
+    "InsuranceResult",
+    "MonitoringConfig",
+    "MonitoringConfigError",
+    "UninsuredMember",
+    "WaterResult",
+    "education_indicator",
+    "household_indicators",
+    "housing_indicator",
+    "income_indicator",
+    "insurance_indicator",
+    "water_indicator",
+]
+
+WaterRegionType = Literal["water_rich", "water_short"]
+#: Region types a county may configure; water-short means < 1,000 m³ water resources per person/year.
+WATER_REGION_TYPES: tuple[str, ...] = ("water_rich", "water_short")
+#: Without configuration a village is treated as water-rich: the stricter 35 L threshold, so a
+#: missing setting can hide no problem.
+DEFAULT_WATER_REGION_TYPE: WaterRegionType = "water_rich"
+#: Litres per person per day that count as enough water (T/CHES 18-2018).
+WATER_QUANTITY_THRESHOLDS: Mapping[str, int] = {"water_rich": 35, "water_short": 20}
+CARRY_MINUTES_MAX = 20  # round trip
+CARRY_DISTANCE_MAX_M = 800  # horizontal
+CARRY_VERTICAL_MAX_M = 80
+INTERRUPTION_DAYS_MAX = 36  # ≈ 90 % guarantee
+SCHOOL_AGE_MIN, SCHOOL_AGE_MAX = 6, 16
+
+PIPED_INTO_HOME = "集中供水入户"
+INCOME_ITEMS = ("wage_income", "business_income", "property_income", "transfer_income")
+CENT = Decimal("0.01")
+
+
+class MonitoringConfigError(FormsError, ValueError):
+    """A monitoring configuration that cannot be used (bad prefix, year, line or region type)."""
+
+    code = "monitoring_config_invalid"
+    default_message = "the monitoring configuration is invalid"
+    default_message_zh = "监测配置无效"
+
+
+def _config_error(message: str, message_zh: str) -> MonitoringConfigError:
+    return MonitoringConfigError(message=message, message_zh=message_zh)
+
+
+def _check_prefix(prefix: object) -> str:
+    if not (isinstance(prefix, str) and 1 <= len(prefix) <= 12 and prefix.isascii()):
+        raise _config_error(
+            f"a region prefix is 1-12 digits, got {prefix!r}",
+            f"地区代码前缀应为1至12位数字：{prefix!r}",
+        )
+    if not prefix.isdigit():
+        raise _config_error(
+            f"a region prefix is 1-12 digits, got {prefix!r}",
+            f"地区代码前缀应为1至12位数字：{prefix!r}",
+        )
+    return prefix
+
+
+def _check_year(year: object) -> int:
+    if isinstance(year, str) and year.isdigit():
+        year = int(year)
+    if not isinstance(year, int) or isinstance(year, bool) or not 2000 <= year <= 2100:
+        raise _config_error(
+            f"a year is 2000-2100, got {year!r}", f"年份应在2000至2100之间：{year!r}"
+        )
+    return year
+
+
+def _check_line(line: object) -> float:
+    if isinstance(line, bool) or not isinstance(line, int | float) or not 0 < line < 1_000_000:
+        raise _config_error(
+            f"a monitoring line is a positive amount in yuan, got {line!r}",
+            f"监测收入标准应为正数（元）：{line!r}",
+        )
+    return float(line)
+
+
+def _check_region_type(value: object) -> WaterRegionType:
+    if value not in WATER_REGION_TYPES:
+        raise _config_error(
+            f"a water region type is one of {', '.join(WATER_REGION_TYPES)}, got {value!r}",
+            f"水资源分区应为 water_rich（丰水）或 water_short（缺水）：{value!r}",
+        )
+    return value  # type: ignore[return-value]
+
+
+def _longest_prefix(code: str, prefixes: Iterable[str]) -> list[str]:
+    """Prefixes of ``code`` among ``prefixes``, longest first."""
+    return sorted((p for p in prefixes if code.startswith(p)), key=len, reverse=True)
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """The county's local settings the indicators depend on.
+
+    ``monitoring_lines`` maps a region-code prefix to ``{year: yuan per person per year}``, e.g.
+    ``{"53": {2025: 8700}}`` (Yunnan, 2025). The longest prefix of a village code that has a line
+    for the year (or, until the new line is published, the latest earlier year) wins, so a county
+    that uses twice its dibao line overrides its province. ``water_region_types`` maps a prefix
+    to ``"water_rich"`` or ``"water_short"``, longest prefix wins.
+
+    Defaults: no monitoring line (income is then reported but never judged against a line) and
+    ``water_rich`` (the stricter 35 L/person/day) where no region type is configured.
+    """
+
+    monitoring_lines: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+    water_region_types: Mapping[str, str] = field(default_factory=dict)
+    default_monitoring_line: float | None = None
+    default_water_region_type: str = DEFAULT_WATER_REGION_TYPE
+
+    def __post_init__(self) -> None:
+        lines = {
+            _check_prefix(prefix): {_check_year(y): _check_line(v) for y, v in years.items()}
+            for prefix, years in self.monitoring_lines.items()
+        }
+        regions = {
+            _check_prefix(prefix): _check_region_type(kind)
+            for prefix, kind in self.water_region_types.items()
+        }
+        object.__setattr__(self, "monitoring_lines", lines)
+        object.__setattr__(self, "water_region_types", regions)
+        if self.default_monitoring_line is not None:
+            object.__setattr__(
+                self, "default_monitoring_line", _check_line(self.default_monitoring_line)
+            )
+        _check_region_type(self.default_water_region_type)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> MonitoringConfig:
+        """Build from the JSON shape ``to_mapping`` writes (year keys may be strings).
+
+        Raises ``MonitoringConfigError`` for an unknown key or a bad prefix, year, line or type.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise _config_error(
+                f"unknown monitoring settings: {', '.join(sorted(unknown))}",
+                f"未知的监测配置项：{', '.join(sorted(unknown))}",
+            )
+        lines = raw.get("monitoring_lines") or {}
+        regions = raw.get("water_region_types") or {}
+        if not isinstance(lines, Mapping) or not all(
+            isinstance(v, Mapping) for v in lines.values()
+        ):
+            raise _config_error(
+                "monitoring_lines maps a prefix to {year: yuan}",
+                "monitoring_lines 应为“地区前缀 → {年份: 元}”",
+            )
+        if not isinstance(regions, Mapping):
+            raise _config_error(
+                "water_region_types maps a prefix to a region type",
+                "water_region_types 应为“地区前缀 → 分区类型”",
+            )
+        return cls(
+            monitoring_lines={p: dict(years) for p, years in lines.items()},
+            water_region_types=dict(regions),
+            default_monitoring_line=raw.get("default_monitoring_line"),
+            default_water_region_type=raw.get(
+                "default_water_region_type", DEFAULT_WATER_REGION_TYPE
+            ),
+        )
+
+    def to_mapping(self) -> dict[str, Any]:
+        """JSON-able form (year keys as strings); ``from_mapping`` reads it back unchanged."""
+        return {
+            "monitoring_lines": {
+                prefix: {str(year): line for year, line in sorted(years.items())}
+                for prefix, years in sorted(self.monitoring_lines.items())
+            },
+            "water_region_types": dict(sorted(self.water_region_types.items())),
+            "default_monitoring_line": self.default_monitoring_line,
+            "default_water_region_type": self.default_water_region_type,
+        }
+
+    def monitoring_line(self, village_code: str, year: int) -> float | None:
+        """The per-capita income line (yuan/year) for a village in a year, or None if unset."""
+        for prefix in _longest_prefix(village_code, self.monitoring_lines):
+            years = [y for y in self.monitoring_lines[prefix] if y <= year]
+            if years:
+                return self.monitoring_lines[prefix][max(years)]
+        return self.default_monitoring_line
+
+    def water_region_type(self, village_code: str) -> str:
+        """``"water_rich"`` or ``"water_short"`` for a village (longest prefix, else the default)."""
+        for prefix in _longest_prefix(village_code, self.water_region_types):
+            return self.water_region_types[prefix]
+        return self.default_water_region_type
+
+    def evaluation_config(self, village_code: str, year: int) -> dict[str, Any]:
+        """The values the instruments read through ``config('…')`` for one village and year.
+
+        Keys: ``monitoring_line`` (omitted when unset) and ``water_region_type``.
+        """
+        values: dict[str, Any] = {"water_region_type": self.water_region_type(village_code)}
+        line = self.monitoring_line(village_code, year)
+        if line is not None:
+            values["monitoring_line"] = line
+        return values
+
+
+# --- value helpers --------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _money(value: Any) -> Decimal | None:
+    number = _number(value)
+    return None if number is None else Decimal(repr(number))
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def _rows(data: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    rows = data.get(name)
+    if not isinstance(rows, list):
+        return []
+    return [row for row in rows if isinstance(row, Mapping)]
+
+
+def _three_valued(verdicts: Iterable[bool | None]) -> bool | None:
+    """False if any verdict fails, else None if any is unknown, else True."""
+    values = list(verdicts)
+    if any(v is False for v in values):
+        return False
+    if any(v is None for v in values):
+        return None
+    return True
+
+
+# --- housing --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HousingResult:
+    """Whether the household's housing is safe, and the stable reason code for the verdict.
+
+    Reasons: ``appraised_safe`` (A/B), ``renovated`` (C/D/no house with accepted renovation),
+    ``public_housing`` (保障安全), ``dangerous_house`` (C/D not yet renovated), ``no_house``,
+    ``not_appraised`` and ``no_data``.
+    """
+
+    safe: bool | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"safe": self.safe, "reason": self.reason}
+
+
+def housing_indicator(data: Mapping[str, Any] | None) -> HousingResult:
+    """Judge a ``housing_safety`` record: safe by appraisal, renovation, or public housing."""
+    if not data or _empty(data.get("appraisal_grade")):
+        return HousingResult(None, "no_data")
+    grade = data["appraisal_grade"]
+    if grade in ("A", "B"):
+        return HousingResult(True, "appraised_safe")
+    if data.get("safety_basis") == "保障安全":
+        return HousingResult(True, "public_housing")
+    if grade in ("C", "D", "无房"):
+        if data.get("renovation_accepted") is True:
+            return HousingResult(True, "renovated")
+        return HousingResult(False, "no_house" if grade == "无房" else "dangerous_house")
+    return HousingResult(None, "not_appraised")
+
+
+# --- drinking water -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaterResult:
+    """Drinking-water safety: safe only if all four indicators pass.
+
+    ``failed`` lists the failed indicators in the fixed order quantity, quality, convenience,
+    reliability; ``unknown`` those the record cannot decide (a value missing).
+    """
+
+    safe: bool | None
+    failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"safe": self.safe, "failed": list(self.failed), "unknown": list(self.unknown)}
+
+
+def _at_most(value: Any, limit: float) -> bool | None:
+    number = _number(value)
+    return None if number is None else number <= limit
+
+
+def water_indicator(data: Mapping[str, Any] | None, region_type: str) -> WaterResult:
+    """Judge a ``drinking_water`` record against T/CHES 18-2018 for the village's region type.
+
+    Quantity: litres per person per day ≥ 35 (``water_rich``) or ≥ 20 (``water_short``).
+    Quality: the recorded pass/fail. Convenience: passes when piped into the home, else when the
+    round trip takes ≤ 20 min, or the water is ≤ 800 m away horizontally or ≤ 80 m vertically.
+    Reliability: ≤ 36 days of interruption or shortage a year.
+
+    Raises ``MonitoringConfigError`` for a region type other than the two above.
+    """
+    threshold = WATER_QUANTITY_THRESHOLDS[_check_region_type(region_type)]
+    if not data:
+        return WaterResult(None, [], ["quantity", "quality", "convenience", "reliability"])
+    litres = _number(data.get("litres_per_person_day"))
+    quality = data.get("quality_ok")
+    if data.get("supply_type") == PIPED_INTO_HOME:
+        convenience: bool | None = True
+    else:
+        measures = [
+            _at_most(data.get("carry_minutes"), CARRY_MINUTES_MAX),
+            _at_most(data.get("carry_distance_m"), CARRY_DISTANCE_MAX_M),
+            _at_most(data.get("carry_vertical_m"), CARRY_VERTICAL_MAX_M),
+        ]
+        # Any one measure within its limit is enough (the criteria say "or").
+        if any(m is True for m in measures):
+            convenience = True
+        elif any(m is False for m in measures):
+            convenience = False
+        else:
+            convenience = None
+    verdicts: dict[str, bool | None] = {
+        "quantity": None if litres is None else litres >= threshold,
+        "quality": quality if isinstance(quality, bool) else None,
+        "convenience": convenience,
+        "reliability": _at_most(data.get("interruption_days"), INTERRUPTION_DAYS_MAX),
+    }
+    return WaterResult(
+        safe=_three_valued(verdicts.values()),
+        failed=[name for name, ok in verdicts.items() if ok is False],
+        unknown=[name for name, ok in verdicts.items() if ok is None],
+    )
+
+
+# --- compulsory education -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """A school-age child not in school (row id and name identify them; no ID number)."""
+
+    row_id: str | None
+    name: str | None
+    age: int
+    reason: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EducationResult:
+    """Whether any child aged 6-16 (at 1 September of the school year) is out of school.
+
+    ``unknown_age`` counts rows whose age cannot be computed (invalid or missing ID number).
+    """
+
+    dropout_present: bool
+    dropouts: list[Dropout] = field(default_factory=list)
+    school_age_children: int = 0
+    unknown_age: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "dropout_present": self.dropout_present,
+            "dropouts": [d.to_dict() for d in self.dropouts],
+            "school_age_children": self.school_age_children,
+            "unknown_age": self.unknown_age,
+        }
+
+
+def school_age(id_number: Any, on: date) -> int | None:
+    """Age on 1 September of the school year containing ``on``, from an ID number; None if invalid."""
+    if not isinstance(id_number, str | int):
+        return None
+    try:
+        info = parse_id_number(id_number, today=on)
+    except IdNumberError:
+        return None
+    return age_on(info.birth_date, school_year_reference(on))
+
+
+def education_indicator(data: Mapping[str, Any] | None, on: date) -> EducationResult:
+    """Find the dropouts of a ``compulsory_education`` record as of the date ``on``.
+
+    A child counts when their age at 1 September of the school year containing ``on`` is 6-16;
+    such a child with no current schooling has dropped out.
+    """
+    if not data:
+        return EducationResult(False)
+    dropouts: list[Dropout] = []
+    in_school_age = unknown = 0
+    for row in _rows(data, "children"):
+        age = school_age(row.get("id_number"), on)
+        if age is None:
+            unknown += 1
+            continue
+        if not SCHOOL_AGE_MIN <= age <= SCHOOL_AGE_MAX:
+            continue
+        in_school_age += 1
+        if _empty(row.get("schooling")):
+            dropouts.append(
+                Dropout(row.get("_id"), row.get("name"), age, row.get("dropout_reason"))
+            )
+    return EducationResult(bool(dropouts), dropouts, in_school_age, unknown)
+
+
+# --- medical insurance ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UninsuredMember:
+    """A member without exactly one basic medical insurance.
+
+    ``problem``: ``uninsured`` (neither), ``insured_twice`` (both) or ``not_listed`` (in the
+    roster but absent from the insurance record).
+    """
+
+    row_id: str | None
+    name: str | None
+    problem: Literal["uninsured", "insured_twice", "not_listed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class InsuranceResult:
+    """Whether every member has basic medical insurance.
+
+    ``uninsured`` lists members with no basic insurance or not listed at all; members insured
+    twice are covered (``everyone_insured`` is about coverage) but listed for correction.
+    """
+
+    everyone_insured: bool
+    uninsured: list[UninsuredMember] = field(default_factory=list)
+    insured_twice: list[UninsuredMember] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "everyone_insured": self.everyone_insured,
+            "uninsured": [m.to_dict() for m in self.uninsured],
+            "insured_twice": [m.to_dict() for m in self.insured_twice],
+        }
+
+
+def insurance_indicator(data: Mapping[str, Any] | None) -> InsuranceResult:
+    """Judge a ``medical_insurance`` record: each member in resident or employee insurance."""
+    uninsured: list[UninsuredMember] = []
+    twice: list[UninsuredMember] = []
+    for row in _rows(data or {}, "members"):
+        resident = row.get("resident_insurance") is True
+        employee = row.get("employee_insurance") is True
+        if resident and employee:
+            twice.append(UninsuredMember(row.get("_id"), row.get("name"), "insured_twice"))
+        elif not (resident or employee):
+            uninsured.append(UninsuredMember(row.get("_id"), row.get("name"), "uninsured"))
+    return InsuranceResult(not uninsured, uninsured, twice)
+
+
+# --- income ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomeResult:
+    """Net and per-capita net income (yuan/year, 2 decimals) and whether it is below the line.
+
+    ``below_line`` is None when the line or the per-capita income is unknown.
+    """
+
+    net: float | None
+    per_capita: float | None
+    below_line: bool | None
+    line: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+def income_indicator(
+    data: Mapping[str, Any] | None, line: float | None, *, members: int | None = None
+) -> IncomeResult:
+    """Net income = wages + business + property + transfers − production costs (DOMAIN.md §5);
+    per capita = net ÷ ``member_count`` (or ``members`` when the record has none).
+
+    Money is summed in decimal and rounded half-up to the fen, so every device agrees to the fen.
+    Net is None when no income item is recorded; missing items among recorded ones count as 0.
+    """
+    if not data:
+        return IncomeResult(None, None, None, line)
+    items = [_money(data.get(name)) for name in INCOME_ITEMS]
+    if all(item is None for item in items):
+        return IncomeResult(None, None, None, line)
+    costs = _money(data.get("production_costs")) or Decimal(0)
+    net = sum((item for item in items if item is not None), Decimal(0)) - costs
+    count = data.get("member_count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        count = members if members and members > 0 else None
+    per_capita = None if count is None else (net / count).quantize(CENT, ROUND_HALF_UP)
+    below = None if per_capita is None or line is None else per_capita < Decimal(repr(line))
+    return IncomeResult(
+        float(net.quantize(CENT, ROUND_HALF_UP)),
+        None if per_capita is None else float(per_capita),
+        below,
+        line,
+    )
+
+
+# --- the household picture ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HouseholdIndicators:
+    """两不愁三保障 + drinking water of one household in one year.
+
+    A field is None when the instrument it comes from is missing (or cannot decide).
+    ``open_problems`` names the failed indicators (``housing``, ``water``, ``education``,
+    ``insurance``, ``income``), the list a county drives to zero; ``all_assured`` is True only
+    when every indicator is known and passes.
+    """
+
+    village_code: str
+    year: int
+    housing_safe: bool | None
+    housing_reason: str | None
+    water_safe: bool | None
+    water_failed: list[str]
+    water_region_type: str
+    dropout_present: bool | None
+    dropouts: list[Dropout]
+    everyone_insured: bool | None
+    uninsured: list[UninsuredMember]
+    net_income: float | None
+    per_capita_income: float | None
+    monitoring_line: float | None
+    income_below_line: bool | None
+    monitoring_category: str | None
+    risk_removed: bool | None
+    open_problems: list[str]
+    all_assured: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (dates none; lists of plain dicts)."""
+        out = dataclasses.asdict(self)
+        out["dropouts"] = [d.to_dict() for d in self.dropouts]
+        out["uninsured"] = [m.to_dict() for m in self.uninsured]
+        return out
+
+
+def _roster_members(roster: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    return _rows(roster or {}, "members")
+
+
+def _canonical_id(value: Any) -> str | None:
+    """The ID number as normalised text (first 18 characters), None when empty or unreadable.
+
+    Only the spelling is normalised (no date check), so no clock is read.
+    """
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    try:
+        return normalize_id_number(value)[:18]
+    except IdNumberError:
+        return None
+
+
+def household_indicators(
+    records: Mapping[str, Mapping[str, Any] | None],
+    village_code: str,
+    year: int,
+    config: MonitoringConfig,
+    *,
+    on: date | None = None,
+) -> HouseholdIndicators:
+    """Compute the household's picture from its records, keyed by form id.
+
+    ``on`` dates the education check (school age at 1 September of the school year containing
+    it); the default, 1 September of ``year``, fits an annual check made in the autumn.
+    The roster, when present, completes the others: members absent from the insurance record
+    count as uninsured, and its member count stands in for a monitoring record without one.
+    """
+    roster = records.get("household_roster")
+    housing_data = records.get("housing_safety")
+    water_data = records.get("drinking_water")
+    education_data = records.get("compulsory_education")
+    insurance_data = records.get("medical_insurance")
+    monitoring = records.get("monitoring_household")
+
+    housing = housing_indicator(housing_data) if housing_data else None
+    region = config.water_region_type(village_code)
+    water = water_indicator(water_data, region) if water_data else None
+    education = (
+        education_indicator(education_data, on or date(year, 9, 1)) if education_data else None
+    )
+
+    insurance: InsuranceResult | None = None
+    if insurance_data:
+        insurance = insurance_indicator(insurance_data)
+        listed = {_canonical_id(r.get("id_number")) for r in _rows(insurance_data, "members")}
+        missing = [
+            UninsuredMember(r.get("_id"), r.get("name"), "not_listed")
+            for r in _roster_members(roster)
+            if _canonical_id(r.get("id_number")) not in listed
+        ]
+        if missing:
+            insurance = InsuranceResult(
+                False, [*insurance.uninsured, *missing], insurance.insured_twice
+            )
+
+    line = config.monitoring_line(village_code, year)
+    roster_size = len(_roster_members(roster)) or None
+    income = income_indicator(monitoring, line, members=roster_size) if monitoring else None
+
+    verdicts = {
+        "housing": None if housing is None else housing.safe,
+        "water": None if water is None else water.safe,
+        "education": None if education is None else not education.dropout_present,
+        "insurance": None if insurance is None else insurance.everyone_insured,
+        "income": None if income is None or income.below_line is None else not income.below_line,
+    }
+    return HouseholdIndicators(
+        village_code=village_code,
+        year=year,
+        housing_safe=verdicts["housing"],
+        housing_reason=None if housing is None else housing.reason,
+        water_safe=verdicts["water"],
+        water_failed=[] if water is None else list(water.failed),
+        water_region_type=region,
+        dropout_present=None if education is None else education.dropout_present,
+        dropouts=[] if education is None else list(education.dropouts),
+        everyone_insured=verdicts["insurance"],
+        uninsured=[] if insurance is None else list(insurance.uninsured),
+        net_income=None if income is None else income.net,
+        per_capita_income=None if income is None else income.per_capita,
+        monitoring_line=line,
+        income_below_line=None if income is None else income.below_line,
+        monitoring_category=(monitoring or {}).get("category"),
+        risk_removed=(monitoring or {}).get("risk_removed"),
+        open_problems=[name for name, ok in verdicts.items() if ok is False],
+        all_assured=_three_valued(verdicts.values()),
+    )

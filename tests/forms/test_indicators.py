@@ -1,0 +1,360 @@
+"""Derived indicators, on the cases DOMAIN.md describes."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forms.identity import id_check_char
+from forms.indicators import (
+    MonitoringConfig,
+    MonitoringConfigError,
+    education_indicator,
+    household_indicators,
+    housing_indicator,
+    income_indicator,
+    insurance_indicator,
+    water_indicator,
+)
+
+VILLAGE = "530102001201"
+
+
+def make_id(birth: date, sequence: int = 11, region: str = "530102") -> str:
+    first17 = f"{region}{birth:%Y%m%d}{sequence:03d}"
+    return first17 + id_check_char(first17)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def test_longest_prefix_wins_and_latest_earlier_year_stands_in() -> None:
+    config = MonitoringConfig(
+        monitoring_lines={"53": {2024: 8300, 2025: 8700}, "530102": {2025: 9200}},
+        water_region_types={"53": "water_rich", "5301": "water_short"},
+    )
+    assert config.monitoring_line(VILLAGE, 2025) == 9200
+    assert config.monitoring_line("530302001201", 2025) == 8700
+    assert config.monitoring_line("530302001201", 2024) == 8300
+    # 2026's line not published yet: 2025's applies until it is.
+    assert config.monitoring_line("530302001201", 2026) == 8700
+    # The county has nothing for 2024: fall back to the province.
+    assert config.monitoring_line(VILLAGE, 2024) == 8300
+    assert config.monitoring_line("110105001201", 2025) is None
+    assert config.water_region_type(VILLAGE) == "water_short"
+    assert config.water_region_type("532301001201") == "water_rich"
+    assert config.water_region_type("110105001201") == "water_rich"
+    assert config.evaluation_config(VILLAGE, 2025) == {
+        "monitoring_line": 9200,
+        "water_region_type": "water_short",
+    }
+    assert config.evaluation_config("110105001201", 2025) == {"water_region_type": "water_rich"}
+
+
+def test_config_mapping_round_trip() -> None:
+    raw = {
+        "monitoring_lines": {"53": {"2025": 8700}, "62": {"2025": 7600.5}},
+        "water_region_types": {"62": "water_short"},
+        "default_monitoring_line": 7000,
+        "default_water_region_type": "water_rich",
+    }
+    config = MonitoringConfig.from_mapping(raw)
+    assert config.monitoring_line("620102001201", 2025) == 7600.5
+    assert config.monitoring_line("110105001201", 2025) == 7000
+    assert MonitoringConfig.from_mapping(config.to_mapping()) == config
+    assert config.to_mapping()["monitoring_lines"]["53"] == {"2025": 8700.0}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"monitoring_lines": {"5a": {2025: 8700}}},
+        {"monitoring_lines": {"53": {1890: 8700}}},
+        {"monitoring_lines": {"53": {2025: -1}}},
+        {"monitoring_lines": {"53": 8700}},
+        {"water_region_types": {"53": "dry"}},
+        {"monitoring_line": 8700},
+    ],
+)
+def test_bad_config_is_refused(raw: dict) -> None:
+    with pytest.raises(MonitoringConfigError) as err:
+        MonitoringConfig.from_mapping(raw)
+    assert err.value.code == "monitoring_config_invalid"
+    assert err.value.message_zh
+
+
+# --- housing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "safe", "reason"),
+    [
+        ({"appraisal_grade": "A"}, True, "appraised_safe"),
+        ({"appraisal_grade": "B"}, True, "appraised_safe"),
+        ({"appraisal_grade": "C", "renovation_method": "维修加固"}, False, "dangerous_house"),
+        (
+            {"appraisal_grade": "D", "renovation_method": "拆除重建", "renovation_accepted": True},
+            True,
+            "renovated",
+        ),
+        ({"appraisal_grade": "无房"}, False, "no_house"),
+        ({"appraisal_grade": "无房", "safety_basis": "保障安全"}, True, "public_housing"),
+        ({"appraisal_grade": "未鉴定"}, None, "not_appraised"),
+        ({}, None, "no_data"),
+    ],
+)
+def test_housing(data: dict, safe: bool | None, reason: str) -> None:
+    result = housing_indicator(data)
+    assert (result.safe, result.reason) == (safe, reason)
+    assert result.to_dict() == {"safe": safe, "reason": reason}
+
+
+# --- drinking water -------------------------------------------------------------------------------
+
+GOOD_WELL = {
+    "supply_type": "分散供水",
+    "source_type": "井",
+    "litres_per_person_day": 40,
+    "quality_method": "现场查看",
+    "quality_ok": True,
+    "carry_minutes": 10,
+    "interruption_days": 5,
+}
+
+
+def test_15_litres_in_a_water_rich_area_fails_quantity() -> None:
+    result = water_indicator({**GOOD_WELL, "litres_per_person_day": 15}, "water_rich")
+    assert result.safe is False
+    assert result.failed == ["quantity"]
+
+
+def test_25_litres_in_a_water_short_area_is_safe() -> None:
+    data = {**GOOD_WELL, "litres_per_person_day": 25}
+    assert water_indicator(data, "water_short").safe is True
+    # The same household in a water-rich area would not have enough.
+    assert water_indicator(data, "water_rich").failed == ["quantity"]
+
+
+def test_piped_into_home_skips_convenience() -> None:
+    data = {
+        "supply_type": "集中供水入户",
+        "litres_per_person_day": 60,
+        "quality_method": "检测报告",
+        "quality_ok": True,
+        "interruption_days": 0,
+    }
+    assert water_indicator(data, "water_rich").safe is True
+
+
+def test_convenience_any_one_measure_within_limit_passes() -> None:
+    far = {**GOOD_WELL, "carry_minutes": 45, "carry_distance_m": 1500, "carry_vertical_m": 60}
+    assert water_indicator(far, "water_rich").safe is True
+    farther = {**far, "carry_vertical_m": 120}
+    assert water_indicator(farther, "water_rich").failed == ["convenience"]
+
+
+def test_every_failure_is_listed_in_order() -> None:
+    bad = {
+        "supply_type": "集中供水点",
+        "litres_per_person_day": 10,
+        "quality_ok": False,
+        "carry_minutes": 40,
+        "interruption_days": 60,
+    }
+    result = water_indicator(bad, "water_short")
+    assert result.safe is False
+    assert result.failed == ["quantity", "quality", "convenience", "reliability"]
+
+
+def test_reliability_limit_is_36_days() -> None:
+    assert water_indicator({**GOOD_WELL, "interruption_days": 36}, "water_rich").safe is True
+    assert water_indicator({**GOOD_WELL, "interruption_days": 37}, "water_rich").failed == [
+        "reliability"
+    ]
+
+
+def test_missing_value_is_unknown_not_safe() -> None:
+    data = {k: v for k, v in GOOD_WELL.items() if k != "quality_ok"}
+    result = water_indicator(data, "water_rich")
+    assert result.safe is None
+    assert result.unknown == ["quality"]
+    assert water_indicator({**data, "litres_per_person_day": 5}, "water_rich").safe is False
+
+
+def test_unknown_region_type_is_refused() -> None:
+    with pytest.raises(MonitoringConfigError):
+        water_indicator(GOOD_WELL, "丰水")
+
+
+# --- education ------------------------------------------------------------------------------------
+
+
+def test_twelve_year_old_without_schooling_is_a_dropout() -> None:
+    data = {
+        "children": [
+            {"_id": "r1", "name": "张小梅", "id_number": make_id(date(2014, 3, 2), 22)},
+            {
+                "_id": "r2",
+                "name": "张小军",
+                "id_number": make_id(date(2016, 5, 1), 31),
+                "schooling": "小学",
+            },
+        ]
+    }
+    result = education_indicator(data, date(2026, 11, 25))
+    assert result.dropout_present is True
+    assert [(d.row_id, d.name, d.age) for d in result.dropouts] == [("r1", "张小梅", 12)]
+    assert result.school_age_children == 2
+
+
+def test_school_age_is_counted_on_1_september() -> None:
+    # Born 2020-09-02: 5 on 2026-09-01, so not yet of school age for the 2026/27 school year.
+    young = {"children": [{"_id": "r1", "name": "李乐", "id_number": make_id(date(2020, 9, 2))}]}
+    assert education_indicator(young, date(2027, 3, 1)).dropout_present is False
+    # Born 2009-09-01: 17 on 2026-09-01, beyond compulsory age.
+    old = {"children": [{"_id": "r1", "name": "李强", "id_number": make_id(date(2009, 9, 1))}]}
+    assert education_indicator(old, date(2026, 11, 1)).school_age_children == 0
+    # Born 2010-09-01: 16 on 2026-09-01, still counted.
+    sixteen = {"children": [{"_id": "r1", "name": "李壮", "id_number": make_id(date(2010, 9, 1))}]}
+    assert education_indicator(sixteen, date(2026, 11, 1)).dropout_present is True
+
+
+def test_invalid_id_is_counted_as_unknown_age() -> None:
+    good = make_id(date(2014, 1, 1), 20)
+    wrong_check = good[:17] + ("1" if good[17] != "1" else "2")
+    data = {"children": [{"_id": "r1", "name": "王芳", "id_number": wrong_check}]}
+    result = education_indicator(data, date(2026, 11, 1))
+    assert (result.dropout_present, result.unknown_age) == (False, 1)
+
+
+# --- insurance ------------------------------------------------------------------------------------
+
+
+def test_both_no_is_uninsured_and_both_yes_is_insured_twice() -> None:
+    data = {
+        "members": [
+            {"_id": "a", "name": "赵一", "resident_insurance": True, "employee_insurance": False},
+            {"_id": "b", "name": "赵二", "resident_insurance": False, "employee_insurance": False},
+            {"_id": "c", "name": "赵三", "resident_insurance": True, "employee_insurance": True},
+        ]
+    }
+    result = insurance_indicator(data)
+    assert result.everyone_insured is False
+    assert [(m.row_id, m.problem) for m in result.uninsured] == [("b", "uninsured")]
+    assert [(m.row_id, m.problem) for m in result.insured_twice] == [("c", "insured_twice")]
+
+
+# --- income ---------------------------------------------------------------------------------------
+
+MONITORING = {
+    "category": "边缘易致贫户",
+    "member_count": 4,
+    "wage_income": 18000,
+    "business_income": 9000.5,
+    "property_income": 300,
+    "transfer_income": 4200,
+    "production_costs": 3500.25,
+}
+
+
+def test_net_and_per_capita_income() -> None:
+    result = income_indicator(MONITORING, 8700)
+    assert result.net == 28000.25
+    assert result.per_capita == 7000.06
+    assert result.below_line is True
+    assert income_indicator(MONITORING, 6000).below_line is False
+    assert income_indicator(MONITORING, None).below_line is None
+
+
+def test_income_is_exact_to_the_fen() -> None:
+    data = {"member_count": 3, "wage_income": 0.1, "business_income": 0.2, "property_income": 0}
+    assert income_indicator(data, None).net == 0.3
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    items=st.lists(
+        st.decimals(min_value=0, max_value=200000, places=2), min_size=5, max_size=5
+    ).map(lambda xs: [float(x) for x in xs]),
+    members=st.integers(min_value=1, max_value=12),
+)
+def test_income_matches_the_definition(items: list[float], members: int) -> None:
+    data = dict(zip([*MONITORING][2:], items, strict=False)) | {"member_count": members}
+    data["production_costs"] = items[4]
+    result = income_indicator(data, 8700)
+    net = sum(items[:4]) - items[4]
+    assert abs(result.net - net) < 0.006
+    assert abs(result.per_capita - net / members) < 0.006
+    assert result.below_line == (result.per_capita < 8700)
+
+
+def test_income_without_items_is_unknown() -> None:
+    assert income_indicator({"member_count": 3}, 8700) == income_indicator(None, 8700)
+    assert income_indicator({"member_count": 3}, 8700).net is None
+
+
+# --- the household picture ------------------------------------------------------------------------
+
+
+def test_household_indicators_combine_the_instruments() -> None:
+    head_id = make_id(date(1978, 4, 5), 13)
+    child_id = make_id(date(2013, 6, 1), 24)
+    records = {
+        "household_roster": {
+            "members": [
+                {"_id": "m1", "name": "杨建国", "id_number": head_id},
+                {"_id": "m2", "name": "杨小花", "id_number": child_id},
+            ]
+        },
+        "housing_safety": {"appraisal_grade": "C", "renovation_method": "维修加固"},
+        "drinking_water": {**GOOD_WELL, "litres_per_person_day": 25},
+        "compulsory_education": {
+            "children": [
+                {"_id": "c1", "name": "杨小花", "id_number": child_id, "schooling": "初中"}
+            ]
+        },
+        "medical_insurance": {
+            "members": [
+                {
+                    "_id": "i1",
+                    "name": "杨建国",
+                    "id_number": head_id.lower(),
+                    "resident_insurance": True,
+                    "employee_insurance": False,
+                }
+            ]
+        },
+        "monitoring_household": {**MONITORING, "member_count": None},
+    }
+    config = MonitoringConfig(
+        monitoring_lines={"53": {2025: 8700}}, water_region_types={"5301": "water_short"}
+    )
+    result = household_indicators(records, VILLAGE, 2026, config)
+    assert result.housing_safe is False and result.housing_reason == "dangerous_house"
+    assert result.water_safe is True and result.water_region_type == "water_short"
+    assert result.dropout_present is False
+    # 杨小花 is in the roster but not in the insurance record.
+    assert result.everyone_insured is False
+    assert [(m.name, m.problem) for m in result.uninsured] == [("杨小花", "not_listed")]
+    # No member count on the monitoring record: the roster's two members stand in.
+    assert result.per_capita_income == 14000.13
+    assert result.monitoring_line == 8700 and result.income_below_line is False
+    assert result.open_problems == ["housing", "insurance"]
+    assert result.all_assured is False
+    as_dict = result.to_dict()
+    assert as_dict["uninsured"] == [{"row_id": "m2", "name": "杨小花", "problem": "not_listed"}]
+    assert as_dict["open_problems"] == ["housing", "insurance"]
+
+
+def test_missing_instruments_are_none() -> None:
+    result = household_indicators({}, VILLAGE, 2026, MonitoringConfig())
+    assert result.housing_safe is None
+    assert result.water_safe is None
+    assert result.dropout_present is None
+    assert result.everyone_insured is None
+    assert result.income_below_line is None
+    assert result.open_problems == []
+    assert result.all_assured is None
