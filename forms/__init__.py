@@ -23,6 +23,7 @@ from forms.errors import (
     UnknownFieldError,
     UpgradeError,
 )
+from forms.expressions import Environment, EvaluationContext, Expression, parse_expression
 from forms.paths import flatten, schema_path, unflatten
 from forms.text import LocalizedText
 
@@ -30,7 +31,10 @@ __all__ = [
     "Check",
     "Choice",
     "DefinitionIssue",
+    "Environment",
+    "EvaluationContext",
     "EvaluationError",
+    "Expression",
     "ExpressionError",
     "Field",
     "FieldType",
@@ -45,6 +49,7 @@ __all__ = [
     "dump_definition",
     "flatten",
     "load_definition",
+    "parse_expression",
     "schema_path",
     "unflatten",
 ]

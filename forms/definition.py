@@ -18,7 +18,21 @@ from typing import Any, Literal
 from marshmallow import RAISE, Schema, ValidationError, validate
 from marshmallow import fields as mf
 
-from forms.errors import DefinitionIssue, FormDefinitionError, UnknownFieldError
+from forms.errors import (
+    DefinitionIssue,
+    ExpressionError,
+    FormDefinitionError,
+    UnknownFieldError,
+)
+from forms.expressions import (
+    FUNCTIONS,
+    Binary,
+    Call,
+    Expression,
+    Reference,
+    Unary,
+    parse_expression,
+)
 from forms.paths import ORDER_KEY, split_path
 from forms.text import LocalizedText, TextError
 
@@ -640,8 +654,95 @@ def _doc_path(schema_path: str) -> str:
     return "/".join(f"fields/{seg}" for seg in schema_path.split("/"))
 
 
+def _resolve_in_scope(defn: FormDefinition, scope: list[str], name: str) -> str | None:
+    """Schema path ``${name}`` resolves to from inside the repeats ``scope`` (innermost first)."""
+    for depth in range(len(scope), -1, -1):
+        candidate = "/".join([*scope[:depth], name])
+        if candidate in defn._index:
+            return candidate
+    return None
+
+
+def _expression_problems(
+    defn: FormDefinition, text: str, scope: list[str]
+) -> list[tuple[str, str, int | None]]:
+    """Parse ``text`` and check its references from inside ``scope``: (code, message, position)."""
+    try:
+        expression = parse_expression(text)
+    except ExpressionError as exc:
+        return [(exc.code, exc.detail, exc.position)]
+    problems: list[tuple[str, str, int | None]] = []
+    for ref in expression.references():
+        chain = list(scope)
+        known = True
+        for repeat in ref.via:
+            target = _resolve_in_scope(defn, chain, repeat)
+            if target is None or not defn._index[target].is_repeat:
+                known = False  # the row function's own ${repeat} is reported by its reference
+                break
+            chain = target.split("/")
+        if not known:
+            continue
+        target = _resolve_in_scope(defn, chain, ref.name)
+        if target is None:
+            where = f" inside rows of {'/'.join(chain)}" if chain else ""
+            problems.append(
+                (
+                    "unknown_reference",
+                    f"${{{ref.name}}} is not a field in scope{where}",
+                    ref.position,
+                )
+            )
+    for call, repeat_ref in _row_function_targets(expression):
+        target = _resolve_in_scope(defn, list(scope), repeat_ref.name)
+        if target is not None and not defn._index[target].is_repeat:
+            problems.append(
+                (
+                    "not_a_repeat",
+                    f"{call}() needs a repeat, but ${{{repeat_ref.name}}} is a {defn._index[target].type}",
+                    repeat_ref.position,
+                )
+            )
+    return problems
+
+
+def _row_function_targets(expression: Expression) -> list[tuple[str, Reference]]:
+    """(function name, its ${repeat} reference) for every top-level-scope row function call."""
+    by_position = {r.position: r for r in expression.references()}
+    found: list[tuple[str, Reference]] = []
+    stack = [expression.root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            if FUNCTIONS[node.name].row_function and node.args[0].position in by_position:
+                ref = by_position[node.args[0].position]
+                if not ref.via:
+                    found.append((node.name, ref))
+            stack.extend(node.args)
+        elif isinstance(node, Binary):
+            stack.extend((node.left, node.right))
+        elif isinstance(node, Unary):
+            stack.append(node.operand)
+    return found
+
+
 def _check_meaning(defn: FormDefinition, issues: list[DefinitionIssue]) -> None:
     """Expressions, checks and upgrade targets: the checks that need the whole definition."""
+    for path, fld in defn.iter_fields():
+        scope = path.split("/")[:-1]
+        for attr in EXPRESSION_ATTRIBUTES:
+            text = getattr(fld, attr)
+            if not isinstance(text, str):
+                continue
+            for code, message, position in _expression_problems(defn, text, scope):
+                issues.append(
+                    DefinitionIssue(
+                        f"{_doc_path(path)}/{attr}",
+                        f"{message} in {attr} of field {path!r}: {text!r}",
+                        code,
+                        position,
+                    )
+                )
     seen_checks: set[str] = set()
     for check in defn.checks:
         where = f"checks/{check.id}"
@@ -661,6 +762,16 @@ def _check_meaning(defn: FormDefinition, issues: list[DefinitionIssue]) -> None:
                     )
                 )
                 continue
+        scope = check.field.split("/")[:-1] if check.field else []
+        for code, message, position in _expression_problems(defn, check.rule, scope):
+            issues.append(
+                DefinitionIssue(
+                    f"{where}/rule",
+                    f"{message} in rule of check {check.id!r}: {check.rule!r}",
+                    code,
+                    position,
+                )
+            )
     if defn.upgrade is not None:
         if defn.upgrade.from_version >= defn.version:
             issues.append(

@@ -189,3 +189,37 @@ def test_upgrade_block(housing_doc: dict[str, Any]) -> None:
 
 def test_not_a_mapping() -> None:
     assert issues_of(["x"]) == [("(document)", "schema")]
+
+
+def test_malformed_expression_names_field_attribute_and_position(
+    housing_doc: dict[str, Any],
+) -> None:
+    housing_doc["fields"][10]["fields"][2]["constraint"] = ". >= 0 and"
+    housing_doc["fields"][3]["relevant"] = "${has_house} = tru()"
+    housing_doc["checks"][0]["rule"] = "not(${grade} = 'C' and"
+    with pytest.raises(FormDefinitionError) as info:
+        load_definition(housing_doc)
+    found = {(i.path, i.code, i.position) for i in info.value.issues}
+    assert ("fields/members/fields/age/constraint", "unexpected_end", 10) in found
+    assert ("fields/grade/relevant", "unknown_function", 15) in found
+    assert ("checks/c_grade_method/rule", "unexpected_end", 22) in found
+    message = next(i.message for i in info.value.issues if i.path.endswith("age/constraint"))
+    assert "members/age" in message and "constraint" in message
+
+
+def test_references_must_be_fields_in_scope(housing_doc: dict[str, Any]) -> None:
+    fields = housing_doc["fields"]
+    fields[1]["relevant"] = "${ghost} = 1"  # unknown
+    fields[2]["relevant"] = "${age} > 3"  # a row field, not visible at the top level
+    fields[10]["fields"][3]["relevant"] = "${age} >= 6 and ${has_house}"  # row, then top: fine
+    fields[11]["calculate"] = "count-if(${members}, ${age} > ${build_year} and ${nope})"
+    fields[5]["calculate"] = "sum(${grade}, 1)"
+    with pytest.raises(FormDefinitionError) as info:
+        load_definition(housing_doc)
+    found = {(i.path, i.code, i.position) for i in info.value.issues}
+    assert found == {
+        ("fields/build_year/relevant", "unknown_reference", 0),
+        ("fields/has_house/relevant", "unknown_reference", 0),
+        ("fields/member_count/calculate", "unknown_reference", 48),
+        ("fields/subsidy/calculate", "not_a_repeat", 4),
+    }

@@ -1,0 +1,1231 @@
+"""The expression language of forms (contracts §2): tokenizer, parser to an AST, tree-walking evaluator.
+
+XLSForm/ODK style: ``${name}`` field references, ``.`` for the current value, ``or and`` ,
+``= != < <= > >=``, ``+ - * div mod`` (``/`` means ``div``), string and number literals, and a
+fixed registry of functions whose arity is checked when parsing. Nothing here calls ``eval``: the
+parser builds a small tree of frozen nodes and :meth:`Expression.evaluate` walks it.
+
+Safety limits (a form is data written by county staff, not trusted code): expression length,
+nesting depth, number-literal length, regular expressions only as string literals of bounded
+length without nested quantifiers. Any failure while parsing is an :class:`ExpressionError` with a
+code and a 0-based character position; any failure while evaluating is an
+:class:`EvaluationError` — never a bare Python exception.
+
+Values while evaluating: ``None`` (empty), ``bool``, ``int``/``float``, ``str``, ``datetime.date``,
+``list`` (a select_multiple answer, or the rows of a repeat). The empty string reads as ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+
+from forms import identity
+from forms.errors import EvaluationError, ExpressionError
+
+__all__ = [
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "MAX_PATTERN_LENGTH",
+    "Environment",
+    "EvaluationContext",
+    "Expression",
+    "Reference",
+    "parse_expression",
+    "truthy",
+]
+
+MAX_LENGTH = 4000  # characters in one expression
+MAX_DEPTH = 40  # nesting of parentheses, calls and unary minus
+MAX_PATTERN_LENGTH = 200  # characters in a regex() pattern
+MAX_NUMBER_LENGTH = 30  # characters in a number literal
+MAX_REGEX_INPUT = 10_000  # characters a regex() is run against
+MAX_ROUND_DIGITS = 10
+
+
+# --- tokens --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # number, string, field, dot, name, op, lparen, rparen, comma, end
+    text: str
+    position: int
+    value: Any = None
+
+
+_OPERATORS = ("!=", "<=", ">=", "=", "<", ">", "+", "-", "*", "/")
+_WORD_OPERATORS = {"and", "or", "div", "mod"}
+_NAME_START = re.compile(r"[A-Za-z_]")
+_NAME_BODY = re.compile(r"[A-Za-z0-9_\-]*")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in " \t\r\n":
+            i += 1
+            continue
+        if ch == "$":
+            if not text.startswith("${", i):
+                raise ExpressionError(
+                    "bad_field_reference", "'$' must start a field reference ${name}", i
+                )
+            m = _FIELD_NAME.match(text, i + 2)
+            end = m.end() if m else i + 2
+            if not m or end >= n or text[end] != "}":
+                raise ExpressionError(
+                    "bad_field_reference",
+                    "a field reference is ${name} with a name of letters, digits and _",
+                    i,
+                )
+            tokens.append(_Token("field", text[i : end + 1], i, m.group()))
+            i = end + 1
+            continue
+        if ch in "'\"":
+            end = text.find(ch, i + 1)
+            if end < 0:
+                raise ExpressionError("unterminated_string", "string literal is not closed", i)
+            tokens.append(_Token("string", text[i : end + 1], i, text[i + 1 : end]))
+            i = end + 1
+            continue
+        if ch.isascii() and (ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit())):
+            m = _NUMBER.match(text, i)
+            assert m is not None  # the first character is a digit or ".digit"
+            literal = m.group()
+            if len(literal) > MAX_NUMBER_LENGTH:
+                raise ExpressionError(
+                    "bad_number", f"number literal longer than {MAX_NUMBER_LENGTH} characters", i
+                )
+            value: int | float = float(literal) if "." in literal else int(literal)
+            tokens.append(_Token("number", literal, i, value))
+            i = m.end()
+            continue
+        if ch == ".":
+            tokens.append(_Token("dot", ".", i))
+            i += 1
+            continue
+        if ch == "(":
+            tokens.append(_Token("lparen", ch, i))
+            i += 1
+            continue
+        if ch == ")":
+            tokens.append(_Token("rparen", ch, i))
+            i += 1
+            continue
+        if ch == ",":
+            tokens.append(_Token("comma", ch, i))
+            i += 1
+            continue
+        op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
+        if op is not None:
+            tokens.append(_Token("op", op, i))
+            i += len(op)
+            continue
+        if ch.isascii() and _NAME_START.match(ch):
+            m = _NAME_BODY.match(text, i + 1)
+            end = m.end() if m else i + 1
+            word = text[i:end]
+            # "a-b" inside a name is a function name like count-selected; trailing '-' is not.
+            while word.endswith("-"):
+                word = word[:-1]
+            end = i + len(word)
+            kind = "op" if word in _WORD_OPERATORS else "name"
+            tokens.append(_Token(kind, word, i))
+            i = end
+            continue
+        raise ExpressionError("unexpected_character", f"unexpected character {ch!r}", i)
+    tokens.append(_Token("end", "", n))
+    return tokens
+
+
+# --- AST -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A string or number literal."""
+
+    value: Any
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """``${name}``."""
+
+    name: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """``.``: the value of the field the expression belongs to."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    """Unary minus."""
+
+    operand: Node
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """A binary operator: ``or and = != < <= > >= + - * div mod``."""
+
+    op: str
+    left: Node
+    right: Node
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A function call."""
+
+    name: str
+    args: tuple[Node, ...]
+    position: int
+    pattern: re.Pattern[str] | None = None  # regex(): compiled once at parse time
+
+
+Node = Literal | FieldRef | Current | Unary | Binary | Call
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A field reference found in an expression.
+
+    Attributes:
+        name: the field name inside ``${...}``.
+        position: its 0-based character offset.
+        via: the repeat references of the enclosing row functions (``count-if``, ``sum``, ``any``,
+            ``all``), outermost first: the name is looked up inside rows of those repeats first.
+    """
+
+    name: str
+    position: int
+    via: tuple[str, ...] = ()
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+_BINDING = {
+    "or": 1,
+    "and": 2,
+    "=": 3,
+    "!=": 3,
+    "<": 3,
+    "<=": 3,
+    ">": 3,
+    ">=": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "div": 5,
+    "/": 5,
+    "mod": 5,
+}
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.index = 0
+        self.depth = 0
+
+    def peek(self) -> _Token:
+        return self.tokens[self.index]
+
+    def advance(self) -> _Token:
+        token = self.tokens[self.index]
+        if token.kind != "end":
+            self.index += 1
+        return token
+
+    def expect(self, kind: str, what: str) -> _Token:
+        token = self.peek()
+        if token.kind != kind:
+            self.fail_at(token, f"expected {what}")
+        return self.advance()
+
+    def fail_at(self, token: _Token, message: str) -> None:
+        if token.kind == "end":
+            raise ExpressionError(
+                "unexpected_end", f"{message}, but the expression ended", token.position
+            )
+        raise ExpressionError(
+            "unexpected_token", f"{message}, found {token.text!r}", token.position
+        )
+
+    def parse(self) -> Node:
+        if self.peek().kind == "end":
+            raise ExpressionError("empty", "the expression is empty", 0)
+        node = self.expression(0)
+        token = self.peek()
+        if token.kind != "end":
+            self.fail_at(token, "expected an operator or the end of the expression")
+        return node
+
+    def enter(self, position: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError("too_deep", f"nesting deeper than {MAX_DEPTH} levels", position)
+
+    def expression(self, min_binding: int) -> Node:
+        left = self.unary()
+        while True:
+            token = self.peek()
+            if token.kind != "op":
+                return left
+            op = "div" if token.text == "/" else token.text
+            binding = _BINDING[token.text]
+            if binding <= min_binding:
+                return left
+            self.advance()
+            self.enter(token.position)
+            right = self.expression(binding)  # left-associative: same level stops the right side
+            self.depth -= 1
+            left = Binary(op, left, right, token.position)
+
+    def unary(self) -> Node:
+        token = self.peek()
+        if token.kind == "op" and token.text == "-":
+            self.advance()
+            self.enter(token.position)
+            operand = self.unary()
+            self.depth -= 1
+            return Unary(operand, token.position)
+        return self.primary()
+
+    def primary(self) -> Node:
+        token = self.advance()
+        if token.kind in ("number", "string"):
+            return Literal(token.value, token.position)
+        if token.kind == "field":
+            return FieldRef(token.value, token.position)
+        if token.kind == "dot":
+            return Current(token.position)
+        if token.kind == "lparen":
+            self.enter(token.position)
+            node = self.expression(0)
+            self.expect("rparen", "')'")
+            self.depth -= 1
+            return node
+        if token.kind == "name":
+            return self.call(token)
+        self.fail_at(token, "expected a value, a field reference ${name} or a function call")
+        raise AssertionError("unreachable")  # fail_at always raises
+
+    def call(self, name: _Token) -> Node:
+        spec = FUNCTIONS.get(name.text)
+        if self.peek().kind != "lparen":
+            if spec is not None:
+                self.fail_at(self.peek(), f"expected '(' after function {name.text}")
+            raise ExpressionError(
+                "unexpected_token",
+                f"unknown word {name.text!r} (fields are written ${{{name.text}}})",
+                name.position,
+            )
+        if spec is None:
+            raise ExpressionError(
+                "unknown_function", f"unknown function {name.text!r}", name.position
+            )
+        open_paren = self.advance()
+        self.enter(open_paren.position)
+        args: list[Node] = []
+        if self.peek().kind != "rparen":
+            while True:
+                args.append(self.expression(0))
+                if self.peek().kind == "comma":
+                    self.advance()
+                    continue
+                break
+        self.expect("rparen", "',' or ')'")
+        self.depth -= 1
+        if len(args) < spec.min_args or (spec.max_args is not None and len(args) > spec.max_args):
+            raise ExpressionError(
+                "arity", f"{spec.name}() takes {spec.arity_text()}, got {len(args)}", name.position
+            )
+        node = Call(spec.name, tuple(args), name.position)
+        if spec.check is not None:
+            node = spec.check(node)
+        return node
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+
+def truthy(value: Any) -> bool:
+    """The boolean meaning of a value: empty, false, 0, '' and [] are false."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0 and not math.isnan(value)
+    if isinstance(value, str | list | tuple):
+        return len(value) > 0
+    return True
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "boolean"
+    if _is_number(value):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, date):
+        return "date"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
+def _type_error(what: str, *values: Any) -> EvaluationError:
+    kinds = ", ".join(_type_name(v) for v in values)
+    return EvaluationError(
+        "type",
+        f"{what} cannot be applied to {kinds}",
+        message_zh=f"{what} 不能用于以下类型的值：{kinds}",
+    )
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _as_date(value: Any, what: str) -> date | None:
+    """A date from a date or an ISO 'YYYY-MM-DD' string; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _ISO_DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+        raise EvaluationError(
+            "bad_date", f"{value!r} is not a real date", message_zh=f"{value!r} 不是有效日期"
+        )
+    raise _type_error(what, value)
+
+
+def _as_number(value: Any, what: str) -> int | float | None:
+    if value is None:
+        return None
+    if _is_number(value):
+        return value
+    raise _type_error(what, value)
+
+
+def _parse_number(text: str) -> int | float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _check_finite(value: int | float) -> int | float:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise EvaluationError(
+            "arithmetic", "the result is too large", message_zh="计算结果超出范围"
+        )
+    return value
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return " ".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def _compare(op: str, a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and not a:
+        a = None
+    if isinstance(b, list | tuple) and not b:
+        b = None
+    if a is None or b is None:
+        # Only "is it empty?" has an answer: ${x} = '' / ${x} != ''.
+        other = b if a is None else a
+        if other == "" and op in ("=", "!="):
+            return op == "="
+        return False
+    if _is_number(a) != _is_number(b):
+        # A number against text: compare as numbers when the text is one (select values are text).
+        text = b if _is_number(a) else a
+        parsed = _parse_number(text) if isinstance(text, str) else None
+        if parsed is None:
+            if op in ("=", "!="):
+                return op == "!="
+            raise _type_error(f"'{op}'", a, b)
+        a, b = (a, parsed) if _is_number(a) else (parsed, b)
+    elif isinstance(a, date) != isinstance(b, date):
+        try:
+            a, b = _as_date(a, f"'{op}'"), _as_date(b, f"'{op}'")
+        except EvaluationError:
+            if op in ("=", "!="):
+                return op == "!="
+            raise
+    elif type(a) is not type(b) and not (_is_number(a) and _is_number(b)):
+        if op in ("=", "!="):
+            return (op == "!=") != (a == b)
+        raise _type_error(f"'{op}'", a, b)
+    if op == "=":
+        return a == b
+    if op == "!=":
+        return a != b
+    if isinstance(a, list | tuple):
+        raise _type_error(f"'{op}'", a, b)
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+def _arithmetic(op: str, a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    if isinstance(a, date) or isinstance(b, date):
+        return _date_arithmetic(op, a, b)
+    if not (_is_number(a) and _is_number(b)):
+        raise _type_error(f"'{op}'", a, b)
+    if op == "+":
+        return _check_finite(a + b)
+    if op == "-":
+        return _check_finite(a - b)
+    if op == "*":
+        return _check_finite(a * b)
+    if b == 0:
+        raise EvaluationError("division_by_zero", f"'{op}' by zero", message_zh="除数为零")
+    if op == "div":
+        if isinstance(a, int) and isinstance(b, int) and a % b == 0:
+            return a // b
+        return _check_finite(a / b)
+    # mod takes the sign of the dividend, as in XPath.
+    if isinstance(a, int) and isinstance(b, int):
+        remainder = abs(a) % abs(b)
+        return -remainder if a < 0 else remainder
+    return math.fmod(a, b)
+
+
+def _date_arithmetic(op: str, a: Any, b: Any) -> Any:
+    try:
+        if op == "+" and isinstance(a, date) and isinstance(b, int) and not isinstance(b, bool):
+            return a + timedelta(days=b)
+        if op == "+" and isinstance(b, date) and isinstance(a, int) and not isinstance(a, bool):
+            return b + timedelta(days=a)
+        if op == "-" and isinstance(a, date) and isinstance(b, date):
+            return (a - b).days
+        if op == "-" and isinstance(a, date) and isinstance(b, int) and not isinstance(b, bool):
+            return a - timedelta(days=b)
+    except OverflowError:
+        raise EvaluationError("bad_date", "date out of range", message_zh="日期超出范围") from None
+    raise _type_error(f"'{op}'", a, b)
+
+
+# --- environment ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What expressions read from outside the record: today's date and county configuration.
+
+    ``config('monitoring_line')`` reads ``config["monitoring_line"]``.
+    """
+
+    today: date = field(default_factory=date.today)
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _RowScope:
+    path: str  # schema path of the repeat, e.g. "members" or "members/visits"
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The values an expression sees.
+
+    Attributes:
+        values: the record's top-level values (dates as ``date`` or ISO strings).
+        current: the value of ``.``.
+        context: today's date and configuration.
+        level_names: optional map schema path of a level (``""`` top, ``"members"``) → the field
+            names defined there. When given, a name defined in a row resolves in that row even when
+            the row leaves it empty; without it, presence of the key decides.
+        rows: enclosing repeat rows, outermost first (set by :meth:`in_row`).
+    """
+
+    values: Mapping[str, Any]
+    current: Any = None
+    context: EvaluationContext = field(default_factory=EvaluationContext)
+    level_names: Mapping[str, frozenset[str]] | None = None
+    rows: tuple[_RowScope, ...] = ()
+
+    def in_row(self, repeat_path: str, row: Mapping[str, Any], current: Any = None) -> Environment:
+        """A child environment inside one row of the repeat at ``repeat_path``."""
+        return Environment(
+            values=self.values,
+            current=current,
+            context=self.context,
+            level_names=self.level_names,
+            rows=(*self.rows, _RowScope(repeat_path, row)),
+        )
+
+    def with_current(self, current: Any) -> Environment:
+        """The same environment with ``.`` bound to ``current``."""
+        return Environment(self.values, current, self.context, self.level_names, self.rows)
+
+    def _defines(self, level: str, values: Mapping[str, Any], name: str) -> bool:
+        if self.level_names is not None and level in self.level_names:
+            return name in self.level_names[level]
+        return name in values
+
+    def lookup(self, name: str) -> tuple[Any, str]:
+        """Return the value of ``${name}`` and the schema path it resolved to.
+
+        Rows are searched innermost first, then the top level; a missing name is empty (None).
+        """
+        for scope in reversed(self.rows):
+            if self._defines(scope.path, scope.values, name):
+                return _normalize(scope.values.get(name)), f"{scope.path}/{name}"
+        return _normalize(self.values.get(name)), name
+
+
+def _normalize(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# --- functions ----------------------------------------------------------------------------------------
+
+Evaluate = Callable[[Node, Environment], Any]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function of the language: arity checked at parse time, body run by the evaluator.
+
+    ``lazy`` functions receive the argument nodes and evaluate them as needed (``if``,
+    ``coalesce``, the row functions); the others receive evaluated values.
+    """
+
+    name: str
+    min_args: int
+    max_args: int | None
+    body: Callable[..., Any]
+    lazy: bool = False
+    row_function: bool = False  # first argument is ${repeat}, the rest evaluated in each row
+    check: Callable[[Call], Call] | None = None
+    summary: str = ""
+
+    def arity_text(self) -> str:
+        if self.max_args == self.min_args:
+            return f"{self.min_args} argument{'s' if self.min_args != 1 else ''}"
+        if self.max_args is None:
+            return f"at least {self.min_args} arguments"
+        return f"{self.min_args} to {self.max_args} arguments"
+
+
+def _rows_of(node: Node, env: Environment, what: str) -> tuple[list[Mapping[str, Any]], str]:
+    assert isinstance(node, FieldRef)  # enforced by _check_row_function at parse time
+    value, path = env.lookup(node.name)
+    if value is None:
+        return [], path
+    if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+        raise _type_error(what, value)
+    return value, path
+
+
+def _row_values(
+    args: tuple[Node, ...], env: Environment, evaluate: Evaluate, what: str
+) -> list[Any]:
+    rows, path = _rows_of(args[0], env, what)
+    return [evaluate(args[1], env.in_row(path, row)) for row in rows]
+
+
+def _fn_count_if(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> int:
+    return sum(1 for v in _row_values(args, env, evaluate, "count-if()") if truthy(v))
+
+
+def _fn_sum(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> int | float:
+    total: int | float = 0
+    for value in _row_values(args, env, evaluate, "sum()"):
+        number = _as_number(value, "sum()")
+        if number is not None:
+            total = _check_finite(total + number)
+    return total
+
+
+def _fn_any(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> bool:
+    rows, path = _rows_of(args[0], env, "any()")
+    return any(truthy(evaluate(args[1], env.in_row(path, row))) for row in rows)
+
+
+def _fn_all(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> bool:
+    rows, path = _rows_of(args[0], env, "all()")
+    return all(truthy(evaluate(args[1], env.in_row(path, row))) for row in rows)
+
+
+def _fn_if(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> Any:
+    return evaluate(args[1] if truthy(evaluate(args[0], env)) else args[2], env)
+
+
+def _fn_coalesce(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> Any:
+    for arg in args:
+        value = evaluate(arg, env)
+        if value is not None and value != []:
+            return value
+    return None
+
+
+def _selection(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()  # ODK stores select_multiple answers space-separated
+    if isinstance(value, list | tuple):
+        return [_as_text(v) for v in value]
+    if _is_number(value):
+        return [_as_text(value)]
+    raise _type_error(what, value)
+
+
+def _fn_selected(env: Environment, value: Any, choice: Any) -> bool:
+    return _as_text(choice) in _selection(value, "selected()")
+
+
+def _fn_count_selected(env: Environment, value: Any) -> int:
+    return len(_selection(value, "count-selected()"))
+
+
+def _fn_count(env: Environment, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, list | tuple):
+        return len(value)
+    raise _type_error("count()", value)
+
+
+def _fn_string_length(env: Environment, value: Any) -> int:
+    return len(_as_text(value))
+
+
+def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: re.Pattern[str]) -> bool:
+    if value is None:
+        return False
+    text = _as_text(value)
+    if len(text) > MAX_REGEX_INPUT:
+        raise EvaluationError(
+            "too_long",
+            f"regex() input longer than {MAX_REGEX_INPUT} characters",
+            message_zh="正则匹配的文本过长",
+        )
+    return compiled.search(text) is not None
+
+
+def _fn_today(env: Environment) -> date:
+    return env.context.today
+
+
+def _fn_date(env: Environment, value: Any) -> date | None:
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise EvaluationError(
+            "bad_date",
+            f"date() needs 'YYYY-MM-DD', got {value!r}",
+            message_zh=f"date() 需要 'YYYY-MM-DD' 格式的日期，实际为 {value!r}",
+        )
+    return _as_date(value, "date()")
+
+
+def _date_part(part: str) -> Callable[[Environment, Any], int | None]:
+    def body(env: Environment, value: Any) -> int | None:
+        d = _as_date(value, f"{part}()")
+        return None if d is None else getattr(d, part)
+
+    return body
+
+
+def _id_info(env: Environment, value: Any) -> identity.IdInfo | None:
+    if value is None or not isinstance(value, str | int):
+        return None
+    try:
+        return identity.parse_id_number(value, today=env.context.today)
+    except identity.IdNumberError:
+        return None
+
+
+def _fn_age_at(env: Environment, id_number: Any, on: Any) -> int | None:
+    info = _id_info(env, id_number)
+    when = _as_date(on, "age-at()")
+    if info is None or when is None:
+        return None
+    return identity.age_on(info.birth_date, when)
+
+
+def _fn_id_valid(env: Environment, value: Any) -> bool:
+    return _id_info(env, value) is not None
+
+
+def _fn_id_birth_date(env: Environment, value: Any) -> date | None:
+    info = _id_info(env, value)
+    return None if info is None else info.birth_date
+
+
+def _fn_id_sex(env: Environment, value: Any) -> str | None:
+    info = _id_info(env, value)
+    return None if info is None else info.sex
+
+
+def _fn_school_age_date(env: Environment, value: Any) -> date | None:
+    d = _as_date(value, "school-age-date()")
+    return None if d is None else identity.school_year_reference(d)
+
+
+def _fn_days_between(env: Environment, start: Any, end: Any) -> int | None:
+    a, b = _as_date(start, "days-between()"), _as_date(end, "days-between()")
+    return None if a is None or b is None else (b - a).days
+
+
+def _fn_number(env: Environment, value: Any) -> int | float | None:
+    if value is None or _is_number(value):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        return _parse_number(value)
+    raise _type_error("number()", value)
+
+
+def _fn_int(env: Environment, value: Any) -> int | None:
+    number = _fn_number(env, value)
+    return None if number is None else int(number)
+
+
+def _fn_string(env: Environment, value: Any) -> str:
+    return _as_text(value)
+
+
+def _fn_boolean(env: Environment, value: Any) -> bool:
+    return truthy(value)
+
+
+def _fn_not(env: Environment, value: Any) -> bool:
+    return not truthy(value)
+
+
+def _fn_round(env: Environment, value: Any, digits: Any = 0) -> int | float | None:
+    number = _as_number(value, "round()")
+    places = _as_number(digits, "round()")
+    if number is None:
+        return None
+    if places is None or int(places) != places or abs(places) > MAX_ROUND_DIGITS:
+        raise EvaluationError(
+            "bad_argument",
+            f"round() digits must be a whole number from -{MAX_ROUND_DIGITS} to {MAX_ROUND_DIGITS}",
+            message_zh="round() 的位数必须是整数",
+        )
+    # Half away from zero, as people round money by hand (Python's round() rounds half to even).
+    quantum = Decimal(1).scaleb(-int(places))
+    try:
+        result = Decimal(str(number)).quantize(quantum, rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        raise EvaluationError(
+            "arithmetic", "round() result out of range", message_zh="计算结果超出范围"
+        ) from None
+    return int(result) if places <= 0 else float(result)
+
+
+def _extreme(name: str, pick: Callable[[list[Any]], Any]) -> Callable[..., Any]:
+    def body(env: Environment, *values: Any) -> Any:
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        if all(_is_number(v) for v in present):
+            return pick(present)
+        try:
+            return pick([_as_date(v, f"{name}()") for v in present])
+        except EvaluationError:
+            raise _type_error(f"{name}()", *present) from None
+
+    return body
+
+
+def _fn_config(env: Environment, key: Any, default: Any = None) -> Any:
+    value = env.context.config.get(_as_text(key))
+    return default if value is None else value
+
+
+def _fn_concat(env: Environment, *values: Any) -> str:
+    return "".join(_as_text(v) for v in values)
+
+
+def _fn_contains(env: Environment, haystack: Any, needle: Any) -> bool:
+    return haystack is not None and _as_text(needle) in _as_text(haystack)
+
+
+def _fn_starts_with(env: Environment, text: Any, prefix: Any) -> bool:
+    return text is not None and _as_text(text).startswith(_as_text(prefix))
+
+
+# Parse-time checks of particular functions.
+
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*(?:[+*]|\{\d+,\d*\})")
+
+
+def _check_regex(node: Call) -> Call:
+    pattern = node.args[1]
+    if not isinstance(pattern, Literal) or not isinstance(pattern.value, str):
+        raise ExpressionError(
+            "bad_argument", "the pattern of regex() must be a string literal", node.position
+        )
+    if len(pattern.value) > MAX_PATTERN_LENGTH:
+        raise ExpressionError(
+            "bad_regex",
+            f"regex() pattern longer than {MAX_PATTERN_LENGTH} characters",
+            pattern.position,
+        )
+    if _NESTED_QUANTIFIER.search(pattern.value):
+        # (a+)+ and friends backtrack exponentially; Python's re has no timeout to save us.
+        raise ExpressionError(
+            "bad_regex", "regex() pattern repeats a group that itself repeats", pattern.position
+        )
+    try:
+        compiled = re.compile(pattern.value)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ExpressionError(
+            "bad_regex", f"invalid regex() pattern: {exc}", pattern.position
+        ) from None
+    return Call(node.name, node.args, node.position, compiled)
+
+
+def _check_date_literal(node: Call) -> Call:
+    arg = node.args[0]
+    if isinstance(arg, Literal):
+        if not isinstance(arg.value, str) or not _ISO_DATE.match(arg.value):
+            raise ExpressionError("bad_argument", "date() needs 'YYYY-MM-DD'", arg.position)
+        try:
+            date.fromisoformat(arg.value)
+        except ValueError:
+            raise ExpressionError(
+                "bad_argument", f"{arg.value!r} is not a real date", arg.position
+            ) from None
+    return node
+
+
+def _check_row_function(node: Call) -> Call:
+    if not isinstance(node.args[0], FieldRef):
+        raise ExpressionError(
+            "bad_argument",
+            f"the first argument of {node.name}() must be a repeat field ${{name}}",
+            node.position,
+        )
+    return node
+
+
+def _spec(
+    name: str,
+    min_args: int,
+    max_args: int | None,
+    body: Callable[..., Any],
+    summary: str,
+    **options: Any,
+) -> FunctionSpec:
+    return FunctionSpec(name, min_args, max_args, body, summary=summary, **options)
+
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec("true", 0, 0, lambda env: True, "true"),
+        _spec("false", 0, 0, lambda env: False, "false"),
+        _spec("not", 1, 1, _fn_not, "logical negation"),
+        _spec("boolean", 1, 1, _fn_boolean, "truth value of x"),
+        _spec(
+            "if",
+            3,
+            3,
+            _fn_if,
+            "a when c is true, else b (only the chosen side is evaluated)",
+            lazy=True,
+        ),
+        _spec("coalesce", 2, None, _fn_coalesce, "first non-empty argument", lazy=True),
+        _spec("selected", 2, 2, _fn_selected, "x (select_multiple) contains v"),
+        _spec("count-selected", 1, 1, _fn_count_selected, "number of answers of x"),
+        _spec("count", 1, 1, _fn_count, "number of rows of a repeat (or answers of a list)"),
+        _spec(
+            "count-if",
+            2,
+            2,
+            _fn_count_if,
+            "rows where expr is true",
+            lazy=True,
+            row_function=True,
+            check=_check_row_function,
+        ),
+        _spec(
+            "sum",
+            2,
+            2,
+            _fn_sum,
+            "sum of expr over the rows (empty values skipped)",
+            lazy=True,
+            row_function=True,
+            check=_check_row_function,
+        ),
+        _spec(
+            "any",
+            2,
+            2,
+            _fn_any,
+            "expr true in some row",
+            lazy=True,
+            row_function=True,
+            check=_check_row_function,
+        ),
+        _spec(
+            "all",
+            2,
+            2,
+            _fn_all,
+            "expr true in every row (true for no rows)",
+            lazy=True,
+            row_function=True,
+            check=_check_row_function,
+        ),
+        _spec("string-length", 1, 1, _fn_string_length, "length of the text of x"),
+        _spec(
+            "regex",
+            2,
+            2,
+            _fn_regex,
+            "x matches the pattern (re.search; anchor with ^$)",
+            check=_check_regex,
+        ),
+        _spec("today", 0, 0, _fn_today, "today's date from the evaluation context"),
+        _spec("date", 1, 1, _fn_date, "date from 'YYYY-MM-DD'", check=_check_date_literal),
+        _spec("year", 1, 1, _date_part("year"), "year of a date"),
+        _spec("month", 1, 1, _date_part("month"), "month of a date"),
+        _spec("day", 1, 1, _date_part("day"), "day of month of a date"),
+        _spec("days-between", 2, 2, _fn_days_between, "days from a to b"),
+        _spec(
+            "age-at",
+            2,
+            2,
+            _fn_age_at,
+            "age in whole years at a date from a GB 11643 ID (empty if invalid)",
+        ),
+        _spec("id-valid", 1, 1, _fn_id_valid, "x is a valid GB 11643 ID / disability card number"),
+        _spec("id-birth-date", 1, 1, _fn_id_birth_date, "birth date in an ID number"),
+        _spec("id-sex", 1, 1, _fn_id_sex, "'male' or 'female' from an ID number"),
+        _spec(
+            "school-age-date",
+            1,
+            1,
+            _fn_school_age_date,
+            "1 September of the school year containing d",
+        ),
+        _spec("number", 1, 1, _fn_number, "x as a number (empty when not a number)"),
+        _spec("int", 1, 1, _fn_int, "x truncated to a whole number"),
+        _spec("string", 1, 1, _fn_string, "x as text"),
+        _spec("round", 1, 2, _fn_round, "x rounded half away from zero to n decimals"),
+        _spec("min", 1, None, _extreme("min", min), "smallest non-empty argument"),
+        _spec("max", 1, None, _extreme("max", max), "largest non-empty argument"),
+        _spec("config", 1, 2, _fn_config, "configuration value (default when missing)"),
+        _spec("concat", 1, None, _fn_concat, "texts joined"),
+        _spec("contains", 2, 2, _fn_contains, "text a contains b"),
+        _spec("starts-with", 2, 2, _fn_starts_with, "text a starts with b"),
+    )
+}
+
+
+# --- evaluator ------------------------------------------------------------------------------------------
+
+
+def _evaluate(node: Node, env: Environment) -> Any:
+    if isinstance(node, Literal):
+        return node.value
+    if isinstance(node, FieldRef):
+        return env.lookup(node.name)[0]
+    if isinstance(node, Current):
+        return _normalize(env.current)
+    if isinstance(node, Unary):
+        value = _evaluate(node.operand, env)
+        if value is None:
+            return None
+        if not _is_number(value):
+            raise _type_error("'-'", value)
+        return -value
+    if isinstance(node, Binary):
+        if node.op == "or":
+            return truthy(_evaluate(node.left, env)) or truthy(_evaluate(node.right, env))
+        if node.op == "and":
+            return truthy(_evaluate(node.left, env)) and truthy(_evaluate(node.right, env))
+        left, right = _evaluate(node.left, env), _evaluate(node.right, env)
+        if node.op in ("=", "!=", "<", "<=", ">", ">="):
+            return _compare(node.op, left, right)
+        return _arithmetic(node.op, left, right)
+    spec = FUNCTIONS[node.name]
+    if spec.lazy:
+        return spec.body(node.args, env, _evaluate)
+    values = [_evaluate(arg, env) for arg in node.args]
+    if node.pattern is not None:
+        return spec.body(env, *values, compiled=node.pattern)
+    return spec.body(env, *values)
+
+
+def _collect(node: Node, via: tuple[str, ...], out: list[Reference]) -> None:
+    if isinstance(node, FieldRef):
+        out.append(Reference(node.name, node.position, via))
+    elif isinstance(node, Unary):
+        _collect(node.operand, via, out)
+    elif isinstance(node, Binary):
+        _collect(node.left, via, out)
+        _collect(node.right, via, out)
+    elif isinstance(node, Call):
+        spec = FUNCTIONS[node.name]
+        if spec.row_function and isinstance(node.args[0], FieldRef):
+            _collect(node.args[0], via, out)
+            for arg in node.args[1:]:
+                _collect(arg, (*via, node.args[0].name), out)
+        else:
+            for arg in node.args:
+                _collect(arg, via, out)
+
+
+@dataclass(frozen=True, eq=False)
+class Expression:
+    """A parsed expression. Equal when their source texts are equal."""
+
+    text: str
+    root: Node
+
+    def evaluate(self, env: Environment | Mapping[str, Any]) -> Any:
+        """Evaluate against an :class:`Environment` (or a plain mapping of top-level values).
+
+        Returns ``None`` for empty, or a bool, number, str, date or list.
+
+        Raises:
+            EvaluationError: on a type mismatch, a bad date, division by zero, an out-of-range
+                result; the message says which operator or function failed.
+        """
+        if not isinstance(env, Environment):
+            env = Environment(values=env)
+        try:
+            return _evaluate(self.root, env)
+        except EvaluationError:
+            raise
+        except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+            # A safety net: every known failure is raised above with a precise message.
+            raise EvaluationError(
+                "evaluation",
+                f"the expression could not be evaluated: {exc}",
+                message_zh="表达式无法计算",
+            ) from None
+
+    def is_true(self, env: Environment | Mapping[str, Any]) -> bool:
+        """Evaluate and return the truth value (empty is false).
+
+        Raises:
+            EvaluationError: as :meth:`evaluate`.
+        """
+        return truthy(self.evaluate(env))
+
+    def references(self) -> tuple[Reference, ...]:
+        """Every ``${name}`` in source order, with the repeats it is evaluated within."""
+        out: list[Reference] = []
+        _collect(self.root, (), out)
+        return tuple(out)
+
+    def uses_current(self) -> bool:
+        """True when the expression reads ``.``."""
+
+        def walk(node: Node) -> bool:
+            if isinstance(node, Current):
+                return True
+            if isinstance(node, Unary):
+                return walk(node.operand)
+            if isinstance(node, Binary):
+                return walk(node.left) or walk(node.right)
+            if isinstance(node, Call):
+                return any(walk(a) for a in node.args)
+            return False
+
+        return walk(self.root)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Expression) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def parse_expression(text: str) -> Expression:
+    """Parse an expression (contracts §2; grammar in docs/forms.md).
+
+    Results are cached by text: a definition's expressions are parsed once per process.
+
+    Raises:
+        ExpressionError: with ``code`` (``empty``, ``too_long``, ``unexpected_character``,
+            ``unterminated_string``, ``bad_field_reference``, ``bad_number``, ``unexpected_token``,
+            ``unexpected_end``, ``unknown_function``, ``arity``, ``too_deep``, ``bad_regex``,
+            ``bad_argument``) and the 0-based character ``position``.
+    """
+    if not isinstance(text, str):
+        raise ExpressionError("bad_argument", "an expression must be a string", 0)
+    return _parse_cached(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Expression:
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(
+            "too_long", f"expression longer than {MAX_LENGTH} characters", MAX_LENGTH
+        )
+    root = _Parser(text).parse()
+    return Expression(text, root)
+
+
+def describe_functions() -> Sequence[tuple[str, str, str]]:
+    """``(name, arity, summary)`` of every function, for documentation and editors."""
+    return [(s.name, s.arity_text(), s.summary) for s in FUNCTIONS.values()]

@@ -1,0 +1,354 @@
+"""The expression language: grammar, semantics, functions, limits, and a parser that never crashes."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forms.errors import EvaluationError, ExpressionError
+from forms.expressions import (
+    FUNCTIONS,
+    MAX_DEPTH,
+    MAX_LENGTH,
+    Environment,
+    EvaluationContext,
+    parse_expression,
+)
+from forms.identity import id_check_char
+
+TODAY = date(2026, 11, 25)
+CONTEXT = EvaluationContext(today=TODAY, config={"monitoring_line": 8700})
+
+
+def make_id(birth: str, seq: str = "122") -> str:
+    first17 = "530102" + birth.replace("-", "") + seq
+    return first17 + id_check_char(first17)
+
+
+def ev(text: str, values: dict[str, Any] | None = None, current: Any = None) -> Any:
+    env = Environment(values=values or {}, current=current, context=CONTEXT)
+    return parse_expression(text).evaluate(env)
+
+
+def parse_error(text: str) -> ExpressionError:
+    with pytest.raises(ExpressionError) as info:
+        parse_expression(text)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1 + 2 * 3", 7),
+        ("(1 + 2) * 3", 9),
+        ("10 - 4 - 3", 3),
+        ("7 div 2", 3.5),
+        ("8 / 2", 4),
+        ("7 mod 3", 1),
+        ("-7 mod 3", -1),
+        ("-(2 + 3)", -5),
+        ("1 < 2 and 2 < 3", True),
+        ("1 > 2 or 3 = 3", True),
+        ("1 = 1 and 2 = 3 or 4 = 4", True),
+        ("'a' = \"a\"", True),
+        ("'3' = 3", True),
+        ("'x' = 3", False),
+        ("'x' != 3", True),
+        ("true() and not(false())", True),
+        ("2.5 * 2", 5.0),
+        (".5 + .5", 1.0),
+    ],
+)
+def test_operators(text: str, expected: Any) -> None:
+    assert ev(text) == expected
+
+
+def test_field_references_and_current() -> None:
+    values = {"a": 3, "b": "C", "d": "2020-05-01", "empty": "", "none": None}
+    assert ev("${a} + 1", values) == 4
+    assert ev("${b} = 'C'", values)
+    assert ev(". >= 1900 and . <= year(today())", values, current=1990)
+    assert not ev(". >= 1900 and . <= year(today())", values, current=2027)
+    assert ev("${d} < today()", values)
+    assert ev("${missing}", values) is None
+
+
+def test_empty_values() -> None:
+    values = {"empty": "", "none": None, "multi": []}
+    assert ev("${none} = ''", values)
+    assert ev("${empty} = ''", values)
+    assert ev("${multi} = ''", values)
+    assert not ev("${none} != ''", values)
+    assert not ev("${none} = 'C'", values)
+    assert not ev("${none} != 'C'", values)
+    assert not ev("${none} < 3", values)
+    assert not ev("${none} = ${empty}", values)
+    assert ev("${none} + 1", values) is None
+    assert ev("-${none}", values) is None
+    assert ev("'x' != ''", values)
+
+
+def test_contract_check_example() -> None:
+    rule = "not(${appraisal_grade} = 'C' and ${renovation_method} != '维修加固')"
+    assert ev(rule, {"appraisal_grade": "C", "renovation_method": "维修加固"})
+    assert not ev(rule, {"appraisal_grade": "C", "renovation_method": "拆除重建"})
+    assert ev(rule, {"appraisal_grade": "D", "renovation_method": "拆除重建"})
+    assert ev(rule, {})
+
+
+ROWS = {
+    "income": 1000,
+    "members": [
+        {"_id": "a", "name": "甲", "age": 40, "income": 20000, "tags": ["x"]},
+        {"_id": "b", "name": "乙", "age": 12, "income": None},
+        {"_id": "c", "name": "丙", "age": 9, "income": 5000.5},
+    ],
+}
+
+
+def test_row_functions() -> None:
+    assert ev("count(${members})", ROWS) == 3
+    assert ev("count(${nothing})", ROWS) == 0
+    assert ev("count-if(${members}, ${age} >= 6 and ${age} <= 16)", ROWS) == 2
+    assert ev("sum(${members}, ${income})", ROWS) == 25000.5
+    assert ev("any(${members}, ${age} > 30)", ROWS)
+    assert not ev("all(${members}, ${age} > 30)", ROWS)
+    assert ev("all(${nothing}, false())", ROWS)
+    # Inside a row the row's field wins over the top-level one of the same name.
+    assert ev("sum(${members}, ${income}) > ${income}", ROWS)
+    # With level names, a row that leaves a field empty does not fall back to the top level.
+    env = Environment(
+        values=ROWS,
+        context=CONTEXT,
+        level_names={"": frozenset({"income", "members"}), "members": frozenset({"income", "age"})},
+    )
+    assert parse_expression("count-if(${members}, ${income} = '')").evaluate(env) == 1
+
+
+def test_select_functions() -> None:
+    values = {"risks": ["因病", "因学"], "odk": "a b", "one": "a"}
+    assert ev("selected(${risks}, '因病')", values)
+    assert not ev("selected(${risks}, '因残')", values)
+    assert ev("selected(${odk}, 'b')", values)
+    assert ev("count-selected(${risks})", values) == 2
+    assert ev("count-selected(${none})", values) == 0
+    assert ev("selected(${one}, 'a')", values)
+
+
+def test_text_and_number_functions() -> None:
+    assert ev("string-length('身份证')") == 3
+    assert ev("string-length(${x})", {}) == 0
+    assert ev("regex('13800138000', '^1[0-9]{10}$')")
+    assert not ev("regex('1380013800', '^1[0-9]{10}$')")
+    assert not ev("regex(${x}, 'a')", {})
+    assert ev("number('12')") == 12
+    assert ev("number(' 1.5 ')") == 1.5
+    assert ev("number('abc')") is None
+    assert ev("number(true())") == 1
+    assert ev("int(7.9)") == 7
+    assert ev("string(3.0)") == "3"
+    assert ev("string(true())") == "true"
+    assert ev("string(date('2026-01-02'))") == "2026-01-02"
+    assert ev("round(2.345, 2)") == 2.35
+    assert ev("round(2.5)") == 3
+    assert ev("round(-2.5)") == -3
+    assert ev("round(1234, -2)") == 1200
+    assert ev("min(3, ${x}, 1)") == 1
+    assert ev("max(3, ${x}, 1)") == 3
+    assert ev("max(${x})") is None
+    assert ev("max(date('2020-01-01'), '2021-01-01')") == date(2021, 1, 1)
+    assert ev("coalesce(${x}, ${y}, 'z')") == "z"
+    assert ev("if(1 > 2, 'a', 'b')") == "b"
+    assert ev("if(true(), 1, 1 div 0)") == 1  # only the chosen side is evaluated
+    assert ev("concat('a', 1, ${x}, true())") == "a1true"
+    assert ev("contains('维修加固', '加固')")
+    assert ev("starts-with('530102', '53')")
+    assert ev("config('monitoring_line')") == 8700
+    assert ev("config('nope')") is None
+    assert ev("config('nope', 5)") == 5
+    assert ev("boolean('x')") and not ev("boolean('')")
+
+
+def test_date_functions() -> None:
+    assert ev("today()") == TODAY
+    assert ev("date('2024-02-29')") == date(2024, 2, 29)
+    assert ev("year(date('2024-02-29'))") == 2024
+    assert ev("month('2024-02-29')") == 2
+    assert ev("day(${d})", {"d": date(2024, 2, 29)}) == 29
+    assert ev("school-age-date('2027-03-01')") == date(2026, 9, 1)
+    assert ev("school-age-date('2026-09-01')") == date(2026, 9, 1)
+    assert ev("days-between('2026-01-01', '2026-03-01')") == 59
+    assert ev("date('2026-01-01') + 31") == date(2026, 2, 1)
+    assert ev("date('2026-03-01') - date('2026-01-01')") == 59
+    assert ev("date('2026-03-01') - 1") == date(2026, 2, 28)
+
+
+def test_identity_functions() -> None:
+    pid = make_id("2014-09-02")
+    bad = pid[:17] + ("0" if pid[17] != "0" else "1")
+    values = {"id": pid, "bad": bad}
+    assert ev("id-valid(${id})", values)
+    assert not ev("id-valid(${bad})", values)
+    assert not ev("id-valid(${none})", values)
+    assert ev("age-at(${id}, '2026-09-01')", values) == 11
+    assert ev("age-at(${id}, '2026-09-02')", values) == 12
+    assert ev("age-at(${id}, school-age-date(today()))", values) == 11
+    assert ev("age-at(${bad}, today())", values) is None
+    assert ev("id-birth-date(${id})", values) == date(2014, 9, 2)
+    assert ev("id-sex(${id})", values) == "female"
+    assert ev("id-sex(${id})", {"id": make_id("1980-01-01", "131")}) == "male"
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("'a' + 1", "type"),
+        ("1 div 0", "division_by_zero"),
+        ("3 mod 0", "division_by_zero"),
+        ("date('2026-02-30')", None),
+        ("year('2026-13-01')", "bad_date"),
+        ("date(${s})", "bad_date"),
+        ("'a' < 1", "type"),
+        ("year(3)", "type"),
+        ("round(1.5, 0.5)", "bad_argument"),
+        ("sum(${s}, 1)", "type"),
+        ("count(3)", "type"),
+        ("-'a'", "type"),
+        ("999999999999999999999999999 * 1.0e0", None),
+    ],
+)
+def test_evaluation_errors_are_named(text: str, code: str | None) -> None:
+    if code is None:
+        with pytest.raises((ExpressionError, EvaluationError)):
+            ev(text, {"s": "not-a-date"})
+        return
+    with pytest.raises(EvaluationError) as info:
+        ev(text, {"s": "not-a-date"})
+    assert info.value.code == code
+    assert info.value.messages()["zh"]
+
+
+def test_float_overflow_is_an_evaluation_error() -> None:
+    big = "9" * 25
+    text = " * ".join([big + ".0"] * 14)
+    with pytest.raises(EvaluationError) as info:
+        ev(text)
+    assert info.value.code == "arithmetic"
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "position"),
+    [
+        ("", "empty", 0),
+        ("1 +", "unexpected_end", 3),
+        ("(1 + 2", "unexpected_end", 6),
+        ("1 2", "unexpected_token", 2),
+        ("${a", "bad_field_reference", 0),
+        ("$a", "bad_field_reference", 0),
+        ("'abc", "unterminated_string", 0),
+        ("1 # 2", "unexpected_character", 2),
+        ("frobnicate(1)", "unknown_function", 0),
+        ("x = 1", "unexpected_token", 0),
+        ("not 1", "unexpected_token", 4),
+        ("${a} = selected(${b})", "arity", 7),
+        ("if(1, 2)", "arity", 0),
+        ("today(1)", "arity", 0),
+        ("count-if('x', 1)", "bad_argument", 0),
+        ("regex(${a}, ${b})", "bad_argument", 0),
+        ("regex(${a}, '(')", "bad_regex", 12),
+        ("regex(${a}, '(a+)+$')", "bad_regex", 12),
+        ("date('2026-02-30')", "bad_argument", 5),
+        ("date('26-1-1')", "bad_argument", 5),
+        ("1" * 31, "bad_number", 0),
+        ("a" * 5000, "too_long", MAX_LENGTH),
+        ("(" * (MAX_DEPTH + 1) + "1" + ")" * (MAX_DEPTH + 1), "too_deep", MAX_DEPTH),
+        ("-" * (MAX_DEPTH + 2) + "1", "too_deep", MAX_DEPTH),
+    ],
+)
+def test_parse_errors_have_code_and_position(text: str, code: str, position: int) -> None:
+    error = parse_error(text)
+    assert (error.code, error.position) == (code, position)
+    assert str(position) in error.message
+
+
+def test_regex_pattern_length_limit() -> None:
+    assert parse_error("regex(., '" + "a" * 201 + "')").code == "bad_regex"
+    assert parse_expression("regex(., '(?:ab)+')").evaluate(Environment({}, current="abab"))
+
+
+def test_references_and_scope() -> None:
+    expr = parse_expression(
+        "${a} + count-if(${members}, ${age} > ${limit} and any(${visits}, ${ok}))"
+    )
+    refs = [(r.name, r.position, r.via) for r in expr.references()]
+    assert refs == [
+        ("a", 0, ()),
+        ("members", 16, ()),
+        ("age", 28, ("members",)),
+        ("limit", 37, ("members",)),
+        ("visits", 54, ("members",)),
+        ("ok", 65, ("members", "visits")),
+    ]
+    assert parse_expression(". > 1").uses_current()
+    assert not parse_expression("${a} > 1").uses_current()
+
+
+def test_parse_is_cached_and_expressions_compare_by_text() -> None:
+    assert parse_expression("1 + 1") is parse_expression("1 + 1")
+    assert parse_expression("1 + 1") == parse_expression("1 + 1")
+    assert parse_expression("1 + 1") != parse_expression("1+1")
+
+
+def test_plain_mapping_environment() -> None:
+    assert parse_expression("${a} * 2").evaluate({"a": 21}) == 42
+    assert parse_expression("today()").evaluate({}) == date.today()
+
+
+def test_every_function_is_documented() -> None:
+    assert all(spec.summary for spec in FUNCTIONS.values())
+
+
+ALPHABET = st.sampled_from(
+    [
+        *list("${}()'\". ,=!<>+-*/0123456789abcdefxyz_"),
+        "and",
+        "or",
+        "div",
+        "mod",
+        "not(",
+        "count-if(",
+        "${a}",
+        "sum(",
+        "regex(",
+        "date(",
+        "\n",
+        "中",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ALPHABET, max_size=40).map("".join))
+def test_parser_never_crashes_on_expression_like_text(text: str) -> None:
+    try:
+        expr = parse_expression(text)
+    except ExpressionError as error:
+        assert 0 <= error.position <= len(text)
+        return
+    try:
+        expr.evaluate(Environment({"a": 1, "x": "2020-01-01"}, current=3, context=CONTEXT))
+    except EvaluationError as error:
+        assert error.code
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_parser_never_crashes_on_any_text(text: str) -> None:
+    try:
+        parse_expression(text)
+    except ExpressionError as error:
+        assert isinstance(error.code, str) and 0 <= error.position <= max(len(text), MAX_LENGTH)
