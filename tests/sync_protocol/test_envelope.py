@@ -489,3 +489,65 @@ def test_property_sealed_payload_never_shows_plaintext_values(
             continue
         for start in range(len(encoded) - 3):
             assert encoded[start : start + 4] not in envelope
+
+
+class _AnyKey(dict[str, EncryptionPrivateKey]):
+    """A key table that answers every key id with the server key (a maximally lenient lookup)."""
+
+    def get(self, key: str, default: object = None) -> EncryptionPrivateKey:  # type: ignore[override]
+        return SERVER.encryption
+
+
+@FAST
+@given(
+    suite=st.sampled_from(SUITES),
+    field=st.sampled_from(["suite", "compression", "sequence", "key_id", "sender"]),
+    value=st.integers(0, 2**64 - 1),
+    sender=st.text(min_size=1, max_size=40).filter(lambda s: len(s.encode()) <= 255),
+)
+def test_property_header_swaps_fail_the_signature_even_with_lenient_lookups(
+    suite: Suite, field: str, value: int, sender: str
+) -> None:
+    """With every key id and every sender resolving to the right keys, a changed header field
+    can only be caught by the signature: prove it is."""
+    envelope = _FIXED_ENVELOPES[suite]
+    if field == "sender":
+        swapped = envelope.replace(DEVICE_ID.encode(), sender.encode(), 1)
+        # Re-encode the length byte so the header still parses.
+        swapped = swapped[:20] + bytes([len(sender.encode())]) + swapped[21:]
+    else:
+        limits = {"suite": 2, "compression": 3}
+        swapped = _with_field(
+            envelope, field, 1 + value % limits[field] if field in limits else value
+        )
+    if swapped == envelope:
+        return
+    with pytest.raises(BadSignature):
+        open_envelope(
+            swapped, recipient_keys=_AnyKey(), sender_verify_key=lambda _: DEVICE.signing_public
+        )
+
+
+def test_error_catalogue_codes_are_unique_and_bilingual() -> None:
+    from sync_protocol import errors
+
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, errors.ProtocolError)
+    ]
+    codes = [cls.code for cls in classes]
+    assert len(codes) == len(set(codes)), sorted(codes)
+    # Other parts' errors may need constructor arguments; the envelope's all have defaults.
+    for cls in (c for c in classes if issubclass(c, errors.EnvelopeError)):
+        error = cls()
+        assert error.code == cls.code and error.message and error.message_zh
+    explicit = errors.ProtocolError("custom_code", "custom message", message_zh="自定义")
+    assert (explicit.code, explicit.message, explicit.message_zh) == (
+        "custom_code",
+        "custom message",
+        "自定义",
+    )
+    assert str(BadSignature("details")) == "[envelope_bad_signature] details"
+    with pytest.raises(TypeError):
+        errors.ProtocolError("a", "b", "c")
