@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forms.definition import FormDefinition, dump_definition, load_definition
+from forms.instruments import BUILTIN_IDS, builtin_json, load_builtin
 from forms.xlsform import XLSFormError, XLSFormIssue, export_xlsform, import_xlsform, load_xlsform
 from tests.forms.conftest import HOUSING_V1
 
@@ -1035,3 +1037,25 @@ def test_exported_cells_are_text_so_excel_keeps_them() -> None:
     values = [row[1].value for row in wb["choices"].iter_rows(min_row=2)]
     assert "007" in values
     assert wb["settings"]["B2"].value == "1"
+
+
+# --------------------------------------------------------------------------------------------
+# The built-in instruments as XLSForm
+
+
+@pytest.mark.parametrize("form_id", BUILTIN_IDS)
+def test_every_builtin_round_trips_through_xlsform(form_id: str, tmp_path: Path) -> None:
+    target = tmp_path / f"{form_id}.xlsx"
+    export_xlsform(builtin_json(form_id), target)
+    assert dump_definition(load_xlsform(target)) == dump_definition(load_builtin(form_id))
+
+
+@pytest.mark.parametrize("form_id", BUILTIN_IDS)
+def test_shipped_xlsx_files_match_the_json_instruments(form_id: str) -> None:
+    shipped = resources.files("forms.instruments").joinpath("xlsx", f"{form_id}.xlsx")
+    with shipped.open("rb") as handle:
+        imported = dump_definition(load_xlsform(handle))
+    assert imported == dump_definition(load_builtin(form_id)), (
+        f"forms/instruments/xlsx/{form_id}.xlsx is stale: run "
+        "`village-forms export-xlsform --builtin all --out forms/instruments/xlsx`"
+    )

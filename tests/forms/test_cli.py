@@ -1,0 +1,216 @@
+"""The ``village-forms`` command line, driven through click's CliRunner and once as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+from click.testing import CliRunner
+
+from forms.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, cli, main
+from forms.definition import dump_definition, load_definition
+from forms.instruments import BUILTIN_IDS, builtin_json, load_builtin
+from forms.xlsform import export_xlsform, load_xlsform
+from tests.forms.conftest import HOUSING_V1
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write_xlsx(path: Path, survey: list[list[object]]) -> Path:
+    wb = openpyxl.Workbook()
+    ws = wb.worksheets[0]
+    ws.title = "survey"
+    for row in survey:
+        ws.append(row)
+    settings = wb.create_sheet("settings")
+    settings.append(["form_id", "version", "form_title"])
+    settings.append(["mini", 1, "小表"])
+    wb.save(path)
+    return path
+
+
+def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) -> None:
+    json_file = tmp_path / "housing.json"
+    json_file.write_text(json.dumps(HOUSING_V1, ensure_ascii=False), encoding="utf-8")
+    xlsx_file = tmp_path / "housing.xlsx"
+    export_xlsform(HOUSING_V1, xlsx_file)
+    for path in (json_file, xlsx_file):
+        result = runner.invoke(cli, ["validate-form", str(path)])
+        assert result.exit_code == EXIT_OK, result.output
+        assert "housing_mini v1「住房安全（测试）」" in result.output
+
+
+def test_validate_form_prints_located_xlsx_errors(runner: CliRunner, tmp_path: Path) -> None:
+    bad = write_xlsx(
+        tmp_path / "bad.xlsx",
+        [["type", "name", "label"], ["range", "score", "评分"], ["text", "score2", None]],
+    )
+    result = runner.invoke(cli, ["validate-form", str(bad)])
+    assert result.exit_code == EXIT_INVALID
+    lines = result.output.splitlines()
+    assert lines[0] == f"✗ {bad}: 2 处问题 / 2 problem(s)"
+    assert lines[1].startswith("  survey!A2 (type): 不支持题型 'range'")
+    assert lines[2].startswith("  survey!C3 (label): ")
+    assert "Traceback" not in result.output
+
+
+def test_validate_form_json_output(runner: CliRunner, tmp_path: Path) -> None:
+    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["range", "r", "评分"]])
+    result = runner.invoke(cli, ["validate-form", "--json", str(bad)])
+    assert result.exit_code == EXIT_INVALID
+    body = json.loads(result.output)
+    assert body["valid"] is False
+    assert body["issues"][0]["sheet"] == "survey"
+    assert (body["issues"][0]["row"], body["issues"][0]["column"]) == (2, "A")
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(HOUSING_V1), encoding="utf-8")
+    result = runner.invoke(cli, ["validate-form", "--json", str(good)])
+    assert result.exit_code == EXIT_OK
+    assert json.loads(result.output) == {"valid": True, "id": "housing_mini", "version": 1}
+
+
+def test_validate_form_prints_json_definition_issues(runner: CliRunner, tmp_path: Path) -> None:
+    doc = json.loads(json.dumps(HOUSING_V1))
+    doc["fields"][0]["type"] = "range"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    result = runner.invoke(cli, ["validate-form", str(path)])
+    assert result.exit_code == EXIT_INVALID
+    assert "fields/head_name/type" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("broken.json", '{"id": "x",', "不是有效的 JSON（第 1 行"),
+        ("table.xlsx", "type,name\ntext,a\n", "不是可读取的 .xlsx 表格"),
+        ("form.yaml", "id: x\n", "只支持 .json 或 .xlsx"),
+    ],
+)
+def test_bad_files_give_one_clear_line(
+    runner: CliRunner, tmp_path: Path, name: str, content: str, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    result = runner.invoke(cli, ["validate-form", str(path)])
+    assert result.exit_code == EXIT_INVALID
+    assert len(result.output.strip().splitlines()) == 1
+    assert expected in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_missing_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["validate-form", str(tmp_path / "absent.xlsx")])
+    assert result.exit_code == EXIT_USAGE
+    assert "does not exist" in result.output
+
+
+def test_import_xlsform_writes_the_json_definition(runner: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "housing.xlsx"
+    export_xlsform(HOUSING_V1, source)
+    out = tmp_path / "json" / "housing.json"
+    result = runner.invoke(cli, ["import-xlsform", str(source), "--out", str(out)])
+    assert result.exit_code == EXIT_OK, result.output
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert dump_definition(load_definition(written)) == dump_definition(load_definition(HOUSING_V1))
+    assert "住房安全（测试）" in out.read_text(encoding="utf-8")  # not \u-escaped
+
+    printed = runner.invoke(cli, ["import-xlsform", str(source)])
+    assert printed.exit_code == EXIT_OK
+    assert json.loads(printed.output) == written
+
+
+def test_import_xlsform_refuses_with_locations(runner: CliRunner, tmp_path: Path) -> None:
+    bad = write_xlsx(
+        tmp_path / "bad.xlsx", [["type", "name", "label"], ["begin_repeat", "m", "成员"]]
+    )
+    out = tmp_path / "out.json"
+    result = runner.invoke(cli, ["import-xlsform", str(bad), "--out", str(out)])
+    assert result.exit_code == EXIT_INVALID
+    assert "survey!A2 (type)" in result.output
+    assert not out.exists()
+
+
+def test_export_xlsform_builtins_and_files(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["export-xlsform", "--builtin", "all", "--out", str(tmp_path)])
+    assert result.exit_code == EXIT_OK, result.output
+    for form_id in BUILTIN_IDS:
+        exported = load_xlsform(tmp_path / f"{form_id}.xlsx")
+        assert dump_definition(exported) == dump_definition(load_builtin(form_id))
+
+    source = tmp_path / "housing.json"
+    source.write_text(json.dumps(HOUSING_V1, ensure_ascii=False), encoding="utf-8")
+    single = tmp_path / "one" / "mine.xlsx"
+    result = runner.invoke(cli, ["export-xlsform", str(source), "--out", str(single)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert load_xlsform(single) == load_definition(HOUSING_V1)
+
+
+def test_export_xlsform_refusals(runner: CliRunner, tmp_path: Path) -> None:
+    unknown = runner.invoke(cli, ["export-xlsform", "--builtin", "census", "--out", str(tmp_path)])
+    assert unknown.exit_code == EXIT_INVALID
+    assert "没有内置调查表 'census'" in unknown.output
+    nothing = runner.invoke(cli, ["export-xlsform", "--out", str(tmp_path)])
+    assert nothing.exit_code == EXIT_USAGE
+    several = runner.invoke(
+        cli, ["export-xlsform", "--builtin", "all", "--out", str(tmp_path / "x.xlsx")]
+    )
+    assert several.exit_code == EXIT_USAGE
+
+
+def test_main_returns_exit_codes_instead_of_raising(tmp_path: Path) -> None:
+    assert main(["validate-form", str(tmp_path / "absent.json")]) == EXIT_USAGE
+    bad = tmp_path / "bad.json"
+    bad.write_text("[", encoding="utf-8")
+    assert main(["validate-form", str(bad)]) == EXIT_INVALID
+    assert main(["export-xlsform", "--builtin", BUILTIN_IDS[0], "--out", str(tmp_path)]) == 0
+    assert (tmp_path / f"{BUILTIN_IDS[0]}.xlsx").exists()
+
+
+def test_installed_console_script_runs_as_a_process(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("village-forms")
+    assert script.exists(), "village-forms is declared in setup.cfg; run pip install -e ."
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    source = tmp_path / "roster.json"
+    source.write_text(json.dumps(builtin_json("household_roster")), encoding="utf-8")
+    exported = subprocess.run(
+        [str(script), "export-xlsform", str(source), "--out", str(tmp_path / "roster.xlsx")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stderr
+    checked = subprocess.run(
+        [str(script), "validate-form", str(tmp_path / "roster.xlsx")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("✓ ")
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    refused = subprocess.run(
+        [str(script), "validate-form", str(broken)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == EXIT_INVALID
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1
