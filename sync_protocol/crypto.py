@@ -135,6 +135,12 @@ def _check_raw_length(raw: bytes, what: str) -> None:
         )
 
 
+# A fixed, public private key used only to detect low-order X25519 public keys.
+_LOW_ORDER_PROBE: Final = X25519PrivateKey.from_private_bytes(
+    hashlib.sha256(b"village-sync low-order probe").digest()
+)
+
+
 # --- key wrappers -----------------------------------------------------------------------------
 
 
@@ -149,9 +155,23 @@ class EncryptionPublicKey:
 
     @classmethod
     def from_raw(cls, raw: bytes) -> EncryptionPublicKey:
-        """Import 32 raw bytes. Raises :class:`InvalidKey` if the length is wrong."""
+        """Import 32 raw bytes.
+
+        Raises:
+            InvalidKey: if the length is wrong or the key is a low-order point (any secret agreed
+                with it would be all zeros, so an envelope sealed to it would be readable by all).
+        """
         _check_raw_length(raw, "X25519 public key")
-        return cls(X25519PublicKey.from_public_bytes(bytes(raw)))
+        key = X25519PublicKey.from_public_bytes(bytes(raw))
+        try:
+            # Every clamped scalar sends a low-order point to zero, and only those; one exchange
+            # with a fixed probe key (about 40 us) rejects them at import, e.g. at enrollment.
+            _LOW_ORDER_PROBE.exchange(key)
+        except ValueError as exc:
+            raise InvalidKey(
+                "the X25519 public key is a low-order point", message_zh="无效的加密公钥"
+            ) from exc
+        return cls(key)
 
     @classmethod
     def from_base64(cls, text: str) -> EncryptionPublicKey:

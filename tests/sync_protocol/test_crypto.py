@@ -133,11 +133,22 @@ def test_public_keys_compare_and_hash_by_raw_bytes() -> None:
     assert a != EncryptionPublicKey.from_raw(BOB_PUBLIC)
 
 
-def test_low_order_x25519_point_is_invalid_key() -> None:
-    with pytest.raises(InvalidKey):
-        crypto.x25519_shared_secret(
-            EncryptionPrivateKey.generate(), EncryptionPublicKey.from_raw(bytes(32))
-        )
+LOW_ORDER_POINTS = [
+    "00" * 32,
+    "01" + "00" * 31,
+    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+    "ec" + "ff" * 30 + "7f",  # p - 1
+    "ed" + "ff" * 30 + "7f",  # p (non-canonical 0)
+    "ee" + "ff" * 30 + "7f",  # p + 1 (non-canonical 1)
+]
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS)
+def test_low_order_x25519_points_are_refused_at_import(point: str) -> None:
+    with pytest.raises(InvalidKey) as caught:
+        EncryptionPublicKey.from_raw(bytes.fromhex(point))
+    assert caught.value.code == "invalid_key"
 
 
 @pytest.mark.parametrize("algorithm", crypto.AEAD_ALGORITHMS)

@@ -551,3 +551,16 @@ def test_error_catalogue_codes_are_unique_and_bilingual() -> None:
     assert str(BadSignature("details")) == "[envelope_bad_signature] details"
     with pytest.raises(TypeError):
         errors.ProtocolError("a", "b", "c")
+
+
+def test_signed_envelope_with_low_order_ephemeral_key_is_malformed() -> None:
+    """Even a correctly signed envelope (a faulty or hostile sender) cannot use a weak key."""
+    from sync_protocol import crypto
+
+    envelope = _seal(b"x")
+    header = peek_header(envelope)
+    at = header.header_length - 60 + 8  # ephemeral key follows the sequence
+    tampered = envelope[:at] + bytes(32) + envelope[at + 32 : -64]
+    resigned = tampered + crypto.sign(DEVICE.signing, tampered)
+    with pytest.raises(MalformedHeader):
+        _open(resigned)
