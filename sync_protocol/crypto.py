@@ -203,10 +203,13 @@ class EncryptionPublicKey:
 class EncryptionPrivateKey:
     """An X25519 private key: opens envelopes sealed to its public key."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_public")
 
     def __init__(self, key: X25519PrivateKey) -> None:
         self._key = key
+        # Computed once: opening an envelope needs the public key (HKDF salt, key id check), and
+        # deriving it is a scalar multiplication.
+        self._public = EncryptionPublicKey(key.public_key())
 
     @classmethod
     def generate(cls) -> EncryptionPrivateKey:
@@ -238,7 +241,7 @@ class EncryptionPrivateKey:
 
     def public_key(self) -> EncryptionPublicKey:
         """Return the matching public key."""
-        return EncryptionPublicKey(self._key.public_key())
+        return self._public
 
     def key_id(self) -> str:
         """Return the id of the matching public key."""
@@ -580,6 +583,24 @@ def x25519_shared_secret(private: EncryptionPrivateKey, public: EncryptionPublic
     """
     try:
         return private._key.exchange(public._key)
+    except ValueError as exc:
+        raise InvalidKey(
+            "the X25519 public key is a low-order point", message_zh="无效的加密公钥"
+        ) from exc
+
+
+def x25519_shared_secret_with_raw(private: EncryptionPrivateKey, peer_raw: bytes) -> bytes:
+    """Like :func:`x25519_shared_secret`, for a peer key given as 32 raw bytes.
+
+    Saves the import-time low-order probe when the exchange itself is about to detect it (the
+    envelope's ephemeral key).
+
+    Raises:
+        InvalidKey: if ``peer_raw`` is not 32 bytes or is a low-order point.
+    """
+    _check_raw_length(peer_raw, "X25519 public key")
+    try:
+        return private._key.exchange(X25519PublicKey.from_public_bytes(bytes(peer_raw)))
     except ValueError as exc:
         raise InvalidKey(
             "the X25519 public key is a low-order point", message_zh="无效的加密公钥"

@@ -448,9 +448,7 @@ def open_envelope(
             f"the key stored under id {header.recipient_key_id} has id {recipient_public.key_id()}"
         )
     try:
-        shared = crypto.x25519_shared_secret(
-            private, EncryptionPublicKey.from_raw(header.ephemeral_public)
-        )
+        shared = crypto.x25519_shared_secret_with_raw(private, header.ephemeral_public)
     except InvalidKey:
         raise MalformedHeader(
             "the ephemeral key is a low-order point", message_zh="临时公钥无效"

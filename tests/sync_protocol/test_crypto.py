@@ -149,6 +149,15 @@ def test_low_order_x25519_points_are_refused_at_import(point: str) -> None:
     with pytest.raises(InvalidKey) as caught:
         EncryptionPublicKey.from_raw(bytes.fromhex(point))
     assert caught.value.code == "invalid_key"
+    with pytest.raises(InvalidKey):
+        crypto.x25519_shared_secret_with_raw(EncryptionPrivateKey.generate(), bytes.fromhex(point))
+
+
+def test_shared_secret_with_raw_matches_rfc7748() -> None:
+    alice = EncryptionPrivateKey.from_raw(ALICE_PRIVATE)
+    assert crypto.x25519_shared_secret_with_raw(alice, BOB_PUBLIC) == SHARED
+    with pytest.raises(InvalidKey):
+        crypto.x25519_shared_secret_with_raw(alice, BOB_PUBLIC[:31])
 
 
 @pytest.mark.parametrize("algorithm", crypto.AEAD_ALGORITHMS)
