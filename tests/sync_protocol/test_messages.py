@@ -1,0 +1,250 @@
+"""Sync messages: dict and wire round-trips, and validation errors that name the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync_protocol.errors import InvalidMessage
+from sync_protocol.messages import (
+    Ack,
+    Capabilities,
+    DownloadPage,
+    FrameStatus,
+    Hello,
+    OpAck,
+    Refusal,
+    ServerReply,
+    UploadBatch,
+    decode_message,
+    encode_message,
+)
+from tests.sync_protocol.test_codec import device_batches, stamps
+
+HELLO = Hello(
+    device_id="dev-7f3a",
+    cursors={"530102001201": 1841, "530102001": 0},
+    high_water_mark=120,
+    clock="019a8b7c6d5e-0003-dev-7f3a",
+    capabilities=Capabilities(
+        suites=(1, 2), compression=(0, 1, 2, 3), dictionary_ids=(0x1A2B3C4D,)
+    ),
+)
+RECORD_STATE = {"record_id": "0b6f1f7e-3c55-4a5e-9d8e-2f1d3b7a9c01", "revision": 3, "paths": {}}
+REPLY = ServerReply(
+    server_time_ms=1_764_000_000_000,
+    backoff_ms=0,
+    frames=(FrameStatus(0, "committed"), FrameStatus(1, "committed"), FrameStatus(2, "truncated")),
+    acks=(
+        Ack(
+            batch_seq=7,
+            high_water_mark=123,
+            acks=(
+                OpAck(121, "applied", revision=1),
+                OpAck(122, "conflict", revision=4, conflict_ids=("c-91",)),
+                OpAck(
+                    123,
+                    "rejected",
+                    reasons=(
+                        {
+                            "code": "required",
+                            "path": "phone",
+                            "field": "phone",
+                            "message": {"zh": "必填", "en": "required"},
+                            "severity": "error",
+                        },
+                    ),
+                ),
+            ),
+            records=(RECORD_STATE,),
+        ),
+    ),
+    downloads=(
+        DownloadPage(
+            scope="530102001201",
+            after=1841,
+            next_cursor=1900,
+            more=True,
+            records=(RECORD_STATE,),
+            forms=({"form_id": "housing_safety", "version": 2},),
+            config=({"key": "monitoring_line/53/2026", "value": 8700},),
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize("message", [HELLO, REPLY, ServerReply(server_time_ms=5)])
+def test_round_trip_dict_and_wire(message: Any) -> None:
+    assert type(message).from_dict(message.to_dict()) == message
+    wire = encode_message(message)
+    assert decode_message(wire) == message
+    assert encode_message(decode_message(wire)) == wire
+    assert json.loads(wire)["type"] == message.kind
+
+
+@settings(max_examples=60)
+@given(batch=device_batches(max_size=6), batch_seq=st.integers(1, 2**40))
+def test_upload_batch_round_trip(batch: list, batch_seq: int) -> None:
+    message = UploadBatch(batch_seq=batch_seq, ops=tuple(batch))
+    assert decode_message(encode_message(message), expected="batch") == message
+
+
+@settings(max_examples=50)
+@given(clock=stamps, hwm=st.integers(0, 2**63), cursor=st.integers(0, 2**63))
+def test_hello_round_trip(clock: str, hwm: int, cursor: int) -> None:
+    hello = Hello("d", {"53": cursor}, hwm, clock, Capabilities((1,), (1,)))
+    assert decode_message(encode_message(hello), expected="hello") == hello
+
+
+def _broken(document: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
+    document = copy.deepcopy(document)
+    target = document
+    for step in path[:-1]:
+        target = target[step]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return document
+
+
+HELLO_DICT = HELLO.to_dict() | {"type": "hello"}
+REPLY_DICT = REPLY.to_dict() | {"type": "reply"}
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "value", "field"),
+    [
+        (HELLO_DICT, ["device_id"], "", "hello.device_id"),
+        (HELLO_DICT, ["device_id"], KeyError, "hello.device_id"),
+        (HELLO_DICT, ["extra"], 1, "hello.extra"),
+        (HELLO_DICT, ["cursors", "530102001201"], -1, "hello.cursors['530102001201']"),
+        (HELLO_DICT, ["cursors", "bad scope!"], 1, "hello.cursors"),
+        (HELLO_DICT, ["high_water_mark"], True, "hello.high_water_mark"),
+        (HELLO_DICT, ["clock"], "yesterday", "hello.clock"),
+        (HELLO_DICT, ["capabilities", "suites", 1], "two", "hello.capabilities.suites[1]"),
+        (HELLO_DICT, ["capabilities", "suites"], [], "hello.capabilities.suites"),
+        (
+            HELLO_DICT,
+            ["capabilities", "dictionary_ids", 0],
+            0,
+            "hello.capabilities.dictionary_ids[0]",
+        ),
+        (REPLY_DICT, ["server_time_ms"], "now", "reply.server_time_ms"),
+        (REPLY_DICT, ["backoff_ms"], -5, "reply.backoff_ms"),
+        (REPLY_DICT, ["acks", 0, "acks", 0, "status"], "done", "reply.acks[0].acks[0].status"),
+        (
+            REPLY_DICT,
+            ["acks", 0, "acks", 1, "conflict_ids"],
+            [],
+            "reply.acks[0].acks[1].conflict_ids",
+        ),
+        (REPLY_DICT, ["acks", 0, "acks", 2, "reasons"], [], "reply.acks[0].acks[2].reasons"),
+        (
+            REPLY_DICT,
+            ["acks", 0, "acks", 2, "reasons", 0],
+            "bad",
+            "reply.acks[0].acks[2].reasons[0]",
+        ),
+        (REPLY_DICT, ["acks", 0, "acks", 0, "seq"], 0, "reply.acks[0].acks[0].seq"),
+        (
+            REPLY_DICT,
+            ["acks", 0, "records", 0, "record_id"],
+            5,
+            "reply.acks[0].records[0].record_id",
+        ),
+        (REPLY_DICT, ["acks", 0, "batch_seq"], KeyError, "reply.acks[0].batch_seq"),
+        (REPLY_DICT, ["downloads", 0, "next_cursor"], 3, "reply.downloads[0].next_cursor"),
+        (REPLY_DICT, ["downloads", 0, "more"], "yes", "reply.downloads[0].more"),
+        (
+            REPLY_DICT,
+            ["downloads", 0, "forms", 0],
+            {"version": 2},
+            "reply.downloads[0].forms[0].form_id",
+        ),
+        (REPLY_DICT, ["downloads", 0, "config", 0, "key"], "", "reply.downloads[0].config[0].key"),
+        (REPLY_DICT, ["frames", 2, "status"], "lost", "reply.frames[2].status"),
+        (REPLY_DICT, ["frames", 2, "status"], "rejected", "reply.frames[2].code"),
+        (
+            REPLY_DICT,
+            ["refusal"],
+            {"code": "device_revoked", "message": "revoked", "message_zh": "设备已吊销"},
+            "reply.refusal",
+        ),
+        (REPLY_DICT, ["type"], "welcome", "type"),
+    ],
+)
+def test_validation_errors_name_the_field(
+    document: dict[str, Any], path: list[Any], value: Any, field: str
+) -> None:
+    wire = json.dumps(_broken(document, path, value), ensure_ascii=False).encode()
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(wire)
+    assert info.value.field == field
+    assert info.value.code == "message_invalid"
+    assert field in info.value.message
+    assert field in info.value.message_zh
+
+
+def test_batch_errors_point_into_the_ops() -> None:
+    document = {"type": "batch", "batch_seq": 1, "ops": [1, ["d"], [[1, "r", "h", 0, 9, 1, 0, 0]]]}
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(json.dumps(document).encode())
+    assert info.value.field.startswith("batch.ops.ops[0]")
+    document["batch_seq"] = 0
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(json.dumps(document).encode())
+    assert info.value.field == "batch.batch_seq"
+
+
+def test_refusal_reply() -> None:
+    reply = ServerReply(
+        server_time_ms=1,
+        backoff_ms=60_000,
+        refusal=Refusal("clock_skew", "device clock is 2 h ahead", "设备时间快了 2 小时"),
+    )
+    assert decode_message(encode_message(reply), expected="reply") == reply
+
+
+def test_expected_type_is_enforced() -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(encode_message(HELLO), expected="reply")
+    assert info.value.field == "type"
+
+
+@settings(max_examples=200)
+@given(data=st.binary(max_size=120))
+def test_arbitrary_bytes_raise_only_invalid_message(data: bytes) -> None:
+    try:
+        decode_message(data)
+    except InvalidMessage as exc:
+        assert exc.field
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200)
+@given(
+    kind=st.sampled_from(["hello", "batch", "reply"]),
+    key=st.sampled_from(
+        ["device_id", "cursors", "capabilities", "ops", "acks", "downloads", "frames", "refusal"]
+    ),
+    value=_JSON,
+)
+def test_arbitrary_field_values_raise_only_invalid_message(kind: str, key: str, value: Any) -> None:
+    base = {"hello": HELLO_DICT, "reply": REPLY_DICT, "batch": {"batch_seq": 1, "ops": [1, [], []]}}
+    document = dict(base[kind]) | {"type": kind, key: value}
+    try:
+        decode_message(json.dumps(document).encode())
+    except InvalidMessage as exc:
+        assert exc.field
