@@ -218,27 +218,57 @@ def _rejections(first: bytes) -> list[dict[str, str]]:
 
     sequence_at = n - 60
     return [
-        {"name": "last signature bit flipped", "envelope_hex": flipped(len(first) - 1),
-         "error_code": "envelope_bad_signature"},
-        {"name": "first ciphertext bit flipped", "envelope_hex": flipped(n),
-         "error_code": "envelope_bad_signature"},
-        {"name": "sequence changed", "envelope_hex": flipped(sequence_at + 7),
-         "error_code": "envelope_bad_signature"},
-        {"name": "recipient key id changed", "envelope_hex": flipped(12),
-         "error_code": "envelope_unknown_key_id"},
-        {"name": "version 2", "envelope_hex": replaced(4, 2),
-         "error_code": "envelope_unsupported_version"},
-        {"name": "suite 9", "envelope_hex": replaced(5, 9),
-         "error_code": "envelope_unsupported_suite"},
-        {"name": "reserved flag set", "envelope_hex": replaced(11, 1),
-         "error_code": "envelope_malformed_header"},
-        {"name": "bad magic", "envelope_hex": replaced(0, ord("X")),
-         "error_code": "envelope_malformed_header"},
-        {"name": "last byte missing", "envelope_hex": first[:-1].hex(),
-         "error_code": "envelope_truncated"},
-        {"name": "header only", "envelope_hex": first[:n].hex(),
-         "error_code": "envelope_truncated"},
-    ]  # fmt: skip
+        {
+            "name": "last signature bit flipped",
+            "envelope_hex": flipped(len(first) - 1),
+            "error_code": "envelope_bad_signature",
+        },
+        {
+            "name": "first ciphertext bit flipped",
+            "envelope_hex": flipped(n),
+            "error_code": "envelope_bad_signature",
+        },
+        {
+            "name": "sequence changed",
+            "envelope_hex": flipped(sequence_at + 7),
+            "error_code": "envelope_bad_signature",
+        },
+        {
+            "name": "recipient key id changed",
+            "envelope_hex": flipped(12),
+            "error_code": "envelope_unknown_key_id",
+        },
+        {
+            "name": "version 2",
+            "envelope_hex": replaced(4, 2),
+            "error_code": "envelope_unsupported_version",
+        },
+        {
+            "name": "suite 9",
+            "envelope_hex": replaced(5, 9),
+            "error_code": "envelope_unsupported_suite",
+        },
+        {
+            "name": "reserved flag set",
+            "envelope_hex": replaced(11, 1),
+            "error_code": "envelope_malformed_header",
+        },
+        {
+            "name": "bad magic",
+            "envelope_hex": replaced(0, ord("X")),
+            "error_code": "envelope_malformed_header",
+        },
+        {
+            "name": "last byte missing",
+            "envelope_hex": first[:-1].hex(),
+            "error_code": "envelope_truncated",
+        },
+        {
+            "name": "header only",
+            "envelope_hex": first[:n].hex(),
+            "error_code": "envelope_truncated",
+        },
+    ]
 
 
 def open_with_vector_keys(document: dict[str, Any], envelope: bytes, receiver: str) -> Opened:
