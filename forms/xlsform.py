@@ -569,6 +569,7 @@ class _Origins:
     upgrade_rows: list[int] = field(default_factory=list)
     upgrade_field_rows: dict[str, int] = field(default_factory=dict)
     choice_value_rows: dict[tuple[str, str], int] = field(default_factory=dict)
+    relevance: dict[tuple[str, ...], _Relevance] = field(default_factory=dict)
 
 
 # Definition property -> (sheet attribute, column key)
@@ -598,9 +599,40 @@ _SETTINGS_PROPERTY_COLUMNS = {
 }
 
 
+# The definition loader explains in English; county staff get a Chinese lead-in by code.
+_LOADER_CODES_ZH = {
+    "unknown_reference": "表达式引用了不存在或不在范围内的字段",
+    "unexpected_token": "表达式格式错误",
+    "unexpected_character": "表达式中有无法识别的字符",
+    "unexpected_end": "表达式不完整",
+    "unterminated_string": "表达式中的字符串缺少结束引号",
+    "unknown_function": "表达式使用了不支持的函数",
+    "arity": "函数参数个数不对",
+    "bad_argument": "函数参数有误",
+    "bad_field_reference": "字段引用格式错误",
+    "bad_number": "数字格式错误",
+    "bad_regex": "正则表达式有误",
+    "too_long": "表达式太长",
+    "too_deep": "表达式嵌套太深",
+    "empty": "表达式为空",
+    "unexpected_attribute": "此类题目不能设置该项",
+    "missing_label": "缺少题目文字",
+    "missing_calculate": "计算题缺少 calculation",
+    "missing_choices": "选择题缺少选项列表",
+    "unknown_choice_list": "选项列表不存在",
+    "duplicate_name": "名称重复",
+    "duplicate_choice": "选项重复",
+    "empty_repeat": "重复组里没有题目",
+    "repeat_too_deep": "重复组嵌套太深",
+    "bad_rows": "行数限制有误",
+    "bad_upgrade": "升级规则有误",
+    "schema": "格式不符合要求",
+}
+
+
 def _path_tokens(path: str) -> list[str]:
-    """Split a loader issue path (``fields/members/fields/x/label`` or ``fields[3].type``)."""
-    return [t for t in re.split(r"[/.]|(?=\[)", path) if t]
+    """Split a loader issue path (``fields/members/fields/x/label`` or ``fields[3]/type``)."""
+    return [t for t in re.split(r"/|(?=\[)", path) if t]
 
 
 def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
@@ -611,13 +643,14 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
     kept with its document path in the message, located at the sheet.
     """
     tokens = _path_tokens(issue.path)
-    message = issue.message
-    zh = f"{issue.message}（{issue.path}）"
-    en = f"{message} ({issue.path})"
+    lead_zh = _LOADER_CODES_ZH.get(issue.code, "表单定义有误")
+    zh = f"{lead_zh}：{issue.message}（{issue.path}）"
+    en = f"{issue.message} ({issue.path})"
     sheet: _Sheet | None = None
     row: int | None = None
     key: str | None = None
     lang: str | None = None
+    position = issue.position
 
     if tokens and tokens[0] == "fields" and origins.survey is not None:
         sheet = origins.survey
@@ -642,6 +675,12 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
             key = _FIELD_PROPERTY_COLUMNS.get(rest[0])
             if len(rest) > 1 and key in ("label", "hint", "constraint_message"):
                 lang = rest[1]
+            relevance = origins.relevance.get(names)
+            if key == "relevant" and relevance is not None and position is not None:
+                # The problem may lie in an enclosing group's relevance, on the group's row.
+                found = relevance.origin(position)
+                if found is not None:
+                    row, position = found
     elif tokens and tokens[0] == "checks" and origins.checks is not None:
         sheet = origins.checks
         if len(tokens) > 1:
@@ -680,7 +719,7 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
                 lang = tokens[1]
 
     if sheet is None:
-        return XLSFormIssue(None, None, None, None, issue.code, en, zh, issue.position)
+        return XLSFormIssue(None, None, None, None, issue.code, en, zh, position)
     col = sheet.column(key, lang if lang and lang != "zh" else None) if key else None
     if col is None and key and lang:
         col = sheet.column(key, None)
@@ -692,7 +731,7 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
         issue.code,
         en,
         zh,
-        issue.position,
+        position,
     )
 
 
@@ -700,13 +739,44 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
 # Parsing the sheets
 
 
-def _and(first: str | None, second: str | None) -> str | None:
-    """Combine two relevance expressions (a group's and its question's)."""
-    if not first:
-        return second
-    if not second:
-        return first
-    return f"({first}) and ({second})"
+@dataclass(frozen=True)
+class _Relevance:
+    """A relevance expression and the sheet row each stretch of its text came from.
+
+    Flattened groups AND their relevance into their questions'; when the loader finds a problem
+    at some character of the combined text, ``origin`` tells which row (the group's or the
+    question's) and which character of that cell it was.
+    """
+
+    text: str
+    segments: tuple[tuple[int, int, int], ...]  # (start, end, sheet row)
+
+    @classmethod
+    def of_cell(cls, text: str | None, row: int) -> _Relevance | None:
+        return cls(text, ((0, len(text), row),)) if text else None
+
+    def and_(self, other: _Relevance | None) -> _Relevance:
+        """``(self) and (other)``, keeping track of where each part came from."""
+        if other is None:
+            return self
+        shift_other = 1 + len(self.text) + len(") and (")
+        return _Relevance(
+            f"({self.text}) and ({other.text})",
+            tuple((a + 1, b + 1, r) for a, b, r in self.segments)
+            + tuple((a + shift_other, b + shift_other, r) for a, b, r in other.segments),
+        )
+
+    def origin(self, position: int) -> tuple[int, int] | None:
+        """Return (sheet row, 0-based position in that cell) of a character, or None."""
+        for start, end, row in self.segments:
+            if start <= position <= end:
+                return row, position - start
+        return None
+
+
+def _and(first: _Relevance | None, second: _Relevance | None) -> _Relevance | None:
+    """Combine an enclosing group's relevance with a question's (either may be absent)."""
+    return first.and_(second) if first is not None else second
 
 
 @dataclass
@@ -719,8 +789,7 @@ class _Level:
     fields: list[dict[str, Any]]
     names: dict[str, int]  # name -> row, shared by a group with its enclosing level
     path: tuple[str, ...]
-    group_relevant: str | None  # relevance inherited from enclosing groups (flattened)
-    field: dict[str, Any] | None = None  # the repeat's own field dict
+    group_relevant: _Relevance | None  # relevance inherited from enclosing groups (flattened)
 
 
 class _Reader:
@@ -1108,9 +1177,11 @@ class _Reader:
         required = self._flag(row, "required")
         if required is not None:
             fdef["required"] = required
-        relevant = _and(level.group_relevant, self._expression(row, "relevant"))
+        relevant = _and(
+            level.group_relevant, _Relevance.of_cell(self._expression(row, "relevant"), row.number)
+        )
         if relevant is not None:
-            fdef["relevant"] = relevant
+            fdef["relevant"] = relevant.text
         constraint = self._expression(row, "constraint")
         if constraint is not None:
             fdef["constraint"] = constraint
@@ -1166,6 +1237,8 @@ class _Reader:
             return
         path = (*level.path, name)
         self.origins.field_rows[path] = row.number
+        if relevant is not None:
+            self.origins.relevance[path] = relevant
         self.origins.level_rows.setdefault(level.path, []).append(row.number)
         self.field_paths.add("/".join(path))
         level.fields.append(fdef)
@@ -1176,7 +1249,7 @@ class _Reader:
             for key in ("min_rows", "max_rows"):
                 if key in fdef:
                     fdef[key] = fdef.pop(key)
-            stack.append(_Level("repeat", name, row.number, children, {}, path, None, fdef))
+            stack.append(_Level("repeat", name, row.number, children, {}, path, None))
 
     def _name(self, row: _Row, level: _Level) -> str | None:
         name = row.get("name")
@@ -1216,7 +1289,9 @@ class _Reader:
                     f"{key} does not apply to a group (groups only carry a label and relevant)",
                     f"分组不能设置 {key}（分组只有 label 和 relevant）",
                 )
-        relevant = _and(level.group_relevant, self._expression(row, "relevant"))
+        relevant = _and(
+            level.group_relevant, _Relevance.of_cell(self._expression(row, "relevant"), row.number)
+        )
         # A group adds no level: its questions land in the enclosing level's list and names.
         stack.append(
             _Level("group", name or "", row.number, level.fields, level.names, level.path, relevant)
@@ -1507,7 +1582,14 @@ def _read_and_load(source: Source) -> tuple[dict[str, Any], FormDefinition]:
     try:
         definition = load_definition(document)
     except FormDefinitionError as exc:
-        raise XLSFormError([_locate(issue, reader.origins) for issue in exc.issues]) from exc
+        located: dict[tuple[Any, ...], XLSFormIssue] = {}
+        for issue in exc.issues:
+            place = _locate(issue, reader.origins)
+            # A group's faulty relevance reaches every question in it: report it once.
+            key = (place.sheet, place.row, place.column, place.code, place.position)
+            if place.row is None or key not in located:
+                located[key if place.row is not None else (len(located),)] = place
+        raise XLSFormError(list(located.values())) from exc
     return document, definition
 
 

@@ -911,6 +911,57 @@ def test_loader_issues_are_mapped_back_to_their_cell() -> None:
     assert "fields/n/constraint" in issues[0].message
 
 
+def test_malformed_expressions_are_located_with_their_position() -> None:
+    rows: Rows = [
+        ["type", "name", "label", "relevant", "constraint"],
+        ["integer", "a", "甲"],
+        ["integer", "b", "乙", "${a} = = 1"],
+        ["integer", "c", "丙", None, ". > ${nope}"],
+    ]
+    issues = refusal(workbook(rows))
+    assert [(located(i), i.position) for i in issues] == [
+        (("survey", 3, "D", "relevant", "unexpected_token"), 7),
+        (("survey", 4, "E", "constraint", "unknown_reference"), 4),
+    ]
+    assert "${a} = = 1" in issues[0].message
+    assert issues[0].message_zh.startswith("表达式格式错误：")
+
+
+def test_a_bad_group_relevance_is_reported_on_the_group_row() -> None:
+    rows: Rows = [
+        ["type", "name", "label", "relevant"],
+        ["boolean", "a", "甲"],
+        ["begin_group", "g", "组", "${a} = tru()"],
+        ["text", "b", "乙", "${a} = true()"],
+        ["text", "c", "丙", "${missing} = 1"],
+        ["end_group"],
+    ]
+    issue = only_issue(workbook(rows))
+    # The group's mistake reaches both questions but is reported once, at the group's row,
+    # with the position inside the group's own cell.
+    assert (located(issue), issue.position) == (
+        ("survey", 3, "D", "relevant", "unknown_function"),
+        7,
+    )
+
+    rows[2][3] = "${a} = true()"
+    issue = only_issue(workbook(rows))
+    assert (located(issue), issue.position) == (
+        ("survey", 5, "D", "relevant", "unknown_reference"),
+        0,
+    )
+
+
+def test_check_rule_problems_are_located() -> None:
+    checks: Rows = [
+        ["id", "severity", "field", "rule", "message"],
+        ["c_ok", "error", "a", "${a} != ''", "甲必填"],
+        ["c_bad", "warning", "a", "${a} != ${zzz}", "乙"],
+    ]
+    issue = only_issue(workbook([HEAD, ["text", "a", "甲"]], checks=checks))
+    assert (located(issue), issue.position) == (("checks", 3, "D", "rule", "unknown_reference"), 8)
+
+
 def test_every_problem_is_reported_at_once() -> None:
     rows: Rows = [HEAD, ["range", "r", "评分"], ["text", "a", None], ["text", "a", "重复"]]
     issues = refusal(workbook(rows))
