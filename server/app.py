@@ -1,0 +1,47 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from server.errors import register_error_handlers
+from server.settings import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build a county-server app.
+
+    ``config`` overrides settings (upper-case keys, see ``server.settings``) and may carry Flask
+    keys such as ``TESTING``. With ``MIGRATE_ON_START`` (the default) pending schema migrations
+    run here, so a fresh database is usable at once.
+
+    Raises ``server.settings.SettingError`` for a malformed setting and
+    ``sqlalchemy.exc.OperationalError`` when the database cannot be reached for migration.
+    """
+    from server.api import register_blueprints
+    from server.cli import register_commands
+    from server.extensions import db
+    from server.storage import schema
+    from server.storage.database import init_database
+
+    app = Flask("server")
+    app.config.update(load_settings(config))
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Chinese stays readable
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    init_database(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    register_commands(app)
+
+    if app.config["MIGRATE_ON_START"]:
+        with app.app_context():
+            schema.upgrade(db.engine)
+    return app

@@ -1,0 +1,238 @@
+"""The ``server`` command line: ``python -m server …`` or ``village-server …``.
+
+Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
+``rotate-keys``, ``serve`` and ``backup``. Each builds the app from the settings (environment
+variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
+run on that app.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from flask import Flask, current_app, has_app_context
+
+from server.errors import ApiError
+
+
+@contextmanager
+def _app_context(**overrides: Any) -> Iterator[Flask]:
+    """The app the command works on: the current one under ``flask``, else a new one."""
+    if has_app_context():
+        yield current_app._get_current_object()  # type: ignore[attr-defined]
+        return
+    from server.app import create_app
+
+    app = create_app(overrides or None)
+    with app.app_context():
+        yield app
+
+
+def _fail(exc: ApiError) -> NoReturn:
+    raise click.ClickException(f"{exc.message} [{exc.code}] {exc.details or ''}".rstrip())
+
+
+@click.group(help="Village Sync county server.")
+def main() -> None:
+    """Entry point of the ``village-server`` console script."""
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the database schema (runs pending migrations)."""
+    from server.extensions import db
+    from server.storage import schema
+
+    with _app_context(MIGRATE_ON_START=False):
+        revision = schema.upgrade(db.engine)
+        click.echo(f"database at schema revision {revision}")
+
+
+@main.command("create-admin")
+@click.option("--username", required=True, help="Login name of the new account.")
+@click.option(
+    "--role",
+    type=click.Choice(["county_admin", "township_reviewer"]),
+    default="county_admin",
+    show_default=True,
+)
+@click.option("--area", default="", help="Area code prefix: 6-digit county or 9-digit township.")
+@click.option("--password", default=None, help="Password (default: a random one, printed).")
+def create_admin(username: str, role: str, area: str, password: str | None) -> None:
+    """Create an admin account (county admin or township reviewer)."""
+    from server.services import auth
+
+    with _app_context():
+        shown = password or auth.new_password()
+        try:
+            auth.create_user(
+                username=username, password=shown, role=role, area_prefix=area, actor="cli"
+            )
+        except ApiError as exc:
+            _fail(exc)
+        click.echo(f"created {role} {username}" + ("" if password else f" password: {shown}"))
+
+
+@main.command("reset-password")
+@click.argument("username")
+@click.option("--password", default=None, help="New password (default: a random one, printed).")
+def reset_password(username: str, password: str | None) -> None:
+    """Set a new password for USERNAME and revoke its tokens."""
+    from server.services import auth
+
+    with _app_context():
+        shown = password or auth.new_password()
+        try:
+            auth.reset_password(username, shown, actor="cli")
+        except ApiError as exc:
+            _fail(exc)
+        click.echo(f"password of {username} reset" + ("" if password else f": {shown}"))
+
+
+@main.command("issue-code")
+@click.option("--scope", required=True, help="Village (12 digits) or township (9 digits) code.")
+@click.option("--days", type=int, default=None, help="Validity in days (default: the setting).")
+@click.option("--label", default="", help="A note shown in the admin list (team, tablet).")
+def issue_code(scope: str, days: int | None, label: str) -> None:
+    """Issue a one-time enrollment code and print it (it is stored hashed)."""
+    from server.services import enrollment
+    from server.services.access import CLI_ACTOR
+
+    with _app_context():
+        try:
+            issued = enrollment.issue_code(scope, days=days, actor=CLI_ACTOR, label=label)
+        except ApiError as exc:
+            _fail(exc)
+        click.echo(f"enrollment code: {issued.code}")
+        click.echo(f"scope: {issued.scope}  expires: {issued.expires_at.isoformat()}")
+
+
+@main.command("publish-form")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--at", "at", default=None, help="Publish at this ISO time (with zone) instead.")
+@click.option("--draft", is_flag=True, help="Only upload as a draft.")
+def publish_form(file: Path, at: str | None, draft: bool) -> None:
+    """Upload FILE (JSON definition or XLSForm .xlsx) and publish it."""
+    from server.services import forms as form_service
+    from server.services.access import CLI_ACTOR
+
+    when = _parse_time(at) if at else None
+    with _app_context():
+        try:
+            if file.suffix.lower() == ".xlsx":
+                document, source = form_service.document_from_xlsform(file.read_bytes()), "xlsform"
+            else:
+                document, source = json.loads(file.read_text(encoding="utf-8")), "json"
+            row = form_service.upload_draft(document, actor=CLI_ACTOR, source=source)
+            if not draft:
+                row = form_service.publish(row.form_id, row.version, actor=CLI_ACTOR, at=when)
+        except ApiError as exc:
+            for issue in exc.details.get("issues", []):
+                click.echo(f"  {issue.get('path')}: {issue.get('message')}", err=True)
+            _fail(exc)
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(f"{file} is not JSON: {exc}") from None
+        click.echo(f"{row.form_id} version {row.version}: {row.status}")
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {text}") from None
+    if value.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2026-12-01T08:00+08:00")
+    return value
+
+
+@main.command("rotate-keys")
+def rotate_keys() -> None:
+    """Make a new server key pair current; older keys keep decrypting."""
+    from server.services import keys
+    from server.settings import resolve_key_dir
+
+    with _app_context() as app:
+        ring = keys.rotate(resolve_key_dir(app.config))
+        keys.reload_app_key_ring()
+        click.echo(f"current server key id: {ring.current_id} ({len(ring.bundles)} kept)")
+
+
+@main.command("backup")
+@click.option("--to", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def backup(target: Path) -> None:
+    """Copy the SQLite database to FILE while the server keeps running (online backup API)."""
+    from server.storage.database import backup_sqlite
+
+    with _app_context():
+        try:
+            written = backup_sqlite(target)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"backup written to {written} ({written.stat().st_size} bytes)")
+
+
+@main.command("serve")
+@click.option("--host", default=None, help="Interface to listen on (default: the HOST setting).")
+@click.option("--port", type=int, default=None, help="Port (default: the PORT setting; 0 = any).")
+def serve(host: str | None, port: int | None) -> None:
+    """Run migrations, prepare a fresh database (admin, instruments), then serve with waitress."""
+    import waitress
+
+    from server.services.bootstrap import prepare
+
+    with _app_context() as app:
+        host = host or app.config["HOST"]
+        port = app.config["PORT"] if port is None else port
+        report = prepare()
+        server = waitress.create_server(
+            app, host=host, port=port, threads=app.config["SERVE_THREADS"]
+        )
+        bound_port = server.effective_port  # type: ignore[union-attr]
+        url = app.config["PUBLIC_URL"] or f"http://{host}:{bound_port}"
+        _print_start(report, url, app)
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            click.echo("stopped")
+
+
+def _print_start(report: Any, url: str, app: Flask) -> None:
+    click.echo("Village Sync county server 县级服务器")
+    click.echo(f"  database:  {_safe_url(app.config['DATABASE_URL'])}")
+    click.echo(f"  server key id: {report.key_id}" + (" (new)" if report.keys_created else ""))
+    for form_id, version in report.published_forms:
+        click.echo(f"  published built-in form {form_id} v{version}")
+    if report.first_start:
+        click.echo(
+            "First start — admin login (shown once, keep it) 首次启动管理员账号（仅显示一次）:"
+        )
+        click.echo(f"  URL:       {url}")
+        click.echo(f"  username:  {report.admin_username}")
+        click.echo(f"  password:  {report.admin_password}")
+    else:
+        click.echo(
+            f"Admin account exists. To reset its password: "
+            f"python -m server reset-password {report.admin_username}"
+        )
+    click.echo(f"listening on {url}")
+    sys.stdout.flush()
+
+
+def _safe_url(url: str) -> str:
+    """The database URL with any password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def register_commands(app: Flask) -> None:
+    """Expose the same commands under ``flask --app server …``."""
+    for command in main.commands.values():
+        app.cli.add_command(command)

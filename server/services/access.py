@@ -1,0 +1,106 @@
+"""Who is calling: the authenticated principal, its role and its area."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.errors import Forbidden, ValidationFailed
+
+COUNTY_ADMIN = "county_admin"
+TOWNSHIP_REVIEWER = "township_reviewer"
+ROLES = (COUNTY_ADMIN, TOWNSHIP_REVIEWER)
+
+#: Lengths of the area prefixes a scope or an account may have (county, township, village).
+AREA_LENGTHS = {COUNTY_ADMIN: (0, 6), TOWNSHIP_REVIEWER: (9,)}
+SCOPE_LENGTHS = (6, 9, 12)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated admin user (what a request may do is decided from this alone)."""
+
+    user_id: int
+    username: str
+    role: str
+    area_prefix: str  # "" = the whole database (a county admin without county limit)
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this principal."""
+        return self.username
+
+    def require(self, *roles: str) -> None:
+        """Raise :class:`Forbidden` unless this principal has one of ``roles``."""
+        if self.role not in roles:
+            raise Forbidden(
+                en=f"this needs the role {' or '.join(roles)}",
+                zh="当前角色无权执行此操作",
+                code="role_forbidden",
+                details={"required_roles": list(roles), "role": self.role},
+            )
+
+
+def check_scope(scope: str, field: str = "scope") -> str:
+    """Return ``scope`` if it is a county (6), township (9) or village (12) code prefix.
+
+    Raises :class:`ValidationFailed` with ``details.fields[field]`` otherwise.
+    """
+    scope = (scope or "").strip()
+    if not (scope.isascii() and scope.isdigit() and len(scope) in SCOPE_LENGTHS):
+        raise ValidationFailed(
+            en="a scope is a 6-, 9- or 12-digit area code (county, township, village)",
+            zh="数据范围应为6位（县）、9位（乡镇）或12位（村）行政区划代码",
+            details={"fields": {field: ["6, 9 or 12 digits"]}},
+        )
+    return scope
+
+
+def check_area(role: str, area_prefix: str) -> str:
+    """Validate an account's area prefix for its role; returns it stripped.
+
+    County admins: empty (no limit) or a 6-digit county; township reviewers: 9 digits.
+    Raises :class:`ValidationFailed` for a mismatch or an unknown role.
+    """
+    area_prefix = (area_prefix or "").strip()
+    if role not in ROLES:
+        raise ValidationFailed(
+            en=f"role must be one of {', '.join(ROLES)}",
+            zh="角色无效",
+            details={"fields": {"role": [f"one of {', '.join(ROLES)}"]}},
+        )
+    ok_digits = area_prefix == "" or (area_prefix.isascii() and area_prefix.isdigit())
+    if not ok_digits or len(area_prefix) not in AREA_LENGTHS[role]:
+        raise ValidationFailed(
+            en=f"area for {role} must be {AREA_LENGTHS[role]} digits long",
+            zh="管辖范围代码长度与角色不符",
+            details={"fields": {"area_prefix": [f"length in {AREA_LENGTHS[role]}"]}},
+        )
+    return area_prefix
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an audited action: an admin over HTTP, or the command line."""
+
+    name: str
+    user_id: int | None = None
+    area_prefix: str = ""
+    ip: str = ""
+
+    @classmethod
+    def of(cls, principal: Principal, ip: str = "") -> Actor:
+        """The actor for an authenticated admin calling from ``ip``."""
+        return cls(principal.actor, principal.user_id, principal.area_prefix, ip)
+
+    def require_area(self, code: str) -> None:
+        """Raise :class:`Forbidden` unless ``code`` lies inside this actor's area."""
+        if not code.startswith(self.area_prefix):
+            raise Forbidden(
+                en=f"{code} is outside your area {self.area_prefix}",
+                zh=f"{code} 不在您的管辖范围 {self.area_prefix} 内",
+                code="outside_area",
+            )
+
+
+#: The command line (``server issue-code`` …): operators with shell access see everything.
+CLI_ACTOR = Actor("cli")

@@ -1,0 +1,201 @@
+"""Admin accounts, passwords (werkzeug scrypt) and bearer tokens (random, SHA-256 at rest)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from server.services import throttle
+from server.services.access import Principal, check_area
+from server.storage import audit, users
+from server.storage.database import writing
+from server.storage.types import utcnow
+
+MIN_PASSWORD_LENGTH = 10
+TOKEN_PREFIX = "vs_"
+
+# Verified against when the user name is unknown, so a wrong name costs the same time as a
+# wrong password and response timing does not reveal which accounts exist.
+_DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """A fresh token (shown once) for a user, and when it expires."""
+
+    token: str
+    expires_at: datetime
+    principal: Principal
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with scrypt (werkzeug's format, salt included)."""
+    return generate_password_hash(password, method="scrypt")
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a token: SHA-256 hex (tokens are random, so no salt is needed)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_password() -> str:
+    """A random password for a new or reset account (16 URL-safe characters, ~96 bits)."""
+    return secrets.token_urlsafe(12)
+
+
+def _check_password_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            en=f"the password needs at least {MIN_PASSWORD_LENGTH} characters",
+            zh=f"密码至少需要{MIN_PASSWORD_LENGTH}个字符",
+            details={"fields": {"password": [f"at least {MIN_PASSWORD_LENGTH} characters"]}},
+        )
+
+
+def create_user(
+    *,
+    username: str,
+    password: str,
+    role: str,
+    area_prefix: str,
+    actor: str,
+    actor_user_id: int | None = None,
+    display_name: str = "",
+) -> Principal:
+    """Create an admin account; audited. Returns the new principal.
+
+    Raises :class:`ValidationFailed` (bad role/area/password/name) or :class:`Conflict`
+    (``username_taken``).
+    """
+    username = username.strip()
+    if not username or len(username) > 80:
+        raise ValidationFailed(
+            en="a user name is 1-80 characters",
+            zh="用户名长度应为1至80个字符",
+            details={"fields": {"username": ["1-80 characters"]}},
+        )
+    area_prefix = check_area(role, area_prefix)
+    _check_password_strength(password)
+    with writing():
+        if users.user_by_name(username) is not None:
+            raise Conflict(
+                en=f"user {username} already exists",
+                zh=f"用户 {username} 已存在",
+                code="username_taken",
+            )
+        user = users.add_user(
+            username=username,
+            password_hash=hash_password(password),
+            role=role,
+            area_prefix=area_prefix,
+            display_name=display_name,
+        )
+        audit.add_entry(
+            actor=actor,
+            actor_user_id=actor_user_id,
+            action="user.create",
+            target_type="user",
+            target_id=str(user.id),
+            area_code=area_prefix,
+            details={"username": username, "role": role},
+        )
+        return Principal(user.id, user.username, user.role, user.area_prefix)
+
+
+def reset_password(username: str, password: str, *, actor: str) -> None:
+    """Set a new password and revoke the user's tokens; audited.
+
+    Raises :class:`NotFound` for an unknown user, :class:`ValidationFailed` for a short password.
+    """
+    _check_password_strength(password)
+    with writing():
+        user = users.user_by_name(username)
+        if user is None:
+            raise NotFound(en=f"no user {username}", zh=f"用户 {username} 不存在")
+        users.set_password_hash(user.id, hash_password(password))
+        audit.add_entry(
+            actor=actor,
+            action="user.reset_password",
+            target_type="user",
+            target_id=str(user.id),
+            area_code=user.area_prefix,
+        )
+
+
+def login(username: str, password: str, *, ip: str) -> LoginResult:
+    """Check a user name and password and issue a token; audited.
+
+    Raises :class:`RateLimited` after too many failures from this address for this name, and
+    :class:`Unauthorized` (``invalid_credentials``) for a wrong name or password or a disabled
+    account (the same answer for each, so names cannot be probed).
+    """
+    key = throttle.login_key(ip, username)
+    throttle.check(key)
+    user = users.user_by_name(username.strip())
+    ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not ok or not user.active:
+        throttle.record_failure(key)
+        raise Unauthorized(
+            en="wrong user name or password",
+            zh="用户名或密码错误",
+            code="invalid_credentials",
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
+    with writing():
+        users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
+        audit.add_entry(
+            actor=user.username,
+            actor_user_id=user.id,
+            action="auth.login",
+            target_type="user",
+            target_id=str(user.id),
+            area_code=user.area_prefix,
+            ip=ip,
+        )
+    principal = Principal(user.id, user.username, user.role, user.area_prefix)
+    return LoginResult(token, expires_at, principal)
+
+
+def authenticate(token: str) -> Principal:
+    """The principal a bearer token belongs to.
+
+    Raises :class:`Unauthorized` (``invalid_token``) when the token is unknown, revoked, expired
+    or its user disabled.
+    """
+    found = users.token_with_user(token_hash(token)) if token else None
+    if found is not None:
+        row, user = found
+        if row.revoked_at is None and row.expires_at > utcnow() and user.active:
+            return Principal(user.id, user.username, user.role, user.area_prefix)
+    raise Unauthorized(
+        en="the token is missing, expired or revoked; log in again",
+        zh="登录凭据缺失、过期或已注销，请重新登录",
+        code="invalid_token",
+    )
+
+
+def logout(token: str, principal: Principal, *, ip: str) -> None:
+    """Revoke the token at once (later requests with it get 401); audited."""
+    with writing():
+        users.revoke_token(token_hash(token))
+        audit.add_entry(
+            actor=principal.actor,
+            actor_user_id=principal.user_id,
+            action="auth.logout",
+            target_type="user",
+            target_id=str(principal.user_id),
+            area_code=principal.area_prefix,
+            ip=ip,
+        )
+
+
+def has_users() -> bool:
+    """True once any admin account exists (first-start detection)."""
+    return users.count_users() > 0

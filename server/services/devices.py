@@ -1,0 +1,55 @@
+"""Devices as admins see them: listed and revoked within the admin's area."""
+
+from __future__ import annotations
+
+from server.errors import Conflict, NotFound
+from server.services.access import Actor, Principal
+from server.storage import audit
+from server.storage import devices as store
+from server.storage.database import writing
+from server.storage.models import Device
+from server.storage.types import utcnow
+
+
+def list_devices(principal: Principal, *, status: str | None = None) -> list[Device]:
+    """Devices whose scope lies in the principal's area (the filter is in the SQL query)."""
+    return store.list_devices(principal.area_prefix, status=status)
+
+
+def get_device(principal: Principal, device_id: str) -> Device:
+    """One device of the principal's area. Raises :class:`NotFound` (also for other areas)."""
+    device = store.device_in_area(device_id, principal.area_prefix)
+    if device is None:
+        raise NotFound(en=f"no device {device_id}", zh="设备不存在", code="device_not_found")
+    return device
+
+
+def revoke(actor: Actor, device_id: str) -> Device:
+    """Revoke a device of the actor's area: its next sync is refused; audited.
+
+    Raises :class:`NotFound` (absent or other area) or :class:`Conflict`
+    (``device_already_revoked``).
+    """
+    with writing():
+        device = store.device_in_area(device_id, actor.area_prefix)
+        if device is None:
+            raise NotFound(en=f"no device {device_id}", zh="设备不存在", code="device_not_found")
+        if not store.revoke(device_id, actor.area_prefix, utcnow()):
+            raise Conflict(
+                en="the device is already revoked",
+                zh="该设备已被停用",
+                code="device_already_revoked",
+            )
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="device.revoke",
+            target_type="device",
+            target_id=device_id,
+            area_code=device.scope,
+            ip=actor.ip,
+        )
+    refreshed = store.device_in_area(device_id, actor.area_prefix)
+    if refreshed is None:  # pragma: no cover - the row was just updated in this area
+        raise NotFound(en=f"no device {device_id}", zh="设备不存在", code="device_not_found")
+    return refreshed

@@ -1,0 +1,206 @@
+"""Enrollment: admins issue one-time codes for a scope; a tablet trades one for a device id.
+
+Codes are 16 characters from an alphabet without look-alikes (no 0/O, 1/I/L), shown in groups
+of four (``K7QM-R2XD-9HWT-C4NP``, ~80 bits). Only their SHA-256 is stored, so a leaked database
+does not leak usable codes. Typing is forgiving: case, spaces and dashes are ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+
+from server.errors import Conflict, Gone, Unauthorized, ValidationFailed
+from server.services import throttle
+from server.services.access import Actor, check_scope
+from server.services.keys import app_key_ring
+from server.storage import audit, devices, enrollment
+from server.storage import forms as form_store
+from server.storage.database import writing
+from server.storage.types import utcnow
+from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
+from sync_protocol.errors import ProtocolError
+
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 16
+MAX_CODE_DAYS = 90
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    """A freshly issued code. ``code`` is the only time the plain code is available."""
+
+    id: int
+    code: str
+    scope: str
+    expires_at: datetime
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """What an enrolled device needs: its id, scope, the server's keys and the form manifest."""
+
+    device_id: str
+    scope: str
+    server_keys: dict[str, str]
+    forms: list[dict[str, Any]] = field(default_factory=list)
+
+
+def normalize_code(text: str) -> str:
+    """Upper-case and strip spaces/dashes, the form codes are hashed in."""
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+def code_hash(text: str) -> str:
+    """SHA-256 hex of the normalised code (the stored form)."""
+    return hashlib.sha256(normalize_code(text).encode("ascii", "ignore")).hexdigest()
+
+
+def _new_code() -> str:
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return "-".join(raw[i : i + 4] for i in range(0, CODE_LENGTH, 4))
+
+
+def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -> IssuedCode:
+    """Issue a one-time code for ``scope`` valid for ``days`` (default: the setting); audited.
+
+    Raises :class:`ValidationFailed` for a malformed scope or a validity outside 1-90 days and
+    :class:`server.errors.Forbidden` for a scope outside the actor's area.
+    """
+    scope = check_scope(scope)
+    actor.require_area(scope)
+    days = int(days if days is not None else current_app.config["ENROLLMENT_CODE_DAYS"])
+    if not 1 <= days <= MAX_CODE_DAYS:
+        raise ValidationFailed(
+            en=f"a code is valid for 1 to {MAX_CODE_DAYS} days",
+            zh=f"有效期应为1至{MAX_CODE_DAYS}天",
+            details={"fields": {"days": [f"1-{MAX_CODE_DAYS}"]}},
+        )
+    code = _new_code()
+    expires_at = utcnow() + timedelta(days=days)
+    with writing():
+        row = enrollment.add_code(
+            code_hash=code_hash(code),
+            scope=scope,
+            expires_at=expires_at,
+            created_by=actor.name,
+            label=label,
+        )
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="enrollment_code.issue",
+            target_type="enrollment_code",
+            target_id=str(row.id),
+            area_code=scope,
+            ip=actor.ip,
+            details={"days": days, "label": label},
+        )
+        return IssuedCode(row.id, code, scope, expires_at, label)
+
+
+def _check_public_key(kind: str, text: str) -> str:
+    loader = EncryptionPublicKey if kind == "x25519_public" else SigningPublicKey
+    try:
+        return loader.from_base64(text).to_base64()
+    except (ProtocolError, ValueError, TypeError):
+        raise ValidationFailed(
+            en=f"{kind} must be a base64 32-byte public key",
+            zh="设备公钥格式错误",
+            code="invalid_public_key",
+            details={"fields": {kind: ["base64 of 32 raw bytes"]}},
+        ) from None
+
+
+def forms_manifest() -> list[dict[str, Any]]:
+    """The published form versions, as devices receive them at enrollment."""
+    return [
+        {
+            "form_id": row.form_id,
+            "version": row.version,
+            "title": row.definition.get("title", {}),
+            "manifest_revision": row.manifest_revision,
+        }
+        for row in form_store.published_versions()
+    ]
+
+
+def enroll(
+    code: str, *, x25519_public: str, ed25519_public: str, ip: str, label: str = ""
+) -> Enrollment:
+    """Trade a one-time code and the device's public keys for a device id; audited.
+
+    Raises, after counting the failure against the address:
+    :class:`Unauthorized` (``invalid_enrollment_code``) for an unknown code,
+    :class:`Gone` (``enrollment_code_expired``) for an expired one,
+    :class:`Conflict` (``enrollment_code_used``) for a used one;
+    :class:`RateLimited` when the address has failed too often; :class:`ValidationFailed` for
+    malformed keys (not counted: that is a client bug, not a guess).
+    """
+    key = throttle.enrollment_key(ip)
+    throttle.check(key)
+    x_pub = _check_public_key("x25519_public", x25519_public)
+    ed_pub = _check_public_key("ed25519_public", ed25519_public)
+    now = utcnow()
+    row = enrollment.code_by_hash(code_hash(code))
+    if row is None:
+        throttle.record_failure(key)
+        raise Unauthorized(
+            en="unknown enrollment code", zh="注册码无效", code="invalid_enrollment_code"
+        )
+    failure: Exception | None = None
+    if row.used_at is not None:
+        failure = Conflict(
+            en="this enrollment code has already been used",
+            zh="该注册码已被使用",
+            code="enrollment_code_used",
+        )
+    elif row.expires_at <= now:
+        failure = Gone(
+            en="this enrollment code has expired; ask for a new one",
+            zh="该注册码已过期，请重新申请",
+            code="enrollment_code_expired",
+            details={"expired_at": row.expires_at.isoformat()},
+        )
+    if failure is not None:
+        throttle.record_failure(key)
+        raise failure
+    device_id = str(uuid.uuid4())
+    with writing():
+        if not enrollment.claim(row.id, device_id, now):
+            # Another tablet won the race for the same code between our read and this write.
+            failure = Conflict(
+                en="this enrollment code has already been used",
+                zh="该注册码已被使用",
+                code="enrollment_code_used",
+            )
+        else:
+            devices.add_device(
+                device_id=device_id,
+                x25519_public=x_pub,
+                ed25519_public=ed_pub,
+                scope=row.scope,
+                enrolled_at=now,
+                enrollment_code_id=row.id,
+                label=label or row.label,
+            )
+            audit.add_entry(
+                actor=f"device:{device_id}",
+                action="device.enroll",
+                target_type="device",
+                target_id=device_id,
+                area_code=row.scope,
+                ip=ip,
+                details={"enrollment_code_id": row.id},
+            )
+    if failure is not None:
+        throttle.record_failure(key)
+        raise failure
+    return Enrollment(device_id, row.scope, app_key_ring().public_document(), forms_manifest())

@@ -1,0 +1,252 @@
+"""Form publishing: upload a draft (JSON or XLSForm), publish now or later, retire, list.
+
+Every definition is validated by the form engine (``forms.load_definition``) before it is
+stored, and stored in its canonical form (``forms.dump_definition``) so tablets and server read
+the same document. Versions of one form only go up.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+import forms
+from server.errors import Conflict, NotFound, Unprocessable
+from server.services.access import CLI_ACTOR, Actor
+from server.storage import audit
+from server.storage import forms as store
+from server.storage.database import writing
+from server.storage.models import FormVersion
+from server.storage.types import utcnow
+
+
+def _invalid(issues: list[dict[str, Any]], *, en: str, zh: str) -> Unprocessable:
+    return Unprocessable(en=en, zh=zh, code="form_invalid", details={"issues": issues})
+
+
+def validate_document(document: Any) -> dict[str, Any]:
+    """Validate a definition document and return its canonical form.
+
+    Raises :class:`Unprocessable` (``form_invalid``) with every located issue in
+    ``details.issues`` (each ``{"path", "code", "message", "position"?}``).
+    """
+    try:
+        definition = forms.load_definition(document)
+    except forms.FormDefinitionError as exc:
+        raise _invalid(
+            [issue.to_dict() for issue in exc.issues],
+            en="the form definition is invalid",
+            zh="表单定义有误",
+        ) from None
+    return forms.dump_definition(definition)
+
+
+def document_from_xlsform(content: bytes) -> dict[str, Any]:
+    """Convert an XLSForm workbook (.xlsx bytes) to a definition document.
+
+    Raises :class:`Unprocessable` (``form_invalid``) with the importer's located issues (each
+    with ``sheet``, ``row``, ``column``, ``header``, ``code`` and a zh/en ``message``) when the
+    workbook is outside the supported subset or not a workbook at all.
+    """
+    from forms.xlsform import XLSFormError, import_xlsform
+
+    try:
+        return import_xlsform(io.BytesIO(content))
+    except XLSFormError as exc:
+        raise _invalid(
+            [issue.to_dict() for issue in exc.issues],
+            en="the XLSForm cannot be imported",
+            zh="XLSForm 表格无法导入",
+        ) from None
+
+
+def upload_draft(document: Any, *, actor: Actor, source: str = "json") -> FormVersion:
+    """Validate and store a definition as a draft version; audited.
+
+    Re-uploading a version that is still a draft replaces it. Raises :class:`Unprocessable`
+    (``form_invalid``) with located issues, :class:`Conflict` (``form_version_exists``) when
+    that version is already scheduled/published/retired, or (``form_version_not_increasing``)
+    when a newer version exists.
+    """
+    canonical = validate_document(document)
+    form_id, version = canonical["id"], int(canonical["version"])
+    with writing():
+        existing = store.list_versions(form_id)
+        same = next((row for row in existing if row.version == version), None)
+        if same is not None and same.status != store.DRAFT:
+            raise Conflict(
+                en=f"{form_id} version {version} is already {same.status}; upload a new version",
+                zh=f"表单 {form_id} 第{version}版已{same.status}，请提高版本号",
+                code="form_version_exists",
+                details={"form_id": form_id, "version": version, "status": same.status},
+            )
+        newest = max((row.version for row in existing), default=0)
+        if same is None and version < newest:
+            raise Conflict(
+                en=f"{form_id} already has version {newest}; versions only go up",
+                zh=f"表单 {form_id} 已有第{newest}版，版本号只能增加",
+                code="form_version_not_increasing",
+                details={"form_id": form_id, "version": version, "newest": newest},
+            )
+        store.ensure_form(form_id, canonical.get("title", {}), builtin=source == "builtin")
+        if same is not None:
+            same.definition = canonical
+            same.source = source
+            row = same
+        else:
+            row = store.add_version(
+                form_id=form_id,
+                version=version,
+                definition=canonical,
+                source=source,
+                created_by=actor.name,
+            )
+        _audit(actor, "form.upload", row, {"source": source})
+        return row
+
+
+def publish(form_id: str, version: int, *, actor: Actor, at: datetime | None = None) -> FormVersion:
+    """Publish a draft (or scheduled) version now, or schedule it for ``at``; audited.
+
+    A time at or before now publishes at once. Raises :class:`NotFound` for an unknown version
+    and :class:`Conflict` (``form_not_publishable``) for a published or retired one.
+    """
+    now = utcnow()
+    with writing():
+        row = _version_or_404(form_id, version)
+        if row.status not in (store.DRAFT, store.SCHEDULED):
+            raise Conflict(
+                en=f"{form_id} version {version} is {row.status}, it cannot be published",
+                zh=f"表单 {form_id} 第{version}版状态为{row.status}，不能发布",
+                code="form_not_publishable",
+                details={"status": row.status},
+            )
+        if at is not None and at > now:
+            store.set_scheduled(row, at)
+            _audit(actor, "form.schedule", row, {"publish_at": at.isoformat()})
+        else:
+            store.set_published(row, now)
+            _audit(actor, "form.publish", row, {})
+        return row
+
+
+def retire(form_id: str, version: int, *, actor: Actor) -> FormVersion:
+    """Retire a version: tablets stop offering it for new records; audited.
+
+    Raises :class:`NotFound` for an unknown version, :class:`Conflict` (``form_already_retired``).
+    """
+    with writing():
+        row = _version_or_404(form_id, version)
+        if row.status == store.RETIRED:
+            raise Conflict(
+                en=f"{form_id} version {version} is already retired",
+                zh=f"表单 {form_id} 第{version}版已停用",
+                code="form_already_retired",
+            )
+        store.set_retired(row, utcnow())
+        _audit(actor, "form.retire", row, {})
+        return row
+
+
+def publish_due(now: datetime | None = None) -> list[tuple[str, int]]:
+    """Publish every scheduled version that is due (the scheduled job calls this); audited.
+
+    Safe to run in several processes at once: each version is published by exactly one call.
+    """
+    now = now or utcnow()
+    with writing():
+        done = store.publish_due(now)
+        for form_id, version in done:
+            audit.add_entry(
+                actor="scheduler",
+                action="form.publish",
+                target_type="form_version",
+                target_id=f"{form_id}@{version}",
+                details={"scheduled": True},
+            )
+        return done
+
+
+def publish_builtins(*, actor: Actor = CLI_ACTOR) -> list[tuple[str, int]]:
+    """Upload and publish the six built-in instruments that are not stored yet.
+
+    Returns the ``(form_id, version)`` pairs published now (empty on later starts).
+    """
+    from forms.instruments import BUILTIN_IDS, builtin_json
+
+    published: list[tuple[str, int]] = []
+    for builtin_id in BUILTIN_IDS:
+        document = builtin_json(builtin_id)
+        canonical = validate_document(document)
+        if store.get_version(canonical["id"], int(canonical["version"])) is not None:
+            continue
+        row = upload_draft(canonical, actor=actor, source="builtin")
+        publish(row.form_id, row.version, actor=actor)
+        published.append((row.form_id, row.version))
+    return published
+
+
+def list_forms() -> list[dict[str, Any]]:
+    """Every form with its versions' status (no definitions), for the admin list."""
+    return [
+        {
+            "form_id": form.id,
+            "title": form.title,
+            "builtin": form.builtin,
+            "versions": [version_summary(row) for row in versions],
+        }
+        for form, versions in store.list_forms()
+    ]
+
+
+def versions(form_id: str) -> list[FormVersion]:
+    """Every version of a form, newest first. Raises :class:`NotFound` for an unknown form."""
+    rows = store.list_versions(form_id)
+    if not rows:
+        raise NotFound(en=f"no form {form_id}", zh=f"表单 {form_id} 不存在", code="form_not_found")
+    return rows
+
+
+def get_version(form_id: str, version: int) -> FormVersion:
+    """One version with its definition. Raises :class:`NotFound`."""
+    return _version_or_404(form_id, version)
+
+
+def version_summary(row: FormVersion) -> dict[str, Any]:
+    """A version's public fields, without the definition."""
+    return {
+        "form_id": row.form_id,
+        "version": row.version,
+        "status": row.status,
+        "source": row.source,
+        "created_at": row.created_at,
+        "created_by": row.created_by,
+        "publish_at": row.publish_at,
+        "published_at": row.published_at,
+        "retired_at": row.retired_at,
+    }
+
+
+def _version_or_404(form_id: str, version: int) -> FormVersion:
+    row = store.get_version(form_id, version)
+    if row is None:
+        raise NotFound(
+            en=f"no version {version} of form {form_id}",
+            zh=f"表单 {form_id} 没有第{version}版",
+            code="form_version_not_found",
+        )
+    return row
+
+
+def _audit(actor: Actor, action: str, row: FormVersion, details: dict[str, Any]) -> None:
+    audit.add_entry(
+        actor=actor.name,
+        actor_user_id=actor.user_id,
+        action=action,
+        target_type="form_version",
+        target_id=f"{row.form_id}@{row.version}",
+        area_code=actor.area_prefix,
+        ip=actor.ip,
+        details={"form_id": row.form_id, "version": row.version, **details},
+    )

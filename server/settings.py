@@ -1,0 +1,183 @@
+"""Every setting of the county server, declared once with its default and help text.
+
+A setting is read, from lowest to highest precedence, from its default, from the environment
+variable ``VILLAGE_SYNC_<NAME>`` (plus plain ``DATABASE_URL``, the name hosting platforms use), and
+from the mapping given to :func:`server.create_app`. Flask config keys are the upper-case names.
+The README's ``## Configuration`` table documents each one; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VILLAGE_SYNC_"
+
+
+class SettingError(ValueError):
+    """A setting's value could not be read (wrong type or out of range)."""
+
+    code = "invalid_setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration value: its name, type, default and what it does."""
+
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def key(self) -> str:
+        """The Flask config key (upper case)."""
+        return self.name.upper()
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable that overrides the default."""
+        return ENV_PREFIX + self.key
+
+    def parse(self, raw: Any) -> Any:
+        """Convert ``raw`` (often a string from the environment) to this setting's type.
+
+        Raises :class:`SettingError` when the text is not a value of that type.
+        """
+        kind = type(self.default)
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise SettingError(f"{self.key}: expected true/false, got {raw!r}")
+        if kind is int:
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                raise SettingError(f"{self.key}: expected an integer, got {raw!r}") from None
+        return str(raw)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database_url",
+        "sqlite:///var/county.db",
+        "SQLAlchemy URL of the database. SQLite (one file, WAL) by default; "
+        "`postgresql://user@host/db` for PostgreSQL. Plain `DATABASE_URL` is read too.",
+    ),
+    Setting(
+        "key_dir",
+        "",
+        "Folder holding the server's X25519/Ed25519 private key files (mode 0600). "
+        "Empty: a `keys` folder next to the SQLite file (`var/keys` for PostgreSQL).",
+    ),
+    Setting("host", "127.0.0.1", "Interface `server serve` listens on."),
+    Setting("port", 8080, "TCP port `server serve` listens on."),
+    Setting(
+        "public_url",
+        "",
+        "Address devices and admins use to reach the server (printed at first start). "
+        "Empty: `http://HOST:PORT`.",
+    ),
+    Setting("serve_threads", 8, "Worker threads of the WSGI server (waitress)."),
+    Setting("token_ttl_hours", 12, "Lifetime of an admin API token issued at login."),
+    Setting("enrollment_code_days", 7, "Default validity of an enrollment code, in days."),
+    Setting(
+        "rate_limit_attempts",
+        10,
+        "Failed login or enrollment attempts allowed per client address (and user name) "
+        "within the window before requests get 429.",
+    ),
+    Setting("rate_limit_window_seconds", 300, "Length of the sliding rate-limit window."),
+    Setting(
+        "sqlite_busy_timeout_ms",
+        5000,
+        "How long a SQLite writer waits for the lock before the request fails with 503.",
+    ),
+    Setting("busy_retry_after_seconds", 2, "Retry-After sent with a 503 for a busy database."),
+    Setting("max_request_bytes", 16 * 1024 * 1024, "Largest request body accepted (413 beyond)."),
+    Setting("admin_username", "admin", "User name of the county admin created at first start."),
+    Setting(
+        "county_code",
+        "",
+        "6-digit county code the first admin is limited to. Empty: no area limit.",
+    ),
+    Setting(
+        "publish_builtin_forms",
+        True,
+        "At first start, publish the six built-in survey instruments.",
+    ),
+    Setting(
+        "migrate_on_start",
+        True,
+        "Run pending schema migrations when the app starts (`server init-db` does it explicitly).",
+    ),
+)
+
+SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Return every setting's value (keyed by upper-case name) plus any extra override keys.
+
+    Precedence: defaults < environment (``VILLAGE_SYNC_*``, ``DATABASE_URL``) < ``overrides``.
+    Extra keys in ``overrides`` (e.g. ``TESTING``) are passed through unchanged.
+    Raises :class:`SettingError` for a value of the wrong type.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    if env.get("DATABASE_URL"):
+        values["DATABASE_URL"] = env["DATABASE_URL"]
+    for setting in SETTINGS:
+        if setting.env_var in env:
+            values[setting.key] = setting.parse(env[setting.env_var])
+    for key, raw in (overrides or {}).items():
+        upper = key.upper()
+        setting = SETTINGS_BY_KEY.get(upper)
+        values[upper if setting else key] = setting.parse(raw) if setting else raw
+    values["DATABASE_URL"] = normalise_database_url(values["DATABASE_URL"])
+    return values
+
+
+def normalise_database_url(url: str) -> str:
+    """Give PostgreSQL URLs the psycopg 3 driver and make SQLite file paths absolute.
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg://``; a relative SQLite path
+    is resolved against the current directory so the CLI and the app agree on one file.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rest = url[len("sqlite:///") :]
+        if rest and not rest.startswith(":memory:"):
+            return "sqlite:///" + str(Path(rest).resolve())
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for other engines (and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///") :].split("?", 1)[0]
+    if not rest or rest.startswith(":memory:"):
+        return None
+    return Path(rest)
+
+
+def resolve_key_dir(values: Mapping[str, Any]) -> Path:
+    """The folder for the server key files: the setting, else next to the SQLite file."""
+    if values.get("KEY_DIR"):
+        return Path(values["KEY_DIR"]).resolve()
+    db_file = sqlite_path(values["DATABASE_URL"])
+    if db_file is not None:
+        return db_file.parent / "keys"
+    return Path("var/keys").resolve()

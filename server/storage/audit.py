@@ -1,0 +1,59 @@
+"""The audit log: one row per admin action, listed newest first within an area."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from server.extensions import db
+from server.storage.models import AuditEntry
+from server.storage.scoping import under_prefix
+from server.storage.types import utcnow
+
+
+def add_entry(
+    *,
+    actor: str,
+    action: str,
+    actor_user_id: int | None = None,
+    target_type: str = "",
+    target_id: str = "",
+    area_code: str = "",
+    ip: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append an entry inside the caller's write transaction (so it commits with the action)."""
+    entry = AuditEntry(
+        at=utcnow(),
+        actor=actor,
+        actor_user_id=actor_user_id,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        area_code=area_code,
+        ip=ip,
+        details=details or {},
+    )
+    db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+def list_entries(
+    area_prefix: str, *, limit: int = 100, before_id: int | None = None, action: str | None = None
+) -> list[AuditEntry]:
+    """Entries whose area lies under ``area_prefix``, newest first, at most ``limit``.
+
+    An empty prefix (an unrestricted county admin) sees everything, including area-less entries
+    such as form publication; a reviewer sees only entries tagged with an area inside theirs.
+    ``before_id`` pages backwards (exclusive).
+    """
+    query = sa.select(AuditEntry).where(under_prefix(AuditEntry.area_code, area_prefix))
+    if area_prefix:
+        query = query.where(AuditEntry.area_code != "")
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    if action:
+        query = query.where(AuditEntry.action == action)
+    return list(db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))

@@ -1,0 +1,141 @@
+"""Engine set-up for SQLite and PostgreSQL, and the one way to open a write transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from server.extensions import db
+
+#: Connection execution option that makes the next SQLite transaction ``BEGIN IMMEDIATE``.
+_WRITE_OPTION = "village_sync_write"
+_IN_WRITE = "village_sync_in_write"
+
+
+def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
+    """SQLAlchemy ``create_engine`` options for the URL (passed through Flask-SQLAlchemy)."""
+    if database_url.startswith("sqlite"):
+        # sqlite3's own timeout is the busy handler; the PRAGMA below sets it again per connection.
+        return {"connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def install_engine_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    """Give SQLite connections WAL, a busy timeout, foreign keys and explicit transactions.
+
+    pysqlite's implicit transactions begin late and cannot be made ``IMMEDIATE``; taking over
+    ``BEGIN`` lets write transactions take the write lock up front, so two writers queue on the
+    busy timeout instead of one failing with "database is locked" after it has already read.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def init_database(app: Flask) -> None:
+    """Bind the SQLAlchemy extension to ``app`` and hook the engine (SQLite pragmas)."""
+    url = app.config["DATABASE_URL"]
+    busy = app.config["SQLITE_BUSY_TIMEOUT_MS"]
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(url, busy))
+    db_file = _sqlite_file(url)
+    if db_file is not None:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    with app.app_context():
+        install_engine_hooks(db.engine, busy)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from server.settings import sqlite_path
+
+    return sqlite_path(url)
+
+
+def engine() -> sa.Engine:
+    """The current app's engine."""
+    return db.engine
+
+
+def dialect_name() -> str:
+    """``sqlite`` or ``postgresql``."""
+    return db.engine.dialect.name
+
+
+@contextmanager
+def writing() -> Iterator[Session]:
+    """Run the block in one write transaction: committed on success, rolled back on error.
+
+    On SQLite the transaction starts with ``BEGIN IMMEDIATE`` so it holds the write lock from the
+    first statement. A read-only transaction still open in the session is ended first. Nested use
+    joins the outer transaction. Raises whatever the block raises (after rolling back);
+    ``sqlalchemy.exc.OperationalError`` "database is locked" when the busy timeout runs out.
+    """
+    session = db.session()
+    if session.info.get(_IN_WRITE):
+        yield session
+        return
+    if session.in_transaction():
+        session.rollback()
+    session.info[_IN_WRITE] = True
+    try:
+        session.connection(execution_options={_WRITE_OPTION: True})
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.info[_IN_WRITE] = False
+
+
+def end_read() -> None:
+    """End a read-only transaction (returns the connection to the pool, drops any snapshot)."""
+    session = db.session()
+    if session.in_transaction() and not session.info.get(_IN_WRITE):
+        session.rollback()
+
+
+def backup_sqlite(target: Path) -> Path:
+    """Copy the SQLite database to ``target`` with SQLite's online backup API.
+
+    Safe while the server runs (readers and writers continue). Raises ``ValueError`` when the
+    database is not SQLite (use ``pg_dump`` for PostgreSQL).
+    """
+    if dialect_name() != "sqlite":
+        raise ValueError("backup --to works for SQLite only; use pg_dump for PostgreSQL")
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    raw = db.engine.raw_connection()
+    try:
+        source: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        destination = sqlite3.connect(str(target))
+        try:
+            source.backup(destination)
+        finally:
+            destination.close()
+    finally:
+        raw.close()
+    return target

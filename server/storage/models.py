@@ -1,0 +1,342 @@
+"""Every table of the county server, defined once so one migration creates them all.
+
+Only ``server.storage`` modules import these classes. Conventions:
+
+- timestamps are :class:`UtcDateTime` (aware UTC on both engines);
+- JSON documents are ``JsonDocument`` (JSONB on PostgreSQL);
+- area scoping is by code prefix: a 12-digit village code, 9-digit township, 6-digit county
+  (DOMAIN.md). Rows that belong to an area carry the code (or prefix) in an indexed column so
+  role scoping is a ``LIKE 'prefix%'`` in the query, never a filter in Python.
+- Deleted records are not removed: the row stays with ``deleted = true`` (the tombstone) and a new
+  revision, so a download cursor delivers deletions like any other change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+
+from server.storage.types import BigId, JsonDocument, UtcDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names (so migrations can alter them later)."""
+
+    registry = registry(
+        metadata=sa.MetaData(naming_convention=NAMING_CONVENTION),
+        type_annotation_map={dict[str, Any]: JsonDocument, datetime: UtcDateTime},
+    )
+
+
+# --- people and access -------------------------------------------------------------------
+
+
+class User(Base):
+    """An admin account: county admin or township reviewer, limited to an area code prefix."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    role: Mapped[str] = mapped_column(sa.String(32))  # county_admin | township_reviewer
+    area_prefix: Mapped[str] = mapped_column(sa.String(12), default="")
+    display_name: Mapped[str] = mapped_column(sa.String(120), default="")
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+    password_changed_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A bearer token; only its SHA-256 is stored. Revoked or expired tokens are refused."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class RateLimitHit(Base):
+    """One counted attempt (failed login, enrollment try) for a sliding-window rate limit."""
+
+    __tablename__ = "rate_limit_hits"
+    __table_args__ = (sa.Index("ix_rate_limit_hits_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(200))
+    at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """One admin action: who, what, on which object, in which area, when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_area_at", "area_code", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime]
+    actor_user_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    actor: Mapped[str] = mapped_column(sa.String(120))  # user name, "cli" or "device:<id>"
+    action: Mapped[str] = mapped_column(sa.String(64))
+    target_type: Mapped[str] = mapped_column(sa.String(32), default="")
+    target_id: Mapped[str] = mapped_column(sa.String(80), default="")
+    area_code: Mapped[str] = mapped_column(sa.String(12), default="")
+    ip: Mapped[str] = mapped_column(sa.String(64), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- devices and enrollment --------------------------------------------------------------
+
+
+class EnrollmentCode(Base):
+    """A one-time code that lets one tablet enrol for a scope; stored as its SHA-256 only."""
+
+    __tablename__ = "enrollment_codes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scope: Mapped[str] = mapped_column(sa.String(12), index=True)
+    label: Mapped[str] = mapped_column(sa.String(120), default="")
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(120))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+    device_id: Mapped[str | None] = mapped_column(sa.String(36))
+
+
+class Device(Base):
+    """An enrolled tablet: its public keys, its village-code scope and whether it may sync."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    x25519_public: Mapped[str] = mapped_column(sa.String(64))  # base64 of 32 raw bytes
+    ed25519_public: Mapped[str] = mapped_column(sa.String(64))
+    scope: Mapped[str] = mapped_column(sa.String(12), index=True)
+    label: Mapped[str] = mapped_column(sa.String(120), default="")
+    status: Mapped[str] = mapped_column(sa.String(16), default="active")  # active | revoked
+    enrolled_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_sync_at: Mapped[datetime | None]
+    enrollment_code_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("enrollment_codes.id", ondelete="SET NULL")
+    )
+
+
+class DeviceOpMark(Base):
+    """Per device, the highest op ``seq`` such that every op up to it has been processed."""
+
+    __tablename__ = "device_op_marks"
+    device_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    high_water: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    updated_at: Mapped[datetime]
+
+
+class BatchAck(Base):
+    """The acks returned for one processed upload batch, replayed verbatim if it comes again."""
+
+    __tablename__ = "batch_acks"
+    __table_args__ = (sa.UniqueConstraint("device_id", "batch_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    device_id: Mapped[str] = mapped_column(sa.ForeignKey("devices.id", ondelete="CASCADE"))
+    batch_key: Mapped[str] = mapped_column(sa.String(80))  # e.g. "<first_seq>-<last_seq>"
+    first_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    last_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    acks: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+# --- forms and configuration -------------------------------------------------------------
+
+
+class Form(Base):
+    """A survey instrument's identity; its content lives in :class:`FormVersion` rows."""
+
+    __tablename__ = "forms"
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    title: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    builtin: Mapped[bool] = mapped_column(default=False)
+
+
+class FormVersion(Base):
+    """One version of a form: draft → scheduled/published → retired, with the definition JSON."""
+
+    __tablename__ = "form_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("form_id", "version"),
+        sa.Index("ix_form_versions_status_publish_at", "status", "publish_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    form_id: Mapped[str] = mapped_column(sa.ForeignKey("forms.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(sa.String(16))  # draft|scheduled|published|retired
+    definition: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(sa.String(16), default="json")  # json | xlsform | builtin
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(120))
+    publish_at: Mapped[datetime | None]
+    published_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]
+    # Position in the county-wide manifest feed: bumps whenever the status changes.
+    manifest_revision: Mapped[int] = mapped_column(sa.BigInteger, default=0, index=True)
+
+
+class MonitoringLine(Base):
+    """The monitoring income line (yuan per person per year) for a region code prefix and year."""
+
+    __tablename__ = "monitoring_lines"
+    __table_args__ = (sa.UniqueConstraint("region_code", "year"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    region_code: Mapped[str] = mapped_column(sa.String(12))
+    year: Mapped[int]
+    income_line: Mapped[float] = mapped_column(sa.Numeric(12, 2, asdecimal=False))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. sharp-drop thresholds
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(sa.String(120), default="")
+
+
+# --- survey data -------------------------------------------------------------------------
+
+
+class RevisionCounter(Base):
+    """One counter per county (6-digit code). Bumped with UPDATE … RETURNING inside the writing
+    transaction, so revisions within a county are handed out in commit order and a reader's
+    ``since`` cursor can never skip a row committed later with a smaller number."""
+
+    __tablename__ = "revision_counters"
+    scope: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class Household(Base):
+    """A household, identified by village code + household number (national-platform number)."""
+
+    __tablename__ = "households"
+    __table_args__ = (
+        sa.UniqueConstraint("village_code", "household_no"),
+        sa.Index("ix_households_county_revision", "county_code", "revision"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    village_code: Mapped[str] = mapped_column(sa.String(12))
+    household_no: Mapped[str] = mapped_column(sa.String(64))
+    county_code: Mapped[str] = mapped_column(sa.String(6))
+    revision: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime]
+    created_by_device: Mapped[str | None] = mapped_column(sa.String(36))
+
+
+class Record(Base):
+    """The merged current state of one instrument record (plus indexed envelope columns).
+
+    ``state`` is ``sync_protocol.merge.RecordState.to_dict()`` (per-field value, revision, HLC);
+    ``data`` is the plain field → value object for queries and exports.
+    """
+
+    __tablename__ = "records"
+    __table_args__ = (
+        sa.Index("ix_records_county_revision", "county_code", "revision"),
+        sa.Index("ix_records_village_household", "village_code", "household_no"),
+        sa.Index("ix_records_form", "form_id", "form_version"),
+    )
+    record_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    form_id: Mapped[str] = mapped_column(sa.String(64))
+    form_version: Mapped[int]
+    village_code: Mapped[str] = mapped_column(sa.String(12))
+    county_code: Mapped[str] = mapped_column(sa.String(6))
+    household_no: Mapped[str] = mapped_column(sa.String(64))
+    round: Mapped[str] = mapped_column(sa.String(40))
+    revision: Mapped[int] = mapped_column(sa.BigInteger)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[dict[str, Any]]
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RecordChange(Base):
+    """The change log: every write to a record (who, which op, what changed, at which revision).
+
+    Values that lost a last-writer-wins race are kept here, so no typed value is ever lost.
+    """
+
+    __tablename__ = "record_changes"
+    __table_args__ = (sa.Index("ix_record_changes_record_revision", "record_id", "revision"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    record_id: Mapped[str] = mapped_column(sa.ForeignKey("records.record_id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(sa.BigInteger)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # put | delete | resolve | upgrade
+    device_id: Mapped[str | None] = mapped_column(sa.String(36))
+    op_seq: Mapped[int | None] = mapped_column(sa.BigInteger)
+    user_id: Mapped[int | None]
+    hlc: Mapped[str | None] = mapped_column(sa.String(64))
+    changes: Mapped[dict[str, Any]]
+    outcome: Mapped[dict[str, Any]] = mapped_column(default=dict)  # applied/lost/conflict paths
+    at: Mapped[datetime]
+
+
+class ConflictItem(Base):
+    """A true conflict queued for review, with base/mine/theirs values of one field path."""
+
+    __tablename__ = "conflicts"
+    __table_args__ = (sa.Index("ix_conflicts_village_status", "village_code", "status"),)
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    record_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("records.record_id", ondelete="CASCADE"), index=True
+    )
+    village_code: Mapped[str] = mapped_column(sa.String(12))
+    kind: Mapped[str] = mapped_column(sa.String(32))  # review_field | delete_edit | ...
+    path: Mapped[str] = mapped_column(sa.String(255))
+    base: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    mine: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    theirs: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    device_id: Mapped[str | None] = mapped_column(sa.String(36))
+    status: Mapped[str] = mapped_column(sa.String(16), default="open")  # open | resolved
+    resolution: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[str | None] = mapped_column(sa.String(120))
+
+
+class QuarantinedOp(Base):
+    """An op the server could not apply (invalid, unknown form version), kept whole with reasons."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    device_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    op_seq: Mapped[int | None] = mapped_column(sa.BigInteger)
+    kind: Mapped[str] = mapped_column(sa.String(32))  # invalid_op | unknown_form_version
+    op: Mapped[dict[str, Any]]
+    reasons: Mapped[dict[str, Any]]
+    village_code: Mapped[str] = mapped_column(sa.String(12), default="")
+    status: Mapped[str] = mapped_column(sa.String(16), default="held")  # held | released
+    received_at: Mapped[datetime]
+
+
+class Attachment(Base):
+    """A content-addressed upload (house photo); ``received_bytes`` < ``size`` while resuming."""
+
+    __tablename__ = "attachments"
+    sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    received_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    content_type: Mapped[str] = mapped_column(sa.String(100), default="application/octet-stream")
+    device_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
+    village_code: Mapped[str] = mapped_column(sa.String(12), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]

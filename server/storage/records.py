@@ -1,0 +1,228 @@
+"""Instrument records: merged state, change log, tombstones and the per-scope download cursor.
+
+Revisions come from the county's counter (``server.storage.revisions``), taken in the writing
+transaction, so a record's revision only goes up and a ``since`` cursor over one county never
+skips or repeats a row. Deletion keeps the row as a tombstone (``deleted = true``, new revision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server.extensions import db
+from server.storage.models import Household, Record, RecordChange
+from server.storage.revisions import current_revision, next_revision
+from server.storage.scoping import under_prefix
+from server.storage.types import utcnow
+
+
+class ScopeError(ValueError):
+    """A download scope is not a code prefix of 6 to 12 digits (county, township or village)."""
+
+    code = "invalid_scope"
+
+
+def county_of(code: str) -> str:
+    """The 6-digit county part of a village code or scope.
+
+    Raises :class:`ScopeError` when ``code`` is not 6-12 digits.
+    """
+    if not (6 <= len(code) <= 12 and code.isascii() and code.isdigit()):
+        raise ScopeError(f"a scope or village code is 6-12 digits, got {code!r}")
+    return code[:6]
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """One page of a download: records (tombstones included) in revision order.
+
+    ``next_since`` is the cursor for the next call; ``more`` says whether to call again now.
+    """
+
+    records: list[Record]
+    next_since: int
+    more: bool
+
+
+def save_record(
+    *,
+    record_id: str,
+    form_id: str,
+    form_version: int,
+    village_code: str,
+    household_no: str,
+    round: str,
+    state: dict[str, Any],
+    data: dict[str, Any],
+    now: datetime | None = None,
+) -> Record:
+    """Create or update a record with a new revision from its county's counter.
+
+    Call inside a write transaction. A record keeps its household and county for life; the
+    envelope columns are refreshed from the arguments. Raises :class:`ScopeError` for a malformed
+    village code.
+    """
+    now = now or utcnow()
+    county = county_of(village_code)
+    revision = next_revision(county)
+    record = db.session.get(Record, record_id)
+    if record is None:
+        record = Record(
+            record_id=record_id,
+            county_code=county,
+            village_code=village_code,
+            household_no=household_no,
+            created_at=now,
+        )
+        db.session.add(record)
+    record.form_id = form_id
+    record.form_version = form_version
+    record.round = round
+    record.state = state
+    record.data = data
+    record.deleted = False
+    record.revision = revision
+    record.updated_at = now
+    db.session.flush()
+    return record
+
+
+def mark_deleted(record_id: str, *, state: dict[str, Any] | None = None) -> Record | None:
+    """Turn a record into a tombstone with a new revision; None if the record does not exist.
+
+    The row is kept so download cursors deliver the deletion. Call inside a write transaction.
+    """
+    record = db.session.get(Record, record_id)
+    if record is None:
+        return None
+    record.revision = next_revision(record.county_code)
+    record.deleted = True
+    if state is not None:
+        record.state = state
+    record.updated_at = utcnow()
+    db.session.flush()
+    return record
+
+
+def get_record(record_id: str) -> Record | None:
+    """A record (tombstone or not) by id, or None."""
+    return db.session.get(Record, record_id)
+
+
+def record_in_area(record_id: str, area_prefix: str) -> Record | None:
+    """A record if its village lies under ``area_prefix``; out-of-area records look absent."""
+    return db.session.scalar(
+        sa.select(Record).where(
+            Record.record_id == record_id, under_prefix(Record.village_code, area_prefix)
+        )
+    )
+
+
+def changes_since(scope: str, since: int, limit: int = 200) -> ChangePage:
+    """Records of villages under ``scope`` with revision > ``since``, oldest revision first.
+
+    Exclusive cursor: feed ``next_since`` back to get the rest; pages never skip or repeat a row,
+    whatever writers do meanwhile. The counter is read *before* the rows: every revision up to it
+    is committed, so an empty tail can safely advance the cursor to it.
+    Raises :class:`ScopeError` unless ``scope`` is 6-12 digits.
+    """
+    county = county_of(scope)
+    high = current_revision(county)
+    rows = list(
+        db.session.scalars(
+            sa.select(Record)
+            .where(
+                Record.county_code == county,
+                under_prefix(Record.village_code, scope),
+                Record.revision > since,
+                Record.revision <= high,
+            )
+            .order_by(Record.revision)
+            .limit(limit + 1)
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if more:
+        return ChangePage(rows, rows[-1].revision, True)
+    return ChangePage(rows, max(high, since), False)
+
+
+def add_change(
+    *,
+    record_id: str,
+    revision: int,
+    kind: str,
+    changes: dict[str, Any],
+    outcome: dict[str, Any] | None = None,
+    device_id: str | None = None,
+    op_seq: int | None = None,
+    user_id: int | None = None,
+    hlc: str | None = None,
+) -> RecordChange:
+    """Append one entry to a record's change log (inside the write that made the change)."""
+    entry = RecordChange(
+        record_id=record_id,
+        revision=revision,
+        kind=kind,
+        changes=changes,
+        outcome=outcome or {},
+        device_id=device_id,
+        op_seq=op_seq,
+        user_id=user_id,
+        hlc=hlc,
+        at=utcnow(),
+    )
+    db.session.add(entry)
+    db.session.flush()
+    return entry
+
+
+def history(record_id: str) -> list[RecordChange]:
+    """A record's change log, oldest first."""
+    return list(
+        db.session.scalars(
+            sa.select(RecordChange)
+            .where(RecordChange.record_id == record_id)
+            .order_by(RecordChange.revision, RecordChange.id)
+        )
+    )
+
+
+def ensure_household(
+    village_code: str, household_no: str, *, device_id: str | None = None
+) -> tuple[Household, bool]:
+    """The household with this village code + number, created if new; ``(row, created)``.
+
+    Two writers creating the same household both end with the one row (the loser of the insert
+    race finds it). Raises :class:`ScopeError` for a malformed village code.
+    """
+    county = county_of(village_code)
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    inserted = db.session.execute(
+        insert(Household)
+        .values(
+            village_code=village_code,
+            household_no=household_no,
+            county_code=county,
+            revision=next_revision(county),
+            created_at=utcnow(),
+            created_by_device=device_id,
+        )
+        .on_conflict_do_nothing(index_elements=[Household.village_code, Household.household_no])
+        .returning(Household.id)
+    ).scalar_one_or_none()
+    row = db.session.scalar(
+        sa.select(Household).where(
+            Household.village_code == village_code, Household.household_no == household_no
+        )
+    )
+    if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
+        raise LookupError("household vanished after insert")
+    return row, inserted is not None

@@ -1,0 +1,60 @@
+"""Schema migrations: Alembic, run programmatically, scripts shipped in ``server/migrations``.
+
+An upgrade never needs a wipe: every schema change is a new script in
+``server/migrations/versions``; :func:`upgrade` applies whatever is pending.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Any constant shared by all app processes; several processes starting at once on one PostgreSQL
+# take turns on this advisory lock instead of racing to create the same tables.
+_PG_MIGRATION_LOCK = 0x56534D47
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration id shipped with this code."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships the initial migration
+        raise RuntimeError("no migrations shipped in server/migrations/versions")
+    return head
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The migration id the database is at, or None for an empty database."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: sa.Engine) -> str:
+    """Apply every pending migration and return the resulting revision id.
+
+    Safe to call from several processes at once (PostgreSQL advisory lock; SQLite's write lock).
+    Raises ``sqlalchemy.exc.OperationalError`` when the database cannot be reached.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
+            )
+        command.upgrade(_alembic_config(connection), "head")
+    current = current_revision(engine)
+    return current or ""

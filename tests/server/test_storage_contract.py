@@ -1,0 +1,291 @@
+"""The storage layer's promises, one contract class run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from flask import Flask
+
+from server.extensions import db
+from server.storage import devices, enrollment, records, revisions, schema, users
+from server.storage import forms as form_store
+from server.storage.database import writing
+from server.storage.models import Base
+from server.storage.types import utcnow
+
+VILLAGE_A = "530102001201"
+VILLAGE_B = "530102001202"
+OTHER_TOWNSHIP = "530102002201"
+OTHER_COUNTY = "530103001201"
+
+
+def put(record_id: str | None = None, village: str = VILLAGE_A, **data: object) -> records.Record:
+    """Save one record in its own write transaction."""
+    with writing():
+        return records.save_record(
+            record_id=record_id or str(uuid.uuid4()),
+            form_id="housing_safety",
+            form_version=1,
+            village_code=village,
+            household_no="H001",
+            round="2026-annual",
+            state={"fields": data},
+            data=dict(data),
+        )
+
+
+def drain(scope: str, since: int = 0, limit: int = 3) -> tuple[list[tuple[str, int]], int]:
+    """Page through a scope to the end; returns (record id, revision) in order and the cursor."""
+    seen: list[tuple[str, int]] = []
+    while True:
+        page = records.changes_since(scope, since, limit)
+        seen.extend((r.record_id, r.revision) for r in page.records)
+        assert page.next_since >= since
+        since = page.next_since
+        if not page.more:
+            return seen, since
+
+
+class TestStorageContract:
+    @pytest.fixture(autouse=True)
+    def _context(self, app: Flask):
+        with app.app_context():
+            yield
+
+    def test_migrations_create_exactly_the_models(self) -> None:
+        assert schema.current_revision(db.engine) == schema.head_revision()
+        with db.engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert diff == []
+
+    def test_upgrade_twice_is_a_no_op(self) -> None:
+        assert schema.upgrade(db.engine) == schema.head_revision()
+
+    def test_revision_only_goes_up(self) -> None:
+        record_id = str(uuid.uuid4())
+        seen = [put(record_id, grade=str(i)).revision for i in range(5)]
+        other = put(village=VILLAGE_B).revision
+        assert seen == sorted(seen) and len(set(seen)) == 5
+        assert other > seen[-1]
+        with writing():
+            tomb = records.mark_deleted(record_id)
+        assert tomb is not None and tomb.revision > other
+
+    def test_since_cursor_is_exclusive_and_pages_without_gaps(self) -> None:
+        written = [put().record_id for _ in range(10)]
+        seen, cursor = drain(VILLAGE_A)
+        assert [rid for rid, _ in seen] == written
+        assert [rev for _, rev in seen] == sorted(rev for _, rev in seen)
+        assert records.changes_since(VILLAGE_A, cursor).records == []
+        # Updating a record moves it to the end of the feed, once.
+        put(written[0], grade="B")
+        again, _ = drain(VILLAGE_A, cursor)
+        assert [rid for rid, _ in again] == [written[0]]
+
+    def test_tombstones_are_listed(self) -> None:
+        keep, gone = put().record_id, put().record_id
+        _, cursor = drain(VILLAGE_A)
+        with writing():
+            records.mark_deleted(gone)
+        page = records.changes_since(VILLAGE_A, cursor)
+        assert [(r.record_id, r.deleted) for r in page.records] == [(gone, True)]
+        assert records.get_record(keep).deleted is False
+        with writing():
+            assert records.mark_deleted(str(uuid.uuid4())) is None
+
+    def test_scope_filters_by_village_code_prefix(self) -> None:
+        a, b = put(village=VILLAGE_A).record_id, put(village=VILLAGE_B).record_id
+        c = put(village=OTHER_TOWNSHIP).record_id
+        d = put(village=OTHER_COUNTY).record_id
+        assert [rid for rid, _ in drain(VILLAGE_A)[0]] == [a]
+        assert [rid for rid, _ in drain("530102001")[0]] == [a, b]
+        assert [rid for rid, _ in drain("530102")[0]] == [a, b, c]
+        assert [rid for rid, _ in drain("530103")[0]] == [d]
+        with pytest.raises(records.ScopeError):
+            records.changes_since("5301", 0)
+
+    def test_counters_are_per_county(self) -> None:
+        put(village=VILLAGE_A)
+        put(village=VILLAGE_A)
+        first_other = put(village=OTHER_COUNTY).revision
+        assert first_other == 1
+        assert revisions.current_revision("530102") == 2
+
+    def test_concurrent_writers_never_let_a_cursor_skip(self, app: Flask) -> None:
+        per_writer = 25
+        written: list[str] = []
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def writer() -> None:
+            try:
+                with app.app_context():
+                    for _ in range(per_writer):
+                        record_id = str(uuid.uuid4())
+                        with writing():
+                            records.save_record(
+                                record_id=record_id,
+                                form_id="f",
+                                form_version=1,
+                                village_code=VILLAGE_A,
+                                household_no="H",
+                                round="r",
+                                state={},
+                                data={},
+                            )
+                            # Hold the revision a moment before committing, so that the other
+                            # writer's transaction overlaps this one.
+                            time.sleep(0.001)
+                        with lock:
+                            written.append(record_id)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        seen: list[str] = []
+        cursor = 0
+        while any(t.is_alive() for t in threads):
+            page = records.changes_since(VILLAGE_A, cursor, 4)
+            seen.extend(r.record_id for r in page.records)
+            cursor = page.next_since
+            db.session.rollback()  # a fresh snapshot for the next page
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        rest, _ = drain(VILLAGE_A, cursor)
+        seen.extend(rid for rid, _ in rest)
+        assert len(seen) == len(set(seen)) == 2 * per_writer
+        assert set(seen) == set(written)
+
+    def test_history_is_kept_in_order(self) -> None:
+        record = put(grade="A")
+        with writing():
+            records.add_change(
+                record_id=record.record_id, revision=record.revision, kind="put", changes={"a": 1}
+            )
+            records.add_change(
+                record_id=record.record_id, revision=record.revision + 1, kind="put", changes={}
+            )
+        assert [c.revision for c in records.history(record.record_id)] == [
+            record.revision,
+            record.revision + 1,
+        ]
+
+    def test_household_identity_is_village_plus_number(self) -> None:
+        with writing():
+            first, created = records.ensure_household(VILLAGE_A, "5301020012010001")
+            again, created_again = records.ensure_household(VILLAGE_A, "5301020012010001")
+            other, _ = records.ensure_household(VILLAGE_B, "5301020012010001")
+        assert created and not created_again
+        assert first.id == again.id != other.id
+
+    def test_enrollment_code_is_single_use_and_expires(self) -> None:
+        now = utcnow()
+        with writing():
+            live = enrollment.add_code(
+                code_hash="a" * 64,
+                scope=VILLAGE_A,
+                expires_at=now + timedelta(days=1),
+                created_by="t",
+            )
+            stale = enrollment.add_code(
+                code_hash="b" * 64,
+                scope=VILLAGE_A,
+                expires_at=now - timedelta(seconds=1),
+                created_by="t",
+            )
+        with writing():
+            assert enrollment.claim(live.id, "dev-1", now) is True
+        with writing():
+            assert enrollment.claim(live.id, "dev-2", now) is False
+            assert enrollment.claim(stale.id, "dev-3", now) is False
+        assert enrollment.code_by_hash("a" * 64).device_id == "dev-1"
+        with writing():
+            assert enrollment.purge_expired(now) == 1
+        assert enrollment.code_by_hash("b" * 64) is None
+
+    def test_token_revocation(self) -> None:
+        with writing():
+            user = users.add_user(
+                username="u", password_hash="x", role="county_admin", area_prefix=""
+            )
+            users.add_token(user_id=user.id, token_hash="t" * 64, expires_at=utcnow())
+        with writing():
+            assert users.revoke_token("t" * 64) is True
+        with writing():
+            assert users.revoke_token("t" * 64) is False
+        token, _ = users.token_with_user("t" * 64)
+        assert token.revoked_at is not None
+
+    def test_devices_are_scoped_in_the_query(self) -> None:
+        now = utcnow()
+        with writing():
+            for device_id, scope in (
+                ("d-a", VILLAGE_A),
+                ("d-t", "530102002"),
+                ("d-c", OTHER_COUNTY),
+            ):
+                devices.add_device(
+                    device_id=device_id,
+                    x25519_public="x",
+                    ed25519_public="e",
+                    scope=scope,
+                    enrolled_at=now,
+                    enrollment_code_id=None,
+                )
+        assert {d.id for d in devices.list_devices("530102001")} == {"d-a"}
+        assert {d.id for d in devices.list_devices("530102")} == {"d-a", "d-t"}
+        assert {d.id for d in devices.list_devices("")} == {"d-a", "d-t", "d-c"}
+        assert devices.device_in_area("d-c", "530102") is None
+        with writing():
+            assert devices.revoke("d-c", "530102", now) is False
+            assert devices.revoke("d-a", "530102", now) is True
+        assert devices.device_for_sync("d-a").status == "revoked"
+
+    def test_publish_due_publishes_each_scheduled_version_once(self) -> None:
+        now = utcnow()
+        with writing():
+            form_store.ensure_form("f", {"zh": "表"})
+            due = form_store.add_version(
+                form_id="f", version=1, definition={}, source="json", created_by="t"
+            )
+            later = form_store.add_version(
+                form_id="f", version=2, definition={}, source="json", created_by="t"
+            )
+            form_store.set_scheduled(due, now - timedelta(minutes=1))
+            form_store.set_scheduled(later, now + timedelta(hours=1))
+        with writing():
+            assert form_store.publish_due(now) == [("f", 1)]
+        with writing():
+            assert form_store.publish_due(now) == []
+        assert [(v.version, v.status) for v in form_store.list_versions("f")] == [
+            (2, "scheduled"),
+            (1, "published"),
+        ]
+        with writing():
+            assert form_store.publish_due(now + timedelta(hours=2)) == [("f", 2)]
+        manifest = form_store.manifest_changes_since(0)
+        assert [v.version for v in manifest] == [1, 2]
+
+    def test_foreign_keys_are_enforced(self) -> None:
+        with pytest.raises(sa.exc.IntegrityError), writing():
+            records.add_change(record_id="missing", revision=1, kind="put", changes={})
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, tmp_path) -> None:
+    from tests.server.conftest import make_app
+
+    app = make_app(sqlite_url, tmp_path, SQLITE_BUSY_TIMEOUT_MS=1234)
+    with app.app_context(), db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
