@@ -26,6 +26,7 @@ from forms.errors import (
 from forms.expressions import Environment, EvaluationContext, Expression, parse_expression
 from forms.paths import flatten, schema_path, unflatten
 from forms.text import LocalizedText
+from forms.validation import Issue, ValidationResult, validate_record
 
 __all__ = [
     "Check",
@@ -41,15 +42,18 @@ __all__ = [
     "FormDefinition",
     "FormDefinitionError",
     "FormsError",
+    "Issue",
     "LocalizedText",
     "PathError",
     "UnknownFieldError",
     "UpgradeError",
     "UpgradeSpec",
+    "ValidationResult",
     "dump_definition",
     "flatten",
     "load_definition",
     "parse_expression",
     "schema_path",
     "unflatten",
+    "validate_record",
 ]

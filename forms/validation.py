@@ -1,0 +1,705 @@
+"""Record validation: one function, ``validate_record``, used identically on tablet and server.
+
+It checks a record's data (contracts §3) against the definition it was made with and returns every
+problem at once as :class:`Issue` objects (contracts §3: code, path with row ids, field name,
+1-based row number, zh/en message, severity), plus the *cleaned* record:
+
+* values coerced to their field type where nothing is lost (``"12"`` → ``12`` for an integer,
+  ``1`` → ``"1"`` for a select whose choice is ``"1"``, ``"a b"`` → ``["a", "b"]`` for a
+  select_multiple, an upper-case image hash → lower case);
+* values of fields that are not relevant removed — a hidden answer is stale and must not be kept
+  (a tablet that hid a question must not upload what was typed there before);
+* calculated fields computed;
+* unknown keys kept as they came (reported as ``unknown_field`` warnings), so nothing a person
+  typed is lost, e.g. a record made on a newer version of the form.
+
+Relevance, calculations, ``required`` and constraints are evaluated in document order; an
+expression sees the final values of the fields above it and the entered values of those below.
+A failure inside an expression (an authoring mistake, not the record's) is reported as an
+``evaluation`` warning and never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from forms.definition import Check, Field, FieldType, FormDefinition
+from forms.errors import EvaluationError
+from forms.expressions import Environment, EvaluationContext, parse_expression, truthy
+from forms.paths import ROW_ID_KEY
+from forms.text import LocalizedText
+
+__all__ = ["EvaluationContext", "Issue", "ValidationResult", "validate_record"]
+
+Severity = Literal["error", "warning"]
+
+_IMAGE = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+_INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
+_DECIMAL_TEXT = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_GEOPOINT_KEYS = {"lat", "lon", "alt", "accuracy"}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem of a record (contracts §3).
+
+    Attributes:
+        code: stable code: ``required``, ``type``, ``choice``, ``range``, ``constraint``,
+            ``unknown_field``, ``rows``, ``row_id``, ``check``, ``evaluation``.
+        path: field path with row ids (``members/<row_id>/id_number``); a row without a usable
+            id is written ``members/#<row number>``.
+        field: the field's name (the last name in the path).
+        row: 1-based number of the innermost repeat row, ``None`` at the top level.
+        message: zh/en text for people.
+        severity: ``error`` (the record is refused) or ``warning`` (accepted, shown).
+        check_id: for ``check`` issues, the id of the check.
+    """
+
+    code: str
+    path: str
+    field: str
+    row: int | None
+    message: LocalizedText
+    severity: Severity = "error"
+    check_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of contracts §3 (``check`` added for check issues)."""
+        out: dict[str, Any] = {
+            "code": self.code,
+            "path": self.path,
+            "row": self.row,
+            "field": self.field,
+            "message": self.message.to_dict(),
+            "severity": self.severity,
+        }
+        if self.check_id is not None:
+            out["check"] = self.check_id
+        return out
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`validate_record` found: errors, warnings and the cleaned record."""
+
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    cleaned: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings do not block a record)."""
+        return not self.errors
+
+    @property
+    def issues(self) -> list[Issue]:
+        """Errors then warnings."""
+        return [*self.errors, *self.warnings]
+
+    def add(self, issue: Issue) -> None:
+        """Record an issue under its severity."""
+        (self.errors if issue.severity == "error" else self.warnings).append(issue)
+
+
+def _text(zh: str, en: str) -> LocalizedText:
+    return LocalizedText({"zh": zh, "en": en})
+
+
+class _Problem(Exception):
+    """A value that cannot be read as its field's type (internal to this module)."""
+
+    def __init__(self, code: str, zh: str, en: str) -> None:
+        super().__init__(en)
+        self.code = code
+        self.message = _text(zh, en)
+
+
+def _type_problem(zh_type: str, en_type: str, value: Any) -> _Problem:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return _Problem("type", f"应填写{zh_type}，实际为 {shown}", f"expected {en_type}, got {shown}")
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+# --- type coercion: raw JSON value → (typed value for expressions, cleaned JSON value) ------------
+
+
+def _coerce(defn: FormDefinition, fld: Field, value: Any) -> tuple[Any, Any]:
+    """Return (typed, json) for a non-empty value of a non-repeat field, or raise _Problem."""
+    kind = fld.type
+    if kind is FieldType.TEXT:
+        if isinstance(value, str):
+            return value, value
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return str(value), str(value)
+        raise _type_problem("文本", "text", value)
+    if kind is FieldType.INTEGER:
+        number = _integer(value)
+        return number, number
+    if kind is FieldType.DECIMAL:
+        number = _decimal(value)
+        return number, number
+    if kind is FieldType.DATE:
+        if type(value) is date:
+            return value, value.isoformat()
+        if isinstance(value, str) and _ISO_DATE.match(value.strip()):
+            try:
+                parsed = date.fromisoformat(value.strip())
+            except ValueError:
+                raise _Problem(
+                    "type", f"{value} 不是有效日期", f"{value!r} is not a real date"
+                ) from None
+            return parsed, parsed.isoformat()
+        raise _type_problem("日期（YYYY-MM-DD）", "a date YYYY-MM-DD", value)
+    if kind is FieldType.SELECT_ONE:
+        choice = _choice_value(value)
+        _known_choice(defn, fld, choice)
+        return choice, choice
+    if kind is FieldType.SELECT_MULTIPLE:
+        if isinstance(value, str):
+            items = value.split()
+        elif isinstance(value, list | tuple):
+            items = [_choice_value(v) for v in value]
+        else:
+            raise _type_problem("选项列表", "a list of choice values", value)
+        chosen: list[str] = []
+        for item in items:
+            _known_choice(defn, fld, item)
+            if item not in chosen:  # a repeated answer carries no information
+                chosen.append(item)
+        return chosen, list(chosen)
+    if kind is FieldType.BOOLEAN:
+        if isinstance(value, bool):
+            return value, value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            flag = value.strip().lower() == "true"
+            return flag, flag
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value), bool(value)
+        raise _type_problem("是/否", "true or false", value)
+    if kind is FieldType.GEOPOINT:
+        point = _geopoint(value)
+        return point, point
+    if kind is FieldType.IMAGE:
+        if isinstance(value, str) and _IMAGE.match(value):
+            address = "sha256:" + value[7:].lower()
+            return address, address
+        raise _type_problem(
+            "图片内容地址 sha256:<64位十六进制>", "an image address sha256:<64 hex>", value
+        )
+    raise _type_problem("值", "no value", value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _type_problem("整数", "a whole number", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER_TEXT.match(value.strip()) and len(value) <= 30:
+        return int(value.strip())
+    raise _type_problem("整数", "a whole number", value)
+
+
+def _decimal(value: Any) -> int | float:
+    if isinstance(value, bool):
+        raise _type_problem("数字", "a number", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and _DECIMAL_TEXT.match(value.strip()) and len(value) <= 30:
+        text = value.strip()
+        return int(text) if _INTEGER_TEXT.match(text) else float(text)
+    raise _type_problem("数字", "a number", value)
+
+
+def _choice_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # choice values are text; 3 and "3" name the same choice
+    raise _type_problem("选项值", "a choice value", value)
+
+
+def _known_choice(defn: FormDefinition, fld: Field, value: str) -> None:
+    if value not in {c.value for c in defn.choices_of(fld)}:
+        raise _Problem(
+            "choice",
+            f"“{value}”不是本题的选项",
+            f"{value!r} is not one of the choices of {fld.name}",
+        )
+
+
+def _geopoint(value: Any) -> dict[str, float]:
+    if isinstance(value, str):
+        parts = value.split()
+        if 2 <= len(parts) <= 4:
+            try:
+                numbers = [float(p) for p in parts]
+            except ValueError:
+                raise _type_problem("坐标", "a geopoint", value) from None
+            value = dict(zip(("lat", "lon", "alt", "accuracy"), numbers, strict=False))
+    if (
+        not isinstance(value, Mapping)
+        or not {"lat", "lon"} <= set(value)
+        or set(value) - _GEOPOINT_KEYS
+    ):
+        raise _type_problem(
+            "坐标 {lat, lon, alt?, accuracy?}", "a geopoint {lat, lon, alt?, accuracy?}", value
+        )
+    point: dict[str, float] = {}
+    for key in ("lat", "lon", "alt", "accuracy"):
+        if key not in value:
+            continue
+        number = value[key]
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not math.isfinite(number)
+        ):
+            raise _type_problem("坐标数值", f"a number for {key}", number)
+        point[key] = number
+    if not -90 <= point["lat"] <= 90 or not -180 <= point["lon"] <= 180:
+        raise _Problem(
+            "range",
+            "坐标超出范围（纬度±90，经度±180）",
+            "lat must be within ±90 and lon within ±180",
+        )
+    if point.get("accuracy", 0) < 0:
+        raise _Problem("range", "定位精度不能为负数", "accuracy cannot be negative")
+    return point
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+# --- the validator ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Level:
+    """One level being validated: the top of the record or one repeat row."""
+
+    schema_path: str  # "" for the top, "members" for a row of members
+    prefix: str  # data path prefix: "" or "members/<row_id>/"
+    row: int | None  # 1-based row number, None at the top
+    typed: dict[str, Any]  # values as expressions see them
+    cleaned: dict[str, Any]  # the JSON output
+    rows: tuple[tuple[str, dict[str, Any]], ...]  # enclosing (repeat schema path, typed row)
+
+
+class _Validator:
+    def __init__(self, defn: FormDefinition, context: EvaluationContext) -> None:
+        self.defn = defn
+        self.context = context
+        self.result = ValidationResult()
+        self.level_names: dict[str, frozenset[str]] = {"": frozenset(f.name for f in defn.fields)}
+        for path, fld in defn.iter_fields():
+            if fld.is_repeat:
+                self.level_names[path] = frozenset(sub.name for sub in fld.fields)
+        self.top_typed: dict[str, Any] = {}
+        self.hidden: set[str] = set()  # data paths of fields found not relevant
+        # Type problems wait until relevance is known: a hidden field's bad value is dropped,
+        # not reported.
+        self.pending: dict[str, list[Issue]] = {}
+
+    # Issues
+
+    def issue(
+        self,
+        code: str,
+        level: _Level,
+        name: str,
+        message: LocalizedText,
+        severity: Severity = "error",
+        *,
+        path: str | None = None,
+        check_id: str | None = None,
+    ) -> None:
+        self.result.add(
+            Issue(
+                code=code,
+                path=path if path is not None else level.prefix + name,
+                field=name,
+                row=level.row,
+                message=message,
+                severity=severity,
+                check_id=check_id,
+            )
+        )
+
+    def env(self, level: _Level, current: Any = None) -> Environment:
+        env = Environment(values=self.top_typed, context=self.context, level_names=self.level_names)
+        for repeat_path, row in level.rows:
+            env = env.in_row(repeat_path, row)
+        return env.with_current(current)
+
+    def evaluate(self, text: str, level: _Level, name: str, attribute: str, current: Any) -> Any:
+        """Evaluate an expression of a field; a failure becomes an ``evaluation`` warning."""
+        try:
+            return parse_expression(text).evaluate(self.env(level, current))
+        except EvaluationError as exc:
+            self.issue(
+                "evaluation",
+                level,
+                name,
+                _text(
+                    f"表单的{attribute}表达式无法计算：{exc.message_zh}",
+                    f"the {attribute} expression of {name} could not be evaluated: {exc.message}",
+                ),
+                "warning",
+            )
+            raise
+
+    # Phase 1: types, row ids, unknown keys
+
+    def read_level(self, fields: tuple[Field, ...], data: Mapping[str, Any], level: _Level) -> None:
+        known = {f.name: f for f in fields}
+        for key, value in data.items():
+            if level.row is not None and key == ROW_ID_KEY:
+                continue
+            fld = known.get(key) if isinstance(key, str) else None
+            if fld is None:
+                level.cleaned[key] = value
+                self.issue(
+                    "unknown_field",
+                    level,
+                    str(key),
+                    _text(
+                        f"表单中没有字段“{key}”，已原样保留",
+                        f"the form has no field {key!r}; the value is kept as it came",
+                    ),
+                    "warning",
+                )
+                continue
+            if fld.type in (FieldType.NOTE, FieldType.CALCULATE) or _is_empty(value):
+                continue  # notes hold no answer; calculations are recomputed below
+            if fld.is_repeat:
+                self.read_rows(fld, value, level)
+                continue
+            try:
+                typed, cleaned = _coerce(self.defn, fld, value)
+            except _Problem as problem:
+                level.cleaned[key] = value  # keep what was typed; the error says what is wrong
+                self.defer(
+                    level.prefix + key,
+                    Issue(problem.code, level.prefix + key, key, level.row, problem.message),
+                )
+                continue
+            level.typed[key] = typed
+            level.cleaned[key] = cleaned
+
+    def read_rows(self, fld: Field, value: Any, level: _Level) -> None:
+        path = level.prefix + fld.name
+        schema = f"{level.schema_path}/{fld.name}" if level.schema_path else fld.name
+        if not isinstance(value, list):
+            level.cleaned[fld.name] = value
+            problem = _type_problem("行列表", "a list of rows", value)
+            self.defer(path, Issue("type", path, fld.name, level.row, problem.message))
+            return
+        typed_rows: list[dict[str, Any]] = []
+        cleaned_rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for index, row in enumerate(value, start=1):
+            if not isinstance(row, Mapping):
+                cleaned_rows.append(row)
+                self.issue(
+                    "type",
+                    level,
+                    fld.name,
+                    _text(f"第 {index} 行不是对象", f"row {index} is not an object"),
+                    path=f"{path}/#{index}",
+                )
+                continue
+            row_id = row.get(ROW_ID_KEY)
+            usable = isinstance(row_id, str) and row_id and "/" not in row_id and row_id not in seen
+            if not usable:
+                self.issue(
+                    "row_id",
+                    _Level(schema, "", index, {}, {}, ()),
+                    fld.name,
+                    _text(
+                        f"第 {index} 行缺少唯一的行标识 _id",
+                        f"row {index} needs a unique string _id without '/'",
+                    ),
+                    path=f"{path}/#{index}",
+                )
+            prefix = f"{path}/{row_id}/" if usable else f"{path}/#{index}/"
+            if usable:
+                seen.add(row_id)
+            typed_row: dict[str, Any] = {ROW_ID_KEY: row_id}
+            cleaned_row: dict[str, Any] = {ROW_ID_KEY: row_id} if ROW_ID_KEY in row else {}
+            child = _Level(schema, prefix, index, typed_row, cleaned_row, ())
+            self.read_level(fld.fields, row, child)
+            typed_rows.append(typed_row)
+            cleaned_rows.append(cleaned_row)
+        level.typed[fld.name] = typed_rows
+        level.cleaned[fld.name] = cleaned_rows
+
+    def defer(self, path: str, issue: Issue) -> None:
+        self.pending.setdefault(path, []).append(issue)
+
+    # Phase 2: relevance, calculations, required, constraints, rows
+
+    def walk_level(self, fields: tuple[Field, ...], level: _Level) -> None:
+        for fld in fields:
+            path = level.prefix + fld.name
+            deferred = self.pending.pop(path, [])
+            if fld.relevant is not None:
+                try:
+                    shown = truthy(
+                        self.evaluate(
+                            fld.relevant, level, fld.name, "relevant", level.typed.get(fld.name)
+                        )
+                    )
+                except EvaluationError:
+                    shown = True  # cannot tell: keep the answer rather than lose it
+                if not shown:
+                    self.hide(fld, level, path)
+                    continue
+            if deferred:
+                for issue in deferred:
+                    self.result.add(issue)
+                continue  # a value of the wrong type: its other rules would only repeat that
+            if fld.calculate is not None:
+                self.calculate(fld, level)
+            if fld.is_repeat:
+                self.walk_rows(fld, level)
+                continue
+            value = level.typed.get(fld.name)
+            if _is_empty(value):
+                if fld.name not in level.cleaned and self.is_required(fld, level):
+                    self.issue(
+                        "required",
+                        level,
+                        fld.name,
+                        _text("此项为必填项", f"{fld.name} is required"),
+                    )
+                continue
+            if fld.constraint is not None:
+                try:
+                    passed = truthy(
+                        self.evaluate(fld.constraint, level, fld.name, "constraint", value)
+                    )
+                except EvaluationError:
+                    continue
+                if not passed:
+                    message = fld.constraint_message or _text(
+                        "填写的值不符合要求",
+                        f"the value of {fld.name} does not meet its constraint",
+                    )
+                    self.issue("constraint", level, fld.name, LocalizedText.from_value(message))
+
+    def hide(self, fld: Field, level: _Level, path: str) -> None:
+        self.hidden.add(path)
+        level.typed.pop(fld.name, None)
+        level.cleaned.pop(fld.name, None)
+
+    def is_required(self, fld: Field, level: _Level) -> bool:
+        if isinstance(fld.required, bool):
+            return fld.required
+        try:
+            return truthy(self.evaluate(fld.required, level, fld.name, "required", None))
+        except EvaluationError:
+            return False
+
+    def calculate(self, fld: Field, level: _Level) -> None:
+        try:
+            value = self.evaluate(
+                fld.calculate or "", level, fld.name, "calculate", level.typed.get(fld.name)
+            )
+        except EvaluationError:
+            return
+        if _is_empty(value):
+            level.typed.pop(fld.name, None)
+            level.cleaned.pop(fld.name, None)
+            return
+        if fld.type is FieldType.CALCULATE:
+            typed, cleaned = value, _json_value(value)
+        else:
+            try:
+                typed, cleaned = _coerce(self.defn, fld, _json_value(value))
+            except _Problem as problem:
+                self.issue(
+                    "evaluation",
+                    level,
+                    fld.name,
+                    _text(
+                        f"计算结果不符合字段类型：{problem.message.zh}",
+                        f"the calculated value does not fit the field: {problem.message['en']}",
+                    ),
+                    "warning",
+                )
+                return
+        level.typed[fld.name] = typed
+        level.cleaned[fld.name] = cleaned
+
+    def walk_rows(self, fld: Field, level: _Level) -> None:
+        rows = level.typed.get(fld.name)
+        if not isinstance(rows, list):
+            rows = []
+        count = len(rows)
+        if fld.required is not False and count == 0 and self.is_required(fld, level):
+            self.issue(
+                "required",
+                level,
+                fld.name,
+                _text("至少需要填写一行", f"{fld.name} needs at least one row"),
+            )
+        elif fld.min_rows is not None and count < fld.min_rows:
+            self.issue(
+                "rows",
+                level,
+                fld.name,
+                _text(
+                    f"至少需要 {fld.min_rows} 行，实际 {count} 行",
+                    f"{fld.name} needs at least {fld.min_rows} rows, has {count}",
+                ),
+            )
+        if fld.max_rows is not None and count > fld.max_rows:
+            self.issue(
+                "rows",
+                level,
+                fld.name,
+                _text(
+                    f"最多 {fld.max_rows} 行，实际 {count} 行",
+                    f"{fld.name} allows at most {fld.max_rows} rows, has {count}",
+                ),
+            )
+        schema = f"{level.schema_path}/{fld.name}" if level.schema_path else fld.name
+        cleaned_rows = level.cleaned.get(fld.name)
+        for row_child in self.row_levels(fld, level, rows, cleaned_rows, schema):
+            self.walk_level(fld.fields, row_child)
+
+    def row_levels(
+        self,
+        fld: Field,
+        level: _Level,
+        rows: list[dict[str, Any]],
+        cleaned_rows: Any,
+        schema: str,
+    ) -> list[_Level]:
+        path = level.prefix + fld.name
+        cleaned_maps = (
+            [r for r in cleaned_rows if isinstance(r, dict)]
+            if isinstance(cleaned_rows, list)
+            else []
+        )
+        out = []
+        for index, (typed_row, cleaned_row) in enumerate(
+            zip(rows, cleaned_maps, strict=False), start=1
+        ):
+            row_id = typed_row.get(ROW_ID_KEY)
+            usable = isinstance(row_id, str) and row_id and "/" not in row_id
+            prefix = f"{path}/{row_id}/" if usable else f"{path}/#{index}/"
+            out.append(
+                _Level(
+                    schema,
+                    prefix,
+                    index,
+                    typed_row,
+                    cleaned_row,
+                    (*level.rows, (schema, typed_row)),
+                )
+            )
+        return out
+
+    # Phase 3: checks
+
+    def run_check(self, check: Check, top: _Level) -> None:
+        if check.field is None or "/" not in check.field:
+            levels = [top]
+        else:
+            levels = self.levels_for(check.field.split("/")[:-1], top)
+        name = check.field.rsplit("/", 1)[-1] if check.field else ""
+        for level in levels:
+            path = level.prefix + name
+            if check.field is not None and path in self.hidden:
+                continue  # the check's field is not asked here: nothing to check
+            try:
+                passed = parse_expression(check.rule).is_true(self.env(level))
+            except EvaluationError as exc:
+                self.issue(
+                    "evaluation",
+                    level,
+                    name,
+                    _text(
+                        f"检查规则 {check.id} 无法计算：{exc.message_zh}",
+                        f"check {check.id} could not be evaluated: {exc.message}",
+                    ),
+                    "warning",
+                    check_id=check.id,
+                )
+                continue
+            if not passed:
+                self.issue("check", level, name, check.message, check.severity, check_id=check.id)
+
+    def levels_for(self, repeats: list[str], top: _Level) -> list[_Level]:
+        """Every row level of the (nested) repeat named by ``repeats`` under ``top``."""
+        levels = [top]
+        fields = self.defn.fields
+        for name in repeats:
+            fld = next(f for f in fields if f.name == name)
+            next_levels: list[_Level] = []
+            for level in levels:
+                if level.prefix + name in self.hidden:
+                    continue
+                schema = f"{level.schema_path}/{name}" if level.schema_path else name
+                rows = level.typed.get(name)
+                if isinstance(rows, list):
+                    next_levels.extend(
+                        self.row_levels(fld, level, rows, level.cleaned.get(name), schema)
+                    )
+            levels, fields = next_levels, fld.fields
+        return levels
+
+
+def validate_record(
+    defn: FormDefinition, data: Mapping[str, Any], context: EvaluationContext | None = None
+) -> ValidationResult:
+    """Validate a record's data against the definition it was made with.
+
+    Never raises for bad data: every problem is an :class:`Issue` in ``errors`` or ``warnings``,
+    and ``cleaned`` holds the record as it should be stored (see the module docstring).
+    ``context`` supplies ``today()`` and ``config(...)``; by default today is the local date and
+    the configuration is empty.
+    """
+    context = context or EvaluationContext()
+    validator = _Validator(defn, context)
+    if not isinstance(data, Mapping):
+        validator.result.add(
+            Issue(
+                "type",
+                "",
+                "",
+                None,
+                _text(
+                    "记录数据应为对象（字段名→值）", "record data must be an object (field → value)"
+                ),
+            )
+        )
+        return validator.result
+    top = _Level("", "", None, validator.top_typed, {}, ())
+    validator.read_level(defn.fields, data, top)
+    validator.walk_level(defn.fields, top)
+    for check in defn.checks:
+        validator.run_check(check, top)
+    validator.result.cleaned = top.cleaned
+    return validator.result

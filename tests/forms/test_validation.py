@@ -1,0 +1,385 @@
+"""validate_record: types, required, relevance, constraints, repeats, checks, cleaned output."""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forms import load_definition
+from forms.definition import FormDefinition
+from forms.expressions import EvaluationContext
+from forms.validation import Issue, validate_record
+
+CONTEXT = EvaluationContext(today=date(2026, 11, 25), config={"monitoring_line": 8700})
+HASH = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def defn(housing_doc: dict[str, Any]) -> FormDefinition:
+    return load_definition(housing_doc)
+
+
+def good_record() -> dict[str, Any]:
+    return {
+        "head_name": "张三",
+        "build_year": 1998,
+        "has_house": True,
+        "grade": "C",
+        "method": "维修加固",
+        "subsidy": 12000.5,
+        "visited": "2026-11-20",
+        "photo": HASH,
+        "location": {"lat": 25.04, "lon": 102.71, "accuracy": 5},
+        "issues": ["roof", "wall"],
+        "members": [
+            {"_id": "m1", "name": "张三", "age": 50},
+            {"_id": "m2", "name": "张小", "age": 12, "schooling": "在校"},
+        ],
+    }
+
+
+def codes(issues: list[Issue]) -> set[tuple[str, str]]:
+    return {(i.code, i.path) for i in issues}
+
+
+def test_a_good_record_validates_and_is_cleaned(defn: FormDefinition) -> None:
+    result = validate_record(defn, good_record(), CONTEXT)
+    assert result.ok, result.errors
+    assert result.warnings == []
+    expected = good_record()
+    expected["member_count"] = 2
+    assert result.cleaned == expected
+
+
+def test_lossless_coercion(defn: FormDefinition) -> None:
+    record = good_record()
+    record.update(
+        build_year="1998",
+        subsidy="12000.50",
+        has_house="true",
+        issues="roof wall roof",
+        photo=HASH.upper().replace("SHA256", "sha256"),
+        location="25.04 102.71",
+    )
+    record["members"][0]["age"] = 50.0
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok, result.errors
+    assert result.cleaned["build_year"] == 1998
+    assert result.cleaned["subsidy"] == 12000.5
+    assert result.cleaned["has_house"] is True
+    assert result.cleaned["issues"] == ["roof", "wall"]
+    assert result.cleaned["photo"] == HASH
+    assert result.cleaned["location"] == {"lat": 25.04, "lon": 102.71}
+    assert result.cleaned["members"][0]["age"] == 50
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("build_year", "1998.5", "type"),
+        ("build_year", True, "type"),
+        ("subsidy", "12,000", "type"),
+        ("visited", "2026-02-30", "type"),
+        ("visited", "20/11/2026", "type"),
+        ("grade", "E", "choice"),
+        ("issues", ["roof", "sky"], "choice"),
+        ("issues", {"roof": True}, "type"),
+        ("has_house", "yes", "type"),
+        ("location", {"lat": 95, "lon": 10}, "range"),
+        ("location", {"lat": 25, "lon": 10, "accuracy": -1}, "range"),
+        ("location", {"lat": 25}, "type"),
+        ("location", {"lat": 25, "lon": 10, "x": 1}, "type"),
+        ("photo", "sha256:abc", "type"),
+        ("head_name", ["张三"], "type"),
+        ("members", {"_id": "m1"}, "type"),
+    ],
+)
+def test_type_errors(defn: FormDefinition, field: str, value: Any, code: str) -> None:
+    record = good_record()
+    record[field] = value
+    result = validate_record(defn, record, CONTEXT)
+    found = [i for i in result.errors if i.path == field and i.code != "check"]
+    assert [i.code for i in found] == [code]
+    issue = found[0]
+    assert issue.field == field and issue.row is None and issue.severity == "error"
+    assert issue.message["zh"] and issue.message["en"]
+    assert result.cleaned[field] == value  # what was typed is kept for correction
+
+
+def test_required_and_required_expression(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][5]["required"] = "${grade} = 'D'"
+    defn = load_definition(housing_doc)
+    record = good_record()
+    del record["has_house"]
+    del record["members"][0]["name"]
+    result = validate_record(defn, record, CONTEXT)
+    assert codes(result.errors) == {("required", "has_house"), ("required", "members/m1/name")}
+    row_issue = next(i for i in result.errors if i.path == "members/m1/name")
+    assert (row_issue.row, row_issue.field) == (1, "name")
+    record = good_record()
+    record.update(grade="D", method="拆除重建", subsidy="")
+    assert codes(validate_record(defn, record, CONTEXT).errors) == {("required", "subsidy")}
+
+
+def test_relevance_drops_hidden_values_and_skips_required(defn: FormDefinition) -> None:
+    record = good_record()
+    record["has_house"] = False  # grade (required) and method become hidden
+    record["members"][0]["schooling"] = "已毕业"  # age 50: not asked
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok, result.errors
+    assert "grade" not in result.cleaned and "method" not in result.cleaned
+    assert "schooling" not in result.cleaned["members"][0]
+    assert result.cleaned["members"][1]["schooling"] == "在校"
+
+
+def test_hidden_field_with_a_bad_value_is_dropped_not_reported(defn: FormDefinition) -> None:
+    record = good_record()
+    record["has_house"] = False
+    record["grade"] = "not-a-choice"
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok, result.errors
+    assert "grade" not in result.cleaned
+
+
+def test_constraints_with_the_field_message(defn: FormDefinition) -> None:
+    record = good_record()
+    record["build_year"] = 2027
+    record["members"][1]["age"] = 140
+    result = validate_record(defn, record, CONTEXT)
+    assert codes(result.errors) == {("constraint", "build_year"), ("constraint", "members/m2/age")}
+    year = next(i for i in result.errors if i.path == "build_year")
+    assert year.message["zh"] == "年份应在1900年至今年之间"
+    age = next(i for i in result.errors if i.field == "age")
+    assert age.row == 2 and age.message["en"]
+
+
+def test_repeat_rows_limits_and_ids(defn: FormDefinition) -> None:
+    record = good_record()
+    record["members"] = []
+    result = validate_record(defn, record, CONTEXT)
+    assert ("rows", "members") in codes(result.errors)
+    assert ("check", "members") in codes(result.errors)  # c_one_head
+    record["members"] = [{"_id": f"r{i}", "name": "x"} for i in range(21)]
+    assert ("rows", "members") in codes(validate_record(defn, record, CONTEXT).errors)
+    record["members"] = [{"name": "a"}, {"_id": "x", "name": "b"}, {"_id": "x", "name": "c"}, 7]
+    result = validate_record(defn, record, CONTEXT)
+    found = codes(result.errors)
+    assert ("row_id", "members/#1") in found
+    assert ("row_id", "members/#3") in found
+    assert ("type", "members/#4") in found
+
+
+def test_unknown_fields_are_warnings_and_kept(defn: FormDefinition) -> None:
+    record = good_record()
+    record["phone"] = "13800138000"
+    record["members"][0]["nickname"] = "老张"
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok
+    assert codes(result.warnings) == {
+        ("unknown_field", "phone"),
+        ("unknown_field", "members/m1/nickname"),
+    }
+    assert result.cleaned["phone"] == "13800138000"
+    assert result.cleaned["members"][0]["nickname"] == "老张"
+
+
+def test_checks_error_and_warning(defn: FormDefinition) -> None:
+    record = good_record()
+    record["method"] = "拆除重建"
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok
+    [warning] = result.warnings
+    assert (warning.code, warning.path, warning.check_id) == ("check", "method", "c_grade_method")
+    assert warning.message["zh"] == "C级危房一般应维修加固"
+    assert warning.to_dict() == {
+        "code": "check",
+        "path": "method",
+        "row": None,
+        "field": "method",
+        "message": {"zh": "C级危房一般应维修加固", "en": "A C-grade house is normally repaired"},
+        "severity": "warning",
+        "check": "c_grade_method",
+    }
+
+
+def test_checks_inside_a_repeat_run_per_row(housing_doc: dict[str, Any]) -> None:
+    housing_doc["checks"].append(
+        {
+            "id": "c_school_age",
+            "severity": "error",
+            "field": "members/schooling",
+            "rule": "${schooling} != '辍学' or ${has_house}",
+            "message": {"zh": "辍学需核实", "en": "Dropout needs a check"},
+        }
+    )
+    defn = load_definition(housing_doc)
+    record = good_record()
+    record["has_house"] = False
+    record["members"].append({"_id": "m3", "name": "小李", "age": 10, "schooling": "辍学"})
+    record["members"].append({"_id": "m4", "name": "老李", "age": 70, "schooling": "辍学"})
+    result = validate_record(defn, record, CONTEXT)
+    # m4 is 70: schooling is hidden there, so the check does not run for that row.
+    assert codes(result.errors) == {("check", "members/m3/schooling")}
+    assert result.errors[0].row == 3
+
+
+def test_calculations_and_config(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"].append(
+        {
+            "name": "below_line",
+            "type": "calculate",
+            "calculate": "${subsidy} div count(${members}) < config('monitoring_line')",
+        }
+    )
+    housing_doc["fields"].append(
+        {"name": "next_visit", "type": "date", "label": "下次", "calculate": "${visited} + 30"}
+    )
+    defn = load_definition(housing_doc)
+    record = good_record()
+    record["member_count"] = 99  # a stale computed value is replaced
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok, result.errors
+    assert result.cleaned["member_count"] == 2
+    assert result.cleaned["below_line"] is True
+    assert result.cleaned["next_visit"] == "2026-12-20"
+    high = EvaluationContext(today=CONTEXT.today, config={"monitoring_line": 1000})
+    assert validate_record(defn, record, high).cleaned["below_line"] is False
+
+
+def test_expression_failures_are_warnings_not_crashes(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][0]["constraint"] = ". + 1 > 0"  # text + number: an authoring mistake
+    defn = load_definition(housing_doc)
+    result = validate_record(defn, good_record(), CONTEXT)
+    assert result.ok
+    assert codes(result.warnings) == {("evaluation", "head_name")}
+
+
+def test_not_an_object(defn: FormDefinition) -> None:
+    result = validate_record(defn, ["x"], CONTEXT)  # type: ignore[arg-type]
+    assert [i.code for i in result.errors] == ["type"]
+
+
+def test_old_version_record_validates_against_its_own_version(
+    housing_doc: dict[str, Any],
+) -> None:
+    v1 = load_definition(housing_doc)
+    v2_doc = copy.deepcopy(housing_doc)
+    v2_doc["version"] = 2
+    v2_doc["fields"][0]["name"] = "householder"
+    v2_doc["upgrade"] = {"from_version": 1, "renames": {"head_name": "householder"}}
+    v2 = load_definition(v2_doc)
+    record = good_record()
+    assert validate_record(v1, record, CONTEXT).warnings == []
+    assert ("unknown_field", "head_name") in codes(validate_record(v2, record, CONTEXT).warnings)
+
+
+# --- property: records generated to satisfy the definition validate -----------------------------
+
+SMALL = {
+    "id": "small",
+    "version": 1,
+    "title": "小表",
+    "fields": [
+        {"name": "name", "type": "text", "label": "姓名", "required": True},
+        {
+            "name": "age",
+            "type": "integer",
+            "label": "年龄",
+            "constraint": ". >= 0 and . <= 120",
+            "required": True,
+        },
+        {
+            "name": "school",
+            "type": "select_one",
+            "label": "在校",
+            "choices": "yn",
+            "relevant": "${age} >= 6 and ${age} <= 16",
+            "required": True,
+        },
+        {"name": "income", "type": "decimal", "label": "收入", "constraint": ". >= 0"},
+        {"name": "born", "type": "date", "label": "出生", "constraint": ". <= today()"},
+        {"name": "risks", "type": "select_multiple", "label": "风险", "choices": "risk"},
+        {
+            "name": "visits",
+            "type": "repeat",
+            "label": "走访",
+            "max_rows": 3,
+            "fields": [
+                {"name": "on", "type": "date", "label": "日期", "required": True},
+                {"name": "ok", "type": "boolean", "label": "完成"},
+            ],
+        },
+    ],
+    "choice_lists": {
+        "yn": [{"value": "yes", "label": "是"}, {"value": "no", "label": "否"}],
+        "risk": [{"value": v, "label": v} for v in ("因病", "因学", "因残")],
+    },
+    "checks": [
+        {
+            "id": "c_income",
+            "severity": "error",
+            "field": "income",
+            "rule": "${income} = '' or ${income} < 10000000",
+            "message": "收入过高",
+        }
+    ],
+}
+SMALL_DEFN = load_definition(SMALL)
+
+
+@st.composite
+def small_records(draw: st.DrawFn) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "name": draw(st.text(min_size=1, max_size=10).filter(str.strip)),
+        "age": draw(st.integers(0, 120)),
+    }
+    if 6 <= record["age"] <= 16:
+        record["school"] = draw(st.sampled_from(["yes", "no"]))
+    if draw(st.booleans()):
+        record["income"] = draw(st.one_of(st.integers(0, 9_999_999), st.floats(0, 9_999_999)))
+    if draw(st.booleans()):
+        record["born"] = draw(st.dates(date(1900, 1, 1), date(2026, 11, 25))).isoformat()
+    if draw(st.booleans()):
+        record["risks"] = draw(st.lists(st.sampled_from(["因病", "因学", "因残"]), unique=True))
+    visits = draw(st.lists(st.dates(), max_size=3))
+    if visits:
+        record["visits"] = [
+            {"_id": f"v{i}", "on": d.isoformat(), "ok": draw(st.booleans())}
+            for i, d in enumerate(visits)
+        ]
+    return record
+
+
+@settings(max_examples=150, deadline=None)
+@given(small_records())
+def test_records_meeting_the_constraints_validate(record: dict[str, Any]) -> None:
+    result = validate_record(SMALL_DEFN, record, CONTEXT)
+    assert result.ok, [i.to_dict() for i in result.errors]
+    assert result.warnings == []
+    expected = {k: v for k, v in record.items() if v != []}
+    assert result.cleaned == expected
+    # Validating the cleaned record again changes nothing.
+    assert validate_record(SMALL_DEFN, result.cleaned, CONTEXT).cleaned == result.cleaned
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["name", "age", "school", "visits", "x"]),
+        st.from_type(object).filter(lambda v: not callable(v))
+        | st.none()
+        | st.integers()
+        | st.text(max_size=5)
+        | st.lists(
+            st.dictionaries(st.text(max_size=3), st.integers() | st.text(max_size=3)), max_size=2
+        ),
+    )
+)
+def test_any_json_like_record_gives_issues_not_exceptions(record: dict[str, Any]) -> None:
+    result = validate_record(SMALL_DEFN, record, CONTEXT)
+    assert all(i.code and i.message["zh"] for i in result.issues)
