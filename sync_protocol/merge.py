@@ -50,6 +50,7 @@ __all__ = [
 
 POLICIES: Final = ("lww", "review")
 STATE_FORMAT: Final = 1
+_NODE_OFFSET: Final = 18  # a stamp text is 12 hex, '-', 4 hex, '-', then the node id
 
 Policy = Callable[[str], str]
 
@@ -99,6 +100,10 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _plain(value: Any) -> Any:
+    return {"$tombstone": True} if is_tombstone(value) else value
+
+
 def _in_scope(scope: str, path: str) -> bool:
     """True when ``path`` lies under the thing at ``scope`` (the record ``""`` or a row)."""
     if scope == "":
@@ -129,54 +134,6 @@ class Write:
     def is_tombstone(self) -> bool:
         """True when this write deletes what is at its path."""
         return is_tombstone(self.value)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Compact JSON form; keys with default values are left out."""
-        out: dict[str, Any] = {
-            "s": self.stamp,
-            "v": {"$tombstone": True} if is_tombstone(self.value) else self.value,
-            "q": self.seq,
-        }
-        if self.device != self.stamp[18:]:
-            out["d"] = self.device
-        if self.replaces:
-            out["r"] = list(self.replaces)
-        if self.suspect:
-            out["x"] = True
-        if self.seen:
-            out["n"] = {path: list(stamps) for path, stamps in sorted(self.seen.items())}
-        if self.conflict_id is not None:
-            out["c"] = self.conflict_id
-        return out
-
-    @classmethod
-    def from_dict(cls, path: str, data: Mapping[str, Any]) -> Write:
-        """Rebuild a write from :meth:`to_dict` output.
-
-        Raises:
-            StateFormatError: when a key is missing or malformed.
-        """
-        try:
-            stamp = data["s"]
-            Stamp.parse(stamp)
-            value = data["v"]
-            seq = data["q"]
-            if not isinstance(seq, int) or isinstance(seq, bool):
-                raise TypeError("seq")
-            seen = data.get("n")
-            return cls(
-                path=path,
-                stamp=stamp,
-                value=TOMBSTONE if is_tombstone(value) else value,
-                device=data.get("d", stamp[18:]),
-                seq=seq,
-                replaces=tuple(data.get("r", ())),
-                suspect=bool(data.get("x", False)),
-                seen={p: tuple(s) for p, s in seen.items()} if seen else None,
-                conflict_id=data.get("c"),
-            )
-        except (KeyError, TypeError, AttributeError, StampFormatError) as exc:
-            raise StateFormatError(f"malformed write at {path!r}: {exc!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +237,8 @@ class RecordState:
         self._heads_cache: dict[str, list[Write]] = {}
         self._views: dict[str, FieldState] = {}
         self._conflicts: dict[str, Conflict] | None = None
-        self._op_keys: set[tuple[str, int]] | None = None
+        # stamp -> (device, seq) of the op that wrote it; one stamp belongs to one op.
+        self._op_index: dict[str, tuple[str, int]] | None = None
 
     # --- derived views -------------------------------------------------------------------
 
@@ -323,13 +281,22 @@ class RecordState:
             key=lambda w: (w.stamp, w.path),
         )
 
+    def _ops(self) -> dict[str, tuple[str, int]]:
+        if self._op_index is None:
+            self._op_index = {
+                w.stamp: (w.device, w.seq)
+                for writes in self._writes.values()
+                for w in writes.values()
+            }
+        return self._op_index
+
     def has_op(self, device_id: str, seq: int) -> bool:
         """True when the op ``(device_id, seq)`` is already merged into this state."""
-        if self._op_keys is None:
-            self._op_keys = {
-                (w.device, w.seq) for writes in self._writes.values() for w in writes.values()
-            }
-        return (device_id, seq) in self._op_keys
+        return (device_id, seq) in self._ops().values()
+
+    def op_for_stamp(self, stamp: str) -> tuple[str, int] | None:
+        """The ``(device_id, seq)`` of the op stamped ``stamp``, or ``None``."""
+        return self._ops().get(stamp)
 
     @property
     def created_stamp(self) -> str | None:
@@ -470,14 +437,43 @@ class RecordState:
     # --- (de)serialisation -----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical, compact JSON-ready form (paths sorted, writes by stamp); see from_dict."""
-        paths: dict[str, Any] = {}
+        """Canonical, compact JSON-ready form; :meth:`from_dict` reads it back.
+
+        ``ops`` lists each op that wrote to the record once, by stamp: ``{"s": stamp, "q": seq}``
+        plus ``"d"`` (device, when it differs from the stamp's node), ``"x": true`` (suspect) and
+        ``"c"`` (conflict id of a resolution). ``paths`` maps each path to its writes, oldest
+        first, each ``[op index, value]`` extended by ``replaced stamps`` and, for a tombstone,
+        ``{path: seen stamps}``. ``policies`` holds the merge policy of paths whose heads carry
+        several values. Paths and ops are sorted, so equal states give equal dicts.
+        """
+        writes = self.history()
+        stamps = sorted({w.stamp for w in writes})
+        index = {stamp: i for i, stamp in enumerate(stamps)}
+        first: dict[str, Write] = {}
+        for write in writes:
+            first.setdefault(write.stamp, write)
+        ops: list[dict[str, Any]] = []
+        for stamp in stamps:
+            write = first[stamp]
+            row: dict[str, Any] = {"s": stamp, "q": write.seq}
+            if write.device != stamp[_NODE_OFFSET:]:
+                row["d"] = write.device
+            if write.suspect:
+                row["x"] = True
+            if write.conflict_id is not None:
+                row["c"] = write.conflict_id
+            ops.append(row)
+        paths: dict[str, list[list[Any]]] = {}
         for path in sorted(self._writes):
-            entry: dict[str, Any] = {"w": [w.to_dict() for w in self.history(path)]}
-            policy = self._policies.get(path)
-            if policy is not None:
-                entry["m"] = policy
-            paths[path] = entry
+            rows = []
+            for write in self.history(path):
+                row_: list[Any] = [index[write.stamp], _plain(write.value)]
+                if write.replaces or write.seen:
+                    row_.append(list(write.replaces))
+                if write.seen:
+                    row_.append({p: list(seen) for p, seen in sorted(write.seen.items())})
+                rows.append(row_)
+            paths[path] = rows
         return {
             "format": STATE_FORMAT,
             "record_id": self.record_id,
@@ -487,12 +483,14 @@ class RecordState:
             "round": self.round,
             "revision": self.revision,
             "envelope_stamp": self.envelope_stamp,
+            "ops": ops,
             "paths": paths,
+            "policies": dict(sorted(self._policies.items())),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RecordState:
-        """Rebuild a state from :meth:`to_dict` output (no policy needed: it is stored).
+        """Rebuild a state from :meth:`to_dict` output (no policy callable needed: it is stored).
 
         Raises:
             StateFormatError: when the dict is not a record state of a known format.
@@ -500,14 +498,36 @@ class RecordState:
         try:
             if data.get("format") != STATE_FORMAT:
                 raise StateFormatError(f"unknown record state format {data.get('format')!r}")
+            ops = []
+            for row in data["ops"]:
+                stamp, seq = row["s"], row["q"]
+                Stamp.parse(stamp)
+                if isinstance(seq, bool) or not isinstance(seq, int):
+                    raise StateFormatError(f"op sequence {seq!r} is not an integer")
+                device = row.get("d", stamp[_NODE_OFFSET:])
+                ops.append((stamp, device, seq, bool(row.get("x", False)), row.get("c")))
             writes: dict[str, dict[str, Write]] = {}
-            policies: dict[str, str] = {}
-            for path, entry in data["paths"].items():
-                writes[path] = {w["s"]: Write.from_dict(path, w) for w in entry["w"]}
-                if "m" in entry:
-                    if entry["m"] not in POLICIES:
-                        raise StateFormatError(f"unknown merge policy {entry['m']!r} at {path!r}")
-                    policies[path] = entry["m"]
+            for path, rows in data["paths"].items():
+                path_writes: dict[str, Write] = {}
+                for row in rows:
+                    stamp, device, seq, suspect, conflict_id = ops[row[0]]
+                    seen = row[3] if len(row) > 3 else None
+                    path_writes[stamp] = Write(
+                        path=path,
+                        stamp=stamp,
+                        value=TOMBSTONE if is_tombstone(row[1]) else row[1],
+                        device=device,
+                        seq=seq,
+                        replaces=tuple(row[2]) if len(row) > 2 else (),
+                        suspect=suspect,
+                        seen={p: tuple(v) for p, v in seen.items()} if seen else None,
+                        conflict_id=conflict_id,
+                    )
+                writes[path] = path_writes
+            policies = dict(data.get("policies", {}))
+            for path, chosen in policies.items():
+                if chosen not in POLICIES:
+                    raise StateFormatError(f"unknown merge policy {chosen!r} at {path!r}")
             household = data.get("household")
             return cls(
                 record_id=data["record_id"],
@@ -520,7 +540,7 @@ class RecordState:
                 writes=writes,
                 policies=policies,
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, IndexError, StampFormatError) as exc:
             raise StateFormatError(f"malformed record state: {exc!r}") from exc
 
     def _copy_with(self, new_writes: list[Write], op: Op) -> RecordState:
@@ -547,8 +567,8 @@ class RecordState:
         touched = {w.path for w in new_writes}
         state._heads_cache = {p: h for p, h in self._heads_cache.items() if p not in touched}
         state._views = {p: v for p, v in self._views.items() if p not in touched}
-        if self._op_keys is not None:
-            state._op_keys = self._op_keys | {(w.device, w.seq) for w in new_writes}
+        if self._op_index is not None:
+            state._op_index = {**self._op_index, **{w.stamp: (w.device, w.seq) for w in new_writes}}
         return state
 
 
@@ -645,12 +665,12 @@ def merge(
             conflicts=involved,
             suspect=suspect,
         )
+    owner = state.op_for_stamp(op.hlc)
+    if owner is not None:
+        raise StampReusedError(
+            f"op {op.device_id}#{op.seq} reuses stamp {op.hlc} of op {owner[0]}#{owner[1]}"
+        )
     new_writes = _op_writes(op, suspect)
-    for write in new_writes:
-        if write.stamp in state._writes.get(write.path, {}):
-            raise StampReusedError(
-                f"op {op.device_id}#{op.seq} reuses stamp {op.hlc} at {write.path!r}"
-            )
     before = state._conflict_map()
     previous = {w.path: state.field(w.path) for w in new_writes}
     merged = state._copy_with(new_writes, op)

@@ -470,10 +470,11 @@ def test_state_round_trips_through_json(created: tuple[Device, Device, RecordSta
     [
         lambda d: d.update(format=99),
         lambda d: d.pop("record_id"),
-        lambda d: d["paths"]["phone"]["w"][0].pop("s"),
-        lambda d: d["paths"]["phone"]["w"][0].update(s="yesterday"),
-        lambda d: d["paths"]["phone"]["w"][0].update(q="1"),
-        lambda d: d["paths"]["phone"].update(m="maybe"),
+        lambda d: d["ops"][0].pop("s"),
+        lambda d: d["ops"][0].update(s="yesterday"),
+        lambda d: d["ops"][0].update(q="1"),
+        lambda d: d.update(policies={"phone": "maybe"}),
+        lambda d: d["paths"]["phone"][0].__setitem__(0, 99),
         lambda d: d.update(paths=[]),
     ],
 )
@@ -505,6 +506,10 @@ def test_reused_stamp_is_refused(created: tuple[Device, Device, RecordState]) ->
     clash = Op.from_dict({**op.to_dict(), "seq": op.seq + 1, "changes": {"phone": "2"}})
     with pytest.raises(StampReusedError):
         apply(state, clash)
+    elsewhere = Op.from_dict({**op.to_dict(), "seq": op.seq + 1, "changes": {"head_name": "x"}})
+    with pytest.raises(StampReusedError) as info:
+        apply(state, elsewhere)  # one stamp belongs to one op, whatever paths it writes
+    assert info.value.code == "stamp_reused"
 
 
 def test_bad_policy_is_refused(created: tuple[Device, Device, RecordState]) -> None:
