@@ -6,9 +6,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
-from server.errors import register_error_handlers
+from server.errors import PayloadTooLarge, register_error_handlers
 from server.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     register_blueprints(app)
     register_commands(app)
+
+    @app.before_request
+    def _refuse_oversized_bodies() -> None:
+        # Checked up front: a JSON parser called with silent=True would otherwise hide the 413.
+        length = request.content_length
+        if length is not None and length > app.config["MAX_REQUEST_BYTES"]:
+            raise PayloadTooLarge(details={"max_bytes": app.config["MAX_REQUEST_BYTES"]})
 
     if app.config["MIGRATE_ON_START"]:
         with app.app_context():
