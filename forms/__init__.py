@@ -27,6 +27,7 @@ from forms.expressions import Environment, EvaluationContext, Expression, parse_
 from forms.paths import flatten, schema_path, unflatten
 from forms.text import LocalizedText
 from forms.validation import Issue, ValidationResult, validate_record
+from forms.versioning import UpgradeResult, upgrade_record
 
 __all__ = [
     "Check",
@@ -47,6 +48,7 @@ __all__ = [
     "PathError",
     "UnknownFieldError",
     "UpgradeError",
+    "UpgradeResult",
     "UpgradeSpec",
     "ValidationResult",
     "dump_definition",
@@ -55,5 +57,6 @@ __all__ = [
     "parse_expression",
     "schema_path",
     "unflatten",
+    "upgrade_record",
     "validate_record",
 ]

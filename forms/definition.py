@@ -168,6 +168,10 @@ class FormDefinition:
         """
         yield from self._index.items()
 
+    def field_at(self, schema_path: str) -> Field | None:
+        """The field at an exact schema path (``members/name``; no row ids), or ``None``."""
+        return self._index.get(schema_path)
+
     def find_field(self, path: str) -> Field | None:
         """Like :meth:`field` but returns ``None`` for an unknown path."""
         try:
@@ -658,7 +662,7 @@ def _resolve_in_scope(defn: FormDefinition, scope: list[str], name: str) -> str 
     """Schema path ``${name}`` resolves to from inside the repeats ``scope`` (innermost first)."""
     for depth in range(len(scope), -1, -1):
         candidate = "/".join([*scope[:depth], name])
-        if candidate in defn._index:
+        if defn.field_at(candidate) is not None:
             return candidate
     return None
 
@@ -780,7 +784,7 @@ def _check_meaning(defn: FormDefinition, issues: list[DefinitionIssue]) -> None:
                 )
             )
         for old, new in defn.upgrade.renames.items():
-            if defn.find_field(new) is None or defn.schema_path_of(new) != new:
+            if defn.field_at(new) is None:
                 issues.append(
                     DefinitionIssue(
                         f"upgrade/renames/{old}",
