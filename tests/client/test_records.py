@@ -1,0 +1,370 @@
+"""Offline fill and edit: validation on the device, ops with the right seq and base, drafts."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+
+from forms.definition import FieldType
+from forms.identity import id_check_char
+from forms.instruments import BUILTIN_IDS, builtin_json
+from forms.paths import flatten
+from sync_protocol.clock import Stamp
+from sync_protocol.ops import TOMBSTONE, is_tombstone
+from village_client_stub.errors import BadAssignment, BadInput, RecordInvalid, UnknownRecord
+from village_client_stub.records import (
+    RecordEditor,
+    coerce_value,
+    default_round,
+    parse_assignment,
+    parse_household,
+)
+from village_client_stub.store import DeviceStore
+
+TODAY = date(2026, 11, 25)
+HOUSEHOLD = {"village_code": "530102001201", "household_no": "0001"}
+
+
+def id_number(birth: str, serial: str = "001") -> str:
+    first17 = "530102" + birth + serial
+    return first17 + id_check_char(first17)
+
+
+def member(name: str, relation: str, sex: str, birth: str, **extra: Any) -> dict[str, Any]:
+    row = {
+        "name": name,
+        "id_type": "resident_id",
+        "id_number": id_number(birth, "003" if sex == "男" else "002"),
+        "relation": relation,
+        "sex": sex,
+        "education_level": "初中",
+        "health": ["健康"],
+        "labour_capacity": "普通劳动力",
+    }
+    row.update(extra)
+    return row
+
+
+def roster() -> dict[str, Any]:
+    return {
+        **HOUSEHOLD,
+        "household_type": "脱贫户",
+        "members": [
+            member("张三", "户主", "男", "19700101"),
+            member("李梅", "配偶", "女", "19720305"),
+        ],
+    }
+
+
+@pytest.fixture
+def editor(store: DeviceStore) -> RecordEditor:
+    for form_id in BUILTIN_IDS:
+        store.put_form(builtin_json(form_id))
+    return RecordEditor(store, today=TODAY)
+
+
+def _ack_and_sync(store: DeviceStore, revision: int) -> None:
+    """Stand in for the sync client: ack everything outstanding, echo the record back."""
+    ops = store.pending_ops()
+    store.mark_sent([o.seq for o in ops])
+    store.mark_acked([o.seq for o in ops], [{"seq": o.seq, "status": "applied"} for o in ops])
+    for record_id in {o.record_id for o in ops}:
+        record = store.record(record_id)
+        stamps = {}
+        for op in ops:
+            if op.record_id == record_id:
+                stamps.update(dict.fromkeys(op.changes, op.hlc))
+        store.apply_server_state(
+            {
+                "record_id": record_id,
+                "form_id": record.form_id,
+                "form_version": record.form_version,
+                "household": record.household,
+                "round": record.round,
+                "data": record.data,
+                "stamps": {p: s for p, s in stamps.items() if not is_tombstone(p)},
+                "revision": revision,
+            }
+        )
+
+
+# --- fill ---------------------------------------------------------------------------------------
+
+
+def test_fill_queues_one_put_with_fresh_stamp_and_no_base(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    result = editor.fill("household_roster", roster())
+    op = result.op
+    assert op is not None and op.seq == 1 and op.kind == "put"
+    assert op.device_id == store.device_id
+    assert op.base_revision == 0
+    assert op.household == HOUSEHOLD and op.round == default_round(TODAY) == "2026-annual"
+    assert set(op.base) == set(op.changes) and all(v is None for v in op.base.values())
+    record = store.record(result.record_id)
+    assert op.changes == {p: v for p, v in flatten(record.data).items() if v is not None}
+    # Every repeat row got a device-made id, and the rows keep their order.
+    names = [m["name"] for m in record.data["members"]]
+    assert names == ["张三", "李梅"] and all(m["_id"] for m in record.data["members"])
+    assert Stamp.parse(op.hlc).node == store.device_id
+    assert [o.seq for o in store.pending_ops()] == [1]
+
+
+def test_fill_computes_derived_values(editor: RecordEditor, store: DeviceStore) -> None:
+    data = {
+        "supply_type": "集中供水入户",
+        "litres_per_person_day": 60,
+        "quality_method": "检测报告",
+        "quality_ok": True,
+        "interruption_days": 3,
+    }
+    result = editor.fill("drinking_water", data, household=HOUSEHOLD)
+    record = store.record(result.record_id)
+    assert record.data["quantity_ok"] is True
+    assert record.data["water_safe"] is True
+    assert result.op is not None and result.op.changes["water_safe"] is True
+    # A calculated value follows its inputs on the next edit, in the same op.
+    edited = editor.edit(result.record_id, ["litres_per_person_day=10"])
+    assert edited.op is not None
+    assert edited.op.changes["quantity_ok"] is False
+    assert edited.op.changes["water_safe"] is False
+
+
+def test_invalid_fill_keeps_everything_typed_as_a_draft(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    typed = roster()
+    typed["members"][1]["relation"] = "户主"  # two heads of household
+    typed["members"][0]["work_months"] = 14
+    with pytest.raises(RecordInvalid) as info:
+        editor.fill("household_roster", typed)
+    error = info.value
+    assert "户主" in " ".join(i["message"]["zh"] for i in error.issues)
+    assert "草稿" in error.message_zh
+    assert store.pending_ops() == [] and store.records() == []
+    assert store.sync_state().last_seq == 0
+    draft = store.draft(error.draft_id)
+    assert draft is not None and draft.record_id is None
+    assert [m["name"] for m in draft.data["members"]] == ["张三", "李梅"]
+    assert draft.data["members"][0]["work_months"] == 14
+    assert draft.issues and all(i["severity"] == "error" for i in draft.issues)
+    # Correcting the draft turns it into the record; the draft is gone, the op is seq 1.
+    result = editor.edit(
+        error.draft_id,
+        ["members/#2/relation=配偶", "members/#1/work_months=", "members/#1/work_location="],
+    )
+    assert result.op is not None and result.op.seq == 1
+    assert store.draft(error.draft_id) is None
+    assert store.record(result.record_id).data["members"][1]["relation"] == "配偶"
+
+
+def test_a_failed_correction_updates_the_same_draft(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    with pytest.raises(RecordInvalid) as first:
+        editor.fill("housing_safety", {"appraisal_grade": "C"}, household=HOUSEHOLD)
+    with pytest.raises(RecordInvalid) as second:
+        editor.edit(first.value.draft_id, ["build_year=1850"])
+    assert second.value.draft_id == first.value.draft_id
+    assert len(store.drafts()) == 1
+    assert store.drafts()[0].data == {"appraisal_grade": "C", "build_year": 1850}
+
+
+def test_household_forms_need_a_household(editor: RecordEditor, store: DeviceStore) -> None:
+    with pytest.raises(RecordInvalid) as info:
+        editor.fill("housing_safety", {"appraisal_grade": "A", "structure": "钢筋混凝土"})
+    assert info.value.issues[0]["code"] == "household_required"
+    assert store.drafts()[0].data["appraisal_grade"] == "A"
+    with pytest.raises(BadInput):
+        editor.fill(
+            "household_roster",
+            roster(),
+            household={"village_code": "530102001201", "household_no": "0999"},
+        )
+
+
+# --- edit ---------------------------------------------------------------------------------------
+
+
+def test_edit_sends_only_what_changed_with_the_right_base(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    created = editor.fill("household_roster", roster())
+    assert created.op is not None
+    # Before any sync, the base of a path is the device's own pending write.
+    first = editor.edit(created.record_id[:8], ["phone=13800138000"])
+    assert first.op is not None and first.op.seq == 2
+    assert first.op.changes == {"phone": "13800138000"}
+    assert first.op.base == {"phone": None}
+    second = editor.edit(created.record_id, ["phone=13900139000", "household_type=普通农户"])
+    assert second.op is not None and second.op.seq == 3
+    assert second.op.base == {"phone": first.op.hlc, "household_type": created.op.hlc}
+    # After the server acknowledged and echoed the record, bases are the server's stamps.
+    _ack_and_sync(store, revision=5)
+    third = editor.edit(created.record_id, ["natural_village=上村"])
+    assert third.op is not None
+    assert third.op.base == {"natural_village": None}
+    assert third.op.base_revision == 5
+    fourth = editor.edit(created.record_id, ["phone=13700137000"])
+    assert fourth.op is not None and fourth.op.base == {"phone": second.op.hlc}
+    assert [o.seq for o in store.pending_ops()] == [4, 5]
+
+
+def test_edit_inside_repeat_rows_add_and_delete(editor: RecordEditor, store: DeviceStore) -> None:
+    created = editor.fill("household_roster", roster())
+    assert created.op is not None
+    _ack_and_sync(store, revision=1)
+    record = store.record(created.record_id)
+    head_id, spouse_id = (m["_id"] for m in record.data["members"])
+
+    edited = editor.edit(created.record_id, [f"members/{head_id[:6]}/labour_capacity=技能劳动力"])
+    assert edited.op is not None
+    path = f"members/{head_id}/labour_capacity"
+    assert edited.op.changes == {path: "技能劳动力"}
+    assert edited.op.base == {path: created.op.hlc}
+
+    child = member("张小", "之子", "男", "20150601", education_level=None, schooling="小学")
+    assignments = [
+        f"members/+1/{k}={','.join(v) if isinstance(v, list) else v}" for k, v in child.items() if v
+    ]
+    added = editor.edit(created.record_id, assignments)
+    assert added.op is not None
+    (new_row,) = {p.split("/")[1] for p in added.op.changes}
+    assert new_row not in (head_id, spouse_id)
+    assert added.op.changes[f"members/{new_row}/_order"] == 2
+    assert added.op.changes[f"members/{new_row}/name"] == "张小"
+    assert all(v is None for v in added.op.base.values())
+
+    removed = editor.edit(created.record_id, deletions=[f"members/{spouse_id}"])
+    assert removed.op is not None
+    assert removed.op.changes == {f"members/{spouse_id}": TOMBSTONE}
+    # The delete lists what it saw under the row, so an unseen edit there becomes a conflict.
+    assert removed.op.base[f"members/{spouse_id}/name"] == created.op.hlc
+    assert removed.op.base[f"members/{spouse_id}"] is None
+    names = [m["name"] for m in store.record(created.record_id).data["members"]]
+    assert names == ["张三", "张小"]
+    assert [o.seq for o in store.pending_ops()] == [2, 3, 4]
+
+
+def test_invalid_edit_keeps_the_record_and_drafts_the_change(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    created = editor.fill("household_roster", roster())
+    before = store.record(created.record_id).data
+    with pytest.raises(RecordInvalid) as info:
+        editor.edit(created.record_id, ["members/#1/relation=之子"])  # no head left
+    assert store.record(created.record_id).data == before
+    assert [o.seq for o in store.pending_ops()] == [1]
+    draft = store.draft(info.value.draft_id)
+    assert draft is not None and draft.record_id == created.record_id
+    assert draft.data["members"][0]["relation"] == "之子"
+    fixed = editor.edit(draft.draft_id, ["members/#2/relation=户主", "members/#2/sex=女"])
+    assert fixed.op is not None and fixed.op.seq == 2
+    assert store.draft(draft.draft_id) is None
+
+
+def test_a_rejected_op_is_corrected_by_the_next_edit(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    created = editor.fill("household_roster", roster())
+    _ack_and_sync(store, revision=1)
+    wrong = editor.edit(created.record_id, ["phone=13800138000", "natural_village=下村"])
+    assert wrong.op is not None
+    store.mark_sent([wrong.op.seq])
+    store.mark_acked(
+        [wrong.op.seq],
+        [{"seq": wrong.op.seq, "status": "rejected", "reasons": [{"code": "constraint"}]}],
+    )
+    assert store.status()["rejected"][0]["seq"] == wrong.op.seq
+    fixed = editor.edit(created.record_id, ["phone=13900139000"])
+    assert fixed.op is not None
+    # The rejected write of natural_village never reached the server: it goes out again.
+    assert fixed.op.changes == {"phone": "13900139000", "natural_village": "下村"}
+    assert store.rejected_ops() == []
+    (corrected,) = store.outbox(["corrected"])
+    assert corrected.seq == wrong.op.seq and corrected.corrected_by == fixed.op.seq
+
+
+def test_an_edit_that_changes_nothing_queues_nothing(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    created = editor.fill("household_roster", roster())
+    result = editor.edit(created.record_id, ["household_type=脱贫户"])
+    assert result.op is None
+    assert [o.seq for o in store.pending_ops()] == [1]
+
+
+@pytest.mark.parametrize(
+    ("assignment", "code"),
+    [
+        ("no_such_field=1", "bad_assignment"),
+        ("members/#9/name=王五", "bad_assignment"),
+        ("members=1", "bad_assignment"),
+        ("household_type=富裕户", "bad_assignment"),
+        ("members/#1/work_months=很多", "bad_assignment"),
+        ("missing-equals", "bad_assignment"),
+        ("household_no/x=1", "bad_assignment"),
+    ],
+)
+def test_bad_assignments_are_refused_with_a_chinese_message(
+    editor: RecordEditor, store: DeviceStore, assignment: str, code: str
+) -> None:
+    created = editor.fill("household_roster", roster())
+    with pytest.raises(BadAssignment) as info:
+        editor.edit(created.record_id, [assignment])
+    assert info.value.code == code
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in info.value.message_zh)
+    assert [o.seq for o in store.pending_ops()] == [1]
+
+
+def test_unknown_targets(editor: RecordEditor) -> None:
+    with pytest.raises(UnknownRecord):
+        editor.edit("nothing-like-this", ["phone=1"])
+
+
+# --- typed values -------------------------------------------------------------------------------
+
+
+def test_coerce_value_by_field_type(editor: RecordEditor, store: DeviceStore) -> None:
+    roster_def = store.form("household_roster")
+    water = store.form("drinking_water")
+    housing = store.form("housing_safety")
+
+    def field_of(defn: Any, kind: FieldType) -> Any:
+        return next(f for _, f in defn.iter_fields() if f.type is kind and not f.calculate)
+
+    integer = field_of(roster_def, FieldType.INTEGER)
+    assert coerce_value(roster_def, integer, "１２") == 12  # full-width digits
+    assert coerce_value(roster_def, integer, "") is None
+    decimal = field_of(water, FieldType.DECIMAL)
+    assert coerce_value(water, decimal, "35.5") == 35.5
+    boolean = field_of(water, FieldType.BOOLEAN)
+    assert coerce_value(water, boolean, "是") is True
+    assert coerce_value(water, boolean, "no") is False
+    multi = roster_def.field("members/health")
+    assert coerce_value(roster_def, multi, "长期慢性病，残疾") == ["长期慢性病", "残疾"]
+    select = roster_def.field("members/id_type")
+    assert coerce_value(roster_def, select, "居民身份证") == "resident_id"  # by label
+    date_field = field_of(housing, FieldType.DATE)
+    assert coerce_value(housing, date_field, "2026-01-05") == "2026-01-05"
+    with pytest.raises(BadAssignment):
+        coerce_value(housing, date_field, "2026/13/40")
+    with pytest.raises(BadAssignment):
+        coerce_value(water, boolean, "maybe")
+
+
+def test_parse_household_and_assignment() -> None:
+    assert parse_household("530102001201/0007") == {
+        "village_code": "530102001201",
+        "household_no": "0007",
+    }
+    assert parse_household("５３０１０２００１２０１/7") == {
+        "village_code": "530102001201",
+        "household_no": "7",
+    }
+    for bad in ("5301/7", "530102001201", "530102001201/", "abc/1"):
+        with pytest.raises(BadInput):
+            parse_household(bad)
+    assert parse_assignment("members/#1/name=张=三") == ("members/#1/name", "张=三")
