@@ -95,9 +95,23 @@ class StateFormatError(MergeError):
     default_message_zh = "记录状态数据格式错误"
 
 
+def _normalised(value: Any) -> Any:
+    # Numbers compare by value (a tablet may send 9000.0 for 9000), but a boolean is never a
+    # number: ``true`` and ``1`` are different answers on a form.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _normalised(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    return value
+
+
 def _canonical(value: Any) -> str:
-    # Type-strict equality: True, 1 and 1.0 are different answers on a form.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Text that is equal for two values exactly when the merge treats them as the same value."""
+    if value is None or isinstance(value, str | bool | int):
+        return repr(value)  # fast path for the common scalar values
+    return json.dumps(_normalised(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _plain(value: Any) -> Any:

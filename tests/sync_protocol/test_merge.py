@@ -226,6 +226,17 @@ def test_concurrent_same_value_is_a_no_op(created: tuple[Device, Device, RecordS
     assert merged.state.field("income").status == "same"
 
 
+def test_same_value_compares_numbers_by_value_but_not_booleans(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    a, b, state = created
+    same = apply_all([a.put(state, {"income": 9500}), b.put(state, {"income": 9500.0})], state)
+    assert same.conflicts == [] and same.field("income").status == "same"
+    c, d = Device("dev-c"), Device("dev-d")
+    differ = apply_all([c.put(state, {"income": True}), d.put(state, {"income": 1})], state)
+    assert [x.kind for x in differ.conflicts] == ["field"]
+
+
 def test_review_field_race_is_a_conflict_then_resolved(
     created: tuple[Device, Device, RecordState],
 ) -> None:
