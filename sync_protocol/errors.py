@@ -256,3 +256,5 @@ class ServerRefused(ProtocolError):
     code = "server_refused"
     default_message = "the server refused the sync exchange"
     default_message_zh = "服务器拒绝了本次同步"
+    # How long the server asked the device to wait before trying again (0 = no hint).
+    backoff_ms: int = 0

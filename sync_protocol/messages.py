@@ -23,7 +23,7 @@ from typing import Any, Final, TypeAlias
 
 from sync_protocol.clock import Stamp
 from sync_protocol.codec import batch_from_json, batch_to_json, canonical_json, parse_json
-from sync_protocol.errors import InvalidMessage, MalformedBatch, ProtocolError
+from sync_protocol.errors import InvalidMessage, MalformedBatch, ProtocolError, ServerRefused
 from sync_protocol.ops import Op
 
 __all__ = [
@@ -508,6 +508,17 @@ class ServerReply:
         if self.refusal is not None:
             out["refusal"] = self.refusal.to_dict()
         return out
+
+    def raise_for_refusal(self) -> None:
+        """Raise :class:`~sync_protocol.errors.ServerRefused` (its ``code`` the refusal's code,
+        its ``backoff_ms`` this reply's) when the server refused the exchange; else do nothing.
+        """
+        if self.refusal is not None:
+            error = ServerRefused(
+                self.refusal.code, self.refusal.message, message_zh=self.refusal.message_zh
+            )
+            error.backoff_ms = self.backoff_ms
+            raise error
 
     @classmethod
     def from_dict(cls, data: Any) -> ServerReply:
