@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from forms.cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE, cli, main
 from forms.definition import dump_definition, load_definition
 from forms.instruments import BUILTIN_IDS, builtin_json, load_builtin
+from forms.instruments.samples import sample_household
 from forms.xlsform import export_xlsform, load_xlsform
 from tests.forms.conftest import HOUSING_V1
 
@@ -214,3 +215,140 @@ def test_installed_console_script_runs_as_a_process(tmp_path: Path) -> None:
     assert refused.returncode == EXIT_INVALID
     assert "Traceback" not in refused.stderr
     assert refused.stderr.count("\n") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# validate-record
+
+
+def write_json(path: Path, value: object) -> Path:
+    path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_validate_record_accepts_a_sample_record(runner: CliRunner, tmp_path: Path) -> None:
+    records = sample_household(5)
+    record = write_json(tmp_path / "housing.json", records["housing_safety"])
+    result = runner.invoke(
+        cli, ["validate-record", "housing_safety", str(record), "--today", "2026-11-25"]
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    assert "✓" in result.output and "0 个错误 error(s)" in result.output
+
+
+def test_validate_record_reports_row_and_field(runner: CliRunner, tmp_path: Path) -> None:
+    form = write_json(tmp_path / "form.json", HOUSING_V1)
+    data = {
+        "head_name": "王建国",
+        "build_year": 1850,
+        "has_house": True,
+        "grade": "B",
+        "members": [
+            {"_id": "8c6c1f0e-7f57-4b7e-9a39-0d3f3b1a2c01", "name": "王建国", "age": 50},
+            {"_id": "8c6c1f0e-7f57-4b7e-9a39-0d3f3b1a2c02", "age": 20},
+        ],
+    }
+    record = write_json(tmp_path / "record.json", data)
+    result = runner.invoke(cli, ["validate-record", str(form), str(record)])
+    assert result.exit_code == EXIT_INVALID
+    assert "✗" in result.output
+    assert "build_year:" in result.output
+    assert "members 第2行 row 2 · name:" in result.output
+
+    as_json = runner.invoke(cli, ["validate-record", "--json", str(form), str(record)])
+    assert as_json.exit_code == EXIT_INVALID
+    body = json.loads(as_json.output)
+    assert body["valid"] is False
+    codes = {(e["field"], e["code"]) for e in body["errors"]}
+    assert ("name", "required") in codes
+    assert ("build_year", "constraint") in codes
+
+
+def test_validate_record_envelope_and_config(runner: CliRunner, tmp_path: Path) -> None:
+    records = sample_household(5)
+    envelope = {
+        "form_id": "monitoring_household",
+        "form_version": 1,
+        "data": records["monitoring_household"],
+    }
+    record = write_json(tmp_path / "monitoring.json", envelope)
+    ok = runner.invoke(
+        cli,
+        [
+            "validate-record",
+            "monitoring_household",
+            str(record),
+            "--config",
+            "monitoring_line=8700",
+            "--today",
+            "2026-11-25",
+        ],
+    )
+    assert ok.exit_code == EXIT_OK, ok.output
+    wrong = runner.invoke(cli, ["validate-record", "housing_safety", str(record)])
+    assert wrong.exit_code == EXIT_INVALID
+    assert "记录属于 monitoring_household v1" in wrong.output
+    bad_pair = runner.invoke(
+        cli, ["validate-record", "housing_safety", str(record), "--config", "nonsense"]
+    )
+    assert bad_pair.exit_code == EXIT_USAGE
+
+
+def test_validate_record_unknown_form(runner: CliRunner, tmp_path: Path) -> None:
+    record = write_json(tmp_path / "r.json", {})
+    result = runner.invoke(cli, ["validate-record", "census_2020", str(record)])
+    assert result.exit_code == EXIT_INVALID
+    assert "没有内置调查表 'census_2020'" in result.output
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+
+
+def test_demo_shows_a_clean_household_and_its_indicators(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["demo"])
+    assert result.exit_code == EXIT_OK, result.output
+    out = result.output
+    for form_id in BUILTIN_IDS:
+        assert f"（{form_id}）: 0 个错误 error(s), 0 个警告 warning(s)" in out
+    assert "示例农户 sample household（虚构 made up，seed 5）" in out
+    assert "✓ 住房安全" in out and "✓ 饮水安全" in out
+    assert "待清零问题 open problems: 无 none" in out
+    # Sensitive values never reach the screen.
+    roster = sample_household(5)["household_roster"]
+    assert roster["phone"] not in out
+    assert all(m["id_number"] not in out for m in roster["members"])
+
+
+@pytest.mark.parametrize(
+    ("case", "marker"),
+    [
+        ("dropout", "✗ 义务教育      有辍学："),
+        ("dangerous_house", "✗ 住房安全      危房，尚未完成改造"),
+        ("too_little_water", "✗ 饮水安全      未达标：水量"),
+        ("uninsured", "✗ 基本医疗保险  未参保："),
+        ("below_line", "低于监测线 8,700.00 元"),
+    ],
+)
+def test_demo_problem_cases_show_the_open_problem(
+    runner: CliRunner, case: str, marker: str
+) -> None:
+    result = runner.invoke(cli, ["demo", "--case", case, "--seed", "2"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert marker in result.output
+    assert "待清零问题 open problems: 无 none" not in result.output
+
+
+def test_demo_runs_as_the_installed_command() -> None:
+    script = Path(sys.executable).with_name("village-forms")
+    done = subprocess.run(
+        [str(script), "demo", "--seed", "3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "两不愁三保障" in done.stdout
+    assert done.stderr == ""
