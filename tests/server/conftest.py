@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,27 @@ def make_app(database_url: str, tmp_path: Path, **overrides: Any) -> Flask:
 
 
 @pytest.fixture
-def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
-    """A migrated app on SQLite or PostgreSQL (parametrised by ``database_url``)."""
-    application = make_app(database_url, tmp_path)
-    yield application
-    with application.app_context():
-        from server.extensions import db
+def app_on(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Build apps on a given URL (with settings overrides); their engines are disposed after."""
+    built: list[Flask] = []
 
-        db.engine.dispose()
+    def build(database_url: str, **overrides: Any) -> Flask:
+        application = make_app(database_url, tmp_path, **overrides)
+        built.append(application)
+        return application
+
+    yield build
+    for application in built:
+        with application.app_context():
+            from server.extensions import db
+
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str, app_on: Callable[..., Flask]) -> Flask:
+    """A migrated app on SQLite or PostgreSQL (parametrised by ``database_url``)."""
+    return app_on(database_url)
 
 
 @pytest.fixture

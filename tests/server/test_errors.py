@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from server.errors import ERROR_CLASSES, ApiError, RateLimited, ServiceBusy
-from tests.server.conftest import assert_error, make_app
+from tests.server.conftest import assert_error
 
 
 @pytest.fixture
-def sqlite_app(sqlite_url: str, tmp_path: Path) -> Flask:
-    app = make_app(sqlite_url, tmp_path)
+def sqlite_app(sqlite_url: str, app_on) -> Flask:
+    app = app_on(sqlite_url)
 
     @app.get("/raise/<name>")
     def _raise(name: str):
@@ -54,8 +53,8 @@ def test_flask_404_405_and_500_use_the_shape(sqlite_app: Flask) -> None:
     assert "a bug" not in str(error)
 
 
-def test_oversized_body_is_413(sqlite_url: str, tmp_path: Path) -> None:
-    app = make_app(sqlite_url, tmp_path, MAX_REQUEST_BYTES=1000)
+def test_oversized_body_is_413(sqlite_url: str, app_on) -> None:
+    app = app_on(sqlite_url, MAX_REQUEST_BYTES=1000)
     response = app.test_client().post("/api/v1/auth/login", data=b"x" * 5000)
     assert_error(response, 413, "payload_too_large")
 
@@ -72,8 +71,8 @@ def test_malformed_body_is_400_with_field_messages(sqlite_app: Flask) -> None:
     assert "_body" in error["details"]["fields"]
 
 
-def test_locked_sqlite_database_answers_503_with_retry_after(sqlite_url: str, tmp_path: Path):
-    app = make_app(sqlite_url, tmp_path, SQLITE_BUSY_TIMEOUT_MS=50, BUSY_RETRY_AFTER_SECONDS=3)
+def test_locked_sqlite_database_answers_503_with_retry_after(sqlite_url: str, app_on):
+    app = app_on(sqlite_url, SQLITE_BUSY_TIMEOUT_MS=50, BUSY_RETRY_AFTER_SECONDS=3)
     from tests.server.conftest import add_user, login
 
     add_user(app, "admin")

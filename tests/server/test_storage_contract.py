@@ -281,10 +281,8 @@ class TestStorageContract:
             records.add_change(record_id="missing", revision=1, kind="put", changes={})
 
 
-def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, tmp_path) -> None:
-    from tests.server.conftest import make_app
-
-    app = make_app(sqlite_url, tmp_path, SQLITE_BUSY_TIMEOUT_MS=1234)
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, app_on) -> None:
+    app = app_on(sqlite_url, SQLITE_BUSY_TIMEOUT_MS=1234)
     with app.app_context(), db.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1

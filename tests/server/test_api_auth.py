@@ -1,0 +1,222 @@
+"""Admin auth over HTTP: tokens, revocation, rate limiting, roles and area scoping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from server.storage import throttle
+from server.storage.database import writing
+from server.storage.types import utcnow
+from sync_protocol.crypto import generate_device_keys
+from tests.server.conftest import ADMIN_PASSWORD, add_user, assert_error, login
+
+TOWNSHIP_1 = "530102001"
+TOWNSHIP_2 = "530102002"
+
+
+def enroll_device(client: FlaskClient, headers: dict[str, str], scope: str) -> str:
+    issued = client.post("/api/v1/enrollment-codes", json={"scope": scope}, headers=headers)
+    assert issued.status_code == 201, issued.json
+    keys = generate_device_keys().public_document()
+    enrolled = client.post(
+        "/api/v1/devices/enroll",
+        json={
+            "code": issued.json["code"],
+            "x25519_public": keys["encryption_public"],
+            "ed25519_public": keys["signing_public"],
+        },
+    )
+    assert enrolled.status_code == 201, enrolled.json
+    return enrolled.json["device_id"]
+
+
+def test_login_me_logout_and_revoked_token(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    headers = login(client, "admin")
+    me = client.get("/api/v1/auth/me", headers=headers)
+    assert me.json == {"user_id": 1, "username": "admin", "role": "county_admin", "area_prefix": ""}
+    assert client.post("/api/v1/auth/logout", headers=headers).json == {"revoked": True}
+    assert_error(client.get("/api/v1/auth/me", headers=headers), 401, "invalid_token")
+    assert_error(client.post("/api/v1/auth/logout", headers=headers), 401, "invalid_token")
+    # Another login still works: only that one token was revoked.
+    assert client.get("/api/v1/auth/me", headers=login(client, "admin")).status_code == 200
+
+
+def test_wrong_credentials_and_missing_token(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    wrong = client.post("/api/v1/auth/login", json={"username": "admin", "password": "nope"})
+    assert_error(wrong, 401, "invalid_credentials")
+    nobody = client.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"})
+    assert_error(nobody, 401, "invalid_credentials")
+    assert_error(client.get("/api/v1/devices"), 401, "missing_token")
+    bogus = {"Authorization": "Bearer vs_not-a-token"}
+    assert_error(client.get("/api/v1/devices", headers=bogus), 401, "invalid_token")
+
+
+def test_token_is_stored_hashed(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    token = login(client, "admin")["Authorization"].split()[1]
+    with app.app_context():
+        from server.extensions import db
+        from server.storage.models import ApiToken
+
+        stored = db.session.query(ApiToken.token_hash).scalar()
+    assert stored != token and token not in stored and len(stored) == 64
+
+
+def test_expired_token_is_refused(database_url: str, app_on) -> None:
+    app = app_on(database_url, TOKEN_TTL_HOURS=0)
+    add_user(app, "admin")
+    client = app.test_client()
+    assert_error(
+        client.get("/api/v1/auth/me", headers=login(client, "admin")), 401, "invalid_token"
+    )
+
+
+def test_password_reset_revokes_tokens(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    headers = login(client, "admin")
+    with app.app_context():
+        from server.services import auth
+
+        auth.reset_password("admin", "a-brand-new-password", actor="test")
+    assert_error(client.get("/api/v1/auth/me", headers=headers), 401, "invalid_token")
+    login(client, "admin", "a-brand-new-password")
+
+
+def test_failed_logins_are_rate_limited_per_address_and_name(database_url: str, app_on) -> None:
+    app = app_on(database_url, RATE_LIMIT_ATTEMPTS=3, RATE_LIMIT_WINDOW_SECONDS=600)
+    add_user(app, "admin")
+    add_user(app, "other")
+    client = app.test_client()
+    bad = {"username": "admin", "password": "wrong-password"}
+    for _ in range(3):
+        assert_error(client.post("/api/v1/auth/login", json=bad), 401, "invalid_credentials")
+    limited = client.post("/api/v1/auth/login", json=bad)
+    error = assert_error(limited, 429, "rate_limited")
+    retry = int(limited.headers["Retry-After"])
+    assert 0 < retry <= 600 and error["details"]["retry_after"] == retry
+    # Even the right password waits: a guesser cannot tell when it found it.
+    good = {"username": "admin", "password": ADMIN_PASSWORD}
+    assert_error(client.post("/api/v1/auth/login", json=good), 429, "rate_limited")
+    # Another account from the same address, and the same account from elsewhere, are not held.
+    login(client, "other")
+    elsewhere = client.post(
+        "/api/v1/auth/login", json=good, environ_overrides={"REMOTE_ADDR": "10.0.0.9"}
+    )
+    assert elsewhere.status_code == 200
+
+
+def test_rate_limit_window_slides(database_url: str, app_on) -> None:
+    app = app_on(database_url, RATE_LIMIT_ATTEMPTS=2, RATE_LIMIT_WINDOW_SECONDS=60)
+    add_user(app, "admin")
+    client = app.test_client()
+    with app.app_context(), writing():
+        # Two failures that have aged out of the window, as another process would have stored.
+        old = utcnow() - timedelta(seconds=61)
+        throttle.add_hit("login:127.0.0.1:admin", old)
+        throttle.add_hit("login:127.0.0.1:admin", old)
+    login(client, "admin")
+
+
+def test_township_reviewer_sees_only_its_township(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    add_user(app, "reviewer1", role="township_reviewer", area=TOWNSHIP_1)
+    admin = login(client, "admin")
+    mine = enroll_device(client, admin, TOWNSHIP_1 + "201")
+    theirs = enroll_device(client, admin, TOWNSHIP_2 + "201")
+    township_wide = enroll_device(client, admin, TOWNSHIP_2)
+
+    reviewer = login(client, "reviewer1")
+    listed = client.get("/api/v1/devices", headers=reviewer).json
+    assert [d["id"] for d in listed] == [mine]
+    assert client.get(f"/api/v1/devices/{mine}", headers=reviewer).status_code == 200
+    for guessed in (theirs, township_wide, "00000000-0000-0000-0000-000000000000"):
+        assert_error(
+            client.get(f"/api/v1/devices/{guessed}", headers=reviewer), 404, "device_not_found"
+        )
+
+    audit = client.get("/api/v1/audit", headers=reviewer).json
+    assert audit and all(e["area_code"].startswith(TOWNSHIP_1) for e in audit)
+    targets = {e["target_id"] for e in audit}
+    assert mine in targets and theirs not in targets and township_wide not in targets
+
+    everything = client.get("/api/v1/audit", headers=admin).json
+    assert {theirs, township_wide} <= {e["target_id"] for e in everything}
+
+
+def test_reviewer_cannot_do_admin_actions(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    add_user(app, "reviewer1", role="township_reviewer", area=TOWNSHIP_1)
+    device = enroll_device(client, login(client, "admin"), TOWNSHIP_1 + "201")
+    reviewer = login(client, "reviewer1")
+    for method, path, body in (
+        ("post", "/api/v1/enrollment-codes", {"scope": TOWNSHIP_1 + "201"}),
+        ("post", f"/api/v1/devices/{device}/revoke", None),
+        ("post", "/api/v1/forms", {"id": "x"}),
+        ("post", "/api/v1/users", {"username": "x", "password": "y" * 12, "role": "county_admin"}),
+    ):
+        response = getattr(client, method)(path, json=body, headers=reviewer)
+        assert_error(response, 403, "role_forbidden")
+
+
+def test_county_admin_is_held_to_its_county(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "root")
+    root = login(client, "root")
+    created = client.post(
+        "/api/v1/users",
+        json={
+            "username": "kunming",
+            "password": "x" * 12,
+            "role": "county_admin",
+            "area_prefix": "530102",
+        },
+        headers=root,
+    )
+    assert created.status_code == 201 and created.json["area_prefix"] == "530102"
+    enroll_device(client, root, "530103001201")
+    county = login(client, "kunming", "x" * 12)
+    assert client.get("/api/v1/devices", headers=county).json == []
+    outside = client.post(
+        "/api/v1/enrollment-codes", json={"scope": "530103001201"}, headers=county
+    )
+    assert_error(outside, 403, "outside_area")
+    reviewer_elsewhere = client.post(
+        "/api/v1/users",
+        json={
+            "username": "r",
+            "password": "x" * 12,
+            "role": "township_reviewer",
+            "area_prefix": "530103001",
+        },
+        headers=county,
+    )
+    assert_error(reviewer_elsewhere, 403, "outside_area")
+    duplicate = client.post(
+        "/api/v1/users",
+        json={"username": "kunming", "password": "x" * 12, "role": "county_admin"},
+        headers=root,
+    )
+    assert_error(duplicate, 409, "username_taken")
+
+
+def test_every_admin_action_is_audited(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    headers = login(client, "admin")
+    device = enroll_device(client, headers, TOWNSHIP_1 + "201")
+    client.post(f"/api/v1/devices/{device}/revoke", headers=headers)
+    client.post("/api/v1/auth/logout", headers=headers)
+    actions = [
+        e["action"] for e in client.get("/api/v1/audit", headers=login(client, "admin")).json
+    ]
+    assert actions[:6] == [
+        "auth.login",
+        "auth.logout",
+        "device.revoke",
+        "device.enroll",
+        "enrollment_code.issue",
+        "auth.login",
+    ]
