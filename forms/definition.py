@@ -441,6 +441,23 @@ def _schema_issues(messages: Any, raw: Any, where: list[str]) -> list[Definition
     return issues
 
 
+def _nesting_problem(data: Mapping[str, Any]) -> DefinitionIssue | None:
+    """Refuse absurdly nested ``fields`` before the recursive schema walks them."""
+    stack: list[tuple[Any, int, str]] = [(data.get("fields"), 1, "fields")]
+    while stack:
+        fields, depth, where = stack.pop()
+        if not isinstance(fields, list):
+            continue
+        if depth > MAX_REPEAT_DEPTH:
+            return DefinitionIssue(
+                where, f"repeats nest at most {MAX_REPEAT_DEPTH - 1} deep", "repeat_too_deep"
+            )
+        for index, item in enumerate(fields):
+            if isinstance(item, Mapping):
+                stack.append((item.get("fields"), depth + 1, f"{where}[{index}]/fields"))
+    return None
+
+
 def load_definition(data: Mapping[str, Any]) -> FormDefinition:
     """Validate a definition document and build the immutable :class:`FormDefinition`.
 
@@ -458,6 +475,9 @@ def load_definition(data: Mapping[str, Any]) -> FormDefinition:
         raise FormDefinitionError(
             [DefinitionIssue("(document)", "a form definition is a JSON object")]
         )
+    too_deep = _nesting_problem(data)
+    if too_deep is not None:
+        raise FormDefinitionError([too_deep])
     try:
         loaded = _SCHEMA.load(dict(data))
     except ValidationError as exc:
@@ -575,11 +595,7 @@ def _build_fields(
                     "missing_calculate",
                 )
             )
-        if (
-            ftype in (FieldType.NOTE, FieldType.CALCULATE, FieldType.REPEAT)
-            and raw["constraint"] is not None
-            and ftype is not FieldType.REPEAT
-        ):
+        if ftype in (FieldType.NOTE, FieldType.CALCULATE) and raw["constraint"] is not None:
             issues.append(
                 DefinitionIssue(
                     f"{path}/constraint",

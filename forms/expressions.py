@@ -663,7 +663,7 @@ class FunctionSpec:
         if self.max_args == self.min_args:
             return f"{self.min_args} argument{'s' if self.min_args != 1 else ''}"
         if self.max_args is None:
-            return f"at least {self.min_args} arguments"
+            return f"at least {self.min_args} argument{'s' if self.min_args != 1 else ''}"
         return f"{self.min_args} to {self.max_args} arguments"
 
 

@@ -223,3 +223,19 @@ def test_references_must_be_fields_in_scope(housing_doc: dict[str, Any]) -> None
         ("fields/member_count/calculate", "unknown_reference", 48),
         ("fields/subsidy/calculate", "not_a_repeat", 4),
     }
+
+
+def test_deep_nesting_is_refused_without_recursion_errors(housing_doc: dict[str, Any]) -> None:
+    inner: dict[str, Any] = {"name": "leaf", "type": "text", "label": "x"}
+    for level in range(300):
+        inner = {"name": f"r{level}", "type": "repeat", "label": "x", "fields": [inner]}
+    housing_doc["fields"].append(inner)
+    found = issues_of(housing_doc)
+    assert [code for _, code in found] == ["repeat_too_deep"]
+    nested: dict[str, Any] = {"name": "leaf", "type": "text", "label": "x"}
+    for level in range(3):
+        nested = {"name": f"r{level}", "type": "repeat", "label": "x", "fields": [nested]}
+    housing_doc["fields"][-1] = nested
+    defn = load_definition(housing_doc)
+    assert defn.field("r2/r1/r0/leaf").name == "leaf"
+    assert defn.merge_policy("r2/a/r1/b/r0/c/leaf") == "lww"
