@@ -180,7 +180,7 @@ def detect_duplicate_household(existing: Iterable[Sequence[Any]], op: Op) -> Con
     created, other_id = min(matches)
     first, second = sorted((op.record_id, other_id))
     conflict_id = conflict_id_for(
-        first, "duplicate_household", f"{op.form_id}/{op.round}/{key}", [first, second]
+        first, "duplicate_household", f"{op.form_id}/{op.round or ''}/{key}", [first, second]
     )
     candidates = tuple(
         sorted(

@@ -706,9 +706,8 @@ def merge(
     outcomes: dict[str, str] = {}
     for write in new_writes:
         view = merged.field(write.path)
-        assert view is not None  # the path was just written
         prior = previous[write.path]
-        if write.stamp not in view.heads:
+        if view is None or write.stamp not in view.heads:
             outcome = "superseded"
         elif (write.path, write.stamp) in in_conflict:
             outcome = "conflict"

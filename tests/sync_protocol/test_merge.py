@@ -581,3 +581,87 @@ def test_duplicate_household_is_detected_in_the_same_form_and_round() -> None:
     assert Conflict.from_dict(json.loads(json.dumps(conflict.to_dict()))) == conflict
     assert detect_duplicate_household(existing[1:3], mine) is None
     assert detect_duplicate_household(existing, a.put(None, {"phone": "1"})) is None
+
+
+def test_worked_examples_of_the_protocol_doc_give_the_documented_ids() -> None:
+    """docs/protocol-merge.md §9 quotes these ids: other implementations check against them."""
+    ref = 1_764_000_000_000
+    record = "6f1c9a52-61c9-4d7e-9a0b-0d6f4f1d2a11"
+
+    def stamp(offset_ms: int, node: str) -> str:
+        return f"{ref + offset_ms:012x}-0000-{node}"
+
+    def put(device: str, seq: int, changes: dict[str, Any], base: dict[str, Any], hlc: str) -> Op:
+        return put_op(
+            device_id=device,
+            seq=seq,
+            record_id=record,
+            form_id="housing_safety",
+            form_version=1,
+            changes=changes,
+            base=base,
+            hlc=hlc,
+        )
+
+    def run(state: RecordState, *ops: Op) -> RecordState:
+        for op in ops:
+            state = merge(state, op, policy, reference_ms=ref + 100_000).state
+        return state
+
+    created = merge(
+        None,
+        put(
+            "tab-a",
+            1,
+            {"appraisal_grade": "B", "structure": "砖混", "build_year": 1998},
+            {},
+            stamp(0, "tab-a"),
+        ),
+        policy,
+        reference_ms=ref,
+    ).state
+    c = {p: stamp(0, "tab-a") for p in ("appraisal_grade", "structure", "build_year")}
+    grade = run(
+        created,
+        put("tab-a", 2, {"appraisal_grade": "C"}, c, stamp(60_000, "tab-a")),
+        put("tab-b", 1, {"appraisal_grade": "D"}, c, stamp(30_000, "tab-b")),
+    )
+    assert [x.conflict_id for x in grade.conflicts] == ["c-d150da5b1bc2cbe1579e719df1cb6dc7"]
+    clock = run(
+        created,
+        put("tab-a", 2, {"structure": "钢筋混凝土"}, c, stamp(60_000, "tab-a")),
+        put("tab-c", 1, {"structure": "土坯"}, c, stamp(86_400_000, "tab-c")),
+    )
+    assert [x.conflict_id for x in clock.conflicts] == ["c-4470c8e3fdce59416933ec77f4e7c666"]
+    gone = run(
+        created,
+        delete_op(
+            device_id="tab-a",
+            seq=2,
+            record_id=record,
+            form_id="housing_safety",
+            form_version=1,
+            base=c,
+            hlc=stamp(60_000, "tab-a"),
+            base_revision=1,
+        ),
+        put("tab-b", 1, {"build_year": 1996}, c, stamp(30_000, "tab-b")),
+    )
+    assert [x.conflict_id for x in gone.conflicts] == ["c-96f521288ba52234a75bab83af24054c"]
+    row = {
+        "members/7c1e/name": stamp(10_000, "tab-a"),
+        "members/7c1e/_order": stamp(10_000, "tab-a"),
+    }
+    rows = run(
+        created,
+        put(
+            "tab-a",
+            2,
+            {"members/7c1e/name": "王五", "members/7c1e/_order": 1},
+            {},
+            stamp(10_000, "tab-a"),
+        ),
+        put("tab-a", 3, {"members/7c1e": TOMBSTONE}, row, stamp(40_000, "tab-a")),
+        put("tab-b", 1, {"members/7c1e/name": "王武"}, row, stamp(30_000, "tab-b")),
+    )
+    assert [x.conflict_id for x in rows.conflicts] == ["c-12413d76c034f8a3e0e927a5492397d6"]
