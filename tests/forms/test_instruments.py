@@ -566,3 +566,13 @@ INCOME_AND_CORE = {
     "transfer_income",
     "production_costs",
 }
+
+
+def test_docs_describe_every_field_and_check() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "instruments.md").read_text("utf-8")
+    for defn in builtin_definitions():
+        assert f"`{defn.id}`" in docs
+        for path, _ in defn.iter_fields():
+            assert f"`{path}`" in docs, f"docs/instruments.md does not describe {defn.id}/{path}"
+        for check in defn.checks:
+            assert f"`{check.id}`" in docs, f"docs/instruments.md misses check {check.id}"
