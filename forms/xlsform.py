@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import IO, Any
 import openpyxl
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import IllegalCharacterError, InvalidFileException
+from openpyxl.utils.exceptions import IllegalCharacterError
 from openpyxl.worksheet.worksheet import Worksheet
 
 from forms.definition import FormDefinition, dump_definition, load_definition
@@ -37,6 +38,7 @@ from forms.text import LANGUAGE_TAG
 
 __all__ = [
     "BOOLEAN_TYPE",
+    "MAX_WORKBOOK_BYTES",
     "XLSFormError",
     "XLSFormIssue",
     "export_xlsform",
@@ -46,6 +48,9 @@ __all__ = [
 
 #: ODK has no boolean question type; ours is spelled ``boolean`` in the ``type`` column.
 BOOLEAN_TYPE = "boolean"
+#: A form workbook is a few hundred KiB at most; larger files (or zip bombs, checked unpacked
+#: against ten times this) are refused before openpyxl reads them.
+MAX_WORKBOOK_BYTES = 10 * 2**20
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _PATH_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
@@ -1371,9 +1376,8 @@ class _Reader:
                     f"severity 只能是 error 或 warning，不能是 {row.get('severity')!r}",
                 )
             field_name = row.get("field")
-            if not field_name:
-                self.issues.at(row, "field", "empty_required", "field is empty", "field 为空")
-            elif field_name not in self.field_paths:
+            # An empty field is allowed: the check's message then belongs to the whole record.
+            if field_name and field_name not in self.field_paths:
                 self.issues.at(
                     row,
                     "field",
@@ -1386,15 +1390,11 @@ class _Reader:
             if rule is None:
                 self.issues.at(row, "rule", "empty_required", "rule is empty", "rule 为空")
             message = self._texts(row, "message", required=True, what="message")
-            out.append(
-                {
-                    "id": check_id,
-                    "severity": severity,
-                    "field": field_name,
-                    "rule": rule or "",
-                    "message": message or {},
-                }
-            )
+            check: dict[str, Any] = {"id": check_id, "severity": severity}
+            if field_name:
+                check["field"] = field_name
+            check.update(rule=rule or "", message=message or {})
+            out.append(check)
         return out
 
     # -- upgrade --------------------------------------------------------------------------
@@ -1526,48 +1526,64 @@ class _Reader:
 Source = str | Path | IO[bytes]
 
 
+def _file_refusal(code: str, message: str, message_zh: str) -> XLSFormError:
+    return XLSFormError(
+        [XLSFormIssue(None, None, None, None, code, message, message_zh)], code=code
+    )
+
+
 def _open_workbook(source: Source) -> openpyxl.Workbook:
-    """Open a workbook; raise XLSFormError(code ``not_xlsx``) when it is not one."""
+    """Open a workbook.
+
+    Raises:
+        XLSFormError: code ``file_not_found``, ``too_large`` (over :data:`MAX_WORKBOOK_BYTES`
+            on disk or unpacked) or ``not_xlsx`` (anything openpyxl cannot read).
+    """
     name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "(stream)")
     try:
         if isinstance(source, str | Path):
             with open(source, "rb") as handle:
-                data = handle.read()
+                data = handle.read(MAX_WORKBOOK_BYTES + 1)
         else:
-            data = source.read()
-        # Load from memory so openpyxl never keeps a file handle open.
-        return openpyxl.load_workbook(io.BytesIO(data), data_only=False)
+            data = source.read(MAX_WORKBOOK_BYTES + 1)
+        if len(data) > MAX_WORKBOOK_BYTES or _unpacked_size(data) > MAX_WORKBOOK_BYTES * 10:
+            raise _file_refusal(
+                "too_large",
+                f"{name} is too large for a form (limit {MAX_WORKBOOK_BYTES // 2**20} MiB)",
+                f"{name} 太大，不像是调查表（上限 {MAX_WORKBOOK_BYTES // 2**20} MiB）",
+            )
+        with warnings.catch_warnings():
+            # Excel and WPS save extensions openpyxl drops with a UserWarning (data validation
+            # lists, conditional formatting, slicers). We read cell values only, so the loss
+            # is of no concern, and the warning would only confuse county staff.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl(\..*)?$")
+            # Load from memory so openpyxl never keeps a file handle open.
+            return openpyxl.load_workbook(io.BytesIO(data), data_only=False)
+    except XLSFormError:
+        raise
     except FileNotFoundError as exc:
-        raise XLSFormError(
-            [
-                XLSFormIssue(
-                    None,
-                    None,
-                    None,
-                    None,
-                    "file_not_found",
-                    f"no such file: {name}",
-                    f"找不到文件：{name}",
-                )
-            ],
-            code="file_not_found",
+        raise _file_refusal(
+            "file_not_found", f"no such file: {name}", f"找不到文件：{name}"
         ) from exc
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise XLSFormError(
-            [
-                XLSFormIssue(
-                    None,
-                    None,
-                    None,
-                    None,
-                    "not_xlsx",
-                    f"{name} is not a readable .xlsx workbook (save it from Excel or WPS as "
-                    f".xlsx): {exc}",
-                    f"{name} 不是可读取的 .xlsx 表格（请在 Excel 或 WPS 中另存为 .xlsx）",
-                )
-            ],
-            code="not_xlsx",
+    except Exception as exc:
+        # openpyxl parses untrusted bytes and fails in many ways (zip, XML, styles, missing
+        # parts: InvalidFileException, BadZipFile, KeyError, ValueError, TypeError, ...);
+        # to the person who uploaded the file they all mean one thing.
+        raise _file_refusal(
+            "not_xlsx",
+            f"{name} is not a readable .xlsx workbook (save it from Excel or WPS as .xlsx): "
+            f"{type(exc).__name__}: {exc}",
+            f"{name} 不是可读取的 .xlsx 表格（请在 Excel 或 WPS 中另存为 .xlsx）",
         ) from exc
+
+
+def _unpacked_size(data: bytes) -> int:
+    """Total unpacked size of a zip's members (0 when it is not a zip: openpyxl will say so)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return 0
 
 
 def _read_and_load(source: Source) -> tuple[dict[str, Any], FormDefinition]:

@@ -352,3 +352,15 @@ def test_demo_runs_as_the_installed_command() -> None:
     assert done.returncode == 0, done.stderr
     assert "两不愁三保障" in done.stdout
     assert done.stderr == ""
+
+
+def test_the_cli_and_xlsform_import_no_server_or_database_code() -> None:
+    probe = (
+        "import sys, forms.cli, forms.xlsform; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('flask', 'sqlalchemy', 'flask_sqlalchemy', 'server', 'psycopg')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ from hypothesis import strategies as st
 
 from forms.definition import FormDefinition, dump_definition, load_definition
 from forms.instruments import BUILTIN_IDS, builtin_json, load_builtin
-from forms.xlsform import XLSFormError, XLSFormIssue, export_xlsform, import_xlsform, load_xlsform
+from forms.xlsform import (
+    MAX_WORKBOOK_BYTES,
+    XLSFormError,
+    XLSFormIssue,
+    export_xlsform,
+    import_xlsform,
+    load_xlsform,
+)
 from tests.forms.conftest import HOUSING_V1
 
 Rows = list[list[Any]]
@@ -991,6 +999,48 @@ def test_a_file_that_is_not_xlsx_is_refused_cleanly(tmp_path: Path) -> None:
     assert only_issue(tmp_path / "absent.xlsx").code == "file_not_found"
 
 
+def with_sheet_xml_patch(source: io.BytesIO, old: bytes, new: bytes) -> io.BytesIO:
+    """Rewrite the first worksheet's XML inside an .xlsx (what Excel/WPS write that openpyxl
+    does not)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                assert old in data
+                data = data.replace(old, new)
+            zout.writestr(item, data)
+    out.seek(0)
+    return out
+
+
+def test_excel_extensions_openpyxl_drops_do_not_disturb_the_import() -> None:
+    # An x14 data-validation list, as Excel writes for a drop-down: openpyxl warns and drops it.
+    extension = (
+        b'<extLst><ext uri="{CCE6A557-97BC-4b89-ADB6-D9C93CAAB3DF}" '
+        b'xmlns:x14="http://schemas.microsoft.com/office/spreadsheetml/2009/9/main"/></extLst>'
+        b"</worksheet>"
+    )
+    patched = with_sheet_xml_patch(
+        workbook([HEAD, ["text", "a", "甲"]]), b"</worksheet>", extension
+    )
+    assert import_xlsform(patched)["fields"] == [
+        {"name": "a", "type": "text", "label": {"zh": "甲"}}
+    ]
+
+
+def test_oversized_and_garbled_files_are_refused_cleanly(tmp_path: Path) -> None:
+    big = tmp_path / "big.xlsx"
+    big.write_bytes(b"\0" * (MAX_WORKBOOK_BYTES + 1))
+    assert only_issue(big).code == "too_large"
+    garbled = with_sheet_xml_patch(
+        workbook([HEAD, ["text", "a", "甲"]]), b"</worksheet>", b"</worksheet"
+    )
+    issue = only_issue(garbled)
+    assert (issue.sheet, issue.code) == (None, "not_xlsx")
+    assert "WPS" in issue.message_zh
+
+
 cell_values = st.one_of(
     st.none(),
     st.booleans(),
@@ -1036,6 +1086,26 @@ def test_no_survey_content_crashes_the_importer(body: Rows) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Export
+
+
+def test_a_check_without_field_belongs_to_the_record() -> None:
+    checks: Rows = [
+        ["id", "severity", "field", "rule", "message"],
+        ["c_any", "warning", None, "${a} != ''", "甲最好填写"],
+    ]
+    doc = import_xlsform(workbook([HEAD, ["text", "a", "甲"]], checks=checks))
+    assert doc["checks"] == [
+        {
+            "id": "c_any",
+            "severity": "warning",
+            "rule": "${a} != ''",
+            "message": {"zh": "甲最好填写"},
+        }
+    ]
+    buf = io.BytesIO()
+    export_xlsform(doc, buf)
+    buf.seek(0)
+    assert load_xlsform(buf) == load_definition(doc)
 
 
 def test_export_then_import_gives_the_same_definition(tmp_path: Path) -> None:
