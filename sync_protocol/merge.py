@@ -44,6 +44,7 @@ __all__ = [
     "StateFormatError",
     "Write",
     "current_values",
+    "device_view",
     "merge",
     "resolution",
 ]
@@ -793,3 +794,27 @@ def resolution(
     if conflict.kind == "field" or not is_tombstone(value):
         return changes, state.heads_for([conflict.path])
     return changes, state.delete_base(conflict.path)
+
+
+def device_view(state: RecordState) -> dict[str, Any]:
+    """What a device needs to show and edit a record, without the history.
+
+    ``{"record_id", "form_id", "form_version", "household", "round", "revision", "deleted",
+    "values": current_values(state), "stamps": {path: displayed stamp}, "conflicts": [ids]}``.
+    ``stamps`` covers every written path, hidden ones included (a deleted row's fields, the
+    record path ``""``), because those are the bases of the device's next ops
+    (:meth:`RecordState.base_for`, :meth:`RecordState.delete_base`). ``values`` are flat paths;
+    ``forms.paths.unflatten`` turns them into record data.
+    """
+    return {
+        "record_id": state.record_id,
+        "form_id": state.form_id,
+        "form_version": state.form_version,
+        "household": state.household,
+        "round": state.round,
+        "revision": state.revision,
+        "deleted": state.deleted,
+        "values": current_values(state),
+        "stamps": {path: view.stamp for path, view in state.fields.items()},
+        "conflicts": [conflict.conflict_id for conflict in state.conflicts],
+    }

@@ -20,6 +20,7 @@ from sync_protocol.merge import (
     StampReusedError,
     StateFormatError,
     current_values,
+    device_view,
     merge,
     resolution,
 )
@@ -665,3 +666,25 @@ def test_worked_examples_of_the_protocol_doc_give_the_documented_ids() -> None:
         put("tab-b", 1, {"members/7c1e/name": "王武"}, row, stamp(30_000, "tab-b")),
     )
     assert [x.conflict_id for x in rows.conflicts] == ["c-12413d76c034f8a3e0e927a5492397d6"]
+
+
+def test_device_view_has_values_stamps_and_open_conflicts(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    a, b, state = created
+    with_row = apply(state, a.put(state, {"members/r1/name": "王五"})).state
+    dropped = apply(with_row, a.delete_row(with_row, "members/r1")).state
+    raced = apply_all([a.put(dropped, {"income": 1}), b.put(dropped, {"income": 2})], dropped)
+    raced.revision = 5
+    view = device_view(raced)
+    assert view["values"] == current_values(raced)
+    assert "members/r1/name" not in view["values"]
+    # Hidden paths keep their stamps: they are the base of a restore or a later delete.
+    assert view["stamps"]["members/r1/name"] == with_row.field("members/r1/name").stamp
+    assert view["stamps"]["members/r1"] == dropped.field("members/r1").stamp
+    assert (
+        view["conflicts"] == [c.conflict_id for c in raced.conflicts]
+        and len(view["conflicts"]) == 1
+    )
+    assert (view["revision"], view["deleted"], view["household"]) == (5, False, HOUSEHOLD)
+    json.dumps(view, ensure_ascii=False)
