@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from forms.expressions import EvaluationContext
 from forms.identity import id_check_char
 from forms.indicators import (
     MonitoringConfig,
@@ -19,6 +22,9 @@ from forms.indicators import (
     insurance_indicator,
     water_indicator,
 )
+from forms.instruments import BUILTIN_IDS, load_builtin
+from forms.instruments.samples import DEFAULT_TODAY, problem_household, sample_household
+from forms.validation import validate_record
 
 VILLAGE = "530102001201"
 
@@ -358,3 +364,92 @@ def test_missing_instruments_are_none() -> None:
     assert result.income_below_line is None
     assert result.open_problems == []
     assert result.all_assured is None
+
+
+# --- the record's own calculations agree with the library ----------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    litres=st.integers(min_value=0, max_value=80),
+    days=st.integers(min_value=0, max_value=60),
+    quality=st.booleans(),
+    region=st.sampled_from(["water_rich", "water_short"]),
+)
+def test_water_calculation_in_the_record_matches_the_indicator(
+    seed: int, litres: int, days: int, quality: bool, region: str
+) -> None:
+    water = sample_household(seed)["drinking_water"] | {
+        "litres_per_person_day": litres,
+        "interruption_days": days,
+        "quality_ok": quality,
+    }
+    context = EvaluationContext(today=DEFAULT_TODAY, config={"water_region_type": region})
+    result = validate_record(load_builtin("drinking_water"), water, context)
+    assert result.ok
+    assert result.cleaned["water_safe"] == water_indicator(water, region).safe
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=10_000))
+def test_income_calculation_in_the_record_matches_the_indicator(seed: int) -> None:
+    monitoring = sample_household(seed)["monitoring_household"]
+    context = EvaluationContext(today=DEFAULT_TODAY, config={"monitoring_line": 8700})
+    result = validate_record(load_builtin("monitoring_household"), monitoring, context)
+    assert result.ok
+    income = income_indicator(monitoring, 8700)
+    assert result.cleaned["net_income"] == pytest.approx(income.net, abs=0.005)
+    assert result.cleaned["per_capita_income"] == pytest.approx(income.per_capita, abs=0.01)
+
+
+def test_dropout_in_the_record_matches_the_indicator() -> None:
+    household = problem_household("dropout", 3)
+    education = household["compulsory_education"]
+    context = EvaluationContext(today=DEFAULT_TODAY)
+    cleaned = validate_record(load_builtin("compulsory_education"), education, context).cleaned
+    ages = {row["_id"]: row["age"] for row in cleaned["children"]}
+    for dropout in education_indicator(education, DEFAULT_TODAY).dropouts:
+        assert ages[dropout.row_id] == dropout.age
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "appraisal_grade",
+                "renovation_accepted",
+                "litres_per_person_day",
+                "supply_type",
+                "children",
+                "members",
+                "member_count",
+                "wage_income",
+                "category",
+            ]
+        ),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.sampled_from(["_id", "id_number", "schooling"]), inner)
+            ),
+            max_leaves=8,
+        ),
+    )
+)
+def test_indicators_never_crash_on_odd_data(data: dict) -> None:
+    records = {form_id: data for form_id in BUILTIN_IDS}
+    result = household_indicators(records, VILLAGE, 2026, MonitoringConfig())
+    assert isinstance(result.to_dict(), dict)
+
+
+def test_pure_modules_load_without_flask_or_a_database() -> None:
+    code = (
+        "import sys, forms.identity, forms.indicators, forms.household, "
+        "forms.instruments.samples; "
+        "print(sorted(m for m in ('flask', 'sqlalchemy', 'server') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
