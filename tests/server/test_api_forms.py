@@ -1,0 +1,185 @@
+"""Form publishing over HTTP: JSON and XLSForm drafts, located errors, publish, schedule, retire."""
+
+from __future__ import annotations
+
+import copy
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+import forms
+from forms.instruments import builtin_json
+from server.services import forms as form_service
+from tests.server.conftest import assert_error
+
+XLSX_DIR = Path(forms.__file__).resolve().parent / "instruments" / "xlsx"
+
+
+@pytest.fixture
+def housing() -> dict:
+    return copy.deepcopy(builtin_json("housing_safety"))
+
+
+def test_upload_json_draft_then_publish(
+    client: FlaskClient, admin_headers: dict[str, str], housing: dict
+) -> None:
+    created = client.post("/api/v1/forms", json=housing, headers=admin_headers)
+    assert created.status_code == 201, created.json
+    assert created.json["status"] == "draft" and created.json["version"] == 1
+    published = client.post(
+        "/api/v1/forms/housing_safety/versions/1/publish", headers=admin_headers
+    )
+    assert published.status_code == 200 and published.json["status"] == "published"
+    assert published.json["published_at"] is not None
+    again = client.post("/api/v1/forms/housing_safety/versions/1/publish", headers=admin_headers)
+    assert_error(again, 409, "form_not_publishable")
+    one = client.get("/api/v1/forms/housing_safety/versions/1", headers=admin_headers).json
+    assert one["definition"] == forms.dump_definition(forms.load_definition(housing))
+    listing = client.get("/api/v1/forms", headers=admin_headers).json
+    assert [(f["form_id"], [v["status"] for v in f["versions"]]) for f in listing] == [
+        ("housing_safety", ["published"])
+    ]
+
+
+def test_invalid_definition_is_422_with_located_issues(
+    client: FlaskClient, admin_headers: dict[str, str], housing: dict
+) -> None:
+    first, second = housing["fields"][0]["name"], housing["fields"][1]["name"]
+    bad_type = copy.deepcopy(housing)
+    bad_type["fields"][0]["type"] = "telepathy"
+    error = assert_error(
+        client.post("/api/v1/forms", json=bad_type, headers=admin_headers), 422, "form_invalid"
+    )
+    assert [i["path"] for i in error["details"]["issues"]] == [f"fields/{first}/type"]
+
+    bad_reference = copy.deepcopy(housing)
+    bad_reference["fields"][1]["relevant"] = "${nowhere} = 1"
+    error = assert_error(
+        client.post("/api/v1/forms", json=bad_reference, headers=admin_headers),
+        422,
+        "form_invalid",
+    )
+    issues = error["details"]["issues"]
+    assert any(i["path"] == f"fields/{second}/relevant" for i in issues), issues
+    assert all({"path", "code", "message"} <= set(i) for i in issues)
+    assert client.get("/api/v1/forms", headers=admin_headers).json == []
+
+
+def test_versions_only_go_up_and_published_ones_are_frozen(
+    client: FlaskClient, admin_headers: dict[str, str], housing: dict
+) -> None:
+    housing["version"] = 2
+    assert client.post("/api/v1/forms", json=housing, headers=admin_headers).status_code == 201
+    # A draft may be replaced by uploading the same version again.
+    assert client.post("/api/v1/forms", json=housing, headers=admin_headers).status_code == 201
+    client.post("/api/v1/forms/housing_safety/versions/2/publish", headers=admin_headers)
+    frozen = client.post("/api/v1/forms", json=housing, headers=admin_headers)
+    assert_error(frozen, 409, "form_version_exists")
+    older = copy.deepcopy(housing) | {"version": 1}
+    assert_error(
+        client.post("/api/v1/forms", json=older, headers=admin_headers),
+        409,
+        "form_version_not_increasing",
+    )
+
+
+def test_scheduled_publish_waits_for_its_time(
+    client: FlaskClient, app: Flask, admin_headers: dict[str, str], housing: dict
+) -> None:
+    client.post("/api/v1/forms", json=housing, headers=admin_headers)
+    at = datetime.now(UTC) + timedelta(hours=2)
+    scheduled = client.post(
+        "/api/v1/forms/housing_safety/versions/1/publish",
+        json={"at": at.isoformat()},
+        headers=admin_headers,
+    )
+    assert scheduled.json["status"] == "scheduled"
+    assert datetime.fromisoformat(scheduled.json["publish_at"]) == at
+    naive = client.post(
+        "/api/v1/forms/housing_safety/versions/1/publish",
+        json={"at": "2026-12-01T08:00:00"},
+        headers=admin_headers,
+    )
+    assert_error(naive, 400, "validation_failed")
+    with app.app_context():
+        assert form_service.publish_due(datetime.now(UTC)) == []
+        assert form_service.publish_due(at + timedelta(seconds=1)) == [("housing_safety", 1)]
+    versions = client.get("/api/v1/forms/housing_safety/versions", headers=admin_headers).json
+    assert versions[0]["status"] == "published"
+    actions = [e["action"] for e in client.get("/api/v1/audit", headers=admin_headers).json]
+    assert actions[:2] == ["form.publish", "form.schedule"]
+
+
+def test_retire(client: FlaskClient, admin_headers: dict[str, str], housing: dict) -> None:
+    client.post("/api/v1/forms", json=housing, headers=admin_headers)
+    client.post("/api/v1/forms/housing_safety/versions/1/publish", headers=admin_headers)
+    retired = client.post("/api/v1/forms/housing_safety/versions/1/retire", headers=admin_headers)
+    assert retired.json["status"] == "retired" and retired.json["retired_at"] is not None
+    assert_error(
+        client.post("/api/v1/forms/housing_safety/versions/1/retire", headers=admin_headers),
+        409,
+        "form_already_retired",
+    )
+    assert_error(
+        client.post("/api/v1/forms/housing_safety/versions/1/publish", headers=admin_headers),
+        409,
+        "form_not_publishable",
+    )
+    assert_error(
+        client.get("/api/v1/forms/housing_safety/versions/9", headers=admin_headers),
+        404,
+        "form_version_not_found",
+    )
+    assert_error(
+        client.get("/api/v1/forms/nothing/versions", headers=admin_headers), 404, "form_not_found"
+    )
+
+
+def test_upload_xlsform_workbook(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    content = (XLSX_DIR / "drinking_water.xlsx").read_bytes()
+    response = client.post(
+        "/api/v1/forms",
+        data={"file": (io.BytesIO(content), "drinking_water.xlsx")},
+        headers=admin_headers,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.json
+    assert response.json["form_id"] == "drinking_water"
+    assert response.json["source"] == "xlsform"
+
+
+def test_broken_workbook_is_422_with_location(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    response = client.post(
+        "/api/v1/forms",
+        data={"file": (io.BytesIO(b"PK\x03\x04 not really a zip"), "survey.xlsx")},
+        headers=admin_headers,
+        content_type="multipart/form-data",
+    )
+    error = assert_error(response, 422, "form_invalid")
+    assert error["details"]["issues"][0]["code"] == "not_xlsx"
+
+
+def test_upload_needs_a_document(client: FlaskClient, admin_headers: dict[str, str]) -> None:
+    assert_error(
+        client.post("/api/v1/forms", data="[]", headers=admin_headers), 400, "validation_failed"
+    )
+    text = client.post(
+        "/api/v1/forms",
+        data={"file": (io.BytesIO(b"not json"), "form.json")},
+        headers=admin_headers,
+        content_type="multipart/form-data",
+    )
+    assert_error(text, 400, "validation_failed")
+
+
+def test_builtins_are_published_once(app: Flask) -> None:
+    with app.app_context():
+        first = form_service.publish_builtins()
+        assert len(first) == 6
+        assert form_service.publish_builtins() == []
