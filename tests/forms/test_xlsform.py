@@ -1180,3 +1180,34 @@ def test_shipped_xlsx_files_match_the_json_instruments(form_id: str) -> None:
         f"forms/instruments/xlsx/{form_id}.xlsx is stale: run "
         "`village-forms export-xlsform --builtin all --out forms/instruments/xlsx`"
     )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["settings", "choices", "checks", "upgrade"]),
+    st.lists(st.lists(cell_values, min_size=0, max_size=6), min_size=0, max_size=4),
+)
+def test_no_content_of_the_other_sheets_crashes_the_importer(sheet: str, body: Rows) -> None:
+    headers = {
+        "settings": ["form_id", "version", "form_title", "form_title::en", "subject"],
+        "choices": ["list_name", "name", "label", "label::ug"],
+        "checks": ["id", "severity", "field", "rule", "message", "message::en"],
+        "upgrade": ["from_version", "action", "field", "new_name"],
+    }
+    sheets: dict[str, Any] = {sheet: [headers[sheet], *body]}
+    survey: Rows = [HEAD, ["text", "a", "甲"], ["select_one grade", "b", "乙"]]
+    try:
+        doc = import_xlsform(workbook(survey, **{_SHEET_ARGS[k]: v for k, v in sheets.items()}))
+    except XLSFormError as exc:
+        assert exc.issues
+        assert all(i.sheet is not None and i.message_zh for i in exc.issues)
+    else:
+        load_definition(doc)
+
+
+_SHEET_ARGS = {
+    "settings": "settings_rows",
+    "choices": "choices",
+    "checks": "checks",
+    "upgrade": "upgrade",
+}
