@@ -688,3 +688,16 @@ def test_device_view_has_values_stamps_and_open_conflicts(
     )
     assert (view["revision"], view["deleted"], view["household"]) == (5, False, HOUSEHOLD)
     json.dumps(view, ensure_ascii=False)
+
+
+def test_deleting_a_row_does_not_touch_a_row_whose_id_extends_it(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    a, b, state = created
+    rows = apply(state, a.put(state, {"members/r1/name": "王五", "members/r10/name": "李四"})).state
+    dropped = apply(rows, a.delete_row(rows, "members/r1")).state
+    edited = apply(dropped, b.put(rows, {"members/r10/name": "李斯"}))
+    assert edited.status == "applied" and edited.state.conflicts == []
+    assert edited.state.is_hidden("members/r1/name") and edited.state.is_hidden("members/r1")
+    assert not edited.state.is_hidden("members/r10/name")
+    assert current_values(edited.state)["members/r10/name"] == "李斯"
