@@ -701,3 +701,18 @@ def test_deleting_a_row_does_not_touch_a_row_whose_id_extends_it(
     assert edited.state.is_hidden("members/r1/name") and edited.state.is_hidden("members/r1")
     assert not edited.state.is_hidden("members/r10/name")
     assert current_values(edited.state)["members/r10/name"] == "李斯"
+
+
+def test_merge_modules_load_without_io_or_crypto_libraries() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sync_protocol.clock, sync_protocol.ops, sync_protocol.merge, "
+        "sync_protocol.conflicts\n"
+        "bad = [m for m in ('flask', 'sqlalchemy', 'cryptography', 'server', 'sqlite3') "
+        "if m in sys.modules]\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
