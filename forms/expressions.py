@@ -577,13 +577,15 @@ class EvaluationContext:
     config: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
 class _RowScope:
-    path: str  # schema path of the repeat, e.g. "members" or "members/visits"
-    values: Mapping[str, Any]
+    __slots__ = ("names", "path", "values")
+
+    def __init__(self, path: str, values: Mapping[str, Any], names: frozenset[str] | None) -> None:
+        self.path = path  # schema path of the repeat, e.g. "members" or "members/visits"
+        self.values = values
+        self.names = names  # field names defined in this repeat's rows, when known
 
 
-@dataclass(frozen=True)
 class Environment:
     """The values an expression sees.
 
@@ -597,38 +599,47 @@ class Environment:
         rows: enclosing repeat rows, outermost first (set by :meth:`in_row`).
     """
 
-    values: Mapping[str, Any]
-    current: Any = None
-    context: EvaluationContext = field(default_factory=EvaluationContext)
-    level_names: Mapping[str, frozenset[str]] | None = None
-    rows: tuple[_RowScope, ...] = ()
+    # A plain slotted class, not a dataclass: one is made per repeat row per row function call,
+    # which is the evaluator's hottest allocation.
+    __slots__ = ("context", "current", "level_names", "rows", "values")
+
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        current: Any = None,
+        context: EvaluationContext | None = None,
+        level_names: Mapping[str, frozenset[str]] | None = None,
+        rows: tuple[_RowScope, ...] = (),
+    ) -> None:
+        self.values = values
+        self.current = current
+        self.context = context if context is not None else EvaluationContext()
+        self.level_names = level_names
+        self.rows = rows
 
     def in_row(self, repeat_path: str, row: Mapping[str, Any], current: Any = None) -> Environment:
         """A child environment inside one row of the repeat at ``repeat_path``."""
+        names = self.level_names.get(repeat_path) if self.level_names is not None else None
+        scope = _RowScope(repeat_path, row, names)
         return Environment(
-            values=self.values,
-            current=current,
-            context=self.context,
-            level_names=self.level_names,
-            rows=(*self.rows, _RowScope(repeat_path, row)),
+            self.values, current, self.context, self.level_names, (*self.rows, scope)
         )
 
     def with_current(self, current: Any) -> Environment:
         """The same environment with ``.`` bound to ``current``."""
         return Environment(self.values, current, self.context, self.level_names, self.rows)
 
-    def _defines(self, level: str, values: Mapping[str, Any], name: str) -> bool:
-        if self.level_names is not None and level in self.level_names:
-            return name in self.level_names[level]
-        return name in values
+    def value(self, name: str) -> Any:
+        """The value of ``${name}``: rows innermost first, then the top level; missing is None."""
+        for scope in reversed(self.rows):
+            if (name in scope.names) if scope.names is not None else (name in scope.values):
+                return _normalize(scope.values.get(name))
+        return _normalize(self.values.get(name))
 
     def lookup(self, name: str) -> tuple[Any, str]:
-        """Return the value of ``${name}`` and the schema path it resolved to.
-
-        Rows are searched innermost first, then the top level; a missing name is empty (None).
-        """
+        """Like :meth:`value`, also returning the schema path the name resolved to."""
         for scope in reversed(self.rows):
-            if self._defines(scope.path, scope.values, name):
+            if (name in scope.names) if scope.names is not None else (name in scope.values):
                 return _normalize(scope.values.get(name)), f"{scope.path}/{name}"
         return _normalize(self.values.get(name)), name
 
@@ -639,15 +650,16 @@ def _normalize(value: Any) -> Any:
 
 # --- functions ----------------------------------------------------------------------------------------
 
-Evaluate = Callable[[Node, Environment], Any]
+Compiled = Callable[["Environment"], Any]
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
     """A function of the language: arity checked at parse time, body run by the evaluator.
 
-    ``lazy`` functions receive the argument nodes and evaluate them as needed (``if``,
-    ``coalesce``, the row functions); the others receive evaluated values.
+    ``lazy`` functions are called as ``body(call_node, compiled_args, env)`` and evaluate their
+    arguments as needed (``if``, ``coalesce``, the row functions); the others are called as
+    ``body(env, *values)`` with evaluated values.
     """
 
     name: str
@@ -667,9 +679,10 @@ class FunctionSpec:
         return f"{self.min_args} to {self.max_args} arguments"
 
 
-def _rows_of(node: Node, env: Environment, what: str) -> tuple[list[Mapping[str, Any]], str]:
-    assert isinstance(node, FieldRef)  # enforced by _check_row_function at parse time
-    value, path = env.lookup(node.name)
+def _rows_of(node: Call, env: Environment, what: str) -> tuple[list[Mapping[str, Any]], str]:
+    ref = node.args[0]
+    assert isinstance(ref, FieldRef)  # enforced by _check_row_function at parse time
+    value, path = env.lookup(ref.name)
     if value is None:
         return [], path
     if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
@@ -677,43 +690,41 @@ def _rows_of(node: Node, env: Environment, what: str) -> tuple[list[Mapping[str,
     return value, path
 
 
-def _row_values(
-    args: tuple[Node, ...], env: Environment, evaluate: Evaluate, what: str
-) -> list[Any]:
-    rows, path = _rows_of(args[0], env, what)
-    return [evaluate(args[1], env.in_row(path, row)) for row in rows]
+def _row_values(node: Call, args: tuple[Compiled, ...], env: Environment, what: str) -> list[Any]:
+    rows, path = _rows_of(node, env, what)
+    return [args[1](env.in_row(path, row)) for row in rows]
 
 
-def _fn_count_if(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> int:
-    return sum(1 for v in _row_values(args, env, evaluate, "count-if()") if truthy(v))
+def _fn_count_if(node: Call, args: tuple[Compiled, ...], env: Environment) -> int:
+    return sum(1 for v in _row_values(node, args, env, "count-if()") if truthy(v))
 
 
-def _fn_sum(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> int | float:
+def _fn_sum(node: Call, args: tuple[Compiled, ...], env: Environment) -> int | float:
     total: int | float = 0
-    for value in _row_values(args, env, evaluate, "sum()"):
+    for value in _row_values(node, args, env, "sum()"):
         number = _as_number(value, "sum()")
         if number is not None:
             total = _check_finite(total + number)
     return total
 
 
-def _fn_any(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> bool:
-    rows, path = _rows_of(args[0], env, "any()")
-    return any(truthy(evaluate(args[1], env.in_row(path, row))) for row in rows)
+def _fn_any(node: Call, args: tuple[Compiled, ...], env: Environment) -> bool:
+    rows, path = _rows_of(node, env, "any()")
+    return any(truthy(args[1](env.in_row(path, row))) for row in rows)
 
 
-def _fn_all(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> bool:
-    rows, path = _rows_of(args[0], env, "all()")
-    return all(truthy(evaluate(args[1], env.in_row(path, row))) for row in rows)
+def _fn_all(node: Call, args: tuple[Compiled, ...], env: Environment) -> bool:
+    rows, path = _rows_of(node, env, "all()")
+    return all(truthy(args[1](env.in_row(path, row))) for row in rows)
 
 
-def _fn_if(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> Any:
-    return evaluate(args[1] if truthy(evaluate(args[0], env)) else args[2], env)
+def _fn_if(node: Call, args: tuple[Compiled, ...], env: Environment) -> Any:
+    return args[1](env) if truthy(args[0](env)) else args[2](env)
 
 
-def _fn_coalesce(args: tuple[Node, ...], env: Environment, evaluate: Evaluate) -> Any:
+def _fn_coalesce(node: Call, args: tuple[Compiled, ...], env: Environment) -> Any:
     for arg in args:
-        value = evaluate(arg, env)
+        value = arg(env)
         if value is not None and value != []:
             return value
     return None
@@ -1082,36 +1093,47 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 # --- evaluator ------------------------------------------------------------------------------------------
 
 
-def _evaluate(node: Node, env: Environment) -> Any:
+def _compile(node: Node) -> Compiled:
+    """Turn a tree into nested closures, so evaluating does no dispatch on node types."""
     if isinstance(node, Literal):
-        return node.value
+        constant = node.value
+        return lambda env: constant
     if isinstance(node, FieldRef):
-        return env.lookup(node.name)[0]
+        name = node.name
+        return lambda env: env.value(name)
     if isinstance(node, Current):
-        return _normalize(env.current)
+        return lambda env: _normalize(env.current)
     if isinstance(node, Unary):
-        value = _evaluate(node.operand, env)
-        if value is None:
-            return None
-        if not _is_number(value):
-            raise _type_error("'-'", value)
-        return -value
+        operand = _compile(node.operand)
+
+        def negate(env: Environment) -> Any:
+            value = operand(env)
+            if value is None:
+                return None
+            if not _is_number(value):
+                raise _type_error("'-'", value)
+            return -value
+
+        return negate
     if isinstance(node, Binary):
-        if node.op == "or":
-            return truthy(_evaluate(node.left, env)) or truthy(_evaluate(node.right, env))
-        if node.op == "and":
-            return truthy(_evaluate(node.left, env)) and truthy(_evaluate(node.right, env))
-        left, right = _evaluate(node.left, env), _evaluate(node.right, env)
-        if node.op in ("=", "!=", "<", "<=", ">", ">="):
-            return _compare(node.op, left, right)
-        return _arithmetic(node.op, left, right)
+        left, right, op = _compile(node.left), _compile(node.right), node.op
+        if op == "or":
+            return lambda env: truthy(left(env)) or truthy(right(env))
+        if op == "and":
+            return lambda env: truthy(left(env)) and truthy(right(env))
+        if op in ("=", "!=", "<", "<=", ">", ">="):
+            return lambda env: _compare(op, left(env), right(env))
+        return lambda env: _arithmetic(op, left(env), right(env))
     spec = FUNCTIONS[node.name]
+    args = tuple(_compile(arg) for arg in node.args)
+    body = spec.body
     if spec.lazy:
-        return spec.body(node.args, env, _evaluate)
-    values = [_evaluate(arg, env) for arg in node.args]
+        call = node
+        return lambda env: body(call, args, env)
     if node.pattern is not None:
-        return spec.body(env, *values, compiled=node.pattern)
-    return spec.body(env, *values)
+        pattern = node.pattern
+        return lambda env: body(env, *[a(env) for a in args], compiled=pattern)
+    return lambda env: body(env, *[a(env) for a in args])
 
 
 def _collect(node: Node, via: tuple[str, ...], out: list[Reference]) -> None:
@@ -1139,6 +1161,10 @@ class Expression:
 
     text: str
     root: Node
+    _run: Compiled = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_run", _compile(self.root))
 
     def evaluate(self, env: Environment | Mapping[str, Any]) -> Any:
         """Evaluate against an :class:`Environment` (or a plain mapping of top-level values).
@@ -1152,7 +1178,7 @@ class Expression:
         if not isinstance(env, Environment):
             env = Environment(values=env)
         try:
-            return _evaluate(self.root, env)
+            return self._run(env)
         except EvaluationError:
             raise
         except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:

@@ -303,6 +303,7 @@ class _Level:
     typed: dict[str, Any]  # values as expressions see them
     cleaned: dict[str, Any]  # the JSON output
     rows: tuple[tuple[str, dict[str, Any]], ...]  # enclosing (repeat schema path, typed row)
+    env: Environment | None = None  # built on first use; it reads the live typed dicts
 
 
 class _Validator:
@@ -346,10 +347,14 @@ class _Validator:
         )
 
     def env(self, level: _Level, current: Any = None) -> Environment:
-        env = Environment(values=self.top_typed, context=self.context, level_names=self.level_names)
-        for repeat_path, row in level.rows:
-            env = env.in_row(repeat_path, row)
-        return env.with_current(current)
+        if level.env is None:
+            env = Environment(
+                values=self.top_typed, context=self.context, level_names=self.level_names
+            )
+            for repeat_path, row in level.rows:
+                env = env.in_row(repeat_path, row)
+            level.env = env
+        return level.env.with_current(current) if current is not None else level.env
 
     def evaluate(self, text: str, level: _Level, name: str, attribute: str, current: Any) -> Any:
         """Evaluate an expression of a field; a failure becomes an ``evaluation`` warning."""
