@@ -515,11 +515,13 @@ def _read_sheet(ws: Worksheet, known: Mapping[str, bool], issues: _Collector) ->
         slot = (key, lang if lang != "zh" else None) if known[key] else (key, None)
         if slot in sheet.columns:
             other = sheet.columns[slot]
+            plain = known[key] and (lang is None) != (other.lang is None)
             issues.add(
                 "duplicate_column",
-                f"column {raw!r} repeats column {other.letter} ({other.header!r}); "
-                "plain label means label::zh",
-                f"列 {raw!r} 与 {other.letter} 列（{other.header!r}）重复；不带语言的 label 即 label::zh",
+                f"column {raw!r} repeats column {other.letter} ({other.header!r})"
+                + (f"; plain {key} means {key}::zh" if plain else ""),
+                f"列 {raw!r} 与 {other.letter} 列（{other.header!r}）重复"
+                + (f"；不带语言的 {key} 即 {key}::zh" if plain else ""),
                 sheet=sheet,
                 row=1,
                 column=col,
@@ -547,6 +549,15 @@ def _read_sheet(ws: Worksheet, known: Mapping[str, bool], issues: _Collector) ->
                     column=col,
                 )
                 # Keep the formula text so the row raises no follow-on "empty" issues.
+            elif cell.data_type == "e":
+                issues.add(
+                    "error_cell",
+                    f"the cell shows the Excel error {cell.value}; type the value itself",
+                    f"单元格显示 Excel 错误 {cell.value}，请直接填写内容",
+                    sheet=sheet,
+                    row=number,
+                    column=col,
+                )
             cells[slot] = _cell_text(cell.value)
         row = _Row(sheet, number, cells)
         if row.has_any():

@@ -674,9 +674,19 @@ def test_survey_refusals_are_located(rows: Rows, expected: tuple[Any, ...]) -> N
     assert issue.message and issue.message_zh
 
 
-def test_formula_cells_are_refused() -> None:
+def test_formula_and_error_cells_are_refused() -> None:
     issue = only_issue(workbook([HEAD, ["text", "a", '=CONCAT("户","主")']]))
     assert located(issue) == ("survey", 2, "C", "label", "formula_cell")
+    issue = only_issue(workbook([HEAD, ["text", "a", "#N/A"]]))
+    assert located(issue) == ("survey", 2, "C", "label", "error_cell")
+
+
+def test_duplicate_columns_explain_plain_label_only_when_it_matters() -> None:
+    both = only_issue(workbook([["type", "name", "label", "label::zh"], ["text", "a", "甲", "甲"]]))
+    assert "plain label means label::zh" in both.message
+    twice = only_issue(workbook([["type", "name", "label", "name"], ["text", "a", "甲", "b"]]))
+    assert located(twice) == ("survey", 1, "D", "name", "duplicate_column")
+    assert "plain" not in twice.message
 
 
 def test_empty_unknown_columns_and_staff_sheets_are_ignored() -> None:
