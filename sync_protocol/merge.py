@@ -22,7 +22,7 @@ changes it and reports ``changed`` so the server knows when to bump it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -185,14 +185,14 @@ def _heads(writes: Mapping[str, Write]) -> list[Write]:
     return heads
 
 
-def _needs_policy(heads: list[Write]) -> bool:
+def _needs_policy(heads: Sequence[Write]) -> bool:
     """True when heads carry several values and no tombstone: only then lww/review matters."""
     if len(heads) < 2 or any(w.is_tombstone for w in heads):
         return False
     return len({_canonical(w.value) for w in heads}) > 1
 
 
-def _view(path: str, heads: list[Write], policy: str) -> FieldState:
+def _view(path: str, heads: Sequence[Write], policy: str) -> FieldState:
     top = heads[-1]
     stamps = tuple(w.stamp for w in heads)
     if len(heads) == 1:
@@ -249,7 +249,7 @@ class RecordState:
         self._writes: dict[str, dict[str, Write]] = writes or {}
         # Policy remembered only for paths whose heads carry several values (where it matters).
         self._policies: dict[str, str] = policies or {}
-        self._heads_cache: dict[str, list[Write]] = {}
+        self._heads_cache: dict[str, tuple[Write, ...]] = {}
         self._views: dict[str, FieldState] = {}
         self._conflicts: dict[str, Conflict] | None = None
         # stamp -> (device, seq) of the op that wrote it; one stamp belongs to one op.
@@ -257,12 +257,12 @@ class RecordState:
 
     # --- derived views -------------------------------------------------------------------
 
-    def heads(self, path: str) -> list[Write]:
+    def heads(self, path: str) -> tuple[Write, ...]:
         """The competing writes at ``path`` (empty when never written), oldest first."""
         cached = self._heads_cache.get(path)
         if cached is None:
             writes = self._writes.get(path)
-            cached = _heads(writes) if writes else []
+            cached = tuple(_heads(writes)) if writes else ()
             self._heads_cache[path] = cached
         return cached
 
@@ -280,7 +280,12 @@ class RecordState:
     @property
     def fields(self) -> dict[str, FieldState]:
         """Every written path's merged view, by path."""
-        return {path: self.field(path) for path in sorted(self._writes)}  # type: ignore[misc]
+        views: dict[str, FieldState] = {}
+        for path in sorted(self._writes):
+            view = self.field(path)
+            if view is not None:
+                views[path] = view
+        return views
 
     @property
     def paths(self) -> list[str]:
@@ -356,7 +361,7 @@ class RecordState:
             self._conflicts = found
         return self._conflicts
 
-    def _field_conflict(self, path: str, heads: list[Write]) -> Conflict | None:
+    def _field_conflict(self, path: str, heads: Sequence[Write]) -> Conflict | None:
         view = self.field(path)
         if view is None or view.status != "conflict":
             return None
@@ -377,7 +382,7 @@ class RecordState:
             reason="review" if self._policies.get(path) == "review" else "suspect_clock",
         )
 
-    def _delete_conflict(self, scope: str, heads: list[Write]) -> Conflict | None:
+    def _delete_conflict(self, scope: str, heads: Sequence[Write]) -> Conflict | None:
         tombstones = [w for w in heads if w.is_tombstone]
         rivals = [w for w in heads if not w.is_tombstone]
         seen: dict[str, set[str]] = {}
