@@ -101,17 +101,27 @@ class RecordInvalid(DeviceError):
 
     code = "record_invalid"
 
-    def __init__(self, draft_id: str, issues: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        draft_id: str,
+        issues: Sequence[Mapping[str, Any]],
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """``labels`` maps an issue's path to its field's Chinese label, for the message."""
         self.draft_id = draft_id
         self.issues = [dict(issue) for issue in issues]
+        self.labels = dict(labels or {})
         errors = [i for i in self.issues if i.get("severity", "error") == "error"]
         first = errors[0] if errors else {}
-        where = first.get("path") or ""
         text = first.get("message") or {}
+        row = f"第{first['row']}行" if first.get("row") else ""
+        label = self.labels.get(first.get("path") or "") or first.get("field") or ""
+        where_zh = f"{row}「{label}」" if label else row
+        where_en = first.get("path") or first.get("field") or "the record"
         super().__init__(
-            f"{len(errors)} error(s), first at {where}: {text.get('en', text.get('zh', ''))}; "
+            f"{len(errors)} error(s), first at {where_en}: {text.get('en', '')}; "
             f"kept as draft {draft_id}",
-            message_zh=f"有 {len(errors)} 处错误，第一处 {where}：{text.get('zh', '')}；"
+            message_zh=f"有 {len(errors)} 处错误，{where_zh}：{text.get('zh', '')}；"
             f"已保存为草稿 {draft_id}",
         )
 

@@ -47,6 +47,7 @@ __all__ = [
     "coerce_value",
     "default_round",
     "ensure_row_ids",
+    "issue_labels",
     "parse_assignment",
     "parse_household",
 ]
@@ -239,6 +240,17 @@ def _with_row_ids(fields: Sequence[Field], data: Mapping[str, Any]) -> dict[str,
     return out
 
 
+def issue_labels(defn: FormDefinition, issues: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Map each issue's path to the Chinese label of the field it names (for messages)."""
+    labels: dict[str, str] = {}
+    for issue in issues:
+        path = issue.get("path") or ""
+        fld = defn.find_field(path) if path else None
+        if fld is not None and fld.label is not None:
+            labels[path] = fld.label.zh
+    return labels
+
+
 def _issue_dicts(items: Iterable[Any]) -> list[dict[str, Any]]:
     out = []
     for item in items:
@@ -351,7 +363,7 @@ class RecordEditor:
             errors = [_household_issue()]
         if not ok:
             kept = self._keep_draft(defn, data, errors, household, round, None, draft_id)
-            raise RecordInvalid(kept, errors + warnings)
+            raise RecordInvalid(kept, errors + warnings, issue_labels(defn, errors + warnings))
         record_id = str(uuid.uuid4())
         changes = {p: v for p, v in flatten(cleaned).items() if v is not None}
         if not changes:
@@ -564,7 +576,7 @@ class RecordEditor:
                 record.record_id,
                 draft_id,
             )
-            raise RecordInvalid(kept, errors + warnings)
+            raise RecordInvalid(kept, errors + warnings, issue_labels(defn, errors + warnings))
         old = flatten(record.data)
         new = flatten(cleaned)
         deleted_rows = self._deleted_rows(old, new)

@@ -1,0 +1,203 @@
+"""``village-device``: every verb through click's CliRunner, plus real subprocess runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.client.test_records import id_number, member, roster
+from village_client_stub.cli import main
+
+VILLAGE_DEVICE = Path(sys.executable).with_name("village-device")
+
+
+def run(args: list[str], db: Path, input: str | None = None) -> Any:
+    runner = CliRunner()
+    return runner.invoke(main, [*args, "--db", str(db)], input=input, catch_exceptions=False)
+
+
+def run_json(args: list[str], db: Path, expect_code: int = 0) -> dict[str, Any]:
+    result = run([*args, "--json"], db)
+    assert result.exit_code == expect_code, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Path:
+    db = tmp_path / "device.db"
+    assert run(["init"], db).exit_code == 0
+    assert run(["load-forms", "--builtin"], db).exit_code == 0
+    return db
+
+
+def test_init_creates_an_owner_only_store_and_refuses_twice(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    body = run_json(["init"], db)
+    assert body["ok"] and body["device_id"].startswith("dev-")
+    assert set(body["public_keys"]) >= {"encryption_public", "signing_public"}
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    again = run(["init"], db)
+    assert again.exit_code == 1
+    assert again.stderr.count("\n") == 1 and "已有设备数据文件" in again.stderr
+    assert "Traceback" not in again.output + again.stderr
+
+
+def test_verbs_without_a_store_say_so_in_one_line(tmp_path: Path) -> None:
+    for verb in (["forms"], ["records"], ["status"], ["edit", "x", "--set", "a=1"]):
+        result = run(verb, tmp_path / "none.db")
+        assert result.exit_code == 1
+        assert result.stderr.count("\n") == 1
+        assert "village-device init" in result.stderr
+    body = run_json(["status"], tmp_path / "none.db", expect_code=1)
+    assert body["ok"] is False and body["error"]["code"] == "store_not_found"
+
+
+def test_forms_lists_the_builtin_instruments(device: Path) -> None:
+    body = run_json(["forms"], device)
+    ids = [f["form_id"] for f in body["forms"]]
+    assert "household_roster" in ids and len(ids) == 6
+    text = run(["forms"], device).stdout
+    assert "农村住房安全" in text
+
+
+def test_fill_from_a_file_edit_records_and_status(device: Path, tmp_path: Path) -> None:
+    record_file = tmp_path / "roster.json"
+    record_file.write_text(json.dumps(roster(), ensure_ascii=False), encoding="utf-8")
+    filled = run_json(["fill", "household_roster", "--from", str(record_file)], device)
+    assert filled["seq"] == 1
+    record_id = filled["record_id"]
+
+    edited = run_json(["edit", record_id[:8], "--set", "phone=13800138000"], device)
+    assert edited["seq"] == 2 and edited["paths"] == ["phone"]
+    human = run(["edit", record_id, "--set", "members/+1/name=张小", *_child_sets()], device)
+    assert human.exit_code == 0, human.stderr
+    assert "操作序号 3" in human.stdout
+
+    listed = run_json(["records"], device)
+    (only,) = listed["records"]
+    assert only["record_id"] == record_id and only["pending"] is True
+    assert len(only["data"]["members"]) == 3
+
+    shown = run_json(["show", record_id[:8]], device)
+    assert shown["record"]["data"]["phone"] == "13800138000"
+
+    status = run_json(["status"], device)
+    assert status["pending_ops"] == 3 and status["last_seq"] == 3
+    assert status["last_sync_at"] is None and status["rejected"] == []
+    text = run(["status"], device).stdout
+    assert "待同步操作 3 个" in text and "从未" in text
+
+
+def _child_sets() -> list[str]:
+    child = member("张小", "之子", "男", "20150601", education_level=None, schooling="小学")
+    out = []
+    for key, value in child.items():
+        if value and key != "name":
+            shown = ",".join(value) if isinstance(value, list) else value
+            out += ["--set", f"members/+1/{key}={shown}"]
+    return out
+
+
+def test_invalid_fill_prints_the_reasons_and_keeps_a_draft(device: Path, tmp_path: Path) -> None:
+    bad = roster()
+    bad["members"][0]["id_number"] = "530102197001010011"  # wrong check digit
+    record_file = tmp_path / "bad.json"
+    record_file.write_text(json.dumps(bad, ensure_ascii=False), encoding="utf-8")
+    result = run(["fill", "household_roster", "--from", str(record_file)], device)
+    assert result.exit_code == 1
+    assert "身份证号无效" in result.stderr and "草稿" in result.stderr
+    assert "Traceback" not in result.stderr
+    body = run_json(["fill", "household_roster", "--from", str(record_file)], device, 1)
+    draft_id = body["error"]["draft_id"]
+    assert body["error"]["issues"][0]["path"].endswith("/id_number")
+    status = run_json(["status"], device)
+    assert draft_id in [d["draft_id"] for d in status["drafts"]]
+    assert status["pending_ops"] == 0
+    fixed = run_json(
+        ["edit", draft_id, "--set", f"members/#1/id_number={id_number('19700101', '003')}"], device
+    )
+    assert fixed["seq"] == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fill", "no_such_form", "--from", "x.json"],
+        ["fill", "housing_safety", "--household", "12/3", "--from", "x.json"],
+        ["fill", "housing_safety", "--from", "does-not-exist.json"],
+        ["edit", "no-such-record", "--set", "a=1"],
+        ["edit", "no-such-record"],
+        ["load-forms"],
+    ],
+)
+def test_bad_input_is_one_clear_line(device: Path, args: list[str]) -> None:
+    result = run(args, device)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("错误：")
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_an_unreadable_json_file_is_refused(device: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    result = run(["fill", "housing_safety", "--from", str(broken)], device)
+    assert result.exit_code == 1 and "无法读取 JSON" in result.stderr
+    array = tmp_path / "array.json"
+    array.write_text("[1, 2]", encoding="utf-8")
+    result = run(["fill", "housing_safety", "--from", str(array)], device)
+    assert result.exit_code == 1 and "JSON 对象" in result.stderr
+
+
+def test_edit_with_a_bad_value_names_the_field(device: Path, tmp_path: Path) -> None:
+    record_file = tmp_path / "roster.json"
+    record_file.write_text(json.dumps(roster(), ensure_ascii=False), encoding="utf-8")
+    record_id = run_json(["fill", "household_roster", "--from", str(record_file)], device)[
+        "record_id"
+    ]
+    result = run(["edit", record_id, "--set", "members/#1/work_months=很多"], device)
+    assert result.exit_code == 1
+    assert "务工时间" in result.stderr or "work_months" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_load_forms_with_a_config_file(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    run(["init"], db)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"water_region_type": "water_short"}), encoding="utf-8")
+    body = run_json(["load-forms", "--builtin", "--config", str(config)], db)
+    assert body["config"] is True and len(body["loaded"]) == 6
+
+
+def test_the_installed_console_script_runs_for_real(tmp_path: Path) -> None:
+    db = tmp_path / "real.db"
+    env = {**os.environ, "VILLAGE_DEVICE_DB": str(db)}
+    for args in (["init", "--json"], ["load-forms", "--builtin", "--json"]):
+        done = subprocess.run(
+            [str(VILLAGE_DEVICE), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+    record_file = tmp_path / "roster.json"
+    record_file.write_text(json.dumps(roster(), ensure_ascii=False), encoding="utf-8")
+    done = subprocess.run(
+        [str(VILLAGE_DEVICE), "fill", "household_roster", "--from", str(record_file), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["seq"] == 1
+    status = subprocess.run(
+        [str(VILLAGE_DEVICE), "status"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert status.returncode == 0 and "待同步操作 1 个" in status.stdout
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600

@@ -1,0 +1,387 @@
+"""``village-device``: the command line standing in for the village tablet app.
+
+Every verb takes ``--db PATH`` (default ``./device.db``, or ``$VILLAGE_DEVICE_DB``) and ``--json``
+(one JSON object on stdout, for scripts). Text output is Chinese. A user mistake prints one line
+on stderr (Chinese, then English) and exits 1; a usage mistake exits 2; nothing prints a
+traceback. The verbs are described in docs/device.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from forms.errors import FormsError
+from forms.instruments import BUILTIN_IDS, builtin_json
+from sync_protocol.errors import ProtocolError
+from village_client_stub.errors import BadInput, DeviceError, RecordInvalid
+from village_client_stub.prompts import FormPrompter, InputEnded, LineReader
+from village_client_stub.records import RecordEditor, default_round, parse_household
+from village_client_stub.store import DeviceStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL = 70
+
+
+def _emit_json(payload: Mapping[str, Any]) -> None:
+    click.echo(json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True, default=str))
+
+
+def _fail(
+    as_json: bool, code: str, zh: str, en: str, extra: Mapping[str, Any] | None = None
+) -> None:
+    if as_json:
+        _emit_json(
+            {"ok": False, "error": {"code": code, "message": {"zh": zh, "en": en}, **(extra or {})}}
+        )
+    else:
+        click.echo(f"错误：{zh}（{en}）", err=True)
+
+
+def device_command(func: F) -> F:
+    """Add ``--db`` and ``--json`` and turn every known error into one line (or one JSON)."""
+
+    @click.option(
+        "--db",
+        "db_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("device.db"),
+        envvar="VILLAGE_DEVICE_DB",
+        show_default=True,
+        help="The device's data file.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, db_path: Path, as_json: bool, **kwargs: Any) -> None:
+        try:
+            func(*args, db_path=db_path, as_json=as_json, **kwargs)
+        except RecordInvalid as exc:
+            _fail(
+                as_json,
+                exc.code,
+                exc.message_zh,
+                exc.message,
+                {"draft_id": exc.draft_id, "issues": exc.issues},
+            )
+            if not as_json:
+                for line in _issue_lines(exc.issues, exc.labels):
+                    click.echo(line, err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except (DeviceError, FormsError, ProtocolError) as exc:
+            _fail(as_json, exc.code, exc.message_zh, exc.message)
+            sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:
+            _fail(as_json, "os_error", f"文件操作失败：{exc.strerror or exc}", str(exc))
+            sys.exit(EXIT_USER_ERROR)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # the promise is one line, never a traceback
+            _fail(as_json, "internal_error", f"程序内部错误：{type(exc).__name__}", str(exc))
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _issue_lines(
+    issues: list[Mapping[str, Any]], labels: Mapping[str, str] | None = None
+) -> list[str]:
+    lines = []
+    for issue in issues:
+        mark = "✗" if issue.get("severity", "error") == "error" else "!"
+        path = issue.get("path") or ""
+        where = (labels or {}).get(path) or issue.get("field") or path
+        row = issue.get("row")
+        prefix = f"第{row}行 " if row else ""
+        text = (issue.get("message") or {}).get("zh", "")
+        lines.append(f"  {mark} {prefix}{where}：{text}")
+    return lines
+
+
+def _open(db_path: Path) -> DeviceStore:
+    return DeviceStore.open(db_path)
+
+
+@click.group(help="村级调查设备（离线采集）— the village survey device, offline.")
+def main() -> None:
+    """Entry point of the ``village-device`` console script."""
+
+
+# --- init and forms -------------------------------------------------------------------------
+
+
+@main.command(help="创建设备数据文件和设备密钥。Create the device store and keys.")
+@device_command
+def init(db_path: Path, as_json: bool) -> None:
+    with DeviceStore.create(db_path) as store:
+        identity = store.identity()
+    if as_json:
+        _emit_json(
+            {
+                "ok": True,
+                "db": str(db_path),
+                "device_id": identity.device_id,
+                "public_keys": identity.public_keys,
+            }
+        )
+        return
+    click.echo(f"已创建设备 {identity.device_id}（{db_path}，仅本人可读）")
+    click.echo(f"加密密钥 {identity.encryption_key_id}，签名密钥 {identity.signing_key_id}")
+    click.echo("没有服务器时可用 `village-device load-forms --builtin` 载入内置调查表。")
+
+
+@main.command("load-forms", help="载入表单（离线/开发用）。Load forms without a server.")
+@click.option("--builtin", is_flag=True, help="The six built-in instruments.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON object of evaluation configuration (e.g. monitoring).",
+)
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@device_command
+def load_forms(
+    db_path: Path, as_json: bool, builtin: bool, config_file: Path | None, files: tuple[Path, ...]
+) -> None:
+    if not builtin and not files and config_file is None:
+        raise BadInput(
+            "give --builtin, form JSON files or --config",
+            message_zh="请指定 --builtin、表单 JSON 文件或 --config",
+        )
+    documents = [builtin_json(form_id) for form_id in BUILTIN_IDS] if builtin else []
+    documents += [_read_json(path) for path in files]
+    loaded = []
+    with _open(db_path) as store:
+        for document in documents:
+            defn = store.put_form(document)
+            loaded.append({"form_id": defn.id, "version": defn.version, "title": defn.title.zh})
+        if config_file is not None:
+            config = _read_json(config_file)
+            if not isinstance(config, dict):
+                raise BadInput(
+                    "the config file must hold a JSON object", message_zh="配置文件应为 JSON 对象"
+                )
+            store.set_config(config)
+    if as_json:
+        _emit_json({"ok": True, "loaded": loaded, "config": config_file is not None})
+        return
+    for item in loaded:
+        click.echo(f"已载入 {item['form_id']} 第{item['version']}版 {item['title']}")
+    if config_file is not None:
+        click.echo("已载入配置")
+
+
+@main.command(help="列出设备上的表单。List the forms on the device.")
+@device_command
+def forms(db_path: Path, as_json: bool) -> None:
+    with _open(db_path) as store:
+        summaries = store.forms()
+    if as_json:
+        _emit_json(
+            {
+                "ok": True,
+                "forms": [
+                    {
+                        "form_id": f.form_id,
+                        "version": f.version,
+                        "title": f.title_zh,
+                        "current": f.current,
+                    }
+                    for f in summaries
+                ],
+            }
+        )
+        return
+    if not summaries:
+        click.echo("设备上还没有表单。")
+        return
+    for f in summaries:
+        click.echo(f"{f.form_id:24} 第{f.version}版{' (当前)' if f.current else ''}  {f.title_zh}")
+
+
+# --- fill and edit --------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(
+            f"cannot read JSON from {path}: {exc}", message_zh=f"无法读取 JSON 文件 {path}"
+        ) from exc
+
+
+def _report_saved(as_json: bool, result: Any, verb_zh: str) -> None:
+    if as_json:
+        _emit_json({"ok": True, **result.to_dict()})
+        return
+    if result.op is None:
+        click.echo(f"记录 {result.record_id} 没有改动。")
+        return
+    click.echo(f"已{verb_zh}记录 {result.record_id}（操作序号 {result.op.seq}，待同步）")
+    for line in _issue_lines(result.warnings):
+        click.echo(line)
+
+
+@main.command(help="填写新记录。Fill a new record (interactive without --from).")
+@click.argument("form_id")
+@click.option("--household", help="VILLAGECODE/HOUSEHOLDNO, e.g. 530102001201/0001.")
+@click.option("--round", "round_", help="Survey round, default <year>-annual.")
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Record data as a JSON object instead of questions.",
+)
+@device_command
+def fill(
+    db_path: Path,
+    as_json: bool,
+    form_id: str,
+    household: str | None,
+    round_: str | None,
+    from_file: Path | None,
+) -> None:
+    where = parse_household(household) if household else None
+    with _open(db_path) as store:
+        editor = RecordEditor(store)
+        defn = store.form(form_id)
+        if from_file is not None:
+            data = _read_json(from_file)
+            if not isinstance(data, dict):
+                raise BadInput(
+                    "the record file must hold a JSON object", message_zh="记录文件应为 JSON 对象"
+                )
+        else:
+            # Questions go to stderr under --json so stdout stays one JSON object.
+            out = click.get_text_stream("stderr" if as_json else "stdout")
+            prompter = FormPrompter(
+                defn,
+                editor.context(where),
+                LineReader(click.get_text_stream("stdin")),
+                out,
+                store=store,
+            )
+            try:
+                data = prompter.run()
+            except InputEnded as ended:
+                draft_id = store.save_draft(
+                    form_id=defn.id,
+                    form_version=defn.version,
+                    data=ended.data,
+                    issues=[],
+                    household=where,
+                    round=round_ or default_round(editor.today),
+                )
+                raise BadInput(
+                    f"input ended before the form was finished; kept as draft {draft_id}",
+                    message_zh=f"输入中断，表单未填完；已保存为草稿 {draft_id}",
+                ) from None
+        result = editor.fill(form_id, data, household=where, round=round_)
+    _report_saved(as_json, result, "保存")
+
+
+@main.command(help="修改记录或草稿。Edit a record or a draft: --set path=value.")
+@click.argument("target")
+@click.option("--set", "assignments", multiple=True, help="path=value; rows as #N, +N or row id.")
+@click.option("--delete-row", "deletions", multiple=True, help="repeat/<row> to delete.")
+@device_command
+def edit(
+    db_path: Path,
+    as_json: bool,
+    target: str,
+    assignments: tuple[str, ...],
+    deletions: tuple[str, ...],
+) -> None:
+    if not assignments and not deletions:
+        raise BadInput(
+            "nothing to change: give --set or --delete-row",
+            message_zh="没有要修改的内容：请用 --set 或 --delete-row",
+        )
+    with _open(db_path) as store:
+        result = RecordEditor(store).edit(target, assignments, deletions)
+    _report_saved(as_json, result, "修改")
+
+
+# --- looking around -------------------------------------------------------------------------
+
+
+@main.command(help="列出记录。List the records on the device.")
+@click.option("--form", "form_id", help="Only this form.")
+@device_command
+def records(db_path: Path, as_json: bool, form_id: str | None) -> None:
+    with _open(db_path) as store:
+        found = store.records(form_id=form_id)
+        pending = {op.record_id for op in store.pending_ops()}
+    if as_json:
+        _emit_json(
+            {
+                "ok": True,
+                "records": [{**r.to_dict(), "pending": r.record_id in pending} for r in found],
+            }
+        )
+        return
+    if not found:
+        click.echo("没有记录。")
+        return
+    for r in found:
+        hh = f"{r.household['village_code']}/{r.household['household_no']}" if r.household else "-"
+        flag = "待同步" if r.record_id in pending else "已同步"
+        click.echo(f"{r.record_id}  {r.form_id}@{r.form_version}  {hh}  {r.round or '-'}  {flag}")
+
+
+@main.command(help="显示一条记录。Show one record.")
+@click.argument("record")
+@device_command
+def show(db_path: Path, as_json: bool, record: str) -> None:
+    with _open(db_path) as store:
+        found = store.find_record(record)
+    if as_json:
+        _emit_json({"ok": True, "record": found.to_dict()})
+        return
+    click.echo(json.dumps(found.to_dict(), ensure_ascii=False, indent=2, sort_keys=True))
+
+
+@main.command(help="同步状态：待发送、被拒绝、冲突、草稿。Outbox, rejections, conflicts, drafts.")
+@device_command
+def status(db_path: Path, as_json: bool) -> None:
+    with _open(db_path) as store:
+        info = store.status()
+    if as_json:
+        _emit_json({"ok": True, **info})
+        return
+    click.echo(
+        f"设备 {info['device_id']}  {'已注册 ' + str(info['server_url']) if info['enrolled'] else '未注册服务器'}"
+    )
+    click.echo(
+        f"记录 {info['records']} 条；待同步操作 {info['pending_ops']} 个（序号至 {info['last_seq']}，已确认至 {info['acked_through']}）"
+    )
+    click.echo(f"上次成功同步：{info['last_sync_at'] or '从未'}")
+    if info["last_error"]:
+        click.echo(f"上次同步错误：{info['last_error']}")
+    if info["rejected"]:
+        click.echo(f"被服务器拒绝、等待修改的操作 {len(info['rejected'])} 个：")
+        for entry in info["rejected"]:
+            click.echo(f"  操作 {entry['seq']}  记录 {entry['record_id']}")
+            click.echo("\n".join(_issue_lines(entry["reasons"] or [])) or "  （无原因）")
+    if info["conflicts"]:
+        click.echo(f"等待审核的冲突 {len(info['conflicts'])} 个：")
+        for conflict in info["conflicts"]:
+            click.echo(f"  冲突 {conflict['conflict_id']}  记录 {conflict['record_id']}")
+    if info["drafts"]:
+        click.echo(f"未完成的草稿 {len(info['drafts'])} 个（用 edit 草稿编号 --set 修改）：")
+        for draft in info["drafts"]:
+            click.echo(f"  {draft['draft_id']}  {draft['form_id']}  {draft['issues']} 处问题")
+
+
+if __name__ == "__main__":
+    main()

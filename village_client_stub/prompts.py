@@ -1,0 +1,272 @@
+"""Interactive data entry: ask a form's questions one by one, in Chinese, as a tablet would.
+
+The :class:`FormPrompter` walks the definition in document order and
+
+* skips questions whose ``relevant`` expression is false for what has been answered so far
+  (skip logic), and never asks calculated fields;
+* checks every answer as it is typed — its type (:func:`records.coerce_value`), ``required`` and
+  the field's ``constraint`` — and asks again with the reason until it fits;
+* asks for repeat rows (household members, persuade-back visits) one at a time, within the
+  repeat's ``min_rows``/``max_rows``.
+
+Cross-field checks run when the record is saved (``RecordEditor.fill``). Input comes from any
+line source (a terminal, a pipe, a test), so the same code serves people and scripts. End of
+input stops the interview; what was typed so far is returned so the caller keeps it as a draft.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from forms.definition import Field, FieldType, FormDefinition
+from forms.errors import FormsError
+from forms.expressions import Environment, EvaluationContext, parse_expression
+from forms.paths import ROW_ID_KEY
+from village_client_stub.errors import DeviceError
+from village_client_stub.records import coerce_value
+from village_client_stub.store import DeviceStore
+
+__all__ = ["FormPrompter", "InputEnded", "LineReader", "describe_choices"]
+
+
+class InputEnded(Exception):
+    """The input ended (EOF) before the interview finished.
+
+    Attributes:
+        data: what was answered so far (kept by the caller as a draft).
+    """
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        super().__init__("input ended")
+
+
+@dataclass
+class LineReader:
+    """Reads answers line by line from a text stream; ``None`` at end of input."""
+
+    stream: TextIO
+
+    def __call__(self) -> str | None:
+        line = self.stream.readline()
+        if line == "":
+            return None
+        return line.rstrip("\r\n")
+
+
+def _label(fld: Field) -> str:
+    return fld.label.zh if fld.label is not None else fld.name
+
+
+def describe_choices(defn: FormDefinition, fld: Field) -> str:
+    """The numbered choice list shown under a select question."""
+    return "  ".join(f"{i}.{c.label.zh}" for i, c in enumerate(defn.choices_of(fld), start=1))
+
+
+class FormPrompter:
+    """Asks the questions of ``defn``; ``read`` returns one answer line or None at EOF.
+
+    ``store``, when given, registers image answers (file paths) as attachments.
+    """
+
+    def __init__(
+        self,
+        defn: FormDefinition,
+        context: EvaluationContext,
+        read: Callable[[], str | None],
+        out: TextIO,
+        *,
+        store: DeviceStore | None = None,
+    ) -> None:
+        self.defn = defn
+        self.context = context
+        self.read = read
+        self.out = out
+        self.store = store
+        self.data: dict[str, Any] = {}
+
+    # --- the interview ---------------------------------------------------------------------
+
+    def run(self, initial: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Ask every relevant question; return the answers (contracts §3 data).
+
+        ``initial`` values are kept and their questions not asked again.
+
+        Raises:
+            InputEnded: the input ended first; ``data`` holds the answers so far.
+        """
+        self.data = dict(initial or {})
+        self._say(f"== {self.defn.title.zh}（{self.defn.id} 第{self.defn.version}版）==")
+        self._say("直接回车表示不填；选择题可输入序号或选项文字。")
+        self._ask_level(self.defn.fields, self.data, rows=())
+        return self.data
+
+    def _ask_level(
+        self,
+        fields: tuple[Field, ...],
+        values: dict[str, Any],
+        rows: tuple[tuple[str, dict[str, Any]], ...],
+    ) -> None:
+        for fld in fields:
+            if fld.name in values and values[fld.name] not in (None, ""):
+                continue
+            if not self._relevant(fld, rows):
+                continue
+            if fld.type is FieldType.CALCULATE or fld.calculate:
+                continue
+            if fld.type is FieldType.NOTE:
+                self._say(f"【说明】{_label(fld)}")
+                continue
+            if fld.is_repeat:
+                self._ask_rows(fld, values, rows)
+                continue
+            value = self._ask_field(fld, rows)
+            if value is not None:
+                values[fld.name] = value
+
+    def _ask_rows(
+        self, fld: Field, values: dict[str, Any], rows: tuple[tuple[str, dict[str, Any]], ...]
+    ) -> None:
+        repeat_path = "/".join([*(p for p, _ in rows), fld.name]) if rows else fld.name
+        existing = values.setdefault(fld.name, [])
+        minimum = fld.min_rows or 0
+        maximum = fld.max_rows
+        while maximum is None or len(existing) < maximum:
+            number = len(existing) + 1
+            if len(existing) >= minimum:
+                answer = self._ask_yes_no(f"添加「{_label(fld)}」第 {number} 行？(是/否)")
+                if not answer:
+                    break
+            self._say(f"-- {_label(fld)} 第 {number} 行 --")
+            row: dict[str, Any] = {ROW_ID_KEY: str(uuid.uuid4())}
+            existing.append(row)
+            self._ask_level(fld.fields, row, (*rows, (repeat_path, row)))
+        if not existing:
+            del values[fld.name]
+
+    def _ask_yes_no(self, question: str) -> bool:
+        while True:
+            self._say(question)
+            line = self._line()
+            text = line.strip().lower()
+            if text in {"是", "y", "yes", "1", "有", "好"}:
+                return True
+            if text in {"否", "n", "no", "0", "", "无", "不"}:
+                return False
+            self._say("请回答 是 或 否")
+
+    def _ask_field(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> Any:
+        required = self._required(fld, rows)
+        question = f"{_label(fld)}{'（必填）' if required else ''}"
+        if fld.unit:
+            question += f"［{fld.unit}］"
+        while True:
+            self._say(question)
+            if fld.hint is not None:
+                self._say(f"  提示：{fld.hint.zh}")
+            if fld.type in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE):
+                self._say(f"  {describe_choices(self.defn, fld)}")
+                if fld.type is FieldType.SELECT_MULTIPLE:
+                    self._say("  （可多选，用逗号分隔）")
+            text = self._line()
+            if fld.type in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE):
+                text = self._numbers_to_choices(fld, text)
+            try:
+                # An image answer is a file path; the store registers it as an attachment.
+                value = coerce_value(self.defn, fld, text, store=self.store)
+            except DeviceError as exc:
+                self._say(f"  ✗ {exc.message_zh}")
+                continue
+            if value is None:
+                if required:
+                    self._say("  ✗ 此项为必填项")
+                    continue
+                return None
+            problem = self._constraint_problem(fld, value, rows)
+            if problem:
+                self._say(f"  ✗ {problem}")
+                continue
+            return value
+
+    # --- checks while typing ---------------------------------------------------------------
+
+    def _env(
+        self, rows: tuple[tuple[str, dict[str, Any]], ...], current: Any = None
+    ) -> Environment:
+        env = Environment(values=self.data, context=self.context)
+        for repeat_path, row in rows:
+            env = env.in_row(repeat_path, row)
+        return env.with_current(current)
+
+    def _relevant(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> bool:
+        if not fld.relevant:
+            return True
+        try:
+            return parse_expression(fld.relevant).is_true(self._env(rows))
+        except FormsError:
+            return True  # an authoring mistake must not hide a question; the server re-checks
+
+    def _required(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> bool:
+        if isinstance(fld.required, bool):
+            return fld.required
+        try:
+            return parse_expression(fld.required).is_true(self._env(rows))
+        except FormsError:
+            return False
+
+    def _constraint_problem(
+        self, fld: Field, value: Any, rows: tuple[tuple[str, dict[str, Any]], ...]
+    ) -> str | None:
+        if not fld.constraint:
+            return None
+        try:
+            ok = parse_expression(fld.constraint).is_true(self._env(rows, value))
+        except FormsError:
+            return None
+        if ok:
+            return None
+        if fld.constraint_message is not None:
+            return fld.constraint_message.zh
+        return f"「{_label(fld)}」的值不符合要求"
+
+    def _numbers_to_choices(self, fld: Field, text: str) -> str:
+        """Let people type choice numbers: ``2`` → the second choice's value."""
+        choices = self.defn.choices_of(fld)
+        values = {c.value for c in choices}
+        parts = [p.strip() for p in text.replace("，", ",").replace("、", ",").split(",")]
+        out = []
+        for part in parts:
+            if part.isdigit() and part not in values and 1 <= int(part) <= len(choices):
+                out.append(choices[int(part) - 1].value)
+            else:
+                out.append(part)
+        return ",".join(p for p in out if p)
+
+    # --- I/O -------------------------------------------------------------------------------
+
+    def _line(self) -> str:
+        line = self.read()
+        if line is None:
+            raise InputEnded(self._prune(self.data))
+        return line
+
+    def _say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    @staticmethod
+    def _prune(data: dict[str, Any]) -> dict[str, Any]:
+        """Drop rows that hold nothing but their id (started, never answered)."""
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+                rows = [FormPrompter._prune(r) for r in value]
+                rows = [r for r in rows if set(r) - {ROW_ID_KEY}]
+                if rows:
+                    out[key] = rows
+            else:
+                out[key] = value
+        return out
