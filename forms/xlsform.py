@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -1731,11 +1732,16 @@ def _write_table(ws: Worksheet, headers: list[str], rows: list[dict[str, str]]) 
         cell.fill = fill
     ws.freeze_panes = "A2"
     for index, header in enumerate(headers, start=1):
-        longest = max([len(header)] + [len(r.get(header, "")) for r in rows])
+        longest = max([_display_width(header)] + [_display_width(r.get(header, "")) for r in rows])
         ws.column_dimensions[get_column_letter(index)].width = min(60, max(10, longest + 2))
     for row in ws.iter_rows(min_row=2):
         for cell in row:
             cell.alignment = Alignment(vertical="top", wrap_text=False)
+
+
+def _display_width(text: str) -> int:
+    """Width in Excel's character units: Chinese (wide) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
 
 
 def _flag_text(value: Any) -> str:
