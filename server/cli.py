@@ -29,10 +29,17 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
         yield current_app._get_current_object()  # type: ignore[attr-defined]
         return
     from server.app import create_app
+    from server.extensions import db
 
     app = create_app(overrides or None)
     with app.app_context():
-        yield app
+        try:
+            yield app
+        finally:
+            # Return the session's connection, then close the pool now rather than at
+            # interpreter exit (PostgreSQL would otherwise see dangling sessions).
+            db.session.remove()
+            db.engine.dispose()
 
 
 def _fail(exc: ApiError) -> NoReturn:

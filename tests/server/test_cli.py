@@ -1,0 +1,183 @@
+"""The ``server`` command line, and ``serve`` as a real process over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import forms
+from forms.instruments import builtin_json
+from server.cli import main
+from server.storage import schema
+
+ROOT = Path(__file__).resolve().parents[2]
+XLSX_DIR = Path(forms.__file__).resolve().parent / "instruments" / "xlsx"
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "VILLAGE_SYNC_DATABASE_URL": database_url,
+        "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "keys"),
+    }
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_init_db_create_admin_issue_code_and_publish(cli_env: dict, tmp_path: Path) -> None:
+    head = schema.head_revision()
+    assert f"schema revision {head}" in run(cli_env, "init-db")
+    assert f"schema revision {head}" in run(cli_env, "init-db")
+    out = run(cli_env, "create-admin", "--username", "chen")
+    password = re.search(r"password: (\S+)", out).group(1)
+    assert len(password) >= 10
+    out = run(
+        cli_env,
+        "create-admin",
+        "--username",
+        "li",
+        "--role",
+        "township_reviewer",
+        "--area",
+        "530102001",
+        "--password",
+        "a-long-password",
+    )
+    assert "password" not in out
+    failed = CliRunner().invoke(main, ["create-admin", "--username", "li"], env=cli_env)
+    assert failed.exit_code != 0 and "username_taken" in failed.output
+
+    out = run(cli_env, "issue-code", "--scope", "530102001201", "--days", "3")
+    assert re.search(r"enrollment code: [A-Z2-9]{4}(-[A-Z2-9]{4}){3}", out)
+    bad = CliRunner().invoke(main, ["issue-code", "--scope", "53"], env=cli_env)
+    assert bad.exit_code != 0 and "validation_failed" in bad.output
+
+    definition = tmp_path / "housing.json"
+    definition.write_text(json.dumps(builtin_json("housing_safety")), encoding="utf-8")
+    assert "housing_safety version 1: published" in run(cli_env, "publish-form", str(definition))
+    xlsx = XLSX_DIR / "drinking_water.xlsx"
+    assert "drinking_water version 1: draft" in run(cli_env, "publish-form", "--draft", str(xlsx))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"id": "x", "version": 1}), encoding="utf-8")
+    refused = CliRunner().invoke(main, ["publish-form", str(broken)], env=cli_env)
+    assert refused.exit_code != 0 and "form_invalid" in refused.output
+
+    out = run(cli_env, "reset-password", "chen")
+    assert re.search(r"password of chen reset: \S+", out)
+    first = run(cli_env, "rotate-keys")
+    second = run(cli_env, "rotate-keys")
+    assert "(1 kept)" in first and "(2 kept)" in second
+
+
+def test_backup_copies_a_live_sqlite_database(sqlite_url: str, tmp_path: Path) -> None:
+    env = {"VILLAGE_SYNC_DATABASE_URL": sqlite_url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "k")}
+    run(env, "create-admin", "--username", "chen")
+    target = tmp_path / "backups" / "county-copy.db"
+    assert "backup written" in run(env, "backup", "--to", str(target))
+    with sqlite3.connect(target) as copy:
+        assert copy.execute("select username from users").fetchall() == [("chen",)]
+        assert copy.execute("pragma integrity_check").fetchone() == ("ok",)
+    copy.close()
+
+
+def test_backup_refuses_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    env = {"VILLAGE_SYNC_DATABASE_URL": postgres_url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, ["backup", "--to", str(tmp_path / "x.db")], env=env)
+    assert result.exit_code != 0 and "pg_dump" in result.output
+
+
+def _start_server(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    env = {
+        **os.environ,
+        "VILLAGE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'county.db'}",
+        "VILLAGE_SYNC_SERVE_THREADS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    printed: dict[str, str] = {}
+    lines: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        for key in ("URL", "username", "password"):
+            match = re.match(rf"\s+{key}:\s+(\S+)", line)
+            if match:
+                printed[key] = match.group(1)
+        if line.startswith("listening on "):
+            printed["listening"] = line.split()[-1]
+            break
+    if "listening" not in printed:
+        process.kill()
+        raise AssertionError("server did not start:\n" + "".join(lines))
+    printed["output"] = "".join(lines)
+    return process, printed
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    finally:
+        if process.stdout:
+            process.stdout.close()
+
+
+def _http(url: str, body: dict | None = None, token: str | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_serve_prints_the_admin_login_and_serves_the_builtins(tmp_path: Path) -> None:
+    process, printed = _start_server(tmp_path)
+    try:
+        url = printed["URL"]
+        assert url == printed["listening"]
+        token = _http(
+            f"{url}/api/v1/auth/login",
+            {"username": printed["username"], "password": printed["password"]},
+        )["token"]
+        published = _http(f"{url}/api/v1/forms", token=token)
+        assert sorted(f["form_id"] for f in published) == sorted(forms.instruments.BUILTIN_IDS)
+        assert all(f["versions"][0]["status"] == "published" for f in published)
+    finally:
+        _stop(process)
+    assert stat_mode(tmp_path / "var" / "keys") == 0o700
+
+    process, printed = _start_server(tmp_path)
+    try:
+        assert "password" not in printed
+        assert "reset-password admin" in printed["output"]
+        again = _http(f"{printed['listening']}/api/v1/openapi.json")
+        assert "/api/v1/devices/enroll" in again["paths"]
+    finally:
+        _stop(process)
+
+
+def stat_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
