@@ -18,7 +18,8 @@ line that each province sets every year.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -87,12 +88,9 @@ def _config_error(message: str, message_zh: str) -> MonitoringConfigError:
 
 
 def _check_prefix(prefix: object) -> str:
-    if not (isinstance(prefix, str) and 1 <= len(prefix) <= 12 and prefix.isascii()):
-        raise _config_error(
-            f"a region prefix is 1-12 digits, got {prefix!r}",
-            f"地区代码前缀应为1至12位数字：{prefix!r}",
-        )
-    if not prefix.isdigit():
+    if not (
+        isinstance(prefix, str) and 1 <= len(prefix) <= 12 and prefix.isascii() and prefix.isdigit()
+    ):
         raise _config_error(
             f"a region prefix is 1-12 digits, got {prefix!r}",
             f"地区代码前缀应为1至12位数字：{prefix!r}",
@@ -119,6 +117,15 @@ def _check_line(line: object) -> float:
     return float(line)
 
 
+def _check_percent(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1000:
+        raise _config_error(
+            f"a threshold is a percentage above 0, got {value!r}",
+            f"阈值应为大于0的百分比：{value!r}",
+        )
+    return float(value)
+
+
 def _check_region_type(value: object) -> WaterRegionType:
     if value not in WATER_REGION_TYPES:
         raise _config_error(
@@ -128,9 +135,36 @@ def _check_region_type(value: object) -> WaterRegionType:
     return value  # type: ignore[return-value]
 
 
+def _year_table(
+    name: str, raw: object, check: Callable[[object], float]
+) -> dict[str, dict[int, float]]:
+    """Check a ``{prefix: {year: value}}`` table (year keys may be strings, as in JSON)."""
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+        raise _config_error(
+            f"{name} maps a region prefix to {{year: value}}",
+            f"{name} 应为“地区前缀 → {{年份: 数值}}”",
+        )
+    return {
+        _check_prefix(prefix): {_check_year(y): check(v) for y, v in years.items()}
+        for prefix, years in raw.items()
+    }
+
+
 def _longest_prefix(code: str, prefixes: Iterable[str]) -> list[str]:
     """Prefixes of ``code`` among ``prefixes``, longest first."""
     return sorted((p for p in prefixes if code.startswith(p)), key=len, reverse=True)
+
+
+def _lookup(table: Mapping[str, Mapping[int, float]], code: str, year: int) -> float | None:
+    """Longest matching prefix with a value for ``year`` or, failing that, an earlier year."""
+    for prefix in _longest_prefix(code, table):
+        years = [y for y in table[prefix] if y <= year]
+        if years:
+            return table[prefix][max(years)]
+    return None
+
+
+_YEAR_TABLES = ("monitoring_lines", "income_drop_percents", "expense_rise_percents")
 
 
 @dataclass(frozen=True)
@@ -141,27 +175,41 @@ class MonitoringConfig:
     ``{"53": {2025: 8700}}`` (Yunnan, 2025). The longest prefix of a village code that has a line
     for the year (or, until the new line is published, the latest earlier year) wins, so a county
     that uses twice its dibao line overrides its province. ``water_region_types`` maps a prefix
-    to ``"water_rich"`` or ``"water_short"``, longest prefix wins.
+    to ``"water_rich"`` or ``"water_short"``, longest prefix wins. ``income_drop_percents`` and
+    ``expense_rise_percents`` (same shape as the lines) are the local thresholds of the change
+    between rounds (收入骤减、支出骤增, see ``round_change``).
 
-    Defaults: no monitoring line (income is then reported but never judged against a line) and
-    ``water_rich`` (the stricter 35 L/person/day) where no region type is configured.
+    Defaults: no monitoring line (income is then reported but never judged against a line), no
+    change thresholds (changes are reported, never flagged) and ``water_rich`` (the stricter
+    35 L/person/day) where no region type is configured.
+
+    Raises ``MonitoringConfigError`` (from the constructor) for a bad prefix, year or value.
     """
 
     monitoring_lines: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
     water_region_types: Mapping[str, str] = field(default_factory=dict)
     default_monitoring_line: float | None = None
     default_water_region_type: str = DEFAULT_WATER_REGION_TYPE
+    income_drop_percents: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+    expense_rise_percents: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        lines = {
-            _check_prefix(prefix): {_check_year(y): _check_line(v) for y, v in years.items()}
-            for prefix, years in self.monitoring_lines.items()
-        }
+        object.__setattr__(
+            self,
+            "monitoring_lines",
+            _year_table("monitoring_lines", self.monitoring_lines, _check_line),
+        )
+        for name in _YEAR_TABLES[1:]:
+            object.__setattr__(self, name, _year_table(name, getattr(self, name), _check_percent))
+        if not isinstance(self.water_region_types, Mapping):
+            raise _config_error(
+                "water_region_types maps a region prefix to a region type",
+                "water_region_types 应为“地区前缀 → 分区类型”",
+            )
         regions = {
             _check_prefix(prefix): _check_region_type(kind)
             for prefix, kind in self.water_region_types.items()
         }
-        object.__setattr__(self, "monitoring_lines", lines)
         object.__setattr__(self, "water_region_types", regions)
         if self.default_monitoring_line is not None:
             object.__setattr__(
@@ -173,8 +221,10 @@ class MonitoringConfig:
     def from_mapping(cls, raw: Mapping[str, Any]) -> MonitoringConfig:
         """Build from the JSON shape ``to_mapping`` writes (year keys may be strings).
 
-        Raises ``MonitoringConfigError`` for an unknown key or a bad prefix, year, line or type.
+        Raises ``MonitoringConfigError`` for an unknown key or a bad prefix, year, value or type.
         """
+        if not isinstance(raw, Mapping):
+            raise _config_error("the monitoring settings are an object", "监测配置应为对象")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -182,23 +232,8 @@ class MonitoringConfig:
                 f"unknown monitoring settings: {', '.join(sorted(unknown))}",
                 f"未知的监测配置项：{', '.join(sorted(unknown))}",
             )
-        lines = raw.get("monitoring_lines") or {}
-        regions = raw.get("water_region_types") or {}
-        if not isinstance(lines, Mapping) or not all(
-            isinstance(v, Mapping) for v in lines.values()
-        ):
-            raise _config_error(
-                "monitoring_lines maps a prefix to {year: yuan}",
-                "monitoring_lines 应为“地区前缀 → {年份: 元}”",
-            )
-        if not isinstance(regions, Mapping):
-            raise _config_error(
-                "water_region_types maps a prefix to a region type",
-                "water_region_types 应为“地区前缀 → 分区类型”",
-            )
         return cls(
-            monitoring_lines={p: dict(years) for p, years in lines.items()},
-            water_region_types=dict(regions),
+            **{name: raw.get(name) or {} for name in (*_YEAR_TABLES, "water_region_types")},
             default_monitoring_line=raw.get("default_monitoring_line"),
             default_water_region_type=raw.get(
                 "default_water_region_type", DEFAULT_WATER_REGION_TYPE
@@ -207,23 +242,30 @@ class MonitoringConfig:
 
     def to_mapping(self) -> dict[str, Any]:
         """JSON-able form (year keys as strings); ``from_mapping`` reads it back unchanged."""
-        return {
-            "monitoring_lines": {
-                prefix: {str(year): line for year, line in sorted(years.items())}
-                for prefix, years in sorted(self.monitoring_lines.items())
-            },
-            "water_region_types": dict(sorted(self.water_region_types.items())),
-            "default_monitoring_line": self.default_monitoring_line,
-            "default_water_region_type": self.default_water_region_type,
+        out: dict[str, Any] = {
+            name: {
+                prefix: {str(year): value for year, value in sorted(years.items())}
+                for prefix, years in sorted(getattr(self, name).items())
+            }
+            for name in _YEAR_TABLES
         }
+        out["water_region_types"] = dict(sorted(self.water_region_types.items()))
+        out["default_monitoring_line"] = self.default_monitoring_line
+        out["default_water_region_type"] = self.default_water_region_type
+        return out
 
     def monitoring_line(self, village_code: str, year: int) -> float | None:
         """The per-capita income line (yuan/year) for a village in a year, or None if unset."""
-        for prefix in _longest_prefix(village_code, self.monitoring_lines):
-            years = [y for y in self.monitoring_lines[prefix] if y <= year]
-            if years:
-                return self.monitoring_lines[prefix][max(years)]
-        return self.default_monitoring_line
+        line = _lookup(self.monitoring_lines, village_code, year)
+        return self.default_monitoring_line if line is None else line
+
+    def income_drop_percent(self, village_code: str, year: int) -> float | None:
+        """The per-capita income fall (percent of last round) that flags a household, or None."""
+        return _lookup(self.income_drop_percents, village_code, year)
+
+    def expense_rise_percent(self, village_code: str, year: int) -> float | None:
+        """The rigid-expense rise (percent of last round's net income) that flags, or None."""
+        return _lookup(self.expense_rise_percents, village_code, year)
 
     def water_region_type(self, village_code: str) -> str:
         """``"water_rich"`` or ``"water_short"`` for a village (longest prefix, else the default)."""
@@ -246,8 +288,16 @@ class MonitoringConfig:
 # --- value helpers --------------------------------------------------------------------------------
 
 
+#: Larger amounts are typing accidents, not money; treated as unknown rather than overflowing.
+_MAX_AMOUNT = 1e12
+
+
 def _number(value: Any) -> float | None:
+    """A finite number within ±1e12 as float; anything else (text, NaN, 1e26) is unknown."""
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    # abs() first: math.isfinite() cannot even convert an int beyond the float range.
+    if abs(value) > _MAX_AMOUNT or not math.isfinite(value):
         return None
     return float(value)
 
