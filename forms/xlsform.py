@@ -1551,7 +1551,11 @@ def _open_workbook(source: Source) -> openpyxl.Workbook:
         XLSFormError: code ``file_not_found``, ``too_large`` (over :data:`MAX_WORKBOOK_BYTES`
             on disk or unpacked) or ``not_xlsx`` (anything openpyxl cannot read).
     """
-    name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "(stream)")
+    if isinstance(source, str | Path):
+        name = str(source)
+    else:
+        # An upload (werkzeug's FileStorage) knows its file name; a plain stream may know a path.
+        name = str(getattr(source, "filename", None) or getattr(source, "name", None) or "(upload)")
     try:
         if isinstance(source, str | Path):
             with open(source, "rb") as handle:

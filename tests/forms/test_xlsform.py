@@ -1007,6 +1007,9 @@ def test_a_file_that_is_not_xlsx_is_refused_cleanly(tmp_path: Path) -> None:
     issue = only_issue(fake)
     assert (issue.sheet, issue.code) == (None, "not_xlsx")
     assert only_issue(tmp_path / "absent.xlsx").code == "file_not_found"
+    upload = io.BytesIO(b"not a workbook")
+    upload.filename = "村表.xlsx"  # type: ignore[attr-defined]  # like werkzeug's FileStorage
+    assert only_issue(upload).message_zh.startswith("村表.xlsx 不是可读取的 .xlsx 表格")
 
 
 def with_sheet_xml_patch(source: io.BytesIO, old: bytes, new: bytes) -> io.BytesIO:
