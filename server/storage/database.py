@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,10 @@ def init_database(app: Flask) -> None:
     db_file = _sqlite_file(url)
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
+        if not db_file.exists():
+            # The file holds ID numbers and password hashes: owner-only from the first byte.
+            # SQLite gives its -wal and -shm files the same mode as the database file.
+            os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
     db.init_app(app)
     with app.app_context():
         install_engine_hooks(db.engine, busy)

@@ -287,3 +287,11 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, ap
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+
+
+def test_a_new_sqlite_file_is_private(tmp_path, app_on) -> None:
+    app = app_on(f"sqlite:///{tmp_path / 'fresh' / 'county.db'}")
+    with app.app_context():
+        put()
+    for path in (tmp_path / "fresh").glob("county.db*"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
