@@ -35,17 +35,22 @@ from forms.identity import (
 )
 
 __all__ = [
+    "AREA_DIGITS",
     "DEFAULT_WATER_REGION_TYPE",
+    "RIGID_EXPENSE_FIELDS",
     "WATER_QUANTITY_THRESHOLDS",
     "WATER_REGION_TYPES",
+    "AreaSummary",
     "Dropout",
     "EducationResult",
     "HouseholdIndicators",
     "HousingResult",
     "IncomeResult",
+    "IndicatorLevelError",
     "InsuranceResult",
     "MonitoringConfig",
     "MonitoringConfigError",
+    "RoundChange",
     "UninsuredMember",
     "WaterResult",
     "education_indicator",
@@ -53,6 +58,8 @@ __all__ = [
     "housing_indicator",
     "income_indicator",
     "insurance_indicator",
+    "round_change",
+    "summarize",
     "water_indicator",
 ]
 
@@ -744,3 +751,165 @@ def household_indicators(
         open_problems=[name for name, ok in verdicts.items() if ok is False],
         all_assured=_three_valued(verdicts.values()),
     )
+
+
+# --- change between rounds (收入骤减、支出骤增) -------------------------------------------------------
+
+#: Rigid expenses the monitoring instrument records. Schooling costs and disaster repair join
+#: this tuple when a later version of the instrument records them as fields.
+RIGID_EXPENSE_FIELDS: tuple[str, ...] = ("medical_out_of_pocket",)
+
+
+@dataclass(frozen=True)
+class RoundChange:
+    """How a household changed since its previous monitoring round.
+
+    ``income_change_percent``: per-capita net income now against last round (negative = fall).
+    ``expense_rise_percent``: the rise of rigid expenses as a percentage of last round's net
+    income. ``income_drop`` / ``expense_rise`` say whether the local threshold is reached; None
+    when a threshold or a figure is missing.
+    """
+
+    income_change_percent: float | None
+    expense_rise_percent: float | None
+    income_drop: bool | None
+    expense_rise: bool | None
+
+    @property
+    def flagged(self) -> bool:
+        """True when either change calls for a home check."""
+        return bool(self.income_drop or self.expense_rise)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {**dataclasses.asdict(self), "flagged": self.flagged}
+
+
+def _rigid_expenses(data: Mapping[str, Any]) -> Decimal | None:
+    amounts = [_money(data.get(name)) for name in RIGID_EXPENSE_FIELDS]
+    if all(a is None for a in amounts):
+        return None
+    return sum((a for a in amounts if a is not None), Decimal(0))
+
+
+def _percent(part: Decimal, whole: Decimal) -> float:
+    return float((part * 100 / whole).quantize(CENT, ROUND_HALF_UP))
+
+
+def round_change(
+    previous: Mapping[str, Any] | None,
+    current: Mapping[str, Any] | None,
+    *,
+    income_drop_percent: float | None,
+    expense_rise_percent: float | None,
+) -> RoundChange:
+    """Compare two ``monitoring_household`` records of one household (DOMAIN.md, 收入骤减、支出骤增).
+
+    Per-capita net income falling by at least ``income_drop_percent`` of last round's, or rigid
+    expenses rising by at least ``expense_rise_percent`` of last round's net income, flags the
+    household for a home check. Both thresholds are local: look them up with
+    ``MonitoringConfig.income_drop_percent`` / ``expense_rise_percent``.
+    """
+    if not previous or not current:
+        return RoundChange(None, None, None, None)
+    before, after = income_indicator(previous, None), income_indicator(current, None)
+    income_change: float | None = None
+    if before.per_capita is not None and after.per_capita is not None and before.per_capita > 0:
+        old = Decimal(repr(before.per_capita))
+        income_change = _percent(Decimal(repr(after.per_capita)) - old, old)
+    expense_change: float | None = None
+    old_rigid, new_rigid = _rigid_expenses(previous), _rigid_expenses(current)
+    if before.net is not None and before.net > 0 and new_rigid is not None:
+        expense_change = _percent(new_rigid - (old_rigid or Decimal(0)), Decimal(repr(before.net)))
+    return RoundChange(
+        income_change_percent=income_change,
+        expense_rise_percent=expense_change,
+        income_drop=None
+        if income_change is None or income_drop_percent is None
+        else -income_change >= income_drop_percent,
+        expense_rise=None
+        if expense_change is None or expense_rise_percent is None
+        else expense_change >= expense_rise_percent,
+    )
+
+
+# --- roll-up by area ------------------------------------------------------------------------------
+
+#: Code-prefix lengths of the administrative levels a county rolls up to.
+AREA_DIGITS: Mapping[str, int] = {
+    "province": 2,
+    "prefecture": 4,
+    "county": 6,
+    "township": 9,
+    "village": 12,
+}
+
+
+class IndicatorLevelError(FormsError, ValueError):
+    """``summarize`` was asked for a level that is not an administrative level."""
+
+    code = "indicator_level_invalid"
+    default_message = "unknown administrative level"
+    default_message_zh = "未知的行政层级"
+
+
+@dataclass
+class AreaSummary:
+    """Household counts of one area (a village-code prefix) for the 两不愁三保障 dashboard.
+
+    ``*_unsafe``/``dropout``/``not_all_insured``/``below_line`` count households whose indicator
+    failed; ``incomplete`` those for which some indicator is still unknown; ``all_assured``
+    those with every indicator known and passing.
+    """
+
+    area: str
+    households: int = 0
+    housing_unsafe: int = 0
+    water_unsafe: int = 0
+    dropout: int = 0
+    not_all_insured: int = 0
+    below_line: int = 0
+    all_assured: int = 0
+    incomplete: int = 0
+    monitored: int = 0
+    risk_removed: int = 0
+    open_problems: int = 0
+
+    def add(self, picture: HouseholdIndicators) -> None:
+        """Count one household in."""
+        self.households += 1
+        self.housing_unsafe += picture.housing_safe is False
+        self.water_unsafe += picture.water_safe is False
+        self.dropout += picture.dropout_present is True
+        self.not_all_insured += picture.everyone_insured is False
+        self.below_line += picture.income_below_line is True
+        self.all_assured += picture.all_assured is True
+        self.incomplete += picture.all_assured is None
+        self.monitored += picture.monitoring_category not in (None, "", "无")
+        self.risk_removed += picture.risk_removed is True
+        self.open_problems += len(picture.open_problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return dataclasses.asdict(self)
+
+
+def summarize(
+    pictures: Iterable[HouseholdIndicators], *, level: str = "village"
+) -> dict[str, AreaSummary]:
+    """Roll household pictures up to ``level`` (village, township, county, prefecture, province).
+
+    Returns area code prefix → summary, sorted by code. Raises ``IndicatorLevelError`` for an
+    unknown level.
+    """
+    digits = AREA_DIGITS.get(level)
+    if digits is None:
+        raise IndicatorLevelError(
+            message=f"level must be one of {', '.join(AREA_DIGITS)}, got {level!r}",
+            message_zh=f"层级应为村、乡镇、县、市或省：{level!r}",
+        )
+    areas: dict[str, AreaSummary] = {}
+    for picture in pictures:
+        area = picture.village_code[:digits]
+        areas.setdefault(area, AreaSummary(area)).add(picture)
+    return dict(sorted(areas.items()))

@@ -13,13 +13,17 @@ from hypothesis import strategies as st
 from forms.expressions import EvaluationContext
 from forms.identity import id_check_char
 from forms.indicators import (
+    IndicatorLevelError,
     MonitoringConfig,
     MonitoringConfigError,
+    RoundChange,
     education_indicator,
     household_indicators,
     housing_indicator,
     income_indicator,
     insurance_indicator,
+    round_change,
+    summarize,
     water_indicator,
 )
 from forms.instruments import BUILTIN_IDS, load_builtin
@@ -498,3 +502,67 @@ def test_record_and_library_round_ties_alike(
     ).cleaned
     assert income_indicator(data, None).per_capita == per_capita
     assert cleaned["per_capita_income"] == per_capita
+
+
+# --- change between rounds and roll-up ----------------------------------------------------------
+
+
+def test_sharp_income_fall_flags_a_home_check() -> None:
+    last_year = MONITORING | {"medical_out_of_pocket": 1000}
+    this_year = last_year | {"wage_income": 6000}
+    change = round_change(last_year, this_year, income_drop_percent=30, expense_rise_percent=50)
+    # 7,000.06 → 4,000.06 per person: a 42.86 % fall.
+    assert change.income_change_percent == -42.86
+    assert change.income_drop is True
+    assert change.expense_rise is False
+    assert change.flagged
+    assert change.to_dict()["flagged"] is True
+
+
+def test_rigid_expense_rise_against_last_net_income() -> None:
+    last_year = MONITORING | {"medical_out_of_pocket": 1000}
+    this_year = last_year | {"medical_out_of_pocket": 15000}
+    change = round_change(last_year, this_year, income_drop_percent=30, expense_rise_percent=40)
+    # (15,000 − 1,000) / 28,000.25 = 50 %.
+    assert change.expense_rise_percent == 50.0
+    assert change.expense_rise is True
+    assert change.income_drop is False
+
+
+def test_change_without_thresholds_is_reported_not_judged() -> None:
+    change = round_change(
+        MONITORING,
+        MONITORING | {"wage_income": 0},
+        income_drop_percent=None,
+        expense_rise_percent=None,
+    )
+    assert change.income_change_percent is not None and change.income_change_percent < 0
+    assert change.income_drop is None and not change.flagged
+    assert round_change(None, MONITORING, income_drop_percent=30, expense_rise_percent=30) == (
+        RoundChange(None, None, None, None)
+    )
+
+
+def test_summarize_by_village_and_township() -> None:
+    config = MonitoringConfig(monitoring_lines={"53": {2025: 8700}})
+    pictures = []
+    for seed, village in [(1, "530102001201"), (2, "530102001201"), (3, "530102001202")]:
+        pictures.append(household_indicators(sample_household(seed), village, 2026, config))
+    pictures.append(
+        household_indicators(problem_household("dangerous_house"), "530102002201", 2026, config)
+    )
+    villages = summarize(pictures, level="village")
+    assert list(villages) == ["530102001201", "530102001202", "530102002201"]
+    assert villages["530102001201"].households == 2
+    assert villages["530102002201"].housing_unsafe == 1
+    townships = summarize(pictures, level="township")
+    assert {k: v.households for k, v in townships.items()} == {"530102001": 3, "530102002": 1}
+    county = summarize(pictures, level="county")["530102"]
+    assert county.households == 4
+    assert (
+        county.all_assured + county.incomplete + sum(1 for p in pictures if p.all_assured is False)
+        == 4
+    )
+    assert county.to_dict()["area"] == "530102"
+    with pytest.raises(IndicatorLevelError):
+        summarize(pictures, level="street")
