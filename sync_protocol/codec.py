@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -197,10 +198,8 @@ def _front_code(paths: Sequence[str]) -> list[tuple[int, str]]:
     coded: list[tuple[int, str]] = []
     previous = ""
     for path in paths:
-        shared = 0
-        limit = min(len(previous), len(path))
-        while shared < limit and previous[shared] == path[shared]:
-            shared += 1
+        # Character by character on purpose: front coding counts code points, not segments.
+        shared = len(os.path.commonprefix((previous, path)))  # noqa: RUF071
         coded.append((shared, path[shared:]))
         previous = path
     return coded

@@ -1,0 +1,453 @@
+"""Wire size: bytes per record of our sync exchange against an ODK-style OpenRosa submission.
+
+Records are the six built-in instruments of realistic households
+(:func:`forms.instruments.samples.sample_household`), one put op per instrument record, as a
+tablet creates them. For each batch size and each compression the bench builds the *real* bytes
+a tablet sends: one HTTP/1.1 request per batch (request line and headers, then the framed body:
+a sealed hello and the sealed batch; X25519 + AES-256-GCM + Ed25519 envelopes) and divides by
+the number of records. Side by side, the same records as ODK Collect would submit them to an
+OpenRosa server: one HTTP/1.1 POST per record, multipart/form-data with the XML instance in the
+``xml_submission_file`` part, OpenRosa headers. TLS framing is left out of both (it adds the
+same ~30 bytes per request to each), and so is the HEAD request Collect makes before
+submitting (in ODK's favour).
+
+It also measures throughput at batch 50: records per second sealed (encode, compress with
+every allowed method, encrypt, sign, frame) and opened (read frames, verify, decrypt,
+decompress, decode, validate the ops).
+
+``python -m bench wire_size [--households N]``. ``--write-dictionaries`` (re)trains the zstd
+dictionaries shipped in ``sync_protocol/dictionaries/`` from sample households disjoint from the
+ones measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from xml.sax.saxutils import escape
+
+from forms.instruments import BUILTIN_IDS, load_builtin
+from forms.instruments.samples import sample_household
+from forms.paths import flatten
+from sync_protocol.compression import (
+    BROWSER_METHODS,
+    DictionaryStore,
+    Method,
+    ZstdDict,
+    train_dictionary,
+)
+from sync_protocol.crypto import KeyBundle, generate_device_keys, generate_server_keys
+from sync_protocol.envelope import Suite
+from sync_protocol.exchange import (
+    CONTENT_TYPE,
+    DeviceEnd,
+    build_request,
+    iter_request_frames,
+    open_message,
+)
+from sync_protocol.messages import Capabilities, Hello, UploadBatch, encode_message
+from sync_protocol.ops import Op, put_op
+
+__all__ = [
+    "BATCH_SIZES",
+    "CompressionSetting",
+    "WireReport",
+    "build_ops",
+    "http_request",
+    "main",
+    "openrosa_submission",
+    "run",
+    "train_instrument_dictionaries",
+]
+
+BATCH_SIZES = (1, 10, 50, 200)
+HOST = "sync.county-530102.example.cn"
+SYNC_PATH = "/api/v1/sync"
+ROUND = "2026-annual"
+TARGET_BYTES_PER_RECORD = 150
+TARGET_RATIO = 10.0
+# Dictionaries are trained on households far from the measured seeds, so the bench never
+# measures a dictionary on the records it learned from.
+_TRAINING_SEED_BASE = 1_000_000
+_DICTIONARY_DIR = Path(__file__).resolve().parents[1] / "sync_protocol" / "dictionaries"
+
+
+@dataclass(frozen=True)
+class CompressionSetting:
+    """One column of the table: the suite and compression methods the tablet may use."""
+
+    name: str
+    suite: int
+    methods: frozenset[int]
+    use_dictionaries: bool = False
+
+
+SETTINGS = (
+    CompressionSetting(
+        "deflate-raw (browser)", Suite.X25519_HKDF_SHA256_AES256GCM_ED25519, BROWSER_METHODS
+    ),
+    CompressionSetting(
+        "zstd",
+        Suite.X25519_HKDF_SHA256_AES256GCM_ED25519,
+        frozenset({Method.RAW, Method.DEFLATE_RAW, Method.ZSTD}),
+    ),
+    CompressionSetting(
+        "zstd+dictionary",
+        Suite.X25519_HKDF_SHA256_AES256GCM_ED25519,
+        frozenset(Method),
+        use_dictionaries=True,
+    ),
+)
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def household_records(seed: int) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(form_id, household, data)`` for the six instrument records of sample household ``seed``."""
+    records = sample_household(seed)
+    roster = records["household_roster"]
+    household = {"village_code": roster["village_code"], "household_no": roster["household_no"]}
+    return [(form_id, household, records[form_id]) for form_id in BUILTIN_IDS]
+
+
+def build_ops(
+    households: Sequence[int], *, device_id: str, first_seq: int = 1, seed: int = 0
+) -> list[Op]:
+    """Put ops creating every instrument record of the given sample households, in order."""
+    rng = random.Random(seed)
+    versions = {form_id: load_builtin(form_id).version for form_id in BUILTIN_IDS}
+    ms = 0x019A_B000_0000  # 2026-11: HLC milliseconds advance as a surveyor works
+    ops: list[Op] = []
+    for household_seed in households:
+        for form_id, household, data in household_records(household_seed):
+            ms += rng.randint(20_000, 240_000)
+            ops.append(
+                put_op(
+                    device_id=device_id,
+                    seq=first_seq + len(ops),
+                    record_id=_uuid(rng),
+                    form_id=form_id,
+                    form_version=versions[form_id],
+                    household=household,
+                    round=ROUND,
+                    changes=flatten(data),
+                    hlc=f"{ms:012x}-0000-{device_id}",
+                )
+            )
+    return ops
+
+
+def train_instrument_dictionaries(households: int = 400, size: int = 8192) -> list[ZstdDict]:
+    """Train one zstd dictionary per built-in form version from single-record batches."""
+    rng = random.Random(7)
+    samples: dict[str, list[bytes]] = {form_id: [] for form_id in BUILTIN_IDS}
+    seeds = range(_TRAINING_SEED_BASE, _TRAINING_SEED_BASE + households)
+    for seed in seeds:
+        device_id = _uuid(rng)
+        for op in build_ops([seed], device_id=device_id, first_seq=rng.randint(1, 5000), seed=seed):
+            samples[op.form_id].append(encode_message(UploadBatch(rng.randint(1, 500), (op,))))
+    return [
+        train_dictionary(form_id, load_builtin(form_id).version, samples[form_id], size=size)
+        for form_id in BUILTIN_IDS
+    ]
+
+
+def write_dictionaries(directory: Path = _DICTIONARY_DIR) -> list[Path]:
+    """Replace the ``.zdict`` files in ``directory`` with freshly trained ones."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.zdict"):
+        old.unlink()
+    written = []
+    for dictionary in train_instrument_dictionaries():
+        path = directory / dictionary.file_name
+        path.write_bytes(dictionary.content)
+        written.append(path)
+    return written
+
+
+def http_request(path: str, headers: Sequence[tuple[str, str]], body: bytes) -> bytes:
+    """The exact bytes of an HTTP/1.1 POST with these headers (Host and Content-Length added)."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
+
+
+def _sync_http_request(body: bytes) -> bytes:
+    return http_request(
+        SYNC_PATH,
+        [
+            ("User-Agent", "village-device/0.1.0"),
+            ("Content-Type", CONTENT_TYPE),
+            ("Accept-Encoding", "identity"),
+        ],
+        body,
+    )
+
+
+def _xml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
+    if isinstance(value, dict):  # geopoint: "lat lon alt accuracy", as ODK writes it
+        return " ".join(str(value.get(k, 0)) for k in ("lat", "lon", "alt", "accuracy"))
+    return "" if value is None else str(value)
+
+
+def _xml_fields(data: dict[str, Any]) -> str:
+    parts = []
+    for name, value in data.items():
+        if name == "_id":
+            continue  # ODK rows have no ids: left out, in ODK's favour
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            parts.extend(f"<{name}>{_xml_fields(row)}</{name}>" for row in value)
+        else:
+            parts.append(f"<{name}>{escape(_xml_value(value))}</{name}>")
+    return "".join(parts)
+
+
+def openrosa_submission(
+    form_id: str, version: int, data: dict[str, Any], instance_id: str, boundary: str
+) -> bytes:
+    """One ODK Collect-style submission of a record: the full HTTP/1.1 request bytes."""
+    xml = (
+        "<?xml version='1.0' ?>"
+        f'<data id="{form_id}" version="{version}" '
+        'xmlns:h="http://www.w3.org/1999/xhtml" '
+        'xmlns:jr="http://openrosa.org/javarosa" '
+        'xmlns:orx="http://openrosa.org/xforms" '
+        'xmlns:odk="http://www.opendatakit.org/xforms">'
+        f"{_xml_fields(data)}"
+        f"<meta><instanceID>uuid:{instance_id}</instanceID></meta></data>"
+    ).encode()
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="xml_submission_file"; '
+        'filename="submission.xml"\r\n'
+        "Content-Type: text/xml\r\n"
+        f"Content-Length: {len(xml)}\r\n\r\n"
+    ).encode("ascii")
+    body += xml + f"\r\n--{boundary}--\r\n".encode("ascii")
+    return http_request(
+        "/v1/key/" + "x" * 64 + "/projects/3/submission?deviceID=collect%3A" + instance_id[:16],
+        [
+            ("X-OpenRosa-Version", "1.0"),
+            ("Date", "Wed, 25 Nov 2026 14:00:00 GMT+00:00"),
+            ("Content-Type", f"multipart/form-data; boundary={boundary}"),
+            ("User-Agent", "org.odk.collect.android/v2024.3.5 okhttp/4.12.0 Dalvik/2.1.0"),
+            ("Connection", "Keep-Alive"),
+            ("Accept-Encoding", "gzip"),
+        ],
+        body,
+    )
+
+
+@dataclass(frozen=True)
+class WireReport:
+    """Results of one run: bytes per record per (setting, batch size), ODK figure, throughput."""
+
+    records: int
+    ours: dict[tuple[str, int], float]
+    odk_bytes_per_record: float
+    seal_records_per_s: float
+    open_records_per_s: float
+    throughput_batch_size: int
+
+    def ratio(self, setting: str, batch_size: int) -> float:
+        """How many times smaller than ODK-style our bytes per record are."""
+        return self.odk_bytes_per_record / self.ours[(setting, batch_size)]
+
+
+@dataclass(frozen=True)
+class _Parties:
+    device: DeviceEnd
+    server: KeyBundle
+    device_keys: KeyBundle
+
+
+def _parties(
+    setting: CompressionSetting, dictionaries: DictionaryStore, device_id: str
+) -> _Parties:
+    device_keys = generate_device_keys()
+    server = generate_server_keys()
+    device = DeviceEnd(
+        device_id=device_id,
+        keys=device_keys,
+        server_encryption=server.encryption_public,
+        server_signing=server.signing_public,
+        suite=setting.suite,
+        compression=setting.methods,
+        dictionaries=dictionaries if setting.use_dictionaries else DictionaryStore(),
+    )
+    return _Parties(device, server, device_keys)
+
+
+def _hello(device: DeviceEnd, ops: Sequence[Op], high_water_mark: int) -> Hello:
+    return Hello(
+        device_id=device.device_id,
+        cursors={"530102001201": 18_412},
+        high_water_mark=high_water_mark,
+        clock=ops[0].hlc if ops else f"019ab0000000-0000-{device.device_id}",
+        capabilities=Capabilities(
+            suites=(device.suite,),
+            compression=tuple(sorted(device.compression)),
+            dictionary_ids=tuple(device.dictionaries.ids()),
+        ),
+    )
+
+
+def _requests(parties: _Parties, ops: Sequence[Op], batch_size: int) -> list[bytes]:
+    """Real HTTP request bytes: one request (hello + one batch) per ``batch_size`` ops."""
+    requests = []
+    sequence = 1
+    for k, start in enumerate(range(0, len(ops), batch_size)):
+        chunk = tuple(ops[start : start + batch_size])
+        hello = _hello(parties.device, chunk, chunk[0].seq - 1)
+        built = build_request(
+            parties.device, hello, [UploadBatch(k + 1, chunk)], first_sequence=sequence
+        )
+        sequence = built.next_sequence
+        requests.append(_sync_http_request(built.body))
+    return requests
+
+
+def _open_all(parties: _Parties, requests: Sequence[bytes], dictionaries: DictionaryStore) -> int:
+    """Server side: split each request, verify, decrypt, decode; return the ops recovered."""
+    keys = {parties.server.encryption.key_id(): parties.server.encryption}
+    verify = parties.device_keys.signing_public
+    recovered = 0
+    for request in requests:
+        body = request[request.index(b"\r\n\r\n") + 4 :]
+        for frame in iter_request_frames(body):
+            opened = open_message(
+                frame.data,
+                recipient_keys=keys,
+                sender_verify_key=lambda _sender: verify,
+                dictionaries=dictionaries,
+            )
+            if isinstance(opened.message, UploadBatch):
+                recovered += len(opened.message.ops)
+    return recovered
+
+
+def run(
+    households: int = 200,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    *,
+    dictionaries: DictionaryStore | None = None,
+) -> WireReport:
+    """Measure everything for ``households`` sample households (six records each)."""
+    store = dictionaries if dictionaries is not None else DictionaryStore.packaged()
+    rng = random.Random(2026)
+    device_id = _uuid(rng)
+    ops = build_ops(range(households), device_id=device_id, first_seq=1)
+    ours: dict[tuple[str, int], float] = {}
+    seal_rate = open_rate = 0.0
+    # Throughput is measured at batch 50, or at the largest batch size asked for without it.
+    timed_batch = 50 if 50 in batch_sizes else max(batch_sizes)
+    for setting in SETTINGS:
+        parties = _parties(setting, store, device_id)
+        for batch_size in batch_sizes:
+            started = time.perf_counter()
+            requests = _requests(parties, ops, batch_size)
+            sealed = time.perf_counter()
+            recovered = _open_all(parties, requests, store)
+            opened = time.perf_counter()
+            if recovered != len(ops):
+                raise RuntimeError(f"{setting.name} batch {batch_size}: {recovered} of {len(ops)}")
+            ours[(setting.name, batch_size)] = sum(len(r) for r in requests) / len(ops)
+            if setting.use_dictionaries and batch_size == timed_batch:
+                seal_rate = len(ops) / (sealed - started)
+                open_rate = len(ops) / (opened - sealed)
+    odk_total = 0
+    versions = {form_id: load_builtin(form_id).version for form_id in BUILTIN_IDS}
+    for seed in range(households):
+        for form_id, _household, data in household_records(seed):
+            boundary = uuid.UUID(int=rng.getrandbits(128)).hex
+            odk_total += len(
+                openrosa_submission(form_id, versions[form_id], data, _uuid(rng), boundary)
+            )
+    return WireReport(
+        records=len(ops),
+        ours=ours,
+        odk_bytes_per_record=odk_total / len(ops),
+        seal_records_per_s=seal_rate,
+        open_records_per_s=open_rate,
+        throughput_batch_size=timed_batch,
+    )
+
+
+def print_report(report: WireReport, batch_sizes: Sequence[int], out: TextIO) -> None:
+    """Print the side-by-side table."""
+    print(
+        f"wire size: {report.records} new instrument records "
+        f"({report.records // len(BUILTIN_IDS)} households x {len(BUILTIN_IDS)} instruments), "
+        "bytes per record on the wire, HTTP/1.1 + framing + crypto included",
+        file=out,
+    )
+    names = [setting.name for setting in SETTINGS]
+    header = f"{'batch':>6} | " + " | ".join(f"{name:>22}" for name in names)
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for batch_size in batch_sizes:
+        cells = []
+        for name in names:
+            value = report.ours[(name, batch_size)]
+            cells.append(f"{value:>9.1f} B ({report.ratio(name, batch_size):>5.1f}x)")
+        print(f"{batch_size:>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
+    print(
+        f"ODK-style OpenRosa submission (XML + multipart + headers, one request per record): "
+        f"{report.odk_bytes_per_record:.1f} B/record; (Nx) = times smaller than ODK-style",
+        file=out,
+    )
+    if 50 in batch_sizes:
+        best = min(report.ours[(name, 50)] for name in names)
+        ratio = report.odk_bytes_per_record / best
+        print(
+            f"targets at batch 50: <= {TARGET_BYTES_PER_RECORD} B/record -> {best:.1f} "
+            f"({'met' if best <= TARGET_BYTES_PER_RECORD else 'MISSED'}); "
+            f">= {TARGET_RATIO:.0f}x smaller -> {ratio:.1f}x "
+            f"({'met' if ratio >= TARGET_RATIO else 'MISSED'})",
+            file=out,
+        )
+    print(
+        f"throughput (zstd+dictionary, batch {report.throughput_batch_size}, one core): seal "
+        f"{report.seal_records_per_s:,.0f} records/s (encode, try every compression, "
+        f"encrypt, sign), open {report.open_records_per_s:,.0f} records/s (verify, "
+        "decrypt, decompress, decode, validate)",
+        file=out,
+    )
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Command line entry point of ``python -m bench wire_size``."""
+    parser = argparse.ArgumentParser(prog="python -m bench wire_size", description=__doc__)
+    parser.add_argument(
+        "--households", type=int, default=200, help="sample households (x6 records)"
+    )
+    parser.add_argument(
+        "--batch-sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=BATCH_SIZES
+    )
+    parser.add_argument(
+        "--write-dictionaries",
+        action="store_true",
+        help="retrain the zstd dictionaries in sync_protocol/dictionaries/ and exit",
+    )
+    args = parser.parse_args(argv)
+    if args.write_dictionaries:
+        for path in write_dictionaries():
+            print(f"wrote {path}", file=out)
+        return 0
+    report = run(args.households, args.batch_sizes)
+    print_report(report, args.batch_sizes, out)
+    return 0

@@ -1,0 +1,71 @@
+"""Smoke test of the wire-size bench: small, untimed, checks what the numbers mean."""
+
+from __future__ import annotations
+
+import io
+
+from bench.__main__ import discover
+from bench.__main__ import main as bench_main
+from bench.wire_size import (
+    SETTINGS,
+    build_ops,
+    http_request,
+    main,
+    openrosa_submission,
+    run,
+)
+from forms.instruments.samples import sample_household
+from sync_protocol.compression import DictionaryStore
+
+
+def test_small_run_reports_every_cell_and_beats_odk() -> None:
+    report = run(households=3, batch_sizes=(1, 6))
+    assert report.records == 18
+    assert {key[1] for key in report.ours} == {1, 6}
+    assert {key[0] for key in report.ours} == {s.name for s in SETTINGS}
+    for (setting, batch_size), value in report.ours.items():
+        assert 100 < value < report.odk_bytes_per_record, (setting, batch_size)
+    # Batching amortises headers, hello and envelope; dictionaries help single records most.
+    for setting in SETTINGS:
+        assert report.ours[(setting.name, 6)] < report.ours[(setting.name, 1)]
+    assert report.ours[("zstd+dictionary", 1)] < report.ours[("zstd", 1)]
+    assert report.seal_records_per_s > 0 and report.open_records_per_s > 0
+
+
+def test_packaged_dictionaries_cover_the_builtin_instruments() -> None:
+    store = DictionaryStore.packaged()
+    forms = {op.form_id for op in build_ops([0], device_id="d")}
+    assert all(store.for_form(form_id, 1) is not None for form_id in forms)
+
+
+def test_cli_prints_the_table() -> None:
+    out = io.StringIO()
+    assert main(["--households", "2", "--batch-sizes", "1,4"], out=out) == 0
+    text = out.getvalue()
+    assert "deflate-raw (browser)" in text and "zstd+dictionary" in text
+    assert "ODK-style OpenRosa submission" in text
+
+
+def test_bench_runner_finds_wire_size() -> None:
+    assert "wire_size" in discover()
+    assert bench_main(["no_such_bench"]) == 2
+
+
+def test_openrosa_submission_is_a_real_multipart_request() -> None:
+    data = sample_household(1)["housing_safety"]
+    request = openrosa_submission("housing_safety", 1, data, "0b6f1f7e-3c55", "BOUNDARY")
+    head, body = request.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"POST /v1/key/")
+    assert b"X-OpenRosa-Version: 1.0" in head
+    assert b"Content-Type: multipart/form-data; boundary=BOUNDARY" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert b'name="xml_submission_file"' in body
+    assert b'xmlns:orx="http://openrosa.org/xforms"' in body
+    assert body.endswith(b"--BOUNDARY--\r\n")
+    assert data["appraisal_grade"].encode() in body
+
+
+def test_http_request_bytes() -> None:
+    request = http_request("/api/v1/sync", [("Content-Type", "x/y")], b"abc")
+    assert request.endswith(b"\r\nContent-Length: 3\r\n\r\nabc")
+    assert request.startswith(b"POST /api/v1/sync HTTP/1.1\r\nHost: ")
