@@ -22,7 +22,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import (
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+)
 from functools import lru_cache
 from typing import Any
 
@@ -529,23 +536,58 @@ def _arithmetic(op: str, a: Any, b: Any) -> Any:
         return _date_arithmetic(op, a, b)
     if not (_is_number(a) and _is_number(b)):
         raise _type_error(f"'{op}'", a, b)
-    if op == "+":
-        return _check_finite(a + b)
-    if op == "-":
-        return _check_finite(a - b)
-    if op == "*":
-        return _check_finite(a * b)
-    if b == 0:
+    if op in ("div", "mod") and b == 0:
         raise EvaluationError("division_by_zero", f"'{op}' by zero", message_zh="除数为零")
-    if op == "div":
-        if isinstance(a, int) and isinstance(b, int) and a % b == 0:
-            return a // b
-        return _check_finite(a / b)
-    # mod takes the sign of the dividend, as in XPath.
     if isinstance(a, int) and isinstance(b, int):
-        remainder = abs(a) % abs(b)
-        return -remainder if a < 0 else remainder
-    return math.fmod(a, b)
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "div" and a % b == 0:
+            return a // b
+    return _decimal_arithmetic(op, a, b)
+
+
+_DECIMAL_CONTEXT = Context(
+    prec=28, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero]
+)
+
+
+def _decimal_arithmetic(op: str, a: int | float, b: int | float) -> int | float:
+    """Arithmetic on the decimals the numbers print as (money is yuan with 2 decimals).
+
+    Binary floats would make 0.1 + 0.2 = 0.30000000000000004 and turn a per-capita income of
+    10930.075 into 10930.074999…, which then rounds to the wrong cent; computing on the shortest
+    decimal form of each float gives the result a person (and ``forms.indicators``) gets.
+    """
+    x, y = _to_decimal(a), _to_decimal(b)
+    try:
+        if op == "+":
+            result = _DECIMAL_CONTEXT.add(x, y)
+        elif op == "-":
+            result = _DECIMAL_CONTEXT.subtract(x, y)
+        elif op == "*":
+            result = _DECIMAL_CONTEXT.multiply(x, y)
+        elif op == "div":
+            result = _DECIMAL_CONTEXT.divide(x, y)
+        else:
+            # mod takes the sign of the dividend, as in XPath (and as Decimal's remainder does).
+            result = _DECIMAL_CONTEXT.remainder(x, y)
+    except (InvalidOperation, DivisionByZero, OverflowError):
+        raise EvaluationError(
+            "arithmetic", "the result is out of range", message_zh="计算结果超出范围"
+        ) from None
+    if isinstance(a, int) and isinstance(b, int) and op == "mod":
+        return int(result)
+    return _check_finite(float(result))
+
+
+def _to_decimal(number: int | float) -> Decimal:
+    if isinstance(number, int):
+        return Decimal(number)
+    return Decimal(repr(number))
 
 
 def _date_arithmetic(op: str, a: Any, b: Any) -> Any:
@@ -704,7 +746,7 @@ def _fn_sum(node: Call, args: tuple[Compiled, ...], env: Environment) -> int | f
     for value in _row_values(node, args, env, "sum()"):
         number = _as_number(value, "sum()")
         if number is not None:
-            total = _check_finite(total + number)
+            total = _arithmetic("+", total, number)
     return total
 
 

@@ -67,6 +67,17 @@ def test_operators(text: str, expected: Any) -> None:
     assert ev(text) == expected
 
 
+def test_money_arithmetic_is_decimal_faithful() -> None:
+    assert ev("0.1 + 0.2") == 0.3
+    assert ev("3 * 1.1") == 3.3
+    assert ev("round(43720.3 div 4, 2)") == 10930.08  # binary floats would give 10930.07
+    assert (
+        ev("sum(${rows}, ${v})", {"rows": [{"_id": "a", "v": 0.1}, {"_id": "b", "v": 0.2}]}) == 0.3
+    )
+    assert ev("7.5 mod 2") == 1.5 and ev("-7.5 mod 2") == -1.5
+    assert ev("1 div 3") == pytest.approx(1 / 3)
+
+
 def test_field_references_and_current() -> None:
     values = {"a": 3, "b": "C", "d": "2020-05-01", "empty": "", "none": None}
     assert ev("${a} + 1", values) == 4
