@@ -38,8 +38,8 @@ from typing import Any
 import sqlite_utils
 
 from forms.definition import FormDefinition, dump_definition, load_definition
-from forms.errors import FormDefinitionError
-from forms.paths import flatten, unflatten
+from forms.errors import FormDefinitionError, FormsError
+from forms.paths import unflatten
 from sync_protocol.clock import HybridClock, Stamp, wall_clock_ms
 from sync_protocol.crypto import (
     EncryptionPrivateKey,
@@ -49,6 +49,8 @@ from sync_protocol.crypto import (
     SigningPublicKey,
     generate_device_keys,
 )
+from sync_protocol.errors import ProtocolError
+from sync_protocol.merge import RecordState, device_view
 from sync_protocol.ops import Op, is_tombstone
 from village_client_stub.errors import (
     AckMismatch,
@@ -1175,24 +1177,35 @@ class DeviceStore:
     def apply_server_state(self, state: Mapping[str, Any]) -> bool:
         """Replace a record with the server's merged state, keeping outstanding local edits.
 
-        ``state`` is ``{"record_id", "form_id", "form_version", "household", "round", "data",
-        "stamps": {path: stamp}, "revision", "deleted"}`` (docs/device.md). The server's data and
-        stamps become the record's; ops still outstanding for the record (pending, sent or
-        rejected — call :meth:`mark_acked` for the same exchange first) are re-applied on top,
-        so the user keeps seeing what they typed. A state older than the revision already held
-        is ignored. Returns True when the record was written.
+        ``state`` is what the server sends for a record: a full record state
+        (``sync_protocol.merge.RecordState.to_dict()``, as acks and download pages carry it)
+        or its device view (``sync_protocol.merge.device_view``: ``values`` as flat paths,
+        ``stamps``, ``revision``, ``deleted``, ``conflicts``). The server's values and stamps
+        become the record's; ops still outstanding for the record (pending, sent or rejected —
+        call :meth:`mark_acked` for the same exchange first) are re-applied on top, so the user
+        keeps seeing what they typed. The record's open conflicts follow the server's list. A
+        state older than the revision already held is ignored. Returns True when written.
 
         Raises:
-            BadInput: the state lacks a field or has the wrong types.
+            BadInput: the state is malformed.
         """
         try:
+            if "paths" in state and "format" in state:
+                state = device_view(RecordState.from_dict(state))
             record_id = str(state["record_id"])
             revision = int(state["revision"])
-            data = dict(state.get("data") or {})
+            values = dict(state["values"])
             stamps = {str(k): str(v) for k, v in dict(state.get("stamps") or {}).items()}
             form_id = str(state["form_id"])
             form_version = int(state["form_version"])
-        except (KeyError, TypeError, ValueError) as exc:
+            conflict_ids = [str(c) for c in state.get("conflicts") or []]
+            household = state.get("household")
+            if household is not None:
+                household = {
+                    "village_code": str(household["village_code"]),
+                    "household_no": str(household["household_no"]),
+                }
+        except (KeyError, TypeError, ValueError, ProtocolError) as exc:
             raise BadInput(
                 f"server record state is malformed: {exc}", message_zh="服务器返回的记录格式错误"
             ) from exc
@@ -1202,22 +1215,45 @@ class DeviceStore:
             )
             if existing is not None and existing["server_revision"] > revision:
                 return False
-            flat = flatten(data)
+            flat = dict(values)
             for op in self.outstanding_ops(record_id):
                 flat.update(op.changes)
-            merged = unflatten(flat, is_tombstone=is_tombstone)
+            try:
+                merged = unflatten(flat, is_tombstone=is_tombstone)
+            except FormsError as exc:
+                raise BadInput(
+                    f"server record values do not form a record: {exc}",
+                    message_zh="服务器返回的记录数据无法还原",
+                ) from exc
             self._write_record(
                 record_id=record_id,
                 form_id=form_id,
                 form_version=form_version,
-                household=state.get("household"),
+                household=household,
                 round=state.get("round"),
                 data=merged,
                 stamps=stamps,
                 server_revision=revision,
                 deleted=bool(state.get("deleted", False)),
             )
+            self._sync_conflicts(record_id, conflict_ids)
         return True
+
+    def _sync_conflicts(self, record_id: str, open_ids: Sequence[str]) -> None:
+        """Make the record's open conflicts exactly the server's list."""
+        now = self._now_iso()
+        for conflict_id in open_ids:
+            self.db.execute(
+                "INSERT INTO conflicts (conflict_id, record_id, received_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (conflict_id) DO UPDATE SET status = 'open'",
+                [conflict_id, record_id, now],
+            )
+        marks = ",".join("?" for _ in open_ids) or "''"
+        self.db.execute(
+            f"UPDATE conflicts SET status = 'resolved' WHERE record_id = ? "
+            f"AND status = 'open' AND conflict_id NOT IN ({marks})",
+            [record_id, *open_ids],
+        )
 
     # --- sync state ------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from forms.identity import id_check_char
 from forms.instruments import BUILTIN_IDS, builtin_json
 from forms.paths import flatten
 from sync_protocol.clock import Stamp
-from sync_protocol.ops import TOMBSTONE, is_tombstone
+from sync_protocol.merge import RecordState, merge
+from sync_protocol.ops import TOMBSTONE
+from tests.client.conftest import START_MS, FakeClock
 from village_client_stub.errors import BadAssignment, BadInput, RecordInvalid, UnknownRecord
 from village_client_stub.records import (
     RecordEditor,
@@ -65,29 +68,49 @@ def editor(store: DeviceStore) -> RecordEditor:
     return RecordEditor(store, today=TODAY)
 
 
-def _ack_and_sync(store: DeviceStore, revision: int) -> None:
-    """Stand in for the sync client: ack everything outstanding, echo the record back."""
-    ops = store.pending_ops()
-    store.mark_sent([o.seq for o in ops])
-    store.mark_acked([o.seq for o in ops], [{"seq": o.seq, "status": "applied"} for o in ops])
-    for record_id in {o.record_id for o in ops}:
-        record = store.record(record_id)
-        stamps = {}
+class Server:
+    """The server's half of an exchange, done with the real merge: ops in, record states out."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, RecordState] = {}
+
+    def exchange(self, store: DeviceStore) -> list[dict[str, Any]]:
+        """Deliver the device's outstanding ops, ack them, and send every touched state back."""
+        ops = store.pending_ops()
+        store.mark_sent([o.seq for o in ops])
+        acks = []
         for op in ops:
-            if op.record_id == record_id:
-                stamps.update(dict.fromkeys(op.changes, op.hlc))
-        store.apply_server_state(
-            {
-                "record_id": record_id,
-                "form_id": record.form_id,
-                "form_version": record.form_version,
-                "household": record.household,
-                "round": record.round,
-                "data": record.data,
-                "stamps": {p: s for p, s in stamps.items() if not is_tombstone(p)},
-                "revision": revision,
-            }
-        )
+            defn = store.form(op.form_id, op.form_version)
+            result = merge(
+                self.states.get(op.record_id),
+                op,
+                defn.merge_policy,
+                reference_ms=Stamp.parse(op.hlc).ms,
+            )
+            state = result.state
+            if result.changed:
+                state.revision += 1
+            self.states[op.record_id] = state
+            acks.append(
+                {
+                    "seq": op.seq,
+                    "status": result.status,
+                    "conflict_ids": [c.conflict_id for c in result.conflicts],
+                    "revision": state.revision,
+                }
+            )
+        store.mark_acked([o.seq for o in ops], acks)
+        for record_id in {o.record_id for o in ops}:
+            store.apply_server_state(self.states[record_id].to_dict())
+        return acks
+
+    def send(self, store: DeviceStore, record_id: str) -> None:
+        """Download one record's state to a device."""
+        store.apply_server_state(self.states[record_id].to_dict())
+
+
+def _ack_and_sync(store: DeviceStore) -> None:
+    Server().exchange(store)
 
 
 # --- fill ---------------------------------------------------------------------------------------
@@ -202,11 +225,11 @@ def test_edit_sends_only_what_changed_with_the_right_base(
     assert second.op is not None and second.op.seq == 3
     assert second.op.base == {"phone": first.op.hlc, "household_type": created.op.hlc}
     # After the server acknowledged and echoed the record, bases are the server's stamps.
-    _ack_and_sync(store, revision=5)
+    _ack_and_sync(store)
     third = editor.edit(created.record_id, ["natural_village=上村"])
     assert third.op is not None
     assert third.op.base == {"natural_village": None}
-    assert third.op.base_revision == 5
+    assert third.op.base_revision == 3  # three ops merged, each a new revision
     fourth = editor.edit(created.record_id, ["phone=13700137000"])
     assert fourth.op is not None and fourth.op.base == {"phone": second.op.hlc}
     assert [o.seq for o in store.pending_ops()] == [4, 5]
@@ -215,7 +238,7 @@ def test_edit_sends_only_what_changed_with_the_right_base(
 def test_edit_inside_repeat_rows_add_and_delete(editor: RecordEditor, store: DeviceStore) -> None:
     created = editor.fill("household_roster", roster())
     assert created.op is not None
-    _ack_and_sync(store, revision=1)
+    _ack_and_sync(store)
     record = store.record(created.record_id)
     head_id, spouse_id = (m["_id"] for m in record.data["members"])
 
@@ -269,7 +292,7 @@ def test_a_rejected_op_is_corrected_by_the_next_edit(
     editor: RecordEditor, store: DeviceStore
 ) -> None:
     created = editor.fill("household_roster", roster())
-    _ack_and_sync(store, revision=1)
+    _ack_and_sync(store)
     wrong = editor.edit(created.record_id, ["phone=13800138000", "natural_village=下村"])
     assert wrong.op is not None
     store.mark_sent([wrong.op.seq])
@@ -368,3 +391,37 @@ def test_parse_household_and_assignment() -> None:
         with pytest.raises(BadInput):
             parse_household(bad)
     assert parse_assignment("members/#1/name=张=三") == ("members/#1/name", "张=三")
+
+
+def test_two_devices_meet_through_the_real_merge(
+    editor: RecordEditor, store: DeviceStore, tmp_path: Path
+) -> None:
+    server = Server()
+    created = editor.fill(
+        "housing_safety",
+        {"appraisal_grade": "B", "structure": "砖混（有构造柱/圈梁）", "storeys": 1},
+        household=HOUSEHOLD,
+    )
+    server.exchange(store)
+    other_clock = FakeClock(START_MS + 5_000)
+    with DeviceStore.create(tmp_path / "other.db", now_ms=other_clock) as other:
+        other.put_form(builtin_json("housing_safety"))
+        server.send(other, created.record_id)
+        assert other.record(created.record_id).data["appraisal_grade"] == "B"
+        other_editor = RecordEditor(other, today=TODAY)
+        # Both change the appraisal grade (a review field) while offline; the other device also
+        # changes the number of storeys.
+        editor.edit(created.record_id, ["appraisal_grade=D"])
+        other_editor.edit(created.record_id, ["appraisal_grade=C", "storeys=2"])
+        assert server.exchange(store)[0]["status"] == "applied"
+        (ack,) = server.exchange(other)
+        assert ack["status"] == "conflict" and len(ack["conflict_ids"]) == 1
+        assert [c["conflict_id"] for c in other.conflicts()] == ack["conflict_ids"]
+        assert other.pending_ops() == []
+    # The first device learns of both: the other's storeys, and the open conflict.
+    server.send(store, created.record_id)
+    record = store.record(created.record_id)
+    assert record.data["storeys"] == 2
+    assert record.data["appraisal_grade"] in {"C", "D"}  # provisional until reviewed
+    assert [c["conflict_id"] for c in store.conflicts()] == ack["conflict_ids"]
+    assert store.status()["conflicts"][0]["record_id"] == created.record_id

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from forms.instruments import builtin_json
+from forms.paths import flatten
 from sync_protocol.clock import Stamp
 from sync_protocol.crypto import generate_server_keys
 from sync_protocol.ops import TOMBSTONE, Op, OpFormatError, put_op
@@ -319,16 +320,18 @@ def test_mark_rejected_needs_an_outstanding_op(store: DeviceStore) -> None:
 
 
 def _server_state(revision: int, data: dict, stamps: dict, deleted: bool = False) -> dict:
+    """A record's device view as the server sends it (``sync_protocol.merge.device_view``)."""
     return {
         "record_id": "r1",
         "form_id": "household_roster",
         "form_version": 1,
         "household": {"village_code": "530102001201", "household_no": "0001"},
         "round": "2026-annual",
-        "data": data,
+        "values": flatten(data),
         "stamps": stamps,
         "revision": revision,
         "deleted": deleted,
+        "conflicts": [],
     }
 
 
