@@ -127,6 +127,14 @@ def _type_problem(zh_type: str, en_type: str, value: Any) -> _Problem:
     return _Problem("type", f"应填写{zh_type}，实际为 {shown}", f"expected {en_type}, got {shown}")
 
 
+def _label_zh(fld: Field) -> str:
+    return fld.label.zh if fld.label is not None else fld.name
+
+
+def _label_en(fld: Field) -> str:
+    return fld.label.get("en", fld.name) if fld.label is not None else fld.name
+
+
 def _is_empty(value: Any) -> bool:
     return value is None or value == "" or value == []
 
@@ -495,7 +503,7 @@ class _Validator:
                         "required",
                         level,
                         fld.name,
-                        _text("此项为必填项", f"{fld.name} is required"),
+                        _text(f"“{_label_zh(fld)}”为必填项", f"{_label_en(fld)} is required"),
                     )
                 continue
             if fld.constraint is not None:
@@ -507,8 +515,8 @@ class _Validator:
                     continue
                 if not passed:
                     message = fld.constraint_message or _text(
-                        "填写的值不符合要求",
-                        f"the value of {fld.name} does not meet its constraint",
+                        f"“{_label_zh(fld)}”填写的值不符合要求",
+                        f"the value of {_label_en(fld)} does not meet its constraint",
                     )
                     self.issue("constraint", level, fld.name, LocalizedText.from_value(message))
 
@@ -566,7 +574,10 @@ class _Validator:
                 "required",
                 level,
                 fld.name,
-                _text("至少需要填写一行", f"{fld.name} needs at least one row"),
+                _text(
+                    f"“{_label_zh(fld)}”至少需要填写一行",
+                    f"{_label_en(fld)} needs at least one row",
+                ),
             )
         elif fld.min_rows is not None and count < fld.min_rows:
             self.issue(

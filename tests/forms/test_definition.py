@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forms import (
     FieldType,
@@ -239,3 +244,93 @@ def test_deep_nesting_is_refused_without_recursion_errors(housing_doc: dict[str,
     defn = load_definition(housing_doc)
     assert defn.field("r2/r1/r0/leaf").name == "leaf"
     assert defn.merge_policy("r2/a/r1/b/r0/c/leaf") == "lww"
+
+
+def test_the_core_engine_imports_no_web_or_database_code() -> None:
+    code = (
+        "import sys, forms, forms.definition, forms.expressions, forms.validation, "
+        "forms.paths, forms.versioning, forms.text, forms.errors\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'flask', 'sqlalchemy', 'flask_sqlalchemy', 'server', 'sync_protocol', 'sqlite3'})\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
+texts = st.text(min_size=1, max_size=6).filter(str.strip)
+localized = st.one_of(
+    texts, st.fixed_dictionaries({"zh": texts}, optional={"en": texts, "ug": texts})
+)
+SIMPLE_TYPES = ["text", "integer", "decimal", "date", "boolean", "geopoint", "image", "note"]
+
+
+@st.composite
+def field_docs(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    kinds = [*SIMPLE_TYPES, "select_one", "select_multiple", "calculate"]
+    if depth < 2:
+        kinds.append("repeat")
+    kind = draw(st.sampled_from(kinds))
+    doc: dict[str, Any] = {"name": draw(names), "type": kind}
+    if kind != "calculate" or draw(st.booleans()):
+        doc["label"] = draw(localized)
+    if draw(st.booleans()):
+        doc["hint"] = draw(localized)
+    if kind == "calculate":
+        doc["calculate"] = draw(st.sampled_from(["1 + 1", "today()", "concat('a', 'b')"]))
+    if kind in ("select_one", "select_multiple"):
+        doc["choices"] = "yn"
+    if kind not in ("repeat", "note", "calculate"):
+        if draw(st.booleans()):
+            doc["required"] = draw(st.sampled_from([True, False, "true()", "1 = 1"]))
+        if draw(st.booleans()):
+            doc["constraint"] = draw(st.sampled_from([". != ''", "string-length(string(.)) < 99"]))
+            if draw(st.booleans()):
+                doc["constraint_message"] = draw(localized)
+    if draw(st.booleans()):
+        doc["relevant"] = "true()"
+    if draw(st.booleans()):
+        doc["merge"] = draw(st.sampled_from(["lww", "review"]))
+    if draw(st.booleans()):
+        doc["sensitive"] = draw(st.booleans())
+    if draw(st.booleans()):
+        doc["unit"] = "元"
+    if kind == "repeat":
+        children = draw(
+            st.lists(field_docs(depth + 1), min_size=1, max_size=3, unique_by=lambda f: f["name"])
+        )
+        doc["fields"] = children
+        if draw(st.booleans()):
+            doc["min_rows"] = draw(st.integers(0, 2))
+            doc["max_rows"] = draw(st.integers(2, 9))
+    return doc
+
+
+@st.composite
+def definition_docs(draw: st.DrawFn) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": draw(names),
+        "version": draw(st.integers(1, 5)),
+        "title": draw(localized),
+        "fields": draw(
+            st.lists(field_docs(), min_size=1, max_size=5, unique_by=lambda f: f["name"])
+        ),
+        "choice_lists": {"yn": [{"value": "y", "label": "是"}, {"value": "n", "label": "否"}]},
+    }
+    if draw(st.booleans()):
+        doc["checks"] = [{"id": "c1", "rule": "true()", "message": draw(localized)}]
+    return doc
+
+
+@settings(max_examples=100, deadline=None)
+@given(definition_docs())
+def test_load_dump_round_trip(doc: dict[str, Any]) -> None:
+    defn = load_definition(doc)
+    dumped = dump_definition(defn)
+    assert load_definition(dumped) == defn
+    assert dump_definition(load_definition(dumped)) == dumped
+    assert json.loads(json.dumps(dumped)) == dumped
+    assert {p for p, _ in defn.iter_fields()} == {
+        p for p, _ in load_definition(dumped).iter_fields()
+    }

@@ -383,3 +383,14 @@ def test_records_meeting_the_constraints_validate(record: dict[str, Any]) -> Non
 def test_any_json_like_record_gives_issues_not_exceptions(record: dict[str, Any]) -> None:
     result = validate_record(SMALL_DEFN, record, CONTEXT)
     assert all(i.code and i.message["zh"] for i in result.issues)
+
+
+def test_messages_name_the_field_by_its_label(defn: FormDefinition) -> None:
+    record = good_record()
+    del record["has_house"]
+    record["members"][0]["age"] = -1
+    result = validate_record(defn, record, CONTEXT)
+    required = next(i for i in result.errors if i.code == "required")
+    assert required.message == {"zh": "“是否有房”为必填项", "en": "has_house is required"}
+    constraint = next(i for i in result.errors if i.code == "constraint")
+    assert constraint.message["zh"] == "“年龄”填写的值不符合要求"
