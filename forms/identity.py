@@ -128,20 +128,28 @@ def normalize_id_number(raw: str | int | float) -> str:
     """Return the ID number as canonical text: ASCII digits and an upper-case ``X``.
 
     Accepts full-width characters, lower-case ``x``, spaces and dashes anywhere, a leading
-    apostrophe (Excel's "store as text" marker) and an ``int`` (a cell Excel stored as a number,
-    which is exact). Only the spelling is normalised; length, date and check digit are
-    ``parse_id_number``'s business.
+    apostrophe (Excel's "store as text" marker) and an ``int`` (a number cell read by a
+    spreadsheet library or a JSON number). Only the spelling is normalised; length, date and check
+    digit are ``parse_id_number``'s business.
 
-    Raises ``IdNumberError`` with code ``lossy_number`` for a ``float`` or for scientific notation
-    such as ``"5.30102199001011E+17"`` — the last digits are already lost and must be re-typed from
-    the card — and ``empty`` for an empty value.
+    Raises ``IdNumberError`` with code ``lossy_number`` when the digits are already lost and must
+    be re-typed from the card: a ``float``, scientific notation such as
+    ``"5.30102199001011E+17"``, or an ``int`` of 16 or more digits whose digits after the 15th are
+    all zero — Excel keeps 15 significant digits, so that is what it makes of an ID typed into a
+    number cell (a genuine ID ending in 000 is accepted as text). Code ``empty`` for an empty
+    value, ``characters`` for a negative number or a non-text value.
     """
     if isinstance(raw, bool):
         raise IdNumberError(
             "characters", "身份证号不能是是/否值", "an ID number cannot be a boolean"
         )
     if isinstance(raw, int):
-        return str(raw) if raw >= 0 else _raise_characters()
+        if raw < 0:
+            raise _characters_error()
+        digits = str(raw)
+        if len(digits) >= 16 and set(digits[15:]) == {"0"}:
+            raise _lossy_number_error()
+        return digits
     if isinstance(raw, float):
         raise _lossy_number_error()
     if not isinstance(raw, str):
@@ -156,8 +164,8 @@ def normalize_id_number(raw: str | int | float) -> str:
     return text
 
 
-def _raise_characters() -> str:
-    raise IdNumberError(
+def _characters_error() -> IdNumberError:
+    return IdNumberError(
         "characters", "身份证号只能包含数字和X", "an ID number may only contain digits and X"
     )
 
@@ -165,9 +173,11 @@ def _raise_characters() -> str:
 def _lossy_number_error() -> IdNumberError:
     return IdNumberError(
         "lossy_number",
-        "身份证号被表格软件存成了科学计数法数字，末几位已丢失，请按证件重新录入并把该列设为文本",
-        "the ID number was stored as a floating-point number (e.g. 5.30102199001011e+17) and its "
-        "last digits are lost; re-type it from the card and format the column as text",
+        "身份证号被表格软件存成了数字（科学计数法或末几位变成0），末几位已丢失，"
+        "请按证件重新录入并把该列设为文本",
+        "the ID number was stored as a number (e.g. 5.30102199001011e+17, or with its last digits "
+        "zeroed) and its last digits are lost; re-type it from the card and format the column "
+        "as text",
     )
 
 
@@ -193,7 +203,7 @@ def parse_id_number(raw: str | int | float, *, today: date | None = None) -> IdI
     if not (
         base[:17].isdigit() and base[:17].isascii() and (base[17].isdigit() or base[17] == "X")
     ):
-        _raise_characters()
+        raise _characters_error()
     if suffix and not (suffix.isascii() and suffix.isdigit()):
         raise IdNumberError(
             "disability_suffix",
