@@ -1729,6 +1729,10 @@ def _write_table(ws: Worksheet, headers: list[str], rows: list[dict[str, str]]) 
             raise _export_refusal(
                 "a text with a control character", f"sheet {ws.title!r}, {values!r}"
             ) from exc
+        for cell in ws[ws.max_row]:
+            # openpyxl takes "=..." for a formula and "#N/A" for an error; ours are texts.
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
     bold = Font(bold=True)
     fill = PatternFill("solid", fgColor="DDEBF7")
     for cell in ws[1]:

@@ -1224,3 +1224,109 @@ _SHEET_ARGS = {
     "checks": "checks",
     "upgrade": "upgrade",
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Property: any definition survives export and import unchanged
+
+NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True)
+# Texts people write, including what Excel likes to misread: "=…", "#N/A", digits, quotes.
+TEXTS = st.one_of(
+    st.text(
+        alphabet=st.sampled_from(list("户主姓名年份房屋 abcXYZ0179ئەبتཁྱིམ-=#'\"（）/.")),
+        min_size=1,
+        max_size=12,
+    )
+    .map(str.strip)
+    .filter(bool),
+    st.sampled_from(["=SUM(A1)", "#N/A", "007", "1.50", "TRUE", "yes"]),
+)
+LOCALIZED = st.fixed_dictionaries({"zh": TEXTS}, optional={"en": TEXTS, "ug": TEXTS, "bo": TEXTS})
+PLAIN_TYPES = ["text", "integer", "decimal", "date", "boolean", "geopoint", "image", "note"]
+
+
+@st.composite
+def field_lists(draw: st.DrawFn, lists: list[str], depth: int) -> list[dict[str, Any]]:
+    names = draw(st.lists(NAMES, min_size=1, max_size=4, unique=True))
+    fields: list[dict[str, Any]] = []
+    for name in names:
+        kinds = PLAIN_TYPES + ["calculate"] + (["select"] if lists else [])
+        kinds += ["repeat"] if depth < 2 else []
+        kind = draw(st.sampled_from(kinds))
+        item: dict[str, Any] = {"name": name}
+        if kind == "select":
+            item["type"] = draw(st.sampled_from(["select_one", "select_multiple"]))
+            item["choices"] = draw(st.sampled_from(lists))
+        else:
+            item["type"] = kind
+        if kind != "calculate" or draw(st.booleans()):
+            item["label"] = draw(LOCALIZED)
+        if draw(st.booleans()):
+            item["hint"] = draw(LOCALIZED)
+        if kind not in ("note", "calculate", "repeat"):
+            item["required"] = draw(st.sampled_from([False, True, "1 = 1"]))
+            if draw(st.booleans()):
+                item["constraint"] = ". != ''"
+                item["constraint_message"] = draw(LOCALIZED)
+            item["merge"] = draw(st.sampled_from(["lww", "review"]))
+            item["sensitive"] = draw(st.booleans())
+            if draw(st.booleans()):
+                item["unit"] = draw(TEXTS)
+        if kind == "calculate":
+            item["calculate"] = "1 + 1"
+        if draw(st.booleans()):
+            item["relevant"] = "true()"
+        if kind == "repeat":
+            item["fields"] = draw(field_lists(lists, depth + 1))
+            low = draw(st.none() | st.integers(0, 3))
+            if low is not None:
+                item["min_rows"] = low
+            if draw(st.booleans()):
+                item["max_rows"] = (low or 0) + draw(st.integers(1, 30))
+        fields.append(item)
+    return fields
+
+
+@st.composite
+def definition_documents(draw: st.DrawFn) -> dict[str, Any]:
+    list_names = draw(st.lists(NAMES, max_size=2, unique=True))
+    values = st.lists(TEXTS.map(lambda t: t.replace(" ", "_")), min_size=1, max_size=4, unique=True)
+    choice_lists = {
+        name: [{"value": v, "label": draw(LOCALIZED)} for v in draw(values)] for name in list_names
+    }
+    fields = draw(field_lists(list_names, 0))
+    version = draw(st.integers(1, 3))
+    doc: dict[str, Any] = {
+        "id": draw(NAMES),
+        "version": version,
+        "title": draw(LOCALIZED),
+        "fields": fields,
+        "choice_lists": choice_lists,
+        "checks": [
+            {
+                "id": check_id,
+                "severity": draw(st.sampled_from(["error", "warning"])),
+                **({"field": fields[0]["name"]} if draw(st.booleans()) else {}),
+                "rule": "true()",
+                "message": draw(LOCALIZED),
+            }
+            for check_id in draw(st.lists(NAMES, max_size=2, unique=True))
+        ],
+    }
+    if version > 1 and draw(st.booleans()):
+        doc["upgrade"] = {
+            "from_version": version - 1,
+            "renames": {"zz_old_name": fields[0]["name"]} if draw(st.booleans()) else {},
+            "drops": draw(st.lists(NAMES.map(lambda n: f"zz_{n}"), max_size=2, unique=True)),
+        }
+    return doc
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(definition_documents())
+def test_any_definition_round_trips_through_a_workbook(doc: dict[str, Any]) -> None:
+    definition = load_definition(doc)
+    buf = io.BytesIO()
+    export_xlsform(definition, buf)
+    buf.seek(0)
+    assert dump_definition(load_xlsform(buf)) == dump_definition(definition)
