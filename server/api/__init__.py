@@ -19,7 +19,9 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.forms",
     "server.api.enrollment",
     "server.api.devices",
+    "server.api.monitoring",
     "server.api.audit",
+    "server.api.sync",
     "server.api.openapi",
 )
 

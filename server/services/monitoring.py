@@ -1,0 +1,115 @@
+"""Monitoring-line configuration (DOMAIN.md: set every year per province, local overrides).
+
+Each row is a region code prefix (province 2 digits … village 12) and a year, with the income
+line in yuan per person per year and optional local thresholds. :func:`monitoring_config`
+turns the rows into the form engine's ``forms.indicators.MonitoringConfig`` so the server
+computes indicators exactly as tablets do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forms.indicators import MonitoringConfig, MonitoringConfigError
+from server.errors import NotFound, ValidationFailed
+from server.services.access import Actor
+from server.storage import audit
+from server.storage import monitoring as store
+from server.storage.database import writing
+from server.storage.models import MonitoringLine
+
+#: Optional per-row settings and the MonitoringConfig table each one feeds.
+THRESHOLD_TABLES = {
+    "income_drop_percent": "income_drop_percents",
+    "expense_rise_percent": "expense_rise_percents",
+}
+
+
+def _config_from(rows: list[MonitoringLine]) -> MonitoringConfig:
+    tables: dict[str, dict[str, dict[int, float]]] = {"monitoring_lines": {}}
+    water: dict[str, str] = {}
+    for row in rows:
+        tables["monitoring_lines"].setdefault(row.region_code, {})[row.year] = row.income_line
+        for key, table in THRESHOLD_TABLES.items():
+            if row.settings.get(key) is not None:
+                tables.setdefault(table, {}).setdefault(row.region_code, {})[row.year] = (
+                    row.settings[key]
+                )
+        if row.settings.get("water_region_type"):
+            # Rows come in year order, so the latest year's region type wins.
+            water[row.region_code] = row.settings["water_region_type"]
+    return MonitoringConfig(**tables, water_region_types=water)
+
+
+def monitoring_config() -> MonitoringConfig:
+    """The county's monitoring configuration, as the indicator functions take it."""
+    return _config_from(store.list_lines())
+
+
+def set_line(
+    region_code: str, year: int, income_line: float, settings: dict[str, Any], *, actor: Actor
+) -> MonitoringLine:
+    """Set the line (and optional thresholds) of a region inside the actor's area; audited.
+
+    Raises :class:`ValidationFailed` (``monitoring_config_invalid``) for a bad prefix, year,
+    amount or threshold, and :class:`server.errors.Forbidden` outside the actor's area.
+    """
+    actor.require_area(region_code)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    with writing():
+        rows = [
+            r for r in store.list_lines() if not (r.region_code == region_code and r.year == year)
+        ]
+        candidate = MonitoringLine(
+            region_code=region_code, year=year, income_line=income_line, settings=settings
+        )
+        try:
+            _config_from([*rows, candidate])
+        except MonitoringConfigError as exc:
+            raise ValidationFailed(
+                en=exc.message, zh=exc.message_zh, code="monitoring_config_invalid"
+            ) from None
+        row = store.set_line(
+            region_code=region_code,
+            year=year,
+            income_line=income_line,
+            settings=settings,
+            updated_by=actor.name,
+        )
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="monitoring_line.set",
+            target_type="monitoring_line",
+            target_id=f"{region_code}/{year}",
+            area_code=region_code,
+            ip=actor.ip,
+            details={"income_line": income_line, **settings},
+        )
+        return row
+
+
+def delete_line(region_code: str, year: int, *, actor: Actor) -> None:
+    """Remove a region's line for a year; audited. Raises :class:`NotFound` if there is none."""
+    actor.require_area(region_code)
+    with writing():
+        if not store.delete_line(region_code, year):
+            raise NotFound(
+                en=f"no monitoring line for {region_code} in {year}",
+                zh=f"{region_code} 在 {year} 年没有监测标准",
+                code="monitoring_line_not_found",
+            )
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="monitoring_line.delete",
+            target_type="monitoring_line",
+            target_id=f"{region_code}/{year}",
+            area_code=region_code,
+            ip=actor.ip,
+        )
+
+
+def list_lines() -> list[MonitoringLine]:
+    """Every configured line, by region then year."""
+    return store.list_lines()
