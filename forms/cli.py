@@ -63,6 +63,7 @@ class InputRefused(click.ClickException):
 
     def __init__(self, message_zh: str, message_en: str) -> None:
         super().__init__(f"{message_zh} / {message_en}")
+        self.messages = {"zh": message_zh, "en": message_en}
 
     def show(self, file: Any = None) -> None:
         click.echo(f"错误 error: {self.message}", err=True)
@@ -175,7 +176,8 @@ def validate_form(form_file: Path, as_json: bool) -> None:
     except InputRefused as exc:
         cause = exc.__cause__
         issues = [i.to_dict() for i in getattr(cause, "issues", [])]
-        click.echo(json.dumps({"valid": False, "issues": issues}, ensure_ascii=False, indent=2))
+        body = {"valid": False, "message": exc.messages, "issues": issues}
+        click.echo(json.dumps(body, ensure_ascii=False, indent=2))
         raise click.exceptions.Exit(EXIT_INVALID) from exc
     click.echo(json.dumps({"valid": True, "id": defn.id, "version": defn.version}))
 

@@ -72,6 +72,13 @@ def test_validate_form_json_output(runner: CliRunner, tmp_path: Path) -> None:
     assert body["issues"][0]["sheet"] == "survey"
     assert (body["issues"][0]["row"], body["issues"][0]["column"]) == (2, "A")
 
+    broken = tmp_path / "broken.json"
+    broken.write_text("{", encoding="utf-8")
+    result = runner.invoke(cli, ["validate-form", "--json", str(broken)])
+    assert result.exit_code == EXIT_INVALID
+    body = json.loads(result.output)
+    assert body["issues"] == [] and "不是有效的 JSON" in body["message"]["zh"]
+
     good = tmp_path / "good.json"
     good.write_text(json.dumps(HOUSING_V1), encoding="utf-8")
     result = runner.invoke(cli, ["validate-form", "--json", str(good)])
