@@ -96,11 +96,16 @@ class _Maker:
         """A birth date giving exactly ``age`` on ``today``."""
         latest = date(self.today.year - age, 1, 1)
         start = latest - timedelta(days=365)
+        candidate = start
         for _ in range(20):
             candidate = start + timedelta(days=self.rng.randrange(0, 730))
-            if age_on(candidate, self.today) == age and candidate != date(2000, 2, 29):
+            if age_on(candidate, self.today) == age:
                 return candidate
-        return date(self.today.year - age - 1, self.today.month, 1)
+        # Twenty misses in a row are all but impossible; walk to the right age all the same.
+        step = timedelta(days=1 if age_on(candidate, self.today) > age else -1)
+        while age_on(candidate, self.today) != age:
+            candidate += step
+        return candidate
 
     def id_number(self, birth: date, sex: str) -> str:
         while True:
