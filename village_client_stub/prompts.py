@@ -3,7 +3,8 @@
 The :class:`FormPrompter` walks the definition in document order and
 
 * skips questions whose ``relevant`` expression is false for what has been answered so far
-  (skip logic), and never asks calculated fields;
+  (skip logic); calculated fields are never asked but computed in their place, since later
+  skip logic may depend on them;
 * checks every answer as it is typed — its type (:func:`records.coerce_value`), ``required`` and
   the field's ``constraint`` — and asks again with the reason until it fits;
 * asks for repeat rows (household members, persuade-back visits) one at a time, within the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, TextIO
 
 from forms.definition import Field, FieldType, FormDefinition
@@ -116,6 +118,11 @@ class FormPrompter:
             if not self._relevant(fld, rows):
                 continue
             if fld.type is FieldType.CALCULATE or fld.calculate:
+                # Computed now, in document order, because later skip logic may read it
+                # (an age from the ID number decides the schooling questions).
+                value = self._calculate(fld, rows)
+                if value is not None:
+                    values[fld.name] = value
                 continue
             if fld.type is FieldType.NOTE:
                 self._say(f"【说明】{_label(fld)}")
@@ -130,7 +137,8 @@ class FormPrompter:
     def _ask_rows(
         self, fld: Field, values: dict[str, Any], rows: tuple[tuple[str, dict[str, Any]], ...]
     ) -> None:
-        repeat_path = "/".join([*(p for p, _ in rows), fld.name]) if rows else fld.name
+        # Schema path of this repeat: the enclosing repeat's path (already complete) + name.
+        repeat_path = f"{rows[-1][0]}/{fld.name}" if rows else fld.name
         existing = values.setdefault(fld.name, [])
         minimum = fld.min_rows or 0
         maximum = fld.max_rows
@@ -208,6 +216,15 @@ class FormPrompter:
             return parse_expression(fld.relevant).is_true(self._env(rows))
         except FormsError:
             return True  # an authoring mistake must not hide a question; the server re-checks
+
+    def _calculate(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> Any:
+        if not fld.calculate:
+            return None
+        try:
+            value = parse_expression(fld.calculate).evaluate(self._env(rows))
+        except FormsError:
+            return None  # the record's validation reports it; the interview goes on
+        return value.isoformat() if isinstance(value, date) else value
 
     def _required(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> bool:
         if isinstance(fld.required, bool):

@@ -99,6 +99,37 @@ def test_typed_answers_are_checked_and_asked_again() -> None:
     assert "应为整数" in text
 
 
+def test_nested_repeats_and_skip_logic_on_a_calculated_age() -> None:
+    answers = [
+        "是",  # add a child
+        "张小",
+        id_number("20160301", "003"),  # ten years old on the school-age date: asked about school
+        "健康",
+        "",  # not in school ...
+        "外出打工",  # ... so the dropout reason is required and asked
+        "",
+        "是",  # a persuade-back visit (a repeat inside the child's row)
+        "2026-10-01",
+        "王老师",
+        "劝返中",
+        "否",  # no second visit
+        "是",  # a second child
+        "张幼",
+        id_number("20220301", "004"),  # four: the school questions are skipped
+        "健康",
+        "否",
+    ]
+    asker, out = prompter("compulsory_education", answers)
+    data = asker.run()
+    first, second = data["children"]
+    assert first["age"] == 10 and first["dropout_reason"] == "外出打工"
+    (visit,) = first["persuasions"]
+    assert visit["visited_by"] == "王老师" and visit["result"] == "劝返中"
+    assert second["age"] == 4
+    assert "dropout_reason" not in second and "persuasions" not in second
+    assert out.getvalue().count(label("compulsory_education", "children/dropout_reason")) == 1
+
+
 def test_end_of_input_returns_what_was_typed() -> None:
     asker, _ = prompter("household_roster", ["530102001201", "", "0009", "1", "", "", "王五"])
     with pytest.raises(InputEnded) as info:
