@@ -102,6 +102,16 @@ def _id_key(value: Any) -> str | None:
         return None
 
 
+def _record(records: Mapping[str, Any], form_id: str) -> Mapping[str, Any] | None:
+    """A record's data, or None when it is missing, empty or not an object."""
+    data = records.get(form_id)
+    return data if isinstance(data, Mapping) and data else None
+
+
+def _is_amount(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _selected(data: Mapping[str, Any] | None, name: str) -> list[str]:
     value = (data or {}).get(name)
     if isinstance(value, str):
@@ -123,18 +133,20 @@ def check_household(
     """
     today = today or date.today()
     issues: list[HouseholdIssue] = []
-    roster = records.get(ROSTER) or None
+    roster = _record(records, ROSTER)
     members = [row for _, row in _rows(roster, "members")]
     if roster is not None:
-        issues.extend(_roster_rules(roster, village_code))
+        issues.extend(_roster_rules(roster, members, village_code))
         issues.extend(_listed_in_roster(records, members, today))
-    monitoring = records.get(MONITORING) or None
+    monitoring = _record(records, MONITORING)
     if monitoring is not None:
         issues.extend(_monitoring_rules(records, monitoring, roster, members))
     return sorted(issues, key=lambda i: i.severity != "error")
 
 
-def _roster_rules(roster: Mapping[str, Any], village_code: str | None) -> Iterator[HouseholdIssue]:
+def _roster_rules(
+    roster: Mapping[str, Any], members: list[Mapping[str, Any]], village_code: str | None
+) -> Iterator[HouseholdIssue]:
     code = roster.get("village_code")
     if isinstance(code, str) and code:
         try:
@@ -175,7 +187,6 @@ def _roster_rules(roster: Mapping[str, Any], village_code: str | None) -> Iterat
         else:
             seen[key] = number
     flags = _selected(roster, "low_income_flags")
-    members = [row for _, row in _rows(roster, "members")]
     if (
         "贫困残疾人户" in flags
         and members
@@ -198,8 +209,8 @@ def _listed_in_roster(
 ) -> Iterator[HouseholdIssue]:
     by_id = {k: m for m in members if (k := _id_key(m.get("id_number")))}
     for form_id, repeat in ((EDUCATION, "children"), (INSURANCE, "members")):
-        data = records.get(form_id)
-        if not data:
+        data = _record(records, form_id)
+        if data is None:
             continue
         listed: set[str] = set()
         for number, row in _rows(data, repeat):
@@ -301,7 +312,7 @@ def _monitoring_rules(
             "warning",
         )
     count = monitoring.get("member_count")
-    if members and isinstance(count, int) and count != len(members):
+    if members and isinstance(count, int) and not isinstance(count, bool) and count != len(members):
         yield _issue(
             MONITORING,
             "member_count_differs_from_roster",
@@ -310,9 +321,9 @@ def _monitoring_rules(
             f"the household size ({count}) differs from the roster ({len(members)} members)",
             "warning",
         )
-    insurance = records.get(INSURANCE)
+    insurance = _record(records, INSURANCE)
     cost = (insurance or {}).get("eligible_out_of_pocket")
-    if insurance and "因病" in risks and isinstance(cost, int | float) and cost <= 0:
+    if insurance and "因病" in risks and _is_amount(cost) and cost <= 0:
         yield _issue(
             INSURANCE,
             "illness_risk_needs_medical_cost",
@@ -320,7 +331,7 @@ def _monitoring_rules(
             "监测风险为因病，家庭合规自付医疗费用应大于0",
             "the household is at risk through illness, so its eligible out-of-pocket cost is above 0",
         )
-    housing = records.get(HOUSING)
+    housing = _record(records, HOUSING)
     if housing and "因安全住房" in risks and housing_indicator(housing).reason == "appraised_safe":
         yield _issue(
             MONITORING,

@@ -6,6 +6,8 @@ import copy
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forms.household import HouseholdIssue, check_household
 from forms.identity import id_check_char
@@ -216,3 +218,41 @@ def test_errors_come_before_warnings() -> None:
     severities = [i.severity for i in check_household(records, today=TODAY)]
     assert severities == sorted(severities, key=lambda s: s != "error")
     assert "error" in severities and "warning" in severities
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["_id", "id_number", "labour_capacity", "health", "risks"]), inner
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "household_roster",
+                "monitoring_household",
+                "compulsory_education",
+                "medical_insurance",
+                "housing_safety",
+            ]
+        ),
+        st.dictionaries(
+            st.sampled_from(
+                ["members", "children", "risks", "member_count", "village_code", "category"]
+            ),
+            _VALUES,
+        )
+        | _VALUES,
+    )
+)
+def test_odd_data_never_crashes_the_cross_checks(records: dict) -> None:
+    for issue in check_household(records, village_code=VILLAGE, today=TODAY):
+        assert issue.to_dict()["code"] == "household"
