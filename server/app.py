@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.errors import PayloadTooLarge, register_error_handlers
 from server.settings import load_settings
@@ -35,6 +36,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # Chinese stays readable
     app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    proxies = int(app.config["TRUSTED_PROXIES"])
+    if proxies > 0:
+        # Behind nginx every request would otherwise come from 127.0.0.1 and share one limit.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
 
     init_database(app)
     register_error_handlers(app)

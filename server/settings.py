@@ -86,6 +86,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Empty: `http://HOST:PORT`.",
     ),
     Setting("serve_threads", 8, "Worker threads of the WSGI server (waitress)."),
+    Setting(
+        "trusted_proxies",
+        0,
+        "Reverse proxies in front of the server whose `X-Forwarded-For`/`-Proto`/`-Host` are "
+        "believed (rate limits and the audit log use the client address). 0: none.",
+    ),
     Setting("token_ttl_hours", 12, "Lifetime of an admin API token issued at login."),
     Setting("enrollment_code_days", 7, "Default validity of an enrollment code, in days."),
     Setting(

@@ -220,3 +220,30 @@ def test_every_admin_action_is_audited(client: FlaskClient, app: Flask) -> None:
         "enrollment_code.issue",
         "auth.login",
     ]
+
+
+def test_client_address_comes_from_a_trusted_proxy_only(database_url: str, app_on) -> None:
+    forwarded = {"X-Forwarded-For": "10.9.8.7"}
+    direct = app_on(database_url)
+    add_user(direct, "admin")
+    client = direct.test_client()
+    client.post(
+        "/api/v1/auth/login",
+        json={"username": "admin", "password": ADMIN_PASSWORD},
+        headers=forwarded,
+    )
+    entries = client.get("/api/v1/audit", headers=login(client, "admin")).json
+    assert {e["ip"] for e in entries if e["action"] == "auth.login"} == {"127.0.0.1"}
+
+    proxied = app_on(database_url, TRUSTED_PROXIES=1, RATE_LIMIT_ATTEMPTS=1)
+    client = proxied.test_client()
+    bad = {"username": "admin", "password": "wrong-password"}
+    assert_error(
+        client.post("/api/v1/auth/login", json=bad, headers=forwarded), 401, "invalid_credentials"
+    )
+    assert_error(
+        client.post("/api/v1/auth/login", json=bad, headers=forwarded), 429, "rate_limited"
+    )
+    # Another client behind the same proxy is not held back by the first one's failures.
+    other = client.post("/api/v1/auth/login", json=bad, headers={"X-Forwarded-For": "10.0.0.1"})
+    assert_error(other, 401, "invalid_credentials")
