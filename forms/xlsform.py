@@ -1571,7 +1571,9 @@ def _open_workbook(source: Source) -> openpyxl.Workbook:
         with warnings.catch_warnings():
             # Excel and WPS save extensions openpyxl drops with a UserWarning (data validation
             # lists, conditional formatting, slicers). We read cell values only, so the loss
-            # is of no concern, and the warning would only confuse county staff.
+            # is of no concern, and the warning would only confuse county staff. (The filter is
+            # process-wide while the block runs; at worst another thread's openpyxl warning is
+            # also silenced for that moment.)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl(\..*)?$")
             # Load from memory so openpyxl never keeps a file handle open.
             return openpyxl.load_workbook(io.BytesIO(data), data_only=False)
@@ -1772,6 +1774,7 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         FormDefinitionError: ``definition`` is a document that does not load.
         XLSFormError: (code ``export_unsupported``) the definition holds something XLSForm cannot
             carry, so writing it would silently lose it.
+        OSError: ``destination`` cannot be written.
     """
     loaded = definition if isinstance(definition, FormDefinition) else load_definition(definition)
     doc = dump_definition(loaded)
