@@ -312,6 +312,15 @@ def edit(
     _report_saved(as_json, result, "修改")
 
 
+@main.command(help="删除整条记录。Delete a whole record (sent as a delete op).")
+@click.argument("record")
+@device_command
+def delete(db_path: Path, as_json: bool, record: str) -> None:
+    with _open(db_path) as store:
+        result = RecordEditor(store).delete(record)
+    _report_saved(as_json, result, "删除")
+
+
 # --- looking around -------------------------------------------------------------------------
 
 

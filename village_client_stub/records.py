@@ -29,10 +29,11 @@ from typing import Any
 from forms.definition import Field, FieldType, FormDefinition
 from forms.errors import FormsError
 from forms.expressions import EvaluationContext
+from forms.identity import scope_contains
 from forms.indicators import MonitoringConfig
 from forms.paths import ORDER_KEY, ROW_ID_KEY, flatten, split_path, unflatten
 from forms.validation import validate_record
-from sync_protocol.ops import TOMBSTONE, Op, is_tombstone, put_op
+from sync_protocol.ops import TOMBSTONE, Op, delete_op, is_tombstone, put_op
 from village_client_stub.errors import (
     BadAssignment,
     BadInput,
@@ -332,6 +333,21 @@ class RecordEditor:
             return {"village_code": own_code, "household_no": own_no}
         return None
 
+    def check_scope(self, household: Mapping[str, str] | None) -> None:
+        """Refuse a household outside the device's enrolled scope (the server would too).
+
+        Raises:
+            BadInput: the device is enrolled for a scope that does not contain the household.
+        """
+        scope = self.store.identity().scope
+        if scope and household and not scope_contains(scope, household["village_code"]):
+            raise BadInput(
+                f"household {household['village_code']}/{household['household_no']} is outside "
+                f"this device's scope {scope}",
+                message_zh=f"户 {household['village_code']}/{household['household_no']} "
+                f"不在本设备的数据范围 {scope} 内",
+            )
+
     def fill(
         self,
         form_id: str,
@@ -357,6 +373,7 @@ class RecordEditor:
         except BadInput:
             self._keep_draft(defn, data, [], None, round, None, draft_id)
             raise
+        self.check_scope(household)
         ok, errors, warnings, cleaned = self.validate(defn, data, household)
         if ok and household is None and defn.subject == "household":
             ok = False
@@ -631,6 +648,47 @@ class RecordEditor:
         )
         return EditResult(record.record_id, op, warnings)
 
+    def delete(self, target: str) -> EditResult:
+        """Delete a whole record: queue a ``delete`` op whose base lists every path seen.
+
+        The record is kept locally, marked deleted, until the server's state says otherwise
+        (a delete racing an unseen edit becomes a conflict there).
+
+        Raises:
+            UnknownRecord: no record matches ``target``, or it is already deleted.
+        """
+        record = self.store.find_record(target)
+        if record.deleted:
+            raise UnknownRecord(
+                f"record {record.record_id} is already deleted", message_zh="该记录已被删除"
+            )
+        seen = self._seen_stamps(record)
+        base: dict[str, str | None] = {path: seen.get(path) for path in flatten(record.data)}
+        base.update(seen)
+        store = self.store
+        op = store.queue_op(
+            lambda seq, stamp: delete_op(
+                device_id=store.device_id,
+                seq=seq,
+                record_id=record.record_id,
+                form_id=record.form_id,
+                form_version=record.form_version,
+                base=base,
+                hlc=stamp,
+                base_revision=record.server_revision,
+            ),
+            record={
+                "record_id": record.record_id,
+                "form_id": record.form_id,
+                "form_version": record.form_version,
+                "household": record.household,
+                "round": record.round,
+                "data": record.data,
+                "deleted": True,
+            },
+        )
+        return EditResult(record.record_id, op, [])
+
     @staticmethod
     def _deleted_rows(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
         """Row paths present before and gone now (outermost only)."""
@@ -641,6 +699,16 @@ class RecordEditor:
         gone = sorted(rows(old) - rows(new))
         return [r for r in gone if not any(r != o and _under(r, o) for o in gone)]
 
+    def _seen_stamps(self, record: LocalRecord) -> dict[str, str]:
+        """Per path, the stamp of the value the device last saw: its own outstanding write
+        (pending or sent), else the server's stamp."""
+        seen: dict[str, str] = dict(record.stamps)
+        for entry in self.store.outbox(["pending", "sent"]):
+            if entry.op.record_id == record.record_id:
+                for path in entry.op.changes:
+                    seen[path] = entry.op.hlc
+        return seen
+
     def _base(
         self, record: LocalRecord, changes: Mapping[str, Any], old: Mapping[str, Any]
     ) -> dict[str, str | None]:
@@ -649,11 +717,7 @@ class RecordEditor:
         A row tombstone also lists every path under the row the device saw, so the server can
         tell an edit it did not see (a delete racing an edit is a conflict).
         """
-        seen: dict[str, str] = dict(record.stamps)
-        for entry in self.store.outbox(["pending", "sent"]):
-            if entry.op.record_id == record.record_id:
-                for path in entry.op.changes:
-                    seen[path] = entry.op.hlc
+        seen = self._seen_stamps(record)
         base: dict[str, str | None] = {}
         for path, value in changes.items():
             base[path] = seen.get(path)

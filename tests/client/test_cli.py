@@ -91,9 +91,14 @@ def test_fill_from_a_file_edit_records_and_status(device: Path, tmp_path: Path) 
 
     status = run_json(["status"], device)
     assert status["pending_ops"] == 3 and status["last_seq"] == 3
+    deleted = run_json(["delete", record_id[:8]], device)
+    assert deleted["seq"] == 4
+    assert run_json(["records"], device)["records"] == []
+    status = run_json(["status"], device)
+    assert status["pending_ops"] == 4 and status["last_seq"] == 4
     assert status["last_sync_at"] is None and status["rejected"] == []
     text = run(["status"], device).stdout
-    assert "待同步操作 3 个" in text and "从未" in text
+    assert "待同步操作 4 个" in text and "从未" in text
 
 
 def _child_sets() -> list[str]:

@@ -13,6 +13,7 @@ from forms.identity import id_check_char
 from forms.instruments import BUILTIN_IDS, builtin_json
 from forms.paths import flatten
 from sync_protocol.clock import Stamp
+from sync_protocol.crypto import generate_server_keys
 from sync_protocol.merge import RecordState, merge
 from sync_protocol.ops import TOMBSTONE
 from tests.client.conftest import START_MS, FakeClock
@@ -425,3 +426,39 @@ def test_two_devices_meet_through_the_real_merge(
     assert record.data["appraisal_grade"] in {"C", "D"}  # provisional until reviewed
     assert [c["conflict_id"] for c in store.conflicts()] == ack["conflict_ids"]
     assert store.status()["conflicts"][0]["record_id"] == created.record_id
+
+
+def test_delete_a_record_lists_everything_it_saw(editor: RecordEditor, store: DeviceStore) -> None:
+    created = editor.fill("household_roster", roster())
+    _ack_and_sync(store)
+    edited = editor.edit(created.record_id, ["phone=13800138000"])
+    assert created.op is not None and edited.op is not None
+    result = editor.delete(created.record_id)
+    op = result.op
+    assert op is not None and op.kind == "delete" and op.changes == {}
+    assert op.base["phone"] == edited.op.hlc  # its own unsent write counts as seen
+    assert op.base["household_type"] == created.op.hlc
+    assert len(op.base) == len(flatten(store.record(created.record_id).data))
+    assert store.records() == [] and store.record(created.record_id).deleted
+    with pytest.raises(UnknownRecord):
+        editor.edit(created.record_id, ["phone=1"])
+    with pytest.raises(UnknownRecord):
+        editor.delete(created.record_id)
+
+
+def test_households_outside_the_enrolled_scope_are_refused(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    server_keys = generate_server_keys()
+    store.set_enrollment(
+        server_url="http://127.0.0.1:5000",
+        server_encryption_public=server_keys.encryption_public.raw(),
+        server_signing_public=server_keys.signing_public.raw(),
+        server_key_id=server_keys.encryption_public.key_id(),
+        scope="530102001",  # one township
+    )
+    outside = {"village_code": "530102002201", "household_no": "0001"}
+    with pytest.raises(BadInput) as info:
+        editor.fill("housing_safety", {"appraisal_grade": "A"}, household=outside)
+    assert "数据范围" in info.value.message_zh
+    assert editor.fill("household_roster", roster()).op is not None
