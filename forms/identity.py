@@ -20,6 +20,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import lru_cache
 from typing import Literal
 
 from forms.errors import FormsError
@@ -192,6 +193,19 @@ def parse_id_number(raw: str | int | float, *, today: date | None = None) -> IdI
     Raises ``IdNumberError`` with code ``empty``, ``lossy_number``, ``length``, ``characters``,
     ``birth_date``, ``check_digit`` or ``disability_suffix``.
     """
+    if isinstance(raw, str | int | float):
+        # A roster validation asks about each ID several times (id-valid, id-sex, age-at);
+        # valid answers are immutable, so they are memoised (errors are recomputed).
+        return _parse_valid(raw, today or date.today())
+    return _parse(raw, today or date.today())
+
+
+@lru_cache(maxsize=8192, typed=True)
+def _parse_valid(raw: str | int | float, today: date) -> IdInfo:
+    return _parse(raw, today)
+
+
+def _parse(raw: str | int | float, today: date) -> IdInfo:
     number = normalize_id_number(raw)
     if len(number) not in (18, 20):
         raise IdNumberError(
@@ -210,7 +224,7 @@ def parse_id_number(raw: str | int | float, *, today: date | None = None) -> IdI
             "残疾人证号第19、20位应为残疾类别和等级数字",
             "characters 19 and 20 of a disability card number must be the category and grade digits",
         )
-    birth = _birth_date(base[6:14], today or date.today())
+    birth = _birth_date(base[6:14], today)
     expected = id_check_char(base[:17])
     if base[17] != expected:
         raise IdNumberError(
