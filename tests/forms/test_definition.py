@@ -21,6 +21,7 @@ from forms import (
     load_definition,
 )
 from forms.definition import Field
+from tests.forms.conftest import HOUSING_V1
 
 
 def issues_of(doc: Any) -> list[tuple[str, str]]:
@@ -334,3 +335,40 @@ def test_load_dump_round_trip(doc: dict[str, Any]) -> None:
     assert {p for p, _ in defn.iter_fields()} == {
         p for p, _ in load_definition(dumped).iter_fields()
     }
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _locations(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            found.extend(_locations(value, (*prefix, key)))
+    elif isinstance(obj, list):
+        for index, value in enumerate(obj):
+            found.extend(_locations(value, (*prefix, index)))
+    return found
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_any_corruption_of_a_document_is_refused_cleanly(data: st.DataObject) -> None:
+    doc = copy.deepcopy(HOUSING_V1)
+    where = data.draw(st.sampled_from(_locations(doc)))
+    parent: Any = doc
+    for step in where[:-1]:
+        parent = parent[step]
+    parent[where[-1]] = data.draw(json_values)
+    try:
+        defn = load_definition(doc)
+    except FormDefinitionError as error:
+        assert error.issues and all(i.path and i.message for i in error.issues)
+        return
+    assert load_definition(dump_definition(defn)) == defn
