@@ -285,13 +285,14 @@ class OpAck:
     reasons: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Dict form: ``conflict_ids`` and ``reasons`` only when non-empty."""
-        out: dict[str, Any] = {"seq": self.seq, "status": self.status, "revision": self.revision}
-        if self.conflict_ids:
-            out["conflict_ids"] = list(self.conflict_ids)
-        if self.reasons:
-            out["reasons"] = [dict(reason) for reason in self.reasons]
-        return out
+        """Dict form, exactly the shape of contracts §7 (empty lists included)."""
+        return {
+            "seq": self.seq,
+            "status": self.status,
+            "conflict_ids": list(self.conflict_ids),
+            "reasons": [dict(reason) for reason in self.reasons],
+            "revision": self.revision,
+        }
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "ack") -> OpAck:
