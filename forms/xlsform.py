@@ -864,6 +864,20 @@ class _Reader:
             return None
         return _read_sheet(ws, known, self.issues)
 
+    def _has_columns(self, sheet: _Sheet, keys: Sequence[str]) -> bool:
+        """Report each missing column once (not on every row); True when none is missing."""
+        missing = [key for key in keys if sheet.column(key) is None]
+        if missing and sheet.rows:
+            names = ", ".join(missing)
+            self.issues.add(
+                "missing_column",
+                f"the {sheet.title} sheet lacks the column(s): {names}",
+                f"{sheet.title} 工作表缺少 {names} 列",
+                sheet=sheet,
+                row=1,
+            )
+        return not missing
+
     def _texts(self, row: _Row, key: str, *, required: bool, what: str) -> dict[str, str] | None:
         """Read a translatable column; ``zh`` (or the plain column) is required when any is set."""
         texts = row.texts(key)
@@ -1007,6 +1021,10 @@ class _Reader:
             return
         sheet = _read_sheet(ws, _CHOICES_COLUMNS, self.issues)
         self.origins.choices = sheet
+        if not self._has_columns(sheet, ("list_name", "name")):
+            # Name the lists anyway, so select questions do not also report them missing.
+            self.named_lists.update(r.get("list_name") for r in sheet.rows if r.get("list_name"))
+            return
         seen: dict[tuple[str, str], int] = {}
         for row in sheet.rows:
             list_name = row.get("list_name")
@@ -1062,14 +1080,7 @@ class _Reader:
         if sheet is None:
             return root
         self.origins.survey = sheet
-        if sheet.column("type") is None:
-            self.issues.add(
-                "missing_column",
-                "the survey sheet has no type column",
-                "survey 工作表缺少 type 列",
-                sheet=sheet,
-                row=1,
-            )
+        if not self._has_columns(sheet, ("type", "name")):
             return root
         stack = [_Level("root", "", 1, root, {}, (), None)]
         for row in sheet.rows:
@@ -1350,6 +1361,8 @@ class _Reader:
             return out
         sheet = _read_sheet(ws, _CHECKS_COLUMNS, self.issues)
         self.origins.checks = sheet
+        if not self._has_columns(sheet, ("id", "rule")):
+            return out
         ids: dict[str, int] = {}
         for row in sheet.rows:
             check_id = row.get("id")
@@ -1417,6 +1430,8 @@ class _Reader:
             return None
         sheet = _read_sheet(ws, _UPGRADE_COLUMNS, self.issues)
         self.origins.upgrade = sheet
+        if not self._has_columns(sheet, ("from_version",)):
+            return None
         if not sheet.rows:
             return None
         from_version: int | None = None

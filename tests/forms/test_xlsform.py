@@ -791,6 +791,26 @@ def test_settings_refusals_are_located(settings_rows: Rows, expected: tuple[Any,
     assert located(issue) == expected
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "expected_sheet", "expected_words"),
+    [
+        ({"survey": [["type", "label"], ["text", "甲"], ["integer", "乙"]]}, "survey", "name"),
+        ({"survey": [["label"], ["甲"]]}, "survey", "type, name"),
+        ({"choices": [["list", "name", "label"], ["grade", "A", "A级"]]}, "choices", "list_name"),
+        ({"checks": [["id", "severity", "message"], ["c1", "error", "甲"]]}, "checks", "rule"),
+    ],
+)
+def test_a_missing_column_is_reported_once(
+    kwargs: dict[str, Any], expected_sheet: str, expected_words: str
+) -> None:
+    survey = kwargs.pop("survey", [HEAD, ["select_one grade", "g", "等级"]])
+    issues = refusal(workbook(survey, **kwargs))
+    missing = [i for i in issues if i.code == "missing_column"]
+    assert len(missing) == 1
+    assert (missing[0].sheet, missing[0].row) == (expected_sheet, 1)
+    assert missing[0].message.endswith(f"lacks the column(s): {expected_words}")
+
+
 def test_missing_sheets_are_named() -> None:
     issues = refusal(workbook([HEAD, ["text", "a", "甲"]], settings_rows=None))
     assert [(i.sheet, i.code) for i in issues] == [(None, "missing_sheet")]
