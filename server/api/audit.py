@@ -10,8 +10,8 @@ from marshmallow import Schema, fields, validate
 from server.api import API_PREFIX
 from server.api.guard import authenticated
 from server.api.wire import load_query, returns
+from server.services import audit
 from server.services.access import Principal
-from server.storage import audit
 
 blueprint = Blueprint("audit", __name__, url_prefix=f"{API_PREFIX}/audit")
 
@@ -41,7 +41,7 @@ def list_entries(principal: Principal) -> Any:
     """Audit entries of the caller's area (``?limit=&before=<id>&action=``), newest first."""
     query = load_query(AuditQuerySchema())
     rows = audit.list_entries(
-        principal.area_prefix,
+        principal,
         limit=query["limit"],
         before_id=query["before"],
         action=query["action"],

@@ -13,7 +13,6 @@ from server.api.guard import actor_for, authenticated, client_ip
 from server.api.wire import accepts, returns
 from server.services import enrollment
 from server.services.access import COUNTY_ADMIN, Principal
-from server.storage import enrollment as code_store
 
 blueprint = Blueprint("enrollment", __name__, url_prefix=API_PREFIX)
 
@@ -77,7 +76,7 @@ def issue_code(principal: Principal, body: dict[str, Any]) -> Any:
 @returns(CodeListSchema(many=True))
 def list_codes(principal: Principal) -> Any:
     """Unused codes of the admin's area (never the codes themselves)."""
-    return CodeListSchema(many=True).dump(code_store.list_codes(principal.area_prefix))
+    return CodeListSchema(many=True).dump(enrollment.list_codes(principal))
 
 
 @blueprint.post("/devices/enroll")

@@ -18,11 +18,12 @@ from flask import current_app
 
 from server.errors import Conflict, Gone, Unauthorized, ValidationFailed
 from server.services import throttle
-from server.services.access import Actor, check_scope
+from server.services.access import Actor, Principal, check_scope
 from server.services.keys import app_key_ring
 from server.storage import audit, devices, enrollment
 from server.storage import forms as form_store
 from server.storage.database import writing
+from server.storage.models import EnrollmentCode
 from server.storage.types import utcnow
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.errors import ProtocolError
@@ -104,6 +105,11 @@ def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -
             details={"days": days, "label": label},
         )
         return IssuedCode(row.id, code, scope, expires_at, label)
+
+
+def list_codes(principal: Principal) -> list[EnrollmentCode]:
+    """Unused codes for scopes in the principal's area (hashes only; plain codes are gone)."""
+    return enrollment.list_codes(principal.area_prefix)
 
 
 def _check_public_key(kind: str, text: str) -> str:
