@@ -144,6 +144,9 @@ class DeviceOpMark(Base):
     )
     high_water: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     updated_at: Mapped[datetime]
+    # Highest envelope sequence opened from this device (migration 0002): an envelope at or
+    # below it is a replay and is refused.
+    envelope_seq: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 class BatchAck(Base):

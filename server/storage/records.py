@@ -226,3 +226,104 @@ def ensure_household(
     if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
         raise LookupError("household vanished after insert")
     return row, inserted is not None
+
+
+# --- sync writes and admin queries (used by server.services.record_ops / records) ----------
+
+
+def lock_record(record_id: str) -> Record | None:
+    """A record locked for update until the transaction ends (call inside a write), or None.
+
+    Two batches touching one record then merge one after the other on PostgreSQL (SQLite write
+    transactions are serial anyway), so neither overwrites the other's merged state.
+    """
+    return db.session.scalar(
+        sa.select(Record)
+        .where(Record.record_id == record_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def save_merged(
+    *,
+    record_id: str,
+    form_id: str,
+    form_version: int,
+    village_code: str,
+    household_no: str,
+    round: str,
+    state: dict[str, Any],
+    data: dict[str, Any],
+    deleted: bool,
+) -> Record:
+    """Store a merged record state with a new revision (:func:`save_record`), tombstone flag set.
+
+    ``state["revision"]`` is set to the new revision, so the stored state and the column agree.
+    Call inside a write transaction. Raises :class:`ScopeError` for a malformed village code.
+    """
+    record = save_record(
+        record_id=record_id,
+        form_id=form_id,
+        form_version=form_version,
+        village_code=village_code,
+        household_no=household_no,
+        round=round,
+        state=state,
+        data=data,
+    )
+    record.state = {**state, "revision": record.revision}
+    record.deleted = deleted
+    db.session.flush()
+    return record
+
+
+def household_twins(
+    *, village_code: str, household_no: str, form_id: str, round: str, exclude: str
+) -> list[Record]:
+    """Live records of the same household, form and round other than ``exclude``."""
+    return list(
+        db.session.scalars(
+            sa.select(Record).where(
+                Record.village_code == village_code,
+                Record.household_no == household_no,
+                Record.form_id == form_id,
+                Record.round == round,
+                Record.record_id != exclude,
+                Record.deleted.is_(False),
+            )
+        )
+    )
+
+
+def list_records(
+    area_prefix: str,
+    *,
+    village_prefix: str | None = None,
+    form_id: str | None = None,
+    round: str | None = None,
+    household_no: str | None = None,
+    include_deleted: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Record], int]:
+    """Records inside ``area_prefix`` matching the filters (by village, household, form) and
+    how many match in all. Raises ``ValueError`` for a prefix that is not digits."""
+    query = sa.select(Record).where(under_prefix(Record.village_code, area_prefix))
+    if village_prefix:
+        query = query.where(under_prefix(Record.village_code, village_prefix))
+    if form_id:
+        query = query.where(Record.form_id == form_id)
+    if round:
+        query = query.where(Record.round == round)
+    if household_no:
+        query = query.where(Record.household_no == household_no)
+    if not include_deleted:
+        query = query.where(Record.deleted.is_(False))
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+    rows = db.session.scalars(
+        query.order_by(Record.village_code, Record.household_no, Record.form_id, Record.record_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows), int(total)

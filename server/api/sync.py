@@ -1,0 +1,49 @@
+"""``POST /api/v1/sync``: the sealed exchange of a device (no token: the envelopes are the
+credential). The body is read as a stream, frame by frame, so a connection that drops in the
+middle still gets every complete batch before the cut committed (docs in
+:mod:`server.services.sync`)."""
+
+from __future__ import annotations
+
+from typing import IO, Any
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import ClientDisconnected
+
+from server.api import API_PREFIX
+from server.services import sync
+
+blueprint = Blueprint("sync", __name__, url_prefix=API_PREFIX)
+
+
+class _Body:
+    """The request stream, where a client that went away reads as the end of the body."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._gone:
+            return b""
+        try:
+            return self._stream.read(size)
+        except ClientDisconnected:
+            # The frames read so far stand; the one in flight comes back "truncated".
+            self._gone = True
+            return b""
+
+
+@blueprint.post("/sync")
+def exchange() -> Any:
+    """One sync exchange: sealed hello + upload batches in, one sealed signed reply out.
+
+    Content-Type ``application/vnd.village-sync.exchange`` both ways. Errors before the device is
+    authenticated use the JSON error body: ``exchange_empty``, ``frame_malformed``, envelope codes
+    (``envelope_bad_signature``, ``envelope_truncated``, ``envelope_unknown_key_id`` …, 400),
+    ``device_unknown`` (401), ``envelope_replayed`` (409). A revoked device gets a sealed refusal
+    (403).
+    """
+    retry_ms = int(current_app.config.get("BUSY_RETRY_AFTER_SECONDS", 2)) * 1000
+    result = sync.handle_exchange(_Body(request.stream), busy_retry_ms=retry_ms)  # type: ignore[arg-type]
+    return Response(result.body, status=result.status, content_type=result.content_type)

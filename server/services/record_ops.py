@@ -1,0 +1,489 @@
+"""Applying one sync op to the server's records: scope, form version, merge, validation, storage.
+
+This is the one path every write to survey data takes — ops uploaded by devices, resolutions
+entered by reviewers, quarantined ops an admin maps to a published form version — so every one
+of them is checked, merged field by field (``sync_protocol.merge``), validated against its form
+(``forms.validate_record``), logged in the record's change history and turned into queued
+conflicts the same way. :func:`apply_op` runs inside the caller's write transaction and never
+commits; the caller acknowledges only what its transaction committed.
+
+Rejection rules (each rejected op gets per-field reasons in contracts §3 issue shape):
+
+* ``household_required`` / ``household_invalid`` — a new record without a valid household;
+* ``out_of_scope`` — the record's village is outside the device's scope (quarantined);
+* ``unknown_form_version`` — a form version that is not published (or retired) here
+  (quarantined for an admin to map);
+* validation errors — the record *after* the merge has errors the record before it did not
+  have (quarantined). Errors already present before the op (e.g. left by a concurrent merge)
+  are not held against it: the device could not fix them. Warnings never reject; they are
+  reported with the merged record.
+* merge errors (``op_record_mismatch``, ``stamp_reused`` …) — quarantined as invalid.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, Final
+
+from flask import current_app
+
+from forms import EvaluationContext, FormDefinition, FormsError, load_definition, unflatten
+from forms.indicators import MonitoringConfig, MonitoringConfigError
+from forms.validation import validate_record
+from server.storage import conflicts as conflict_store
+from server.storage import forms as form_store
+from server.storage import quarantine, records, sync_state
+from server.storage.models import Record
+from server.storage.revisions import next_revision
+from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, HybridClock, wall_clock_ms
+from sync_protocol.conflicts import detect_duplicate_household
+from sync_protocol.errors import ProtocolError
+from sync_protocol.merge import MergeResult, RecordState, current_values, merge
+from sync_protocol.ops import Op, is_tombstone
+
+#: The device id server-made ops (resolutions, duplicate clean-ups) carry.
+SERVER_DEVICE: Final = "server"
+#: Counter scope numbering server-made ops (their ``seq``).
+SERVER_OP_SCOPE: Final = "server_ops"
+#: Survey dates are Beijing time: a record typed at 07:00 on the 1st is dated the 1st.
+CHINA_TIME: Final = timezone(timedelta(hours=8))
+_USABLE_STATUSES: Final = (form_store.PUBLISHED, form_store.RETIRED)
+_DEFINITIONS_KEY: Final = "village_sync_definitions"
+
+
+def _text(zh: str, en: str) -> dict[str, str]:
+    return {"zh": zh, "en": en}
+
+
+def reason(code: str, zh: str, en: str, *, path: str = "", field_name: str = "") -> dict[str, Any]:
+    """A rejection reason in the contracts §3 issue shape (for problems outside validation)."""
+    return {
+        "code": code,
+        "path": path,
+        "row": None,
+        "field": field_name,
+        "message": _text(zh, en),
+        "severity": "error",
+    }
+
+
+# --- context shared by the ops of one transaction ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """What every op of one exchange (or admin action) is checked against.
+
+    ``now_ms`` is the server time the suspect-stamp rule compares with; ``today`` the survey date
+    (Beijing time) for ``today()`` in form expressions; ``monitoring`` the county's configured
+    monitoring lines and water region types.
+    """
+
+    now_ms: int
+    today: date
+    monitoring: MonitoringConfig
+    max_drift_ms: int = DEFAULT_MAX_DRIFT_MS
+
+    def evaluation(self, village_code: str) -> EvaluationContext:
+        """The evaluation context for a record of ``village_code``."""
+        config: dict[str, Any] = {
+            "water_region_type": self.monitoring.water_region_type(village_code)
+        }
+        line = self.monitoring.monitoring_line(village_code, self.today.year)
+        if line is not None:
+            config["monitoring_line"] = line
+        return EvaluationContext(today=self.today, config=config)
+
+
+def ingest_context(now_ms: int | None = None) -> IngestContext:
+    """Build the context from the server clock and the stored monitoring configuration.
+
+    Rows that do not form a valid configuration are left out (they cannot be applied anyway).
+    """
+    now_ms = wall_clock_ms() if now_ms is None else now_ms
+    lines: dict[str, dict[int, float]] = {}
+    water: dict[str, str] = {}
+    for row in sync_state.monitoring_lines():
+        lines.setdefault(row.region_code, {})[row.year] = float(row.income_line)
+        region_type = (row.settings or {}).get("water_region_type")
+        if isinstance(region_type, str):
+            water[row.region_code] = region_type
+    try:
+        monitoring = MonitoringConfig(monitoring_lines=lines, water_region_types=water)
+    except MonitoringConfigError:
+        monitoring = MonitoringConfig()
+    today = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(CHINA_TIME).date()
+    return IngestContext(now_ms=now_ms, today=today, monitoring=monitoring)
+
+
+def definition(form_id: str, version: int) -> FormDefinition | None:
+    """The definition of a published (or retired) form version, or None.
+
+    Published versions never change, so loaded definitions are kept for the app's lifetime;
+    drafts and scheduled versions are never returned (records cannot be made on them yet).
+    """
+    cache: dict[tuple[str, int], FormDefinition] = current_app.extensions.setdefault(
+        _DEFINITIONS_KEY, {}
+    )
+    found = cache.get((form_id, version))
+    if found is not None:
+        return found
+    row = form_store.get_version(form_id, version)
+    if row is None or row.status not in _USABLE_STATUSES:
+        return None
+    found = load_definition(row.definition)
+    cache[(form_id, version)] = found
+    return found
+
+
+# --- server-made ops -------------------------------------------------------------------------------
+
+_clock_lock = threading.Lock()
+# One node id per process: two app processes resolving in the same millisecond still never
+# issue the same stamp.
+_server_clock = HybridClock(f"server.{uuid.uuid4().hex[:8]}")
+
+
+def server_stamp() -> str:
+    """A fresh HLC stamp of this server process."""
+    with _clock_lock:
+        return _server_clock.now().to_text()
+
+
+def next_server_seq() -> int:
+    """The next sequence number of a server-made op (inside a write transaction)."""
+    return next_revision(SERVER_OP_SCOPE)
+
+
+# --- the outcome of one op ---------------------------------------------------------------------------
+
+
+@dataclass
+class OpOutcome:
+    """What :func:`apply_op` did: the contracts §7 ack, the record after it, warnings.
+
+    ``record`` is the stored row after the op (or as it stands, for a rejected or duplicate
+    op; None when no record exists). ``warnings`` are validation warnings of the merged record.
+    ``quarantine_id`` is set when the op was kept in quarantine.
+    """
+
+    ack: dict[str, Any]
+    record: Record | None
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    quarantine_id: int | None = None
+    suspect: bool = False
+
+    @property
+    def status(self) -> str:
+        """The ack status."""
+        return str(self.ack["status"])
+
+
+def _valid_household(household: Any) -> tuple[str, str] | None:
+    if not isinstance(household, dict):
+        return None
+    village, number = household.get("village_code"), household.get("household_no")
+    if not (isinstance(village, str) and len(village) == 12 and village.isdigit()):
+        return None
+    if not (isinstance(number, str) and 0 < len(number) <= 64):
+        return None
+    return village, number
+
+
+def _issue_keys(issues: list[Any]) -> set[tuple[str, str]]:
+    return {(issue.code, issue.path) for issue in issues}
+
+
+class _Rejected(Exception):
+    """Internal: the op is rejected with ``reasons``, quarantined as ``kind`` (if any)."""
+
+    def __init__(self, kind: str | None, reasons: list[dict[str, Any]]) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.reasons = reasons
+
+
+def apply_op(
+    op: Op,
+    ctx: IngestContext,
+    *,
+    scope: str | None,
+    by: str,
+    keep_rejected: bool = True,
+    user_id: int | None = None,
+) -> OpOutcome:
+    """Check, merge, validate and store one op; return its ack (contracts §7).
+
+    ``scope`` is the device's village-code prefix (None for server-made ops, whose area the
+    caller checked). ``by`` names who closes conflicts this op resolves (audit name). With
+    ``keep_rejected`` a rejected op is kept in quarantine. Must run inside a write transaction;
+    nothing is committed here. Never raises for a bad op: rejections are acks.
+    """
+    existing = records.lock_record(op.record_id)
+    village = existing.village_code if existing is not None else ""
+    try:
+        outcome = _apply(op, ctx, existing, scope=scope, by=by, user_id=user_id)
+    except _Rejected as rejected:
+        if existing is None and op.household is not None:
+            found = _valid_household(op.household)
+            village = found[0] if found is not None else ""
+        outcome = OpOutcome(
+            ack={
+                "seq": op.seq,
+                "status": "rejected",
+                "revision": existing.revision if existing is not None else 0,
+                "reasons": rejected.reasons,
+            },
+            record=existing,
+        )
+        if keep_rejected and rejected.kind is not None:
+            row = quarantine.hold(
+                kind=rejected.kind,
+                op=op.to_dict(),
+                reasons=rejected.reasons,
+                device_id=op.device_id,
+                op_seq=op.seq,
+                village_code=village,
+            )
+            outcome.quarantine_id = row.id
+    return outcome
+
+
+def _apply(
+    op: Op,
+    ctx: IngestContext,
+    existing: Record | None,
+    *,
+    scope: str | None,
+    by: str,
+    user_id: int | None,
+) -> OpOutcome:
+    if existing is not None:
+        village, household_no, round_ = (
+            existing.village_code,
+            existing.household_no,
+            existing.round,
+        )
+        claimed = _valid_household(op.household) if op.household is not None else None
+        villages = {village} | ({claimed[0]} if claimed else set())
+    else:
+        if op.household is None:
+            raise _Rejected(
+                quarantine.INVALID,
+                [
+                    reason(
+                        "household_required",
+                        "新记录须注明所属农户（村代码和户编号）",
+                        "a new record must name its household (village code and number)",
+                    )
+                ],
+            )
+        found = _valid_household(op.household)
+        if found is None:
+            raise _Rejected(
+                quarantine.INVALID,
+                [
+                    reason(
+                        "household_invalid",
+                        "农户标识无效：村代码应为12位数字，户编号不能为空",
+                        "household invalid: a 12-digit village code and a household number",
+                    )
+                ],
+            )
+        village, household_no = found
+        round_ = op.round or ""
+        villages = {village}
+    if scope is not None and not all(v.startswith(scope) for v in villages):
+        raise _Rejected(
+            quarantine.OUT_OF_SCOPE,
+            [
+                reason(
+                    "out_of_scope",
+                    f"村 {sorted(villages)[0]} 不在本设备的范围 {scope} 内",
+                    f"village {sorted(villages)[0]} is outside this device's scope {scope}",
+                )
+            ],
+        )
+    defn = definition(op.form_id, op.form_version)
+    if defn is None:
+        raise _Rejected(
+            quarantine.UNKNOWN_FORM_VERSION,
+            [
+                reason(
+                    "unknown_form_version",
+                    f"服务器上没有已发布的表单 {op.form_id} 第{op.form_version}版",
+                    f"form {op.form_id} version {op.form_version} is not published on this server",
+                )
+            ],
+        )
+    state = RecordState.from_dict(existing.state) if existing is not None else None
+    try:
+        result = merge(
+            state,
+            op,
+            defn.merge_policy,
+            reference_ms=ctx.now_ms,
+            max_drift_ms=ctx.max_drift_ms,
+        )
+    except ProtocolError as exc:
+        raise _Rejected(
+            quarantine.INVALID, [reason(exc.code, exc.message_zh, exc.message)]
+        ) from None
+    if result.status == "duplicate":
+        return OpOutcome(
+            ack={
+                "seq": op.seq,
+                "status": "duplicate",
+                "revision": existing.revision if existing else 0,
+            },
+            record=existing,
+            suspect=result.suspect,
+        )
+    data, warnings = _validated(result, state, ctx, village, op)
+    duplicate = None
+    if existing is None:
+        duplicate = _duplicate_household(op, village, household_no, round_)
+        records.ensure_household(village, household_no, device_id=op.device_id)
+    stored = records.save_merged(
+        record_id=op.record_id,
+        form_id=result.state.form_id,
+        form_version=result.state.form_version,
+        village_code=village,
+        household_no=household_no,
+        round=round_,
+        state=result.state.to_dict(),
+        data=data,
+        deleted=result.state.deleted,
+    )
+    conflict_ids = _queue_conflicts(op, result, stored, duplicate, by=by)
+    status = (
+        "conflict" if conflict_ids else ("merged" if result.status == "conflict" else result.status)
+    )
+    records.add_change(
+        record_id=stored.record_id,
+        revision=stored.revision,
+        kind=op.kind,
+        changes=op.to_dict()["changes"],
+        outcome={
+            "status": status,
+            "fields": result.field_outcomes,
+            "suspect": result.suspect,
+            "conflict_ids": conflict_ids,
+            "closed_conflict_ids": result.closed_conflict_ids,
+        },
+        device_id=op.device_id,
+        op_seq=op.seq,
+        user_id=user_id,
+        hlc=op.hlc,
+    )
+    ack: dict[str, Any] = {"seq": op.seq, "status": status, "revision": stored.revision}
+    if conflict_ids:
+        ack["conflict_ids"] = conflict_ids
+    return OpOutcome(ack=ack, record=stored, warnings=warnings, suspect=result.suspect)
+
+
+def record_data(state: RecordState) -> dict[str, Any]:
+    """The merged record as nested data (contracts §3); raises ``forms.PathError`` for paths
+    that do not form a record."""
+    return unflatten(current_values(state))
+
+
+def _validated(
+    result: MergeResult,
+    before: RecordState | None,
+    ctx: IngestContext,
+    village: str,
+    op: Op,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The cleaned data and the warnings of the merged record; raises :class:`_Rejected` when
+    the op brought new validation errors."""
+    if result.state.deleted:
+        return {}, []
+    defn = definition(result.state.form_id, result.state.form_version)
+    if defn is None:  # pragma: no cover - the op's own version was found, the state's is >= it
+        defn = definition(op.form_id, op.form_version)
+    assert defn is not None
+    evaluation = ctx.evaluation(village)
+    try:
+        checked = validate_record(defn, record_data(result.state), evaluation)
+    except FormsError as exc:
+        raise _Rejected(
+            quarantine.INVALID, [reason(exc.code, exc.message_zh, exc.message)]
+        ) from None
+    errors = checked.errors
+    if errors and before is not None and not before.deleted:
+        try:
+            earlier = validate_record(defn, record_data(before), evaluation).errors
+        except FormsError:
+            earlier = []
+        known = _issue_keys(earlier)
+        errors = [issue for issue in errors if (issue.code, issue.path) not in known]
+    if errors:
+        raise _Rejected(quarantine.INVALID, [issue.to_dict() for issue in errors])
+    return checked.cleaned, [issue.to_dict() for issue in checked.warnings]
+
+
+def _duplicate_household(op: Op, village: str, household_no: str, round_: str) -> Any:
+    twins = records.household_twins(
+        village_code=village,
+        household_no=household_no,
+        form_id=op.form_id,
+        round=round_,
+        exclude=op.record_id,
+    )
+    if not twins:
+        return None
+    existing = []
+    for twin in twins:
+        created = RecordState.from_dict(twin.state).created_stamp or op.hlc
+        existing.append(
+            (
+                twin.record_id,
+                {"village_code": twin.village_code, "household_no": twin.household_no},
+                twin.form_id,
+                op.round,
+                created,
+            )
+        )
+    return detect_duplicate_household(existing, op)
+
+
+def _plain(value: Any) -> Any:
+    if is_tombstone(value):
+        return {"$tombstone": True}
+    return value
+
+
+def _queue_conflicts(
+    op: Op, result: MergeResult, stored: Record, duplicate: Any, *, by: str
+) -> list[str]:
+    """Open the conflicts the op takes part in, close the ones it settled; return open ids."""
+    ids: list[str] = []
+    for conflict in [*result.conflicts, *([duplicate] if duplicate is not None else [])]:
+        plain = conflict.to_dict()
+        conflict_store.open_conflict(
+            conflict_id=conflict.conflict_id,
+            record_id=stored.record_id,
+            village_code=stored.village_code,
+            kind=conflict.kind,
+            path=conflict.path,
+            base=plain["base"],
+            mine=plain["mine"],
+            theirs=plain["theirs"],
+            device_id=op.device_id,
+        )
+        ids.append(conflict.conflict_id)
+    closed = list(result.closed_conflict_ids)
+    if op.kind == "resolve" and op.conflict_id in closed:
+        conflict_store.close_conflicts(
+            [op.conflict_id],
+            status=conflict_store.RESOLVED,
+            by=by,
+            resolution={"changes": {p: _plain(v) for p, v in op.changes.items()}, "hlc": op.hlc},
+        )
+        closed.remove(op.conflict_id)
+    conflict_store.close_conflicts(closed, status=conflict_store.SUPERSEDED, by=by)
+    return sorted(set(ids))

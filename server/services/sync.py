@@ -1,0 +1,474 @@
+"""The sync exchange (``POST /api/v1/sync``): open the frames, commit each batch, reply sealed.
+
+Request: frame 0 is the device's sealed :class:`~sync_protocol.messages.Hello`, frames 1..N its
+sealed upload batches (``sync_protocol.exchange``). Reply: one envelope sealed to the device and
+signed by the server, carrying a :class:`~sync_protocol.messages.ServerReply`: per-batch acks with
+the merged states of the records each batch touched, the first download page of each scope, the
+server time (the device folds it into its clock) and a backoff hint.
+
+What happens, in order:
+
+1. Frame 0 is opened with the server's keys (current and retired) and the sender's registered
+   signing key. Anything wrong before the device is authenticated — an empty or malformed body,
+   an unknown device, a tampered, truncated or wrong-key envelope, a replayed hello — is an
+   :class:`~server.errors.ApiError` (the one JSON error shape; the code is the envelope's code,
+   e.g. ``envelope_bad_signature``). From here on the device is known and every answer is sealed.
+2. A revoked device gets a sealed :class:`~sync_protocol.messages.Refusal` (``device_revoked``);
+   cursors for scopes outside the device's scope get ``scope_denied``. The hello's envelope
+   sequence is claimed (each envelope sequence is accepted once per device).
+3. Each batch frame is opened, and its ops applied (:func:`server.services.record_ops.apply_op`),
+   in **one write transaction** that also claims the envelope sequence, advances the device's op
+   high-water mark and stores the acks. Only after the commit is the batch acknowledged. Ops at
+   or below the high-water mark were processed before: they are not applied again and get their
+   stored acks back verbatim, however the device re-batched them. A frame that cannot be used
+   (tampered, replayed, a gap in the op sequence, ops of another device) is ``rejected`` with its
+   code and the frames after it are ``skipped``; a frame cut short by the connection is
+   ``truncated``. A busy database stops the exchange with a backoff hint.
+4. Download pages: the device's scope (records changed after its cursor, tombstones included)
+   and ``manifest`` (form versions published or retired after its cursor, with definitions, plus
+   the monitoring configuration of the device's area).
+
+HTTP status: 200 for a reply, 403 for a sealed refusal of a revoked device or a denied scope,
+400 for a sealed ``exchange_invalid`` refusal; JSON errors carry their own status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, Final
+
+from sqlalchemy.exc import OperationalError
+
+from server.errors import ApiError, Conflict, Unauthorized, ValidationFailed, is_busy_fault
+from server.services.keys import KeyRing, app_key_ring
+from server.services.record_ops import IngestContext, OpOutcome, apply_op, ingest_context
+from server.storage import devices as device_store
+from server.storage import forms as form_store
+from server.storage import records, sync_state
+from server.storage.database import end_read, writing
+from server.storage.models import Device, Record
+from server.storage.revisions import MANIFEST_SCOPE, current_revision
+from server.storage.types import utcnow
+from sync_protocol.compression import ALL_METHODS
+from sync_protocol.crypto import EncryptionPrivateKey, EncryptionPublicKey, SigningPublicKey
+from sync_protocol.envelope import Header, peek_header
+from sync_protocol.errors import MalformedFrame, ProtocolError, Replayed, UnknownSender
+from sync_protocol.exchange import (
+    CONTENT_TYPE,
+    Frame,
+    build_reply,
+    iter_request_frames,
+    open_message,
+)
+from sync_protocol.messages import (
+    Ack,
+    DownloadPage,
+    FrameStatus,
+    Hello,
+    OpAck,
+    Refusal,
+    ServerReply,
+    UploadBatch,
+)
+from sync_protocol.ops import Op
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MANIFEST_STREAM",
+    "RECORDS_PER_PAGE",
+    "SERVER_SENDER_ID",
+    "ExchangeResult",
+    "handle_exchange",
+]
+
+#: Sender id of the server's envelopes.
+SERVER_SENDER_ID: Final = "county-server"
+#: Download scope name of the form manifest and configuration stream.
+MANIFEST_STREAM: Final = "manifest"
+#: Records per download page: a few hundred KB before compression, well under a weak link's
+#: patience and the envelope limit.
+RECORDS_PER_PAGE: Final = 200
+FORMS_PER_PAGE: Final = 50
+
+
+@dataclass(frozen=True)
+class ExchangeResult:
+    """A sealed reply body and its HTTP status."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = CONTENT_TYPE
+
+
+class _EnvelopeRefused(ApiError):
+    """An envelope problem before the device is authenticated (400 unless narrowed)."""
+
+    status = 400
+    default_code = "exchange_invalid"
+    default_zh = "同步请求无效"
+    default_en = "The sync request is not valid"
+
+
+def _envelope_error(exc: ProtocolError, frame: int = 0) -> ApiError:
+    details = {"frame": frame, "protocol_code": exc.code}
+    if isinstance(exc, Replayed):
+        return Conflict(en=exc.message, zh=exc.message_zh, code=exc.code, details=details)
+    if isinstance(exc, UnknownSender):
+        return Unauthorized(
+            en=exc.message, zh=exc.message_zh, code="device_unknown", details=details
+        )
+    return ValidationFailed(en=exc.message, zh=exc.message_zh, code=exc.code, details=details)
+
+
+@dataclass
+class _Session:
+    """One exchange in progress: the authenticated device and what the reply will carry."""
+
+    device: Device
+    ring: KeyRing
+    header: Header
+    hello: Hello
+    ctx: IngestContext
+    frames: list[FrameStatus] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    backoff_ms: int = 0
+
+    @property
+    def allowed_compression(self) -> frozenset[int]:
+        return frozenset(self.hello.capabilities.compression) & ALL_METHODS
+
+    def recipient_keys(self) -> dict[str, EncryptionPrivateKey]:
+        return {kid: bundle.encryption for kid, bundle in self.ring.bundles.items()}
+
+    def verify_key(self) -> Callable[[str], SigningPublicKey | None]:
+        own_id, key = self.device.id, SigningPublicKey.from_base64(self.device.ed25519_public)
+        return lambda sender: key if sender == own_id else None
+
+
+def _device_key_lookup(device: Device) -> Callable[[str], SigningPublicKey | None]:
+    key = SigningPublicKey.from_base64(device.ed25519_public)
+    return lambda sender: key if sender == device.id else None
+
+
+def _recipient_keys(ring: KeyRing) -> dict[str, EncryptionPrivateKey]:
+    return {kid: bundle.encryption for kid, bundle in ring.bundles.items()}
+
+
+def handle_exchange(body: bytes | IO[bytes], *, busy_retry_ms: int = 2000) -> ExchangeResult:
+    """Run one sync exchange on the request ``body`` (bytes or a stream) and seal the reply.
+
+    Raises :class:`~server.errors.ApiError` subclasses (one JSON error shape) for everything that
+    goes wrong before the device is authenticated: ``exchange_empty``, ``frame_malformed``,
+    envelope codes such as ``envelope_bad_signature`` or ``envelope_truncated`` (400),
+    ``device_unknown`` (401), ``envelope_replayed`` (409).
+    """
+    frames = _frames(body)
+    first = next(frames, None)
+    if first is None:
+        raise ValidationFailed(
+            en="the request holds no frames", zh="同步请求为空", code="exchange_empty"
+        )
+    if first.truncated:
+        raise ValidationFailed(
+            en="the hello frame was cut short",
+            zh="问候帧不完整",
+            code="envelope_truncated",
+            details={"frame": 0},
+        )
+    try:
+        header = peek_header(first.data)
+    except ProtocolError as exc:
+        raise _envelope_error(exc) from None
+    device = device_store.device_for_sync(header.sender_id)
+    if device is None:
+        raise Unauthorized(
+            en=f"no device {header.sender_id!r} is enrolled here",
+            zh="设备未在本服务器注册",
+            code="device_unknown",
+            details={"frame": 0},
+        )
+    ring = app_key_ring()
+    try:
+        opened = open_message(
+            first.data,
+            recipient_keys=_recipient_keys(ring),
+            sender_verify_key=_device_key_lookup(device),
+            expected="hello",
+        )
+    except ProtocolError as exc:
+        raise _envelope_error(exc) from None
+    end_read()
+    hello = opened.message
+    assert isinstance(hello, Hello)  # open_message(expected="hello") returns only a Hello
+    session = _Session(device, ring, opened.header, hello, ingest_context())
+    refusal = _check_hello(session)
+    if refusal is not None:
+        return _seal(
+            session, ServerReply(server_time_ms=session.ctx.now_ms, refusal=refusal[0]), refusal[1]
+        )
+    with writing():
+        if not sync_state.claim_envelope(device.id, opened.header.sequence):
+            raise Conflict(
+                en=f"envelope sequence {opened.header.sequence} was already used by this device",
+                zh="该同步请求已处理过（重放）",
+                code="envelope_replayed",
+                details={"frame": 0},
+            )
+        device_store.touch_last_sync(device.id, utcnow())
+    session.frames.append(FrameStatus(0, "committed"))
+    try:
+        _run_batches(session, frames, busy_retry_ms)
+    except MalformedFrame as exc:
+        # The rest of the body cannot be lined up; what was committed stays committed.
+        session.frames.append(FrameStatus(len(session.frames), "rejected", exc.code))
+    downloads = _downloads(session)
+    reply = ServerReply(
+        server_time_ms=session.ctx.now_ms,
+        acks=tuple(session.acks),
+        downloads=downloads,
+        frames=tuple(session.frames),
+        backoff_ms=session.backoff_ms,
+    )
+    return _seal(session, reply, 200)
+
+
+def _frames(body: bytes | IO[bytes]) -> Iterator[Frame]:
+    try:
+        yield from iter_request_frames(body)
+    except MalformedFrame as exc:
+        raise ValidationFailed(
+            en=exc.message, zh=exc.message_zh, code=exc.code, details={"frame": 0}
+        ) from None
+
+
+def _check_hello(session: _Session) -> tuple[Refusal, int] | None:
+    device, hello = session.device, session.hello
+    if device.status != "active":
+        return (
+            Refusal(
+                "device_revoked",
+                "this device has been revoked; enrol it again with a new code",
+                "此设备已被停用，请使用新的注册码重新注册",
+            ),
+            403,
+        )
+    if hello.device_id != device.id:
+        return (
+            Refusal(
+                "exchange_invalid",
+                "the hello names another device than the envelope's sender",
+                "问候消息中的设备编号与信封发送方不符",
+            ),
+            400,
+        )
+    for scope in hello.cursors:
+        if scope == MANIFEST_STREAM:
+            continue
+        if not (scope.isdigit() and scope.startswith(device.scope)):
+            return (
+                Refusal(
+                    "scope_denied",
+                    f"scope {scope} is outside this device's scope {device.scope}",
+                    f"范围 {scope} 不在本设备的范围 {device.scope} 内",
+                ),
+                403,
+            )
+    return None
+
+
+def _run_batches(session: _Session, frames: Iterator[Frame], busy_retry_ms: int) -> None:
+    stop: str | None = None
+    for frame in frames:
+        if stop is not None:
+            session.frames.append(FrameStatus(frame.index, "skipped"))
+            continue
+        if frame.truncated:
+            session.frames.append(FrameStatus(frame.index, "truncated"))
+            continue
+        try:
+            ack = _commit_batch(session, frame)
+        except _FrameRejected as rejected:
+            session.frames.append(FrameStatus(frame.index, "rejected", rejected.code))
+            stop = rejected.code
+            continue
+        except OperationalError as exc:
+            if not is_busy_fault(exc):
+                raise
+            session.frames.append(FrameStatus(frame.index, "rejected", "busy"))
+            session.backoff_ms = busy_retry_ms
+            stop = "busy"
+            continue
+        session.frames.append(FrameStatus(frame.index, "committed"))
+        session.acks.append(ack)
+
+
+class _FrameRejected(Exception):
+    """Internal: this batch frame is refused with ``code``; nothing of it was committed."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _commit_batch(session: _Session, frame: Frame) -> Ack:
+    """Open one batch and apply it in one transaction; return its ack after the commit."""
+    device = session.device
+    outcomes: list[OpOutcome] = []
+    with writing():
+        mark = sync_state.lock_marks(device.id)
+        if device_store.device_for_sync(device.id).status != "active":  # type: ignore[union-attr]
+            raise _FrameRejected("device_revoked")
+        try:
+            opened = open_message(
+                frame.data,
+                recipient_keys=session.recipient_keys(),
+                sender_verify_key=session.verify_key(),
+                is_replay=lambda sender, seq: not sync_state.claim_envelope(sender, seq),
+                expected="batch",
+            )
+        except ProtocolError as exc:
+            raise _FrameRejected(exc.code) from None
+        batch = opened.message
+        assert isinstance(batch, UploadBatch)  # expected="batch"
+        ops = list(batch.ops)
+        _check_sequence(ops, device.id, mark.high_water)
+        done = [op for op in ops if op.seq <= mark.high_water]
+        fresh = [op for op in ops if op.seq > mark.high_water]
+        stored = sync_state.stored_acks(device.id, [op.seq for op in done])
+        acks: dict[int, dict[str, Any]] = {}
+        touched: dict[str, Record] = {}
+        for op in done:
+            acks[op.seq] = stored.get(op.seq) or _lost_ack(op)
+            record = records.get_record(op.record_id)
+            if record is not None:
+                touched[record.record_id] = record
+        for op in fresh:
+            outcome = apply_op(op, session.ctx, scope=device.scope, by=f"device:{device.id}")
+            outcomes.append(outcome)
+            acks[op.seq] = outcome.ack
+            if outcome.record is not None:
+                touched[outcome.record.record_id] = outcome.record
+        if fresh:
+            sync_state.set_high_water(mark, fresh[-1].seq)
+            sync_state.store_acks(device.id, [acks[op.seq] for op in fresh])
+        warnings: dict[str, list[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            if outcome.record is not None and outcome.warnings:
+                warnings[outcome.record.record_id] = outcome.warnings
+        states = tuple(_state_with_warnings(r, warnings.get(r.record_id)) for r in touched.values())
+        high = mark.high_water
+    return Ack(
+        batch_seq=batch.batch_seq,
+        acks=tuple(OpAck.from_dict(acks[op.seq]) for op in ops),
+        high_water_mark=high,
+        records=states,
+    )
+
+
+def _check_sequence(ops: list[Op], device_id: str, high_water: int) -> None:
+    previous = None
+    for op in ops:
+        if op.device_id != device_id:
+            raise _FrameRejected("op_device_mismatch")
+        if previous is not None and op.seq != previous + 1:
+            raise _FrameRejected("op_sequence_gap")
+        previous = op.seq
+    fresh = [op.seq for op in ops if op.seq > high_water]
+    if fresh and fresh[0] != high_water + 1:
+        raise _FrameRejected("op_sequence_gap")
+
+
+def _lost_ack(op: Op) -> dict[str, Any]:
+    # Only a database restored from an older backup lacks the ack of a processed op; "duplicate"
+    # tells the device the op is done without inventing an outcome.
+    record = records.get_record(op.record_id)
+    return {"seq": op.seq, "status": "duplicate", "revision": record.revision if record else 0}
+
+
+def _state_with_warnings(record: Record, warnings: list[dict[str, Any]] | None) -> dict[str, Any]:
+    state = dict(record.state)
+    if warnings:
+        state["warnings"] = warnings
+    return state
+
+
+# --- downloads -------------------------------------------------------------------------------------
+
+
+def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
+    """The first page of the device's records scope(s) and of the manifest stream."""
+    device, cursors = session.device, session.hello.cursors
+    scopes = sorted({device.scope, *(s for s in cursors if s != MANIFEST_STREAM)})
+    pages = []
+    for scope in scopes:
+        after = cursors.get(scope, 0)
+        page = records.changes_since(scope, after, limit=RECORDS_PER_PAGE)
+        pages.append(
+            DownloadPage(
+                scope=scope,
+                after=after,
+                next_cursor=page.next_since,
+                more=page.more,
+                records=tuple(dict(r.state) for r in page.records),
+            )
+        )
+    pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0)))
+    end_read()
+    return tuple(pages)
+
+
+def _manifest_page(device: Device, after: int) -> DownloadPage:
+    high = current_revision(MANIFEST_SCOPE)
+    rows = [r for r in form_store.manifest_changes_since(after, FORMS_PER_PAGE + 1)]
+    rows = [r for r in rows if r.manifest_revision <= high]
+    more = len(rows) > FORMS_PER_PAGE
+    rows = rows[:FORMS_PER_PAGE]
+    entries = []
+    for row in rows:
+        entry: dict[str, Any] = {
+            "form_id": row.form_id,
+            "version": row.version,
+            "status": row.status,
+            "manifest_revision": row.manifest_revision,
+        }
+        if row.status in (form_store.PUBLISHED, form_store.RETIRED):
+            entry["definition"] = row.definition
+        entries.append(entry)
+    next_cursor = rows[-1].manifest_revision if more else max(high, after)
+    config = [
+        {
+            "key": f"monitoring_line:{line.region_code}:{line.year}",
+            "region_code": line.region_code,
+            "year": line.year,
+            "income_line": float(line.income_line),
+            "settings": dict(line.settings or {}),
+        }
+        for line in sync_state.monitoring_lines()
+        if device.scope.startswith(line.region_code) or line.region_code.startswith(device.scope)
+    ]
+    return DownloadPage(
+        scope=MANIFEST_STREAM,
+        after=after,
+        next_cursor=next_cursor,
+        more=more,
+        forms=tuple(entries),
+        config=tuple(config),
+    )
+
+
+def _seal(session: _Session, reply: ServerReply, status: int) -> ExchangeResult:
+    device_public = EncryptionPublicKey.from_base64(session.device.x25519_public)
+    body = build_reply(
+        reply,
+        server_id=SERVER_SENDER_ID,
+        server_keys=session.ring.current,
+        device_public=device_public,
+        hello_sequence=session.header.sequence,
+        suite=int(session.header.suite),
+        allowed=session.allowed_compression or {0},
+    )
+    return ExchangeResult(body=body, status=status)

@@ -1,0 +1,232 @@
+"""The sealed sync exchange end to end: enrol, upload, ack, download, replays and refusals.
+
+Every request is built by a real device (``tests/server/sync_device.py``) with real keys and
+sealed envelopes, against a real SQLite file and a real PostgreSQL schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from server.extensions import db
+from server.services import forms as form_service
+from server.storage import models
+from sync_protocol.errors import ServerRefused
+from tests.server.conftest import assert_error
+from tests.server.sync_device import SyncDevice
+
+VILLAGE = "530102001201"
+OTHER_VILLAGE = "530102001202"
+TOWNSHIP = "530102001"
+OTHER_TOWNSHIP = "530102002"
+
+HOUSE_A = {
+    "appraisal_grade": "A",
+    "appraisal_date": "2025-08-04",
+    "structure": "砖混（有构造柱/圈梁）",
+    "build_year": 2009,
+    "storeys": 1,
+    "floor_area": 93.1,
+    "safety_basis": "鉴定安全",
+}
+
+
+@pytest.fixture
+def county(app: Flask) -> Flask:
+    """The app with the six built-in instruments published."""
+    with app.app_context():
+        form_service.publish_builtins()
+    return app
+
+
+@pytest.fixture
+def device(county: Flask, client: FlaskClient, admin_headers: dict[str, str]) -> SyncDevice:
+    return SyncDevice.enroll(client, admin_headers, VILLAGE)
+
+
+def count(app: Flask, model: Any) -> int:
+    with app.app_context():
+        return db.session.query(model).count()
+
+
+def test_new_records_are_acked_stored_and_reach_a_second_device(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    ids = [
+        device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no=f"H{i:03}")
+        for i in range(3)
+    ]
+    reply = device.sync()
+    assert [f.status for f in reply.frames] == ["committed", "committed"]
+    (ack,) = reply.acks
+    assert [a.status for a in ack.acks] == ["applied"] * 3
+    assert ack.high_water_mark == 3
+    assert {r["record_id"] for r in ack.records} == set(ids)
+    assert device.pending == []
+    assert reply.server_time_ms > 0
+    assert count(county, models.Record) == 3
+    # The first device's own download page lists its records too, with the cursor moved on.
+    page = next(p for p in reply.downloads if p.scope == VILLAGE)
+    assert {r["record_id"] for r in page.records} == set(ids)
+    manifest = next(p for p in reply.downloads if p.scope == "manifest")
+    assert {f["form_id"] for f in manifest.forms} >= {"housing_safety", "household_roster"}
+    assert all("definition" in f for f in manifest.forms)
+
+    township_device = SyncDevice.enroll(client, admin_headers, TOWNSHIP)
+    township_device.sync()
+    assert set(township_device.states) == set(ids)
+    assert township_device.values(ids[0])["appraisal_grade"] == "A"
+    # Nothing new: the next exchange downloads nothing.
+    again = township_device.sync()
+    assert all(not p.records for p in again.downloads)
+
+    elsewhere = SyncDevice.enroll(client, admin_headers, OTHER_VILLAGE)
+    elsewhere.sync()
+    assert elsewhere.states == {}
+
+
+def test_replayed_batch_returns_identical_acks_and_changes_nothing(
+    county: Flask, device: SyncDevice
+) -> None:
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H001")
+    device.create("housing_safety", {**HOUSE_A, "storeys": 2}, village=VILLAGE, household_no="H002")
+    ops = list(device.pending)
+    first = device.sync()
+    records_before = count(county, models.Record)
+    changes_before = count(county, models.RecordChange)
+
+    # The reply was "lost": the device sends the same ops again in fresh envelopes.
+    request = device.build(ops)
+    replay = device.open(device.post(request.body), request)
+    assert [a.to_dict() for a in replay.acks[0].acks] == [a.to_dict() for a in first.acks[0].acks]
+    assert replay.acks[0].high_water_mark == 2
+    assert count(county, models.Record) == records_before
+    assert count(county, models.RecordChange) == changes_before
+
+    # Re-batched differently (one op per batch), the acks are still the stored ones.
+    request = device.build(ops, batch_size=1)
+    split = device.open(device.post(request.body), request)
+    assert [a.acks[0].to_dict() for a in split.acks] == [a.to_dict() for a in first.acks[0].acks]
+
+
+def test_the_same_request_bytes_sent_twice_are_refused_as_a_replay(
+    county: Flask, device: SyncDevice
+) -> None:
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H001")
+    request = device.build()
+    assert device.post(request.body).status_code == 200
+    error = assert_error(device.post(request.body), 409, "envelope_replayed")
+    assert error["details"]["frame"] == 0
+    assert count(county, models.RecordChange) == 1
+
+
+def test_tampered_hello_is_refused_with_its_code(county: Flask, device: SyncDevice) -> None:
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H001")
+    request = device.build()
+    body = bytearray(request.body)
+    body[4 + request.frame_sizes[0] - 4 - 70] ^= 0x01  # a bit inside the hello's ciphertext
+    assert_error(device.post(bytes(body)), 400, "envelope_bad_signature")
+    assert count(county, models.Record) == 0
+
+
+def test_tampered_batch_frame_is_rejected_and_later_frames_skipped(
+    county: Flask, device: SyncDevice
+) -> None:
+    for i in range(3):
+        device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no=f"H{i}")
+    request = device.build(batch_size=1)
+    body = bytearray(request.body)
+    second_batch_end = sum(request.frame_sizes[:3])
+    body[second_batch_end - 10] ^= 0x80  # inside the signature of batch 2
+    reply = device.open(device.post(bytes(body)), request)
+    assert [(f.status, f.code) for f in reply.frames] == [
+        ("committed", None),
+        ("committed", None),
+        ("rejected", "envelope_bad_signature"),
+        ("skipped", None),
+    ]
+    assert len(reply.acks) == 1 and reply.acks[0].high_water_mark == 1
+    assert count(county, models.Record) == 1
+    device.apply(reply)
+    follow_up = device.sync()
+    assert follow_up.acks[-1].high_water_mark == 3
+    assert count(county, models.Record) == 3
+
+
+def test_truncated_body_commits_the_complete_batches(county: Flask, device: SyncDevice) -> None:
+    for i in range(2):
+        device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no=f"H{i}")
+    request = device.build(batch_size=1)
+    cut = request.body[: sum(request.frame_sizes[:2]) + 30]
+    reply = device.open(device.post(cut), request)
+    assert [f.status for f in reply.frames] == ["committed", "committed", "truncated"]
+    assert count(county, models.Record) == 1
+
+
+def test_unknown_device_and_garbage_get_json_errors(county: Flask, client: FlaskClient) -> None:
+    assert_error(client.post("/api/v1/sync", data=b""), 400, "exchange_empty")
+    assert_error(client.post("/api/v1/sync", data=b"\x00\x00\x00\x00"), 400, "frame_malformed")
+    assert_error(
+        client.post("/api/v1/sync", data=b"\x00\x00\x00\x05hello"), 400, "envelope_malformed_header"
+    )
+
+
+def test_unknown_device_is_refused(county: Flask, client: FlaskClient, device: SyncDevice) -> None:
+    from sync_protocol.crypto import generate_device_keys
+    from sync_protocol.exchange import DeviceEnd
+
+    stranger = SyncDevice(
+        client,
+        "not-enrolled",
+        VILLAGE,
+        generate_device_keys(),
+        DeviceEnd(
+            device_id="not-enrolled",
+            keys=generate_device_keys(),
+            server_encryption=device.end.server_encryption,
+            server_signing=device.end.server_signing,
+        ),
+    )
+    assert_error(stranger.post(stranger.build([]).body), 401, "device_unknown")
+
+
+def test_wrong_signing_key_is_refused(
+    county: Flask, client: FlaskClient, device: SyncDevice
+) -> None:
+    from dataclasses import replace
+
+    from sync_protocol.crypto import generate_device_keys
+
+    impostor = replace(device.end, keys=generate_device_keys())
+    device.end = impostor
+    assert_error(device.post(device.build([]).body), 400, "envelope_bad_signature")
+
+
+def test_revoked_device_is_refused_with_a_sealed_refusal(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H001")
+    response = client.post(f"/api/v1/devices/{device.device_id}/revoke", headers=admin_headers)
+    assert response.status_code == 200
+    request = device.build()
+    response = device.post(request.body)
+    assert response.status_code == 403
+    reply = device.open(response, request)
+    assert reply.refusal is not None and reply.refusal.code == "device_revoked"
+    with pytest.raises(ServerRefused) as refused:
+        reply.raise_for_refusal()
+    assert refused.value.code == "device_revoked"
+    assert count(county, models.Record) == 0
+
+
+def test_cursor_outside_the_device_scope_is_denied(county: Flask, device: SyncDevice) -> None:
+    device.cursors[OTHER_VILLAGE] = 0
+    request = device.build([])
+    response = device.post(request.body)
+    assert response.status_code == 403
+    reply = device.open(response, request)
+    assert reply.refusal is not None and reply.refusal.code == "scope_denied"
