@@ -265,7 +265,11 @@ class FormPrompter:
     # --- I/O -------------------------------------------------------------------------------
 
     def _line(self) -> str:
-        line = self.read()
+        try:
+            line = self.read()
+        except KeyboardInterrupt:
+            # Ctrl-C ends the interview like EOF does: the caller keeps the answers as a draft.
+            line = None
         if line is None:
             raise InputEnded(self._prune(self.data))
         return line

@@ -305,3 +305,23 @@ def test_a_roster_with_two_members_on_a_real_terminal(device: Path) -> None:
     assert record.household == {"village_code": "530102001201", "household_no": "0001"}
     assert [op.seq for op in ops] == [1]
     assert json.loads(json.dumps(ops[0].to_dict()))["changes"]["phone"] == "13800138000"
+
+
+def test_ctrl_c_ends_the_interview_like_end_of_input() -> None:
+    answers = iter(["A", "2026-03-01"])
+
+    def read() -> str | None:
+        try:
+            return next(answers)
+        except StopIteration:
+            raise KeyboardInterrupt from None
+
+    asker = FormPrompter(
+        load_builtin("housing_safety"),
+        EvaluationContext(today=date(2026, 11, 25)),
+        read,
+        io.StringIO(),
+    )
+    with pytest.raises(InputEnded) as info:
+        asker.run()
+    assert info.value.data == {"appraisal_grade": "A", "appraisal_date": "2026-03-01"}

@@ -91,6 +91,13 @@ class LinkProfile:
     truncate_response_after: int | None = None
     seed: int = 0
 
+    @classmethod
+    def village_link(cls, seed: int = 0) -> LinkProfile:
+        """The weak link of DESIGN §5: 64 kbit/s, 300 ms round trip, a drop every ~20 s."""
+        return cls(
+            delay_ms=150.0, bandwidth_bytes_per_s=kbit_per_s(64), cut_every_s=20.0, seed=seed
+        )
+
     def check(self) -> None:
         """Refuse impossible settings.
 
@@ -351,6 +358,10 @@ class _Connection:
         self.proxy._forget(self)
         return True
 
+    def alive(self) -> bool:
+        """True while any of this connection's threads is still running."""
+        return any(thread.is_alive() for thread in self._threads)
+
     def join(self, timeout: float) -> None:
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -488,6 +499,10 @@ class FaultProxy:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Connection(self, client, server)
             self._connections.add(conn)
+            if len(self._all_connections) >= 256:
+                # Long benchmark runs open thousands of connections: keep only those whose
+                # threads may still need joining.
+                self._all_connections = [c for c in self._all_connections if c.alive()]
             self._all_connections.append(conn)
             self._count("connections", 1)
             conn.start()
@@ -518,6 +533,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stall-after-bytes", type=int, default=None)
     parser.add_argument("--truncate-response-after", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--village-link",
+        action="store_true",
+        help="the DESIGN §5 weak link: 64 kbit/s, 300 ms RTT, a drop every ~20 s",
+    )
     return parser.parse_args(argv)
 
 
@@ -530,19 +550,28 @@ def main(argv: list[str] | None = None) -> int:
         low, _, high = args.cut_after_bytes.partition("-")
         cut_range = (int(low), int(high or low))
     try:
-        profile = LinkProfile(
-            delay_ms=args.delay_ms,
-            bandwidth_bytes_per_s=kbit_per_s(args.kbps) if args.kbps else None,
-            cut_after_bytes=cut_range,
-            cut_every_s=args.cut_every,
-            stall_after_bytes=args.stall_after_bytes,
-            truncate_response_after=args.truncate_response_after,
-            seed=args.seed,
+        profile = (
+            LinkProfile.village_link(args.seed)
+            if args.village_link
+            else LinkProfile(
+                delay_ms=args.delay_ms,
+                bandwidth_bytes_per_s=kbit_per_s(args.kbps) if args.kbps else None,
+                cut_after_bytes=cut_range,
+                cut_every_s=args.cut_every,
+                stall_after_bytes=args.stall_after_bytes,
+                truncate_response_after=args.truncate_response_after,
+                seed=args.seed,
+            )
         )
         proxy = FaultProxy((host, int(port)), profile)
     except (FaultProxyError, ValueError) as exc:
         print(f"faultproxy: {exc}", file=sys.stderr)
         return 2
+    return _serve(proxy)
+
+
+def _serve(proxy: FaultProxy) -> int:
+    """Run ``proxy`` until SIGINT/SIGTERM, printing where it listens and then its counters."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

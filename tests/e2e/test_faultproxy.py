@@ -302,6 +302,13 @@ def test_only_loopback_targets_and_sane_profiles() -> None:
         FaultProxy(("127.0.0.1", 80), LinkProfile(cut_after_bytes=(10, 5)))
 
 
+def test_the_village_link_preset_matches_the_design_numbers() -> None:
+    link = LinkProfile.village_link(seed=3)
+    assert link.delay_ms * 2 == 300
+    assert link.bandwidth_bytes_per_s == 8_000
+    assert link.cut_every_s == 20 and link.seed == 3
+
+
 def test_clean_shutdown_leaves_no_threads_and_no_listener(echo: EchoServer) -> None:
     proxy = FaultProxy(("127.0.0.1", echo.port), LinkProfile(cut_every_s=5)).start()
     sock = _connect(proxy)
