@@ -37,6 +37,7 @@ from forms.identity import (
 __all__ = [
     "AREA_DIGITS",
     "DEFAULT_WATER_REGION_TYPE",
+    "PROBLEM_KINDS",
     "RIGID_EXPENSE_FIELDS",
     "WATER_QUANTITY_THRESHOLDS",
     "WATER_REGION_TYPES",
@@ -50,6 +51,7 @@ __all__ = [
     "InsuranceResult",
     "MonitoringConfig",
     "MonitoringConfigError",
+    "ProblemSpan",
     "RoundChange",
     "UninsuredMember",
     "WaterResult",
@@ -58,6 +60,7 @@ __all__ = [
     "housing_indicator",
     "income_indicator",
     "insurance_indicator",
+    "problem_spans",
     "round_change",
     "summarize",
     "water_indicator",
@@ -913,3 +916,64 @@ def summarize(
         area = picture.village_code[:digits]
         areas.setdefault(area, AreaSummary(area)).add(picture)
     return dict(sorted(areas.items()))
+
+
+# --- problems found and cleared (动态清零) -----------------------------------------------------------
+
+PROBLEM_KINDS: tuple[str, ...] = ("housing", "water", "education", "insurance", "income")
+
+
+def _verdicts(picture: HouseholdIndicators) -> dict[str, bool | None]:
+    """Per problem kind: True = passes, False = problem, None = not known from this picture."""
+    return {
+        "housing": picture.housing_safe,
+        "water": picture.water_safe,
+        "education": None if picture.dropout_present is None else not picture.dropout_present,
+        "insurance": picture.everyone_insured,
+        "income": None if picture.income_below_line is None else not picture.income_below_line,
+    }
+
+
+@dataclass(frozen=True)
+class ProblemSpan:
+    """One problem of a household from the day a record showed it to the day one showed it solved.
+
+    ``cleared`` is None while the problem is open.
+    """
+
+    problem: str
+    found: date
+    cleared: date | None = None
+
+    def open_days(self, on: date) -> int:
+        """Days the problem has been (or was) open as of ``on``."""
+        end = self.cleared if self.cleared is not None and self.cleared <= on else on
+        return max(0, (end - self.found).days)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (ISO dates)."""
+        return {
+            "problem": self.problem,
+            "found": self.found.isoformat(),
+            "cleared": None if self.cleared is None else self.cleared.isoformat(),
+        }
+
+
+def problem_spans(observations: Iterable[tuple[date, HouseholdIndicators]]) -> list[ProblemSpan]:
+    """Turn dated pictures of one household into the spans of its problems (动态清零).
+
+    A problem opens on the date of the first picture that shows it failed and closes on the date
+    of the first later picture that shows it passing; a picture that cannot tell (the instrument
+    missing) changes nothing. Pictures may come in any order. Returns spans ordered by the date
+    found, then kind.
+    """
+    spans: list[ProblemSpan] = []
+    open_since: dict[str, date] = {}
+    for when, picture in sorted(observations, key=lambda item: item[0]):
+        for kind, ok in _verdicts(picture).items():
+            if ok is False and kind not in open_since:
+                open_since[kind] = when
+            elif ok is True and kind in open_since:
+                spans.append(ProblemSpan(kind, open_since.pop(kind), when))
+    spans.extend(ProblemSpan(kind, found) for kind, found in open_since.items())
+    return sorted(spans, key=lambda s: (s.found, PROBLEM_KINDS.index(s.problem)))

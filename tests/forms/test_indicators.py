@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from forms.expressions import EvaluationContext
 from forms.identity import id_check_char
 from forms.indicators import (
+    HouseholdIndicators,
     IndicatorLevelError,
     MonitoringConfig,
     MonitoringConfigError,
@@ -22,6 +23,7 @@ from forms.indicators import (
     housing_indicator,
     income_indicator,
     insurance_indicator,
+    problem_spans,
     round_change,
     summarize,
     water_indicator,
@@ -566,3 +568,28 @@ def test_summarize_by_village_and_township() -> None:
     assert county.to_dict()["area"] == "530102"
     with pytest.raises(IndicatorLevelError):
         summarize(pictures, level="street")
+
+
+def test_problem_spans_follow_the_household_over_time() -> None:
+    config = MonitoringConfig(monitoring_lines={"53": {2025: 8700}})
+
+    def picture(case: str | None) -> HouseholdIndicators:
+        records = problem_household(case, 4) if case else sample_household(4)
+        return household_indicators(records, VILLAGE, 2026, config)
+
+    d1, d2, d3, d4 = date(2026, 3, 1), date(2026, 6, 1), date(2026, 9, 1), date(2026, 11, 1)
+    observations = [
+        (d3, picture(None)),  # everything solved
+        (d1, picture("dangerous_house")),
+        (d2, picture("dangerous_house")),
+        (d4, picture("too_little_water")),
+        # A visit that recorded nothing decides nothing.
+        (d4, household_indicators({}, VILLAGE, 2026, config)),
+    ]
+    spans = problem_spans(observations)
+    assert [s.to_dict() for s in spans] == [
+        {"problem": "housing", "found": "2026-03-01", "cleared": "2026-09-01"},
+        {"problem": "water", "found": "2026-11-01", "cleared": None},
+    ]
+    assert spans[0].open_days(date(2026, 12, 1)) == 184
+    assert spans[1].open_days(date(2026, 12, 1)) == 30
