@@ -492,14 +492,25 @@ def school_age(id_number: Any, on: date) -> int | None:
     return age_on(info.birth_date, school_year_reference(on))
 
 
-def education_indicator(data: Mapping[str, Any] | None, on: date) -> EducationResult:
-    """Find the dropouts of a ``compulsory_education`` record as of the date ``on``.
+def _iso_date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
-    A child counts when their age at 1 September of the school year containing ``on`` is 6-16;
-    such a child with no current schooling has dropped out.
+
+def education_indicator(data: Mapping[str, Any] | None, on: date) -> EducationResult:
+    """Find the dropouts of a ``compulsory_education`` record.
+
+    A child counts when their age at 1 September of the school year is 6-16; such a child with no
+    current schooling has dropped out. The school year is the one containing the record's
+    ``survey_date`` — the form computes ages the same way — or, for a record without one, ``on``.
     """
     if not data:
         return EducationResult(False)
+    on = _iso_date(data.get("survey_date")) or on
     dropouts: list[Dropout] = []
     in_school_age = unknown = 0
     for row in _rows(data, "children"):
@@ -689,8 +700,9 @@ def household_indicators(
 ) -> HouseholdIndicators:
     """Compute the household's picture from its records, keyed by form id.
 
-    ``on`` dates the education check (school age at 1 September of the school year containing
-    it); the default, 1 September of ``year``, fits an annual check made in the autumn.
+    ``on`` dates the education check of a record without a ``survey_date`` (school age at
+    1 September of the school year containing it); the default, 1 September of ``year``, fits an
+    annual check made in the autumn.
     The roster, when present, completes the others: members absent from the insurance record
     count as uninsured, and its member count stands in for a monitoring record without one.
     """

@@ -395,7 +395,7 @@ def _education(
             row["disability_placement"] = rng.choice(["随班就读", "特殊教育学校", "送教上门"])
         row["special_groups"] = groups
         children.append(row)
-    return {"children": children}
+    return {"survey_date": maker.date_text(maker.today), "children": children}
 
 
 def _medical(

@@ -12,6 +12,7 @@ import pytest
 from forms import FieldType, load_definition
 from forms.expressions import EvaluationContext
 from forms.identity import id_check_char
+from forms.indicators import education_indicator
 from forms.instruments import (
     BUILTIN_IDS,
     UnknownInstrumentError,
@@ -406,6 +407,23 @@ def test_twelve_year_old_without_schooling_needs_a_reason() -> None:
     assert result.cleaned["children"][0]["age"] == 12
     explained = twelve | {"dropout_reason": "外出打工"}
     assert run("compulsory_education", {"children": [explained]}).ok
+
+
+def test_survey_date_fixes_the_school_year_whoever_validates_later() -> None:
+    # Surveyed in August 2026 (school year 2025/26): 16 on 2025-09-01, still of school age.
+    row = child("c1", date(2009, 6, 1), 22, schooling="初中")
+    record = {"survey_date": "2026-08-20", "children": [row]}
+    august = EvaluationContext(today=date(2026, 8, 20))
+    october = EvaluationContext(today=date(2026, 10, 5))
+    for context in (august, october):
+        result = run("compulsory_education", record, context)
+        assert result.ok
+        assert result.cleaned["children"][0]["age"] == 16
+        assert result.cleaned["children"][0]["schooling"] == "初中"
+    # Without the survey date the October validation moves the child to the next school year.
+    undated = run("compulsory_education", {"children": [row]}, october)
+    assert undated.cleaned["children"][0]["age"] == 17
+    assert education_indicator(record, date(2026, 10, 5)).school_age_children == 1
 
 
 def test_dropout_reason_illness_but_healthy_warns() -> None:
