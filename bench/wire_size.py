@@ -11,6 +11,9 @@ OpenRosa server: one HTTP/1.1 POST per record, multipart/form-data with the XML 
 same ~30 bytes per request to each), and so is the HEAD request Collect makes before
 submitting (in ODK's favour).
 
+A last row shows the default: every record in one exchange (one hello, one HTTP request) with
+the outbox cut into 32 KiB wire batches by ``split_into_batches``.
+
 It also measures throughput at batch 50: records per second sealed (encode, compress with
 every allowed method, encrypt, sign, frame) and opened (read frames, verify, decrypt,
 decompress, decode, validate the ops).
@@ -51,6 +54,7 @@ from sync_protocol.exchange import (
     build_request,
     iter_request_frames,
     open_message,
+    split_into_batches,
 )
 from sync_protocol.messages import Capabilities, Hello, UploadBatch, encode_message
 from sync_protocol.ops import Op, put_op
@@ -258,6 +262,8 @@ class WireReport:
 
     records: int
     ours: dict[tuple[str, int], float]
+    default_exchange: dict[str, float]
+    default_batches: int
     odk_bytes_per_record: float
     seal_records_per_s: float
     open_records_per_s: float
@@ -266,6 +272,10 @@ class WireReport:
     def ratio(self, setting: str, batch_size: int) -> float:
         """How many times smaller than ODK-style our bytes per record are."""
         return self.odk_bytes_per_record / self.ours[(setting, batch_size)]
+
+    def default_ratio(self, setting: str) -> float:
+        """The same ratio for the default exchange (all records, 32 KiB batches)."""
+        return self.odk_bytes_per_record / self.default_exchange[setting]
 
 
 @dataclass(frozen=True)
@@ -340,6 +350,15 @@ def _open_all(parties: _Parties, requests: Sequence[bytes], dictionaries: Dictio
     return recovered
 
 
+def _default_request(parties: _Parties, ops: Sequence[Op]) -> tuple[bytes, int]:
+    """What a tablet does by default: one exchange, the outbox cut into 32 KiB wire batches."""
+    batches = split_into_batches(
+        ops, sender_id=parties.device.device_id, allowed=parties.device.compression
+    )
+    built = build_request(parties.device, _hello(parties.device, ops, 0), batches, first_sequence=1)
+    return _sync_http_request(built.body), len(batches)
+
+
 def run(
     households: int = 200,
     batch_sizes: Sequence[int] = BATCH_SIZES,
@@ -352,6 +371,8 @@ def run(
     device_id = _uuid(rng)
     ops = build_ops(range(households), device_id=device_id, first_seq=1)
     ours: dict[tuple[str, int], float] = {}
+    default_exchange: dict[str, float] = {}
+    default_batches = 0
     seal_rate = open_rate = 0.0
     # Throughput is measured at batch 50, or at the largest batch size asked for without it.
     timed_batch = 50 if 50 in batch_sizes else max(batch_sizes)
@@ -369,6 +390,10 @@ def run(
             if setting.use_dictionaries and batch_size == timed_batch:
                 seal_rate = len(ops) / (sealed - started)
                 open_rate = len(ops) / (opened - sealed)
+        request, default_batches = _default_request(parties, ops)
+        if _open_all(parties, [request], store) != len(ops):
+            raise RuntimeError(f"{setting.name} default exchange lost ops")
+        default_exchange[setting.name] = len(request) / len(ops)
     odk_total = 0
     versions = {form_id: load_builtin(form_id).version for form_id in BUILTIN_IDS}
     for seed in range(households):
@@ -380,6 +405,8 @@ def run(
     return WireReport(
         records=len(ops),
         ours=ours,
+        default_exchange=default_exchange,
+        default_batches=default_batches,
         odk_bytes_per_record=odk_total / len(ops),
         seal_records_per_s=seal_rate,
         open_records_per_s=open_rate,
@@ -405,6 +432,17 @@ def print_report(report: WireReport, batch_sizes: Sequence[int], out: TextIO) ->
             value = report.ours[(name, batch_size)]
             cells.append(f"{value:>9.1f} B ({report.ratio(name, batch_size):>5.1f}x)")
         print(f"{batch_size:>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
+    cells = [
+        f"{report.default_exchange[name]:>9.1f} B ({report.default_ratio(name):>5.1f}x)"
+        for name in names
+    ]
+    print(f"{'32KiB*':>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
+    print(
+        f"* the default: all {report.records} records in one exchange (one hello, one HTTP "
+        f"request), cut by split_into_batches into 32 KiB wire batches "
+        f"({report.default_batches} for zstd+dictionary)",
+        file=out,
+    )
     print(
         f"ODK-style OpenRosa submission (XML + multipart + headers, one request per record): "
         f"{report.odk_bytes_per_record:.1f} B/record; (Nx) = times smaller than ODK-style",

@@ -30,6 +30,11 @@ def test_small_run_reports_every_cell_and_beats_odk() -> None:
         assert report.ours[(setting.name, 6)] < report.ours[(setting.name, 1)]
     assert report.ours[("zstd+dictionary", 1)] < report.ours[("zstd", 1)]
     assert report.seal_records_per_s > 0 and report.open_records_per_s > 0
+    # The default exchange (one hello for everything, 32 KiB batches) beats every fixed size here.
+    assert report.default_batches == 1
+    for setting in SETTINGS:
+        assert report.default_exchange[setting.name] < report.ours[(setting.name, 6)]
+        assert report.default_ratio(setting.name) > report.ratio(setting.name, 6)
 
 
 def test_packaged_dictionaries_cover_the_builtin_instruments() -> None:
@@ -44,6 +49,7 @@ def test_cli_prints_the_table() -> None:
     text = out.getvalue()
     assert "deflate-raw (browser)" in text and "zstd+dictionary" in text
     assert "ODK-style OpenRosa submission" in text
+    assert "32KiB*" in text
 
 
 def test_bench_runner_finds_wire_size() -> None:
