@@ -21,6 +21,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.devices",
     "server.api.monitoring",
     "server.api.audit",
+    "server.api.indicators",
     "server.api.sync",
     "server.api.openapi",
 )

@@ -1,0 +1,372 @@
+"""The 两不愁三保障 + 饮水安全 dashboard: household pictures rolled up by village, township, county.
+
+Every household's picture is computed by the form engine (``forms.indicators.household_indicators``)
+from its stored records and the county's monitoring configuration, exactly as a tablet computes
+it; this module only chooses the records, counts and lists. Households stream from storage one
+at a time, so a county of 100,000 households is summarised in bounded memory.
+
+Rates are ``passing / decided``: households whose indicator the records decide (a missing
+instrument or value leaves it undecided and counts in ``*_unknown``, never as safe).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+from forms.indicators import (
+    AREA_DIGITS,
+    AreaSummary,
+    HouseholdIndicators,
+    MonitoringConfig,
+    household_indicators,
+)
+from server.errors import Forbidden, ValidationFailed
+from server.services.access import Principal
+from server.services.monitoring import monitoring_config
+from server.storage import indicators as store
+from server.storage.indicators import HouseholdRecords
+
+#: Survey dates are Beijing time (a visit at 07:00 on the 1st is dated the 1st).
+CHINA_TIME = timezone(timedelta(hours=8))
+#: Levels the dashboard rolls up to.
+LEVELS = ("village", "township", "county")
+#: Problem names of ``HouseholdIndicators.open_problems`` a household list can filter on.
+PROBLEMS = ("housing", "water", "education", "insurance", "income")
+WATER_INDICATORS = ("quantity", "quality", "convenience", "reliability")
+#: Monitoring categories that make a household a monitoring object (监测对象).
+NOT_MONITORED = (None, "", "无")
+_ROUND_YEAR = re.compile(r"^(\d{4})")
+
+
+def china_today() -> date:
+    """Today's date in Beijing time."""
+    return datetime.now(UTC).astimezone(CHINA_TIME).date()
+
+
+def effective_area(principal: Principal, area: str | None) -> str:
+    """The area prefix a query covers: ``area`` narrowed to the principal's own area.
+
+    A prefix wider than the principal's area (a reviewer asking for the whole county) is
+    narrowed to the principal's area. Raises :class:`ValidationFailed` for a prefix that is not
+    digits and :class:`Forbidden` (``outside_area``) for an area outside the principal's.
+    """
+    area = (area or "").strip()
+    if area and not (area.isascii() and area.isdigit() and len(area) <= 12):
+        raise ValidationFailed(
+            en="an area is a code prefix of up to 12 digits",
+            zh="地区应为不超过12位的行政区划代码前缀",
+            details={"fields": {"area": ["up to 12 digits"]}},
+        )
+    own = principal.area_prefix
+    if area.startswith(own):
+        return area
+    if own.startswith(area):
+        return own
+    raise Forbidden(
+        en=f"{area} is outside your area {own}",
+        zh=f"{area} 不在您的管辖范围 {own} 内",
+        code="outside_area",
+    )
+
+
+def survey_year(round: str | None, today: date) -> int:
+    """The year a round belongs to (``"2026-annual"`` → 2026); the current year without one."""
+    match = _ROUND_YEAR.match(round or "")
+    return int(match.group(1)) if match else today.year
+
+
+@dataclass(frozen=True)
+class HouseholdPicture:
+    """One household's indicators plus what the dashboard lists about it."""
+
+    household_no: str
+    indicators: HouseholdIndicators
+    record_ids: dict[str, str]
+    identified_on: date | None
+
+    def days_since_identification(self, today: date) -> int | None:
+        """Days since the household became a monitoring object, or None (not one, or no date)."""
+        return None if self.identified_on is None else (today - self.identified_on).days
+
+    @property
+    def monitored(self) -> bool:
+        """True for a monitoring object (监测对象) whose risk is not yet removed."""
+        ind = self.indicators
+        return ind.monitoring_category not in NOT_MONITORED and ind.risk_removed is not True
+
+    def to_dict(self, today: date) -> dict[str, Any]:
+        """JSON-able form: the engine's picture plus household number, records and dates."""
+        return {
+            "household_no": self.household_no,
+            **self.indicators.to_dict(),
+            "record_ids": dict(sorted(self.record_ids.items())),
+            "identified_on": None if self.identified_on is None else self.identified_on.isoformat(),
+            "days_since_identification": self.days_since_identification(today),
+        }
+
+
+def _date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _identified_on(household: HouseholdRecords) -> date | None:
+    monitoring = household.by_form.get("monitoring_household")
+    if monitoring is None:
+        return None
+    data = monitoring.data
+    # County approval makes a household a monitoring object; the home check is the fallback
+    # for records still in procedure.
+    return _date(data.get("county_approval_date")) or _date(data.get("home_check_date"))
+
+
+def iter_pictures(
+    area: str, *, round: str | None, year: int, config: MonitoringConfig
+) -> Iterator[HouseholdPicture]:
+    """Yield the picture of every household under ``area`` (streamed, village code order)."""
+    for household in store.household_records(area, round=round):
+        yield HouseholdPicture(
+            household_no=household.household_no,
+            indicators=household_indicators(
+                household.data_by_form(), household.village_code, year, config
+            ),
+            record_ids={form: rec.record_id for form, rec in household.by_form.items()},
+            identified_on=_identified_on(household),
+        )
+
+
+def _rate(passing: int, decided: int) -> float | None:
+    return None if decided == 0 else round(passing / decided, 4)
+
+
+@dataclass
+class AreaTally:
+    """Counts of one area: the engine's ``AreaSummary`` plus safe/unknown counts and water detail."""
+
+    summary: AreaSummary
+    housing_safe: int = 0
+    water_safe: int = 0
+    no_dropout: int = 0
+    everyone_insured: int = 0
+    above_line: int = 0
+    water_failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WATER_INDICATORS, 0))
+    open_conflicts: int = 0
+    oldest_conflict: datetime | None = None
+
+    def add(self, picture: HouseholdIndicators) -> None:
+        """Count one household in."""
+        self.summary.add(picture)
+        self.housing_safe += picture.housing_safe is True
+        self.water_safe += picture.water_safe is True
+        self.no_dropout += picture.dropout_present is False
+        self.everyone_insured += picture.everyone_insured is True
+        self.above_line += picture.income_below_line is False
+        for name in picture.water_failed:
+            self.water_failed[name] = self.water_failed.get(name, 0) + 1
+
+    def add_conflicts(self, count: int, oldest: datetime) -> None:
+        """Count open conflicts of a village of this area."""
+        self.open_conflicts += count
+        if self.oldest_conflict is None or oldest < self.oldest_conflict:
+            self.oldest_conflict = oldest
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        """Counts, rates (passing / decided) and unknowns, JSON-able."""
+        s = self.summary
+        pairs = {
+            "housing": (self.housing_safe, s.housing_unsafe),
+            "water": (self.water_safe, s.water_unsafe),
+            "education": (self.no_dropout, s.dropout),
+            "insurance": (self.everyone_insured, s.not_all_insured),
+            "income": (self.above_line, s.below_line),
+        }
+        indicators = {
+            name: {
+                "passing": ok,
+                "failing": bad,
+                "unknown": s.households - ok - bad,
+                "rate": _rate(ok, ok + bad),
+            }
+            for name, (ok, bad) in pairs.items()
+        }
+        indicators["water"]["failed_by_indicator"] = dict(self.water_failed)
+        oldest_days = None
+        if self.oldest_conflict is not None:
+            oldest_days = (now - self.oldest_conflict).days
+        return {
+            "area": s.area,
+            "households": s.households,
+            "indicators": indicators,
+            "all_assured": s.all_assured,
+            "incomplete": s.incomplete,
+            "open_problems": s.open_problems,
+            "monitoring_objects": s.monitored,
+            "risk_removed": s.risk_removed,
+            "open_conflicts": self.open_conflicts,
+            "oldest_conflict_days": oldest_days,
+        }
+
+
+@dataclass(frozen=True)
+class IndicatorQuery:
+    """What a dashboard request asks for (already checked against the caller's area)."""
+
+    area: str
+    level: str = "village"
+    round: str | None = None
+    limit: int = 200
+
+
+def _check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ValidationFailed(
+            en=f"level must be one of {', '.join(LEVELS)}",
+            zh="层级应为村（village）、乡镇（township）或县（county）",
+            details={"fields": {"level": [f"one of {', '.join(LEVELS)}"]}},
+        )
+    return level
+
+
+def rollup(
+    principal: Principal,
+    *,
+    area: str | None = None,
+    level: str = "village",
+    round: str | None = None,
+    limit: int = 200,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> dict[str, Any]:
+    """The dashboard of the caller's area (or the part ``area`` names), rolled up by ``level``.
+
+    Returns ``{"area", "level", "round", "year", "total", "areas": [...], "below_line":
+    {"total", "households": [...]}, "monitoring_objects": {"total", "households": [...]}}``;
+    the two lists hold at most ``limit`` households each (their totals count all), below-line
+    households lowest income first, monitoring objects longest identified first. ``config``
+    defaults to the stored monitoring configuration. Raises :class:`ValidationFailed` for a
+    bad level or area and :class:`Forbidden` for an area outside the caller's.
+    """
+    query = IndicatorQuery(effective_area(principal, area), _check_level(level), round, limit)
+    today = today or china_today()
+    now = datetime.now(UTC)
+    year = survey_year(query.round, today)
+    config = config or monitoring_config()
+    digits = min(AREA_DIGITS[query.level], 12)
+    total = AreaTally(AreaSummary(query.area))
+    areas: dict[str, AreaTally] = {}
+    below: list[dict[str, Any]] = []
+    below_total = 0
+    monitored: list[dict[str, Any]] = []
+    monitored_total = 0
+    for picture in iter_pictures(query.area, round=query.round, year=year, config=config):
+        ind = picture.indicators
+        key = ind.village_code[:digits]
+        areas.setdefault(key, AreaTally(AreaSummary(key))).add(ind)
+        total.add(ind)
+        if ind.income_below_line is True:
+            below_total += 1
+            below.append(_listed(picture, today))
+            # Keep the lowest incomes: sort and trim as the list grows past twice the limit.
+            if len(below) > 2 * query.limit:
+                below = _lowest(below, query.limit)
+        if picture.monitored:
+            monitored_total += 1
+            monitored.append(_listed(picture, today))
+            if len(monitored) > 2 * query.limit:
+                monitored = _longest(monitored, query.limit)
+    for village, tally in store.open_conflicts_by_village(query.area).items():
+        areas.setdefault(village[:digits], AreaTally(AreaSummary(village[:digits]))).add_conflicts(
+            tally.count, tally.oldest
+        )
+        total.add_conflicts(tally.count, tally.oldest)
+    return {
+        "area": query.area,
+        "level": query.level,
+        "round": query.round,
+        "year": year,
+        "total": total.to_dict(now),
+        "areas": [areas[key].to_dict(now) for key in sorted(areas)],
+        "below_line": {"total": below_total, "households": _lowest(below, query.limit)},
+        "monitoring_objects": {
+            "total": monitored_total,
+            "households": _longest(monitored, query.limit),
+        },
+    }
+
+
+def _listed(picture: HouseholdPicture, today: date) -> dict[str, Any]:
+    ind = picture.indicators
+    return {
+        "village_code": ind.village_code,
+        "household_no": picture.household_no,
+        "per_capita_income": ind.per_capita_income,
+        "monitoring_line": ind.monitoring_line,
+        "monitoring_category": ind.monitoring_category,
+        "risk_removed": ind.risk_removed,
+        "identified_on": None
+        if picture.identified_on is None
+        else picture.identified_on.isoformat(),
+        "days_since_identification": picture.days_since_identification(today),
+        "open_problems": list(ind.open_problems),
+    }
+
+
+def _lowest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    return sorted(
+        rows,
+        key=lambda r: (r["per_capita_income"], r["village_code"], r["household_no"]),
+    )[:limit]
+
+
+def _longest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    def key(row: dict[str, Any]) -> tuple[int, str, str]:
+        days = row["days_since_identification"]
+        return (-(days if days is not None else -1), row["village_code"], row["household_no"])
+
+    return sorted(rows, key=key)[:limit]
+
+
+def household_list(
+    principal: Principal,
+    *,
+    area: str | None = None,
+    round: str | None = None,
+    problem: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> dict[str, Any]:
+    """Per-household pictures of the caller's area, optionally only those with ``problem``.
+
+    Returns ``{"total", "households": [...]}`` (a page of ``limit`` from ``offset``, village
+    code then household number order). Raises :class:`ValidationFailed` for an unknown problem
+    or bad area and :class:`Forbidden` for an area outside the caller's.
+    """
+    if problem is not None and problem not in PROBLEMS:
+        raise ValidationFailed(
+            en=f"problem must be one of {', '.join(PROBLEMS)}",
+            zh="问题类型无效",
+            details={"fields": {"problem": [f"one of {', '.join(PROBLEMS)}"]}},
+        )
+    scope = effective_area(principal, area)
+    today = today or china_today()
+    config = config or monitoring_config()
+    year = survey_year(round, today)
+    page: list[dict[str, Any]] = []
+    total = 0
+    for picture in iter_pictures(scope, round=round, year=year, config=config):
+        if problem is not None and problem not in picture.indicators.open_problems:
+            continue
+        if offset <= total < offset + limit:
+            page.append(picture.to_dict(today))
+        total += 1
+    return {"total": total, "households": page}
