@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 
 from forms.expressions import EvaluationContext
+from forms.household import check_household
 from forms.identity import parse_id_number
 from forms.indicators import MonitoringConfig, household_indicators
 from forms.instruments import BUILTIN_IDS, load_builtin
@@ -119,3 +120,16 @@ def test_unknown_problem_case() -> None:
     with pytest.raises(UnknownProblemCaseError) as err:
         problem_household("flood")
     assert err.value.code == "unknown_problem_case"
+
+
+@pytest.mark.parametrize(
+    "today",
+    [date(2028, 2, 29), date(2026, 8, 31), date(2026, 9, 1), date(2027, 1, 1), date(2025, 12, 31)],
+)
+def test_clean_on_awkward_survey_dates(today: date) -> None:
+    ctx = context(today=today)
+    for seed in range(15):
+        assert_clean(sample_household(seed, today=today), ctx)
+        assert check_household(sample_household(seed, today=today), today=today) == []
+    for case in PROBLEM_CASES:
+        assert_clean(problem_household(case, 1, today=today), ctx)
