@@ -149,12 +149,32 @@ class FormDefinition:
     checks: tuple[Check, ...] = ()
     upgrade: UpgradeSpec | None = None
     _index: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
+    _orders: dict[str, tuple[Field, ...]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         index: dict[str, Field] = {}
         for path, fld in _walk(self.fields, ""):
             index[path] = fld
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_orders", {})
+
+    def evaluation_order(self, level: str = "") -> tuple[Field, ...]:
+        """The fields of one level (``""`` or a repeat's schema path) in evaluation order.
+
+        A field comes after the fields of its level that its ``relevant``, ``calculate``,
+        ``required`` and ``constraint`` expressions (and those of everything inside it, for a
+        repeat) read, so a calculation is done before anything that uses it, wherever it sits in
+        the document; otherwise document order is kept. Fields caught in a cycle keep document
+        order.
+
+        Raises:
+            UnknownFieldError: when ``level`` is not the top or a repeat.
+        """
+        cached = self._orders.get(level)
+        if cached is None:
+            cached = _evaluation_order(self, level)
+            self._orders[level] = cached  # benign race: every thread computes the same tuple
+        return cached
 
     @property
     def key(self) -> str:
@@ -672,6 +692,72 @@ def _build_fields(
 def _doc_path(schema_path: str) -> str:
     """``members/age`` → ``fields/members/fields/age`` (the location in the document)."""
     return "/".join(f"fields/{seg}" for seg in schema_path.split("/"))
+
+
+def _evaluation_order(defn: FormDefinition, level: str) -> tuple[Field, ...]:
+    if level:
+        container = defn.field_at(level)
+        if container is None or not container.is_repeat:
+            raise UnknownFieldError(
+                message=f"form {defn.key} has no repeat {level!r}",
+                message_zh=f"表单 {defn.key} 中没有重复组 {level!r}",
+            )
+        fields = container.fields
+    else:
+        fields = defn.fields
+    depth = len(level.split("/")) if level else 0
+    names = [f.name for f in fields]
+    position = {name: i for i, name in enumerate(names)}
+    needs: dict[str, set[str]] = {name: set() for name in names}
+    for name in names:
+        own = f"{level}/{name}" if level else name
+        for path, fld in [(own, defn._index[own])] + [
+            (p, f) for p, f in defn._index.items() if p.startswith(own + "/")
+        ]:
+            for target in _read_paths(defn, path, fld):
+                parts = target.split("/")
+                if len(parts) > depth and parts[:depth] == (level.split("/") if level else []):
+                    sibling = parts[depth]
+                    if sibling != name and sibling in needs:
+                        needs[name].add(sibling)
+    # Kahn's algorithm, always taking the earliest field in document order that is ready.
+    order: list[str] = []
+    placed: set[str] = set()
+    while len(order) < len(names):
+        ready = [n for n in names if n not in placed and needs[n] <= placed]
+        if not ready:  # a cycle: keep the rest in document order
+            ready = [n for n in names if n not in placed]
+        first = min(ready, key=position.__getitem__)
+        order.append(first)
+        placed.add(first)
+    by_name = {f.name: f for f in fields}
+    return tuple(by_name[n] for n in order)
+
+
+def _read_paths(defn: FormDefinition, path: str, fld: Field) -> list[str]:
+    """Schema paths the expressions of one field read (unresolvable references skipped)."""
+    scope = path.split("/")[:-1]
+    found: list[str] = []
+    for attr in EXPRESSION_ATTRIBUTES:
+        text = getattr(fld, attr)
+        if not isinstance(text, str):
+            continue
+        try:
+            expression = parse_expression(text)
+        except ExpressionError:
+            continue
+        for ref in expression.references():
+            chain = list(scope)
+            for repeat in ref.via:
+                target = _resolve_in_scope(defn, chain, repeat)
+                if target is None:
+                    break
+                chain = target.split("/")
+            else:
+                target = _resolve_in_scope(defn, chain, ref.name)
+                if target is not None:
+                    found.append(target)
+    return found
 
 
 def _resolve_in_scope(defn: FormDefinition, scope: list[str], name: str) -> str | None:

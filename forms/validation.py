@@ -13,8 +13,9 @@ problem at once as :class:`Issue` objects (contracts §3: code, path with row id
 * unknown keys kept as they came (reported as ``unknown_field`` warnings), so nothing a person
   typed is lost, e.g. a record made on a newer version of the form.
 
-Relevance, calculations, ``required`` and constraints are evaluated in document order; an
-expression sees the final values of the fields above it and the entered values of those below.
+Relevance, calculations, ``required`` and constraints of a field are evaluated after those of
+the fields it reads (``FormDefinition.evaluation_order``), in document order otherwise, so a
+calculation placed at the end of a form is done before a question above it that depends on it.
 A failure inside an expression (an authoring mistake, not the record's) is reported as an
 ``evaluation`` warning and never raises.
 """
@@ -471,8 +472,8 @@ class _Validator:
 
     # Phase 2: relevance, calculations, required, constraints, rows
 
-    def walk_level(self, fields: tuple[Field, ...], level: _Level) -> None:
-        for fld in fields:
+    def walk_level(self, level: _Level) -> None:
+        for fld in self.defn.evaluation_order(level.schema_path):
             path = level.prefix + fld.name
             deferred = self.pending.pop(path, [])
             if fld.relevant is not None:
@@ -602,7 +603,7 @@ class _Validator:
         schema = f"{level.schema_path}/{fld.name}" if level.schema_path else fld.name
         cleaned_rows = level.cleaned.get(fld.name)
         for row_child in self.row_levels(fld, level, rows, cleaned_rows, schema):
-            self.walk_level(fld.fields, row_child)
+            self.walk_level(row_child)
 
     def row_levels(
         self,
@@ -714,7 +715,7 @@ def validate_record(
         return validator.result
     top = _Level("", "", None, validator.top_typed, {}, ())
     validator.read_level(defn.fields, data, top)
-    validator.walk_level(defn.fields, top)
+    validator.walk_level(top)
     for check in defn.checks:
         validator.run_check(check, top)
     validator.result.cleaned = top.cleaned

@@ -394,3 +394,57 @@ def test_messages_name_the_field_by_its_label(defn: FormDefinition) -> None:
     assert required.message == {"zh": "“是否有房”为必填项", "en": "has_house is required"}
     constraint = next(i for i in result.errors if i.code == "constraint")
     assert constraint.message["zh"] == "“年龄”填写的值不符合要求"
+
+
+def test_a_calculation_below_is_done_before_the_question_that_reads_it() -> None:
+    doc = {
+        "id": "order",
+        "version": 1,
+        "title": "顺序",
+        "fields": [
+            {
+                "name": "why_poor",
+                "type": "text",
+                "label": "原因",
+                "relevant": "${per_capita} < 5000",
+                "required": True,
+            },
+            {
+                "name": "members",
+                "type": "repeat",
+                "label": "成员",
+                "fields": [
+                    {"name": "note", "type": "text", "label": "说明", "relevant": "${share} > 0"},
+                    {"name": "share", "type": "calculate", "calculate": "${income} div 2"},
+                ],
+            },
+            {"name": "income", "type": "decimal", "label": "收入"},
+            {
+                "name": "per_capita",
+                "type": "calculate",
+                "calculate": "${income} div count(${members})",
+            },
+            {"name": "a", "type": "calculate", "calculate": "${b}"},
+            {"name": "b", "type": "calculate", "calculate": "coalesce(${a}, 1)"},
+        ],
+    }
+    defn = load_definition(doc)
+    assert [f.name for f in defn.evaluation_order()] == [
+        "income",
+        "members",
+        "per_capita",
+        "why_poor",
+        "a",
+        "b",
+    ]
+    assert [f.name for f in defn.evaluation_order("members")] == ["share", "note"]
+    record = {"income": 6000, "members": [{"_id": "m1", "note": "x"}, {"_id": "m2"}]}
+    result = validate_record(defn, record, CONTEXT)
+    assert codes(result.errors) == {("required", "why_poor")}
+    assert result.cleaned["per_capita"] == 3000
+    assert result.cleaned["members"][0] == {"_id": "m1", "note": "x", "share": 3000}
+    assert "a" not in result.cleaned  # the a <-> b cycle runs in document order: b is empty then
+    assert result.cleaned["b"] == 1
+    record["income"] = 0  # share 0: note is hidden in every row and dropped
+    result = validate_record(defn, record, CONTEXT)
+    assert result.cleaned["members"][0] == {"_id": "m1", "share": 0}
