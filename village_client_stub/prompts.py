@@ -104,6 +104,7 @@ class FormPrompter:
         self._say(f"== {self.defn.title.zh}（{self.defn.id} 第{self.defn.version}版）==")
         self._say("直接回车表示不填；选择题可输入序号或选项文字。")
         self._ask_level(self.defn.fields, self.data, rows=())
+        self._recalculate(self.defn.fields, self.data, rows=())
         return self.data
 
     def _ask_level(
@@ -113,16 +114,14 @@ class FormPrompter:
         rows: tuple[tuple[str, dict[str, Any]], ...],
     ) -> None:
         for fld in fields:
+            if fld.type is FieldType.CALCULATE or fld.calculate:
+                continue
+            # Calculations are refreshed before every question, because skip logic may read
+            # them (an age from the ID number decides the schooling questions).
+            self._recalculate(fields, values, rows)
             if fld.name in values and values[fld.name] not in (None, ""):
                 continue
             if not self._relevant(fld, rows):
-                continue
-            if fld.type is FieldType.CALCULATE or fld.calculate:
-                # Computed now, in document order, because later skip logic may read it
-                # (an age from the ID number decides the schooling questions).
-                value = self._calculate(fld, rows)
-                if value is not None:
-                    values[fld.name] = value
                 continue
             if fld.type is FieldType.NOTE:
                 self._say(f"【说明】{_label(fld)}")
@@ -216,6 +215,25 @@ class FormPrompter:
             return parse_expression(fld.relevant).is_true(self._env(rows))
         except FormsError:
             return True  # an authoring mistake must not hide a question; the server re-checks
+
+    def _recalculate(
+        self,
+        fields: tuple[Field, ...],
+        values: dict[str, Any],
+        rows: tuple[tuple[str, dict[str, Any]], ...],
+    ) -> None:
+        """Compute the level's calculated fields from the answers so far.
+
+        Two passes, so a calculation that reads another one placed after it is also right.
+        """
+        calculated = [f for f in fields if f.calculate]
+        for _ in range(2 if len(calculated) > 1 else 1):
+            for fld in calculated:
+                value = self._calculate(fld, rows)
+                if value is None:
+                    values.pop(fld.name, None)
+                else:
+                    values[fld.name] = value
 
     def _calculate(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> Any:
         if not fld.calculate:

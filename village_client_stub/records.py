@@ -703,10 +703,9 @@ class RecordEditor:
         """Per path, the stamp of the value the device last saw: its own outstanding write
         (pending or sent), else the server's stamp."""
         seen: dict[str, str] = dict(record.stamps)
-        for entry in self.store.outbox(["pending", "sent"]):
-            if entry.op.record_id == record.record_id:
-                for path in entry.op.changes:
-                    seen[path] = entry.op.hlc
+        for entry in self.store.outbox(["pending", "sent"], record_id=record.record_id):
+            for path in entry.op.changes:
+                seen[path] = entry.op.hlc
         return seen
 
     def _base(

@@ -385,6 +385,7 @@ class DeviceStore:
         self.db = db
         self._now_ms = now_ms
         self._device_id: str = db.execute("SELECT device_id FROM device").fetchone()[0]
+        self._form_cache: dict[tuple[str, int], FormDefinition] = {}
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -707,13 +708,21 @@ class DeviceStore:
         """
         if version is None:
             row = self._one(
-                "SELECT definition FROM forms WHERE form_id=? ORDER BY version DESC LIMIT 1",
+                "SELECT version FROM forms WHERE form_id=? ORDER BY version DESC LIMIT 1",
                 [form_id],
             )
-        else:
-            row = self._one(
+            version = row["version"] if row else None
+        # A stored version never changes (put_form refuses other content), so it is cached.
+        cached = self._form_cache.get((form_id, version)) if version is not None else None
+        if cached is not None:
+            return cached
+        row = (
+            self._one(
                 "SELECT definition FROM forms WHERE form_id=? AND version=?", [form_id, version]
             )
+            if version is not None
+            else None
+        )
         if row is None:
             what = form_id if version is None else f"{form_id}@{version}"
             raise UnknownForm(
@@ -721,9 +730,11 @@ class DeviceStore:
                 message_zh=f"设备上没有表单 {what}（用 village-device forms 查看）",
             )
         try:
-            return load_definition(json.loads(row["definition"]))
+            defn = load_definition(json.loads(row["definition"]))
         except FormDefinitionError as exc:  # stored forms were validated when put
             raise StoreCorrupt(str(exc), message_zh="设备上的表单定义已损坏") from exc
+        self._form_cache[(form_id, defn.version)] = defn
+        return defn
 
     # --- households ------------------------------------------------------------------------
 
@@ -1016,16 +1027,17 @@ class DeviceStore:
             sent_at=row["sent_at"],
         )
 
-    def outbox(self, states: Iterable[str] = OP_STATES) -> list[OutboxEntry]:
-        """Outbox entries in the given states, by sequence."""
-        wanted = list(states)
+    def outbox(
+        self, states: Iterable[str] = OP_STATES, *, record_id: str | None = None
+    ) -> list[OutboxEntry]:
+        """Outbox entries in the given states (of one record, if given), by sequence."""
+        wanted: list[Any] = list(states)
         marks = ",".join("?" for _ in wanted)
-        return [
-            self._entry(r)
-            for r in self._rows(
-                f"SELECT * FROM outbox WHERE state IN ({marks}) ORDER BY seq", wanted
-            )
-        ]
+        sql = f"SELECT * FROM outbox WHERE state IN ({marks})"
+        if record_id is not None:
+            sql += " AND record_id = ?"
+            wanted.append(record_id)
+        return [self._entry(r) for r in self._rows(sql + " ORDER BY seq", wanted)]
 
     def pending_ops(self, limit: int | None = None) -> list[Op]:
         """Ops still to deliver (``pending`` or ``sent`` without an ack), lowest seq first.
@@ -1158,8 +1170,7 @@ class DeviceStore:
 
     def rejected_ops(self, record_id: str | None = None) -> list[OutboxEntry]:
         """Rejected ops awaiting correction (optionally of one record)."""
-        entries = self.outbox(["rejected"])
-        return [e for e in entries if record_id is None or e.op.record_id == record_id]
+        return self.outbox(["rejected"], record_id=record_id)
 
     def outstanding_ops(self, record_id: str) -> list[Op]:
         """Ops of a record the server has not applied: pending, sent or rejected, by seq."""

@@ -101,6 +101,7 @@ def test_typed_answers_are_checked_and_asked_again() -> None:
 
 def test_nested_repeats_and_skip_logic_on_a_calculated_age() -> None:
     answers = [
+        "",  # survey date: today
         "是",  # add a child
         "张小",
         id_number("20160301", "003"),  # ten years old on the school-age date: asked about school
