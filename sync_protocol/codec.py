@@ -31,8 +31,8 @@ one repeat row share ``members/<row uuid>/`` so the row id is written once, not 
 aligned with the changes' paths when its paths are exactly those, and otherwise an object
 ``{path: entry}``; an entry is a stamp text, a list of stamp texts (a resolution) or null.
 
-Why JSON and not CBOR or a per-form positional layout: measured on 1,000 sample households
-(``python -m bench wire_size``), compressed sizes differ by a few percent at most because the
+Why JSON and not CBOR or a per-form positional layout: measured on 1,200 sample instrument
+records (docs/protocol.md §4), compressed sizes differ by a few percent at most because the
 compressor removes the same redundancy, while JSON is native in the browser app (no library),
 readable in a debugger, and keeps the codec free of form definitions. The repeats that
 compression handles poorly (row ids repeated once per field, the device id per op, households

@@ -61,6 +61,7 @@ __all__ = [
     "ZstdDict",
     "compress",
     "decompress",
+    "deflate_raw",
     "dictionary_id_for",
     "train_dictionary",
 ]

@@ -237,7 +237,21 @@ _JSON = st.recursive(
 @given(
     kind=st.sampled_from(["hello", "batch", "reply"]),
     key=st.sampled_from(
-        ["device_id", "cursors", "capabilities", "ops", "acks", "downloads", "frames", "refusal"]
+        [
+            "device_id",
+            "cursors",
+            "capabilities",
+            "clock",
+            "high_water_mark",
+            "batch_seq",
+            "ops",
+            "server_time_ms",
+            "backoff_ms",
+            "acks",
+            "downloads",
+            "frames",
+            "refusal",
+        ]
     ),
     value=_JSON,
 )
