@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from server.extensions import db
 
 #: Connection execution option that makes the next SQLite transaction ``BEGIN IMMEDIATE``.
-_WRITE_OPTION = "village_sync_write"
+WRITE_OPTION = "village_sync_write"
 _IN_WRITE = "village_sync_in_write"
 
 
@@ -51,7 +51,7 @@ def install_engine_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE_OPTION)
+        immediate = conn.get_execution_options().get(WRITE_OPTION)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -106,7 +106,7 @@ def writing() -> Iterator[Session]:
         session.rollback()
     session.info[_IN_WRITE] = True
     try:
-        session.connection(execution_options={_WRITE_OPTION: True})
+        session.connection(execution_options={WRITE_OPTION: True})
         yield session
         session.commit()
     except BaseException:

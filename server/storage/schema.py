@@ -14,6 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from server.storage.database import WRITE_OPTION
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 # Any constant shared by all app processes; several processes starting at once on one PostgreSQL
@@ -50,11 +52,17 @@ def upgrade(engine: sa.Engine) -> str:
     Safe to call from several processes at once (PostgreSQL advisory lock; SQLite's write lock).
     Raises ``sqlalchemy.exc.OperationalError`` when the database cannot be reached.
     """
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK}
-            )
-        command.upgrade(_alembic_config(connection), "head")
+    with engine.connect() as connection:
+        # On SQLite take the write lock up front: two processes starting together would
+        # otherwise both read "no schema" and one would fail to upgrade its read to a write.
+        connection.execution_options(**{WRITE_OPTION: True})
+        with connection.begin():
+            _upgrade_locked(connection)
     current = current_revision(engine)
     return current or ""
+
+
+def _upgrade_locked(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    command.upgrade(_alembic_config(connection), "head")

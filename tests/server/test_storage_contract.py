@@ -295,3 +295,50 @@ def test_a_new_sqlite_file_is_private(tmp_path, app_on) -> None:
         put()
     for path in (tmp_path / "fresh").glob("county.db*"):
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_app_processes_starting_together_migrate_once(database_url: str, app_on) -> None:
+    """Several workers booting on one fresh database: one migrates, the others wait and agree."""
+    barrier = threading.Barrier(3)
+    built: list[Flask] = []
+    errors: list[BaseException] = []
+
+    def boot() -> None:
+        try:
+            barrier.wait()
+            built.append(app_on(database_url))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(built) == 3
+    with built[0].app_context():
+        assert schema.current_revision(db.engine) == schema.head_revision()
+
+
+def test_upgrade_keeps_existing_data(database_url: str, app_on) -> None:
+    """An upgrade never needs a wipe: rows written at the first revision survive to head."""
+    from alembic import command
+    from alembic.config import Config
+
+    app = app_on(database_url, MIGRATE_ON_START=False)
+    with app.app_context():
+        with db.engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(schema.MIGRATIONS_DIR))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.execute(
+                sa.text(
+                    "insert into users (username, password_hash, role, area_prefix, "
+                    "display_name, active, created_at, password_changed_at) values "
+                    "('old', 'h', 'county_admin', '', '', true, :t, :t)"
+                ),
+                {"t": utcnow().replace(tzinfo=None)},
+            )
+        assert schema.upgrade(db.engine) == schema.head_revision()
+        assert users.user_by_name("old") is not None
