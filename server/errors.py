@@ -81,6 +81,10 @@ class Unauthorized(ApiError):
     default_zh = "需要登录或凭据无效"
     default_en = "Authentication required or credentials invalid"
 
+    def headers(self) -> dict[str, str]:
+        # RFC 6750: a 401 names the scheme the client should use.
+        return {"WWW-Authenticate": 'Bearer realm="village-sync"'}
+
 
 class Forbidden(ApiError):
     """403: authenticated, but the role may not do this (e.g. a reviewer publishing a form)."""

@@ -180,3 +180,28 @@ def test_code_claimed_by_another_tablet_is_409(
     assert_error(
         client.post("/api/v1/devices/enroll", json=enroll_body(code)), 409, "enrollment_code_used"
     )
+
+
+def test_concurrent_enrollments_with_one_code_make_one_device(
+    app: Flask, admin_headers: dict[str, str]
+) -> None:
+    import threading
+
+    code = issue(app.test_client(), admin_headers)["code"]
+    barrier = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def attempt() -> None:
+        client = app.test_client()
+        body = enroll_body(code)
+        barrier.wait()
+        statuses.append(client.post("/api/v1/devices/enroll", json=body).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [201, 409, 409, 409]
+    with app.app_context():
+        assert len(devices.list_devices("")) == 1

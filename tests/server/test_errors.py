@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from flask import Flask
 
-from server.errors import ERROR_CLASSES, ApiError, RateLimited, ServiceBusy
+from server.errors import ERROR_CLASSES, ApiError, RateLimited, ServiceBusy, Unauthorized
 from tests.server.conftest import assert_error
 
 
@@ -37,6 +37,8 @@ def test_every_error_class_leaves_in_the_one_shape(sqlite_app: Flask, cls: type[
     if cls in (RateLimited, ServiceBusy):
         assert response.headers["Retry-After"] == "7"
         assert error["details"]["retry_after"] == 7
+    if cls is Unauthorized:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_status_codes_and_codes_are_unique() -> None:
