@@ -39,6 +39,7 @@ from forms.errors import EvaluationError, ExpressionError
 __all__ = [
     "FUNCTIONS",
     "MAX_DEPTH",
+    "MAX_HEIGHT",
     "MAX_LENGTH",
     "MAX_PATTERN_LENGTH",
     "Environment",
@@ -51,6 +52,7 @@ __all__ = [
 
 MAX_LENGTH = 4000  # characters in one expression
 MAX_DEPTH = 40  # nesting of parentheses, calls and unary minus
+MAX_HEIGHT = 120  # height of the syntax tree (the evaluator recurses this deep)
 MAX_PATTERN_LENGTH = 200  # characters in a regex() pattern
 MAX_NUMBER_LENGTH = 30  # characters in a number literal
 MAX_REGEX_INPUT = 10_000  # characters a regex() is run against
@@ -255,6 +257,23 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.index = 0
         self.depth = 0
+        self.heights: dict[int, int] = {}  # id(node) -> height of its subtree (leaves: absent = 1)
+
+    def built(self, node: Node, children: Sequence[Node], position: int) -> Node:
+        """Record a new inner node's height; refuse trees the evaluator would recurse too deep in.
+
+        Nesting (``enter``) does not catch a long flat chain like ``1+1+1+…``, which parses
+        left-associatively into a tree as tall as the chain.
+        """
+        height = 1 + max((self.heights.get(id(c), 1) for c in children), default=0)
+        if height > MAX_HEIGHT:
+            raise ExpressionError(
+                "too_deep",
+                f"expression tree taller than {MAX_HEIGHT} levels (split a long chain of operators)",
+                position,
+            )
+        self.heights[id(node)] = height
+        return node
 
     def peek(self) -> _Token:
         return self.tokens[self.index]
@@ -308,7 +327,9 @@ class _Parser:
             self.enter(token.position)
             right = self.expression(binding)  # left-associative: same level stops the right side
             self.depth -= 1
-            left = Binary(op, left, right, token.position)
+            left = self.built(
+                Binary(op, left, right, token.position), (left, right), token.position
+            )
 
     def unary(self) -> Node:
         token = self.peek()
@@ -317,7 +338,7 @@ class _Parser:
             self.enter(token.position)
             operand = self.unary()
             self.depth -= 1
-            return Unary(operand, token.position)
+            return self.built(Unary(operand, token.position), (operand,), token.position)
         return self.primary()
 
     def primary(self) -> Node:
@@ -370,8 +391,11 @@ class _Parser:
                 "arity", f"{spec.name}() takes {spec.arity_text()}, got {len(args)}", name.position
             )
         node = Call(spec.name, tuple(args), name.position)
+        self.built(node, args, name.position)
         if spec.check is not None:
-            node = spec.check(node)
+            checked = spec.check(node)
+            self.heights[id(checked)] = self.heights[id(node)]
+            node = checked
         return node
 
 

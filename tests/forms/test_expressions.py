@@ -13,6 +13,7 @@ from forms.errors import EvaluationError, ExpressionError
 from forms.expressions import (
     FUNCTIONS,
     MAX_DEPTH,
+    MAX_HEIGHT,
     MAX_LENGTH,
     Environment,
     EvaluationContext,
@@ -284,6 +285,14 @@ def test_parse_errors_have_code_and_position(text: str, code: str, position: int
     error = parse_error(text)
     assert (error.code, error.position) == (code, position)
     assert str(position) in error.message
+
+
+@pytest.mark.parametrize("op", ["+", "*", " and ", " or ", " = ", " div "])
+def test_long_flat_chains_are_refused_not_a_recursion_error(op: str) -> None:
+    assert parse_error(op.join(["1"] * 1500)[:MAX_LENGTH]).code == "too_deep"
+    short = parse_expression(op.join(["1"] * (MAX_HEIGHT - 1)))
+    short.evaluate({})
+    assert len(short.references()) == 0 and not short.uses_current()
 
 
 def test_regex_pattern_length_limit() -> None:
