@@ -21,7 +21,7 @@ from forms.errors import FormsError
 from forms.instruments import BUILTIN_IDS, builtin_json
 from sync_protocol.errors import ProtocolError
 from village_client_stub.errors import BadInput, DeviceError, RecordInvalid
-from village_client_stub.prompts import FormPrompter, InputEnded, LineReader
+from village_client_stub.prompts import FormPrompter, InputEnded, LineReader, ask_household
 from village_client_stub.records import RecordEditor, default_round, parse_household
 from village_client_stub.store import DeviceStore
 
@@ -264,16 +264,22 @@ def fill(
         else:
             # Questions go to stderr under --json so stdout stays one JSON object.
             out = click.get_text_stream("stderr" if as_json else "stdout")
-            prompter = FormPrompter(
-                defn,
-                editor.context(where),
-                LineReader(click.get_text_stream("stdin")),
-                out,
-                store=store,
-            )
+            read = LineReader(click.get_text_stream("stdin"))
             try:
+                if where is None and defn.find_field("village_code") is None:
+                    # The form does not ask for its household itself: ask first, not after
+                    # the whole interview.
+                    where = ask_household(read, out, editor.check_scope)
+                elif where is not None:
+                    editor.check_scope(where)
+                prompter = FormPrompter(defn, editor.context(where), read, out, store=store)
                 data = prompter.run()
             except InputEnded as ended:
+                if not ended.data:
+                    raise BadInput(
+                        "input ended before anything was answered; nothing saved",
+                        message_zh="输入中断，尚未填写任何内容，未保存",
+                    ) from None
                 draft_id = store.save_draft(
                     form_id=defn.id,
                     form_version=defn.version,

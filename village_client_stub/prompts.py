@@ -28,10 +28,10 @@ from forms.errors import FormsError
 from forms.expressions import Environment, EvaluationContext, parse_expression
 from forms.paths import ROW_ID_KEY
 from village_client_stub.errors import DeviceError
-from village_client_stub.records import coerce_value
+from village_client_stub.records import coerce_value, parse_household
 from village_client_stub.store import DeviceStore
 
-__all__ = ["FormPrompter", "InputEnded", "LineReader", "describe_choices"]
+__all__ = ["FormPrompter", "InputEnded", "LineReader", "ask_household", "describe_choices"]
 
 
 class InputEnded(Exception):
@@ -61,6 +61,35 @@ class LineReader:
 
 def _label(fld: Field) -> str:
     return fld.label.zh if fld.label is not None else fld.name
+
+
+def ask_household(
+    read: Callable[[], str | None], out: TextIO, check: Callable[[dict[str, str]], None]
+) -> dict[str, str]:
+    """Ask which household the record belongs to, until the answer parses and ``check`` passes.
+
+    ``check`` raises a :class:`DeviceError` for a household the device may not use (out of
+    scope); its Chinese message is shown and the question asked again.
+
+    Raises:
+        InputEnded: the input ended first (nothing was typed yet, so ``data`` is empty).
+    """
+    while True:
+        out.write("户（12位行政村代码/户编号，如 530102001201/0001）\n")
+        out.flush()
+        try:
+            line = read()
+        except KeyboardInterrupt:
+            line = None
+        if line is None:
+            raise InputEnded({})
+        try:
+            household = parse_household(line)
+            check(household)
+        except DeviceError as exc:
+            out.write(f"  ✗ {exc.message_zh}\n")
+            continue
+        return household
 
 
 def describe_choices(defn: FormDefinition, fld: Field) -> str:

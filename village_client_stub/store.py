@@ -414,23 +414,30 @@ class DeviceStore:
                 message_zh=f"无法创建 {target}：{exc.strerror}",
             ) from exc
         os.close(fd)
-        db = cls._connect(target, creating=True)
-        keys = generate_device_keys()
-        created = _iso(now_ms())
-        with db.atomic():
-            db.execute(
-                "INSERT INTO device (id, device_id, created_at, encryption_private, "
-                "signing_private, encryption_key_id, signing_key_id) VALUES (1, ?, ?, ?, ?, ?, ?)",
-                [
-                    f"dev-{uuid.uuid4().hex}",
-                    created,
-                    keys.encryption.raw(),
-                    keys.signing.raw(),
-                    keys.encryption.key_id(),
-                    keys.signing.key_id(),
-                ],
-            )
-            db.execute("INSERT INTO sync_state (id) VALUES (1)")
+        try:
+            db = cls._connect(target, creating=True)
+            keys = generate_device_keys()
+            created = _iso(now_ms())
+            with db.atomic():
+                db.execute(
+                    "INSERT INTO device (id, device_id, created_at, encryption_private, "
+                    "signing_private, encryption_key_id, signing_key_id) "
+                    "VALUES (1, ?, ?, ?, ?, ?, ?)",
+                    [
+                        f"dev-{uuid.uuid4().hex}",
+                        created,
+                        keys.encryption.raw(),
+                        keys.signing.raw(),
+                        keys.encryption.key_id(),
+                        keys.signing.key_id(),
+                    ],
+                )
+                db.execute("INSERT INTO sync_state (id) VALUES (1)")
+        except BaseException:
+            # A half-made store would block the next `init` and fail every `open`: remove it.
+            for leftover in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
+                leftover.unlink(missing_ok=True)
+            raise
         return cls(target, db, now_ms)
 
     @classmethod

@@ -184,6 +184,47 @@ def test_piped_answers_follow_skip_logic_and_register_photos(device: Path, tmp_p
     assert record.data["photos"][0]["photo"] == f"sha256:{attachment['sha256']}"
 
 
+def test_a_form_without_household_fields_asks_for_the_household_first(device: Path) -> None:
+    answers = [
+        "530102/3",  # not a 12-digit village code: asked again
+        "530102001201/0003",
+        "集中供水入户",
+        "60",
+        "检测报告",
+        "是",
+        "2",
+    ]
+    done = subprocess.run(
+        [str(VILLAGE_DEVICE), "fill", "drinking_water", "--json"],
+        input="".join(a + "\n" for a in answers),
+        capture_output=True,
+        text=True,
+        env={**ENV, "VILLAGE_DEVICE_DB": str(device)},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "12位行政村代码" in done.stderr  # the question and its complaint, on stderr
+    assert json.loads(done.stdout)["seq"] == 1  # stdout stays one JSON object
+    with DeviceStore.open(device) as store:
+        (record,) = store.records()
+    assert record.household == {"village_code": "530102001201", "household_no": "0003"}
+    assert record.data["water_safe"] is True
+
+
+def test_no_input_at_all_saves_nothing(device: Path) -> None:
+    done = subprocess.run(
+        [str(VILLAGE_DEVICE), "fill", "drinking_water"],
+        input="",
+        capture_output=True,
+        text=True,
+        env={**ENV, "VILLAGE_DEVICE_DB": str(device)},
+        timeout=60,
+    )
+    assert done.returncode == 1 and "未保存" in done.stderr
+    with DeviceStore.open(device) as store:
+        assert store.drafts() == []
+
+
 def test_piped_input_that_ends_early_is_kept_as_a_draft(device: Path) -> None:
     done = subprocess.run(
         [str(VILLAGE_DEVICE), "fill", "housing_safety", "--household", "530102001201/0002"],

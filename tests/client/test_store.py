@@ -88,6 +88,17 @@ def test_opening_tightens_a_loosened_file(store: DeviceStore, db_path: Path) -> 
     assert _mode(db_path) == 0o600
 
 
+def test_a_failed_create_leaves_no_half_made_file(tmp_path: Path) -> None:
+    def broken_clock() -> int:
+        raise OSError("clock unavailable")
+
+    target = tmp_path / "half.db"
+    with pytest.raises(OSError):
+        DeviceStore.create(target, now_ms=broken_clock)
+    assert not target.exists()
+    DeviceStore.create(target).close()  # and `init` can simply be run again
+
+
 def test_schema_is_versioned(store: DeviceStore, db_path: Path) -> None:
     assert store.schema_version() == len(MIGRATIONS)
     store.close()
