@@ -15,6 +15,7 @@ from sync_protocol.crypto import generate_device_keys, generate_server_keys
 from sync_protocol.errors import (
     BadSignature,
     MalformedFrame,
+    ProtocolError,
     Replayed,
     ServerRefused,
     Truncated,
@@ -355,3 +356,28 @@ def test_seal_message_never_grows_the_payload() -> None:
         assert opened.header.compression in methods
         assert opened.header.plaintext_length <= raw_length
         assert opened.message == message
+
+
+@settings(max_examples=200)
+@given(body=st.binary(max_size=300))
+def test_arbitrary_bodies_give_frames_or_malformed_frame(body: bytes) -> None:
+    try:
+        frames = list(iter_request_frames(body))
+    except MalformedFrame:
+        return
+    assert sum(4 + len(f.data) for f in frames if not f.truncated) <= len(body)
+    # Only the last frame may be truncated.
+    assert not any(f.truncated for f in frames[:-1])
+
+
+@settings(max_examples=100, deadline=None)
+@given(position=st.integers(0, 10_000), value=st.integers(0, 255))
+def test_damaged_envelopes_raise_only_protocol_errors(position: int, value: int) -> None:
+    frame = bytearray(list(iter_request_frames(_BODY))[1].data)
+    frame[position % len(frame)] ^= value or 1
+    try:
+        _server_open(Frame(1, bytes(frame)), "batch")
+    except ProtocolError as exc:
+        assert exc.code.startswith(
+            ("envelope_", "unknown_", "corrupt_", "decompressed_", "message_")
+        )
