@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import (
     ROUND_HALF_EVEN,
     ROUND_HALF_UP,
@@ -642,6 +642,11 @@ class EvaluationContext:
     today: date = field(default_factory=date.today)
     config: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A datetime is a date subclass that refuses to compare with dates: keep the day only.
+        if isinstance(self.today, datetime):
+            object.__setattr__(self, "today", self.today.date())
+
 
 class _RowScope:
     __slots__ = ("names", "path", "values")
@@ -970,6 +975,9 @@ def _extreme(name: str, pick: Callable[[list[Any]], Any]) -> Callable[..., Any]:
 
 def _fn_config(env: Environment, key: Any, default: Any = None) -> Any:
     value = env.context.config.get(_as_text(key))
+    if isinstance(value, Decimal):
+        # Configuration read from a database may hold Decimals; the language knows int/float.
+        value = int(value) if value == value.to_integral_value() else float(value)
     return default if value is None else value
 
 

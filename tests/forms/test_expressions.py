@@ -323,6 +323,20 @@ def test_parse_is_cached_and_expressions_compare_by_text() -> None:
     assert parse_expression("1 + 1") != parse_expression("1+1")
 
 
+def test_context_accepts_datetime_and_decimal_configuration() -> None:
+    from datetime import datetime
+    from decimal import Decimal
+
+    context = EvaluationContext(
+        today=datetime(2026, 11, 25, 9, 30),
+        config={"line": Decimal("8700.00"), "r": Decimal("0.5")},
+    )
+    env = Environment({"d": "2026-11-25"}, context=context)
+    assert parse_expression("today() = ${d}").evaluate(env)
+    assert parse_expression("config('line')").evaluate(env) == 8700
+    assert parse_expression("config('r') * 2").evaluate(env) == 1.0
+
+
 def test_plain_mapping_environment() -> None:
     assert parse_expression("${a} * 2").evaluate({"a": 21}) == 42
     assert parse_expression("today()").evaluate({}) == date.today()
