@@ -178,9 +178,11 @@ def enroll(
     if failure is not None:
         throttle.record_failure(key)
         raise failure
+    # Plain values: the write transaction below starts afresh and expires the ORM row.
+    code_id, scope, code_label = row.id, row.scope, row.label
     device_id = str(uuid.uuid4())
     with writing():
-        if not enrollment.claim(row.id, device_id, now):
+        if not enrollment.claim(code_id, device_id, now):
             # Another tablet won the race for the same code between our read and this write.
             failure = Conflict(
                 en="this enrollment code has already been used",
@@ -192,21 +194,21 @@ def enroll(
                 device_id=device_id,
                 x25519_public=x_pub,
                 ed25519_public=ed_pub,
-                scope=row.scope,
+                scope=scope,
                 enrolled_at=now,
-                enrollment_code_id=row.id,
-                label=label or row.label,
+                enrollment_code_id=code_id,
+                label=label or code_label,
             )
             audit.add_entry(
                 actor=f"device:{device_id}",
                 action="device.enroll",
                 target_type="device",
                 target_id=device_id,
-                area_code=row.scope,
+                area_code=scope,
                 ip=ip,
-                details={"enrollment_code_id": row.id},
+                details={"enrollment_code_id": code_id},
             )
     if failure is not None:
         throttle.record_failure(key)
         raise failure
-    return Enrollment(device_id, row.scope, app_key_ring().public_document(), forms_manifest())
+    return Enrollment(device_id, scope, app_key_ring().public_document(), forms_manifest())
