@@ -434,27 +434,17 @@ class _Validator:
         for index, row in enumerate(value, start=1):
             if not isinstance(row, Mapping):
                 cleaned_rows.append(row)
-                self.issue(
-                    "type",
-                    level,
-                    fld.name,
-                    _text(f"第 {index} 行不是对象", f"row {index} is not an object"),
-                    path=f"{path}/#{index}",
-                )
+                message = _text(f"第 {index} 行不是对象", f"row {index} is not an object")
+                self.defer(path, Issue("type", f"{path}/#{index}", fld.name, index, message))
                 continue
             row_id = row.get(ROW_ID_KEY)
             usable = isinstance(row_id, str) and row_id and "/" not in row_id and row_id not in seen
             if not usable:
-                self.issue(
-                    "row_id",
-                    _Level(schema, "", index, {}, {}, ()),
-                    fld.name,
-                    _text(
-                        f"第 {index} 行缺少唯一的行标识 _id",
-                        f"row {index} needs a unique string _id without '/'",
-                    ),
-                    path=f"{path}/#{index}",
+                message = _text(
+                    f"第 {index} 行缺少唯一的行标识 _id",
+                    f"row {index} needs a unique string _id without '/'",
                 )
+                self.defer(path, Issue("row_id", f"{path}/#{index}", fld.name, index, message))
             prefix = f"{path}/{row_id}/" if usable else f"{path}/#{index}/"
             if usable:
                 seen.add(row_id)
@@ -488,9 +478,9 @@ class _Validator:
                 if not shown:
                     self.hide(fld, level, path)
                     continue
-            if deferred:
-                for issue in deferred:
-                    self.result.add(issue)
+            for issue in deferred:
+                self.result.add(issue)
+            if deferred and fld.name not in level.typed:
                 continue  # a value of the wrong type: its other rules would only repeat that
             if fld.calculate is not None:
                 self.calculate(fld, level)

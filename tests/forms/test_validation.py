@@ -448,3 +448,24 @@ def test_a_calculation_below_is_done_before_the_question_that_reads_it() -> None
     record["income"] = 0  # share 0: note is hidden in every row and dropped
     result = validate_record(defn, record, CONTEXT)
     assert result.cleaned["members"][0] == {"_id": "m1", "share": 0}
+
+
+def test_a_bad_row_does_not_stop_the_other_rows_being_checked(defn: FormDefinition) -> None:
+    record = good_record()
+    record["members"] = [{"name": "无编号"}, {"_id": "m2", "age": 30}]
+    found = codes(validate_record(defn, record, CONTEXT).errors)
+    assert found == {("row_id", "members/#1"), ("required", "members/m2/name")}
+
+
+def test_a_hidden_repeat_drops_its_rows_without_reporting_them(
+    housing_doc: dict[str, Any],
+) -> None:
+    housing_doc["fields"][10]["relevant"] = "${has_house}"
+    housing_doc["checks"] = []
+    defn = load_definition(housing_doc)
+    record = good_record()
+    record["has_house"] = False
+    record["members"] = [{"name": "无编号", "age": "很老"}, 7]
+    result = validate_record(defn, record, CONTEXT)
+    assert result.ok, result.errors
+    assert "members" not in result.cleaned
