@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from flask import Flask, current_app, has_app_context
 
 from server.errors import ApiError
+
+if TYPE_CHECKING:
+    from server.services.bootstrap import StartReport
 
 
 @contextmanager
@@ -210,7 +213,7 @@ def serve(host: str | None, port: int | None) -> None:
             click.echo("stopped")
 
 
-def _print_start(report: Any, url: str, app: Flask) -> None:
+def _print_start(report: StartReport, url: str, app: Flask) -> None:
     click.echo("Village Sync county server 县级服务器")
     click.echo(f"  database:  {_safe_url(app.config['DATABASE_URL'])}")
     click.echo(f"  server key id: {report.key_id}" + (" (new)" if report.keys_created else ""))

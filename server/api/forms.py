@@ -17,11 +17,6 @@ from server.services.access import COUNTY_ADMIN, Principal
 
 blueprint = Blueprint("forms", __name__, url_prefix=f"{API_PREFIX}/forms")
 
-XLSX_TYPES = {
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "application/octet-stream",
-}
-
 
 class VersionSchema(Schema):
     form_id = fields.String(dump_only=True)

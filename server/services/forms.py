@@ -91,9 +91,7 @@ def upload_draft(document: Any, *, actor: Actor, source: str = "json") -> FormVe
             )
         store.ensure_form(form_id, canonical.get("title", {}), builtin=source == "builtin")
         if same is not None:
-            same.definition = canonical
-            same.source = source
-            row = same
+            row = store.replace_draft(same, canonical, source)
         else:
             row = store.add_version(
                 form_id=form_id,

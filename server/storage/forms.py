@@ -47,6 +47,19 @@ def add_version(
     return row
 
 
+def replace_draft(row: FormVersion, definition: dict[str, Any], source: str) -> FormVersion:
+    """Replace the definition of a version that is still a draft.
+
+    Raises ``ValueError`` if the version is no longer a draft (published content is frozen).
+    """
+    if row.status != DRAFT:
+        raise ValueError(f"{row.form_id}@{row.version} is {row.status}, not a draft")
+    row.definition = definition
+    row.source = source
+    db.session.flush()
+    return row
+
+
 def get_version(form_id: str, version: int) -> FormVersion | None:
     """One version of a form, or None."""
     return db.session.scalar(
