@@ -33,9 +33,10 @@ from flask import current_app
 from forms import EvaluationContext, FormDefinition, FormsError, load_definition, unflatten
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import validate_record
+from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
 from server.storage import forms as form_store
-from server.storage import quarantine, records, sync_state
+from server.storage import quarantine, records
 from server.storage.models import Record
 from server.storage.revisions import next_revision
 from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, HybridClock, wall_clock_ms
@@ -99,20 +100,14 @@ class IngestContext:
 
 
 def ingest_context(now_ms: int | None = None) -> IngestContext:
-    """Build the context from the server clock and the stored monitoring configuration.
+    """Build the context from the server clock and the county's monitoring configuration.
 
-    Rows that do not form a valid configuration are left out (they cannot be applied anyway).
+    A stored configuration the form engine refuses cannot be applied to anything; records are
+    then checked without a monitoring line rather than not at all.
     """
     now_ms = wall_clock_ms() if now_ms is None else now_ms
-    lines: dict[str, dict[int, float]] = {}
-    water: dict[str, str] = {}
-    for row in sync_state.monitoring_lines():
-        lines.setdefault(row.region_code, {})[row.year] = float(row.income_line)
-        region_type = (row.settings or {}).get("water_region_type")
-        if isinstance(region_type, str):
-            water[row.region_code] = region_type
     try:
-        monitoring = MonitoringConfig(monitoring_lines=lines, water_region_types=water)
+        monitoring = monitoring_config()
     except MonitoringConfigError:
         monitoring = MonitoringConfig()
     today = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(CHINA_TIME).date()

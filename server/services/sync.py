@@ -46,6 +46,7 @@ from server.services.keys import KeyRing, app_key_ring
 from server.services.record_ops import IngestContext, OpOutcome, apply_op, ingest_context
 from server.storage import devices as device_store
 from server.storage import forms as form_store
+from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
 from server.storage.models import Device, Record
@@ -142,16 +143,16 @@ class _Session:
         return frozenset(self.hello.capabilities.compression) & ALL_METHODS
 
     def recipient_keys(self) -> dict[str, EncryptionPrivateKey]:
-        return {kid: bundle.encryption for kid, bundle in self.ring.bundles.items()}
+        return _recipient_keys(self.ring)
 
     def verify_key(self) -> Callable[[str], SigningPublicKey | None]:
-        own_id, key = self.device.id, SigningPublicKey.from_base64(self.device.ed25519_public)
-        return lambda sender: key if sender == own_id else None
+        return _device_key_lookup(self.device)
 
 
 def _device_key_lookup(device: Device) -> Callable[[str], SigningPublicKey | None]:
-    key = SigningPublicKey.from_base64(device.ed25519_public)
-    return lambda sender: key if sender == device.id else None
+    # Only the device that signed the hello may sign the batches of its exchange.
+    own_id, key = device.id, SigningPublicKey.from_base64(device.ed25519_public)
+    return lambda sender: key if sender == own_id else None
 
 
 def _recipient_keys(ring: KeyRing) -> dict[str, EncryptionPrivateKey]:
@@ -447,7 +448,7 @@ def _manifest_page(device: Device, after: int) -> DownloadPage:
             "income_line": float(line.income_line),
             "settings": dict(line.settings or {}),
         }
-        for line in sync_state.monitoring_lines()
+        for line in monitoring_store.list_lines()
         if device.scope.startswith(line.region_code) or line.region_code.startswith(device.scope)
     ]
     return DownloadPage(

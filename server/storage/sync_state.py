@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.extensions import db
-from server.storage.models import BatchAck, DeviceOpMark, MonitoringLine
+from server.storage.models import BatchAck, DeviceOpMark
 from server.storage.types import utcnow
 
 
@@ -122,12 +122,3 @@ def stored_acks(device_id: str, seqs: list[int]) -> dict[int, dict[str, Any]]:
             if ack["seq"] in wanted:
                 found[ack["seq"]] = ack
     return found
-
-
-def monitoring_lines() -> list[MonitoringLine]:
-    """Every configured monitoring line (a county holds a handful), by region then year."""
-    return list(
-        db.session.scalars(
-            sa.select(MonitoringLine).order_by(MonitoringLine.region_code, MonitoringLine.year)
-        )
-    )

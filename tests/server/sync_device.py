@@ -11,9 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from forms.paths import flatten
+from server.extensions import db
+from server.services import forms as form_service
 from sync_protocol.clock import HybridClock, wall_clock_ms
 from sync_protocol.crypto import (
     EncryptionPublicKey,
@@ -28,6 +32,37 @@ from sync_protocol.ops import Op, put_op
 
 SYNC_URL = "/api/v1/sync"
 YEAR_MS = 365 * 24 * 3600 * 1000
+
+VILLAGE = "530102001201"
+OTHER_VILLAGE = "530102001202"
+TOWNSHIP = "530102001"
+OTHER_TOWNSHIP = "530102002"
+FAR_VILLAGE = "530102002301"
+
+#: A valid housing-safety record (A-grade house, safe by appraisal).
+HOUSE_A: dict[str, Any] = {
+    "appraisal_grade": "A",
+    "appraisal_date": "2025-08-04",
+    "structure": "砖混（有构造柱/圈梁）",
+    "build_year": 2009,
+    "storeys": 1,
+    "floor_area": 93.1,
+    "safety_basis": "鉴定安全",
+}
+
+
+@pytest.fixture
+def county(app: Flask) -> Flask:
+    """The app with the six built-in instruments published."""
+    with app.app_context():
+        form_service.publish_builtins()
+    return app
+
+
+def count(app: Flask, model: Any) -> int:
+    """Rows of ``model`` in the app's database."""
+    with app.app_context():
+        return int(db.session.query(model).count())
 
 
 def issue_code(client: FlaskClient, headers: dict[str, str], scope: str) -> str:

@@ -6,51 +6,29 @@ sealed envelopes, against a real SQLite file and a real PostgreSQL schema.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.extensions import db
-from server.services import forms as form_service
 from server.storage import models
 from sync_protocol.errors import ServerRefused
 from tests.server.conftest import assert_error
-from tests.server.sync_device import SyncDevice
+from tests.server.sync_device import (
+    HOUSE_A,
+    OTHER_VILLAGE,
+    TOWNSHIP,
+    VILLAGE,
+    SyncDevice,
+    count,
+    county,
+)
 
-VILLAGE = "530102001201"
-OTHER_VILLAGE = "530102001202"
-TOWNSHIP = "530102001"
-OTHER_TOWNSHIP = "530102002"
-
-HOUSE_A = {
-    "appraisal_grade": "A",
-    "appraisal_date": "2025-08-04",
-    "structure": "砖混（有构造柱/圈梁）",
-    "build_year": 2009,
-    "storeys": 1,
-    "floor_area": 93.1,
-    "safety_basis": "鉴定安全",
-}
-
-
-@pytest.fixture
-def county(app: Flask) -> Flask:
-    """The app with the six built-in instruments published."""
-    with app.app_context():
-        form_service.publish_builtins()
-    return app
+__all__ = ["county"]  # the fixture, imported for pytest
 
 
 @pytest.fixture
 def device(county: Flask, client: FlaskClient, admin_headers: dict[str, str]) -> SyncDevice:
     return SyncDevice.enroll(client, admin_headers, VILLAGE)
-
-
-def count(app: Flask, model: Any) -> int:
-    with app.app_context():
-        return db.session.query(model).count()
 
 
 def test_new_records_are_acked_stored_and_reach_a_second_device(

@@ -1,0 +1,288 @@
+"""Records for admins: query, one record with its merged data and history, the quarantine.
+
+Sensitive fields (the form's ``sensitive: true`` fields: ID numbers, phones, health) are masked
+in lists for everyone and in a record's detail and history unless the caller is a county admin
+(township reviewers check and resolve, they do not need whole ID numbers). Out-of-area ids look
+absent (404), as for unknown ids.
+
+Quarantine: ops the sync refused are kept whole with their reasons. A county admin can map an op
+quarantined for an unknown form version to a published version: the op is re-run through the
+normal merge with that version, and released when it applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forms import FormDefinition, FormsError, flatten, unflatten, validate_record
+from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
+from server.services.access import COUNTY_ADMIN, Actor, Principal
+from server.services.record_ops import apply_op, definition, ingest_context
+from server.storage import audit, quarantine, records
+from server.storage import conflicts as conflict_store
+from server.storage.database import writing
+from server.storage.models import QuarantinedOp, Record, RecordChange
+from sync_protocol.errors import ProtocolError
+from sync_protocol.merge import RecordState
+from sync_protocol.ops import Op
+
+MASK = "***"
+
+
+def mask_value(value: Any) -> Any:
+    """A masked form of a sensitive value: the last two characters of a text survive (enough to
+    tell two people apart in a list), everything else is hidden."""
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) > 6:
+        return "*" * (len(value) - 2) + value[-2:]
+    return MASK
+
+
+def _mask_flat(defn: FormDefinition | None, flat: dict[str, Any]) -> dict[str, Any]:
+    if defn is None:
+        # Without the definition nothing can be called safe to show.
+        return {path: mask_value(value) for path, value in flat.items()}
+    return {
+        path: mask_value(value) if defn.is_sensitive(path) else value
+        for path, value in flat.items()
+    }
+
+
+def masked_data(record: Record, *, reveal: bool) -> dict[str, Any]:
+    """The record's data, sensitive fields masked unless ``reveal``."""
+    if reveal:
+        return dict(record.data)
+    defn = definition(record.form_id, record.form_version)
+    try:
+        return unflatten(_mask_flat(defn, flatten(record.data)))
+    except FormsError:
+        return {}
+
+
+def _reveals(principal: Principal) -> bool:
+    return principal.role == COUNTY_ADMIN
+
+
+def summary(record: Record, *, reveal: bool = False) -> dict[str, Any]:
+    """The list view of a record (data masked unless ``reveal``)."""
+    return {
+        "record_id": record.record_id,
+        "form_id": record.form_id,
+        "form_version": record.form_version,
+        "village_code": record.village_code,
+        "household_no": record.household_no,
+        "round": record.round,
+        "revision": record.revision,
+        "deleted": record.deleted,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "data": masked_data(record, reveal=reveal),
+    }
+
+
+def _check_prefix(prefix: str | None) -> str | None:
+    if prefix and not (prefix.isascii() and prefix.isdigit() and len(prefix) <= 12):
+        raise ValidationFailed(
+            en="village must be an area code prefix (digits)",
+            zh="村代码前缀应为数字",
+            details={"fields": {"village": ["digits, at most 12"]}},
+        )
+    return prefix or None
+
+
+def list_records(
+    principal: Principal,
+    *,
+    village: str | None = None,
+    form_id: str | None = None,
+    round: str | None = None,
+    household_no: str | None = None,
+    include_deleted: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Records of the caller's area: ``{"items": [...], "total": n}`` (sensitive data masked).
+
+    Raises :class:`ValidationFailed` for a malformed village prefix.
+    """
+    rows, total = records.list_records(
+        principal.area_prefix,
+        village_prefix=_check_prefix(village),
+        form_id=form_id,
+        round=round,
+        household_no=household_no,
+        include_deleted=include_deleted,
+        limit=limit,
+        offset=offset,
+    )
+    return {"items": [summary(row) for row in rows], "total": total}
+
+
+def _history_entry(entry: RecordChange, defn: FormDefinition | None, reveal: bool) -> dict:
+    changes = entry.changes if reveal else _mask_flat(defn, entry.changes)
+    return {
+        "revision": entry.revision,
+        "kind": entry.kind,
+        "device_id": entry.device_id,
+        "op_seq": entry.op_seq,
+        "user_id": entry.user_id,
+        "hlc": entry.hlc,
+        "changes": changes,
+        "outcome": entry.outcome,
+        "at": entry.at,
+    }
+
+
+def show(principal: Principal, record_id: str) -> dict[str, Any]:
+    """One record: merged data, per-field merge status, warnings, open conflicts and history.
+
+    Raises :class:`NotFound` (``record_not_found``) for an unknown or out-of-area id.
+    """
+    record = records.record_in_area(record_id, principal.area_prefix)
+    if record is None:
+        raise NotFound(
+            en=f"no record {record_id} in your area", zh="未找到该记录", code="record_not_found"
+        )
+    reveal = _reveals(principal)
+    defn = definition(record.form_id, record.form_version)
+    state = RecordState.from_dict(record.state)
+    fields = {}
+    for path, view in state.fields.items():
+        if not path:
+            continue
+        fields[path] = {
+            "status": view.status,
+            "stamp": view.stamp,
+            "device": view.device,
+            "suspect": any(w.suspect for w in state.heads(path)),
+        }
+    warnings: list[dict[str, Any]] = []
+    if defn is not None and not record.deleted:
+        checked = validate_record(
+            defn, record.data, ingest_context().evaluation(record.village_code)
+        )
+        warnings = [issue.to_dict() for issue in checked.warnings]
+    out = summary(record, reveal=reveal)
+    out.update(
+        {
+            "fields": fields,
+            "warnings": warnings,
+            "open_conflicts": sorted(conflict_store.open_ids_for_record(record.record_id)),
+            "history": [_history_entry(e, defn, reveal) for e in records.history(record_id)],
+        }
+    )
+    return out
+
+
+# --- quarantine ---------------------------------------------------------------------------------
+
+
+def quarantine_entry(row: QuarantinedOp) -> dict[str, Any]:
+    """The admin view of a quarantined op: the op as sent, its reasons, where it came from."""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "status": row.status,
+        "device_id": row.device_id,
+        "op_seq": row.op_seq,
+        "village_code": row.village_code,
+        "received_at": row.received_at,
+        "reasons": list(row.reasons.get("issues", [])),
+        "resolution": row.reasons.get("resolution"),
+        "op": row.op,
+    }
+
+
+def list_quarantine(
+    principal: Principal,
+    *,
+    kind: str | None = None,
+    status: str | None = quarantine.HELD,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Quarantined ops of the caller's area, newest first: ``{"items": [...], "total": n}``."""
+    rows, total = quarantine.list_held(
+        principal.area_prefix, kind=kind, status=status, limit=limit, offset=offset
+    )
+    return {"items": [quarantine_entry(row) for row in rows], "total": total}
+
+
+def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, Any]:
+    """Re-run a quarantined op as if it had been made on ``form_version`` of its form; audited.
+
+    On success the op is merged like any device op (its device, sequence and stamp kept) and the
+    quarantine entry is released; the answer carries the new ack. Raises :class:`NotFound`,
+    :class:`Conflict` (``quarantine_not_held`` for a released entry), :class:`ValidationFailed`
+    (``form_version_not_published``) and :class:`Unprocessable` (``quarantine_rerun_rejected``
+    with ``details.reasons``) when the re-run is rejected again — the entry then stays held
+    with the new reasons.
+    """
+    ctx = ingest_context()
+    with writing():
+        row = quarantine.held_in_area(item_id, actor.area_prefix, lock=True)
+        if row is None:
+            raise NotFound(
+                en=f"no quarantined op {item_id} in your area",
+                zh="未找到该隔离操作",
+                code="quarantine_not_found",
+            )
+        if row.status != quarantine.HELD:
+            raise Conflict(
+                en="this op was already released", zh="该操作已处理", code="quarantine_not_held"
+            )
+        form_id = str(row.op.get("form_id", ""))
+        if definition(form_id, form_version) is None:
+            raise ValidationFailed(
+                en=f"form {form_id} has no published version {form_version}",
+                zh=f"表单 {form_id} 没有已发布的第{form_version}版",
+                code="form_version_not_published",
+                details={"fields": {"form_version": ["a published version of the op's form"]}},
+            )
+        try:
+            op = Op.from_dict({**row.op, "form_version": form_version})
+        except ProtocolError as exc:
+            raise Unprocessable(en=exc.message, zh=exc.message_zh, code=exc.code) from None
+        outcome = apply_op(op, ctx, scope=None, by=actor.name, keep_rejected=False)
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="quarantine.map",
+            target_type="quarantine",
+            target_id=str(row.id),
+            area_code=row.village_code,
+            ip=actor.ip,
+            details={
+                "form_id": form_id,
+                "from_version": row.op.get("form_version"),
+                "to_version": form_version,
+                "status": outcome.status,
+            },
+        )
+        if outcome.status == "rejected":
+            quarantine.update_reasons(row, outcome.ack["reasons"])
+            failure = Unprocessable(
+                en="the op is still rejected with that version",
+                zh="改用该版本后操作仍被拒绝",
+                code="quarantine_rerun_rejected",
+                details={"reasons": outcome.ack["reasons"]},
+            )
+        else:
+            quarantine.release(
+                row,
+                reasons={
+                    **row.reasons,
+                    "resolution": {
+                        "form_version": form_version,
+                        "ack": outcome.ack,
+                        "by": actor.name,
+                    },
+                },
+            )
+            failure = None
+            result = {"id": row.id, "status": row.status, "ack": outcome.ack}
+    if failure is not None:
+        # Raised after the commit: the new reasons and the audit entry are kept.
+        raise failure
+    return result
