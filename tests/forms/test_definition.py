@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from forms import (
     load_definition,
 )
 from forms.definition import Field
+from forms.expressions import FUNCTIONS
 from tests.forms.conftest import HOUSING_V1
 
 
@@ -372,3 +374,15 @@ def test_any_corruption_of_a_document_is_refused_cleanly(data: st.DataObject) ->
         assert error.issues and all(i.path and i.message for i in error.issues)
         return
     assert load_definition(dump_definition(defn)) == defn
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "forms.md"
+
+
+def test_the_documented_example_loads_and_every_function_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    example = text.split("A small complete example", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    defn = load_definition(json.loads(example))
+    assert defn.field("children/dropout_reason").merge == "review"
+    for name in FUNCTIONS:
+        assert f"`{name}(" in text, f"function {name} is missing from docs/forms.md"
