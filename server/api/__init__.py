@@ -22,6 +22,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.monitoring",
     "server.api.audit",
     "server.api.indicators",
+    "server.api.exports",
     "server.api.sync",
     "server.api.conflicts",
     "server.api.records",

@@ -1,0 +1,198 @@
+"""Exports over HTTP: CSV and XLSX layout, Chinese headers, masking by role, audit, streaming."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openpyxl import load_workbook
+
+from forms.instruments.samples import sample_household
+from server.services.exports import mask
+from server.services.forms import publish_builtins
+from server.storage.audit import list_entries
+from server.storage.exports import form_records
+from tests.server.conftest import add_user, assert_error, login
+from tests.server.survey_data import store_household
+
+V1, V3 = "530102001201", "530102002201"
+URL = "/api/v1/exports"
+
+
+@pytest.fixture
+def rosters(app: Flask) -> dict[str, dict[str, Any]]:
+    """Three household rosters (two in V1, one in V3): household number → roster data."""
+    with app.app_context():
+        publish_builtins()
+    stored: dict[str, dict[str, Any]] = {}
+    for seed, village, number in ((1, V1, "H1"), (2, V1, "H2"), (3, V3, "H3")):
+        household = sample_household(seed, village_code=village)
+        roster = household["household_roster"]
+        roster["phone"] = f"1380000{seed:04d}"
+        if number == "H2":
+            roster["natural_village"] = "=HYPERLINK(1)"
+        store_household(
+            app,
+            {"household_roster": roster},
+            village_code=village,
+            household_no=number,
+        )
+        stored[number] = roster
+    return stored
+
+
+def _csv(response: Any) -> list[list[str]]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    raw = response.get_data()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    return list(csv.reader(io.StringIO(raw[3:].decode("utf-8"))))
+
+
+def test_csv_main_sheet_has_chinese_headers_and_masked_phones(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    rosters: dict[str, dict[str, Any]],
+) -> None:
+    response = client.get(f"{URL}/household_roster.csv", headers=admin_headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.is_streamed
+    assert response.headers["Content-Disposition"] == 'attachment; filename="household_roster.csv"'
+    rows = _csv(response)
+    header = rows[0]
+    assert header[:6] == ["记录ID", "行政村代码", "户编号", "调查轮次", "表单版本", "更新时间"]
+    assert "联系电话" in header and "户类型" in header
+    assert "家庭成员" not in header  # the repeat is a sheet of its own
+    # The form's own village_code field has the same label as the envelope column.
+    assert "行政村代码（village_code）" in header
+    body = [dict(zip(header, row, strict=True)) for row in rows[1:]]
+    assert [r["户编号"] for r in body] == ["H1", "H2", "H3"]
+    assert body[0]["联系电话"] == "138****0001"
+    assert body[1]["自然村/村民小组"] == "'=HYPERLINK(1)"
+    assert body[0]["调查轮次"] == "2026-annual"
+
+
+def test_csv_repeat_sheet_rows_keyed_by_record_and_row_id(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    rosters: dict[str, dict[str, Any]],
+) -> None:
+    rows = _csv(
+        client.get(
+            f"{URL}/household_roster.csv",
+            query_string={"sheet": "members", "village": V1},
+            headers=admin_headers,
+        )
+    )
+    header = rows[0]
+    assert header[:4] == ["记录ID", "行ID", "行号", "户编号"]
+    body = [dict(zip(header, row, strict=True)) for row in rows[1:]]
+    expected = rosters["H1"]["members"] + rosters["H2"]["members"]
+    assert [r["行ID"] for r in body] == [m["_id"] for m in expected]
+    assert [r["姓名"] for r in body] == [m["name"] for m in expected]
+    first = body[0]
+    real = expected[0]["id_number"]
+    assert first["证件号码"] == real[:6] + "********" + real[-4:]
+    assert first["健康状况"] == "***"
+    assert first["行号"] == "1"
+
+
+def test_unmasked_export_is_for_county_admins_and_audited(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    rosters: dict[str, dict[str, Any]],
+) -> None:
+    rows = _csv(
+        client.get(
+            f"{URL}/household_roster.csv",
+            query_string={"sheet": "members", "unmasked": "true", "village": V3},
+            headers=admin_headers,
+        )
+    )
+    body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+    assert [r["证件号码"] for r in body] == [m["id_number"] for m in rosters["H3"]["members"]]
+    add_user(app, "reviewer", role="township_reviewer", area="530102002")
+    reviewer = login(client, "reviewer")
+    refused = client.get(
+        f"{URL}/household_roster.csv", query_string={"unmasked": "1"}, headers=reviewer
+    )
+    assert_error(refused, 403, "unmasked_export_forbidden")
+    own = _csv(client.get(f"{URL}/household_roster.csv", headers=reviewer))
+    assert [row[2] for row in own[1:]] == ["H3"]
+    outside = client.get(
+        f"{URL}/household_roster.csv", query_string={"village": V1}, headers=reviewer
+    )
+    assert_error(outside, 403, "outside_area")
+    with app.app_context():
+        entries = list_entries("")
+    exported = [(e.action, e.actor, e.details["unmasked"]) for e in entries if "export" in e.action]
+    assert exported == [("export", "reviewer", False), ("export.unmasked", "admin", True)]
+
+
+def test_xlsx_has_one_sheet_per_repeat(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    rosters: dict[str, dict[str, Any]],
+) -> None:
+    response = client.get(f"{URL}/household_roster.xlsx", headers=admin_headers)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/vnd.openxmlformats")
+    workbook = load_workbook(io.BytesIO(response.get_data()))
+    assert len(workbook.sheetnames) == 2 and workbook.sheetnames[1] == "家庭成员"
+    main = list(workbook.worksheets[0].values)
+    members = list(workbook["家庭成员"].values)
+    assert len(main) == 1 + 3
+    assert len(members) == 1 + sum(len(r["members"]) for r in rosters.values())
+    header = list(main[0])
+    h2 = dict(zip(header, main[2], strict=True))
+    assert h2["自然村/村民小组"] == "'=HYPERLINK(1)"  # text, never a formula
+    assert h2["表单版本"] == 1
+    head = list(members[0])
+    first = dict(zip(head, members[1], strict=True))
+    assert first["与户主关系"] == "户主"
+    assert first["证件类型"] == "居民身份证"  # the choice label, not the stored value
+    assert first["证件号码"].count("*") == 8
+
+
+def test_unknown_form_format_and_sheet(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    rosters: dict[str, dict[str, Any]],
+) -> None:
+    assert_error(client.get(f"{URL}/nothing.csv", headers=admin_headers), 404, "form_not_found")
+    assert_error(
+        client.get(f"{URL}/household_roster.csv?sheet=pets", headers=admin_headers),
+        400,
+        "validation_failed",
+    )
+    assert client.get(f"{URL}/household_roster.pdf", headers=admin_headers).status_code == 404
+    assert_error(client.get(f"{URL}/household_roster.csv"), 401, "missing_token")
+    empty = _csv(client.get(f"{URL}/housing_safety.csv", headers=admin_headers))
+    assert len(empty) == 1
+
+
+def test_records_are_read_in_keyset_pages_without_skips(
+    app: Flask, rosters: dict[str, dict[str, Any]]
+) -> None:
+    with app.app_context():
+        whole = [r.record_id for r in form_records("household_roster", "", chunk_rows=1000)]
+        paged = [r.record_id for r in form_records("household_roster", "", chunk_rows=1)]
+        township = [r.household_no for r in form_records("household_roster", "530102002")]
+    assert len(whole) == 3 and paged == whole
+    assert township == ["H3"]
+
+
+def test_mask_rules() -> None:
+    assert mask("53010219500523915X") == "530102********915X"
+    assert mask("13800001234") == "138****1234"
+    assert mask(["健康"]) == "***"
+    assert mask("abc") == "***"
+    assert mask(None) == "" and mask("") == ""
