@@ -11,6 +11,9 @@ OpenRosa server: one HTTP/1.1 POST per record, multipart/form-data with the XML 
 same ~30 bytes per request to each), and so is the HEAD request Collect makes before
 submitting (in ODK's favour).
 
+A village's first download is measured too: the records of 500 households as record states
+(merged as the server stores them), in pages of 200 per exchange, requests and responses.
+
 A last row shows the default: every record in one exchange (one hello, one HTTP request) with
 the outbox cut into 32 KiB wire batches by ``split_into_batches``.
 
@@ -51,12 +54,21 @@ from sync_protocol.envelope import Suite
 from sync_protocol.exchange import (
     CONTENT_TYPE,
     DeviceEnd,
+    build_reply,
     build_request,
     iter_request_frames,
     open_message,
     split_into_batches,
 )
-from sync_protocol.messages import Capabilities, Hello, UploadBatch, encode_message
+from sync_protocol.merge import merge
+from sync_protocol.messages import (
+    Capabilities,
+    DownloadPage,
+    Hello,
+    ServerReply,
+    UploadBatch,
+    encode_message,
+)
 from sync_protocol.ops import Op, put_op
 
 __all__ = [
@@ -64,6 +76,7 @@ __all__ = [
     "CompressionSetting",
     "WireReport",
     "build_ops",
+    "first_download",
     "http_request",
     "main",
     "openrosa_submission",
@@ -414,6 +427,84 @@ def run(
     )
 
 
+# What the county server puts in one download page (server/services/sync.py RECORDS_PER_PAGE).
+RECORDS_PER_PAGE = 200
+DOWNLOAD_TARGET_BYTES = 1_000_000
+
+
+def _http_response(body: bytes) -> bytes:
+    head = (
+        "HTTP/1.1 200 OK\r\n"
+        "Server: waitress\r\n"
+        "Date: Wed, 25 Nov 2026 14:00:00 GMT\r\n"
+        f"Content-Type: {CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def first_download(
+    households: int = 500, *, dictionaries: DictionaryStore | None = None
+) -> dict[str, tuple[int, int]]:
+    """Bytes on the wire for a village's first download, per compression setting.
+
+    The records of ``households`` sample households are merged into record states (as the server
+    stores them), served in pages of :data:`RECORDS_PER_PAGE`: each page is one exchange (a hello
+    with the cursor, no batches) answered by one sealed reply. Returns setting name → (total
+    bytes of requests and responses, number of exchanges).
+    """
+    store = dictionaries if dictionaries is not None else DictionaryStore.packaged()
+    rng = random.Random(500)
+    author = _uuid(rng)
+    ops = build_ops(range(households), device_id=author, seed=1)
+    states = []
+    for op in ops:
+        result = merge(None, op, lambda _path: "lww", reference_ms=int(op.hlc[:12], 16))
+        states.append(result.state.to_dict() | {"revision": op.seq})
+    results: dict[str, tuple[int, int]] = {}
+    for setting in SETTINGS:
+        parties = _parties(setting, store, _uuid(rng))
+        total = exchanges = 0
+        sequence = 1
+        for start in range(0, len(states), RECORDS_PER_PAGE):
+            page_states = states[start : start + RECORDS_PER_PAGE]
+            after = start
+            hello = Hello(
+                device_id=parties.device.device_id,
+                cursors={"530102001201": after},
+                high_water_mark=0,
+                clock=f"019ab0000000-0000-{parties.device.device_id}",
+                capabilities=Capabilities(
+                    suites=(setting.suite,),
+                    compression=tuple(sorted(setting.methods)),
+                    dictionary_ids=tuple(parties.device.dictionaries.ids()),
+                ),
+            )
+            request = build_request(parties.device, hello, [], first_sequence=sequence)
+            sequence = request.next_sequence
+            page = DownloadPage(
+                scope="530102001201",
+                after=after,
+                next_cursor=after + len(page_states),
+                more=start + RECORDS_PER_PAGE < len(states),
+                records=tuple(page_states),
+            )
+            reply = build_reply(
+                ServerReply(server_time_ms=1_764_079_200_000, downloads=(page,)),
+                server_id="county-530102",
+                server_keys=parties.server,
+                device_public=parties.device_keys.encryption_public,
+                hello_sequence=request.hello_sequence,
+                suite=setting.suite,
+                allowed=setting.methods,
+                dictionaries=parties.device.dictionaries,
+            )
+            total += len(_sync_http_request(request.body)) + len(_http_response(reply))
+            exchanges += 1
+        results[setting.name] = (total, exchanges)
+    return results
+
+
 def print_report(report: WireReport, batch_sizes: Sequence[int], out: TextIO) -> None:
     """Print the side-by-side table."""
     print(
@@ -477,6 +568,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         "--batch-sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=BATCH_SIZES
     )
     parser.add_argument(
+        "--download-households",
+        type=int,
+        default=500,
+        help="households in the first-download measurement (0 skips it)",
+    )
+    parser.add_argument(
         "--write-dictionaries",
         action="store_true",
         help="retrain the zstd dictionaries in sync_protocol/dictionaries/ and exit",
@@ -488,4 +585,19 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return 0
     report = run(args.households, args.batch_sizes)
     print_report(report, args.batch_sizes, out)
+    if args.download_households:
+        download = first_download(args.download_households)
+        records = args.download_households * len(BUILTIN_IDS)
+        print(
+            f"first download of a village, {args.download_households} households "
+            f"({records} record states, {RECORDS_PER_PAGE} per page, requests + responses; "
+            f"target <= {DOWNLOAD_TARGET_BYTES:,} B):",
+            file=out,
+        )
+        for name, (total, exchanges) in download.items():
+            print(
+                f"  {name:>22}: {total:>10,} B in {exchanges} exchanges "
+                f"({total / records:.0f} B/record)",
+                file=out,
+            )
     return 0

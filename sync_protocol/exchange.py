@@ -40,6 +40,7 @@ from typing import BinaryIO, Final, cast
 from sync_protocol.compression import (
     ALL_METHODS,
     DEFAULT_MAX_SIZE,
+    LARGE_PAYLOAD,
     DictionaryStore,
     Method,
     ZstdDict,
@@ -139,10 +140,11 @@ def _smallest(
     """The smallest encoding: raw, deflate-raw, then zstd with the first dictionary or without.
 
     zstd at level 19 is the costly step (~14 ms per 32 KiB batch here), so it runs once: with
-    the dictionary of the most used form version when there is one (with a dictionary zstd is
-    never meaningfully larger than without), else plain.
+    the dictionary of the most used form version when there is one and the payload is small
+    enough for dictionaries to matter (with a dictionary zstd is never meaningfully larger than
+    without), else plain.
     """
-    if candidates and Method.ZSTD_DICTIONARY in allowed:
+    if candidates and Method.ZSTD_DICTIONARY in allowed and len(payload) <= LARGE_PAYLOAD:
         dictionary = candidates[0]
         method, best = compress(payload, allowed=allowed - {Method.ZSTD}, dictionary=dictionary)
         return method, best, dictionary.dictionary_id if method is Method.ZSTD_DICTIONARY else 0

@@ -7,8 +7,10 @@ import io
 from bench.__main__ import discover
 from bench.__main__ import main as bench_main
 from bench.wire_size import (
+    DOWNLOAD_TARGET_BYTES,
     SETTINGS,
     build_ops,
+    first_download,
     http_request,
     main,
     openrosa_submission,
@@ -45,11 +47,15 @@ def test_packaged_dictionaries_cover_the_builtin_instruments() -> None:
 
 def test_cli_prints_the_table() -> None:
     out = io.StringIO()
-    assert main(["--households", "2", "--batch-sizes", "1,4"], out=out) == 0
+    assert (
+        main(["--households", "2", "--batch-sizes", "1,4", "--download-households", "2"], out=out)
+        == 0
+    )
     text = out.getvalue()
     assert "deflate-raw (browser)" in text and "zstd+dictionary" in text
     assert "ODK-style OpenRosa submission" in text
     assert "32KiB*" in text
+    assert "first download of a village, 2 households" in text
 
 
 def test_bench_runner_finds_wire_size() -> None:
@@ -75,3 +81,11 @@ def test_http_request_bytes() -> None:
     request = http_request("/api/v1/sync", [("Content-Type", "x/y")], b"abc")
     assert request.endswith(b"\r\nContent-Length: 3\r\n\r\nabc")
     assert request.startswith(b"POST /api/v1/sync HTTP/1.1\r\nHost: ")
+
+
+def test_first_download_is_measured_for_every_setting() -> None:
+    download = first_download(households=3)
+    assert set(download) == {s.name for s in SETTINGS}
+    for total, exchanges in download.values():
+        assert exchanges == 1  # 18 record states fit one page
+        assert 0 < total < DOWNLOAD_TARGET_BYTES

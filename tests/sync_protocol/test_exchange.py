@@ -381,3 +381,36 @@ def test_damaged_envelopes_raise_only_protocol_errors(position: int, value: int)
         assert exc.code.startswith(
             ("envelope_", "unknown_", "corrupt_", "decompressed_", "message_")
         )
+
+
+def test_large_reply_with_a_dictionary_still_gets_plain_zstd() -> None:
+    from sync_protocol.compression import LARGE_PAYLOAD
+    from sync_protocol.messages import DownloadPage, encode_message
+
+    samples = [encode_message(UploadBatch(1, (op,))) for op in _ops(300, seed=11)]
+    dictionary = train_dictionary("household_roster", 1, samples, size=4096)
+    states = tuple(
+        {"record_id": op.record_id, "form_id": "household_roster", "form_version": 1}
+        | {"values": op.to_dict()["changes"], "note": "x" * 200}
+        for op in _ops(1500, seed=12)
+    )
+    reply = ServerReply(
+        server_time_ms=1,
+        downloads=(DownloadPage("530102001201", 0, 1500, False, records=states),),
+    )
+    assert len(encode_message(reply)) > LARGE_PAYLOAD
+    envelope = build_reply(
+        reply,
+        server_id=SERVER_ID,
+        server_keys=SERVER,
+        device_public=DEVICE_KEYS.encryption_public,
+        hello_sequence=1,
+        dictionaries=DictionaryStore([dictionary]),
+    )
+    opened = open_message(
+        envelope,
+        recipient_keys={DEVICE_KEYS.encryption.key_id(): DEVICE_KEYS.encryption},
+        sender_verify_key=lambda sender: SERVER.signing_public,
+    )
+    assert opened.header.compression == Method.ZSTD
+    assert opened.message == reply
