@@ -124,6 +124,62 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "Run pending schema migrations when the app starts (`server init-db` does it explicitly).",
     ),
+    Setting(
+        "attachments_dir",
+        "",
+        "Folder for uploaded attachments (house photos), stored by SHA-256. "
+        "Empty: an `attachments` folder next to the SQLite file (`var/attachments` for PostgreSQL).",
+    ),
+    Setting(
+        "attachment_max_bytes",
+        20 * 1024 * 1024,
+        "Largest attachment a device may upload (413 beyond).",
+    ),
+    Setting(
+        "upload_signature_max_age_seconds",
+        300,
+        "How far a device's signed upload request time may be from server time before it is "
+        "refused.",
+    ),
+    Setting(
+        "upload_abandon_hours",
+        72,
+        "Unfinished uploads untouched for this long are deleted by the purge job.",
+    ),
+    Setting(
+        "scheduler_enabled",
+        True,
+        "Run the scheduled jobs (publication, purges, backup, alerts) inside `server serve`. "
+        "Tests leave it to call the job functions directly.",
+    ),
+    Setting(
+        "job_lock_seconds",
+        600,
+        "How long a process holds a job's database lock; another process may run the job only "
+        "after the lock expires, so each run happens once across processes.",
+    ),
+    Setting(
+        "backup_dir",
+        "",
+        "Folder for the nightly SQLite backups. Empty: a `backups` folder next to the SQLite file.",
+    ),
+    Setting("backup_keep", 7, "How many nightly SQLite backups to keep (older ones are deleted)."),
+    Setting("backup_hour", 2, "Hour (Beijing time, 0-23) of the nightly SQLite backup."),
+    Setting(
+        "stale_device_days",
+        7,
+        "An active device that has not synced for this many days is reported stale (audit alert).",
+    ),
+    Setting(
+        "conflict_reminder_days",
+        7,
+        "Conflicts open longer than this many days get a reminder (audit alert) each day.",
+    ),
+    Setting(
+        "publish_check_seconds",
+        60,
+        "How often the scheduler publishes form versions whose publication time has come.",
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
