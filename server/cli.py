@@ -20,6 +20,7 @@ import click
 from flask import Flask, current_app, has_app_context
 
 from server.errors import ApiError
+from server.settings import SettingError
 
 if TYPE_CHECKING:
     from server.services.bootstrap import StartReport
@@ -34,7 +35,10 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
     from server.app import create_app
     from server.extensions import db
 
-    app = create_app(overrides or None)
+    try:
+        app = create_app(overrides or None)
+    except SettingError as exc:
+        raise click.ClickException(str(exc)) from None
     with app.app_context():
         try:
             yield app
@@ -200,7 +204,10 @@ def serve(host: str | None, port: int | None) -> None:
     with _app_context() as app:
         host = host or app.config["HOST"]
         port = app.config["PORT"] if port is None else port
-        report = prepare()
+        try:
+            report = prepare()
+        except ApiError as exc:
+            _fail(exc)
         server = waitress.create_server(
             app, host=host, port=port, threads=app.config["SERVE_THREADS"]
         )

@@ -93,6 +93,19 @@ def test_backup_copies_a_live_sqlite_database(sqlite_url: str, tmp_path: Path) -
     copy.close()
 
 
+def test_bad_settings_are_reported_without_a_traceback(tmp_path: Path) -> None:
+    env = {"VILLAGE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path}/c.db", "VILLAGE_SYNC_PORT": "x"}
+    result = CliRunner().invoke(main, ["init-db"], env=env)
+    assert result.exit_code == 1 and "PORT: expected an integer" in result.output
+    env = {
+        "VILLAGE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path}/c.db",
+        "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "keys"),
+        "VILLAGE_SYNC_COUNTY_CODE": "53",
+    }
+    result = CliRunner().invoke(main, ["serve", "--port", "0"], env=env)
+    assert result.exit_code == 1 and "area_prefix" in result.output
+
+
 def test_backup_refuses_postgresql(postgres_url: str, tmp_path: Path) -> None:
     env = {"VILLAGE_SYNC_DATABASE_URL": postgres_url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path)}
     result = CliRunner().invoke(main, ["backup", "--to", str(tmp_path / "x.db")], env=env)
