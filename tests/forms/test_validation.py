@@ -14,9 +14,11 @@ from forms import load_definition
 from forms.definition import FormDefinition
 from forms.expressions import EvaluationContext
 from forms.validation import Issue, validate_record
+from tests.forms.conftest import HOUSING_V1
 
 CONTEXT = EvaluationContext(today=date(2026, 11, 25), config={"monitoring_line": 8700})
 HASH = "sha256:" + "ab" * 32
+HOUSING_DEFN = load_definition(HOUSING_V1)
 
 
 @pytest.fixture
@@ -469,3 +471,48 @@ def test_a_hidden_repeat_drops_its_rows_without_reporting_them(
     result = validate_record(defn, record, CONTEXT)
     assert result.ok, result.errors
     assert "members" not in result.cleaned
+
+
+VALUE_BY_FIELD: dict[str, st.SearchStrategy[Any]] = {
+    "head_name": st.text(max_size=4),
+    "build_year": st.one_of(st.integers(1800, 2030), st.sampled_from(["1990", "x"])),
+    "has_house": st.one_of(st.booleans(), st.just("true"), st.none()),
+    "grade": st.sampled_from(["A", "B", "C", "D", "E", ""]),
+    "method": st.sampled_from(["维修加固", "拆除重建", "x"]),
+    "subsidy": st.one_of(st.floats(0, 1e6), st.integers(0, 10**6), st.just("12.5")),
+    "visited": st.one_of(st.dates().map(date.isoformat), st.just("2026-02-30")),
+    "photo": st.sampled_from([HASH, HASH.upper().replace("SHA256", "sha256"), "bad"]),
+    "location": st.one_of(
+        st.fixed_dictionaries({"lat": st.floats(-100, 100), "lon": st.floats(-200, 200)}),
+        st.just("25 102"),
+    ),
+    "issues": st.lists(st.sampled_from(["roof", "wall", "base", "sky"]), max_size=4),
+    "extra": st.integers(),
+}
+ROW_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "name": st.text(max_size=3),
+    "id_number": st.text(max_size=3),
+    "age": st.one_of(st.integers(-5, 140), st.just("12")),
+    "schooling": st.text(max_size=3),
+}
+
+
+@st.composite
+def housing_records(draw: st.DrawFn) -> dict[str, Any]:
+    record = {name: draw(values) for name, values in VALUE_BY_FIELD.items() if draw(st.booleans())}
+    if draw(st.booleans()):
+        ids = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=4, unique=True))
+        record["members"] = [
+            {"_id": i, **{k: draw(v) for k, v in ROW_VALUES.items() if draw(st.booleans())}}
+            for i in ids
+        ]
+    return record
+
+
+@settings(max_examples=150, deadline=None)
+@given(housing_records())
+def test_cleaning_is_idempotent(record: dict[str, Any]) -> None:
+    first = validate_record(HOUSING_DEFN, record, CONTEXT)
+    second = validate_record(HOUSING_DEFN, first.cleaned, CONTEXT)
+    assert second.cleaned == first.cleaned
+    assert [i.to_dict() for i in second.issues] == [i.to_dict() for i in first.issues]
