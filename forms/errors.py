@@ -56,8 +56,31 @@ class ExpressionError(FormsError):
         self, code: str, message: str, position: int, *, message_zh: str | None = None
     ) -> None:
         self.position = position
-        super().__init__(code, f"{message} (at character {position})", message_zh=message_zh)
+        zh = message_zh or _EXPRESSION_ZH.get(code, type(self).default_message_zh)
+        super().__init__(
+            code,
+            f"{message} (at character {position})",
+            message_zh=f"{zh}（第 {position + 1} 个字符处）",
+        )
         self.detail = message
+
+
+# Chinese texts of the expression error codes (county staff read these when a form is refused).
+_EXPRESSION_ZH = {
+    "empty": "表达式为空",
+    "too_long": "表达式太长",
+    "too_deep": "表达式嵌套太深或运算符连写太多",
+    "unexpected_character": "表达式中有无法识别的字符",
+    "unterminated_string": "字符串缺少结束引号",
+    "bad_field_reference": "字段引用应写成 ${字段名}",
+    "bad_number": "数字太长",
+    "unexpected_token": "表达式格式错误",
+    "unexpected_end": "表达式不完整",
+    "unknown_function": "不支持的函数",
+    "arity": "函数参数个数不对",
+    "bad_argument": "函数参数有误",
+    "bad_regex": "正则表达式有误或可能运行过慢",
+}
 
 
 class EvaluationError(FormsError):

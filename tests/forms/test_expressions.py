@@ -285,6 +285,9 @@ def test_parse_errors_have_code_and_position(text: str, code: str, position: int
     error = parse_error(text)
     assert (error.code, error.position) == (code, position)
     assert str(position) in error.message
+    assert f"第 {position + 1} 个字符处" in error.message_zh
+    if code != "unexpected_token":  # every other code has its own Chinese text
+        assert not error.message_zh.startswith("表达式格式错误")
 
 
 @pytest.mark.parametrize("op", ["+", "*", " and ", " or ", " = ", " div "])
