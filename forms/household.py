@@ -8,16 +8,20 @@ prefilled from the roster) and the household core (one person, one ID number).
 Each problem is a :class:`HouseholdIssue`: a validation issue (contracts §3) with code
 ``household``, the rule's id in ``check_id`` and the instrument it points at in ``form_id``, so a
 tablet shows it on the right field and the server stores it next to the record's own issues.
-Pure: no clock is read unless the caller leaves ``today`` out.
+``compare_with_departments`` compares the records with department lists keyed by ID number
+(医保, 教育, 残联, 民政, 住建) and turns each mismatch into a verification task (a warning), never an
+overwrite. Pure: no clock is read unless the caller leaves ``today`` out.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from forms.errors import FormsError
 from forms.identity import (
     IdNumberError,
     VillageCodeError,
@@ -31,7 +35,13 @@ from forms.indicators import housing_indicator
 from forms.text import LocalizedText
 from forms.validation import Issue, Severity
 
-__all__ = ["HouseholdIssue", "check_household"]
+__all__ = [
+    "DepartmentListError",
+    "DepartmentLists",
+    "HouseholdIssue",
+    "check_household",
+    "compare_with_departments",
+]
 
 ROSTER = "household_roster"
 HOUSING = "housing_safety"
@@ -341,3 +351,244 @@ def _monitoring_rules(
             "the risk is unsafe housing, but the house is appraised A or B; please check",
             "warning",
         )
+
+
+# --- department data (部门数据比对) ------------------------------------------------------------------
+
+
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
+
+
+class DepartmentListError(FormsError, ValueError):
+    """A department list keyed by something that is not an ID number."""
+
+    code = "department_list_invalid"
+    default_message = "a department list must be keyed by ID numbers"
+    default_message_zh = "部门数据应以身份证号为键"
+
+
+def _id_index(raw: Mapping[str, Any] | None, what: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise DepartmentListError(
+            message=f"{what} must map ID numbers to values", message_zh=f"{what} 应为身份证号映射"
+        )
+    index: dict[str, Any] = {}
+    for number, value in raw.items():
+        key = _id_key(number)
+        if key is None or not _ID_SHAPE.fullmatch(key):
+            raise DepartmentListError(
+                message=f"{what}: {number!r} is not an ID number",
+                message_zh=f"{what} 中的 {number!r} 不是身份证号",
+            )
+        index[key] = value
+    return index
+
+
+@dataclass(frozen=True)
+class DepartmentLists:
+    """What departments know about people, keyed by ID number (DOMAIN.md, 部门数据比对).
+
+    Each list is optional (None: that department's data is not available, so nothing is
+    compared). Keys are normalised like the roster's, so spelling differences do not matter.
+
+    * ``insured`` (医保): ID → ``"resident"`` or ``"employee"`` for everyone insured.
+    * ``enrolled`` (教育): ID → school stage of every enrolled pupil (any text).
+    * ``disability_cards`` (残联): ID → the card number or any note, for every card holder.
+    * ``assistance`` (民政): ID → ``"低保"`` or ``"特困"``.
+    * ``dangerous_houses`` (住建): the household head's ID → appraisal grade on file.
+
+    Raises ``DepartmentListError`` from the constructor for a key that is not an ID number.
+    """
+
+    insured: Mapping[str, str] | None = None
+    enrolled: Mapping[str, str] | None = None
+    disability_cards: Mapping[str, str] | None = None
+    assistance: Mapping[str, str] | None = None
+    dangerous_houses: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "insured",
+            "enrolled",
+            "disability_cards",
+            "assistance",
+            "dangerous_houses",
+        ):
+            object.__setattr__(self, name, _id_index(getattr(self, name), name))
+
+
+_INSURANCE_NAMES = {"resident": "城乡居民基本医保", "employee": "城镇职工基本医保"}
+_ASSISTANCE_FLAGS = {"低保": "农村低保户", "特困": "分散供养特困人员"}
+
+
+def compare_with_departments(
+    records: Mapping[str, Mapping[str, Any] | None],
+    lists: DepartmentLists,
+    *,
+    today: date | None = None,
+) -> list[HouseholdIssue]:
+    """Compare one household's records with department lists; return verification tasks.
+
+    Every mismatch is a *warning* with check id ``department_<what>``: a task for the village
+    team to re-check, never a reason to overwrite what the team recorded (DOMAIN.md). ``today``
+    dates school age for the enrolment comparison (defaults to the local date).
+    """
+    today = today or date.today()
+    tasks: list[HouseholdIssue] = []
+    roster = _record(records, ROSTER)
+    members = {
+        k: (n, row) for n, row in _rows(roster, "members") if (k := _id_key(row.get("id_number")))
+    }
+    tasks.extend(_compare_insurance(_record(records, INSURANCE), members, lists.insured))
+    tasks.extend(_compare_enrolment(_record(records, EDUCATION), lists.enrolled, today))
+    if roster is not None:
+        tasks.extend(_compare_roster(roster, members, lists))
+    head = next((k for k, (_, row) in members.items() if row.get("relation") == "户主"), None)
+    housing = _record(records, HOUSING)
+    on_file = (lists.dangerous_houses or {}).get(head) if head else None
+    if housing and on_file and housing.get("appraisal_grade") not in (None, "", on_file):
+        tasks.append(
+            _issue(
+                HOUSING,
+                "department_appraisal_differs",
+                "appraisal_grade",
+                f"住建部门鉴定等级为{on_file}，与调查记录（{housing.get('appraisal_grade')}）不一致，请核实",
+                f"the housing department has grade {on_file} on file, the survey recorded "
+                f"{housing.get('appraisal_grade')}; please verify",
+                "warning",
+            )
+        )
+    return tasks
+
+
+def _compare_insurance(
+    insurance: Mapping[str, Any] | None,
+    members: Mapping[str, tuple[int, Mapping[str, Any]]],
+    insured: Mapping[str, str] | None,
+) -> Iterator[HouseholdIssue]:
+    if insured is None or insurance is None:
+        return
+    listed = set()
+    for number, row in _rows(insurance, "members"):
+        key = _id_key(row.get("id_number"))
+        if key is None:
+            continue
+        listed.add(key)
+        recorded = [
+            kind
+            for kind, name in (
+                ("resident", "resident_insurance"),
+                ("employee", "employee_insurance"),
+            )
+            if row.get(name) is True
+        ]
+        known = insured.get(key)
+        if known is None and recorded:
+            yield _issue(
+                INSURANCE,
+                "department_not_insured",
+                _row_path("members", number, row, "resident_insurance"),
+                "医保部门数据中没有该成员的参保记录，请核实",
+                "the medical-insurance department has no enrolment for this member; please verify",
+                "warning",
+                number,
+            )
+        elif known is not None and known not in recorded:
+            yield _issue(
+                INSURANCE,
+                "department_insurance_differs",
+                _row_path("members", number, row, "resident_insurance"),
+                f"医保部门数据显示该成员参加{_INSURANCE_NAMES.get(known, known)}，与调查记录不一致，请核实",
+                f"the medical-insurance department has this member in {known} insurance, "
+                "unlike the survey; please verify",
+                "warning",
+                number,
+            )
+    for key, (_, member) in members.items():
+        if key not in listed and key in insured:
+            yield _issue(
+                INSURANCE,
+                "department_insured_not_listed",
+                "members",
+                f"医保部门显示{member.get('name') or ''}已参保，但参保调查中没有该成员",
+                f"the department has {member.get('name') or 'a member'} insured, "
+                "but the insurance survey does not list them",
+                "warning",
+            )
+
+
+def _compare_enrolment(
+    education: Mapping[str, Any] | None, enrolled: Mapping[str, str] | None, today: date
+) -> Iterator[HouseholdIssue]:
+    if enrolled is None or education is None:
+        return
+    for number, row in _rows(education, "children"):
+        key = _id_key(row.get("id_number"))
+        if key is None:
+            continue
+        schooling = row.get("schooling")
+        if key in enrolled and not schooling:
+            yield _issue(
+                EDUCATION,
+                "department_enrolled_but_dropout",
+                _row_path("children", number, row, "schooling"),
+                f"教育部门显示该生在校（{enrolled[key]}），调查记录为未在校，请核实",
+                f"the education department has this child enrolled ({enrolled[key]}), "
+                "the survey says out of school; please verify",
+                "warning",
+                number,
+            )
+        elif schooling in ("小学", "初中") and key not in enrolled:
+            try:
+                age = age_on(
+                    parse_id_number(key, today=today).birth_date, school_year_reference(today)
+                )
+            except IdNumberError:
+                continue
+            if 6 <= age <= 16:
+                yield _issue(
+                    EDUCATION,
+                    "department_not_enrolled",
+                    _row_path("children", number, row, "schooling"),
+                    "调查记录为在校，但教育部门学籍中没有该生，请核实",
+                    "the survey says in school, but the education department has no enrolment; "
+                    "please verify",
+                    "warning",
+                    number,
+                )
+
+
+def _compare_roster(
+    roster: Mapping[str, Any],
+    members: Mapping[str, tuple[int, Mapping[str, Any]]],
+    lists: DepartmentLists,
+) -> Iterator[HouseholdIssue]:
+    flags = _selected(roster, "low_income_flags")
+    for key, (number, row) in members.items():
+        if lists.disability_cards is not None and key in lists.disability_cards:
+            if "残疾" not in _selected(row, "health"):
+                yield _issue(
+                    ROSTER,
+                    "department_disability_card",
+                    _row_path("members", number, row, "health"),
+                    "残联数据显示该成员持有残疾人证，但健康状况未选“残疾”，请核实",
+                    "the disabled persons' federation lists a disability card for this member, "
+                    "but health does not say disabled; please verify",
+                    "warning",
+                    number,
+                )
+    # One task per missing flag, however many members civil affairs lists under it.
+    kinds = {(lists.assistance or {}).get(key) for key in members}
+    for kind, flag in _ASSISTANCE_FLAGS.items():
+        if kind in kinds and flag not in flags:
+            yield _issue(
+                ROSTER,
+                "department_assistance_flag_missing",
+                "low_income_flags",
+                f"民政部门数据显示该户有{kind}对象，但未标注“{flag}”，请核实",
+                f"civil affairs lists a {kind} recipient in this household, but the flag "
+                f"{flag} is missing; please verify",
+                "warning",
+            )

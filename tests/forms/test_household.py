@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forms.household import HouseholdIssue, check_household
+from forms.household import (
+    DepartmentListError,
+    DepartmentLists,
+    HouseholdIssue,
+    check_household,
+    compare_with_departments,
+)
 from forms.identity import id_check_char
 from forms.instruments.samples import DEFAULT_TODAY, problem_household, sample_household
 
@@ -256,3 +262,96 @@ _VALUES = st.recursive(
 def test_odd_data_never_crashes_the_cross_checks(records: dict) -> None:
     for issue in check_household(records, village_code=VILLAGE, today=TODAY):
         assert issue.to_dict()["code"] == "household"
+
+
+# --- department data ------------------------------------------------------------------------------
+
+
+def department_view(records: dict) -> DepartmentLists:
+    """Department lists that agree with what the team recorded."""
+    insured = {
+        row["id_number"]: "resident" if row["resident_insurance"] else "employee"
+        for row in records["medical_insurance"]["members"]
+    }
+    enrolled = {
+        row["id_number"]: row["schooling"]
+        for row in records["compulsory_education"]["children"]
+        if row.get("schooling")
+    }
+    return DepartmentLists(insured=insured, enrolled=enrolled, disability_cards={})
+
+
+def test_agreeing_department_data_raises_nothing() -> None:
+    for seed in range(40):
+        records = sample_household(seed)
+        assert compare_with_departments(records, department_view(records), today=TODAY) == []
+
+
+def test_department_insurance_mismatches_are_verification_tasks() -> None:
+    records = copy.deepcopy(sample_household(8))
+    lists = department_view(records)
+    rows = records["medical_insurance"]["members"]
+    first = rows[0]["id_number"]
+    insured = dict(lists.insured or {})
+    insured[first] = "employee" if insured[first] == "resident" else "resident"
+    if len(rows) > 1:
+        del insured[rows[1]["id_number"]]
+    # A roster member the survey forgot, whom the department has insured.
+    newborn = make_id(date(2026, 5, 1), 62)
+    records["household_roster"]["members"].append(
+        member("m9", "新生儿", "无劳动力", birth=date(2026, 5, 1), sequence=62)
+    )
+    insured[newborn] = "resident"
+    tasks = compare_with_departments(records, DepartmentLists(insured=insured), today=TODAY)
+    found = {t.check_id: t for t in tasks}
+    assert all(t.severity == "warning" for t in tasks)
+    assert found["department_insurance_differs"].row == 1
+    assert found["department_insurance_differs"].form_id == "medical_insurance"
+    assert "department_insured_not_listed" in found
+    if len(rows) > 1:
+        assert found["department_not_insured"].row == 2
+
+
+def test_department_enrolment_mismatches() -> None:
+    records = problem_household("dropout", 2)
+    children = records["compulsory_education"]["children"]
+    dropout = next(row for row in children if "dropout_reason" in row)
+    # 教育 still has the dropout on its rolls; nobody else is enrolled.
+    lists = DepartmentLists(enrolled={dropout["id_number"].lower(): "七年级"})
+    found = {t.check_id: t for t in compare_with_departments(records, lists, today=TODAY)}
+    assert found["department_enrolled_but_dropout"].path.endswith("/schooling")
+    in_school = [row for row in children if row.get("schooling") in ("小学", "初中")]
+    assert ("department_not_enrolled" in found) == bool(in_school)
+
+
+def test_department_disability_assistance_and_housing() -> None:
+    records = household("普通劳动力", "普通劳动力")
+    head_id = records["household_roster"]["members"][0]["id_number"]
+    wife_id = records["household_roster"]["members"][1]["id_number"]
+    records["housing_safety"] = {"appraisal_grade": "B"}
+    lists = DepartmentLists(
+        disability_cards={wife_id: "53010219620301002242"},
+        assistance={head_id: "低保", wife_id: "低保"},
+        dangerous_houses={head_id: "D"},
+    )
+    found = {t.check_id: t for t in compare_with_departments(records, lists, today=TODAY)}
+    assert found["department_disability_card"].row == 2
+    assert found["department_assistance_flag_missing"].path == "low_income_flags"
+    assert found["department_appraisal_differs"].form_id == "housing_safety"
+    tasks = compare_with_departments(records, lists, today=TODAY)
+    assert [t.check_id for t in tasks].count("department_assistance_flag_missing") == 1
+    records["household_roster"]["low_income_flags"] = ["农村低保户"]
+    records["household_roster"]["members"][1]["health"] = ["残疾"]
+    records["housing_safety"] = {"appraisal_grade": "D"}
+    assert compare_with_departments(records, lists, today=TODAY) == []
+
+
+def test_missing_department_lists_compare_nothing() -> None:
+    records = problem_household("dropout", 2)
+    assert compare_with_departments(records, DepartmentLists(), today=TODAY) == []
+
+
+def test_department_list_keys_must_be_id_numbers() -> None:
+    with pytest.raises(DepartmentListError) as err:
+        DepartmentLists(insured={"张三": "resident"})
+    assert err.value.code == "department_list_invalid"
