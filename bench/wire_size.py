@@ -497,7 +497,8 @@ def first_download(
                 hello_sequence=request.hello_sequence,
                 suite=setting.suite,
                 allowed=setting.methods,
-                dictionaries=parties.device.dictionaries,
+                dictionaries=store,
+                peer_dictionary_ids=hello.capabilities.dictionary_ids,
             )
             total += len(_sync_http_request(request.body)) + len(_http_response(reply))
             exchanges += 1

@@ -38,6 +38,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -170,15 +171,15 @@ class DictionaryStore:
 
     @classmethod
     def packaged(cls) -> DictionaryStore:
-        """The dictionaries shipped in ``sync_protocol/dictionaries/``."""
-        root = resources.files("sync_protocol") / "dictionaries"
-        with resources.as_file(root) as directory:
-            if not Path(directory).is_dir():
-                return cls()
-            return cls.from_directory(Path(directory))
+        """A new store holding the dictionaries shipped in ``sync_protocol/dictionaries/``.
+
+        The files are read once per process; each call returns its own store.
+        """
+        return cls(_packaged_dictionaries())
 
     def add(self, dictionary: ZstdDict) -> None:
-        """Register ``dictionary``; a later one for the same form version becomes the default."""
+        """Register ``dictionary``. Several dictionaries of one form version may be held (old
+        ones stay readable); :meth:`for_form` returns the one added last."""
         self._by_id[dictionary.dictionary_id] = dictionary
         self._by_form[(dictionary.form_id, dictionary.form_version)] = dictionary
 
@@ -202,6 +203,16 @@ class DictionaryStore:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+@cache
+def _packaged_dictionaries() -> tuple[ZstdDict, ...]:
+    root = resources.files("sync_protocol") / "dictionaries"
+    with resources.as_file(root) as directory:
+        if not Path(directory).is_dir():
+            return ()
+        store = DictionaryStore.from_directory(Path(directory))
+        return tuple(store.get(dictionary_id) for dictionary_id in store.ids())
 
 
 def _zstd_compressor(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import io
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final, cast
 
@@ -162,10 +162,13 @@ def seal_message(
     suite: int = BROWSER_SUITE,
     allowed: Iterable[int] = ALL_METHODS,
     dictionaries: DictionaryStore | None = None,
+    peer_dictionary_ids: Collection[int] | None = None,
 ) -> bytes:
     """Encode, compress (smallest allowed method) and seal one message; return the envelope.
 
-    Raises the envelope's errors (:func:`sync_protocol.envelope.seal`) and
+    A dictionary is used only if ``dictionaries`` has one for the message's most used form
+    version and, when ``peer_dictionary_ids`` is given, the recipient holds it (a device lists
+    its dictionaries in the hello; the server holds every packaged dictionary). Raises the envelope's errors (:func:`sync_protocol.envelope.seal`) and
     :class:`~sync_protocol.errors.InvalidMessage` for a message JSON cannot carry.
     """
     permitted = frozenset(Method(m) for m in allowed if m in Method._value2member_map_)
@@ -174,7 +177,9 @@ def seal_message(
     if dictionaries is not None:
         for form_id, version in _form_versions(message):
             dictionary = dictionaries.for_form(form_id, version)
-            if dictionary is not None:
+            if dictionary is not None and (
+                peer_dictionary_ids is None or dictionary.dictionary_id in peer_dictionary_ids
+            ):
                 candidates.append(dictionary)
                 break
     method, compressed, dictionary_id = _smallest(payload, permitted, candidates)
@@ -443,11 +448,13 @@ def build_reply(
     suite: int = BROWSER_SUITE,
     allowed: Iterable[int] = ALL_METHODS,
     dictionaries: DictionaryStore | None = None,
+    peer_dictionary_ids: Collection[int] | None = None,
 ) -> bytes:
     """Seal the reply to the device; its envelope sequence is the request's hello sequence.
 
     ``allowed`` should be the intersection of the server's methods and the hello's
-    ``capabilities.compression``; ``suite`` the suite the hello came in. Raises the sealing
+    ``capabilities.compression``, ``peer_dictionary_ids`` the hello's
+    ``capabilities.dictionary_ids``, ``suite`` the suite the hello came in. Raises the sealing
     errors of :func:`seal_message`.
     """
     return seal_message(
@@ -459,6 +466,7 @@ def build_reply(
         suite=suite,
         allowed=allowed,
         dictionaries=dictionaries,
+        peer_dictionary_ids=peer_dictionary_ids,
     )
 
 

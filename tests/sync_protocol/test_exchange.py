@@ -414,3 +414,31 @@ def test_large_reply_with_a_dictionary_still_gets_plain_zstd() -> None:
     )
     assert opened.header.compression == Method.ZSTD
     assert opened.message == reply
+
+
+def test_reply_uses_only_dictionaries_the_device_holds() -> None:
+    from sync_protocol.messages import encode_message
+
+    samples = [encode_message(UploadBatch(1, (op,))) for op in _ops(300, seed=13)]
+    dictionary = train_dictionary("household_roster", 1, samples, size=4096)
+    state = {"record_id": "r-1", "form_id": "household_roster", "form_version": 1}
+    reply = ServerReply(
+        server_time_ms=1,
+        acks=(Ack(1, (OpAck(1, "applied", revision=1),), 1, records=(state,)),),
+    )
+    methods = {}
+    for held in ([], [dictionary.dictionary_id]):
+        envelope = build_reply(
+            reply,
+            server_id=SERVER_ID,
+            server_keys=SERVER,
+            device_public=DEVICE_KEYS.encryption_public,
+            hello_sequence=1,
+            dictionaries=DictionaryStore([dictionary]),
+            peer_dictionary_ids=held,
+        )
+        device = _device(dictionaries=DictionaryStore([dictionary]) if held else DictionaryStore())
+        assert open_reply(envelope, device, hello_sequence=1) == reply
+        methods[len(held)] = envelope[6]  # the header's compression byte
+    assert methods[0] != Method.ZSTD_DICTIONARY
+    assert methods[1] == Method.ZSTD_DICTIONARY
