@@ -112,12 +112,42 @@ class DefinitionIssue:
     code: str = "schema"
     position: int | None = None
 
+    @property
+    def message_zh(self) -> str:
+        """A Chinese lead-in for the code followed by the (English) detail and the place."""
+        lead = _DEFINITION_ZH.get(self.code) or _EXPRESSION_ZH.get(self.code, "表单定义有误")
+        where = f"，第 {self.position + 1} 个字符处" if self.position is not None else ""
+        return f"{lead}（{self.path}{where}）：{self.message}"
+
     def to_dict(self) -> dict[str, object]:
         """Return the issue as a JSON-able dict (``position`` only when known)."""
-        out: dict[str, object] = {"path": self.path, "code": self.code, "message": self.message}
+        out: dict[str, object] = {
+            "path": self.path,
+            "code": self.code,
+            "message": self.message,
+            "message_zh": self.message_zh,
+        }
         if self.position is not None:
             out["position"] = self.position
         return out
+
+
+_DEFINITION_ZH = {
+    "schema": "格式不符合要求",
+    "duplicate_name": "名称重复",
+    "duplicate_choice": "选项值重复",
+    "missing_choices": "选择题缺少选项列表",
+    "unknown_choice_list": "选项列表不存在",
+    "unexpected_attribute": "此类题目不能设置该项",
+    "missing_label": "缺少题目文字",
+    "missing_calculate": "计算字段缺少计算公式",
+    "empty_repeat": "重复组里没有题目",
+    "bad_rows": "行数限制有误",
+    "repeat_too_deep": "重复组嵌套太深",
+    "unknown_reference": "表达式引用了不存在或不在范围内的字段",
+    "not_a_repeat": "该函数只能用于重复组",
+    "bad_upgrade": "版本升级规则有误",
+}
 
 
 class FormDefinitionError(FormsError):

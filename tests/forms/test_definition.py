@@ -386,3 +386,16 @@ def test_the_documented_example_loads_and_every_function_is_documented() -> None
     assert defn.field("children/dropout_reason").merge == "review"
     for name in FUNCTIONS:
         assert f"`{name}(" in text, f"function {name} is missing from docs/forms.md"
+
+
+def test_issues_have_a_chinese_text(housing_doc: dict[str, Any]) -> None:
+    housing_doc["fields"][1]["constraint"] = ". >= 1900 and"
+    housing_doc["fields"][2]["relevant"] = "${ghost}"
+    with pytest.raises(FormDefinitionError) as info:
+        load_definition(housing_doc)
+    by_code = {i.code: i.to_dict() for i in info.value.issues}
+    assert by_code["unexpected_end"]["message_zh"].startswith(
+        "表达式不完整（fields/build_year/constraint，第 14 个字符处）"
+    )
+    assert by_code["unknown_reference"]["message_zh"].startswith("表达式引用了不存在")
+    assert info.value.messages()["zh"].startswith("表单定义无效")
