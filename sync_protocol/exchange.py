@@ -215,6 +215,8 @@ def open_message(
 ) -> OpenedMessage:
     """Verify, decrypt, decompress and decode one envelope.
 
+    ``dictionaries`` defaults to the packaged ones (what the server holds).
+
     Raises the envelope errors of :func:`sync_protocol.envelope.open_envelope` (bad signature,
     wrong key, replay ...), the compression errors (bomb, unknown dictionary ...), and
     :class:`~sync_protocol.errors.InvalidMessage` for a payload that is not a valid message of
@@ -229,7 +231,7 @@ def open_message(
     payload = decompress(
         opened.header.compression,
         opened.payload,
-        dictionaries,
+        dictionaries if dictionaries is not None else DictionaryStore.packaged(),
         max_size,
         dictionary_id=opened.header.dictionary_id,
     )

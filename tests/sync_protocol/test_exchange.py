@@ -442,3 +442,13 @@ def test_reply_uses_only_dictionaries_the_device_holds() -> None:
         methods[len(held)] = envelope[6]  # the header's compression byte
     assert methods[0] != Method.ZSTD_DICTIONARY
     assert methods[1] == Method.ZSTD_DICTIONARY
+
+
+def test_server_side_opens_packaged_dictionary_batches_by_default() -> None:
+    store = DictionaryStore.packaged()
+    assert store.for_form("household_roster", 1) is not None
+    device = _device(dictionaries=store)
+    request = build_request(device, _hello(), [UploadBatch(1, tuple(_ops(1)))], first_sequence=1)
+    opened = _server_open(list(iter_request_frames(request.body))[1], "batch")
+    assert opened.header.compression == Method.ZSTD_DICTIONARY
+    assert opened.message == UploadBatch(1, tuple(_ops(1)))
