@@ -205,9 +205,13 @@ def _front_code(paths: Sequence[str]) -> list[tuple[int, str]]:
     return coded
 
 
-def _op_dict(op: Op | Mapping[str, Any]) -> dict[str, Any]:
+def _op_dict(op: Op | Mapping[str, Any], where: str) -> dict[str, Any]:
     if isinstance(op, Mapping):
-        return dict(op)
+        # A dict is validated as an Op first, so encoding never writes what decoding refuses.
+        try:
+            return Op.from_dict(op).to_dict()
+        except ProtocolError as exc:
+            raise MalformedBatch(where, exc.message) from None
     return op.to_dict()
 
 
@@ -232,8 +236,8 @@ def batch_to_json(ops: Iterable[Op | Mapping[str, Any]]) -> list[Any]:
     encoded_ops: list[list[Any]] = []
     previous_seq = 0
     for i, op in enumerate(ops):
-        fields = _op_dict(op)
         where = f"ops[{i}]"
+        fields = _op_dict(op, where)
         missing = [name for name in _FIELDS if name not in fields]
         if missing:
             raise MalformedBatch(f"{where}.{missing[0]}", "missing")

@@ -316,6 +316,16 @@ def test_encoding_refuses_values_the_wire_cannot_carry() -> None:
         canonical_json({"x": float("nan")})
 
 
+def test_dict_ops_are_validated_before_encoding() -> None:
+    op = _sample_op(1, "r1").to_dict()
+    del op["hlc"]
+    with pytest.raises(MalformedBatch) as info:
+        encode_batch([op])
+    assert info.value.where == "ops[0]"
+    assert "hlc" in info.value.message
+    assert decode_batch(encode_batch([_sample_op(1, "r1").to_dict()])) == [_sample_op(1, "r1")]
+
+
 def test_parse_json_refuses_lone_surrogates_when_encoded_again() -> None:
     value = parse_json(b'"\\ud800"')
     with pytest.raises(MalformedBatch):
