@@ -28,7 +28,7 @@ from sync_protocol.crypto import (
 from sync_protocol.exchange import CONTENT_TYPE, DeviceEnd, Request, build_request, open_reply
 from sync_protocol.merge import RecordState
 from sync_protocol.messages import Capabilities, Hello, ServerReply, UploadBatch
-from sync_protocol.ops import Op, put_op
+from sync_protocol.ops import Op, delete_op, put_op
 
 SYNC_URL = "/api/v1/sync"
 YEAR_MS = 365 * 24 * 3600 * 1000
@@ -169,6 +169,23 @@ class SyncDevice:
         household = {"village_code": village, "household_no": household_no}
         self.put(record_id, form_id, flatten(data), household=household, **kw)
         return record_id
+
+    def delete(self, record_id: str) -> Op:
+        """Queue the deletion of a record, naming every value this device saw in it."""
+        state = RecordState.from_dict(self.states[record_id])
+        self.op_seq += 1
+        op = delete_op(
+            device_id=self.device_id,
+            seq=self.op_seq,
+            record_id=record_id,
+            form_id=state.form_id,
+            form_version=state.form_version,
+            base=state.delete_base(""),
+            hlc=self.clock.now(),
+            base_revision=state.revision,
+        )
+        self.pending.append(op)
+        return op
 
     # --- syncing ---------------------------------------------------------------------------
 

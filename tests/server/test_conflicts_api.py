@@ -1,0 +1,163 @@
+"""The conflicts API: area and role scoping, filters, delete conflicts — on conflicts made by real
+devices over the sealed sync exchange (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from sync_protocol.merge import RecordState
+from tests.server.conftest import add_user, assert_error, login
+from tests.server.sync_device import (
+    FAR_VILLAGE,
+    HOUSE_A,
+    OTHER_TOWNSHIP,
+    TOWNSHIP,
+    VILLAGE,
+    SyncDevice,
+    county,
+)
+
+__all__ = ["county"]  # the fixture, imported for pytest
+
+
+def make_grade_conflict(
+    client: FlaskClient, admin_headers: dict[str, str], village: str, household_no: str
+) -> tuple[str, str]:
+    """Two devices of ``village`` change one house's grade differently; (record id, conflict id)."""
+    first = SyncDevice.enroll(client, admin_headers, village)
+    second = SyncDevice.enroll(client, admin_headers, village, clock_offset_ms=1000)
+    record_id = first.create("housing_safety", HOUSE_A, village=village, household_no=household_no)
+    first.sync()
+    second.sync()
+    first.put(record_id, "housing_safety", {"appraisal_grade": "B"})
+    # Confirming the old grade while the other device changed it is a conflict too.
+    second.put(record_id, "housing_safety", {"appraisal_grade": "A", "storeys": 2})
+    first.sync()
+    (ack,) = second.sync().acks[0].acks
+    assert ack.status == "conflict"
+    (conflict_id,) = ack.conflict_ids
+    return record_id, conflict_id
+
+
+@pytest.fixture
+def two_townships(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> dict[str, tuple[str, str]]:
+    return {
+        TOWNSHIP: make_grade_conflict(client, admin_headers, VILLAGE, "H1"),
+        OTHER_TOWNSHIP: make_grade_conflict(client, admin_headers, FAR_VILLAGE, "H2"),
+    }
+
+
+def reviewer(app: Flask, client: FlaskClient, name: str, township: str) -> dict[str, str]:
+    add_user(app, name, "township_reviewer", township)
+    return login(client, name)
+
+
+def test_a_reviewer_sees_and_resolves_only_conflicts_of_its_township(
+    county: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    two_townships: dict[str, tuple[str, str]],
+) -> None:
+    mine_record, mine = two_townships[TOWNSHIP]
+    _other_record, other = two_townships[OTHER_TOWNSHIP]
+    headers = reviewer(county, client, "reviewer-1", TOWNSHIP)
+
+    everything = client.get("/api/v1/conflicts", headers=admin_headers).get_json()
+    assert {c["id"] for c in everything["items"]} == {mine, other}
+    listed = client.get("/api/v1/conflicts", headers=headers).get_json()
+    assert [c["id"] for c in listed["items"]] == [mine] and listed["total"] == 1
+
+    # Another township's conflict is absent, even by id, even to resolve.
+    assert_error(
+        client.get(f"/api/v1/conflicts/{other}", headers=headers), 404, "conflict_not_found"
+    )
+    assert_error(
+        client.post(f"/api/v1/conflicts/{other}/resolve", json={"value": "A"}, headers=headers),
+        404,
+        "conflict_not_found",
+    )
+    assert_error(
+        client.get(f"/api/v1/records/{_other_record}", headers=headers), 404, "record_not_found"
+    )
+
+    detail = client.get(f"/api/v1/conflicts/{mine}", headers=headers).get_json()
+    stamp = next(c["stamp"] for c in detail["candidates"] if c["value"] == "B")
+    resolved = client.post(
+        f"/api/v1/conflicts/{mine}/resolve", json={"candidate": stamp}, headers=headers
+    )
+    assert resolved.status_code == 200, resolved.get_json()
+    closed = client.get(
+        "/api/v1/conflicts", query_string={"status": "resolved"}, headers=headers
+    ).get_json()
+    assert [(c["id"], c["resolved_by"]) for c in closed["items"]] == [(mine, "reviewer-1")]
+    audit = client.get(
+        "/api/v1/audit", query_string={"action": "conflict.resolve"}, headers=headers
+    ).get_json()
+    assert [(a["target_id"], a["actor"], a["area_code"]) for a in audit] == [
+        (mine, "reviewer-1", VILLAGE)
+    ]
+    record = client.get(f"/api/v1/records/{mine_record}", headers=headers).get_json()
+    assert record["data"]["appraisal_grade"] == "B"
+
+
+def test_list_filters_by_village_form_and_status(
+    county: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    two_townships: dict[str, tuple[str, str]],
+) -> None:
+    _record, mine = two_townships[TOWNSHIP]
+
+    def ids(**query: str) -> list[str]:
+        response = client.get("/api/v1/conflicts", query_string=query, headers=admin_headers)
+        assert response.status_code == 200, response.get_json()
+        return [c["id"] for c in response.get_json()["items"]]
+
+    assert ids(village=VILLAGE) == [mine]
+    assert ids(village=TOWNSHIP) == [mine]
+    assert len(ids(form_id="housing_safety")) == 2
+    assert ids(form_id="drinking_water") == []
+    assert ids(status="resolved") == []
+    assert len(ids(status="all")) == 2
+    assert_error(
+        client.get("/api/v1/conflicts", query_string={"village": "53x"}, headers=admin_headers),
+        400,
+        "validation_failed",
+    )
+    assert_error(client.get("/api/v1/conflicts"), 401, "missing_token")
+
+
+def test_delete_racing_an_edit_is_kept_when_the_reviewer_says_so(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    first = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    second = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    record_id = first.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H9")
+    first.sync()
+    second.sync()
+    first.delete(record_id)
+    second.put(record_id, "housing_safety", {"storeys": 2})
+    first.sync()
+    ack = second.sync().acks[0].acks[0]
+    assert ack.status == "conflict"
+    (conflict_id,) = ack.conflict_ids
+    detail = client.get(f"/api/v1/conflicts/{conflict_id}", headers=admin_headers).get_json()
+    assert detail["kind"] == "delete_edit"
+    assert detail["theirs"] == {"storeys": 2}
+    wrong = client.post(
+        f"/api/v1/conflicts/{conflict_id}/resolve", json={"value": 1}, headers=admin_headers
+    )
+    assert_error(wrong, 400, "resolution_choice_invalid")
+    kept = client.post(
+        f"/api/v1/conflicts/{conflict_id}/resolve", json={"action": "keep"}, headers=admin_headers
+    )
+    assert kept.status_code == 200, kept.get_json()
+    for device in (first, second):
+        device.sync()
+        state = RecordState.from_dict(device.states[record_id])
+        assert not state.deleted and state.conflicts == []
+        assert device.values(record_id)["storeys"] == 2
