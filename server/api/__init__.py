@@ -23,6 +23,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.audit",
     "server.api.indicators",
     "server.api.exports",
+    "server.api.uploads",
     "server.api.sync",
     "server.api.conflicts",
     "server.api.records",
