@@ -391,11 +391,17 @@ class Frame:
     truncated: bool = False
 
 
-def iter_request_frames(body: bytes | BinaryIO) -> Iterator[Frame]:
+def iter_request_frames(
+    body: bytes | BinaryIO,
+    *,
+    disconnect_errors: tuple[type[BaseException], ...] = (OSError,),
+) -> Iterator[Frame]:
     """Yield the frames of a request body in order, reading a stream as it arrives.
 
     A body cut short (the connection dropped) ends with one frame marked ``truncated`` holding
-    the bytes that did arrive; every complete frame before it is yielded intact. Raises
+    the bytes that did arrive; every complete frame before it is yielded intact. A read that
+    raises one of ``disconnect_errors`` counts as the end of the body (pass the WSGI server's
+    "client disconnected" exception, e.g. werkzeug's ``ClientDisconnected``). Raises
     :class:`~sync_protocol.errors.MalformedFrame` for a length of 0 or above the envelope size
     limit (such a body was never a request; nothing after it can be trusted to line up).
     """
@@ -404,7 +410,7 @@ def iter_request_frames(body: bytes | BinaryIO) -> Iterator[Frame]:
     )
     index = 0
     while True:
-        prefix = _read_exactly(stream, FRAME_PREFIX_BYTES)
+        prefix = _read_exactly(stream, FRAME_PREFIX_BYTES, disconnect_errors)
         if not prefix:
             return
         if len(prefix) < FRAME_PREFIX_BYTES:
@@ -416,7 +422,7 @@ def iter_request_frames(body: bytes | BinaryIO) -> Iterator[Frame]:
                 f"frame {index} announces {length} bytes (allowed 1..{MAX_ENVELOPE_BYTES})",
                 message_zh=f"第 {index} 帧长度 {length} 无效",
             )
-        data = _read_exactly(stream, length)
+        data = _read_exactly(stream, length, disconnect_errors)
         if len(data) < length:
             yield Frame(index, data, truncated=True)
             return
@@ -424,12 +430,17 @@ def iter_request_frames(body: bytes | BinaryIO) -> Iterator[Frame]:
         index += 1
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def _read_exactly(
+    stream: BinaryIO, size: int, disconnect_errors: tuple[type[BaseException], ...]
+) -> bytes:
     """Read ``size`` bytes, fewer only at the end of the stream (short reads are retried)."""
     chunks: list[bytes] = []
     remaining = size
     while remaining:
-        chunk = stream.read(remaining)
+        try:
+            chunk = stream.read(remaining)
+        except disconnect_errors:
+            break
         if not chunk:
             break
         chunks.append(chunk)

@@ -452,3 +452,38 @@ def test_server_side_opens_packaged_dictionary_batches_by_default() -> None:
     opened = _server_open(list(iter_request_frames(request.body))[1], "batch")
     assert opened.header.compression == Method.ZSTD_DICTIONARY
     assert opened.message == UploadBatch(1, tuple(_ops(1)))
+
+
+class _Disconnected(Exception):
+    """Stands for a WSGI server's "client disconnected" error."""
+
+
+class _CutStream(io.RawIOBase):
+    """Delivers ``limit`` bytes of ``data`` and then fails the way a dropped socket does."""
+
+    def __init__(self, data: bytes, limit: int, error: type[BaseException]) -> None:
+        self._data = io.BytesIO(data[:limit])
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._data.read(min(size, 100) if size >= 0 else 100)
+        if not chunk:
+            raise self._error("connection reset")
+        return chunk
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError, _Disconnected])
+def test_a_read_error_counts_as_the_end_of_the_body(error: type[BaseException]) -> None:
+    cut = _REQUEST.frame_sizes[0] + _REQUEST.frame_sizes[1] + 10
+    frames = list(
+        iter_request_frames(
+            _CutStream(_BODY, cut, error), disconnect_errors=(OSError, _Disconnected)
+        )
+    )
+    assert [(f.index, f.truncated) for f in frames] == [(0, False), (1, False), (2, True)]
+    assert len(frames[2].data) == 6
+    with pytest.raises(_Disconnected):
+        list(iter_request_frames(_CutStream(_BODY, cut, _Disconnected)))
