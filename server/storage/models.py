@@ -343,3 +343,23 @@ class Attachment(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+
+
+# --- scheduled jobs ----------------------------------------------------------------------
+
+
+class JobLock(Base):
+    """A scheduled job's lock across app processes (migration 0003).
+
+    A process runs a job only after switching ``locked_until`` from the past to the future with
+    one conditional UPDATE, so of several processes firing the same job exactly one runs it; a
+    process that dies mid-run leaves a lock that simply expires.
+    """
+
+    __tablename__ = "job_locks"
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(120), default="")
+    locked_until: Mapped[datetime]
+    last_started_at: Mapped[datetime | None]
+    last_finished_at: Mapped[datetime | None]
+    last_result: Mapped[dict[str, Any]] = mapped_column(default=dict)
