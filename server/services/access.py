@@ -13,6 +13,8 @@ ROLES = (COUNTY_ADMIN, TOWNSHIP_REVIEWER)
 #: Lengths of the area prefixes a scope or an account may have (county, township, village).
 AREA_LENGTHS = {COUNTY_ADMIN: (0, 6), TOWNSHIP_REVIEWER: (9,)}
 SCOPE_LENGTHS = (6, 9, 12)
+#: A tablet works for one village team or one township team, never a whole county (DESIGN §3).
+DEVICE_SCOPE_LENGTHS = (9, 12)
 
 
 @dataclass(frozen=True)
@@ -40,17 +42,25 @@ class Principal:
             )
 
 
-def check_scope(scope: str, field: str = "scope") -> str:
-    """Return ``scope`` if it is a county (6), township (9) or village (12) code prefix.
+def check_scope(scope: str, field: str = "scope", lengths: tuple[int, ...] = SCOPE_LENGTHS) -> str:
+    """Return ``scope`` stripped if it is an area code prefix of one of ``lengths`` digits
+    (county 6, township 9, village 12).
 
     Raises :class:`ValidationFailed` with ``details.fields[field]`` otherwise.
     """
     scope = (scope or "").strip()
-    if not (scope.isascii() and scope.isdigit() and len(scope) in SCOPE_LENGTHS):
+    if not (scope.isascii() and scope.isdigit() and len(scope) in lengths):
+        names = {
+            6: ("6位（县）", "6 (county)"),
+            9: ("9位（乡镇）", "9 (township)"),
+            12: ("12位（村）", "12 (village)"),
+        }
         raise ValidationFailed(
-            en="a scope is a 6-, 9- or 12-digit area code (county, township, village)",
-            zh="数据范围应为6位（县）、9位（乡镇）或12位（村）行政区划代码",
-            details={"fields": {field: ["6, 9 or 12 digits"]}},
+            en="a scope is an area code of "
+            + " or ".join(names[n][1] for n in lengths)
+            + " digits",
+            zh="数据范围应为" + "或".join(names[n][0] for n in lengths) + "行政区划代码",
+            details={"fields": {field: [" or ".join(str(n) for n in lengths) + " digits"]}},
         )
     return scope
 

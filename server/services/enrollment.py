@@ -18,7 +18,7 @@ from flask import current_app
 
 from server.errors import Conflict, Gone, Unauthorized, ValidationFailed
 from server.services import throttle
-from server.services.access import Actor, Principal, check_scope
+from server.services.access import DEVICE_SCOPE_LENGTHS, Actor, Principal, check_scope
 from server.services.keys import app_key_ring
 from server.storage import audit, devices, enrollment
 from server.storage import forms as form_store
@@ -70,12 +70,13 @@ def _new_code() -> str:
 
 
 def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -> IssuedCode:
-    """Issue a one-time code for ``scope`` valid for ``days`` (default: the setting); audited.
+    """Issue a one-time code for a village (12 digits) or township (9) ``scope``, valid for
+    ``days`` (default: the setting); audited.
 
-    Raises :class:`ValidationFailed` for a malformed scope or a validity outside 1-90 days and
+    Raises :class:`ValidationFailed` for another scope or a validity outside 1-90 days and
     :class:`server.errors.Forbidden` for a scope outside the actor's area.
     """
-    scope = check_scope(scope)
+    scope = check_scope(scope, lengths=DEVICE_SCOPE_LENGTHS)
     actor.require_area(scope)
     days = int(days if days is not None else current_app.config["ENROLLMENT_CODE_DAYS"])
     if not 1 <= days <= MAX_CODE_DAYS:

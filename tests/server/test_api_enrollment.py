@@ -136,7 +136,7 @@ def test_malformed_keys_and_scopes_are_400(
     assert "x25519_public" in error["details"]["fields"]
     # The code was not spent by the malformed attempt.
     assert client.post("/api/v1/devices/enroll", json=enroll_body(code)).status_code == 201
-    for scope in ("5301", "53010200120", "53010200120X"):
+    for scope in ("5301", "530102", "53010200120", "53010200120X"):
         bad = client.post("/api/v1/enrollment-codes", json={"scope": scope}, headers=admin_headers)
         assert_error(bad, 400, "validation_failed")
     too_long = client.post(
