@@ -542,9 +542,23 @@ class DeviceStore:
 
     @contextmanager
     def transaction(self) -> Iterator[DeviceStore]:
-        """One atomic unit of work (nested calls become savepoints)."""
-        with self.db.atomic():
+        """One atomic unit of work; nested calls become savepoints of the outer one.
+
+        The outer transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock before
+        reading, so two processes on one file (a CLI run while the sync client works) queue up
+        behind SQLite's busy timeout instead of both reading the same ``last_seq``.
+        """
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield self
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
             yield self
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
 
     # --- identity and keys -----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,29 @@ def test_op_sequence_is_contiguous_and_stamps_only_go_up(
         op = _queue_put(again, "r9", {"storeys": 9}, {"storeys": 9})
         assert op.seq == 6
         assert Stamp.parse(op.hlc) > stamps[-1]
+
+
+def test_two_processes_on_one_file_never_share_a_seq(store: DeviceStore, db_path: Path) -> None:
+    """A CLI run and the sync client may write at once; numbering stays contiguous."""
+    errors: list[BaseException] = []
+
+    def writer(prefix: str) -> None:
+        try:
+            with DeviceStore.open(db_path) as own:
+                for i in range(15):
+                    _queue_put(own, f"{prefix}{i}", {"storeys": i}, {"storeys": i})
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert [op.seq for op in store.pending_ops()] == list(range(1, 31))
+    stamps = [op.hlc for op in store.pending_ops()]
+    assert stamps == sorted(stamps) and len(set(stamps)) == 30
 
 
 def test_seq_numbers_are_not_reused_after_acks(store: DeviceStore) -> None:
