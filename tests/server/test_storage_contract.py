@@ -168,6 +168,16 @@ class TestStorageContract:
         assert len(seen) == len(set(seen)) == 2 * per_writer
         assert set(seen) == set(written)
 
+    def test_reserved_revisions_are_consecutive_and_never_reused(self) -> None:
+        with writing():
+            first = revisions.reserve_revisions("530102", 5)
+            single = revisions.next_revision("530102")
+            second = revisions.reserve_revisions("530102", 3)
+        assert list(first) == [1, 2, 3, 4, 5] and single == 6 and list(second) == [7, 8, 9]
+        assert put(village=VILLAGE_A).revision == 10
+        with pytest.raises(ValueError), writing():
+            revisions.reserve_revisions("530102", 0)
+
     def test_history_is_kept_in_order(self) -> None:
         record = put(grade="A")
         with writing():
