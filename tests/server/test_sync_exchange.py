@@ -208,3 +208,31 @@ def test_cursor_outside_the_device_scope_is_denied(county: Flask, device: SyncDe
     assert response.status_code == 403
     reply = device.open(response, request)
     assert reply.refusal is not None and reply.refusal.code == "scope_denied"
+
+
+def test_envelope_sealed_to_an_unknown_server_key_is_refused(
+    county: Flask, device: SyncDevice
+) -> None:
+    from dataclasses import replace
+
+    from sync_protocol.crypto import generate_server_keys
+
+    stale = generate_server_keys().encryption_public
+    device.end = replace(device.end, server_encryption=stale)
+    assert_error(device.post(device.build([]).body), 400, "envelope_unknown_key_id")
+
+
+def test_a_batch_from_another_device_inside_an_exchange_is_rejected(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    other = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    other.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H1")
+    foreign = other.build()
+    foreign_batch = foreign.body[foreign.frame_sizes[0] :]
+    own = device.build([])
+    reply = device.open(device.post(own.body + foreign_batch), own)
+    assert [(f.status, f.code) for f in reply.frames] == [
+        ("committed", None),
+        ("rejected", "envelope_unknown_sender"),
+    ]
+    assert count(county, models.Record) == 0
