@@ -24,6 +24,7 @@ from village_client_stub.errors import BadInput, DeviceError, RecordInvalid
 from village_client_stub.prompts import FormPrompter, InputEnded, LineReader, ask_household
 from village_client_stub.records import RecordEditor, default_round, parse_household
 from village_client_stub.store import DeviceStore
+from village_client_stub.sync_cli import add_sync_commands
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -396,6 +397,10 @@ def status(db_path: Path, as_json: bool) -> None:
         click.echo(f"未完成的草稿 {len(info['drafts'])} 个（用 edit 草稿编号 --set 修改）：")
         for draft in info["drafts"]:
             click.echo(f"  {draft['draft_id']}  {draft['form_id']}  {draft['issues']} 处问题")
+
+
+# enroll, sync and simulate: the networked verbs (village_client_stub/sync_cli.py).
+add_sync_commands(main, device_command, _emit_json)
 
 
 if __name__ == "__main__":

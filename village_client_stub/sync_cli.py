@@ -1,0 +1,236 @@
+"""The networked verbs of ``village-device``: ``enroll``, ``sync`` and ``simulate``.
+
+They live here, next to the sync client, and are attached to the ``village-device`` group by
+:func:`add_sync_commands` (called once from ``village_client_stub.cli``), so they share its
+``--db``/``--json`` options and its one-line error handling.
+
+* ``enroll --server URL --code CODE`` — enrol this device and download forms and records.
+* ``sync`` — upload the outbox and download what changed, with a progress bar (records and
+  bytes) on stderr, retrying with backoff after drops; one line when the server refuses.
+* ``simulate --server URL …`` — enrol N fresh devices in a folder, fill realistic households
+  on each and sync them all (load tests, demos, benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from village_client_stub.enrollment import enroll as enroll_device
+from village_client_stub.store import DeviceStore
+from village_client_stub.sync_client import SyncClient, SyncProgress, SyncReport
+from village_client_stub.transport import DEFAULT_TIMEOUT_S, HttpTransport
+
+__all__ = ["ProgressBar", "add_sync_commands"]
+
+
+class ProgressBar:
+    """A click progress bar over ops (records) whose label shows bytes up and down.
+
+    Draws on stderr, so ``--json`` output on stdout stays one object; hidden when ``enabled``
+    is False.
+    """
+
+    def __init__(self, label: str, *, enabled: bool = True) -> None:
+        self.label = label
+        self.enabled = enabled
+        self._bar: Any = None
+        self._done = 0
+
+    def __call__(self, progress: SyncProgress) -> None:
+        """Take one progress report (the sync client's ``on_progress``)."""
+        if not self.enabled:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=max(progress.ops_total, 1),
+                label=self.label,
+                file=sys.stderr,
+                show_pos=True,
+                item_show_func=lambda _item: None,
+            )
+            self._bar.__enter__()
+        self._bar.length = max(progress.ops_total, progress.ops_done, 1)
+        wait = f" 等待 {progress.waiting_s:.0f}s 后重试" if progress.waiting_s >= 1 else ""
+        self._bar.label = (
+            f"{self.label} ↑{_size(progress.bytes_up)} ↓{_size(progress.bytes_down)}"
+            f" 记录↓{progress.records_received}{wait}"
+        )
+        step = progress.ops_done - self._done
+        self._done = progress.ops_done
+        self._bar.update(max(step, 0))
+
+    def close(self) -> None:
+        """Finish the bar's line."""
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.2f} MiB"
+
+
+def _report_lines(report: SyncReport) -> list[str]:
+    lines = [
+        f"同步完成：确认 {report.ops_acked} 个操作，收到 {report.records_received} 条记录、"
+        f"{report.forms_received} 个表单；上传 {_size(report.bytes_up)}，下载 "
+        f"{_size(report.bytes_down)}，{report.exchanges} 次交换，{report.failures} 次重试，"
+        f"用时 {report.elapsed_s:.1f} 秒"
+    ]
+    if report.ops_rejected:
+        lines.append(
+            f"被服务器拒绝、等待修改的操作 {len(report.ops_rejected)} 个（见 village-device status）"
+        )
+    if report.conflicts:
+        lines.append(f"产生冲突 {len(report.conflicts)} 个，等待县里审核")
+    return lines
+
+
+def add_sync_commands(
+    group: click.Group,
+    device_command: Callable[[Callable[..., Any]], Callable[..., Any]],
+    emit_json: Callable[[Mapping[str, Any]], None],
+) -> None:
+    """Attach ``enroll``, ``sync`` and ``simulate`` to ``group`` (the ``village-device`` CLI).
+
+    ``device_command`` is the CLI's decorator adding ``--db``/``--json`` and error handling;
+    ``emit_json`` prints one JSON object.
+    """
+
+    @group.command(help="向县级服务器注册本设备。Enrol this device with the county server.")
+    @click.option("--server", "server_url", required=True, help="Server URL, http://host:port.")
+    @click.option("--code", required=True, help="One-time enrollment code from the county.")
+    @click.option("--label", default="", help="A note the county sees (team, tablet).")
+    @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True)
+    @device_command
+    def enroll(
+        db_path: Path, as_json: bool, server_url: str, code: str, label: str, timeout: float
+    ) -> None:
+        bar = ProgressBar("下载表单和记录", enabled=not as_json and sys.stderr.isatty())
+        with DeviceStore.open(db_path) as store:
+            try:
+                result = enroll_device(
+                    store,
+                    server_url,
+                    code,
+                    label=label,
+                    transport=HttpTransport(server_url, timeout=timeout),
+                    on_progress=bar,
+                )
+            finally:
+                bar.close()
+        if as_json:
+            emit_json({"ok": True, **result.to_dict()})
+            return
+        click.echo(
+            f"已注册：设备 {result.device_id}，范围 {result.scope}，服务器 {result.server_url}"
+        )
+        click.echo(f"设备上的表单 {len(result.forms_on_device)} 个")
+        if result.first_sync_error:
+            click.echo(
+                f"首次下载未完成（{result.first_sync_error}），请稍后运行 village-device sync"
+            )
+
+    @group.command(help="与服务器同步（上传、下载，断线自动重试）。Sync with the server.")
+    @click.option(
+        "--max-failures",
+        type=int,
+        default=10,
+        show_default=True,
+        help="Give up after this many failed attempts in a row (backoff 1 s, 2 s, 4 s … 5 min).",
+    )
+    @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True)
+    @device_command
+    def sync(db_path: Path, as_json: bool, max_failures: int, timeout: float) -> None:
+        bar = ProgressBar("同步", enabled=not as_json and sys.stderr.isatty())
+        with DeviceStore.open(db_path) as store:
+            url = store.identity().server_url
+            transport = HttpTransport(url, timeout=timeout) if url else None
+            client = SyncClient(store, transport, on_progress=bar, max_failures=max_failures)
+            try:
+                report = client.sync()
+            finally:
+                bar.close()
+            status = store.status()
+        if as_json:
+            emit_json({"ok": True, **report.to_dict(), "pending_ops": status["pending_ops"]})
+            return
+        for line in _report_lines(report):
+            click.echo(line)
+
+    @group.command(
+        help="模拟多台设备：注册、填写样例农户并同步。Simulate N devices with sample households."
+    )
+    @click.option("--server", "server_url", required=True, help="Server URL, http://host:port.")
+    @click.option("--admin-user", default="admin", show_default=True)
+    @click.option(
+        "--admin-password",
+        envvar="VILLAGE_ADMIN_PASSWORD",
+        required=True,
+        help="Admin password (or $VILLAGE_ADMIN_PASSWORD); used to issue enrollment codes.",
+    )
+    @click.option("--devices", type=int, default=3, show_default=True)
+    @click.option("--households", type=int, default=10, show_default=True, help="Per device.")
+    @click.option("--village", default="530102001201", show_default=True, help="First village.")
+    @click.option(
+        "--forms",
+        "form_ids",
+        default="",
+        help="Comma-separated instruments to fill (default: all six).",
+    )
+    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option(
+        "--dir",
+        "folder",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("simulated-devices"),
+        show_default=True,
+    )
+    @click.option("--parallel", is_flag=True, help="Sync all devices at once (threads).")
+    @device_command
+    def simulate(
+        db_path: Path,
+        as_json: bool,
+        server_url: str,
+        admin_user: str,
+        admin_password: str,
+        devices: int,
+        households: int,
+        village: str,
+        form_ids: str,
+        seed: int,
+        folder: Path,
+        parallel: bool,
+    ) -> None:
+        from village_client_stub.simulator import Simulator
+
+        os.makedirs(folder, exist_ok=True)
+        simulator = Simulator(
+            server_url,
+            folder,
+            admin_user=admin_user,
+            admin_password=admin_password,
+            form_ids=tuple(f for f in form_ids.split(",") if f) or None,
+        )
+        result = simulator.run(
+            devices=devices,
+            households=households,
+            first_village=village,
+            seed=seed,
+            parallel=parallel,
+        )
+        if as_json:
+            emit_json({"ok": True, **result.to_dict()})
+            return
+        for line in result.lines():
+            click.echo(line)

@@ -1,0 +1,747 @@
+"""The device's sync client: drive the outbox through sealed exchanges until it is empty.
+
+One :meth:`SyncClient.sync` call runs exchanges (``POST /api/v1/sync``, docs/protocol.md §6)
+until nothing is left to upload and no download page says ``more``:
+
+1. Take the pending ops (``DeviceStore.pending_ops``: pending, and sent-but-unacknowledged,
+   lowest ``seq`` first) and cut them into batches sized for the link
+   (``sync_protocol.exchange.split_into_batches``). The request carries as many batches as fit
+   the **request budget**: the measured link speed times a target exchange time (default 5 s),
+   so on a 64 kbit/s link that drops every ~20 s an exchange is short enough to finish between
+   drops, and a drop costs at most one short exchange. On a fast link the budget grows to
+   eight 32 KiB batches.
+2. Persist the next envelope sequence, mark the ops sent, POST.
+3. No reply (reset, timeout, a cut-short body, a reply that does not verify): keep every op,
+   wait with exponential backoff and jitter (1 s, 2 s, 4 s … capped at 5 min) and try again.
+   The server answers ops it already committed with their stored acks (``duplicate``), so a
+   replay never doubles anything, and only ops without a verified ack are ever resent.
+4. A reply: verify and open it (``open_reply``: the server's signature, and the envelope
+   sequence that binds it to this request), fold the server time into the HLC, apply each
+   batch's acks (``mark_acked`` — an op leaves the outbox only here, all or nothing per batch,
+   after checking the acks name exactly the ops that batch carried), then the merged record
+   states, then each download page with its cursor in one local transaction.
+5. A refusal (revoked device, clock far off, unknown device, scope, unknown form version) stops
+   the sync with :class:`SyncRefused`, whose message is one clear line in Chinese and English.
+
+Envelope sequences: every envelope the device seals gets the next number of one counter that
+survives restarts. It lives in the device store's cursor table as the stream
+``envelope`` of the pseudo-scope ``exchange`` (not a village code, so it can never be mistaken
+for a download cursor) and is written *before* each request leaves.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from forms.errors import FormsError
+from forms.indicators import MonitoringConfig
+from sync_protocol.clock import HybridClock, Stamp
+from sync_protocol.compression import DictionaryStore, Method
+from sync_protocol.envelope import BROWSER_SUITE
+from sync_protocol.errors import ProtocolError
+from sync_protocol.exchange import (
+    CONTENT_TYPE,
+    DEFAULT_BATCH_WIRE_BYTES,
+    DeviceEnd,
+    build_request,
+    open_reply,
+    split_into_batches,
+)
+from sync_protocol.messages import (
+    Capabilities,
+    DownloadPage,
+    Hello,
+    ServerReply,
+    UploadBatch,
+)
+from sync_protocol.ops import Op
+from village_client_stub.errors import DeviceError
+from village_client_stub.store import DeviceStore
+from village_client_stub.transport import HttpTransport, TransportError
+
+__all__ = [
+    "ENVELOPE_SCOPE",
+    "MANIFEST_SCOPE",
+    "SYNC_PATH",
+    "Backoff",
+    "LinkEstimate",
+    "NotEnrolled",
+    "SyncClient",
+    "SyncFailed",
+    "SyncProgress",
+    "SyncRefused",
+    "SyncReport",
+    "refusal_line",
+]
+
+SYNC_PATH: Final = "/api/v1/sync"
+#: Download scope of the form manifest and configuration (the server's ``MANIFEST_STREAM``).
+MANIFEST_SCOPE: Final = "manifest"
+#: Pseudo-scope of the device's own counters in the store's cursor table.
+ENVELOPE_SCOPE: Final = "exchange"
+_ENVELOPE_STREAM: Final = "envelope"
+_RECORDS_STREAM: Final = "records"
+_FORMS_STREAM: Final = "forms"
+#: Most batches one request carries on a fast link.
+MAX_BATCHES_PER_REQUEST: Final = 8
+#: The smallest request budget: even a crawling link gets a useful batch per exchange.
+MIN_REQUEST_BYTES: Final = 2048
+#: Ops considered per exchange (more than eight 32 KiB batches ever hold).
+_OPS_PER_EXCHANGE: Final = 4000
+# A jump of the envelope counter after the server says a sequence was already used (a device
+# store restored from an old copy): far past anything the old copy can have sent since.
+_SEQUENCE_JUMP: Final = 1 << 20
+
+
+class NotEnrolled(DeviceError):
+    """The device has no server yet: run ``village-device enroll --server URL --code CODE``."""
+
+    code = "not_enrolled"
+    default_message = "this device is not enrolled; run `village-device enroll` first"
+    default_message_zh = "本设备尚未注册，请先运行 village-device enroll"
+
+
+class SyncRefused(DeviceError):
+    """The server refused the exchange; ``code`` is the server's refusal code.
+
+    Known codes and what the user should do: ``device_revoked`` (contact the county),
+    ``device_unknown`` (enrol again), ``clock_skew`` (fix the tablet's clock),
+    ``scope_denied``, ``unknown_form_version`` (update forms), ``exchange_invalid`` (a bug).
+
+    Attributes:
+        backoff_ms: the server's wait hint (0 = none).
+    """
+
+    code = "server_refused"
+    default_message = "the server refused to sync"
+    default_message_zh = "服务器拒绝同步"
+
+    def __init__(
+        self, code: str, message: str, *, message_zh: str | None = None, backoff_ms: int = 0
+    ) -> None:
+        super().__init__(message, message_zh=message_zh)
+        self.code = code
+        self.backoff_ms = backoff_ms
+
+
+class SyncFailed(DeviceError):
+    """Sync gave up: too many failed attempts in a row, or a batch the server can never accept.
+
+    Nothing is lost: every op without a verified ack is still in the outbox.
+    """
+
+    code = "sync_failed"
+    default_message = "sync did not finish; every unsent edit is kept"
+    default_message_zh = "同步未完成，未发送的修改都已保留"
+
+
+# --- one-line reasons -----------------------------------------------------------------------------
+
+_REFUSALS: Final[dict[str, tuple[str, str]]] = {
+    "device_revoked": (
+        "此设备已被县级管理员停用，请联系县里重新注册",
+        "this device was revoked by the county; contact the county admin to enrol again",
+    ),
+    "device_unknown": (
+        "服务器不认识本设备，请用新的注册码重新注册（village-device enroll）",
+        "the server does not know this device; enrol again with a new code",
+    ),
+    "scope_denied": (
+        "同步范围超出本设备注册的村/乡范围",
+        "a download scope lies outside this device's enrolled area",
+    ),
+    "unknown_form_version": (
+        "服务器没有发布本设备使用的表单版本，请先更新表单再同步",
+        "the server never published a form version this device uses; update forms and retry",
+    ),
+    "exchange_invalid": (
+        "同步请求无效（程序错误），请报告给县里",
+        "the sync request is not valid (a program bug); please report it",
+    ),
+    "busy": ("服务器繁忙，请稍后再试", "the server is busy; try again later"),
+}
+
+
+def refusal_line(
+    code: str, *, server_time_ms: int | None = None, device_ms: int | None = None
+) -> tuple[str, str]:
+    """The one-line (Chinese, English) reason shown for a refusal ``code``.
+
+    For ``clock_skew`` the line says how far the tablet's clock is off when both times are known.
+    """
+    if code == "clock_skew":
+        if server_time_ms is not None and device_ms is not None:
+            hours = (device_ms - server_time_ms) / 3_600_000
+            ahead_zh = "快" if hours > 0 else "慢"
+            ahead_en = "ahead" if hours > 0 else "behind"
+            return (
+                f"设备时钟比服务器{ahead_zh}了约 {abs(hours):.1f} 小时，请校准时间后再同步",
+                f"the tablet clock is about {abs(hours):.1f} h {ahead_en} of the server; "
+                "fix the clock and sync again",
+            )
+        return (
+            "设备时钟与服务器相差太大，请校准时间后再同步",
+            "the tablet clock is far off; fix it",
+        )
+    return _REFUSALS.get(
+        code, (f"服务器拒绝同步（{code}）", f"the server refused to sync ({code})")
+    )
+
+
+# --- progress, report, pacing ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where a sync stands, for a progress bar.
+
+    ``ops_total`` counts the ops to deliver (those pending when the sync started and any queued
+    meanwhile); ``ops_done`` those with a verified ack. Bytes count the whole HTTP traffic.
+    """
+
+    ops_total: int
+    ops_done: int
+    bytes_up: int
+    bytes_down: int
+    exchanges: int
+    failures: int
+    records_received: int
+    waiting_s: float = 0.0
+
+
+@dataclass
+class SyncReport:
+    """What one :meth:`SyncClient.sync` did."""
+
+    exchanges: int = 0
+    failures: int = 0
+    ops_acked: int = 0
+    ops_rejected: list[int] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    records_received: int = 0
+    forms_received: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    elapsed_s: float = 0.0
+    pending_left: int = 0
+    status_counts: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "exchanges": self.exchanges,
+            "failures": self.failures,
+            "ops_acked": self.ops_acked,
+            "ops_rejected": list(self.ops_rejected),
+            "conflicts": list(self.conflicts),
+            "records_received": self.records_received,
+            "forms_received": self.forms_received,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "pending_left": self.pending_left,
+            "status_counts": dict(sorted(self.status_counts.items())),
+            "last_error": self.last_error,
+        }
+
+
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits between half and all of base·2ⁿ⁻¹.
+
+    1 s, 2 s, 4 s … capped at ``cap_s`` (5 min); "equal jitter" keeps at least half of each
+    step, so many tablets that lost the same link do not come back in lockstep, yet no retry
+    comes sooner than half the schedule.
+    """
+
+    def __init__(
+        self, base_s: float = 1.0, cap_s: float = 300.0, rng: random.Random | None = None
+    ) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        """Count one more failure and return how long to wait before the next attempt."""
+        self.failures += 1
+        step = min(self.cap_s, self.base_s * (2 ** (self.failures - 1)))
+        return step / 2 + self._rng.uniform(0, step / 2)
+
+    def reset(self) -> None:
+        """A success: the next failure starts the schedule again."""
+        self.failures = 0
+
+
+class LinkEstimate:
+    """How much one request should carry: measured link speed × a target exchange time.
+
+    Speed is an exponentially weighted average of (request + reply bytes) ÷ exchange time over
+    successful exchanges; the reply-to-request ratio is tracked too, because the reply (acks
+    with merged states, download pages) crosses the same link. The budget is the upload bytes
+    that keep a whole exchange near ``target_s``.
+    """
+
+    def __init__(
+        self,
+        *,
+        target_s: float = 5.0,
+        initial_bytes: int = DEFAULT_BATCH_WIRE_BYTES,
+        max_bytes: int = MAX_BATCHES_PER_REQUEST * DEFAULT_BATCH_WIRE_BYTES,
+        min_bytes: int = MIN_REQUEST_BYTES,
+    ) -> None:
+        self.target_s = target_s
+        self.max_bytes = max_bytes
+        self.min_bytes = min_bytes
+        self.bytes_per_s: float | None = None
+        self.reply_ratio = 1.0
+        self._budget = initial_bytes
+
+    def observe(self, sent: int, received: int, elapsed_s: float) -> None:
+        """Fold in one successful exchange."""
+        if elapsed_s <= 0 or sent <= 0:
+            return
+        speed = (sent + received) / elapsed_s
+        self.bytes_per_s = (
+            speed if self.bytes_per_s is None else 0.6 * self.bytes_per_s + 0.4 * speed
+        )
+        self.reply_ratio = 0.6 * self.reply_ratio + 0.4 * (received / sent)
+        budget = self.bytes_per_s * self.target_s / (1.0 + self.reply_ratio)
+        self._budget = int(max(self.min_bytes, min(self.max_bytes, budget)))
+
+    def failed(self) -> None:
+        """An exchange died on the way: carry less next time (a shorter exchange survives)."""
+        self._budget = max(self.min_bytes, self._budget // 2)
+
+    @property
+    def request_bytes(self) -> int:
+        """Upload bytes (batch frames) the next request may carry."""
+        return self._budget
+
+    @property
+    def batch_bytes(self) -> int:
+        """Wire size of each batch: at most the protocol default (32 KiB), at most the budget."""
+        return max(self.min_bytes, min(DEFAULT_BATCH_WIRE_BYTES, self._budget))
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Sent:
+    """One request in flight: its batches by batch_seq and its hello sequence."""
+
+    hello_sequence: int
+    batches: dict[int, list[int]]
+    body_bytes: int
+
+
+class SyncClient:
+    """Runs sync exchanges for one device store.
+
+    ``transport`` defaults to an :class:`HttpTransport` to the enrolled server URL. ``sleep``
+    and ``rng`` are injectable so tests can fault-inject time; ``on_progress`` is called after
+    every exchange and as request bytes leave.
+    """
+
+    def __init__(
+        self,
+        store: DeviceStore,
+        transport: HttpTransport | None = None,
+        *,
+        on_progress: Callable[[SyncProgress], None] | None = None,
+        max_failures: int = 10,
+        link: LinkEstimate | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        dictionaries: DictionaryStore | None = None,
+        suite: int = BROWSER_SUITE,
+    ) -> None:
+        """Prepare a client for an enrolled ``store``.
+
+        ``dictionaries``: zstd dictionaries the device compresses batches with and advertises
+        for replies; default the packaged ones (one per built-in form version), which every
+        server holds.
+
+        Raises:
+            NotEnrolled: the store has no server keys.
+        """
+        identity = store.identity()
+        keys = store.server_keys()
+        if keys is None or identity.server_url is None or identity.scope is None:
+            raise NotEnrolled()
+        self.store = store
+        self.transport = transport or HttpTransport(identity.server_url)
+        self.scope = identity.scope
+        self.on_progress = on_progress
+        self.max_failures = max_failures
+        self.link = link or LinkEstimate()
+        self.backoff = backoff or Backoff()
+        self._sleep = sleep
+        dictionaries = dictionaries if dictionaries is not None else DictionaryStore.packaged()
+        compression = {int(Method.RAW), int(Method.DEFLATE_RAW), int(Method.ZSTD)}
+        if len(dictionaries):
+            compression.add(int(Method.ZSTD_DICTIONARY))
+        self.end = DeviceEnd(
+            device_id=store.device_id,
+            keys=store.key_bundle(),
+            server_encryption=keys[0],
+            server_signing=keys[1],
+            suite=suite,
+            compression=frozenset(compression),
+            dictionaries=dictionaries,
+        )
+        self._report = SyncReport()
+        self._ops_total = 0
+        self._hint_s = 0.0
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def sync(self) -> SyncReport:
+        """Exchange until the outbox is delivered and every download page is applied.
+
+        Returns the report (rejected ops stay in the outbox for correction; conflicts are
+        recorded in the store). Raises:
+            SyncRefused: the server refused the device (revoked, unknown, clock far off …).
+            SyncFailed: ``max_failures`` attempts in a row failed, or the server rejected a batch
+                as it stands (tampered, malformed): retrying the same bytes cannot help.
+        """
+        started = time.monotonic()
+        sent_before = self.transport.bytes_sent
+        received_before = self.transport.bytes_received
+        self._report = report = SyncReport()
+        self._ops_total = len(self.store.pending_ops())
+        more_to_download = True
+        try:
+            while True:
+                pending = self.store.pending_ops(limit=_OPS_PER_EXCHANGE)
+                if not pending and not more_to_download:
+                    break
+                self._ops_total = max(
+                    self._ops_total, report.ops_acked + len(self.store.pending_ops())
+                )
+                try:
+                    more_to_download = self._exchange(pending)
+                except _RetryableFailure as failure:
+                    report.failures += 1
+                    report.last_error = failure.reason
+                    self.link.failed()
+                    if self.backoff.failures + 1 >= self.max_failures:
+                        raise SyncFailed(
+                            f"gave up after {self.max_failures} failed attempts in a row; "
+                            f"last: {failure.reason}",
+                            message_zh=f"连续 {self.max_failures} 次同步失败，已停止；"
+                            f"最后一次：{failure.reason_zh}。未发送的修改都已保留",
+                        ) from None
+                    delay = max(self.backoff.next_delay(), failure.wait_s)
+                    self._progress(waiting_s=delay)
+                    self._sleep(delay)
+                    continue
+                self.backoff.reset()
+                if self._hint_s and (more_to_download or self.store.pending_ops(limit=1)):
+                    # The server asked for a pause before the next exchange.
+                    self._progress(waiting_s=self._hint_s)
+                    self._sleep(self._hint_s)
+        except DeviceError as exc:
+            report.last_error = exc.message
+            self.store.record_sync_result(ok=False, error=f"{exc.code}: {exc.message}")
+            raise
+        finally:
+            report.elapsed_s = time.monotonic() - started
+            report.bytes_up = self.transport.bytes_sent - sent_before
+            report.bytes_down = self.transport.bytes_received - received_before
+            report.pending_left = len(self.store.pending_ops())
+        self.store.record_sync_result(ok=True)
+        self._progress()
+        return report
+
+    # --- one exchange -------------------------------------------------------------------------
+
+    def _exchange(self, pending: Sequence[Op]) -> bool:
+        """Run one exchange; return True when a download page says more follows.
+
+        Raises :class:`_RetryableFailure` when there was no usable reply, and the terminal
+        errors of :meth:`sync`.
+        """
+        report = self._report
+        batches = self._batches(pending)
+        hello = self._hello()
+        first_sequence = self._next_sequence()
+        # Batch seq = the batch's own envelope sequence: unique, increasing, and tells which
+        # request a batch ack answers.
+        batches = [
+            UploadBatch(batch_seq=first_sequence + 1 + i, ops=batch.ops)
+            for i, batch in enumerate(batches)
+        ]
+        request = build_request(self.end, hello, batches, first_sequence=first_sequence)
+        # The sequence is stored before the request leaves, so a crash right after sending can
+        # never make the next run reuse it.
+        self._store_sequence(request.next_sequence)
+        sent = _Sent(
+            hello_sequence=request.hello_sequence,
+            batches={b.batch_seq: [op.seq for op in b.ops] for b in batches},
+            body_bytes=len(request.body),
+        )
+        self.store.mark_sent([seq for seqs in sent.batches.values() for seq in seqs])
+        started = time.monotonic()
+        up_before, down_before = self.transport.bytes_sent, self.transport.bytes_received
+        report.exchanges += 1
+        try:
+            response = self.transport.request(
+                "POST",
+                SYNC_PATH,
+                request.body,
+                {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
+                on_sent=lambda _n: self._progress(),
+            )
+        except TransportError as exc:
+            raise _RetryableFailure(exc.message, exc.message_zh) from exc
+        reply = self._open(response, sent)
+        self.store.observe_server_time(reply.server_time_ms)
+        if reply.refusal is not None:
+            self._refused(reply)
+        more = self._apply(reply, sent)
+        self.link.observe(
+            self.transport.bytes_sent - up_before,
+            self.transport.bytes_received - down_before,
+            time.monotonic() - started,
+        )
+        self._progress()
+        self._check_frames(reply)
+        self._hint_s = reply.backoff_ms / 1000.0
+        return more
+
+    def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
+        """The batches of the next request: as many as the link budget allows, at least one."""
+        if not pending:
+            return []
+        batch_bytes = self.link.batch_bytes
+        count = max(1, min(MAX_BATCHES_PER_REQUEST, self.link.request_bytes // batch_bytes))
+        # Only cut as many ops as those batches can hold (an op takes at least ~40 bytes on the
+        # wire), so a long outbox is not compressed over and over on every exchange.
+        window = list(pending[: max(32, count * batch_bytes // 40)])
+        batches = split_into_batches(
+            window, batch_bytes, sender_id=self.end.device_id, allowed=self.end.compression
+        )
+        return batches[:count]
+
+    def _hello(self) -> Hello:
+        state = self.store.sync_state()
+        cursors: dict[str, int] = {self.scope: 0, MANIFEST_SCOPE: 0}
+        for scope, streams in state.cursors.items():
+            if scope == ENVELOPE_SCOPE:
+                continue
+            for stream, value in streams.items():
+                if stream in (_RECORDS_STREAM, _FORMS_STREAM) and value.isdigit():
+                    cursors[scope] = int(value)
+        last = Stamp.parse(state.hlc_last) if state.hlc_last else None
+        # A stamp for the hello only: it names no write, so it is not persisted.
+        clock = HybridClock(self.store.device_id, self.store.now_ms, last=last).now()
+        return Hello(
+            device_id=self.store.device_id,
+            cursors=cursors,
+            high_water_mark=state.acked_through,
+            clock=clock.to_text(),
+            capabilities=Capabilities(
+                suites=(1, 2),
+                compression=tuple(sorted(self.end.compression)),
+                dictionary_ids=tuple(self.end.dictionaries.ids()),
+            ),
+        )
+
+    def _next_sequence(self) -> int:
+        stored = self.store.cursor(ENVELOPE_SCOPE, _ENVELOPE_STREAM)
+        return int(stored) if stored and stored.isdigit() else 1
+
+    def _store_sequence(self, value: int) -> None:
+        with self.store.transaction():
+            self.store.set_cursor(ENVELOPE_SCOPE, str(value), _ENVELOPE_STREAM)
+
+    # --- reading the reply ----------------------------------------------------------------------
+
+    def _open(self, response: Any, sent: _Sent) -> ServerReply:
+        """The verified reply, or the right exception for an HTTP-level answer."""
+        if response.content_type == CONTENT_TYPE:
+            try:
+                return open_reply(response.body, self.end, hello_sequence=sent.hello_sequence)
+            except ProtocolError as exc:
+                # A reply that does not verify is no reply: nothing in it may be trusted.
+                raise _RetryableFailure(
+                    f"the reply did not verify ({exc.code})", f"服务器应答校验失败（{exc.code}）"
+                ) from exc
+        error = response.error()
+        code = error.server_code
+        if code == "envelope_replayed":
+            # Our counter is behind what the server saw (a store restored from an old copy).
+            self._store_sequence(self._next_sequence() + _SEQUENCE_JUMP)
+            raise _RetryableFailure(
+                "the server had already seen this envelope sequence", "信封序号已被使用，已跳过"
+            )
+        if code == "device_unknown":
+            zh, en = refusal_line(code)
+            raise SyncRefused(code, en, message_zh=zh)
+        if response.status in (429, 503) or response.status >= 500:
+            wait = _retry_after(response.headers)
+            raise _RetryableFailure(
+                f"the server is busy (HTTP {response.status})",
+                f"服务器繁忙（HTTP {response.status}）",
+                wait_s=wait,
+            )
+        if response.status == 413:
+            self.link.failed()
+            raise _RetryableFailure("the request was too large", "请求过大，已减小批次")
+        raise SyncFailed(
+            f"the server refused the request: {error.message}",
+            message_zh=f"服务器拒绝了同步请求：{error.message_zh}",
+        )
+
+    def _refused(self, reply: ServerReply) -> None:
+        refusal = reply.refusal
+        assert refusal is not None  # only called with a refusal
+        if refusal.code == "busy":
+            raise _RetryableFailure(
+                "the server is busy", "服务器繁忙", wait_s=reply.backoff_ms / 1000.0
+            )
+        zh, en = refusal_line(
+            refusal.code, server_time_ms=reply.server_time_ms, device_ms=self.store.now_ms()
+        )
+        raise SyncRefused(refusal.code, en, message_zh=zh, backoff_ms=reply.backoff_ms)
+
+    def _apply(self, reply: ServerReply, sent: _Sent) -> bool:
+        """Apply acks, merged states and download pages; return True if a page has more."""
+        report = self._report
+        for ack in reply.acks:
+            seqs = sent.batches.get(ack.batch_seq)
+            if seqs is None:
+                raise SyncFailed(
+                    f"the server acknowledged batch {ack.batch_seq}, which this request did not "
+                    "carry",
+                    message_zh=f"服务器确认了本次未发送的批次 {ack.batch_seq}",
+                )
+            summary = self.store.mark_acked(seqs, [a.to_dict() for a in ack.acks])
+            report.ops_acked += len(summary.removed)
+            report.ops_rejected.extend(summary.rejected)
+            report.conflicts.extend(c for c in summary.conflicts if c not in report.conflicts)
+            for op_ack in ack.acks:
+                report.status_counts[op_ack.status] = report.status_counts.get(op_ack.status, 0) + 1
+            for state in ack.records:
+                self._apply_state(state)
+        more = False
+        for page in reply.downloads:
+            self._apply_page(page)
+            more = more or page.more
+        return more
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        if self.store.apply_server_state(state):
+            self._report.records_received += 1
+
+    def _apply_page(self, page: DownloadPage) -> None:
+        """Apply one page and store its cursor in the same local transaction."""
+        with self.store.transaction():
+            if page.scope == MANIFEST_SCOPE:
+                for entry in page.forms:
+                    definition = entry.get("definition")
+                    if isinstance(definition, Mapping):
+                        try:
+                            self.store.put_form(definition)
+                            self._report.forms_received += 1
+                        except FormsError:
+                            # A definition this program cannot read must not block the records;
+                            # the form stays unavailable here until the program is updated.
+                            continue
+                self._apply_config(page.config)
+                self.store.set_cursor(MANIFEST_SCOPE, str(page.next_cursor), _FORMS_STREAM)
+            else:
+                for state in page.records:
+                    self._apply_state(state)
+                self.store.set_cursor(page.scope, str(page.next_cursor), _RECORDS_STREAM)
+
+    def _apply_config(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Monitoring lines of the device's area → the store's ``monitoring`` configuration."""
+        lines: dict[str, dict[int, float]] = {}
+        water: dict[str, str] = {}
+        drops: dict[str, dict[int, float]] = {}
+        rises: dict[str, dict[int, float]] = {}
+        for entry in entries:
+            region, year = entry.get("region_code"), entry.get("year")
+            if not isinstance(region, str) or not isinstance(year, int):
+                continue
+            if isinstance(entry.get("income_line"), int | float):
+                lines.setdefault(region, {})[year] = float(entry["income_line"])
+            settings = entry.get("settings") or {}
+            if isinstance(settings.get("water_region_type"), str):
+                water[region] = settings["water_region_type"]
+            if isinstance(settings.get("income_drop_percent"), int | float):
+                drops.setdefault(region, {})[year] = float(settings["income_drop_percent"])
+            if isinstance(settings.get("expense_rise_percent"), int | float):
+                rises.setdefault(region, {})[year] = float(settings["expense_rise_percent"])
+        try:
+            config = MonitoringConfig(
+                monitoring_lines=lines,
+                water_region_types=water,
+                income_drop_percents=drops,
+                expense_rise_percents=rises,
+            )
+        except FormsError:
+            return  # the server validated these lines; a mismatch must not stop the sync
+        self.store.set_config({"monitoring": config.to_mapping()})
+
+    def _check_frames(self, reply: ServerReply) -> None:
+        """Stop on a batch the server can never accept as sent; busy frames wait and retry."""
+        for frame in reply.frames:
+            if frame.status != "rejected":
+                continue
+            if frame.code == "busy":
+                raise _RetryableFailure(
+                    "the server is busy", "服务器繁忙", wait_s=reply.backoff_ms / 1000.0
+                )
+            if frame.code == "envelope_replayed":
+                self._store_sequence(self._next_sequence() + _SEQUENCE_JUMP)
+                raise _RetryableFailure(
+                    "the server had already seen a batch sequence", "批次序号已被使用，已跳过"
+                )
+            raise SyncFailed(
+                f"the server rejected batch frame {frame.index} ({frame.code}); its ops are kept "
+                "for inspection",
+                message_zh=f"服务器拒收第 {frame.index} 批（{frame.code}），相关修改保留待查",
+            )
+
+    def _progress(self, waiting_s: float = 0.0) -> None:
+        if self.on_progress is None:
+            return
+        report = self._report
+        self.on_progress(
+            SyncProgress(
+                ops_total=self._ops_total,
+                ops_done=report.ops_acked + len(report.ops_rejected),
+                bytes_up=self.transport.bytes_sent,
+                bytes_down=self.transport.bytes_received,
+                exchanges=report.exchanges,
+                failures=report.failures,
+                records_received=report.records_received,
+                waiting_s=waiting_s,
+            )
+        )
+
+
+class _RetryableFailure(Exception):
+    """Internal: no usable reply this time; back off and try again."""
+
+    def __init__(self, reason: str, reason_zh: str, *, wait_s: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reason_zh = reason_zh
+        self.wait_s = wait_s
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    value = headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
