@@ -140,7 +140,17 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
     user = users.user_by_name(username.strip())
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
-        throttle.record_failure(key)
+        with writing():
+            throttle.record_failure(key)
+            audit.add_entry(
+                actor=f"ip:{ip}",
+                action="auth.login_failed",
+                target_type="user",
+                target_id="" if user is None else str(user.id),
+                area_code="" if user is None else user.area_prefix,
+                ip=ip,
+                details={"username": username[:80]},
+            )
         raise Unauthorized(
             en="wrong user name or password",
             zh="用户名或密码错误",

@@ -12,11 +12,11 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import current_app
 
-from server.errors import Conflict, Gone, Unauthorized, ValidationFailed
+from server.errors import ApiError, Conflict, Gone, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import DEVICE_SCOPE_LENGTHS, Actor, Principal, check_scope
 from server.services.keys import app_key_ring
@@ -139,6 +139,24 @@ def forms_manifest() -> list[dict[str, Any]]:
     ]
 
 
+def _refuse(
+    key: str, error: ApiError, *, ip: str, scope: str = "", code_id: int | None = None
+) -> NoReturn:
+    """Count a failed enrollment against the address, audit it in the code's area, raise."""
+    with writing():
+        throttle.record_failure(key)
+        audit.add_entry(
+            actor=f"ip:{ip}",
+            action="device.enroll_refused",
+            target_type="enrollment_code",
+            target_id="" if code_id is None else str(code_id),
+            area_code=scope,
+            ip=ip,
+            details={"reason": error.code},
+        )
+    raise error
+
+
 def enroll(
     code: str, *, x25519_public: str, ed25519_public: str, ip: str, label: str = ""
 ) -> Enrollment:
@@ -158,11 +176,14 @@ def enroll(
     now = utcnow()
     row = enrollment.code_by_hash(code_hash(code))
     if row is None:
-        throttle.record_failure(key)
-        raise Unauthorized(
-            en="unknown enrollment code", zh="注册码无效", code="invalid_enrollment_code"
+        _refuse(
+            key,
+            Unauthorized(
+                en="unknown enrollment code", zh="注册码无效", code="invalid_enrollment_code"
+            ),
+            ip=ip,
         )
-    failure: Exception | None = None
+    failure: ApiError | None = None
     if row.used_at is not None:
         failure = Conflict(
             en="this enrollment code has already been used",
@@ -177,8 +198,7 @@ def enroll(
             details={"expired_at": row.expires_at.isoformat()},
         )
     if failure is not None:
-        throttle.record_failure(key)
-        raise failure
+        _refuse(key, failure, ip=ip, scope=row.scope, code_id=row.id)
     # Plain values: the write transaction below starts afresh and expires the ORM row.
     code_id, scope, code_label = row.id, row.scope, row.label
     device_id = str(uuid.uuid4())
@@ -210,6 +230,5 @@ def enroll(
                 details={"enrollment_code_id": code_id},
             )
     if failure is not None:
-        throttle.record_failure(key)
-        raise failure
+        _refuse(key, failure, ip=ip, scope=scope, code_id=code_id)
     return Enrollment(device_id, scope, app_key_ring().public_document(), forms_manifest())

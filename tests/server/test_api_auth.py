@@ -51,6 +51,8 @@ def test_wrong_credentials_and_missing_token(client: FlaskClient, app: Flask) ->
     assert_error(wrong, 401, "invalid_credentials")
     nobody = client.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"})
     assert_error(nobody, 401, "invalid_credentials")
+    failed = client.get("/api/v1/audit?action=auth.login_failed", headers=login(client, "admin"))
+    assert [e["details"]["username"] for e in failed.json] == ["ghost", "admin"]
     assert_error(client.get("/api/v1/devices"), 401, "missing_token")
     bogus = {"Authorization": "Bearer vs_not-a-token"}
     assert_error(client.get("/api/v1/devices", headers=bogus), 401, "invalid_token")

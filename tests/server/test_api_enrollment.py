@@ -96,6 +96,10 @@ def test_expired_code_is_410(client: FlaskClient, app: Flask, admin_headers: dic
     expired = client.post("/api/v1/devices/enroll", json=enroll_body(code))
     error = assert_error(expired, 410, "enrollment_code_expired")
     assert "expired_at" in error["details"]
+    refused = client.get("/api/v1/audit?action=device.enroll_refused", headers=admin_headers).json
+    assert [(e["area_code"], e["details"]["reason"]) for e in refused] == [
+        (VILLAGE, "enrollment_code_expired")
+    ]
 
 
 def test_code_typing_is_forgiving(client: FlaskClient, admin_headers: dict[str, str]) -> None:
