@@ -214,10 +214,16 @@ def serve(host: str | None, port: int | None) -> None:
         bound_port = server.effective_port  # type: ignore[union-attr]
         url = app.config["PUBLIC_URL"] or f"http://{host}:{bound_port}"
         _print_start(report, url, app)
+        from server.jobs import start_scheduler
+
+        scheduler = start_scheduler(app)  # None when SCHEDULER_ENABLED is off
         try:
             server.run()
         except KeyboardInterrupt:
             click.echo("stopped")
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
 
 
 def _print_start(report: StartReport, url: str, app: Flask) -> None:
