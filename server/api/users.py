@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.auth import PrincipalSchema
-from server.api.guard import authenticated
+from server.api.guard import actor_for, authenticated
 from server.api.wire import accepts, returns
 from server.errors import Forbidden
 from server.services import auth
@@ -24,6 +24,40 @@ class NewUserSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     area_prefix = fields.String(load_default="")
     display_name = fields.String(load_default="", validate=validate.Length(max=120))
+
+
+class AccountSchema(Schema):
+    user_id = fields.Integer(dump_only=True)
+    username = fields.String(dump_only=True)
+    role = fields.String(dump_only=True)
+    area_prefix = fields.String(dump_only=True)
+    display_name = fields.String(dump_only=True)
+    active = fields.Boolean(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+
+
+@blueprint.get("")
+@authenticated(COUNTY_ADMIN)
+@returns(AccountSchema(many=True))
+def list_users(principal: Principal) -> Any:
+    """Accounts inside your area."""
+    return AccountSchema(many=True).dump(auth.list_accounts(principal))
+
+
+@blueprint.post("/<int:user_id>/disable")
+@authenticated(COUNTY_ADMIN)
+@returns(AccountSchema())
+def disable_user(principal: Principal, user_id: int) -> Any:
+    """Disable an account: its tokens are refused at once and it cannot log in."""
+    return AccountSchema().dump(auth.set_account_active(actor_for(principal), user_id, False))
+
+
+@blueprint.post("/<int:user_id>/enable")
+@authenticated(COUNTY_ADMIN)
+@returns(AccountSchema())
+def enable_user(principal: Principal, user_id: int) -> Any:
+    """Enable a disabled account again (it logs in with its old password)."""
+    return AccountSchema().dump(auth.set_account_active(actor_for(principal), user_id, True))
 
 
 @blueprint.post("")

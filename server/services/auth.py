@@ -12,7 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from server.services import throttle
-from server.services.access import Principal, check_area
+from server.services.access import Actor, Principal, check_area
 from server.storage import audit, users
 from server.storage.database import writing
 from server.storage.types import utcnow
@@ -203,6 +203,70 @@ def logout(token: str, principal: Principal, *, ip: str) -> None:
             target_id=str(principal.user_id),
             area_code=principal.area_prefix,
             ip=ip,
+        )
+
+
+@dataclass(frozen=True)
+class Account:
+    """An admin account as other admins see it (never the password hash)."""
+
+    user_id: int
+    username: str
+    role: str
+    area_prefix: str
+    display_name: str
+    active: bool
+    created_at: datetime
+
+
+def list_accounts(principal: Principal) -> list[Account]:
+    """Accounts inside the principal's area."""
+    return [
+        Account(u.id, u.username, u.role, u.area_prefix, u.display_name, u.active, u.created_at)
+        for u in users.list_users(principal.area_prefix)
+    ]
+
+
+def set_account_active(actor: Actor, user_id: int, active: bool) -> Account:
+    """Disable (tokens revoked at once) or re-enable an account inside the actor's area; audited.
+
+    Raises :class:`NotFound` for an unknown or out-of-area account (unrestricted accounts are
+    out of every county admin's area) and :class:`Conflict` (``cannot_disable_self``) when an
+    admin would lock themself out.
+    """
+    with writing():
+        user = users.user_by_id(user_id)
+        visible = user is not None and (
+            actor.area_prefix == ""
+            or (user.area_prefix != "" and user.area_prefix.startswith(actor.area_prefix))
+        )
+        if user is None or not visible:
+            raise NotFound(en=f"no user {user_id}", zh="用户不存在", code="user_not_found")
+        if not active and user.id == actor.user_id:
+            raise Conflict(
+                en="you cannot disable your own account",
+                zh="不能停用自己的账号",
+                code="cannot_disable_self",
+            )
+        users.set_active(user.id, active)
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="user.enable" if active else "user.disable",
+            target_type="user",
+            target_id=str(user.id),
+            area_code=user.area_prefix,
+            ip=actor.ip,
+            details={"username": user.username},
+        )
+        return Account(
+            user.id,
+            user.username,
+            user.role,
+            user.area_prefix,
+            user.display_name,
+            active,
+            user.created_at,
         )
 
 

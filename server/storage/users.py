@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from server.extensions import db
 from server.storage.models import ApiToken, User
+from server.storage.scoping import under_prefix
 from server.storage.types import utcnow
 
 
@@ -42,6 +43,26 @@ def user_by_name(username: str) -> User | None:
 def user_by_id(user_id: int) -> User | None:
     """The user with this id, or None."""
     return db.session.get(User, user_id)
+
+
+def list_users(area_prefix: str) -> list[User]:
+    """Accounts whose area lies under ``area_prefix`` (an unrestricted admin sees all), by name."""
+    query = sa.select(User).where(under_prefix(User.area_prefix, area_prefix))
+    if area_prefix:
+        # Unrestricted accounts (empty area) are above every county admin, never below one.
+        query = query.where(User.area_prefix != "")
+    return list(db.session.scalars(query.order_by(User.username)))
+
+
+def set_active(user_id: int, active: bool) -> None:
+    """Enable or disable an account; disabling also revokes all its live tokens at once."""
+    db.session.execute(sa.update(User).where(User.id == user_id).values(active=active))
+    if not active:
+        db.session.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
 
 
 def count_users() -> int:

@@ -249,3 +249,57 @@ def test_client_address_comes_from_a_trusted_proxy_only(database_url: str, app_o
     # Another client behind the same proxy is not held back by the first one's failures.
     other = client.post("/api/v1/auth/login", json=bad, headers={"X-Forwarded-For": "10.0.0.1"})
     assert_error(other, 401, "invalid_credentials")
+
+
+def test_disabling_an_account_revokes_its_tokens_at_once(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "root")
+    add_user(app, "reviewer", role="township_reviewer", area=TOWNSHIP_1)
+    add_user(app, "elsewhere", role="township_reviewer", area="530103001")
+    root = login(client, "root")
+    reviewer = login(client, "reviewer")
+    accounts = {a["username"]: a for a in client.get("/api/v1/users", headers=root).json}
+    assert set(accounts) == {"root", "reviewer", "elsewhere"}
+    target = accounts["reviewer"]["user_id"]
+
+    disabled = client.post(f"/api/v1/users/{target}/disable", headers=root)
+    assert disabled.status_code == 200 and disabled.json["active"] is False
+    assert_error(client.get("/api/v1/auth/me", headers=reviewer), 401, "invalid_token")
+    refused = client.post(
+        "/api/v1/auth/login", json={"username": "reviewer", "password": ADMIN_PASSWORD}
+    )
+    assert_error(refused, 401, "invalid_credentials")
+    client.post(f"/api/v1/users/{target}/enable", headers=root)
+    login(client, "reviewer")
+
+    me = accounts["root"]["user_id"]
+    assert_error(
+        client.post(f"/api/v1/users/{me}/disable", headers=root), 409, "cannot_disable_self"
+    )
+
+
+def test_county_admins_manage_only_accounts_inside_their_area(
+    client: FlaskClient, app: Flask
+) -> None:
+    add_user(app, "root")
+    add_user(app, "kunming", area="530102")
+    add_user(app, "reviewer", role="township_reviewer", area=TOWNSHIP_1)
+    add_user(app, "elsewhere", role="township_reviewer", area="530103001")
+    county = login(client, "kunming")
+    accounts = {
+        a["username"]: a["user_id"] for a in client.get("/api/v1/users", headers=county).json
+    }
+    assert set(accounts) == {"kunming", "reviewer"}
+    everyone = {
+        a["username"]: a["user_id"]
+        for a in client.get("/api/v1/users", headers=login(client, "root")).json
+    }
+    for name in ("root", "elsewhere"):
+        assert_error(
+            client.post(f"/api/v1/users/{everyone[name]}/disable", headers=county),
+            404,
+            "user_not_found",
+        )
+    assert (
+        client.post(f"/api/v1/users/{accounts['reviewer']}/disable", headers=county).status_code
+        == 200
+    )
