@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
@@ -37,7 +38,6 @@ from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
 from server.storage import forms as form_store
 from server.storage import quarantine, records
-from server.storage.models import Record
 from server.storage.revisions import next_revision
 from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, HybridClock, wall_clock_ms
 from sync_protocol.conflicts import detect_duplicate_household
@@ -157,16 +157,40 @@ def next_server_seq() -> int:
 
 
 @dataclass
-class OpOutcome:
-    """What :func:`apply_op` did: the contracts §7 ack, the record after it, warnings.
+class RecordRow:
+    """A record as the merge sees it: envelope columns, revision and merged state (a dict).
 
-    ``record`` is the stored row after the op (or as it stands, for a rejected or duplicate
-    op; None when no record exists). ``warnings`` are validation warnings of the merged record.
+    ``state`` is ``RecordState.to_dict()`` with ``revision`` set; what devices receive.
+    """
+
+    record_id: str
+    form_id: str
+    form_version: int
+    village_code: str
+    county_code: str
+    household_no: str
+    round: str
+    revision: int
+    deleted: bool
+    state: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> RecordRow:
+        """From the merge columns of a stored record."""
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class OpOutcome:
+    """What :func:`apply_ops` did with one op: the contracts §7 ack, the record, warnings.
+
+    ``record`` is the record after the op (or as it stands, for a rejected or duplicate op; None
+    when no record exists). ``warnings`` are validation warnings of the merged record.
     ``quarantine_id`` is set when the op was kept in quarantine.
     """
 
     ack: dict[str, Any]
-    record: Record | None
+    record: RecordRow | None
     warnings: list[dict[str, Any]] = field(default_factory=list)
     quarantine_id: int | None = None
     suspect: bool = False
@@ -201,6 +225,77 @@ class _Rejected(Exception):
         self.reasons = reasons
 
 
+class _Batch:
+    """The records a batch of ops works on, and the writes it will make, kept in memory.
+
+    Reads happen once up front (the records named by the ops, locked; the live records of the
+    households new records claim), writes once at the end (:meth:`flush`), so a batch costs a
+    handful of statements whatever its size.
+    """
+
+    def __init__(self, ops: list[Op]) -> None:
+        self.rows = {
+            rid: RecordRow.of(row)
+            for rid, row in records.lock_states([op.record_id for op in ops]).items()
+        }
+        self.created: set[str] = set()
+        self.changed: dict[str, dict[str, Any]] = {}
+        self.changes: list[dict[str, Any]] = []
+        self.households: dict[tuple[str, str], dict[str, Any]] = {}
+        self.to_open: list[tuple[Any, RecordRow, str]] = []
+        self.to_close: list[tuple[list[str], str, dict[str, Any] | None]] = []
+        self._revisions: dict[str, tuple[int, int]] = {}
+        self._remaining = len(ops)
+        claims = [
+            found
+            for op in ops
+            if op.record_id not in self.rows
+            for found in [_valid_household(op.household)]
+            if found is not None
+        ]
+        self.twins: dict[tuple[str, str, str, str], list[tuple[str, str]]] = {}
+        for row in records.live_household_records(claims):
+            created = RecordState.from_dict(row["state"]).created_stamp or ""
+            key = (row["village_code"], row["household_no"], row["form_id"], row["round"])
+            self.twins.setdefault(key, []).append((row["record_id"], created))
+
+    def revision(self, county: str) -> int:
+        """The next revision of ``county``, from a block reserved once per batch."""
+        next_value, last = self._revisions.get(county, (1, 0))
+        if next_value > last:
+            next_value = records.reserve_revisions(county, max(self._remaining, 1))
+            last = next_value + max(self._remaining, 1) - 1
+        self._revisions[county] = (next_value + 1, last)
+        return next_value
+
+    def done_one(self) -> None:
+        """One op of the batch is done (the next reservation can be smaller)."""
+        self._remaining -= 1
+
+    def flush(self, *, by: str) -> None:
+        """Write everything the batch decided, in foreign-key order."""
+        records.add_households(list(self.households.values()))
+        new = [self.changed[rid] for rid in self.changed if rid in self.created]
+        changed = [self.changed[rid] for rid in self.changed if rid not in self.created]
+        records.write_records(new, changed)
+        for conflict, row, device_id in self.to_open:
+            plain = conflict.to_dict()
+            conflict_store.open_conflict(
+                conflict_id=conflict.conflict_id,
+                record_id=row.record_id,
+                village_code=row.village_code,
+                kind=conflict.kind,
+                path=conflict.path,
+                base=plain["base"],
+                mine=plain["mine"],
+                theirs=plain["theirs"],
+                device_id=device_id,
+            )
+        for ids, status, resolution in self.to_close:
+            conflict_store.close_conflicts(ids, status=status, by=by, resolution=resolution)
+        records.add_changes(self.changes)
+
+
 def apply_op(
     op: Op,
     ctx: IngestContext,
@@ -210,52 +305,69 @@ def apply_op(
     keep_rejected: bool = True,
     user_id: int | None = None,
 ) -> OpOutcome:
-    """Check, merge, validate and store one op; return its ack (contracts §7).
-
-    ``scope`` is the device's village-code prefix (None for server-made ops, whose area the
-    caller checked). ``by`` names who closes conflicts this op resolves (audit name). With
-    ``keep_rejected`` a rejected op is kept in quarantine. Must run inside a write transaction;
-    nothing is committed here. Never raises for a bad op: rejections are acks.
-    """
-    existing = records.lock_record(op.record_id)
-    village = existing.village_code if existing is not None else ""
-    try:
-        outcome = _apply(op, ctx, existing, scope=scope, by=by, user_id=user_id)
-    except _Rejected as rejected:
-        if existing is None and op.household is not None:
-            found = _valid_household(op.household)
-            village = found[0] if found is not None else ""
-        outcome = OpOutcome(
-            ack={
-                "seq": op.seq,
-                "status": "rejected",
-                "revision": existing.revision if existing is not None else 0,
-                "reasons": rejected.reasons,
-            },
-            record=existing,
-        )
-        if keep_rejected and rejected.kind is not None:
-            row = quarantine.hold(
-                kind=rejected.kind,
-                op=op.to_dict(),
-                reasons=rejected.reasons,
-                device_id=op.device_id,
-                op_seq=op.seq,
-                village_code=village,
-            )
-            outcome.quarantine_id = row.id
-    return outcome
+    """:func:`apply_ops` for a single op."""
+    return apply_ops([op], ctx, scope=scope, by=by, keep_rejected=keep_rejected, user_id=user_id)[0]
 
 
-def _apply(
-    op: Op,
+def apply_ops(
+    ops: list[Op],
     ctx: IngestContext,
-    existing: Record | None,
     *,
     scope: str | None,
     by: str,
-    user_id: int | None,
-) -> OpOutcome:
+    keep_rejected: bool = True,
+    user_id: int | None = None,
+) -> list[OpOutcome]:
+    """Check, merge, validate and store ``ops`` in order; return one outcome (ack) per op.
+
+    ``scope`` is the device's village-code prefix (None for server-made ops, whose area the
+    caller checked). ``by`` names who closes the conflicts these ops resolve (audit name). With
+    ``keep_rejected`` a rejected op is kept in quarantine. Must run inside a write transaction;
+    nothing is committed here. Never raises for a bad op: rejections are acks.
+    """
+    batch = _Batch(ops)
+    outcomes = []
+    for op in ops:
+        existing = batch.rows.get(op.record_id)
+        try:
+            outcome = _apply(op, ctx, batch, existing, scope=scope, user_id=user_id)
+        except _Rejected as rejected:
+            outcome = _rejection(op, existing, rejected, keep=keep_rejected)
+        batch.done_one()
+        outcomes.append(outcome)
+    batch.flush(by=by)
+    return outcomes
+
+
+def _rejection(op: Op, existing: RecordRow | None, rejected: _Rejected, *, keep: bool) -> OpOutcome:
+    village = existing.village_code if existing is not None else ""
+    if existing is None and op.household is not None:
+        found = _valid_household(op.household)
+        village = found[0] if found is not None else ""
+    outcome = OpOutcome(
+        ack={
+            "seq": op.seq,
+            "status": "rejected",
+            "revision": existing.revision if existing is not None else 0,
+            "reasons": rejected.reasons,
+        },
+        record=existing,
+    )
+    if keep and rejected.kind is not None:
+        row = quarantine.hold(
+            kind=rejected.kind,
+            op=op.to_dict(),
+            reasons=rejected.reasons,
+            device_id=op.device_id,
+            op_seq=op.seq,
+            village_code=village,
+        )
+        outcome.quarantine_id = row.id
+    return outcome
+
+
+def _envelope(op: Op, existing: RecordRow | None, scope: str | None) -> tuple[str, str, str]:
+    """The record's village, household number and round; raises :class:`_Rejected`."""
     if existing is not None:
         village, household_no, round_ = (
             existing.village_code,
@@ -292,16 +404,30 @@ def _apply(
         round_ = op.round or ""
         villages = {village}
     if scope is not None and not all(v.startswith(scope) for v in villages):
+        outside = sorted(v for v in villages if not v.startswith(scope))[0]
         raise _Rejected(
             quarantine.OUT_OF_SCOPE,
             [
                 reason(
                     "out_of_scope",
-                    f"村 {sorted(villages)[0]} 不在本设备的范围 {scope} 内",
-                    f"village {sorted(villages)[0]} is outside this device's scope {scope}",
+                    f"村 {outside} 不在本设备的范围 {scope} 内",
+                    f"village {outside} is outside this device's scope {scope}",
                 )
             ],
         )
+    return village, household_no, round_
+
+
+def _apply(
+    op: Op,
+    ctx: IngestContext,
+    batch: _Batch,
+    existing: RecordRow | None,
+    *,
+    scope: str | None,
+    user_id: int | None,
+) -> OpOutcome:
+    village, household_no, round_ = _envelope(op, existing, scope)
     defn = definition(op.form_id, op.form_version)
     if defn is None:
         raise _Rejected(
@@ -339,45 +465,76 @@ def _apply(
         )
     data, warnings = _validated(result, state, ctx, village, op)
     duplicate = None
+    county = records.county_of(village)
     if existing is None:
-        duplicate = _duplicate_household(op, village, household_no, round_)
-        records.ensure_household(village, household_no, device_id=op.device_id)
-    stored = records.save_merged(
+        key = (village, household_no, op.form_id, round_)
+        duplicate = _duplicate_household(op, batch.twins.get(key, []))
+        batch.twins.setdefault(key, []).append((op.record_id, result.state.created_stamp or op.hlc))
+        batch.created.add(op.record_id)
+        if (village, household_no) not in batch.households:
+            batch.households[(village, household_no)] = {
+                "village_code": village,
+                "household_no": household_no,
+                "county_code": county,
+                "revision": batch.revision(county),
+                "created_by_device": op.device_id,
+            }
+    revision = batch.revision(county)
+    result.state.revision = revision
+    row = RecordRow(
         record_id=op.record_id,
         form_id=result.state.form_id,
         form_version=result.state.form_version,
         village_code=village,
+        county_code=county,
         household_no=household_no,
         round=round_,
-        state=result.state.to_dict(),
-        data=data,
+        revision=revision,
         deleted=result.state.deleted,
+        state=result.state.to_dict(),
     )
-    conflict_ids = _queue_conflicts(op, result, stored, duplicate, by=by)
-    status = (
-        "conflict" if conflict_ids else ("merged" if result.status == "conflict" else result.status)
+    batch.rows[op.record_id] = row
+    batch.changed[op.record_id] = {
+        "record_id": row.record_id,
+        "form_id": row.form_id,
+        "form_version": row.form_version,
+        "village_code": row.village_code,
+        "county_code": row.county_code,
+        "household_no": row.household_no,
+        "round": row.round,
+        "revision": row.revision,
+        "deleted": row.deleted,
+        "state": row.state,
+        "data": data,
+    }
+    conflict_ids = _queue_conflicts(op, result, row, duplicate, batch)
+    if conflict_ids:
+        status = "conflict"
+    else:
+        status = "merged" if result.status == "conflict" else result.status
+    batch.changes.append(
+        {
+            "record_id": row.record_id,
+            "revision": revision,
+            "kind": op.kind,
+            "changes": op.to_dict()["changes"],
+            "outcome": {
+                "status": status,
+                "fields": result.field_outcomes,
+                "suspect": result.suspect,
+                "conflict_ids": conflict_ids,
+                "closed_conflict_ids": result.closed_conflict_ids,
+            },
+            "device_id": op.device_id,
+            "op_seq": op.seq,
+            "user_id": user_id,
+            "hlc": op.hlc,
+        }
     )
-    records.add_change(
-        record_id=stored.record_id,
-        revision=stored.revision,
-        kind=op.kind,
-        changes=op.to_dict()["changes"],
-        outcome={
-            "status": status,
-            "fields": result.field_outcomes,
-            "suspect": result.suspect,
-            "conflict_ids": conflict_ids,
-            "closed_conflict_ids": result.closed_conflict_ids,
-        },
-        device_id=op.device_id,
-        op_seq=op.seq,
-        user_id=user_id,
-        hlc=op.hlc,
-    )
-    ack: dict[str, Any] = {"seq": op.seq, "status": status, "revision": stored.revision}
+    ack: dict[str, Any] = {"seq": op.seq, "status": status, "revision": revision}
     if conflict_ids:
         ack["conflict_ids"] = conflict_ids
-    return OpOutcome(ack=ack, record=stored, warnings=warnings, suspect=result.suspect)
+    return OpOutcome(ack=ack, record=row, warnings=warnings, suspect=result.suspect)
 
 
 def record_data(state: RecordState) -> dict[str, Any]:
@@ -397,10 +554,11 @@ def _validated(
     the op brought new validation errors."""
     if result.state.deleted:
         return {}, []
-    defn = definition(result.state.form_id, result.state.form_version)
-    if defn is None:  # pragma: no cover - the op's own version was found, the state's is >= it
-        defn = definition(op.form_id, op.form_version)
-    assert defn is not None
+    defn = definition(result.state.form_id, result.state.form_version) or definition(
+        op.form_id, op.form_version
+    )
+    if defn is None:  # pragma: no cover - the op's own version was found just before
+        raise _Rejected(quarantine.UNKNOWN_FORM_VERSION, [])
     evaluation = ctx.evaluation(village)
     try:
         checked = validate_record(defn, record_data(result.state), evaluation)
@@ -421,28 +579,13 @@ def _validated(
     return checked.cleaned, [issue.to_dict() for issue in checked.warnings]
 
 
-def _duplicate_household(op: Op, village: str, household_no: str, round_: str) -> Any:
-    twins = records.household_twins(
-        village_code=village,
-        household_no=household_no,
-        form_id=op.form_id,
-        round=round_,
-        exclude=op.record_id,
-    )
-    if not twins:
+def _duplicate_household(op: Op, twins: list[tuple[str, str]]) -> Any:
+    if not twins or op.household is None:
         return None
-    existing = []
-    for twin in twins:
-        created = RecordState.from_dict(twin.state).created_stamp or op.hlc
-        existing.append(
-            (
-                twin.record_id,
-                {"village_code": twin.village_code, "household_no": twin.household_no},
-                twin.form_id,
-                op.round,
-                created,
-            )
-        )
+    existing = [
+        (record_id, dict(op.household), op.form_id, op.round, created or op.hlc)
+        for record_id, created in twins
+    ]
     return detect_duplicate_household(existing, op)
 
 
@@ -453,32 +596,18 @@ def _plain(value: Any) -> Any:
 
 
 def _queue_conflicts(
-    op: Op, result: MergeResult, stored: Record, duplicate: Any, *, by: str
+    op: Op, result: MergeResult, row: RecordRow, duplicate: Any, batch: _Batch
 ) -> list[str]:
-    """Open the conflicts the op takes part in, close the ones it settled; return open ids."""
+    """Queue the conflicts the op takes part in, close the ones it settled; return open ids."""
     ids: list[str] = []
     for conflict in [*result.conflicts, *([duplicate] if duplicate is not None else [])]:
-        plain = conflict.to_dict()
-        conflict_store.open_conflict(
-            conflict_id=conflict.conflict_id,
-            record_id=stored.record_id,
-            village_code=stored.village_code,
-            kind=conflict.kind,
-            path=conflict.path,
-            base=plain["base"],
-            mine=plain["mine"],
-            theirs=plain["theirs"],
-            device_id=op.device_id,
-        )
+        batch.to_open.append((conflict, row, op.device_id))
         ids.append(conflict.conflict_id)
     closed = list(result.closed_conflict_ids)
     if op.kind == "resolve" and op.conflict_id in closed:
-        conflict_store.close_conflicts(
-            [op.conflict_id],
-            status=conflict_store.RESOLVED,
-            by=by,
-            resolution={"changes": {p: _plain(v) for p, v in op.changes.items()}, "hlc": op.hlc},
-        )
+        resolution = {"changes": {p: _plain(v) for p, v in op.changes.items()}, "hlc": op.hlc}
+        batch.to_close.append(([op.conflict_id], conflict_store.RESOLVED, resolution))
         closed.remove(op.conflict_id)
-    conflict_store.close_conflicts(closed, status=conflict_store.SUPERSEDED, by=by)
+    if closed:
+        batch.to_close.append((closed, conflict_store.SUPERSEDED, None))
     return sorted(set(ids))

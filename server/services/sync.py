@@ -43,13 +43,13 @@ from sqlalchemy.exc import OperationalError
 
 from server.errors import ApiError, Conflict, Unauthorized, ValidationFailed, is_busy_fault
 from server.services.keys import KeyRing, app_key_ring
-from server.services.record_ops import IngestContext, OpOutcome, apply_op, ingest_context
+from server.services.record_ops import IngestContext, apply_ops, ingest_context
 from server.storage import devices as device_store
 from server.storage import forms as form_store
 from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
-from server.storage.models import Device, Record
+from server.storage.models import Device
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
 from sync_protocol.compression import ALL_METHODS
@@ -318,7 +318,6 @@ class _FrameRejected(Exception):
 def _commit_batch(session: _Session, frame: Frame) -> Ack:
     """Open one batch and apply it in one transaction; return its ack after the commit."""
     device = session.device
-    outcomes: list[OpOutcome] = []
     with writing():
         mark = sync_state.lock_marks(device.id)
         if device_store.device_for_sync(device.id).status != "active":  # type: ignore[union-attr]
@@ -341,26 +340,23 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
         fresh = [op for op in ops if op.seq > mark.high_water]
         stored = sync_state.stored_acks(device.id, [op.seq for op in done])
         acks: dict[int, dict[str, Any]] = {}
-        touched: dict[str, Record] = {}
+        touched: dict[str, dict[str, Any]] = {}
         for op in done:
             acks[op.seq] = stored.get(op.seq) or _lost_ack(op)
             record = records.get_record(op.record_id)
             if record is not None:
-                touched[record.record_id] = record
-        for op in fresh:
-            outcome = apply_op(op, session.ctx, scope=device.scope, by=f"device:{device.id}")
-            outcomes.append(outcome)
-            acks[op.seq] = outcome.ack
-            if outcome.record is not None:
-                touched[outcome.record.record_id] = outcome.record
+                touched[record.record_id] = dict(record.state)
         if fresh:
+            outcomes = apply_ops(fresh, session.ctx, scope=device.scope, by=f"device:{device.id}")
+            for op, outcome in zip(fresh, outcomes, strict=True):
+                acks[op.seq] = outcome.ack
+                if outcome.record is not None:
+                    touched[outcome.record.record_id] = _state_with_warnings(
+                        outcome.record.state, outcome.warnings
+                    )
             sync_state.set_high_water(mark, fresh[-1].seq)
             sync_state.store_acks(device.id, [acks[op.seq] for op in fresh])
-        warnings: dict[str, list[dict[str, Any]]] = {}
-        for outcome in outcomes:
-            if outcome.record is not None and outcome.warnings:
-                warnings[outcome.record.record_id] = outcome.warnings
-        states = tuple(_state_with_warnings(r, warnings.get(r.record_id)) for r in touched.values())
+        states = tuple(touched.values())
         high = mark.high_water
     return Ack(
         batch_seq=batch.batch_seq,
@@ -390,8 +386,10 @@ def _lost_ack(op: Op) -> dict[str, Any]:
     return {"seq": op.seq, "status": "duplicate", "revision": record.revision if record else 0}
 
 
-def _state_with_warnings(record: Record, warnings: list[dict[str, Any]] | None) -> dict[str, Any]:
-    state = dict(record.state)
+def _state_with_warnings(
+    state: dict[str, Any], warnings: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    state = dict(state)
     if warnings:
         state["warnings"] = warnings
     return state

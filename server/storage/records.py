@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.extensions import db
-from server.storage.models import Household, Record, RecordChange
+from server.storage.models import Household, Record, RecordChange, RevisionCounter
 from server.storage.revisions import current_revision, next_revision
 from server.storage.scoping import under_prefix
 from server.storage.types import utcnow
@@ -231,12 +231,23 @@ def ensure_household(
 # --- sync writes and admin queries (used by server.services.record_ops / records) ----------
 
 
-def lock_record(record_id: str) -> Record | None:
-    """A record locked for update until the transaction ends (call inside a write), or None.
+#: Columns of a record that the merge reads and writes (everything but the plain data).
+_STATE_COLUMNS = (
+    Record.record_id,
+    Record.form_id,
+    Record.form_version,
+    Record.village_code,
+    Record.county_code,
+    Record.household_no,
+    Record.round,
+    Record.revision,
+    Record.deleted,
+    Record.state,
+)
 
-    Two batches touching one record then merge one after the other on PostgreSQL (SQLite write
-    transactions are serial anyway), so neither overwrites the other's merged state.
-    """
+
+def lock_record(record_id: str) -> Record | None:
+    """A record locked for update until the transaction ends (call inside a write), or None."""
     return db.session.scalar(
         sa.select(Record)
         .where(Record.record_id == record_id)
@@ -245,54 +256,129 @@ def lock_record(record_id: str) -> Record | None:
     )
 
 
-def save_merged(
-    *,
-    record_id: str,
-    form_id: str,
-    form_version: int,
-    village_code: str,
-    household_no: str,
-    round: str,
-    state: dict[str, Any],
-    data: dict[str, Any],
-    deleted: bool,
-) -> Record:
-    """Store a merged record state with a new revision (:func:`save_record`), tombstone flag set.
+def lock_states(record_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The merge columns of the existing records among ``record_ids``, locked for update.
 
-    ``state["revision"]`` is set to the new revision, so the stored state and the column agree.
-    Call inside a write transaction. Raises :class:`ScopeError` for a malformed village code.
+    One statement for a whole batch. Two batches touching one record then merge one after the
+    other on PostgreSQL (SQLite write transactions are serial anyway), so neither overwrites the
+    other's merged state. Call inside a write transaction.
     """
-    record = save_record(
-        record_id=record_id,
-        form_id=form_id,
-        form_version=form_version,
-        village_code=village_code,
-        household_no=household_no,
-        round=round,
-        state=state,
-        data=data,
-    )
-    record.state = {**state, "revision": record.revision}
-    record.deleted = deleted
-    db.session.flush()
-    return record
+    if not record_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(*_STATE_COLUMNS)
+        .where(Record.record_id.in_(sorted(set(record_ids))))
+        .order_by(Record.record_id)  # one lock order for every writer: no deadlock
+        .with_for_update()
+    ).mappings()
+    return {row["record_id"]: dict(row) for row in rows}
 
 
-def household_twins(
-    *, village_code: str, household_no: str, form_id: str, round: str, exclude: str
-) -> list[Record]:
-    """Live records of the same household, form and round other than ``exclude``."""
-    return list(
-        db.session.scalars(
-            sa.select(Record).where(
-                Record.village_code == village_code,
-                Record.household_no == household_no,
-                Record.form_id == form_id,
-                Record.round == round,
-                Record.record_id != exclude,
-                Record.deleted.is_(False),
-            )
+def live_household_records(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Live records (merge columns) of the households ``(village_code, household_no)``."""
+    if not pairs:
+        return []
+    rows = db.session.execute(
+        sa.select(*_STATE_COLUMNS).where(
+            sa.tuple_(Record.village_code, Record.household_no).in_(sorted(set(pairs))),
+            Record.deleted.is_(False),
         )
+    ).mappings()
+    return [dict(row) for row in rows]
+
+
+def reserve_revisions(scope: str, count: int) -> int:
+    """Take ``count`` consecutive revisions of ``scope`` at once; returns the first.
+
+    Same promise as :func:`server.storage.revisions.next_revision` (the counter row stays locked
+    until commit, so revisions become visible in order), for a whole batch in one statement.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    last = db.session.execute(
+        insert(RevisionCounter)
+        .values(scope=scope, value=count)
+        .on_conflict_do_update(
+            index_elements=[RevisionCounter.scope],
+            set_={"value": RevisionCounter.value + count},
+        )
+        .returning(RevisionCounter.value)
+    ).scalar_one()
+    return int(last) - count + 1
+
+
+def add_households(rows: list[dict[str, Any]]) -> None:
+    """Insert households (``village_code``, ``household_no``, ``county_code``, ``revision``,
+    ``created_by_device``) that do not exist yet; existing ones are left as they are."""
+    if not rows:
+        return
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    db.session.execute(
+        insert(Household)
+        .values([{**row, "created_at": now} for row in rows])
+        .on_conflict_do_nothing(index_elements=[Household.village_code, Household.household_no])
+    )
+
+
+def write_records(new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
+    """Insert ``new`` records and update ``changed`` ones (every column of :data:`Record` but
+    ``created_at`` given per row) in two executemany statements. Call inside a write."""
+    now = utcnow()
+    table = Record.__table__
+    if new:
+        db.session.execute(
+            sa.insert(table), [{**row, "created_at": now, "updated_at": now} for row in new]
+        )
+    if changed:
+        db.session.execute(
+            sa.update(table)
+            .where(table.c.record_id == sa.bindparam("b_record_id"))
+            .values(
+                form_id=sa.bindparam("form_id"),
+                form_version=sa.bindparam("form_version"),
+                revision=sa.bindparam("revision"),
+                deleted=sa.bindparam("deleted"),
+                state=sa.bindparam("state"),
+                data=sa.bindparam("data"),
+                updated_at=sa.bindparam("updated_at"),
+            ),
+            [
+                {
+                    "b_record_id": row["record_id"],
+                    "form_id": row["form_id"],
+                    "form_version": row["form_version"],
+                    "revision": row["revision"],
+                    "deleted": row["deleted"],
+                    "state": row["state"],
+                    "data": row["data"],
+                    "updated_at": now,
+                }
+                for row in changed
+            ],
+        )
+
+
+def add_changes(rows: list[dict[str, Any]]) -> None:
+    """Append change-log entries (the keyword arguments of :func:`add_change`) in one statement."""
+    if not rows:
+        return
+    now = utcnow()
+    db.session.execute(
+        sa.insert(RecordChange.__table__),
+        [
+            {
+                "device_id": None,
+                "op_seq": None,
+                "user_id": None,
+                "hlc": None,
+                "outcome": {},
+                **row,
+                "at": now,
+            }
+            for row in rows
+        ],
     )
 
 
