@@ -303,10 +303,14 @@ def start_upload(
 
 
 def _recover(row: Attachment) -> None:
-    """Make a locked row agree with the files after a crash between file and commit."""
-    if row.completed_at is not None:
-        return
+    """Make a locked row agree with the files after a crash between file and commit, or
+    after files were lost (a disk restored from an older backup)."""
     final = attachment_path(row.sha256)
+    if row.completed_at is not None:
+        if not final.exists():
+            # The stored photo is gone: let the next device that has it upload it again.
+            store.set_received(row, 0)
+        return
     if final.exists() and _file_sha256(final) == row.sha256:
         store.set_received(row, int(row.size), complete=True)
         return

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -291,3 +292,40 @@ def test_purge_removes_abandoned_uploads_only(upload_app: Flask, device: Device)
     assert (root / done_sha[:2] / done_sha).exists()
     assert device.head(waiting_sha).status_code == 404
     assert device.head(done_sha).status_code == 200
+
+
+def test_a_lost_stored_file_is_uploaded_again(upload_app: Flask, device: Device) -> None:
+    photo = _photo(3_000, seed=13)
+    sha = hashlib.sha256(photo).hexdigest()
+    device.start(photo)
+    device.patch(sha, 0, photo)
+    (Path(upload_app.config["ATTACHMENTS_DIR"]) / sha[:2] / sha).unlink()
+    again = device.start(photo)
+    assert again.json["complete"] is False and again.json["offset"] == 0
+    assert device.patch(sha, 0, photo).json["complete"] is True
+
+
+def test_two_connections_sending_the_same_chunk_confirm_it_once(
+    upload_app: Flask, device: Device
+) -> None:
+    photo = _photo(40_000, seed=14)
+    sha = hashlib.sha256(photo).hexdigest()
+    device.start(photo)
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def send() -> None:
+        tablet = Device(upload_app.test_client(), device.id, device.keys)
+        barrier.wait()
+        statuses.append(tablet.patch(sha, 0, photo[:20_000]).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 409]
+    assert device.head(sha).headers["Upload-Offset"] == "20000"
+    assert device.patch(sha, 20_000, photo[20_000:]).json["complete"] is True
+    stored = Path(upload_app.config["ATTACHMENTS_DIR"]) / sha[:2] / sha
+    assert stored.read_bytes() == photo
