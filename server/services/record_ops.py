@@ -263,8 +263,10 @@ class _Batch:
         """The next revision of ``county``, from a block reserved once per batch."""
         next_value, last = self._revisions.get(county, (1, 0))
         if next_value > last:
-            next_value = records.reserve_revisions(county, max(self._remaining, 1))
-            last = next_value + max(self._remaining, 1) - 1
+            # An op takes at most two: its record's and a new household's.
+            size = 2 * max(self._remaining, 1)
+            next_value = records.reserve_revisions(county, size)
+            last = next_value + size - 1
         self._revisions[county] = (next_value + 1, last)
         return next_value
 

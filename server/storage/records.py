@@ -315,10 +315,13 @@ def add_households(rows: list[dict[str, Any]]) -> None:
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
+    # executemany keeps one cached statement whatever the batch size (a multi-VALUES literal
+    # would be compiled afresh for every size).
     db.session.execute(
-        insert(Household)
-        .values([{**row, "created_at": now} for row in rows])
-        .on_conflict_do_nothing(index_elements=[Household.village_code, Household.household_no])
+        insert(Household).on_conflict_do_nothing(
+            index_elements=[Household.village_code, Household.household_no]
+        ),
+        [{**row, "created_at": now} for row in rows],
     )
 
 
