@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
+from sqlalchemy.exc import OperationalError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
@@ -17,8 +19,12 @@ from server.storage import audit, users
 from server.storage.database import writing
 from server.storage.types import utcnow
 
+log = logging.getLogger(__name__)
+
 MIN_PASSWORD_LENGTH = 10
 TOKEN_PREFIX = "vs_"
+#: How stale ``api_tokens.last_used_at`` may get before a request refreshes it.
+LAST_USED_GRANULARITY = timedelta(minutes=5)
 
 # Verified against when the user name is unknown, so a wrong name costs the same time as a
 # wrong password and response timing does not reveal which accounts exist.
@@ -180,10 +186,21 @@ def authenticate(token: str) -> Principal:
     or its user disabled.
     """
     found = users.token_with_user(token_hash(token)) if token else None
+    now = utcnow()
     if found is not None:
         row, user = found
-        if row.revoked_at is None and row.expires_at > utcnow() and user.active:
-            return Principal(user.id, user.username, user.role, user.area_prefix)
+        if row.revoked_at is None and row.expires_at > now and user.active:
+            principal = Principal(user.id, user.username, user.role, user.area_prefix)
+            if row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY:
+                # Coarse on purpose: one small write per token every few minutes, not per read.
+                token_id = row.id
+                try:
+                    with writing():
+                        users.touch_token(token_id, now)
+                except OperationalError:
+                    # Best effort: a busy database must not turn a read into a 503.
+                    log.info("last_used_at of token %s not recorded (database busy)", token_id)
+            return principal
     raise Unauthorized(
         en="the token is missing, expired or revoked; log in again",
         zh="登录凭据缺失、过期或已注销，请重新登录",

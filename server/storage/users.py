@@ -106,6 +106,11 @@ def token_with_user(token_hash: str) -> tuple[ApiToken, User] | None:
     return (row[0], row[1]) if row else None
 
 
+def touch_token(token_id: int, now: datetime) -> None:
+    """Record when a token was last used."""
+    db.session.execute(sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+
+
 def revoke_token(token_hash: str) -> bool:
     """Mark the token revoked now; True if a live token was revoked."""
     return bool(

@@ -52,6 +52,23 @@ def test_token_is_stored_hashed(client: FlaskClient, app: Flask) -> None:
     assert stored != token and token not in stored and len(stored) == 64
 
 
+def test_token_use_is_recorded_coarsely(client: FlaskClient, app: Flask) -> None:
+    add_user(app, "admin")
+    headers = login(client, "admin")
+    from server.extensions import db
+    from server.storage.models import ApiToken
+
+    with app.app_context():
+        assert db.session.query(ApiToken.last_used_at).scalar() is None
+    client.get("/api/v1/auth/me", headers=headers)
+    with app.app_context():
+        first = db.session.query(ApiToken.last_used_at).scalar()
+    client.get("/api/v1/auth/me", headers=headers)
+    with app.app_context():
+        assert first is not None
+        assert db.session.query(ApiToken.last_used_at).scalar() == first
+
+
 def test_expired_token_is_refused(database_url: str, app_on) -> None:
     app = app_on(database_url, TOKEN_TTL_HOURS=0)
     add_user(app, "admin")
