@@ -1,8 +1,10 @@
 """The storage layer: the only code that holds SQLAlchemy sessions and writes SQL.
 
-One module per aggregate (``users``, ``audit``, ``throttle``, ``enrollment``, ``devices``,
-``forms``, ``revisions``, ``records``); ``database`` configures the engine and owns the write
-transaction; ``schema`` runs the Alembic migrations shipped in ``server/migrations``.
+One module per aggregate (``users``, ``devices``, ``enrollment``, ``forms``, ``records``,
+``conflicts`` …) over the tables of ``models``; ``database`` configures the engine and owns the
+write transaction (``writing()``); ``revisions`` hands out per-county revision numbers;
+``scoping`` turns an area code prefix into SQL; ``schema`` runs the Alembic migrations shipped
+in ``server/migrations`` (a schema change is a new script there, never a wipe).
 
 Promises every backend keeps (tested against SQLite and PostgreSQL in one contract class):
 
