@@ -105,15 +105,6 @@ class ExchangeResult:
     content_type: str = CONTENT_TYPE
 
 
-class _EnvelopeRefused(ApiError):
-    """An envelope problem before the device is authenticated (400 unless narrowed)."""
-
-    status = 400
-    default_code = "exchange_invalid"
-    default_zh = "同步请求无效"
-    default_en = "The sync request is not valid"
-
-
 def _envelope_error(exc: ProtocolError, frame: int = 0) -> ApiError:
     details = {"frame": frame, "protocol_code": exc.code}
     if isinstance(exc, Replayed):
