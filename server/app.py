@@ -9,8 +9,13 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from server.api import register_blueprints
+from server.cli import register_commands
 from server.errors import PayloadTooLarge, register_error_handlers
+from server.extensions import db
 from server.settings import load_settings
+from server.storage import schema
+from server.storage.database import init_database
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +30,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Raises ``server.settings.SettingError`` for a malformed setting and
     ``sqlalchemy.exc.OperationalError`` when the database cannot be reached for migration.
     """
-    from server.api import register_blueprints
-    from server.cli import register_commands
-    from server.extensions import db
-    from server.storage import schema
-    from server.storage.database import init_database
-
     app = Flask("server")
     app.config.update(load_settings(config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
