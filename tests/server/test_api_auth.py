@@ -149,3 +149,18 @@ def test_client_address_comes_from_a_trusted_proxy_only(database_url: str, app_o
     # Another client behind the same proxy is not held back by the first one's failures.
     other = client.post("/api/v1/auth/login", json=bad, headers={"X-Forwarded-For": "10.0.0.1"})
     assert_error(other, 401, "invalid_credentials")
+
+
+def test_app_processes_share_one_rate_limit(database_url: str, app_on) -> None:
+    """Two app instances on one database (two worker processes) see each other's failures."""
+    first = app_on(database_url, RATE_LIMIT_ATTEMPTS=2)
+    second = app_on(database_url, RATE_LIMIT_ATTEMPTS=2)
+    add_user(first, "admin")
+    bad = {"username": "admin", "password": "wrong-password"}
+    assert_error(
+        first.test_client().post("/api/v1/auth/login", json=bad), 401, "invalid_credentials"
+    )
+    assert_error(
+        second.test_client().post("/api/v1/auth/login", json=bad), 401, "invalid_credentials"
+    )
+    assert_error(first.test_client().post("/api/v1/auth/login", json=bad), 429, "rate_limited")
