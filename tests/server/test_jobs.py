@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -269,3 +275,50 @@ def test_scheduler_is_off_unless_enabled(sqlite_url: str, app_on: Any) -> None:
         assert str(backup.next_run_time.tzinfo) == "Asia/Shanghai"
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_server_serve_runs_the_scheduler(sqlite_url: str, app_on: Any, tmp_path: Path) -> None:
+    """End to end: a version scheduled two seconds ahead is published by a running server."""
+    app = app_on(sqlite_url)
+    with app.app_context():
+        form_service.upload_draft(TINY_FORM, actor=CLI_ACTOR)
+        form_service.publish("tiny_check", 1, actor=CLI_ACTOR, at=utcnow() + timedelta(seconds=2))
+        db.session.remove()
+        db.engine.dispose()
+    env = {
+        **os.environ,
+        "VILLAGE_SYNC_DATABASE_URL": sqlite_url,
+        "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "keys"),
+        "VILLAGE_SYNC_PUBLISH_CHECK_SECONDS": "1",
+        "VILLAGE_SYNC_PUBLISH_BUILTIN_FORMS": "false",
+        "VILLAGE_SYNC_SERVE_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    database = sqlite_path(sqlite_url)
+    assert database is not None
+    status, result = "", None
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and status != "published":
+            time.sleep(0.5)
+            with closing(sqlite3.connect(database)) as conn:
+                status = conn.execute(
+                    "select status from form_versions where form_id = 'tiny_check'"
+                ).fetchone()[0]
+                row = conn.execute(
+                    "select last_result from job_locks where name = 'publish_scheduled_forms'"
+                ).fetchone()
+                result = row and row[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert status == "published"
+    assert result is not None and '"ok": true' in result
