@@ -6,7 +6,8 @@ They live here, next to the sync client, and are attached to the ``village-devic
 
 * ``enroll --server URL --code CODE`` — enrol this device and download forms and records.
 * ``sync`` — upload the outbox and download what changed, with a progress bar (records and
-  bytes) on stderr, retrying with backoff after drops; one line when the server refuses.
+  bytes) on stderr, retrying with backoff after drops; one line when the server refuses; then
+  upload the photos not yet confirmed, resuming each from the server's offset.
 * ``simulate --server URL …`` — enrol N fresh devices in a folder, fill realistic households
   on each and sync them all (load tests, demos, benchmarks).
 """
@@ -25,6 +26,7 @@ from village_client_stub.enrollment import enroll as enroll_device
 from village_client_stub.store import DeviceStore
 from village_client_stub.sync_client import SyncClient, SyncProgress, SyncReport
 from village_client_stub.transport import DEFAULT_TIMEOUT_S, HttpTransport
+from village_client_stub.uploads import UploadClient
 
 __all__ = ["ProgressBar", "add_sync_commands"]
 
@@ -161,12 +163,26 @@ def add_sync_commands(
                 report = client.sync()
             finally:
                 bar.close()
+            # Photos go after the records: a record is useful without its photo, not vice versa.
+            uploads = UploadClient(store, client.transport, max_failures=max_failures).upload_all()
             status = store.status()
         if as_json:
-            emit_json({"ok": True, **report.to_dict(), "pending_ops": status["pending_ops"]})
+            emit_json(
+                {
+                    "ok": True,
+                    **report.to_dict(),
+                    "pending_ops": status["pending_ops"],
+                    "attachments": uploads.to_dict(),
+                }
+            )
             return
         for line in _report_lines(report):
             click.echo(line)
+        if uploads.uploaded or uploads.failed:
+            click.echo(
+                f"照片上传 {len(uploads.uploaded)} 张，未完成 {len(uploads.failed)} 张"
+                "（已确认的部分会保留，下次继续）"
+            )
 
     @group.command(
         help="模拟多台设备：注册、填写样例农户并同步。Simulate N devices with sample households."
