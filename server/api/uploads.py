@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, send_file
 from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
+from server.api.guard import authenticated
 from server.api.wire import load_data, returns
 from server.errors import ValidationFailed
 from server.services import uploads
+from server.services.access import Principal
 from server.storage.database import end_read
 
 blueprint = Blueprint("uploads", __name__, url_prefix=f"{API_PREFIX}/uploads")
@@ -120,3 +122,14 @@ def append_chunk(sha256: str) -> Any:
         device, sha256, int(offset_text), request.headers.get("Upload-Checksum"), chunk
     )
     return _reply(status)
+
+
+@blueprint.get("/<string:sha256>/content")
+@authenticated()
+def attachment_content(principal: Principal, sha256: str) -> Any:
+    """The stored file of a completed upload (admins, within their area), e.g. a house photo."""
+    path, content_type = uploads.stored_attachment(principal.area_prefix, sha256)
+    end_read()
+    response = send_file(path, mimetype=content_type, max_age=0, conditional=True, etag=sha256)
+    response.headers["Cache-Control"] = "private, max-age=0"
+    return response

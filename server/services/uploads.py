@@ -420,6 +420,25 @@ def append_chunk(
     return status
 
 
+def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
+    """The file and content type of a completed attachment uploaded within ``area_prefix``.
+
+    For admins viewing a record's photos. Raises :class:`NotFound` (``attachment_not_found``)
+    for an unknown, unfinished or out-of-area attachment, or one whose file is gone.
+    """
+    check_sha256(sha256)
+    row = store.get_upload(sha256)
+    path = attachment_path(sha256)
+    if (
+        row is None
+        or row.completed_at is None
+        or not row.village_code.startswith(area_prefix)
+        or not path.is_file()
+    ):
+        raise NotFound(en="no such attachment", zh="附件不存在", code="attachment_not_found")
+    return path, row.content_type
+
+
 def purge_abandoned(older_than: timedelta, now: datetime | None = None) -> int:
     """Delete unfinished uploads untouched for ``older_than`` (rows and partial files).
 

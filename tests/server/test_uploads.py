@@ -21,7 +21,7 @@ from server.storage import devices as device_store
 from server.storage.database import writing
 from server.storage.types import utcnow
 from sync_protocol.crypto import KeyBundle, generate_device_keys
-from tests.server.conftest import assert_error
+from tests.server.conftest import add_user, assert_error, login
 
 URL = "/api/v1/uploads"
 MAX_BYTES = 64 * 1024
@@ -329,3 +329,27 @@ def test_two_connections_sending_the_same_chunk_confirm_it_once(
     assert device.patch(sha, 20_000, photo[20_000:]).json["complete"] is True
     stored = Path(upload_app.config["ATTACHMENTS_DIR"]) / sha[:2] / sha
     assert stored.read_bytes() == photo
+
+
+def test_admins_view_completed_photos_of_their_area(upload_app: Flask, device: Device) -> None:
+    photo = _photo(5_000, seed=15)
+    sha = hashlib.sha256(photo).hexdigest()
+    device.start(photo)
+    device.patch(sha, 0, photo[:1_000])
+    add_user(upload_app, "admin")
+    add_user(upload_app, "near", role="township_reviewer", area="530102001")
+    add_user(upload_app, "far", role="township_reviewer", area="530102002")
+    client = upload_app.test_client()
+    admin, near, far = (login(client, name) for name in ("admin", "near", "far"))
+    unfinished = client.get(f"{URL}/{sha}/content", headers=admin)
+    assert_error(unfinished, 404, "attachment_not_found")
+    device.patch(sha, 1_000, photo[1_000:])
+    for headers in (near, admin):
+        shown = client.get(f"{URL}/{sha}/content", headers=headers)
+        try:
+            assert shown.status_code == 200 and shown.data == photo
+            assert shown.headers["Content-Type"] == "image/jpeg"
+        finally:
+            shown.close()  # send_file streams from an open file
+    assert_error(client.get(f"{URL}/{sha}/content", headers=far), 404, "attachment_not_found")
+    assert_error(client.get(f"{URL}/{sha}/content"), 401, "missing_token")
