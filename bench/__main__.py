@@ -4,6 +4,11 @@ A bench is a module ``bench/<name>.py`` defining ``main(argv: list[str] | None) 
 found here without registration, so adding a bench means adding its module. Arguments after
 the bench names (``python -m bench wire_size --households 50``) go to the bench when exactly one
 is named.
+
+The exit code is non-zero only when a bench could not run (bad arguments, an unknown bench, a
+measurement that lost data). A measured target that is missed is not a failure of the run: the
+bench prints it as ``MISSED`` on its own line and still exits 0, so ``make bench`` always
+produces the whole table for the record.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names or sorted(benches):
         started = time.perf_counter()
         print(f"== {name} ==", flush=True)
-        code = benches[name](rest or None)
+        # Always a list: ``None`` would make argparse read ``sys.argv`` (the bench names).
+        code = benches[name](list(rest))
         print(f"== {name}: {time.perf_counter() - started:.1f} s ==\n", flush=True)
         status = status or code
     return status

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
+import bench.__main__ as bench_runner
 from bench.__main__ import discover
 from bench.__main__ import main as bench_main
 from bench.wire_size import (
@@ -15,9 +19,13 @@ from bench.wire_size import (
     main,
     openrosa_submission,
     run,
+    target_line,
 )
 from forms.instruments.samples import sample_household
 from sync_protocol.compression import DictionaryStore
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PYTHON_M_BENCH = (sys.executable, "-m", "bench")
 
 
 def test_small_run_reports_every_cell_and_beats_odk() -> None:
@@ -89,3 +97,52 @@ def test_first_download_is_measured_for_every_setting() -> None:
     for total, exchanges in download.values():
         assert exchanges == 1  # 18 record states fit one page
         assert 0 < total < DOWNLOAD_TARGET_BYTES
+
+
+def test_python_m_bench_wire_size_runs_as_a_real_process() -> None:
+    """The command line users type, in a fresh interpreter (bounded, not timed)."""
+    completed = subprocess.run(
+        [*PYTHON_M_BENCH, "wire_size", "--households", "2", "--download-households", "1"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout
+    assert "== wire_size ==" in out and "== wire_size:" in out
+    assert "wire size: 12 new instrument records" in out
+    assert "ODK-style OpenRosa submission" in out
+    # 12 records cannot amortise a batch of 50: the target is missed, said loudly, exit still 0.
+    assert "target: upload at batch 50 <= 150 B/record" in out
+    assert "*** MISSED ***" in out
+    assert "first download of a village, 1 households" in out
+
+
+def test_runner_passes_a_list_even_without_bench_arguments(monkeypatch) -> None:
+    """With no arguments after the name the bench gets ``[]``: ``None`` would reread sys.argv."""
+    seen: list[object] = []
+
+    def fake(argv: list[str] | None) -> int:
+        seen.append(argv)
+        return 0
+
+    monkeypatch.setattr(bench_runner, "discover", lambda: {"fake": fake})
+    monkeypatch.setattr(sys, "argv", ["python -m bench", "fake"])
+    assert bench_runner.main() == 0
+    assert bench_runner.main(["fake"]) == 0
+    assert bench_runner.main(["fake", "--flag", "1"]) == 0
+    assert seen == [[], [], ["--flag", "1"]]
+
+
+def test_bench_exit_code_ignores_a_missed_target() -> None:
+    out = io.StringIO()
+    assert (
+        main(["--households", "1", "--batch-sizes", "50", "--download-households", "0"], out=out)
+        == 0
+    )
+    text = out.getvalue()
+    assert "*** MISSED ***" in text
+    assert target_line("x <= 1", "2", False) == "target: x <= 1: 2 -> *** MISSED ***"
+    assert target_line("x <= 1", "0", True) == "target: x <= 1: 0 -> met"
