@@ -52,7 +52,7 @@ from server.storage.database import end_read, writing
 from server.storage.models import Device
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
-from sync_protocol.compression import ALL_METHODS
+from sync_protocol.compression import ALL_METHODS, DictionaryStore
 from sync_protocol.crypto import EncryptionPrivateKey, EncryptionPublicKey, SigningPublicKey
 from sync_protocol.envelope import Header, peek_header
 from sync_protocol.errors import MalformedFrame, ProtocolError, Replayed, UnknownSender
@@ -460,5 +460,8 @@ def _seal(session: _Session, reply: ServerReply, status: int) -> ExchangeResult:
         hello_sequence=session.header.sequence,
         suite=int(session.header.suite),
         allowed=session.allowed_compression or {0},
+        # The packaged per-form dictionaries, used only when the hello says the device has them.
+        dictionaries=DictionaryStore.packaged(),
+        peer_dictionary_ids=session.hello.capabilities.dictionary_ids,
     )
     return ExchangeResult(body=body, status=status)

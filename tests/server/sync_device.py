@@ -19,6 +19,7 @@ from forms.paths import flatten
 from server.extensions import db
 from server.services import forms as form_service
 from sync_protocol.clock import HybridClock, wall_clock_ms
+from sync_protocol.compression import DictionaryStore
 from sync_protocol.crypto import (
     EncryptionPublicKey,
     KeyBundle,
@@ -125,6 +126,7 @@ class SyncDevice:
             keys=keys,
             server_encryption=EncryptionPublicKey.from_base64(server["encryption_public"]),
             server_signing=SigningPublicKey.from_base64(server["signing_public"]),
+            dictionaries=DictionaryStore.packaged(),
         )
         return cls(client, body["device_id"], body["scope"], keys, end, clock_offset_ms)
 
@@ -196,7 +198,11 @@ class SyncDevice:
             cursors=dict(self.cursors),
             high_water_mark=self.high_water,
             clock=self.clock.now().to_text(),
-            capabilities=Capabilities(suites=(1,), compression=(0, 1, 2)),
+            capabilities=Capabilities(
+                suites=(1,),
+                compression=(0, 1, 2, 3),
+                dictionary_ids=tuple(self.end.dictionaries.ids()),
+            ),
         )
 
     def build(self, ops: list[Op] | None = None, *, batch_size: int = 50) -> Request:

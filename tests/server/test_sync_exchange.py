@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server.storage import models
+from sync_protocol.envelope import CompressionId, peek_header
 from sync_protocol.errors import ServerRefused
 from tests.server.conftest import assert_error
 from tests.server.sync_device import (
@@ -38,7 +39,12 @@ def test_new_records_are_acked_stored_and_reach_a_second_device(
         device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no=f"H{i:03}")
         for i in range(3)
     ]
-    reply = device.sync()
+    request = device.build()
+    response = device.post(request.body)
+    # Records of a form with a packaged dictionary, to a device holding it: zstd + dictionary.
+    assert peek_header(response.get_data()).compression == CompressionId.ZSTD_DICTIONARY
+    reply = device.open(response, request)
+    device.apply(reply)
     assert [f.status for f in reply.frames] == ["committed", "committed"]
     (ack,) = reply.acks
     assert [a.status for a in ack.acks] == ["applied"] * 3
