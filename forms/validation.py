@@ -326,6 +326,11 @@ class _Validator:
                 self.level_names[path] = frozenset(sub.name for sub in fld.fields)
         self.top_typed: dict[str, Any] = {}
         self.hidden: set[str] = set()  # data paths of fields found not relevant
+        # Values that are empty or wrong because they could not be read, failed their
+        # constraint, were required but missing, or were computed from such a value:
+        # (id of the typed dict of their level, field name). A relevance that reads one of
+        # them and comes out false is *unknown*: the answers it governs are kept.
+        self.unknown: set[tuple[int, str]] = set()
         # Type problems wait until relevance is known: a hidden field's bad value is dropped,
         # not reported.
         self.pending: dict[str, list[Issue]] = {}
@@ -381,6 +386,50 @@ class _Validator:
                 "warning",
             )
             raise
+
+    # Values that could not be determined
+
+    def mark_unknown(self, level: _Level, name: str) -> None:
+        self.unknown.add((id(level.typed), name))
+
+    def scopes(self, level: _Level) -> list[tuple[str, Mapping[str, Any]]]:
+        """Where ``${name}`` is looked up from ``level``: its row, the enclosing rows, the top."""
+        return [*reversed(level.rows), ("", self.top_typed)]
+
+    def resolve(
+        self, name: str, scopes: list[tuple[str, Mapping[str, Any]]]
+    ) -> tuple[str, Mapping[str, Any]] | None:
+        for schema, values in scopes:
+            if name in self.level_names.get(schema, frozenset()):
+                return schema, values
+        return None
+
+    def depends_on_unknown(self, text: str, level: _Level) -> bool:
+        """True when the expression reads a value that could not be determined."""
+        if not self.unknown:
+            return False
+        base = self.scopes(level)
+        for ref in parse_expression(text).references():
+            chains = [base]
+            for repeat in ref.via:  # a row function: the name is read in each row
+                deeper = []
+                for chain in chains:
+                    found = self.resolve(repeat, chain)
+                    if found is None:
+                        continue
+                    schema, values = found
+                    if (id(values), repeat) in self.unknown:
+                        return True
+                    rows = values.get(repeat)
+                    inner = f"{schema}/{repeat}" if schema else repeat
+                    if isinstance(rows, list):
+                        deeper.extend([(inner, row), *chain] for row in rows)
+                chains = deeper
+            for chain in chains:
+                found = self.resolve(ref.name, chain)
+                if found is not None and (id(found[1]), ref.name) in self.unknown:
+                    return True
+        return False
 
     # Phase 1: types, row ids, unknown keys
 
@@ -466,6 +515,9 @@ class _Validator:
         for fld in self.defn.evaluation_order(level.schema_path):
             path = level.prefix + fld.name
             deferred = self.pending.pop(path, [])
+            # None: relevant; True: relevance unknown (it reads a value that could not be
+            # determined, so the answers are kept and nothing is required).
+            unsure = False
             if fld.relevant is not None:
                 try:
                     shown = truthy(
@@ -476,20 +528,29 @@ class _Validator:
                 except EvaluationError:
                     shown = True  # cannot tell: keep the answer rather than lose it
                 if not shown:
-                    self.hide(fld, level, path)
-                    continue
+                    if not self.depends_on_unknown(fld.relevant, level):
+                        self.hide(fld, level, path)
+                        continue
+                    unsure = True
             for issue in deferred:
                 self.result.add(issue)
             if deferred and fld.name not in level.typed:
+                self.mark_unknown(level, fld.name)
                 continue  # a value of the wrong type: its other rules would only repeat that
             if fld.calculate is not None:
                 self.calculate(fld, level)
             if fld.is_repeat:
-                self.walk_rows(fld, level)
+                self.walk_rows(fld, level, unsure)
                 continue
             value = level.typed.get(fld.name)
             if _is_empty(value):
-                if fld.name not in level.cleaned and self.is_required(fld, level):
+                if fld.name in level.cleaned:
+                    continue
+                required = None if unsure else self.requirement(fld, level)
+                if required is None:
+                    self.mark_unknown(level, fld.name)
+                elif required:
+                    self.mark_unknown(level, fld.name)
                     self.issue(
                         "required",
                         level,
@@ -505,6 +566,7 @@ class _Validator:
                 except EvaluationError:
                     continue
                 if not passed:
+                    self.mark_unknown(level, fld.name)
                     message = fld.constraint_message or _text(
                         f"“{_label_zh(fld)}”填写的值不符合要求",
                         f"the value of {_label_en(fld)} does not meet its constraint",
@@ -516,13 +578,17 @@ class _Validator:
         level.typed.pop(fld.name, None)
         level.cleaned.pop(fld.name, None)
 
-    def is_required(self, fld: Field, level: _Level) -> bool:
+    def requirement(self, fld: Field, level: _Level) -> bool | None:
+        """Whether the field is required here; ``None`` when that reads an undetermined value."""
         if isinstance(fld.required, bool):
             return fld.required
         try:
-            return truthy(self.evaluate(fld.required, level, fld.name, "required", None))
+            required = truthy(self.evaluate(fld.required, level, fld.name, "required", None))
         except EvaluationError:
             return False
+        if not required and self.depends_on_unknown(fld.required, level):
+            return None
+        return required
 
     def calculate(self, fld: Field, level: _Level) -> None:
         try:
@@ -530,7 +596,12 @@ class _Validator:
                 fld.calculate or "", level, fld.name, "calculate", level.typed.get(fld.name)
             )
         except EvaluationError:
+            level.typed.pop(fld.name, None)
+            level.cleaned.pop(fld.name, None)
+            self.mark_unknown(level, fld.name)
             return
+        if self.depends_on_unknown(fld.calculate or "", level):
+            self.mark_unknown(level, fld.name)  # e.g. an age from an invalid ID number
         if _is_empty(value):
             level.typed.pop(fld.name, None)
             level.cleaned.pop(fld.name, None)
@@ -555,12 +626,17 @@ class _Validator:
         level.typed[fld.name] = typed
         level.cleaned[fld.name] = cleaned
 
-    def walk_rows(self, fld: Field, level: _Level) -> None:
+    def walk_rows(self, fld: Field, level: _Level, unsure: bool = False) -> None:
         rows = level.typed.get(fld.name)
         if not isinstance(rows, list):
             rows = []
         count = len(rows)
-        if fld.required is not False and count == 0 and self.is_required(fld, level):
+        required: bool | None = False
+        if count == 0:
+            required = None if unsure else self.requirement(fld, level)
+            if required is not False:
+                self.mark_unknown(level, fld.name)
+        if required:
             self.issue(
                 "required",
                 level,
@@ -570,7 +646,7 @@ class _Validator:
                     f"{_label_en(fld)} needs at least one row",
                 ),
             )
-        elif fld.min_rows is not None and count < fld.min_rows:
+        elif not unsure and fld.min_rows is not None and count < fld.min_rows:
             self.issue(
                 "rows",
                 level,

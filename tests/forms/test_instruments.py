@@ -457,6 +457,40 @@ def test_persuade_back_log() -> None:
     assert codes(run("compulsory_education", data))["constraint@visit_date"] == "error"
 
 
+@pytest.mark.parametrize("id_number", ["", "530102201401011231", "5301022014010112"])
+def test_school_answers_kept_when_the_age_cannot_be_computed(id_number: str) -> None:
+    # An empty, wrong-check-digit or short ID gives no age: whether the school questions apply
+    # is unknown, so nothing typed is dropped and no school question is demanded.
+    visit = {"_id": "p1", "visit_date": "2026-10-01", "visited_by": "王老师", "result": "劝返中"}
+    row = {
+        "_id": "c1",
+        "name": "小红",
+        "id_number": id_number,
+        "health": ["健康"],
+        "schooling": None,
+        "dropout_reason": "外出打工",
+        "persuasions": [visit],
+    }
+    result = run("compulsory_education", {"survey_date": "2026-11-25", "children": [row]})
+    assert [(i.code, i.path) for i in result.errors] == [
+        ("required" if not id_number else "constraint", "children/c1/id_number")
+    ]
+    kept = result.cleaned["children"][0]
+    assert kept["dropout_reason"] == "外出打工"
+    assert kept["persuasions"] == [visit]
+    assert "age" not in kept
+    # Nothing answered yet: the unknown relevance demands no reason either.
+    bare = {"_id": "c1", "name": "小红", "id_number": id_number, "health": ["健康"]}
+    result = run("compulsory_education", {"survey_date": "2026-11-25", "children": [bare]})
+    assert {i.field for i in result.errors} == {"id_number"}
+    # With a valid ID of a 17-year-old the school questions are really not asked: dropped.
+    adult = row | {"id_number": make_id(date(2009, 1, 5), 22)}
+    result = run("compulsory_education", {"survey_date": "2026-11-25", "children": [adult]})
+    assert result.ok
+    assert "dropout_reason" not in result.cleaned["children"][0]
+    assert "persuasions" not in result.cleaned["children"][0]
+
+
 def insured(row_id: str, resident: bool, employee: bool) -> dict:
     row = {
         "_id": row_id,

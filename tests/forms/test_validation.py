@@ -516,3 +516,60 @@ def test_cleaning_is_idempotent(record: dict[str, Any]) -> None:
     second = validate_record(HOUSING_DEFN, first.cleaned, CONTEXT)
     assert second.cleaned == first.cleaned
     assert [i.to_dict() for i in second.issues] == [i.to_dict() for i in first.issues]
+
+
+UNKNOWN_DOC: dict[str, Any] = {
+    "id": "unknown_mini",
+    "version": 1,
+    "title": "未知",
+    "fields": [
+        {"name": "count", "type": "integer", "label": "人数", "constraint": ". >= 0"},
+        {"name": "code", "type": "integer", "label": "代码"},
+        {"name": "double", "type": "calculate", "calculate": "${count} * 2"},
+        {
+            "name": "big",
+            "type": "text",
+            "label": "大",
+            "relevant": "${double} > 4",
+            "required": True,
+        },
+        {"name": "also", "type": "text", "label": "也", "relevant": "${code} = 1"},
+        {"name": "needs", "type": "text", "label": "需", "required": "${double} > 4"},
+        {
+            "name": "rows",
+            "type": "repeat",
+            "label": "行",
+            "relevant": "${double} > 4",
+            "min_rows": 1,
+            "fields": [{"name": "x", "type": "text", "label": "X"}],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("count", [-1, "many"])
+def test_relevance_reading_an_undetermined_value_keeps_the_answers(count: Any) -> None:
+    defn = load_definition(UNKNOWN_DOC)
+    data = {"count": count, "big": "typed", "rows": [{"_id": "r1", "x": "y"}]}
+    result = validate_record(defn, data, CONTEXT)
+    assert [i.path for i in result.errors] == ["count"]
+    assert result.cleaned["big"] == "typed"
+    assert result.cleaned["rows"] == [{"_id": "r1", "x": "y"}]
+    # Empty answers under an unknown relevance or requirement are not demanded.
+    result = validate_record(defn, {"count": count}, CONTEXT)
+    assert [i.path for i in result.errors] == ["count"]
+
+
+def test_relevance_false_on_determined_values_still_drops() -> None:
+    defn = load_definition(UNKNOWN_DOC)
+    # An optional value left empty is a determined empty: the answers it governs are stale.
+    result = validate_record(defn, {"big": "stale", "also": "stale"}, CONTEXT)
+    assert result.ok and result.cleaned == {}
+    result = validate_record(defn, {"count": 1, "code": 2, "big": "x", "also": "y"}, CONTEXT)
+    assert result.ok and result.cleaned == {"count": 1, "code": 2, "double": 2}
+    result = validate_record(defn, {"count": 3}, CONTEXT)
+    assert {(i.code, i.path) for i in result.errors} == {
+        ("required", "big"),
+        ("required", "needs"),
+        ("rows", "rows"),
+    }
