@@ -165,6 +165,39 @@ def test_broken_workbook_is_422_with_location(
     assert error["details"]["issues"][0]["code"] == "not_xlsx"
 
 
+def test_workbook_errors_name_sheet_row_and_column(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    survey = workbook.active
+    survey.title = "survey"
+    survey.append(["type", "name", "label::zh"])
+    survey.append(["text", "head_name", "户主姓名"])
+    survey.append(["telepathy", "mind", "读心"])
+    settings = workbook.create_sheet("settings")
+    settings.append(["form_id", "version", "form_title::zh"])
+    settings.append(["probe", 1, "测试"])
+    content = io.BytesIO()
+    workbook.save(content)
+    response = client.post(
+        "/api/v1/forms",
+        data={"file": (io.BytesIO(content.getvalue()), "probe.xlsx")},
+        headers=admin_headers,
+        content_type="multipart/form-data",
+    )
+    error = assert_error(response, 422, "form_invalid")
+    issue = error["details"]["issues"][0]
+    assert (issue["sheet"], issue["row"], issue["column"], issue["code"]) == (
+        "survey",
+        3,
+        "A",
+        "unknown_type",
+    )
+    assert set(issue["message"]) == {"zh", "en"}
+
+
 def test_upload_needs_a_document(client: FlaskClient, admin_headers: dict[str, str]) -> None:
     assert_error(
         client.post("/api/v1/forms", data="[]", headers=admin_headers), 400, "validation_failed"
