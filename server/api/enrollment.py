@@ -54,6 +54,7 @@ class EnrollmentSchema(Schema):
     scope = fields.String(dump_only=True)
     server_keys = fields.Dict(dump_only=True)
     forms = fields.List(fields.Dict(), dump_only=True)
+    server_time = fields.DateTime(dump_only=True)
 
 
 @blueprint.post("/enrollment-codes")

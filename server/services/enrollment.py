@@ -52,6 +52,8 @@ class Enrollment:
     scope: str
     server_keys: dict[str, str]
     forms: list[dict[str, Any]] = field(default_factory=list)
+    #: The server's clock at enrollment, for the tablet's first hybrid-logical-clock reading.
+    server_time: datetime | None = None
 
 
 def normalize_code(text: str) -> str:
@@ -231,4 +233,6 @@ def enroll(
             )
     if failure is not None:
         _refuse(key, failure, ip=ip, scope=scope, code_id=code_id)
-    return Enrollment(device_id, scope, app_key_ring().public_document(), forms_manifest())
+    return Enrollment(
+        device_id, scope, app_key_ring().public_document(), forms_manifest(), utcnow()
+    )

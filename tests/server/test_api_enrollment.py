@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Flask
@@ -55,6 +55,8 @@ def test_enrollment_returns_device_scope_server_keys_and_manifest(
     assert answer["server_keys"] == ring.public_document()
     assert answer["server_keys"]["encryption_key_id"] == ring.current_id
     assert len(answer["forms"]) == 6
+    server_time = datetime.fromisoformat(answer["server_time"])
+    assert abs((server_time - utcnow()).total_seconds()) < 60
     assert {f["form_id"] for f in answer["forms"]} >= {"housing_safety", "household_roster"}
     with app.app_context():
         device = devices.device_for_sync(answer["device_id"])
