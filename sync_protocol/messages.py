@@ -593,7 +593,27 @@ def decode_message(data: bytes, expected: str | None = None) -> Message:
         raise InvalidMessage("message", exc.message) from None
     body = _mapping(value, "message")
     kind = body.get("type")
-    if kind not in _TYPES or (expected is not None and kind != expected):
+    # Membership is tested only on strings: a list or object is unhashable, and the error must
+    # stay InvalidMessage whatever JSON value a peer put there.
+    if (
+        not isinstance(kind, str)
+        or kind not in _TYPES
+        or (expected is not None and kind != expected)
+    ):
         wanted = expected or ", ".join(_TYPES)
-        raise InvalidMessage("type", f"must be {wanted}, got {kind!r}")
+        got = repr(kind[:40]) if isinstance(kind, str) else _json_type_name(kind)
+        raise InvalidMessage("type", f"must be {wanted}, got {got}")
     return _TYPES[kind].from_dict(body)
+
+
+def _json_type_name(value: object) -> str:
+    """How a parsed JSON value that is not a string is named in an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -262,3 +262,49 @@ def test_arbitrary_field_values_raise_only_invalid_message(kind: str, key: str, 
         decode_message(json.dumps(document).encode())
     except InvalidMessage as exc:
         assert exc.field
+
+
+@pytest.mark.parametrize(
+    ("raw", "got"),
+    [
+        (b'{"type":[]}', "an array"),
+        (b'{"type":{}}', "an object"),
+        (b'{"type":["hello"]}', "an array"),
+        (b'{"type":{"hello":1}}', "an object"),
+        (b'{"type":1}', "a number"),
+        (b'{"type":true}', "a boolean"),
+        (b'{"type":null}', "null"),
+        (b'{"type":"HELLO"}', "'HELLO'"),
+    ],
+)
+def test_a_type_that_is_not_a_known_string_is_invalid_message(raw: bytes, got: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(raw)
+    assert info.value.field == "type"
+    assert info.value.message.endswith(f"got {got}")
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(raw, expected="hello")
+    assert info.value.field == "type"
+
+
+@settings(max_examples=300)
+@given(
+    kind=_JSON | st.sampled_from(["hello", "batch", "reply"]),
+    kind_of=st.sampled_from(["hello", "batch", "reply"]),
+)
+def test_arbitrary_json_in_type_raises_only_invalid_message(kind: Any, kind_of: str) -> None:
+    base = {"hello": HELLO_DICT, "reply": REPLY_DICT, "batch": {"batch_seq": 1, "ops": [1, [], []]}}
+    document = dict(base[kind_of]) | {"type": kind}
+    data = json.dumps(document).encode()
+    if kind == kind_of:
+        assert decode_message(data).kind == kind_of
+        return
+    with pytest.raises(InvalidMessage) as info:
+        decode_message(data)
+    assert info.value.field
+    if not isinstance(kind, str) or kind not in {"hello", "batch", "reply"}:
+        # Not a known type name: refused on the type itself, never on another field.
+        assert info.value.field == "type"
+    else:
+        # Another known type: the body does not fit that type's fields.
+        assert info.value.field.startswith(kind)
