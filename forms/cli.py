@@ -418,8 +418,11 @@ def _print_indicators(pic: HouseholdIndicators, *, has_education_record: bool) -
     region = _REGION_TYPES.get(pic.water_region_type, pic.water_region_type)
     click.echo(f"  {_verdict(pic.water_safe)} {_pad('饮水安全', 14)}{water}；{region}")
     if pic.dropout_present is None:
-        # An education record without children is not judged by the indicator; say so.
-        education = "调查表中没有学龄儿童（不判断）" if has_education_record else "无数据"
+        if pic.unknown_age:
+            education = f"{pic.unknown_age} 名儿童身份证号缺失或无效，无法计算年龄（不判断）"
+        else:
+            # An education record without children is not judged by the indicator; say so.
+            education = "调查表中没有学龄儿童（不判断）" if has_education_record else "无数据"
     elif pic.dropout_present:
         education = "有辍学：" + "、".join(
             f"{d.name or '?'}（{d.age}岁，{d.reason or '原因未填'}）" for d in pic.dropouts

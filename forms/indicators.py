@@ -464,9 +464,11 @@ class EducationResult:
     """Whether any child aged 6-16 (at 1 September of the school year) is out of school.
 
     ``unknown_age`` counts rows whose age cannot be computed (invalid or missing ID number).
+    ``dropout_present`` is ``None`` (unknown, never counted as safe) when no dropout was found
+    but some child's age is unknown: that child may be of school age and out of school.
     """
 
-    dropout_present: bool
+    dropout_present: bool | None
     dropouts: list[Dropout] = field(default_factory=list)
     school_age_children: int = 0
     unknown_age: int = 0
@@ -525,7 +527,8 @@ def education_indicator(data: Mapping[str, Any] | None, on: date) -> EducationRe
             dropouts.append(
                 Dropout(row.get("_id"), row.get("name"), age, row.get("dropout_reason"))
             )
-    return EducationResult(bool(dropouts), dropouts, in_school_age, unknown)
+    present: bool | None = True if dropouts else (None if unknown else False)
+    return EducationResult(present, dropouts, in_school_age, unknown)
 
 
 # --- medical insurance ----------------------------------------------------------------------------
@@ -664,6 +667,8 @@ class HouseholdIndicators:
     risk_removed: bool | None
     open_problems: list[str]
     all_assured: bool | None
+    #: Children of the education record whose age cannot be computed (empty or invalid ID).
+    unknown_age: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (dates none; lists of plain dicts)."""
@@ -741,7 +746,11 @@ def household_indicators(
     verdicts = {
         "housing": None if housing is None else housing.safe,
         "water": None if water is None else water.safe,
-        "education": None if education is None else not education.dropout_present,
+        "education": (
+            None
+            if education is None or education.dropout_present is None
+            else not education.dropout_present
+        ),
         "insurance": None if insurance is None else insurance.everyone_insured,
         "income": None if income is None or income.below_line is None else not income.below_line,
     }
@@ -765,6 +774,7 @@ def household_indicators(
         risk_removed=(monitoring or {}).get("risk_removed"),
         open_problems=[name for name, ok in verdicts.items() if ok is False],
         all_assured=_three_valued(verdicts.values()),
+        unknown_age=0 if education is None else education.unknown_age,
     )
 
 

@@ -254,7 +254,30 @@ def test_invalid_id_is_counted_as_unknown_age() -> None:
     wrong_check = good[:17] + ("1" if good[17] != "1" else "2")
     data = {"children": [{"_id": "r1", "name": "王芳", "id_number": wrong_check}]}
     result = education_indicator(data, date(2026, 11, 1))
-    assert (result.dropout_present, result.unknown_age) == (False, 1)
+    # The child may be 12 and out of school: unknown, never counted as "no dropout".
+    assert (result.dropout_present, result.unknown_age) == (None, 1)
+    data["children"].append({"_id": "r2", "name": "王明", "id_number": good})
+    result = education_indicator(data, date(2026, 11, 1))
+    assert (result.dropout_present, result.unknown_age) == (True, 1)
+    data["children"][1]["schooling"] = "小学"
+    assert education_indicator(data, date(2026, 11, 1)).dropout_present is None
+    data["children"].pop(0)
+    assert education_indicator(data, date(2026, 11, 1)).dropout_present is False
+
+
+def test_unknown_age_makes_the_household_picture_unknown_not_assured() -> None:
+    records = {
+        "compulsory_education": {
+            "survey_date": "2026-11-25",
+            "children": [{"_id": "c1", "name": "小红", "id_number": "53010220140101123Z"}],
+        }
+    }
+    config = MonitoringConfig.from_mapping({"monitoring_lines": {"53": {"2025": 8700}}})
+    picture = household_indicators(records, VILLAGE, 2026, config)
+    assert picture.dropout_present is None
+    assert "education" not in picture.open_problems
+    assert picture.all_assured is None
+    assert picture.unknown_age == 1 and picture.to_dict()["unknown_age"] == 1
 
 
 # --- insurance ------------------------------------------------------------------------------------
