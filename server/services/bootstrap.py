@@ -9,7 +9,7 @@ from flask import current_app
 from server.services import auth
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN
-from server.services.keys import load_or_create
+from server.services.keys import app_key_ring, load_or_create
 from server.settings import resolve_key_dir
 from server.storage import forms as form_store
 
@@ -38,8 +38,8 @@ def prepare() -> StartReport:
     on). On later starts it changes nothing and never recreates the admin.
     """
     config = current_app.config
-    ring, keys_created = load_or_create(resolve_key_dir(config))
-    current_app.extensions["village_sync_keys"] = ring
+    _ring, keys_created = load_or_create(resolve_key_dir(config))
+    ring = app_key_ring()
     username = config["ADMIN_USERNAME"]
     password: str | None = None
     if not auth.has_users():

@@ -113,22 +113,41 @@ def rotate(key_dir: Path) -> KeyRing:
     return load(key_dir)
 
 
+_CACHE_KEY = "village_sync_keys"
+
+
+def _stamp(key_dir: Path) -> tuple[int, int] | None:
+    """Identity of the ``current`` file (inode, mtime); changes when a rotation replaces it."""
+    try:
+        info = (key_dir / CURRENT_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_mtime_ns)
+
+
 def app_key_ring() -> KeyRing:
-    """The running app's key ring, loaded (or created) once from the ``KEY_DIR`` setting."""
+    """The running app's key ring from the ``KEY_DIR`` setting, created on first use.
+
+    Cached per app, and reloaded when ``current`` changes on disk, so ``server rotate-keys``
+    run beside a live server takes effect on its next request without a restart.
+    """
     from flask import current_app
 
     from server.settings import resolve_key_dir
 
-    ring = current_app.extensions.get("village_sync_keys")
-    if ring is None:
-        ring, _created = load_or_create(resolve_key_dir(current_app.config))
-        current_app.extensions["village_sync_keys"] = ring
+    key_dir = resolve_key_dir(current_app.config)
+    stamp = _stamp(key_dir)
+    cached = current_app.extensions.get(_CACHE_KEY)
+    if cached is not None and stamp is not None and cached[1] == stamp:
+        return cached[0]
+    ring, _created = load_or_create(key_dir)
+    current_app.extensions[_CACHE_KEY] = (ring, _stamp(key_dir))
     return ring
 
 
 def reload_app_key_ring() -> KeyRing:
-    """Forget the cached key ring (after a rotation) and load it again."""
+    """Forget the cached key ring and load it again."""
     from flask import current_app
 
-    current_app.extensions.pop("village_sync_keys", None)
+    current_app.extensions.pop(_CACHE_KEY, None)
     return app_key_ring()

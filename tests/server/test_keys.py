@@ -52,3 +52,16 @@ def test_current_pointing_nowhere_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "current").write_text("ffffffffffffffff\n")
     with pytest.raises(keys.KeyRingError):
         keys.load(tmp_path)
+
+
+def test_a_running_app_picks_up_a_rotation_without_restart(sqlite_url: str, app_on) -> None:
+    from server.settings import resolve_key_dir
+
+    app = app_on(sqlite_url)
+    with app.app_context():
+        before = keys.app_key_ring()
+        assert keys.app_key_ring() is before  # cached while nothing changes
+        rotated = keys.rotate(resolve_key_dir(app.config))
+        after = keys.app_key_ring()
+    assert after.current_id == rotated.current_id != before.current_id
+    assert after.bundle_for(before.current_id) is not None
