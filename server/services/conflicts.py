@@ -169,8 +169,15 @@ def resolve(actor: Actor, conflict_id: str, choice: dict[str, Any]) -> dict[str,
     """
     ctx = ingest_context()
     with writing():
+        found = store.conflict_in_area(conflict_id, actor.area_prefix)
+        if found is None:
+            raise _not_found(conflict_id)
+        # Records first, in the sorted order device batches use, then the queue row: a device
+        # batch closing this conflict holds the record and then touches the row, so taking them
+        # in the same order means the two wait for each other instead of deadlocking.
+        records.lock_states([found.item.record_id, *_sides(found.item)])
         item = store.lock_conflict(conflict_id)
-        if item is None or not item.village_code.startswith(actor.area_prefix):
+        if item is None:  # pragma: no cover - conflicts are never deleted without their record
             raise _not_found(conflict_id)
         if item.status != store.OPEN:
             raise Conflict(
@@ -275,10 +282,21 @@ def _resolve_in_record(
     return detail
 
 
+def _sides(item: ConflictItem) -> list[str]:
+    """The record ids a duplicate-household conflict names (none for other kinds)."""
+    if item.kind != DUPLICATE:
+        return []
+    return [
+        str(side["record_id"])
+        for side in (item.mine, item.theirs)
+        if isinstance(side, dict) and "record_id" in side
+    ]
+
+
 def _resolve_duplicate(
     actor: Actor, item: ConflictItem, choice: dict[str, Any], ctx: Any
 ) -> dict[str, Any]:
-    sides = [side["record_id"] for side in (item.mine, item.theirs) if isinstance(side, dict)]
+    sides = _sides(item)
     if choice.get("action") == "keep_both":
         store.close_conflicts(
             [item.id], status=store.RESOLVED, by=actor.name, resolution={"keep_both": True}

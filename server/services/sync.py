@@ -158,8 +158,13 @@ def handle_exchange(body: bytes | IO[bytes], *, busy_retry_ms: int = 2000) -> Ex
     envelope codes such as ``envelope_bad_signature`` or ``envelope_truncated`` (400),
     ``device_unknown`` (401), ``envelope_replayed`` (409).
     """
-    frames = _frames(body)
-    first = next(frames, None)
+    frames = iter_request_frames(body)
+    try:
+        first = next(frames, None)
+    except MalformedFrame as exc:
+        raise ValidationFailed(
+            en=exc.message, zh=exc.message_zh, code=exc.code, details={"frame": 0}
+        ) from None
     if first is None:
         raise ValidationFailed(
             en="the request holds no frames", zh="同步请求为空", code="exchange_empty"
@@ -226,15 +231,6 @@ def handle_exchange(body: bytes | IO[bytes], *, busy_retry_ms: int = 2000) -> Ex
         backoff_ms=session.backoff_ms,
     )
     return _seal(session, reply, 200)
-
-
-def _frames(body: bytes | IO[bytes]) -> Iterator[Frame]:
-    try:
-        yield from iter_request_frames(body)
-    except MalformedFrame as exc:
-        raise ValidationFailed(
-            en=exc.message, zh=exc.message_zh, code=exc.code, details={"frame": 0}
-        ) from None
 
 
 def _check_hello(session: _Session) -> tuple[Refusal, int] | None:

@@ -242,3 +242,18 @@ def test_a_batch_from_another_device_inside_an_exchange_is_rejected(
         ("rejected", "envelope_unknown_sender"),
     ]
     assert count(county, models.Record) == 0
+
+
+def test_a_malformed_frame_after_good_ones_keeps_what_was_committed(
+    county: Flask, device: SyncDevice
+) -> None:
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H1")
+    request = device.build()
+    reply = device.open(device.post(request.body + b"\x00\x00\x00\x00junk"), request)
+    assert [(f.status, f.code) for f in reply.frames] == [
+        ("committed", None),
+        ("committed", None),
+        ("rejected", "frame_malformed"),
+    ]
+    assert reply.acks[0].acks[0].status == "applied"
+    assert count(county, models.Record) == 1
