@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sync_protocol.clock import Stamp, StampFormatError
 from sync_protocol.errors import ProtocolError
-from sync_protocol.ops import TOMBSTONE, Op, is_tombstone
+from sync_protocol.ops import TOMBSTONE, Op, OpFormatError, _check_json_value, is_tombstone
 
 __all__ = [
     "CONFLICT_KINDS",
+    "CONFLICT_REASONS",
     "Conflict",
     "ConflictFormatError",
     "ExistingRecord",
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 CONFLICT_KINDS: Final = ("field", "delete_edit", "row_delete_edit", "duplicate_household")
+CONFLICT_REASONS: Final = ("review", "suspect_clock", "delete", "duplicate")
 
 
 class ConflictFormatError(ProtocolError):
@@ -98,32 +102,97 @@ class Conflict:
     def from_dict(cls, data: Mapping[str, Any]) -> Conflict:
         """Rebuild a conflict from :meth:`to_dict` output.
 
+        Strict: every key :meth:`to_dict` writes must be there with its type — ``conflict_id``
+        ``c-`` + 32 hex, ``kind`` and ``reason`` from their lists, ``candidates`` a list of
+        objects, ``stamps`` a list of strings (stamp texts, except for a duplicate household,
+        whose stamps are the records' created stamps and may be empty), values JSON.
+
         Raises:
-            ConflictFormatError: when a key is missing or has the wrong type.
+            ConflictFormatError: naming the key, for anything else.
         """
-        try:
-            kind = data["kind"]
-            if kind not in CONFLICT_KINDS:
-                raise ConflictFormatError(f"unknown conflict kind {kind!r}")
-            candidates = tuple(_marker_deep(dict(candidate)) for candidate in data["candidates"])
-            stamps = tuple(data["stamps"])
-            conflict_id, record_id, path = data["conflict_id"], data["record_id"], data["path"]
-            if not all(isinstance(v, str) for v in (conflict_id, record_id, path, *stamps)):
-                raise ConflictFormatError("conflict ids, path and stamps must be strings")
-            return cls(
-                conflict_id=conflict_id,
-                record_id=record_id,
-                kind=kind,
-                path=path,
-                base=_marker_deep(data["base"]),
-                mine=_marker_deep(data["mine"]),
-                theirs=_marker_deep(data["theirs"]),
-                candidates=candidates,
-                stamps=stamps,
-                reason=data.get("reason", "review"),
+        if not isinstance(data, Mapping):
+            raise ConflictFormatError(f"a conflict must be an object, got {type(data).__name__}")
+        missing = [key for key in _CONFLICT_KEYS if key not in data]
+        if missing:
+            raise ConflictFormatError(f"conflict keys missing: {', '.join(missing)}")
+        kind = data["kind"]
+        if not isinstance(kind, str) or kind not in CONFLICT_KINDS:
+            raise ConflictFormatError(f"unknown conflict kind {_short(kind)}")
+        conflict_id = data["conflict_id"]
+        if not isinstance(conflict_id, str) or not _CONFLICT_ID_RE.fullmatch(conflict_id):
+            raise ConflictFormatError(f"conflict_id: want c- and 32 hex, got {_short(conflict_id)}")
+        record_id, path = data["record_id"], data["path"]
+        if not isinstance(record_id, str) or not record_id:
+            raise ConflictFormatError(
+                f"record_id: want a non-empty string, got {_short(record_id)}"
             )
-        except (KeyError, TypeError) as exc:
-            raise ConflictFormatError(f"malformed conflict: {exc!r}") from exc
+        if not isinstance(path, str):
+            raise ConflictFormatError(f"path: want a string, got {_short(path)}")
+        reason = data.get("reason", "review")
+        if not isinstance(reason, str) or reason not in CONFLICT_REASONS:
+            raise ConflictFormatError(
+                f"reason: want one of {CONFLICT_REASONS}, got {_short(reason)}"
+            )
+        raw_stamps = data["stamps"]
+        if not isinstance(raw_stamps, list) or not all(isinstance(s, str) for s in raw_stamps):
+            raise ConflictFormatError(f"stamps: want a list of strings, got {_short(raw_stamps)}")
+        if kind != "duplicate_household":
+            for stamp in raw_stamps:
+                try:
+                    Stamp.parse(stamp)
+                except StampFormatError as exc:
+                    raise ConflictFormatError(f"stamps: {exc.message}") from None
+        raw_candidates = data["candidates"]
+        if not isinstance(raw_candidates, list):
+            raise ConflictFormatError(f"candidates: want a list, got {_short(raw_candidates)}")
+        candidates = []
+        for k, candidate in enumerate(raw_candidates):
+            if not isinstance(candidate, Mapping) or not all(isinstance(c, str) for c in candidate):
+                raise ConflictFormatError(
+                    f"candidates[{k}]: want an object, got {_short(candidate)}"
+                )
+            _conflict_json(candidate, f"candidates[{k}]")
+            candidates.append(_marker_deep(dict(candidate)))
+        for key in ("base", "mine", "theirs"):
+            _conflict_json(data[key], key)
+        return cls(
+            conflict_id=conflict_id,
+            record_id=record_id,
+            kind=kind,
+            path=path,
+            base=_marker_deep(data["base"]),
+            mine=_marker_deep(data["mine"]),
+            theirs=_marker_deep(data["theirs"]),
+            candidates=tuple(candidates),
+            stamps=tuple(raw_stamps),
+            reason=reason,
+        )
+
+
+_CONFLICT_KEYS: Final = (
+    "conflict_id",
+    "record_id",
+    "kind",
+    "path",
+    "base",
+    "mine",
+    "theirs",
+    "candidates",
+    "stamps",
+)
+_CONFLICT_ID_RE: Final = re.compile(r"c-[0-9a-f]{32}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _conflict_json(value: Any, where: str) -> None:
+    try:
+        _check_json_value(where, value)
+    except OpFormatError as exc:
+        raise ConflictFormatError(f"{where}: {exc.message}") from None
 
 
 def _plain_deep(value: Any) -> Any:

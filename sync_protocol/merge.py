@@ -24,12 +24,20 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, Stamp, StampFormatError, is_suspect
 from sync_protocol.conflicts import Conflict, conflict_id_for
 from sync_protocol.errors import ProtocolError
-from sync_protocol.ops import TOMBSTONE, Op, base_stamps, is_tombstone
+from sync_protocol.ops import (
+    _FORM_ID_RE,
+    TOMBSTONE,
+    Op,
+    OpFormatError,
+    _check_json_value,
+    base_stamps,
+    is_tombstone,
+)
 
 __all__ = [
     "POLICIES",
@@ -512,56 +520,55 @@ class RecordState:
     def from_dict(cls, data: Mapping[str, Any]) -> RecordState:
         """Rebuild a state from :meth:`to_dict` output (no policy callable needed: it is stored).
 
+        Strict: devices read states from server replies, so every field is checked against the
+        shape :meth:`to_dict` writes (§8 of protocol-merge.md) — types, stamp texts, op indexes
+        in range, writes oldest first, ops sorted by stamp and unique. Keys :meth:`to_dict` does
+        not write are ignored (the server adds ``warnings`` to the states of an ack).
+
         Raises:
-            StateFormatError: when the dict is not a record state of a known format.
+            StateFormatError: when the dict is not a record state of a known format; the message
+                names the culprit (``ops[2].q``, ``paths['members/r1'][0][2]`` …).
         """
-        try:
-            if data.get("format") != STATE_FORMAT:
-                raise StateFormatError(f"unknown record state format {data.get('format')!r}")
-            ops = []
-            for row in data["ops"]:
-                stamp, seq = row["s"], row["q"]
-                Stamp.parse(stamp)
-                if isinstance(seq, bool) or not isinstance(seq, int):
-                    raise StateFormatError(f"op sequence {seq!r} is not an integer")
-                device = row.get("d", stamp[_NODE_OFFSET:])
-                ops.append((stamp, device, seq, bool(row.get("x", False)), row.get("c")))
-            writes: dict[str, dict[str, Write]] = {}
-            for path, rows in data["paths"].items():
-                path_writes: dict[str, Write] = {}
-                for row in rows:
-                    stamp, device, seq, suspect, conflict_id = ops[row[0]]
-                    seen = row[3] if len(row) > 3 else None
-                    path_writes[stamp] = Write(
-                        path=path,
-                        stamp=stamp,
-                        value=TOMBSTONE if is_tombstone(row[1]) else row[1],
-                        device=device,
-                        seq=seq,
-                        replaces=tuple(row[2]) if len(row) > 2 else (),
-                        suspect=suspect,
-                        seen={p: tuple(v) for p, v in seen.items()} if seen else None,
-                        conflict_id=conflict_id,
-                    )
-                writes[path] = path_writes
-            policies = dict(data.get("policies", {}))
-            for path, chosen in policies.items():
-                if chosen not in POLICIES:
-                    raise StateFormatError(f"unknown merge policy {chosen!r} at {path!r}")
-            household = data.get("household")
-            return cls(
-                record_id=data["record_id"],
-                form_id=data["form_id"],
-                form_version=data["form_version"],
-                household=dict(household) if household is not None else None,
-                round=data.get("round"),
-                revision=data.get("revision", 0),
-                envelope_stamp=data.get("envelope_stamp"),
-                writes=writes,
-                policies=policies,
-            )
-        except (KeyError, TypeError, AttributeError, IndexError, StampFormatError) as exc:
-            raise StateFormatError(f"malformed record state: {exc!r}") from exc
+        if not isinstance(data, Mapping):
+            raise StateFormatError(f"a record state must be an object, got {_kind(data)}")
+        if data.get("format") != STATE_FORMAT:
+            raise StateFormatError(f"unknown record state format {_short(data.get('format'))}")
+        record_id = _state_id(data, "record_id")
+        form_id = _state_field(data, "form_id")
+        if not isinstance(form_id, str) or not _FORM_ID_RE.fullmatch(form_id):
+            _bad("form_id", "[a-z][a-z0-9_]*", form_id)
+        form_version = _state_int(data.get("form_version"), "form_version", 1)
+        household = _state_household(data.get("household"))
+        round_ = data.get("round")
+        if round_ is not None and (not isinstance(round_, str) or not round_):
+            _bad("round", "a non-empty string or null", round_)
+        revision = _state_int(data.get("revision", 0), "revision", 0)
+        envelope_stamp = data.get("envelope_stamp")
+        if envelope_stamp is not None:
+            _state_stamp(envelope_stamp, "envelope_stamp")
+        ops = _state_ops(_state_field(data, "ops"))
+        writes = _state_writes(_state_field(data, "paths"), ops)
+        policies_in = data.get("policies", {})
+        if not isinstance(policies_in, Mapping):
+            _bad("policies", "an object", policies_in)
+        policies: dict[str, str] = {}
+        for path, chosen in policies_in.items():
+            if not isinstance(path, str) or chosen not in POLICIES:
+                raise StateFormatError(
+                    f"policies: unknown merge policy {_short(chosen)} at {_short(path)}"
+                )
+            policies[path] = chosen
+        return cls(
+            record_id=record_id,
+            form_id=form_id,
+            form_version=form_version,
+            household=household,
+            round=round_,
+            revision=revision,
+            envelope_stamp=envelope_stamp,
+            writes=writes,
+            policies=policies,
+        )
 
     def _copy_with(self, new_writes: list[Write], op: Op) -> RecordState:
         """A new state with ``new_writes`` added; untouched paths share their write maps."""
@@ -823,3 +830,165 @@ def device_view(state: RecordState) -> dict[str, Any]:
         "stamps": {path: view.stamp for path, view in state.fields.items()},
         "conflicts": [conflict.conflict_id for conflict in state.conflicts],
     }
+
+
+# --- reading a stored state strictly -----------------------------------------------------------
+
+_STATE_MAX_ID_LENGTH: Final = 128
+_OpRow = tuple[str, str, int, bool, "str | None"]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad(where: str, wanted: str, got: Any) -> NoReturn:
+    raise StateFormatError(f"{where}: want {wanted}, got {_short(got)}")
+
+
+def _state_field(data: Mapping[str, Any], key: str) -> Any:
+    if key not in data:
+        raise StateFormatError(f"{key}: missing")
+    return data[key]
+
+
+def _state_id(data: Mapping[str, Any], key: str) -> str:
+    value = _state_field(data, key)
+    if not isinstance(value, str) or not value or len(value) > _STATE_MAX_ID_LENGTH:
+        _bad(key, f"a non-empty string of at most {_STATE_MAX_ID_LENGTH} characters", value)
+    return value
+
+
+def _state_int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _bad(where, f"an integer >= {minimum}", value)
+    return value
+
+
+def _state_stamp(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        _bad(where, "a stamp text", value)
+    try:
+        Stamp.parse(value)
+    except StampFormatError as exc:
+        raise StateFormatError(f"{where}: {exc.message}") from None
+    return value
+
+
+def _state_household(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        _bad("household", "an object or null", value)
+    household: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            _bad(f"household.{key}", "a string", item)
+        household[key] = item
+    for key in ("village_code", "household_no"):
+        if not household.get(key):
+            _bad(f"household.{key}", "a non-empty string", household.get(key))
+    return household
+
+
+def _state_ops(value: Any) -> list[_OpRow]:
+    if not isinstance(value, list):
+        _bad("ops", "a list", value)
+    ops: list[_OpRow] = []
+    for i, row in enumerate(value):
+        where = f"ops[{i}]"
+        if not isinstance(row, Mapping):
+            _bad(where, "an object", row)
+        unknown = set(row) - {"s", "q", "d", "x", "c"}
+        if unknown:
+            raise StateFormatError(f"{where}: unknown keys {sorted(map(str, unknown))}")
+        stamp = _state_stamp(row.get("s"), f"{where}.s")
+        if ops and stamp <= ops[-1][0]:
+            raise StateFormatError(f"{where}.s: ops must be sorted by stamp, each stamp once")
+        seq = _state_int(row.get("q"), f"{where}.q", 1)
+        device = row.get("d", stamp[_NODE_OFFSET:])
+        if not isinstance(device, str) or not device or len(device) > _STATE_MAX_ID_LENGTH:
+            _bad(f"{where}.d", "a non-empty device id", device)
+        suspect = row.get("x", False)
+        if not isinstance(suspect, bool):
+            _bad(f"{where}.x", "a boolean", suspect)
+        conflict_id = row.get("c")
+        if conflict_id is not None and (not isinstance(conflict_id, str) or not conflict_id):
+            _bad(f"{where}.c", "a conflict id", conflict_id)
+        ops.append((stamp, device, seq, suspect, conflict_id))
+    return ops
+
+
+def _state_stamp_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        _bad(where, "a list of stamp texts", value)
+    return tuple(_state_stamp(item, f"{where}[{k}]") for k, item in enumerate(value))
+
+
+def _state_path(path: Any, where: str) -> str:
+    if not isinstance(path, str) or (
+        path and (path.startswith("/") or path.endswith("/") or "//" in path)
+    ):
+        _bad(where, "a field path", path)
+    return path
+
+
+def _state_writes(value: Any, ops: list[_OpRow]) -> dict[str, dict[str, Write]]:
+    if not isinstance(value, Mapping):
+        _bad("paths", "an object", value)
+    writes: dict[str, dict[str, Write]] = {}
+    for path, rows in value.items():
+        _state_path(path, f"paths key {_short(path)}")
+        where = f"paths[{_short(path)}]"
+        if not isinstance(rows, list) or not rows:
+            _bad(where, "a non-empty list of writes", rows)
+        path_writes: dict[str, Write] = {}
+        previous = -1
+        for k, row in enumerate(rows):
+            at = f"{where}[{k}]"
+            if not isinstance(row, list) or not 2 <= len(row) <= 4:
+                _bad(at, "[op index, value, replaced stamps?, seen?]", row)
+            index = row[0]
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(ops):
+                _bad(f"{at}[0]", f"an op index in 0..{len(ops) - 1}", index)
+            if index <= previous:
+                raise StateFormatError(f"{at}[0]: writes must be oldest first, each op once")
+            previous = index
+            stamp, device, seq, suspect, conflict_id = ops[index]
+            raw = row[1]
+            try:
+                _check_json_value("value", raw)
+            except OpFormatError as exc:
+                raise StateFormatError(f"{at}[1]: {exc.message}") from None
+            tombstone = is_tombstone(raw)
+            replaces = _state_stamp_list(row[2], f"{at}[2]") if len(row) > 2 else ()
+            seen: dict[str, tuple[str, ...]] | None = None
+            if len(row) > 3:
+                if not tombstone:
+                    raise StateFormatError(f"{at}[3]: only a tombstone keeps seen stamps")
+                if not isinstance(row[3], Mapping):
+                    _bad(f"{at}[3]", "an object {path: [stamps]}", row[3])
+                seen = {
+                    _state_path(p, f"{at}[3] key"): _state_stamp_list(v, f"{at}[3][{_short(p)}]")
+                    for p, v in row[3].items()
+                }
+            path_writes[stamp] = Write(
+                path=path,
+                stamp=stamp,
+                value=TOMBSTONE if tombstone else raw,
+                device=device,
+                seq=seq,
+                replaces=replaces,
+                suspect=suspect,
+                seen=seen or None,
+                conflict_id=conflict_id,
+            )
+        writes[path] = path_writes
+    return writes
