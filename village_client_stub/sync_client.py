@@ -6,7 +6,7 @@ until nothing is left to upload and no download page says ``more``:
 1. Take the pending ops (``DeviceStore.pending_ops``: pending, and sent-but-unacknowledged,
    lowest ``seq`` first) and cut them into batches sized for the link
    (``sync_protocol.exchange.split_into_batches``). The request carries as many batches as fit
-   the **request budget**: the measured link speed times a target exchange time (default 5 s),
+   the **request budget**: the measured link speed times a target exchange time (default 8 s),
    so on a 64 kbit/s link that drops every ~20 s an exchange is short enough to finish between
    drops, and a drop costs at most one short exchange. On a fast link the budget grows to
    eight 32 KiB batches.
@@ -289,7 +289,7 @@ class LinkEstimate:
     def __init__(
         self,
         *,
-        target_s: float = 5.0,
+        target_s: float = 8.0,
         initial_bytes: int = DEFAULT_BATCH_WIRE_BYTES,
         max_bytes: int = MAX_BATCHES_PER_REQUEST * DEFAULT_BATCH_WIRE_BYTES,
         min_bytes: int = MIN_REQUEST_BYTES,
@@ -398,6 +398,9 @@ class SyncClient:
         self._report = SyncReport()
         self._ops_total = 0
         self._hint_s = 0.0
+        self._newest: dict[str, int] = {}
+        self._applied: set[tuple[str, Any]] = set()
+        self._wire_bytes_per_op = 80.0
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -521,13 +524,21 @@ class SyncClient:
             return []
         batch_bytes = self.link.batch_bytes
         count = max(1, min(MAX_BATCHES_PER_REQUEST, self.link.request_bytes // batch_bytes))
-        # Only cut as many ops as those batches can hold (an op takes at least ~40 bytes on the
-        # wire), so a long outbox is not compressed over and over on every exchange.
-        window = list(pending[: max(32, count * batch_bytes // 40)])
+        # Only cut as many ops as those batches can hold (learnt from the last cut, with room
+        # to spare), so the outbox is not compressed over and over beyond what goes out now.
+        room = int(count * batch_bytes / self._wire_bytes_per_op * 1.25) + 8
+        window = list(pending[: max(16, room)])
         batches = split_into_batches(
             window, batch_bytes, sender_id=self.end.device_id, allowed=self.end.compression
-        )
-        return batches[:count]
+        )[:count]
+        used = sum(len(b.ops) for b in batches)
+        if used == len(window) and len(pending) > len(window):
+            # The window ran dry before the batches were full: ops are smaller than thought.
+            self._wire_bytes_per_op = max(20.0, self._wire_bytes_per_op * 0.7)
+        elif used < len(window):
+            # Every chosen batch was cut by size: about ``batch_bytes`` each.
+            self._wire_bytes_per_op = max(20.0, len(batches) * batch_bytes / used)
+        return batches
 
     def _hello(self) -> Hello:
         state = self.store.sync_state()
@@ -612,33 +623,56 @@ class SyncClient:
         raise SyncRefused(refusal.code, en, message_zh=zh, backoff_ms=reply.backoff_ms)
 
     def _apply(self, reply: ServerReply, sent: _Sent) -> bool:
-        """Apply acks, merged states and download pages; return True if a page has more."""
+        """Apply acks, merged states and download pages; return True if a page has more.
+
+        One local transaction: a crash halfway leaves the store as before the reply, and the
+        next exchange gets the same acks back. A record often comes twice in one reply (in its
+        batch's ack and in the download page); only its newest state is applied, once.
+        """
         report = self._report
-        for ack in reply.acks:
-            seqs = sent.batches.get(ack.batch_seq)
-            if seqs is None:
-                raise SyncFailed(
-                    f"the server acknowledged batch {ack.batch_seq}, which this request did not "
-                    "carry",
-                    message_zh=f"服务器确认了本次未发送的批次 {ack.batch_seq}",
-                )
-            summary = self.store.mark_acked(seqs, [a.to_dict() for a in ack.acks])
-            report.ops_acked += len(summary.removed)
-            report.ops_rejected.extend(summary.rejected)
-            report.conflicts.extend(c for c in summary.conflicts if c not in report.conflicts)
-            for op_ack in ack.acks:
-                report.status_counts[op_ack.status] = report.status_counts.get(op_ack.status, 0) + 1
-            for state in ack.records:
-                self._apply_state(state)
-        more = False
-        for page in reply.downloads:
-            self._apply_page(page)
-            more = more or page.more
+        self._newest = {}
+        for state in [
+            *(s for ack in reply.acks for s in ack.records),
+            *(s for page in reply.downloads for s in page.records),
+        ]:
+            record_id, revision = str(state.get("record_id")), state.get("revision")
+            if isinstance(revision, int) and revision >= self._newest.get(record_id, -1):
+                self._newest[record_id] = revision
+        self._applied = set()
+        with self.store.transaction():
+            for ack in reply.acks:
+                seqs = sent.batches.get(ack.batch_seq)
+                if seqs is None:
+                    raise SyncFailed(
+                        f"the server acknowledged batch {ack.batch_seq}, which this request did "
+                        "not carry",
+                        message_zh=f"服务器确认了本次未发送的批次 {ack.batch_seq}",
+                    )
+                summary = self.store.mark_acked(seqs, [a.to_dict() for a in ack.acks])
+                report.ops_acked += len(summary.removed)
+                report.ops_rejected.extend(summary.rejected)
+                report.conflicts.extend(c for c in summary.conflicts if c not in report.conflicts)
+                for op_ack in ack.acks:
+                    report.status_counts[op_ack.status] = (
+                        report.status_counts.get(op_ack.status, 0) + 1
+                    )
+                for state in ack.records:
+                    self._apply_state(state)
+            more = False
+            for page in reply.downloads:
+                self._apply_page(page)
+                more = more or page.more
         return more
 
     def _apply_state(self, state: Mapping[str, Any]) -> None:
+        record_id, revision = str(state.get("record_id")), state.get("revision")
+        if (record_id, revision) in self._applied or (
+            isinstance(revision, int) and revision < self._newest.get(record_id, -1)
+        ):
+            return  # an older or already applied copy of the same record in this reply
         if self.store.apply_server_state(state):
             self._report.records_received += 1
+        self._applied.add((record_id, revision))
 
     def _apply_page(self, page: DownloadPage) -> None:
         """Apply one page and store its cursor in the same local transaction."""

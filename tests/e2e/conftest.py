@@ -12,102 +12,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.county import REPO, CountyServer, start_county_server
 from village_client_stub.enrollment import enroll
 from village_client_stub.simulator import AdminSession
 from village_client_stub.store import DeviceStore
 from village_client_stub.transport import HttpTransport
 
-REPO = Path(__file__).resolve().parents[2]
 VILLAGE = "530102001201"
 NEIGHBOUR_VILLAGE = "530102001202"
 TOWNSHIP = "530102001"
-# A cold start (migrations, six instruments published) takes a few seconds; on a loaded
-# 2-core machine several times that.
-START_TIMEOUT_S = 120.0
-
-
-@dataclass
-class CountyServer:
-    """A running ``python -m server serve`` process."""
-
-    url: str
-    admin_password: str
-    database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def admin(self) -> AdminSession:
-        """A fresh admin session (token) over HTTP."""
-        return AdminSession(HttpTransport(self.url), "admin", self.admin_password)
-
-    def log(self) -> str:
-        """What the server printed so far (for failure messages)."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> None:
-        """Terminate the process and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
-
-
-def start_county_server(database_url: str, workdir: Path, **settings: str) -> CountyServer:
-    """Start a server on a free loopback port; returns once it listens.
-
-    ``settings`` are extra ``VILLAGE_SYNC_<NAME>`` values (names without the prefix).
-    Raises RuntimeError (with the server's output) if it does not come up.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "server.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "VILLAGE_SYNC_KEY_DIR": str(workdir / "keys"),
-        "VILLAGE_SYNC_ATTACHMENTS_DIR": str(workdir / "attachments"),
-        "VILLAGE_SYNC_BACKUP_DIR": str(workdir / "backups"),
-        "VILLAGE_SYNC_SCHEDULER_ENABLED": "false",
-        "VILLAGE_SYNC_SERVE_THREADS": "4",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update({f"VILLAGE_SYNC_{k.upper()}": v for k, v in settings.items()})
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = log_path.read_text(encoding="utf-8", errors="replace")
-        listening = re.search(r"listening on (http://\S+)", text)
-        password = re.search(r"password:\s+(\S+)", text)
-        if listening and password:
-            return CountyServer(
-                listening.group(1), password.group(1), database_url, process, log_path
-            )
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    process.wait(15)
-    raise RuntimeError(f"the county server did not start:\n{log_path.read_text()}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,215 @@
+"""Weak link: 1,000 records through 64 kbit/s, 300 ms RTT and a drop every ~20 s.
+
+DESIGN §5: the records of realistic households (the six built-in instruments,
+``forms.instruments.samples``) must finish within 1.5× the byte-ideal time, with zero loss and
+zero duplicates. The bench starts a real county server process (temporary SQLite file), enrols
+a real device, fills the records on it offline, then runs ``SyncClient.sync()`` — the code of
+``village-device sync``, real backoff included — through the fault proxy's village-link profile
+(``tests.e2e.faultproxy.LinkProfile.village_link``).
+
+The **byte-ideal time** is measured in the same run: the bytes the proxy actually delivered
+(requests up, replies down, HTTP headers included) divided by the link's bandwidth. Requests
+and replies take turns on the link, so the two directions are added. Everything else the run
+spends — round trips, the server's work, waiting after a drop, bytes resent after a drop — is
+the overhead the ratio measures. A second figure, the **clean-link time** (the same bytes as a
+drop-free exchange sequence would need), is printed for reference when ``--clean`` is given.
+
+Afterwards the server is asked, through the admin API, whether every record arrived exactly
+once: the bench exits 1 if a record is missing or doubled (lost data), and prints ``MISSED``
+(exit 0) if only the time target is missed.
+
+``python -m bench weak_link [--records 1000] [--seed 1] [--clean]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TextIO
+
+from forms.instruments.samples import DEFAULT_MONITORING_LINE
+from tests.e2e.county import CountyServer, start_county_server
+from tests.e2e.faultproxy import FaultProxy, LinkProfile, ProxyCounters
+from village_client_stub.enrollment import enroll
+from village_client_stub.simulator import INSTRUMENTS, AdminSession, fill_households
+from village_client_stub.store import DeviceStore
+from village_client_stub.sync_client import SyncClient, SyncReport
+from village_client_stub.transport import HttpTransport
+
+VILLAGE = "530102001201"
+TARGET_RATIO = 1.5
+
+
+@dataclass
+class LinkRun:
+    """One sync through the proxy: the client's report, the proxy's counters, the wall time."""
+
+    label: str
+    records: int
+    elapsed_s: float
+    counters: ProxyCounters
+    report: SyncReport
+    bandwidth: float
+
+    @property
+    def ideal_s(self) -> float:
+        """Bytes delivered both ways ÷ bandwidth."""
+        return (self.counters.bytes_up + self.counters.bytes_down) / self.bandwidth
+
+    @property
+    def ratio(self) -> float:
+        """Wall time ÷ byte-ideal time."""
+        return self.elapsed_s / self.ideal_s if self.ideal_s else float("inf")
+
+
+def fill_exactly(store: DeviceStore, records: int) -> list[str]:
+    """Fill sample households (six instruments each, the last one partly) up to ``records``."""
+    full, rest = divmod(records, len(INSTRUMENTS))
+    ids = fill_households(store, VILLAGE, range(full))
+    if rest:
+        ids += fill_households(store, VILLAGE, [full], form_ids=INSTRUMENTS[:rest])
+    return ids
+
+
+def sync_through(
+    server: CountyServer, store: DeviceStore, profile: LinkProfile, label: str, records: int
+) -> LinkRun:
+    """Sync ``store`` to the end through a proxy with ``profile``; time it and count bytes."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with FaultProxy((host, int(port)), profile) as proxy:
+        client = SyncClient(
+            store, HttpTransport(f"http://127.0.0.1:{proxy.port}", timeout=60), max_failures=30
+        )
+        started = time.monotonic()
+        report = client.sync()
+        elapsed = time.monotonic() - started
+        counters = proxy.counters()
+    assert profile.bandwidth_bytes_per_s is not None  # both profiles cap the link
+    return LinkRun(label, records, elapsed, counters, report, profile.bandwidth_bytes_per_s)
+
+
+def check_arrivals(admin: AdminSession, record_ids: Sequence[str]) -> list[str]:
+    """Problems with what reached the server: missing, unexpected or doubled records."""
+    seen: list[str] = []
+    households: Counter[tuple[str, str]] = Counter()
+    while True:
+        page = admin.get(f"/api/v1/records?village={VILLAGE}&limit=1000&offset={len(seen)}")
+        for item in page["items"]:
+            seen.append(item["record_id"])
+            households[(item["form_id"], item["household_no"])] += 1
+        if len(seen) >= page["total"] or not page["items"]:
+            break
+    problems = []
+    missing = set(record_ids) - set(seen)
+    extra = set(seen) - set(record_ids)
+    doubled = [k for k, n in households.items() if n > 1]
+    if missing:
+        problems.append(f"{len(missing)} records missing on the server")
+    if extra:
+        problems.append(f"{len(extra)} unexpected records on the server")
+    if len(seen) != len(set(seen)) or doubled:
+        problems.append(f"{len(doubled)} households recorded twice")
+    return problems
+
+
+def _device(server: CountyServer, admin: AdminSession, path: Path) -> DeviceStore:
+    store = DeviceStore.create(path)
+    enroll(store, server.url, admin.issue_code(VILLAGE), transport=HttpTransport(server.url))
+    return store
+
+
+def run(records: int, seed: int, clean: bool, workdir: Path) -> tuple[list[LinkRun], list[str]]:
+    """Start a server, fill ``records`` on a device, sync through the village link."""
+    server = start_county_server(f"sqlite:///{workdir / 'county.db'}", workdir / "county")
+    try:
+        admin = server.admin()
+        admin.set_monitoring_line(VILLAGE, date.today().year, DEFAULT_MONITORING_LINE)
+        runs: list[LinkRun] = []
+        problems: list[str] = []
+        profiles = [("village link (drops)", LinkProfile.village_link(seed))]
+        if clean:
+            village = LinkProfile.village_link(seed)
+            steady = LinkProfile(
+                delay_ms=village.delay_ms, bandwidth_bytes_per_s=village.bandwidth_bytes_per_s
+            )
+            profiles.append(("same link, no drops", steady))
+        for index, (label, profile) in enumerate(profiles):
+            with _device(server, admin, workdir / f"device-{index}.db") as store:
+                record_ids = fill_exactly(store, records)
+                run_ = sync_through(server, store, profile, label, len(record_ids))
+                runs.append(run_)
+                if store.pending_ops():
+                    problems.append(f"{label}: {len(store.pending_ops())} ops left in the outbox")
+            if index == 0:
+                problems += check_arrivals(admin, record_ids)
+        return runs, problems
+    finally:
+        server.stop()
+
+
+def print_report(runs: Sequence[LinkRun], problems: Sequence[str], out: TextIO) -> None:
+    """The table: time, bytes, byte-ideal time and ratio per run; the target line."""
+    print(
+        "weak link: 64 kbit/s (8,000 B/s each way), 300 ms RTT; drops every ~20 s "
+        "(uniform 10-30 s)",
+        file=out,
+    )
+    header = (
+        f"{'run':<22} {'records':>7} {'time':>8} {'bytes up':>10} {'bytes down':>11} "
+        f"{'byte-ideal':>10} {'ratio':>6} {'drops':>5} {'retries':>7} {'exchanges':>9}"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in runs:
+        print(
+            f"{r.label:<22} {r.records:>7} {r.elapsed_s:>7.1f}s {r.counters.bytes_up:>10,} "
+            f"{r.counters.bytes_down:>11,} {r.ideal_s:>9.1f}s {r.ratio:>5.2f}x "
+            f"{r.counters.cuts:>5} {r.report.failures:>7} {r.report.exchanges:>9}",
+            file=out,
+        )
+    main_run = runs[0]
+    per_record = (main_run.counters.bytes_up + main_run.counters.bytes_down) / main_run.records
+    print(
+        f"bytes per record on the wire (both ways, resends included): {per_record:.0f} B",
+        file=out,
+    )
+    met = main_run.ratio <= TARGET_RATIO
+    mark = "met" if met else "MISSED"
+    print(
+        f"target: 1,000 records within {TARGET_RATIO}x the byte-ideal time, zero loss, zero "
+        f"duplicates: {main_run.ratio:.2f}x {mark}",
+        file=out,
+    )
+    if problems:
+        for problem in problems:
+            print(f"DATA PROBLEM: {problem}", file=out)
+    else:
+        print("every record arrived exactly once; outbox empty", file=out)
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """Run the bench; exit 1 only if data was lost or doubled, 2 for bad arguments."""
+    parser = argparse.ArgumentParser(prog="python -m bench weak_link", description=__doc__)
+    parser.add_argument("--records", type=int, default=1000, help="records to sync")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the drop schedule")
+    parser.add_argument(
+        "--clean", action="store_true", help="also sync the same records on a link without drops"
+    )
+    args = parser.parse_args(argv)
+    if args.records < 1:
+        parser.error("--records must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="weak-link-") as folder:
+        runs, problems = run(args.records, args.seed, args.clean, Path(folder))
+    print_report(runs, problems, out)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
