@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Any
 
@@ -15,6 +16,7 @@ from forms.expressions import (
     MAX_DEPTH,
     MAX_HEIGHT,
     MAX_LENGTH,
+    MAX_REGEX_INPUT,
     Environment,
     EvaluationContext,
     parse_expression,
@@ -272,7 +274,8 @@ def test_float_overflow_is_an_evaluation_error() -> None:
         ("count-if('x', 1)", "bad_argument", 0),
         ("regex(${a}, ${b})", "bad_argument", 0),
         ("regex(${a}, '(')", "bad_regex", 12),
-        ("regex(${a}, '(a+)+$')", "bad_regex", 12),
+        ("regex(${a}, '(a+)+$')", "bad_regex", 13),
+        ("regex(${a}, '^x(a|a)*$')", "bad_regex", 15),
         ("date('2026-02-30')", "bad_argument", 5),
         ("date('26-1-1')", "bad_argument", 5),
         ("1" * 31, "bad_number", 0),
@@ -301,6 +304,69 @@ def test_long_flat_chains_are_refused_not_a_recursion_error(op: str) -> None:
 def test_regex_pattern_length_limit() -> None:
     assert parse_error("regex(., '" + "a" * 201 + "')").code == "bad_regex"
     assert parse_expression("regex(., '(?:ab)+')").evaluate(Environment({}, current="abab"))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "offset"),
+    [
+        ("^(a|a)*$", 1),
+        ("^(.*a){8}$", 1),
+        ("(a|aa)+", 0),
+        ("(?:a+)+", 0),
+        ("(a*)*", 0),
+        ("(a{1,}){1,}", 0),
+        ("(x+x+)+y", 0),
+        ("ab((c|d)e)+", 2),
+        ("(a?){2}", 0),
+        ("^[(]x(ab?){3,5}", 5),
+    ],
+)
+def test_regex_repeating_a_group_with_alternation_or_quantifier_is_refused(
+    pattern: str, offset: int
+) -> None:
+    error = parse_error(f"regex(., '{pattern}')")
+    assert error.code == "bad_regex"
+    assert error.position == len("regex(., '") + offset  # the "(" of the repeated group
+    assert "repeats a group" in error.detail
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["^.*.*.*x$", ".*-.*", "[0-9]+[0-9]+y", "^a|b*c*", "a?" * 30 + "a" * 30, "^(a|b)" * 25],
+)
+def test_regex_with_too_many_ways_to_match_is_refused(pattern: str) -> None:
+    error = parse_error(f"regex(., '{pattern}')")
+    assert error.code == "bad_regex" and "too long" in error.detail
+    assert error.position == len("regex(., '")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "good", "bad"),
+    [
+        ("^[0-9]{11}$", "13800138000", "1380013800"),
+        ("^1[3-9][0-9]{9}$", "13800138000", "12800138000"),
+        ("^-?[0-9]+(\\.[0-9]{1,2})?$", "-12.5", "12.555"),
+        ("^(男|女)$", "女", "男女"),
+        ("^(ab)+$", "abab", "aba"),
+        ("^.*-.*$", "a-b", "ab"),
+        ("^[(|)]+\\(*$", "(|)((", "x"),
+    ],
+)
+def test_benign_regex_patterns_work(pattern: str, good: str, bad: str) -> None:
+    expr = parse_expression(f"regex(., '{pattern}')")
+    assert expr.evaluate(Environment({}, current=good)) is True
+    assert expr.evaluate(Environment({}, current=bad)) is False
+
+
+def test_regex_input_is_bounded_and_accepted_patterns_stay_fast() -> None:
+    expr = parse_expression("regex(., '^.*.*x$')")
+    started = time.monotonic()
+    for hostile in ("a" * MAX_REGEX_INPUT, "1" * MAX_REGEX_INPUT, "ax" * (MAX_REGEX_INPUT // 2)):
+        expr.evaluate(Environment({}, current=hostile + "y"[: MAX_REGEX_INPUT - len(hostile)]))
+    assert time.monotonic() - started < 5
+    with pytest.raises(EvaluationError) as info:
+        expr.evaluate(Environment({}, current="a" * (MAX_REGEX_INPUT + 1)))
+    assert info.value.code == "too_long"
 
 
 def test_references_and_scope() -> None:
