@@ -358,7 +358,7 @@ def _rejection(op: Op, existing: RecordRow | None, rejected: _Rejected, *, keep:
     if keep and rejected.kind is not None:
         row = quarantine.hold(
             kind=rejected.kind,
-            op=op.to_dict(),
+            op=_without_nul(op.to_dict()),
             reasons=rejected.reasons,
             device_id=op.device_id,
             op_seq=op.seq,
@@ -366,6 +366,32 @@ def _rejection(op: Op, existing: RecordRow | None, rejected: _Rejected, *, keep:
         )
         outcome.quarantine_id = row.id
     return outcome
+
+
+def _has_nul(value: Any) -> bool:
+    """True when a string anywhere in ``value`` (keys included) holds U+0000.
+
+    PostgreSQL text and JSONB cannot store it; one such op would otherwise fail its whole batch
+    on every retry.
+    """
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` with every U+0000 replaced by U+FFFD, so a refused op can still be kept."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
 
 
 def _envelope(op: Op, existing: RecordRow | None, scope: str | None) -> tuple[str, str, str]:
@@ -429,6 +455,17 @@ def _apply(
     scope: str | None,
     user_id: int | None,
 ) -> OpOutcome:
+    if _has_nul(op.to_dict()):
+        raise _Rejected(
+            quarantine.INVALID,
+            [
+                reason(
+                    "invalid_character",
+                    "内容含有空字符（U+0000），无法保存",
+                    "the op contains a NUL character (U+0000), which cannot be stored",
+                )
+            ],
+        )
     village, household_no, round_ = _envelope(op, existing, scope)
     defn = definition(op.form_id, op.form_version)
     if defn is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sync_protocol.merge import RecordState
 from tests.server.conftest import add_user, assert_error, login
@@ -161,3 +163,44 @@ def test_delete_racing_an_edit_is_kept_when_the_reviewer_says_so(
         state = RecordState.from_dict(device.states[record_id])
         assert not state.deleted and state.conflicts == []
         assert device.values(record_id)["storeys"] == 2
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+bodies = st.dictionaries(
+    st.sampled_from(("candidate", "value", "action", "keep")) | st.text(max_size=8),
+    json_values,
+    max_size=3,
+)
+
+
+def test_no_resolution_body_makes_a_500(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    _record_id, conflict_id = make_grade_conflict(client, admin_headers, VILLAGE, "F1")
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(body=bodies | json_values)
+    def resolve_with(body: object) -> None:
+        response = client.post(
+            f"/api/v1/conflicts/{conflict_id}/resolve", json=body, headers=admin_headers
+        )
+        assert response.status_code in (200, 400, 409, 422), response.get_data(as_text=True)
+        if response.status_code != 200:
+            error = response.get_json()["error"]
+            assert set(error) == {"code", "message", "details"}
+
+    resolve_with()

@@ -309,3 +309,18 @@ def test_two_devices_creating_one_household_make_a_duplicate_conflict(
         "/api/v1/records", query_string={"household_no": "H200"}, headers=admin_headers
     ).get_json()
     assert [r["record_id"] for r in listed["items"]] == [kept]
+
+
+def test_a_nul_character_rejects_only_its_op_and_is_kept_readable(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    device.create(
+        "housing_safety", {**HOUSE_A, "structure": "砖\x00混"}, village=VILLAGE, household_no="N1"
+    )
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="N2")
+    bad, good = device.sync().acks[0].acks
+    assert bad.status == "rejected" and bad.reasons[0]["code"] == "invalid_character"
+    assert good.status == "applied"
+    (held,) = quarantine(client, admin_headers, kind="invalid")
+    assert held["op"]["changes"]["structure"] == "砖\ufffd混"
