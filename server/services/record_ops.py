@@ -51,6 +51,9 @@ SERVER_DEVICE: Final = "server"
 SERVER_OP_SCOPE: Final = "server_ops"
 #: Survey dates are Beijing time: a record typed at 07:00 on the 1st is dated the 1st.
 CHINA_TIME: Final = timezone(timedelta(hours=8))
+#: Longest record id (a UUID is 36) and survey round the records table holds.
+RECORD_ID_MAX: Final = 36
+ROUND_MAX: Final = 40
 _USABLE_STATUSES: Final = (form_store.PUBLISHED, form_store.RETIRED)
 _DEFINITIONS_KEY: Final = "village_sync_definitions"
 
@@ -396,6 +399,20 @@ def _without_nul(value: Any) -> Any:
 
 def _envelope(op: Op, existing: RecordRow | None, scope: str | None) -> tuple[str, str, str]:
     """The record's village, household number and round; raises :class:`_Rejected`."""
+    # Column sizes the protocol does not bound as tightly: PostgreSQL would refuse the row and
+    # with it the whole batch, on every retry.
+    if len(op.record_id) > RECORD_ID_MAX or len(op.round or "") > ROUND_MAX or len(op.hlc) > 64:
+        raise _Rejected(
+            quarantine.INVALID,
+            [
+                reason(
+                    "identifier_too_long",
+                    f"记录编号最长{RECORD_ID_MAX}个字符，调查轮次最长{ROUND_MAX}个字符",
+                    f"a record id has at most {RECORD_ID_MAX} characters, a round {ROUND_MAX}, "
+                    "a clock stamp 64",
+                )
+            ],
+        )
     if existing is not None:
         village, household_no, round_ = (
             existing.village_code,

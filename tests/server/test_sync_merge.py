@@ -324,3 +324,16 @@ def test_a_nul_character_rejects_only_its_op_and_is_kept_readable(
     assert good.status == "applied"
     (held,) = quarantine(client, admin_headers, kind="invalid")
     assert held["op"]["changes"]["structure"] == "砖\ufffd混"
+
+
+def test_identifiers_longer_than_the_columns_reject_only_their_op(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    household = {"village_code": VILLAGE, "household_no": "L1"}
+    device.put("r" * 37, "housing_safety", HOUSE_A, household=household)
+    device.put("r" * 36, "housing_safety", HOUSE_A, household=household, round="x" * 41)
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="L2")
+    long_id, long_round, good = device.sync().acks[0].acks
+    assert long_id.reasons[0]["code"] == long_round.reasons[0]["code"] == "identifier_too_long"
+    assert good.status == "applied"
