@@ -38,7 +38,9 @@ def rollup(principal: Principal) -> Any:
 
     Counts and rates of housing safe, water safe (with the failed indicators), no school-age
     dropout, everyone insured and income above the monitoring line; households below the line;
-    monitoring objects with days since identification; open conflicts awaiting review.
+    monitoring objects with days since identification; households newly at risk (sharp income
+    fall or expense rise); open problems by indicator and the oldest one's age; open conflicts
+    awaiting review.
     """
     query = load_query(RollupQuerySchema())
     return indicators.rollup(principal, **query)
@@ -47,6 +49,7 @@ def rollup(principal: Principal) -> Any:
 @blueprint.get("/households")
 @authenticated()
 def households(principal: Principal) -> Any:
-    """Per-household indicators (``?area=&round=&problem=&limit=&offset=``), paged."""
+    """Per-household indicators (``?area=&round=&problem=&limit=&offset=``), paged, with each
+    open problem's date found and the change since the previous monitoring record."""
     query = load_query(HouseholdQuerySchema())
     return indicators.household_list(principal, **query)

@@ -7,6 +7,13 @@ at a time, so a county of 100,000 households is summarised in bounded memory.
 
 Rates are ``passing / decided``: households whose indicator the records decide (a missing
 instrument or value leaves it undecided and counts in ``*_unknown``, never as safe).
+
+Rounds: with ``round`` a household's picture comes from that round's records; without, from the
+newest record of each form. Rounds are ordered by when their first record reached the server.
+Every failed indicator is an open problem (动态清零) dated from the first round of its unbroken
+failing run, so the county sees how long each has been open; a household whose per-capita income
+fell, or whose rigid expenses rose, past the local thresholds since its previous monitoring
+record is *newly at risk* (收入骤减、支出骤增, ``forms.indicators.round_change``).
 """
 
 from __future__ import annotations
@@ -22,13 +29,15 @@ from forms.indicators import (
     AreaSummary,
     HouseholdIndicators,
     MonitoringConfig,
+    RoundChange,
     household_indicators,
+    round_change,
 )
 from server.errors import Forbidden, ValidationFailed
 from server.services.access import Principal
 from server.services.monitoring import monitoring_config
 from server.storage import indicators as store
-from server.storage.indicators import HouseholdRecords
+from server.storage.indicators import HouseholdRecords, StoredRecord
 
 #: Survey dates are Beijing time (a visit at 07:00 on the 1st is dated the 1st).
 CHINA_TIME = timezone(timedelta(hours=8))
@@ -80,6 +89,26 @@ def survey_year(round: str | None, today: date) -> int:
 
 
 @dataclass(frozen=True)
+class OpenProblem:
+    """A failed indicator of a household (动态清零): since when it has been failing.
+
+    ``found_on`` is the date of the first record of the unbroken run of rounds in which the
+    indicator failed (a later record showing it solved would have closed the problem).
+    """
+
+    problem: str
+    found_on: date
+
+    def to_dict(self, today: date) -> dict[str, Any]:
+        """JSON-able form with the problem's age in days."""
+        return {
+            "problem": self.problem,
+            "found_on": self.found_on.isoformat(),
+            "days_open": (today - self.found_on).days,
+        }
+
+
+@dataclass(frozen=True)
 class HouseholdPicture:
     """One household's indicators plus what the dashboard lists about it."""
 
@@ -87,6 +116,8 @@ class HouseholdPicture:
     indicators: HouseholdIndicators
     record_ids: dict[str, str]
     identified_on: date | None
+    problems: tuple[OpenProblem, ...] = ()
+    change: RoundChange | None = None
 
     def days_since_identification(self, today: date) -> int | None:
         """Days since the household became a monitoring object, or None (not one, or no date)."""
@@ -98,6 +129,12 @@ class HouseholdPicture:
         ind = self.indicators
         return ind.monitoring_category not in NOT_MONITORED and ind.risk_removed is not True
 
+    @property
+    def newly_at_risk(self) -> bool:
+        """True when income fell or rigid expenses rose past the local thresholds since the
+        household's previous monitoring record (收入骤减、支出骤增)."""
+        return self.change is not None and self.change.flagged
+
     def to_dict(self, today: date) -> dict[str, Any]:
         """JSON-able form: the engine's picture plus household number, records and dates."""
         return {
@@ -106,6 +143,8 @@ class HouseholdPicture:
             "record_ids": dict(sorted(self.record_ids.items())),
             "identified_on": None if self.identified_on is None else self.identified_on.isoformat(),
             "days_since_identification": self.days_since_identification(today),
+            "problems": [p.to_dict(today) for p in self.problems],
+            "round_change": None if self.change is None else self.change.to_dict(),
         }
 
 
@@ -118,8 +157,11 @@ def _date(value: Any) -> date | None:
         return None
 
 
-def _identified_on(household: HouseholdRecords) -> date | None:
-    monitoring = household.by_form.get("monitoring_household")
+def _china_date(moment: datetime) -> date:
+    return moment.astimezone(CHINA_TIME).date()
+
+
+def _identified_on(monitoring: StoredRecord | None) -> date | None:
     if monitoring is None:
         return None
     data = monitoring.data
@@ -128,19 +170,115 @@ def _identified_on(household: HouseholdRecords) -> date | None:
     return _date(data.get("county_approval_date")) or _date(data.get("home_check_date"))
 
 
+def picture_of(
+    household: HouseholdRecords,
+    *,
+    round: str | None,
+    today: date,
+    config: MonitoringConfig,
+) -> HouseholdPicture | None:
+    """The picture of one household, or None when it has no record in ``round``.
+
+    With a ``round`` the picture comes from that round's records; without one from the newest
+    record of each form. Open problems are dated by walking back through the earlier rounds
+    (each with the newest record of every form so far) while the indicator kept failing, and
+    the newest monitoring record is compared with the one before it for sharp changes.
+    """
+    rounds = household.rounds()
+    if round is not None:
+        if round not in rounds:
+            return None
+        rounds = rounds[: rounds.index(round) + 1]
+        current = household.newest_by_form({round})
+    else:
+        current = household.newest_by_form()
+    village = household.village_code
+    year = survey_year(round, today)
+    picture = household_indicators(
+        {form: rec.data for form, rec in current.items()}, village, year, config
+    )
+    problems = _dated_problems(household, rounds, picture, today, config)
+    monitoring = current.get("monitoring_household")
+    return HouseholdPicture(
+        household_no=household.household_no,
+        indicators=picture,
+        record_ids={form: rec.record_id for form, rec in current.items()},
+        identified_on=_identified_on(monitoring),
+        problems=problems,
+        change=_change(household, monitoring, village, year, config),
+    )
+
+
+def _dated_problems(
+    household: HouseholdRecords,
+    rounds: list[str],
+    picture: HouseholdIndicators,
+    today: date,
+    config: MonitoringConfig,
+) -> tuple[OpenProblem, ...]:
+    if not picture.open_problems:
+        return ()
+    found: dict[str, date] = {}
+    still_failing = set(picture.open_problems)
+    # Walk back: the state at each earlier round is the newest record of every form so far.
+    for index in range(len(rounds) - 1, -1, -1):
+        so_far = household.newest_by_form(set(rounds[: index + 1]))
+        step = rounds[index]
+        step_records = [r for r in so_far.values() if r.round == step]
+        if not step_records:
+            continue
+        earlier = household_indicators(
+            {form: rec.data for form, rec in so_far.items()},
+            household.village_code,
+            survey_year(step, today),
+            config,
+        )
+        for name in list(still_failing):
+            if name in earlier.open_problems:
+                found[name] = _china_date(min(r.created_at for r in step_records))
+            else:
+                still_failing.discard(name)
+        if not still_failing:
+            break
+    fallback = _china_date(min(r.created_at for r in household.records))
+    return tuple(OpenProblem(name, found.get(name, fallback)) for name in picture.open_problems)
+
+
+def _change(
+    household: HouseholdRecords,
+    monitoring: StoredRecord | None,
+    village: str,
+    year: int,
+    config: MonitoringConfig,
+) -> RoundChange | None:
+    if monitoring is None:
+        return None
+    earlier = [
+        r
+        for r in household.records
+        if r.form_id == "monitoring_household"
+        and r.round != monitoring.round
+        and r.created_at < monitoring.created_at
+    ]
+    if not earlier:
+        return None
+    previous = max(earlier, key=lambda r: (r.created_at, r.updated_at))
+    return round_change(
+        previous.data,
+        monitoring.data,
+        income_drop_percent=config.income_drop_percent(village, year),
+        expense_rise_percent=config.expense_rise_percent(village, year),
+    )
+
+
 def iter_pictures(
-    area: str, *, round: str | None, year: int, config: MonitoringConfig
+    area: str, *, round: str | None, today: date, config: MonitoringConfig
 ) -> Iterator[HouseholdPicture]:
     """Yield the picture of every household under ``area`` (streamed, village code order)."""
-    for household in store.household_records(area, round=round):
-        yield HouseholdPicture(
-            household_no=household.household_no,
-            indicators=household_indicators(
-                household.data_by_form(), household.village_code, year, config
-            ),
-            record_ids={form: rec.record_id for form, rec in household.by_form.items()},
-            identified_on=_identified_on(household),
-        )
+    for household in store.household_records(area):
+        picture = picture_of(household, round=round, today=today, config=config)
+        if picture is not None:
+            yield picture
 
 
 def _rate(passing: int, decided: int) -> float | None:
@@ -158,12 +296,21 @@ class AreaTally:
     everyone_insured: int = 0
     above_line: int = 0
     water_failed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WATER_INDICATORS, 0))
+    problems: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEMS, 0))
+    oldest_problem: date | None = None
+    newly_at_risk: int = 0
     open_conflicts: int = 0
     oldest_conflict: datetime | None = None
 
-    def add(self, picture: HouseholdIndicators) -> None:
+    def add(self, household: HouseholdPicture) -> None:
         """Count one household in."""
+        picture = household.indicators
         self.summary.add(picture)
+        self.newly_at_risk += household.newly_at_risk
+        for problem in household.problems:
+            self.problems[problem.problem] = self.problems.get(problem.problem, 0) + 1
+            if self.oldest_problem is None or problem.found_on < self.oldest_problem:
+                self.oldest_problem = problem.found_on
         self.housing_safe += picture.housing_safe is True
         self.water_safe += picture.water_safe is True
         self.no_dropout += picture.dropout_present is False
@@ -178,7 +325,7 @@ class AreaTally:
         if self.oldest_conflict is None or oldest < self.oldest_conflict:
             self.oldest_conflict = oldest
 
-    def to_dict(self, now: datetime) -> dict[str, Any]:
+    def to_dict(self, now: datetime, today: date) -> dict[str, Any]:
         """Counts, rates (passing / decided) and unknowns, JSON-able."""
         s = self.summary
         pairs = {
@@ -208,6 +355,11 @@ class AreaTally:
             "all_assured": s.all_assured,
             "incomplete": s.incomplete,
             "open_problems": s.open_problems,
+            "open_problems_by_indicator": dict(self.problems),
+            "oldest_open_problem_days": None
+            if self.oldest_problem is None
+            else (today - self.oldest_problem).days,
+            "newly_at_risk": self.newly_at_risk,
             "monitoring_objects": s.monitored,
             "risk_removed": s.risk_removed,
             "open_conflicts": self.open_conflicts,
@@ -248,9 +400,11 @@ def rollup(
     """The dashboard of the caller's area (or the part ``area`` names), rolled up by ``level``.
 
     Returns ``{"area", "level", "round", "year", "total", "areas": [...], "below_line":
-    {"total", "households": [...]}, "monitoring_objects": {"total", "households": [...]}}``;
-    the two lists hold at most ``limit`` households each (their totals count all), below-line
-    households lowest income first, monitoring objects longest identified first. ``config``
+    {"total", "households": [...]}, "monitoring_objects": {...}, "newly_at_risk": {...}}``;
+    the lists hold at most ``limit`` households each (their totals count all): below-line
+    households lowest income first, monitoring objects longest identified first, newly at-risk
+    households (收入骤减、支出骤增 against the local thresholds) steepest income fall first.
+    Each area also counts open problems by indicator and the age of the oldest. ``config``
     defaults to the stored monitoring configuration. Raises :class:`ValidationFailed` for a
     bad level or area and :class:`Forbidden` for an area outside the caller's.
     """
@@ -266,11 +420,18 @@ def rollup(
     below_total = 0
     monitored: list[dict[str, Any]] = []
     monitored_total = 0
-    for picture in iter_pictures(query.area, round=query.round, year=year, config=config):
+    at_risk: list[dict[str, Any]] = []
+    at_risk_total = 0
+    for picture in iter_pictures(query.area, round=query.round, today=today, config=config):
         ind = picture.indicators
         key = ind.village_code[:digits]
-        areas.setdefault(key, AreaTally(AreaSummary(key))).add(ind)
-        total.add(ind)
+        areas.setdefault(key, AreaTally(AreaSummary(key))).add(picture)
+        total.add(picture)
+        if picture.newly_at_risk:
+            at_risk_total += 1
+            at_risk.append(_listed(picture, today))
+            if len(at_risk) > 2 * query.limit:
+                at_risk = _steepest(at_risk, query.limit)
         if ind.income_below_line is True:
             below_total += 1
             below.append(_listed(picture, today))
@@ -292,13 +453,14 @@ def rollup(
         "level": query.level,
         "round": query.round,
         "year": year,
-        "total": total.to_dict(now),
-        "areas": [areas[key].to_dict(now) for key in sorted(areas)],
+        "total": total.to_dict(now, today),
+        "areas": [areas[key].to_dict(now, today) for key in sorted(areas)],
         "below_line": {"total": below_total, "households": _lowest(below, query.limit)},
         "monitoring_objects": {
             "total": monitored_total,
             "households": _longest(monitored, query.limit),
         },
+        "newly_at_risk": {"total": at_risk_total, "households": _steepest(at_risk, query.limit)},
     }
 
 
@@ -316,6 +478,7 @@ def _listed(picture: HouseholdPicture, today: date) -> dict[str, Any]:
         else picture.identified_on.isoformat(),
         "days_since_identification": picture.days_since_identification(today),
         "open_problems": list(ind.open_problems),
+        "round_change": None if picture.change is None else picture.change.to_dict(),
     }
 
 
@@ -324,6 +487,21 @@ def _lowest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
         rows,
         key=lambda r: (r["per_capita_income"], r["village_code"], r["household_no"]),
     )[:limit]
+
+
+def _steepest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    def key(row: dict[str, Any]) -> tuple[float, float, str, str]:
+        change = row["round_change"] or {}
+        income = change.get("income_change_percent")
+        expense = change.get("expense_rise_percent")
+        return (
+            income if income is not None else 0.0,
+            -(expense if expense is not None else 0.0),
+            row["village_code"],
+            row["household_no"],
+        )
+
+    return sorted(rows, key=key)[:limit]
 
 
 def _longest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
@@ -360,10 +538,9 @@ def household_list(
     scope = effective_area(principal, area)
     today = today or china_today()
     config = config or monitoring_config()
-    year = survey_year(round, today)
     page: list[dict[str, Any]] = []
     total = 0
-    for picture in iter_pictures(scope, round=round, year=year, config=config):
+    for picture in iter_pictures(scope, round=round, today=today, config=config):
         if problem is not None and problem not in picture.indicators.open_problems:
             continue
         if offset <= total < offset + limit:

@@ -32,30 +32,44 @@ class StoredRecord:
     record_id: str
     form_id: str
     round: str
+    created_at: datetime
     updated_at: datetime
     data: dict[str, Any]
 
 
 @dataclass
 class HouseholdRecords:
-    """The live records of one household, newest per form (by round, then last update)."""
+    """The live records of one household, every round."""
 
     village_code: str
     household_no: str
-    by_form: dict[str, StoredRecord] = field(default_factory=dict)
+    records: list[StoredRecord] = field(default_factory=list)
 
-    def keep(self, record: StoredRecord) -> None:
-        """Keep ``record`` if it is the newest of its form seen so far."""
-        current = self.by_form.get(record.form_id)
-        if current is None or (record.round, record.updated_at) > (
-            current.round,
-            current.updated_at,
-        ):
-            self.by_form[record.form_id] = record
+    def rounds(self) -> list[str]:
+        """The household's survey rounds in the order they were made (first record of each)."""
+        first: dict[str, datetime] = {}
+        for record in self.records:
+            if record.round not in first or record.created_at < first[record.round]:
+                first[record.round] = record.created_at
+        return sorted(first, key=lambda r: (first[r], r))
 
-    def data_by_form(self) -> dict[str, dict[str, Any]]:
-        """Form id → record data, the shape ``forms.indicators.household_indicators`` takes."""
-        return {form_id: record.data for form_id, record in self.by_form.items()}
+    def newest_by_form(self, rounds: set[str] | None = None) -> dict[str, StoredRecord]:
+        """Form id → the newest record (made last, then edited last) among ``rounds`` (all)."""
+        out: dict[str, StoredRecord] = {}
+        for record in self.records:
+            if rounds is not None and record.round not in rounds:
+                continue
+            current = out.get(record.form_id)
+            if current is None or (record.created_at, record.updated_at) > (
+                current.created_at,
+                current.updated_at,
+            ):
+                out[record.form_id] = record
+        return out
+
+    def data_by_form(self, rounds: set[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Form id → newest record data, the shape ``household_indicators`` takes."""
+        return {form: record.data for form, record in self.newest_by_form(rounds).items()}
 
 
 def household_records(
@@ -77,6 +91,7 @@ def household_records(
         Record.household_no,
         Record.form_id,
         Record.round,
+        Record.created_at,
         Record.updated_at,
         Record.data,
     ).where(under_prefix(Record.village_code, area_prefix), Record.deleted.is_(False))
@@ -92,7 +107,7 @@ def household_records(
         if last is not None:
             page = page.where(sa.tuple_(*order) > sa.tuple_(*(sa.literal(v) for v in last)))
         rows = db.session.execute(page.order_by(*order).limit(chunk_rows)).all()
-        for record_id, village, number, form_id, round_, updated_at, data in rows:
+        for record_id, village, number, form_id, round_, created, updated, data in rows:
             if household is None or (household.village_code, household.household_no) != (
                 village,
                 number,
@@ -100,7 +115,9 @@ def household_records(
                 if household is not None:
                     yield household
                 household = HouseholdRecords(village, number)
-            household.keep(StoredRecord(record_id, form_id, round_, updated_at, data or {}))
+            household.records.append(
+                StoredRecord(record_id, form_id, round_, created, updated, data or {})
+            )
         if len(rows) < chunk_rows:
             break
         last = (rows[-1][1], rows[-1][2], rows[-1][0])

@@ -8,6 +8,7 @@ state and data have exactly the shape the sync endpoint writes.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
@@ -30,8 +31,12 @@ def store_household(
     household_no: str,
     round: str = "2026-annual",
     forms: tuple[str, ...] | None = None,
+    at: datetime | None = None,
 ) -> dict[str, str]:
-    """Store a household's instrument records (form id → data); returns form id → record id."""
+    """Store a household's instrument records (form id → data); returns form id → record id.
+
+    ``at`` sets the records' creation time (when the survey reached the server).
+    """
     ids: dict[str, str] = {}
     with app.app_context(), writing():
         for seq, (form_id, data) in enumerate(household.items(), start=1):
@@ -60,6 +65,7 @@ def store_household(
                 round=round,
                 state=state.to_dict(),
                 data=unflatten(current_values(state)),
+                now=at,
             )
             ids[form_id] = record_id
     return ids

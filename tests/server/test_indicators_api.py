@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from forms.indicators import MonitoringConfig, household_indicators
 from forms.instruments.samples import problem_household, sample_household
 from server.services.access import Principal
-from server.services.indicators import rollup
+from server.services.indicators import household_list, rollup
 from server.storage.indicators import household_records
 from tests.server.conftest import add_user, assert_error, login
 from tests.server.survey_data import store_household
@@ -195,3 +195,94 @@ def test_survey_year_defaults_to_today() -> None:
     assert survey_year("2025-annual", date(2026, 1, 1)) == 2025
     assert survey_year("monitoring-2026-11", date(2027, 3, 1)) == 2027
     assert survey_year(None, date(2026, 5, 1)) == 2026
+
+
+TODAY = date(2026, 11, 25)
+COUNTY_ADMIN = Principal(1, "t", "county_admin", "")
+
+
+def test_open_problems_are_dated_from_the_first_failing_round(app: Flask) -> None:
+    config = MonitoringConfig(monitoring_lines={"53": {2025: 8700, 2026: 8700}})
+    autumn_2025 = datetime(2025, 9, 1, 4, tzinfo=UTC)  # 12:00 in Beijing
+    autumn_2026 = datetime(2026, 9, 10, 4, tzinfo=UTC)
+    dangerous = problem_household("dangerous_house", 11, village_code=V1)
+    safe = sample_household(11, village_code=V1)
+    housing = ("housing_safety",)
+    # H1: dangerous in 2025 and still in 2026; H2: repaired in 2026; H3: dangerous since 2026.
+    for number, first, second in (
+        ("H1", dangerous, dangerous),
+        ("H2", dangerous, safe),
+        ("H3", safe, dangerous),
+    ):
+        store_household(
+            app,
+            first,
+            village_code=V1,
+            household_no=number,
+            round="2025-annual",
+            at=autumn_2025,
+            forms=housing,
+        )
+        store_household(
+            app,
+            second,
+            village_code=V1,
+            household_no=number,
+            round="2026-annual",
+            at=autumn_2026,
+            forms=housing,
+        )
+    with app.app_context():
+        listed = household_list(COUNTY_ADMIN, round="2026-annual", today=TODAY, config=config)
+        body = rollup(COUNTY_ADMIN, round="2026-annual", today=TODAY, config=config)
+        earlier = household_list(COUNTY_ADMIN, round="2025-annual", today=TODAY, config=config)
+    problems = {h["household_no"]: h["problems"] for h in listed["households"]}
+    assert problems["H1"] == [{"problem": "housing", "found_on": "2025-09-01", "days_open": 450}]
+    assert problems["H2"] == []
+    assert problems["H3"] == [{"problem": "housing", "found_on": "2026-09-10", "days_open": 76}]
+    (village,) = body["areas"]
+    assert village["open_problems_by_indicator"]["housing"] == 2
+    assert village["oldest_open_problem_days"] == 450
+    # As of the 2025 round, H1 and H2 had just been found (H3's 2026 record is not counted).
+    before = {h["household_no"]: h["problems"] for h in earlier["households"]}
+    assert [p["found_on"] for p in before["H1"] + before["H2"]] == ["2025-09-01"] * 2
+    assert before["H3"] == []
+
+
+def test_sharp_income_fall_marks_a_household_newly_at_risk(app: Flask) -> None:
+    config = MonitoringConfig(
+        monitoring_lines={"53": {2025: 8700, 2026: 8700}},
+        income_drop_percents={"53": {2026: 30}},
+    )
+    steady = sample_household(21, village_code=V2)["monitoring_household"]
+    fallen = dict(steady)
+    for key in ("wage_income", "business_income", "property_income", "transfer_income"):
+        fallen[key] = round(steady[key] * 0.4, 2)
+    fallen["production_costs"] = round(steady["production_costs"] * 0.4, 2)
+    for number, second in (("H1", steady), ("H2", fallen)):
+        store_household(
+            app,
+            {"monitoring_household": steady},
+            village_code=V2,
+            household_no=number,
+            round="2025-annual",
+            at=datetime(2025, 10, 1, tzinfo=UTC),
+        )
+        store_household(
+            app,
+            {"monitoring_household": second},
+            village_code=V2,
+            household_no=number,
+            round="2026-annual",
+            at=datetime(2026, 10, 1, tzinfo=UTC),
+        )
+    with app.app_context():
+        body = rollup(COUNTY_ADMIN, round="2026-annual", today=TODAY, config=config)
+        listed = household_list(COUNTY_ADMIN, round="2026-annual", today=TODAY, config=config)
+    assert body["total"]["newly_at_risk"] == 1
+    (flagged,) = body["newly_at_risk"]["households"]
+    assert flagged["household_no"] == "H2"
+    assert flagged["round_change"]["income_drop"] is True
+    assert flagged["round_change"]["income_change_percent"] == -60.0
+    changes = {h["household_no"]: h["round_change"] for h in listed["households"]}
+    assert changes["H1"]["flagged"] is False and changes["H1"]["income_change_percent"] == 0.0
