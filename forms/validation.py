@@ -331,6 +331,10 @@ class _Validator:
         # (id of the typed dict of their level, field name). A relevance that reads one of
         # them and comes out false is *unknown*: the answers it governs are kept.
         self.unknown: set[tuple[int, str]] = set()
+        # Each typed row (by id) → its 1-based position among the rows sent (non-object rows
+        # count), its data path prefix (``members/<row_id>/`` or ``members/#<n>/`` when the id
+        # is missing, unusable or a duplicate) and its cleaned dict.
+        self.row_meta: dict[int, tuple[int, str, dict[str, Any]]] = {}
         # Type problems wait until relevance is known: a hidden field's bad value is dropped,
         # not reported.
         self.pending: dict[str, list[Issue]] = {}
@@ -499,6 +503,7 @@ class _Validator:
                 seen.add(row_id)
             typed_row: dict[str, Any] = {ROW_ID_KEY: row_id}
             cleaned_row: dict[str, Any] = {ROW_ID_KEY: row_id} if ROW_ID_KEY in row else {}
+            self.row_meta[id(typed_row)] = (index, prefix, cleaned_row)
             child = _Level(schema, prefix, index, typed_row, cleaned_row, ())
             self.read_level(fld.fields, row, child)
             typed_rows.append(typed_row)
@@ -667,31 +672,14 @@ class _Validator:
                 ),
             )
         schema = f"{level.schema_path}/{fld.name}" if level.schema_path else fld.name
-        cleaned_rows = level.cleaned.get(fld.name)
-        for row_child in self.row_levels(fld, level, rows, cleaned_rows, schema):
+        for row_child in self.row_levels(level, rows, schema):
             self.walk_level(row_child)
 
-    def row_levels(
-        self,
-        fld: Field,
-        level: _Level,
-        rows: list[dict[str, Any]],
-        cleaned_rows: Any,
-        schema: str,
-    ) -> list[_Level]:
-        path = level.prefix + fld.name
-        cleaned_maps = (
-            [r for r in cleaned_rows if isinstance(r, dict)]
-            if isinstance(cleaned_rows, list)
-            else []
-        )
+    def row_levels(self, level: _Level, rows: list[dict[str, Any]], schema: str) -> list[_Level]:
+        """The levels of the rows read by :meth:`read_rows`, numbered and named as read."""
         out = []
-        for index, (typed_row, cleaned_row) in enumerate(
-            zip(rows, cleaned_maps, strict=False), start=1
-        ):
-            row_id = typed_row.get(ROW_ID_KEY)
-            usable = isinstance(row_id, str) and row_id and "/" not in row_id
-            prefix = f"{path}/{row_id}/" if usable else f"{path}/#{index}/"
+        for typed_row in rows:
+            index, prefix, cleaned_row = self.row_meta[id(typed_row)]
             out.append(
                 _Level(
                     schema,
@@ -747,9 +735,7 @@ class _Validator:
                 schema = f"{level.schema_path}/{name}" if level.schema_path else name
                 rows = level.typed.get(name)
                 if isinstance(rows, list):
-                    next_levels.extend(
-                        self.row_levels(fld, level, rows, level.cleaned.get(name), schema)
-                    )
+                    next_levels.extend(self.row_levels(level, rows, schema))
             levels, fields = next_levels, fld.fields
         return levels
 

@@ -573,3 +573,63 @@ def test_relevance_false_on_determined_values_still_drops() -> None:
         ("required", "needs"),
         ("rows", "rows"),
     }
+
+
+def test_rows_after_a_bad_row_keep_their_numbers_and_duplicates_get_hash_paths() -> None:
+    defn = load_definition(
+        {
+            "id": "rows_mini",
+            "version": 1,
+            "title": "行",
+            "fields": [
+                {
+                    "name": "members",
+                    "type": "repeat",
+                    "label": "成员",
+                    "fields": [
+                        {"name": "name", "type": "text", "label": "姓名", "required": True},
+                        {
+                            "name": "age",
+                            "type": "integer",
+                            "label": "年龄",
+                            "constraint": ". < 150",
+                        },
+                        {"name": "note", "type": "integer", "label": "备注"},
+                    ],
+                }
+            ],
+            "checks": [
+                {
+                    "id": "c1",
+                    "severity": "warning",
+                    "field": "members/age",
+                    "rule": "${age} < 100",
+                    "message": "老",
+                }
+            ],
+        }
+    )
+    data = {
+        "members": [
+            "garbage",
+            {"_id": "r2", "age": 120},
+            {"_id": "r2", "age": 200, "note": "x"},
+        ]
+    }
+    result = validate_record(defn, data, CONTEXT)
+    found = sorted((i.code, i.path, i.row) for i in result.issues)
+    assert found == [
+        ("check", "members/#3/age", 3),
+        ("check", "members/r2/age", 2),
+        ("constraint", "members/#3/age", 3),
+        ("required", "members/#3/name", 3),
+        ("required", "members/r2/name", 2),
+        ("row_id", "members/#3", 3),
+        ("type", "members/#1", 1),
+        ("type", "members/#3/note", 3),
+    ]
+    assert result.cleaned["members"] == [
+        "garbage",
+        {"_id": "r2", "age": 120},
+        {"_id": "r2", "age": 200, "note": "x"},
+    ]
