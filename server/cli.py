@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from flask import Flask, current_app, has_app_context
+from sqlalchemy.exc import OperationalError
 
 from server.errors import ApiError
 from server.settings import SettingError
@@ -39,9 +40,13 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
         app = create_app(overrides or None)
     except SettingError as exc:
         raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot open the database: {exc.orig}") from None
     with app.app_context():
         try:
             yield app
+        except OperationalError as exc:
+            raise click.ClickException(f"cannot open the database: {exc.orig}") from None
         finally:
             # Return the session's connection, then close the pool now rather than at
             # interpreter exit (PostgreSQL would otherwise see dangling sessions).

@@ -106,6 +106,12 @@ def test_bad_settings_are_reported_without_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "area_prefix" in result.output
 
 
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"}
+    result = CliRunner().invoke(main, ["init-db"], env=env)
+    assert result.exit_code == 1 and "cannot open the database" in result.output
+
+
 def test_backup_refuses_postgresql(postgres_url: str, tmp_path: Path) -> None:
     env = {"VILLAGE_SYNC_DATABASE_URL": postgres_url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path)}
     result = CliRunner().invoke(main, ["backup", "--to", str(tmp_path / "x.db")], env=env)
