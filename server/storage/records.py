@@ -203,6 +203,10 @@ def ensure_household(
     race finds it). Raises :class:`ScopeError` for a malformed village code.
     """
     county = county_of(village_code)
+    existing = _household(village_code, household_no)
+    if existing is not None:
+        # Known households cost one read: no counter bump, no lock on the county's counter.
+        return existing, False
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     inserted = db.session.execute(
@@ -218,14 +222,18 @@ def ensure_household(
         .on_conflict_do_nothing(index_elements=[Household.village_code, Household.household_no])
         .returning(Household.id)
     ).scalar_one_or_none()
-    row = db.session.scalar(
+    row = _household(village_code, household_no)
+    if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
+        raise LookupError("household vanished after insert")
+    return row, inserted is not None
+
+
+def _household(village_code: str, household_no: str) -> Household | None:
+    return db.session.scalar(
         sa.select(Household).where(
             Household.village_code == village_code, Household.household_no == household_no
         )
     )
-    if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
-        raise LookupError("household vanished after insert")
-    return row, inserted is not None
 
 
 # --- sync writes and admin queries (used by server.services.record_ops / records) ----------

@@ -199,6 +199,8 @@ class TestStorageContract:
             other, _ = records.ensure_household(VILLAGE_B, "5301020012010001")
         assert created and not created_again
         assert first.id == again.id != other.id
+        # Looking up a known household takes no revision number.
+        assert revisions.current_revision("530102") == 2
 
     def test_enrollment_code_is_single_use_and_expires(self) -> None:
         now = utcnow()
