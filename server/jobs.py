@@ -2,8 +2,8 @@
 
 Jobs: publication of form versions whose time has come, purge of expired enrollment codes and
 abandoned uploads, the nightly SQLite online backup (keeping ``BACKUP_KEEP``), the stale-device
-report and the conflict-age reminder (both as ``alert.*`` rows in the audit log, where the admin
-pages and the audit API show them within the area concerned).
+report, the overdue-monitoring report and the conflict-age reminder (as ``alert.*`` rows in the
+audit log, where the admin pages and the audit API show them within the area concerned).
 
 Each job function runs in the caller's app context and opens its own write transactions. The
 scheduler calls them through :func:`run_job`, which first takes the job's lock row in the
@@ -37,6 +37,7 @@ from server.services import uploads
 from server.settings import sqlite_path
 from server.storage import audit
 from server.storage import enrollment as enrollment_store
+from server.storage import indicators as indicator_store
 from server.storage import jobs as store
 from server.storage.database import backup_sqlite, dialect_name, writing
 from server.storage.types import utcnow
@@ -178,6 +179,50 @@ def remind_old_conflicts(now: datetime | None = None) -> dict[str, Any]:
     return {"villages": villages}
 
 
+#: Monitoring categories that make a household a monitoring object (监测对象).
+_NOT_MONITORED: Final = (None, "", "无")
+#: Household numbers named in one overdue-monitoring alert row (the count covers all).
+_OVERDUE_LISTED: Final = 50
+
+
+def report_overdue_monitoring(now: datetime | None = None) -> dict[str, Any]:
+    """One ``alert.monitoring_overdue`` audit row per village whose monitoring objects (risk not
+    removed) have had no monitoring record for ``MONITORING_VISIT_DAYS``.
+
+    The newest monitoring record of each household is read (streamed, any round); its last
+    update is the last visit. The row names up to 50 households and counts them all.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(days=int(current_app.config["MONITORING_VISIT_DAYS"]))
+    overdue: dict[str, list[tuple[str, int]]] = {}
+    for household in indicator_store.household_records("", form_ids=("monitoring_household",)):
+        latest = household.newest_by_form().get("monitoring_household")
+        if latest is None:
+            continue
+        data = latest.data
+        if data.get("category") in _NOT_MONITORED or data.get("risk_removed") is True:
+            continue
+        if latest.updated_at < cutoff:
+            overdue.setdefault(household.village_code, []).append(
+                (household.household_no, (now - latest.updated_at).days)
+            )
+    with writing():
+        for village, households in overdue.items():
+            audit.add_entry(
+                actor=SCHEDULER_ACTOR,
+                action="alert.monitoring_overdue",
+                target_type="village",
+                target_id=village,
+                area_code=village,
+                details={
+                    "households": len(households),
+                    "most_overdue_days": max(days for _, days in households),
+                    "household_nos": [number for number, _ in households[:_OVERDUE_LISTED]],
+                },
+            )
+    return {"villages": sorted(overdue)}
+
+
 # --- running once across processes ------------------------------------------------------------------
 
 
@@ -221,6 +266,13 @@ def job_specs() -> tuple[JobSpec, ...]:
             report_stale_devices,
             "cron",
             lambda c: {"hour": 8, "minute": 0},
+            timedelta(hours=12),
+        ),
+        JobSpec(
+            "report_overdue_monitoring",
+            report_overdue_monitoring,
+            "cron",
+            lambda c: {"hour": 8, "minute": 15},
             timedelta(hours=12),
         ),
         JobSpec(

@@ -176,6 +176,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Conflicts open longer than this many days get a reminder (audit alert) each day.",
     ),
     Setting(
+        "monitoring_visit_days",
+        90,
+        "A monitoring object (监测对象) whose latest monitoring record is older than this many "
+        "days is reported overdue for a visit (audit alert, per village).",
+    ),
+    Setting(
         "publish_check_seconds",
         60,
         "How often the scheduler publishes form versions whose publication time has come.",

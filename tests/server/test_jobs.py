@@ -156,6 +156,32 @@ def test_conflict_age_reminder(app: Flask) -> None:
     assert alert.details == {"open_conflicts": 2, "oldest_days": 12}
 
 
+def test_overdue_monitoring_report(app: Flask) -> None:
+    v1, v2 = "530102001201", "530102002201"
+    now = utcnow()
+    base = sample_household(5, village_code=v1)["monitoring_household"]
+    cases = [
+        (v1, "H1", {**base, "category": "边缘易致贫户", "risk_removed": False}, 120),
+        (v1, "H2", {**base, "category": "边缘易致贫户", "risk_removed": False}, 10),
+        (v1, "H3", {**base, "category": "无", "risk_removed": False}, 200),
+        (v2, "H4", {**base, "category": "突发严重困难户", "risk_removed": True}, 200),
+        (v2, "H5", {**base, "category": "脱贫不稳定户", "risk_removed": False}, 95),
+    ]
+    for village, number, data, age in cases:
+        store_household(
+            app,
+            {"monitoring_household": data},
+            village_code=village,
+            household_no=number,
+            at=now - timedelta(days=age),
+        )
+    with app.app_context():
+        assert jobs.report_overdue_monitoring(now) == {"villages": [v1, v2]}
+    alerts = {e.target_id: e.details for e in _alerts(app, "alert.monitoring_overdue")}
+    assert alerts[v1] == {"households": 1, "most_overdue_days": 120, "household_nos": ["H1"]}
+    assert alerts[v2] == {"households": 1, "most_overdue_days": 95, "household_nos": ["H5"]}
+
+
 def test_backup_keeps_n_and_restores_the_data_as_it_was(
     sqlite_url: str, app_on: Any, tmp_path: Path
 ) -> None:
