@@ -40,7 +40,7 @@ from typing import Any, Final
 from forms import Field, FieldType, FormDefinition, load_definition
 from server.errors import Forbidden, NotFound, ValidationFailed
 from server.services.access import COUNTY_ADMIN, Actor, Principal
-from server.services.indicators import effective_area
+from server.services.indicators import CHINA_TIME, effective_area
 from server.storage import audit
 from server.storage import forms as form_store
 from server.storage.database import writing
@@ -187,7 +187,8 @@ class Formatter:
 def _record_cell(record: ExportedRecord, attribute: str) -> Any:
     value = getattr(record, attribute)
     if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
+        # County staff read times in Beijing time; the offset keeps it unambiguous.
+        return value.astimezone(CHINA_TIME).isoformat(timespec="seconds")
     return value
 
 

@@ -74,6 +74,7 @@ def test_csv_main_sheet_has_chinese_headers_and_masked_phones(
     assert body[0]["联系电话"] == "138****0001"
     assert body[1]["自然村/村民小组"] == "'=HYPERLINK(1)"
     assert body[0]["调查轮次"] == "2026-annual"
+    assert body[0]["更新时间"].endswith("+08:00")
 
 
 def test_csv_repeat_sheet_rows_keyed_by_record_and_row_id(
