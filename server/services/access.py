@@ -12,6 +12,10 @@ ROLES = (COUNTY_ADMIN, TOWNSHIP_REVIEWER)
 
 #: Lengths of the area prefixes a scope or an account may have (county, township, village).
 AREA_LENGTHS = {COUNTY_ADMIN: (0, 6), TOWNSHIP_REVIEWER: (9,)}
+AREA_RULES = {
+    COUNTY_ADMIN: ("空（不限）或6位县级代码", "empty (no limit) or a 6-digit county code"),
+    TOWNSHIP_REVIEWER: ("9位乡镇代码", "a 9-digit township code"),
+}
 SCOPE_LENGTHS = (6, 9, 12)
 #: A tablet works for one village team or one township team, never a whole county (DESIGN §3).
 DEVICE_SCOPE_LENGTHS = (9, 12)
@@ -80,10 +84,11 @@ def check_area(role: str, area_prefix: str) -> str:
         )
     ok_digits = area_prefix == "" or (area_prefix.isascii() and area_prefix.isdigit())
     if not ok_digits or len(area_prefix) not in AREA_LENGTHS[role]:
+        expected = AREA_RULES[role]
         raise ValidationFailed(
-            en=f"area for {role} must be {AREA_LENGTHS[role]} digits long",
-            zh="管辖范围代码长度与角色不符",
-            details={"fields": {"area_prefix": [f"length in {AREA_LENGTHS[role]}"]}},
+            en=f"the area of a {role} is {expected[1]}",
+            zh=f"该角色的管辖范围应为{expected[0]}",
+            details={"fields": {"area_prefix": [expected[1]]}},
         )
     return area_prefix
 
