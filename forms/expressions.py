@@ -1420,6 +1420,22 @@ class Expression:
 
         return walk(self.root)
 
+    def applies_to_current(self, function: str) -> bool:
+        """True when the expression calls ``function`` with ``.`` as its first argument."""
+
+        def walk(node: Node) -> bool:
+            if isinstance(node, Unary):
+                return walk(node.operand)
+            if isinstance(node, Binary):
+                return walk(node.left) or walk(node.right)
+            if isinstance(node, Call):
+                if node.name == function and node.args and isinstance(node.args[0], Current):
+                    return True
+                return any(walk(a) for a in node.args)
+            return False
+
+        return walk(self.root)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Expression) and other.text == self.text
 

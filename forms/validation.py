@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
+from forms import identity
 from forms.definition import Check, Field, FieldType, FormDefinition
 from forms.errors import EvaluationError
 from forms.expressions import Environment, EvaluationContext, parse_expression, truthy
@@ -335,6 +336,9 @@ class _Validator:
         # count), its data path prefix (``members/<row_id>/`` or ``members/#<n>/`` when the id
         # is missing, unusable or a duplicate) and its cleaned dict.
         self.row_meta: dict[int, tuple[int, str, dict[str, Any]]] = {}
+        # Numbers sent for a text field, as they came (an ID number Excel turned into a number
+        # is told apart from one typed as text): (id of the typed dict, field name) → number.
+        self.numbers: dict[tuple[int, str], int | float] = {}
         # Type problems wait until relevance is known: a hidden field's bad value is dropped,
         # not reported.
         self.pending: dict[str, list[Issue]] = {}
@@ -472,6 +476,8 @@ class _Validator:
                 continue
             level.typed[key] = typed
             level.cleaned[key] = cleaned
+            if fld.type is FieldType.TEXT and not isinstance(value, str):
+                self.numbers[(id(level.typed), key)] = value
 
     def read_rows(self, fld: Field, value: Any, level: _Level) -> None:
         path = level.prefix + fld.name
@@ -572,11 +578,36 @@ class _Validator:
                     continue
                 if not passed:
                     self.mark_unknown(level, fld.name)
-                    message = fld.constraint_message or _text(
-                        f"“{_label_zh(fld)}”填写的值不符合要求",
-                        f"the value of {_label_en(fld)} does not meet its constraint",
+                    message = (
+                        self.id_problem(fld, level)
+                        or fld.constraint_message
+                        or _text(
+                            f"“{_label_zh(fld)}”填写的值不符合要求",
+                            f"the value of {_label_en(fld)} does not meet its constraint",
+                        )
                     )
                     self.issue("constraint", level, fld.name, LocalizedText.from_value(message))
+
+    def id_problem(self, fld: Field, level: _Level) -> LocalizedText | None:
+        """What exactly is wrong with an ID number whose ``id-valid(.)`` constraint failed.
+
+        The message of ``forms.identity`` (wrong check character and the expected one, a number
+        a spreadsheet has already cut short, an impossible birth date, the length) says what to
+        do far better than a generic constraint message; ``None`` when the constraint does not
+        test ``id-valid(.)`` or the number itself is valid (another part of the rule failed).
+        """
+        if fld.constraint is None or not parse_expression(fld.constraint).applies_to_current(
+            "id-valid"
+        ):
+            return None
+        value = self.numbers.get((id(level.typed), fld.name), level.typed.get(fld.name))
+        if not isinstance(value, str | int | float):
+            return None
+        try:
+            identity.parse_id_number(value, today=self.context.today)
+        except identity.IdNumberError as exc:
+            return _text(exc.message_zh, exc.message_en)
+        return None
 
     def hide(self, fld: Field, level: _Level, path: str) -> None:
         self.hidden.add(path)

@@ -291,6 +291,31 @@ def test_roster_id_number_rules() -> None:
     assert found["sex_matches_id"] == "error"
 
 
+@pytest.mark.parametrize("form_id", ["household_roster", "medical_insurance"])
+def test_id_number_errors_say_exactly_what_is_wrong(form_id: str) -> None:
+    good = HEAD["id_number"]
+    expected = good[17]
+    cases = {
+        good[:17] + ("0" if expected != "0" else "1"): ("应为" + expected, "expected " + expected),
+        5.301021950052392e17: ("重新录入", "re-type it"),
+        "5.30102197502031E+17": ("重新录入", "re-type it"),
+        int(good[:15] + "000"): ("重新录入", "re-type it"),
+        good[:6] + "19751302" + good[14:]: ("出生日期", "birth date"),
+        good[:16]: ("实际为16位", "got 16"),
+    }
+    for value, (zh, en) in cases.items():
+        member = HEAD | {"id_number": value}
+        if form_id == "medical_insurance":
+            data = {"members": [{k: member[k] for k in ("_id", "name", "id_number")}]}
+        else:
+            data = roster_with(member, WIFE)
+        result = run(form_id, data)
+        [issue] = [i for i in result.errors if i.field == "id_number"]
+        assert issue.code == "constraint"
+        assert zh in issue.message.zh, (value, issue.message.zh)
+        assert en in issue.message["en"], (value, issue.message["en"])
+
+
 def test_roster_education_xor_schooling_and_work_both_or_neither() -> None:
     both = HEAD | {"schooling": "普通高中"}
     assert codes(run("household_roster", roster_with(both, WIFE)))["education_xor_schooling"] == (

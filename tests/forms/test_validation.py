@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from forms import load_definition
 from forms.definition import FormDefinition
 from forms.expressions import EvaluationContext
+from forms.identity import id_check_char
 from forms.validation import Issue, validate_record
 from tests.forms.conftest import HOUSING_V1
 
@@ -632,4 +633,34 @@ def test_rows_after_a_bad_row_keep_their_numbers_and_duplicates_get_hash_paths()
         "garbage",
         {"_id": "r2", "age": 120},
         {"_id": "r2", "age": 200, "note": "x"},
+    ]
+
+
+def test_a_failed_id_valid_constraint_keeps_its_own_message_when_the_id_is_valid() -> None:
+    defn = load_definition(
+        {
+            "id": "id_mini",
+            "version": 1,
+            "title": "证件",
+            "fields": [
+                {"name": "born_1990s", "type": "boolean", "label": "九十年代出生"},
+                {
+                    "name": "id_number",
+                    "type": "text",
+                    "label": "身份证号",
+                    "constraint": "id-valid(.) and (not(${born_1990s}) or "
+                    "year(id-birth-date(.)) >= 1990)",
+                    "constraint_message": {"zh": "与出生年代不符", "en": "birth decade differs"},
+                },
+            ],
+        }
+    )
+    first17 = "53010219800101123"
+    valid = first17 + id_check_char(first17)
+    result = validate_record(defn, {"born_1990s": True, "id_number": valid}, CONTEXT)
+    assert [i.message.zh for i in result.errors] == ["与出生年代不符"]
+    wrong = first17 + ("0" if valid[17] != "0" else "1")
+    result = validate_record(defn, {"born_1990s": True, "id_number": wrong}, CONTEXT)
+    assert [i.message.zh for i in result.errors] == [
+        f"身份证号校验位错误（应为{valid[17]}），请核对是否录错"
     ]
