@@ -22,6 +22,7 @@ Rejection rules (each rejected op gets per-field reasons in contracts §3 issue 
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from forms import EvaluationContext, FormDefinition, FormsError, load_definition, unflatten
 from forms.indicators import MonitoringConfig, MonitoringConfigError
@@ -44,6 +46,8 @@ from sync_protocol.conflicts import detect_duplicate_household
 from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import MergeResult, RecordState, current_values, merge
 from sync_protocol.ops import Op, is_tombstone
+
+log = logging.getLogger(__name__)
 
 #: The device id server-made ops (resolutions, duplicate clean-ups) carry.
 SERVER_DEVICE: Final = "server"
@@ -338,6 +342,23 @@ def apply_ops(
             outcome = _apply(op, ctx, batch, existing, scope=scope, user_id=user_id)
         except _Rejected as rejected:
             outcome = _rejection(op, existing, rejected, keep=keep_rejected)
+        except SQLAlchemyError:
+            raise  # the transaction is broken (or busy): the whole batch fails and is retried
+        except Exception:
+            # A fault in the merge or the form engine on this op's data. Failing the batch would
+            # fail it again on every retry and block the device; the op is kept for an admin.
+            log.exception("op %s#%s could not be applied", op.device_id, op.seq)
+            fault = _Rejected(
+                quarantine.INVALID,
+                [
+                    reason(
+                        "server_fault",
+                        "服务器处理此操作时出错，已保留待管理员处理",
+                        "the server failed on this op; it is kept for an administrator",
+                    )
+                ],
+            )
+            outcome = _rejection(op, existing, fault, keep=keep_rejected)
         batch.done_one()
         outcomes.append(outcome)
     batch.flush(by=by)

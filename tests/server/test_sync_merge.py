@@ -337,3 +337,32 @@ def test_identifiers_longer_than_the_columns_reject_only_their_op(
     long_id, long_round, good = device.sync().acks[0].acks
     assert long_id.reasons[0]["code"] == long_round.reasons[0]["code"] == "identifier_too_long"
     assert good.status == "applied"
+
+
+def test_a_server_fault_on_one_op_rejects_and_keeps_it_without_blocking_the_device(
+    county: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from server.services import record_ops
+
+    real_merge = record_ops.merge
+    poisoned = "0" * 36
+
+    def failing_merge(state: Any, op: Any, *args: Any, **kwargs: Any) -> Any:
+        # The injected fault: the merge breaks on one record's data.
+        if op.record_id == poisoned:
+            raise RuntimeError("injected fault")
+        return real_merge(state, op, *args, **kwargs)
+
+    monkeypatch.setattr(record_ops, "merge", failing_merge)
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    household = {"village_code": VILLAGE, "household_no": "S1"}
+    device.put(poisoned, "housing_safety", HOUSE_A, household=household)
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="S2")
+    faulty, good = device.sync().acks[0].acks
+    assert faulty.status == "rejected" and faulty.reasons[0]["code"] == "server_fault"
+    assert good.status == "applied"
+    (held,) = quarantine(client, admin_headers, kind="invalid")
+    assert held["op"]["record_id"] == poisoned
