@@ -23,7 +23,8 @@ What happens, in order:
    stored acks back verbatim, however the device re-batched them. A frame that cannot be used
    (tampered, replayed, a gap in the op sequence, ops of another device) is ``rejected`` with its
    code and the frames after it are ``skipped``; a frame cut short by the connection is
-   ``truncated``. A busy database stops the exchange with a backoff hint.
+   ``truncated``. A busy database stops the exchange: that frame and the rest are ``skipped``
+   and the reply carries a backoff hint.
 4. Download pages: the device's scope (records changed after its cursor, tombstones included)
    and ``manifest`` (form versions published or retired after its cursor, with definitions, plus
    the monitoring configuration of the device's area).
@@ -286,7 +287,9 @@ def _run_batches(session: _Session, frames: Iterator[Frame], busy_retry_ms: int)
         except OperationalError as exc:
             if not is_busy_fault(exc):
                 raise
-            session.frames.append(FrameStatus(frame.index, "rejected", "busy"))
+            # Not the batch's fault: "skipped" tells the device to send it again, after the
+            # backoff ("rejected" would tell it the batch can never be accepted).
+            session.frames.append(FrameStatus(frame.index, "skipped"))
             session.backoff_ms = busy_retry_ms
             stop = "busy"
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -123,3 +124,37 @@ def test_a_busy_database_answers_503_with_retry_after(sqlite_url: str, tmp_path:
     assert reply.acks[0].acks[0].status == "applied"
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_batch_hitting_a_busy_database_is_skipped_with_a_backoff(
+    county: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from server.storage import sync_state
+
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    for i in range(2):
+        device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no=f"K{i}")
+    real_lock = sync_state.lock_marks
+    calls = {"n": 0}
+
+    def busy_on_second_batch(device_id: str) -> object:
+        # The injected fault: the second batch meets a lock timeout.
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OperationalError("UPDATE", {}, Exception("database is locked"))
+        return real_lock(device_id)
+
+    monkeypatch.setattr(sync_state, "lock_marks", busy_on_second_batch)
+    request = device.build(batch_size=1)
+    reply = device.open(device.post(request.body), request)
+    assert [f.status for f in reply.frames] == ["committed", "committed", "skipped"]
+    assert reply.backoff_ms > 0
+    device.apply(reply)
+    assert [op.seq for op in device.pending] == [2]
+    assert device.sync().acks[0].acks[0].status == "applied"
+    assert count(county, models.Record) == 2
