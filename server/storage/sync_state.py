@@ -45,14 +45,6 @@ def lock_marks(device_id: str) -> DeviceOpMark:
     return row
 
 
-def high_water(device_id: str) -> int:
-    """The device's op high-water mark (0 before its first batch); a plain read."""
-    value = db.session.scalar(
-        sa.select(DeviceOpMark.high_water).where(DeviceOpMark.device_id == device_id)
-    )
-    return int(value or 0)
-
-
 def claim_envelope(device_id: str, sequence: int) -> bool:
     """Record ``sequence`` as the device's newest envelope; False when it is not newer (replay).
 
