@@ -588,6 +588,13 @@ def test_removal_through_support_below_the_line_is_an_error() -> None:
     assert run("monitoring_household", richer).ok
     # Natural removal is not judged against the line.
     assert run("monitoring_household", removed | {"removal_method": "自然消除"}).ok
+    # No line configured: the removal cannot be checked, and that is said, never passed silently.
+    unconfigured = EvaluationContext(today=CONTEXT.today)
+    for data in (removed, richer):
+        assert codes(run("monitoring_household", data, unconfigured)) == {
+            "removal_line_not_configured": "warning"
+        }
+    assert run("monitoring_household", removed | {"removal_method": "自然消除"}, unconfigured).ok
 
 
 def test_monitoring_warnings() -> None:
