@@ -42,6 +42,7 @@ def test_a_third_devices_cursor_never_skips_a_row_under_concurrent_writers(
     seen_per_exchange: list[int] = []
     errors: list[BaseException] = []
     done = threading.Event()
+    reader_started = threading.Event()
 
     def guarded(work: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
@@ -55,6 +56,7 @@ def test_a_third_devices_cursor_never_skips_a_row_under_concurrent_writers(
     def write(index: int) -> None:
         device = writers[index]
         device.client = county.test_client()
+        assert reader_started.wait(timeout=60)
         for round_no in range(ROUNDS):
             for n in range(PER_ROUND):
                 written[index].add(
@@ -74,6 +76,7 @@ def test_a_third_devices_cursor_never_skips_a_row_under_concurrent_writers(
             before = len(reader.states)
             reader.sync()
             seen_per_exchange.append(len(reader.states) - before)
+            reader_started.set()
 
     threads = [threading.Thread(target=guarded(lambda i=i: write(i))) for i in range(2)]
     reading = threading.Thread(target=guarded(read))
