@@ -333,14 +333,25 @@ def _monitoring_rules(
         )
     insurance = _record(records, INSURANCE)
     cost = (insurance or {}).get("eligible_out_of_pocket")
-    if insurance and "因病" in risks and _is_amount(cost) and cost <= 0:
-        yield _issue(
-            INSURANCE,
-            "illness_risk_needs_medical_cost",
-            "eligible_out_of_pocket",
-            "监测风险为因病，家庭合规自付医疗费用应大于0",
-            "the household is at risk through illness, so its eligible out-of-pocket cost is above 0",
-        )
+    if insurance and "因病" in risks and (cost is None or cost == "" or _is_amount(cost)):
+        if cost is None or cost == "":
+            yield _issue(
+                INSURANCE,
+                "illness_risk_needs_medical_cost",
+                "eligible_out_of_pocket",
+                "监测风险为因病，应填写家庭合规自付医疗费用（大于0）",
+                "the household is at risk through illness: enter its eligible out-of-pocket "
+                "cost (above 0)",
+            )
+        elif cost <= 0:
+            yield _issue(
+                INSURANCE,
+                "illness_risk_needs_medical_cost",
+                "eligible_out_of_pocket",
+                "监测风险为因病，家庭合规自付医疗费用应大于0",
+                "the household is at risk through illness, so its eligible out-of-pocket cost "
+                "is above 0",
+            )
     housing = _record(records, HOUSING)
     if housing and "因安全住房" in risks and housing_indicator(housing).reason == "appraised_safe":
         yield _issue(

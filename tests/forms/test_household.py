@@ -201,6 +201,16 @@ def test_illness_risk_needs_household_medical_cost() -> None:
     records["medical_insurance"]["eligible_out_of_pocket"] = 0
     issue = rules(records)["illness_risk_needs_medical_cost"]
     assert (issue.form_id, issue.severity) == ("medical_insurance", "error")
+    # Left empty is not "above 0" either (DOMAIN §4: must be > 0 when a risk is 因病).
+    for empty in (None, ""):
+        records["medical_insurance"]["eligible_out_of_pocket"] = empty
+        issue = rules(records)["illness_risk_needs_medical_cost"]
+        assert (issue.severity, issue.path) == ("error", "eligible_out_of_pocket")
+        assert "应填写" in issue.message.zh
+    del records["medical_insurance"]["eligible_out_of_pocket"]
+    assert "illness_risk_needs_medical_cost" in rules(records)
+    records["medical_insurance"]["eligible_out_of_pocket"] = 1200.5
+    assert "illness_risk_needs_medical_cost" not in rules(records)
 
 
 def test_housing_risk_but_safe_house_warns() -> None:
