@@ -34,7 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from xml.sax.saxutils import escape
@@ -62,9 +62,12 @@ from sync_protocol.exchange import (
 )
 from sync_protocol.merge import merge
 from sync_protocol.messages import (
+    Ack,
     Capabilities,
     DownloadPage,
+    FrameStatus,
     Hello,
+    OpAck,
     ServerReply,
     UploadBatch,
     encode_message,
@@ -79,8 +82,10 @@ __all__ = [
     "first_download",
     "http_request",
     "main",
+    "merged_states",
     "openrosa_submission",
     "run",
+    "server_reply",
     "target_line",
     "train_instrument_dictionaries",
 ]
@@ -282,6 +287,11 @@ class WireReport:
     seal_records_per_s: float
     open_records_per_s: float
     throughput_batch_size: int
+    # Server -> device: the HTTP response to each request, per record, as the county server
+    # builds it (an Ack with every touched record's state, and the first download page, which
+    # holds those same states again), and with ``lean_acks`` (Ack states of applied ops left out).
+    replies: dict[tuple[str, int], float] = field(default_factory=dict)
+    lean_replies: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def ratio(self, setting: str, batch_size: int) -> float:
         """How many times smaller than ODK-style our bytes per record are."""
@@ -319,7 +329,7 @@ def _parties(
 def _hello(device: DeviceEnd, ops: Sequence[Op], high_water_mark: int) -> Hello:
     return Hello(
         device_id=device.device_id,
-        cursors={"530102001201": 18_412},
+        cursors={SCOPE: _CURSOR},
         high_water_mark=high_water_mark,
         clock=ops[0].hlc if ops else f"019ab0000000-0000-{device.device_id}",
         capabilities=Capabilities(
@@ -343,6 +353,86 @@ def _requests(parties: _Parties, ops: Sequence[Op], batch_size: int) -> list[byt
         sequence = built.next_sequence
         requests.append(_sync_http_request(built.body))
     return requests
+
+
+SCOPE = "530102001201"
+_CURSOR = 18_412
+_SERVER_TIME_MS = 1_764_079_200_000
+
+
+def merged_states(ops: Sequence[Op], first_revision: int = _CURSOR + 1) -> list[dict[str, Any]]:
+    """The record state the server stores after each op (one new record per op), as sent."""
+    states = []
+    for k, op in enumerate(ops):
+        result = merge(None, op, lambda _path: "lww", reference_ms=int(op.hlc[:12], 16))
+        states.append(result.state.to_dict() | {"revision": first_revision + k})
+    return states
+
+
+def server_reply(
+    ops: Sequence[Op], states: Sequence[dict[str, Any]], batch_seq: int, *, lean: bool
+) -> ServerReply:
+    """The reply the county server builds for a request of one batch of new-record ops.
+
+    As ``server/services/sync.py`` does: the hello and the batch frame ``committed``; one Ack
+    (every op ``applied`` with its revision, the high-water mark, the merged state of every record
+    touched); the first page of the device's scope — whose changes after the hello's cursor are
+    exactly these records, so their states travel a second time (up to a page of
+    :data:`RECORDS_PER_PAGE`) — and the (empty) form manifest page.
+    """
+    acks = tuple(
+        OpAck(op.seq, "applied", revision=state["revision"])
+        for op, state in zip(ops, states, strict=True)
+    )
+    ack = Ack(batch_seq, acks, ops[-1].seq, tuple(states))
+    if lean:
+        ack = ack.without_applied_records(ops)
+    page_states = tuple(states[:RECORDS_PER_PAGE])
+    return ServerReply(
+        server_time_ms=_SERVER_TIME_MS,
+        frames=(FrameStatus(0, "committed"), FrameStatus(1, "committed")),
+        acks=(ack,),
+        downloads=(
+            DownloadPage(
+                scope=SCOPE,
+                after=_CURSOR,
+                next_cursor=page_states[-1]["revision"],
+                more=len(states) > RECORDS_PER_PAGE,
+                records=page_states,
+            ),
+            DownloadPage(scope="manifest", after=3, next_cursor=3, more=False),
+        ),
+    )
+
+
+def _replies(
+    parties: _Parties,
+    ops: Sequence[Op],
+    states: Sequence[dict[str, Any]],
+    batch_size: int,
+    setting: CompressionSetting,
+    store: DictionaryStore,
+    *,
+    lean: bool,
+) -> list[bytes]:
+    """Real HTTP response bytes answering each request of :func:`_requests`."""
+    responses = []
+    for k, start in enumerate(range(0, len(ops), batch_size)):
+        chunk = ops[start : start + batch_size]
+        reply = server_reply(chunk, states[start : start + batch_size], k + 1, lean=lean)
+        sealed = build_reply(
+            reply,
+            server_id="county-530102",
+            server_keys=parties.server,
+            device_public=parties.device_keys.encryption_public,
+            hello_sequence=2 * k + 1,
+            suite=setting.suite,
+            allowed=setting.methods,
+            dictionaries=store,
+            peer_dictionary_ids=tuple(parties.device.dictionaries.ids()),
+        )
+        responses.append(_http_response(sealed))
+    return responses
 
 
 def _open_all(parties: _Parties, requests: Sequence[bytes], dictionaries: DictionaryStore) -> int:
@@ -384,6 +474,9 @@ def run(
     rng = random.Random(2026)
     device_id = _uuid(rng)
     ops = build_ops(range(households), device_id=device_id, first_seq=1)
+    states = merged_states(ops)
+    replies: dict[tuple[str, int], float] = {}
+    lean_replies: dict[tuple[str, int], float] = {}
     ours: dict[tuple[str, int], float] = {}
     default_exchange: dict[str, float] = {}
     default_batches = 0
@@ -401,6 +494,9 @@ def run(
             if recovered != len(ops):
                 raise RuntimeError(f"{setting.name} batch {batch_size}: {recovered} of {len(ops)}")
             ours[(setting.name, batch_size)] = sum(len(r) for r in requests) / len(ops)
+            for lean, into in ((False, replies), (True, lean_replies)):
+                responses = _replies(parties, ops, states, batch_size, setting, store, lean=lean)
+                into[(setting.name, batch_size)] = sum(len(r) for r in responses) / len(ops)
             if setting.use_dictionaries and batch_size == timed_batch:
                 seal_rate = len(ops) / (sealed - started)
                 open_rate = len(ops) / (opened - sealed)
@@ -425,6 +521,8 @@ def run(
         seal_records_per_s=seal_rate,
         open_records_per_s=open_rate,
         throughput_batch_size=timed_batch,
+        replies=replies,
+        lean_replies=lean_replies,
     )
 
 
@@ -549,6 +647,32 @@ def print_report(report: WireReport, batch_sizes: Sequence[int], out: TextIO) ->
     print(
         f"ODK-style OpenRosa submission (XML + multipart + headers, one request per record): "
         f"{report.odk_bytes_per_record:.1f} B/record; (Nx) = times smaller than ODK-style",
+        file=out,
+    )
+    print(
+        "server reply to the same requests, bytes per record (HTTP response included): as the "
+        "server builds it today / with lean_acks; then both directions today",
+        file=out,
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for batch_size in batch_sizes:
+        cells = [
+            f"{report.replies[(name, batch_size)]:>7.1f} / {report.lean_replies[(name, batch_size)]:>5.1f} B"
+            for name in names
+        ]
+        print(f"{batch_size:>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
+    print("both directions (upload + reply as today), bytes per record:", file=out)
+    for batch_size in batch_sizes:
+        cells = [
+            f"up+down {report.ours[(name, batch_size)] + report.replies[(name, batch_size)]:>7.1f} B"
+            for name in names
+        ]
+        print(f"{batch_size:>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
+    print(
+        "  today each uploaded record's merged state comes back twice: in the Ack and in the "
+        "first download page (the records changed after the hello's cursor are these records); "
+        "lean_acks drops the Ack copy of records only applied ops touched",
         file=out,
     )
     if 50 in batch_sizes:

@@ -150,25 +150,36 @@ def _json_ready(value: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a device can speak: cipher suites, compression methods, dictionary ids held."""
+    """What a device can speak: cipher suites, compression methods, dictionary ids held.
+
+    ``lean_acks`` (optional, default false): the device asks the server to leave out of each
+    :class:`Ack` the states of records that only ``applied`` ops touched
+    (:meth:`Ack.without_applied_records`); it computes those itself and gets any other change
+    through its downloads. It is written only when true, so a hello without it is byte for byte
+    what it always was.
+    """
 
     suites: tuple[int, ...]
     compression: tuple[int, ...]
     dictionary_ids: tuple[int, ...] = ()
+    lean_acks: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """Dict form (lists sorted)."""
-        return {
+        """Dict form (lists sorted; ``lean_acks`` only when true)."""
+        out: dict[str, Any] = {
             "suites": sorted(self.suites),
             "compression": sorted(self.compression),
             "dictionary_ids": sorted(self.dictionary_ids),
         }
+        if self.lean_acks:
+            out["lean_acks"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "capabilities") -> Capabilities:
         """Validate and build; raises :class:`InvalidMessage` naming the field."""
         data = _mapping(data, where)
-        _keys(data, where, ("suites", "compression"), ("dictionary_ids",))
+        _keys(data, where, ("suites", "compression"), ("dictionary_ids", "lean_acks"))
         suites = tuple(
             _int(s, f"{where}.suites[{i}]", 1, 255)
             for i, s in enumerate(_list(data["suites"], f"{where}.suites"))
@@ -183,7 +194,13 @@ class Capabilities:
             _int(d, f"{where}.dictionary_ids[{i}]", 1, _UINT32)
             for i, d in enumerate(_list(data.get("dictionary_ids", []), f"{where}.dictionary_ids"))
         )
-        return cls(suites=suites, compression=compression, dictionary_ids=dictionary_ids)
+        lean_acks = _bool(data.get("lean_acks", False), f"{where}.lean_acks")
+        return cls(
+            suites=suites,
+            compression=compression,
+            dictionary_ids=dictionary_ids,
+            lean_acks=lean_acks,
+        )
 
 
 @dataclass(frozen=True)
@@ -345,6 +362,30 @@ class Ack:
             "high_water_mark": self.high_water_mark,
             "records": [dict(record) for record in self.records],
         }
+
+    def without_applied_records(self, ops: Sequence[Op]) -> Ack:
+        """This ack without the states a device that asked for ``lean_acks`` can do without.
+
+        ``ops`` are the batch's ops, in the order of :attr:`acks`. A record state is left out
+        when every op of this batch on that record was ``applied`` (the device merges its own op
+        locally: that is the state it already shows, apart from other devices' changes, which its
+        downloads bring) and the state carries no server ``warnings``. Every other state stays.
+
+        Raises:
+            InvalidMessage: when ``ops`` do not match :attr:`acks` one to one (by ``seq``).
+        """
+        if [op.seq for op in ops] != [ack.seq for ack in self.acks]:
+            raise InvalidMessage("ack.acks", "the ops do not match the acks one to one")
+        needed: set[str] = set()
+        lean: set[str] = set()
+        for op, ack in zip(ops, self.acks, strict=True):
+            (lean if ack.status == "applied" else needed).add(op.record_id)
+        kept = tuple(
+            record
+            for record in self.records
+            if record.get("record_id") not in lean - needed or record.get("warnings")
+        )
+        return Ack(self.batch_seq, self.acks, self.high_water_mark, kept)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "ack") -> Ack:

@@ -17,8 +17,10 @@ from bench.wire_size import (
     first_download,
     http_request,
     main,
+    merged_states,
     openrosa_submission,
     run,
+    server_reply,
     target_line,
 )
 from forms.instruments.samples import sample_household
@@ -146,3 +148,38 @@ def test_bench_exit_code_ignores_a_missed_target() -> None:
     assert "*** MISSED ***" in text
     assert target_line("x <= 1", "2", False) == "target: x <= 1: 2 -> *** MISSED ***"
     assert target_line("x <= 1", "0", True) == "target: x <= 1: 0 -> met"
+
+
+def test_replies_are_measured_both_ways_and_lean_acks_only_shrink_them() -> None:
+    report = run(households=2, batch_sizes=(1, 12))
+    assert set(report.replies) == set(report.ours) == set(report.lean_replies)
+    for key, value in report.replies.items():
+        # A reply carries each new record's merged state (Ack and download page): never tiny.
+        assert value > 150, key
+        assert report.lean_replies[key] <= value, key
+    # deflate-raw cannot see the second copy of a state as cheaply as zstd: lean acks help it.
+    browser = "deflate-raw (browser)"
+    assert report.lean_replies[(browser, 12)] < report.replies[(browser, 12)]
+
+
+def test_server_reply_repeats_the_states_the_way_the_server_does() -> None:
+    ops = build_ops([0], device_id="dev-1")
+    states = merged_states(ops)
+    reply = server_reply(ops, states, 1, lean=False)
+    [ack] = reply.acks
+    assert [a.status for a in ack.acks] == ["applied"] * len(ops)
+    assert [r["record_id"] for r in ack.records] == [op.record_id for op in ops]
+    assert reply.downloads[0].records == ack.records  # the same states, a second time
+    lean = server_reply(ops, states, 1, lean=True)
+    assert lean.acks[0].records == () and lean.downloads[0].records == ack.records
+    assert lean.acks[0].acks == ack.acks
+
+
+def test_cli_prints_reply_sizes() -> None:
+    out = io.StringIO()
+    assert (
+        main(["--households", "1", "--batch-sizes", "6", "--download-households", "0"], out=out)
+        == 0
+    )
+    text = out.getvalue()
+    assert "server reply to the same requests" in text and "up+down" in text

@@ -24,6 +24,7 @@ from sync_protocol.messages import (
     decode_message,
     encode_message,
 )
+from sync_protocol.ops import Op, put_op
 from tests.sync_protocol.test_codec import device_batches, stamps
 
 HELLO = Hello(
@@ -308,3 +309,65 @@ def test_arbitrary_json_in_type_raises_only_invalid_message(kind: Any, kind_of: 
     else:
         # Another known type: the body does not fit that type's fields.
         assert info.value.field.startswith(kind)
+
+
+def test_lean_acks_is_optional_and_absent_by_default() -> None:
+    # A hello that does not ask is byte for byte what it always was: no new key.
+    assert "lean_acks" not in encode_message(HELLO).decode()
+    assert decode_message(encode_message(HELLO)).capabilities.lean_acks is False  # type: ignore[union-attr]
+    asking = Hello(
+        device_id="dev-7f3a",
+        cursors={},
+        high_water_mark=0,
+        clock="019a8b7c6d5e-0003-dev-7f3a",
+        capabilities=Capabilities(suites=(1,), compression=(0,), lean_acks=True),
+    )
+    data = encode_message(asking)
+    assert b'"lean_acks":true' in data
+    assert decode_message(data) == asking
+    for bad in ("yes", 1, None):
+        document = HELLO_DICT | {"capabilities": HELLO_DICT["capabilities"] | {"lean_acks": bad}}
+        with pytest.raises(InvalidMessage) as info:
+            Hello.from_dict(document)
+        assert info.value.field == "hello.capabilities.lean_acks"
+
+
+def _op(seq: int, record_id: str) -> Op:
+    return put_op(
+        device_id="dev-7f3a",
+        seq=seq,
+        record_id=record_id,
+        form_id="housing_safety",
+        form_version=1,
+        changes={"phone": str(seq)},
+        hlc=f"019a8b7c6d5e-{seq:04x}-dev-7f3a",
+    )
+
+
+def test_without_applied_records_keeps_what_a_device_cannot_compute() -> None:
+    ops = [_op(1, "r-a"), _op(2, "r-b"), _op(3, "r-b"), _op(4, "r-c"), _op(5, "r-d")]
+    states = (
+        {"record_id": "r-a", "revision": 1},
+        {"record_id": "r-b", "revision": 3},
+        {"record_id": "r-c", "revision": 4, "warnings": [{"code": "range"}]},
+        {"record_id": "r-d", "revision": 5},
+    )
+    ack = Ack(
+        batch_seq=1,
+        acks=(
+            OpAck(1, "applied", revision=1),
+            OpAck(2, "applied", revision=2),
+            OpAck(3, "merged", revision=3),  # raced another write: the device needs the state
+            OpAck(4, "applied", revision=4),  # applied, but the server has warnings for it
+            OpAck(5, "conflict", revision=5, conflict_ids=("c-1",)),
+        ),
+        high_water_mark=5,
+        records=states,
+    )
+    lean = ack.without_applied_records(ops)
+    assert [r["record_id"] for r in lean.records] == ["r-b", "r-c", "r-d"]
+    assert lean.acks == ack.acks and lean.high_water_mark == 5 and lean.batch_seq == 1
+    assert Ack.from_dict(lean.to_dict()) == lean
+    with pytest.raises(InvalidMessage) as info:
+        ack.without_applied_records(ops[:-1])
+    assert info.value.field == "ack.acks"
