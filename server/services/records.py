@@ -20,6 +20,7 @@ from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.record_ops import apply_op, definition, ingest_context
 from server.storage import audit, quarantine, records
 from server.storage import conflicts as conflict_store
+from server.storage import devices as device_store
 from server.storage.database import writing
 from server.storage.models import QuarantinedOp, Record, RecordChange
 from sync_protocol.errors import ProtocolError
@@ -212,12 +213,13 @@ def list_quarantine(
 def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, Any]:
     """Re-run a quarantined op as if it had been made on ``form_version`` of its form; audited.
 
-    On success the op is merged like any device op (its device, sequence and stamp kept) and the
-    quarantine entry is released; the answer carries the new ack. Raises :class:`NotFound`,
-    :class:`Conflict` (``quarantine_not_held`` for a released entry), :class:`ValidationFailed`
-    (``form_version_not_published``) and :class:`Unprocessable` (``quarantine_rerun_rejected``
-    with ``details.reasons``) when the re-run is rejected again — the entry then stays held
-    with the new reasons.
+    On success the op is merged like any device op (its device, sequence and stamp kept, and the
+    device's scope still checked) and the quarantine entry is released; the answer carries the
+    new ack. Raises :class:`NotFound`, :class:`Conflict` (``quarantine_not_held`` for a released
+    entry), :class:`ValidationFailed` (``form_version_not_published``) and
+    :class:`Unprocessable` (``quarantine_rerun_rejected`` with ``details.reasons``) when the
+    re-run is rejected again (an out-of-scope op stays out of scope) — the entry then stays
+    held with the new reasons.
     """
     ctx = ingest_context()
     with writing():
@@ -244,7 +246,11 @@ def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, 
             op = Op.from_dict({**row.op, "form_version": form_version})
         except ProtocolError as exc:
             raise Unprocessable(en=exc.message, zh=exc.message_zh, code=exc.code) from None
-        outcome = apply_op(op, ctx, scope=None, by=actor.name, keep_rejected=False)
+        # Re-run as the device that sent it: its scope still applies.
+        sender = device_store.device_for_sync(row.device_id) if row.device_id else None
+        scope = sender.scope if sender is not None else None
+        outcome = apply_op(op, ctx, scope=scope, by=actor.name, keep_rejected=False)
+        result = {"id": row.id, "status": row.status, "ack": outcome.ack}
         audit.add_entry(
             actor=actor.name,
             actor_user_id=actor.user_id,
@@ -281,7 +287,7 @@ def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, 
                 },
             )
             failure = None
-            result = {"id": row.id, "status": row.status, "ack": outcome.ack}
+            result["status"] = row.status
     if failure is not None:
         # Raised after the commit: the new reasons and the audit entry are kept.
         raise failure

@@ -366,3 +366,18 @@ def test_a_server_fault_on_one_op_rejects_and_keeps_it_without_blocking_the_devi
     assert good.status == "applied"
     (held,) = quarantine(client, admin_headers, kind="invalid")
     assert held["op"]["record_id"] == poisoned
+
+
+def test_mapping_an_out_of_scope_op_keeps_the_device_scope(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    device.create("housing_safety", HOUSE_A, village=OTHER_VILLAGE, household_no="O1")
+    device.sync()
+    (held,) = quarantine(client, admin_headers, kind="out_of_scope")
+    rerun = client.post(
+        f"/api/v1/quarantine/{held['id']}/map", json={"form_version": 1}, headers=admin_headers
+    )
+    assert rerun.status_code == 422
+    assert rerun.get_json()["error"]["details"]["reasons"][0]["code"] == "out_of_scope"
+    assert count(county, models.Record) == 0
