@@ -24,6 +24,7 @@ object whose only key is ``"$tombstone"``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -163,6 +164,36 @@ def _check_path(name: str, path: Any) -> None:
         _fail(name, f"malformed field path {path!r}", "字段路径格式错误")
 
 
+def _check_no_edit_inside_tombstone(changes: Mapping[str, Any]) -> None:
+    """Refuse an op that tombstones ``P`` and also writes a path inside ``P``.
+
+    Such an op would conflict with itself (its tombstone has not "seen" its own edit, rule 6 of
+    protocol-merge.md), so a device must send one or the other.
+    """
+    tombstoned = [path for path, value in changes.items() if is_tombstone(value)]
+    if not tombstoned:
+        return
+    paths = sorted(changes)
+    for scope in sorted(tombstoned):
+        if scope == "":
+            inside = [p for p in paths if p != ""]
+        else:
+            prefix = scope + "/"
+            start = bisect.bisect_left(paths, prefix)
+            inside = []
+            for path in paths[start:]:
+                if not path.startswith(prefix):
+                    break
+                inside.append(path)
+        if inside:
+            _fail(
+                f"changes.{inside[0]}",
+                f"the op also tombstones {scope!r}, which contains this path: an op deletes a "
+                "row or record or edits inside it, never both",
+                "同一操作不能既删除又修改其中的字段",
+            )
+
+
 def base_stamps(entry: str | Sequence[str] | None) -> tuple[str, ...]:
     """Normalise one ``base`` entry to a tuple of stamp texts (empty for ``None``)."""
     if entry is None:
@@ -219,6 +250,7 @@ class Op:
             _check_json_value(f"changes.{path}", value)
             if path == "" and not (value is None or is_tombstone(value)):
                 _fail("changes.", "the record path '' takes only null (restore) or a tombstone")
+        _check_no_edit_inside_tombstone(self.changes)
         if self.kind == "delete":
             if self.changes:
                 _fail("changes", "a delete op carries no changes (its base lists what it saw)")

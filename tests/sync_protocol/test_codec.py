@@ -22,7 +22,7 @@ from sync_protocol.codec import (
     parse_json,
 )
 from sync_protocol.errors import MalformedBatch
-from sync_protocol.ops import TOMBSTONE, Op, put_op
+from sync_protocol.ops import TOMBSTONE, Op, is_tombstone, put_op
 
 _ID_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 node_ids = st.text(_ID_CHARS, min_size=1, max_size=20)
@@ -67,9 +67,12 @@ def ops(draw: st.DrawFn, device_id: str | None = None, seq: int | None = None) -
     kind = draw(st.sampled_from(["put", "put", "delete", "resolve"]))
     changes: dict[str, Any] = {}
     if kind != "delete":
-        changes = draw(
+        drawn = draw(
             st.dictionaries(paths, json_values | st.just(TOMBSTONE), min_size=1, max_size=8)
         )
+        # An op never tombstones a path and writes inside it (ops.py refuses it).
+        tombstoned = [path + "/" for path, value in drawn.items() if is_tombstone(value)]
+        changes = {p: v for p, v in drawn.items() if not any(p.startswith(t) for t in tombstoned)}
     base_shape = draw(st.sampled_from(["empty", "aligned", "other"]))
     if base_shape == "empty":
         base: dict[str, Any] = {}

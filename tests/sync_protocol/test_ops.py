@@ -193,3 +193,54 @@ def test_ops_are_immutable() -> None:
     op = a_put()
     with pytest.raises(AttributeError):
         op.seq = 2  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("changes", "named", "scope"),
+    [
+        (
+            {"members/r1": TOMBSTONE, "members/r1/name": "X"},
+            "changes.members/r1/name",
+            "members/r1",
+        ),
+        (
+            {"members/r1": TOMBSTONE, "members/r1/visits/v2/date": "2026-11-25"},
+            "changes.members/r1/visits/v2/date",
+            "members/r1",
+        ),
+        (
+            {"members/r1": TOMBSTONE, "members/r1/visits/v2": TOMBSTONE},
+            "changes.members/r1/visits/v2",
+            "members/r1",
+        ),
+        ({"": TOMBSTONE, "phone": "1"}, "changes.phone", ""),
+        ({"": TOMBSTONE, "members/r1": TOMBSTONE}, "changes.members/r1", ""),
+    ],
+)
+def test_an_op_never_tombstones_a_scope_and_edits_inside_it(
+    changes: dict[str, Any], named: str, scope: str
+) -> None:
+    with pytest.raises(OpFormatError) as info:
+        a_put(changes=changes, base={})
+    assert info.value.field == named
+    assert repr(scope) in info.value.message
+    # The same through the wire form: the codec refuses it as a malformed op.
+    good = a_put().to_dict()
+    with pytest.raises(OpFormatError):
+        Op.from_dict(
+            {
+                **good,
+                "changes": {k: dict(v) if isinstance(v, dict) else v for k, v in changes.items()},
+            }
+        )
+
+
+def test_a_tombstone_next_to_lookalike_paths_is_fine() -> None:
+    # "members/r10" and "members/r1x" are not inside "members/r1": only "members/r1/..." is.
+    op = a_put(
+        changes={"members/r1": TOMBSTONE, "members/r10/name": "A", "members/r1x": 1, "phone": "2"},
+        base={},
+    )
+    assert is_tombstone(op.changes["members/r1"])
+    restore = a_put(changes={"": None, "phone": "2"}, base={})
+    assert restore.changes[""] is None
