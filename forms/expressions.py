@@ -895,6 +895,11 @@ def _fn_id_birth_date(env: Environment, value: Any) -> date | None:
     return None if info is None else info.birth_date
 
 
+def _fn_id_kind(env: Environment, value: Any) -> str | None:
+    info = _id_info(env, value)
+    return None if info is None else info.kind
+
+
 def _fn_id_sex(env: Environment, value: Any) -> str | None:
     info = _id_info(env, value)
     return None if info is None else info.sex
@@ -1270,6 +1275,13 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         _spec("id-valid", 1, 1, _fn_id_valid, "x is a valid GB 11643 ID / disability card number"),
         _spec("id-birth-date", 1, 1, _fn_id_birth_date, "birth date in an ID number"),
         _spec("id-sex", 1, 1, _fn_id_sex, "'male' or 'female' from an ID number"),
+        _spec(
+            "id-kind",
+            1,
+            1,
+            _fn_id_kind,
+            "'resident' (18 characters) or 'disability_card' (20) for a valid ID number",
+        ),
         _spec(
             "school-age-date",
             1,

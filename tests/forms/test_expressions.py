@@ -215,6 +215,10 @@ def test_identity_functions() -> None:
     assert ev("id-birth-date(${id})", values) == date(2014, 9, 2)
     assert ev("id-sex(${id})", values) == "female"
     assert ev("id-sex(${id})", {"id": make_id("1980-01-01", "131")}) == "male"
+    assert ev("id-kind(${id})", values) == "resident"
+    assert ev("id-kind(${card})", {"card": f"{pid[:6]} {pid[6:]} 52"}) == "disability_card"
+    assert ev("id-kind(${bad})", values) is None
+    assert ev("id-kind(${card})", {"card": pid + "82"}) is None  # category 8 does not exist
 
 
 @pytest.mark.parametrize(

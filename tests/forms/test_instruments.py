@@ -316,6 +316,29 @@ def test_id_number_errors_say_exactly_what_is_wrong(form_id: str) -> None:
         assert en in issue.message["en"], (value, issue.message["en"])
 
 
+def test_roster_id_kind_matches_the_id_type() -> None:
+    card = HEAD["id_number"] + "12"  # the 18 + category 1 + grade 2
+    spaced = f"{card[:6]} {card[6:14]}-{card[14:18]} {card[18:]}"
+    as_card = HEAD | {"id_type": "disability_card"}
+    for number in (
+        card,
+        spaced,
+        card.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+    ):
+        result = run("household_roster", roster_with(as_card | {"id_number": number}, WIFE))
+        assert result.ok, (number, result.errors)
+    # Typed as a disability card, but the number is the 18-character ID.
+    found = codes(run("household_roster", roster_with(as_card, WIFE)))
+    assert found == {"disability_card_length": "error"}
+    # A 20-character card number under "resident ID" is the wrong kind.
+    found = codes(run("household_roster", roster_with(HEAD | {"id_number": spaced}, WIFE)))
+    assert found == {"resident_id_is_not_a_card": "error"}
+    # An invalid number gets its one specific constraint error, not the kind checks on top.
+    bad = card[:17] + ("0" if card[17] != "0" else "1") + card[18:]
+    found = codes(run("household_roster", roster_with(as_card | {"id_number": bad}, WIFE)))
+    assert found == {"constraint@id_number": "error"}
+
+
 def test_roster_education_xor_schooling_and_work_both_or_neither() -> None:
     both = HEAD | {"schooling": "普通高中"}
     assert codes(run("household_roster", roster_with(both, WIFE)))["education_xor_schooling"] == (
