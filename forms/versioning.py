@@ -101,15 +101,25 @@ def upgrade_record(
     values whose type changed between versions.
 
     Raises:
-        UpgradeError: when there is no declared chain of upgrades (see :func:`upgrade_chain`).
+        UpgradeError: when ``data`` is not an object (``bad_data``) or there is no declared
+            chain of upgrades (see :func:`upgrade_chain`).
         PathError: when the record's repeat rows lack valid, unique ``_id`` values.
     """
+    if not isinstance(data, Mapping):
+        raise UpgradeError(
+            "bad_data",
+            f"record data must be an object (field → value), got {type(data).__name__}",
+            message_zh="记录数据应为对象（字段名→值），无法升级",
+        )
     kept_aside: dict[str, Any] = {}
     current = dict(data)
     for older, newer in upgrade_chain(from_defn, to_defn, versions):
         assert newer.upgrade is not None  # upgrade_chain only returns declared steps
         current, aside = _upgrade_step(current, newer, newer.upgrade)
         for path, value in aside.items():
+            if path.endswith("/" + ORDER_KEY) and kept_aside.get(path, value) == value:
+                kept_aside[path] = value  # the same row's position, set aside again
+                continue
             key = path if path not in kept_aside else f"{path}@v{older.version}"
             kept_aside[key] = value
     return UpgradeResult(
@@ -127,7 +137,8 @@ def _upgrade_step(
     drops = set(spec.drops)
     moved: dict[str, Any] = {}
     aside: dict[str, Any] = {}
-    for path, value in flatten(data).items():
+    flat = flatten(data)
+    for path, value in flat.items():
         segments = split_path(path)
         is_order = len(segments) > 1 and segments[-1] == ORDER_KEY
         names = segments[0:-1:2] if is_order else segments[0::2]
@@ -158,4 +169,12 @@ def _upgrade_step(
             aside[path] = value
             continue
         moved[new_path] = value
+    # A value set aside from inside a row takes its row's position along (a copy: the row
+    # itself may live on in the newer version), so unflatten(kept_aside) keeps the row order.
+    for path in list(aside):
+        segments = split_path(path)
+        for end in range(2, len(segments), 2):
+            order = "/".join([*segments[:end], ORDER_KEY])
+            if order in flat:
+                aside.setdefault(order, flat[order])
     return unflatten(moved), aside

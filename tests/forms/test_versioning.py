@@ -115,7 +115,7 @@ def test_one_step_renames_and_drops() -> None:
             {"_id": "p1", "name": "王五"},
         ],
     }
-    assert result.kept_aside == {"people/p2/old_code": "X1"}
+    assert result.kept_aside == {"people/p2/old_code": "X1", "people/p2/_order": 0}
     assert (result.from_version, result.to_version) == (1, 2)
     assert validate_record(DV2, result.data, CONTEXT).issues == []
 
@@ -127,12 +127,35 @@ def test_chain_across_versions_keeps_everything() -> None:
     assert "note" not in result.data and "phone" not in result.data
     assert result.kept_aside == {
         "people/p2/old_code": "X1",
+        "people/p2/_order": 0,
         "phone": "13800138000",
         "note": "无",
     }
     assert unflatten(result.kept_aside)["people"] == [{"_id": "p2", "old_code": "X1"}]
     assert validate_record(DV3, result.data, CONTEXT).issues == []
     assert RECORD["owner"] == "张三" and "full_name" in RECORD["people"][0]  # input untouched
+
+
+def test_kept_aside_rows_keep_their_order() -> None:
+    # Row ids that sort the other way round from the rows: only _order can keep them in place.
+    people = [
+        {"_id": "z9", "full_name": "甲", "old_code": "A"},
+        {"_id": "b2", "full_name": "乙", "old_code": "B"},
+        {"_id": "m5", "full_name": "丙", "old_code": "C"},
+    ]
+    result = upgrade_record({"people": people}, DV1, DV3, versions=[DV2])
+    assert [r["_id"] for r in result.data["members"]] == ["z9", "b2", "m5"]
+    aside = unflatten(result.kept_aside)["people"]
+    assert [(r["_id"], r["old_code"]) for r in aside] == [("z9", "A"), ("b2", "B"), ("m5", "C")]
+    assert not [k for k in result.kept_aside if "@v" in k]
+
+
+@pytest.mark.parametrize("data", [None, [], [{"owner": "甲"}], "owner", 3])
+def test_data_that_is_not_an_object_is_an_upgrade_error(data: Any) -> None:
+    with pytest.raises(UpgradeError) as info:
+        upgrade_record(data, DV1, DV2)
+    assert info.value.code == "bad_data"
+    assert "对象" in info.value.message_zh
 
 
 def test_an_old_record_still_validates_against_its_own_version() -> None:
