@@ -61,7 +61,7 @@ from sync_protocol.messages import (
 from sync_protocol.ops import Op
 from village_client_stub.errors import DeviceError
 from village_client_stub.store import DeviceStore
-from village_client_stub.transport import HttpTransport, TransportError
+from village_client_stub.transport import HttpResponse, HttpTransport, TransportError
 
 __all__ = [
     "ENVELOPE_SCOPE",
@@ -516,6 +516,14 @@ class SyncClient:
         self._progress()
         self._check_frames(reply)
         self._hint_s = reply.backoff_ms / 1000.0
+        # Guards against a loop that never advances: batches sent but none committed, or a
+        # page that promises more without moving its cursor. Both back off like a drop.
+        if sent.batches and not reply.acks:
+            raise _RetryableFailure(
+                "the server committed none of the batches", "服务器未接收任何批次"
+            )
+        if any(page.more and page.next_cursor <= page.after for page in reply.downloads):
+            raise _RetryableFailure("the download did not advance", "下载没有进展")
         return more
 
     def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
@@ -574,7 +582,7 @@ class SyncClient:
 
     # --- reading the reply ----------------------------------------------------------------------
 
-    def _open(self, response: Any, sent: _Sent) -> ServerReply:
+    def _open(self, response: HttpResponse, sent: _Sent) -> ServerReply:
         """The verified reply, or the right exception for an HTTP-level answer."""
         if response.content_type == CONTENT_TYPE:
             try:
