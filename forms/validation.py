@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -217,9 +218,17 @@ def _integer(value: Any) -> int:
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _INTEGER_TEXT.match(value.strip()) and len(value) <= 30:
-        return int(value.strip())
+    if isinstance(value, str):
+        text = _number_text(value)
+        if _INTEGER_TEXT.match(text) and len(text) <= 30:
+            return int(text)
     raise _type_problem("整数", "a whole number", value)
+
+
+def _number_text(value: str) -> str:
+    """A typed number as ASCII: full-width digits, sign and point (what phone keyboards and
+    Chinese input methods type, ``１２．５``) folded like ID numbers are, spaces trimmed."""
+    return unicodedata.normalize("NFKC", value).strip()
 
 
 def _decimal(value: Any) -> int | float:
@@ -229,9 +238,10 @@ def _decimal(value: Any) -> int | float:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
-    if isinstance(value, str) and _DECIMAL_TEXT.match(value.strip()) and len(value) <= 30:
-        text = value.strip()
-        return int(text) if _INTEGER_TEXT.match(text) else float(text)
+    if isinstance(value, str):
+        text = _number_text(value)
+        if _DECIMAL_TEXT.match(text) and len(text) <= 30:
+            return int(text) if _INTEGER_TEXT.match(text) else float(text)
     raise _type_problem("数字", "a number", value)
 
 

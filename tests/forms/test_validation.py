@@ -82,6 +82,25 @@ def test_lossless_coercion(defn: FormDefinition) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "typed", "expected"),
+    [
+        ("build_year", "１９９８", 1998),
+        ("build_year", " １９９８　", 1998),
+        ("subsidy", "１２０００．５", 12000.5),
+        ("subsidy", "－３", -3),
+        ("subsidy", "１２", 12),
+    ],
+)
+def test_full_width_numbers_are_read_like_id_numbers(
+    defn: FormDefinition, field: str, typed: str, expected: float
+) -> None:
+    record = good_record() | {field: typed}
+    result = validate_record(defn, record, CONTEXT)
+    assert result.cleaned[field] == expected and type(result.cleaned[field]) is type(expected)
+    assert not [i for i in result.errors if i.field == field]
+
+
+@pytest.mark.parametrize(
     ("field", "value", "code"),
     [
         ("build_year", "1998.5", "type"),
