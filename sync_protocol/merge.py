@@ -366,8 +366,49 @@ class RecordState:
                     conflict = self._field_conflict(path, heads)
                 if conflict is not None:
                     found[conflict.conflict_id] = conflict
-            self._conflicts = found
+            self._conflicts = self._without_settled_by_enclosing_delete(found)
         return self._conflicts
+
+    def _without_settled_by_enclosing_delete(
+        self, found: dict[str, Conflict]
+    ) -> dict[str, Conflict]:
+        """Drop conflicts inside a deleted scope whose delete saw every one of their candidates.
+
+        A record (or row) delete made with ``delete_base`` lists every head inside it; a conflict
+        inside it (a row delete against an edit, a review race) whose competing writes that delete
+        had all seen has been judged by the deleter: the values are gone with the scope. The test
+        uses only the set of writes (the tombstone heads of the enclosing scope and their
+        ``seen``), so it is independent of delivery order like everything else here. When the
+        delete stops being a head (a "keep" resolution restores the scope), the conflict returns.
+        """
+        if not found:
+            return found
+        seen_by_scope: dict[str, dict[str, set[str]]] = {}
+        for scope in self._writes:
+            tombstones = [w for w in self.heads(scope) if w.is_tombstone]
+            if not tombstones:
+                continue
+            seen: dict[str, set[str]] = {}
+            for tomb in tombstones:
+                for path, stamps in (tomb.seen or {}).items():
+                    seen.setdefault(path, set()).update(stamps)
+            seen_by_scope[scope] = seen
+        if not seen_by_scope:
+            return found
+        kept: dict[str, Conflict] = {}
+        for conflict_id, conflict in found.items():
+            settled = conflict.kind != "duplicate_household" and any(
+                scope != conflict.path
+                and _in_scope(scope, conflict.path)
+                and all(
+                    candidate["stamp"] in seen.get(candidate["path"], ())
+                    for candidate in conflict.candidates
+                )
+                for scope, seen in seen_by_scope.items()
+            )
+            if not settled:
+                kept[conflict_id] = conflict
+        return kept
 
     def _field_conflict(self, path: str, heads: Sequence[Write]) -> Conflict | None:
         view = self.field(path)

@@ -716,3 +716,92 @@ def test_merge_modules_load_without_io_or_crypto_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _row_conflict(
+    created: tuple[Device, Device, RecordState],
+) -> tuple[RecordState, RecordState, list[Op]]:
+    """(state before, state with an open row_delete_edit conflict, the ops between them)."""
+    a, b, state = created
+    add = a.put(state, {"members/r1/name": "王五"})
+    with_row = apply(state, add).state
+    drop, edit = a.delete_row(with_row, "members/r1"), b.put(with_row, {"members/r1/name": "王武"})
+    raced = apply_all([drop, edit], with_row)
+    assert [c.kind for c in raced.conflicts] == ["row_delete_edit"]
+    return state, raced, [add, drop, edit]
+
+
+def test_a_record_delete_that_saw_everything_closes_the_conflicts_inside(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    before, raced, ops = _row_conflict(created)
+    [row_conflict] = raced.conflicts
+    reviewer = Device("rev")
+    delete = reviewer.delete(raced)  # delete_base(): every head, the row's rivals included
+    result = apply(raced, delete)
+    assert result.state.deleted
+    assert result.state.conflicts == [] and result.conflicts == []
+    assert result.closed_conflict_ids == [row_conflict.conflict_id]
+    assert current_values(result.state) == {}
+    # Order does not matter: the same writes give the same (conflict-free) state.
+    add, drop, edit = ops
+    for order in ([delete, add, drop, edit], [edit, delete, add, drop], [drop, delete, edit, add]):
+        replica = apply_all(order, before)
+        assert comparable(replica) == comparable(result.state)
+        assert replica.conflicts == [] and replica.deleted
+
+
+def test_a_record_delete_that_missed_a_candidate_leaves_the_inner_conflict(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    _before, raced, _ops = _row_conflict(created)
+    [row_conflict] = raced.conflicts
+    base = raced.delete_base()
+    del base["members/r1/name"]  # the deleter never saw 王武
+    blind = delete_op(
+        device_id="rev",
+        seq=1,
+        record_id=RECORD,
+        form_id=FORM,
+        form_version=1,
+        base=base,
+        hlc=Device("rev", wall_ms=REF + 50)._next()[1],
+        base_revision=0,
+    )
+    after = apply(raced, blind).state
+    kinds = {c.kind for c in after.conflicts}
+    # The edit is unseen by the record delete too: both stay in front of a reviewer.
+    assert kinds == {"row_delete_edit", "delete_edit"}
+    assert row_conflict.conflict_id in {c.conflict_id for c in after.conflicts}
+    assert not after.deleted
+
+
+def test_keeping_the_record_brings_the_inner_conflict_back(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    _before, raced, _ops = _row_conflict(created)
+    [row_conflict] = raced.conflicts
+    reviewer = Device("rev")
+    deleted = apply(raced, reviewer.delete(raced)).state
+    assert deleted.conflicts == []
+    restore = reviewer.put(deleted, {"": None})  # base: the record tombstone
+    kept = apply(deleted, restore)
+    assert not kept.state.deleted
+    assert [c.conflict_id for c in kept.state.conflicts] == [row_conflict.conflict_id]
+    assert [c.conflict_id for c in kept.conflicts] == [row_conflict.conflict_id]
+
+
+def test_a_field_race_inside_a_deleted_row_is_closed_by_a_delete_that_saw_both(
+    created: tuple[Device, Device, RecordState],
+) -> None:
+    a, b, state = created
+    with_row = apply(state, a.put(state, {"members/r1/income": 1})).state
+    raced = apply_all(
+        [a.put(with_row, {"members/r1/income": 2}), b.put(with_row, {"members/r1/income": 3})],
+        with_row,
+    )
+    [field] = raced.conflicts
+    assert field.kind == "field"
+    gone = apply(raced, Device("rev").delete_row(raced, "members/r1"))
+    assert gone.state.conflicts == [] and gone.closed_conflict_ids == [field.conflict_id]
+    assert "members/r1/income" not in current_values(gone.state)

@@ -42,6 +42,22 @@ def merge_into(state: RecordState | None, op: Op) -> RecordState:
     return merge(state, op, policy, reference_ms=REF).state
 
 
+def settled_by_delete(state: RecordState, path: str) -> bool:
+    """True when a tombstone head of a scope enclosing ``path`` saw every head of ``path``."""
+    scopes = [""] + [path[:k] for k in range(len(path)) if path[k] == "/"]
+    heads = {w.stamp for w in state.heads(path)}
+    for scope in scopes:
+        if scope == path:
+            continue
+        seen: set[str] = set()
+        for tomb in state.heads(scope):
+            if tomb.is_tombstone:
+                seen.update((tomb.seen or {}).get(path, ()))
+        if heads and heads <= seen:
+            return True
+    return False
+
+
 def comparable(state: RecordState) -> dict[str, Any]:
     data = state.to_dict()
     del data["revision"]
@@ -281,8 +297,11 @@ def test_no_value_is_ever_silently_lost(
     for path, field in state.fields.items():
         heads = state.heads(path)
         if field.status == "conflict":
-            # Competing values are all in front of a reviewer.
-            assert all((path, w.stamp) in conflicted for w in heads)
+            # Competing values are all in front of a reviewer — or were all seen by the delete of
+            # an enclosing row or record, which judged them (protocol-merge.md §4 rule 8).
+            assert all((path, w.stamp) in conflicted for w in heads) or settled_by_delete(
+                state, path
+            )
         if field.status == "lww":
             # The winner is the highest stamp and never a suspect one.
             assert field.stamp == max(w.stamp for w in heads)
@@ -355,4 +374,7 @@ def test_a_reviewer_can_always_clear_the_queue(
         sim.resolve(0, pick)
     state = sim.reviewer.state
     assert state is not None and state.conflicts == []
-    assert all(field.status != "conflict" for field in state.fields.values())
+    assert all(
+        field.status != "conflict" or settled_by_delete(state, path)
+        for path, field in state.fields.items()
+    )
