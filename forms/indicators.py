@@ -382,16 +382,24 @@ class WaterResult:
     """Drinking-water safety: safe only if all four indicators pass.
 
     ``failed`` lists the failed indicators in the fixed order quantity, quality, convenience,
-    reliability; ``unknown`` those the record cannot decide (a value missing).
+    reliability; ``unknown`` those the record cannot decide (a value missing). ``warnings``:
+    ``region_type_unknown`` when the region type was neither ``water_rich`` nor ``water_short``
+    (the stricter water-rich threshold was used, as the instrument does).
     """
 
     safe: bool | None
     failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"safe": self.safe, "failed": list(self.failed), "unknown": list(self.unknown)}
+        return {
+            "safe": self.safe,
+            "failed": list(self.failed),
+            "unknown": list(self.unknown),
+            "warnings": list(self.warnings),
+        }
 
 
 def _at_most(value: Any, limit: float) -> bool | None:
@@ -407,11 +415,19 @@ def water_indicator(data: Mapping[str, Any] | None, region_type: str) -> WaterRe
     round trip takes ≤ 20 min, or the water is ≤ 800 m away horizontally or ≤ 80 m vertically.
     Reliability: ≤ 36 days of interruption or shortage a year.
 
-    Raises ``MonitoringConfigError`` for a region type other than the two above.
+    Any other region type (a configuration typo such as ``water-short``) is judged with the
+    stricter water-rich threshold and reported in ``warnings`` — the same rule as the
+    ``drinking_water`` instrument, whose check ``region_type_unknown`` warns on the record.
     """
-    threshold = WATER_QUANTITY_THRESHOLDS[_check_region_type(region_type)]
+    warnings: list[str] = []
+    if region_type not in WATER_REGION_TYPES:
+        warnings.append("region_type_unknown")
+        region_type = "water_rich"
+    threshold = WATER_QUANTITY_THRESHOLDS[region_type]  # type: ignore[index]
     if not data:
-        return WaterResult(None, [], ["quantity", "quality", "convenience", "reliability"])
+        return WaterResult(
+            None, [], ["quantity", "quality", "convenience", "reliability"], warnings
+        )
     litres = _number(data.get("litres_per_person_day"))
     quality = data.get("quality_ok")
     if data.get("supply_type") == PIPED_INTO_HOME:
@@ -439,6 +455,7 @@ def water_indicator(data: Mapping[str, Any] | None, region_type: str) -> WaterRe
         safe=_three_valued(verdicts.values()),
         failed=[name for name, ok in verdicts.items() if ok is False],
         unknown=[name for name, ok in verdicts.items() if ok is None],
+        warnings=warnings,
     )
 
 

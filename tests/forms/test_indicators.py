@@ -165,6 +165,30 @@ def test_25_litres_in_a_water_short_area_is_safe() -> None:
     assert water_indicator(data, "water_rich").failed == ["quantity"]
 
 
+@pytest.mark.parametrize("region", ["water-short", "", "WATER_SHORT"])
+def test_unknown_region_type_uses_the_stricter_threshold_and_warns(region: str) -> None:
+    data = {**GOOD_WELL, "litres_per_person_day": 25}
+    result = water_indicator(data, region)
+    assert (result.safe, result.failed) == (False, ["quantity"])
+    assert result.warnings == ["region_type_unknown"]
+    assert result.to_dict()["warnings"] == ["region_type_unknown"]
+    assert water_indicator(data, "water_short").warnings == []
+    # The instrument judges the same record the same way, and warns too.
+    context = EvaluationContext(today=DEFAULT_TODAY, config={"water_region_type": region})
+    checked = validate_record(load_builtin("drinking_water"), data, context)
+    assert checked.ok
+    assert [i.check_id for i in checked.warnings] == ["region_type_unknown"]
+    assert checked.cleaned["region_type"] == "water_rich"
+    assert checked.cleaned["quantity_ok"] is False and checked.cleaned["water_safe"] is False
+    for known in ("water_rich", "water_short"):
+        context = EvaluationContext(today=DEFAULT_TODAY, config={"water_region_type": known})
+        checked = validate_record(load_builtin("drinking_water"), data, context)
+        assert checked.warnings == [] and checked.cleaned["region_type"] == known
+        assert checked.cleaned["water_safe"] is water_indicator(data, known).safe
+    unconfigured = validate_record(load_builtin("drinking_water"), data, EvaluationContext())
+    assert unconfigured.warnings == [] and unconfigured.cleaned["region_type"] == "water_rich"
+
+
 def test_piped_into_home_skips_convenience() -> None:
     data = {
         "supply_type": "集中供水入户",
@@ -211,9 +235,13 @@ def test_missing_value_is_unknown_not_safe() -> None:
     assert water_indicator({**data, "litres_per_person_day": 5}, "water_rich").safe is False
 
 
-def test_unknown_region_type_is_refused() -> None:
+def test_unknown_region_type_refused_in_config_judged_strictly_by_indicator() -> None:
+    # A county's configuration is checked when it is loaded ...
     with pytest.raises(MonitoringConfigError):
-        water_indicator(GOOD_WELL, "丰水")
+        MonitoringConfig.from_mapping({"water_region_types": {"53": "丰水"}})
+    # ... while a record judged with an unrecognised value gets the stricter threshold.
+    result = water_indicator({**GOOD_WELL, "litres_per_person_day": 30}, "丰水")
+    assert (result.failed, result.warnings) == (["quantity"], ["region_type_unknown"])
 
 
 # --- education ------------------------------------------------------------------------------------
