@@ -379,9 +379,33 @@ def _vector_ops() -> list[tuple[str, list[Op]]]:
             "hlc": "019a8b7d0002-0000-dev-7f3a",
         }
     )
+    # Front coding is character-wise (the longest common prefix, os.path.commonprefix), not by
+    # path segment: "build_year" → "building" shares "build"; "note_备注" → "note_备用" shares
+    # 6 code points (10 UTF-8 bytes).
+    prefixes = put_op(
+        device_id="dev-7f3a",
+        seq=11,
+        record_id="6a1e4c9b-2f3d-4e8a-b7c6-d5e4f3a2b1c0",
+        form_id="housing_safety",
+        form_version=2,
+        household={"village_code": "530102001201", "household_no": "0042"},
+        round="2026-annual",
+        changes={
+            "b": True,
+            "build_year": 1996,
+            "building": "砖混",
+            "buildings/r1/floors": 2,
+            "note_备注": "东厢",
+            "note_备用": None,
+        },
+        base={"build_year": "019a8b7d0001-0000-dev-7f3a"},
+        hlc="019a8b7d0003-0000-dev-7f3a",
+        base_revision=1,
+    )
     return [
         ("one new roster record", roster),
         ("edit, new housing record, row delete", [edit, housing, row_delete]),
+        ("paths sharing a prefix that is not a path segment", [prefixes]),
     ]
 
 
@@ -423,6 +447,46 @@ def write_vectors() -> None:
         "vectors": vectors,
     }
     VECTORS.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def test_front_coding_uses_the_longest_common_prefix_in_code_points() -> None:
+    document = json.loads(VECTORS.read_text(encoding="utf-8"))
+    [vector] = [v for v in document["vectors"] if v["name"].startswith("paths sharing")]
+    _version, table, [coded] = json.loads(vector["batch_text"])
+    triples = coded[8]
+    assert [tuple(triples[k : k + 2]) for k in range(0, len(triples), 3)] == [
+        (0, "b"),
+        (1, "uild_year"),
+        (5, "ing"),
+        (8, "s/r1/floors"),
+        (0, "note_备注"),
+        (6, "用"),
+    ]
+    # One table for every role, one entry per distinct value.
+    assert table == [
+        "dev-7f3a",
+        "housing_safety",
+        {"household_no": "0042", "village_code": "530102001201"},
+        "2026-annual",
+    ]
+    assert coded[3:8] == [0, 1, 2, 2, 3]
+
+
+def test_the_table_is_shared_by_every_role_and_deduplicated_by_value() -> None:
+    op = put_op(
+        device_id="2026-annual",  # a device id equal to the round: one table entry
+        seq=1,
+        record_id="r",
+        form_id="housing_safety",
+        form_version=1,
+        changes={"a": 1},
+        hlc="019a8b7d0003-0000-dev-7f3a",
+        round="2026-annual",
+    )
+    no_round = Op.from_dict({**op.to_dict(), "seq": 2, "round": None})
+    _version, table, coded = batch_to_json([op, no_round])
+    assert table == ["2026-annual", "housing_safety", None]
+    assert [c[3:8] for c in coded] == [[0, 1, 1, 2, 0], [0, 1, 1, 2, 2]]
 
 
 def test_codec_vectors() -> None:
