@@ -180,6 +180,13 @@ def print_report(runs: Sequence[LinkRun], problems: Sequence[str], out: TextIO) 
         f"bytes per record on the wire (both ways, resends included): {per_record:.0f} B",
         file=out,
     )
+    if len(runs) > 1:
+        # Stricter: bytes resent after drops count as overhead, not as part of the ideal.
+        print(
+            f"drop run against the byte-ideal time of the drop-free run: "
+            f"{main_run.elapsed_s / runs[1].ideal_s:.2f}x",
+            file=out,
+        )
     met = main_run.ratio <= TARGET_RATIO
     mark = "met" if met else "MISSED"
     print(
