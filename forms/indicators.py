@@ -26,6 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from forms.errors import FormsError
+from forms.expressions import EvaluationContext
 from forms.identity import (
     IdNumberError,
     age_on,
@@ -33,6 +34,8 @@ from forms.identity import (
     parse_id_number,
     school_year_reference,
 )
+from forms.instruments import load_builtin
+from forms.validation import validate_record
 
 __all__ = [
     "AREA_DIGITS",
@@ -60,6 +63,7 @@ __all__ = [
     "housing_indicator",
     "income_indicator",
     "insurance_indicator",
+    "monitoring_consistency",
     "problem_spans",
     "round_change",
     "summarize",
@@ -686,6 +690,11 @@ class HouseholdIndicators:
     all_assured: bool | None
     #: Children of the education record whose age cannot be computed (empty or invalid ID).
     unknown_age: int = 0
+    #: Whether the monitoring category, risks and removal agree with the household's other
+    #: records and the monitoring rules (None without a monitoring record with a category);
+    #: ``category_reasons`` names the failed rules (see :func:`monitoring_consistency`).
+    category_consistent: bool | None = None
+    category_reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (dates none; lists of plain dicts)."""
@@ -760,6 +769,7 @@ def household_indicators(
     roster_size = len(_roster_members(roster)) or None
     income = income_indicator(monitoring, line, members=roster_size) if monitoring else None
 
+    consistent, reasons = monitoring_consistency(records, village_code, year, config, on=on)
     verdicts = {
         "housing": None if housing is None else housing.safe,
         "water": None if water is None else water.safe,
@@ -792,7 +802,46 @@ def household_indicators(
         open_problems=[name for name, ok in verdicts.items() if ok is False],
         all_assured=_three_valued(verdicts.values()),
         unknown_age=0 if education is None else education.unknown_age,
+        category_consistent=consistent,
+        category_reasons=reasons,
     )
+
+
+def monitoring_consistency(
+    records: Mapping[str, Mapping[str, Any] | None],
+    village_code: str,
+    year: int,
+    config: MonitoringConfig,
+    *,
+    on: date | None = None,
+) -> tuple[bool | None, list[str]]:
+    """Whether a household's monitoring category is consistent, and the rules it breaks.
+
+    Not a second set of rules: the verdict is made of the *errors* of the rules that already
+    guard the monitoring record — the household cross-checks of ``forms.household`` that point
+    at it (缺劳动力 while members can work, 务工就业不稳 while nobody can, a household unable to
+    work marked removed, 脱贫不稳定户 of a household the roster calls 普通农户) and the checks of
+    the built-in ``monitoring_household`` instrument (e.g. 帮扶消除 below the monitoring line of
+    ``config`` for the village and year). Returns ``(None, [])`` without a monitoring record
+    that names a category, else ``(True, [])`` or ``(False, [rule ids])``. ``on`` dates the
+    checks (default: 1 September of ``year``).
+    """
+    # forms.household builds on this module (housing_indicator): imported when needed.
+    from forms.household import MONITORING, check_household
+
+    monitoring = records.get(MONITORING)
+    if not isinstance(monitoring, Mapping) or _empty(monitoring.get("category")):
+        return None, []
+    when = on or date(year, 9, 1)
+    reasons = [
+        issue.check_id or issue.code
+        for issue in check_household(records, village_code=village_code, today=when)
+        if issue.form_id == MONITORING and issue.severity == "error"
+    ]
+    context = EvaluationContext(today=when, config=config.evaluation_config(village_code, year))
+    checked = validate_record(load_builtin(MONITORING), monitoring, context)
+    reasons += [i.check_id for i in checked.errors if i.code == "check" and i.check_id]
+    return not reasons, reasons
 
 
 # --- change between rounds (收入骤减、支出骤增) -------------------------------------------------------

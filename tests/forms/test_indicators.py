@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from datetime import date
@@ -23,6 +24,7 @@ from forms.indicators import (
     housing_indicator,
     income_indicator,
     insurance_indicator,
+    monitoring_consistency,
     problem_spans,
     round_change,
     summarize,
@@ -644,3 +646,43 @@ def test_problem_spans_follow_the_household_over_time() -> None:
     ]
     assert spans[0].open_days(date(2026, 12, 1)) == 184
     assert spans[1].open_days(date(2026, 12, 1)) == 30
+
+
+def test_category_consistency_uses_the_monitoring_rules() -> None:
+    config = MonitoringConfig.from_mapping({"monitoring_lines": {"53": {"2025": 8700}}})
+    records = copy.deepcopy(sample_household(1))
+    picture = household_indicators(records, VILLAGE, 2026, config)
+    assert (picture.category_consistent, picture.category_reasons) == (True, [])
+    assert monitoring_consistency(records, VILLAGE, 2026, config) == (True, [])
+    # 缺劳动力 while a member can work: the household cross-check of forms.household.
+    records["household_roster"]["members"][0]["labour_capacity"] = "普通劳动力"
+    records["monitoring_household"]["risks"] = ["缺劳动力"]
+    picture = household_indicators(records, VILLAGE, 2026, config)
+    assert (picture.category_consistent, picture.category_reasons) == (
+        False,
+        ["lack_of_labour_but_can_work"],
+    )
+    assert picture.to_dict()["category_reasons"] == ["lack_of_labour_but_can_work"]
+    # 帮扶消除 below the configured line: the instrument's own check.
+    records = copy.deepcopy(sample_household(1))
+    records["monitoring_household"] |= {
+        "risk_removed": True,
+        "removal_method": "帮扶消除",
+        "removal_date": "2026-06-01",
+        "business_income": 5000,
+    }
+    consistent, reasons = monitoring_consistency(records, VILLAGE, 2026, config)
+    # The only member cannot work, so the household may not be removed at all (forms.household).
+    assert (consistent, reasons) == (False, ["removed_without_labour", "removal_below_line"])
+    records["household_roster"]["members"][0]["labour_capacity"] = "普通劳动力"
+    consistent, reasons = monitoring_consistency(records, VILLAGE, 2026, config)
+    assert (consistent, reasons) == (False, ["removal_below_line"])
+    # The same household in a county with a lower line is consistent.
+    lower = MonitoringConfig.from_mapping({"monitoring_lines": {"53": {"2025": 3000}}})
+    assert monitoring_consistency(records, VILLAGE, 2026, lower) == (True, [])
+    # No monitoring record, or one without a category: not judged.
+    del records["monitoring_household"]
+    picture = household_indicators(records, VILLAGE, 2026, config)
+    assert (picture.category_consistent, picture.category_reasons) == (None, [])
+    records["monitoring_household"] = {"member_count": 2}
+    assert monitoring_consistency(records, VILLAGE, 2026, config) == (None, [])
