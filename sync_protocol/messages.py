@@ -301,6 +301,32 @@ class OpAck:
     conflict_ids: tuple[str, ...] = ()
     reasons: tuple[dict[str, Any], ...] = ()
 
+    def __post_init__(self) -> None:
+        """Validate on construction, so a server never encodes an ack a device would refuse.
+
+        Raises:
+            InvalidMessage: naming the field (``ack.status``, ``ack.conflict_ids`` …).
+        """
+        where = "ack"
+        _int(self.seq, f"{where}.seq", 1)
+        _int(self.revision, f"{where}.revision")
+        if not isinstance(self.status, str) or self.status not in ACK_STATUSES:
+            raise InvalidMessage(f"{where}.status", f"must be one of {', '.join(ACK_STATUSES)}")
+        conflict_ids = tuple(
+            _text(c, f"{where}.conflict_ids[{i}]")
+            for i, c in enumerate(_list(self.conflict_ids, f"{where}.conflict_ids"))
+        )
+        reasons = _objects(self.reasons, f"{where}.reasons", key="code")
+        _json_ready(reasons, f"{where}.reasons")
+        if (self.status == "conflict") != bool(conflict_ids):
+            raise InvalidMessage(
+                f"{where}.conflict_ids", "given exactly when the status is conflict"
+            )
+        if (self.status == "rejected") != bool(reasons):
+            raise InvalidMessage(f"{where}.reasons", "given exactly when the status is rejected")
+        object.__setattr__(self, "conflict_ids", conflict_ids)
+        object.__setattr__(self, "reasons", reasons)
+
     def to_dict(self) -> dict[str, Any]:
         """Dict form, exactly the shape of contracts §7 (empty lists included)."""
         return {

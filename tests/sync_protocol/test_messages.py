@@ -371,3 +371,32 @@ def test_without_applied_records_keeps_what_a_device_cannot_compute() -> None:
     with pytest.raises(InvalidMessage) as info:
         ack.without_applied_records(ops[:-1])
     assert info.value.field == "ack.acks"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"seq": 1, "status": "conflict"}, "ack.conflict_ids"),
+        ({"seq": 1, "status": "applied", "conflict_ids": ("c-1",)}, "ack.conflict_ids"),
+        ({"seq": 1, "status": "rejected"}, "ack.reasons"),
+        ({"seq": 1, "status": "merged", "reasons": ({"code": "required"},)}, "ack.reasons"),
+        ({"seq": 1, "status": "rejected", "reasons": ({"path": "x"},)}, "ack.reasons[0].code"),
+        ({"seq": 1, "status": "rejected", "reasons": ("required",)}, "ack.reasons[0]"),
+        ({"seq": 0, "status": "applied"}, "ack.seq"),
+        ({"seq": 1, "status": "applied", "revision": -1}, "ack.revision"),
+        ({"seq": 1, "status": "done"}, "ack.status"),
+        ({"seq": 1, "status": "conflict", "conflict_ids": ("",)}, "ack.conflict_ids[0]"),
+    ],
+)
+def test_op_ack_is_validated_on_construction(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        OpAck(**kwargs)
+    assert info.value.field == field
+
+
+def test_a_constructed_op_ack_always_survives_the_device_check() -> None:
+    ack = OpAck(3, "conflict", revision=2, conflict_ids=["c-1", "c-2"])  # type: ignore[arg-type]
+    assert ack.conflict_ids == ("c-1", "c-2")
+    rejected = OpAck(4, "rejected", reasons=[{"code": "required", "path": "phone"}])  # type: ignore[arg-type]
+    for item in (ack, rejected):
+        assert OpAck.from_dict(item.to_dict()) == item
