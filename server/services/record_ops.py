@@ -374,7 +374,7 @@ def _rejection(op: Op, existing: RecordRow | None, rejected: _Rejected, *, keep:
         ack={
             "seq": op.seq,
             "status": "rejected",
-            "revision": existing.revision if existing is not None else 0,
+            "revision": 0,  # contracts §7: a rejected op made no revision
             "reasons": rejected.reasons,
         },
         record=existing,

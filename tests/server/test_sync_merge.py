@@ -381,3 +381,20 @@ def test_mapping_an_out_of_scope_op_keeps_the_device_scope(
     assert rerun.status_code == 422
     assert rerun.get_json()["error"]["details"]["reasons"][0]["code"] == "out_of_scope"
     assert count(county, models.Record) == 0
+
+
+def test_an_invalid_edit_of_a_stored_record_leaves_it_unchanged(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    record_id = device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="E1")
+    device.sync()
+    revision = device.states[record_id]["revision"]
+    device.put(record_id, "housing_safety", {"storeys": 99})
+    ack = device.sync().acks[0]
+    assert (ack.acks[0].status, ack.acks[0].revision) == ("rejected", 0)
+    assert [(r["code"], r["path"]) for r in ack.acks[0].reasons] == [("constraint", "storeys")]
+    # The ack still carries the record as it stands, for the device to show next to its edit.
+    (state,) = ack.records
+    assert state["revision"] == revision
+    assert device.values(record_id)["storeys"] == 1
