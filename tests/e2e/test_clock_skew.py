@@ -4,10 +4,12 @@ Tablet F's wall clock is 365 days in the future, so every stamp it issues is far
 server's time. Alone, its edit is applied and marked suspect. Racing a correct tablet's later
 edit of the same ``lww`` field, F's stamp would win by its wrong clock alone — so the server
 turns the race into a ``suspect_clock`` conflict for review instead, and both tablets see it.
+Its photos still upload: the upload signature's time follows the server's clock.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from forms.instruments.samples import sample_household
@@ -15,7 +17,8 @@ from sync_protocol.clock import wall_clock_ms
 from tests.e2e.conftest import VILLAGE, CountyServer, new_device, server_record
 from village_client_stub.records import RecordEditor
 from village_client_stub.simulator import AdminSession
-from village_client_stub.sync_client import SyncClient
+from village_client_stub.sync_client import Backoff, SyncClient
+from village_client_stub.uploads import UploadClient
 
 YEAR_MS = 365 * 24 * 3600 * 1000
 
@@ -74,5 +77,15 @@ def test_a_year_ahead_clock_is_accepted_flagged_and_does_not_win(
     for tablet in (honest, future):
         assert [c["conflict_id"] for c in tablet.conflicts("open")] == [conflict_id]
         assert tablet.record(record_id).data == on_server["data"]
+
+    # Its photo still uploads: the signed request time follows the server's Date header.
+    photo = tmp_path / "roof.jpg"
+    photo.write_bytes(random.Random(9).randbytes(150_000))
+    digest = future.add_attachment(photo).removeprefix("sha256:")
+    uploads = UploadClient(future, backoff=Backoff(base_s=0.05, cap_s=0.1)).upload_all()
+    assert uploads.uploaded == [digest] and uploads.failed == {}
+    assert uploads.retries >= 1  # the first, year-ahead signature was refused as expired
+    stored = county.log_path.parent / "attachments" / digest[:2] / digest
+    assert stored.read_bytes() == photo.read_bytes()
     honest.close()
     future.close()
