@@ -301,15 +301,20 @@ class LinkEstimate:
         self.reply_ratio = 1.0
         self._budget = initial_bytes
 
-    def observe(self, sent: int, received: int, elapsed_s: float) -> None:
-        """Fold in one successful exchange."""
+    def observe(self, sent: int, received: int, elapsed_s: float, *, uploaded: bool = True) -> None:
+        """Fold in one successful exchange (``uploaded``: it carried batches).
+
+        A download-only exchange (a bare hello, a big page back) says how fast the link is but
+        nothing about how large the reply to an upload is, so it leaves the ratio alone.
+        """
         if elapsed_s <= 0 or sent <= 0:
             return
         speed = (sent + received) / elapsed_s
         self.bytes_per_s = (
             speed if self.bytes_per_s is None else 0.6 * self.bytes_per_s + 0.4 * speed
         )
-        self.reply_ratio = 0.6 * self.reply_ratio + 0.4 * (received / sent)
+        if uploaded:
+            self.reply_ratio = 0.6 * self.reply_ratio + 0.4 * (received / sent)
         budget = self.bytes_per_s * self.target_s / (1.0 + self.reply_ratio)
         self._budget = int(max(self.min_bytes, min(self.max_bytes, budget)))
 
@@ -512,6 +517,7 @@ class SyncClient:
             self.transport.bytes_sent - up_before,
             self.transport.bytes_received - down_before,
             time.monotonic() - started,
+            uploaded=bool(sent.batches),
         )
         self._progress()
         self._check_frames(reply)
