@@ -50,7 +50,7 @@ from server.storage import forms as form_store
 from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
-from server.storage.models import Device
+from server.storage.models import Device, Record
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
 from sync_protocol.compression import ALL_METHODS, DictionaryStore
@@ -64,6 +64,7 @@ from sync_protocol.exchange import (
     iter_request_frames,
     open_message,
 )
+from sync_protocol.merge import RecordState
 from sync_protocol.messages import (
     Ack,
     DownloadPage,
@@ -334,6 +335,11 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
         for op in done:
             acks[op.seq] = stored.get(op.seq) or _lost_ack(op)
             record = records.get_record(op.record_id)
+            if acks[op.seq]["status"] != "rejected" and not _same_op(record, op):
+                # A sequence number the server already processed, carrying another op: the device
+                # was restored from an old backup and numbers new edits again. Acking it as done
+                # would drop the edit silently.
+                raise _FrameRejected("op_sequence_reused")
             if record is not None:
                 touched[record.record_id] = dict(record.state)
         if fresh:
@@ -367,6 +373,13 @@ def _check_sequence(ops: list[Op], device_id: str, high_water: int) -> None:
     fresh = [op.seq for op in ops if op.seq > high_water]
     if fresh and fresh[0] != high_water + 1:
         raise _FrameRejected("op_sequence_gap")
+
+
+def _same_op(record: Record | None, op: Op) -> bool:
+    """True when the stored record holds ``op`` itself (same device, sequence and stamp)."""
+    if record is None:
+        return False
+    return RecordState.from_dict(record.state).op_for_stamp(op.hlc) == (op.device_id, op.seq)
 
 
 def _lost_ack(op: Op) -> dict[str, Any]:

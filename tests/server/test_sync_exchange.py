@@ -257,3 +257,20 @@ def test_a_malformed_frame_after_good_ones_keeps_what_was_committed(
     ]
     assert reply.acks[0].acks[0].status == "applied"
     assert count(county, models.Record) == 1
+
+
+def test_a_device_restored_from_an_old_backup_cannot_reuse_sequence_numbers(
+    county: Flask, device: SyncDevice
+) -> None:
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H1")
+    device.sync()
+    # Restored from a backup taken before that sync: it numbers a new edit 1 again.
+    device.op_seq, device.high_water = 0, 0
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H2")
+    request = device.build()
+    reply = device.open(device.post(request.body), request)
+    assert [(f.status, f.code) for f in reply.frames] == [
+        ("committed", None),
+        ("rejected", "op_sequence_reused"),
+    ]
+    assert count(county, models.Record) == 1
