@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from sync_protocol.clock import HybridClock
-from sync_protocol.conflicts import Conflict, ConflictFormatError, detect_duplicate_household
+from sync_protocol.conflicts import (
+    Conflict,
+    ConflictFormatError,
+    conflict_id_for,
+    detect_duplicate_household,
+)
 from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import (
     MergeError,
@@ -805,3 +810,20 @@ def test_a_field_race_inside_a_deleted_row_is_closed_by_a_delete_that_saw_both(
     gone = apply(raced, Device("rev").delete_row(raced, "members/r1"))
     assert gone.state.conflicts == [] and gone.closed_conflict_ids == [field.conflict_id]
     assert "members/r1/income" not in current_values(gone.state)
+
+
+def test_duplicate_household_id_hashes_record_ids_while_stamps_lists_the_stamps() -> None:
+    """protocol-merge.md §6: what the id hashes and what ``stamps`` holds differ, on purpose."""
+    mine = Device("dev-a").create({"head_name": "张三"})
+    other = "7d0d3d7e-0000-4000-8000-000000000001"
+    created = "019ab697e000-0000-dev-b"
+    conflict = detect_duplicate_household([(other, HOUSEHOLD, FORM, "2026-annual", created)], mine)
+    assert conflict is not None
+    first, second = sorted((RECORD, other))
+    path = f"{FORM}/2026-annual/530102001201:0001"
+    assert conflict.conflict_id == conflict_id_for(
+        first, "duplicate_household", path, [first, second]
+    )
+    assert conflict.stamps == tuple(sorted({created, mine.hlc}))
+    assert [c["stamp"] for c in conflict.candidates] == sorted([created, mine.hlc])
+    assert conflict.theirs == {"record_id": other, "created": created}
