@@ -201,6 +201,85 @@ def _build_case(index: int, case: dict[str, Any], device: dict, server: dict) ->
     return built
 
 
+def _sealed_for_rejection(
+    label: str,
+    *,
+    sender_id: str,
+    signing: SigningPrivateKey,
+    recipient_public: Any,
+    claimed_key_id: str | None = None,
+) -> str:
+    """A suite-1 envelope of the household record with fixed ephemeral key and nonce (``label``).
+
+    With ``claimed_key_id`` the header names that key id instead of the real recipient's, and the
+    sender signs the changed header: a well-signed envelope the named key cannot decrypt.
+    """
+    envelope = seal(
+        json.dumps(HOUSEHOLD_RECORD, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+        recipient_public=recipient_public,
+        recipient_key_id=recipient_public.key_id(),
+        sender_id=sender_id,
+        sender_signing_key=signing,
+        sequence=3,
+        suite=Suite.X25519_HKDF_SHA256_AES256GCM_ED25519,
+        compression=CompressionId.RAW,
+        dictionary_id=0,
+        nonce=fixed_bytes(f"nonce {label}")[:12],
+        ephemeral_private=EncryptionPrivateKey.from_raw(fixed_bytes(f"ephemeral {label}")),
+    )
+    if claimed_key_id is not None:
+        header = peek_header(envelope)
+        signed_length = header.header_length + header.ciphertext_length
+        signed = bytearray(envelope[:signed_length])
+        signed[_KEY_ID_OFFSET : _KEY_ID_OFFSET + 8] = bytes.fromhex(claimed_key_id)
+        envelope = bytes(signed) + crypto.sign(signing, bytes(signed))
+    return envelope.hex()
+
+
+_KEY_ID_OFFSET = 12  # header bytes 12..19: the recipient key id (protocol-envelope.md)
+
+
+def _receiver_rejections(device: dict, server: dict, first: bytes) -> list[dict[str, Any]]:
+    """Refusals that depend on what the receiver knows, not on damaged bytes.
+
+    * sealed to another X25519 key under the server's key id: the signature is good, decryption
+      fails;
+    * signed by a sender the receiver has no key for (never enrolled, or revoked);
+    * vector 0 again when the receiver has already used its sequence (``already_used``).
+    """
+    stranger = _party("stranger")
+    server_key_id = server["encryption"].public_key().key_id()
+    return [
+        {
+            "name": "sealed to another key under the server's key id",
+            "envelope_hex": _sealed_for_rejection(
+                "rejection wrong recipient key",
+                sender_id="tablet-yn-07",
+                signing=device["signing"],
+                recipient_public=stranger["encryption"].public_key(),
+                claimed_key_id=server_key_id,
+            ),
+            "error_code": "envelope_wrong_recipient_key",
+        },
+        {
+            "name": "sender not enrolled (no verification key)",
+            "envelope_hex": _sealed_for_rejection(
+                "rejection unknown sender",
+                sender_id="tablet-unknown-99",
+                signing=stranger["signing"],
+                recipient_public=server["encryption"].public_key(),
+            ),
+            "error_code": "envelope_unknown_sender",
+        },
+        {
+            "name": "vector 0 replayed: its sequence was already used",
+            "envelope_hex": first.hex(),
+            "already_used": {"sender_id": peek_header(first).sender_id, "sequence": 1},
+            "error_code": "envelope_replayed",
+        },
+    ]
+
+
 def _rejections(first: bytes) -> list[dict[str, str]]:
     """Envelopes derived from vector 0 that a correct receiver must refuse, with the code."""
     header = peek_header(first)
@@ -271,11 +350,17 @@ def _rejections(first: bytes) -> list[dict[str, str]]:
     ]
 
 
-def open_with_vector_keys(document: dict[str, Any], envelope: bytes, receiver: str) -> Opened:
+def open_with_vector_keys(
+    document: dict[str, Any],
+    envelope: bytes,
+    receiver: str,
+    already_used: dict[str, Any] | None = None,
+) -> Opened:
     """Open ``envelope`` as ``receiver`` ("server" or "device") using only the document's keys.
 
     The sender table holds both parties under their sender ids, as a receiver would after
-    enrollment. Raises the envelope's typed errors.
+    enrollment. ``already_used`` (a rejection's ``{"sender_id", "sequence"}``) is a sequence the
+    receiver has already seen from that sender. Raises the envelope's typed errors.
     """
     own = document[receiver]
     private = EncryptionPrivateKey.from_raw(bytes.fromhex(own["x25519_private_hex"]))
@@ -285,8 +370,12 @@ def open_with_vector_keys(document: dict[str, Any], envelope: bytes, receiver: s
         )
         for party in ("device", "server")
     }
+    used = (already_used["sender_id"], already_used["sequence"]) if already_used else None
     return open_envelope(
-        envelope, recipient_keys={own["x25519_key_id"]: private}, sender_verify_key=senders.get
+        envelope,
+        recipient_keys={own["x25519_key_id"]: private},
+        sender_verify_key=senders.get,
+        is_replay=lambda sender_id, sequence: (sender_id, sequence) == used,
     )
 
 
@@ -294,7 +383,8 @@ def build_vectors() -> dict[str, Any]:
     """Return the complete vector document (a pure function of the fixed labels above)."""
     device, server = _party("device"), _party("server")
     vectors = [_build_case(i, case, device, server) for i, case in enumerate(CASES)]
-    rejections = _rejections(bytes.fromhex(vectors[0]["envelope_hex"]))
+    first = bytes.fromhex(vectors[0]["envelope_hex"])
+    rejections = [*_rejections(first), *_receiver_rejections(device, server, first)]
     # The builder checks its own rejection cases, so a wrong expectation cannot be written out.
     document = {
         "description": (
@@ -310,7 +400,12 @@ def build_vectors() -> dict[str, Any]:
     }
     for rejection in rejections:
         try:
-            open_with_vector_keys(document, bytes.fromhex(rejection["envelope_hex"]), "server")
+            open_with_vector_keys(
+                document,
+                bytes.fromhex(rejection["envelope_hex"]),
+                "server",
+                rejection.get("already_used"),
+            )
         except ProtocolError as error:
             if error.code != rejection["error_code"]:
                 raise AssertionError(f"{rejection['name']}: got {error.code}") from error

@@ -131,10 +131,39 @@ def test_opening_each_vector_gives_its_payload_and_header(vector: dict[str, Any]
 @pytest.mark.parametrize(
     "rejection", DOCUMENT["rejections"], ids=[r["name"] for r in DOCUMENT["rejections"]]
 )
-def test_rejection_vectors_fail_with_their_code(rejection: dict[str, str]) -> None:
+def test_rejection_vectors_fail_with_their_code(rejection: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError) as caught:
-        open_with_vector_keys(DOCUMENT, _h(rejection["envelope_hex"]), "server")
+        open_with_vector_keys(
+            DOCUMENT, _h(rejection["envelope_hex"]), "server", rejection.get("already_used")
+        )
     assert caught.value.code == rejection["error_code"]
+
+
+def test_rejections_cover_what_a_receiver_knows() -> None:
+    codes = {r["error_code"] for r in DOCUMENT["rejections"]}
+    assert {
+        "envelope_wrong_recipient_key",
+        "envelope_unknown_sender",
+        "envelope_replayed",
+        "envelope_bad_signature",
+        "envelope_unknown_key_id",
+        "envelope_truncated",
+    } <= codes
+    # Each receiver-side refusal is a well-formed envelope: only the receiver's knowledge refuses it.
+    by_code = {r["error_code"]: r for r in DOCUMENT["rejections"]}
+    wrong_key = peek_header(_h(by_code["envelope_wrong_recipient_key"]["envelope_hex"]))
+    assert wrong_key.recipient_key_id == DOCUMENT["server"]["x25519_key_id"]
+    assert wrong_key.sender_id == DOCUMENT["device"]["sender_id"]
+    unknown = peek_header(_h(by_code["envelope_unknown_sender"]["envelope_hex"]))
+    assert unknown.sender_id not in {
+        DOCUMENT["device"]["sender_id"],
+        DOCUMENT["server"]["sender_id"],
+    }
+    replayed = by_code["envelope_replayed"]
+    assert replayed["envelope_hex"] == VECTORS[0]["envelope_hex"]
+    # The same bytes open when the sequence is fresh.
+    opened = open_with_vector_keys(DOCUMENT, _h(replayed["envelope_hex"]), "server")
+    assert opened.header.sequence == replayed["already_used"]["sequence"]
 
 
 def test_vector_envelopes_do_not_show_the_record_in_clear() -> None:
