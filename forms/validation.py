@@ -616,7 +616,11 @@ class _Validator:
         try:
             identity.parse_id_number(value, today=self.context.today)
         except identity.IdNumberError as exc:
-            return _text(exc.message_zh, exc.message_en)
+            # "身份证号无效：校验位错误（应为5）…": the usual lead, then what exactly is wrong.
+            reason = exc.message_zh
+            if reason.startswith("身份证号") and not reason.startswith("身份证号中"):
+                reason = reason[len("身份证号") :]
+            return _text(f"身份证号无效：{reason}", f"invalid ID number: {exc.message_en}")
         return None
 
     def hide(self, fld: Field, level: _Level, path: str) -> None:

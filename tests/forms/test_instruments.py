@@ -313,6 +313,7 @@ def test_id_number_errors_say_exactly_what_is_wrong(form_id: str) -> None:
         [issue] = [i for i in result.errors if i.field == "id_number"]
         assert issue.code == "constraint"
         assert zh in issue.message.zh, (value, issue.message.zh)
+        assert issue.message.zh.startswith("身份证号无效：")
         assert en in issue.message["en"], (value, issue.message["en"])
 
 

@@ -681,5 +681,5 @@ def test_a_failed_id_valid_constraint_keeps_its_own_message_when_the_id_is_valid
     wrong = first17 + ("0" if valid[17] != "0" else "1")
     result = validate_record(defn, {"born_1990s": True, "id_number": wrong}, CONTEXT)
     assert [i.message.zh for i in result.errors] == [
-        f"身份证号校验位错误（应为{valid[17]}），请核对是否录错"
+        f"身份证号无效：校验位错误（应为{valid[17]}），请核对是否录错"
     ]
