@@ -928,14 +928,20 @@ def _state_household(value: Any) -> dict[str, str] | None:
         return None
     if not isinstance(value, Mapping):
         _bad("household", "an object or null", value)
-    household: dict[str, str] = {}
+    # The same rule as Op.household: both keys non-empty strings; other keys are carried as sent.
+    household: dict[str, Any] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            _bad(f"household.{key}", "a string", item)
+        if not isinstance(key, str):
+            _bad("household", "an object with string keys", key)
+        try:
+            _check_json_value("household", item)
+        except OpFormatError as exc:
+            raise StateFormatError(f"household.{key}: {exc.message}") from None
         household[key] = item
     for key in ("village_code", "household_no"):
-        if not household.get(key):
-            _bad(f"household.{key}", "a non-empty string", household.get(key))
+        item = household.get(key)
+        if not isinstance(item, str) or not item:
+            _bad(f"household.{key}", "a non-empty string", item)
     return household
 
 

@@ -57,6 +57,12 @@ def test_the_rich_state_covers_what_it_claims() -> None:
     assert RecordState.from_dict(RICH_DICT).to_dict() == RICH_DICT
 
 
+def test_a_household_with_extra_keys_reads_back_like_an_op_carries_it() -> None:
+    # Op accepts extra household keys (only the two are required), so a stored state must too.
+    extra = RICH_DICT | {"household": {**HOUSEHOLD, "note": "东厢", "size": 4}}
+    assert RecordState.from_dict(extra).to_dict() == extra
+
+
 def test_extra_keys_the_server_adds_are_ignored() -> None:
     warned = RICH_DICT | {"warnings": [{"code": "range", "path": "income"}]}
     assert RecordState.from_dict(warned).to_dict() == RICH_DICT
@@ -71,7 +77,8 @@ def _at(path: str) -> Any:
     [
         (lambda d: d.update(household="530102001201:0001"), "household"),
         (lambda d: d.update(household={"village_code": "530102001201"}), "household.household_no"),
-        (lambda d: d.update(household={**HOUSEHOLD, "x": 1}), "household.x"),
+        (lambda d: d.update(household={**HOUSEHOLD, "x": float("inf")}), "household.x"),
+        (lambda d: d.update(household={**HOUSEHOLD, "household_no": 7}), "household.household_no"),
         (lambda d: d.update(record_id=7), "record_id"),
         (lambda d: d.update(record_id=""), "record_id"),
         (lambda d: d.update(form_id="Roster"), "form_id"),
