@@ -354,12 +354,16 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
             sync_state.store_acks(device.id, [acks[op.seq] for op in fresh])
         states = tuple(touched.values())
         high = mark.high_water
-    return Ack(
+    ack = Ack(
         batch_seq=batch.batch_seq,
         acks=tuple(OpAck.from_dict(acks[op.seq]) for op in ops),
         high_water_mark=high,
         records=states,
     )
+    if session.hello.capabilities.lean_acks:
+        # The device merges its own applied ops locally; only the other states travel.
+        return ack.without_applied_records(ops)
+    return ack
 
 
 def _check_sequence(ops: list[Op], device_id: str, high_water: int) -> None:

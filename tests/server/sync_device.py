@@ -83,6 +83,7 @@ class SyncDevice:
     keys: KeyBundle
     end: DeviceEnd
     clock_offset_ms: int = 0
+    lean_acks: bool = False
     op_seq: int = 0
     envelope_seq: int = 1
     batch_seq: int = 0
@@ -202,6 +203,7 @@ class SyncDevice:
                 suites=(1,),
                 compression=(0, 1, 2, 3),
                 dictionary_ids=tuple(self.end.dictionaries.ids()),
+                lean_acks=self.lean_acks,
             ),
         )
 

@@ -274,3 +274,20 @@ def test_a_device_restored_from_an_old_backup_cannot_reuse_sequence_numbers(
         ("rejected", "op_sequence_reused"),
     ]
     assert count(county, models.Record) == 1
+
+
+def test_lean_acks_leave_out_the_states_of_applied_ops(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    device.lean_acks = True
+    plain = device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H1")
+    warned = device.create(
+        "housing_safety", {**HOUSE_A, "storeys": 3}, village=VILLAGE, household_no="H2"
+    )
+    device.create("housing_safety", {"storeys": 99}, village=VILLAGE, household_no="H3")
+    request = device.build()
+    ack = device.open(device.post(request.body), request).acks[0]
+    assert [a.status for a in ack.acks] == ["applied", "applied", "rejected"]
+    # Only the state with server warnings travels; the device computes the plain one itself.
+    assert [r["record_id"] for r in ack.records] == [warned]
+    assert plain not in {r["record_id"] for r in ack.records}
