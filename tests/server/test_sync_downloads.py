@@ -158,3 +158,22 @@ def test_a_batch_hitting_a_busy_database_is_skipped_with_a_backoff(
     assert [op.seq for op in device.pending] == [2]
     assert device.sync().acks[0].acks[0].status == "applied"
     assert count(county, models.Record) == 2
+
+
+def test_monitoring_lines_of_the_device_area_travel_with_the_manifest(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    for region, line in (("53", 8700.0), ("530102", 9000.0), ("54", 9500.0)):
+        response = client.put(
+            f"/api/v1/monitoring-lines/{region}/2026",
+            json={"income_line": line, "water_region_type": "water_short"},
+            headers=admin_headers,
+        )
+        assert response.status_code in (200, 201), response.get_json()
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    (manifest,) = [p for p in device.sync().downloads if p.scope == "manifest"]
+    assert {(c["region_code"], c["year"], c["income_line"]) for c in manifest.config} == {
+        ("53", 2026, 8700.0),
+        ("530102", 2026, 9000.0),
+    }
+    assert all(c["settings"]["water_region_type"] == "water_short" for c in manifest.config)
