@@ -14,6 +14,12 @@ submitting (in ODK's favour).
 A village's first download is measured too: the records of 500 households as record states
 (merged as the server stores them), in pages of 200 per exchange, requests and responses.
 
+The other direction is measured too: the server's HTTP response to each of those requests, as
+``server/services/sync.py`` builds it (frame statuses, an Ack with every touched record's merged
+state, the first download page — which holds the same states again — and the manifest page),
+and the same with ``lean_acks`` (:meth:`sync_protocol.messages.Ack.without_applied_records`), so
+the budget of a weak link counts both ways.
+
 A last row shows the default: every record in one exchange (one hello, one HTTP request) with
 the outbox cut into 32 KiB wire batches by ``split_into_batches``.
 
