@@ -40,7 +40,7 @@ from tests.e2e.faultproxy import FaultProxy, LinkProfile, ProxyCounters
 from village_client_stub.enrollment import enroll
 from village_client_stub.simulator import INSTRUMENTS, AdminSession, fill_households
 from village_client_stub.store import DeviceStore
-from village_client_stub.sync_client import SyncClient, SyncReport
+from village_client_stub.sync_client import Backoff, SyncClient, SyncFailed, SyncReport
 from village_client_stub.transport import HttpTransport
 
 VILLAGE = "530102001201"
@@ -85,10 +85,22 @@ def sync_through(
     host, port = server.url.removeprefix("http://").split(":")
     with FaultProxy((host, int(port)), profile) as proxy:
         client = SyncClient(
-            store, HttpTransport(f"http://127.0.0.1:{proxy.port}", timeout=60), max_failures=30
+            store,
+            HttpTransport(f"http://127.0.0.1:{proxy.port}", timeout=60),
+            max_failures=15,
+            # The client's schedule (1 s, 2 s, 4 s ...) with a 30 s cap: a drop of this link
+            # heals at once, and a bench must not wait minutes for a server that went away.
+            backoff=Backoff(cap_s=30.0),
         )
         started = time.monotonic()
-        report = client.sync()
+        try:
+            report = client.sync()
+        except SyncFailed as exc:
+            if server.process.poll() is not None:
+                raise RuntimeError(
+                    f"the county server process exited (code {server.process.returncode})"
+                ) from exc
+            raise
         elapsed = time.monotonic() - started
         counters = proxy.counters()
     assert profile.bandwidth_bytes_per_s is not None  # both profiles cap the link

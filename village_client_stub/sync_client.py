@@ -283,7 +283,8 @@ class LinkEstimate:
     Speed is an exponentially weighted average of (request + reply bytes) ÷ exchange time over
     successful exchanges; the reply-to-request ratio is tracked too, because the reply (acks
     with merged states, download pages) crosses the same link. The budget is the upload bytes
-    that keep a whole exchange near ``target_s``.
+    that keep a whole exchange near ``target_s``; it halves after a drop and at most doubles
+    after a success, so on a link that keeps dropping it stays near the size that gets through.
     """
 
     def __init__(
@@ -316,6 +317,9 @@ class LinkEstimate:
         if uploaded:
             self.reply_ratio = 0.6 * self.reply_ratio + 0.4 * (received / sent)
         budget = self.bytes_per_s * self.target_s / (1.0 + self.reply_ratio)
+        # Grow at most twofold per success: after drops, the size that got through is the best
+        # guide, and a fast link that keeps dropping must not jump straight back to the maximum.
+        budget = min(budget, 2 * self._budget)
         self._budget = int(max(self.min_bytes, min(self.max_bytes, budget)))
 
     def failed(self) -> None:

@@ -61,8 +61,8 @@ def test_500_records_through_a_cutting_link_arrive_exactly_once(
         counters = proxy.counters()
 
     # The link really was cut, often, and the client really retried.
-    assert counters.cuts >= 5, counters
-    assert report.failures >= 5
+    assert counters.cuts >= 3, counters
+    assert report.failures >= 3
     assert report.ops_acked == len(record_ids)
     assert report.ops_rejected == []
     # The outbox is empty and every op is acknowledged.
