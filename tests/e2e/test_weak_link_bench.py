@@ -25,6 +25,7 @@ def test_the_weak_link_bench_syncs_everything_and_prints_the_ratio() -> None:
     assert "DATA PROBLEM" not in text
     row = next(line for line in text.splitlines() if line.startswith("village link (drops)"))
     ratio = float(next(part for part in row.split() if part.endswith("x"))[:-1])
-    # The floor is physics (the proxy paces every byte); the ceiling is loose on a tiny load,
-    # where one round trip weighs more than on 1,000 records.
-    assert 1.0 <= ratio < 4.0
+    # Only the floor is asserted: the proxy paces every byte, so finishing faster than the
+    # byte-ideal time would mean the bytes were not counted. How close we get to it is a speed
+    # figure, which belongs to the benchmark's table, not to a test on a shared machine.
+    assert ratio >= 1.0
