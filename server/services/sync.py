@@ -54,7 +54,12 @@ from server.storage.models import Device, Record
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
 from sync_protocol.compression import ALL_METHODS, DictionaryStore
-from sync_protocol.crypto import EncryptionPrivateKey, EncryptionPublicKey, SigningPublicKey
+from sync_protocol.crypto import (
+    EncryptionPrivateKey,
+    EncryptionPublicKey,
+    KeyBundle,
+    SigningPublicKey,
+)
 from sync_protocol.envelope import Header, peek_header
 from sync_protocol.errors import MalformedFrame, ProtocolError, Replayed, UnknownSender
 from sync_protocol.exchange import (
@@ -96,6 +101,8 @@ MANIFEST_STREAM: Final = "manifest"
 #: patience and the envelope limit.
 RECORDS_PER_PAGE: Final = 200
 FORMS_PER_PAGE: Final = 50
+#: Key of the manifest config entry announcing the server's current keys.
+SERVER_KEYS_ENTRY: Final = "server_keys"
 
 
 @dataclass(frozen=True)
@@ -422,12 +429,21 @@ def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
                 records=tuple(dict(r.state) for r in page.records),
             )
         )
-    pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0)))
+    pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0), session.ring))
     end_read()
     return tuple(pages)
 
 
-def _manifest_page(device: Device, after: int) -> DownloadPage:
+def _server_keys_entry(ring: KeyRing) -> dict[str, Any]:
+    """The ``server_keys`` config entry: the current key id and public keys.
+
+    It travels in every manifest page, inside a reply signed by the key the device trusts, so a
+    device enrolled before a rotation learns the new keys and can switch to them.
+    """
+    return {"key": SERVER_KEYS_ENTRY, "current_key_id": ring.current_id, **ring.public_document()}
+
+
+def _manifest_page(device: Device, after: int, ring: KeyRing) -> DownloadPage:
     high = current_revision(MANIFEST_SCOPE)
     rows = [r for r in form_store.manifest_changes_since(after, FORMS_PER_PAGE + 1)]
     rows = [r for r in rows if r.manifest_revision <= high]
@@ -456,6 +472,7 @@ def _manifest_page(device: Device, after: int) -> DownloadPage:
         for line in monitoring_store.list_lines()
         if device.scope.startswith(line.region_code) or line.region_code.startswith(device.scope)
     ]
+    config.append(_server_keys_entry(ring))
     return DownloadPage(
         scope=MANIFEST_STREAM,
         after=after,
@@ -466,12 +483,18 @@ def _manifest_page(device: Device, after: int) -> DownloadPage:
     )
 
 
+def _reply_keys(session: _Session) -> KeyBundle:
+    """The bundle the device's hello was sealed to: the device knows (and verifies) only that
+    key's signing half until it switches to the keys announced in the manifest."""
+    return session.ring.bundle_for(session.header.recipient_key_id) or session.ring.current
+
+
 def _seal(session: _Session, reply: ServerReply, status: int) -> ExchangeResult:
     device_public = EncryptionPublicKey.from_base64(session.device.x25519_public)
     body = build_reply(
         reply,
         server_id=SERVER_SENDER_ID,
-        server_keys=session.ring.current,
+        server_keys=_reply_keys(session),
         device_public=device_public,
         hello_sequence=session.header.sequence,
         suite=int(session.header.suite),

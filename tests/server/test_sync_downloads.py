@@ -172,8 +172,9 @@ def test_monitoring_lines_of_the_device_area_travel_with_the_manifest(
         assert response.status_code in (200, 201), response.get_json()
     device = SyncDevice.enroll(client, admin_headers, VILLAGE)
     (manifest,) = [p for p in device.sync().downloads if p.scope == "manifest"]
-    assert {(c["region_code"], c["year"], c["income_line"]) for c in manifest.config} == {
+    lines = [c for c in manifest.config if c["key"].startswith("monitoring_line:")]
+    assert {(c["region_code"], c["year"], c["income_line"]) for c in lines} == {
         ("53", 2026, 8700.0),
         ("530102", 2026, 9000.0),
     }
-    assert all(c["settings"]["water_region_type"] == "water_short" for c in manifest.config)
+    assert all(c["settings"]["water_region_type"] == "water_short" for c in lines)
