@@ -1,7 +1,7 @@
 """The ``server`` command line: ``python -m server …`` or ``village-server …``.
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
-``rotate-keys``, ``serve`` and ``backup``. Each builds the app from the settings (environment
+``rotate-keys``, ``export``, ``serve`` and ``backup``. Each builds the app from the settings (environment
 variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
 run on that app.
 """
@@ -9,6 +9,7 @@ run on that app.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,6 +182,63 @@ def rotate_keys() -> None:
         ring = keys.rotate(resolve_key_dir(app.config))
         keys.reload_app_key_ring()
         click.echo(f"current server key id: {ring.current_id} ({len(ring.bundles)} kept)")
+
+
+@main.command("export")
+@click.argument("form_id", metavar="FORM")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), required=True)
+@click.option("--out", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--village", default=None, help="Village, township or county code prefix.")
+@click.option("--round", "round_", default=None, help="Only records of this survey round.")
+@click.option("--sheet", default="main", show_default=True, help="CSV only: main or a repeat.")
+@click.option("--unmasked", is_flag=True, help="Keep ID numbers, phones and health (audited).")
+def export(
+    form_id: str,
+    fmt: str,
+    target: Path,
+    village: str | None,
+    round_: str | None,
+    sheet: str,
+    unmasked: bool,
+) -> None:
+    """Write FORM's records to FILE as CSV or XLSX; sensitive fields masked unless --unmasked.
+
+    The export is audited (actor ``cli``). FILE is created owner-only (0600): it holds personal
+    data.
+    """
+    from server.services import exports
+    from server.services.access import CLI_ACTOR, CLI_PRINCIPAL
+
+    with _app_context():
+        try:
+            job = exports.start_export(
+                CLI_PRINCIPAL,
+                CLI_ACTOR,
+                form_id,
+                fmt=fmt,
+                village=village,
+                round=round_,
+                unmasked=unmasked,
+                sheet=sheet,
+            )
+        except ApiError as exc:
+            _fail(exc)
+        _create_private(target)
+        if fmt == "csv":
+            with target.open("wb") as handle:
+                for chunk in job.csv_chunks(sheet):
+                    handle.write(chunk)
+        else:
+            job.write_xlsx(target)
+        masking = "unmasked" if unmasked else "masked"
+        click.echo(f"{form_id} exported to {target} ({fmt}, {masking})")
+
+
+def _create_private(target: Path) -> None:
+    """Create (or truncate) ``target`` owner-only, its new parent folders 0700."""
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    target.chmod(0o600)
 
 
 @main.command("backup")

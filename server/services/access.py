@@ -119,3 +119,5 @@ class Actor:
 
 #: The command line (``server issue-code`` …): operators with shell access see everything.
 CLI_ACTOR = Actor("cli")
+#: The command line as a principal (``server export``): a county admin over the whole database.
+CLI_PRINCIPAL = Principal(user_id=0, username=CLI_ACTOR.name, role=COUNTY_ADMIN, area_prefix="")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from openpyxl import load_workbook
 
 from forms.instruments.samples import sample_household
+from server.cli import main
 from server.services.exports import mask
 from server.services.forms import publish_builtins
 from server.storage.audit import list_entries
@@ -197,3 +201,52 @@ def test_mask_rules() -> None:
     assert mask(["健康"]) == "***"
     assert mask("abc") == "***"
     assert mask(None) == "" and mask("") == ""
+
+
+def test_cli_export_writes_masked_csv_and_unmasked_xlsx_owner_only_and_audited(
+    app: Flask, rosters: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    out = tmp_path / "new" / "members.csv"
+    with app.app_context():
+        result = CliRunner().invoke(
+            main,
+            [
+                *("export", "household_roster", "--format", "csv", "--out", str(out)),
+                *("--sheet", "members", "--village", V1, "--round", "2026-annual"),
+            ],
+            catch_exceptions=False,
+        )
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.parent.stat().st_mode) == 0o700
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(raw[3:].decode("utf-8"))))
+    body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+    expected = rosters["H1"]["members"] + rosters["H2"]["members"]
+    assert [r["姓名"] for r in body] == [m["name"] for m in expected]
+    assert [r["证件号码"] for r in body] == [mask(m["id_number"]) for m in expected]
+    assert all(m["id_number"] not in raw.decode("utf-8") for m in expected)
+
+    xlsx = tmp_path / "roster.xlsx"
+    with app.app_context():
+        result = CliRunner().invoke(
+            main,
+            ["export", "household_roster", "--format", "xlsx", "--out", str(xlsx), "--unmasked"],
+            catch_exceptions=False,
+        )
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(xlsx.stat().st_mode) == 0o600
+    sheet = load_workbook(xlsx, read_only=True).worksheets[0]
+    main_rows = list(sheet.iter_rows(values_only=True))
+    phones = [row[main_rows[0].index("联系电话")] for row in main_rows[1:]]
+    assert phones == [rosters[h]["phone"] for h in ("H1", "H2", "H3")]
+
+    with app.app_context():
+        refused = CliRunner().invoke(
+            main, ["export", "nope", "--format", "csv", "--out", str(tmp_path / "x.csv")]
+        )
+        entries = list_entries("")
+    assert refused.exit_code != 0 and "form_not_found" in refused.output
+    exported = [(e.action, e.actor, e.details["unmasked"]) for e in entries if "export" in e.action]
+    assert sorted(exported) == [("export", "cli", False), ("export.unmasked", "cli", True)]
