@@ -10,6 +10,7 @@ from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.api import register_blueprints
+from server.api.wire import reject_nul_in_path
 from server.cli import register_commands
 from server.errors import PayloadTooLarge, register_error_handlers
 from server.extensions import db
@@ -54,6 +55,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         length = request.content_length
         if length is not None and length > app.config["MAX_REQUEST_BYTES"]:
             raise PayloadTooLarge(details={"max_bytes": app.config["MAX_REQUEST_BYTES"]})
+
+    # A NUL in a path argument would reach PostgreSQL, which refuses it in text (a 500).
+    app.before_request(reject_nul_in_path)
 
     if app.config["MIGRATE_ON_START"]:
         with app.app_context():

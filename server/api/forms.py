@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 
 from server.api import API_PREFIX
 from server.api.guard import actor_for, authenticated
-from server.api.wire import accepts, returns
+from server.api.wire import accepts, reject_nul, returns
 from server.errors import ValidationFailed
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN, Principal
@@ -54,7 +54,9 @@ def _uploaded_document() -> tuple[Any, str]:
         if name.endswith(".xlsx") or content[:2] == b"PK":
             return form_service.document_from_xlsform(content), "xlsform"
         try:
-            return json.loads(content.decode("utf-8")), "json"
+            document = json.loads(content.decode("utf-8"))
+            reject_nul(document, "file")
+            return document, "json"
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValidationFailed(
                 en=f"the uploaded file is neither an .xlsx workbook nor JSON: {exc}",
@@ -68,6 +70,7 @@ def _uploaded_document() -> tuple[Any, str]:
             zh="请以 JSON 或上传文件（.xlsx/.json）的方式提交表单定义",
             details={"fields": {"_body": ["a JSON object or a multipart file"]}},
         )
+    reject_nul(document)
     return document, "json"
 
 

@@ -36,8 +36,51 @@ def load_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     return load_data(schema, data)
 
 
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path of the first NUL character in ``value`` (keys and nested values), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            found = _nul_path(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
+def reject_nul(value: Any, path: str = "") -> None:
+    """Raise :class:`ValidationFailed` naming the field when ``value`` holds a NUL character.
+
+    No text the server stores or looks up may contain U+0000: PostgreSQL refuses it in text and
+    JSON columns, so it would otherwise surface as a 500 deep inside a query.
+    """
+    found = _nul_path(value, path)
+    if found is not None:
+        raise ValidationFailed(
+            en=f"{found or 'the value'} contains a NUL character",
+            zh="内容含有 NUL 字符",
+            details={"fields": {found or "_body": ["must not contain a NUL character"]}},
+        )
+
+
+def reject_nul_in_path() -> None:
+    """Refuse a request whose URL path arguments hold a NUL character (a ``before_request``)."""
+    if request.view_args:
+        reject_nul(dict(request.view_args))
+
+
 def load_data(schema: Schema, data: Any) -> dict[str, Any]:
-    """Load ``data`` through ``schema``; raises :class:`ValidationFailed` with field messages."""
+    """Load ``data`` through ``schema``; raises :class:`ValidationFailed` with field messages
+    (including a NUL character anywhere in ``data``)."""
+    reject_nul(data)
     try:
         return schema.load(data)
     except ValidationError as exc:

@@ -1,0 +1,60 @@
+"""Odd input at the wire boundary gets a 400 ``validation_failed``, never a 500, on both engines:
+NUL characters in bodies, query strings and path arguments (PostgreSQL refuses NUL in text)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.server.conftest import assert_error
+
+NUL = "\x00"
+
+#: (method, url, JSON body, the field the error names); each carries a NUL somewhere.
+NUL_REQUESTS: list[tuple[str, str, Any, str]] = [
+    ("POST", "/api/v1/auth/login", {"username": "a" + NUL, "password": "x"}, "username"),
+    ("GET", "/api/v1/records?round=%00", None, "round"),
+    ("GET", "/api/v1/records?village=53%00", None, "village"),
+    ("GET", "/api/v1/records/%00", None, "record_id"),
+    ("GET", "/api/v1/devices/%00", None, "device_id"),
+    ("GET", "/api/v1/conflicts/%00", None, "conflict_id"),
+    ("GET", "/api/v1/forms/%00/versions", None, "form_id"),
+    ("GET", "/api/v1/exports/%00.csv", None, "form_id"),
+    ("POST", "/api/v1/enrollment-codes", {"scope": "530102001201", "label": NUL}, "label"),
+    (
+        "POST",
+        "/api/v1/users",
+        {"username": "x" + NUL, "password": "a-long-password", "role": "county_admin"},
+        "username",
+    ),
+    ("POST", "/api/v1/forms", {"id": "f", "title": {"zh": NUL}}, "title.zh"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "body", "field"), NUL_REQUESTS)
+def test_a_nul_character_is_a_validation_error_naming_the_field(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    method: str,
+    url: str,
+    body: Any,
+    field: str,
+) -> None:
+    response = client.open(url, method=method, json=body, headers=admin_headers)
+    error = assert_error(response, 400, "validation_failed")
+    assert field in error["details"]["fields"], error
+
+
+def test_a_nul_in_an_uploaded_json_definition_is_a_validation_error(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    import io
+
+    data = {"file": (io.BytesIO(b'{"id": "f\\u0000"}'), "form.json")}
+    response = client.post("/api/v1/forms", data=data, headers=admin_headers)
+    error = assert_error(response, 400, "validation_failed")
+    assert "file.id" in error["details"]["fields"]
