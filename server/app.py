@@ -10,7 +10,7 @@ from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.api import register_blueprints
-from server.api.wire import reject_nul_in_path
+from server.api.wire import BoundedIntConverter, reject_nul_in_path
 from server.cli import register_commands
 from server.errors import PayloadTooLarge, register_error_handlers
 from server.extensions import db
@@ -46,6 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     init_database(app)
     register_error_handlers(app)
+    app.url_map.converters["int"] = BoundedIntConverter  # before the routes are added
     register_blueprints(app)
     register_commands(app)
 

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import authenticated
-from server.api.wire import load_query, returns
+from server.api.wire import MAX_INT, load_query, returns
 from server.services import audit
 from server.services.access import Principal
 
@@ -30,7 +30,7 @@ class AuditEntrySchema(Schema):
 
 class AuditQuerySchema(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    before = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_INT))
     action = fields.String(load_default=None)
 
 

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import actor_for, authenticated
-from server.api.wire import accepts, load_query, returns
+from server.api.wire import MAX_INT, accepts, load_query, returns
 from server.services import conflicts
 from server.services.access import COUNTY_ADMIN, TOWNSHIP_REVIEWER, Principal
 from server.storage.conflicts import STATUSES
@@ -54,7 +54,7 @@ class ConflictQuerySchema(Schema):
     village = fields.String(load_default=None, validate=validate.Length(max=12))
     form_id = fields.String(load_default=None, validate=validate.Length(max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
 
 
 class ResolveSchema(Schema):

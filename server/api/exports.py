@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import actor_for, authenticated
-from server.api.wire import load_query
+from server.api.wire import MAX_INT, load_query
 from server.services import exports
 from server.services.access import Principal
 
@@ -25,7 +25,7 @@ _FILE_CHUNK = 64 * 1024
 class ExportQuerySchema(Schema):
     village = fields.String(load_default=None)
     round = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
-    version = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    version = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_INT))
     unmasked = fields.Boolean(load_default=False)
     sheet = fields.String(load_default=exports.MAIN_SHEET, validate=validate.Length(max=255))
 

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import authenticated
-from server.api.wire import load_query
+from server.api.wire import MAX_INT, load_query
 from server.services import indicators
 from server.services.access import Principal
 
@@ -28,7 +28,7 @@ class HouseholdQuerySchema(Schema):
     round = fields.String(load_default=None, validate=validate.Length(min=1, max=40))
     problem = fields.String(load_default=None, validate=validate.OneOf(indicators.PROBLEMS))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
 
 
 @blueprint.get("")

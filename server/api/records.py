@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import actor_for, authenticated
-from server.api.wire import accepts, load_query, returns
+from server.api.wire import MAX_INT, accepts, load_query, returns
 from server.services import records
 from server.services.access import COUNTY_ADMIN, TOWNSHIP_REVIEWER, Principal
 from server.storage.quarantine import HELD, KINDS, RELEASED
@@ -63,7 +63,7 @@ class RecordQuerySchema(Schema):
     household_no = fields.String(load_default=None, validate=validate.Length(max=64))
     include_deleted = fields.Boolean(load_default=False)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
 
 
 class QuarantineEntrySchema(Schema):
@@ -88,11 +88,11 @@ class QuarantineQuerySchema(Schema):
     kind = fields.String(load_default=None, validate=validate.OneOf(KINDS))
     status = fields.String(load_default=HELD, validate=validate.OneOf([HELD, RELEASED, "all"]))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
 
 
 class MapSchema(Schema):
-    form_version = fields.Integer(required=True, validate=validate.Range(min=1))
+    form_version = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_INT))
 
 
 class MappedSchema(Schema):

@@ -12,10 +12,24 @@ from typing import Any, TypeVar
 
 from flask import request
 from marshmallow import Schema, ValidationError
+from werkzeug.routing import IntegerConverter
 
 from server.errors import ValidationFailed
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The largest integer a query parameter or path argument may carry: ids, versions, offsets and
+#: cursors are far below it, and larger values overflow the database's integer parameters.
+MAX_INT = 2**31 - 1
+
+
+class BoundedIntConverter(IntegerConverter):
+    """The ``<int:…>`` URL converter, refusing values above :data:`MAX_INT` (the route does not
+    match: 404) so a huge path id never reaches the database."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_INT)
+        super().__init__(*args, **kwargs)
 
 
 def load_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:

@@ -58,3 +58,43 @@ def test_a_nul_in_an_uploaded_json_definition_is_a_validation_error(
     response = client.post("/api/v1/forms", data=data, headers=admin_headers)
     error = assert_error(response, 400, "validation_failed")
     assert "file.id" in error["details"]["fields"]
+
+
+HUGE = "99999999999999999999"
+
+#: (method, url, expected status): huge integers in query strings are 400, in paths 404.
+HUGE_INT_REQUESTS: list[tuple[str, str, int]] = [
+    ("GET", f"/api/v1/records?offset={HUGE}", 400),
+    ("GET", f"/api/v1/conflicts?offset={HUGE}", 400),
+    ("GET", f"/api/v1/quarantine?offset={HUGE}", 400),
+    ("GET", f"/api/v1/indicators/households?offset={HUGE}", 400),
+    ("GET", f"/api/v1/audit?before={HUGE}", 400),
+    ("GET", f"/api/v1/exports/housing_safety.csv?version={HUGE}", 400),
+    ("GET", f"/api/v1/forms/housing_safety/versions/{HUGE}", 404),
+    ("POST", f"/api/v1/forms/housing_safety/versions/{HUGE}/publish", 404),
+    ("POST", f"/api/v1/users/{HUGE}/disable", 404),
+    ("POST", f"/api/v1/users/{2**31}/enable", 404),
+    ("POST", f"/api/v1/quarantine/{HUGE}/map", 404),
+    ("PUT", f"/api/v1/monitoring-lines/530102/{HUGE}", 404),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "status"), HUGE_INT_REQUESTS)
+def test_a_huge_integer_is_refused_before_the_database(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    method: str,
+    url: str,
+    status: int,
+) -> None:
+    body = {"form_id": "housing_safety", "form_version": 1} if "map" in url else None
+    response = client.open(url, method=method, json=body, headers=admin_headers)
+    assert_error(response, status, "validation_failed" if status == 400 else "not_found")
+
+
+def test_the_largest_allowed_path_integer_still_routes(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    response = client.post(f"/api/v1/users/{2**31 - 1}/disable", headers=admin_headers)
+    assert_error(response, 404, "user_not_found")  # the route matched; the user is absent

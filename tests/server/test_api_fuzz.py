@@ -1,11 +1,13 @@
-"""No request body, however odd, makes an admin or enrollment route fail with a 500:
-every documented POST/PUT gets arbitrary JSON and must answer with a success or the one error
-shape (hypothesis, on SQLite)."""
+"""No request, however odd, makes an admin or enrollment route fail with a 500: every documented
+POST/PUT gets arbitrary JSON (hypothesis, on SQLite), and every documented route gets arbitrary
+path arguments and query parameters — huge integers, NUL characters, any text — on SQLite and
+PostgreSQL; each must answer with a success or the one error shape."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -95,6 +97,78 @@ def test_arbitrary_json_never_causes_a_server_error(
     body = data.draw(st.dictionaries(body_keys, json_values, max_size=6) | json_values)
     response = getattr(app.test_client(), method)(concrete, json=body, headers=headers)
     assert response.status_code < 500, (method, concrete, body, response.get_data(as_text=True))
+    if response.status_code >= 400:
+        error = response.get_json()["error"]
+        assert set(error) == {"code", "message", "details"}
+
+
+#: Query parameters the routes read.
+QUERY_KEYS = (
+    "offset",
+    "limit",
+    "before",
+    "round",
+    "village",
+    "version",
+    "unmasked",
+    "sheet",
+    "area",
+    "form_id",
+    "status",
+    "household_no",
+    "include_deleted",
+    "action",
+    "level",
+    "kind",
+    "problem",
+)
+#: Values for path arguments and query parameters: numbers of every size, text with NULs.
+param_values = (
+    st.integers(min_value=-(2**70), max_value=2**70).map(str)
+    | st.sampled_from(["housing_safety", "1", "0", "530102001201", "true", "", "\x00", "%"])
+    | st.text(max_size=20)
+)
+#: Routes with their own wire formats (sealed sync frames, signed uploads) are tested apart.
+_UNFUZZED_PARAMS = ("/sync", "/uploads", "/logout", "/openapi.json")
+
+
+@pytest.fixture
+def param_app(database_url: str, app_on) -> tuple[Flask, dict[str, str], list[tuple[str, str]]]:
+    app = app_on(database_url, RATE_LIMIT_ATTEMPTS=100000)
+    add_user(app, "admin")
+    client = app.test_client()
+    headers = login(client, "admin")
+    document = client.get("/api/v1/openapi.json").json
+    operations = sorted(
+        (method, path)
+        for path, ops in document["paths"].items()
+        for method in ops
+        if not any(part in path for part in _UNFUZZED_PARAMS)
+    )
+    return app, headers, operations
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_arbitrary_path_and_query_parameters_never_cause_a_server_error(
+    param_app: tuple[Flask, dict[str, str], list[tuple[str, str]]], data: Any
+) -> None:
+    app, headers, operations = param_app
+    method, path = data.draw(st.sampled_from(operations), label="operation")
+    concrete = re.sub(
+        r"\{(\w+)\}",
+        lambda m: quote(data.draw(param_values, label=m.group(1)), safe="") or "x",
+        path.replace("{fmt}", data.draw(st.sampled_from(["csv", "xlsx"]), label="fmt")),
+    )
+    query = data.draw(st.dictionaries(st.sampled_from(QUERY_KEYS), param_values, max_size=4))
+    response = app.test_client().open(
+        concrete, method=method.upper(), query_string=query, headers=headers
+    )
+    assert response.status_code < 500, (method, concrete, query, response.get_data(as_text=True))
     if response.status_code >= 400:
         error = response.get_json()["error"]
         assert set(error) == {"code", "message", "details"}
