@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 
 from server.api import API_PREFIX
 from server.api.guard import actor_for, authenticated
-from server.api.wire import accepts, reject_nul, returns
+from server.api.wire import accepts, json_body, reject_nul, returns, too_deep
 from server.errors import ValidationFailed
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN, Principal
@@ -57,13 +57,15 @@ def _uploaded_document() -> tuple[Any, str]:
             document = json.loads(content.decode("utf-8"))
             reject_nul(document, "file")
             return document, "json"
+        except RecursionError:
+            raise too_deep("file") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValidationFailed(
                 en=f"the uploaded file is neither an .xlsx workbook nor JSON: {exc}",
                 zh="上传的文件既不是 .xlsx 表格也不是 JSON",
                 details={"fields": {"file": ["an XLSForm .xlsx or a JSON definition"]}},
             ) from None
-    document = request.get_json(silent=True)
+    document = json_body()
     if not isinstance(document, dict):
         raise ValidationFailed(
             en="send the definition as a JSON object or a multipart 'file' (.xlsx or .json)",

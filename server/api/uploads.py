@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import authenticated
-from server.api.wire import load_data, returns
+from server.api.wire import json_body, load_data, returns
 from server.errors import ValidationFailed
 from server.services import uploads
 from server.services.access import Principal
@@ -69,7 +69,7 @@ def start_upload() -> Any:
     Signed by the device (offset ``0``). 413 beyond the attachment size limit.
     """
     body = request.get_data(cache=True)
-    data = request.get_json(silent=True)
+    data = json_body()
     if not isinstance(data, dict):
         raise ValidationFailed(
             en="the request body must be a JSON object",

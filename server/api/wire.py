@@ -40,7 +40,7 @@ def load_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
     """
     if optional and not request.get_data(cache=True):
         return load_data(schema, {})
-    data = request.get_json(silent=True)
+    data = json_body()
     if not isinstance(data, dict):
         raise ValidationFailed(
             en="the request body must be a JSON object",
@@ -48,6 +48,27 @@ def load_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:
             details={"fields": {"_body": ["expected a JSON object"]}},
         )
     return load_data(schema, data)
+
+
+def too_deep(field: str = "_body") -> ValidationFailed:
+    """The error for JSON nested deeper than the parser (or a walk over it) can follow."""
+    return ValidationFailed(
+        en="the JSON is nested too deeply",
+        zh="JSON 嵌套层级过深",
+        details={"fields": {field: ["nested too deeply"]}},
+    )
+
+
+def json_body() -> Any:
+    """The request body parsed as JSON, or None when it is not JSON.
+
+    Raises :class:`ValidationFailed` when it is nested too deeply to parse (Python's parser
+    raises ``RecursionError``, which would otherwise be a 500).
+    """
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise too_deep() from None
 
 
 def _nul_path(value: Any, path: str) -> str | None:
@@ -76,7 +97,10 @@ def reject_nul(value: Any, path: str = "") -> None:
     No text the server stores or looks up may contain U+0000: PostgreSQL refuses it in text and
     JSON columns, so it would otherwise surface as a 500 deep inside a query.
     """
-    found = _nul_path(value, path)
+    try:
+        found = _nul_path(value, path)
+    except RecursionError:
+        raise too_deep(path or "_body") from None
     if found is not None:
         raise ValidationFailed(
             en=f"{found or 'the value'} contains a NUL character",
@@ -99,6 +123,8 @@ def load_data(schema: Schema, data: Any) -> dict[str, Any]:
         return schema.load(data)
     except ValidationError as exc:
         raise ValidationFailed(details={"fields": exc.messages_dict}) from None
+    except RecursionError:
+        raise too_deep() from None
 
 
 def load_query(schema: Schema) -> dict[str, Any]:

@@ -98,3 +98,44 @@ def test_the_largest_allowed_path_integer_still_routes(
 ) -> None:
     response = client.post(f"/api/v1/users/{2**31 - 1}/disable", headers=admin_headers)
     assert_error(response, 404, "user_not_found")  # the route matched; the user is absent
+
+
+def _nested(depth: int) -> bytes:
+    return ('{"a":' * depth + "1" + "}" * depth).encode()
+
+
+# Kept under 500 KB: larger multipart bodies make the test client spool to a temp file.
+DEEP_BODIES = [_nested(50_000), b"[" * 100_000 + b"]" * 100_000, _nested(900)]
+
+
+@pytest.mark.parametrize("body", DEEP_BODIES, ids=["object", "array", "just-parseable"])
+@pytest.mark.parametrize(
+    "url", ["/api/v1/auth/login", "/api/v1/forms", "/api/v1/users", "/api/v1/uploads"]
+)
+def test_deeply_nested_json_is_a_validation_error(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str], url: str, body: bytes
+) -> None:
+    response = client.post(
+        url, data=body, headers={**admin_headers, "Content-Type": "application/json"}
+    )
+    _refused(response, body)
+
+
+def _refused(response: Any, body: bytes) -> None:
+    # Too deep to parse: 400. Parseable but deep: the route's own answer, never a 500.
+    if len(body) > 100_000:
+        assert_error(response, 400, "validation_failed")
+    else:
+        assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+        assert set(response.get_json()["error"]) == {"code", "message", "details"}
+
+
+@pytest.mark.parametrize("body", DEEP_BODIES, ids=["object", "array", "just-parseable"])
+def test_a_deeply_nested_uploaded_json_definition_is_a_validation_error(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str], body: bytes
+) -> None:
+    import io
+
+    data = {"file": (io.BytesIO(body), "form.json")}
+    response = client.post("/api/v1/forms", data=data, headers=admin_headers)
+    _refused(response, body)
