@@ -244,12 +244,16 @@ def _create_private(target: Path) -> None:
 @main.command("backup")
 @click.option("--to", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
 def backup(target: Path) -> None:
-    """Copy the SQLite database to FILE while the server keeps running (online backup API)."""
-    from server.storage.database import backup_sqlite
+    """Copy the SQLite database to FILE while the server keeps running (online backup API).
+
+    FILE is created owner-only (0600), missing folders 0700; the backup is audited.
+    """
+    from server.jobs import backup_to
+    from server.services.access import CLI_ACTOR
 
     with _app_context():
         try:
-            written = backup_sqlite(target)
+            written = backup_to(target, CLI_ACTOR.name)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"backup written to {written} ({written.stat().st_size} bytes)")

@@ -90,6 +90,23 @@ def backup_dir(config: Any | None = None) -> Path:
     return (db_file.parent if db_file is not None else Path("var").resolve()) / "backups"
 
 
+def backup_to(target: Path, actor: str) -> Path:
+    """``server backup --to FILE``: copy the SQLite database to ``target`` (0600), audited.
+
+    Raises ``ValueError`` on PostgreSQL (``pg_dump`` is the tool there).
+    """
+    written = backup_sqlite(target)
+    with writing():
+        audit.add_entry(
+            actor=actor,
+            action="database.backup",
+            target_type="database",
+            target_id=str(written),
+            details={"bytes": written.stat().st_size},
+        )
+    return written
+
+
 def backup_database(now: datetime | None = None) -> dict[str, Any]:
     """Copy the SQLite database with the online backup API and keep the newest ``BACKUP_KEEP``.
 
@@ -101,8 +118,7 @@ def backup_database(now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     folder = backup_dir()
     target = folder / f"{BACKUP_PREFIX}{now:%Y%m%dT%H%M%SZ}{BACKUP_SUFFIX}"
-    backup_sqlite(target)
-    os.chmod(target, 0o600)  # the copy holds ID numbers like the original
+    backup_sqlite(target)  # created 0600: the copy holds ID numbers like the original
     keep = max(1, int(current_app.config["BACKUP_KEEP"]))
     backups = sorted(folder.glob(f"{BACKUP_PREFIX}*{BACKUP_SUFFIX}"))
     removed = [path.name for path in backups[:-keep]]

@@ -123,16 +123,31 @@ def end_read() -> None:
         session.rollback()
 
 
+def make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents with mode 0700 (existing ones are left alone)."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for candidate in reversed(missing):
+        candidate.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(candidate, 0o700)
+
+
 def backup_sqlite(target: Path) -> Path:
     """Copy the SQLite database to ``target`` with SQLite's online backup API.
 
-    Safe while the server runs (readers and writers continue). Raises ``ValueError`` when the
+    ``target`` is created mode 0600 and missing folders 0700 before any data is written. Safe while the server runs (readers and writers continue). Raises ``ValueError`` when the
     database is not SQLite (use ``pg_dump`` for PostgreSQL).
     """
     if dialect_name() != "sqlite":
         raise ValueError("backup --to works for SQLite only; use pg_dump for PostgreSQL")
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(target.parent)
+    # The copy holds ID numbers, phones and password hashes: owner-only before the first page.
+    os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    os.chmod(target, 0o600)  # an existing file keeps its old mode through O_CREAT
     raw = db.engine.raw_connection()
     try:
         source: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]

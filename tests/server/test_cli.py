@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -91,6 +92,21 @@ def test_backup_copies_a_live_sqlite_database(sqlite_url: str, tmp_path: Path) -
         assert copy.execute("select username from users").fetchall() == [("chen",)]
         assert copy.execute("pragma integrity_check").fetchone() == ("ok",)
     copy.close()
+    # The copy holds ID numbers and password hashes: owner-only, in an owner-only folder.
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+    # An existing world-readable file is made owner-only before it is overwritten.
+    again = tmp_path / "again.db"
+    again.write_bytes(b"")
+    again.chmod(0o644)
+    run(env, "backup", "--to", str(again))
+    assert stat.S_IMODE(again.stat().st_mode) == 0o600
+    with sqlite3.connect(again) as copy:
+        audited = copy.execute(
+            "select actor, target_id from audit_log where action = 'database.backup'"
+        ).fetchall()
+    copy.close()
+    assert audited == [("cli", str(target))]  # the first backup, audited after its copy
 
 
 def test_bad_settings_are_reported_without_a_traceback(tmp_path: Path) -> None:
