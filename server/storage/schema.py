@@ -6,6 +6,8 @@ An upgrade never needs a wipe: every schema change is a new script in
 
 from __future__ import annotations
 
+import random
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -13,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import OperationalError
 
 from server.storage.database import WRITE_OPTION
 
@@ -21,6 +24,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Any constant shared by all app processes; several processes starting at once on one PostgreSQL
 # take turns on this advisory lock instead of racing to create the same tables.
 _PG_MIGRATION_LOCK = 0x56534D47
+
+#: How long a process waits for another one's migration (or any writer) on SQLite before giving
+#: up. The busy timeout alone is too short when several processes boot on a loaded machine.
+MIGRATION_WAIT_SECONDS = 120.0
 
 
 def _alembic_config(connection: sa.Connection) -> Config:
@@ -46,12 +53,32 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: sa.Engine) -> str:
+def upgrade(engine: sa.Engine, *, wait_seconds: float = MIGRATION_WAIT_SECONDS) -> str:
     """Apply every pending migration and return the resulting revision id.
 
     Safe to call from several processes at once (PostgreSQL advisory lock; SQLite's write lock).
-    Raises ``sqlalchemy.exc.OperationalError`` when the database cannot be reached.
+    On SQLite a "database is locked" — another process migrating or writing for longer than the
+    busy timeout — is retried with a growing pause until ``wait_seconds`` have passed.
+    Raises ``sqlalchemy.exc.OperationalError`` when the database cannot be reached, or is still
+    locked at the deadline.
     """
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.05
+    while True:
+        try:
+            return _upgrade_once(engine)
+        except OperationalError as exc:
+            if not _sqlite_locked(engine, exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause * random.uniform(0.5, 1.0))  # jitter: waiting processes spread out
+        pause = min(pause * 2, 1.0)
+
+
+def _sqlite_locked(engine: sa.Engine, exc: OperationalError) -> bool:
+    return engine.dialect.name == "sqlite" and "database is locked" in str(exc.orig).lower()
+
+
+def _upgrade_once(engine: sa.Engine) -> str:
     with engine.connect() as connection:
         # On SQLite take the write lock up front: two processes starting together would
         # otherwise both read "no schema" and one would fail to upgrade its read to a write.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -408,3 +409,27 @@ def test_paging_always_yields_each_records_latest_state_once(
         assert all(rev == latest[rid].revision for rid, rev in seen)
         assert all(latest[rid].deleted is expected[rid] for rid in in_scope)
         assert cursor == revisions.current_revision(county)
+
+
+def test_migration_waits_out_a_sqlite_writer_longer_than_the_busy_timeout(
+    sqlite_url: str, app_on
+) -> None:
+    """A process booting while another holds the write lock past the busy timeout retries the
+    migration until the lock is free, rather than failing with "database is locked"."""
+    from server.settings import sqlite_path
+
+    path = sqlite_path(sqlite_url)
+    assert path is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        app = app_on(sqlite_url, SQLITE_BUSY_TIMEOUT_MS=50)
+    finally:
+        release.join()
+        holder.close()
+    with app.app_context():
+        assert schema.current_revision(db.engine) == schema.head_revision()
