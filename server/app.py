@@ -13,10 +13,9 @@ from server.api import register_blueprints
 from server.api.wire import BoundedIntConverter, reject_nul_in_path
 from server.cli import register_commands
 from server.errors import PayloadTooLarge, register_error_handlers
-from server.extensions import db
 from server.settings import load_settings
 from server.storage import schema
-from server.storage.database import init_database
+from server.storage.database import engine, init_database
 
 log = logging.getLogger(__name__)
 
@@ -62,5 +61,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     if app.config["MIGRATE_ON_START"]:
         with app.app_context():
-            schema.upgrade(db.engine)
+            schema.upgrade(engine())
     return app

@@ -35,7 +35,7 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
         yield current_app._get_current_object()  # type: ignore[attr-defined]
         return
     from server.app import create_app
-    from server.extensions import db
+    from server.storage.database import dispose
 
     try:
         app = create_app(overrides or None)
@@ -49,10 +49,7 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
         except OperationalError as exc:
             raise click.ClickException(f"cannot open the database: {exc.orig}") from None
         finally:
-            # Return the session's connection, then close the pool now rather than at
-            # interpreter exit (PostgreSQL would otherwise see dangling sessions).
-            db.session.remove()
-            db.engine.dispose()
+            dispose()
 
 
 def _fail(exc: ApiError) -> NoReturn:
@@ -67,11 +64,11 @@ def main() -> None:
 @main.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (runs pending migrations)."""
-    from server.extensions import db
     from server.storage import schema
+    from server.storage.database import engine
 
     with _app_context(MIGRATE_ON_START=False):
-        revision = schema.upgrade(db.engine)
+        revision = schema.upgrade(engine())
         click.echo(f"database at schema revision {revision}")
 
 

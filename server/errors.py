@@ -245,9 +245,9 @@ def register_error_handlers(app: Flask) -> None:
     """Map every exception that can escape a view to the one JSON error body."""
 
     def _rollback() -> None:
-        from server.extensions import db
+        from server.storage.database import rollback
 
-        db.session.rollback()
+        rollback()
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:

@@ -84,6 +84,18 @@ def engine() -> sa.Engine:
     return db.engine
 
 
+def rollback() -> None:
+    """Roll back whatever the current session holds (after an error escaped a view)."""
+    db.session.rollback()
+
+
+def dispose() -> None:
+    """Return the session's connection and close the engine's pool now (end of a CLI command),
+    rather than at interpreter exit, where PostgreSQL would see dangling sessions."""
+    db.session.remove()
+    db.engine.dispose()
+
+
 def dialect_name() -> str:
     """``sqlite`` or ``postgresql``."""
     return db.engine.dialect.name
