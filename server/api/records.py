@@ -13,6 +13,7 @@ from server.api.guard import actor_for, authenticated
 from server.api.wire import MAX_INT, accepts, load_query, returns
 from server.services import records
 from server.services.access import COUNTY_ADMIN, TOWNSHIP_REVIEWER, Principal
+from server.services.indicators import PROBLEMS
 from server.storage.quarantine import HELD, KINDS, RELEASED
 
 blueprint = Blueprint("records", __name__, url_prefix=API_PREFIX)
@@ -62,6 +63,8 @@ class RecordQuerySchema(Schema):
     round = fields.String(load_default=None, validate=validate.Length(max=40))
     household_no = fields.String(load_default=None, validate=validate.Length(max=64))
     include_deleted = fields.Boolean(load_default=False)
+    indicator = fields.String(load_default=None, validate=validate.OneOf(PROBLEMS))
+    failing = fields.Boolean(load_default=None)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
 
@@ -106,7 +109,9 @@ class MappedSchema(Schema):
 @returns(RecordListSchema())
 def list_records(principal: Principal) -> Any:
     """Records of the caller's area (``?village=<code prefix>&form_id=&round=&household_no=
-    &include_deleted=&limit=&offset=``); sensitive fields masked."""
+    &include_deleted=&indicator=housing|water|education|insurance|income&failing=&limit=
+    &offset=``); sensitive fields masked. ``indicator`` keeps the records of households whose
+    indicator the records decide; ``failing=true|false`` those where it fails or passes."""
     query = load_query(RecordQuerySchema())
     return RecordListSchema().dump(records.list_records(principal, **query))
 

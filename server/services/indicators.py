@@ -281,6 +281,53 @@ def iter_pictures(
             yield picture
 
 
+#: Whether a household's indicator is decided by its records (``HouseholdIndicators`` field).
+_DECIDED_BY: dict[str, str] = {
+    "housing": "housing_safe",
+    "water": "water_safe",
+    "education": "dropout_present",
+    "insurance": "everyone_insured",
+    "income": "income_below_line",
+}
+
+
+def households_with(
+    principal: Principal,
+    indicator: str,
+    *,
+    failing: bool | None,
+    area: str | None = None,
+    round: str | None = None,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> set[tuple[str, str]]:
+    """(village code, household number) of the households of the caller's area whose
+    ``indicator`` (one of :data:`PROBLEMS`) fails (``failing=True``), passes (``False``) or is
+    decided either way (None), as the dashboard computes it.
+
+    Raises :class:`ValidationFailed` for an unknown indicator or bad area and
+    :class:`Forbidden` for an area outside the caller's.
+    """
+    if indicator not in PROBLEMS:
+        raise ValidationFailed(
+            en=f"indicator must be one of {', '.join(PROBLEMS)}",
+            zh="指标无效",
+            details={"fields": {"indicator": [f"one of {', '.join(PROBLEMS)}"]}},
+        )
+    scope = effective_area(principal, area)
+    today = today or china_today()
+    config = config or monitoring_config()
+    found = set()
+    for picture in iter_pictures(scope, round=round, today=today, config=config):
+        ind = picture.indicators
+        if getattr(ind, _DECIDED_BY[indicator]) is None:
+            continue
+        fails = indicator in ind.open_problems
+        if failing is None or fails == failing:
+            found.add((ind.village_code, picture.household_no))
+    return found
+
+
 def _rate(passing: int, decided: int) -> float | None:
     return None if decided == 0 else round(passing / decided, 4)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from forms import FormDefinition, FormsError, flatten, unflatten, validate_record
 from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
+from server.services import indicators
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.record_ops import apply_op, definition, ingest_context
 from server.storage import audit, quarantine, records
@@ -100,13 +101,32 @@ def list_records(
     round: str | None = None,
     household_no: str | None = None,
     include_deleted: bool = False,
+    indicator: str | None = None,
+    failing: bool | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> dict[str, Any]:
     """Records of the caller's area: ``{"items": [...], "total": n}`` (sensitive data masked).
 
-    Raises :class:`ValidationFailed` for a malformed village prefix.
+    With ``indicator`` (``housing``, ``water``, ``education``, ``insurance``, ``income``) only
+    records of households whose indicator the records decide — and with ``failing`` true/false,
+    only those where it fails/passes — as the indicators dashboard computes it (for ``round``
+    when given, else from each household's newest records).
+
+    Raises :class:`ValidationFailed` for a malformed village prefix or an unknown indicator,
+    or ``failing`` without ``indicator``.
     """
+    households = None
+    if indicator is not None:
+        households = indicators.households_with(
+            principal, indicator, failing=failing, area=_check_prefix(village), round=round
+        )
+    elif failing is not None:
+        raise ValidationFailed(
+            en="failing needs an indicator",
+            zh="failing 需要同时指定 indicator",
+            details={"fields": {"failing": ["give indicator too"]}},
+        )
     rows, total = records.list_records(
         principal.area_prefix,
         village_prefix=_check_prefix(village),
@@ -114,6 +134,7 @@ def list_records(
         round=round,
         household_no=household_no,
         include_deleted=include_deleted,
+        households=households,
         limit=limit,
         offset=offset,
     )

@@ -286,3 +286,46 @@ def test_sharp_income_fall_marks_a_household_newly_at_risk(app: Flask) -> None:
     assert flagged["round_change"]["income_change_percent"] == -60.0
     changes = {h["household_no"]: h["round_change"] for h in listed["households"]}
     assert changes["H1"]["flagged"] is False and changes["H1"]["income_change_percent"] == 0.0
+
+
+def _households_of(response: Any) -> set[str]:
+    assert response.status_code == 200, response.json
+    return {item["household_no"] for item in response.json["items"]}
+
+
+def test_records_filter_by_indicator_uses_the_dashboard_pictures(
+    surveyed: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    def records(**query: str) -> Any:
+        return client.get("/api/v1/records", query_string=query, headers=admin_headers)
+
+    everyone = {"H1", "H2", "H3", "H4", "H5"}
+    assert _households_of(records(indicator="housing", failing="true")) == {"H2"}
+    assert _households_of(records(indicator="water", failing="true")) == {"H3"}
+    assert _households_of(records(indicator="education", failing="true")) == {"H5"}
+    assert _households_of(records(indicator="income", failing="true")) == {"H4"}
+    assert _households_of(records(indicator="insurance", failing="true")) == set()
+    assert _households_of(records(indicator="housing", failing="false")) == everyone - {"H2"}
+    assert _households_of(records(indicator="housing")) == everyone
+    # Combined with the other filters; every record of a matching household is listed.
+    narrowed = records(indicator="water", failing="false", village=V1, form_id="drinking_water")
+    assert _households_of(narrowed) == {"H1", "H2"}
+    assert {item["form_id"] for item in narrowed.json["items"]} == {"drinking_water"}
+    page = records(indicator="housing", failing="false", limit="1", offset="1")
+    whole = records(indicator="housing", failing="false")
+    assert page.json["total"] == whole.json["total"] == len(whole.json["items"]) > 1
+    assert page.json["items"] == whole.json["items"][1:2]
+    error = assert_error(records(indicator="roads"), 400, "validation_failed")
+    assert "indicator" in error["details"]["fields"]
+    assert_error(records(failing="true"), 400, "validation_failed")
+
+
+def test_records_filter_by_indicator_stays_in_a_reviewers_area(
+    surveyed: Flask, client: FlaskClient
+) -> None:
+    add_user(surveyed, "li", role="township_reviewer", area="530102001")
+    reviewer = login(client, "li")
+    response = client.get(
+        "/api/v1/records", query_string={"indicator": "education"}, headers=reviewer
+    )
+    assert _households_of(response) == {"H1", "H2", "H3", "H4"}  # H5 is in another township
