@@ -215,15 +215,25 @@ def load_settings(
     return values
 
 
+#: The URL forms the server runs on: SQLite files and PostgreSQL through psycopg 3.
+SUPPORTED_URL_PREFIXES = ("sqlite://", "postgresql+psycopg://")
+
+
 def normalise_database_url(url: str) -> str:
     """Give PostgreSQL URLs the psycopg 3 driver and make SQLite file paths absolute.
 
     ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg://``; a relative SQLite path
     is resolved against the current directory so the CLI and the app agree on one file.
+    Raises :class:`SettingError` for any other kind of URL (another engine, not a URL at all).
     """
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
+    if not url.startswith(SUPPORTED_URL_PREFIXES):
+        raise SettingError(
+            f"DATABASE_URL: unsupported database URL {url.split('://', 1)[0]!r}…; use "
+            "sqlite:///path/to/county.db or postgresql://user:password@host/dbname"
+        )
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         rest = url[len("sqlite:///") :]
         if rest and not rest.startswith(":memory:"):

@@ -216,3 +216,17 @@ def test_serve_prints_the_admin_login_and_serves_the_builtins(tmp_path: Path) ->
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("url", ["mysql://root:secret@localhost/county", "not a url"])
+@pytest.mark.parametrize("command", ["serve", "init-db"])
+def test_an_unsupported_database_url_is_one_clear_line(
+    tmp_path: Path, url: str, command: str
+) -> None:
+    env = {"VILLAGE_SYNC_DATABASE_URL": url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "keys")}
+    result = CliRunner().invoke(main, [command], env=env)
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "unsupported database URL" in lines[0], result.output
+    assert "secret" not in result.output

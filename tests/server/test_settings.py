@@ -92,3 +92,9 @@ def test_normalise_database_url_keeps_absolute_and_memory_sqlite() -> None:
     assert normalise_database_url("sqlite:////abs/c.db") == "sqlite:////abs/c.db"
     assert normalise_database_url("sqlite:///:memory:") == "sqlite:///:memory:"
     assert normalise_database_url("postgresql+psycopg://h/d") == "postgresql+psycopg://h/d"
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", "oracle://x", ""])
+def test_an_unsupported_database_url_is_a_setting_error(url: str) -> None:
+    with pytest.raises(SettingError, match="DATABASE_URL: unsupported database URL"):
+        load_settings({"DATABASE_URL": url}, environ={})
