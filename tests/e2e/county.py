@@ -62,9 +62,12 @@ def start_county_server(database_url: str, workdir: Path, **settings: str) -> Co
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "server.log"
+    # Nothing the developer exported for their own server (VILLAGE_SYNC_DATABASE_URL, a key
+    # folder, an admin password…) may reach the test server: every setting it needs is set here.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("VILLAGE_SYNC_")},
         "DATABASE_URL": database_url,
+        "VILLAGE_SYNC_DATABASE_URL": database_url,
         "VILLAGE_SYNC_KEY_DIR": str(workdir / "keys"),
         "VILLAGE_SYNC_ATTACHMENTS_DIR": str(workdir / "attachments"),
         "VILLAGE_SYNC_BACKUP_DIR": str(workdir / "backups"),
