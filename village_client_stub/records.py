@@ -381,6 +381,9 @@ class RecordEditor:
         if not ok:
             kept = self._keep_draft(defn, data, errors, household, round, None, draft_id)
             raise RecordInvalid(kept, errors + warnings, issue_labels(defn, errors + warnings))
+        twins = self._same_household_records(defn.id, household, round)
+        if twins:
+            warnings = [*warnings, _duplicate_issue(twins)]
         record_id = str(uuid.uuid4())
         changes = {p: v for p, v in flatten(cleaned).items() if v is not None}
         if not changes:
@@ -412,6 +415,18 @@ class RecordEditor:
             draft_id=draft_id,
         )
         return EditResult(record_id, op, warnings)
+
+    def _same_household_records(
+        self, form_id: str, household: Mapping[str, str] | None, round: str | None
+    ) -> list[str]:
+        """Ids of live records of this form, household and round already on the device."""
+        if household is None:
+            return []
+        return [
+            r.record_id
+            for r in self.store.records(form_id=form_id)
+            if r.household == dict(household) and r.round == round
+        ]
 
     def _keep_draft(
         self,
@@ -760,6 +775,23 @@ def _household_issue() -> dict[str, Any]:
             "en": "give the household: --household VILLAGECODE/HOUSEHOLDNO",
         },
         "severity": "error",
+    }
+
+
+def _duplicate_issue(record_ids: Sequence[str]) -> dict[str, Any]:
+    """A warning (never a refusal): the household already has this form for the round here."""
+    ids = "、".join(record_ids)
+    return {
+        "code": "duplicate_household",
+        "path": "",
+        "row": None,
+        "field": None,
+        "message": {
+            "zh": f"该户本轮已有此表的记录（{ids}），同步后将作为重复记录交审核员处理",
+            "en": f"this household already has a record of this form and round ({', '.join(record_ids)}); "
+            "the server will hold both for review as a duplicate",
+        },
+        "severity": "warning",
     }
 
 

@@ -195,6 +195,12 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    # ``listed``: the conflict was named in a record state the server sent (a field or delete
+    # conflict of the merge), so that list is its authority. Conflicts known only from an ack
+    # (duplicate_household) are 0: record states never list them.
+    """
+    ALTER TABLE conflicts ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 
@@ -1131,7 +1137,7 @@ class DeviceStore:
                 for conflict_id in ack.get("conflict_ids") or []:
                     self.db.execute(
                         "INSERT OR IGNORE INTO conflicts (conflict_id, record_id, seq, detail, "
-                        "received_at) VALUES (?, ?, ?, ?, ?)",
+                        "received_at, listed) VALUES (?, ?, ?, ?, ?, 0)",
                         [
                             conflict_id,
                             entry.op.record_id,
@@ -1144,6 +1150,7 @@ class DeviceStore:
                 self.db.execute("DELETE FROM outbox WHERE seq=?", [seq])
                 removed.append(seq)
             through = self._update_acked_through()
+            self._settle_duplicates()
         return AckSummary(removed, rejected, conflict_ids, through)
 
     def _fold_own_stamps(self, op: Op) -> None:
@@ -1269,23 +1276,81 @@ class DeviceStore:
                 deleted=bool(state.get("deleted", False)),
             )
             self._sync_conflicts(record_id, conflict_ids)
+            self._settle_duplicates()
         return True
 
     def _sync_conflicts(self, record_id: str, open_ids: Sequence[str]) -> None:
-        """Make the record's open conflicts exactly the server's list."""
+        """Make the record's open listed conflicts exactly the server's list.
+
+        A record state lists only the conflicts of its merge (field and delete conflicts); a
+        conflict the device knows only from an ack (``duplicate_household``) is left alone here
+        and settled by :meth:`_settle_duplicates`.
+        """
         now = self._now_iso()
         for conflict_id in open_ids:
             self.db.execute(
-                "INSERT INTO conflicts (conflict_id, record_id, received_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (conflict_id) DO UPDATE SET status = 'open'",
+                "INSERT INTO conflicts (conflict_id, record_id, received_at, listed) "
+                "VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (conflict_id) DO UPDATE SET status = 'open', listed = 1",
                 [conflict_id, record_id, now],
             )
         marks = ",".join("?" for _ in open_ids) or "''"
         self.db.execute(
             f"UPDATE conflicts SET status = 'resolved' WHERE record_id = ? "
-            f"AND status = 'open' AND conflict_id NOT IN ({marks})",
+            f"AND status = 'open' AND listed = 1 AND conflict_id NOT IN ({marks})",
             [record_id, *open_ids],
         )
+
+    def _settle_duplicates(self) -> None:
+        """Close the open duplicate-household conflicts the server's records show settled.
+
+        Such a conflict stays open until one of its two records is deleted (an admin kept the
+        other one). The twin is the other live record of the same household, form and round;
+        it is remembered in the conflict's detail when first seen, and a conflict whose twin
+        this device has not seen yet stays open.
+        """
+        for row in self._rows(
+            "SELECT conflict_id, record_id, detail FROM conflicts "
+            "WHERE status = 'open' AND listed = 0"
+        ):
+            detail = dict(json.loads(row["detail"] or "{}"))
+            own = self._one(
+                "SELECT form_id, village_code, household_no, round, deleted FROM records "
+                "WHERE record_id = ?",
+                [row["record_id"]],
+            )
+            if own is None:
+                continue
+            twin_id = detail.get("twin")
+            if twin_id is None and not own["deleted"]:
+                twin = self._one(
+                    "SELECT record_id FROM records WHERE record_id != ? AND form_id = ? "
+                    "AND village_code IS ? AND household_no IS ? AND round IS ? AND deleted = 0 "
+                    "ORDER BY created_at, record_id LIMIT 1",
+                    [
+                        row["record_id"],
+                        own["form_id"],
+                        own["village_code"],
+                        own["household_no"],
+                        own["round"],
+                    ],
+                )
+                if twin is not None:
+                    twin_id = detail["twin"] = twin["record_id"]
+                    self.db.execute(
+                        "UPDATE conflicts SET detail = ? WHERE conflict_id = ?",
+                        [dumps(detail), row["conflict_id"]],
+                    )
+            twin_row = (
+                None
+                if twin_id is None
+                else self._one("SELECT deleted FROM records WHERE record_id = ?", [twin_id])
+            )
+            if own["deleted"] or (twin_row is not None and twin_row["deleted"]):
+                self.db.execute(
+                    "UPDATE conflicts SET status = 'resolved' WHERE conflict_id = ?",
+                    [row["conflict_id"]],
+                )
 
     # --- sync state ------------------------------------------------------------------------
 
