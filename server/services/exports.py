@@ -41,6 +41,7 @@ from forms import Field, FieldType, FormDefinition, load_definition
 from server.errors import Forbidden, NotFound, ValidationFailed
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME, effective_area
+from server.services.masking import mask
 from server.storage import audit
 from server.storage import forms as form_store
 from server.storage.database import writing
@@ -48,7 +49,6 @@ from server.storage.exports import ExportedRecord, form_records
 
 FORMATS: Final = ("csv", "xlsx")
 MAIN_SHEET: Final = "main"
-MASK: Final = "***"
 #: Fixed columns of the main sheet: header and the record attribute they show.
 RECORD_COLUMNS: Final = (
     ("记录ID", "record_id"),
@@ -61,23 +61,6 @@ RECORD_COLUMNS: Final = (
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 _SHEET_FORBIDDEN: Final = str.maketrans({c: "_" for c in "[]:*?/\\"})
 _CSV_ROWS_PER_CHUNK: Final = 500
-
-
-def mask(value: Any) -> str:
-    """The masked text of a sensitive value ('' for an empty one).
-
-    Text of 15+ characters (ID numbers) keeps its first 6 and last 4 characters, 7-14 characters
-    (phones) its first 3 and last 4; shorter text and non-text values (health lists) become ***.
-    """
-    if value is None or value == "" or value == []:
-        return ""
-    if isinstance(value, str):
-        n = len(value)
-        if n >= 15:
-            return value[:6] + "*" * (n - 10) + value[-4:]
-        if n >= 7:
-            return value[:3] + "*" * (n - 7) + value[-4:]
-    return MASK
 
 
 def _safe_text(text: str) -> str:
@@ -164,7 +147,7 @@ class Formatter:
     def cell(self, fld: Field, value: Any) -> Any:
         """The cell of ``value`` of field ``fld`` (a string, number or '')."""
         if fld.sensitive and self.masked:
-            return mask(value)
+            return mask(value) or ""
         if value is None:
             return ""
         if isinstance(value, bool):

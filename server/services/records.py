@@ -18,6 +18,7 @@ from forms import FormDefinition, FormsError, flatten, unflatten, validate_recor
 from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from server.services import indicators
 from server.services.access import COUNTY_ADMIN, Actor, Principal
+from server.services.masking import mask
 from server.services.record_ops import apply_op, definition, ingest_context
 from server.storage import audit, quarantine, records
 from server.storage import conflicts as conflict_store
@@ -28,27 +29,12 @@ from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import RecordState
 from sync_protocol.ops import Op
 
-MASK = "***"
-
-
-def mask_value(value: Any) -> Any:
-    """A masked form of a sensitive value: the last two characters of a text survive (enough to
-    tell two people apart in a list), everything else is hidden."""
-    if value is None:
-        return None
-    if isinstance(value, str) and len(value) > 6:
-        return "*" * (len(value) - 2) + value[-2:]
-    return MASK
-
 
 def _mask_flat(defn: FormDefinition | None, flat: dict[str, Any]) -> dict[str, Any]:
     if defn is None:
         # Without the definition nothing can be called safe to show.
-        return {path: mask_value(value) for path, value in flat.items()}
-    return {
-        path: mask_value(value) if defn.is_sensitive(path) else value
-        for path, value in flat.items()
-    }
+        return {path: mask(value) for path, value in flat.items()}
+    return {path: mask(value) if defn.is_sensitive(path) else value for path, value in flat.items()}
 
 
 def masked_data(record: Record, *, reveal: bool) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from openpyxl import load_workbook
 
 from forms.instruments.samples import sample_household
 from server.cli import main
-from server.services.exports import mask
 from server.services.forms import publish_builtins
+from server.services.masking import mask
 from server.storage.audit import list_entries
 from server.storage.exports import form_records
 from tests.server.conftest import add_user, assert_error, login
@@ -200,7 +200,7 @@ def test_mask_rules() -> None:
     assert mask("13800001234") == "138****1234"
     assert mask(["健康"]) == "***"
     assert mask("abc") == "***"
-    assert mask(None) == "" and mask("") == ""
+    assert mask(None) is None and mask("") == "" and mask([]) == ""
 
 
 def test_cli_export_writes_masked_csv_and_unmasked_xlsx_owner_only_and_audited(

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from forms.instruments.samples import sample_household
+from server.services.masking import mask
 from tests.server.conftest import add_user, assert_error, login
 from tests.server.sync_device import (
     FAR_VILLAGE,
@@ -71,9 +72,14 @@ def test_list_filters_and_masks_sensitive_fields(
 
     (roster,) = listed(form_id="household_roster")
     phone = uploaded["roster"]["phone"]
-    assert roster["data"]["phone"] == "*" * (len(phone) - 2) + phone[-2:]
-    for member in roster["data"]["members"]:
-        assert member["id_number"].startswith("****")
+    # The same rule as exports (server.services.masking): an ID keeps its first 6 and last 4.
+    assert roster["data"]["phone"] == phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+    members = uploaded["roster"]["members"]
+    assert [m["id_number"] for m in roster["data"]["members"]] == [
+        mask(m["id_number"]) for m in members
+    ]
+    for member, real in zip(roster["data"]["members"], members, strict=True):
+        assert member["id_number"] == real["id_number"][:6] + "*" * 8 + real["id_number"][-4:]
         assert member["health"] == "***"
         assert member["name"]  # not sensitive: shown
     assert phone not in str(roster)
