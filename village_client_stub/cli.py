@@ -393,6 +393,13 @@ def status(db_path: Path, as_json: bool) -> None:
         click.echo(f"等待审核的冲突 {len(info['conflicts'])} 个：")
         for conflict in info["conflicts"]:
             click.echo(f"  冲突 {conflict['conflict_id']}  记录 {conflict['record_id']}")
+    if info["photos_unfinished"]:
+        click.echo(f"尚未上传完的照片 {len(info['photos_unfinished'])} 张：")
+        for photo in info["photos_unfinished"]:
+            reason = photo["reason"]["zh"] if photo["reason"] else "等待同步时上传"
+            click.echo(
+                f"  {photo['sha256'][:12]}…  已上传 {photo['confirmed_offset']}/{photo['size']} 字节  {reason}"
+            )
     if info["drafts"]:
         click.echo(f"未完成的草稿 {len(info['drafts'])} 个（用 edit 草稿编号 --set 修改）：")
         for draft in info["drafts"]:

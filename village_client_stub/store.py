@@ -201,6 +201,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE conflicts ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
     """,
+    # Why the last upload of an attachment stopped (zh and en), cleared when it completes.
+    """
+    ALTER TABLE attachments ADD COLUMN last_error TEXT;
+    """,
 )
 
 
@@ -370,6 +374,14 @@ def _household(row: Mapping[str, Any]) -> dict[str, str] | None:
     if row["village_code"] is None:
         return None
     return {"village_code": row["village_code"], "household_no": row["household_no"]}
+
+
+@contextmanager
+def _owner_only(path: Path) -> Iterator[Any]:
+    """A new file created 0600 from the start, opened for binary writing."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
 
 
 def _secure_file(path: Path) -> None:
@@ -1421,30 +1433,55 @@ class DeviceStore:
 
     # --- attachments -----------------------------------------------------------------------
 
+    def photos_dir(self) -> Path:
+        """The owner-only folder beside the device file holding attached photos by SHA-256."""
+        return self.path.with_name(self.path.name + ".photos")
+
     def add_attachment(self, path: str | os.PathLike[str], record_id: str | None = None) -> str:
-        """Register a file (a house photo) by content; returns ``sha256:<hex>``.
+        """Copy a file (a house photo) into :meth:`photos_dir` by content; returns
+        ``sha256:<hex>``.
+
+        The bytes are copied at attach time (file 0600, folder 0700), so deleting or editing
+        the original afterwards loses nothing; uploads read the copy.
 
         Raises:
-            BadInput: the file cannot be read.
+            BadInput: the file cannot be read, or the copy cannot be written.
         """
         source = Path(path)
+        folder = self.photos_dir()
         digest = hashlib.sha256()
+        size = 0
+        temp = folder / f".{uuid.uuid4().hex}.part"
         try:
-            with source.open("rb") as handle:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)
+            with source.open("rb") as handle, _owner_only(temp) as copy:
                 for block in iter(lambda: handle.read(65536), b""):
                     digest.update(block)
-            size = source.stat().st_size
+                    copy.write(block)
+                    size += len(block)
+                copy.flush()
+                os.fsync(copy.fileno())
+            hex_digest = digest.hexdigest()
+            kept = folder / hex_digest
+            os.replace(temp, kept)
         except OSError as exc:
+            temp.unlink(missing_ok=True)
             raise BadInput(
-                f"cannot read {source}: {exc.strerror}", message_zh=f"无法读取文件 {source}"
+                f"cannot copy {source} into {folder}: {exc.strerror or exc}",
+                message_zh=f"无法读取或保存照片文件 {source}",
             ) from exc
-        hex_digest = digest.hexdigest()
         self.db.execute(
             "INSERT INTO attachments (sha256, path, size, record_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
-            [hex_digest, str(source.resolve()), size, record_id, self._now_iso()],
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET path = excluded.path",
+            [hex_digest, str(kept.resolve()), size, record_id, self._now_iso()],
         )
         return f"sha256:{hex_digest}"
+
+    def note_upload_error(self, sha256_hex: str, zh: str | None, en: str | None = None) -> None:
+        """Remember why an attachment's upload stopped (``None`` clears it)."""
+        value = None if zh is None else dumps({"zh": zh, "en": en or zh})
+        self.db.execute("UPDATE attachments SET last_error=? WHERE sha256=?", [value, sha256_hex])
 
     def attachments(self, *, unfinished: bool = False) -> list[dict[str, Any]]:
         """Registered attachments (only those not fully uploaded when ``unfinished``)."""
@@ -1495,5 +1532,15 @@ class DeviceStore:
             ],
             "last_sync_at": state.last_sync_at,
             "last_error": state.last_error,
-            "attachments_unfinished": len(self.attachments(unfinished=True)),
+            "attachments_unfinished": len(unfinished := self.attachments(unfinished=True)),
+            "photos_unfinished": [
+                {
+                    "sha256": a["sha256"],
+                    "size": a["size"],
+                    "confirmed_offset": a["confirmed_offset"],
+                    "record_id": a["record_id"],
+                    "reason": json.loads(a["last_error"]) if a["last_error"] else None,
+                }
+                for a in unfinished
+            ],
         }

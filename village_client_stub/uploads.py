@@ -148,6 +148,9 @@ class UploadClient:
                 self.upload(attachment["sha256"])
             except UploadFailed as exc:
                 self.report.failed[attachment["sha256"]] = exc.message
+                self.store.note_upload_error(attachment["sha256"], exc.message_zh, exc.message)
+            else:
+                self.store.note_upload_error(attachment["sha256"], None)
         return self.report
 
     def upload(self, sha256_hex: str) -> None:

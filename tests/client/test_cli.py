@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from tests.client.test_records import id_number, member, roster
 from village_client_stub.cli import main
+from village_client_stub.store import DeviceStore
 
 VILLAGE_DEVICE = Path(sys.executable).with_name("village-device")
 
@@ -206,3 +207,15 @@ def test_the_installed_console_script_runs_for_real(tmp_path: Path) -> None:
     )
     assert status.returncode == 0 and "待同步操作 1 个" in status.stdout
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_status_lists_unfinished_photos_with_their_reason(device: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "front.jpg"
+    photo.write_bytes(b"\xff\xd8photo")
+    with DeviceStore.open(device) as store:
+        digest = store.add_attachment(photo).removeprefix("sha256:")
+        store.note_upload_error(digest, "无法连接服务器", "server unreachable")
+    result = run(["status"], device)
+    assert result.exit_code == 0
+    assert "尚未上传完的照片 1 张" in result.stdout
+    assert f"{digest[:12]}…" in result.stdout and "无法连接服务器" in result.stdout

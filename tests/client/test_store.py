@@ -478,3 +478,22 @@ def test_attachments_are_content_addressed_and_offsets_only_advance(
     assert store.attachments(unfinished=True) == []
     with pytest.raises(DeviceError):
         store.add_attachment(tmp_path / "missing.jpg")
+
+
+def test_an_attached_photo_is_copied_owner_only_and_survives_the_original(
+    store: DeviceStore, tmp_path: Path
+) -> None:
+    photo = tmp_path / "house.jpg"
+    photo.write_bytes(b"\xff\xd8" + b"y" * 3000)
+    digest = store.add_attachment(photo).removeprefix("sha256:")
+    photo.write_bytes(b"edited afterwards")
+    (entry,) = store.attachments(unfinished=True)
+    kept = Path(entry["path"])
+    assert kept == (store.photos_dir() / digest).resolve()
+    assert kept.read_bytes() == b"\xff\xd8" + b"y" * 3000
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.photos_dir().stat().st_mode) == 0o700
+    assert [p.name for p in store.photos_dir().iterdir()] == [digest]
+    store.note_upload_error(digest, "服务器拒绝", "server refused")
+    (unfinished,) = store.status()["photos_unfinished"]
+    assert unfinished["reason"] == {"zh": "服务器拒绝", "en": "server refused"}
