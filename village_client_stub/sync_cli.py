@@ -151,14 +151,37 @@ def add_sync_commands(
         show_default=True,
         help="Give up after this many failed attempts in a row (backoff 1 s, 2 s, 4 s … 5 min).",
     )
+    @click.option(
+        "--keep-trying",
+        is_flag=True,
+        help="Keep retrying (up to --max-failures) even when the server refuses the connection "
+        "from the start; by default sync gives up after 3 refused connections.",
+    )
     @click.option("--timeout", type=float, default=DEFAULT_TIMEOUT_S, show_default=True)
     @device_command
-    def sync(db_path: Path, as_json: bool, max_failures: int, timeout: float) -> None:
+    def sync(
+        db_path: Path, as_json: bool, max_failures: int, keep_trying: bool, timeout: float
+    ) -> None:
         bar = ProgressBar("同步", enabled=not as_json and sys.stderr.isatty())
+
+        def retrying(delay: float, reason: str, reason_zh: str) -> None:
+            click.echo(
+                f"服务器无应答（{reason_zh}），{delay:.0f} 秒后重试… / "
+                f"server unreachable ({reason}), retrying in {delay:.0f} s",
+                err=True,
+            )
+
         with DeviceStore.open(db_path) as store:
             url = store.identity().server_url
             transport = HttpTransport(url, timeout=timeout) if url else None
-            client = SyncClient(store, transport, on_progress=bar, max_failures=max_failures)
+            client = SyncClient(
+                store,
+                transport,
+                on_progress=bar,
+                max_failures=max_failures,
+                refused_limit=None if keep_trying else 3,
+                on_retry=retrying,
+            )
             try:
                 report = client.sync()
             finally:

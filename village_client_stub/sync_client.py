@@ -369,8 +369,15 @@ class SyncClient:
         sleep: Callable[[float], None] = time.sleep,
         dictionaries: DictionaryStore | None = None,
         suite: int = BROWSER_SUITE,
+        refused_limit: int | None = 3,
+        on_retry: Callable[[float, str, str], None] | None = None,
     ) -> None:
         """Prepare a client for an enrolled ``store``.
+
+        ``refused_limit``: while no exchange of this run has succeeded, give up after this many
+        refused connections in a row (nothing listens at the server address: most likely the
+        wrong address or the server is down); ``None`` keeps trying up to ``max_failures``.
+        ``on_retry(delay_s, reason_en, reason_zh)`` is called before each pause after a failure.
 
         ``dictionaries``: zstd dictionaries the device compresses batches with and advertises
         for replies; default the packaged ones (one per built-in form version), which every
@@ -388,6 +395,8 @@ class SyncClient:
         self.scope = identity.scope
         self.on_progress = on_progress
         self.max_failures = max_failures
+        self.refused_limit = refused_limit
+        self.on_retry = on_retry
         self.link = link or LinkEstimate()
         self.backoff = backoff or Backoff()
         self._sleep = sleep
@@ -428,6 +437,8 @@ class SyncClient:
         self._report = report = SyncReport()
         self._ops_total = len(self.store.pending_ops())
         more_to_download = True
+        succeeded = False
+        refused = 0
         try:
             while True:
                 pending = self.store.pending_ops(limit=_OPS_PER_EXCHANGE)
@@ -442,6 +453,14 @@ class SyncClient:
                     report.failures += 1
                     report.last_error = failure.reason
                     self.link.failed()
+                    refused = refused + 1 if failure.refused and not succeeded else 0
+                    if self.refused_limit is not None and refused >= self.refused_limit:
+                        raise SyncFailed(
+                            f"the server refused the connection {refused} times in a row "
+                            f"(is it running, is the address right?); last: {failure.reason}",
+                            message_zh=f"服务器连续 {refused} 次拒绝连接（服务器未运行或地址有误？）"
+                            f"；最后一次：{failure.reason_zh}。未发送的修改都已保留",
+                        ) from None
                     if self.backoff.failures + 1 >= self.max_failures:
                         raise SyncFailed(
                             f"gave up after {self.max_failures} failed attempts in a row; "
@@ -450,9 +469,12 @@ class SyncClient:
                             f"最后一次：{failure.reason_zh}。未发送的修改都已保留",
                         ) from None
                     delay = max(self.backoff.next_delay(), failure.wait_s)
+                    if self.on_retry is not None:
+                        self.on_retry(delay, failure.reason, failure.reason_zh)
                     self._progress(waiting_s=delay)
                     self._sleep(delay)
                     continue
+                succeeded = True
                 self.backoff.reset()
                 if self._hint_s and (more_to_download or self.store.pending_ops(limit=1)):
                     # The server asked for a pause before the next exchange.
@@ -511,7 +533,7 @@ class SyncClient:
                 on_sent=lambda _n: self._progress(),
             )
         except TransportError as exc:
-            raise _RetryableFailure(exc.message, exc.message_zh) from exc
+            raise _RetryableFailure(exc.message, exc.message_zh, refused=exc.refused) from exc
         reply = self._open(response, sent)
         self.store.observe_server_time(reply.server_time_ms)
         if reply.refusal is not None:
@@ -784,11 +806,14 @@ class SyncClient:
 class _RetryableFailure(Exception):
     """Internal: no usable reply this time; back off and try again."""
 
-    def __init__(self, reason: str, reason_zh: str, *, wait_s: float = 0.0) -> None:
+    def __init__(
+        self, reason: str, reason_zh: str, *, wait_s: float = 0.0, refused: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reason_zh = reason_zh
         self.wait_s = wait_s
+        self.refused = refused
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:

@@ -47,6 +47,13 @@ class TransportError(DeviceError):
     default_message = "the server could not be reached"
     default_message_zh = "无法连接服务器"
 
+    def __init__(
+        self, message: str | None = None, *, message_zh: str | None = None, refused: bool = False
+    ) -> None:
+        super().__init__(message, message_zh=message_zh)
+        #: The server's host actively refused the connection (nothing listens on the port).
+        self.refused = refused
+
 
 class ServerError(DeviceError):
     """The server answered with its JSON error shape (``code``, ``message``, ``details``).
@@ -228,6 +235,7 @@ class HttpTransport:
             raise TransportError(
                 f"{method} {self.base_url}{path} failed: {_describe(exc)}",
                 message_zh=f"网络中断或服务器无应答（{_describe(exc)}）",
+                refused=isinstance(exc, ConnectionRefusedError),
             ) from exc
         finally:
             connection.close()

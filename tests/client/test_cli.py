@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from sync_protocol.crypto import generate_server_keys
 from tests.client.test_records import id_number, member, roster
 from village_client_stub.cli import main
 from village_client_stub.store import DeviceStore
+from village_client_stub.sync_client import Backoff, SyncClient, SyncFailed
 
 VILLAGE_DEVICE = Path(sys.executable).with_name("village-device")
 
@@ -219,3 +222,52 @@ def test_status_lists_unfinished_photos_with_their_reason(device: Path, tmp_path
     assert result.exit_code == 0
     assert "尚未上传完的照片 1 张" in result.stdout
     assert f"{digest[:12]}…" in result.stdout and "无法连接服务器" in result.stdout
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _enrolled_at(db: Path, url: str) -> None:
+    keys = generate_server_keys()
+    with DeviceStore.open(db) as store:
+        store.set_enrollment(
+            server_url=url,
+            server_encryption_public=keys.encryption_public.raw(),
+            server_signing_public=keys.signing_public.raw(),
+            server_key_id=keys.encryption_public.key_id(),
+            scope="530102001201",
+        )
+
+
+def test_sync_with_nothing_listening_says_each_retry_and_gives_up(device: Path) -> None:
+    _enrolled_at(device, f"http://127.0.0.1:{_closed_port()}")
+    result = run(["sync"], device)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3
+    assert all("服务器无应答" in line and "retrying in" in line for line in lines[:2])
+    assert "连续 3 次拒绝连接" in lines[2] and "Traceback" not in result.stderr
+    with DeviceStore.open(device) as store:
+        assert "refused the connection" in (store.sync_state().last_error or "")
+
+
+def test_keep_trying_retries_refused_connections_up_to_max_failures(device: Path) -> None:
+    _enrolled_at(device, f"http://127.0.0.1:{_closed_port()}")
+    waits: list[float] = []
+    notes: list[str] = []
+    with DeviceStore.open(device) as store:
+        client = SyncClient(
+            store,
+            max_failures=5,
+            refused_limit=None,
+            backoff=Backoff(base_s=0.001, cap_s=0.002),
+            sleep=waits.append,
+            on_retry=lambda delay, _en, zh: notes.append(zh),
+        )
+        with pytest.raises(SyncFailed) as info:
+            client.sync()
+    assert "连续 5 次同步失败" in info.value.message_zh
+    assert len(waits) == len(notes) == 4
