@@ -675,6 +675,25 @@ class DeviceStore:
             return None
         return EncryptionPublicKey.from_raw(bytes(row[0])), SigningPublicKey.from_raw(bytes(row[1]))
 
+    def adopt_server_keys(
+        self, *, encryption_public: bytes, signing_public: bytes, key_id: str
+    ) -> bool:
+        """Switch to the server's current keys (announced in a signed reply after a rotation);
+        the next hello is sealed to them. Returns True when they differ from the stored ones."""
+        row = self.db.execute(
+            "SELECT server_encryption_public, server_signing_public, server_key_id FROM device"
+        ).fetchone()
+        if row[0] is None:
+            raise BadInput("the device is not enrolled", message_zh="设备尚未注册")
+        if (bytes(row[0]), bytes(row[1]), row[2]) == (encryption_public, signing_public, key_id):
+            return False
+        self.db.execute(
+            "UPDATE device SET server_encryption_public=?, server_signing_public=?, "
+            "server_key_id=?",
+            [encryption_public, signing_public, key_id],
+        )
+        return True
+
     # --- configuration ---------------------------------------------------------------------
 
     def set_config(self, values: Mapping[str, Any]) -> None:

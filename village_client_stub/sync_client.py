@@ -31,6 +31,7 @@ for a download cursor) and is written *before* each request leaves.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,7 @@ from forms.errors import FormsError
 from forms.indicators import MonitoringConfig
 from sync_protocol.clock import HybridClock, Stamp
 from sync_protocol.compression import DictionaryStore, Method
+from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.envelope import BROWSER_SUITE
 from sync_protocol.errors import ProtocolError
 from sync_protocol.exchange import (
@@ -86,6 +88,8 @@ ENVELOPE_SCOPE: Final = "exchange"
 _ENVELOPE_STREAM: Final = "envelope"
 _RECORDS_STREAM: Final = "records"
 _FORMS_STREAM: Final = "forms"
+#: Manifest config entry announcing the server's current keys (docs/protocol.md §6).
+SERVER_KEYS_ENTRY: Final = "server_keys"
 #: Most batches one request carries on a fast link.
 MAX_BATCHES_PER_REQUEST: Final = 8
 #: The smallest request budget: even a crawling link gets a useful batch per exchange.
@@ -230,6 +234,8 @@ class SyncReport:
     pending_left: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    #: The key id this device switched to after the server announced rotated keys.
+    server_keys_adopted: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -247,6 +253,7 @@ class SyncReport:
             "pending_left": self.pending_left,
             "status_counts": dict(sorted(self.status_counts.items())),
             "last_error": self.last_error,
+            "server_keys_adopted": self.server_keys_adopted,
         }
 
 
@@ -742,6 +749,9 @@ class SyncClient:
         drops: dict[str, dict[int, float]] = {}
         rises: dict[str, dict[int, float]] = {}
         for entry in entries:
+            if entry.get("key") == SERVER_KEYS_ENTRY:
+                self._adopt_server_keys(entry)
+                continue
             region, year = entry.get("region_code"), entry.get("year")
             if not isinstance(region, str) or not isinstance(year, int):
                 continue
@@ -764,6 +774,26 @@ class SyncClient:
         except FormsError:
             return  # the server validated these lines; a mismatch must not stop the sync
         self.store.set_config({"monitoring": config.to_mapping()})
+
+    def _adopt_server_keys(self, entry: Mapping[str, Any]) -> None:
+        """The server's current keys, announced in a reply signed by a key this device trusts:
+        store them and seal the following hellos to them (their replies are signed with the
+        new signing key). A malformed entry is ignored: the old keys keep working."""
+        try:
+            encryption = EncryptionPublicKey.from_base64(str(entry["encryption_public"]))
+            signing = SigningPublicKey.from_base64(str(entry["signing_public"]))
+        except (KeyError, TypeError, ValueError, ProtocolError):
+            return
+        key_id = encryption.key_id()
+        if entry.get("encryption_key_id") not in (None, key_id):
+            return
+        if self.store.adopt_server_keys(
+            encryption_public=encryption.raw(), signing_public=signing.raw(), key_id=key_id
+        ):
+            self.end = dataclasses.replace(
+                self.end, server_encryption=encryption, server_signing=signing
+            )
+            self._report.server_keys_adopted = key_id
 
     def _check_frames(self, reply: ServerReply) -> None:
         """Stop on a batch the server can never accept as sent; busy frames wait and retry."""

@@ -34,6 +34,7 @@ class CountyServer:
     database_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str]
 
     def admin(self) -> AdminSession:
         """A fresh admin session (token) over HTTP."""
@@ -42,6 +43,18 @@ class CountyServer:
     def log(self) -> str:
         """What the server printed so far (for failure messages)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m server ARGS…`` against this server's database and key folder."""
+        return subprocess.run(
+            [sys.executable, "-m", "server", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            check=False,
+        )
 
     def stop(self) -> None:
         """Terminate the process and wait for it."""
@@ -91,7 +104,7 @@ def start_county_server(database_url: str, workdir: Path, **settings: str) -> Co
         password = re.search(r"password:\s+(\S+)", text)
         if listening and password:
             return CountyServer(
-                listening.group(1), password.group(1), database_url, process, log_path
+                listening.group(1), password.group(1), database_url, process, log_path, env
             )
         if process.poll() is not None:
             break
