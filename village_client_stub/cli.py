@@ -131,11 +131,16 @@ def init(db_path: Path, as_json: bool) -> None:
                 "ok": True,
                 "db": str(db_path),
                 "device_id": identity.device_id,
+                "device_id_temporary": True,
                 "public_keys": identity.public_keys,
             }
         )
         return
-    click.echo(f"已创建设备 {identity.device_id}（{db_path}，仅本人可读）")
+    click.echo(f"已创建设备数据文件 {db_path}（仅本人可读）")
+    click.echo(
+        f"临时编号 {identity.device_id}（临时编号，注册后由服务器分配正式设备编号）"
+        " / temporary local id, the server assigns the device id at enrollment"
+    )
     click.echo(f"加密密钥 {identity.encryption_key_id}，签名密钥 {identity.signing_key_id}")
     click.echo("没有服务器时可用 `village-device load-forms --builtin` 载入内置调查表。")
 
@@ -235,7 +240,7 @@ def _report_saved(as_json: bool, result: Any, verb_zh: str) -> None:
 
 @main.command(help="填写新记录。Fill a new record (interactive without --from).")
 @click.argument("form_id")
-@click.option("--household", help="VILLAGECODE/HOUSEHOLDNO, e.g. 530102001201/0001.")
+@click.option("--household", help="VILLAGECODE/HOUSEHOLDNO, e.g. 530102001201/53010200120100017.")
 @click.option("--round", "round_", help="Survey round, default <year>-annual.")
 @click.option(
     "--from",
@@ -336,23 +341,51 @@ def delete(db_path: Path, as_json: bool, record: str) -> None:
 @device_command
 def records(db_path: Path, as_json: bool, form_id: str | None) -> None:
     with _open(db_path) as store:
+        if form_id is not None:
+            store.form(form_id)  # UnknownForm: one line, exit 1
         found = store.records(form_id=form_id)
         pending = {op.record_id for op in store.pending_ops()}
+        rejected = {entry.op.record_id for entry in store.rejected_ops()}
+        conflicted = {c["record_id"] for c in store.conflicts("open")}
+        titles = {f.form_id: f.title_zh for f in store.forms() if f.current}
+    states = {
+        r.record_id: (
+            "rejected"
+            if r.record_id in rejected
+            else "conflict"
+            if r.record_id in conflicted
+            else "pending"
+            if r.record_id in pending
+            else "synced"
+        )
+        for r in found
+    }
     if as_json:
         _emit_json(
             {
                 "ok": True,
-                "records": [{**r.to_dict(), "pending": r.record_id in pending} for r in found],
+                "records": [
+                    {**r.to_dict(), "pending": r.record_id in pending, "state": states[r.record_id]}
+                    for r in found
+                ],
             }
         )
         return
     if not found:
         click.echo("没有记录。")
         return
+    words = {"rejected": "被拒绝", "conflict": "有冲突", "pending": "待同步", "synced": "已同步"}
     for r in found:
-        hh = f"{r.household['village_code']}/{r.household['household_no']}" if r.household else "-"
-        flag = "待同步" if r.record_id in pending else "已同步"
-        click.echo(f"{r.record_id}  {r.form_id}@{r.form_version}  {hh}  {r.round or '-'}  {flag}")
+        hh = (
+            f"{r.household['village_code']}/{r.household['household_no']} 户"
+            if r.household
+            else "-"
+        )
+        title = titles.get(r.form_id) or r.form_id
+        click.echo(
+            f"{r.record_id}  {title}（{r.form_id}@{r.form_version}）  {hh}  {r.round or '-'}  "
+            f"{words[states[r.record_id]]}"
+        )
 
 
 @main.command(help="显示一条记录。Show one record.")
@@ -375,15 +408,19 @@ def status(db_path: Path, as_json: bool) -> None:
     if as_json:
         _emit_json({"ok": True, **info})
         return
-    click.echo(
-        f"设备 {info['device_id']}  {'已注册 ' + str(info['server_url']) if info['enrolled'] else '未注册服务器'}"
-    )
+    if info["revoked"]:
+        where = f"已停用（县里已停用本设备，请联系管理员）{info['server_url']}"
+    elif info["enrolled"]:
+        where = f"已注册 {info['server_url']}"
+    else:
+        where = "未注册服务器（临时编号）"
+    click.echo(f"设备 {info['device_id']}  {where}")
     click.echo(
         f"记录 {info['records']} 条；待同步操作 {info['pending_ops']} 个（序号至 {info['last_seq']}，已确认至 {info['acked_through']}）"
     )
     click.echo(f"上次成功同步：{info['last_sync_at'] or '从未'}")
     if info["last_error"]:
-        click.echo(f"上次同步错误：{info['last_error']}")
+        click.echo(f"上次同步错误：{info['last_error_zh'] or info['last_error']}")
     if info["rejected"]:
         click.echo(f"被服务器拒绝、等待修改的操作 {len(info['rejected'])} 个：")
         for entry in info["rejected"]:
@@ -392,7 +429,7 @@ def status(db_path: Path, as_json: bool) -> None:
     if info["conflicts"]:
         click.echo(f"等待审核的冲突 {len(info['conflicts'])} 个：")
         for conflict in info["conflicts"]:
-            click.echo(f"  冲突 {conflict['conflict_id']}  记录 {conflict['record_id']}")
+            click.echo("  " + _conflict_line(conflict))
     if info["photos_unfinished"]:
         click.echo(f"尚未上传完的照片 {len(info['photos_unfinished'])} 张：")
         for photo in info["photos_unfinished"]:
@@ -404,6 +441,23 @@ def status(db_path: Path, as_json: bool) -> None:
         click.echo(f"未完成的草稿 {len(info['drafts'])} 个（用 edit 草稿编号 --set 修改）：")
         for draft in info["drafts"]:
             click.echo(f"  {draft['draft_id']}  {draft['form_id']}  {draft['issues']} 处问题")
+
+
+def _conflict_line(conflict: Mapping[str, Any]) -> str:
+    detail = conflict["detail"]
+    parts = [f"冲突 {conflict['conflict_id']}"]
+    if conflict.get("household"):
+        parts.append(f"户 {conflict['household']}")
+    parts.append(f"记录 {conflict['record_id']}")
+    if detail.get("kind") == "duplicate_household" or conflict.get("listed") == 0:
+        parts.append("同户重复记录，等待审核")
+    elif conflict.get("field_label") or detail.get("path"):
+        parts.append(f"字段「{conflict.get('field_label') or detail.get('path')}」")
+    if "mine" in detail and "theirs" in detail:
+        mine = json.dumps(detail["mine"], ensure_ascii=False)
+        theirs = json.dumps(detail["theirs"], ensure_ascii=False)
+        parts.append(f"本机 {mine}，对方 {theirs}")
+    return "  ".join(parts)
 
 
 # enroll, sync and simulate: the networked verbs (village_client_stub/sync_cli.py).

@@ -205,6 +205,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE attachments ADD COLUMN last_error TEXT;
     """,
+    # The last sync error's stable code and Chinese text (``last_error`` keeps the English).
+    """
+    ALTER TABLE sync_state ADD COLUMN last_error_code TEXT;
+    ALTER TABLE sync_state ADD COLUMN last_error_zh TEXT;
+    """,
 )
 
 
@@ -1259,9 +1264,12 @@ class DeviceStore:
         Raises:
             BadInput: the state is malformed.
         """
+        described: dict[str, dict[str, Any]] = {}
         try:
             if "paths" in state and "format" in state:
-                state = device_view(RecordState.from_dict(state))
+                full = RecordState.from_dict(state)
+                described = {c.conflict_id: self._describe(c.to_dict()) for c in full.conflicts}
+                state = device_view(full)
             record_id = str(state["record_id"])
             revision = int(state["revision"])
             values = dict(state["values"])
@@ -1307,8 +1315,31 @@ class DeviceStore:
                 deleted=bool(state.get("deleted", False)),
             )
             self._sync_conflicts(record_id, conflict_ids)
+            for conflict_id, description in described.items():
+                row = self._one("SELECT detail FROM conflicts WHERE conflict_id=?", [conflict_id])
+                if row is not None:
+                    detail = {**json.loads(row["detail"] or "{}"), **description}
+                    self.db.execute(
+                        "UPDATE conflicts SET detail=? WHERE conflict_id=?",
+                        [dumps(detail), conflict_id],
+                    )
             self._settle_duplicates()
         return True
+
+    def _describe(self, conflict: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``status`` shows of a field conflict: kind, path, this device's value and the
+        competing one (newest candidate of another device), when the state tells them."""
+        mine, theirs = conflict.get("mine"), conflict.get("theirs")
+        own = [c for c in conflict.get("candidates") or [] if c.get("device") == self.device_id]
+        other = [c for c in conflict.get("candidates") or [] if c.get("device") != self.device_id]
+        if own and other:
+            mine, theirs = own[-1].get("value"), other[-1].get("value")
+        return {
+            "kind": conflict.get("kind"),
+            "path": conflict.get("path"),
+            "mine": mine,
+            "theirs": theirs,
+        }
 
     def _sync_conflicts(self, record_id: str, open_ids: Sequence[str]) -> None:
         """Make the record's open listed conflicts exactly the server's list.
@@ -1423,14 +1454,27 @@ class DeviceStore:
             [scope, stream, str(cursor)],
         )
 
-    def record_sync_result(self, *, ok: bool, error: str | None = None) -> None:
-        """Remember the end of an exchange: success time, or the last error's text."""
+    def record_sync_result(
+        self,
+        *,
+        ok: bool,
+        error: str | None = None,
+        error_zh: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        """Remember the end of an exchange: success time, or the last error (English text,
+        Chinese text and stable code)."""
         if ok:
             self.db.execute(
-                "UPDATE sync_state SET last_sync_at=?, last_error=NULL", [self._now_iso()]
+                "UPDATE sync_state SET last_sync_at=?, last_error=NULL, last_error_zh=NULL, "
+                "last_error_code=NULL",
+                [self._now_iso()],
             )
         else:
-            self.db.execute("UPDATE sync_state SET last_error=?", [error or "unknown error"])
+            self.db.execute(
+                "UPDATE sync_state SET last_error=?, last_error_zh=?, last_error_code=?",
+                [error or "unknown error", error_zh or error or "未知错误", code],
+            )
 
     # --- conflicts -------------------------------------------------------------------------
 
@@ -1441,10 +1485,30 @@ class DeviceStore:
         if status is not None:
             sql += " WHERE status=?"
             params.append(status)
-        return [
-            {**r, "detail": json.loads(r["detail"])}
-            for r in self._rows(sql + " ORDER BY received_at", params)
-        ]
+        found = []
+        for r in self._rows(sql + " ORDER BY received_at", params):
+            detail = json.loads(r["detail"])
+            record = self._one(
+                "SELECT form_id, form_version, village_code, household_no FROM records "
+                "WHERE record_id=?",
+                [r["record_id"]],
+            )
+            household = label = None
+            if record is not None:
+                if record["household_no"] is not None:
+                    household = f"{record['village_code']}/{record['household_no']}"
+                path = detail.get("path") or next(iter(detail.get("paths") or []), None)
+                if detail.get("kind", "field") == "field" and path:
+                    label = self._field_label(record["form_id"], record["form_version"], path)
+            found.append({**r, "detail": detail, "household": household, "field_label": label})
+        return found
+
+    def _field_label(self, form_id: str, version: int, path: str) -> str | None:
+        try:
+            fld = self.form(form_id, version).find_field(path)
+        except (DeviceError, FormsError):
+            return None
+        return fld.label.zh if fld is not None and fld.label is not None else None
 
     def set_conflict_status(self, conflict_id: str, status: str) -> None:
         """Mark a conflict resolved (the server says so) or open."""
@@ -1527,6 +1591,8 @@ class DeviceStore:
             for r in self._rows("SELECT state, count(*) AS n FROM outbox GROUP BY state")
         }
         identity = self.identity()
+        sync_row = self._one("SELECT last_error_zh, last_error_code FROM sync_state")
+        assert sync_row is not None  # created with the store
         return {
             "device_id": identity.device_id,
             "enrolled": identity.server_url is not None,
@@ -1551,6 +1617,9 @@ class DeviceStore:
             ],
             "last_sync_at": state.last_sync_at,
             "last_error": state.last_error,
+            "last_error_zh": sync_row["last_error_zh"],
+            "last_error_code": sync_row["last_error_code"],
+            "revoked": sync_row["last_error_code"] == "device_revoked",
             "attachments_unfinished": len(unfinished := self.attachments(unfinished=True)),
             "photos_unfinished": [
                 {

@@ -135,7 +135,8 @@ def add_sync_commands(
             emit_json({"ok": True, **result.to_dict()})
             return
         click.echo(
-            f"已注册：设备 {result.device_id}，范围 {result.scope}，服务器 {result.server_url}"
+            f"已注册：服务器分配的设备编号 {result.device_id}，范围 {result.scope}，"
+            f"服务器 {result.server_url}"
         )
         click.echo(f"设备上的表单 {len(result.forms_on_device)} 个")
         if result.first_sync_error:
@@ -165,6 +166,9 @@ def add_sync_commands(
         bar = ProgressBar("同步", enabled=not as_json and sys.stderr.isatty())
 
         def retrying(delay: float, reason: str, reason_zh: str) -> None:
+            prefix = "网络中断或服务器无应答（"
+            if reason_zh.startswith(prefix) and reason_zh.endswith("）"):
+                reason_zh = reason_zh[len(prefix) : -1]
             click.echo(
                 f"服务器无应答（{reason_zh}），{delay:.0f} 秒后重试… / "
                 f"server unreachable ({reason}), retrying in {delay:.0f} s",

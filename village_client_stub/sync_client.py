@@ -489,7 +489,12 @@ class SyncClient:
                     self._sleep(self._hint_s)
         except DeviceError as exc:
             report.last_error = exc.message
-            self.store.record_sync_result(ok=False, error=f"{exc.code}: {exc.message}")
+            self.store.record_sync_result(
+                ok=False,
+                error=f"{exc.code}: {exc.message}",
+                error_zh=exc.message_zh,
+                code=exc.code,
+            )
             raise
         finally:
             report.elapsed_s = time.monotonic() - started

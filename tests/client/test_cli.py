@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from forms.instruments.samples import sample_household
 from sync_protocol.crypto import generate_server_keys
 from tests.client.test_records import id_number, member, roster
 from village_client_stub.cli import main
@@ -271,3 +272,81 @@ def test_keep_trying_retries_refused_connections_up_to_max_failures(device: Path
             client.sync()
     assert "连续 5 次同步失败" in info.value.message_zh
     assert len(waits) == len(notes) == 4
+
+
+def test_init_calls_its_id_temporary(tmp_path: Path) -> None:
+    result = run(["init"], tmp_path / "t.db")
+    assert result.exit_code == 0
+    assert "临时编号" in result.stdout and "注册后由服务器分配" in result.stdout
+    assert run_json(["init"], tmp_path / "u.db")["device_id_temporary"] is True
+
+
+def test_records_and_status_speak_the_field_workers_language(device: Path, tmp_path: Path) -> None:
+    house = tmp_path / "house.json"
+    sample = sample_household(1, village_code="530102001201")["housing_safety"]
+    sample.pop("photos")
+    house.write_text(json.dumps(sample, ensure_ascii=False), encoding="utf-8")
+    ids = [
+        run_json(
+            [
+                "fill",
+                "housing_safety",
+                "--household",
+                f"530102001201/5301020012010000{n}",
+                "--from",
+                str(house),
+            ],
+            device,
+        )["record_id"]
+        for n in (1, 2, 3)
+    ]
+    conflict_id = "c-" + "ab" * 16
+    with DeviceStore.open(device) as store:
+        store.mark_rejected(1, [{"code": "invalid", "message": {"zh": "不对", "en": "wrong"}}])
+        store.mark_sent([2])
+        store.mark_acked(
+            [2], [{"seq": 2, "status": "conflict", "revision": 1, "conflict_ids": [conflict_id]}]
+        )
+        store.db.execute(
+            "UPDATE conflicts SET listed = 1, detail = ? WHERE conflict_id = ?",
+            [
+                json.dumps(
+                    {"kind": "field", "path": "appraisal_grade", "mine": "A", "theirs": "D"}
+                ),
+                conflict_id,
+            ],
+        )
+    text = run(["records"], device).stdout
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    assert "被拒绝" in lines[ids[0]] and "有冲突" in lines[ids[1]] and "待同步" in lines[ids[2]]
+    assert "农户住房安全" in lines[ids[2]] or "住房" in lines[ids[2]]
+    assert "530102001201/53010200120100003 户" in lines[ids[2]]
+    states = [r["state"] for r in run_json(["records"], device)["records"]]
+    assert sorted(states) == ["conflict", "pending", "rejected"]
+
+    status = run(["status"], device).stdout
+    (line,) = [line for line in status.splitlines() if conflict_id in line]
+    assert "户 530102001201/53010200120100002" in line
+    assert '本机 "A"，对方 "D"' in line
+    assert "字段「" in line and "appraisal_grade" not in line
+
+
+def test_a_revoked_device_and_its_last_error_show_in_chinese(device: Path) -> None:
+    _enrolled_at(device, "http://127.0.0.1:9")
+    with DeviceStore.open(device) as store:
+        store.record_sync_result(
+            ok=False,
+            error="device_revoked: this device was revoked",
+            error_zh="本设备已被县里停用",
+            code="device_revoked",
+        )
+    text = run(["status"], device).stdout
+    assert "已停用" in text and "已注册" not in text
+    assert "上次同步错误：本设备已被县里停用" in text
+    body = run_json(["status"], device)
+    assert body["revoked"] is True and body["last_error_code"] == "device_revoked"
+
+
+def test_household_help_shows_a_17_digit_household_number() -> None:
+    result = CliRunner().invoke(main, ["fill", "--help"])
+    assert "530102001201/53010200120100017" in result.output

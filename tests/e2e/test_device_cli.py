@@ -48,7 +48,9 @@ def test_refusals_and_failures_are_one_clear_line_and_lose_nothing(
     assert len(text.stderr.strip().splitlines()) == 1
 
     code = admin.issue_code(VILLAGE)
-    assert cli_json(device_cli(db, "enroll", "--server", county.url, "--code", code))["ok"]
+    enrolled = device_cli(db, "enroll", "--server", county.url, "--code", code, as_json=False)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert "服务器分配的设备编号" in enrolled.stdout
     twice = device_cli(db, "enroll", "--server", county.url, "--code", admin.issue_code(VILLAGE))
     assert json.loads(twice.stdout)["error"]["code"] == "already_enrolled"
 
@@ -74,15 +76,17 @@ def test_refusals_and_failures_are_one_clear_line_and_lose_nothing(
     assert shown.returncode == 0 and "同步完成" in shown.stdout
     assert server_records(admin) == []
 
-    # The server goes away: the tablet gives up after two tries, with one line, keeping edits.
+    # The server goes away: the tablet says it retries, then gives up after two tries with one
+    # line, keeping edits.
     hh_file = tmp_path / "house.json"
     hh_file.write_text(json.dumps({"depth": 30}), encoding="utf-8")
     device_cli(db, "fill", "well_check", "--household", f"{VILLAGE}/0002", "--from", str(hh_file))
     county.stop()
     down = device_cli(db, "sync", "--max-failures", "2", "--timeout", "5", as_json=False)
     assert down.returncode == 1 and down.stdout == ""
-    assert len(down.stderr.strip().splitlines()) == 1
-    assert down.stderr.startswith("错误：连续 2 次同步失败")
+    (retry, gave_up) = down.stderr.strip().splitlines()
+    assert retry.startswith("服务器无应答（connection refused），") and "retrying in" in retry
+    assert gave_up.startswith("错误：连续 2 次同步失败")
     with DeviceStore.open(db) as store:
         assert len(store.pending_ops()) == 1
         assert len(store.rejected_ops()) == 1
