@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -78,6 +79,14 @@ def device_command(func: F) -> F:
             sys.exit(EXIT_USER_ERROR)
         except (DeviceError, FormsError, ProtocolError) as exc:
             _fail(as_json, exc.code, exc.message_zh, exc.message)
+            sys.exit(EXIT_USER_ERROR)
+        except sqlite3.DatabaseError as exc:
+            _fail(
+                as_json,
+                "store_unusable",
+                f"设备数据文件 {db_path} 已损坏或无法使用（{exc}），请联系管理员用备份恢复",
+                f"the device file {db_path} is damaged or unusable: {exc}",
+            )
             sys.exit(EXIT_USER_ERROR)
         except OSError as exc:
             _fail(as_json, "os_error", f"文件操作失败：{exc.strerror or exc}", str(exc))

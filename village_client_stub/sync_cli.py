@@ -19,10 +19,12 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from village_client_stub.enrollment import enroll as enroll_device
+from village_client_stub.errors import BadInput
 from village_client_stub.store import DeviceStore
 from village_client_stub.sync_client import SyncClient, SyncProgress, SyncReport
 from village_client_stub.transport import DEFAULT_TIMEOUT_S, HttpTransport
@@ -95,6 +97,11 @@ def _report_lines(report: SyncReport) -> list[str]:
         )
     if report.conflicts:
         lines.append(f"产生冲突 {len(report.conflicts)} 个，等待县里审核")
+    if report.forms_kept_local:
+        lines.append(
+            f"服务器发来的表单 {'、'.join(report.forms_kept_local)} 与本机同版本的内容不同，"
+            "保留本机的版本（请联系管理员核对）"
+        )
     return lines
 
 
@@ -118,6 +125,12 @@ def add_sync_commands(
     def enroll(
         db_path: Path, as_json: bool, server_url: str, code: str, label: str, timeout: float
     ) -> None:
+        if urlsplit(server_url).path.rstrip("/").endswith("/api/v1"):
+            raise BadInput(
+                f"--server should be the server root (e.g. http://host:8000), without /api/v1: "
+                f"got {server_url}",
+                message_zh=f"服务器地址应为根地址（如 http://host:8000），不要带 /api/v1：{server_url}",
+            )
         bar = ProgressBar("下载表单和记录", enabled=not as_json and sys.stderr.isatty())
         with DeviceStore.open(db_path) as store:
             try:

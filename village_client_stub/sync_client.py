@@ -61,7 +61,7 @@ from sync_protocol.messages import (
     UploadBatch,
 )
 from sync_protocol.ops import Op
-from village_client_stub.errors import DeviceError
+from village_client_stub.errors import DeviceError, StoreCorrupt
 from village_client_stub.store import DeviceStore
 from village_client_stub.transport import HttpResponse, HttpTransport, TransportError
 
@@ -234,6 +234,8 @@ class SyncReport:
     pending_left: int = 0
     status_counts: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    #: ``form@version`` the server sent with other content than the device's copy (kept).
+    forms_kept_local: list[str] = field(default_factory=list)
     #: The key id this device switched to after the server announced rotated keys.
     server_keys_adopted: str | None = None
 
@@ -254,6 +256,7 @@ class SyncReport:
             "status_counts": dict(sorted(self.status_counts.items())),
             "last_error": self.last_error,
             "server_keys_adopted": self.server_keys_adopted,
+            "forms_kept_local": list(self.forms_kept_local),
         }
 
 
@@ -739,6 +742,13 @@ class SyncClient:
                         except FormsError:
                             # A definition this program cannot read must not block the records;
                             # the form stays unavailable here until the program is updated.
+                            continue
+                        except StoreCorrupt:
+                            # Another document under the same id and version is already here
+                            # (loaded by hand): keep it, say so, and go on with the sync.
+                            name = f"{entry.get('form_id')}@{entry.get('version')}"
+                            if name not in self._report.forms_kept_local:
+                                self._report.forms_kept_local.append(name)
                             continue
                 self._apply_config(page.config)
                 self.store.set_cursor(MANIFEST_SCOPE, str(page.next_cursor), _FORMS_STREAM)

@@ -350,3 +350,44 @@ def test_a_revoked_device_and_its_last_error_show_in_chinese(device: Path) -> No
 def test_household_help_shows_a_17_digit_household_number() -> None:
     result = CliRunner().invoke(main, ["fill", "--help"])
     assert "530102001201/53010200120100017" in result.output
+
+
+def test_records_of_an_unknown_form_is_one_line(device: Path) -> None:
+    result = run(["records", "--form", "nosuch"], device)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    body = run_json(["records", "--form", "nosuch"], device, expect_code=1)
+    assert body["error"]["code"] == "unknown_form"
+
+
+def test_a_damaged_device_file_is_one_clear_line_on_every_verb(device: Path) -> None:
+    data = bytearray(device.read_bytes())
+    assert len(data) > 8192
+    data[4096:] = b"\x5a" * (len(data) - 4096)  # every page after the first overwritten
+    device.write_bytes(bytes(data))
+    verbs = [
+        ["records"],
+        ["status"],
+        ["forms"],
+        ["show", "x"],
+        ["edit", "x", "--set", "a=1"],
+        ["delete", "x"],
+        ["sync"],
+        ["enroll", "--server", "http://127.0.0.1:9", "--code", "AAAA-BBBB-CCCC-DDDD"],
+    ]
+    for verb in verbs:
+        body = run_json(verb, device, expect_code=1)
+        assert body["error"]["code"] == "store_unusable", (verb, body)
+        text = run(verb, device)
+        assert text.exit_code == 1 and text.stderr.count("\n") == 1
+        assert "已损坏" in text.stderr and "程序内部错误" not in text.stderr
+
+
+def test_enroll_with_an_api_url_hints_at_the_server_root(device: Path) -> None:
+    body = run_json(
+        ["enroll", "--server", "http://127.0.0.1:9/api/v1", "--code", "AAAA-BBBB-CCCC-DDDD"],
+        device,
+        expect_code=1,
+    )
+    assert (
+        "/api/v1" in body["error"]["message"]["zh"] and "根地址" in body["error"]["message"]["zh"]
+    )
