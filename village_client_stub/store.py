@@ -1266,6 +1266,9 @@ class DeviceStore:
         """
         described: dict[str, dict[str, Any]] = {}
         try:
+            # Optional: conflicts the server closed that record states never list
+            # (``duplicate_household``, e.g. settled with keep_both, which changes no record).
+            closed_ids = [str(c) for c in state.get("closed_conflicts") or []]
             if "paths" in state and "format" in state:
                 full = RecordState.from_dict(state)
                 described = {c.conflict_id: self._describe(c.to_dict()) for c in full.conflicts}
@@ -1288,6 +1291,13 @@ class DeviceStore:
                 f"server record state is malformed: {exc}", message_zh="服务器返回的记录格式错误"
             ) from exc
         with self.transaction():
+            # A closed conflict stays closed, whatever the revision of the state naming it.
+            for conflict_id in closed_ids:
+                self.db.execute(
+                    "UPDATE conflicts SET status = 'resolved' "
+                    "WHERE conflict_id = ? AND status = 'open'",
+                    [conflict_id],
+                )
             existing = self._one(
                 "SELECT server_revision FROM records WHERE record_id=?", [record_id]
             )

@@ -301,7 +301,25 @@ def _resolve_duplicate(
         store.close_conflicts(
             [item.id], status=store.RESOLVED, by=actor.name, resolution={"keep_both": True}
         )
-        return {"choice": "keep_both"}
+        # No record changes, yet devices must learn the conflict is closed: each record gets a
+        # new revision (and a change-log entry) in this transaction, so it travels in the next
+        # download page, which names the record's closed duplicate conflicts.
+        revision = None
+        for record_id in dict.fromkeys([item.record_id, *sides]):
+            touched = records.touch_record(record_id)
+            if touched is None:
+                continue
+            records.add_change(
+                record_id=record_id,
+                revision=touched.revision,
+                kind="resolve",
+                changes={},
+                outcome={"status": "resolved", "conflict_id": item.id, "choice": "keep_both"},
+                user_id=actor.user_id,
+            )
+            if record_id == item.record_id:
+                revision = touched.revision
+        return {"choice": "keep_both", "revision": revision}
     keep = choice.get("keep")
     if keep not in sides:
         raise _bad_choice(

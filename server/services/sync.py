@@ -45,6 +45,7 @@ from sqlalchemy.exc import OperationalError
 from server.errors import ApiError, Conflict, Unauthorized, ValidationFailed, is_busy_fault
 from server.services.keys import KeyRing, app_key_ring
 from server.services.record_ops import IngestContext, apply_ops, ingest_context
+from server.storage import conflicts as conflict_store
 from server.storage import devices as device_store
 from server.storage import forms as form_store
 from server.storage import monitoring as monitoring_store
@@ -101,6 +102,8 @@ MANIFEST_STREAM: Final = "manifest"
 #: patience and the envelope limit.
 RECORDS_PER_PAGE: Final = 200
 FORMS_PER_PAGE: Final = 50
+#: Conflict kind record states never list (devices learn of it from acks).
+DUPLICATE_KIND: Final = "duplicate_household"
 #: Key of the manifest config entry announcing the server's current keys.
 SERVER_KEYS_ENTRY: Final = "server_keys"
 
@@ -420,18 +423,34 @@ def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
     for scope in scopes:
         after = cursors.get(scope, 0)
         page = records.changes_since(scope, after, limit=RECORDS_PER_PAGE)
+        closed = conflict_store.closed_ids_by_record(
+            [r.record_id for r in page.records], DUPLICATE_KIND
+        )
         pages.append(
             DownloadPage(
                 scope=scope,
                 after=after,
                 next_cursor=page.next_since,
                 more=page.more,
-                records=tuple(dict(r.state) for r in page.records),
+                records=tuple(_with_closed(r.state, closed.get(r.record_id)) for r in page.records),
             )
         )
     pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0), session.ring))
     end_read()
     return tuple(pages)
+
+
+def _with_closed(state: dict[str, Any], closed: list[str] | None) -> dict[str, Any]:
+    """A record state for a download page, with ``closed_conflicts`` when it has any.
+
+    Record states list only the open conflicts of the merge; a ``duplicate_household``
+    conflict is known to devices from an ack alone, so its closing (``keep_both`` changes no
+    record) travels as this optional list of closed conflict ids.
+    """
+    state = dict(state)
+    if closed:
+        state["closed_conflicts"] = list(closed)
+    return state
 
 
 def _server_keys_entry(ring: KeyRing) -> dict[str, Any]:

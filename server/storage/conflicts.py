@@ -98,6 +98,24 @@ def close_conflicts(
     return sorted(closed)
 
 
+def closed_ids_by_record(record_ids: list[str], kind: str) -> dict[str, list[str]]:
+    """Ids of the closed (resolved or superseded) conflicts of ``kind`` per record id."""
+    if not record_ids:
+        return {}
+    found: dict[str, list[str]] = {}
+    for record_id, conflict_id in db.session.execute(
+        sa.select(ConflictItem.record_id, ConflictItem.id)
+        .where(
+            ConflictItem.record_id.in_(record_ids),
+            ConflictItem.kind == kind,
+            ConflictItem.status != OPEN,
+        )
+        .order_by(ConflictItem.id)
+    ):
+        found.setdefault(record_id, []).append(conflict_id)
+    return found
+
+
 def open_ids_for_record(record_id: str) -> list[str]:
     """Ids of the open conflicts of one record."""
     return list(

@@ -110,6 +110,24 @@ def mark_deleted(record_id: str, *, state: dict[str, Any] | None = None) -> Reco
     return record
 
 
+def touch_record(record_id: str) -> Record | None:
+    """Give a record a new revision without changing its data; None if it does not exist.
+
+    For a change devices must see that no op makes (an admin settled a duplicate-household
+    conflict with ``keep_both``): the record travels again in the next download page. The
+    state's ``revision`` follows. Call inside a write transaction.
+    """
+    record = db.session.get(Record, record_id)
+    if record is None:
+        return None
+    record.revision = next_revision(record.county_code)
+    if isinstance(record.state, dict) and "revision" in record.state:
+        record.state = {**record.state, "revision": record.revision}
+    record.updated_at = utcnow()
+    db.session.flush()
+    return record
+
+
 def get_record(record_id: str) -> Record | None:
     """A record (tombstone or not) by id, or None."""
     return db.session.get(Record, record_id)
