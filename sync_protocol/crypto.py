@@ -42,9 +42,10 @@ import json
 import os
 import stat
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Self
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -144,14 +145,96 @@ _LOW_ORDER_PROBE: Final = X25519PrivateKey.from_private_bytes(
 # --- key wrappers -----------------------------------------------------------------------------
 
 
-class EncryptionPublicKey:
-    """An X25519 public key: envelopes are sealed to it."""
+class _PublicKey(ABC):
+    """What both public-key wrappers share: raw bytes, base64, key id, value equality."""
 
     __slots__ = ("_key", "_raw")
+    _hash_tag: str = ""
 
-    def __init__(self, key: X25519PublicKey) -> None:
+    def __init__(self, key: X25519PublicKey | Ed25519PublicKey) -> None:
         self._key = key
         self._raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @classmethod
+    @abstractmethod
+    def from_raw(cls, raw: bytes) -> Self:
+        """Import 32 raw bytes, checked for this curve. Raises :class:`InvalidKey`."""
+
+    @classmethod
+    def from_base64(cls, text: str) -> Self:
+        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
+        return cls.from_raw(b64decode(text))
+
+    def raw(self) -> bytes:
+        """Return the 32 raw bytes."""
+        return self._raw
+
+    def to_base64(self) -> str:
+        """Return the 32 raw bytes as base64 text."""
+        return b64encode(self._raw)
+
+    def key_id(self) -> str:
+        """Return this key's id (see :func:`key_id`)."""
+        return key_id(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and other._raw == self._raw
+
+    def __hash__(self) -> int:
+        return hash((self._hash_tag, self._raw))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key_id={self.key_id()!r})"
+
+
+class _PrivateKey(ABC):
+    """What both private-key wrappers share: raw export, base64, key id, a repr without secrets."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: X25519PrivateKey | Ed25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    @abstractmethod
+    def from_raw(cls, raw: bytes) -> Self:
+        """Import 32 raw bytes, checked for this curve. Raises :class:`InvalidKey`."""
+
+    @classmethod
+    def from_base64(cls, text: str) -> Self:
+        """Import base64 text of the 32 raw private bytes. Raises :class:`InvalidKey`."""
+        return cls.from_raw(b64decode(text))
+
+    def raw(self) -> bytes:
+        """Return the 32 raw private bytes (handle with care)."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def to_base64(self) -> str:
+        """Return the 32 raw private bytes as base64 text (handle with care)."""
+        return b64encode(self.raw())
+
+    @abstractmethod
+    def public_key(self) -> _PublicKey:
+        """Return the matching public key."""
+
+    def key_id(self) -> str:
+        """Return the id of the matching public key."""
+        return self.public_key().key_id()
+
+    def __repr__(self) -> str:
+        # Never show private bytes in logs or tracebacks.
+        return f"{type(self).__name__}(key_id={self.key_id()!r})"
+
+
+class EncryptionPublicKey(_PublicKey):
+    """An X25519 public key: envelopes are sealed to it."""
+
+    __slots__ = ()
+    _hash_tag = "x25519-public"
 
     @classmethod
     def from_raw(cls, raw: bytes) -> EncryptionPublicKey:
@@ -173,40 +256,14 @@ class EncryptionPublicKey:
             ) from exc
         return cls(key)
 
-    @classmethod
-    def from_base64(cls, text: str) -> EncryptionPublicKey:
-        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
-        return cls.from_raw(b64decode(text))
 
-    def raw(self) -> bytes:
-        """Return the 32 raw bytes."""
-        return self._raw
-
-    def to_base64(self) -> str:
-        """Return the 32 raw bytes as base64 text."""
-        return b64encode(self._raw)
-
-    def key_id(self) -> str:
-        """Return this key's id (see :func:`key_id`)."""
-        return key_id(self._raw)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EncryptionPublicKey) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(("x25519-public", self._raw))
-
-    def __repr__(self) -> str:
-        return f"EncryptionPublicKey(key_id={self.key_id()!r})"
-
-
-class EncryptionPrivateKey:
+class EncryptionPrivateKey(_PrivateKey):
     """An X25519 private key: opens envelopes sealed to its public key."""
 
-    __slots__ = ("_key", "_public")
+    __slots__ = ("_public",)
 
     def __init__(self, key: X25519PrivateKey) -> None:
-        self._key = key
+        super().__init__(key)
         # Computed once: opening an envelope needs the public key (HKDF salt, key id check), and
         # deriving it is a scalar multiplication.
         self._public = EncryptionPublicKey(key.public_key())
@@ -222,44 +279,16 @@ class EncryptionPrivateKey:
         _check_raw_length(raw, "X25519 private key")
         return cls(X25519PrivateKey.from_private_bytes(bytes(raw)))
 
-    @classmethod
-    def from_base64(cls, text: str) -> EncryptionPrivateKey:
-        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
-        return cls.from_raw(b64decode(text))
-
-    def raw(self) -> bytes:
-        """Return the 32 raw private bytes (handle with care)."""
-        return self._key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-
-    def to_base64(self) -> str:
-        """Return the 32 raw private bytes as base64 text (handle with care)."""
-        return b64encode(self.raw())
-
     def public_key(self) -> EncryptionPublicKey:
         """Return the matching public key."""
         return self._public
 
-    def key_id(self) -> str:
-        """Return the id of the matching public key."""
-        return self.public_key().key_id()
 
-    def __repr__(self) -> str:
-        # Never show private bytes in logs or tracebacks.
-        return f"EncryptionPrivateKey(key_id={self.key_id()!r})"
-
-
-class SigningPublicKey:
+class SigningPublicKey(_PublicKey):
     """An Ed25519 public key: verifies a sender's envelope signatures."""
 
-    __slots__ = ("_key", "_raw")
-
-    def __init__(self, key: Ed25519PublicKey) -> None:
-        self._key = key
-        self._raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    __slots__ = ()
+    _hash_tag = "ed25519-public"
 
     @classmethod
     def from_raw(cls, raw: bytes) -> SigningPublicKey:
@@ -274,40 +303,11 @@ class SigningPublicKey:
         except ValueError as exc:
             raise InvalidKey("not a valid Ed25519 public key", message_zh="无效的签名公钥") from exc
 
-    @classmethod
-    def from_base64(cls, text: str) -> SigningPublicKey:
-        """Import base64 text of the 32 raw bytes. Raises :class:`InvalidKey`."""
-        return cls.from_raw(b64decode(text))
 
-    def raw(self) -> bytes:
-        """Return the 32 raw bytes."""
-        return self._raw
+class SigningPrivateKey(_PrivateKey):
+    """An Ed25519 private key (its 32-byte seed): signs envelopes."""
 
-    def to_base64(self) -> str:
-        """Return the 32 raw bytes as base64 text."""
-        return b64encode(self._raw)
-
-    def key_id(self) -> str:
-        """Return this key's id (see :func:`key_id`)."""
-        return key_id(self._raw)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SigningPublicKey) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(("ed25519-public", self._raw))
-
-    def __repr__(self) -> str:
-        return f"SigningPublicKey(key_id={self.key_id()!r})"
-
-
-class SigningPrivateKey:
-    """An Ed25519 private key: signs envelopes."""
-
-    __slots__ = ("_key",)
-
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
+    __slots__ = ()
 
     @classmethod
     def generate(cls) -> SigningPrivateKey:
@@ -320,33 +320,9 @@ class SigningPrivateKey:
         _check_raw_length(raw, "Ed25519 private key")
         return cls(Ed25519PrivateKey.from_private_bytes(bytes(raw)))
 
-    @classmethod
-    def from_base64(cls, text: str) -> SigningPrivateKey:
-        """Import base64 text of the 32-byte seed. Raises :class:`InvalidKey`."""
-        return cls.from_raw(b64decode(text))
-
-    def raw(self) -> bytes:
-        """Return the 32-byte private seed (handle with care)."""
-        return self._key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-
-    def to_base64(self) -> str:
-        """Return the 32-byte private seed as base64 text (handle with care)."""
-        return b64encode(self.raw())
-
     def public_key(self) -> SigningPublicKey:
         """Return the matching public key."""
         return SigningPublicKey(self._key.public_key())
-
-    def key_id(self) -> str:
-        """Return the id of the matching public key."""
-        return self.public_key().key_id()
-
-    def __repr__(self) -> str:
-        return f"SigningPrivateKey(key_id={self.key_id()!r})"
 
 
 PrivateKey = EncryptionPrivateKey | SigningPrivateKey
