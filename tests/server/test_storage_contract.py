@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -312,26 +314,43 @@ def test_a_new_sqlite_file_is_private(tmp_path, app_on) -> None:
         assert path.stat().st_mode & 0o777 == 0o600, path
 
 
-def test_app_processes_starting_together_migrate_once(database_url: str, app_on) -> None:
-    """Several workers booting on one fresh database: one migrates, the others wait and agree."""
-    barrier = threading.Barrier(3)
-    built: list[Flask] = []
-    errors: list[BaseException] = []
+_BOOT_WORKER = """
+import sys, time
+from server import create_app
 
-    def boot() -> None:
-        try:
-            barrier.wait()
-            built.append(app_on(database_url))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+database_url, key_dir, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start_at - time.time()))
+create_app({"DATABASE_URL": database_url, "KEY_DIR": key_dir, "TESTING": True})
+"""
 
-    threads = [threading.Thread(target=boot) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and len(built) == 3
-    with built[0].app_context():
+
+def test_app_processes_starting_together_migrate_once(database_url: str, app_on, tmp_path) -> None:
+    """Several worker processes booting on one fresh database: one migrates, the others wait.
+
+    Real processes, as behind a WSGI server: threads in one interpreter would also trip CPython
+    3.11's thread-unsafe AST recursion counter (gh-106905) while Alembic compiles its scripts.
+    """
+    start_at = time.time() + 3.0  # all three past their imports, then migrating at once
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _BOOT_WORKER,
+                database_url,
+                str(tmp_path / "keys"),
+                str(start_at),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outcomes = [(worker.wait(timeout=180), worker.communicate()[1]) for worker in workers]
+    assert [code for code, _ in outcomes] == [0, 0, 0], [err for _, err in outcomes]
+    app = app_on(database_url, MIGRATE_ON_START=False)
+    with app.app_context():
         assert schema.current_revision(db.engine) == schema.head_revision()
 
 
