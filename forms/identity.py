@@ -28,6 +28,7 @@ from forms.errors import FormsError
 __all__ = [
     "ID_CHECK_CHARS",
     "ID_WEIGHTS",
+    "PHONE_PATTERN",
     "IdInfo",
     "IdNumberError",
     "VillageCode",
@@ -431,9 +432,16 @@ def scope_contains(prefix: str, village_code: str) -> bool:
     return code.startswith(prefix)
 
 
+#: The one phone rule: the roster's ``phone`` constraint is ``regex(., PHONE_PATTERN)`` (a test
+#: checks it), so the form and :func:`is_valid_phone` never disagree.
+PHONE_PATTERN = "^1[0-9]{10}$"
+_PHONE = re.compile(PHONE_PATTERN)
+
+
 def is_valid_phone(raw: object) -> bool:
-    """True for a mainland mobile number: 11 digits starting with 1 (spaces/dashes ignored)."""
-    if not isinstance(raw, str):
-        return False
-    text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", raw))
-    return len(text) == 11 and text.isascii() and text.isdigit() and text[0] == "1"
+    """True for a mainland mobile number as the form stores it: 11 ASCII digits starting with 1.
+
+    No separators or full-width digits: the roster form refuses them, and one rule serves both
+    (matched the way the form's ``regex()`` matches, with ``re.search``).
+    """
+    return isinstance(raw, str) and _PHONE.search(raw) is not None

@@ -165,7 +165,9 @@ def _year_table(
 
 
 def _longest_prefix(code: str, prefixes: Iterable[str]) -> list[str]:
-    """Prefixes of ``code`` among ``prefixes``, longest first."""
+    """Prefixes of ``code`` among ``prefixes``, longest first (none for a missing code)."""
+    if not isinstance(code, str):
+        return []
     return sorted((p for p in prefixes if code.startswith(p)), key=len, reverse=True)
 
 
@@ -736,7 +738,10 @@ def household_indicators(
     annual check made in the autumn.
     The roster, when present, completes the others: members absent from the insurance record
     count as uninsured, and its member count stands in for a monitoring record without one.
+    A record that is not an object (text, a number, a list) counts as absent; a ``village_code``
+    of None matches no configured prefix, so the defaults apply.
     """
+    records = {k: v for k, v in records.items() if isinstance(v, Mapping)}
     roster = records.get("household_roster")
     housing_data = records.get("housing_safety")
     water_data = records.get("drinking_water")

@@ -236,9 +236,40 @@ def test_scope_contains() -> None:
 
 def test_phone() -> None:
     assert is_valid_phone("13800138000")
-    assert is_valid_phone("138 0013 8000")
-    assert is_valid_phone("１３８００１３８０００")
+    assert not is_valid_phone("138 0013 8000")
+    assert not is_valid_phone("１３８００１３８０００")
     assert not is_valid_phone("23800138000")
     assert not is_valid_phone("1380013800")
     assert not is_valid_phone(13800138000)
     assert not is_valid_phone(None)
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "13800138000",
+        "138 0013 8000",
+        "138-0013-8000",
+        "１３８００１３８０００",
+        "23800138000",
+        "1380013800",
+        "138001380001",
+        " 13800138000",
+        "13800138000\n",
+    ],
+)
+def test_phone_rule_is_the_roster_forms_rule(phone: str) -> None:
+    """One rule: ``is_valid_phone`` and the roster's ``phone`` constraint give the same verdict."""
+    from forms.expressions import EvaluationContext
+    from forms.identity import PHONE_PATTERN
+    from forms.instruments import load_builtin
+    from forms.instruments.samples import sample_household
+    from forms.validation import validate_record
+
+    roster = load_builtin("household_roster")
+    field = next(f for f in roster.fields if f.name == "phone")
+    assert PHONE_PATTERN in field.constraint
+    data = dict(sample_household(seed=1)["household_roster"], phone=phone)
+    result = validate_record(roster, data, EvaluationContext())
+    form_accepts = not [i for i in result.errors if i.path == "phone"]
+    assert is_valid_phone(phone) is form_accepts

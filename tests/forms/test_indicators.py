@@ -686,3 +686,27 @@ def test_category_consistency_uses_the_monitoring_rules() -> None:
     assert (picture.category_consistent, picture.category_reasons) == (None, [])
     records["monitoring_household"] = {"member_count": 2}
     assert monitoring_consistency(records, VILLAGE, 2026, config) == (None, [])
+
+
+@pytest.mark.parametrize("bad", ["text", 3, ["a"], True])
+def test_household_indicators_treat_a_record_that_is_not_an_object_as_absent(bad) -> None:
+    config = MonitoringConfig(water_region_types={"5301": "water_short"})
+    good = sample_household(seed=3)
+    expected = household_indicators(
+        {k: v for k, v in good.items() if k != "housing_safety"}, "530102001001", 2026, config
+    )
+    records = {**good, "housing_safety": bad}
+    assert household_indicators(records, "530102001001", 2026, config) == expected
+    every = {form_id: bad for form_id in good}
+    picture = household_indicators(every, "530102001001", 2026, config)
+    assert picture.housing_safe is None and picture.all_assured is None
+
+
+def test_household_indicators_without_a_village_code() -> None:
+    config = MonitoringConfig(
+        water_region_types={"5301": "water_short"}, monitoring_lines={"5301": {2026: 7000.0}}
+    )
+    picture = household_indicators(sample_household(seed=3), None, 2026, config)
+    assert picture.village_code is None
+    assert picture.water_region_type == config.default_water_region_type
+    assert picture.monitoring_line == config.default_monitoring_line
