@@ -7,6 +7,7 @@ OpenAPI document learns each route's request shape.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -71,15 +72,35 @@ def json_body() -> Any:
         raise too_deep() from None
 
 
-def _nul_path(value: Any, path: str) -> str | None:
-    """The path of the first NUL character in ``value`` (keys and nested values), or None."""
+#: Text the server cannot store: NUL (PostgreSQL refuses it in text and JSON columns) and lone
+#: UTF-16 surrogates (``"\\ud800"`` in JSON parses to a str that cannot be encoded as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates escaped (``\\ud800``), safe to echo in an error body."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _bad_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored, or None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    return "must not contain a NUL character" if found.group() == "\x00" else "lone surrogate"
+
+
+def _nul_path(value: Any, path: str) -> tuple[str, str] | None:
+    """The path of the first unstorable text in ``value`` (keys and nested values) and why."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        reason = _bad_text(value)
+        return None if reason is None else (path, reason)
     if isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return where
+            where = f"{path}.{_printable(str(key))}" if path else _printable(str(key))
+            reason = _bad_text(str(key))
+            if reason is not None:
+                return where, reason
             found = _nul_path(item, where)
             if found is not None:
                 return found
@@ -92,20 +113,29 @@ def _nul_path(value: Any, path: str) -> str | None:
 
 
 def reject_nul(value: Any, path: str = "") -> None:
-    """Raise :class:`ValidationFailed` naming the field when ``value`` holds a NUL character.
+    """Raise :class:`ValidationFailed` naming the field when ``value`` holds a NUL character or
+    a lone surrogate (keys included).
 
     No text the server stores or looks up may contain U+0000: PostgreSQL refuses it in text and
-    JSON columns, so it would otherwise surface as a 500 deep inside a query.
+    JSON columns, so it would otherwise surface as a 500 deep inside a query. A lone surrogate
+    cannot be encoded as UTF-8 at all (not even into the error body that echoes it).
     """
     try:
         found = _nul_path(value, path)
     except RecursionError:
         raise too_deep(path or "_body") from None
     if found is not None:
+        where, reason = found
+        if reason == "lone surrogate":
+            raise ValidationFailed(
+                en=f"{where or 'the value'} contains a lone UTF-16 surrogate",
+                zh="内容含有无效的 Unicode 字符（孤立代理项）",
+                details={"fields": {where or "_body": ["must not contain a lone surrogate"]}},
+            )
         raise ValidationFailed(
-            en=f"{found or 'the value'} contains a NUL character",
+            en=f"{where or 'the value'} contains a NUL character",
             zh="内容含有 NUL 字符",
-            details={"fields": {found or "_body": ["must not contain a NUL character"]}},
+            details={"fields": {where or "_body": [reason]}},
         )
 
 

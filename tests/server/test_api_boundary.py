@@ -139,3 +139,36 @@ def test_a_deeply_nested_uploaded_json_definition_is_a_validation_error(
     data = {"file": (io.BytesIO(body), "form.json")}
     response = client.post("/api/v1/forms", data=data, headers=admin_headers)
     _refused(response, body)
+
+
+#: (url, raw JSON body, the field the error names); each carries a lone surrogate escape.
+SURROGATE_REQUESTS: list[tuple[str, bytes, str]] = [
+    ("/api/v1/auth/login", b'{"\\ud800": 1}', "\\ud800"),
+    ("/api/v1/auth/login", b'{"username": "a\\ud800", "password": "x"}', "username"),
+    ("/api/v1/auth/login", b'{"username": "admin", "password": "\\udfff"}', "password"),
+    (
+        "/api/v1/devices/enroll",
+        b'{"code": "\\ud83d", "x25519_public": "a", "ed25519_public": "b"}',
+        "code",
+    ),
+    ("/api/v1/enrollment-codes", b'{"scope": "530102001201", "label": "\\ud800"}', "label"),
+]
+
+
+@pytest.mark.parametrize(("url", "raw", "field"), SURROGATE_REQUESTS)
+def test_a_lone_surrogate_in_json_is_a_validation_error_not_a_500(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    url: str,
+    raw: bytes,
+    field: str,
+) -> None:
+    for headers in ({}, admin_headers):
+        response = client.post(
+            url, data=raw, headers={**headers, "Content-Type": "application/json"}
+        )
+        if response.status_code == 401:
+            continue
+        error = assert_error(response, 400, "validation_failed")
+        assert field in error["details"]["fields"], error
