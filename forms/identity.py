@@ -26,9 +26,11 @@ from typing import Literal
 from forms.errors import FormsError
 
 __all__ = [
+    "HOUSEHOLD_NO_PATTERN",
     "ID_CHECK_CHARS",
     "ID_WEIGHTS",
     "PHONE_PATTERN",
+    "ROUND_PATTERN",
     "IdInfo",
     "IdNumberError",
     "VillageCode",
@@ -36,8 +38,10 @@ __all__ = [
     "VillageCodeWarning",
     "age_on",
     "id_check_char",
+    "is_valid_household_no",
     "is_valid_id_number",
     "is_valid_phone",
+    "is_valid_round",
     "normalize_id_number",
     "parse_id_number",
     "parse_village_code",
@@ -445,3 +449,25 @@ def is_valid_phone(raw: object) -> bool:
     (matched the way the form's ``regex()`` matches, with ``re.search``).
     """
     return isinstance(raw, str) and _PHONE.search(raw) is not None
+
+
+#: A household number as the national platform gives it (digits, e.g. ``53010200120100017``)
+#: or as a device generates one (a UUID): ASCII letters, digits and dashes, starting with a
+#: letter or digit, at most 64 characters. Anything else (``=HYPERLINK(…)``) is refused by the
+#: device and the server alike, so no identifier can become a spreadsheet formula.
+HOUSEHOLD_NO_PATTERN = "^[0-9A-Za-z][0-9A-Za-z-]{0,63}$"
+#: A survey round label such as ``2026-annual`` or ``monitoring-2026-11``: ASCII letters,
+#: digits, ``-`` and ``_``, starting with a letter or digit, at most 40 characters.
+ROUND_PATTERN = "^[0-9A-Za-z][0-9A-Za-z_-]{0,39}$"
+_HOUSEHOLD_NO = re.compile(HOUSEHOLD_NO_PATTERN[1:-1])
+_ROUND = re.compile(ROUND_PATTERN[1:-1])
+
+
+def is_valid_household_no(raw: object) -> bool:
+    """True for a household number of :data:`HOUSEHOLD_NO_PATTERN`'s shape."""
+    return isinstance(raw, str) and _HOUSEHOLD_NO.fullmatch(raw) is not None
+
+
+def is_valid_round(raw: object) -> bool:
+    """True for a survey round label of :data:`ROUND_PATTERN`'s shape."""
+    return isinstance(raw, str) and _ROUND.fullmatch(raw) is not None

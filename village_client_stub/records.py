@@ -29,7 +29,7 @@ from typing import Any
 from forms.definition import Field, FieldType, FormDefinition
 from forms.errors import FormsError
 from forms.expressions import EvaluationContext
-from forms.identity import scope_contains
+from forms.identity import is_valid_household_no, is_valid_round, scope_contains
 from forms.indicators import MonitoringConfig
 from forms.paths import ORDER_KEY, ROW_ID_KEY, flatten, split_path, unflatten
 from forms.validation import validate_record
@@ -93,10 +93,11 @@ def parse_household(text: str) -> dict[str, str]:
         BadInput: not of that shape.
     """
     code, sep, number = unicodedata.normalize("NFKC", text).strip().partition("/")
-    if not sep or not re.fullmatch(r"\d{12}", code) or not number.strip():
+    if not sep or not re.fullmatch(r"\d{12}", code) or not is_valid_household_no(number.strip()):
         raise BadInput(
-            f"household must be VILLAGECODE/HOUSEHOLDNO (12-digit code), got {text!r}",
-            message_zh=f"户编号格式应为“12位行政村代码/户编号”，收到 {text!r}",
+            f"household must be VILLAGECODE/HOUSEHOLDNO (12-digit code, household number of "
+            f"letters, digits and dashes), got {text!r}",
+            message_zh=f"户编号格式应为“12位行政村代码/户编号”（户编号为字母、数字和连字符），收到 {text!r}",
         )
     return {"village_code": code, "household_no": number.strip()}
 
@@ -317,9 +318,16 @@ class RecordEditor:
         """The household of a new record: the one given, else the record's own code fields.
 
         Raises:
-            BadInput: given and in the data, but different.
+            BadInput: given and in the data, but different; or a household number not of
+                ``forms.identity.HOUSEHOLD_NO_PATTERN``'s shape (the server refuses it too).
         """
         own_code, own_no = data.get("village_code"), data.get("household_no")
+        for number in (own_no, household and household.get("household_no")):
+            if number and not is_valid_household_no(number):
+                raise BadInput(
+                    f"a household number is letters, digits and dashes, got {number!r}",
+                    message_zh=f"户编号应为字母、数字和连字符，收到 {number!r}",
+                )
         if household is not None:
             if (own_code and own_code != household["village_code"]) or (
                 own_no and own_no != household["household_no"]
@@ -368,6 +376,11 @@ class RecordEditor:
         defn = self.store.form(form_id, form_version)
         data = ensure_row_ids(defn, data)
         round = round or default_round(self.today)
+        if not is_valid_round(round):
+            raise BadInput(
+                f"a survey round is letters, digits, '-' and '_' (e.g. 2026-annual), got {round!r}",
+                message_zh=f"调查轮次应为字母、数字、连字符或下划线（如 2026-annual），收到 {round!r}",
+            )
         try:
             household = self.resolve_household(defn, data, household)
         except BadInput:

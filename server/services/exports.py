@@ -18,8 +18,9 @@ multiple choices joined by 、, geopoints ``lat,lon``.
 Sensitive fields (the definition marks ID numbers, phones, health) are masked — an ID keeps its
 first 6 and last 4 characters, a phone its first 3 and last 4, anything else becomes ``***`` —
 unless a county admin asks with ``unmasked=true`` (audited as such); a township reviewer never
-gets them. Text that a spreadsheet would run as a formula (starting ``= + - @``) is prefixed
-with ``'``. Every export is audited before the first byte leaves.
+gets them. Every text cell that a spreadsheet would run as a formula (starting ``= + -
+@``, a tab or a carriage return) is prefixed with ``'`` — headers, record ids, household numbers
+and rounds included. Every export is audited before the first byte leaves.
 
 Records are read in keyset pages (``server.storage.exports``) and written as they come: a CSV is
 streamed to the client, an XLSX is written by openpyxl's write-only mode to a temporary file and
@@ -64,8 +65,13 @@ _CSV_ROWS_PER_CHUNK: Final = 500
 
 
 def _safe_text(text: str) -> str:
-    # A leading = + - @ makes Excel (and openpyxl) treat the cell as a formula.
+    # A leading = + - @ (or tab/CR) makes Excel (and openpyxl) treat the cell as a formula.
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _inert(row: list[Any]) -> list[Any]:
+    """Every text cell of ``row`` made inert, the fixed columns (ids, household, round) too."""
+    return [_safe_text(cell) if isinstance(cell, str) else cell for cell in row]
 
 
 def _label(fld: Field) -> str:
@@ -196,11 +202,13 @@ def sheet_rows(sheet: Sheet, record: ExportedRecord, fmt: Formatter) -> Iterator
     """The rows ``record`` contributes to ``sheet`` (one for main, one per repeat row)."""
     if sheet.key == MAIN_SHEET:
         fixed = [_record_cell(record, attribute) for _, attribute in RECORD_COLUMNS]
-        yield fixed + [fmt.cell(c.field, record.data.get(c.field.name)) for c in sheet.columns]
+        yield _inert(
+            fixed + [fmt.cell(c.field, record.data.get(c.field.name)) for c in sheet.columns]
+        )
         return
     for row_key, position, row in _rows_of(record.data, sheet.key):
         fixed = [record.record_id, row_key, position, record.household_no]
-        yield fixed + [fmt.cell(c.field, row.get(c.field.name)) for c in sheet.columns]
+        yield _inert(fixed + [fmt.cell(c.field, row.get(c.field.name)) for c in sheet.columns])
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,7 @@ class Export:
         fmt = self.formatter
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(sheet.headers)
+        writer.writerow(_inert(sheet.headers))
         yield b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8")
         buffer.seek(0)
         buffer.truncate()
@@ -267,7 +275,7 @@ class Export:
         workbook = Workbook(write_only=True)
         sheets = [(sheet, workbook.create_sheet(sheet.title)) for sheet in self.sheets]
         for sheet, worksheet in sheets:
-            worksheet.append(sheet.headers)
+            worksheet.append(_inert(sheet.headers))
         fmt = self.formatter
         count = 0
         for record in self.records():

@@ -9,7 +9,9 @@ commits; the caller acknowledges only what its transaction committed.
 
 Rejection rules (each rejected op gets per-field reasons in contracts §3 issue shape):
 
-* ``household_required`` / ``household_invalid`` — a new record without a valid household;
+* ``household_required`` / ``household_invalid`` — a new record without a valid household
+  (``forms.identity.HOUSEHOLD_NO_PATTERN``); ``round_invalid`` — a new record's round not of
+  ``forms.identity.ROUND_PATTERN``;
 * ``out_of_scope`` — the record's village is outside the device's scope (quarantined);
 * ``unknown_form_version`` — a form version that is not published (or retired) here
   (quarantined for an admin to map);
@@ -34,6 +36,7 @@ from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from forms import EvaluationContext, FormDefinition, FormsError, load_definition, unflatten
+from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import validate_record
 from server.services.monitoring import monitoring_config
@@ -214,7 +217,7 @@ def _valid_household(household: Any) -> tuple[str, str] | None:
     village, number = household.get("village_code"), household.get("household_no")
     if not (isinstance(village, str) and len(village) == 12 and village.isdigit()):
         return None
-    if not (isinstance(number, str) and 0 < len(number) <= 64):
+    if not is_valid_household_no(number):
         return None
     return village, number
 
@@ -461,13 +464,25 @@ def _envelope(op: Op, existing: RecordRow | None, scope: str | None) -> tuple[st
                 [
                     reason(
                         "household_invalid",
-                        "农户标识无效：村代码应为12位数字，户编号不能为空",
-                        "household invalid: a 12-digit village code and a household number",
+                        "农户标识无效：村代码应为12位数字，户编号为字母、数字和连字符",
+                        "household invalid: a 12-digit village code and a household number "
+                        "of letters, digits and dashes",
                     )
                 ],
             )
         village, household_no = found
         round_ = op.round or ""
+        if op.round is not None and not is_valid_round(op.round):
+            raise _Rejected(
+                quarantine.INVALID,
+                [
+                    reason(
+                        "round_invalid",
+                        "调查轮次应为字母、数字、连字符或下划线，如 2026-annual",
+                        "a survey round is letters, digits, '-' and '_', e.g. 2026-annual",
+                    )
+                ],
+            )
         villages = {village}
     if scope is not None and not all(v.startswith(scope) for v in villages):
         outside = sorted(v for v in villages if not v.startswith(scope))[0]

@@ -462,3 +462,23 @@ def test_households_outside_the_enrolled_scope_are_refused(
         editor.fill("housing_safety", {"appraisal_grade": "A"}, household=outside)
     assert "数据范围" in info.value.message_zh
     assert editor.fill("household_roster", roster()).op is not None
+
+
+def test_household_numbers_and_rounds_not_of_their_shape_are_refused(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    """Leak 4: a household number or round that a spreadsheet would run never leaves the device."""
+    for bad in ("530102001201/=HYPERLINK(1)", "530102001201/@x", "530102001201/a b"):
+        with pytest.raises(BadInput):
+            parse_household(bad)
+    household = {"village_code": "530102001201", "household_no": "0007"}
+    for bad_round in ("=1+1", "-2026", "2026 annual"):
+        with pytest.raises(BadInput):
+            editor.fill(
+                "housing_safety", {"appraisal_grade": "A"}, household=household, round=bad_round
+            )
+    with pytest.raises(BadInput):
+        editor.fill(
+            "household_roster",
+            {**roster(), "household_no": "+SUM(1)"},
+        )

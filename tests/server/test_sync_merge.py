@@ -398,3 +398,24 @@ def test_an_invalid_edit_of_a_stored_record_leaves_it_unchanged(
     (state,) = ack.records
     assert state["revision"] == revision
     assert device.values(record_id)["storeys"] == 1
+
+
+def test_household_numbers_and_rounds_not_of_their_shape_reject_their_op(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    """A household number is letters/digits/dashes, a round like ``2026-annual`` (leak 4)."""
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="=HYPERLINK(1)")
+    device.put(
+        "1" * 36,
+        "housing_safety",
+        HOUSE_A,
+        household={"village_code": VILLAGE, "household_no": "F1"},
+        round="+cmd|' /C calc'!A0",
+    )
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="F2")
+    bad_number, bad_round, good = device.sync().acks[0].acks
+    assert bad_number.status == bad_round.status == "rejected"
+    assert bad_number.reasons[0]["code"] == "household_invalid"
+    assert bad_round.reasons[0]["code"] == "round_invalid"
+    assert good.status == "applied"
