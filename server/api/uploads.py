@@ -130,6 +130,16 @@ def attachment_content(principal: Principal, sha256: str) -> Any:
     """The stored file of a completed upload (admins, within their area), e.g. a house photo."""
     path, content_type = uploads.stored_attachment(principal.area_prefix, sha256)
     end_read()
-    response = send_file(path, mimetype=content_type, max_age=0, conditional=True, etag=sha256)
+    response = send_file(
+        path,
+        mimetype=content_type,
+        max_age=0,
+        conditional=True,
+        etag=sha256,
+        as_attachment=True,
+        download_name=f"{sha256}.{content_type.rpartition('/')[2].replace('octet-stream', 'bin')}",
+    )
     response.headers["Cache-Control"] = "private, max-age=0"
+    # Even opened directly, the file may run nothing: no scripts, no plugins, no framing.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response

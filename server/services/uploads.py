@@ -420,8 +420,34 @@ def append_chunk(
     return status
 
 
+#: Image formats served as themselves, recognised by their first bytes (never by the type the
+#: device announced: a ``text/html`` "photo" would otherwise run on the admin origin).
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+#: What anything else is served as: a download, never rendered.
+OPAQUE_TYPE = "application/octet-stream"
+
+
+def sniff_type(path: Path) -> str:
+    """The content type to serve ``path`` as: JPEG, PNG, GIF or WebP by magic bytes, else
+    :data:`OPAQUE_TYPE`."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    for magic, content_type in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return OPAQUE_TYPE
+
+
 def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
-    """The file and content type of a completed attachment uploaded within ``area_prefix``.
+    """The file of a completed attachment uploaded within ``area_prefix`` and the type to serve
+    it as (:func:`sniff_type`, never the device's announced ``content_type``).
 
     For admins viewing a record's photos. Raises :class:`NotFound` (``attachment_not_found``)
     for an unknown, unfinished or out-of-area attachment, or one whose file is gone.
@@ -436,7 +462,7 @@ def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
         or not path.is_file()
     ):
         raise NotFound(en="no such attachment", zh="附件不存在", code="attachment_not_found")
-    return path, row.content_type
+    return path, sniff_type(path)
 
 
 def purge_abandoned(older_than: timedelta, now: datetime | None = None) -> int:

@@ -46,13 +46,20 @@ class Device:
             **kw,
         )
 
-    def start(self, content: bytes, *, sha: str | None = None, size: int | None = None) -> Any:
+    def start(
+        self,
+        content: bytes,
+        *,
+        sha: str | None = None,
+        size: int | None = None,
+        content_type: str = "image/jpeg",
+    ) -> Any:
         sha = sha or hashlib.sha256(content).hexdigest()
         body = json.dumps(
             {
                 "sha256": sha,
                 "size": len(content) if size is None else size,
-                "content_type": "image/jpeg",
+                "content_type": content_type,
             }
         ).encode()
         return self.client.post(
@@ -332,7 +339,7 @@ def test_two_connections_sending_the_same_chunk_confirm_it_once(
 
 
 def test_admins_view_completed_photos_of_their_area(upload_app: Flask, device: Device) -> None:
-    photo = _photo(5_000, seed=15)
+    photo = JPEG_MAGIC + _photo(5_000, seed=15)
     sha = hashlib.sha256(photo).hexdigest()
     device.start(photo)
     device.patch(sha, 0, photo[:1_000])
@@ -353,3 +360,43 @@ def test_admins_view_completed_photos_of_their_area(upload_app: Flask, device: D
             shown.close()  # send_file streams from an open file
     assert_error(client.get(f"{URL}/{sha}/content", headers=far), 404, "attachment_not_found")
     assert_error(client.get(f"{URL}/{sha}/content"), 401, "missing_token")
+
+
+JPEG_MAGIC = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "claimed", "served"),
+    [
+        (b"<html><script>alert(document.cookie)</script></html>", "text/html", None),
+        (b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", "image/svg+xml", None),
+        (JPEG_MAGIC + b"photo bytes", "text/html", "image/jpeg"),
+        (PNG_MAGIC + b"photo bytes", "application/javascript", "image/png"),
+    ],
+)
+def test_attachments_are_served_as_what_they_are_never_as_the_device_claims(
+    upload_app: Flask, device: Device, content: bytes, claimed: str, served: str | None
+) -> None:
+    """Leak 9: the device-chosen content type is never served; the bytes decide."""
+    sha = hashlib.sha256(content).hexdigest()
+    assert device.start(content, content_type=claimed).status_code in (200, 201)
+    assert device.patch(sha, 0, content).status_code in (200, 204)
+    add_user(upload_app, "admin")
+    client = upload_app.test_client()
+    shown = client.get(f"{URL}/{sha}/content", headers=login(client, "admin"))
+    try:
+        assert shown.status_code == 200 and shown.data == content
+        assert shown.headers["Content-Type"] == (served or "application/octet-stream")
+        assert shown.headers["Content-Disposition"].startswith("attachment;")
+        assert shown.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'none'" in shown.headers["Content-Security-Policy"]
+    finally:
+        shown.close()
+
+
+def test_every_response_of_the_admin_origin_carries_nosniff_and_a_csp(upload_app: Flask) -> None:
+    response = upload_app.test_client().get("/api/v1/openapi.json")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
