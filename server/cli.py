@@ -302,7 +302,13 @@ def _print_start(report: StartReport, url: str, app: Flask) -> None:
         )
         click.echo(f"  URL:       {url}")
         click.echo(f"  username:  {report.admin_username}")
-        click.echo(f"  password:  {report.admin_password}")
+        if sys.stdout.isatty():
+            click.echo(f"  password:  {report.admin_password}")
+        else:
+            # Not a terminal: stdout ends up in service logs, so the password goes to a file
+            # only the server account can read.
+            where = _write_password_file(app, report.admin_password or "")
+            click.echo(f"  password file: {where}  (mode 0600; delete it after the first login)")
     else:
         click.echo(
             f"Admin account exists. To reset its password: "
@@ -310,6 +316,22 @@ def _print_start(report: StartReport, url: str, app: Flask) -> None:
         )
     click.echo(f"listening on {url}")
     sys.stdout.flush()
+
+
+#: Where the first admin password is written when stdout is not a terminal (in the key folder).
+PASSWORD_FILE = "first-admin-password"
+
+
+def _write_password_file(app: Flask, password: str) -> Path:
+    """Write ``password`` to ``<key folder>/first-admin-password``, mode 0600; returns the path."""
+    from server.settings import resolve_key_dir
+
+    path = resolve_key_dir(app.config) / PASSWORD_FILE
+    path.unlink(missing_ok=True)  # a leftover of an earlier database: never reuse its mode
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(password + "\n")
+    return path
 
 
 def _safe_url(url: str) -> str:

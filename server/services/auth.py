@@ -115,7 +115,8 @@ def create_user(
 
 
 def reset_password(username: str, password: str, *, actor: str) -> None:
-    """Set a new password and revoke the user's tokens; audited.
+    """Set a new password and revoke the user's tokens; audited. A disabled account stays
+    disabled (``set_account_active`` enables it).
 
     Raises :class:`NotFound` for an unknown user, :class:`ValidationFailed` for a short password.
     """
@@ -155,7 +156,8 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
                 target_id="" if user is None else str(user.id),
                 area_code="" if user is None else user.area_prefix,
                 ip=ip,
-                details={"username": username[:80]},
+                # Only a real account's name: what was typed may be a password in the wrong box.
+                details={} if user is None else {"username": user.username},
             )
         raise Unauthorized(
             en="wrong user name or password",

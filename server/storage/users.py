@@ -71,12 +71,14 @@ def count_users() -> int:
 
 
 def set_password_hash(user_id: int, password_hash: str) -> bool:
-    """Replace a user's password hash and revoke all their tokens; False if no such user."""
+    """Replace a user's password hash and revoke all their tokens; False if no such user.
+
+    A disabled account stays disabled (enabling is its own, audited decision)."""
     now = utcnow()
     changed = db.session.execute(
         sa.update(User)
         .where(User.id == user_id)
-        .values(password_hash=password_hash, password_changed_at=now, active=True)
+        .values(password_hash=password_hash, password_changed_at=now)
     ).rowcount
     db.session.execute(
         sa.update(ApiToken)

@@ -2,7 +2,7 @@
 
 :func:`start_county_server` runs ``python -m server serve`` on a free loopback port with the
 given database URL and a working folder for keys, attachments and backups, waits until it
-listens and reads the admin password it prints at first start. Used by the e2e fixtures
+listens and reads the admin password from the file it names at first start. Used by the e2e fixtures
 (``tests/e2e/conftest.py``) and ``bench/weak_link.py``.
 """
 
@@ -101,11 +101,11 @@ def start_county_server(database_url: str, workdir: Path, **settings: str) -> Co
     while time.monotonic() < deadline:
         text = log_path.read_text(encoding="utf-8", errors="replace")
         listening = re.search(r"listening on (http://\S+)", text)
-        password = re.search(r"password:\s+(\S+)", text)
-        if listening and password:
-            return CountyServer(
-                listening.group(1), password.group(1), database_url, process, log_path, env
-            )
+        # The log is not a terminal: the first admin password is in the file it names.
+        password_file = re.search(r"password file:\s+(\S+)", text)
+        if listening and password_file:
+            password = Path(password_file.group(1)).read_text(encoding="utf-8").strip()
+            return CountyServer(listening.group(1), password, database_url, process, log_path, env)
         if process.poll() is not None:
             break
         time.sleep(0.1)

@@ -134,7 +134,11 @@ def test_backup_refuses_postgresql(postgres_url: str, tmp_path: Path) -> None:
     assert result.exit_code != 0 and "pg_dump" in result.output
 
 
-def _start_server(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+def _start_server(
+    tmp_path: Path, *, terminal: bool = False
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    """Start ``serve`` with its output into a pipe (as under a service manager, into logs) or,
+    with ``terminal``, into a real pseudo-terminal."""
     env = {
         **os.environ,
         "VILLAGE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'county.db'}",
@@ -142,19 +146,35 @@ def _start_server(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DATABASE_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"]
+    if terminal:
+        import pty
+
+        leader, follower = pty.openpty()
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdin=follower, stdout=follower, stderr=follower
+        )
+        os.close(follower)
+        output = open(leader, encoding="utf-8", errors="replace", newline=None)
+    else:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        output = process.stdout
     printed: dict[str, str] = {}
     lines: list[str] = []
-    assert process.stdout is not None
-    for line in process.stdout:
+    for line in output:
+        line = line.replace("\r", "")
         lines.append(line)
+        match = re.match(r"\s+password file:\s+(\S+)", line)
+        if match:
+            printed["password_file"] = match.group(1)
         for key in ("URL", "username", "password"):
             match = re.match(rf"\s+{key}:\s+(\S+)", line)
             if match:
@@ -162,6 +182,8 @@ def _start_server(tmp_path: Path) -> tuple[subprocess.Popen, dict[str, str]]:
         if line.startswith("listening on "):
             printed["listening"] = line.split()[-1]
             break
+    if terminal:
+        output.close()
     if "listening" not in printed:
         process.kill()
         raise AssertionError("server did not start:\n" + "".join(lines))
@@ -189,13 +211,20 @@ def _http(url: str, body: dict | None = None, token: str | None = None) -> dict:
 
 
 def test_serve_prints_the_admin_login_and_serves_the_builtins(tmp_path: Path) -> None:
+    """Under a service manager stdout goes to the logs: the first admin password goes to an
+    owner-only file whose path is printed, never to stdout (leak 12)."""
     process, printed = _start_server(tmp_path)
     try:
         url = printed["URL"]
         assert url == printed["listening"]
+        assert "password" not in printed
+        secret = Path(printed["password_file"])
+        assert stat_mode(secret) == 0o600
+        password = secret.read_text(encoding="utf-8").strip()
+        assert len(password) >= 10 and password not in printed["output"]
         token = _http(
             f"{url}/api/v1/auth/login",
-            {"username": printed["username"], "password": printed["password"]},
+            {"username": printed["username"], "password": password},
         )["token"]
         published = _http(f"{url}/api/v1/forms", token=token)
         assert sorted(f["form_id"] for f in published) == sorted(forms.instruments.BUILTIN_IDS)
@@ -212,6 +241,20 @@ def test_serve_prints_the_admin_login_and_serves_the_builtins(tmp_path: Path) ->
         assert "/api/v1/devices/enroll" in again["paths"]
     finally:
         _stop(process)
+
+
+def test_serve_on_a_terminal_prints_the_admin_password_once(tmp_path: Path) -> None:
+    process, printed = _start_server(tmp_path, terminal=True)
+    try:
+        assert "password_file" not in printed
+        token = _http(
+            f"{printed['listening']}/api/v1/auth/login",
+            {"username": printed["username"], "password": printed["password"]},
+        )["token"]
+        assert token
+    finally:
+        _stop(process)
+    assert not list((tmp_path / "var").rglob("*password*"))
 
 
 def stat_mode(path: Path) -> int:
