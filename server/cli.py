@@ -273,7 +273,13 @@ def serve(host: str | None, port: int | None) -> None:
         except ApiError as exc:
             _fail(exc)
         server = waitress.create_server(
-            app, host=host, port=port, threads=app.config["SERVE_THREADS"]
+            app,
+            host=host,
+            port=port,
+            threads=app.config["SERVE_THREADS"],
+            # waitress strips X-Forwarded-* of an untrusted peer by default, before the app's
+            # ProxyFix (TRUSTED_PROXIES) could read them: leave them to ProxyFix when trusted.
+            clear_untrusted_proxy_headers=int(app.config["TRUSTED_PROXIES"]) == 0,
         )
         bound_port = server.effective_port  # type: ignore[union-attr]
         url = app.config["PUBLIC_URL"] or f"http://{host}:{bound_port}"

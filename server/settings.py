@@ -90,7 +90,9 @@ SETTINGS: tuple[Setting, ...] = (
         "trusted_proxies",
         0,
         "Reverse proxies in front of the server whose `X-Forwarded-For`/`-Proto`/`-Host` are "
-        "believed (rate limits and the audit log use the client address). 0: none.",
+        "believed (rate limits and the audit log use the client address), under `python -m "
+        "server serve` too. 0: none. With a proxy, let only the proxy reach the server (listen "
+        "on 127.0.0.1): a direct client could claim any address.",
     ),
     Setting("token_ttl_hours", 12, "Lifetime of an admin API token issued at login."),
     Setting("enrollment_code_days", 7, "Default validity of an enrollment code, in days."),
