@@ -102,6 +102,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Failed login or enrollment attempts allowed per client address (and user name) "
         "within the window before requests get 429.",
     ),
+    Setting(
+        "rate_limit_address_attempts",
+        50,
+        "Failed logins allowed per client address across all user names within the window "
+        "(a township NAT shares one address) before its logins get 429.",
+    ),
     Setting("rate_limit_window_seconds", 300, "Length of the sliding rate-limit window."),
     Setting(
         "sqlite_busy_timeout_ms",

@@ -138,17 +138,16 @@ def reset_password(username: str, password: str, *, actor: str) -> None:
 def login(username: str, password: str, *, ip: str) -> LoginResult:
     """Check a user name and password and issue a token; audited.
 
-    Raises :class:`RateLimited` after too many failures from this address for this name, and
+    Raises :class:`RateLimited` after too many failures from this address for this name (or
+    for any names), and
     :class:`Unauthorized` (``invalid_credentials``) for a wrong name or password or a disabled
     account (the same answer for each, so names cannot be probed).
     """
-    key = throttle.login_key(ip, username)
-    throttle.check(key)
+    claimed = throttle.claim(throttle.login_limits(ip, username))
     user = users.user_by_name(username.strip())
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
-        with writing():
-            throttle.record_failure(key)
+        with writing():  # the attempt stays counted
             audit.add_entry(
                 actor=f"ip:{ip}",
                 action="auth.login_failed",
@@ -167,6 +166,7 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
     with writing():
+        throttle.release(claimed)
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
         audit.add_entry(
             actor=user.username,

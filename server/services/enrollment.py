@@ -141,12 +141,9 @@ def forms_manifest() -> list[dict[str, Any]]:
     ]
 
 
-def _refuse(
-    key: str, error: ApiError, *, ip: str, scope: str = "", code_id: int | None = None
-) -> NoReturn:
-    """Count a failed enrollment against the address, audit it in the code's area, raise."""
+def _refuse(error: ApiError, *, ip: str, scope: str = "", code_id: int | None = None) -> NoReturn:
+    """Audit a failed enrollment in the code's area and raise (the attempt stays counted)."""
     with writing():
-        throttle.record_failure(key)
         audit.add_entry(
             actor=f"ip:{ip}",
             action="device.enroll_refused",
@@ -171,15 +168,17 @@ def enroll(
     :class:`RateLimited` when the address has failed too often; :class:`ValidationFailed` for
     malformed keys (not counted: that is a client bug, not a guess).
     """
-    key = throttle.enrollment_key(ip)
-    throttle.check(key)
-    x_pub = _check_public_key("x25519_public", x25519_public)
-    ed_pub = _check_public_key("ed25519_public", ed25519_public)
+    claimed = throttle.claim(throttle.enrollment_limits(ip))
+    try:
+        x_pub = _check_public_key("x25519_public", x25519_public)
+        ed_pub = _check_public_key("ed25519_public", ed25519_public)
+    except ValidationFailed:
+        throttle.release(claimed)  # a client bug, not a guess
+        raise
     now = utcnow()
     row = enrollment.code_by_hash(code_hash(code))
     if row is None:
         _refuse(
-            key,
             Unauthorized(
                 en="unknown enrollment code", zh="注册码无效", code="invalid_enrollment_code"
             ),
@@ -200,7 +199,7 @@ def enroll(
             details={"expired_at": row.expires_at.isoformat()},
         )
     if failure is not None:
-        _refuse(key, failure, ip=ip, scope=row.scope, code_id=row.id)
+        _refuse(failure, ip=ip, scope=row.scope, code_id=row.id)
     # Plain values: the write transaction below starts afresh and expires the ORM row.
     code_id, scope, code_label = row.id, row.scope, row.label
     device_id = str(uuid.uuid4())
@@ -213,6 +212,7 @@ def enroll(
                 code="enrollment_code_used",
             )
         else:
+            throttle.release(claimed)
             devices.add_device(
                 device_id=device_id,
                 x25519_public=x_pub,
@@ -232,7 +232,7 @@ def enroll(
                 details={"enrollment_code_id": code_id},
             )
     if failure is not None:
-        _refuse(key, failure, ip=ip, scope=scope, code_id=code_id)
+        _refuse(failure, ip=ip, scope=scope, code_id=code_id)
     return Enrollment(
         device_id, scope, app_key_ring().public_document(), forms_manifest(), utcnow()
     )

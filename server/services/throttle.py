@@ -1,13 +1,16 @@
 """Rate limiting of login and enrollment attempts: a sliding window stored in the database.
 
-Only failed attempts count, keyed by client address (plus user name for logins), so one
-mistyping clerk does not lock out a colleague behind the same township NAT, and several app
-processes behind one WSGI server see the same counts.
+Only failed attempts count, keyed by client address (plus user name for logins, with a wider
+limit per address across names), so one mistyping clerk does not lock out a colleague behind
+the same township NAT, and several app processes behind one WSGI server see the same counts.
+An attempt is counted (:func:`claim`) before it is judged and un-counted (:func:`release`) when
+it succeeds, so parallel attempts cannot slip past the limit.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from flask import current_app
 
@@ -22,26 +25,58 @@ def _limits() -> tuple[int, int]:
     return int(config["RATE_LIMIT_ATTEMPTS"]), int(config["RATE_LIMIT_WINDOW_SECONDS"])
 
 
-def check(key: str) -> None:
-    """Raise :class:`RateLimited` (with ``retry_after`` seconds) if ``key`` is over its limit."""
-    attempts, window = _limits()
-    now = utcnow()
-    count, oldest = store.hits_since(key, store.window_start(now, window))
-    if count >= attempts and oldest is not None:
-        retry = math.ceil(window - (now - oldest).total_seconds())
-        raise RateLimited(
-            retry_after=retry,
-            details={"limit": attempts, "window_seconds": window},
-        )
+@dataclass(frozen=True)
+class Claim:
+    """The attempts :func:`claim` counted; :func:`release` them when the attempt succeeds."""
+
+    hit_ids: list[int]
 
 
-def record_failure(key: str) -> None:
-    """Count one failed attempt for ``key`` (committed at once, whatever the request does next)."""
+def claim(limits: list[tuple[str, int]]) -> Claim:
+    """Count one attempt against every ``(key, allowed)`` of ``limits``, in one transaction with
+    the check, before the attempt is judged.
+
+    Raises :class:`RateLimited` (with ``retry_after`` seconds; nothing counted) when a key
+    already has ``allowed`` attempts in the window. Counting first, under a lock per key, means
+    40 parallel guesses cannot all be checked against a count of 9: the 11th of a limit of 10
+    is refused whatever the timing.
+    """
     _attempts, window = _limits()
     now = utcnow()
+    since = store.window_start(now, window)
     with writing():
-        store.purge_before(key, store.window_start(now, window))
-        store.add_hit(key, now)
+        store.lock_keys([key for key, _ in limits])
+        for key, allowed in limits:
+            store.purge_before(key, since)
+            count, oldest = store.hits_since(key, since)
+            if count >= allowed and oldest is not None:
+                retry = math.ceil(window - (now - oldest).total_seconds())
+                raise RateLimited(
+                    retry_after=max(retry, 1),
+                    details={"limit": allowed, "window_seconds": window},
+                )
+        return Claim([store.add_hit(key, now) for key, _ in limits])
+
+
+def release(claimed: Claim) -> None:
+    """Un-count a claimed attempt that succeeded: only failures count against a limit."""
+    with writing():
+        store.delete_hits(claimed.hit_ids)
+
+
+def login_limits(ip: str, username: str) -> list[tuple[str, int]]:
+    """The limits a login attempt counts against: per address and user name (one mistyping
+    clerk does not lock out a colleague behind the same NAT), and per address across names
+    (spraying many user names from one address is limited too)."""
+    attempts, _window = _limits()
+    per_address = int(current_app.config["RATE_LIMIT_ADDRESS_ATTEMPTS"])
+    return [(login_key(ip, username), attempts), (f"login-address:{ip}", per_address)]
+
+
+def enrollment_limits(ip: str) -> list[tuple[str, int]]:
+    """The limit an enrollment attempt counts against: per address."""
+    attempts, _window = _limits()
+    return [(enrollment_key(ip), attempts)]
 
 
 def login_key(ip: str, username: str) -> str:
