@@ -90,10 +90,15 @@ def list_forms(principal: Principal) -> Any:
 def upload(principal: Principal) -> Any:
     """Upload a definition (JSON body, or multipart file .xlsx/.json) as a draft version.
 
-    422 ``form_invalid`` lists every located issue in ``details.issues``.
+    422 ``form_invalid`` lists every located issue in ``details.issues``; 422
+    ``sensitive_flag_dropped`` names fields that were sensitive in an earlier version (send
+    ``?drop_sensitive=true`` to drop the flag anyway: audited, and old records stay masked).
     """
     document, source = _uploaded_document()
-    row = form_service.upload_draft(document, actor=actor_for(principal), source=source)
+    drop = request.args.get("drop_sensitive", "").lower() in ("1", "true", "yes")
+    row = form_service.upload_draft(
+        document, actor=actor_for(principal), source=source, drop_sensitive=drop
+    )
     return VersionSchema().dump(form_service.version_summary(row)), 201
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
-from server.services.access import Actor, Principal
+from server.services.access import COUNTY_ADMIN, Actor, Principal
+from server.services.masking import Sensitivity, mask_conflict
 from server.services.record_ops import (
     SERVER_DEVICE,
     OpOutcome,
@@ -110,7 +111,8 @@ def show(principal: Principal, conflict_id: str) -> dict[str, Any]:
 
     For an open field or delete conflict the values come from the record's current merged
     state (each candidate with its stamp, device and whether its clock was suspect); for a
-    closed one, from what was stored when it was queued. Raises :class:`NotFound`.
+    closed one, from what was stored when it was queued. Sensitive values are masked
+    (``services.masking``) unless the caller is a county admin. Raises :class:`NotFound`.
     """
     row = store.conflict_in_area(conflict_id, principal.area_prefix)
     if row is None:
@@ -140,6 +142,9 @@ def show(principal: Principal, conflict_id: str) -> dict[str, Any]:
         if live is not None:
             plain = live.to_dict()
             out.update({k: plain[k] for k in ("base", "mine", "theirs", "candidates", "reason")})
+    if principal.role != COUNTY_ADMIN:
+        # The records API's rule: only a county admin sees whole ID numbers, phones, health.
+        out = mask_conflict(Sensitivity(row.form_id), out)
     return out
 
 

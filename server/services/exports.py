@@ -33,7 +33,7 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -42,7 +42,7 @@ from forms import Field, FieldType, FormDefinition, load_definition
 from server.errors import Forbidden, NotFound, ValidationFailed
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME, effective_area
-from server.services.masking import mask
+from server.services.masking import Sensitivity, mask
 from server.storage import audit
 from server.storage import forms as form_store
 from server.storage.database import writing
@@ -149,10 +149,14 @@ class Formatter:
 
     definition: FormDefinition
     masked: bool
+    #: Whether a schema path is sensitive in any version of the form (``services.masking``).
+    sensitive: Callable[[str], bool] | None = None
 
-    def cell(self, fld: Field, value: Any) -> Any:
-        """The cell of ``value`` of field ``fld`` (a string, number or '')."""
-        if fld.sensitive and self.masked:
+    def cell(self, fld: Field, value: Any, path: str | None = None) -> Any:
+        """The cell of ``value`` of field ``fld`` at schema ``path`` (a string, number or '')."""
+        if self.masked and (
+            fld.sensitive or (self.sensitive is not None and self.sensitive(path or fld.name))
+        ):
             return mask(value) or ""
         if value is None:
             return ""
@@ -203,12 +207,20 @@ def sheet_rows(sheet: Sheet, record: ExportedRecord, fmt: Formatter) -> Iterator
     if sheet.key == MAIN_SHEET:
         fixed = [_record_cell(record, attribute) for _, attribute in RECORD_COLUMNS]
         yield _inert(
-            fixed + [fmt.cell(c.field, record.data.get(c.field.name)) for c in sheet.columns]
+            fixed
+            + [
+                fmt.cell(c.field, record.data.get(c.field.name), c.field.name)
+                for c in sheet.columns
+            ]
         )
         return
     for row_key, position, row in _rows_of(record.data, sheet.key):
         fixed = [record.record_id, row_key, position, record.household_no]
-        yield _inert(fixed + [fmt.cell(c.field, row.get(c.field.name)) for c in sheet.columns])
+        cells = [
+            fmt.cell(c.field, row.get(c.field.name), f"{sheet.key}/{c.field.name}")
+            for c in sheet.columns
+        ]
+        yield _inert(fixed + cells)
 
 
 @dataclass(frozen=True)
@@ -224,7 +236,7 @@ class Export:
     @property
     def formatter(self) -> Formatter:
         """The cell formatter of this export."""
-        return Formatter(self.definition, self.masked)
+        return Formatter(self.definition, self.masked, Sensitivity(self.definition.id))
 
     def records(self) -> Iterator[ExportedRecord]:
         """The records, streamed from storage."""

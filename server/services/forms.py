@@ -61,9 +61,25 @@ def document_from_xlsform(content: bytes) -> dict[str, Any]:
         ) from None
 
 
-def upload_draft(document: Any, *, actor: Actor, source: str = "json") -> FormVersion:
+def _dropped_sensitive(canonical: dict[str, Any], existing: list[FormVersion]) -> list[str]:
+    """Schema paths sensitive in an earlier version but not in ``canonical``, sorted."""
+    before: set[str] = set()
+    for row in existing:
+        if row.version != int(canonical["version"]):
+            before |= forms.load_definition(row.definition).sensitive_paths()
+    now = forms.load_definition(canonical)
+    return sorted(p for p in before if now.find_field(p) is not None and not now.is_sensitive(p))
+
+
+def upload_draft(
+    document: Any, *, actor: Actor, source: str = "json", drop_sensitive: bool = False
+) -> FormVersion:
     """Validate and store a definition as a draft version; audited.
 
+    A field ``sensitive`` in an earlier version must stay so: without ``drop_sensitive`` such a
+    version is refused (:class:`Unprocessable` ``sensitive_flag_dropped``, ``details.fields``);
+    with it the drop is audited (``form.sensitive_dropped``). Either way records of the form stay
+    masked there (``services.masking.Sensitivity``: once sensitive, always masked).
     Re-uploading a version that is still a draft replaces it. Raises :class:`Unprocessable`
     (``form_invalid``) with located issues, :class:`Conflict` (``form_version_exists``) when
     that version is already scheduled/published/retired, or (``form_version_not_increasing``)
@@ -89,6 +105,15 @@ def upload_draft(document: Any, *, actor: Actor, source: str = "json") -> FormVe
                 code="form_version_not_increasing",
                 details={"form_id": form_id, "version": version, "newest": newest},
             )
+        dropped = _dropped_sensitive(canonical, existing)
+        if dropped and not drop_sensitive:
+            raise Unprocessable(
+                en=f"fields sensitive in an earlier version must stay sensitive: "
+                f"{', '.join(dropped)} (upload with drop_sensitive=true to drop the flag)",
+                zh=f"以前版本中的敏感字段必须保持敏感：{'、'.join(dropped)}",
+                code="sensitive_flag_dropped",
+                details={"fields": dropped},
+            )
         store.ensure_form(form_id, canonical.get("title", {}), builtin=source == "builtin")
         if same is not None:
             row = store.replace_draft(same, canonical, source)
@@ -101,6 +126,8 @@ def upload_draft(document: Any, *, actor: Actor, source: str = "json") -> FormVe
                 created_by=actor.name,
             )
         _audit(actor, "form.upload", row, {"source": source})
+        if dropped:
+            _audit(actor, "form.sensitive_dropped", row, {"fields": dropped})
         return row
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from forms import FormDefinition, FormsError, flatten, unflatten, validate_record
+from forms import FormsError, flatten, unflatten, validate_record
 from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from server.services import indicators
 from server.services.access import COUNTY_ADMIN, Actor, Principal
-from server.services.masking import mask
+from server.services.masking import Sensitivity, mask_flat
 from server.services.record_ops import apply_op, definition, ingest_context
 from server.storage import audit, quarantine, records
 from server.storage import conflicts as conflict_store
@@ -30,20 +30,15 @@ from sync_protocol.merge import RecordState
 from sync_protocol.ops import Op
 
 
-def _mask_flat(defn: FormDefinition | None, flat: dict[str, Any]) -> dict[str, Any]:
-    if defn is None:
-        # Without the definition nothing can be called safe to show.
-        return {path: mask(value) for path, value in flat.items()}
-    return {path: mask(value) if defn.is_sensitive(path) else value for path, value in flat.items()}
-
-
-def masked_data(record: Record, *, reveal: bool) -> dict[str, Any]:
-    """The record's data, sensitive fields masked unless ``reveal``."""
+def masked_data(
+    record: Record, *, reveal: bool, sensitive: Sensitivity | None = None
+) -> dict[str, Any]:
+    """The record's data, sensitive fields masked unless ``reveal`` (a field sensitive in any
+    version of the form is masked: ``services.masking.Sensitivity``)."""
     if reveal:
         return dict(record.data)
-    defn = definition(record.form_id, record.form_version)
     try:
-        return unflatten(_mask_flat(defn, flatten(record.data)))
+        return unflatten(mask_flat(sensitive or Sensitivity(record.form_id), flatten(record.data)))
     except FormsError:
         return {}
 
@@ -52,7 +47,9 @@ def _reveals(principal: Principal) -> bool:
     return principal.role == COUNTY_ADMIN
 
 
-def summary(record: Record, *, reveal: bool = False) -> dict[str, Any]:
+def summary(
+    record: Record, *, reveal: bool = False, sensitive: Sensitivity | None = None
+) -> dict[str, Any]:
     """The list view of a record (data masked unless ``reveal``)."""
     return {
         "record_id": record.record_id,
@@ -65,7 +62,7 @@ def summary(record: Record, *, reveal: bool = False) -> dict[str, Any]:
         "deleted": record.deleted,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
-        "data": masked_data(record, reveal=reveal),
+        "data": masked_data(record, reveal=reveal, sensitive=sensitive),
     }
 
 
@@ -124,11 +121,16 @@ def list_records(
         limit=limit,
         offset=offset,
     )
-    return {"items": [summary(row) for row in rows], "total": total}
+    by_form: dict[str, Sensitivity] = {}  # one look at a form's versions per page
+    for row in rows:
+        if row.form_id not in by_form:
+            by_form[row.form_id] = Sensitivity(row.form_id)
+    items = [summary(row, sensitive=by_form[row.form_id]) for row in rows]
+    return {"items": items, "total": total}
 
 
-def _history_entry(entry: RecordChange, defn: FormDefinition | None, reveal: bool) -> dict:
-    changes = entry.changes if reveal else _mask_flat(defn, entry.changes)
+def _history_entry(entry: RecordChange, sensitive: Sensitivity, reveal: bool) -> dict:
+    changes = entry.changes if reveal else mask_flat(sensitive, entry.changes)
     return {
         "revision": entry.revision,
         "kind": entry.kind,
@@ -171,13 +173,14 @@ def show(principal: Principal, record_id: str) -> dict[str, Any]:
             defn, record.data, ingest_context().evaluation(record.village_code)
         )
         warnings = [issue.to_dict() for issue in checked.warnings]
-    out = summary(record, reveal=reveal)
+    sensitive = Sensitivity(record.form_id)
+    out = summary(record, reveal=reveal, sensitive=sensitive)
     out.update(
         {
             "fields": fields,
             "warnings": warnings,
             "open_conflicts": sorted(conflict_store.open_ids_for_record(record.record_id)),
-            "history": [_history_entry(e, defn, reveal) for e in records.history(record_id)],
+            "history": [_history_entry(e, sensitive, reveal) for e in records.history(record_id)],
         }
     )
     return out

@@ -204,3 +204,53 @@ def test_no_resolution_body_makes_a_500(
             assert set(error) == {"code", "message", "details"}
 
     resolve_with()
+
+
+def make_row_conflict(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> tuple[str, str, str, str]:
+    """One tablet deletes a roster member row while another corrects that member's ID number;
+    returns (record id, conflict id, old ID, corrected ID)."""
+    from forms.instruments.samples import sample_household
+    from sync_protocol.ops import TOMBSTONE
+
+    roster = sample_household(5, village_code=VILLAGE)["household_roster"]
+    first = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    second = SyncDevice.enroll(client, admin_headers, VILLAGE, clock_offset_ms=1000)
+    record_id = first.create("household_roster", roster, village=VILLAGE, household_no="R1")
+    first.sync()
+    second.sync()
+    member = roster["members"][-1]
+    row = f"members/{member['_id']}"
+    state = RecordState.from_dict(first.states[record_id])
+    op = first.put(record_id, "household_roster", {row: TOMBSTONE})
+    op.base.update(state.delete_base(row))
+    old = member["id_number"]
+    corrected = old[:-5] + ("1" if old[-5] != "1" else "3") + old[-4:]
+    from forms.identity import id_check_char
+
+    corrected = corrected[:17] + id_check_char(corrected[:17])
+    second.put(record_id, "household_roster", {f"{row}/id_number": corrected})
+    first.sync()
+    acks = second.sync().acks[0].acks
+    assert acks[0].status == "conflict", acks[0]
+    return record_id, acks[0].conflict_ids[0], old, corrected
+
+
+def test_a_reviewer_sees_sensitive_values_of_a_conflict_masked_like_the_records_api(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    """Leak 1: conflicts show sensitive values by the one masking rule (county admins whole)."""
+    record_id, conflict_id, old, corrected = make_row_conflict(client, admin_headers)
+    headers = reviewer(county, client, "reviewer-m", TOWNSHIP)
+    shown = client.get(f"/api/v1/conflicts/{conflict_id}", headers=headers)
+    assert shown.status_code == 200, shown.get_json()
+    text = shown.get_data(as_text=True)
+    assert old not in text and corrected not in text, shown.get_json()
+    record = client.get(f"/api/v1/records/{record_id}", headers=headers).get_data(as_text=True)
+    assert old not in record
+    from server.services.masking import mask
+
+    assert mask(corrected) in text or mask(old) in text
+    whole = client.get(f"/api/v1/conflicts/{conflict_id}", headers=admin_headers)
+    assert corrected in whole.get_data(as_text=True)

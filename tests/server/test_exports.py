@@ -282,3 +282,64 @@ def test_every_text_cell_that_starts_a_formula_is_prefixed_even_the_fixed_column
         for cells in table:
             for cell in cells:
                 assert not (isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"))
+
+
+def _roster_v2_without_phone_flag() -> dict[str, Any]:
+    from forms.instruments import builtin_json
+
+    document = builtin_json("household_roster")
+    document["version"] = 2
+    for fld in document["fields"]:
+        if fld["name"] == "phone":
+            fld.pop("sensitive", None)
+    return document
+
+
+def test_export_masks_a_field_sensitive_in_any_version_whatever_version_is_chosen(
+    app: Flask,
+    client: FlaskClient,
+    admin_headers: dict[str, str],
+    rosters: dict[str, dict[str, Any]],
+) -> None:
+    """Leak 2: a version without the flag (even a retired one) never unmasks the phones."""
+    from server.services import forms as form_service
+    from server.services.access import CLI_ACTOR
+
+    with app.app_context():
+        form_service.upload_draft(
+            _roster_v2_without_phone_flag(), actor=CLI_ACTOR, drop_sensitive=True
+        )
+        form_service.publish("household_roster", 2, actor=CLI_ACTOR)
+        form_service.retire("household_roster", 1, actor=CLI_ACTOR)
+    add_user(app, "reviewer", role="township_reviewer", area="530102001")
+    reviewer = login(client, "reviewer")
+    for headers in (reviewer, admin_headers):
+        for query in ("", "?version=2", "?version=1"):
+            rows = _csv(client.get(f"{URL}/household_roster.csv{query}", headers=headers))
+            body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
+            assert body and all(r["联系电话"].startswith("138****") for r in body), (query, body)
+
+
+def test_a_new_version_cannot_drop_a_sensitive_flag_without_an_audited_admin_action(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    import json as json_module
+
+    with app.app_context():
+        publish_builtins()
+    body = json_module.dumps(_roster_v2_without_phone_flag()).encode()
+    refused = client.post(
+        "/api/v1/forms", data=body, content_type="application/json", headers=admin_headers
+    )
+    error = assert_error(refused, 422, "sensitive_flag_dropped")
+    assert error["details"]["fields"] == ["phone"]
+    allowed = client.post(
+        "/api/v1/forms?drop_sensitive=true",
+        data=body,
+        content_type="application/json",
+        headers=admin_headers,
+    )
+    assert allowed.status_code == 201, allowed.get_json()
+    with app.app_context():
+        (entry,) = list_entries("", action="form.sensitive_dropped")
+        assert entry.details["fields"] == ["phone"]
