@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import forms
-from server.errors import Conflict, NotFound, Unprocessable
+from server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.services.access import CLI_ACTOR, Actor
 from server.storage import audit
 from server.storage import forms as store
@@ -71,6 +71,29 @@ def _dropped_sensitive(canonical: dict[str, Any], existing: list[FormVersion]) -
     return sorted(p for p in before if now.find_field(p) is not None and not now.is_sensitive(p))
 
 
+def check_owner(actor: Actor, form_id: str) -> None:
+    """Refuse managing ``form_id`` from outside the area that owns it.
+
+    A form belongs to the area of the admin who first uploaded it (a county admin's county);
+    built-ins and forms uploaded from the command line belong to the whole server, so only an
+    unrestricted admin manages them. A new form id is free for anyone. Raises
+    :class:`Forbidden` (``form_not_yours``).
+    """
+    form = store.get_form(form_id)
+    if form is None:
+        return
+    owner = "" if form.builtin else form.owner_area
+    if not owner.startswith(actor.area_prefix):
+        raise Forbidden(
+            en=f"form {form_id} belongs to "
+            f"{'the whole server' if not owner else 'area ' + owner}; "
+            "only its admins manage its versions",
+            zh=f"表单 {form_id} 不属于您的管理区域，不能管理其版本",
+            code="form_not_yours",
+            details={"owner_area": owner},
+        )
+
+
 def upload_draft(
     document: Any, *, actor: Actor, source: str = "json", drop_sensitive: bool = False
 ) -> FormVersion:
@@ -105,6 +128,7 @@ def upload_draft(
                 code="form_version_not_increasing",
                 details={"form_id": form_id, "version": version, "newest": newest},
             )
+        check_owner(actor, form_id)
         dropped = _dropped_sensitive(canonical, existing)
         if dropped and not drop_sensitive:
             raise Unprocessable(
@@ -114,7 +138,12 @@ def upload_draft(
                 code="sensitive_flag_dropped",
                 details={"fields": dropped},
             )
-        store.ensure_form(form_id, canonical.get("title", {}), builtin=source == "builtin")
+        store.ensure_form(
+            form_id,
+            canonical.get("title", {}),
+            builtin=source == "builtin",
+            owner_area="" if source == "builtin" else actor.area_prefix,
+        )
         if same is not None:
             row = store.replace_draft(same, canonical, source)
         else:
@@ -134,12 +163,14 @@ def upload_draft(
 def publish(form_id: str, version: int, *, actor: Actor, at: datetime | None = None) -> FormVersion:
     """Publish a draft (or scheduled) version now, or schedule it for ``at``; audited.
 
-    A time at or before now publishes at once. Raises :class:`NotFound` for an unknown version
-    and :class:`Conflict` (``form_not_publishable``) for a published or retired one.
+    A time at or before now publishes at once. Raises :class:`NotFound` for an unknown version,
+    :class:`Forbidden` (``form_not_yours``, :func:`check_owner`) and :class:`Conflict`
+    (``form_not_publishable``) for a published or retired one.
     """
     now = utcnow()
     with writing():
         row = _version_or_404(form_id, version)
+        check_owner(actor, form_id)
         if row.status not in (store.DRAFT, store.SCHEDULED):
             raise Conflict(
                 en=f"{form_id} version {version} is {row.status}, it cannot be published",
@@ -159,10 +190,12 @@ def publish(form_id: str, version: int, *, actor: Actor, at: datetime | None = N
 def retire(form_id: str, version: int, *, actor: Actor) -> FormVersion:
     """Retire a version: tablets stop offering it for new records; audited.
 
-    Raises :class:`NotFound` for an unknown version, :class:`Conflict` (``form_already_retired``).
+    Raises :class:`NotFound` for an unknown version, :class:`Forbidden` (``form_not_yours``),
+    :class:`Conflict` (``form_already_retired``).
     """
     with writing():
         row = _version_or_404(form_id, version)
+        check_owner(actor, form_id)
         if row.status == store.RETIRED:
             raise Conflict(
                 en=f"{form_id} version {version} is already retired",

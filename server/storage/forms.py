@@ -16,11 +16,21 @@ DRAFT, SCHEDULED, PUBLISHED, RETIRED = "draft", "scheduled", "published", "retir
 STATUSES = (DRAFT, SCHEDULED, PUBLISHED, RETIRED)
 
 
-def ensure_form(form_id: str, title: dict[str, Any], *, builtin: bool = False) -> Form:
-    """The form row for ``form_id``, created if missing; its title follows the newest upload."""
+def get_form(form_id: str) -> Form | None:
+    """The form row of ``form_id``, or None."""
+    return db.session.get(Form, form_id)
+
+
+def ensure_form(
+    form_id: str, title: dict[str, Any], *, builtin: bool = False, owner_area: str = ""
+) -> Form:
+    """The form row for ``form_id``, created if missing (owned by ``owner_area``); its title
+    follows the newest upload."""
     form = db.session.get(Form, form_id)
     if form is None:
-        form = Form(id=form_id, title=title, created_at=utcnow(), builtin=builtin)
+        form = Form(
+            id=form_id, title=title, created_at=utcnow(), builtin=builtin, owner_area=owner_area
+        )
         db.session.add(form)
     else:
         form.title = title

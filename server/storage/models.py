@@ -174,6 +174,8 @@ class Form(Base):
     title: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     builtin: Mapped[bool] = mapped_column(default=False)
+    #: The area owning the form ('' = the whole server): its admins manage the versions.
+    owner_area: Mapped[str] = mapped_column(sa.String(12), default="", server_default="")
 
 
 class FormVersion(Base):

@@ -216,3 +216,36 @@ def test_builtins_are_published_once(app: Flask) -> None:
         first = form_service.publish_builtins()
         assert len(first) == 6
         assert form_service.publish_builtins() == []
+
+
+def test_form_management_is_limited_to_the_forms_owner_area(
+    app: Flask, client: FlaskClient, admin_headers: dict[str, str], housing: dict
+) -> None:
+    """Leak 3: a form published at county level belongs to that county; built-ins to the whole
+    server (an unrestricted admin)."""
+    from tests.server.conftest import add_user, login
+
+    with app.app_context():
+        form_service.publish_builtins()
+    add_user(app, "county-a", area="530102")
+    add_user(app, "county-b", area="530103")
+    a, b = login(client, "county-a"), login(client, "county-b")
+    builtin_v2 = {**housing, "version": 2}
+    assert_error(client.post("/api/v1/forms", json=builtin_v2, headers=a), 403, "form_not_yours")
+    assert_error(
+        client.post("/api/v1/forms/housing_safety/versions/1/retire", headers=a),
+        403,
+        "form_not_yours",
+    )
+    own = {**copy.deepcopy(housing), "id": "county_a_housing", "version": 1}
+    assert client.post("/api/v1/forms", json=own, headers=a).status_code == 201
+    url = "/api/v1/forms/county_a_housing/versions"
+    assert_error(client.post(f"{url}/1/publish", headers=b), 403, "form_not_yours")
+    assert_error(
+        client.post("/api/v1/forms", json={**own, "version": 2}, headers=b), 403, "form_not_yours"
+    )
+    assert client.post(f"{url}/1/publish", headers=a).status_code == 200
+    assert_error(client.post(f"{url}/1/retire", headers=b), 403, "form_not_yours")
+    # The server-wide admin manages every form, built-ins included.
+    assert client.post(f"{url}/1/retire", headers=admin_headers).status_code == 200
+    assert client.post("/api/v1/forms", json=builtin_v2, headers=admin_headers).status_code == 201
