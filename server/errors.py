@@ -13,7 +13,9 @@ Flask's own 404/405/500, oversized bodies and a busy database — into HTTP resp
 
 from __future__ import annotations
 
+import errno
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -183,6 +185,23 @@ class ServiceBusy(ApiError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class StorageFull(ApiError):
+    """507: the server's disk (or database) is full; nothing was stored, retry later."""
+
+    status = 507
+    default_code = "storage_full"
+    default_zh = "服务器存储空间已满，数据未保存，请稍后重试"
+    default_en = "The server's storage is full; nothing was stored, retry later"
+
+    def __init__(self, retry_after: int, en: str | None = None, zh: str | None = None, **kw: Any):
+        self.retry_after = max(1, int(retry_after))
+        details = {"retry_after": self.retry_after, **dict(kw.pop("details", None) or {})}
+        super().__init__(en, zh, details=details, **kw)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class InternalError(ApiError):
     """500: an unexpected fault; the details are logged, never sent."""
 
@@ -200,6 +219,7 @@ ERROR_CLASSES: tuple[type[ApiError], ...] = (
     Unprocessable,
     RateLimited,
     ServiceBusy,
+    StorageFull,
     InternalError,
 )
 
@@ -212,6 +232,46 @@ _BUSY_MARKERS = (
     "deadlock detected",
     "lock timeout",
 )
+
+
+#: How long a client waits after a full disk before trying again (an operator must act).
+STORAGE_FULL_RETRY_AFTER_SECONDS = 300
+#: A full disk is logged once per this many seconds per process, not once per request.
+STORAGE_FULL_LOG_EVERY_SECONDS = 600
+_DISK_FULL_MARKERS = (
+    "database or disk is full",  # SQLite SQLITE_FULL
+    "no space left on device",
+    "could not extend file",  # PostgreSQL disk_full (53100)
+    "disk full",
+)
+_storage_full_logged_at: float | None = None
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True when ``exc`` means the disk or database is full (ENOSPC, EDQUOT, SQLITE_FULL …)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    original = getattr(exc, "orig", None)
+    if isinstance(original, OSError) and original.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if getattr(original, "pgcode", None) == "53100":
+        return True
+    if original is None and not isinstance(exc, OSError):
+        return False  # only a database driver's or the OS's own words count
+    text = str(original if original is not None else exc).lower()
+    return any(marker in text for marker in _DISK_FULL_MARKERS)
+
+
+def storage_full(exc: BaseException) -> StorageFull:
+    """The 507 answer to a full disk, logged (one line, no traceback) at most once a while."""
+    global _storage_full_logged_at
+    now = time.monotonic()
+    if _storage_full_logged_at is None or now - _storage_full_logged_at > (
+        STORAGE_FULL_LOG_EVERY_SECONDS
+    ):
+        _storage_full_logged_at = now
+        log.error("storage full, requests answered 507 until space is freed: %s", exc)
+    return StorageFull(retry_after=STORAGE_FULL_RETRY_AFTER_SECONDS)
 
 
 def is_busy_fault(exc: BaseException) -> bool:
@@ -265,6 +325,8 @@ def register_error_handlers(app: Flask) -> None:
         if is_busy_fault(exc):
             retry = current_app.config.get("BUSY_RETRY_AFTER_SECONDS", 2)
             return error_response(ServiceBusy(retry_after=retry))
+        if is_storage_full(exc):
+            return error_response(storage_full(exc))
         log.exception("database fault")
         return error_response(InternalError())
 
@@ -277,5 +339,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         _rollback()
+        if is_storage_full(exc):
+            return error_response(storage_full(exc))
         log.exception("unhandled error")
         return error_response(InternalError())

@@ -7,7 +7,14 @@ import sqlite3
 import pytest
 from flask import Flask
 
-from server.errors import ERROR_CLASSES, ApiError, RateLimited, ServiceBusy, Unauthorized
+from server.errors import (
+    ERROR_CLASSES,
+    ApiError,
+    RateLimited,
+    ServiceBusy,
+    StorageFull,
+    Unauthorized,
+)
 from tests.server.conftest import assert_error
 
 
@@ -18,7 +25,7 @@ def sqlite_app(sqlite_url: str, app_on) -> Flask:
     @app.get("/raise/<name>")
     def _raise(name: str):
         cls = next(c for c in ERROR_CLASSES if c.__name__ == name)
-        if cls in (RateLimited, ServiceBusy):
+        if cls in (RateLimited, ServiceBusy, StorageFull):
             raise cls(retry_after=7, details={"why": "test"})
         raise cls(details={"why": "test"})
 
@@ -34,7 +41,7 @@ def test_every_error_class_leaves_in_the_one_shape(sqlite_app: Flask, cls: type[
     response = sqlite_app.test_client().get(f"/raise/{cls.__name__}")
     error = assert_error(response, cls.status, cls.default_code)
     assert error["details"]["why"] == "test"
-    if cls in (RateLimited, ServiceBusy):
+    if cls in (RateLimited, ServiceBusy, StorageFull):
         assert response.headers["Retry-After"] == "7"
         assert error["details"]["retry_after"] == 7
     if cls is Unauthorized:
@@ -94,3 +101,28 @@ def test_locked_sqlite_database_answers_503_with_retry_after(sqlite_url: str, ap
     # Once the lock is gone the same request succeeds.
     again = client.post("/api/v1/enrollment-codes", json={"scope": "530102001201"}, headers=headers)
     assert again.status_code == 201
+
+
+def test_a_full_sqlite_database_answers_507_with_retry_after(
+    sqlite_url: str, app_on, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leak 11: SQLite's "database or disk is full" (fault-injected) is 507, not a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from server.services import enrollment
+    from tests.server.conftest import add_user, login
+
+    app = app_on(sqlite_url)
+    add_user(app, "admin")
+    client = app.test_client()
+    headers = login(client, "admin")
+
+    def full(*args, **kwargs):
+        raise OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(enrollment.enrollment, "add_code", full)
+    response = client.post(
+        "/api/v1/enrollment-codes", json={"scope": "530102001201"}, headers=headers
+    )
+    assert_error(response, 507, "storage_full")
+    assert int(response.headers["Retry-After"]) > 0

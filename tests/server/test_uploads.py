@@ -400,3 +400,36 @@ def test_every_response_of_the_admin_origin_carries_nosniff_and_a_csp(upload_app
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     policy = response.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+
+
+def test_a_full_disk_is_507_with_retry_after_and_logged_once(
+    upload_app: Flask, device: Device, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Leak 11: ENOSPC while writing a chunk (a fault-injected write error) is no 500."""
+    import errno
+    import logging
+
+    from server import errors
+
+    photo = _photo(60_000, seed=31)
+    sha = hashlib.sha256(photo).hexdigest()
+    device.start(photo)
+
+    def full(path: Path, offset: int, chunk: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(uploads, "_write_chunk", full)
+    monkeypatch.setattr(errors, "_storage_full_logged_at", None)
+    caplog.set_level(logging.WARNING)
+    for _ in range(50):
+        response = device.patch(sha, 0, photo[:1_000])
+        error = assert_error(response, 507, "storage_full")
+        assert int(response.headers["Retry-After"]) > 0
+        assert error["details"]["retry_after"] == int(response.headers["Retry-After"])
+    logged = [r for r in caplog.records if "disk" in r.getMessage().lower() or r.exc_info]
+    assert len(logged) == 1, [r.getMessage() for r in caplog.records]
+    assert logged[0].exc_info is None  # one line, no traceback per request
+    monkeypatch.undo()
+    # Space again: the upload goes on from what was confirmed (nothing).
+    assert device.head(sha).headers["Upload-Offset"] == "0"
+    assert device.patch(sha, 0, photo).status_code == 200
