@@ -94,6 +94,12 @@ SETTINGS: tuple[Setting, ...] = (
         "server serve` too. 0: none. With a proxy, let only the proxy reach the server (listen "
         "on 127.0.0.1): a direct client could claim any address.",
     ),
+    Setting(
+        "sync_ops_per_transaction",
+        200,
+        "Most ops of one uploaded batch applied in one database transaction; a larger batch "
+        "commits in slices, so one device cannot hold the write lock for seconds.",
+    ),
     Setting("token_ttl_hours", 12, "Lifetime of an admin API token issued at login."),
     Setting("enrollment_code_days", 7, "Default validity of an enrollment code, in days."),
     Setting(

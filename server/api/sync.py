@@ -45,5 +45,9 @@ def exchange() -> Any:
     (403).
     """
     retry_ms = int(current_app.config.get("BUSY_RETRY_AFTER_SECONDS", 2)) * 1000
-    result = sync.handle_exchange(_Body(request.stream), busy_retry_ms=retry_ms)  # type: ignore[arg-type]
+    result = sync.handle_exchange(
+        _Body(request.stream),  # type: ignore[arg-type]
+        busy_retry_ms=retry_ms,
+        ops_per_transaction=int(current_app.config["SYNC_OPS_PER_TRANSACTION"]),
+    )
     return Response(result.body, status=result.status, content_type=result.content_type)

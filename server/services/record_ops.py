@@ -19,6 +19,8 @@ Rejection rules (each rejected op gets per-field reasons in contracts §3 issue 
   have (quarantined). Errors already present before the op (e.g. left by a concurrent merge)
   are not held against it: the device could not fix them. Warnings never reject; they are
   reported with the merged record.
+* ``unknown_field`` — a changed path that names no field of the op's form version
+  (quarantined as invalid: such data would otherwise be stored and served);
 * merge errors (``op_record_mismatch``, ``stamp_reused`` …) — quarantined as invalid.
 """
 
@@ -530,6 +532,21 @@ def _apply(
                     f"服务器上没有已发布的表单 {op.form_id} 第{op.form_version}版",
                     f"form {op.form_id} version {op.form_version} is not published on this server",
                 )
+            ],
+        )
+    unknown = [path for path in op.changes if defn.find_field(path) is None]
+    if unknown:
+        raise _Rejected(
+            quarantine.INVALID,
+            [
+                reason(
+                    "unknown_field",
+                    f"表单 {op.form_id} 第{op.form_version}版没有字段 {path}",
+                    f"form {op.form_id} version {op.form_version} has no field {path}",
+                    path=path,
+                    field_name=path.rpartition("/")[2],
+                )
+                for path in unknown
             ],
         )
     state = RecordState.from_dict(existing.state) if existing is not None else None

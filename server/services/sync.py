@@ -140,6 +140,7 @@ class _Session:
     frames: list[FrameStatus] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
     backoff_ms: int = 0
+    ops_per_transaction: int = 200
 
     @property
     def allowed_compression(self) -> frozenset[int]:
@@ -162,8 +163,12 @@ def _recipient_keys(ring: KeyRing) -> dict[str, EncryptionPrivateKey]:
     return {kid: bundle.encryption for kid, bundle in ring.bundles.items()}
 
 
-def handle_exchange(body: bytes | IO[bytes], *, busy_retry_ms: int = 2000) -> ExchangeResult:
+def handle_exchange(
+    body: bytes | IO[bytes], *, busy_retry_ms: int = 2000, ops_per_transaction: int = 200
+) -> ExchangeResult:
     """Run one sync exchange on the request ``body`` (bytes or a stream) and seal the reply.
+
+    A batch applies at most ``ops_per_transaction`` ops per database transaction.
 
     Raises :class:`~server.errors.ApiError` subclasses (one JSON error shape) for everything that
     goes wrong before the device is authenticated: ``exchange_empty``, ``frame_malformed``,
@@ -214,6 +219,7 @@ def handle_exchange(body: bytes | IO[bytes], *, busy_retry_ms: int = 2000) -> Ex
     hello = opened.message
     assert isinstance(hello, Hello)  # open_message(expected="hello") returns only a Hello
     session = _Session(device, ring, opened.header, hello, ingest_context())
+    session.ops_per_transaction = max(1, ops_per_transaction)
     refusal = _check_hello(session)
     if refusal is not None:
         return _seal(
@@ -352,18 +358,18 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
                 raise _FrameRejected("op_sequence_reused")
             if record is not None:
                 touched[record.record_id] = dict(record.state)
-        if fresh:
-            outcomes = apply_ops(fresh, session.ctx, scope=device.scope, by=f"device:{device.id}")
-            for op, outcome in zip(fresh, outcomes, strict=True):
-                acks[op.seq] = outcome.ack
-                if outcome.record is not None:
-                    touched[outcome.record.record_id] = _state_with_warnings(
-                        outcome.record.state, outcome.warnings
-                    )
-            sync_state.set_high_water(mark, fresh[-1].seq)
-            sync_state.store_acks(device.id, [acks[op.seq] for op in fresh])
-        states = tuple(touched.values())
+        # Bounded work per transaction: a batch of thousands of ops commits in slices, so one
+        # device never holds the (SQLite) write lock for seconds; each slice commits its ops,
+        # high-water mark and acks together, so a crash between slices loses nothing.
+        limit = session.ops_per_transaction
+        _apply_fresh(session, mark, fresh[:limit], acks, touched)
         high = mark.high_water
+    for start in range(limit, len(fresh), limit):
+        with writing():
+            mark = sync_state.lock_marks(device.id)
+            _apply_fresh(session, mark, fresh[start : start + limit], acks, touched)
+            high = mark.high_water
+    states = tuple(touched.values())
     ack = Ack(
         batch_seq=batch.batch_seq,
         acks=tuple(OpAck.from_dict(acks[op.seq]) for op in ops),
@@ -374,6 +380,33 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
         # The device merges its own applied ops locally; only the other states travel.
         return ack.without_applied_records(ops)
     return ack
+
+
+def _apply_fresh(
+    session: _Session,
+    mark: Any,
+    ops: list[Op],
+    acks: dict[int, dict[str, Any]],
+    touched: dict[str, dict[str, Any]],
+) -> None:
+    """Apply ``ops`` (after the locked ``mark``) in the current transaction, advancing the mark
+    and keeping their acks; an op another exchange of the device applied meanwhile gets its
+    stored ack."""
+    device = session.device
+    stored = sync_state.stored_acks(device.id, [op.seq for op in ops if op.seq <= mark.high_water])
+    acks.update(stored)
+    ops = [op for op in ops if op.seq > mark.high_water]
+    if not ops:
+        return
+    outcomes = apply_ops(ops, session.ctx, scope=device.scope, by=f"device:{device.id}")
+    for op, outcome in zip(ops, outcomes, strict=True):
+        acks[op.seq] = outcome.ack
+        if outcome.record is not None:
+            touched[outcome.record.record_id] = _state_with_warnings(
+                outcome.record.state, outcome.warnings
+            )
+    sync_state.set_high_water(mark, ops[-1].seq)
+    sync_state.store_acks(device.id, [acks[op.seq] for op in ops])
 
 
 def _check_sequence(ops: list[Op], device_id: str, high_water: int) -> None:

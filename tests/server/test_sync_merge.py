@@ -419,3 +419,56 @@ def test_household_numbers_and_rounds_not_of_their_shape_reject_their_op(
     assert bad_number.reasons[0]["code"] == "household_invalid"
     assert bad_round.reasons[0]["code"] == "round_invalid"
     assert good.status == "applied"
+
+
+def test_fields_not_in_the_form_reject_their_op(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    """Leak 10: a path the form does not have is refused, never stored and served."""
+    device = SyncDevice.enroll(client, admin_headers, VILLAGE)
+    device.create(
+        "housing_safety",
+        {**HOUSE_A, "secret_note": "<script>x</script>"},
+        village=VILLAGE,
+        household_no="U1",
+    )
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="U2")
+    bad, good = device.sync().acks[0].acks
+    assert bad.status == "rejected", bad
+    assert [(r["code"], r["path"]) for r in bad.reasons] == [("unknown_field", "secret_note")]
+    assert good.status == "applied"
+    listed = client.get("/api/v1/records?form_id=housing_safety", headers=admin_headers)
+    assert "secret_note" not in listed.get_data(as_text=True)
+
+
+def test_a_large_batch_commits_in_bounded_slices(
+    database_url: str, app_on: Any, tmp_path: Any
+) -> None:
+    """Leak 10: one batch of 450 ops never holds the write lock for all of them at once."""
+    from sqlalchemy import event
+
+    from server.extensions import db
+    from server.services.forms import publish_builtins
+    from tests.server.conftest import add_user, login
+
+    app = app_on(database_url, SYNC_OPS_PER_TRANSACTION=100)
+    with app.app_context():
+        publish_builtins()
+    add_user(app, "admin")
+    client = app.test_client()
+    headers = login(client, "admin")
+    device = SyncDevice.enroll(client, headers, VILLAGE)
+    for n in range(450):
+        device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no=f"B{n}")
+    commits: list[int] = []
+    with app.app_context():
+        event.listen(db.engine, "commit", lambda conn: commits.append(1))
+    request = device.build(batch_size=450)
+    reply = device.open(device.post(request.body), request)
+    device.apply(reply)
+    (ack,) = reply.acks
+    assert [a.status for a in ack.acks] == ["applied"] * 450
+    assert ack.high_water_mark == device.op_seq
+    assert len(commits) >= 5, commits  # five slices of at most 100 ops (plus the hello)
+    again = device.sync()
+    assert not again.acks or all(a.status != "rejected" for b in again.acks for a in b.acks)
