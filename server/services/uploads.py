@@ -187,9 +187,10 @@ def attachment_path(sha256: str, root: Path | None = None) -> Path:
     return (root or attachments_root()) / sha256[:2] / sha256
 
 
-def partial_path(sha256: str, root: Path | None = None) -> Path:
-    """Where the bytes of an unfinished upload wait."""
-    return (root or attachments_root()) / "partial" / f"{sha256}.part"
+def partial_path(sha256: str, device_id: str, root: Path | None = None) -> Path:
+    """Where the bytes of a device's unfinished upload wait (one file per device and address,
+    so no device can append to or reset another's)."""
+    return (root or attachments_root()) / "partial" / f"{device_id}-{sha256}.part"
 
 
 def _file_sha256(path: Path) -> str:
@@ -275,10 +276,12 @@ def start_upload(
 ) -> tuple[UploadStatus, bool]:
     """Announce an upload; returns its status and whether it is new.
 
-    An upload that exists already (begun by any device, or complete) is resumed or reported
-    complete — the content address makes every copy of a photo the same upload. Raises
+    Uploads are per device: this device's upload of the address, if it began one, is resumed
+    or reported complete; another device's upload of the same address is invisible to it (a
+    device must send the bytes it claims to have). Raises
     :class:`PayloadTooLarge` (``attachment_too_large``) beyond ``ATTACHMENT_MAX_BYTES`` and
-    :class:`Conflict` (``upload_size_mismatch``) when the address is known with another size.
+    :class:`Conflict` (``upload_size_mismatch``) when this device announced the address with
+    another size.
     """
     check_sha256(sha256)
     if size > current_app.config["ATTACHMENT_MAX_BYTES"]:
@@ -293,7 +296,7 @@ def start_upload(
         )
         if int(row.size) != size:
             raise Conflict(
-                en=f"this address was announced with {row.size} bytes",
+                en=f"this device announced this address with {row.size} bytes",
                 zh="该附件已以不同大小登记",
                 code="upload_size_mismatch",
                 details={"size": int(row.size)},
@@ -306,15 +309,21 @@ def _recover(row: Attachment) -> None:
     """Make a locked row agree with the files after a crash between file and commit, or
     after files were lost (a disk restored from an older backup)."""
     final = attachment_path(row.sha256)
+    part = partial_path(row.sha256, str(row.device_id))
     if row.completed_at is not None:
         if not final.exists():
             # The stored photo is gone: let the next device that has it upload it again.
             store.set_received(row, 0)
         return
-    if final.exists() and _file_sha256(final) == row.sha256:
+    if (
+        row.received_bytes > 0
+        and not part.exists()
+        and final.exists()
+        and _file_sha256(final) == row.sha256
+    ):
+        # This device's last chunk was moved into place and the commit was lost in a crash.
         store.set_received(row, int(row.size), complete=True)
         return
-    part = partial_path(row.sha256)
     on_disk = part.stat().st_size if part.exists() else 0
     if on_disk < row.received_bytes:
         # Confirmed bytes that are gone (a disk restored from backup): resume from what is there.
@@ -324,7 +333,7 @@ def _recover(row: Attachment) -> None:
 def upload_status(device: Device, sha256: str) -> UploadStatus:
     """The confirmed offset of an upload. Raises :class:`NotFound` (``upload_not_found``)."""
     check_sha256(sha256)
-    row = store.get_upload(sha256)
+    row = store.get_upload(sha256, device.id)
     if row is None:
         raise NotFound(en="no such upload", zh="没有该上传", code="upload_not_found")
     return UploadStatus.of(row)
@@ -376,7 +385,7 @@ def append_chunk(
             code="chunk_checksum_mismatch",
         )
     with writing():
-        row = store.lock_upload(sha256)
+        row = store.lock_upload(sha256, device.id)
         if row is None:
             raise NotFound(en="no such upload", zh="没有该上传", code="upload_not_found")
         _recover(row)
@@ -392,7 +401,7 @@ def append_chunk(
             raise _too_large(offset + len(chunk))
         if row.completed_at is not None:
             return UploadStatus.of(row)
-        part = partial_path(sha256)
+        part = partial_path(sha256, device.id)
         _write_chunk(part, offset, chunk)
         received = offset + len(chunk)
         if received < int(row.size):
@@ -453,14 +462,9 @@ def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
     for an unknown, unfinished or out-of-area attachment, or one whose file is gone.
     """
     check_sha256(sha256)
-    row = store.get_upload(sha256)
+    row = store.completed_in_area(sha256, area_prefix)
     path = attachment_path(sha256)
-    if (
-        row is None
-        or row.completed_at is None
-        or not row.village_code.startswith(area_prefix)
-        or not path.is_file()
-    ):
+    if row is None or not path.is_file():
         raise NotFound(en="no such attachment", zh="附件不存在", code="attachment_not_found")
     return path, sniff_type(path)
 
@@ -474,7 +478,7 @@ def purge_abandoned(older_than: timedelta, now: datetime | None = None) -> int:
     removed = 0
     with writing():
         for row in store.abandoned(before):
-            if store.delete_if_abandoned(row.sha256, before):
-                partial_path(row.sha256).unlink(missing_ok=True)
+            if store.delete_if_abandoned(row.sha256, str(row.device_id), before):
+                partial_path(row.sha256, str(row.device_id)).unlink(missing_ok=True)
                 removed += 1
     return removed

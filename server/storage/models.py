@@ -333,14 +333,18 @@ class QuarantinedOp(Base):
 
 
 class Attachment(Base):
-    """A content-addressed upload (house photo); ``received_bytes`` < ``size`` while resuming."""
+    """One device's upload of a content-addressed file (house photo); ``received_bytes`` <
+    ``size`` while resuming. The stored file is shared by address once its bytes are verified."""
 
     __tablename__ = "attachments"
     sha256: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: The uploading device: an upload is (address, device), never shared across devices.
+    device_id: Mapped[str] = mapped_column(
+        sa.String(36), primary_key=True, index=True, server_default=""
+    )
     size: Mapped[int] = mapped_column(sa.BigInteger)
     received_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     content_type: Mapped[str] = mapped_column(sa.String(100), default="application/octet-stream")
-    device_id: Mapped[str | None] = mapped_column(sa.String(36), index=True)
     village_code: Mapped[str] = mapped_column(sa.String(12), default="")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

@@ -1,4 +1,4 @@
-"""Attachment upload rows: one per content address (SHA-256), ``received_bytes`` confirmed so far.
+"""Attachment upload rows: one per (content address, device), ``received_bytes`` confirmed so far.
 
 The bytes live in files (``server.services.uploads``); a row says how many of them are
 confirmed. Every change to a row happens under its row lock (``FOR UPDATE`` on PostgreSQL;
@@ -17,18 +17,31 @@ from server.storage.models import Attachment
 from server.storage.types import utcnow
 
 
-def get_upload(sha256: str) -> Attachment | None:
-    """The upload with this content address, or None."""
-    return db.session.get(Attachment, sha256)
+def get_upload(sha256: str, device_id: str) -> Attachment | None:
+    """The device's upload of this content address, or None."""
+    return db.session.get(Attachment, (sha256, device_id))
+
+
+def completed_in_area(sha256: str, area_prefix: str) -> Attachment | None:
+    """A completed upload of ``sha256`` by a device whose scope lies in ``area_prefix``."""
+    return db.session.scalar(
+        sa.select(Attachment)
+        .where(
+            Attachment.sha256 == sha256,
+            Attachment.completed_at.is_not(None),
+            Attachment.village_code.startswith(area_prefix, autoescape=True),
+        )
+        .limit(1)
+    )
 
 
 def create_upload(
     *, sha256: str, size: int, content_type: str, device_id: str, village_code: str
 ) -> tuple[Attachment, bool]:
-    """The upload row for ``sha256``, created if new: ``(row, created)``.
+    """The device's upload row for ``sha256``, created if new: ``(row, created)``.
 
-    Two devices starting the same photo at once both end with the one row (the insert that
-    loses the race does nothing). Call inside a write transaction.
+    Two requests of one device starting the same photo at once both end with the one row (the
+    insert that loses the race does nothing). Call inside a write transaction.
     """
     dialect = db.session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -45,20 +58,20 @@ def create_upload(
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=[Attachment.sha256])
+        .on_conflict_do_nothing(index_elements=[Attachment.sha256, Attachment.device_id])
         .returning(Attachment.sha256)
     ).scalar_one_or_none()
-    row = lock_upload(sha256)
+    row = lock_upload(sha256, device_id)
     if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
         raise LookupError("upload row vanished after insert")
     return row, inserted is not None
 
 
-def lock_upload(sha256: str) -> Attachment | None:
-    """The upload row locked until the transaction ends (call inside a write), or None."""
+def lock_upload(sha256: str, device_id: str) -> Attachment | None:
+    """The device's upload row locked until the transaction ends (call inside a write), or None."""
     return db.session.scalar(
         sa.select(Attachment)
-        .where(Attachment.sha256 == sha256)
+        .where(Attachment.sha256 == sha256, Attachment.device_id == device_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
@@ -85,7 +98,7 @@ def abandoned(before: datetime, limit: int = 1000) -> list[Attachment]:
     )
 
 
-def delete_if_abandoned(sha256: str, before: datetime) -> bool:
+def delete_if_abandoned(sha256: str, device_id: str, before: datetime) -> bool:
     """Delete an upload that is still unfinished and untouched since ``before``.
 
     One conditional DELETE, so an upload resumed meanwhile is kept. Returns whether it went.
@@ -94,6 +107,7 @@ def delete_if_abandoned(sha256: str, before: datetime) -> bool:
         db.session.execute(
             sa.delete(Attachment).where(
                 Attachment.sha256 == sha256,
+                Attachment.device_id == device_id,
                 Attachment.completed_at.is_(None),
                 Attachment.updated_at < before,
             )

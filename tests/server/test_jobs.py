@@ -100,7 +100,7 @@ def test_purge_removes_expired_codes_and_abandoned_uploads(app: Flask) -> None:
         assert jobs.purge_expired(later) == {"enrollment_codes": 1, "uploads": 1}
         left = db.session.scalars(sa.select(EnrollmentCode.code_hash)).all()
         assert left == ["b" * 64]
-        assert upload_store.get_upload("c" * 64) is None
+        assert upload_store.get_upload("c" * 64, "d") is None
     (entry,) = _alerts(app, "job.purge")
     assert entry.details == {"enrollment_codes": 1, "uploads": 1}
 

@@ -202,7 +202,7 @@ def test_final_checksum_is_verified(upload_app: Flask, device: Device) -> None:
     assert device.head(sha).headers["Upload-Offset"] == "0"
     root = Path(upload_app.config["ATTACHMENTS_DIR"])
     assert not (root / sha[:2] / sha).exists()
-    assert not uploads.partial_path(sha, root).exists()
+    assert not uploads.partial_path(sha, "dev-1", root).exists()
 
 
 def test_oversize_uploads_and_chunks_get_413(upload_app: Flask, device: Device) -> None:
@@ -277,7 +277,7 @@ def test_lost_bytes_on_disk_resume_from_what_is_there(upload_app: Flask, device:
     sha = hashlib.sha256(photo).hexdigest()
     device.start(photo)
     device.patch(sha, 0, photo[:20_000])
-    part = uploads.partial_path(sha, Path(upload_app.config["ATTACHMENTS_DIR"]))
+    part = uploads.partial_path(sha, "dev-1", Path(upload_app.config["ATTACHMENTS_DIR"]))
     os.truncate(part, 12_000)
     assert device.start(photo).json["offset"] == 12_000
     assert device.patch(sha, 12_000, photo[12_000:]).json["complete"] is True
@@ -295,7 +295,7 @@ def test_purge_removes_abandoned_uploads_only(upload_app: Flask, device: Device)
         assert uploads.purge_abandoned(timedelta(hours=72)) == 0
         later = utcnow() + timedelta(hours=73)
         assert uploads.purge_abandoned(timedelta(hours=72), now=later) == 1
-    assert not uploads.partial_path(waiting_sha, root).exists()
+    assert not uploads.partial_path(waiting_sha, "dev-1", root).exists()
     assert (root / done_sha[:2] / done_sha).exists()
     assert device.head(waiting_sha).status_code == 404
     assert device.head(done_sha).status_code == 200
@@ -433,3 +433,44 @@ def test_a_full_disk_is_507_with_retry_after_and_logged_once(
     # Space again: the upload goes on from what was confirmed (nothing).
     assert device.head(sha).headers["Upload-Offset"] == "0"
     assert device.patch(sha, 0, photo).status_code == 200
+
+
+def test_uploads_are_scoped_per_device_not_shared_by_hash(upload_app: Flask) -> None:
+    """Leak 8: a device of another township that knows a hash cannot see, spoil, reset or
+    squat another device's upload, nor make the photo visible in its own area."""
+    owner = Device(upload_app.test_client(), "dev-1", _enrol(upload_app))
+    other = Device(
+        upload_app.test_client(), "dev-9", _enrol(upload_app, "dev-9", scope="530102002201")
+    )
+    photo = JPEG_MAGIC + _photo(20_000, seed=41)
+    sha = hashlib.sha256(photo).hexdigest()
+    # Squatting: announcing the hash first with a wrong size does not block the owner.
+    assert other.start(photo, size=len(photo) + 1).status_code == 201
+    assert owner.start(photo).status_code == 201
+    assert owner.patch(sha, 0, photo[:5_000]).json["offset"] == 5_000
+    # The other device sees only its own (empty) upload: no status, bytes or reset of the owner's.
+    assert other.head(sha).headers["Upload-Offset"] == "0"
+    assert_error(other.patch(sha, 5_000, photo[5_000:10_000]), 409, "upload_offset_mismatch")
+    other.patch(sha, 0, b"wrong bytes")
+    assert owner.head(sha).headers["Upload-Offset"] == "5000"
+    assert owner.patch(sha, 5_000, photo[5_000:]).json["complete"] is True
+    # Only the owner's area sees the photo: knowing the hash gives the other area nothing.
+    add_user(upload_app, "near", role="township_reviewer", area="530102001")
+    add_user(upload_app, "far", role="township_reviewer", area="530102002")
+    client = upload_app.test_client()
+    assert_error(
+        client.get(f"{URL}/{sha}/content", headers=login(client, "far")),
+        404,
+        "attachment_not_found",
+    )
+    shown = client.get(f"{URL}/{sha}/content", headers=login(client, "near"))
+    try:
+        assert shown.status_code == 200 and shown.data == photo
+    finally:
+        shown.close()
+    # A device that announces a stored hash must still send the bytes itself.
+    third = Device(
+        upload_app.test_client(), "dev-8", _enrol(upload_app, "dev-8", scope="530102002202")
+    )
+    started = third.start(photo)
+    assert started.json["complete"] is False and started.json["offset"] == 0
