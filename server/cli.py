@@ -107,10 +107,14 @@ def reset_password(username: str, password: str | None) -> None:
     with _app_context():
         shown = password or auth.new_password()
         try:
-            auth.reset_password(username, shown, actor="cli")
+            active = auth.reset_password(username, shown, actor="cli")
         except ApiError as exc:
             _fail(exc)
         click.echo(f"password of {username} reset" + ("" if password else f": {shown}"))
+        if not active:
+            click.echo(
+                f"{username} stays disabled (an admin enables it: POST /api/v1/users/<id>/enable)"
+            )
 
 
 @main.command("issue-code")

@@ -114,9 +114,9 @@ def create_user(
         return Principal(user.id, user.username, user.role, user.area_prefix)
 
 
-def reset_password(username: str, password: str, *, actor: str) -> None:
+def reset_password(username: str, password: str, *, actor: str) -> bool:
     """Set a new password and revoke the user's tokens; audited. A disabled account stays
-    disabled (``set_account_active`` enables it).
+    disabled (``set_account_active`` enables it). Returns whether the account is active.
 
     Raises :class:`NotFound` for an unknown user, :class:`ValidationFailed` for a short password.
     """
@@ -133,6 +133,7 @@ def reset_password(username: str, password: str, *, actor: str) -> None:
             target_id=str(user.id),
             area_code=user.area_prefix,
         )
+        return bool(user.active)
 
 
 def login(username: str, password: str, *, ip: str) -> LoginResult:

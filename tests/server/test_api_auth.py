@@ -167,22 +167,25 @@ def test_app_processes_share_one_rate_limit(database_url: str, app_on) -> None:
 
 
 def test_reset_password_does_not_re_enable_a_disabled_account(
-    client: FlaskClient, app: Flask
+    client: FlaskClient, app: Flask, database_url: str, tmp_path
 ) -> None:
-    """Leak 12: disabling is its own decision; a password reset leaves it standing."""
+    """Leak 12: disabling is its own decision; ``python -m server reset-password`` leaves it."""
+    from click.testing import CliRunner
+
+    from server.cli import main
+
     add_user(app, "admin")
     add_user(app, "clerk", role="township_reviewer", area=TOWNSHIP_1)
     admin = login(client, "admin")
-    clerk_id = next(
-        u["user_id"]
-        for u in client.get("/api/v1/users", headers=admin).json
-        if u["username"] == "clerk"
-    )
+    users = client.get("/api/v1/users", headers=admin).json
+    clerk_id = next(u["user_id"] for u in users if u["username"] == "clerk")
     assert client.post(f"/api/v1/users/{clerk_id}/disable", headers=admin).json["active"] is False
-    with app.app_context():
-        from server.services import auth
-
-        auth.reset_password("clerk", "a-brand-new-password", actor="cli")
+    env = {"VILLAGE_SYNC_DATABASE_URL": database_url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "k")}
+    result = CliRunner().invoke(
+        main, ["reset-password", "clerk", "--password", "a-brand-new-password"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "clerk stays disabled" in result.output
     refused = client.post(
         "/api/v1/auth/login", json={"username": "clerk", "password": "a-brand-new-password"}
     )
