@@ -300,6 +300,7 @@ def test_export_masks_a_field_sensitive_in_any_version_whatever_version_is_chose
     client: FlaskClient,
     admin_headers: dict[str, str],
     rosters: dict[str, dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     """Leak 2: a version without the flag (even a retired one) never unmasks the phones."""
     from server.services import forms as form_service
@@ -318,6 +319,18 @@ def test_export_masks_a_field_sensitive_in_any_version_whatever_version_is_chose
             rows = _csv(client.get(f"{URL}/household_roster.csv{query}", headers=headers))
             body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
             assert body and all(r["联系电话"].startswith("138****") for r in body), (query, body)
+    # The command-line export (newest version, no --unmasked) masks them too.
+    out = tmp_path / "cli.csv"
+    with app.app_context():
+        result = CliRunner().invoke(
+            main,
+            ["export", "household_roster", "--format", "csv", "--out", str(out)],
+            catch_exceptions=False,
+        )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(out.read_bytes()[3:].decode("utf-8"))))
+    phones = [dict(zip(rows[0], row, strict=True))["联系电话"] for row in rows[1:]]
+    assert phones and all(p.startswith("138****") for p in phones), phones
 
 
 def test_a_new_version_cannot_drop_a_sensitive_flag_without_an_audited_admin_action(
