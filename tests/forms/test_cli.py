@@ -52,19 +52,19 @@ def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) 
 def test_validate_form_prints_located_xlsx_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad = write_xlsx(
         tmp_path / "bad.xlsx",
-        [["type", "name", "label"], ["range", "score", "评分"], ["text", "score2", None]],
+        [["type", "name", "label"], ["time", "score", "时间"], ["text", "score2", None]],
     )
     result = runner.invoke(cli, ["validate-form", str(bad)])
     assert result.exit_code == EXIT_INVALID
     lines = result.output.splitlines()
     assert lines[0] == f"✗ {bad}: 2 处问题 / 2 problem(s)"
-    assert lines[1].startswith("  survey!A2 (type): 不支持题型 'range'")
+    assert lines[1].startswith("  survey!A2 (type): 无法保留题型 'time'")
     assert lines[2].startswith("  survey!C3 (label): ")
     assert "Traceback" not in result.output
 
 
 def test_validate_form_json_output(runner: CliRunner, tmp_path: Path) -> None:
-    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["range", "r", "评分"]])
+    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["time", "r", "时间"]])
     result = runner.invoke(cli, ["validate-form", "--json", str(bad)])
     assert result.exit_code == EXIT_INVALID
     body = json.loads(result.output)
