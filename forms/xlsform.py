@@ -345,10 +345,6 @@ _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
     "big_image": ("media in questions are not shown", "不显示题目中的多媒体"),
     "audio": ("media in questions are not shown", "不显示题目中的多媒体"),
     "video": ("media in questions are not shown", "不显示题目中的多媒体"),
-    "parameters": (
-        "question parameters change how a question is drawn (range parameters are read)",
-        "题目参数只影响显示（range 的参数会读取）",
-    ),
     "default": (
         "defaults are not prefilled: the field worker types the value",
         "不预填默认值：由调查员填写",
