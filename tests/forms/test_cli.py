@@ -101,7 +101,7 @@ def test_validate_form_prints_json_definition_issues(runner: CliRunner, tmp_path
     [
         ("broken.json", '{"id": "x",', "不是有效的 JSON（第 1 行"),
         ("table.xlsx", "type,name\ntext,a\n", "不是可读取的 .xlsx 表格"),
-        ("form.yaml", "id: x\n", "只支持 .json 或 .xlsx"),
+        ("form.yaml", "id: x\n", "只支持 .json 或 XLSForm"),
     ],
 )
 def test_bad_files_give_one_clear_line(
@@ -371,3 +371,18 @@ def test_the_cli_and_xlsform_import_no_server_or_database_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_xlsform_warnings_are_printed_located_on_stderr(runner: CliRunner, tmp_path: Path) -> None:
+    form = tmp_path / "Village-Survey.md"
+    form.write_text(
+        "| survey |\n|  | type | name | label | appearance |\n|  | start | start | | |\n"
+        "|  | text | a | 甲 | minimal |\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(cli, ["import-xlsform", str(form)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert json.loads(result.stdout)["id"] == "village_survey"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("⚠ ")]
+    assert any(line.startswith("⚠ survey!A2 (type): 元数据行 'start'") for line in warnings)
+    assert any(line.startswith("⚠ survey!D3 (appearance): ") for line in warnings)
