@@ -1297,13 +1297,16 @@ class _Reader:
             )
         ours = _our_name(form_id)
         if ours is None:
-            self.issues.at(
-                row,  # type: ignore[arg-type]  # a file name always yields an id
-                "form_id",
-                "bad_name",
-                f"form_id {form_id!r} has no letter or digit to build an id from",
-                f"form_id {form_id!r} 中没有可用作编号的字母或数字",
+            message = f"form_id {form_id!r} has no Latin letter or digit to build an id from" + (
+                "" if row is not None else "; add a settings sheet with a form_id"
             )
+            message_zh = f"form_id {form_id!r} 中没有可用作编号的拉丁字母或数字" + (
+                "" if row is not None else "；请添加 settings 工作表并填写 form_id"
+            )
+            if row is not None and row.get("form_id"):
+                self.issues.at(row, "form_id", "bad_name", message, message_zh)
+            else:
+                self.issues.add("bad_name", message, message_zh, sheet=None)
         else:
             if ours != form_id:
                 self._renamed_warning(row, "form_id", form_id, ours)

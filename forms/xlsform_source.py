@@ -418,7 +418,8 @@ def pyxform_verdict(
         message = str(exc)
         match = _ROW_IN_MESSAGE.search(message)
         return PyxformVerdict(message, int(match.group(1)) if match else None, tuple(found))
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        # pyxform's own bugs on odd input are still its refusal, not our crash.
+    except Exception as exc:
+        # pyxform's own failures on odd input (it crashes on a translated form_title, for one)
+        # are still its refusal of the form, never our crash.
         return PyxformVerdict(f"{type(exc).__name__}: {exc}", None, tuple(found))
     return PyxformVerdict(None, None, tuple(found))

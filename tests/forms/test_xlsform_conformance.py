@@ -250,3 +250,20 @@ def test_the_same_form_reads_the_same_from_xlsx_as_from_markdown() -> None:
         md_table_to_workbook(CORPUS[name]).save(buf)
         as_xlsx = read_xlsform(buf.getvalue(), f"{name}.xlsx")
         assert as_xlsx.document == read(name).document
+
+
+@pytest.mark.parametrize(
+    ("filename", "form_id"),
+    [("housing_2026.xlsx", "housing_2026"), ("2026 Survey.md", "f_2026_survey"), (None, "form")],
+)
+def test_without_a_form_id_the_file_name_gives_it(filename: str | None, form_id: str) -> None:
+    md = "| survey |\n|  | type | name | label |\n|  | text | a | 甲 |\n"
+    assert read_xlsform(md.encode(), filename).definition.id == form_id
+
+
+def test_a_file_name_without_latin_letters_is_refused_for_the_whole_file() -> None:
+    md = "| survey |\n|  | type | name | label |\n|  | text | a | 甲 |\n"
+    with pytest.raises(XLSFormError) as info:
+        read_xlsform(md.encode(), "村表.md")
+    [issue] = info.value.issues
+    assert (issue.sheet, issue.code) == (None, "bad_name") and "settings" in issue.message_zh

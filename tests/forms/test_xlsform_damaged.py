@@ -174,3 +174,96 @@ def test_random_sheets_and_cells_are_always_answered(
     outcome, elapsed, _ = answer(buf.getvalue())
     assert isinstance(outcome, str) and outcome
     assert elapsed < TIME_LIMIT
+
+
+_HEADERS = [
+    "type",
+    "name",
+    "label",
+    "label::English (en)",
+    "label::中文 (zh)",
+    "label:English",
+    "hint",
+    "required",
+    "relevant",
+    "constraint",
+    "constraint_message",
+    "calculation",
+    "appearance",
+    "parameters",
+    "default",
+    "choice_filter",
+    "repeat_count",
+    "list_name",
+    "form_id",
+    "version",
+    "form_title",
+    "default_language",
+    "media::image",
+    "notes",
+    "merge",
+    "sensitive",
+    "min_rows",
+]
+_CELLS = [
+    "text",
+    "integer",
+    "range",
+    "select_one l",
+    "select one from l",
+    "select_multiple l or_other",
+    "begin group",
+    "end group",
+    "begin repeat",
+    "end_repeat",
+    "start",
+    "barcode",
+    "acknowledge",
+    "time",
+    "a",
+    "A-b",
+    "x:y",
+    "l",
+    "yes",
+    "no",
+    "${a} > 1",
+    "${A-b}",
+    ". > 0",
+    "regex(., '^a+$')",
+    "start=1 end=x",
+    "English (en)",
+    "v3",
+    "2026-11-25",
+    "甲",
+    "",
+    "review",
+    "1",
+    "0",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sheets=st.dictionaries(
+        st.sampled_from(["survey", "choices", "settings", "checks", "upgrade"]),
+        st.tuples(
+            st.lists(st.sampled_from(_HEADERS), min_size=1, max_size=6, unique=True),
+            st.lists(st.lists(st.sampled_from(_CELLS), min_size=6, max_size=6), max_size=6),
+        ),
+        min_size=1,
+    ),
+    filename=st.sampled_from(["Form-1.xlsx", "表.md", None]),
+)
+def test_any_xlsform_shaped_content_is_answered_never_a_crash(
+    sheets: dict[str, tuple[list[str], list[list[str]]]], filename: str | None
+) -> None:
+    lines = []
+    for title, (header, rows) in sheets.items():
+        lines.append(f"| {title} |")
+        lines.append("| | " + " | ".join(header) + " |")
+        for row in rows:
+            lines.append("| | " + " | ".join(cell or " " for cell in row[: len(header)]) + " |")
+    try:
+        read_xlsform("\n".join(lines).encode("utf-8"), filename)
+    except XLSFormError as exc:
+        assert exc.issues and all(i.message and i.message_zh for i in exc.issues)
