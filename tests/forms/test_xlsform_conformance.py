@@ -8,6 +8,7 @@ each is read the way an upload is (bytes + file name).
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -267,3 +268,16 @@ def test_a_file_name_without_latin_letters_is_refused_for_the_whole_file() -> No
         read_xlsform(md.encode(), "村表.md")
     [issue] = info.value.issues
     assert (issue.sheet, issue.code) == (None, "bad_name") and "settings" in issue.message_zh
+
+
+def test_an_excel_97_xls_workbook_reads_like_the_xlsx() -> None:
+    # tests/forms/fixtures/legacy_excel97.xls was written once with xlwt (Excel 97-2003 BIFF),
+    # with a far cell (GS6) in its used range.
+    data = (Path(__file__).parent / "fixtures" / "legacy_excel97.xls").read_bytes()
+    result = read_xlsform(data, "legacy_excel97.xls")
+    defn = result.definition
+    assert (defn.id, defn.version, defn.title.zh) == ("legacy_xls", 3, "老式表格")
+    f = fields(defn)
+    assert f["rooms"].type.value == "integer" and f["rooms"].relevant == "${has_house} = 'yes'"
+    assert f["has_house"].label.to_dict() == {"zh": "是否有自有住房", "en": "Owns a house?"}
+    assert codes(result) == {"renamed", "metadata_mapped"}

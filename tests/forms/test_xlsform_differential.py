@@ -3,7 +3,7 @@ imports here, or is refused for a reason on the listed refuse list; what pyxform
 refuse too.
 
 Corpus: the Markdown forms of tests/forms/xlsform_corpus.py, each also saved as .xlsx, and the
-six built-in instruments' shipped workbooks. ``test_corpus_counts`` prints the counts for the
+six built-in instruments' shipped workbooks, and one Excel 97 .xls. ``test_corpus_counts`` prints the counts for the
 close note of issue 19 (run with ``-s``) and pins them.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from pyxform.errors import PyXFormError
@@ -30,6 +31,8 @@ def corpus_files() -> list[tuple[str, bytes, str]]:
         buf = io.BytesIO()
         md_table_to_workbook(md).save(buf)
         files.append((f"{name}.xlsx", buf.getvalue(), ".xlsx"))
+    fixture = Path(__file__).parent / "fixtures" / "legacy_excel97.xls"
+    files.append((fixture.name, fixture.read_bytes(), ".xls"))
     shipped = resources.files("forms.instruments").joinpath("xlsx")
     for form_id in BUILTIN_IDS:
         files.append((f"{form_id}.xlsx", shipped.joinpath(f"{form_id}.xlsx").read_bytes(), ".xlsx"))
@@ -90,7 +93,7 @@ def test_corpus_counts() -> None:
         f"\nforms tried: {len(FILES)}; ours: {dict(ours_count)}; refused by reason: "
         f"{dict(refused_by)}; pyxform: {dict(pyxform_count)}"
     )
-    assert len(FILES) == 2 * len(CORPUS) + len(BUILTIN_IDS)
+    assert len(FILES) == 2 * len(CORPUS) + 1 + len(BUILTIN_IDS)
     assert dict(pyxform_count) == {"converted": len(FILES) - 4, "refused": 4}
     assert ours_count["refused"] == 2 * 8
     assert ours_count["imported"] == len(BUILTIN_IDS)
