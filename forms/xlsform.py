@@ -279,6 +279,8 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "min_rows": False,
     "max_rows": False,
     "parameters": False,
+    "repeat_count": False,
+    "read_only": False,
 }
 _CHOICES_COLUMNS: dict[str, bool] = {"list_name": False, "name": False, "label": True}
 _SETTINGS_COLUMNS: dict[str, bool] = {
@@ -318,14 +320,6 @@ _REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
     "choice_filter": (
         "cascading selects (choice_filter) are not supported yet: every choice would be offered",
         "暂不支持级联选项（choice_filter）：否则所有选项都会出现",
-    ),
-    "repeat_count": (
-        "repeat_count is not supported yet; use min_rows / max_rows",
-        "暂不支持 repeat_count，请用 min_rows / max_rows",
-    ),
-    "read_only": (
-        "read_only is not supported yet: the question would become editable; use calculate",
-        "暂不支持 read_only：否则该题会变成可填写，请用 calculate",
     ),
     "trigger": (
         "trigger is not supported yet: the value would no longer be recalculated",
@@ -1641,6 +1635,8 @@ class _Reader:
                 )
             else:
                 fdef[key] = count
+        self._repeat_count(row, ftype, fdef)
+        self._read_only(row, ftype, fdef)
 
         if name is None:
             return
@@ -1706,6 +1702,51 @@ class _Reader:
         integral = all("." not in v for v in values.values())
         low, high = sorted((values["start"], values["end"]), key=float)
         return ("integer" if integral else "decimal"), f". >= {low} and . <= {high}"
+
+    def _repeat_count(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
+        """``repeat_count``: a whole number n is exactly n rows (min_rows = max_rows = n); a
+        count computed from other answers cannot be kept yet and is refused at its cell."""
+        text = row.get("repeat_count")
+        if not text or ftype != "repeat":
+            return
+        if not _DIGITS_RE.match(text):
+            self.issues.at(
+                row,
+                "repeat_count",
+                "unsupported_column",
+                f"repeat_count {text!r} is computed from other answers, which is not supported "
+                "yet; use a whole number or min_rows / max_rows",
+                f"暂不支持按其他答案计算的 repeat_count {text!r}；请填整数或用 min_rows / max_rows",
+            )
+            return
+        for key in ("min_rows", "max_rows"):
+            fdef.setdefault(key, int(text))
+        self.issues.at(
+            row,
+            "repeat_count",
+            "type_mapped",
+            f"repeat_count {text} is kept as exactly {text} rows (min_rows = max_rows)",
+            f"repeat_count {text} 记为正好 {text} 行（min_rows = max_rows）",
+            warning=True,
+        )
+
+    def _read_only(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
+        """``read_only``: fine on a note, on a calculation and on a question whose value is
+        calculated (nobody types it); a read-only question with nothing to fill it (its
+        value would come from a default) cannot be kept yet."""
+        text = row.get("read_only")
+        if not text or text.lower() in _FALSE_WORDS:
+            return
+        if ftype in ("note", "calculate", "repeat") or fdef.get("calculate"):
+            return
+        self.issues.at(
+            row,
+            "read_only",
+            "unsupported_column",
+            "a read-only question whose value is not calculated is not supported yet: it would "
+            "become editable; give it a calculation or use calculate",
+            "暂不支持没有计算公式的只读题：否则会变成可填写；请填写 calculation 或用 calculate",
+        )
 
     def _or_other_list(self, list_name: str) -> str:
         """XLSForm's ``or_other``: the list gains an "other" choice (a copy of the list, so other

@@ -221,7 +221,7 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
     [
         ("refused_entities", [("entities", None, None, None, "unsupported_sheet")]),
         ("refused_choice_filter", [("survey", 1, "D", "choice_filter", "unsupported_column")]),
-        ("refused_repeat_count", [("survey", 1, "D", "repeat_count", "unsupported_column")]),
+        ("refused_repeat_count", [("survey", 3, "D", "repeat_count", "unsupported_column")]),
         (
             "refused_time",
             [
@@ -230,7 +230,7 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
             ],
         ),
         ("refused_select_from_file", [("survey", 2, "A", "type", "unsupported_type")]),
-        ("refused_read_only", [("survey", 1, "D", "read_only", "unsupported_column")]),
+        ("refused_read_only", [("survey", 2, "D", "read_only", "unsupported_column")]),
     ],
 )
 def test_what_would_lose_meaning_is_refused_at_its_cell(name: str, expected: list) -> None:
@@ -281,3 +281,21 @@ def test_an_excel_97_xls_workbook_reads_like_the_xlsx() -> None:
     assert f["rooms"].type.value == "integer" and f["rooms"].relevant == "${has_house} = 'yes'"
     assert f["has_house"].label.to_dict() == {"zh": "是否有自有住房", "en": "Owns a house?"}
     assert codes(result) == {"renamed", "metadata_mapped"}
+
+
+def test_a_fixed_repeat_count_and_a_calculated_read_only_question_are_kept() -> None:
+    md = """
+| survey |
+|        | type         | name    | label   | repeat_count | read_only | calculation |
+|        | begin repeat | visit   | Visit   | 3            |           |             |
+|        | integer      | people  | People  |              |           |             |
+|        | integer      | doubled | Doubled |              | yes       | ${people} * 2 |
+|        | end repeat   |         |         |              |           |             |
+"""
+    result = read_xlsform(md.encode(), "visits.md")
+    f = fields(result.definition)
+    assert (f["visit"].min_rows, f["visit"].max_rows) == (3, 3)
+    assert f["visit/doubled"].calculate == "${people} * 2"
+    assert [(w.row, w.code) for w in result.warnings if w.header == "repeat_count"] == [
+        (2, "type_mapped")
+    ]
