@@ -1,17 +1,18 @@
 """XLSForm import and export for the form engine.
 
-County staff author instruments in the spreadsheet format they already know from ODK and Kobo
-(``survey`` / ``choices`` / ``settings`` sheets). This module reads such a workbook into the JSON
-form definition of docs/contracts.md §1 and writes a definition back as a workbook, so the
-built-in instruments ship as editable ``.xlsx`` files.
+County staff, NGOs and survey firms author instruments in XLSForm for ODK and Kobo. This module
+maps such a workbook onto the JSON form definition of docs/contracts.md §1, and writes a
+definition back as an ODK XLSForm, so the built-in instruments ship as editable ``.xlsx`` files.
 
-Only a documented subset of XLSForm is accepted (docs/xlsform.md). Anything outside it is refused
-with :class:`XLSFormError`, whose ``issues`` name the sheet, the row and column as Excel shows them,
-the column header and what was wrong, in Chinese and English. A workbook never produces a Python
-traceback: every problem openpyxl or the definition loader reports is turned into a located issue.
+The cells are read, bounded, by :mod:`forms.xlsform_source`; type spellings come from pyxform
+(ODK's reference implementation), and pyxform converts the same cells so that what we accept
+never drifts from what ODK accepts. Every feature is supported, mapped (with a warning), ignored
+(with a warning) or refused (docs/xlsform.md); a refusal is an :class:`XLSFormError` whose
+``issues`` name the sheet, the row and column as Excel shows them, the header and what was
+wrong, in Chinese and English. A workbook never produces a Python traceback.
 
-Cells are read as text wherever text is meant: Excel stores ``1`` in a choice-name column or ``2``
-in the version column as numbers, and those come back as ``"1"`` and ``"2"``, never ``"1.0"``.
+:func:`read_xlsform` takes bytes and does no I/O; :func:`import_xlsform` / :func:`load_xlsform`
+are the edge for a path or a stream.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import IO, Any
 
@@ -154,7 +154,6 @@ _MAPPED_TYPES: dict[str, tuple[str, str, str]] = {
     "trigger": _ACKNOWLEDGE,
     "range": ("number", "a number box with the range as its constraint", "数字题，范围作为约束"),
 }
-_NOT_YET = ("is not supported yet", "暂不支持")
 # ODK types we cannot keep yet, with the reason county staff should read.
 _REFUSED_TYPES: dict[str, tuple[str, str]] = {
     "time": ("time-of-day questions are not supported yet", "暂不支持时间题"),
@@ -450,31 +449,6 @@ class XLSFormError(FormsError):
 
 # --------------------------------------------------------------------------------------------
 # Reading cells
-
-
-def _cell_text(value: Any) -> str:
-    """Return a cell's value as the text a person sees in it.
-
-    Excel turns ``1`` into the number 1.0 and TRUE into a boolean; names, choice values and
-    versions must come back as ``"1"``, not ``"1.0"``.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, datetime):
-        if value.time() == time(0, 0):
-            return value.date().isoformat()
-        return value.isoformat()
-    if isinstance(value, date | time):
-        return value.isoformat()
-    return str(value).strip()
 
 
 # Language names ODK and Kobo users write in headers (``label::English``), by lower-case name.
