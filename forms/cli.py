@@ -42,7 +42,13 @@ from forms.instruments.samples import (
     sample_household,
 )
 from forms.validation import Issue, ValidationResult, validate_record
-from forms.xlsform import XLSFormError, export_xlsform, import_xlsform, load_xlsform
+from forms.xlsform import (
+    XLSFormError,
+    XLSFormImport,
+    XLSFormIssue,
+    export_xlsform,
+    read_xlsform,
+)
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -107,6 +113,29 @@ def _print_definition_issues(exc: FormDefinitionError | XLSFormError, source: Pa
             click.echo(f"  {where}: [{issue.code}] {issue.message}")
 
 
+XLSFORM_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".md")
+
+
+def _read_xlsform_file(path: Path) -> XLSFormImport:
+    """Read an XLSForm file (the CLI is the edge that touches the disk) and print its warnings
+    on stderr, one located line each.
+
+    Raises:
+        XLSFormError: as :func:`forms.xlsform.read_xlsform` (``file_not_found`` too).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise XLSFormError(
+            [XLSFormIssue(None, None, None, None, "file_not_found", str(exc), f"无法读取 {path}")],
+            code="file_not_found",
+        ) from exc
+    result = read_xlsform(data, path.name)
+    for warning in result.warnings:
+        click.echo(f"⚠ {warning}", err=True)
+    return result
+
+
 def _load_form_file(path: Path, *, report: bool) -> FormDefinition:
     """Load a definition from .json or .xlsx.
 
@@ -116,8 +145,8 @@ def _load_form_file(path: Path, *, report: bool) -> FormDefinition:
     """
     suffix = path.suffix.lower()
     try:
-        if suffix in (".xlsx", ".xlsm"):
-            return load_xlsform(path)
+        if suffix in XLSFORM_SUFFIXES:
+            return _read_xlsform_file(path).definition
         if suffix == ".json":
             return load_definition(_read_json(path))
     except (FormDefinitionError, XLSFormError) as exc:
@@ -127,8 +156,8 @@ def _load_form_file(path: Path, *, report: bool) -> FormDefinition:
             raise click.exceptions.Exit(EXIT_INVALID) from exc
         raise _refused_by(exc) from exc
     raise InputRefused(
-        f"{path}：只支持 .json 或 .xlsx 表单文件",
-        f"{path}: a form file must be .json or .xlsx",
+        f"{path}：只支持 .json 或 XLSForm（.xlsx、.xlsm、.xls、.md）表单文件",
+        f"{path}: a form file must be .json or an XLSForm (.xlsx, .xlsm, .xls, .md)",
     )
 
 
@@ -193,7 +222,7 @@ def validate_form(form_file: Path, as_json: bool) -> None:
 def import_xlsform_command(xlsx_file: Path, out: Path | None) -> None:
     """Convert an XLSForm workbook into a JSON form definition (contracts §1)."""
     try:
-        document = import_xlsform(xlsx_file)
+        document = _read_xlsform_file(xlsx_file).document
     except XLSFormError as exc:
         if all(i.sheet is None for i in exc.issues):
             raise _refused_by(exc) from exc

@@ -33,6 +33,8 @@ from decimal import (
 from functools import lru_cache
 from typing import Any
 
+import regex
+
 from forms import identity
 from forms.errors import EvaluationError, ExpressionError
 
@@ -56,7 +58,9 @@ MAX_HEIGHT = 120  # height of the syntax tree (the evaluator recurses this deep)
 MAX_PATTERN_LENGTH = 200  # characters in a regex() pattern
 MAX_NUMBER_LENGTH = 30  # characters in a number literal
 MAX_REGEX_INPUT = 1_000  # characters a regex() is run against
-MAX_REGEX_COST = 10_000_000  # estimated backtracking paths of a regex() pattern (see _regex_risk)
+#: Wall-clock bound of one regex() match. Backtracking patterns (``^(a|a)*$``) are not guessed
+#: from their shape: a match that takes longer is stopped and reported (``regex_timeout``).
+REGEX_TIMEOUT_SECONDS = 0.25
 MAX_ROUND_DIGITS = 10
 
 
@@ -211,7 +215,7 @@ class Call:
     name: str
     args: tuple[Node, ...]
     position: int
-    pattern: re.Pattern[str] | None = None  # regex(): compiled once at parse time
+    pattern: regex.Pattern[str] | None = None  # regex(): compiled once at parse time
 
 
 Node = Literal | FieldRef | Current | Unary | Binary | Call
@@ -834,7 +838,7 @@ def _fn_string_length(env: Environment, value: Any) -> int:
     return len(_as_text(value))
 
 
-def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: re.Pattern[str]) -> bool:
+def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: regex.Pattern[str]) -> bool:
     if value is None:
         return False
     text = _as_text(value)
@@ -844,7 +848,14 @@ def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: re.Patter
             f"regex() input longer than {MAX_REGEX_INPUT} characters",
             message_zh="正则匹配的文本过长",
         )
-    return compiled.search(text) is not None
+    try:
+        return compiled.search(text, timeout=REGEX_TIMEOUT_SECONDS) is not None
+    except TimeoutError:
+        raise EvaluationError(
+            "regex_timeout",
+            f"regex() took longer than {REGEX_TIMEOUT_SECONDS} s to match; simplify the pattern",
+            message_zh=f"正则匹配超过 {REGEX_TIMEOUT_SECONDS} 秒，请简化该正则表达式",
+        ) from None
 
 
 def _fn_today(env: Environment) -> date:
@@ -1001,130 +1012,6 @@ def _fn_starts_with(env: Environment, text: Any, prefix: Any) -> bool:
 
 # Parse-time checks of particular functions.
 
-_QUANTIFIER = re.compile(r"\*|\+|\?|\{([0-9]*)(?:(,)([0-9]*))?\}")
-
-
-@dataclass
-class _RegexGroup:
-    """A group being scanned by :func:`_regex_risk`."""
-
-    start: int  # offset of its "(" in the pattern (0 for the whole pattern)
-    branches: list[int] = field(default_factory=lambda: [1])  # cost of each alternative so far
-    alternation: bool = False  # contains "|" (here or in a group inside)
-    quantified: bool = False  # contains a quantifier (here or in a group inside)
-
-
-def _regex_risk(pattern: str) -> tuple[str, int] | None:
-    """Why ``pattern`` could backtrack for too long, and where; ``None`` when it is safe.
-
-    Python's ``re`` backtracks and has no timeout, so the pattern's shape is bounded instead:
-
-    * a group repeated more than once (``*``, ``+``, ``{n}`` with n ≥ 2, ``{m,n}``, …) may
-      contain neither an alternation ``|`` nor a quantifier — ``(a|a)*``, ``(a+)+`` and
-      ``(.*a){8}`` are refused (``(ab)+``, ``(a|b)?`` and ``(\\.[0-9]{1,2})?`` are fine);
-    * the estimated number of ways to match — alternatives add within a group, everything
-      multiplies along a sequence, a quantifier counts its number of choices (an open-ended one
-      counts as :data:`MAX_REGEX_INPUT`) — is at most :data:`MAX_REGEX_COST`, which allows
-      about two open-ended repetitions (``^.*-.*$``) but not three (``^.*.*.*x$``); a pattern
-      not anchored with ``^`` counts each start position too (``.*-.*`` is refused).
-    """
-
-    def start_cost(at: int) -> int:
-        # re.search tries every start position unless the alternative is anchored.
-        return 1 if pattern.startswith(("^", "\\A"), at) else MAX_REGEX_INPUT
-
-    stack = [_RegexGroup(0, [start_cost(0)])]
-    last: tuple[int, int, _RegexGroup | None] | None = None  # (start, cost, group) of last atom
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        top = stack[-1]
-        quantifier = _QUANTIFIER.match(pattern, i) if last is not None else None
-        if quantifier is not None and char == "{" and not (quantifier[1] or quantifier[3]):
-            quantifier = None  # "{}" or "{,}" is literal text
-        if quantifier is not None:
-            atom_start, atom_cost, atom_group = last  # type: ignore[misc]
-            token = quantifier[0]
-            if token == "*":
-                low, high = 0, None
-            elif token == "+":
-                low, high = 1, None
-            elif token == "?":
-                low, high = 0, 1
-            else:
-                low = int(quantifier[1] or 0)
-                if quantifier[2]:
-                    high = int(quantifier[3]) if quantifier[3] else None
-                else:
-                    high = low
-            if atom_group is not None and (high is None or high > 1):
-                if atom_group.alternation or atom_group.quantified:
-                    return "repeats a group that contains an alternation or a quantifier", (
-                        atom_start
-                    )
-            top.quantified = True
-            if high is not None and high <= 1:
-                factor = atom_cost + (1 if low < high else 0)  # "?": the atom or nothing
-            else:  # the atom is a plain one here (cost 1): how many times to take it
-                choices = MAX_REGEX_INPUT if high is None else high - low + 1
-                factor = min(choices, MAX_REGEX_INPUT) * atom_cost
-            # The atom's cost was counted when it was read; the quantifier replaces it.
-            top.branches[-1] = top.branches[-1] // atom_cost * factor
-            i = quantifier.end()
-            if i < len(pattern) and pattern[i] in "?+":
-                i += 1  # lazy or possessive
-            last = None
-        elif char == "\\":
-            end = i + 2
-            if pattern.startswith("N{", i + 1):
-                close = pattern.find("}", i)
-                end = close + 1 if close > 0 else len(pattern)
-            last = (i, 1, None)
-            i = end
-        elif char == "[":
-            j = i + 1
-            if j < len(pattern) and pattern[j] == "^":
-                j += 1
-            if j < len(pattern) and pattern[j] == "]":
-                j += 1
-            while j < len(pattern) and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            last = (i, 1, None)
-            i = j + 1
-        elif char == "(":
-            if pattern.startswith("(?#", i):
-                close = pattern.find(")", i)
-                i = close + 1 if close > 0 else len(pattern)
-                continue
-            if pattern.startswith("(?P=", i):
-                close = pattern.find(")", i)
-                last = (i, 1, None)
-                i = close + 1 if close > 0 else len(pattern)
-                continue
-            stack.append(_RegexGroup(i))
-            last = None
-            i += 1
-        elif char == ")" and len(stack) > 1:
-            group = stack.pop()
-            cost = sum(group.branches)
-            parent = stack[-1]
-            parent.alternation = parent.alternation or group.alternation
-            parent.quantified = parent.quantified or group.quantified
-            parent.branches[-1] *= cost
-            last = (group.start, cost, group)
-            i += 1
-        elif char == "|":
-            top.alternation = True
-            top.branches.append(start_cost(i + 1) if len(stack) == 1 else 1)
-            last = None
-            i += 1
-        else:
-            last = (i, 1, None) if char not in "^$" else None
-            i += 1
-    if sum(stack[0].branches) > MAX_REGEX_COST:
-        return "could take too long to match (too many alternatives or repetitions)", 0
-    return None
-
 
 def _check_regex(node: Call) -> Call:
     pattern = node.args[1]
@@ -1139,20 +1026,14 @@ def _check_regex(node: Call) -> Call:
             pattern.position,
         )
     try:
-        compiled = re.compile(pattern.value)
-    except (re.error, RecursionError, OverflowError) as exc:
+        # The `regex` engine (re-compatible syntax with V0) because it can stop a match after
+        # a time limit: Python's re cannot, and guessing from a pattern's shape refused
+        # ordinary patterns such as the common e-mail check.
+        compiled = regex.compile(pattern.value, regex.V0)
+    except (regex.error, RecursionError, OverflowError, ValueError) as exc:
         raise ExpressionError(
             "bad_regex", f"invalid regex() pattern: {exc}", pattern.position
         ) from None
-    risk = _regex_risk(pattern.value)
-    if risk is not None:
-        # (a+)+, (a|a)* and friends backtrack exponentially; Python's re has no timeout.
-        reason, offset = risk
-        raise ExpressionError(
-            "bad_regex",
-            f"regex() pattern {reason}",
-            pattern.position + 1 + offset,  # the pattern starts after its quote
-        )
     return Call(node.name, node.args, node.position, compiled)
 
 

@@ -1,29 +1,26 @@
 """XLSForm import and export for the form engine.
 
-County staff author instruments in the spreadsheet format they already know from ODK and Kobo
-(``survey`` / ``choices`` / ``settings`` sheets). This module reads such a workbook into the JSON
-form definition of docs/contracts.md §1 and writes a definition back as a workbook, so the
-built-in instruments ship as editable ``.xlsx`` files.
+County staff, NGOs and survey firms author instruments in XLSForm for ODK and Kobo. This module
+maps such a workbook onto the JSON form definition of docs/contracts.md §1, and writes a
+definition back as an ODK XLSForm, so the built-in instruments ship as editable ``.xlsx`` files.
 
-Only a documented subset of XLSForm is accepted (docs/xlsform.md). Anything outside it is refused
-with :class:`XLSFormError`, whose ``issues`` name the sheet, the row and column as Excel shows them,
-the column header and what was wrong, in Chinese and English. A workbook never produces a Python
-traceback: every problem openpyxl or the definition loader reports is turned into a located issue.
+The cells are read, bounded, by :mod:`forms.xlsform_source`; type spellings come from pyxform
+(ODK's reference implementation), and pyxform converts the same cells so that what we accept
+never drifts from what ODK accepts. Every feature is supported, mapped (with a warning), ignored
+(with a warning) or refused (docs/xlsform.md); a refusal is an :class:`XLSFormError` whose
+``issues`` name the sheet, the row and column as Excel shows them, the header and what was
+wrong, in Chinese and English. A workbook never produces a Python traceback.
 
-Cells are read as text wherever text is meant: Excel stores ``1`` in a choice-name column or ``2``
-in the version column as numbers, and those come back as ``"1"`` and ``"2"``, never ``"1.0"``.
+:func:`read_xlsform` takes bytes and does no I/O; :func:`import_xlsform` / :func:`load_xlsform`
+are the edge for a path or a stream.
 """
 
 from __future__ import annotations
 
-import io
 import re
 import unicodedata
-import warnings
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,30 +29,76 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.exceptions import IllegalCharacterError
 from openpyxl.worksheet.worksheet import Worksheet
+from pyxform import aliases as pyxform_aliases
 
 from forms.definition import FormDefinition, dump_definition, load_definition
 from forms.errors import DefinitionIssue, FormDefinitionError, FormsError
 from forms.text import LANGUAGE_TAG
+from forms.xlsform_source import (
+    MAX_WORKBOOK_BYTES,
+    RawSheet,
+    SourceError,
+    pyxform_verdict,
+    read_sheets,
+)
 
 __all__ = [
     "BOOLEAN_TYPE",
+    "EXPORT_BOOLEAN_LIST",
+    "MAX_VERSION",
     "MAX_WORKBOOK_BYTES",
     "XLSFormError",
+    "XLSFormImport",
     "XLSFormIssue",
     "export_xlsform",
     "import_xlsform",
     "load_xlsform",
+    "read_xlsform",
 ]
 
 #: ODK has no boolean question type; ours is spelled ``boolean`` in the ``type`` column.
 BOOLEAN_TYPE = "boolean"
-#: A form workbook is a few hundred KiB at most; larger files (or zip bombs, checked unpacked
-#: against ten times this) are refused before openpyxl reads them.
-MAX_WORKBOOK_BYTES = 10 * 2**20
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _PATH_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")
+_NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
+_REFERENCE_RE = re.compile(r"\$\{([^{}\s]+)\}")
+#: Versions are stored as whole numbers (PostgreSQL ``integer``); ODK's date stamps fit.
+MAX_VERSION = 2**31 - 1
+#: The choice list our exports use for a yes/no question (ODK has no boolean type); a
+#: ``select_one`` of it whose choices are exactly ``true`` and ``false`` reads back as boolean.
+EXPORT_BOOLEAN_LIST = "vs_boolean"
+
+
+def _our_name(name: str) -> str | None:
+    """The name an XLSForm name takes here: ``Age`` → ``age``, ``building:material`` →
+    ``building_material``, ``hh-size`` → ``hh_size``, ``2nd_visit`` → ``f_2nd_visit``; None when
+    nothing usable is left. Non-ASCII names (``户主``) are not ours to guess and stay as written."""
+    if _NAME_RE.match(name):
+        return name
+    lowered = unicodedata.normalize("NFKC", name).strip().lower()
+    if not lowered.isascii():
+        return None
+    ours = re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", lowered)).strip("_")
+    if not ours:
+        return None
+    if not ours[0].isalpha():
+        ours = f"f_{ours}"
+    return ours
+
+
+def _our_version(text: str) -> int | None:
+    """A version string as the whole number versions are ordered by here: ``3`` → 3,
+    ``2026112501`` → 2026112501, ``v3`` → 3, ``2026-11-25`` → 20261125; None when it holds no
+    digits, is 0, or exceeds :data:`MAX_VERSION`. ODK orders versions as strings; for the
+    date stamps and ``vN`` counters forms use, the digits order the same way."""
+    digits = "".join(re.findall(r"[0-9]+", text))
+    if not digits or len(digits) > 10:
+        return None
+    number = int(digits)
+    return number if 1 <= number <= MAX_VERSION else None
+
 
 # Question types that map one to one onto the definition's field types.
 _PLAIN_TYPES = {
@@ -71,68 +114,148 @@ _PLAIN_TYPES = {
 }
 _SELECT_TYPES = {"select_one", "select_multiple"}
 
-# ODK types we know and refuse, with the reason county staff should read.
+# Other spellings of our types that XLSForm (pyxform's question type table) accepts.
+_TYPE_SPELLINGS = {
+    "string": "text",
+    "q string": "text",
+    "add text prompt": "text",
+    "int": "integer",
+    "q int": "integer",
+    "add integer prompt": "integer",
+    "q decimal": "decimal",
+    "add decimal prompt": "decimal",
+    "q date": "date",
+    "add date prompt": "date",
+    "gps": "geopoint",
+    "location": "geopoint",
+    "q location": "geopoint",
+    "q geopoint": "geopoint",
+    "add location prompt": "geopoint",
+    "photo": "image",
+    "q picture": "image",
+    "q image": "image",
+    "add image prompt": "image",
+    "add photo prompt": "image",
+    "q note": "note",
+    "add note prompt": "note",
+    "q calculate": "calculate",
+    "add calculate prompt": "calculate",
+}
+_BARCODE = ("text", "typed (or scanned) into a text question", "作为文本题填写")
+_ACKNOWLEDGE = ("boolean", "recorded as yes when acknowledged", "确认后记为“是”")
+# ODK types recorded as one of ours without losing what the field worker enters; warned.
+_MAPPED_TYPES: dict[str, tuple[str, str, str]] = {
+    "barcode": _BARCODE,
+    "q barcode": _BARCODE,
+    "add barcode prompt": _BARCODE,
+    "acknowledge": _ACKNOWLEDGE,
+    "q acknowledge": _ACKNOWLEDGE,
+    "add acknowledge prompt": _ACKNOWLEDGE,
+    "trigger": _ACKNOWLEDGE,
+    "range": ("number", "a number box with the range as its constraint", "数字题，范围作为约束"),
+}
+# ODK types we cannot keep yet, with the reason county staff should read.
 _REFUSED_TYPES: dict[str, tuple[str, str]] = {
-    "range": ("use an integer or decimal question with a constraint", "请改用整数或小数题并加约束"),
-    "time": ("time-of-day questions are not supported", "不支持时间题"),
-    "datetime": ("date-time questions are not supported; use date", "不支持日期时间题，请用日期题"),
-    "audio": ("audio attachments are not supported; use image", "不支持录音附件，请用图片题"),
-    "video": ("video attachments are not supported; use image", "不支持视频附件，请用图片题"),
-    "file": ("file attachments are not supported; use image", "不支持文件附件，请用图片题"),
-    "barcode": ("barcode questions are not supported; use text", "不支持条码题，请用文本题"),
-    "geotrace": ("only geopoint is supported", "只支持 geopoint 定位题"),
-    "geoshape": ("only geopoint is supported", "只支持 geopoint 定位题"),
-    "rank": ("rank questions are not supported", "不支持排序题"),
-    "acknowledge": ("use boolean (our spelling) instead", "请改用 boolean（是/否）题"),
-    "trigger": ("use boolean (our spelling) instead", "请改用 boolean（是/否）题"),
+    "time": ("time-of-day questions are not supported yet", "暂不支持时间题"),
+    "datetime": ("date-time questions are not supported yet; use date", "暂不支持日期时间题"),
+    "audio": ("audio attachments are not supported yet; use image", "暂不支持录音附件"),
+    "video": ("video attachments are not supported yet; use image", "暂不支持视频附件"),
+    "file": ("file attachments are not supported yet; use image", "暂不支持文件附件"),
+    "geotrace": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
+    "geoshape": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
+    "rank": ("rank questions are not supported yet", "暂不支持排序题"),
     "hidden": ("use calculate instead", "请改用 calculate 计算题"),
-    "select_one_from_file": ("external choice files are not supported", "不支持外部选项文件"),
-    "select_multiple_from_file": ("external choice files are not supported", "不支持外部选项文件"),
+    "select_one_from_file": (
+        "choices from an attached file are not supported yet",
+        "暂不支持附件选项文件",
+    ),
+    "select_multiple_from_file": (
+        "choices from an attached file are not supported yet",
+        "暂不支持附件选项文件",
+    ),
     "select_one_external": ("external choices are not supported", "不支持外部选项"),
-    "xml-external": ("external instances are not supported", "不支持外部数据"),
-    "csv-external": ("external instances are not supported", "不支持外部数据"),
+    "xml-external": ("external instances are not supported yet", "暂不支持外部数据"),
+    "csv-external": ("external instances are not supported yet", "暂不支持外部数据"),
     "begin_loop": ("loops are not supported; use begin_repeat", "不支持 loop，请用 begin_repeat"),
     "end_loop": ("loops are not supported; use begin_repeat", "不支持 loop，请用 begin_repeat"),
+    "osm": ("OpenStreetMap questions need a map service", "OpenStreetMap 题需要地图服务"),
 }
-# Metadata the sync envelope records by itself (device, times, user).
-_METADATA_TYPES = {
-    "start",
-    "end",
-    "today",
-    "deviceid",
-    "subscriberid",
-    "simserial",
-    "phonenumber",
-    "username",
-    "email",
-    "audit",
-    "start-geopoint",
-    "background-audio",
+_EDIT_START = ("the record's first edit time (change log)", "记录的首次编辑时间（修改日志）")
+_EDIT_END = ("the record's last edit time (change log)", "记录的最后编辑时间（修改日志）")
+_DEVICE = ("the enrolled device id of every sync", "每次同步的已登记设备编号")
+_USER = ("the enrolled device's user", "已登记设备的使用人")
+_NOT_GIVEN = ("not collected (Android no longer gives it to apps)", "不采集（安卓不再提供）")
+_NO_PLACE = ("not collected: add a geopoint question", "不采集：请加 geopoint 定位题")
+# Metadata rows: what our records already keep in their place. The row adds no field.
+_METADATA_TYPES: dict[str, tuple[str, str]] = {
+    "start": _EDIT_START,
+    "get start time": _EDIT_START,
+    "end": _EDIT_END,
+    "end time": _EDIT_END,
+    "get end time": _EDIT_END,
+    "today": ("the record's edit dates (change log)", "记录的编辑日期（修改日志）"),
+    "get today": ("the record's edit dates (change log)", "记录的编辑日期（修改日志）"),
+    "deviceid": _DEVICE,
+    "imei": _DEVICE,
+    "device id": _DEVICE,
+    "username": _USER,
+    "email": _USER,
+    "phonenumber": _NOT_GIVEN,
+    "phone number": _NOT_GIVEN,
+    "get phone number": _NOT_GIVEN,
+    "simserial": _NOT_GIVEN,
+    "sim id": _NOT_GIVEN,
+    "get sim id": _NOT_GIVEN,
+    "subscriberid": _NOT_GIVEN,
+    "subscriber id": _NOT_GIVEN,
+    "audit": (
+        "every value's history (who, when, which device)",
+        "每个值的修改历史（谁、何时、哪台设备）",
+    ),
+    "start-geopoint": _NO_PLACE,
+    "background-geopoint": _NO_PLACE,
+    "background-audio": ("not recorded", "不录音"),
 }
+# Names pyxform gives rows that are metadata whatever their type (a calculate named instanceID).
+_METADATA_NAMES = {"instanceid": ("the record's own UUID", "记录自身的 UUID")}
 
-# appearance values that only change how a tablet draws a question; we accept and drop them.
-# Others (month-year, year, signature, draw, ...) change what is recorded and are refused.
-_PRESENTATIONAL_APPEARANCES = {
-    "minimal",
-    "compact",
-    "horizontal",
-    "horizontal-compact",
-    "likert",
-    "multiline",
-    "field-list",
-    "table-list",
-    "label",
-    "list-nolabel",
-    "list",
-    "no-calendar",
-    "numbers",
-    "thousands-sep",
-    "quick",
-    "columns",
-    "columns-pack",
-    "autocomplete",
-    "search",
-}
+_BLOCK_RE = re.compile(
+    r"^(begin|end)[ _](group|repeat|lgroup|looped[ _]group|loop)(?:\s+(?:over\s+)?\S+)?$"
+)
+_SELECT_RE = re.compile(
+    r"^(?P<command>"
+    + "|".join(sorted((re.escape(k) for k in pyxform_aliases.select), key=len, reverse=True))
+    + r")\s+(?P<list_name>\S+)(?:\s+(?P<other>or_other|or specify other|or other))?$"
+)
+_SELECT_KINDS = {"select one": "select_one", "select all that apply": "select_multiple"}
+
+
+def _parse_type(raw: str) -> tuple[str, str | None, bool]:
+    """Read a ``type`` cell as pyxform reads it: (kind, choice list, or_other).
+
+    ``select one from X`` / ``select1 X`` → (``select_one``, X, False); ``select_multiple X
+    or_other`` → (``select_multiple``, X, True); ``begin group`` / ``begin lgroup`` →
+    ``begin_group`` / ``begin_repeat``; ``int`` → ``integer``; anything else lower-cased.
+    """
+    text = re.sub(r"\s+", " ", raw.strip())
+    lowered = text.lower()
+    block = _BLOCK_RE.match(lowered)
+    if block:
+        kind = {"group": "group", "loop": "loop"}.get(block.group(2), "repeat")
+        return f"{block.group(1)}_{kind}", None, False
+    select = _SELECT_RE.match(lowered)
+    if select:
+        command = select.group("command")
+        list_name = text.split(" ")[len(command.split(" "))]
+        if command in pyxform_aliases.select_from_file:
+            kind = "select_one_from_file" if "one" in command else "select_multiple_from_file"
+        else:
+            canonical = pyxform_aliases.select.get(command, command)
+            kind = _SELECT_KINDS.get(canonical, canonical.replace(" ", "_"))
+        return kind, list_name, select.group("other") is not None
+    lowered = pyxform_aliases._type_alias_map.get(lowered, lowered)
+    return _TYPE_SPELLINGS.get(lowered, lowered), None, False
+
 
 _TRUE_WORDS = {"yes", "true", "true()", "1", "y", "是"}
 _FALSE_WORDS = {"", "no", "false", "false()", "0", "n", "否"}
@@ -154,6 +277,9 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "sensitive": False,
     "min_rows": False,
     "max_rows": False,
+    "parameters": False,
+    "repeat_count": False,
+    "read_only": False,
 }
 _CHOICES_COLUMNS: dict[str, bool] = {"list_name": False, "name": False, "label": True}
 _SETTINGS_COLUMNS: dict[str, bool] = {
@@ -185,35 +311,60 @@ _HEADER_ALIASES = {
     "form title": "form_title",
     "form id": "form_id",
     "id_string": "form_id",
+    "vs_form_title": "form_title",
 }
 
-# Columns we know from ODK and cannot honour, with the reason.
+# Columns whose meaning we cannot keep yet: a form using them is refused at the header cell.
 _REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
-    "default": (
-        "defaults are not supported: a default would be stored as if someone had typed it",
-        "不支持默认值：默认值会被当作调查员填写的数据",
+    "choice_filter": (
+        "cascading selects (choice_filter) are not supported yet: every choice would be offered",
+        "暂不支持级联选项（choice_filter）：否则所有选项都会出现",
     ),
-    "choice_filter": ("cascading selects (choice_filter) are not supported", "不支持级联选项"),
-    "repeat_count": ("use min_rows / max_rows instead of repeat_count", "请用 min_rows / max_rows"),
-    "read_only": ("read_only is not supported; use calculate", "不支持 read_only，请用 calculate"),
-    "required_message": (
-        "per-question required messages are not supported",
-        "不支持自定义必填提示",
-    ),
-    "parameters": ("question parameters are not supported", "不支持题目参数"),
-    "trigger": ("triggers are not supported", "不支持触发器"),
-    "media": ("media columns are not supported", "不支持多媒体列"),
-    "image": ("media columns are not supported", "不支持多媒体列"),
-    "audio": ("media columns are not supported", "不支持多媒体列"),
-    "video": ("media columns are not supported", "不支持多媒体列"),
-    "guidance_hint": (
-        "guidance hints are not supported; use hint",
-        "不支持 guidance_hint，请用 hint",
+    "trigger": (
+        "trigger is not supported yet: the value would no longer be recalculated",
+        "暂不支持 trigger：否则该值不会重新计算",
     ),
 }
-
+# Columns ODK knows that only change how a question is shown (or its help texts): ignored with a
+# located warning, the form imports.
+_IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
+    "required_message": (
+        "the standard 'required' message is shown instead",
+        "将显示统一的必填提示",
+    ),
+    "guidance_hint": ("guidance hints are not shown; use hint", "不显示 guidance_hint，请用 hint"),
+    "media": ("media in questions are not shown", "不显示题目中的多媒体"),
+    "image": ("media in questions are not shown", "不显示题目中的多媒体"),
+    "big_image": ("media in questions are not shown", "不显示题目中的多媒体"),
+    "audio": ("media in questions are not shown", "不显示题目中的多媒体"),
+    "video": ("media in questions are not shown", "不显示题目中的多媒体"),
+    "default": (
+        "defaults are not prefilled: the field worker types the value",
+        "不预填默认值：由调查员填写",
+    ),
+    "autoplay": ("media are not played", "不播放多媒体"),
+    "body": ("presentation only", "仅影响显示"),
+    "style": ("presentation only", "仅影响显示"),
+    "instance_name": ("record names are built by the tablet", "记录名称由平板生成"),
+    "public_key": ("records are sealed by the sync protocol", "记录由同步协议加密"),
+    "submission_url": ("records go to this county server", "记录提交到本县服务器"),
+    "allow_choice_duplicates": ("presentation only", "仅影响显示"),
+    "clean_text_values": ("presentation only", "仅影响显示"),
+    "namespaces": ("XForm namespaces are not used", "不使用 XForm 命名空间"),
+    "style_": ("presentation only", "仅影响显示"),
+}
 # Sheets from ODK that we refuse; any other extra sheet (notes for staff, ...) is ignored.
-_REFUSED_SHEETS = {"external_choices", "entities", "osm"}
+_REFUSED_SHEETS: dict[str, tuple[str, str]] = {
+    "external_choices": (
+        "choices from another list at fill time (select_one_external)",
+        "填写时从外部列表取选项（select_one_external）",
+    ),
+    "entities": (
+        "ODK entities would create and update shared data the field worker does not see here",
+        "ODK 实体会创建和修改共享数据，本系统尚不能保留",
+    ),
+    "osm": ("OpenStreetMap tags need a map service", "OpenStreetMap 标签需要地图服务"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,46 +451,103 @@ class XLSFormError(FormsError):
 # Reading cells
 
 
-def _cell_text(value: Any) -> str:
-    """Return a cell's value as the text a person sees in it.
+# Language names ODK and Kobo users write in headers (``label::English``), by lower-case name.
+_LANGUAGE_NAMES = {
+    "english": "en",
+    "chinese": "zh",
+    "中文": "zh",
+    "汉语": "zh",
+    "汉文": "zh",
+    "简体中文": "zh",
+    "普通话": "zh",
+    "繁體中文": "zh-hant",
+    "繁体中文": "zh-hant",
+    "uyghur": "ug",
+    "uighur": "ug",
+    "维吾尔文": "ug",
+    "维吾尔语": "ug",
+    "ئۇيغۇرچە": "ug",
+    "tibetan": "bo",
+    "藏文": "bo",
+    "藏语": "bo",
+    "yi": "ii",
+    "彝文": "ii",
+    "mongolian": "mn",
+    "蒙古文": "mn",
+    "kazakh": "kk",
+    "哈萨克文": "kk",
+    "korean": "ko",
+    "朝鲜文": "ko",
+    "zhuang": "za",
+    "壮文": "za",
+    "french": "fr",
+    "spanish": "es",
+    "portuguese": "pt",
+    "arabic": "ar",
+    "russian": "ru",
+    "swahili": "sw",
+    "hindi": "hi",
+}
+_SIMPLIFIED_CHINESE = {"zh", "zh-cn", "zh-hans", "zh-hans-cn", "zh-sg", "cmn", "zho", "chi"}
+_TRADITIONAL_CHINESE = {"zh-tw", "zh-hk", "zh-mo", "zh-hant", "zh-hant-tw", "zh-hant-hk"}
+# Columns that take a language; ``label:English`` (one colon) is an old spelling pyxform reads.
+_TRANSLATABLE_KEYS = {
+    "label",
+    "hint",
+    "guidance_hint",
+    "constraint_message",
+    "required_message",
+    "form_title",
+    "message",
+    "image",
+    "audio",
+    "video",
+    "big_image",
+}
 
-    Excel turns ``1`` into the number 1.0 and TRUE into a boolean; names, choice values and
-    versions must come back as ``"1"``, not ``"1.0"``.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, datetime):
-        if value.time() == time(0, 0):
-            return value.date().isoformat()
-        return value.isoformat()
-    if isinstance(value, date | time):
-        return value.isoformat()
-    return str(value).strip()
+
+def _language_tag(text: str) -> str:
+    """The language tag a header suffix names: ``English (en)`` → ``en``, ``zh_CN`` → ``zh``,
+    ``简体中文 (zh-Hans)`` → ``zh``, ``中文`` → ``zh``, ``Uyghur`` → ``ug``; other text lower-cased
+    (and then checked against the tag pattern by the caller)."""
+    text = text.strip()
+    bracket = re.search(r"\(([^()]+)\)\s*$", text)
+    if bracket:
+        code = bracket.group(1)
+    else:
+        named = _LANGUAGE_NAMES.get(text.lower())
+        if named is not None:
+            return named
+        code = text
+    code = code.strip().lower().replace("_", "-")
+    if code in _SIMPLIFIED_CHINESE:
+        return "zh"
+    if code in _TRADITIONAL_CHINESE:
+        return "zh-hant"
+    return _LANGUAGE_NAMES.get(code, code)
 
 
 def _normalise_header(raw: str) -> tuple[str, str | None]:
     """Split a header into (column key, language or None).
 
     ``label::zh`` → (``label``, ``zh``); ODK's ``label::Chinese (zh)`` → (``label``, ``zh``);
-    ``constraint message`` → (``constraint_message``, None).
+    ``label:English`` → (``label``, ``en``); ``constraint message`` → (``constraint_message``,
+    None); ``media::image`` → (``media``, …) (ignored by the caller).
     """
-    text = raw.strip()
+    text = re.sub(r"\s+", " ", raw.strip())
     lang: str | None = None
     if "::" in text:
         text, _, lang_part = text.partition("::")
-        lang_part = lang_part.strip()
-        bracket = re.search(r"\(([^()]+)\)\s*$", lang_part)
-        lang = (bracket.group(1) if bracket else lang_part).strip().lower().replace("_", "-")
-    key = re.sub(r"\s+", " ", text.strip().lower())
+        lang = _language_tag(lang_part)
+    elif ":" in text:
+        head, _, tail = text.partition(":")
+        head_key = _HEADER_ALIASES.get(head.strip().lower(), head.strip().lower())
+        if head_key.replace(" ", "_").replace("-", "_") in _TRANSLATABLE_KEYS:
+            text, lang = head, _language_tag(tail)
+    key = text.strip().lower()
     key = _HEADER_ALIASES.get(key, key).replace(" ", "_").replace("-", "_")
+    if lang == "default":
+        lang = None
     return key, lang
 
 
@@ -394,6 +602,7 @@ class _Collector:
 
     def __init__(self) -> None:
         self.issues: list[XLSFormIssue] = []
+        self.warnings: list[XLSFormIssue] = []
 
     def add(
         self,
@@ -405,9 +614,10 @@ class _Collector:
         row: int | None = None,
         column: _Column | None = None,
         position: int | None = None,
+        warning: bool = False,
     ) -> None:
         sheet_name = sheet.title if isinstance(sheet, _Sheet) else sheet
-        self.issues.append(
+        (self.warnings if warning else self.issues).append(
             XLSFormIssue(
                 sheet=sheet_name,
                 row=row,
@@ -430,8 +640,9 @@ class _Collector:
         *,
         lang: str | None = None,
         position: int | None = None,
+        warning: bool = False,
     ) -> None:
-        """Add an issue located at ``row``'s cell in column ``key`` (language ``lang``)."""
+        """Add an issue (or warning) at ``row``'s cell in column ``key`` (language ``lang``)."""
         self.add(
             code,
             message,
@@ -440,58 +651,63 @@ class _Collector:
             row=row.number,
             column=row.sheet.column(key, lang),
             position=position,
+            warning=warning,
         )
 
 
-def _read_sheet(ws: Worksheet, known: Mapping[str, bool], issues: _Collector) -> _Sheet:
-    """Read a worksheet: the first row is the header; blank rows are skipped.
+def _read_sheet(
+    raw: RawSheet,
+    known: Mapping[str, bool],
+    issues: _Collector,
+    plain_language: str = "zh",
+) -> _Sheet:
+    """Read one sheet: the first row is the header; blank rows are skipped.
 
-    Unknown columns are refused only when they hold data (Kobo templates carry many empty
-    columns); columns whose header starts with ``$`` are Kobo bookkeeping and are ignored.
+    A column we do not know, or know as presentation only, is ignored with a located warning
+    when it holds data (Kobo templates carry many empty columns); a column whose meaning we
+    cannot keep is refused. Columns whose header starts with ``$`` are Kobo bookkeeping and
+    ignored silently. A plain translatable column (``label``) is in ``plain_language``.
     """
-    sheet = _Sheet(title=ws.title, columns={}, rows=[])
-    grid = list(ws.iter_rows())
-    if not grid:
-        return sheet
-    header_cells = grid[0]
-    body = grid[1:]
-
-    def column_has_data(index: int) -> bool:
-        return any(len(row) >= index and _cell_text(row[index - 1].value) != "" for row in body)
-
-    for cell in header_cells:
-        raw = _cell_text(cell.value)
-        index = cell.column
-        if not raw:
-            if column_has_data(index):
+    sheet = _Sheet(title=raw.title, columns={}, rows=[])
+    filled = {index for _, cells in raw.rows for index in cells}
+    headed = {index for index, _ in raw.header}
+    for index in sorted(filled - headed):
+        issues.add(
+            "missing_header",
+            "this column holds data but has no header; it is ignored",
+            "该列有数据但没有列名，已忽略",
+            sheet=sheet,
+            row=1,
+            column=_Column(index, "", None, ""),
+            warning=True,
+        )
+    for index, raw_header in raw.header:
+        if raw_header.startswith("$"):
+            continue
+        key, lang = _normalise_header(raw_header)
+        col = _Column(index, key, lang, raw_header)
+        has_data = index in filled
+        refused = _REFUSED_COLUMNS.get(key)
+        if refused is not None:
+            if has_data:
+                issues.add("unsupported_column", *refused, sheet=sheet, row=1, column=col)
+            continue
+        ignored = _IGNORED_COLUMNS.get(key)
+        if key not in known or ignored is not None:
+            if has_data:
+                reason, reason_zh = ignored or (
+                    "not an XLSForm column we use",
+                    "不是本系统使用的 XLSForm 列",
+                )
                 issues.add(
-                    "missing_header",
-                    "this column holds data but has no header",
-                    "该列有数据但没有列名",
+                    "ignored_column",
+                    f"column {raw_header!r} is ignored: {reason}",
+                    f"已忽略列 {raw_header!r}：{reason_zh}",
                     sheet=sheet,
                     row=1,
-                    column=_Column(index, "", None, ""),
+                    column=col,
+                    warning=True,
                 )
-            continue
-        if raw.startswith("$"):
-            continue
-        key, lang = _normalise_header(raw)
-        col = _Column(index, key, lang, raw)
-        refused = _REFUSED_COLUMNS.get(key)
-        if key not in known or refused is not None:
-            if column_has_data(index):
-                if refused is not None:
-                    issues.add("unsupported_column", *refused, sheet=sheet, row=1, column=col)
-                else:
-                    issues.add(
-                        "unknown_column",
-                        f"column {raw!r} is not part of the supported XLSForm subset "
-                        "(see docs/xlsform.md)",
-                        f"不支持的列 {raw!r}（见 docs/xlsform.md）",
-                        sheet=sheet,
-                        row=1,
-                        column=col,
-                    )
             continue
         if lang is not None and not known[key]:
             issues.add(
@@ -504,25 +720,29 @@ def _read_sheet(ws: Worksheet, known: Mapping[str, bool], issues: _Collector) ->
             )
             continue
         if lang is not None and not LANGUAGE_TAG.match(lang):
-            issues.add(
-                "bad_language",
-                f"{lang!r} is not a language code (write e.g. label::zh, label::ug)",
-                f"{lang!r} 不是语言代码（例如 label::zh、label::ug）",
-                sheet=sheet,
-                row=1,
-                column=col,
-            )
+            if has_data:
+                issues.add(
+                    "bad_language",
+                    f"{lang!r} is not a language we can name (write e.g. label::English (en), "
+                    "label::中文 (zh)); the column is ignored",
+                    f"无法识别语言 {lang!r}（例如 label::English (en)、label::中文 (zh)），已忽略该列",
+                    sheet=sheet,
+                    row=1,
+                    column=col,
+                    warning=True,
+                )
             continue
-        slot = (key, lang if lang != "zh" else None) if known[key] else (key, None)
+        effective = (lang or plain_language) if known[key] else None
+        slot = (key, None if effective == "zh" else effective)
         if slot in sheet.columns:
             other = sheet.columns[slot]
             plain = known[key] and (lang is None) != (other.lang is None)
             issues.add(
                 "duplicate_column",
-                f"column {raw!r} repeats column {other.letter} ({other.header!r})"
-                + (f"; plain {key} means {key}::zh" if plain else ""),
-                f"列 {raw!r} 与 {other.letter} 列（{other.header!r}）重复"
-                + (f"；不带语言的 {key} 即 {key}::zh" if plain else ""),
+                f"column {raw_header!r} repeats column {other.letter} ({other.header!r})"
+                + (f"; plain {key} means {key}::{plain_language}" if plain else ""),
+                f"列 {raw_header!r} 与 {other.letter} 列（{other.header!r}）重复"
+                + (f"；不带语言的 {key} 即 {key}::{plain_language}" if plain else ""),
                 sheet=sheet,
                 row=1,
                 column=col,
@@ -530,36 +750,10 @@ def _read_sheet(ws: Worksheet, known: Mapping[str, bool], issues: _Collector) ->
             continue
         sheet.columns[slot] = col
 
-    for row_cells in body:
-        if not row_cells:
-            continue
-        number = row_cells[0].row
-        cells: dict[tuple[str, str | None], str] = {}
-        by_index = {c.column: c for c in row_cells}
-        for slot, col in sheet.columns.items():
-            cell = by_index.get(col.index)
-            if cell is None:
-                continue
-            if cell.data_type == "f":
-                issues.add(
-                    "formula_cell",
-                    "formulas are not supported here; type the value itself",
-                    "此处不能用公式，请直接填写内容",
-                    sheet=sheet,
-                    row=number,
-                    column=col,
-                )
-                # Keep the formula text so the row raises no follow-on "empty" issues.
-            elif cell.data_type == "e":
-                issues.add(
-                    "error_cell",
-                    f"the cell shows the Excel error {cell.value}; type the value itself",
-                    f"单元格显示 Excel 错误 {cell.value}，请直接填写内容",
-                    sheet=sheet,
-                    row=number,
-                    column=col,
-                )
-            cells[slot] = _cell_text(cell.value)
+    for number, texts in raw.rows:
+        cells = {
+            slot: texts[col.index] for slot, col in sheet.columns.items() if col.index in texts
+        }
         row = _Row(sheet, number, cells)
         if row.has_any():
             sheet.rows.append(row)
@@ -810,39 +1004,54 @@ class _Level:
 
 
 class _Reader:
-    """Reads one workbook into a contracts §1 dict, collecting located issues."""
+    """Reads one workbook's sheets into a contracts §1 dict, collecting located issues and
+    warnings."""
 
-    def __init__(self, workbook: openpyxl.Workbook) -> None:
-        self.wb = workbook
+    def __init__(self, sheets: Sequence[RawSheet], file_stem: str | None = None) -> None:
+        self.raw = {s.title: s for s in sheets}
+        self.lone = any(s.lone for s in sheets)
+        self.file_stem = file_stem
         self.issues = _Collector()
         self.origins = _Origins()
         self.choice_lists: dict[str, list[dict[str, Any]]] = {}
         self.field_paths: set[str] = set()
         # Lists named in the choices sheet, even when all their rows are broken (already reported).
         self.named_lists: set[str] = set()
+        self.plain_language = "zh"
+        # ODK names we cannot use as they are (capitals, '-', '.', ':'), and what they become.
+        self.renamed: dict[str, str] = {}
+        self.renamed_lists: dict[str, str] = {}
+        self.zh_warned: set[tuple[str, str]] = set()
+        self.boolean_lists: set[str] = set()
 
     # -- sheets ---------------------------------------------------------------------------
 
-    def _find_sheet(self, name: str) -> Worksheet | None:
-        for ws in self.wb.worksheets:
-            if ws.title.strip().lower() == name:
-                return ws
+    def _find_sheet(self, name: str) -> RawSheet | None:
+        if self.lone and name == "survey":
+            return next(iter(self.raw.values()))
+        for title, sheet in self.raw.items():
+            if title.strip().lower() == name:
+                return sheet
         return None
 
     def read(self) -> dict[str, Any]:
-        for ws in self.wb.worksheets:
-            if ws.title.strip().lower() in _REFUSED_SHEETS:
+        for title in self.raw:
+            if title.strip().lower() in _REFUSED_SHEETS and not self.lone:
+                reason = _REFUSED_SHEETS[title.strip().lower()]
                 self.issues.add(
                     "unsupported_sheet",
-                    f"sheet {ws.title!r} is not supported (see docs/xlsform.md)",
-                    f"不支持工作表 {ws.title!r}（见 docs/xlsform.md）",
-                    sheet=ws.title,
+                    f"sheet {title!r} is not supported yet: {reason[0]}",
+                    f"暂不支持工作表 {title!r}：{reason[1]}",
+                    sheet=title,
                 )
+        self._plan_names()
         settings = self._read_settings()
         self._read_choices()
         fields = self._read_survey()
         checks = self._read_checks()
         upgrade = self._read_upgrade(settings.get("version"))
+        for list_name in self.boolean_lists:
+            self.choice_lists.pop(list_name, None)
         doc: dict[str, Any] = {}
         doc.update(settings)
         doc["fields"] = fields
@@ -852,9 +1061,42 @@ class _Reader:
             doc["upgrade"] = upgrade
         return doc
 
+    def _plan_names(self) -> None:
+        """Give every name XLSForm allows and we do not (``Age``, ``building:material``,
+        ``hh-size``, ``q1.2``) the name it takes here, before any expression is read."""
+        survey = self._find_sheet("survey")
+        choices = self._find_sheet("choices")
+        names: list[str] = []
+        lists: list[str] = []
+        for raw, column, target in ((survey, "name", names), (choices, "list_name", lists)):
+            if raw is None:
+                continue
+            index = next((i for i, h in raw.header if _normalise_header(h)[0] == column), None)
+            if index is None:
+                continue
+            target.extend(cells[index] for _, cells in raw.rows if index in cells)
+        if survey is not None:
+            type_index = next(
+                (i for i, h in survey.header if _normalise_header(h)[0] == "type"), None
+            )
+            for _, cells in survey.rows:
+                if type_index in cells:
+                    _, list_name, _ = _parse_type(cells[type_index])
+                    if list_name:
+                        lists.append(list_name)
+        for found, plan in ((names, self.renamed), (lists, self.renamed_lists)):
+            taken = {n for n in found if _NAME_RE.match(n)}
+            for name in found:
+                if _NAME_RE.match(name) or name in plan:
+                    continue
+                ours = _our_name(name)
+                if ours is not None and ours not in taken:
+                    plan[name] = ours
+                    taken.add(ours)
+
     def _required_sheet(self, name: str, known: Mapping[str, bool]) -> _Sheet | None:
-        ws = self._find_sheet(name)
-        if ws is None:
+        raw = self._find_sheet(name)
+        if raw is None:
             self.issues.add(
                 "missing_sheet",
                 f"the workbook has no {name!r} sheet",
@@ -862,7 +1104,7 @@ class _Reader:
                 sheet=None,
             )
             return None
-        return _read_sheet(ws, known, self.issues)
+        return _read_sheet(raw, known, self.issues, self.plain_language)
 
     def _has_columns(self, sheet: _Sheet, keys: Sequence[str]) -> bool:
         """Report each missing column once (not on every row); True when none is missing."""
@@ -879,7 +1121,8 @@ class _Reader:
         return not missing
 
     def _texts(self, row: _Row, key: str, *, required: bool, what: str) -> dict[str, str] | None:
-        """Read a translatable column; ``zh`` (or the plain column) is required when any is set."""
+        """Read a translatable column. Without a Chinese text, the text in the form's default
+        language (else the first one) stands in for it and the admin is warned once per column."""
         texts = row.texts(key)
         if not texts:
             if required:
@@ -893,23 +1136,46 @@ class _Reader:
                 )
             return None
         if "zh" not in texts:
-            self.issues.at(
-                row,
-                key,
-                "missing_zh",
-                f"{what} has other languages but no Chinese: fill {key}::zh (or plain {key})",
-                f"{what}有其他语言但缺少中文：请填写 {key}::zh（或不带语言的 {key}）",
-                lang="zh",
-            )
-            return None
+            stand_in = texts.get(self.plain_language) or next(iter(texts.values()))
+            language = next(lang for lang, text in texts.items() if text == stand_in)
+            place = (row.sheet.title, key)
+            if place not in self.zh_warned:
+                self.zh_warned.add(place)
+                column = next(
+                    (
+                        c
+                        for (k, lang), c in row.sheet.columns.items()
+                        if k == key and lang == language
+                    ),
+                    None,
+                )
+                self.issues.add(
+                    "missing_zh",
+                    f"{key} has no Chinese text: the {language} text is shown in its place "
+                    f"until a {key}::zh column is added",
+                    f"{key} 没有中文：在添加 {key}::zh 列之前，用 {language} 文字代替中文显示",
+                    sheet=row.sheet,
+                    row=1,
+                    column=column,
+                    warning=True,
+                )
+            texts = {"zh": stand_in, **texts}
         ordered = {"zh": texts["zh"]}
         ordered.update((lang, text) for lang, text in texts.items() if lang != "zh")
         return ordered
 
     def _expression(self, row: _Row, key: str) -> str | None:
-        """Read an expression cell. Its syntax is checked by the definition loader, whose
-        issue (with the character position) is mapped back to this cell."""
-        return row.get(key) or None
+        """Read an expression cell, with ``${Name}`` references renamed as the names are.
+        Its syntax is checked by the definition loader, whose issue (with the character
+        position) is mapped back to this cell."""
+        text = row.get(key)
+        if not text:
+            return None
+        if self.renamed:
+            text = _REFERENCE_RE.sub(
+                lambda m: "${" + self.renamed.get(m.group(1), m.group(1)) + "}", text
+            )
+        return text
 
     def _flag(self, row: _Row, key: str) -> bool | str | None:
         """Read a yes/no cell; for ``required`` an expression is also accepted."""
@@ -948,78 +1214,135 @@ class _Reader:
     # -- settings -------------------------------------------------------------------------
 
     def _read_settings(self) -> dict[str, Any]:
-        sheet = self._required_sheet("settings", _SETTINGS_COLUMNS)
-        out: dict[str, Any] = {}
-        if sheet is None:
-            return out
-        self.origins.settings = sheet
-        if not sheet.rows:
-            self.issues.add(
-                "empty_sheet",
-                "the settings sheet needs one row below the header (form_id, version, form_title)",
-                "settings 工作表在表头下需要一行（form_id、version、form_title）",
-                sheet=sheet,
-                row=2,
+        raw = self._find_sheet("settings") if not self.lone else None
+        out: dict[str, Any] = {"subject": "household"}
+        row: _Row | None = None
+        if raw is not None:
+            language_index = next(
+                (i for i, h in raw.header if _normalise_header(h)[0] == "default_language"), None
             )
-            return out
-        row = sheet.rows[0]
-        self.origins.settings_row = row.number
-        for extra in sheet.rows[1:]:
-            self.issues.add(
-                "extra_row",
-                "the settings sheet takes exactly one row below the header",
-                "settings 工作表表头下只能有一行",
-                sheet=sheet,
-                row=extra.number,
-            )
-        form_id = row.get("form_id")
+            if language_index is not None and raw.rows and language_index in raw.rows[0][1]:
+                tag = _language_tag(raw.rows[0][1][language_index])
+                if LANGUAGE_TAG.match(tag):
+                    self.plain_language = tag
+            sheet = _read_sheet(raw, _SETTINGS_COLUMNS, self.issues, self.plain_language)
+            self.origins.settings = sheet
+            if sheet.rows:
+                row = sheet.rows[0]
+                self.origins.settings_row = row.number
+                for extra in sheet.rows[1:]:
+                    self.issues.add(
+                        "extra_row",
+                        "the settings sheet takes one row below the header; this one is ignored",
+                        "settings 工作表表头下只用一行，此行已忽略",
+                        sheet=sheet,
+                        row=extra.number,
+                        warning=True,
+                    )
+            language = row.get("default_language") if row is not None else ""
+            if language and not LANGUAGE_TAG.match(_language_tag(language)):
+                self.issues.at(
+                    row,
+                    "default_language",
+                    "bad_default_language",
+                    f"default_language {language!r} names no language we know; plain columns "
+                    "are read as Chinese",
+                    f"default_language {language!r} 不是可识别的语言；不带语言的列按中文读取",
+                    warning=True,
+                )
+        stem = self.file_stem or "form"
+        form_id = row.get("form_id") if row is not None else ""
         if not form_id:
-            self.issues.at(row, "form_id", "empty_required", "form_id is empty", "form_id 为空")
-        elif not _NAME_RE.match(form_id):
-            self.issues.at(
-                row,
-                "form_id",
-                "bad_name",
-                f"form_id {form_id!r} must be lower-case letters, digits and _ "
-                "and start with a letter",
-                f"form_id {form_id!r} 只能由小写字母、数字和下划线组成，且以字母开头",
+            form_id = stem
+            self.issues.add(
+                "id_from_file_name",
+                f"no form_id in a settings sheet: the form id is taken from the file name, "
+                f"{stem!r} (as pyxform does)",
+                f"settings 中没有 form_id：按文件名 {stem!r} 作为表单编号（与 pyxform 相同）",
+                sheet=self.origins.settings,
+                row=row.number if row is not None else None,
+                warning=True,
             )
-        out["id"] = form_id
-        version = row.get("version")
+        ours = _our_name(form_id)
+        if ours is None:
+            message = f"form_id {form_id!r} has no Latin letter or digit to build an id from" + (
+                "" if row is not None else "; add a settings sheet with a form_id"
+            )
+            message_zh = f"form_id {form_id!r} 中没有可用作编号的拉丁字母或数字" + (
+                "" if row is not None else "；请添加 settings 工作表并填写 form_id"
+            )
+            if row is not None and row.get("form_id"):
+                self.issues.at(row, "form_id", "bad_name", message, message_zh)
+            else:
+                self.issues.add("bad_name", message, message_zh, sheet=None)
+        else:
+            if ours != form_id:
+                self._renamed_warning(row, "form_id", form_id, ours)
+            out["id"] = ours
+        version = row.get("version") if row is not None else ""
+        number = _our_version(version)
         if not version:
-            self.issues.at(row, "version", "empty_required", "version is empty", "version 为空")
-        elif not _DIGITS_RE.match(version) or int(version) < 1:
+            out["version"] = 1
+            if row is not None:
+                self.issues.at(
+                    row,
+                    "version",
+                    "version_defaulted",
+                    "no version: the form is version 1",
+                    "没有 version：表单版本为 1",
+                    warning=True,
+                )
+        elif number is None:
             self.issues.at(
-                row,
+                row,  # type: ignore[arg-type]
                 "version",
                 "bad_version",
-                f"version must be a whole number >= 1, not {version!r}",
-                f"version 必须是不小于 1 的整数，不能是 {version!r}",
+                f"version {version!r} holds no number up to {MAX_VERSION} to order versions by "
+                "(write e.g. 2026112501 or v3)",
+                f"version {version!r} 中没有不超过 {MAX_VERSION} 的数字可用于排序版本"
+                "（例如 2026112501 或 v3）",
             )
         else:
-            out["version"] = int(version)
-        title = self._texts(row, "form_title", required=True, what="form_title")
-        if title is not None:
-            out["title"] = title
-        out["subject"] = row.get("subject") or "household"
-        language = row.get("default_language").lower()
-        if language not in ("", "zh") and not language.endswith("(zh)"):
-            self.issues.at(
-                row,
-                "default_language",
-                "bad_default_language",
-                "default_language can only be zh: plain label always means label::zh",
-                "default_language 只能是 zh：不带语言的 label 就是中文",
-            )
+            out["version"] = number
+            if str(number) != version:
+                self.issues.at(
+                    row,  # type: ignore[arg-type]
+                    "version",
+                    "version_mapped",
+                    f"version {version!r} is kept as the number {number} (its digits)",
+                    f"version {version!r} 按其中的数字记为 {number}",
+                    warning=True,
+                )
+        title = (
+            self._texts(row, "form_title", required=False, what="form_title")
+            if row is not None
+            else None
+        )
+        out["title"] = title or {"zh": form_id}
+        if row is not None and row.get("subject"):
+            out["subject"] = row.get("subject")
         return out
+
+    def _renamed_warning(self, row: _Row | None, key: str, old: str, new: str) -> None:
+        if row is None:
+            return
+        self.issues.at(
+            row,
+            key,
+            "renamed",
+            f"{key} {old!r} is kept as {new!r} (names here are lower-case letters, digits and _); "
+            "expressions that name it are renamed too",
+            f"{key} {old!r} 记为 {new!r}（名称只用小写字母、数字和下划线），引用它的表达式同步改名",
+            warning=True,
+        )
 
     # -- choices --------------------------------------------------------------------------
 
     def _read_choices(self) -> None:
-        ws = self._find_sheet("choices")
-        if ws is None:
+        raw = self._find_sheet("choices")
+        if raw is None or self.lone:
             return
-        sheet = _read_sheet(ws, _CHOICES_COLUMNS, self.issues)
+        sheet = _read_sheet(raw, _CHOICES_COLUMNS, self.issues, self.plain_language)
         self.origins.choices = sheet
         if not self._has_columns(sheet, ("list_name", "name")):
             # Name the lists anyway, so select questions do not also report them missing.
@@ -1029,6 +1352,8 @@ class _Reader:
         for row in sheet.rows:
             list_name = row.get("list_name")
             value = row.get("name")
+            if list_name in self.renamed_lists:
+                list_name = self.renamed_lists[list_name]
             if not list_name:
                 self.issues.at(
                     row, "list_name", "empty_required", "list_name is empty", "list_name 为空"
@@ -1108,24 +1433,21 @@ class _Reader:
                 "该行有内容但 type 为空",
             )
             return
-        words = raw_type.lower().split()
-        kind = words[0]
-        if len(words) >= 2 and words[0] in ("begin", "end") and words[1] in ("repeat", "group"):
-            kind = f"{words[0]}_{words[1]}"
-            words = [kind, *words[2:]]
+        kind, list_name, or_other = _parse_type(raw_type)
         level = stack[-1]
 
         if kind in ("end_repeat", "end_group"):
             self._end_block(row, stack, kind[4:])
             return
-        if kind in _METADATA_TYPES:
+        metadata = _METADATA_TYPES.get(kind) or _METADATA_NAMES.get(row.get("name").lower())
+        if metadata is not None:
             self.issues.at(
                 row,
                 "type",
-                "unsupported_type",
-                f"metadata type {raw_type!r} is not needed: device, user and times travel with "
-                "every record; remove this row",
-                f"无需元数据题 {raw_type!r}：设备、用户和时间随记录自动保存，请删除此行",
+                "metadata_mapped",
+                f"metadata row {raw_type!r} adds no question: our records keep {metadata[0]}",
+                f"元数据行 {raw_type!r} 不生成题目：记录已保存{metadata[1]}",
+                warning=True,
             )
             return
         if kind in _REFUSED_TYPES:
@@ -1134,22 +1456,37 @@ class _Reader:
                 row,
                 "type",
                 "unsupported_type",
-                f"type {raw_type!r} is not supported: {reason}",
-                f"不支持题型 {raw_type!r}：{reason_zh}",
+                f"type {raw_type!r} cannot be kept: {reason}",
+                f"无法保留题型 {raw_type!r}：{reason_zh}",
             )
             return
+        mapped = _MAPPED_TYPES.get(kind)
+        range_constraint: str | None = None
+        if mapped is not None:
+            kind, reason, reason_zh = mapped
+            if kind == "number":
+                kind, range_constraint = self._range(row)
+                if kind == "":
+                    return
+            self.issues.at(
+                row,
+                "type",
+                "type_mapped",
+                f"type {raw_type!r} is read as {kind}: {reason}",
+                f"题型 {raw_type!r} 按 {kind} 读取：{reason_zh}",
+                warning=True,
+            )
         if kind in _SELECT_TYPES:
-            if len(words) != 2:
+            if list_name is None:
                 self.issues.at(
                     row,
                     "type",
                     "bad_select",
-                    f"write {kind} followed by exactly one choice list name, not {raw_type!r}"
-                    + (" (or_other is not supported)" if "or_other" in words else ""),
-                    f"{kind} 后面只能跟一个选项列表名，不能是 {raw_type!r}",
+                    f"write {kind} followed by one choice list name, not {raw_type!r}",
+                    f"{kind} 后面要跟一个选项列表名，不能是 {raw_type!r}",
                 )
                 return
-            list_name = raw_type.split()[1]
+            list_name = self.renamed_lists.get(list_name, list_name)
             if list_name not in self.named_lists:
                 self.issues.at(
                     row,
@@ -1159,6 +1496,11 @@ class _Reader:
                     f"choices 工作表中没有选项列表 {list_name!r}",
                 )
                 return
+            if list_name == EXPORT_BOOLEAN_LIST and kind == "select_one" and not or_other:
+                values = {c["value"] for c in self.choice_lists.get(list_name, [])}
+                if values == {"true", "false"}:
+                    kind, list_name = BOOLEAN_TYPE, None
+                    self.boolean_lists.add(EXPORT_BOOLEAN_LIST)
         elif kind not in _PLAIN_TYPES and kind not in ("begin_repeat", "begin_group"):
             self.issues.at(
                 row,
@@ -1168,26 +1510,27 @@ class _Reader:
                 f"未知题型 {raw_type!r}（支持的题型见 docs/xlsform.md）",
             )
             return
-        elif len(words) != 1:
+
+        appearance = row.get("appearance")
+        if appearance:
             self.issues.at(
                 row,
-                "type",
-                "unknown_type",
-                f"type {raw_type!r} takes nothing after {kind!r}",
-                f"题型 {raw_type!r} 中 {kind!r} 后面不能再有内容",
+                "appearance",
+                "ignored_appearance",
+                f"appearance {appearance!r} is not drawn: the tablet shows the question its "
+                "own way (the value recorded is the same)",
+                f"外观 {appearance!r} 不生效：平板按自己的方式显示（记录的值不变）",
+                warning=True,
             )
-            return
-
-        appearance = row.get("appearance").lower()
-        for word in appearance.split():
-            if word not in _PRESENTATIONAL_APPEARANCES:
-                self.issues.at(
-                    row,
-                    "appearance",
-                    "unsupported_appearance",
-                    f"appearance {word!r} changes what is recorded and is not supported",
-                    f"不支持外观 {word!r}（它会改变记录的内容）",
-                )
+        if row.get("parameters") and range_constraint is None:
+            self.issues.at(
+                row,
+                "parameters",
+                "ignored_parameters",
+                f"parameters {row.get('parameters')!r} only change how the question is drawn",
+                f"参数 {row.get('parameters')!r} 只影响显示，已忽略",
+                warning=True,
+            )
 
         name = self._name(row, level)
         if kind == "begin_group":
@@ -1211,6 +1554,10 @@ class _Reader:
         if relevant is not None:
             fdef["relevant"] = relevant.text
         constraint = self._expression(row, "constraint")
+        if range_constraint is not None:
+            constraint = (
+                f"({constraint}) and {range_constraint}" if constraint else range_constraint
+            )
         if constraint is not None:
             fdef["constraint"] = constraint
         message = self._texts(row, "constraint_message", required=False, what="constraint_message")
@@ -1228,7 +1575,9 @@ class _Reader:
                 "calculate 计算题必须填写 calculation",
             )
         if kind in _SELECT_TYPES:
-            fdef["choices"] = raw_type.split()[1]
+            fdef["choices"] = list_name
+            if or_other and list_name is not None:
+                fdef["choices"] = self._or_other_list(list_name)
         unit = row.get("unit")
         if unit:
             fdef["unit"] = unit
@@ -1260,6 +1609,8 @@ class _Reader:
                 )
             else:
                 fdef[key] = count
+        self._repeat_count(row, ftype, fdef)
+        self._read_only(row, ftype, fdef)
 
         if name is None:
             return
@@ -1270,6 +1621,31 @@ class _Reader:
         self.origins.level_rows.setdefault(level.path, []).append(row.number)
         self.field_paths.add("/".join(path))
         level.fields.append(fdef)
+        if or_other and kind in _SELECT_TYPES:
+            other = f"{name}_other"
+            if other in level.names:
+                self.issues.at(
+                    row,
+                    "type",
+                    "duplicate_name",
+                    f"or_other adds the question {other!r}, but that name is already used",
+                    f"or_other 会添加题目 {other!r}，但该名称已被使用",
+                )
+            else:
+                level.names[other] = row.number
+                other_relevant = f"selected(${{{name}}}, 'other')"
+                level.fields.append(
+                    {
+                        "name": other,
+                        "type": "text",
+                        "label": {"zh": "其他（请注明）", "en": "Specify other"},
+                        "relevant": other_relevant,
+                        "required": True,
+                    }
+                )
+                self.origins.field_rows[(*level.path, other)] = row.number
+                self.origins.level_rows[level.path].append(row.number)
+                self.field_paths.add("/".join((*level.path, other)))
         if ftype == "repeat":
             children: list[dict[str, Any]] = []
             fdef["fields"] = children
@@ -1279,11 +1655,94 @@ class _Reader:
                     fdef[key] = fdef.pop(key)
             stack.append(_Level("repeat", name, row.number, children, {}, path, None))
 
+    def _range(self, row: _Row) -> tuple[str, str | None]:
+        """A ``range`` question as a number with its range as a constraint: (type, constraint);
+        ``("", None)`` when its parameters cannot be read (reported)."""
+        values = {"start": "0", "end": "10", "step": "1"}
+        for part in re.split(r"[\s;,]+", row.get("parameters").strip()):
+            key, _, value = part.partition("=")
+            if key.strip().lower() in values and value.strip():
+                values[key.strip().lower()] = value.strip()
+        if not all(_NUMBER_RE.match(v) for v in values.values()):
+            self.issues.at(
+                row,
+                "parameters",
+                "bad_number",
+                f"range parameters need numbers for start, end and step, not "
+                f"{row.get('parameters')!r}",
+                f"range 的 start、end、step 必须是数字，不能是 {row.get('parameters')!r}",
+            )
+            return "", None
+        integral = all("." not in v for v in values.values())
+        low, high = sorted((values["start"], values["end"]), key=float)
+        return ("integer" if integral else "decimal"), f". >= {low} and . <= {high}"
+
+    def _repeat_count(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
+        """``repeat_count``: a whole number n is exactly n rows (min_rows = max_rows = n); a
+        count computed from other answers cannot be kept yet and is refused at its cell."""
+        text = row.get("repeat_count")
+        if not text or ftype != "repeat":
+            return
+        if not _DIGITS_RE.match(text):
+            self.issues.at(
+                row,
+                "repeat_count",
+                "unsupported_column",
+                f"repeat_count {text!r} is computed from other answers, which is not supported "
+                "yet; use a whole number or min_rows / max_rows",
+                f"暂不支持按其他答案计算的 repeat_count {text!r}；请填整数或用 min_rows / max_rows",
+            )
+            return
+        for key in ("min_rows", "max_rows"):
+            fdef.setdefault(key, int(text))
+        self.issues.at(
+            row,
+            "repeat_count",
+            "type_mapped",
+            f"repeat_count {text} is kept as exactly {text} rows (min_rows = max_rows)",
+            f"repeat_count {text} 记为正好 {text} 行（min_rows = max_rows）",
+            warning=True,
+        )
+
+    def _read_only(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
+        """``read_only``: fine on a note, on a calculation and on a question whose value is
+        calculated (nobody types it); a read-only question with nothing to fill it (its
+        value would come from a default) cannot be kept yet."""
+        text = row.get("read_only")
+        if not text or text.lower() in _FALSE_WORDS:
+            return
+        if ftype in ("note", "calculate", "repeat") or fdef.get("calculate"):
+            return
+        self.issues.at(
+            row,
+            "read_only",
+            "unsupported_column",
+            "a read-only question whose value is not calculated is not supported yet: it would "
+            "become editable; give it a calculation or use calculate",
+            "暂不支持没有计算公式的只读题：否则会变成可填写；请填写 calculation 或用 calculate",
+        )
+
+    def _or_other_list(self, list_name: str) -> str:
+        """XLSForm's ``or_other``: the list gains an "other" choice (a copy of the list, so other
+        questions keep theirs); the text typed for it is a question of its own (added by the
+        caller's row handling)."""
+        name = f"{list_name}_or_other"
+        if name not in self.choice_lists:
+            items = [dict(c) for c in self.choice_lists.get(list_name, [])]
+            if all(c["value"] != "other" for c in items):
+                items.append({"value": "other", "label": {"zh": "其他", "en": "Other"}})
+            self.choice_lists[name] = items
+            self.named_lists.add(name)
+        return name
+
     def _name(self, row: _Row, level: _Level) -> str | None:
         name = row.get("name")
         if not name:
             self.issues.at(row, "name", "empty_required", "name is empty", "name 为空")
             return None
+        if name in self.renamed:
+            self._renamed_warning(row, "name", name, self.renamed[name])
+            name = self.renamed[name]
         if not _NAME_RE.match(name):
             self.issues.at(
                 row,
@@ -1309,7 +1768,20 @@ class _Reader:
     def _begin_group(self, row: _Row, stack: list[_Level], name: str | None) -> None:
         level = stack[-1]
         for key in ("required", "constraint", "calculation", "min_rows", "max_rows", "merge"):
-            if row.get(key):
+            value = row.get(key)
+            if key == "required" and value.lower() in _FALSE_WORDS:
+                continue
+            if key == "required":
+                self.issues.at(
+                    row,
+                    key,
+                    "ignored_column",
+                    "required on a group is ignored: mark its questions required",
+                    "分组上的 required 已忽略：请把分组中的题目设为必填",
+                    warning=True,
+                )
+                continue
+            if value:
                 self.issues.at(
                     row,
                     key,
@@ -1341,7 +1813,7 @@ class _Reader:
                 f"end_{kind} 与当前打开的块不匹配：{opened}",
             )
             return
-        name = row.get("name")
+        name = self.renamed.get(row.get("name"), row.get("name"))
         if name and name != level.name:
             self.issues.at(
                 row,
@@ -1359,7 +1831,7 @@ class _Reader:
         out: list[dict[str, Any]] = []
         if ws is None:
             return out
-        sheet = _read_sheet(ws, _CHECKS_COLUMNS, self.issues)
+        sheet = _read_sheet(ws, _CHECKS_COLUMNS, self.issues, self.plain_language)
         self.origins.checks = sheet
         if not self._has_columns(sheet, ("id", "rule")):
             return out
@@ -1428,7 +1900,7 @@ class _Reader:
         ws = self._find_sheet("upgrade")
         if ws is None:
             return None
-        sheet = _read_sheet(ws, _UPGRADE_COLUMNS, self.issues)
+        sheet = _read_sheet(ws, _UPGRADE_COLUMNS, self.issues, self.plain_language)
         self.origins.upgrade = sheet
         if not self._has_columns(sheet, ("from_version",)):
             return None
@@ -1559,73 +2031,42 @@ def _file_refusal(code: str, message: str, message_zh: str) -> XLSFormError:
     )
 
 
-def _open_workbook(source: Source) -> openpyxl.Workbook:
-    """Open a workbook.
+@dataclass(frozen=True)
+class XLSFormImport:
+    """What :func:`read_xlsform` read: the contracts §1 ``document``, the loaded ``definition``,
+    and the located ``warnings`` for the admin (ignored columns and appearances, metadata rows,
+    renamed names, a missing Chinese text, …), in sheet order."""
+
+    document: dict[str, Any]
+    definition: FormDefinition
+    warnings: tuple[XLSFormIssue, ...]
+
+
+# pyxform is shown our own ``boolean`` of older exports as a type it knows.
+_PYXFORM_STAND_INS = {BOOLEAN_TYPE: "text"}
+
+
+def read_xlsform(data: bytes, filename: str | None = None) -> XLSFormImport:
+    """Read an XLSForm given as bytes (.xlsx, .xlsm, .xls or Markdown tables).
+
+    The cells are read bounded (:mod:`forms.xlsform_source`), mapped onto a definition with our
+    domain checks, and the same cells are converted by pyxform, ODK's reference converter: a
+    form pyxform refuses is refused with its message (``pyxform_refused``) even when nothing
+    else is wrong. ``filename`` (no directory needed) gives the form id when there is no
+    ``form_id``, as in pyxform. Nothing is read from or written to disk.
 
     Raises:
-        XLSFormError: code ``file_not_found``, ``too_large`` (over :data:`MAX_WORKBOOK_BYTES`
-            on disk or unpacked) or ``not_xlsx`` (anything openpyxl cannot read).
+        XLSFormError: ``not_xlsx`` / ``too_large`` for the file as a whole, else
+            ``xlsform_invalid`` with every located problem in ``issues``.
     """
-    if isinstance(source, str | Path):
-        name = str(source)
-    else:
-        # An upload (werkzeug's FileStorage) knows its file name; a plain stream may know a path.
-        name = str(getattr(source, "filename", None) or getattr(source, "name", None) or "(upload)")
+    name = filename or "(upload)"
+    stem = _file_stem(filename)
     try:
-        if isinstance(source, str | Path):
-            with open(source, "rb") as handle:
-                data = handle.read(MAX_WORKBOOK_BYTES + 1)
-        else:
-            data = source.read(MAX_WORKBOOK_BYTES + 1)
-        if len(data) > MAX_WORKBOOK_BYTES or _unpacked_size(data) > MAX_WORKBOOK_BYTES * 10:
-            raise _file_refusal(
-                "too_large",
-                f"{name} is too large for a form (limit {MAX_WORKBOOK_BYTES // 2**20} MiB)",
-                f"{name} 太大，不像是调查表（上限 {MAX_WORKBOOK_BYTES // 2**20} MiB）",
-            )
-        with warnings.catch_warnings():
-            # Excel and WPS save extensions openpyxl drops with a UserWarning (data validation
-            # lists, conditional formatting, slicers). We read cell values only, so the loss
-            # is of no concern, and the warning would only confuse county staff. (The filter is
-            # process-wide while the block runs; at worst another thread's openpyxl warning is
-            # also silenced for that moment.)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"openpyxl(\..*)?$")
-            # Load from memory so openpyxl never keeps a file handle open.
-            return openpyxl.load_workbook(io.BytesIO(data), data_only=False)
-    except XLSFormError:
-        raise
-    except FileNotFoundError as exc:
-        raise _file_refusal(
-            "file_not_found", f"no such file: {name}", f"找不到文件：{name}"
-        ) from exc
-    except Exception as exc:
-        # openpyxl parses untrusted bytes and fails in many ways (zip, XML, styles, missing
-        # parts: InvalidFileException, BadZipFile, KeyError, ValueError, TypeError, ...);
-        # to the person who uploaded the file they all mean one thing.
-        raise _file_refusal(
-            "not_xlsx",
-            f"{name} is not a readable .xlsx workbook (save it from Excel or WPS as .xlsx): "
-            f"{type(exc).__name__}: {exc}",
-            f"{name} 不是可读取的 .xlsx 表格（请在 Excel 或 WPS 中另存为 .xlsx）",
-        ) from exc
-
-
-def _unpacked_size(data: bytes) -> int:
-    """Total unpacked size of a zip's members (0 when it is not a zip: openpyxl will say so)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, ValueError, OSError):
-        return 0
-
-
-def _read_and_load(source: Source) -> tuple[dict[str, Any], FormDefinition]:
-    workbook = _open_workbook(source)
-    try:
-        reader = _Reader(workbook)
-        document = reader.read()
-    finally:
-        workbook.close()
+        sheets = read_sheets(data, filename)
+    except SourceError as exc:
+        raise _file_refusal(exc.code, f"{name}: {exc.message}", f"{name} {exc.message_zh}") from exc
+    reader = _Reader(sheets, stem)
+    document = reader.read()
     if reader.issues.issues:
         raise XLSFormError(reader.issues.issues)
     try:
@@ -1639,21 +2080,66 @@ def _read_and_load(source: Source) -> tuple[dict[str, Any], FormDefinition]:
             if place.row is None or key not in located:
                 located[key if place.row is not None else (len(located),)] = place
         raise XLSFormError(list(located.values())) from exc
-    return document, definition
+    verdict = pyxform_verdict(sheets, stem or "data", _PYXFORM_STAND_INS)
+    if verdict.error is not None:
+        survey = reader.origins.survey
+        raise XLSFormError(
+            [
+                XLSFormIssue(
+                    survey.title if survey is not None and verdict.row else None,
+                    verdict.row,
+                    None,
+                    None,
+                    "pyxform_refused",
+                    f"ODK's XLSForm converter (pyxform) refuses this form: {verdict.error}",
+                    f"ODK 的 XLSForm 转换器（pyxform）不接受此表单：{verdict.error}",
+                )
+            ]
+        )
+    return XLSFormImport(document, definition, tuple(reader.issues.warnings))
+
+
+def _file_stem(filename: str | None) -> str | None:
+    if not filename:
+        return None
+    base = re.split(r"[\\/]", filename)[-1]
+    stem, dot, _ = base.rpartition(".")
+    return (stem if dot else base) or None
+
+
+def _source_bytes(source: Source) -> tuple[bytes, str | None]:
+    """The edge for callers holding a path or a stream: read at most one byte over the limit."""
+    if isinstance(source, str | Path):
+        name = str(source)
+        try:
+            with open(source, "rb") as handle:
+                return handle.read(MAX_WORKBOOK_BYTES + 1), name
+        except FileNotFoundError as exc:
+            raise _file_refusal(
+                "file_not_found", f"no such file: {name}", f"找不到文件：{name}"
+            ) from exc
+        except OSError as exc:
+            raise _file_refusal(
+                "not_xlsx", f"{name} cannot be read: {exc}", f"无法读取 {name}：{exc}"
+            ) from exc
+    # An upload (werkzeug's FileStorage) knows its file name; a plain stream may know a path.
+    name = getattr(source, "filename", None) or getattr(source, "name", None)
+    return source.read(MAX_WORKBOOK_BYTES + 1), str(name) if isinstance(name, str) else None
 
 
 def import_xlsform(source: Source) -> dict[str, Any]:
     """Read an XLSForm workbook into a form definition document (contracts §1).
 
-    ``source`` is a path or a binary file object. The document is also checked by
-    :func:`forms.definition.load_definition`, so what this returns always loads.
+    ``source`` is a path or a binary file object (read into memory, then :func:`read_xlsform`).
+    The document is also checked by :func:`forms.definition.load_definition`, so what this
+    returns always loads. Warnings are dropped; use :func:`read_xlsform` to show them.
 
     Raises:
-        XLSFormError: the file is not an .xlsx workbook, uses something outside the supported
-            subset, or describes an invalid definition; ``issues`` locates every problem.
+        XLSFormError: the file is not a workbook, uses something we cannot keep, or describes
+            an invalid definition; ``issues`` locates every problem.
     """
-    document, _ = _read_and_load(source)
-    return document
+    data, name = _source_bytes(source)
+    return read_xlsform(data, name).document
 
 
 def load_xlsform(source: Source) -> FormDefinition:
@@ -1662,12 +2148,17 @@ def load_xlsform(source: Source) -> FormDefinition:
     Raises:
         XLSFormError: as :func:`import_xlsform`.
     """
-    _, definition = _read_and_load(source)
-    return definition
+    data, name = _source_bytes(source)
+    return read_xlsform(data, name).definition
 
 
 # --------------------------------------------------------------------------------------------
 # Public API: export
+
+_BOOLEAN_CHOICES = (
+    {"value": "true", "label": {"zh": "是", "en": "Yes"}},
+    {"value": "false", "label": {"zh": "否", "en": "No"}},
+)
 
 _FIELD_KEYS = {
     "name",
@@ -1834,6 +2325,9 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
                 row["type"] = "begin_repeat"
             elif ftype in _SELECT_TYPES:
                 row["type"] = f"{ftype} {item['choices']}"
+            elif ftype == BOOLEAN_TYPE:
+                # ODK has no boolean type: a yes/no list whose values are our true/false.
+                row["type"] = f"select_one {EXPORT_BOOLEAN_LIST}"
             else:
                 row["type"] = ftype
             for key, column in (
@@ -1868,6 +2362,12 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
     _write_table(survey, headers, rows)
 
     choice_lists: Mapping[str, Sequence[Mapping[str, Any]]] = doc.get("choice_lists") or {}
+    if any(f["type"] == BOOLEAN_TYPE for f in all_fields):
+        if EXPORT_BOOLEAN_LIST in choice_lists:
+            raise _export_refusal(
+                f"choice list {EXPORT_BOOLEAN_LIST!r} (it spells yes/no questions)", "definition"
+            )
+        choice_lists = {**choice_lists, EXPORT_BOOLEAN_LIST: _BOOLEAN_CHOICES}
     choice_langs = _languages(c.get("label") for items in choice_lists.values() for c in items)
     choice_rows = [
         {
@@ -1884,15 +2384,25 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         choice_rows,
     )
 
-    title_langs = _languages([doc.get("title")])
+    # ODK titles have one language (pyxform fails on form_title::en): the Chinese title is
+    # ODK's form_title, the translations go in our vs_form_title::<lang> columns ODK ignores.
+    title = dict(doc.get("title") or {})
+    title_langs = [lang for lang in _languages([title]) if lang != "zh"]
     _write_table(
         workbook.create_sheet("settings"),
-        ["form_id", "version", *(f"form_title::{lang}" for lang in title_langs), "subject"],
+        [
+            "form_id",
+            "version",
+            "form_title",
+            *(f"vs_form_title::{lang}" for lang in title_langs),
+            "subject",
+        ],
         [
             {
                 "form_id": doc["id"],
                 "version": str(doc["version"]),
-                **{f"form_title::{lang}": t for lang, t in (doc.get("title") or {}).items()},
+                "form_title": title.get("zh", ""),
+                **{f"vs_form_title::{lang}": title[lang] for lang in title_langs},
                 "subject": doc.get("subject") or "household",
             }
         ],

@@ -52,19 +52,19 @@ def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) 
 def test_validate_form_prints_located_xlsx_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad = write_xlsx(
         tmp_path / "bad.xlsx",
-        [["type", "name", "label"], ["range", "score", "评分"], ["text", "score2", None]],
+        [["type", "name", "label"], ["time", "score", "时间"], ["text", "score2", None]],
     )
     result = runner.invoke(cli, ["validate-form", str(bad)])
     assert result.exit_code == EXIT_INVALID
     lines = result.output.splitlines()
     assert lines[0] == f"✗ {bad}: 2 处问题 / 2 problem(s)"
-    assert lines[1].startswith("  survey!A2 (type): 不支持题型 'range'")
+    assert lines[1].startswith("  survey!A2 (type): 无法保留题型 'time'")
     assert lines[2].startswith("  survey!C3 (label): ")
     assert "Traceback" not in result.output
 
 
 def test_validate_form_json_output(runner: CliRunner, tmp_path: Path) -> None:
-    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["range", "r", "评分"]])
+    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["time", "r", "时间"]])
     result = runner.invoke(cli, ["validate-form", "--json", str(bad)])
     assert result.exit_code == EXIT_INVALID
     body = json.loads(result.output)
@@ -101,7 +101,7 @@ def test_validate_form_prints_json_definition_issues(runner: CliRunner, tmp_path
     [
         ("broken.json", '{"id": "x",', "不是有效的 JSON（第 1 行"),
         ("table.xlsx", "type,name\ntext,a\n", "不是可读取的 .xlsx 表格"),
-        ("form.yaml", "id: x\n", "只支持 .json 或 .xlsx"),
+        ("form.yaml", "id: x\n", "只支持 .json 或 XLSForm"),
     ],
 )
 def test_bad_files_give_one_clear_line(
@@ -371,3 +371,18 @@ def test_the_cli_and_xlsform_import_no_server_or_database_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_xlsform_warnings_are_printed_located_on_stderr(runner: CliRunner, tmp_path: Path) -> None:
+    form = tmp_path / "Village-Survey.md"
+    form.write_text(
+        "| survey |\n|  | type | name | label | appearance |\n|  | start | start | | |\n"
+        "|  | text | a | 甲 | minimal |\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(cli, ["import-xlsform", str(form)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert json.loads(result.stdout)["id"] == "village_survey"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("⚠ ")]
+    assert any(line.startswith("⚠ survey!A2 (type): 元数据行 'start'") for line in warnings)
+    assert any(line.startswith("⚠ survey!D3 (appearance): ") for line in warnings)

@@ -1,0 +1,301 @@
+"""Conformance: XLSForms as the specification and ODK/Kobo users write them map onto our
+definitions as stated in docs/xlsform.md (types, choices, relevance, constraints, languages).
+
+The forms are in tests/forms/xlsform_corpus.py (Markdown tables, as pyxform's tests write them);
+each is read the way an upload is (bytes + file name).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyxform.xls2json_backends import md_table_to_workbook
+
+from forms.definition import FormDefinition
+from forms.validation import validate_record
+from forms.xlsform import XLSFormError, XLSFormImport, read_xlsform
+from tests.forms.xlsform_corpus import CORPUS
+
+
+def read(name: str) -> XLSFormImport:
+    return read_xlsform(CORPUS[name].encode("utf-8"), f"{name}.md")
+
+
+def fields(defn: FormDefinition) -> dict[str, Any]:
+    return {path: f for path, f in defn.iter_fields()}
+
+
+def codes(result: XLSFormImport) -> set[str]:
+    return {w.code for w in result.warnings}
+
+
+def refusal(name: str) -> list[tuple[Any, ...]]:
+    with pytest.raises(XLSFormError) as info:
+        read(name)
+    return [(i.sheet, i.row, i.column, i.header, i.code) for i in info.value.issues]
+
+
+def test_the_specification_question_types_map_one_to_one() -> None:
+    result = read("spec_question_types")
+    defn = result.definition
+    assert defn.id == "spec_question_types"  # no settings sheet: the file name, as pyxform
+    assert defn.version == 1
+    types = {p: f.type.value for p, f in fields(defn).items()}
+    assert types == {
+        "age": "integer",
+        "weight": "decimal",
+        "full_name": "text",
+        "likes_pizza": "select_one",
+        "favourites": "select_multiple",
+        "thanks": "note",
+        "location": "geopoint",
+        "photo": "image",
+        "visit_date": "date",
+        "age_months": "calculate",
+    }
+    assert fields(defn)["age_months"].calculate == "${age} * 12"
+    assert [c.value for c in defn.choices_of(fields(defn)["favourites"])] == [
+        "cheese",
+        "pepperoni",
+    ]
+    # A plain label is Chinese here (DESIGN §1), whatever its script
+    assert fields(defn)["age"].label.to_dict() == {"zh": "How old are you?"}
+    assert codes(result) == {"id_from_file_name"}
+
+
+def test_relevance_constraints_required_and_the_email_regex() -> None:
+    result = read("spec_relevant_constraint_required")
+    f = fields(result.definition)
+    assert f["likes_pizza"].required is True
+    assert f["slices"].relevant == "${likes_pizza} = 'yes'"
+    assert f["slices"].constraint == ". >= 0 and . < 20"
+    assert f["slices"].constraint_message.text("en") == "Between 0 and 19"
+    assert f["email"].required is False
+    assert f["email"].constraint == r"regex(., '^[^@\s]+@[^@\s]+\.[^@\s]+$')"
+    # required_message is shown as our standard message: ignored, located at its header
+    ignored = [(w.sheet, w.row, w.header) for w in result.warnings if w.code == "ignored_column"]
+    assert ("survey", 1, "required_message") in ignored
+    ok = validate_record(result.definition, {"likes_pizza": "no", "email": "li@example.cn"})
+    bad = validate_record(result.definition, {"likes_pizza": "no", "email": "not-an-email"})
+    assert not ok.errors and [e.path for e in bad.errors] == ["email"]
+
+
+def test_groups_flatten_and_repeats_keep_their_rows() -> None:
+    result = read("spec_groups_and_repeats")
+    f = fields(result.definition)
+    assert set(f) == {"name", "age", "child", "child/child_name", "child/child_age"}
+    assert f["child"].is_repeat and f["child"].relevant == "${age} > 18"
+    # required=false on a group row is no problem; field-list only changes the drawing
+    assert "ignored_appearance" in codes(result)
+    assert "misplaced_value" not in codes(result)
+
+
+def test_languages_as_odk_writes_them() -> None:
+    result = read("spec_multiple_languages")
+    defn = result.definition
+    assert defn.id == "multi_lang" and defn.version == 2026112501
+    f = fields(defn)
+    assert f["age"].label.to_dict() == {"zh": "您多大年纪？", "en": "How old are you?"}
+    assert f["age"].hint.to_dict() == {"zh": "周岁", "en": "In years"}
+    assert f["age"].constraint_message.to_dict() == {"zh": "年龄过大", "en": "Too old"}
+    assert [c.label.to_dict() for c in defn.choices_of(f["smoke"])] == [
+        {"zh": "是", "en": "Yes"},
+        {"zh": "否", "en": "No"},
+    ]
+    # default_language English: the plain form_title is English; no Chinese title → warned
+    assert defn.title.to_dict() == {"zh": "Languages", "en": "Languages"}
+    missing = [w for w in result.warnings if w.code == "missing_zh"]
+    assert [(w.sheet, w.header) for w in missing] == [("settings", "form_title")]
+
+
+def test_zh_cn_and_zh_hans_are_chinese_and_uyghur_and_single_colon_headers_are_read() -> None:
+    zh = read("zh_variants")
+    assert fields(zh.definition)["a"].label.to_dict() == {
+        "zh": "户主姓名",
+        "en": "Head of household",
+    }
+    assert "missing_zh" not in codes(zh)
+    ug = read("uyghur_and_single_colon")
+    assert fields(ug.definition)["a"].label.to_dict() == {"zh": "姓名", "en": "Name", "ug": "ئىسمى"}
+
+
+def test_english_only_form_without_settings_imports_with_a_warning() -> None:
+    md = CORPUS["no_settings_english_only"].replace("| label ", "| label::English (en) ")
+    md = md.replace("| hint ", "| hint::English (en) ")
+    result = read_xlsform(md.encode(), "no_settings_english_only.xlsx")
+    assert result.definition.id == "no_settings_english_only"
+    assert fields(result.definition)["head_name"].hint.to_dict() == {
+        "zh": "As on the ID card",
+        "en": "As on the ID card",
+    }
+    missing = {(w.sheet, w.row, w.header) for w in result.warnings if w.code == "missing_zh"}
+    assert missing == {("survey", 1, "label::English (en)"), ("survey", 1, "hint::English (en)")}
+    assert all(w.message_zh and w.message for w in result.warnings)
+
+
+def test_metadata_rows_are_record_metadata_not_questions() -> None:
+    result = read("spec_metadata")
+    assert list(fields(result.definition)) == ["village"]
+    mapped = [(w.row, w.column) for w in result.warnings if w.code == "metadata_mapped"]
+    assert mapped == [(r, "A") for r in range(2, 9)]
+
+
+def test_ids_versions_and_names_as_odk_users_write_them() -> None:
+    result = read("ids_versions_and_names")
+    defn = result.definition
+    assert (defn.id, defn.version) == ("household_survey_v2", 3)
+    f = fields(defn)
+    assert set(f) == {"building_material", "hh_size", "q1_2"}
+    assert f["building_material"].choices == "wall_type"
+    assert f["q1_2"].relevant == "${hh_size} > 0"  # the reference is renamed with the name
+    renamed = {(w.sheet, w.header) for w in result.warnings if w.code == "renamed"}
+    assert renamed == {("settings", "form_id"), ("survey", "name")}
+    assert "version_mapped" in codes(result)
+
+
+def test_legacy_spellings_pyxform_still_accepts() -> None:
+    f = fields(read("legacy_spellings").definition)
+    assert {p: x.type.value for p, x in f.items()} == {
+        "name": "text",
+        "age": "integer",
+        "place": "geopoint",
+        "ok": "select_one",
+        "crops": "select_multiple",
+        "house": "image",
+    }
+    assert f["crops"].choices == "crops"
+
+
+def test_presentation_columns_and_appearances_are_ignored_with_located_warnings() -> None:
+    result = read("appearances_and_extra_columns")
+    assert len(fields(result.definition)) == 5
+    appearance = [(w.row, w.column) for w in result.warnings if w.code == "ignored_appearance"]
+    assert appearance == [(2, "D"), (3, "D"), (4, "D"), (5, "D")]
+    columns = {w.header for w in result.warnings if w.code == "ignored_column"}
+    assert columns == {"notes", "media::image", "team_code", "guidance_hint"}
+
+
+def test_a_default_is_not_prefilled_and_says_so() -> None:
+    result = read("default_and_required_message")
+    assert fields(result.definition)["people"].required is True
+    headers = {w.header for w in result.warnings if w.code == "ignored_column"}
+    assert headers == {"default", "required_message"}
+
+
+def test_range_barcode_acknowledge_and_or_other_are_mapped() -> None:
+    result = read("mapped_types")
+    defn = result.definition
+    f = fields(defn)
+    assert (f["score"].type.value, f["score"].constraint) == ("integer", ". >= 1 and . <= 5")
+    assert (f["ratio"].type.value, f["ratio"].constraint) == ("decimal", ". >= 0 and . <= 1")
+    assert f["code"].type.value == "text"
+    assert f["consent"].type.value == "boolean"
+    assert [c.value for c in defn.choices_of(f["source"])] == ["well", "tap", "other"]
+    assert f["source_other"].relevant == "selected(${source}, 'other')"
+    assert [c.value for c in defn.choice_lists["source"]] == ["well", "tap"]
+    mapped = [(w.row, w.code) for w in result.warnings if w.code == "type_mapped"]
+    assert mapped == [
+        (2, "type_mapped"),
+        (3, "type_mapped"),
+        (4, "type_mapped"),
+        (5, "type_mapped"),
+    ]
+    assert not validate_record(defn, {"score": 3, "source": "other", "source_other": "泉水"}).errors
+    assert [e.path for e in validate_record(defn, {"score": 9}).errors] == ["score"]
+
+
+def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
+    defn = read("id_number_domain_check").definition
+    assert defn.sensitive_paths() == {"id_number"}
+    assert defn.merge_policy("id_number") == "review"
+    bad = validate_record(defn, {"id_number": "110101199003070000"})
+    good = validate_record(defn, {"id_number": "11010519491231002X"})
+    assert [e.path for e in bad.errors] == ["id_number"] and not good.errors
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("refused_entities", [("entities", None, None, None, "unsupported_sheet")]),
+        ("refused_choice_filter", [("survey", 1, "D", "choice_filter", "unsupported_column")]),
+        ("refused_repeat_count", [("survey", 3, "D", "repeat_count", "unsupported_column")]),
+        (
+            "refused_time",
+            [
+                ("survey", 2, "A", "type", "unsupported_type"),
+                ("survey", 3, "A", "type", "unsupported_type"),
+            ],
+        ),
+        ("refused_select_from_file", [("survey", 2, "A", "type", "unsupported_type")]),
+        ("refused_read_only", [("survey", 2, "D", "read_only", "unsupported_column")]),
+    ],
+)
+def test_what_would_lose_meaning_is_refused_at_its_cell(name: str, expected: list) -> None:
+    assert refusal(name) == expected
+
+
+def test_refusals_are_in_chinese_first_and_english() -> None:
+    with pytest.raises(XLSFormError) as info:
+        read("refused_entities")
+    issue = info.value.issues[0]
+    assert "暂不支持" in issue.message_zh and "not supported yet" in issue.message
+    assert str(issue).index("暂不支持") < str(issue).index("not supported")
+
+
+def test_the_same_form_reads_the_same_from_xlsx_as_from_markdown() -> None:
+    for name in ("spec_multiple_languages", "ids_versions_and_names", "mapped_types"):
+        buf = io.BytesIO()
+        md_table_to_workbook(CORPUS[name]).save(buf)
+        as_xlsx = read_xlsform(buf.getvalue(), f"{name}.xlsx")
+        assert as_xlsx.document == read(name).document
+
+
+@pytest.mark.parametrize(
+    ("filename", "form_id"),
+    [("housing_2026.xlsx", "housing_2026"), ("2026 Survey.md", "f_2026_survey"), (None, "form")],
+)
+def test_without_a_form_id_the_file_name_gives_it(filename: str | None, form_id: str) -> None:
+    md = "| survey |\n|  | type | name | label |\n|  | text | a | 甲 |\n"
+    assert read_xlsform(md.encode(), filename).definition.id == form_id
+
+
+def test_a_file_name_without_latin_letters_is_refused_for_the_whole_file() -> None:
+    md = "| survey |\n|  | type | name | label |\n|  | text | a | 甲 |\n"
+    with pytest.raises(XLSFormError) as info:
+        read_xlsform(md.encode(), "村表.md")
+    [issue] = info.value.issues
+    assert (issue.sheet, issue.code) == (None, "bad_name") and "settings" in issue.message_zh
+
+
+def test_an_excel_97_xls_workbook_reads_like_the_xlsx() -> None:
+    # tests/forms/fixtures/legacy_excel97.xls was written once with xlwt (Excel 97-2003 BIFF),
+    # with a far cell (GS6) in its used range.
+    data = (Path(__file__).parent / "fixtures" / "legacy_excel97.xls").read_bytes()
+    result = read_xlsform(data, "legacy_excel97.xls")
+    defn = result.definition
+    assert (defn.id, defn.version, defn.title.zh) == ("legacy_xls", 3, "老式表格")
+    f = fields(defn)
+    assert f["rooms"].type.value == "integer" and f["rooms"].relevant == "${has_house} = 'yes'"
+    assert f["has_house"].label.to_dict() == {"zh": "是否有自有住房", "en": "Owns a house?"}
+    assert codes(result) == {"renamed", "metadata_mapped"}
+
+
+def test_a_fixed_repeat_count_and_a_calculated_read_only_question_are_kept() -> None:
+    md = """
+| survey |
+|        | type         | name    | label   | repeat_count | read_only | calculation |
+|        | begin repeat | visit   | Visit   | 3            |           |             |
+|        | integer      | people  | People  |              |           |             |
+|        | integer      | doubled | Doubled |              | yes       | ${people} * 2 |
+|        | end repeat   |         |         |              |           |             |
+"""
+    result = read_xlsform(md.encode(), "visits.md")
+    f = fields(result.definition)
+    assert (f["visit"].min_rows, f["visit"].max_rows) == (3, 3)
+    assert f["visit/doubled"].calculate == "${people} * 2"
+    assert [(w.row, w.code) for w in result.warnings if w.header == "repeat_count"] == [
+        (2, "type_mapped")
+    ]
