@@ -849,6 +849,22 @@ def _check_meaning(defn: FormDefinition, issues: list[DefinitionIssue]) -> None:
                         position,
                     )
                 )
+    # XLSForm (and so ODK Collect) names a repeat's instances by the repeat's bare name, so two
+    # repeats with one name anywhere in the form could not be exported or filled on ODK.
+    repeat_paths: dict[str, str] = {}
+    for path, fld in defn.iter_fields():
+        if fld.type is not FieldType.REPEAT:
+            continue
+        first = repeat_paths.setdefault(fld.name, path)
+        if first != path:
+            issues.append(
+                DefinitionIssue(
+                    _doc_path(path),
+                    f"repeat name {fld.name!r} is already used by {first!r}; "
+                    "repeat names must be unique in the whole form",
+                    "duplicate_name",
+                )
+            )
     seen_checks: set[str] = set()
     for check in defn.checks:
         where = f"checks/{check.id}"

@@ -14,10 +14,10 @@ from typing import Any
 
 import openpyxl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from forms.definition import FormDefinition, dump_definition, load_definition
+from forms.definition import FormDefinition, FormDefinitionError, dump_definition, load_definition
 from forms.instruments import BUILTIN_IDS, builtin_json, load_builtin
 from forms.xlsform import (
     MAX_WORKBOOK_BYTES,
@@ -1378,6 +1378,26 @@ def field_lists(draw: st.DrawFn, lists: list[str], depth: int) -> list[dict[str,
     return fields
 
 
+def _repeat_names(fields: list[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for item in fields:
+        if item["type"] == "repeat":
+            names.append(item["name"])
+            names.extend(_repeat_names(item["fields"]))
+    return names
+
+
+def test_two_repeats_with_one_name_anywhere_in_the_form_are_refused() -> None:
+    row = {"name": "visits", "type": "repeat", "label": {"zh": "走访"}, "fields": []}
+    row["fields"] = [{"name": "note", "type": "text", "label": {"zh": "记录"}}]
+    inner = dict(row, fields=[dict(row)])
+    doc = {"id": "f", "version": 1, "title": {"zh": "表"}, "fields": [inner]}
+    with pytest.raises(FormDefinitionError) as err:
+        load_definition(doc)
+    assert [i.code for i in err.value.issues] == ["duplicate_name"]
+    assert "visits" in err.value.issues[0].message
+
+
 @st.composite
 def definition_documents(draw: st.DrawFn) -> dict[str, Any]:
     list_names = draw(st.lists(NAMES, max_size=2, unique=True))
@@ -1416,6 +1436,9 @@ def definition_documents(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(definition_documents())
 def test_any_definition_round_trips_through_a_workbook(doc: dict[str, Any]) -> None:
+    # Repeat names must be unique in the whole form (ODK's rule, refused by load_definition).
+    repeat_names = _repeat_names(doc["fields"])
+    assume(len(repeat_names) == len(set(repeat_names)))
     definition = load_definition(doc)
     buf = io.BytesIO()
     export_xlsform(definition, buf)
