@@ -559,6 +559,122 @@ def _record_cases() -> list[dict[str, Any]]:
     return cases
 
 
+# --- sealed messages: framing + envelope + compression + message, end to end -------------------
+
+
+def _labelled(label: str) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(f"village-sync conformance: {label}".encode()).digest()
+
+
+def _stored_deflate(data: bytes) -> bytes:
+    """deflate-raw of ``data`` as one stored block (RFC 1951 §3.2.4): the same bytes whatever
+    zlib is installed, and any deflate-raw decoder (DecompressionStream) reads it."""
+    assert len(data) < 65536
+    return (
+        b"\x01"
+        + len(data).to_bytes(2, "little")
+        + (len(data) ^ 0xFFFF).to_bytes(2, "little")
+        + data
+    )
+
+
+def _sealed_cases(merged_state: dict[str, Any]) -> list[dict[str, Any]]:
+    from sync_protocol.crypto import EncryptionPrivateKey, SigningPrivateKey
+    from sync_protocol.envelope import seal
+    from sync_protocol.messages import Hello, ServerReply, UploadBatch, encode_message
+
+    envelope_doc = json.loads((VECTOR_DIR.parent / "envelope.json").read_text(encoding="utf-8"))
+    device, server = envelope_doc["device"], envelope_doc["server"]
+
+    def enc(party: dict[str, str]) -> EncryptionPrivateKey:
+        return EncryptionPrivateKey.from_raw(bytes.fromhex(party["x25519_private_hex"]))
+
+    def sig(party: dict[str, str]) -> SigningPrivateKey:
+        return SigningPrivateKey.from_raw(bytes.fromhex(party["ed25519_private_seed_hex"]))
+
+    hello = Hello.from_dict(
+        {
+            "device_id": device["sender_id"],
+            "cursors": {"530102001201": 0},
+            "high_water_mark": 0,
+            "clock": "019ab697e800-0000-" + device["sender_id"],
+            "capabilities": {"suites": [1], "compression": [0, 1], "dictionary_ids": []},
+        }
+    )
+    creation = {**_creation(), "device_id": device["sender_id"]}
+    creation["hlc"] = "019ab697e800-0001-" + device["sender_id"]
+    batch = UploadBatch(1, (_op(creation),))
+    common = {"sender_id": device["sender_id"], "sender_signing_key": sig(device)}
+    frame0 = seal(
+        _stored_deflate(encode_message(hello)),
+        recipient_public=enc(server).public_key(),
+        sequence=41,
+        suite=1,
+        compression=1,
+        nonce=_labelled("hello nonce")[:12],
+        ephemeral_private=EncryptionPrivateKey.from_raw(_labelled("hello ephemeral")),
+        **common,
+    )
+    frame1 = seal(
+        encode_message(batch),
+        recipient_public=enc(server).public_key(),
+        sequence=42,
+        suite=2,
+        nonce=_labelled("batch nonce")[:12],
+        ephemeral_private=EncryptionPrivateKey.from_raw(_labelled("batch ephemeral")),
+        **common,
+    )
+    body = b"".join(len(e).to_bytes(4, "big") + e for e in (frame0, frame1))
+    reply = ServerReply.from_dict(
+        {
+            "server_time_ms": T0,
+            "frames": [{"index": 0, "status": "committed"}, {"index": 1, "status": "committed"}],
+            "acks": [
+                {
+                    "batch_seq": 1,
+                    "acks": [{"seq": 1, "status": "applied", "revision": 1}],
+                    "high_water_mark": 1,
+                    "records": [merged_state],
+                }
+            ],
+        }
+    )
+    reply_envelope = seal(
+        _stored_deflate(encode_message(reply)),
+        recipient_public=enc(device).public_key(),
+        sender_id=server["sender_id"],
+        sender_signing_key=sig(server),
+        sequence=41,  # the hello's sequence: the reply answers that request
+        suite=1,
+        compression=1,
+        nonce=_labelled("reply nonce")[:12],
+        ephemeral_private=EncryptionPrivateKey.from_raw(_labelled("reply ephemeral")),
+    )
+    to_server = {
+        "recipient_x25519_private_hex": server["x25519_private_hex"],
+        "sender_id": device["sender_id"],
+        "sender_ed25519_public_hex": device["ed25519_public_hex"],
+    }
+    to_device = {
+        "recipient_x25519_private_hex": device["x25519_private_hex"],
+        "sender_id": server["sender_id"],
+        "sender_ed25519_public_hex": server["ed25519_public_hex"],
+    }
+    tampered = bytearray(reply_envelope)
+    tampered[-70] ^= 0x01  # a ciphertext byte
+    return [
+        _case(
+            "sealed-request-hello-and-batch", "sealed.open", {**to_server, "body_hex": body.hex()}
+        ),
+        _case("sealed-reply", "sealed.open", {**to_device, "envelope_hex": reply_envelope.hex()}),
+        _case(
+            "sealed-reply-tampered", "sealed.open", {**to_device, "envelope_hex": tampered.hex()}
+        ),
+    ]
+
+
 def build_all() -> dict[str, dict[str, Any]]:
     """Every vector document, by file name."""
     merge_cases = _merge_cases()
@@ -572,7 +688,11 @@ def build_all() -> dict[str, dict[str, Any]]:
             "(protocol.md §5)",
             _message_cases(merged_state) + _state_cases(merged_state),
         ),
-        "framing.json": _doc("request body framing (protocol.md §2)", _framing_cases()),
+        "framing.json": _doc(
+            "request body framing (protocol.md §2); whole sealed requests and replies opened to "
+            "their messages with the fixed keys of envelope.json (deflate-raw as a stored block)",
+            _framing_cases() + _sealed_cases(merged_state),
+        ),
         "clock.json": _doc(
             "HLC stamps, the clock, suspect stamps (protocol-merge.md §1)", _clock_cases()
         ),

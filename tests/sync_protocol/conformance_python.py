@@ -26,8 +26,10 @@ from forms.paths import flatten, unflatten
 from forms.validation import validate_record
 from sync_protocol.clock import HybridClock, Stamp, is_suspect
 from sync_protocol.codec import canonical_json
+from sync_protocol.compression import DictionaryStore
+from sync_protocol.crypto import EncryptionPrivateKey, SigningPublicKey
 from sync_protocol.errors import InvalidMessage, MalformedFrame, ProtocolError
-from sync_protocol.exchange import iter_request_frames
+from sync_protocol.exchange import iter_request_frames, open_message
 from sync_protocol.merge import RecordState, device_view, merge, resolution
 from sync_protocol.messages import decode_message, encode_message
 from sync_protocol.ops import Op
@@ -185,7 +187,45 @@ def _household_indicators(data: Mapping[str, Any]) -> dict[str, Any]:
     return picture.to_dict()
 
 
+def _sealed_open(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Open every frame of a body (or one envelope) to the message it carries."""
+    own = EncryptionPrivateKey.from_raw(bytes.fromhex(data["recipient_x25519_private_hex"]))
+    sender_key = SigningPublicKey.from_raw(bytes.fromhex(data["sender_ed25519_public_hex"]))
+    if "envelope_hex" in data:
+        envelopes = [bytes.fromhex(data["envelope_hex"])]
+    else:
+        body = BytesIO(bytes.fromhex(data["body_hex"]))
+        envelopes = [frame.data for frame in iter_request_frames(body)]
+    opened: list[dict[str, Any]] = []
+    for envelope in envelopes:
+        try:
+            message = open_message(
+                envelope,
+                recipient_keys={own.public_key().key_id(): own},
+                sender_verify_key=lambda sender: (
+                    sender_key if sender == data["sender_id"] else None
+                ),
+                dictionaries=DictionaryStore(),
+            )
+        except ProtocolError as exc:
+            opened.append(_error(exc))
+            continue
+        header = message.header
+        opened.append(
+            {
+                "sender_id": header.sender_id,
+                "sequence": header.sequence,
+                "suite": int(header.suite),
+                "compression": int(header.compression),
+                "type": message.message.kind,
+                "canonical_text": encode_message(message.message).decode("utf-8"),
+            }
+        )
+    return {"opened": opened}
+
+
 CHECKS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "sealed.open": _sealed_open,
     "message.decode": _message_decode,
     "frames.encode": _frames_encode,
     "frames.decode": _frames_decode,
