@@ -675,6 +675,118 @@ def _sealed_cases(merged_state: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# --- the expression language (contracts §2, docs/forms.md) -----------------------------------------
+
+_EXPRESSIONS: list[tuple[str, str, Any]] = [
+    # (case name, expression, current value ".")
+    ("arith-precedence", "1 + 2 * 3 - 4 div 2", None),
+    ("arith-decimal", "0.1 + 0.2", None),
+    ("arith-slash-is-div", "7 / 2", None),
+    ("arith-mod", "17 mod 5", None),
+    ("arith-negative", "-3 + 1", None),
+    ("div-by-zero", "1 div 0", None),
+    ("compare-numbers", "${storeys} >= 2 and ${floor_area} < 100", None),
+    ("compare-text", "${grade} = 'C' or ${grade} != \"D\"", None),
+    ("compare-empty-is-false", "${missing} > 0", None),
+    ("empty-equals-blank", "${missing} = ''", None),
+    ("blank-text-equals-blank", "${blank} = ''", None),
+    ("not", "not(${flag})", None),
+    ("true-false", "true() and not(false())", None),
+    ("current-value", ". >= 1900 and . <= year(today())", 1998),
+    ("current-value-future", ". >= 1900 and . <= year(today())", 2099),
+    ("selected", "selected(${aid}, '低保') and not(selected(${aid}, '特困'))", None),
+    ("count-selected", "count-selected(${aid})", None),
+    ("count-rows", "count(${members})", None),
+    ("count-if", "count-if(${members}, ${age} < 18)", None),
+    ("sum-rows", "sum(${members}, ${income})", None),
+    ("any-all", "any(${members}, ${age} > 60) and all(${members}, ${age} > 0)", None),
+    ("if", "if(${storeys} > 1, 'multi', 'single')", None),
+    ("coalesce", "coalesce(${missing}, 'fallback')", None),
+    ("string-length", "string-length(${name})", None),
+    ("regex", "regex(${phone}, '^1[3-9][0-9]{9}$')", None),
+    ("regex-no", "regex(${name}, '^[0-9]+$')", None),
+    ("today", "today()", None),
+    ("date-year", "year(date('2019-09-01'))", None),
+    ("date-compare", "date('2026-01-02') > date('2025-12-31')", None),
+    ("bad-date", "date('2026-02-30')", None),
+    ("age-at", "age-at(${id_number}, date('2026-11-25'))", None),
+    ("age-at-bad-checksum", "age-at('110101200001011234', today())", None),
+    ("school-age-date", "school-age-date(date('2027-03-01'))", None),
+    ("number-string", "number('12.5') + 1 = 13.5 and string(12) = '12'", None),
+    ("round", "round(2.345, 2)", None),
+    ("min-max", "min(3, 1, 2) + max(3, 1, 2)", None),
+    ("config", "config('monitoring_line')", None),
+    ("config-per-capita", "${income_total} div ${size} < config('monitoring_line')", None),
+    ("type-mismatch", "'a' + 1", None),
+    ("syntax-unexpected-end", "1 +", None),
+    ("syntax-unknown-function", "eval('1')", None),
+    ("syntax-unterminated", "'abc", None),
+    ("syntax-bad-reference", "${1abc} = 1", None),
+    ("syntax-arity", "if(1, 2)", None),
+    ("syntax-empty", "", None),
+]
+
+_EXPRESSION_VALUES: dict[str, Any] = {
+    "storeys": 2,
+    "floor_area": 93.5,
+    "grade": "C",
+    "blank": "",
+    "flag": False,
+    "aid": ["低保", "残补"],
+    "name": "李秀英",
+    "phone": "13888001234",
+    "id_number": "530102198001010023",
+    "income_total": 30000,
+    "size": 4,
+    "members": [
+        {"_id": "r1", "age": 45, "income": 20000.5},
+        {"_id": "r2", "age": 12, "income": 0},
+        {"_id": "r3", "age": 70, "income": 9999.5},
+    ],
+}
+
+
+def _expression_cases() -> list[dict[str, Any]]:
+    _, config = _context_config()
+    today = DEFAULT_TODAY.isoformat()
+    cases = [
+        _case(
+            f"expression-{name}",
+            "expression.evaluate",
+            {
+                "expression": text,
+                "values": _EXPRESSION_VALUES,
+                "current": current,
+                "today": today,
+                "config": config,
+            },
+        )
+        for name, text, current in _EXPRESSIONS
+    ]
+    # Every top-level expression of the built-in instruments, on a sample household's record.
+    records = sample_household(2)
+    for form_id, data in records.items():
+        for fld in load_builtin(form_id).fields:
+            for role in ("relevant", "constraint", "calculate", "required"):
+                text = getattr(fld, role)
+                if not isinstance(text, str) or not text:
+                    continue
+                cases.append(
+                    _case(
+                        f"instrument-{form_id}-{fld.name}-{role}",
+                        "expression.evaluate",
+                        {
+                            "expression": text,
+                            "values": data,
+                            "current": data.get(fld.name) if role == "constraint" else None,
+                            "today": today,
+                            "config": config,
+                        },
+                    )
+                )
+    return cases
+
+
 def build_all() -> dict[str, dict[str, Any]]:
     """Every vector document, by file name."""
     merge_cases = _merge_cases()
@@ -702,10 +814,12 @@ def build_all() -> dict[str, dict[str, Any]]:
             merge_cases,
         ),
         "records.json": _doc(
-            "field paths (contracts §4), record validation and household indicators of the "
-            "built-in instruments (forms/instruments/*.json), evaluated on "
+            "field paths (contracts §4), the expression language (contracts §2: every operator and "
+            "function, refusals with code and position, every top-level expression of the "
+            "built-in instruments on a sample household), record validation and household "
+            "indicators of the built-in instruments (forms/instruments/*.json), evaluated on "
             f"{DEFAULT_TODAY.isoformat()}",
-            _path_cases() + _record_cases(),
+            _path_cases() + _expression_cases() + _record_cases(),
         ),
     }
 

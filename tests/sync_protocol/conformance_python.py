@@ -19,7 +19,8 @@ from datetime import date
 from io import BytesIO
 from typing import Any
 
-from forms.expressions import EvaluationContext
+from forms.errors import EvaluationError, ExpressionError
+from forms.expressions import Environment, EvaluationContext, parse_expression
 from forms.indicators import MonitoringConfig, household_indicators
 from forms.instruments import load_builtin
 from forms.paths import flatten, unflatten
@@ -224,7 +225,35 @@ def _sealed_open(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"opened": opened}
 
 
+def _typed(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"kind": "empty", "value": None}
+    if isinstance(value, bool):
+        return {"kind": "boolean", "value": value}
+    if isinstance(value, int | float):
+        return {"kind": "number", "value": value}
+    if isinstance(value, date):
+        return {"kind": "date", "value": value.isoformat()}
+    if isinstance(value, str):
+        return {"kind": "string", "value": value}
+    return {"kind": "list", "value": list(value)}
+
+
+def _expression_evaluate(data: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        expression = parse_expression(data["expression"])
+    except ExpressionError as exc:
+        return {"error": {"code": exc.code, "position": exc.position}}
+    context = EvaluationContext(today=date.fromisoformat(data["today"]), config=data["config"])
+    try:
+        value = expression.evaluate(Environment(data["values"], data.get("current"), context))
+    except EvaluationError as exc:
+        return {"error": {"code": exc.code}}
+    return _typed(value)
+
+
 CHECKS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "expression.evaluate": _expression_evaluate,
     "sealed.open": _sealed_open,
     "message.decode": _message_decode,
     "frames.encode": _frames_encode,
