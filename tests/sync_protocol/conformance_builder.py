@@ -763,27 +763,44 @@ def _expression_cases() -> list[dict[str, Any]]:
         )
         for name, text, current in _EXPRESSIONS
     ]
-    # Every top-level expression of the built-in instruments, on a sample household's record.
+    # Every expression of the built-in instruments on a sample household's record: top-level
+    # fields once, fields of a repeat once in its first row ("rows" scopes ${name} to the row
+    # first; "level_names" are the names each level defines, as validation passes them).
     records = sample_household(2)
     for form_id, data in records.items():
-        for fld in load_builtin(form_id).fields:
-            for role in ("relevant", "constraint", "calculate", "required"):
-                text = getattr(fld, role)
-                if not isinstance(text, str) or not text:
-                    continue
-                cases.append(
-                    _case(
-                        f"instrument-{form_id}-{fld.name}-{role}",
-                        "expression.evaluate",
-                        {
-                            "expression": text,
-                            "values": data,
-                            "current": data.get(fld.name) if role == "constraint" else None,
-                            "today": today,
-                            "config": config,
-                        },
+        defn = load_builtin(form_id)
+        levels = {"": sorted(f.name for f in defn.fields)}
+        levels.update(
+            {f.name: sorted(c.name for c in f.fields) for f in defn.fields if f.type == "repeat"}
+        )
+        for fld in defn.fields:
+            if fld.type == "repeat":
+                rows = data.get(fld.name) or []
+                scoped = [(sub, rows[0]) for sub in fld.fields] if rows else []
+            else:
+                scoped = [(fld, None)]
+            for target, row in scoped:
+                where = data if row is None else row
+                for role in ("relevant", "constraint", "calculate", "required"):
+                    text = getattr(target, role)
+                    if not isinstance(text, str) or not text:
+                        continue
+                    name = target.name if row is None else f"{fld.name}-{target.name}"
+                    cases.append(
+                        _case(
+                            f"instrument-{form_id}-{name}-{role}",
+                            "expression.evaluate",
+                            {
+                                "expression": text,
+                                "values": data,
+                                "rows": [] if row is None else [{"repeat": fld.name, "row": row}],
+                                "level_names": levels,
+                                "current": where.get(target.name) if role == "constraint" else None,
+                                "today": today,
+                                "config": config,
+                            },
+                        )
                     )
-                )
     return cases
 
 

@@ -245,8 +245,17 @@ def _expression_evaluate(data: Mapping[str, Any]) -> dict[str, Any]:
     except ExpressionError as exc:
         return {"error": {"code": exc.code, "position": exc.position}}
     context = EvaluationContext(today=date.fromisoformat(data["today"]), config=data["config"])
+    names = data.get("level_names")
+    env = Environment(
+        data["values"],
+        None,
+        context,
+        {path: frozenset(n) for path, n in names.items()} if names is not None else None,
+    )
+    for scope in data.get("rows", []):
+        env = env.in_row(scope["repeat"], scope["row"])
     try:
-        value = expression.evaluate(Environment(data["values"], data.get("current"), context))
+        value = expression.evaluate(env.with_current(data.get("current")))
     except EvaluationError as exc:
         return {"error": {"code": exc.code}}
     return _typed(value)
