@@ -98,6 +98,9 @@ def run_cases(cases: list[dict[str, Any]], implementation: Implementation) -> Ou
             outcome.passed.append(case["id"])
         else:
             outcome.failed.append((case["id"], case["expect"], actual))
+    close = getattr(answers, "close", None)
+    if close is not None:
+        close()  # let a process implementation end now, not when garbage collected
     return outcome
 
 
@@ -113,23 +116,39 @@ def process_implementation(command: str) -> Implementation:
     """An implementation run as ``command``, speaking the line protocol (one case at a time)."""
 
     def run(requests: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        with subprocess.Popen(
+        child = subprocess.Popen(
             shlex.split(command),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             encoding="utf-8",
-        ) as child:
-            assert child.stdin is not None and child.stdout is not None
+        )
+        assert child.stdin is not None and child.stdout is not None
+        gone = False
+        try:
             for request in requests:
-                child.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
-                child.stdin.flush()
-                line = child.stdout.readline()
+                line = ""
+                if not gone:
+                    try:
+                        child.stdin.write(json.dumps(request, ensure_ascii=False) + "\n")
+                        child.stdin.flush()
+                        line = child.stdout.readline()
+                    except BrokenPipeError:
+                        gone = True  # the implementation exited: every later case fails
+                if not line:
+                    yield {"no_answer": "the implementation closed its output"}
+                    continue
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError:
                     yield {"not_json": line[:200]}
-            child.stdin.close()
+        finally:
+            for stream in (child.stdin, child.stdout):
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
+            child.wait(timeout=30)
 
     return run
 
