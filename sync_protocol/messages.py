@@ -28,8 +28,10 @@ from sync_protocol.ops import Op
 
 __all__ = [
     "ACK_STATUSES",
+    "CLOCK_SKEW_LIMIT_MS",
     "FRAME_STATUSES",
     "MAX_ITEMS",
+    "PROTOCOL_VERSION",
     "REFUSAL_CODES",
     "Ack",
     "Capabilities",
@@ -56,11 +58,20 @@ REFUSAL_CODES: Final = (
     "busy",
     "exchange_invalid",
 )
+#: The protocol version this module speaks: the ``v1`` of ``/api/v1/sync``, the envelope version
+#: byte, the batch codec version and the ``format`` of record states (docs/protocol.md §10).
+PROTOCOL_VERSION: Final = 1
+#: A hello whose clock is further than this from the server's time, either way, is refused with
+#: ``clock_skew`` (two years: a mis-set year is accepted and its stamps are suspect; a clock
+#: beyond this is broken, e.g. an RTC reset to 1970). docs/protocol.md §5.
+CLOCK_SKEW_LIMIT_MS: Final = 2 * 365 * 24 * 3600 * 1000
 # Upper bound of every list in a message: a 32 KiB batch holds a few hundred ops, a download
 # page a few hundred records; ten thousand is generous and still bounds the work of validation.
 MAX_ITEMS: Final = 10_000
 _MAX_ID: Final = 128
 _SCOPE_RE: Final = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
+# A device id is also the node id of its clock stamps: 1-64 printable ASCII without spaces.
+_DEVICE_ID_RE: Final = re.compile(r"[!-~]{1,64}")
 _CODE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _UINT32: Final = 2**32 - 1
 _UINT64: Final = 2**64 - 1
@@ -246,7 +257,7 @@ class Hello:
             for scope, cursor in cursors_in.items()
         }
         return cls(
-            device_id=_text(data["device_id"], f"{where}.device_id"),
+            device_id=_text(data["device_id"], f"{where}.device_id", pattern=_DEVICE_ID_RE),
             cursors=cursors,
             high_water_mark=_int(data["high_water_mark"], f"{where}.high_water_mark"),
             clock=_stamp(data["clock"], f"{where}.clock"),
@@ -328,14 +339,15 @@ class OpAck:
         object.__setattr__(self, "reasons", reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        """Dict form, exactly the shape of contracts §7 (empty lists included)."""
-        return {
-            "seq": self.seq,
-            "status": self.status,
-            "conflict_ids": list(self.conflict_ids),
-            "reasons": [dict(reason) for reason in self.reasons],
-            "revision": self.revision,
-        }
+        """Dict form (contracts §7): ``conflict_ids`` only for a conflict, ``reasons`` only for a
+        rejection — a strict decoder built from the spec accepts every ack the server sends;
+        :meth:`from_dict` also reads acks that carry empty lists (servers before v1 froze)."""
+        out: dict[str, Any] = {"seq": self.seq, "status": self.status, "revision": self.revision}
+        if self.conflict_ids:
+            out["conflict_ids"] = list(self.conflict_ids)
+        if self.reasons:
+            out["reasons"] = [dict(reason) for reason in self.reasons]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "ack") -> OpAck:

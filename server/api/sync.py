@@ -38,11 +38,12 @@ class _Body:
 def exchange() -> Any:
     """One sync exchange: sealed hello + upload batches in, one sealed signed reply out.
 
-    Content-Type ``application/vnd.village-sync.exchange`` both ways. Errors before the device is
+    Content-Type ``application/vnd.village-sync.exchange`` both ways; a client tells a sealed
+    reply from a JSON error by the Content-Type (docs/protocol.md §2). Errors before the device is
     authenticated use the JSON error body: ``exchange_empty``, ``frame_malformed``, envelope codes
     (``envelope_bad_signature``, ``envelope_truncated``, ``envelope_unknown_key_id`` …, 400),
-    ``device_unknown`` (401), ``envelope_replayed`` (409). A revoked device gets a sealed refusal
-    (403).
+    ``device_unknown`` (401), ``envelope_replayed`` (409). Sealed refusals: ``device_revoked``,
+    ``scope_denied``, ``clock_skew`` (403); ``exchange_invalid`` (400).
     """
     retry_ms = int(current_app.config.get("BUSY_RETRY_AFTER_SECONDS", 2)) * 1000
     result = sync.handle_exchange(

@@ -233,6 +233,7 @@ def enroll(
             )
     if failure is not None:
         _refuse(failure, ip=ip, scope=scope, code_id=code_id)
-    return Enrollment(
-        device_id, scope, app_key_ring().public_document(), forms_manifest(), utcnow()
-    )
+    ring = app_key_ring()
+    # The same shape as the manifest's server_keys config entry (protocol.md §6), minus "key".
+    server_keys = {"current_key_id": ring.current_id, **ring.public_document()}
+    return Enrollment(device_id, scope, server_keys, forms_manifest(), utcnow())

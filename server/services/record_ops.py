@@ -510,6 +510,19 @@ def _apply(
     scope: str | None,
     user_id: int | None,
 ) -> OpOutcome:
+    if scope is not None and op.kind == "resolve":
+        # Resolving is a reviewer's decision (county admin, township reviewer: the conflicts
+        # API); a field device's resolve op would close a review conflict on its own say.
+        raise _Rejected(
+            None,
+            [
+                reason(
+                    "resolve_not_permitted",
+                    "冲突只能由县、乡镇审核人员处理，设备不能提交处理结果",
+                    "only a county or township reviewer resolves conflicts; devices cannot",
+                )
+            ],
+        )
     if _has_nul(op.to_dict()):
         raise _Rejected(
             quarantine.INVALID,

@@ -29,8 +29,10 @@ What happens, in order:
    and ``manifest`` (form versions published or retired after its cursor, with definitions, plus
    the monitoring configuration of the device's area).
 
-HTTP status: 200 for a reply, 403 for a sealed refusal of a revoked device or a denied scope,
-400 for a sealed ``exchange_invalid`` refusal; JSON errors carry their own status.
+HTTP status (docs/protocol.md §2): 200 for a reply; 403 for a sealed refusal (revoked device,
+denied scope, a hello clock more than ``CLOCK_SKEW_LIMIT_MS`` from server time); 400 for a sealed
+``exchange_invalid`` refusal (an authentic frame 0 that is not a valid hello); JSON errors carry
+their own status. A client tells a sealed reply from a JSON error by the Content-Type.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from server.storage.database import end_read, writing
 from server.storage.models import Device, Record
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
+from sync_protocol.clock import Stamp, wall_clock_ms
 from sync_protocol.compression import ALL_METHODS, DictionaryStore
 from sync_protocol.crypto import (
     EncryptionPrivateKey,
@@ -62,7 +65,13 @@ from sync_protocol.crypto import (
     SigningPublicKey,
 )
 from sync_protocol.envelope import Header, peek_header
-from sync_protocol.errors import MalformedFrame, ProtocolError, Replayed, UnknownSender
+from sync_protocol.errors import (
+    InvalidMessage,
+    MalformedFrame,
+    ProtocolError,
+    Replayed,
+    UnknownSender,
+)
 from sync_protocol.exchange import (
     CONTENT_TYPE,
     Frame,
@@ -72,6 +81,7 @@ from sync_protocol.exchange import (
 )
 from sync_protocol.merge import RecordState
 from sync_protocol.messages import (
+    CLOCK_SKEW_LIMIT_MS,
     Ack,
     DownloadPage,
     FrameStatus,
@@ -106,6 +116,10 @@ FORMS_PER_PAGE: Final = 50
 DUPLICATE_KIND: Final = "duplicate_household"
 #: Key of the manifest config entry announcing the server's current keys.
 SERVER_KEYS_ENTRY: Final = "server_keys"
+#: HTTP status of a sealed refusal (revoked device, denied scope, clock skew) and of a sealed
+#: ``exchange_invalid`` refusal; a sealed reply is told from a JSON error by its Content-Type.
+REFUSAL_STATUS: Final = 403
+INVALID_EXCHANGE_STATUS: Final = 400
 
 
 @dataclass(frozen=True)
@@ -213,6 +227,10 @@ def handle_exchange(
             sender_verify_key=_device_key_lookup(device),
             expected="hello",
         )
+    except InvalidMessage as exc:
+        # The envelope verified (the message is decoded last): the device is authenticated, so
+        # the answer is sealed — the ``exchange_invalid`` refusal protocol.md §5 promises.
+        return _refuse_unreadable_hello(device, ring, header, exc)
     except ProtocolError as exc:
         raise _envelope_error(exc) from None
     end_read()
@@ -260,7 +278,20 @@ def _check_hello(session: _Session) -> tuple[Refusal, int] | None:
                 "this device has been revoked; enrol it again with a new code",
                 "此设备已被停用，请使用新的注册码重新注册",
             ),
-            403,
+            REFUSAL_STATUS,
+        )
+    skew_ms = Stamp.parse(hello.clock).ms - session.ctx.now_ms
+    if abs(skew_ms) > CLOCK_SKEW_LIMIT_MS:
+        hours = skew_ms / 3_600_000
+        return (
+            Refusal(
+                "clock_skew",
+                f"the device clock is {abs(hours):.0f} h {'ahead of' if hours > 0 else 'behind'}"
+                " the server; fix the clock and sync again",
+                f"设备时钟比服务器{'快' if hours > 0 else '慢'}了约 {abs(hours):.0f} 小时，"
+                "请校准时间后再同步",
+            ),
+            REFUSAL_STATUS,
         )
     if hello.device_id != device.id:
         return (
@@ -269,7 +300,7 @@ def _check_hello(session: _Session) -> tuple[Refusal, int] | None:
                 "the hello names another device than the envelope's sender",
                 "问候消息中的设备编号与信封发送方不符",
             ),
-            400,
+            INVALID_EXCHANGE_STATUS,
         )
     for scope in hello.cursors:
         if scope == MANIFEST_STREAM:
@@ -281,9 +312,34 @@ def _check_hello(session: _Session) -> tuple[Refusal, int] | None:
                     f"scope {scope} is outside this device's scope {device.scope}",
                     f"范围 {scope} 不在本设备的范围 {device.scope} 内",
                 ),
-                403,
+                REFUSAL_STATUS,
             )
     return None
+
+
+def _refuse_unreadable_hello(
+    device: Device, ring: KeyRing, header: Header, exc: InvalidMessage
+) -> ExchangeResult:
+    """A sealed ``exchange_invalid`` refusal for an authentic frame 0 that is not a valid hello.
+
+    No hello means no capabilities: the reply is sealed in the hello envelope's suite, raw.
+    """
+    refusal = Refusal(
+        "exchange_invalid",
+        f"frame 0 is not a valid hello: {exc.field}: {exc.message}"[:2000],
+        f"第 0 帧不是有效的问候消息：{exc.field}"[:2000],
+    )
+    reply = ServerReply(server_time_ms=wall_clock_ms(), refusal=refusal)
+    body = build_reply(
+        reply,
+        server_id=SERVER_SENDER_ID,
+        server_keys=ring.bundle_for(header.recipient_key_id) or ring.current,
+        device_public=EncryptionPublicKey.from_base64(device.x25519_public),
+        hello_sequence=header.sequence,
+        suite=int(header.suite),
+        allowed={0},
+    )
+    return ExchangeResult(body=body, status=INVALID_EXCHANGE_STATUS)
 
 
 def _run_batches(session: _Session, frames: Iterator[Frame], busy_retry_ms: int) -> None:
@@ -341,6 +397,10 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
             raise _FrameRejected(exc.code) from None
         batch = opened.message
         assert isinstance(batch, UploadBatch)  # expected="batch"
+        if session.acks and batch.batch_seq <= session.acks[-1].batch_seq:
+            # An Ack is paired with its frame by batch_seq: within one request they go up.
+            # (Across requests a batch_seq may repeat: replays are recognised by op seq.)
+            raise _FrameRejected("batch_seq_reused")
         ops = list(batch.ops)
         _check_sequence(ops, device.id, mark.high_water)
         done = [op for op in ops if op.seq <= mark.high_water]

@@ -52,7 +52,7 @@ def test_enrollment_returns_device_scope_server_keys_and_manifest(
     assert response.status_code == 201, response.json
     answer = response.json
     assert answer["scope"] == VILLAGE
-    assert answer["server_keys"] == ring.public_document()
+    assert answer["server_keys"] == {"current_key_id": ring.current_id, **ring.public_document()}
     assert answer["server_keys"]["encryption_key_id"] == ring.current_id
     assert len(answer["forms"]) == 6
     server_time = datetime.fromisoformat(answer["server_time"])
