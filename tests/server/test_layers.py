@@ -85,11 +85,6 @@ KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
         ("server.services.auth", "sqlalchemy"),
         ("server.services.record_ops", "sqlalchemy"),
         ("server.services.sync", "sqlalchemy"),
-        # api → storage (transaction control and storage constants)
-        ("server.api.conflicts", "server.storage.conflicts"),
-        ("server.api.guard", "server.storage.database"),
-        ("server.api.records", "server.storage.quarantine"),
-        ("server.api.uploads", "server.storage.database"),
         # bench → the e2e harness
         ("bench.weak_link", "tests.e2e.county"),
         ("bench.weak_link", "tests.e2e.faultproxy"),
