@@ -86,8 +86,6 @@ KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
         ("server.services.record_ops", "sqlalchemy"),
         ("server.services.sync", "sqlalchemy"),
         # modules importing each other
-        ("forms.household", "forms.indicators"),
-        ("forms.indicators", "forms.household"),
         ("server.app", "server.cli"),
         ("server.cli", "server.app"),
         # file I/O in the pure cores: key files belong to the server's key service and the device
