@@ -12,9 +12,9 @@ import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bench.county import CountyServer
 from sync_protocol.crypto import generate_device_keys, generate_server_keys
 from tests.e2e.conftest import NEIGHBOUR_VILLAGE, VILLAGE
-from tests.e2e.county import CountyServer
 from tests.server.conftest import assert_error
 from tests.server.sync_device import HOUSE_A, SyncDevice
 

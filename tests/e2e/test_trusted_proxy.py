@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.county import REPO, CountyServer, start_county_server
+from bench.county import REPO, CountyServer, start_county_server
 
 
 @pytest.fixture

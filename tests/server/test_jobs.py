@@ -19,7 +19,6 @@ from flask import Flask
 
 from forms.instruments.samples import sample_household
 from server import jobs
-from server.extensions import db
 from server.services import auth
 from server.services import forms as form_service
 from server.services.access import CLI_ACTOR
@@ -29,7 +28,7 @@ from server.storage import devices as device_store
 from server.storage import enrollment as enrollment_store
 from server.storage import jobs as job_store
 from server.storage import uploads as upload_store
-from server.storage.database import writing
+from server.storage.database import db, writing
 from server.storage.models import ConflictItem, EnrollmentCode, User
 from server.storage.types import utcnow
 from tests.server.survey_data import store_household
@@ -123,6 +122,20 @@ def test_stale_device_report(app: Flask) -> None:
     with app.app_context():
         township = audit.list_entries("530102002", action="alert.stale_device")
     assert [e.target_id for e in township] == ["never"]
+
+
+def test_stale_devices_read_stays_inside_the_area(app: Flask) -> None:
+    with app.app_context():
+        with writing():
+            _add_device("village1", "530102001201", enrolled_days=30, synced_days=10)
+            _add_device("village2", "530102002201", enrolled_days=30, synced_days=10)
+            _add_device("township", "530102002", enrolled_days=30, synced_days=10)
+        cutoff = utcnow() - timedelta(days=7)
+        everywhere = job_store.stale_devices(cutoff, area_prefix="")
+        township = job_store.stale_devices(cutoff, area_prefix="530102002")
+    assert [d.id for d in everywhere] == ["village1", "township", "village2"]
+    assert [d.id for d in township] == ["township", "village2"]
+    assert township[0].last_sync_at is not None
 
 
 def test_conflict_age_reminder(app: Flask) -> None:
