@@ -303,6 +303,10 @@ def _print_start(report: StartReport, url: str, app: Flask) -> None:
         click.echo(f"  URL:       {url}")
         click.echo(f"  username:  {report.admin_username}")
         click.echo(f"  password:  {report.admin_password}")
+        click.echo(
+            f"Open {url} in a browser, log in and change this password at {url}/password "
+            "在浏览器中打开上面的地址登录，并立即修改密码"
+        )
     else:
         click.echo(
             f"Admin account exists. To reset its password: "
