@@ -46,6 +46,8 @@ from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME
 from server.settings import resolve_key_dir
 from server.storage.database import end_read, rollback
+from sync_protocol.clock import Stamp
+from sync_protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -271,3 +273,13 @@ def when(moment: datetime | None) -> str:
 def days_since(moment: datetime) -> int:
     """Whole days from ``moment`` until now."""
     return (datetime.now(UTC) - _aware(moment)).days
+
+
+@blueprint.app_template_filter("stamp_time")
+def stamp_time(text: str) -> str:
+    """When a clock stamp says a value was written, in Beijing time (the stamp if unreadable)."""
+    try:
+        moment = datetime.fromtimestamp(Stamp.parse(text).ms / 1000, UTC)
+    except (ProtocolError, ValueError, OverflowError, OSError):
+        return str(text)
+    return when(moment)

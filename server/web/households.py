@@ -6,13 +6,49 @@ from typing import Any
 
 from flask import redirect, render_template, request, url_for
 
-from server.errors import NotFound
+import forms as forms_lib
+from server.errors import ApiError, NotFound
+from server.services import forms as form_service
 from server.services import indicators, records
 from server.services.access import Principal
 from server.web.base import blueprint, signed_in
 from server.web.dashboard import INDICATOR_NAMES, PROBLEM_NAMES
 
 PAGE = 50
+
+
+class FormLabels:
+    """Chinese labels of a form version's fields and choices, for showing stored values."""
+
+    def __init__(self, form_id: str, version: int) -> None:
+        try:
+            self.defn: forms_lib.FormDefinition | None = forms_lib.load_definition(
+                form_service.get_version(form_id, version).definition
+            )
+        except (ApiError, forms_lib.FormsError):
+            self.defn = None  # a version the server no longer knows: show names and raw values
+
+    @property
+    def title(self) -> str:
+        """The form's Chinese title (its id without a definition)."""
+        return self.defn.title.zh if self.defn is not None else ""
+
+    def label(self, path: str) -> str:
+        """The field's Chinese label, or its name."""
+        fld = self.defn.find_field(path) if self.defn is not None else None
+        return fld.label.zh if fld is not None and fld.label is not None else path
+
+    def value(self, path: str, value: Any) -> Any:
+        """A stored value as shown: choice labels for select fields, 是/否 for booleans."""
+        fld = self.defn.find_field(path) if self.defn is not None else None
+        if isinstance(value, bool):
+            return "是" if value else "否"
+        if fld is None or self.defn is None or not fld.choices:
+            return value
+        labels = {c.value: c.label.zh for c in self.defn.choices_of(fld)}
+        if isinstance(value, list):
+            return "、".join(labels.get(str(v), str(v)) for v in value)
+        return labels.get(str(value), value)
 
 
 def _page_number() -> int:
@@ -69,6 +105,8 @@ def household(principal: Principal, village: str, household_no: str) -> Any:
         raise NotFound(zh="未找到该农户", en="no such household in your area")
     details = [records.show(principal, item["record_id"]) for item in found["items"]]
     details.sort(key=lambda d: (d["round"], d["form_id"], d["created_at"]))
+    labels = {(d["form_id"], d["form_version"]) for d in details}
+    form_labels = {key: FormLabels(*key) for key in labels}
     pictures = indicators.household_list(principal, area=village, limit=1000)["households"]
     picture = next((p for p in pictures if p["household_no"] == household_no), None)
     return render_template(
@@ -76,6 +114,7 @@ def household(principal: Principal, village: str, household_no: str) -> Any:
         village=village,
         household_no=household_no,
         records=details,
+        labels=form_labels,
         picture=picture,
         names=INDICATOR_NAMES,
         problem_names=PROBLEM_NAMES,

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import cv2
-import numpy as np
 import openpyxl
 import pytest
 
 from forms.instruments.samples import problem_household
 from tests.e2e.conftest import VILLAGE, cli_json, device_cli
 from tests.e2e.county import REPO, CountyServer, start_county_server
+from tests.web.qr import read_qr
 from tests.web.xlsform_files import housing_form
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -97,12 +96,6 @@ class Shots:
         self.page.set_viewport_size({"width": 1280, "height": 900})
 
 
-def _read_qr(png: bytes) -> str:
-    image = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    text, _points, _ = cv2.QRCodeDetector().detectAndDecode(image)
-    return text
-
-
 def _issue_code(page: Any, base: str, shots: Shots | None = None) -> tuple[str, str]:
     """Issue a code on the devices page; (server, code) as read from the QR image."""
     page.goto(base + "/devices")
@@ -114,7 +107,7 @@ def _issue_code(page: Any, base: str, shots: Shots | None = None) -> tuple[str, 
     if shots is not None:
         shots.take("enrolment-code")
     shown = page.inner_text("#enrolment-code").strip()
-    payload = _read_qr(page.locator("#enrolment-qr").screenshot())
+    payload = read_qr(page.locator("#enrolment-qr").screenshot())
     assert payload.startswith("villagesync:enroll?"), payload
     query = parse_qs(urlsplit(payload).query)
     (server,), (code,) = query["server"], query["code"]

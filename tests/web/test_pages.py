@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from collections.abc import Callable
 
-import cv2
-import numpy as np
 import openpyxl
 import pytest
 from flask import Flask
@@ -22,6 +21,7 @@ from tests.server.conftest import login
 from tests.server.survey_data import store_household
 from tests.server.sync_device import HOUSE_A, SyncDevice
 from tests.web.conftest import Browser, add_account, text
+from tests.web.qr import read_qr
 from tests.web.xlsform_files import housing_form
 
 V1, V2, FAR = "530102001201", "530102001202", "530102002301"
@@ -106,11 +106,7 @@ def test_a_reviewer_sees_only_its_township_and_other_areas_look_absent(
 def _qr_text(page: str) -> str:
     data_uri = re.search(r'id="enrolment-qr" src="data:image/png;base64,([^"]+)"', page)
     assert data_uri, page
-    png = np.frombuffer(base64.b64decode(data_uri.group(1)), dtype=np.uint8)
-    decoded, _points, _ = cv2.QRCodeDetector().detectAndDecode(
-        cv2.imdecode(png, cv2.IMREAD_GRAYSCALE)
-    )
-    return decoded
+    return read_qr(base64.b64decode(data_uri.group(1)))
 
 
 def test_an_enrolment_code_is_shown_as_text_and_qr_and_enrols_a_tablet(
@@ -310,3 +306,58 @@ def test_every_state_change_from_the_pages_is_audited(app: Flask, admin: Browser
     for action in ["auth.login", "enrollment_code.issue", "form.upload", "form.schedule"]:
         assert action in log, action
     assert "待发布" in text(admin.get("/forms"))
+
+
+WELL_CHECK = {
+    "id": "well_check",
+    "version": 1,
+    "title": {"zh": "水井检查", "ug": "قۇدۇق تەكشۈرۈش"},
+    "subject": "household",
+    "fields": [
+        {
+            "name": "has_well",
+            "type": "boolean",
+            "label": {"zh": "是否有水井", "ug": "قۇدۇق بارمۇ"},
+            "required": True,
+        },
+        {
+            "name": "depth",
+            "type": "integer",
+            "label": {"zh": "井深", "ug": "چوڭقۇرلۇقى"},
+            "hint": {"zh": "单位：米"},
+            "relevant": "${has_well} = true()",
+        },
+    ],
+}
+
+
+def test_a_form_preview_shows_labels_skip_logic_and_each_language(admin: Browser) -> None:
+    payload = json.dumps(WELL_CHECK, ensure_ascii=False).encode("utf-8")
+    uploaded = admin.post(
+        "/forms/upload",
+        {"file": (io.BytesIO(payload), "well.json")},
+        content_type="multipart/form-data",
+    )
+    assert uploaded.status_code == 201
+    assert 'href="/forms/well_check/1"' in text(uploaded)
+    page = text(admin.get("/forms/well_check/1"))
+    assert "水井检查" in page and "是否有水井" in page and "单位：米" in page
+    assert "显示条件" in page and "${has_well} = true()" in page and "草稿" in page
+    uyghur = text(admin.get("/forms/well_check/1?lang=ug"))
+    assert 'lang="ug" dir="rtl"' in uyghur and "قۇدۇق بارمۇ" in uyghur
+    assert admin.get("/forms/well_check/9").status_code == 404
+
+
+def test_an_unexpected_fault_is_a_page_without_a_traceback(
+    surveyed: Flask, admin: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.services import indicators
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(indicators, "rollup", broken)  # the one injected fault
+    response = admin.get("/")
+    assert response.status_code == 500 and response.mimetype == "text/html"
+    body = text(response)
+    assert "服务器出错" in body and "secret internals" not in body and "Traceback" not in body
