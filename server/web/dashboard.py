@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Callable
 from typing import Any
 
-from flask import render_template, request, url_for
+from flask import Response, render_template, request, url_for
 
 from server.services import auth, indicators
 from server.services.access import Principal
@@ -71,3 +74,46 @@ def dashboard(principal: Principal) -> Any:
         change_password=auth.needs_password_change(principal),
         own_area=principal.area_prefix,
     )
+
+
+#: Columns of the dashboard table download: header and how a row's value is read.
+TABLE_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
+    ("地区", lambda row: row["area"]),
+    ("农户", lambda row: row["households"]),
+    *(
+        (title, lambda row, name=name: row["indicators"][name]["failing"])
+        for name, title in INDICATOR_NAMES.items()
+    ),
+    *(
+        (
+            f"饮水不达标：{title}",
+            lambda row, name=name: row["indicators"]["water"]["failed_by_indicator"].get(name, 0),
+        )
+        for name, title in WATER_NAMES.items()
+    ),
+    ("监测对象", lambda row: row["monitoring_objects"]),
+    ("风险已消除", lambda row: row["risk_removed"]),
+    ("本轮新增风险", lambda row: row["newly_at_risk"]),
+    ("未清零问题", lambda row: row["open_problems"]),
+    ("最久未清零天数", lambda row: row["oldest_open_problem_days"]),
+    ("待处理冲突", lambda row: row["open_conflicts"]),
+    ("最久冲突天数", lambda row: row["oldest_conflict_days"]),
+)
+
+
+@blueprint.get("/dashboard.csv")
+@signed_in()
+def dashboard_csv(principal: Principal) -> Any:
+    """The dashboard table (counts only, no personal data) as CSV for Excel (UTF-8 with BOM)."""
+    area = indicators.effective_area(principal, request.args.get("area"))
+    round_ = request.args.get("round") or None
+    data = indicators.rollup(principal, area=area, level=_level_below(area), round=round_, limit=0)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([header for header, _ in TABLE_COLUMNS])
+    for row in [*data["areas"], {**data["total"], "area": "合计"}]:
+        writer.writerow(["" if (v := read(row)) is None else v for _, read in TABLE_COLUMNS])
+    response = Response("\ufeff" + out.getvalue(), content_type="text/csv; charset=utf-8")
+    name = f"dashboard-{area or 'all'}.csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

@@ -4,6 +4,7 @@ forms, exports, the quarantine, users and the audit log — and township scoping
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import json
 import re
@@ -361,3 +362,46 @@ def test_an_unexpected_fault_is_a_page_without_a_traceback(
     assert response.status_code == 500 and response.mimetype == "text/html"
     body = text(response)
     assert "服务器出错" in body and "secret internals" not in body and "Traceback" not in body
+
+
+def test_a_quarantined_op_is_mapped_to_a_published_version_from_the_page(
+    app: Flask, admin: Browser, api_admin: dict[str, str]
+) -> None:
+    device = SyncDevice.enroll(admin.client, api_admin, V1)
+    device.create("housing_safety", HOUSE_A, village=V1, household_no="H5", version=7)
+    (ack,) = device.sync().acks[0].acks
+    assert ack.status == "rejected"
+    page = text(admin.get("/quarantine"))
+    item_id = re.search(r'action="/quarantine/(\d+)/map"', page).group(1)
+    assert "unknown_form_version" in page and "housing_safety 第7版" in page
+    unpublished = admin.post(f"/quarantine/{item_id}/map", {"form_version": "5"})
+    assert unpublished.status_code == 400 and "没有已发布的第5版" in text(unpublished)
+    assert admin.post(f"/quarantine/{item_id}/map", {"form_version": "1"}).status_code == 302
+    assert "隔离区为空" in text(admin.get("/quarantine"))
+    assert "H5" in text(admin.get(f"/households?area={V1}"))
+
+
+def test_a_double_submit_is_a_message_not_a_second_action(admin: Browser) -> None:
+    admin.post(
+        "/forms/upload",
+        {"file": (io.BytesIO(housing_form(2)), "housing_v2.xlsx")},
+        content_type="multipart/form-data",
+    )
+    assert admin.post("/forms/housing_safety/2/publish", {"at": ""}).status_code == 302
+    again = admin.post("/forms/housing_safety/2/publish", {"at": ""})
+    assert again.status_code == 409 and "不能发布" in text(again)
+    assert text(admin.get("/audit?action=form.publish")).count("housing_safety@2") == 1
+
+
+def test_the_dashboard_table_downloads_as_csv(surveyed: Flask, admin: Browser) -> None:
+    response = admin.get(f"/dashboard.csv?area={TOWNSHIP}")
+    assert response.status_code == 200
+    assert (
+        response.headers["Content-Disposition"]
+        == f'attachment; filename="dashboard-{TOWNSHIP}.csv"'
+    )
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True).lstrip("\ufeff"))))
+    assert rows[0][:3] == ["地区", "农户", "住房不安全"]
+    by_area = {row[0]: row for row in rows[1:]}
+    assert by_area[V1][1:3] == ["2", "1"] and by_area[V2][1] == "1"
+    assert FAR not in by_area
