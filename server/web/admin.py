@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from flask import Response, redirect, render_template, request, stream_with_context, url_for
@@ -14,6 +15,7 @@ from server.services import auth, records
 from server.services import exports as export_service
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN, ROLES, Principal
+from server.services.indicators import CHINA_TIME
 from server.web.base import actor_of, blueprint, field_messages, signed_in, zh_message
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -155,14 +157,49 @@ def set_user_active(principal: Principal, user_id: int, change: str) -> Any:
 # --- audit -------------------------------------------------------------------------------------
 
 
+def _day_start(text: str, field: str) -> datetime | None:
+    """Midnight (Beijing time) of a ``YYYY-MM-DD`` date from the page, or None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(
+            en=f"{field} is not a date",
+            zh="日期格式不正确，应为 年-月-日",
+            details={"fields": {field: ["YYYY-MM-DD"]}},
+        ) from None
+    return datetime.combine(day, time(0), tzinfo=CHINA_TIME)
+
+
 @blueprint.get("/audit")
 @signed_in()
 def audit(principal: Principal) -> Any:
-    """The audit log of the caller's area, newest first, filtered by action; paged back."""
-    action = (request.args.get("action") or "").strip() or None
+    """The audit log of the caller's area, newest first, filtered by actor, action, area and
+    day range (Beijing time); paged back."""
+    typed = {
+        k: (request.args.get(k) or "").strip()
+        for k in ("actor", "action", "area", "since", "until")
+    }
     try:
         before = int(request.args["before"]) if request.args.get("before") else None
     except ValueError:
         before = None
-    entries = audit_service.list_entries(principal, limit=100, before_id=before, action=action)
-    return render_template("audit.html", entries=entries, action=action or "")
+    try:
+        since = _day_start(typed["since"], "since")
+        until = _day_start(typed["until"], "until")
+        entries = audit_service.list_entries(
+            principal,
+            limit=100,
+            before_id=before,
+            action=typed["action"] or None,
+            actor=typed["actor"] or None,
+            area=typed["area"] or None,
+            since=since,
+            until=until + timedelta(days=1) if until is not None else None,
+        )
+    except ValidationFailed as exc:
+        page = render_template("audit.html", entries=[], typed=typed, error=zh_message(exc))
+        return page, exc.status
+    return render_template("audit.html", entries=entries, typed=typed, error=None)

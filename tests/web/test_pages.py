@@ -405,3 +405,28 @@ def test_the_dashboard_table_downloads_as_csv(surveyed: Flask, admin: Browser) -
     by_area = {row[0]: row for row in rows[1:]}
     assert by_area[V1][1:3] == ["2", "1"] and by_area[V2][1] == "1"
     assert FAR not in by_area
+
+
+def test_the_audit_log_filters_by_actor_action_area_and_day(
+    app: Flask, admin: Browser, browser_for: Callable[[str], Browser]
+) -> None:
+    admin.post("/devices/codes", {"scope": V1, "label": "一队"})
+    admin.post("/devices/codes", {"scope": FAR, "label": "远村队"})
+    add_account(app, "zhang", "county_admin", "530102")
+    browser_for("zhang").post("/devices/codes", {"scope": V2, "label": "二队"})
+    everything = text(admin.get("/audit?action=enrollment_code.issue"))
+    assert all(label in everything for label in ("一队", "远村队", "二队"))
+    by_actor = text(admin.get("/audit?action=enrollment_code.issue&actor=zhang"))
+    assert "二队" in by_actor and "一队" not in by_actor
+    by_area = text(admin.get(f"/audit?action=enrollment_code.issue&area={OTHER_TOWNSHIP}"))
+    assert "远村队" in by_area and "一队" not in by_area and "二队" not in by_area
+    today = text(admin.get("/audit")).split("<td>")[1][:10]  # the newest entry's day
+    assert "一队" in text(admin.get(f"/audit?since={today}&until={today}"))
+    assert "一队" not in text(admin.get("/audit?since=2000-01-01&until=2000-01-02"))
+    bad = admin.get("/audit?since=yesterday&actor=zhang")
+    assert bad.status_code == 400 and "日期格式不正确" in text(bad) and 'value="zhang"' in text(bad)
+    assert admin.get("/audit?area=530199").status_code == 200
+    add_account(app, "reviewer", "township_reviewer", TOWNSHIP)
+    reviewer = browser_for("reviewer")
+    assert reviewer.get(f"/audit?area={OTHER_TOWNSHIP}").status_code == 404
+    assert "远村队" not in text(reviewer.get("/audit"))
