@@ -98,8 +98,15 @@ def publish_form(principal: Principal, form_id: str, version: int) -> Any:
 @blueprint.post("/forms/<form_id>/<int:version>/retire")
 @signed_in(COUNTY_ADMIN)
 def retire_form(principal: Principal, form_id: str, version: int) -> Any:
-    """Retire a version: tablets stop offering it for new records."""
+    """Retire a version (after the confirmation box is ticked): tablets stop offering it for
+    new records."""
     try:
+        if request.form.get("confirm") != "1":
+            raise ValidationFailed(
+                en="tick the confirmation to retire a version",
+                zh="请勾选“确认停用”后再停用",
+                details={"fields": {"confirm": ["required"]}},
+            )
         form_service.retire(form_id, version, actor=actor_of(principal))
     except ApiError as exc:
         return _forms_page(error=zh_message(exc)), exc.status

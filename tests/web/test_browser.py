@@ -120,6 +120,12 @@ def test_a_county_admin_does_the_whole_job_in_the_browser(
 ) -> None:
     context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
+    refused: list[str] = []  # anything the page tried that the browser blocked or failed
+    page.on("console", lambda msg: refused.append(msg.text) if msg.type == "error" else None)
+    page.on(
+        "requestfailed",
+        lambda request: None if "/exports/" in request.url else refused.append(request.url),
+    )  # a download ends its navigation with a "failed" request; anything else counts
     shots = Shots(page)
     base = county.url
 
@@ -246,4 +252,14 @@ def test_a_county_admin_does_the_whole_job_in_the_browser(
     assert (cells["行政村代码"], cells["户编号"], cells["表单版本"]) == (VILLAGE, "0042", 2)
     assert "原址翻建" in only
     assert re.match(r"\d{4}-\d{2}-\d{2}T", cells["更新时间"])
+    # The other pages, photographed too.
+    page.goto(base + "/forms/housing_safety/2")
+    assert "房屋安全性鉴定等级" in page.inner_text("main")
+    shots.take("form-preview")
+    for name in ("users", "quarantine"):
+        page.goto(f"{base}/{name}")
+        shots.take(name)
+    # Refusals the story provoked on purpose (wrong password 401, broken form 422) are fine;
+    # a blocked or missing resource is not.
+    assert [r for r in refused if not re.search(r"status of (401|422)", r)] == []
     context.close()

@@ -220,9 +220,11 @@ def test_forms_upload_shows_located_problems_then_publishes_and_retires(admin: B
     assert admin.post("/forms/housing_safety/2/publish", {"at": ""}).status_code == 302
     listing = text(admin.get("/forms"))
     assert listing.count("已发布") >= 7
-    assert admin.post("/forms/housing_safety/1/retire").status_code == 302
+    unconfirmed = admin.post("/forms/housing_safety/1/retire")
+    assert unconfirmed.status_code == 400 and "请勾选" in text(unconfirmed)
+    assert admin.post("/forms/housing_safety/1/retire", {"confirm": "1"}).status_code == 302
     assert "已停用" in text(admin.get("/forms"))
-    again = admin.post("/forms/housing_safety/1/retire")
+    again = admin.post("/forms/housing_safety/1/retire", {"confirm": "1"})
     assert again.status_code == 409 and "已停用" in text(again)
 
 
@@ -347,6 +349,16 @@ def test_a_form_preview_shows_labels_skip_logic_and_each_language(admin: Browser
     uyghur = text(admin.get("/forms/well_check/1?lang=ug"))
     assert 'lang="ug" dir="rtl"' in uyghur and "قۇدۇق بارمۇ" in uyghur
     assert admin.get("/forms/well_check/9").status_code == 404
+
+
+def test_pages_load_nothing_from_elsewhere_and_run_no_script(admin: Browser) -> None:
+    response = admin.get("/")
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'none'" in policy
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "<script" not in text(response) and "http://" not in text(response).split("</head>")[0]
+    with admin.get("/static/web/web.css") as stylesheet:
+        assert stylesheet.status_code == 200 and stylesheet.mimetype == "text/css"
 
 
 def test_an_unexpected_fault_is_a_page_without_a_traceback(
