@@ -32,7 +32,13 @@ def _devices_page(principal: Principal, **extra: Any) -> Any:
     listing = device_service.list_devices(principal)
     codes = enrollment.list_codes(principal) if principal.role == COUNTY_ADMIN else []
     defaults = {"error": None, "fields": {}, "typed": {}, "issued": None}
-    return render_template("devices.html", devices=listing, codes=codes, **{**defaults, **extra})
+    return render_template(
+        "devices.html",
+        devices=listing,
+        codes=codes,
+        conflicts=device_service.open_conflicts_by_device(principal),
+        **{**defaults, **extra},
+    )
 
 
 @blueprint.get("/devices")

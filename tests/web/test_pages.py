@@ -163,6 +163,8 @@ def test_a_conflict_is_compared_side_by_side_and_resolved_with_a_comment(
     far_conflict = _grade_conflict(admin.client, api_admin, FAR)
     queue = text(admin.get("/conflicts"))
     assert conflict_id in queue and "0 天" in queue
+    devices = text(admin.get("/devices"))
+    assert f'<a href="/conflicts?village={V1}">1</a>' in devices  # the device whose edit clashed
     page = text(admin.get(f"/conflicts/{conflict_id}"))
     assert "原值（共同基础）" in page and "本方" in page and "对方" in page
     stamps = re.findall(r'value="candidate:([^"]+)"', page)
