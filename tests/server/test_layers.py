@@ -1,11 +1,277 @@
-"""Route → service → storage: only ``server/storage`` holds SQLAlchemy sessions and the engine."""
+"""The layers DESIGN.md and STYLE.md describe, checked over the import graph of every module.
+
+The graph is grimp's (every ``import`` statement of every module, function-level ones included,
+third-party packages squashed to their top-level name). The rules are data (:data:`RULES`), so a
+synthetic graph can prove that each one fails on the violation it is there to catch, and a temp
+copy of the tree with one broken import proves the whole check fails end to end.
+
+:data:`KNOWN_DEBT` lists what issue 12 has not yet moved. It may only shrink: a new violation fails,
+and so does a listed one that is gone (take it off the list, so it cannot come back unnoticed).
+"""
 
 from __future__ import annotations
 
 import ast
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-SERVER = Path(__file__).resolve().parents[2] / "server"
+import grimp
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "server"
+#: Every first-party top-level package; the graph covers all their modules.
+PACKAGES = ("server", "forms", "sync_protocol", "village_client_stub", "bench", "tests")
+FRAMEWORKS = ("flask", "flask_sqlalchemy", "sqlalchemy", "alembic", "sqlite_utils")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Modules under any of ``importers`` must not directly import anything under ``forbidden``."""
+
+    name: str
+    importers: tuple[str, ...]
+    forbidden: tuple[str, ...]
+
+
+RULES = (
+    # A view parses, calls a service and renders; transactions and tables are storage's business.
+    Rule("api does not reach storage", ("server.api",), ("server.storage", "server.extensions")),
+    # Services run without Flask and without a database library: storage hands them plain data.
+    Rule(
+        "services know neither Flask nor SQLAlchemy nor the ORM",
+        ("server.services",),
+        (*FRAMEWORKS, "server.storage.models", "server.extensions", "server.api"),
+    ),
+    Rule("storage does not call up", ("server.storage",), ("server.services", "server.api")),
+    # The benchmarks are a product command; a test tree is not shipped with it.
+    Rule("bench does not import tests", ("bench",), ("tests",)),
+    # The pure cores run on a tablet and (re-implemented) in a browser.
+    Rule(
+        "forms and sync_protocol import no framework and no edge",
+        ("forms", "sync_protocol"),
+        (*FRAMEWORKS, "server", "village_client_stub", "bench", "tests"),
+    ),
+)
+
+#: Pure-core modules allowed to touch files: a command-line edge reads and writes what it is given.
+FILE_IO_EDGES = frozenset({"forms.cli"})
+
+#: Violations still in the tree, each one of issue 12's items not yet done. Only ever shrinks.
+KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
+    {
+        # services → ORM classes (move the queries into storage, hand out dataclasses)
+        ("server.services.audit", "server.storage.models"),
+        ("server.services.conflicts", "server.storage.models"),
+        ("server.services.devices", "server.storage.models"),
+        ("server.services.enrollment", "server.storage.models"),
+        ("server.services.forms", "server.storage.models"),
+        ("server.services.monitoring", "server.storage.models"),
+        ("server.services.records", "server.storage.models"),
+        ("server.services.sync", "server.storage.models"),
+        ("server.services.uploads", "server.storage.models"),
+        # services → current_app (an explicit context built in the app factory)
+        ("server.services.auth", "flask"),
+        ("server.services.bootstrap", "flask"),
+        ("server.services.enrollment", "flask"),
+        ("server.services.keys", "flask"),
+        ("server.services.record_ops", "flask"),
+        ("server.services.throttle", "flask"),
+        ("server.services.uploads", "flask"),
+        # services catching SQLAlchemy errors (storage raises its own)
+        ("server.services.auth", "sqlalchemy"),
+        ("server.services.record_ops", "sqlalchemy"),
+        ("server.services.sync", "sqlalchemy"),
+        # api → storage (transaction control and storage constants)
+        ("server.api.conflicts", "server.storage.conflicts"),
+        ("server.api.guard", "server.storage.database"),
+        ("server.api.records", "server.storage.quarantine"),
+        ("server.api.uploads", "server.storage.database"),
+        # bench → the e2e harness
+        ("bench.weak_link", "tests.e2e.county"),
+        ("bench.weak_link", "tests.e2e.faultproxy"),
+        # modules importing each other
+        ("forms.household", "forms.indicators"),
+        ("forms.indicators", "forms.household"),
+        ("server.app", "server.cli"),
+        ("server.cli", "server.app"),
+        # file I/O in the pure cores: key files belong to the server's key service and the device
+        # edge; dictionaries and workbooks should arrive as bytes
+        ("sync_protocol.crypto", "<file I/O>"),
+        ("sync_protocol.compression", "<file I/O>"),
+        ("forms.xlsform", "<file I/O>"),
+    }
+)
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes)
+
+
+def layer_violations(graph: grimp.ImportGraph) -> set[tuple[str, str]]:
+    """Every (importer, imported) pair of ``graph`` that breaks a rule of :data:`RULES`, plus every
+    pair of first-party modules (outside ``tests``) that import each other directly."""
+    found: set[tuple[str, str]] = set()
+    for importer in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(importer):
+            for rule in RULES:
+                if _under(importer, rule.importers) and _under(imported, rule.forbidden):
+                    found.add((importer, imported))
+            if (
+                not _under(importer, ("tests",))
+                and _under(imported, PACKAGES)
+                and importer in graph.find_modules_directly_imported_by(imported)
+            ):
+                found.add((importer, imported))
+    return found
+
+
+#: ``os``/``shutil``/``tempfile`` calls and path methods that read, write or change files.
+_OS_FILE_CALLS = {"open", "fdopen", "replace", "rename", "remove", "unlink", "chmod", "makedirs"}
+_PATH_FILE_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes", "mkdir", "touch"}
+
+
+def _reads_package_data(node: ast.AST) -> bool:
+    """True when the call chain starts at ``importlib.resources.files`` (installed package data,
+    which a tablet build bundles; not a file the user names)."""
+    while isinstance(node, ast.Attribute | ast.Call):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and func.attr == "files":
+                return True
+            node = func
+        else:
+            node = node.value
+    return False
+
+
+def file_io_calls(source: str) -> list[int]:
+    """Line numbers of file reads and writes in ``source`` (package-data reads excepted)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            lines.append(node.lineno)
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else None
+            if (owner == "os" and func.attr in _OS_FILE_CALLS) or owner in {"shutil", "tempfile"}:
+                lines.append(node.lineno)
+            elif func.attr in _PATH_FILE_METHODS and not _reads_package_data(func.value):
+                lines.append(node.lineno)
+    return lines
+
+
+def file_io_violations(root: Path) -> set[tuple[str, str]]:
+    found = set()
+    for package in ("forms", "sync_protocol"):
+        for path in sorted((root / package).rglob("*.py")):
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            module = module.removesuffix(".__init__")
+            if module not in FILE_IO_EDGES and file_io_calls(path.read_text(encoding="utf-8")):
+                found.add((module, "<file I/O>"))
+    return found
+
+
+def _graph_of(root: Path) -> grimp.ImportGraph:
+    """The import graph of the packages found under ``root``.
+
+    Built in a child interpreter: grimp finds packages through ``sys.path`` and this process has
+    already imported the real ``server``, so a temp copy could not be told apart in-process.
+    """
+    script = (
+        "import json, sys, grimp\n"
+        f"g = grimp.build_graph(*{PACKAGES!r}, include_external_packages=True, cache_dir=None)\n"
+        "print(json.dumps([[m, sorted(g.find_modules_directly_imported_by(m))]"
+        " for m in sorted(g.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    graph = grimp.ImportGraph()
+    for module, imports in json.loads(out):
+        graph.add_module(module)
+        for imported in imports:
+            graph.add_import(importer=module, imported=imported)
+    return graph
+
+
+def _violations(root: Path) -> set[tuple[str, str]]:
+    return layer_violations(_graph_of(root)) | file_io_violations(root)
+
+
+def test_the_tree_keeps_its_layers() -> None:
+    found = _violations(ROOT)
+    assert sorted(found - KNOWN_DEBT) == [], "new layer violations"
+    assert sorted(KNOWN_DEBT - found) == [], "fixed: take these off KNOWN_DEBT"
+
+
+def test_each_rule_fails_on_the_violation_it_names() -> None:
+    # One synthetic edge per kind of violation issue 12 lists; each must be reported.
+    breaks = [
+        ("server.services.sync", "server.storage.models"),
+        ("server.services.auth", "sqlalchemy"),
+        ("server.services.keys", "flask"),
+        ("server.services.records", "server.extensions"),
+        ("server.api.devices", "server.storage.models"),
+        ("server.api.guard", "server.storage.database"),
+        ("server.storage.jobs", "server.services.devices"),
+        ("bench.weak_link", "tests.e2e.county"),
+        ("forms.household", "flask"),
+        ("sync_protocol.crypto", "server.services.keys"),
+    ]
+    for importer, imported in breaks:
+        graph = grimp.ImportGraph()
+        graph.add_import(importer=importer, imported=imported)
+        assert layer_violations(graph) == {(importer, imported)}, (importer, imported)
+
+    cycle = grimp.ImportGraph()
+    cycle.add_import(importer="server.app", imported="server.cli")
+    cycle.add_import(importer="server.cli", imported="server.app")
+    assert layer_violations(cycle) == {("server.app", "server.cli"), ("server.cli", "server.app")}
+
+    allowed = grimp.ImportGraph()
+    allowed.add_import(importer="server.api.records", imported="server.services.records")
+    allowed.add_import(importer="server.services.records", imported="server.storage.records")
+    allowed.add_import(importer="server.storage.records", imported="sqlalchemy")
+    allowed.add_import(importer="tests.e2e.county", imported="bench.weak_link")
+    assert layer_violations(allowed) == set()
+
+
+def test_file_io_is_found_but_package_data_is_not() -> None:
+    assert file_io_calls("open('k')\n") == [1]
+    assert file_io_calls("import os\nos.replace(a, b)\n") == [2]
+    assert file_io_calls("p.write_bytes(b'')\n") == [1]
+    assert file_io_calls("resources.files('forms').joinpath('x.json').read_text()\n") == []
+    assert file_io_calls("text.replace('a', 'b')\n") == []
+
+
+def test_a_broken_import_in_a_copy_of_the_tree_fails_the_check(tmp_path: Path) -> None:
+    for package in PACKAGES:
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    broken = tmp_path / "server" / "services" / "access.py"
+    broken.write_text(
+        broken.read_text(encoding="utf-8") + "\nfrom server.storage.models import Device\n",
+        encoding="utf-8",
+    )
+    assert _violations(tmp_path) - KNOWN_DEBT == {
+        ("server.services.access", "server.storage.models")
+    }
+
+
+# The narrower check that came first, kept: it also catches `db.session` reached through an
+# attribute, which no import shows.
 #: The storage layer, the migration scripts (run by it) and where the extension is created.
 ALLOWED = ("storage/", "migrations/", "extensions.py")
 
