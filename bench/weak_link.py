@@ -5,7 +5,7 @@ DESIGN §5: the records of realistic households (the six built-in instruments,
 zero duplicates. The bench starts a real county server process (temporary SQLite file), enrols
 a real device, fills the records on it offline, then runs ``SyncClient.sync()`` — the code of
 ``village-device sync``, real backoff included — through the fault proxy's village-link profile
-(``tests.e2e.faultproxy.LinkProfile.village_link``).
+(``bench.faultproxy.LinkProfile.village_link``).
 
 The **byte-ideal time** is measured in the same run: the bytes the proxy actually delivered
 (requests up, replies down, HTTP headers included) divided by the link's bandwidth. Requests
@@ -34,9 +34,9 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
+from bench.county import CountyServer, start_county_server
+from bench.faultproxy import FaultProxy, LinkProfile, ProxyCounters
 from forms.instruments.samples import DEFAULT_MONITORING_LINE
-from tests.e2e.county import CountyServer, start_county_server
-from tests.e2e.faultproxy import FaultProxy, LinkProfile, ProxyCounters
 from village_client_stub.enrollment import enroll
 from village_client_stub.simulator import INSTRUMENTS, AdminSession, fill_households
 from village_client_stub.store import DeviceStore

@@ -22,6 +22,7 @@ from datetime import date
 from typing import Any
 
 from forms.errors import FormsError
+from forms.housing import housing_indicator
 from forms.identity import (
     IdNumberError,
     VillageCodeError,
@@ -31,7 +32,7 @@ from forms.identity import (
     parse_village_code,
     school_year_reference,
 )
-from forms.indicators import housing_indicator
+from forms.instruments import EDUCATION, HOUSING, INSURANCE, MONITORING, ROSTER
 from forms.text import LocalizedText
 from forms.validation import Issue, Severity
 
@@ -43,12 +44,6 @@ __all__ = [
     "compare_with_departments",
 ]
 
-ROSTER = "household_roster"
-HOUSING = "housing_safety"
-WATER = "drinking_water"
-EDUCATION = "compulsory_education"
-INSURANCE = "medical_insurance"
-MONITORING = "monitoring_household"
 
 #: Full labour: can take ordinary work (a household "lacking labour" has none of these).
 FULL_LABOUR = frozenset({"技能劳动力", "普通劳动力"})

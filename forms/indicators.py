@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from forms.errors import FormsError
 from forms.expressions import EvaluationContext
+from forms.household import check_household
+from forms.housing import HousingResult, housing_indicator
 from forms.identity import (
     IdNumberError,
     age_on,
@@ -34,7 +36,15 @@ from forms.identity import (
     parse_id_number,
     school_year_reference,
 )
-from forms.instruments import load_builtin
+from forms.instruments import (
+    EDUCATION,
+    HOUSING,
+    INSURANCE,
+    MONITORING,
+    ROSTER,
+    WATER,
+    load_builtin,
+)
 from forms.validation import validate_record
 
 __all__ = [
@@ -340,42 +350,6 @@ def _three_valued(verdicts: Iterable[bool | None]) -> bool | None:
     if any(v is None for v in values):
         return None
     return True
-
-
-# --- housing --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HousingResult:
-    """Whether the household's housing is safe, and the stable reason code for the verdict.
-
-    Reasons: ``appraised_safe`` (A/B), ``renovated`` (C/D/no house with accepted renovation),
-    ``public_housing`` (保障安全), ``dangerous_house`` (C/D not yet renovated), ``no_house``,
-    ``not_appraised`` and ``no_data``.
-    """
-
-    safe: bool | None
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"safe": self.safe, "reason": self.reason}
-
-
-def housing_indicator(data: Mapping[str, Any] | None) -> HousingResult:
-    """Judge a ``housing_safety`` record: safe by appraisal, renovation, or public housing."""
-    if not data or _empty(data.get("appraisal_grade")):
-        return HousingResult(None, "no_data")
-    grade = data["appraisal_grade"]
-    if grade in ("A", "B"):
-        return HousingResult(True, "appraised_safe")
-    if data.get("safety_basis") == "保障安全":
-        return HousingResult(True, "public_housing")
-    if grade in ("C", "D", "无房"):
-        if data.get("renovation_accepted") is True:
-            return HousingResult(True, "renovated")
-        return HousingResult(False, "no_house" if grade == "无房" else "dangerous_house")
-    return HousingResult(None, "not_appraised")
 
 
 # --- drinking water -------------------------------------------------------------------------------
@@ -737,12 +711,12 @@ def household_indicators(
     The roster, when present, completes the others: members absent from the insurance record
     count as uninsured, and its member count stands in for a monitoring record without one.
     """
-    roster = records.get("household_roster")
-    housing_data = records.get("housing_safety")
-    water_data = records.get("drinking_water")
-    education_data = records.get("compulsory_education")
-    insurance_data = records.get("medical_insurance")
-    monitoring = records.get("monitoring_household")
+    roster = records.get(ROSTER)
+    housing_data = records.get(HOUSING)
+    water_data = records.get(WATER)
+    education_data = records.get(EDUCATION)
+    insurance_data = records.get(INSURANCE)
+    monitoring = records.get(MONITORING)
 
     housing = housing_indicator(housing_data) if housing_data else None
     region = config.water_region_type(village_code)
@@ -826,9 +800,6 @@ def monitoring_consistency(
     that names a category, else ``(True, [])`` or ``(False, [rule ids])``. ``on`` dates the
     checks (default: 1 September of ``year``).
     """
-    # forms.household builds on this module (housing_indicator): imported when needed.
-    from forms.household import MONITORING, check_household
-
     monitoring = records.get(MONITORING)
     if not isinstance(monitoring, Mapping) or _empty(monitoring.get("category")):
         return None, []

@@ -156,7 +156,8 @@ def report_stale_devices(now: datetime | None = None) -> dict[str, Any]:
     days = int(current_app.config["STALE_DEVICE_DAYS"])
     stale = []
     with writing():
-        for device in store.stale_devices(now - timedelta(days=days)):
+        # County-wide: the job reports every area, each row filed under the device's own scope.
+        for device in store.stale_devices(now - timedelta(days=days), area_prefix=""):
             last = device.last_sync_at or device.enrolled_at
             silent = (now - last).days
             audit.add_entry(

@@ -17,21 +17,29 @@ from forms.errors import FormsError
 
 __all__ = [
     "BUILTIN_IDS",
+    "EDUCATION",
+    "HOUSING",
+    "INSURANCE",
+    "MONITORING",
+    "ROSTER",
+    "WATER",
     "UnknownInstrumentError",
     "builtin_definitions",
     "builtin_json",
     "load_builtin",
 ]
 
+#: The ids of the built-in instruments, named once: the indicators and the household
+#: cross-checks look records up by them.
+ROSTER = "household_roster"
+HOUSING = "housing_safety"
+WATER = "drinking_water"
+EDUCATION = "compulsory_education"
+INSURANCE = "medical_insurance"
+MONITORING = "monitoring_household"
+
 #: The built-in instruments, household core first, in the order a team usually fills them.
-BUILTIN_IDS: tuple[str, ...] = (
-    "household_roster",
-    "housing_safety",
-    "drinking_water",
-    "compulsory_education",
-    "medical_insurance",
-    "monitoring_household",
-)
+BUILTIN_IDS: tuple[str, ...] = (ROSTER, HOUSING, WATER, EDUCATION, INSURANCE, MONITORING)
 
 
 class UnknownInstrumentError(FormsError, KeyError):

@@ -12,7 +12,6 @@ from server.api.guard import actor_for, authenticated
 from server.api.wire import MAX_INT, accepts, load_query, returns
 from server.services import conflicts
 from server.services.access import COUNTY_ADMIN, TOWNSHIP_REVIEWER, Principal
-from server.storage.conflicts import STATUSES
 
 blueprint = Blueprint("conflicts", __name__, url_prefix=f"{API_PREFIX}/conflicts")
 
@@ -50,7 +49,9 @@ class ConflictDetailSchema(ConflictSummarySchema):
 
 
 class ConflictQuerySchema(Schema):
-    status = fields.String(load_default="open", validate=validate.OneOf([*STATUSES, "all"]))
+    status = fields.String(
+        load_default="open", validate=validate.OneOf([*conflicts.STATUSES, "all"])
+    )
     village = fields.String(load_default=None, validate=validate.Length(max=12))
     form_id = fields.String(load_default=None, validate=validate.Length(max=64))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))

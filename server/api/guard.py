@@ -11,7 +11,6 @@ from flask import g, request
 from server.errors import Unauthorized
 from server.services import auth
 from server.services.access import Actor, Principal
-from server.storage.database import end_read
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,9 +44,6 @@ def authenticated(*roles: str) -> Callable[[F], F]:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             principal = auth.authenticate(bearer_token())
-            # The token lookup was a read; end it so a write that follows starts its own
-            # (immediate) transaction instead of upgrading a stale read snapshot.
-            end_read()
             if roles:
                 principal.require(*roles)
             g.principal = principal

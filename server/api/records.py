@@ -14,7 +14,6 @@ from server.api.wire import MAX_INT, accepts, load_query, returns
 from server.services import records
 from server.services.access import COUNTY_ADMIN, TOWNSHIP_REVIEWER, Principal
 from server.services.indicators import PROBLEMS
-from server.storage.quarantine import HELD, KINDS, RELEASED
 
 blueprint = Blueprint("records", __name__, url_prefix=API_PREFIX)
 
@@ -88,8 +87,11 @@ class QuarantineListSchema(Schema):
 
 
 class QuarantineQuerySchema(Schema):
-    kind = fields.String(load_default=None, validate=validate.OneOf(KINDS))
-    status = fields.String(load_default=HELD, validate=validate.OneOf([HELD, RELEASED, "all"]))
+    kind = fields.String(load_default=None, validate=validate.OneOf(records.QUARANTINE_KINDS))
+    status = fields.String(
+        load_default=records.QUARANTINE_HELD,
+        validate=validate.OneOf([records.QUARANTINE_HELD, records.QUARANTINE_RELEASED, "all"]),
+    )
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_INT))
 

@@ -17,7 +17,6 @@ from server.api.wire import json_body, load_data, returns
 from server.errors import ValidationFailed
 from server.services import uploads
 from server.services.access import Principal
-from server.storage.database import end_read
 
 blueprint = Blueprint("uploads", __name__, url_prefix=f"{API_PREFIX}/uploads")
 
@@ -47,8 +46,6 @@ def _device(sha256: str, offset: str, body: bytes) -> Any:
         offset=offset,
         body=body,
     )
-    # The device lookup was a read; a write that follows starts its own transaction.
-    end_read()
     return device
 
 
@@ -129,7 +126,6 @@ def append_chunk(sha256: str) -> Any:
 def attachment_content(principal: Principal, sha256: str) -> Any:
     """The stored file of a completed upload (admins, within their area), e.g. a house photo."""
     path, content_type = uploads.stored_attachment(principal.area_prefix, sha256)
-    end_read()
     response = send_file(path, mimetype=content_type, max_age=0, conditional=True, etag=sha256)
     response.headers["Cache-Control"] = "private, max-age=0"
     return response

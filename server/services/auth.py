@@ -16,7 +16,7 @@ from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import Actor, Principal, check_area
 from server.storage import audit, users
-from server.storage.database import writing
+from server.storage.database import end_read, writing
 from server.storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
 
 
 def authenticate(token: str) -> Principal:
-    """The principal a bearer token belongs to.
+    """The principal a bearer token belongs to; the read transaction of the lookup is ended.
 
     Raises :class:`Unauthorized` (``invalid_token``) when the token is unknown, revoked, expired
     or its user disabled.
@@ -200,6 +200,9 @@ def authenticate(token: str) -> Principal:
                 except OperationalError:
                     # Best effort: a busy database must not turn a read into a 503.
                     log.info("last_used_at of token %s not recorded (database busy)", token_id)
+            # The token lookup was a read; end it so a write that follows starts its own
+            # (immediate) transaction instead of upgrading a stale read snapshot.
+            end_read()
             return principal
     raise Unauthorized(
         en="the token is missing, expired or revoked; log in again",

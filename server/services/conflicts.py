@@ -32,6 +32,9 @@ from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import RecordState, resolution
 from sync_protocol.ops import TOMBSTONE, Op, delete_op, is_tombstone
 
+#: The states a conflict can be in (the conflicts API filters by them).
+STATUSES = store.STATUSES
+
 DUPLICATE = "duplicate_household"
 DELETE_KINDS = ("delete_edit", "row_delete_edit")
 

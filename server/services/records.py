@@ -185,6 +185,11 @@ def show(principal: Principal, record_id: str) -> dict[str, Any]:
 
 # --- quarantine ---------------------------------------------------------------------------------
 
+#: What a quarantined op can be held for, and its two states: the values the records API accepts
+#: as filters (named here so the API needs no storage import).
+QUARANTINE_KINDS = quarantine.KINDS
+QUARANTINE_HELD, QUARANTINE_RELEASED = quarantine.HELD, quarantine.RELEASED
+
 
 def quarantine_entry(row: QuarantinedOp) -> dict[str, Any]:
     """The admin view of a quarantined op: the op as sent, its reasons, where it came from."""

@@ -42,7 +42,7 @@ from server.errors import (
 from server.settings import sqlite_path
 from server.storage import devices as device_store
 from server.storage import uploads as store
-from server.storage.database import writing
+from server.storage.database import end_read, writing
 from server.storage.models import Attachment, Device
 from server.storage.types import utcnow
 from sync_protocol.crypto import SigningPrivateKey, SigningPublicKey, sign, verify_signature
@@ -165,6 +165,8 @@ def authenticate_device(
         raise _unauthorized("the device signature does not match", "设备签名无效")
     if device.status != "active":
         raise Forbidden(en="this device is revoked", zh="该设备已被停用", code="device_revoked")
+    # The device lookup was a read; a write that follows starts its own transaction.
+    end_read()
     return device
 
 
@@ -436,7 +438,10 @@ def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
         or not path.is_file()
     ):
         raise NotFound(en="no such attachment", zh="附件不存在", code="attachment_not_found")
-    return path, row.content_type
+    content_type = row.content_type
+    # Streaming the file can take long on a slow link; hold no read transaction meanwhile.
+    end_read()
+    return path, content_type
 
 
 def purge_abandoned(older_than: timedelta, now: datetime | None = None) -> int:

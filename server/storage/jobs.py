@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from server.extensions import db
 from server.storage.models import ConflictItem, Device, JobLock
+from server.storage.scoping import under_prefix
 
 _NEVER = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -59,16 +61,30 @@ def get_lock(name: str) -> JobLock | None:
     return db.session.get(JobLock, name)
 
 
-def stale_devices(cutoff: datetime) -> list[Device]:
-    """Active devices whose last sync (or enrollment, if they never synced) is before ``cutoff``."""
+@dataclass(frozen=True)
+class SilentDevice:
+    """An active device that has not synced for a while, as the stale-device alert reports it."""
+
+    id: str
+    scope: str
+    label: str
+    enrolled_at: datetime
+    last_sync_at: datetime | None
+
+
+def stale_devices(cutoff: datetime, *, area_prefix: str) -> list[SilentDevice]:
+    """Active devices within ``area_prefix`` whose last sync (or enrollment, if they never
+    synced) is before ``cutoff``, by scope then id.
+
+    ``area_prefix`` is required so that no caller lists devices outside its area by forgetting
+    it: a township reviewer passes its township, the county-wide job passes ``""`` on purpose.
+    """
     last_seen = sa.func.coalesce(Device.last_sync_at, Device.enrolled_at)
-    return list(
-        db.session.scalars(
-            sa.select(Device)
-            .where(Device.status == "active", last_seen < cutoff)
-            .order_by(Device.scope, Device.id)
-        )
-    )
+    query = sa.select(
+        Device.id, Device.scope, Device.label, Device.enrolled_at, Device.last_sync_at
+    ).where(Device.status == "active", last_seen < cutoff, under_prefix(Device.scope, area_prefix))
+    rows = db.session.execute(query.order_by(Device.scope, Device.id)).all()
+    return [SilentDevice(*row) for row in rows]
 
 
 def old_open_conflicts(cutoff: datetime) -> list[tuple[str, int, datetime]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.faultproxy import FaultProxy, LinkProfile, kbit_per_s
 from forms.instruments.samples import DEFAULT_MONITORING_LINE
 from tests.e2e.conftest import (
     REPO,
@@ -31,7 +32,6 @@ from tests.e2e.conftest import (
     server_record,
     server_records,
 )
-from tests.e2e.faultproxy import FaultProxy, LinkProfile, kbit_per_s
 from village_client_stub.simulator import AdminSession, fill_households
 from village_client_stub.store import DeviceStore
 

@@ -13,9 +13,9 @@ import hashlib
 import random
 from pathlib import Path
 
+from bench.faultproxy import FaultProxy, LinkProfile
 from forms.instruments.samples import sample_household
 from tests.e2e.conftest import VILLAGE, CountyServer, new_device, server_record
-from tests.e2e.faultproxy import FaultProxy, LinkProfile
 from village_client_stub.records import RecordEditor
 from village_client_stub.simulator import AdminSession
 from village_client_stub.sync_client import Backoff, SyncClient

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.faultproxy import FaultProxy, LinkProfile
 from forms.instruments.samples import DEFAULT_MONITORING_LINE
 from tests.e2e.conftest import (
     VILLAGE,
@@ -26,7 +27,6 @@ from tests.e2e.conftest import (
     server_record,
     server_records,
 )
-from tests.e2e.faultproxy import FaultProxy, LinkProfile
 from village_client_stub.simulator import AdminSession, fill_households
 from village_client_stub.sync_client import Backoff, SyncClient, SyncProgress
 from village_client_stub.transport import HttpTransport

@@ -125,6 +125,20 @@ def test_stale_device_report(app: Flask) -> None:
     assert [e.target_id for e in township] == ["never"]
 
 
+def test_stale_devices_read_stays_inside_the_area(app: Flask) -> None:
+    with app.app_context():
+        with writing():
+            _add_device("village1", "530102001201", enrolled_days=30, synced_days=10)
+            _add_device("village2", "530102002201", enrolled_days=30, synced_days=10)
+            _add_device("township", "530102002", enrolled_days=30, synced_days=10)
+        cutoff = utcnow() - timedelta(days=7)
+        everywhere = job_store.stale_devices(cutoff, area_prefix="")
+        township = job_store.stale_devices(cutoff, area_prefix="530102002")
+    assert [d.id for d in everywhere] == ["village1", "township", "village2"]
+    assert [d.id for d in township] == ["township", "village2"]
+    assert township[0].last_sync_at is not None
+
+
 def test_conflict_age_reminder(app: Flask) -> None:
     v1, v2 = "530102001201", "530102001202"
     household = sample_household(1, village_code=v1)

@@ -19,7 +19,7 @@ from pathlib import Path
 from village_client_stub.simulator import AdminSession
 from village_client_stub.transport import HttpTransport
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # A cold start (migrations, six instruments published) takes a few seconds; on a loaded
 # 2-core machine several times that.
 START_TIMEOUT_S = 120.0
