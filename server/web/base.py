@@ -45,7 +45,7 @@ from server.services import auth
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME
 from server.settings import resolve_key_dir
-from server.storage.database import end_read, rollback
+from server.storage.database import rollback
 from sync_protocol.clock import Stamp
 from sync_protocol.errors import ProtocolError
 
@@ -243,8 +243,7 @@ def signed_in(*roles: str) -> Callable[[F], F]:
                 if request.method == "GET":
                     return redirect(url_for("web.login", next=_local_path(request.full_path)))
                 raise Unauthorized(zh="登录已失效，请重新登录", en="sign in again")
-            principal = auth.authenticate(str(token))
-            end_read()  # the lookup was a read; a write that follows starts its own
+            principal = auth.authenticate(str(token))  # ends its read, as for the API
             if roles:
                 principal.require(*roles)
             g.principal = principal

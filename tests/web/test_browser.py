@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, urlsplit
 import openpyxl
 import pytest
 
+from bench.county import REPO, CountyServer, start_county_server
 from forms.instruments.samples import problem_household
 from tests.e2e.conftest import VILLAGE, cli_json, device_cli
-from tests.e2e.county import REPO, CountyServer, start_county_server
 from tests.web.qr import read_qr
 from tests.web.xlsform_files import housing_form
 
