@@ -11,10 +11,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.extensions import db
+from server.storage.models import Base
+
+#: The one SQLAlchemy handle, created unbound at import and bound to an app by
+#: :func:`init_database` in ``create_app``. It lives here because only storage may use it.
+db = SQLAlchemy(model_class=Base)
 
 #: Connection execution option that makes the next SQLite transaction ``BEGIN IMMEDIATE``.
 WRITE_OPTION = "village_sync_write"

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import Device
 from server.storage.scoping import under_prefix
 

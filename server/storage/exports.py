@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import Record
 from server.storage.scoping import under_prefix
 

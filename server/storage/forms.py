@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import Form, FormVersion
 from server.storage.revisions import MANIFEST_SCOPE, next_revision
 from server.storage.types import utcnow

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import ConflictItem, Device, JobLock
 from server.storage.scoping import under_prefix
 

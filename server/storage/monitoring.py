@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import MonitoringLine
 from server.storage.types import utcnow
 

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import Household, Record, RecordChange, RevisionCounter
 from server.storage.revisions import current_revision, next_revision
 from server.storage.scoping import under_prefix

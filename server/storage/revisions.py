@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import RevisionCounter
 
 #: Counter scope of the form manifest (published/retired form versions), county-wide.

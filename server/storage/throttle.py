@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import RateLimitHit
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from server.extensions import db
+from server.storage.database import db
 from server.storage.models import Attachment
 from server.storage.types import utcnow
 

@@ -40,7 +40,7 @@ def app_on(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     yield build
     for application in built:
         with application.app_context():
-            from server.extensions import db
+            from server.storage.database import db
 
             db.engine.dispose()
 

@@ -16,8 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from forms.paths import flatten
-from server.extensions import db
 from server.services import forms as form_service
+from server.storage.database import db
 from sync_protocol.clock import HybridClock, wall_clock_ms
 from sync_protocol.compression import DictionaryStore
 from sync_protocol.crypto import (

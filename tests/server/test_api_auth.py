@@ -45,7 +45,7 @@ def test_token_is_stored_hashed(client: FlaskClient, app: Flask) -> None:
     add_user(app, "admin")
     token = login(client, "admin")["Authorization"].split()[1]
     with app.app_context():
-        from server.extensions import db
+        from server.storage.database import db
         from server.storage.models import ApiToken
 
         stored = db.session.query(ApiToken.token_hash).scalar()
@@ -55,7 +55,7 @@ def test_token_is_stored_hashed(client: FlaskClient, app: Flask) -> None:
 def test_token_use_is_recorded_coarsely(client: FlaskClient, app: Flask) -> None:
     add_user(app, "admin")
     headers = login(client, "admin")
-    from server.extensions import db
+    from server.storage.database import db
     from server.storage.models import ApiToken
 
     with app.app_context():

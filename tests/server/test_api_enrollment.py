@@ -8,10 +8,9 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.extensions import db
 from server.services.keys import app_key_ring
 from server.storage import devices
-from server.storage.database import writing
+from server.storage.database import db, writing
 from server.storage.models import EnrollmentCode
 from server.storage.types import utcnow
 from sync_protocol.crypto import generate_device_keys

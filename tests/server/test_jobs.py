@@ -19,7 +19,6 @@ from flask import Flask
 
 from forms.instruments.samples import sample_household
 from server import jobs
-from server.extensions import db
 from server.services import auth
 from server.services import forms as form_service
 from server.services.access import CLI_ACTOR
@@ -29,7 +28,7 @@ from server.storage import devices as device_store
 from server.storage import enrollment as enrollment_store
 from server.storage import jobs as job_store
 from server.storage import uploads as upload_store
-from server.storage.database import writing
+from server.storage.database import db, writing
 from server.storage.models import ConflictItem, EnrollmentCode, User
 from server.storage.types import utcnow
 from tests.server.survey_data import store_household

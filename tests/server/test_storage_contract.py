@@ -18,10 +18,9 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.extensions import db
 from server.storage import devices, enrollment, records, revisions, schema, users
 from server.storage import forms as form_store
-from server.storage.database import writing
+from server.storage.database import db, writing
 from server.storage.models import Base
 from server.storage.types import utcnow
 

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.extensions import db
 from server.storage import models
+from server.storage.database import db
 from sync_protocol.merge import RecordState
 from tests.server.sync_device import HOUSE_A, VILLAGE, SyncDevice, county
 

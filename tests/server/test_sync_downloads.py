@@ -11,12 +11,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from forms.instruments import builtin_json
-from server.extensions import db
 from server.services import forms as form_service
 from server.services.access import CLI_ACTOR
 from server.services.sync import RECORDS_PER_PAGE
 from server.settings import sqlite_path
 from server.storage import models
+from server.storage.database import db
 from tests.server.conftest import add_user, assert_error, login, make_app
 from tests.server.sync_device import HOUSE_A, TOWNSHIP, VILLAGE, SyncDevice, count, county
 
