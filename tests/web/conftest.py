@@ -32,7 +32,7 @@ def app(tmp_path: Path) -> Iterator[Flask]:
         form_service.publish_builtins()
     yield application
     with application.app_context():
-        from server.extensions import db
+        from server.storage.database import db
 
         db.engine.dispose()
 
