@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve demo test lint format bench clean
+.PHONY: help install install-browser serve demo test lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,13 +20,22 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
 
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`,
+# which downloads a browser build). As root on Debian the package is installed where missing;
+# elsewhere the tests skip without it (and fail with CI=true).
+install-browser:  ## install Debian's chromium and a CJK font for the browser tests (root, apt)
+	@if [ -x /usr/bin/chromium ] && fc-list :lang=zh | grep -q .; then echo "chromium: /usr/bin/chromium"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-cjk; \
+	else echo "chromium missing: as root run apt-get install -y chromium fonts-noto-cjk (browser tests skip)"; fi
+
 serve: $(STAMP)  ## start the county server on SQLite with the built-in instruments published
 	$(PY) -m server serve
 
 demo: $(STAMP)  ## run the form engine's demo on the built-in instruments (no server needed)
 	$(VENV)/bin/village-forms demo
 
-test: $(STAMP)  ## install, lint, and run the whole test suite (SQLite and PostgreSQL)
+test: $(STAMP) install-browser  ## install, lint, and run the whole test suite (SQLite, PostgreSQL, Chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest

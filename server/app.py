@@ -16,6 +16,7 @@ from server.errors import PayloadTooLarge, register_error_handlers
 from server.settings import load_settings
 from server.storage import schema
 from server.storage.database import engine, init_database
+from server.web import init_app as init_web
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     app.url_map.converters["int"] = BoundedIntConverter  # before the routes are added
     register_blueprints(app)
+    init_web(app)  # the admin web pages beside the API
     register_commands(app)
 
     @app.before_request

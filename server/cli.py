@@ -319,6 +319,10 @@ def _print_start(report: StartReport, url: str, app: Flask) -> None:
             # only the server account can read.
             where = _write_password_file(app, report.admin_password or "")
             click.echo(f"  password file: {where}  (mode 0600; delete it after the first login)")
+        click.echo(
+            f"Open {url} in a browser, log in and change this password at {url}/password "
+            "在浏览器中打开上面的地址登录，并立即修改密码"
+        )
     else:
         click.echo(
             f"Admin account exists. To reset its password: "

@@ -196,6 +196,12 @@ SETTINGS: tuple[Setting, ...] = (
         "days is reported overdue for a visit (audit alert, per village).",
     ),
     Setting(
+        "session_secret",
+        "",
+        "Key that signs the admin web pages' session cookies. Empty: a random key kept in "
+        "`web-session.key` in the key folder (several processes on one machine share it).",
+    ),
+    Setting(
         "publish_check_seconds",
         60,
         "How often the scheduler publishes form versions whose publication time has come.",

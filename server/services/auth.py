@@ -296,3 +296,63 @@ def set_account_active(actor: Actor, user_id: int, active: bool) -> Account:
 def has_users() -> bool:
     """True once any admin account exists (first-start detection)."""
     return users.count_users() > 0
+
+
+def change_password(principal: Principal, current: str, new: str, *, ip: str) -> LoginResult:
+    """Replace the principal's own password after checking the current one; audited.
+
+    Every token of the account (other browsers, API clients) is revoked and a fresh one is
+    issued for the caller. Raises :class:`RateLimited` after too many wrong current passwords
+    (the login limit), :class:`Unauthorized` (``invalid_credentials``) for a wrong one and
+    :class:`ValidationFailed` for a new password that is too short or unchanged.
+    """
+    key = throttle.login_key(ip, principal.username)
+    throttle.check(key)
+    user = users.user_by_id(principal.user_id)
+    if user is None or not user.active or not check_password_hash(user.password_hash, current):
+        with writing():
+            throttle.record_failure(key)
+            audit.add_entry(
+                actor=principal.actor,
+                actor_user_id=principal.user_id,
+                action="auth.password_change_failed",
+                target_type="user",
+                target_id=str(principal.user_id),
+                area_code=principal.area_prefix,
+                ip=ip,
+            )
+        raise Unauthorized(
+            en="the current password is wrong",
+            zh="当前密码不正确",
+            code="invalid_credentials",
+            details={"fields": {"current_password": ["wrong password"]}},
+        )
+    _check_password_strength(new)
+    if new == current:
+        raise ValidationFailed(
+            en="choose a password different from the current one",
+            zh="新密码不能与当前密码相同",
+            details={"fields": {"new_password": ["same as the current password"]}},
+        )
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
+    with writing():
+        users.set_password_hash(user.id, hash_password(new))
+        users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
+        audit.add_entry(
+            actor=principal.actor,
+            actor_user_id=principal.user_id,
+            action="user.change_password",
+            target_type="user",
+            target_id=str(user.id),
+            area_code=user.area_prefix,
+            ip=ip,
+        )
+    return LoginResult(token, expires_at, principal)
+
+
+def needs_password_change(principal: Principal) -> bool:
+    """True while the account still has the password it was created with (printed at first
+    start or chosen by another admin): the pages ask its owner to choose their own."""
+    user = users.user_by_id(principal.user_id)
+    return user is not None and user.password_changed_at <= user.created_at

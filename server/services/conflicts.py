@@ -167,7 +167,9 @@ def resolve(actor: Actor, conflict_id: str, choice: dict[str, Any]) -> dict[str,
     * ``delete_edit`` / ``row_delete_edit``: ``{"action": "delete"}`` (delete after all) or
       ``{"action": "keep"}`` (keep the record or row with its edits);
     * ``duplicate_household``: ``{"keep": <record_id>}`` (the other record is deleted) or
-      ``{"action": "keep_both"}``.
+      ``{"action": "keep_both"}``;
+
+    and optionally ``"comment"``: the reviewer's reason, kept in the audit entry.
 
     Raises :class:`NotFound` (``conflict_not_found``), :class:`Conflict` (``conflict_not_open``:
     resolved or superseded meanwhile), :class:`ValidationFailed` (``resolution_choice_invalid``)
@@ -209,9 +211,21 @@ def resolve(actor: Actor, conflict_id: str, choice: dict[str, Any]) -> dict[str,
             target_id=conflict_id,
             area_code=item.village_code,
             ip=actor.ip,
-            details={"record_id": item.record_id, "kind": item.kind, "path": item.path, **detail},
+            details={
+                "record_id": item.record_id,
+                "kind": item.kind,
+                "path": item.path,
+                **detail,
+                **_comment(choice),
+            },
         )
     return {"id": conflict_id, "status": store.RESOLVED, "record_id": item.record_id, **detail}
+
+
+def _comment(choice: dict[str, Any]) -> dict[str, str]:
+    """The reviewer's note on a resolution (kept in the audit log), if one was given."""
+    text = str(choice.get("comment") or "").strip()
+    return {"comment": text[:500]} if text else {}
 
 
 def _bad_choice(en: str, zh: str) -> ValidationFailed:

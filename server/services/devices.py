@@ -5,6 +5,7 @@ from __future__ import annotations
 from server.errors import Conflict, NotFound
 from server.services.access import Actor, Principal
 from server.storage import audit
+from server.storage import conflicts as conflict_store
 from server.storage import devices as store
 from server.storage.database import writing
 from server.storage.models import Device
@@ -14,6 +15,11 @@ from server.storage.types import utcnow
 def list_devices(principal: Principal, *, status: str | None = None) -> list[Device]:
     """Devices whose scope lies in the principal's area (the filter is in the SQL query)."""
     return store.list_devices(principal.area_prefix, status=status)
+
+
+def open_conflicts_by_device(principal: Principal) -> dict[str, int]:
+    """Device id → open conflicts its edits are part of, within the principal's area."""
+    return conflict_store.open_counts_by_device(principal.area_prefix)
 
 
 def get_device(principal: Principal, device_id: str) -> Device:

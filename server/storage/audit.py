@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,19 +42,36 @@ def add_entry(
 
 
 def list_entries(
-    area_prefix: str, *, limit: int = 100, before_id: int | None = None, action: str | None = None
+    area_prefix: str,
+    *,
+    limit: int = 100,
+    before_id: int | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    area: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[AuditEntry]:
     """Entries whose area lies under ``area_prefix``, newest first, at most ``limit``.
 
     An empty prefix (an unrestricted county admin) sees everything, including area-less entries
     such as form publication; a reviewer sees only entries tagged with an area inside theirs.
-    ``before_id`` pages backwards (exclusive).
+    ``before_id`` pages backwards (exclusive). ``actor`` and ``action`` match exactly, ``area``
+    is a further code prefix (digits), ``since``/``until`` bound the time (inclusive/exclusive).
     """
     query = sa.select(AuditEntry).where(under_prefix(AuditEntry.area_code, area_prefix))
-    if area_prefix:
+    if area_prefix or area:
         query = query.where(AuditEntry.area_code != "")
+    if area:
+        query = query.where(under_prefix(AuditEntry.area_code, area))
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
     if action:
         query = query.where(AuditEntry.action == action)
+    if actor:
+        query = query.where(AuditEntry.actor == actor)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if until is not None:
+        query = query.where(AuditEntry.at < until)
     return list(db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))

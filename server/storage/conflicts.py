@@ -179,3 +179,20 @@ def lock_conflict(conflict_id: str) -> ConflictItem | None:
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+
+
+def open_counts_by_device(area_prefix: str) -> dict[str, int]:
+    """Device id → how many open conflicts its edits are part of, under ``area_prefix``.
+
+    Raises ``ValueError`` for a prefix that is not digits.
+    """
+    rows = db.session.execute(
+        sa.select(ConflictItem.device_id, sa.func.count())
+        .where(
+            ConflictItem.status == OPEN,
+            ConflictItem.device_id.is_not(None),
+            under_prefix(ConflictItem.village_code, area_prefix),
+        )
+        .group_by(ConflictItem.device_id)
+    ).all()
+    return {str(device): int(count) for device, count in rows}
