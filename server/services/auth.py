@@ -306,12 +306,10 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
     (the login limit), :class:`Unauthorized` (``invalid_credentials``) for a wrong one and
     :class:`ValidationFailed` for a new password that is too short or unchanged.
     """
-    key = throttle.login_key(ip, principal.username)
-    throttle.check(key)
+    claimed = throttle.claim(throttle.login_limits(ip, principal.username))
     user = users.user_by_id(principal.user_id)
     if user is None or not user.active or not check_password_hash(user.password_hash, current):
-        with writing():
-            throttle.record_failure(key)
+        with writing():  # the attempt stays counted
             audit.add_entry(
                 actor=principal.actor,
                 actor_user_id=principal.user_id,
@@ -327,6 +325,8 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
             code="invalid_credentials",
             details={"fields": {"current_password": ["wrong password"]}},
         )
+    # The current password was right: the attempt does not count against the limit.
+    throttle.release(claimed)
     _check_password_strength(new)
     if new == current:
         raise ValidationFailed(
