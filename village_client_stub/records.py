@@ -33,7 +33,8 @@ from forms.identity import is_valid_household_no, is_valid_round, scope_contains
 from forms.indicators import MonitoringConfig
 from forms.paths import ORDER_KEY, ROW_ID_KEY, flatten, split_path, unflatten
 from forms.validation import validate_record
-from sync_protocol.ops import TOMBSTONE, Op, delete_op, is_tombstone, put_op
+from sync_protocol.device import path_under
+from sync_protocol.ops import TOMBSTONE, Op, delete_op, put_op
 from village_client_stub.errors import (
     BadAssignment,
     BadInput,
@@ -261,10 +262,6 @@ def _issue_dicts(items: Iterable[Any]) -> list[dict[str, Any]]:
         else:
             out.append(dict(item))
     return out
-
-
-def _under(path: str, row_path: str) -> bool:
-    return path == row_path or path.startswith(row_path + "/")
 
 
 class RecordEditor:
@@ -532,7 +529,7 @@ class RecordEditor:
                 raise BadAssignment(
                     f"{raw_path!r} is not a repeat row", message_zh=f"{raw_path} 不是重复组的一行"
                 )
-            flat = {p: v for p, v in flat.items() if not _under(p, path)}
+            flat = {p: v for p, v in flat.items() if not path_under(p, path)}
         return unflatten(flat)
 
     def _resolve_path(
@@ -628,26 +625,19 @@ class RecordEditor:
         changes: dict[str, Any] = {row: TOMBSTONE for row in deleted_rows}
         stable = _order_kept(old, new)
         for path in sorted(set(old) | set(new)):
-            if any(_under(path, row) for row in deleted_rows) or path in stable:
+            if any(path_under(path, row) for row in deleted_rows) or path in stable:
                 continue
             if old.get(path) != new.get(path):
                 changes[path] = new.get(path)
         # A rejected op never reached the server: its paths go out again with this correction.
-        rejected = self.store.rejected_ops(record.record_id)
-        for entry in rejected:
-            for path, value in entry.op.changes.items():
-                if path in changes:
-                    continue
-                if is_tombstone(value):
-                    if not any(_under(p, path) for p in new):
-                        changes[path] = TOMBSTONE
-                elif not any(_under(path, row) for row in deleted_rows):
-                    changes[path] = new.get(path)
+        changes, corrected = self.store.engine.resend_rejected(
+            record.record_id, changes, new, deleted_rows
+        )
         if not changes:
             if draft_id is not None:
                 self.store.delete_draft(draft_id)
             return EditResult(record.record_id, None, warnings)
-        base = self._base(record, changes, old)
+        base = self.store.engine.put_base(record.record_id, changes, old)
         store = self.store
         op = store.queue_op(
             lambda seq, stamp: put_op(
@@ -671,7 +661,7 @@ class RecordEditor:
                 "round": record.round,
                 "data": cleaned,
             },
-            corrects=[e.seq for e in rejected],
+            corrects=corrected,
             draft_id=draft_id,
         )
         return EditResult(record.record_id, op, warnings)
@@ -690,9 +680,7 @@ class RecordEditor:
             raise UnknownRecord(
                 f"record {record.record_id} is already deleted", message_zh="该记录已被删除"
             )
-        seen = self._seen_stamps(record)
-        base: dict[str, str | None] = {path: seen.get(path) for path in flatten(record.data)}
-        base.update(seen)
+        base = self.store.engine.delete_base(record.record_id, flatten(record.data))
         store = self.store
         op = store.queue_op(
             lambda seq, stamp: delete_op(
@@ -725,34 +713,7 @@ class RecordEditor:
             return {p[: -len("/" + ORDER_KEY)] for p in flat if p.endswith("/" + ORDER_KEY)}
 
         gone = sorted(rows(old) - rows(new))
-        return [r for r in gone if not any(r != o and _under(r, o) for o in gone)]
-
-    def _seen_stamps(self, record: LocalRecord) -> dict[str, str]:
-        """Per path, the stamp of the value the device last saw: its own outstanding write
-        (pending or sent), else the server's stamp."""
-        seen: dict[str, str] = dict(record.stamps)
-        for entry in self.store.outbox(["pending", "sent"], record_id=record.record_id):
-            for path in entry.op.changes:
-                seen[path] = entry.op.hlc
-        return seen
-
-    def _base(
-        self, record: LocalRecord, changes: Mapping[str, Any], old: Mapping[str, Any]
-    ) -> dict[str, str | None]:
-        """Per changed path, the stamp of the value the device last saw there.
-
-        A row tombstone also lists every path under the row the device saw, so the server can
-        tell an edit it did not see (a delete racing an edit is a conflict).
-        """
-        seen = self._seen_stamps(record)
-        base: dict[str, str | None] = {}
-        for path, value in changes.items():
-            base[path] = seen.get(path)
-            if is_tombstone(value):
-                for other in set(old) | set(seen):
-                    if other != path and _under(other, path):
-                        base[other] = seen.get(other)
-        return base
+        return [r for r in gone if not any(r != o and path_under(r, o) for o in gone)]
 
 
 def _order_kept(old: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:

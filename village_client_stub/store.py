@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,8 @@ import sqlite_utils
 
 from forms.definition import FormDefinition, dump_definition, load_definition
 from forms.errors import FormDefinitionError, FormsError
-from forms.paths import unflatten
-from sync_protocol.clock import HybridClock, Stamp, wall_clock_ms
+from sync_protocol import device as engine_errors
+from sync_protocol.clock import Stamp, wall_clock_ms
 from sync_protocol.crypto import (
     EncryptionPrivateKey,
     EncryptionPublicKey,
@@ -49,9 +48,9 @@ from sync_protocol.crypto import (
     SigningPublicKey,
     generate_device_keys,
 )
-from sync_protocol.errors import ProtocolError
-from sync_protocol.merge import RecordState, device_view
-from sync_protocol.ops import Op, is_tombstone
+from sync_protocol.device import ACK_STATUSES, OP_STATES, AckSummary, DeviceEngine, OutboxItem
+from sync_protocol.ops import Op
+from village_client_stub.engine_storage import SqliteEngineStorage, iso_ms
 from village_client_stub.errors import (
     AckMismatch,
     BadInput,
@@ -78,8 +77,6 @@ __all__ = [
     "dumps",
 ]
 
-OP_STATES = ("pending", "sent", "rejected", "corrected")
-ACK_STATUSES = ("applied", "merged", "duplicate", "conflict", "rejected")
 
 # Each step is one SQL script; PRAGMA user_version = number of steps applied. Append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -218,8 +215,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+_iso = iso_ms
 
 
 @dataclass(frozen=True)
@@ -365,16 +361,6 @@ class SyncState:
     cursors: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class AckSummary:
-    """What :meth:`DeviceStore.mark_acked` did."""
-
-    removed: list[int]
-    rejected: list[int]
-    conflicts: list[str]
-    acked_through: int
-
-
 def _household(row: Mapping[str, Any]) -> dict[str, str] | None:
     if row["village_code"] is None:
         return None
@@ -409,6 +395,7 @@ class DeviceStore:
         self._now_ms = now_ms
         self._device_id: str = db.execute("SELECT device_id FROM device").fetchone()[0]
         self._form_cache: dict[tuple[str, int], FormDefinition] = {}
+        self._storage = SqliteEngineStorage(self)
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -1030,11 +1017,16 @@ class DeviceStore:
         """Drop a draft once its data has become a valid record or edit."""
         self.db.execute("DELETE FROM drafts WHERE draft_id=?", [draft_id])
 
-    # --- the outbox ------------------------------------------------------------------------
+    # --- the outbox and server state: the device engine's unit of work -----------------------
 
-    def _clock(self) -> HybridClock:
-        last = self.db.execute("SELECT hlc_last FROM sync_state").fetchone()[0]
-        return HybridClock(self._device_id, self._now_ms, last=Stamp.parse(last) if last else None)
+    @property
+    def engine(self) -> DeviceEngine:
+        """The sans-I/O device engine (``sync_protocol.device``) over this file.
+
+        Call its writing methods inside :meth:`transaction` (one engine call = one unit of
+        work); the methods below do that for the CLI and the sync client.
+        """
+        return DeviceEngine(self._storage, self._device_id)
 
     def queue_op(
         self,
@@ -1047,60 +1039,40 @@ class DeviceStore:
         """Append one op and write its record, atomically.
 
         ``build(seq, stamp)`` receives the next op sequence number and a fresh HLC stamp and
-        returns the op. ``record`` holds the keyword arguments of the record write (record_id,
-        form_id, form_version, household, round, data). ``corrects`` lists rejected ops this op
-        corrects (they move to state ``corrected``); ``draft_id`` is deleted in the same
-        transaction (its data became this op).
+        returns the op (:meth:`DeviceEngine.queue_op`). ``record`` holds the keyword arguments
+        of the record write (record_id, form_id, form_version, household, round, data).
+        ``corrects`` lists rejected ops this op corrects (they move to state ``corrected``);
+        ``draft_id`` is deleted in the same transaction (its data became this op).
 
         Raises:
             sync_protocol.ops.OpFormatError: ``build`` produced a malformed op (nothing written).
         """
         with self.transaction():
-            state = self.db.execute("SELECT last_seq, hlc_last FROM sync_state").fetchone()
-            seq = state[0] + 1
-            clock = self._clock()
-            stamp = clock.now()
-            op = build(seq, stamp)
-            self.db.execute(
-                "INSERT INTO outbox (seq, record_id, kind, op, created_at) VALUES (?, ?, ?, ?, ?)",
-                [seq, op.record_id, op.kind, op.to_json(), self._now_iso()],
-            )
-            self.db.execute("UPDATE sync_state SET last_seq=?, hlc_last=?", [seq, stamp.to_text()])
+            op = self.engine.queue_op(build, now_ms=self._now_ms(), corrects=corrects)
             self._write_record(**record)
-            for old in corrects:
-                self.db.execute(
-                    "UPDATE outbox SET state='corrected', corrected_by=? "
-                    "WHERE seq=? AND state='rejected'",
-                    [seq, old],
-                )
             if draft_id is not None:
                 self.delete_draft(draft_id)
         return op
 
     @staticmethod
-    def _entry(row: Mapping[str, Any]) -> OutboxEntry:
+    def _entry(item: OutboxItem) -> OutboxEntry:
         return OutboxEntry(
-            seq=row["seq"],
-            op=Op.from_dict(json.loads(row["op"])),
-            state=row["state"],
-            attempts=row["attempts"],
-            reasons=json.loads(row["reasons"]) if row["reasons"] else None,
-            corrected_by=row["corrected_by"],
-            created_at=row["created_at"],
-            sent_at=row["sent_at"],
+            seq=item.seq,
+            op=item.op,
+            state=item.state,
+            attempts=item.attempts,
+            reasons=None if item.reasons is None else [dict(r) for r in item.reasons],
+            corrected_by=item.corrected_by,
+            created_at=_iso(item.created_at_ms),
+            sent_at=None if item.sent_at_ms is None else _iso(item.sent_at_ms),
         )
 
     def outbox(
         self, states: Iterable[str] = OP_STATES, *, record_id: str | None = None
     ) -> list[OutboxEntry]:
         """Outbox entries in the given states (of one record, if given), by sequence."""
-        wanted: list[Any] = list(states)
-        marks = ",".join("?" for _ in wanted)
-        sql = f"SELECT * FROM outbox WHERE state IN ({marks})"
-        if record_id is not None:
-            sql += " AND record_id = ?"
-            wanted.append(record_id)
-        return [self._entry(r) for r in self._rows(sql + " ORDER BY seq", wanted)]
+        items = self._storage.outbox_items(list(states), record_id=record_id)
+        return [self._entry(item) for item in items]
 
     def pending_ops(self, limit: int | None = None) -> list[Op]:
         """Ops still to deliver (``pending`` or ``sent`` without an ack), lowest seq first.
@@ -1108,114 +1080,25 @@ class DeviceStore:
         Sent-but-unacked ops are included: the exchange that carried them may have been lost,
         and the server treats a replay as a duplicate.
         """
-        sql = "SELECT * FROM outbox WHERE state IN ('pending', 'sent') ORDER BY seq"
-        params: list[Any] = []
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [self._entry(r).op for r in self._rows(sql, params)]
+        return self.engine.pending_ops(limit)
 
     def mark_sent(self, seqs: Iterable[int]) -> None:
         """Note that these ops went out in an exchange (attempts counted)."""
-        now = self._now_iso()
         with self.transaction():
-            for seq in seqs:
-                self.db.execute(
-                    "UPDATE outbox SET state='sent', attempts=attempts+1, sent_at=? "
-                    "WHERE seq=? AND state IN ('pending', 'sent')",
-                    [now, seq],
-                )
+            self.engine.mark_sent(seqs, now_ms=self._now_ms())
 
     def mark_acked(self, seqs: Iterable[int], acks: Iterable[Mapping[str, Any]]) -> AckSummary:
-        """Apply the server's acks (contracts §7) for ops ``seqs``, all or nothing.
-
-        Every seq in ``seqs`` needs exactly one ack and every ack must name one of ``seqs``.
-        ``applied``, ``merged``, ``duplicate`` and ``conflict`` remove the op from the outbox
-        (the op's stamps become the record's base for the paths it wrote; conflict ids are
-        recorded); ``rejected`` keeps it with its reasons. Acks for ops already removed are
-        accepted again (a replayed exchange) and change nothing.
+        """Apply the server's acks (contracts §7) for ops ``seqs``, all or nothing
+        (:meth:`DeviceEngine.fold_acks` states the rules).
 
         Raises:
             AckMismatch: missing, extra, duplicate or malformed acks; nothing is changed.
         """
-        wanted = list(seqs)
-        by_seq: dict[int, Mapping[str, Any]] = {}
-        for ack in acks:
-            seq = ack.get("seq") if isinstance(ack, Mapping) else None
-            status = ack.get("status") if isinstance(ack, Mapping) else None
-            if not isinstance(seq, int) or status not in ACK_STATUSES:
-                raise AckMismatch(f"malformed ack {ack!r}", message_zh="服务器确认格式错误")
-            if seq in by_seq or seq not in wanted:
-                raise AckMismatch(
-                    f"ack for seq {seq} was not expected", message_zh=f"收到意外的确认：{seq}"
-                )
-            by_seq[seq] = ack
-        missing = [s for s in wanted if s not in by_seq]
-        if missing:
-            raise AckMismatch(
-                f"no ack for seq {missing}", message_zh=f"缺少对操作 {missing} 的确认"
-            )
-        removed: list[int] = []
-        rejected: list[int] = []
-        conflict_ids: list[str] = []
-        with self.transaction():
-            for seq in wanted:
-                ack = by_seq[seq]
-                row = self._one("SELECT * FROM outbox WHERE seq=?", [seq])
-                if row is None or row["state"] in ("rejected", "corrected"):
-                    continue  # a replayed ack for an op already settled
-                entry = self._entry(row)
-                if ack["status"] == "rejected":
-                    self._reject(seq, ack.get("reasons") or [])
-                    rejected.append(seq)
-                    continue
-                self._fold_own_stamps(entry.op)
-                for conflict_id in ack.get("conflict_ids") or []:
-                    self.db.execute(
-                        "INSERT OR IGNORE INTO conflicts (conflict_id, record_id, seq, detail, "
-                        "received_at, listed) VALUES (?, ?, ?, ?, ?, 0)",
-                        [
-                            conflict_id,
-                            entry.op.record_id,
-                            seq,
-                            dumps({"paths": sorted(entry.op.changes)}),
-                            self._now_iso(),
-                        ],
-                    )
-                    conflict_ids.append(conflict_id)
-                self.db.execute("DELETE FROM outbox WHERE seq=?", [seq])
-                removed.append(seq)
-            through = self._update_acked_through()
-            self._settle_duplicates()
-        return AckSummary(removed, rejected, conflict_ids, through)
-
-    def _fold_own_stamps(self, op: Op) -> None:
-        """After an ack, the op's own writes are what the device last saw at those paths."""
-        row = self._one("SELECT stamps FROM records WHERE record_id=?", [op.record_id])
-        if row is None:
-            return
-        stamps = json.loads(row["stamps"])
-        for path in op.changes:
-            if stamps.get(path, "") < op.hlc:
-                stamps[path] = op.hlc
-        self.db.execute(
-            "UPDATE records SET stamps=? WHERE record_id=?", [dumps(stamps), op.record_id]
-        )
-
-    def _update_acked_through(self) -> int:
-        outstanding = self.db.execute(
-            "SELECT min(seq) FROM outbox WHERE state IN ('pending', 'sent')"
-        ).fetchone()[0]
-        last_seq = self.db.execute("SELECT last_seq FROM sync_state").fetchone()[0]
-        through = (outstanding - 1) if outstanding is not None else last_seq
-        self.db.execute("UPDATE sync_state SET acked_through=?", [through])
-        return int(through)
-
-    def _reject(self, seq: int, reasons: Sequence[Mapping[str, Any]]) -> None:
-        self.db.execute(
-            "UPDATE outbox SET state='rejected', reasons=? WHERE seq=?",
-            [dumps([dict(r) for r in reasons]), seq],
-        )
+        try:
+            with self.transaction():
+                return self.engine.fold_acks(list(seqs), acks, now_ms=self._now_ms())
+        except engine_errors.AckMismatch as exc:
+            raise AckMismatch(exc.message, message_zh=exc.message_zh) from exc
 
     def mark_rejected(self, seq: int, reasons: Sequence[Mapping[str, Any]]) -> None:
         """Keep op ``seq`` for correction with the server's per-field reasons.
@@ -1223,14 +1106,11 @@ class DeviceStore:
         Raises:
             AckMismatch: no pending or sent op has that seq.
         """
-        with self.transaction():
-            row = self._one("SELECT state FROM outbox WHERE seq=?", [seq])
-            if row is None or row["state"] not in ("pending", "sent"):
-                raise AckMismatch(
-                    f"no outstanding op {seq} to reject", message_zh=f"没有待确认的操作 {seq}"
-                )
-            self._reject(seq, reasons)
-            self._update_acked_through()
+        try:
+            with self.transaction():
+                self.engine.mark_rejected(seq, reasons)
+        except engine_errors.AckMismatch as exc:
+            raise AckMismatch(exc.message, message_zh=exc.message_zh) from exc
 
     def rejected_ops(self, record_id: str | None = None) -> list[OutboxEntry]:
         """Rejected ops awaiting correction (optionally of one record)."""
@@ -1238,201 +1118,28 @@ class DeviceStore:
 
     def outstanding_ops(self, record_id: str) -> list[Op]:
         """Ops of a record the server has not applied: pending, sent or rejected, by seq."""
-        return [
-            self._entry(r).op
-            for r in self._rows(
-                "SELECT * FROM outbox WHERE record_id=? AND state IN ('pending','sent','rejected') "
-                "ORDER BY seq",
-                [record_id],
-            )
-        ]
-
-    # --- applying server state -------------------------------------------------------------
+        items = self._storage.outbox_items(("pending", "sent", "rejected"), record_id=record_id)
+        return [item.op for item in items]
 
     def apply_server_state(self, state: Mapping[str, Any]) -> bool:
-        """Replace a record with the server's merged state, keeping outstanding local edits.
-
-        ``state`` is what the server sends for a record: a full record state
-        (``sync_protocol.merge.RecordState.to_dict()``, as acks and download pages carry it)
-        or its device view (``sync_protocol.merge.device_view``: ``values`` as flat paths,
-        ``stamps``, ``revision``, ``deleted``, ``conflicts``). The server's values and stamps
-        become the record's; ops still outstanding for the record (pending, sent or rejected —
-        call :meth:`mark_acked` for the same exchange first) are re-applied on top, so the user
-        keeps seeing what they typed. The record's open conflicts follow the server's list. A
-        state older than the revision already held is ignored. Returns True when written.
+        """Replace a record with the server's merged state, keeping outstanding local edits
+        (:meth:`DeviceEngine.apply_server_state` states the rules). Returns True when written.
 
         Raises:
-            BadInput: the state is malformed.
+            BadInput: the state is malformed, or its values do not form record data.
         """
-        described: dict[str, dict[str, Any]] = {}
         try:
-            # Optional: conflicts the server closed that record states never list
-            # (``duplicate_household``, e.g. settled with keep_both, which changes no record).
-            closed_ids = [str(c) for c in state.get("closed_conflicts") or []]
-            if "paths" in state and "format" in state:
-                full = RecordState.from_dict(state)
-                described = {c.conflict_id: self._describe(c.to_dict()) for c in full.conflicts}
-                state = device_view(full)
-            record_id = str(state["record_id"])
-            revision = int(state["revision"])
-            values = dict(state["values"])
-            stamps = {str(k): str(v) for k, v in dict(state.get("stamps") or {}).items()}
-            form_id = str(state["form_id"])
-            form_version = int(state["form_version"])
-            conflict_ids = [str(c) for c in state.get("conflicts") or []]
-            household = state.get("household")
-            if household is not None:
-                household = {
-                    "village_code": str(household["village_code"]),
-                    "household_no": str(household["household_no"]),
-                }
-        except (KeyError, TypeError, ValueError, ProtocolError) as exc:
-            raise BadInput(
-                f"server record state is malformed: {exc}", message_zh="服务器返回的记录格式错误"
-            ) from exc
-        with self.transaction():
-            # A closed conflict stays closed, whatever the revision of the state naming it.
-            for conflict_id in closed_ids:
-                self.db.execute(
-                    "UPDATE conflicts SET status = 'resolved' "
-                    "WHERE conflict_id = ? AND status = 'open'",
-                    [conflict_id],
-                )
-            existing = self._one(
-                "SELECT server_revision FROM records WHERE record_id=?", [record_id]
-            )
-            if existing is not None and existing["server_revision"] > revision:
-                return False
-            flat = dict(values)
-            for op in self.outstanding_ops(record_id):
-                flat.update(op.changes)
-            try:
-                merged = unflatten(flat, is_tombstone=is_tombstone)
-            except FormsError as exc:
-                raise BadInput(
-                    f"server record values do not form a record: {exc}",
-                    message_zh="服务器返回的记录数据无法还原",
-                ) from exc
-            self._write_record(
-                record_id=record_id,
-                form_id=form_id,
-                form_version=form_version,
-                household=household,
-                round=state.get("round"),
-                data=merged,
-                stamps=stamps,
-                server_revision=revision,
-                deleted=bool(state.get("deleted", False)),
-            )
-            self._sync_conflicts(record_id, conflict_ids)
-            for conflict_id, description in described.items():
-                row = self._one("SELECT detail FROM conflicts WHERE conflict_id=?", [conflict_id])
-                if row is not None:
-                    detail = {**json.loads(row["detail"] or "{}"), **description}
-                    self.db.execute(
-                        "UPDATE conflicts SET detail=? WHERE conflict_id=?",
-                        [dumps(detail), conflict_id],
-                    )
-            self._settle_duplicates()
-        return True
-
-    def _describe(self, conflict: Mapping[str, Any]) -> dict[str, Any]:
-        """What ``status`` shows of a field conflict: kind, path, this device's value and the
-        competing one (newest candidate of another device), when the state tells them."""
-        mine, theirs = conflict.get("mine"), conflict.get("theirs")
-        own = [c for c in conflict.get("candidates") or [] if c.get("device") == self.device_id]
-        other = [c for c in conflict.get("candidates") or [] if c.get("device") != self.device_id]
-        if own and other:
-            mine, theirs = own[-1].get("value"), other[-1].get("value")
-        return {
-            "kind": conflict.get("kind"),
-            "path": conflict.get("path"),
-            "mine": mine,
-            "theirs": theirs,
-        }
-
-    def _sync_conflicts(self, record_id: str, open_ids: Sequence[str]) -> None:
-        """Make the record's open listed conflicts exactly the server's list.
-
-        A record state lists only the conflicts of its merge (field and delete conflicts); a
-        conflict the device knows only from an ack (``duplicate_household``) is left alone here
-        and settled by :meth:`_settle_duplicates`.
-        """
-        now = self._now_iso()
-        for conflict_id in open_ids:
-            self.db.execute(
-                "INSERT INTO conflicts (conflict_id, record_id, received_at, listed) "
-                "VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (conflict_id) DO UPDATE SET status = 'open', listed = 1",
-                [conflict_id, record_id, now],
-            )
-        marks = ",".join("?" for _ in open_ids) or "''"
-        self.db.execute(
-            f"UPDATE conflicts SET status = 'resolved' WHERE record_id = ? "
-            f"AND status = 'open' AND listed = 1 AND conflict_id NOT IN ({marks})",
-            [record_id, *open_ids],
-        )
-
-    def _settle_duplicates(self) -> None:
-        """Close the open duplicate-household conflicts the server's records show settled.
-
-        Such a conflict stays open until one of its two records is deleted (an admin kept the
-        other one). The twin is the other live record of the same household, form and round;
-        it is remembered in the conflict's detail when first seen, and a conflict whose twin
-        this device has not seen yet stays open.
-        """
-        for row in self._rows(
-            "SELECT conflict_id, record_id, detail FROM conflicts "
-            "WHERE status = 'open' AND listed = 0"
-        ):
-            detail = dict(json.loads(row["detail"] or "{}"))
-            own = self._one(
-                "SELECT form_id, village_code, household_no, round, deleted FROM records "
-                "WHERE record_id = ?",
-                [row["record_id"]],
-            )
-            if own is None:
-                continue
-            twin_id = detail.get("twin")
-            if twin_id is None and not own["deleted"]:
-                twin = self._one(
-                    "SELECT record_id FROM records WHERE record_id != ? AND form_id = ? "
-                    "AND village_code IS ? AND household_no IS ? AND round IS ? AND deleted = 0 "
-                    "ORDER BY created_at, record_id LIMIT 1",
-                    [
-                        row["record_id"],
-                        own["form_id"],
-                        own["village_code"],
-                        own["household_no"],
-                        own["round"],
-                    ],
-                )
-                if twin is not None:
-                    twin_id = detail["twin"] = twin["record_id"]
-                    self.db.execute(
-                        "UPDATE conflicts SET detail = ? WHERE conflict_id = ?",
-                        [dumps(detail), row["conflict_id"]],
-                    )
-            twin_row = (
-                None
-                if twin_id is None
-                else self._one("SELECT deleted FROM records WHERE record_id = ?", [twin_id])
-            )
-            if own["deleted"] or (twin_row is not None and twin_row["deleted"]):
-                self.db.execute(
-                    "UPDATE conflicts SET status = 'resolved' WHERE conflict_id = ?",
-                    [row["conflict_id"]],
-                )
+            with self.transaction():
+                return self.engine.apply_server_state(state, now_ms=self._now_ms())
+        except engine_errors.StateInvalid as exc:
+            raise BadInput(exc.message, message_zh=exc.message_zh) from exc
 
     # --- sync state ------------------------------------------------------------------------
 
     def observe_server_time(self, server_ms: int) -> None:
         """Fold the server's clock (every response carries it) into the device HLC."""
         with self.transaction():
-            stamp = self._clock().observe(int(server_ms))
-            self.db.execute(
-                "UPDATE sync_state SET hlc_last=?, server_time_ms=?", [stamp.to_text(), server_ms]
-            )
+            self.engine.observe_server_time(int(server_ms), now_ms=self._now_ms())
 
     def sync_state(self) -> SyncState:
         """The current sync state, with every cursor."""

@@ -40,18 +40,23 @@ from typing import Any, Final
 
 from forms.errors import FormsError
 from forms.indicators import MonitoringConfig
-from sync_protocol.clock import HybridClock, Stamp
 from sync_protocol.compression import DictionaryStore, Method
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
+from sync_protocol.device import (
+    ENVELOPE_SCOPE,
+    FORMS_STREAM,
+    MANIFEST_SCOPE,
+    StateInvalid,
+    UnexpectedBatch,
+)
+from sync_protocol.device import AckMismatch as EngineAckMismatch
 from sync_protocol.envelope import BROWSER_SUITE
 from sync_protocol.errors import ProtocolError
 from sync_protocol.exchange import (
     CONTENT_TYPE,
-    DEFAULT_BATCH_WIRE_BYTES,
     DeviceEnd,
     build_request,
     open_reply,
-    split_into_batches,
 )
 from sync_protocol.messages import (
     Capabilities,
@@ -61,7 +66,12 @@ from sync_protocol.messages import (
     UploadBatch,
 )
 from sync_protocol.ops import Op
-from village_client_stub.errors import DeviceError, StoreCorrupt
+from sync_protocol.pacing import Backoff as EngineBackoff
+from sync_protocol.pacing import (
+    BatchPlanner,
+    LinkEstimate,
+)
+from village_client_stub.errors import AckMismatch, BadInput, DeviceError, StoreCorrupt
 from village_client_stub.store import DeviceStore
 from village_client_stub.transport import HttpResponse, HttpTransport, TransportError
 
@@ -81,24 +91,10 @@ __all__ = [
 ]
 
 SYNC_PATH: Final = "/api/v1/sync"
-#: Download scope of the form manifest and configuration (the server's ``MANIFEST_STREAM``).
-MANIFEST_SCOPE: Final = "manifest"
-#: Pseudo-scope of the device's own counters in the store's cursor table.
-ENVELOPE_SCOPE: Final = "exchange"
-_ENVELOPE_STREAM: Final = "envelope"
-_RECORDS_STREAM: Final = "records"
-_FORMS_STREAM: Final = "forms"
 #: Manifest config entry announcing the server's current keys (docs/protocol.md §6).
 SERVER_KEYS_ENTRY: Final = "server_keys"
-#: Most batches one request carries on a fast link.
-MAX_BATCHES_PER_REQUEST: Final = 8
-#: The smallest request budget: even a crawling link gets a useful batch per exchange.
-MIN_REQUEST_BYTES: Final = 2048
 #: Ops considered per exchange (more than eight 32 KiB batches ever hold).
 _OPS_PER_EXCHANGE: Final = 4000
-# A jump of the envelope counter after the server says a sequence was already used (a device
-# store restored from an old copy): far past anything the old copy can have sent since.
-_SEQUENCE_JUMP: Final = 1 << 20
 
 
 class NotEnrolled(DeviceError):
@@ -260,91 +256,14 @@ class SyncReport:
         }
 
 
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits between half and all of base·2ⁿ⁻¹.
-
-    1 s, 2 s, 4 s … capped at ``cap_s`` (5 min); "equal jitter" keeps at least half of each
-    step, so many tablets that lost the same link do not come back in lockstep, yet no retry
-    comes sooner than half the schedule.
-    """
+class Backoff(EngineBackoff):
+    """:class:`sync_protocol.pacing.Backoff` drawing its jitter from ``random.Random()``
+    unless ``rng`` is given (the engine itself never draws randomness)."""
 
     def __init__(
         self, base_s: float = 1.0, cap_s: float = 300.0, rng: random.Random | None = None
     ) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        """Count one more failure and return how long to wait before the next attempt."""
-        self.failures += 1
-        step = min(self.cap_s, self.base_s * (2 ** (self.failures - 1)))
-        return step / 2 + self._rng.uniform(0, step / 2)
-
-    def reset(self) -> None:
-        """A success: the next failure starts the schedule again."""
-        self.failures = 0
-
-
-class LinkEstimate:
-    """How much one request should carry: measured link speed × a target exchange time.
-
-    Speed is an exponentially weighted average of (request + reply bytes) ÷ exchange time over
-    successful exchanges; the reply-to-request ratio is tracked too, because the reply (acks
-    with merged states, download pages) crosses the same link. The budget is the upload bytes
-    that keep a whole exchange near ``target_s``; it halves after a drop and at most doubles
-    after a success, so on a link that keeps dropping it stays near the size that gets through.
-    """
-
-    def __init__(
-        self,
-        *,
-        target_s: float = 8.0,
-        initial_bytes: int = DEFAULT_BATCH_WIRE_BYTES,
-        max_bytes: int = MAX_BATCHES_PER_REQUEST * DEFAULT_BATCH_WIRE_BYTES,
-        min_bytes: int = MIN_REQUEST_BYTES,
-    ) -> None:
-        self.target_s = target_s
-        self.max_bytes = max_bytes
-        self.min_bytes = min_bytes
-        self.bytes_per_s: float | None = None
-        self.reply_ratio = 1.0
-        self._budget = initial_bytes
-
-    def observe(self, sent: int, received: int, elapsed_s: float, *, uploaded: bool = True) -> None:
-        """Fold in one successful exchange (``uploaded``: it carried batches).
-
-        A download-only exchange (a bare hello, a big page back) says how fast the link is but
-        nothing about how large the reply to an upload is, so it leaves the ratio alone.
-        """
-        if elapsed_s <= 0 or sent <= 0:
-            return
-        speed = (sent + received) / elapsed_s
-        self.bytes_per_s = (
-            speed if self.bytes_per_s is None else 0.6 * self.bytes_per_s + 0.4 * speed
-        )
-        if uploaded:
-            self.reply_ratio = 0.6 * self.reply_ratio + 0.4 * (received / sent)
-        budget = self.bytes_per_s * self.target_s / (1.0 + self.reply_ratio)
-        # Grow at most twofold per success: after drops, the size that got through is the best
-        # guide, and a fast link that keeps dropping must not jump straight back to the maximum.
-        budget = min(budget, 2 * self._budget)
-        self._budget = int(max(self.min_bytes, min(self.max_bytes, budget)))
-
-    def failed(self) -> None:
-        """An exchange died on the way: carry less next time (a shorter exchange survives)."""
-        self._budget = max(self.min_bytes, self._budget // 2)
-
-    @property
-    def request_bytes(self) -> int:
-        """Upload bytes (batch frames) the next request may carry."""
-        return self._budget
-
-    @property
-    def batch_bytes(self) -> int:
-        """Wire size of each batch: at most the protocol default (32 KiB), at most the budget."""
-        return max(self.min_bytes, min(DEFAULT_BATCH_WIRE_BYTES, self._budget))
+        super().__init__(base_s, cap_s, rng=rng or random.Random())
 
 
 # --- the client -------------------------------------------------------------------------------------
@@ -426,9 +345,7 @@ class SyncClient:
         self._report = SyncReport()
         self._ops_total = 0
         self._hint_s = 0.0
-        self._newest: dict[str, int] = {}
-        self._applied: set[tuple[str, Any]] = set()
-        self._wire_bytes_per_op = 80.0
+        self._planner = BatchPlanner()
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -575,43 +492,17 @@ class SyncClient:
 
     def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
         """The batches of the next request: as many as the link budget allows, at least one."""
-        if not pending:
-            return []
-        batch_bytes = self.link.batch_bytes
-        count = max(1, min(MAX_BATCHES_PER_REQUEST, self.link.request_bytes // batch_bytes))
-        # Only cut as many ops as those batches can hold (learnt from the last cut, with room
-        # to spare), so the outbox is not compressed over and over beyond what goes out now.
-        room = int(count * batch_bytes / self._wire_bytes_per_op * 1.25) + 8
-        window = list(pending[: max(16, room)])
-        batches = split_into_batches(
-            window, batch_bytes, sender_id=self.end.device_id, allowed=self.end.compression
-        )[:count]
-        used = sum(len(b.ops) for b in batches)
-        if used == len(window) and len(pending) > len(window):
-            # The window ran dry before the batches were full: ops are smaller than thought.
-            self._wire_bytes_per_op = max(20.0, self._wire_bytes_per_op * 0.7)
-        elif used < len(window):
-            # Every chosen batch was cut by size: about ``batch_bytes`` each.
-            self._wire_bytes_per_op = max(20.0, len(batches) * batch_bytes / used)
-        return batches
+        return self._planner.plan(
+            pending, self.link, sender_id=self.end.device_id, allowed=self.end.compression
+        )
 
     def _hello(self) -> Hello:
-        state = self.store.sync_state()
-        cursors: dict[str, int] = {self.scope: 0, MANIFEST_SCOPE: 0}
-        for scope, streams in state.cursors.items():
-            if scope == ENVELOPE_SCOPE:
-                continue
-            for stream, value in streams.items():
-                if stream in (_RECORDS_STREAM, _FORMS_STREAM) and value.isdigit():
-                    cursors[scope] = int(value)
-        last = Stamp.parse(state.hlc_last) if state.hlc_last else None
-        # A stamp for the hello only: it names no write, so it is not persisted.
-        clock = HybridClock(self.store.device_id, self.store.now_ms, last=last).now()
+        engine = self.store.engine
         return Hello(
             device_id=self.store.device_id,
-            cursors=cursors,
-            high_water_mark=state.acked_through,
-            clock=clock.to_text(),
+            cursors=engine.hello_cursors(self.scope),
+            high_water_mark=self.store.sync_state().acked_through,
+            clock=engine.hello_clock(now_ms=self.store.now_ms()),
             capabilities=Capabilities(
                 suites=(1, 2),
                 compression=tuple(sorted(self.end.compression)),
@@ -620,12 +511,15 @@ class SyncClient:
         )
 
     def _next_sequence(self) -> int:
-        stored = self.store.cursor(ENVELOPE_SCOPE, _ENVELOPE_STREAM)
-        return int(stored) if stored and stored.isdigit() else 1
+        return self.store.engine.next_envelope_sequence()
 
     def _store_sequence(self, value: int) -> None:
         with self.store.transaction():
-            self.store.set_cursor(ENVELOPE_SCOPE, str(value), _ENVELOPE_STREAM)
+            self.store.engine.reserve_envelope_sequences(value)
+
+    def _skip_sequences(self) -> None:
+        with self.store.transaction():
+            self.store.engine.skip_envelope_sequences()
 
     # --- reading the reply ----------------------------------------------------------------------
 
@@ -643,7 +537,7 @@ class SyncClient:
         code = error.server_code
         if code == "envelope_replayed":
             # Our counter is behind what the server saw (a store restored from an old copy).
-            self._store_sequence(self._next_sequence() + _SEQUENCE_JUMP)
+            self._skip_sequences()
             raise _RetryableFailure(
                 "the server had already seen this envelope sequence", "信封序号已被使用，已跳过"
             )
@@ -680,82 +574,51 @@ class SyncClient:
     def _apply(self, reply: ServerReply, sent: _Sent) -> bool:
         """Apply acks, merged states and download pages; return True if a page has more.
 
-        One local transaction: a crash halfway leaves the store as before the reply, and the
-        next exchange gets the same acks back. A record often comes twice in one reply (in its
-        batch's ack and in the download page); only its newest state is applied, once.
+        One local transaction (:meth:`DeviceEngine.fold_reply` states the rules): a crash
+        halfway leaves the store as before the reply, and the next exchange gets the same acks
+        back. The manifest pages — forms and configuration — are this edge's to store.
         """
         report = self._report
-        self._newest = {}
-        for state in [
-            *(s for ack in reply.acks for s in ack.records),
-            *(s for page in reply.downloads for s in page.records),
-        ]:
-            record_id, revision = str(state.get("record_id")), state.get("revision")
-            if isinstance(revision, int) and revision >= self._newest.get(record_id, -1):
-                self._newest[record_id] = revision
-        self._applied = set()
         with self.store.transaction():
-            for ack in reply.acks:
-                seqs = sent.batches.get(ack.batch_seq)
-                if seqs is None:
-                    raise SyncFailed(
-                        f"the server acknowledged batch {ack.batch_seq}, which this request did "
-                        "not carry",
-                        message_zh=f"服务器确认了本次未发送的批次 {ack.batch_seq}",
-                    )
-                summary = self.store.mark_acked(seqs, [a.to_dict() for a in ack.acks])
-                report.ops_acked += len(summary.removed)
-                report.ops_rejected.extend(summary.rejected)
-                report.conflicts.extend(c for c in summary.conflicts if c not in report.conflicts)
-                for op_ack in ack.acks:
-                    report.status_counts[op_ack.status] = (
-                        report.status_counts.get(op_ack.status, 0) + 1
-                    )
-                for state in ack.records:
-                    self._apply_state(state)
-            more = False
-            for page in reply.downloads:
-                self._apply_page(page)
-                more = more or page.more
-        return more
+            try:
+                fold = self.store.engine.fold_reply(reply, sent.batches, now_ms=self.store.now_ms())
+            except UnexpectedBatch as exc:
+                raise SyncFailed(exc.message, message_zh=exc.message_zh) from exc
+            except EngineAckMismatch as exc:
+                raise AckMismatch(exc.message, message_zh=exc.message_zh) from exc
+            except StateInvalid as exc:
+                raise BadInput(exc.message, message_zh=exc.message_zh) from exc
+            report.ops_acked += fold.ops_acked
+            report.ops_rejected.extend(fold.ops_rejected)
+            report.conflicts.extend(c for c in fold.conflicts if c not in report.conflicts)
+            for status, count in fold.status_counts.items():
+                report.status_counts[status] = report.status_counts.get(status, 0) + count
+            report.records_received += fold.records_applied
+            for page in fold.manifest_pages:
+                self._apply_manifest(page)
+        return fold.more
 
-    def _apply_state(self, state: Mapping[str, Any]) -> None:
-        record_id, revision = str(state.get("record_id")), state.get("revision")
-        if (record_id, revision) in self._applied or (
-            isinstance(revision, int) and revision < self._newest.get(record_id, -1)
-        ):
-            return  # an older or already applied copy of the same record in this reply
-        if self.store.apply_server_state(state):
-            self._report.records_received += 1
-        self._applied.add((record_id, revision))
-
-    def _apply_page(self, page: DownloadPage) -> None:
-        """Apply one page and store its cursor in the same local transaction."""
-        with self.store.transaction():
-            if page.scope == MANIFEST_SCOPE:
-                for entry in page.forms:
-                    definition = entry.get("definition")
-                    if isinstance(definition, Mapping):
-                        try:
-                            self.store.put_form(definition)
-                            self._report.forms_received += 1
-                        except FormsError:
-                            # A definition this program cannot read must not block the records;
-                            # the form stays unavailable here until the program is updated.
-                            continue
-                        except StoreCorrupt:
-                            # Another document under the same id and version is already here
-                            # (loaded by hand): keep it, say so, and go on with the sync.
-                            name = f"{entry.get('form_id')}@{entry.get('version')}"
-                            if name not in self._report.forms_kept_local:
-                                self._report.forms_kept_local.append(name)
-                            continue
-                self._apply_config(page.config)
-                self.store.set_cursor(MANIFEST_SCOPE, str(page.next_cursor), _FORMS_STREAM)
-            else:
-                for state in page.records:
-                    self._apply_state(state)
-                self.store.set_cursor(page.scope, str(page.next_cursor), _RECORDS_STREAM)
+    def _apply_manifest(self, page: DownloadPage) -> None:
+        """Store the forms and configuration of one manifest page, then its cursor."""
+        for entry in page.forms:
+            definition = entry.get("definition")
+            if isinstance(definition, Mapping):
+                try:
+                    self.store.put_form(definition)
+                    self._report.forms_received += 1
+                except FormsError:
+                    # A definition this program cannot read must not block the records;
+                    # the form stays unavailable here until the program is updated.
+                    continue
+                except StoreCorrupt:
+                    # Another document under the same id and version is already here
+                    # (loaded by hand): keep it, say so, and go on with the sync.
+                    name = f"{entry.get('form_id')}@{entry.get('version')}"
+                    if name not in self._report.forms_kept_local:
+                        self._report.forms_kept_local.append(name)
+                    continue
+        self._apply_config(page.config)
+        self.store.engine.advance_cursor(MANIFEST_SCOPE, FORMS_STREAM, page.next_cursor)
 
     def _apply_config(self, entries: Sequence[Mapping[str, Any]]) -> None:
         """Monitoring lines of the device's area → the store's ``monitoring`` configuration."""
@@ -820,7 +683,7 @@ class SyncClient:
                     "the server is busy", "服务器繁忙", wait_s=reply.backoff_ms / 1000.0
                 )
             if frame.code == "envelope_replayed":
-                self._store_sequence(self._next_sequence() + _SEQUENCE_JUMP)
+                self._skip_sequences()
                 raise _RetryableFailure(
                     "the server had already seen a batch sequence", "批次序号已被使用，已跳过"
                 )
