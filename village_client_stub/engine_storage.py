@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from forms.errors import FormsError
 from forms.paths import unflatten
@@ -22,8 +22,29 @@ from sync_protocol.device import ConflictNote, Counters, OutboxItem, RecordHead
 from sync_protocol.ops import Op, is_tombstone
 from village_client_stub.errors import BadInput
 
-if TYPE_CHECKING:
-    from village_client_stub.store import DeviceStore
+
+class RecordFile(Protocol):
+    """What this storage needs of the device file (:class:`~village_client_stub.store.DeviceStore`
+    provides it): the open database and its one record writer, which keeps the searchable
+    columns in step. Named here rather than imported, so the store and its engine storage do
+    not import each other."""
+
+    db: Any
+
+    def _write_record(
+        self,
+        *,
+        record_id: str,
+        form_id: str,
+        form_version: int,
+        household: Mapping[str, str] | None,
+        round: str | None,
+        data: Mapping[str, Any],
+        stamps: Mapping[str, str] | None = None,
+        server_revision: int | None = None,
+        deleted: bool | None = None,
+    ) -> None: ...
+
 
 __all__ = ["SqliteEngineStorage", "iso_ms", "ms_iso"]
 
@@ -47,7 +68,7 @@ def _dumps(value: Any) -> str:
 class SqliteEngineStorage:
     """:class:`~sync_protocol.device.DeviceStorage` on one open :class:`DeviceStore`."""
 
-    def __init__(self, store: DeviceStore) -> None:
+    def __init__(self, store: RecordFile) -> None:
         self._store = store
         self._db = store.db
 
