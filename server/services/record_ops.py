@@ -547,7 +547,8 @@ def _apply(
                 )
             ],
         )
-    unknown = [path for path in op.changes if defn.find_field(path) is None]
+    # The path "" names the record itself (a delete, or a resolution that keeps the record).
+    unknown = [path for path in op.changes if path and defn.find_field(path) is None]
     if unknown:
         raise _Rejected(
             quarantine.INVALID,

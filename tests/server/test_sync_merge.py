@@ -445,10 +445,10 @@ def test_a_large_batch_commits_in_bounded_slices(
     database_url: str, app_on: Any, tmp_path: Any
 ) -> None:
     """Leak 10: one batch of 450 ops never holds the write lock for all of them at once."""
-    from server.extensions import db
     from sqlalchemy import event
 
     from server.services.forms import publish_builtins
+    from server.storage.database import db
     from tests.server.conftest import add_user, login
 
     app = app_on(database_url, SYNC_OPS_PER_TRANSACTION=100)
