@@ -288,6 +288,11 @@ def serve(host: str | None, port: int | None) -> None:
         bound_port = server.effective_port  # type: ignore[union-attr]
         url = app.config["PUBLIC_URL"] or f"http://{host}:{bound_port}"
         _print_start(report, url, app)
+        # This app context lives as long as the server: a read transaction left open here by
+        # the start-up would pin its snapshot, and SQLite could never checkpoint the WAL past it.
+        from server.storage.database import end_read
+
+        end_read()
         from server.jobs import start_scheduler
 
         scheduler = start_scheduler(app)  # None when SCHEDULER_ENABLED is off

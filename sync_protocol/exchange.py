@@ -41,6 +41,7 @@ from sync_protocol.compression import (
     ALL_METHODS,
     DEFAULT_MAX_SIZE,
     LARGE_PAYLOAD,
+    SERVER_ZSTD_LEVEL,
     DictionaryStore,
     Method,
     ZstdDict,
@@ -135,7 +136,10 @@ def _record_form(record: Mapping[str, object]) -> tuple[str, int]:
 
 
 def _smallest(
-    payload: bytes, allowed: frozenset[Method], candidates: Sequence[ZstdDict]
+    payload: bytes,
+    allowed: frozenset[Method],
+    candidates: Sequence[ZstdDict],
+    level: int | None = None,
 ) -> tuple[Method, bytes, int]:
     """The smallest encoding: raw, deflate-raw, then zstd with the first dictionary or without.
 
@@ -146,9 +150,11 @@ def _smallest(
     """
     if candidates and Method.ZSTD_DICTIONARY in allowed and len(payload) <= LARGE_PAYLOAD:
         dictionary = candidates[0]
-        method, best = compress(payload, allowed=allowed - {Method.ZSTD}, dictionary=dictionary)
+        method, best = compress(
+            payload, allowed=allowed - {Method.ZSTD}, dictionary=dictionary, level=level
+        )
         return method, best, dictionary.dictionary_id if method is Method.ZSTD_DICTIONARY else 0
-    method, best = compress(payload, allowed=allowed - {Method.ZSTD_DICTIONARY})
+    method, best = compress(payload, allowed=allowed - {Method.ZSTD_DICTIONARY}, level=level)
     return method, best, 0
 
 
@@ -163,8 +169,11 @@ def seal_message(
     allowed: Iterable[int] = ALL_METHODS,
     dictionaries: DictionaryStore | None = None,
     peer_dictionary_ids: Collection[int] | None = None,
+    level: int | None = None,
 ) -> bytes:
     """Encode, compress (smallest allowed method) and seal one message; return the envelope.
+
+    ``level`` is the zstd level (:func:`sync_protocol.compression.compress`'s default when None).
 
     A dictionary is used only if ``dictionaries`` has one for the message's most used form
     version and, when ``peer_dictionary_ids`` is given, the recipient holds it (a device lists
@@ -182,7 +191,7 @@ def seal_message(
             ):
                 candidates.append(dictionary)
                 break
-    method, compressed, dictionary_id = _smallest(payload, permitted, candidates)
+    method, compressed, dictionary_id = _smallest(payload, permitted, candidates, level)
     return seal(
         compressed,
         recipient_public=recipient_public,
@@ -468,10 +477,12 @@ def build_reply(
     ``allowed`` should be the intersection of the server's methods and the hello's
     ``capabilities.compression``, ``peer_dictionary_ids`` the hello's
     ``capabilities.dictionary_ids``, ``suite`` the suite the hello came in. Raises the sealing
-    errors of :func:`seal_message`.
+    errors of :func:`seal_message`. zstd runs at
+    :data:`~sync_protocol.compression.SERVER_ZSTD_LEVEL`: the server's CPU is the scarce part.
     """
     return seal_message(
         reply,
+        level=SERVER_ZSTD_LEVEL,
         recipient_public=device_public,
         sender_id=server_id,
         signing_key=server_keys.signing,

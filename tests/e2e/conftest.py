@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from bench.county import REPO, CountyServer, start_county_server
+from bench.harness.county_server import REPO, CountyServer, start_county_server
 from village_client_stub.enrollment import enroll
 from village_client_stub.simulator import AdminSession
 from village_client_stub.store import DeviceStore

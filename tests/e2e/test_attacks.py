@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.county import CountyServer
+from bench.harness.county_server import CountyServer
 from sync_protocol.crypto import generate_device_keys, generate_server_keys
 from tests.e2e.conftest import NEIGHBOUR_VILLAGE, VILLAGE
 from tests.server.conftest import assert_error

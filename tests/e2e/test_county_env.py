@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.county import start_county_server
+from bench.harness.county_server import start_county_server
 
 
 def test_exported_settings_do_not_reach_the_test_server(

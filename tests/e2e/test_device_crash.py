@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faultproxy import FaultProxy, LinkProfile, kbit_per_s
+from bench.harness.faultproxy import FaultProxy, LinkProfile, kbit_per_s
 from forms.instruments.samples import DEFAULT_MONITORING_LINE
 from tests.e2e.conftest import (
     REPO,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faultproxy import FaultProxy, FaultProxyError, LinkProfile, kbit_per_s
+from bench.harness.faultproxy import FaultProxy, FaultProxyError, LinkProfile, kbit_per_s
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -325,7 +325,7 @@ def test_clean_shutdown_leaves_no_threads_and_no_listener(echo: EchoServer) -> N
 
 def test_command_line_proxy_forwards_and_reports_counters(echo: EchoServer) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.faultproxy", "--target", f"127.0.0.1:{echo.port}"],
+        [sys.executable, "-m", "bench.harness.faultproxy", "--target", f"127.0.0.1:{echo.port}"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -352,7 +352,7 @@ def test_command_line_proxy_forwards_and_reports_counters(echo: EchoServer) -> N
 
 def test_command_line_refuses_a_remote_target() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.faultproxy", "--target", "192.0.2.1:80"],
+        [sys.executable, "-m", "bench.harness.faultproxy", "--target", "192.0.2.1:80"],
         cwd=REPO,
         capture_output=True,
         text=True,

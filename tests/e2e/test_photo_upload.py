@@ -13,7 +13,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from bench.faultproxy import FaultProxy, LinkProfile
+from bench.harness.faultproxy import FaultProxy, LinkProfile
 from forms.instruments.samples import sample_household
 from tests.e2e.conftest import VILLAGE, CountyServer, new_device, server_record
 from village_client_stub.records import RecordEditor

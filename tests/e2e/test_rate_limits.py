@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.county import CountyServer, start_county_server
+from bench.harness.county_server import CountyServer, start_county_server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bench.county import REPO, CountyServer, start_county_server
+from bench.harness.county_server import REPO, CountyServer, start_county_server
 
 
 @pytest.fixture

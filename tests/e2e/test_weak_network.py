@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faultproxy import FaultProxy, LinkProfile
+from bench.harness.faultproxy import FaultProxy, LinkProfile
 from forms.instruments.samples import DEFAULT_MONITORING_LINE
 from tests.e2e.conftest import (
     VILLAGE,

@@ -233,7 +233,7 @@ def test_each_rule_fails_on_the_violation_it_names() -> None:
     allowed.add_import(importer="server.api.records", imported="server.services.records")
     allowed.add_import(importer="server.services.records", imported="server.storage.records")
     allowed.add_import(importer="server.storage.records", imported="sqlalchemy")
-    allowed.add_import(importer="tests.e2e.conftest", imported="bench.county")
+    allowed.add_import(importer="tests.e2e.conftest", imported="bench.harness.county_server")
     assert layer_violations(allowed) == set()
 
 

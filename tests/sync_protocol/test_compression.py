@@ -224,3 +224,41 @@ def test_packaged_store_loads() -> None:
     store = DictionaryStore.packaged()
     for dictionary_id in store.ids():
         assert store.get(dictionary_id).dictionary_id == dictionary_id
+
+
+def _batch_payload(records: int) -> bytes:
+    return b"[" + b",".join(_record_payload(i) for i in range(records)) + b"]"
+
+
+def test_a_chosen_level_is_the_level_used_plain_and_with_a_dictionary(
+    housing_dictionary: ZstdDict,
+) -> None:
+    from sync_protocol.compression import SERVER_ZSTD_LEVEL
+
+    payload = _batch_payload(50)
+    method, plain = compress(payload, allowed={Method.ZSTD}, level=SERVER_ZSTD_LEVEL)
+    expected = zstandard.ZstdCompressor(
+        level=SERVER_ZSTD_LEVEL, write_checksum=False, write_content_size=True, write_dict_id=False
+    ).compress(payload)
+    assert (method, plain) == (Method.ZSTD, expected)
+    method, with_dict = compress(
+        payload,
+        allowed={Method.ZSTD_DICTIONARY},
+        dictionary=housing_dictionary,
+        level=SERVER_ZSTD_LEVEL,
+    )
+    compiled = zstandard.ZstdCompressionDict(housing_dictionary.content)
+    compiled.precompute_compress(level=SERVER_ZSTD_LEVEL)
+    expected_dict = zstandard.ZstdCompressor(
+        level=SERVER_ZSTD_LEVEL,
+        dict_data=compiled,
+        write_checksum=False,
+        write_content_size=True,
+        write_dict_id=False,
+    ).compress(payload)
+    assert (method, with_dict) == (Method.ZSTD_DICTIONARY, expected_dict)
+    store = {housing_dictionary.dictionary_id: housing_dictionary}
+    opened = decompress(method, with_dict, store, dictionary_id=housing_dictionary.dictionary_id)
+    assert opened == payload
+    # The default (what a tablet sends over a weak link) stays the strongest level.
+    assert len(compress(payload, allowed={Method.ZSTD})[1]) <= len(plain)

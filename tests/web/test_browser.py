@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import openpyxl
 import pytest
 
-from bench.county import REPO, CountyServer, start_county_server
+from bench.harness.county_server import REPO, CountyServer, start_county_server
 from forms.instruments.samples import problem_household
 from tests.e2e.conftest import VILLAGE, cli_json, device_cli
 from tests.web.qr import read_qr

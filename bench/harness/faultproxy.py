@@ -16,7 +16,7 @@ accepted connection to one loopback target, adding, as configured in a :class:`L
 
 Counters (:class:`ProxyCounters`) record bytes each way, connections, cuts, stalls and
 truncations. The proxy runs in-process (threads; ``with FaultProxy(...) as proxy:``) or as
-``python -m bench.faultproxy --target 127.0.0.1:PORT ...`` for benchmarks.
+``python -m bench.harness.faultproxy --target 127.0.0.1:PORT ...`` for benchmarks.
 
 Only loopback addresses are accepted, so a test can never be pointed at a real network.
 """
@@ -520,7 +520,7 @@ class FaultProxy:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.faultproxy",
+        prog="python -m bench.harness.faultproxy",
         description="Fault-injecting TCP proxy on loopback (latency, bandwidth, cuts, stalls).",
     )
     parser.add_argument("--target", required=True, help="loopback HOST:PORT to forward to")

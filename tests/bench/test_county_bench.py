@@ -1,0 +1,24 @@
+"""Smoke test of the county bench: a tiny county, untimed, the figures are sane."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from bench.county import main
+
+
+def test_county_prints_api_percentiles_database_size_and_the_first_download() -> None:
+    out = io.StringIO()
+    assert main(["--villages", "2", "--households", "3", "--calls", "3"], out=out) == 0
+    text = out.getvalue()
+    assert "6 households (36 records) in 2 villages" in text
+    assert re.search(r"database on disk: [\d.]+ MB \([\d,]+ B per household; WAL", text)
+    for path in ("/api/v1/indicators?level=county", "/api/v1/records?indicator=housing"):
+        row = re.search(re.escape(path) + r"\S*\s+3\s+([\d.]+)s\s+([\d.]+)s", text)
+        assert row and 0 < float(row.group(1)) <= float(row.group(2)), text
+    download = re.search(r"first download, 3 households: ([\d,]+) B down, (\d+) records", text)
+    assert download, text
+    # The fresh tablet receives the village's 3 households × 6 instruments.
+    assert download.group(2) == "18"
+    assert int(download.group(1).replace(",", "")) > 1000

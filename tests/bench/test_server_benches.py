@@ -1,0 +1,47 @@
+"""Smoke tests of the server benches (ingest, peak): tiny runs, untimed, the table is sane."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from bench.__main__ import discover
+from bench.ingest import main as ingest_main
+from bench.peak import main as peak_main
+
+
+def test_the_runner_finds_the_server_benches() -> None:
+    assert {"ingest", "peak"} <= set(discover())
+
+
+def test_ingest_prints_ours_the_raw_anchor_and_the_ratio_on_both_backends() -> None:
+    out = io.StringIO()
+    assert ingest_main(["--devices", "2", "--households", "2"], out=out) == 0
+    text = out.getvalue()
+    for backend in ("sqlite", "postgresql"):
+        row = re.search(rf"^{backend}\s+(\d+)\s+(\d+)\s", text, re.MULTILINE)
+        assert row, text
+        assert row.group(1) == row.group(2) == "24"  # 2 tablets × 2 households × 6 instruments
+        assert re.search(rf"target {backend}: .* records/s: [\d,]+ (met|MISSED); raw insert", text)
+    anchor = re.search(
+        r"raw SQLite insert of the same rows \(24 records.*: ([\d,]+) records/s", text
+    )
+    assert anchor and int(anchor.group(1).replace(",", "")) > 0, text
+
+
+def test_peak_prints_latency_percentiles_failures_cpu_and_rss_per_level() -> None:
+    out = io.StringIO()
+    assert peak_main(["--levels", "2,3"], out=out) == 0
+    text = out.getvalue()
+    rows = re.findall(
+        r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)s\s+([\d.]+)s\s+([\d.]+)s\s+(\d+)\s",
+        text,
+        re.MULTILINE,
+    )
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(2, 12), (3, 18)], text
+    for row in rows:
+        exchanges, p50, p95, p99 = int(row[2]), float(row[3]), float(row[4]), float(row[5])
+        assert exchanges >= int(row[0])  # at least one exchange per tablet
+        assert 0 < p50 <= p95 <= p99
+        assert row[6] == "0"  # nothing failed on an idle loopback server
+    assert re.search(r"server under 500 MB RSS: \d+ MB", text)
