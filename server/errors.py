@@ -275,7 +275,13 @@ def storage_full(exc: BaseException) -> StorageFull:
 
 
 def is_busy_fault(exc: BaseException) -> bool:
-    """True when a database error means "busy, try again" rather than a bug."""
+    """True when a database error means "busy, try again" rather than a bug.
+
+    A connection the database closed under the request (PostgreSQL restarted, the backend
+    terminated) counts too: SQLAlchemy invalidates it and the next checkout gets a fresh one.
+    """
+    if getattr(exc, "connection_invalidated", False):
+        return True
     text = str(getattr(exc, "orig", exc)).lower()
     return any(marker in text for marker in _BUSY_MARKERS)
 

@@ -11,12 +11,17 @@ import re
 from typing import Any
 
 from flask import Blueprint, current_app
-from marshmallow import Schema, fields
+from marshmallow import RAISE, Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.errors import ERROR_CLASSES
 
 blueprint = Blueprint("openapi", __name__, url_prefix=API_PREFIX)
+
+#: Path arguments with a fixed shape the views check (400 otherwise).
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
 
 _CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 
@@ -40,8 +45,33 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
         out = {"type": "string", "format": "date-time"}
     else:
         out = {"type": "string"}
+    out.update(_validator_schema(field))
     if field.allow_none:
         out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+def _validator_schema(field: fields.Field) -> dict[str, Any]:
+    """JSON-schema keywords for the field's marshmallow validators (lengths, ranges, patterns,
+    choices), so the document refuses what the server refuses."""
+    out: dict[str, Any] = {}
+    for check in field.validators:
+        if isinstance(check, validate.Length):
+            if check.equal is not None:
+                out["minLength"] = out["maxLength"] = check.equal
+            if check.min is not None:
+                out["minLength"] = check.min
+            if check.max is not None:
+                out["maxLength"] = check.max
+        elif isinstance(check, validate.Range):
+            if check.min is not None:
+                out["minimum" if check.min_inclusive else "exclusiveMinimum"] = check.min
+            if check.max is not None:
+                out["maximum" if check.max_inclusive else "exclusiveMaximum"] = check.max
+        elif isinstance(check, validate.Regexp):
+            out["pattern"] = check.regex.pattern
+        elif isinstance(check, validate.OneOf):
+            out["enum"] = list(check.choices)
     return out
 
 
@@ -59,6 +89,9 @@ def _object_schema(schema: Schema, *, direction: str = "dump") -> dict[str, Any]
     out: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         out["required"] = required
+    if direction == "load" and schema.unknown == RAISE:
+        # The server refuses fields it does not know (400 validation_failed): say so.
+        out["additionalProperties"] = False
     if getattr(schema, "many", False):
         return {"type": "array", "items": out}
     return out
@@ -95,7 +128,10 @@ def build_document() -> dict[str, Any]:
                 "name": match.group("name"),
                 "in": "path",
                 "required": True,
-                "schema": {"type": "integer" if match.group("conv") == "int" else "string"},
+                "schema": _PATH_SCHEMAS.get(
+                    match.group("name"),
+                    {"type": "integer" if match.group("conv") == "int" else "string"},
+                ),
             }
             for match in _CONVERTER.finditer(rule.rule)
         ]

@@ -77,6 +77,27 @@ def init_database(app: Flask) -> None:
     with app.app_context():
         install_engine_hooks(db.engine, busy)
 
+    # Registered after Flask-SQLAlchemy's own teardown, so it runs first (Flask runs teardowns
+    # last-registered first) and the session is already closed when that one runs.
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        _tolerating_lost_connection(db.session.remove)
+
+
+def _tolerating_lost_connection(action: Any) -> None:
+    """Run ``action`` (a rollback or close); a connection the database closed under us is fine.
+
+    When PostgreSQL terminated the backend, rolling back on it raises; SQLAlchemy has already
+    invalidated that connection (the pool opens a fresh one), so there is nothing left to undo
+    and the request's answer (a 503 for the lost connection) stands instead of becoming a 500.
+    """
+    try:
+        action()
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        db.session.remove()
+
 
 def _sqlite_file(url: str) -> Path | None:
     from server.settings import sqlite_path
@@ -91,7 +112,7 @@ def engine() -> sa.Engine:
 
 def rollback() -> None:
     """Roll back whatever the current session holds (after an error escaped a view)."""
-    db.session.rollback()
+    _tolerating_lost_connection(db.session.rollback)
 
 
 def dispose() -> None:
