@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness.county_server import REPO, START_TIMEOUT_S, CountyServer, start_county_server
 from forms.instruments.samples import problem_household
 from server.jobs import restore_sqlite
 from tests.e2e.conftest import VILLAGE, new_device, server_records
-from tests.e2e.county import REPO, START_TIMEOUT_S, CountyServer, start_county_server
 from village_client_stub.records import RecordEditor
 from village_client_stub.simulator import AdminSession, fill_households
 from village_client_stub.sync_client import SyncClient

@@ -27,9 +27,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.harness.county_server import REPO, START_TIMEOUT_S, CountyServer
 from forms.instruments.samples import sample_household
 from tests.e2e.conftest import VILLAGE, new_device, server_record
-from tests.e2e.county import REPO, START_TIMEOUT_S, CountyServer
 from village_client_stub.errors import DeviceError
 from village_client_stub.records import RecordEditor
 from village_client_stub.simulator import AdminSession, next_village

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg
 
+from bench.harness.county_server import start_county_server
 from tests.conftest import PG_URL
 from tests.e2e.conftest import VILLAGE, new_device
-from tests.e2e.county import start_county_server
 from village_client_stub.errors import DeviceError
 from village_client_stub.simulator import fill_households
 from village_client_stub.store import DeviceStore

@@ -14,9 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.harness.county_server import REPO
 from forms.instruments.samples import sample_household
 from tests.e2e.conftest import VILLAGE, CountyServer, new_device
-from tests.e2e.county import REPO
 from tests.e2e.test_kill_points import restart
 from village_client_stub.records import RecordEditor
 from village_client_stub.simulator import AdminSession
