@@ -299,3 +299,22 @@ def test_a_fixed_repeat_count_and_a_calculated_read_only_question_are_kept() -> 
     assert [(w.row, w.code) for w in result.warnings if w.header == "repeat_count"] == [
         (2, "type_mapped")
     ]
+
+
+def test_odk_time_functions_import_and_compute() -> None:
+    from datetime import date
+
+    from forms.expressions import EvaluationContext
+
+    result = read("odk_time_functions")
+    defn = result.definition
+    assert fields(defn)["stamp"].calculate == "once(decimal-date-time(now()))"
+    assert fields(defn)["day_no"].calculate == "decimal-date-time(${visited})"
+    context = EvaluationContext(today=date(2026, 11, 25), now="2026-11-25T12:00:00+00:00")
+    checked = validate_record(defn, {"visited": "2026-11-24"}, context)
+    assert not checked.errors, checked.errors
+    assert checked.cleaned["day_no"] == 20781
+    assert checked.cleaned["stamp"] == 20782.5
+    # once(): the stamp the tablet computed when the record was made stands.
+    recorded = validate_record(defn, {"visited": "2026-11-24", "stamp": 20000.25}, context)
+    assert not recorded.errors and recorded.cleaned["stamp"] == 20000.25

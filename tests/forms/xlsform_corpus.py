@@ -210,6 +210,13 @@ CORPUS: dict[str, str] = {
 |        | type | name | label | read_only | default |
 |        | text | code | Code  | yes       | A1      |
 """,
+    "odk_time_functions": """
+| survey |
+|        | type      | name    | label   | calculation                    |
+|        | date      | visited | Visited |                                |
+|        | calculate | stamp   |         | once(decimal-date-time(now())) |
+|        | calculate | day_no  |         | decimal-date-time(${visited})  |
+""",
     # --- known gaps: ODK-valid, refused here for a reason NOT on the refuse list ----------
     "gap_odk_functions": """
 | survey |
@@ -219,7 +226,6 @@ CORPUS: dict[str, str] = {
 |        | calculate    | row_no   |           | position(..)                     |
 |        | end repeat   |          |           |                                  |
 |        | calculate    | first    |           | indexed-repeat(${age}, ${member}, 1) |
-|        | calculate    | stamp    |           | once(decimal-date-time(now()))   |
 """,
     # --- what pyxform itself refuses ----------------------------------------------------
     "pyxform_refuses_unknown_type": """
