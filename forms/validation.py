@@ -579,7 +579,8 @@ class _Validator:
                         "required",
                         level,
                         fld.name,
-                        _text(f"“{_label_zh(fld)}”为必填项", f"{_label_en(fld)} is required"),
+                        fld.required_message
+                        or _text(f"“{_label_zh(fld)}”为必填项", f"{_label_en(fld)} is required"),
                     )
                 continue
             if fld.constraint is not None:

@@ -270,6 +270,8 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "relevant": False,
     "constraint": False,
     "constraint_message": True,
+    "required_message": True,
+    "guidance_hint": True,
     "calculation": False,
     "appearance": False,
     "unit": False,
@@ -328,11 +330,6 @@ _REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
 # Columns ODK knows that only change how a question is shown (or its help texts): ignored with a
 # located warning, the form imports.
 _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
-    "required_message": (
-        "the standard 'required' message is shown instead",
-        "将显示统一的必填提示",
-    ),
-    "guidance_hint": ("guidance hints are not shown; use hint", "不显示 guidance_hint，请用 hint"),
     "media": ("media in questions are not shown", "不显示题目中的多媒体"),
     "image": ("media in questions are not shown", "不显示题目中的多媒体"),
     "big_image": ("media in questions are not shown", "不显示题目中的多媒体"),
@@ -794,6 +791,8 @@ _FIELD_PROPERTY_COLUMNS = {
     "relevant": "relevant",
     "constraint": "constraint",
     "constraint_message": "constraint_message",
+    "required_message": "required_message",
+    "guidance_hint": "guidance_hint",
     "calculate": "calculation",
     "unit": "unit",
     "merge": "merge",
@@ -841,6 +840,10 @@ _LOADER_CODES_ZH = {
 }
 
 
+#: Field properties that are texts with a language (a problem in one is located in its column).
+_TEXT_PROPERTIES = ("label", "hint", "constraint_message", "required_message", "guidance_hint")
+
+
 def _path_tokens(path: str) -> list[str]:
     """Split a loader issue path (``fields/members/fields/x/label`` or ``fields[3]/type``)."""
     return [t for t in re.split(r"/|(?=\[)", path) if t]
@@ -884,7 +887,7 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
         rest = tokens[i:]
         if rest:
             key = _FIELD_PROPERTY_COLUMNS.get(rest[0])
-            if len(rest) > 1 and key in ("label", "hint", "constraint_message"):
+            if len(rest) > 1 and key in _TEXT_PROPERTIES:
                 lang = rest[1]
             relevance = origins.relevance.get(names)
             if key == "relevant" and relevance is not None and position is not None:
@@ -1560,9 +1563,10 @@ class _Reader:
             )
         if constraint is not None:
             fdef["constraint"] = constraint
-        message = self._texts(row, "constraint_message", required=False, what="constraint_message")
-        if message is not None:
-            fdef["constraint_message"] = message
+        for key in ("constraint_message", "required_message", "guidance_hint"):
+            message = self._texts(row, key, required=False, what=key)
+            if message is not None:
+                fdef[key] = message
         calculation = self._expression(row, "calculation")
         if calculation is not None:
             fdef["calculate"] = calculation
@@ -2169,6 +2173,8 @@ _FIELD_KEYS = {
     "relevant",
     "constraint",
     "constraint_message",
+    "required_message",
+    "guidance_hint",
     "calculate",
     "choices",
     "unit",
@@ -2301,6 +2307,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
     label_langs = _languages(f.get("label") for f in all_fields)
     hint_langs = _languages(f.get("hint") for f in all_fields)
     message_langs = _languages(f.get("constraint_message") for f in all_fields)
+    required_langs = _languages(f.get("required_message") for f in all_fields)
+    guidance_langs = _languages(f.get("guidance_hint") for f in all_fields)
     headers = ["type", "name", *(f"label::{lang}" for lang in label_langs)]
     optional = [
         *(f"hint::{lang}" for lang in hint_langs),
@@ -2308,6 +2316,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         "relevant",
         "constraint",
         *(f"constraint_message::{lang}" for lang in message_langs),
+        *(f"required_message::{lang}" for lang in required_langs),
+        *(f"guidance_hint::{lang}" for lang in guidance_langs),
         "calculation",
         "unit",
         "merge",
@@ -2334,6 +2344,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
                 ("label", "label"),
                 ("hint", "hint"),
                 ("constraint_message", "constraint_message"),
+                ("required_message", "required_message"),
+                ("guidance_hint", "guidance_hint"),
             ):
                 for lang, text in (item.get(key) or {}).items():
                     row[f"{column}::{lang}"] = text

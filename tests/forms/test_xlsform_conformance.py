@@ -75,12 +75,18 @@ def test_relevance_constraints_required_and_the_email_regex() -> None:
     assert f["slices"].constraint_message.text("en") == "Between 0 and 19"
     assert f["email"].required is False
     assert f["email"].constraint == r"regex(., '^[^@\s]+@[^@\s]+\.[^@\s]+$')"
-    # required_message is shown as our standard message: ignored, located at its header
-    ignored = [(w.sheet, w.row, w.header) for w in result.warnings if w.code == "ignored_column"]
-    assert ("survey", 1, "required_message") in ignored
+    # required_message is kept and is what the field worker reads when the answer is missing
+    assert f["likes_pizza"].required_message.to_dict() == {"zh": "Please answer"}
+    assert f["slices"].required_message is None
+    ignored = [w.header for w in result.warnings if w.code == "ignored_column"]
+    assert "required_message" not in ignored
     ok = validate_record(result.definition, {"likes_pizza": "no", "email": "li@example.cn"})
     bad = validate_record(result.definition, {"likes_pizza": "no", "email": "not-an-email"})
     assert not ok.errors and [e.path for e in bad.errors] == ["email"]
+    missing = validate_record(result.definition, {"email": "li@example.cn"})
+    assert [(e.code, e.path, e.message.to_dict()) for e in missing.errors] == [
+        ("required", "likes_pizza", {"zh": "Please answer"})
+    ]
 
 
 def test_groups_flatten_and_repeats_keep_their_rows() -> None:
@@ -175,14 +181,39 @@ def test_presentation_columns_and_appearances_are_ignored_with_located_warnings(
     appearance = [(w.row, w.column) for w in result.warnings if w.code == "ignored_appearance"]
     assert appearance == [(2, "D"), (3, "D"), (4, "D"), (5, "D")]
     columns = {w.header for w in result.warnings if w.code == "ignored_column"}
-    assert columns == {"notes", "media::image", "team_code", "guidance_hint"}
+    assert columns == {"notes", "media::image", "team_code"}
+    assert fields(result.definition)["a"].guidance_hint.to_dict() == {"zh": "Ask slowly"}
 
 
 def test_a_default_is_not_prefilled_and_says_so() -> None:
     result = read("default_and_required_message")
     assert fields(result.definition)["people"].required is True
     headers = {w.header for w in result.warnings if w.code == "ignored_column"}
-    assert headers == {"default", "required_message"}
+    assert headers == {"default"}
+    assert fields(result.definition)["people"].required_message.to_dict() == {"zh": "Fill this in"}
+
+
+def test_required_message_and_guidance_hint_keep_every_language_and_round_trip(
+    tmp_path: Path,
+) -> None:
+    from forms.definition import dump_definition, load_definition
+    from forms.xlsform import export_xlsform
+
+    result = read("texts_in_every_language")
+    f = fields(result.definition)["people"]
+    assert f.required_message.to_dict() == {
+        "zh": "请填写人数",
+        "en": "Fill this in",
+        "ug": "تولدۇرۇڭ",
+    }
+    assert f.guidance_hint.to_dict() == {"zh": "含外出务工人员", "en": "Count migrant workers too"}
+    document = dump_definition(result.definition)
+    assert load_definition(document) == result.definition
+    out = tmp_path / "texts.xlsx"
+    export_xlsform(result.definition, out)
+    again = read_xlsform(out.read_bytes(), "texts.xlsx").definition
+    assert fields(again)["people"].required_message == f.required_message
+    assert fields(again)["people"].guidance_hint == f.guidance_hint
 
 
 def test_range_barcode_acknowledge_and_or_other_are_mapped() -> None:

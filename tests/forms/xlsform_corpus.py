@@ -149,6 +149,11 @@ CORPUS: dict[str, str] = {
 |        | type    | name   | label    | default | required | required_message |
 |        | integer | people | People   | 1       | yes      | Fill this in     |
 """,
+    "texts_in_every_language": """
+| survey |
+|        | type    | name   | label::中文 (zh) | label::English (en) | required | required_message::中文 (zh) | required_message::English (en) | required_message::Uyghur (ug) | guidance_hint::中文 (zh) | guidance_hint::English (en) |
+|        | integer | people | 人数             | People              | yes      | 请填写人数                  | Fill this in                   | تولدۇرۇڭ                     | 含外出务工人员           | Count migrant workers too   |
+""",
     "mapped_types": """
 | survey |
 |        | type                        | name     | label          | parameters          |
