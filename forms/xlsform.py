@@ -153,6 +153,11 @@ _MAPPED_TYPES: dict[str, tuple[str, str, str]] = {
     "add acknowledge prompt": _ACKNOWLEDGE,
     "trigger": _ACKNOWLEDGE,
     "range": ("number", "a number box with the range as its constraint", "数字题，范围作为约束"),
+    "hidden": (
+        "calculate",
+        "a value nobody types: its calculation, else its default",
+        "无人填写的值：取 calculation，否则取 default",
+    ),
 }
 # ODK types we cannot keep yet, with the reason county staff should read.
 _REFUSED_TYPES: dict[str, tuple[str, str]] = {
@@ -164,7 +169,6 @@ _REFUSED_TYPES: dict[str, tuple[str, str]] = {
     "geotrace": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
     "geoshape": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
     "rank": ("rank questions are not supported yet", "暂不支持排序题"),
-    "hidden": ("use calculate instead", "请改用 calculate 计算题"),
     "select_one_from_file": (
         "choices from an attached file are not supported yet",
         "暂不支持附件选项文件",
@@ -273,6 +277,10 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "required_message": True,
     "guidance_hint": True,
     "calculation": False,
+    # Read for ``hidden`` rows (their value); elsewhere ignored with a warning (_IGNORED_COLUMNS).
+    "default": False,
+    # A calculation recomputed when another answer changes: the tablet's value stands (once()).
+    "trigger": False,
     "appearance": False,
     "unit": False,
     "merge": False,
@@ -322,10 +330,6 @@ _REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
         "cascading selects (choice_filter) are not supported yet: every choice would be offered",
         "暂不支持级联选项（choice_filter）：否则所有选项都会出现",
     ),
-    "trigger": (
-        "trigger is not supported yet: the value would no longer be recalculated",
-        "暂不支持 trigger：否则该值不会重新计算",
-    ),
 }
 # Columns ODK knows that only change how a question is shown (or its help texts): ignored with a
 # located warning, the form imports.
@@ -336,8 +340,9 @@ _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
     "audio": ("media in questions are not shown", "不显示题目中的多媒体"),
     "video": ("media in questions are not shown", "不显示题目中的多媒体"),
     "default": (
-        "defaults are not prefilled: the field worker types the value",
-        "不预填默认值：由调查员填写",
+        "defaults are not prefilled: the field worker types the value (a hidden row's default "
+        "is its value)",
+        "不预填默认值：由调查员填写（hidden 行的 default 即其取值）",
     ),
     "autoplay": ("media are not played", "不播放多媒体"),
     "body": ("presentation only", "仅影响显示"),
@@ -705,7 +710,8 @@ def _read_sheet(
                     column=col,
                     warning=True,
                 )
-            continue
+            if key not in known:
+                continue
         if lang is not None and not known[key]:
             issues.add(
                 "unexpected_language",
@@ -842,6 +848,14 @@ _LOADER_CODES_ZH = {
 
 #: Field properties that are texts with a language (a problem in one is located in its column).
 _TEXT_PROPERTIES = ("label", "hint", "constraint_message", "required_message", "guidance_hint")
+
+
+def _literal(text: str) -> str:
+    """A cell's text as an expression that evaluates to it: ``5`` → ``5``, ``A1`` → ``'A1'``,
+    empty → ``''``."""
+    if _NUMBER_RE.match(text):
+        return text
+    return f'"{text}"' if "'" in text else f"'{text}'"
 
 
 def _path_tokens(path: str) -> list[str]:
@@ -1464,6 +1478,7 @@ class _Reader:
             )
             return
         mapped = _MAPPED_TYPES.get(kind)
+        hidden = kind == "hidden"
         range_constraint: str | None = None
         if mapped is not None:
             kind, reason, reason_zh = mapped
@@ -1568,6 +1583,28 @@ class _Reader:
             if message is not None:
                 fdef[key] = message
         calculation = self._expression(row, "calculation")
+        if calculation is None and hidden:
+            calculation = _literal(row.get("default"))
+        trigger = row.get("trigger")
+        if trigger and calculation is None:
+            self.issues.at(
+                row,
+                "trigger",
+                "unsupported_column",
+                "a trigger without a calculation would set the value to nothing; add a calculation",
+                "trigger 行没有 calculation，会把值清空；请填写 calculation",
+            )
+        elif trigger and calculation is not None:
+            calculation = f"once({calculation})"
+            self.issues.at(
+                row,
+                "trigger",
+                "trigger_mapped",
+                f"trigger {trigger!r}: the value the tablet computed when {trigger} changed is kept "
+                "(calculated as once(…) where the record has none)",
+                f"trigger {trigger!r}：保留平板在 {trigger} 变化时计算的值（记录中没有时按 once(…) 计算）",
+                warning=True,
+            )
         if calculation is not None:
             fdef["calculate"] = calculation
         elif ftype == "calculate":

@@ -349,3 +349,40 @@ def test_odk_time_functions_import_and_compute() -> None:
     # once(): the stamp the tablet computed when the record was made stands.
     recorded = validate_record(defn, {"visited": "2026-11-24", "stamp": 20000.25}, context)
     assert not recorded.errors and recorded.cleaned["stamp"] == 20000.25
+
+
+def test_hidden_is_a_calculation_of_its_calculation_or_its_default() -> None:
+    result = read("hidden_values")
+    f = fields(result.definition)
+    assert {name: (f[name].type.value, f[name].calculate) for name in f} == {
+        "size": ("integer", None),
+        "doubled": ("calculate", "${size} * 2"),
+        "batch": ("calculate", "'B-7'"),
+        "wave": ("calculate", "3"),
+        "spare": ("calculate", "''"),
+    }
+    mapped = [(w.row, w.column) for w in result.warnings if w.code == "type_mapped"]
+    assert mapped == [(3, "A"), (4, "A"), (5, "A"), (6, "A")]
+    checked = validate_record(result.definition, {"size": 4})
+    assert not checked.errors
+    assert checked.cleaned == {"size": 4, "doubled": 8, "batch": "B-7", "wave": 3}
+
+
+def test_a_trigger_keeps_the_value_the_tablet_computed() -> None:
+    from datetime import date
+
+    from forms.expressions import EvaluationContext
+
+    result = read("trigger_calculation")
+    weighed = fields(result.definition)["weighed"]
+    assert (weighed.type.value, weighed.calculate) == (
+        "decimal",
+        "once(decimal-date-time(now()))",
+    )
+    mapped = [(w.row, w.column, w.header) for w in result.warnings if w.code == "trigger_mapped"]
+    assert mapped == [(3, "E", "trigger")]
+    context = EvaluationContext(today=date(2026, 11, 25), now="2026-11-25T12:00:00")
+    recorded = validate_record(result.definition, {"weight": 61, "weighed": 20700.25}, context)
+    assert not recorded.errors and recorded.cleaned["weighed"] == 20700.25
+    fresh = validate_record(result.definition, {"weight": 61}, context)
+    assert not fresh.errors and fresh.cleaned["weighed"] == 20782.5

@@ -154,6 +154,21 @@ CORPUS: dict[str, str] = {
 |        | type    | name   | label::中文 (zh) | label::English (en) | required | required_message::中文 (zh) | required_message::English (en) | required_message::Uyghur (ug) | guidance_hint::中文 (zh) | guidance_hint::English (en) |
 |        | integer | people | 人数             | People              | yes      | 请填写人数                  | Fill this in                   | تولدۇرۇڭ                     | 含外出务工人员           | Count migrant workers too   |
 """,
+    "trigger_calculation": """
+| survey |
+|        | type    | name    | label   | calculation              | trigger   |
+|        | integer | weight  | Weight  |                          |           |
+|        | decimal | weighed | Weighed | decimal-date-time(now()) | ${weight} |
+""",
+    "hidden_values": """
+| survey |
+|        | type    | name    | label  | calculation    | default |
+|        | integer | size    | Size   |                |         |
+|        | hidden  | doubled |        | ${size} * 2    |         |
+|        | hidden  | batch   |        |                | B-7     |
+|        | hidden  | wave    |        |                | 3       |
+|        | hidden  | spare   |        |                |         |
+""",
     "mapped_types": """
 | survey |
 |        | type                        | name     | label          | parameters          |
