@@ -92,6 +92,8 @@ class Field:
     constraint: str | None = None
     constraint_message: LocalizedText | None = None
     calculate: str | None = None
+    required_message: LocalizedText | None = None
+    guidance_hint: LocalizedText | None = None
     choices: str | None = None
     unit: str | None = None
     merge: MergePolicy = "lww"
@@ -358,6 +360,8 @@ class FieldSchema(Schema):
     relevant = mf.String(load_default=None, validate=_EXPR)
     constraint = mf.String(load_default=None, validate=_EXPR)
     constraint_message = _TextField(load_default=None)
+    required_message = _TextField(load_default=None)
+    guidance_hint = _TextField(load_default=None)
     calculate = mf.String(load_default=None, validate=_EXPR)
     choices = mf.String(load_default=None, validate=_NAME)
     unit = mf.String(load_default=None, validate=validate.Length(min=1, max=40))
@@ -677,6 +681,8 @@ def _build_fields(
                 constraint=raw["constraint"],
                 constraint_message=raw["constraint_message"],
                 calculate=raw["calculate"],
+                required_message=raw["required_message"],
+                guidance_hint=raw["guidance_hint"],
                 choices=raw["choices"],
                 unit=raw["unit"],
                 merge=raw["merge"],
@@ -936,6 +942,9 @@ def _dump_field(fld: Field) -> dict[str, Any]:
             out[attr] = getattr(fld, attr)
     if fld.constraint_message is not None:
         out["constraint_message"] = fld.constraint_message.to_dict()
+    for attr in ("required_message", "guidance_hint"):
+        if getattr(fld, attr) is not None:
+            out[attr] = getattr(fld, attr).to_dict()
     for attr in ("calculate", "choices", "unit"):
         if getattr(fld, attr) is not None:
             out[attr] = getattr(fld, attr)

@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import (
     ROUND_HALF_EVEN,
     ROUND_HALF_UP,
@@ -646,6 +646,9 @@ class EvaluationContext:
 
     today: date = field(default_factory=date.today)
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: The moment ``now()`` returns (ISO 8601 text, as a tablet records a dateTime); None is
+    #: midnight of ``today``.
+    now: str | None = None
 
     def __post_init__(self) -> None:
         # A datetime is a date subclass that refuses to compare with dates: keep the day only.
@@ -860,6 +863,46 @@ def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: regex.Pat
 
 def _fn_today(env: Environment) -> date:
     return env.context.today
+
+
+def _fn_now(env: Environment) -> str:
+    if env.context.now is not None:
+        return env.context.now
+    return datetime.combine(env.context.today, datetime.min.time()).isoformat()
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _fn_decimal_date_time(env: Environment, value: Any) -> int | float | None:
+    """Days since 1970-01-01 (as ODK's ``decimal-date-time``): a date or 'YYYY-MM-DD' gives
+    whole days; an ISO date-time ('2026-11-25T08:30:00', optionally with a zone) a fraction."""
+    if value is None:
+        return None
+    if isinstance(value, str) and "T" in value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise EvaluationError(
+                "bad_date",
+                f"decimal-date-time() needs an ISO date-time, got {value!r}",
+                message_zh=f"decimal-date-time() 需要 ISO 日期时间，实际为 {value!r}",
+            ) from None
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        seconds = (moment - _EPOCH).total_seconds()
+        return round(seconds / 86400, 9)
+    day = _as_date(value, "decimal-date-time()")
+    assert day is not None
+    return (day - _EPOCH.date()).days
+
+
+def _fn_once(node: Call, args: tuple[Compiled, ...], env: Environment) -> Any:
+    """The question's own value once it has one (``.``), else the expression: ODK computes a
+    ``once()`` calculation the first time only, so a recorded value stands."""
+    if env.current is not None and env.current != "":
+        return env.current
+    return args[0](env)
 
 
 def _fn_date(env: Environment, value: Any) -> date | None:
@@ -1141,6 +1184,22 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             check=_check_regex,
         ),
         _spec("today", 0, 0, _fn_today, "today's date from the evaluation context"),
+        _spec("now", 0, 0, _fn_now, "the moment from the evaluation context (ISO date-time)"),
+        _spec(
+            "decimal-date-time",
+            1,
+            1,
+            _fn_decimal_date_time,
+            "days since 1970-01-01 of a date or ISO date-time (fractional for a time)",
+        ),
+        _spec(
+            "once",
+            1,
+            1,
+            _fn_once,
+            "the recorded value (.) when there is one, else x (computed once, as in ODK)",
+            lazy=True,
+        ),
         _spec("date", 1, 1, _fn_date, "date from 'YYYY-MM-DD'", check=_check_date_literal),
         _spec("year", 1, 1, _date_part("year"), "year of a date"),
         _spec("month", 1, 1, _date_part("month"), "month of a date"),

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from forms import identity
 from forms.definition import Check, Field, FieldType, FormDefinition
 from forms.errors import EvaluationError
-from forms.expressions import Environment, EvaluationContext, parse_expression, truthy
+from forms.expressions import Call, Environment, EvaluationContext, parse_expression, truthy
 from forms.paths import ROW_ID_KEY
 from forms.text import LocalizedText
 
@@ -470,6 +470,9 @@ class _Validator:
                     "warning",
                 )
                 continue
+            if fld.type is FieldType.CALCULATE and _computed_once(fld) and _is_scalar(value):
+                level.typed[key] = value  # once(): the value the tablet computed stands
+                continue
             if fld.type in (FieldType.NOTE, FieldType.CALCULATE) or _is_empty(value):
                 continue  # notes hold no answer; calculations are recomputed below
             if fld.is_repeat:
@@ -576,7 +579,8 @@ class _Validator:
                         "required",
                         level,
                         fld.name,
-                        _text(f"“{_label_zh(fld)}”为必填项", f"{_label_en(fld)} is required"),
+                        fld.required_message
+                        or _text(f"“{_label_zh(fld)}”为必填项", f"{_label_en(fld)} is required"),
                     )
                 continue
             if fld.constraint is not None:
@@ -783,6 +787,18 @@ class _Validator:
                     next_levels.extend(self.row_levels(level, rows, schema))
             levels, fields = next_levels, fld.fields
         return levels
+
+
+def _computed_once(fld: Field) -> bool:
+    """A calculation written ``once(...)``: ODK computes it the first time only."""
+    if not fld.calculate:
+        return False
+    root = parse_expression(fld.calculate).root
+    return isinstance(root, Call) and root.name == "once"
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool) and value != ""
 
 
 def validate_record(

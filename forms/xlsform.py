@@ -153,6 +153,11 @@ _MAPPED_TYPES: dict[str, tuple[str, str, str]] = {
     "add acknowledge prompt": _ACKNOWLEDGE,
     "trigger": _ACKNOWLEDGE,
     "range": ("number", "a number box with the range as its constraint", "数字题，范围作为约束"),
+    "hidden": (
+        "calculate",
+        "a value nobody types: its calculation, else its default",
+        "无人填写的值：取 calculation，否则取 default",
+    ),
 }
 # ODK types we cannot keep yet, with the reason county staff should read.
 _REFUSED_TYPES: dict[str, tuple[str, str]] = {
@@ -164,7 +169,6 @@ _REFUSED_TYPES: dict[str, tuple[str, str]] = {
     "geotrace": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
     "geoshape": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
     "rank": ("rank questions are not supported yet", "暂不支持排序题"),
-    "hidden": ("use calculate instead", "请改用 calculate 计算题"),
     "select_one_from_file": (
         "choices from an attached file are not supported yet",
         "暂不支持附件选项文件",
@@ -270,7 +274,13 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "relevant": False,
     "constraint": False,
     "constraint_message": True,
+    "required_message": True,
+    "guidance_hint": True,
     "calculation": False,
+    # Read for ``hidden`` rows (their value); elsewhere ignored with a warning (_IGNORED_COLUMNS).
+    "default": False,
+    # A calculation recomputed when another answer changes: the tablet's value stands (once()).
+    "trigger": False,
     "appearance": False,
     "unit": False,
     "merge": False,
@@ -320,27 +330,19 @@ _REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
         "cascading selects (choice_filter) are not supported yet: every choice would be offered",
         "暂不支持级联选项（choice_filter）：否则所有选项都会出现",
     ),
-    "trigger": (
-        "trigger is not supported yet: the value would no longer be recalculated",
-        "暂不支持 trigger：否则该值不会重新计算",
-    ),
 }
 # Columns ODK knows that only change how a question is shown (or its help texts): ignored with a
 # located warning, the form imports.
 _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
-    "required_message": (
-        "the standard 'required' message is shown instead",
-        "将显示统一的必填提示",
-    ),
-    "guidance_hint": ("guidance hints are not shown; use hint", "不显示 guidance_hint，请用 hint"),
     "media": ("media in questions are not shown", "不显示题目中的多媒体"),
     "image": ("media in questions are not shown", "不显示题目中的多媒体"),
     "big_image": ("media in questions are not shown", "不显示题目中的多媒体"),
     "audio": ("media in questions are not shown", "不显示题目中的多媒体"),
     "video": ("media in questions are not shown", "不显示题目中的多媒体"),
     "default": (
-        "defaults are not prefilled: the field worker types the value",
-        "不预填默认值：由调查员填写",
+        "defaults are not prefilled: the field worker types the value (a hidden row's default "
+        "is its value)",
+        "不预填默认值：由调查员填写（hidden 行的 default 即其取值）",
     ),
     "autoplay": ("media are not played", "不播放多媒体"),
     "body": ("presentation only", "仅影响显示"),
@@ -708,7 +710,8 @@ def _read_sheet(
                     column=col,
                     warning=True,
                 )
-            continue
+            if key not in known:
+                continue
         if lang is not None and not known[key]:
             issues.add(
                 "unexpected_language",
@@ -794,6 +797,8 @@ _FIELD_PROPERTY_COLUMNS = {
     "relevant": "relevant",
     "constraint": "constraint",
     "constraint_message": "constraint_message",
+    "required_message": "required_message",
+    "guidance_hint": "guidance_hint",
     "calculate": "calculation",
     "unit": "unit",
     "merge": "merge",
@@ -841,6 +846,18 @@ _LOADER_CODES_ZH = {
 }
 
 
+#: Field properties that are texts with a language (a problem in one is located in its column).
+_TEXT_PROPERTIES = ("label", "hint", "constraint_message", "required_message", "guidance_hint")
+
+
+def _literal(text: str) -> str:
+    """A cell's text as an expression that evaluates to it: ``5`` → ``5``, ``A1`` → ``'A1'``,
+    empty → ``''``."""
+    if _NUMBER_RE.match(text):
+        return text
+    return f'"{text}"' if "'" in text else f"'{text}'"
+
+
 def _path_tokens(path: str) -> list[str]:
     """Split a loader issue path (``fields/members/fields/x/label`` or ``fields[3]/type``)."""
     return [t for t in re.split(r"/|(?=\[)", path) if t]
@@ -884,7 +901,7 @@ def _locate(issue: DefinitionIssue, origins: _Origins) -> XLSFormIssue:
         rest = tokens[i:]
         if rest:
             key = _FIELD_PROPERTY_COLUMNS.get(rest[0])
-            if len(rest) > 1 and key in ("label", "hint", "constraint_message"):
+            if len(rest) > 1 and key in _TEXT_PROPERTIES:
                 lang = rest[1]
             relevance = origins.relevance.get(names)
             if key == "relevant" and relevance is not None and position is not None:
@@ -1461,6 +1478,7 @@ class _Reader:
             )
             return
         mapped = _MAPPED_TYPES.get(kind)
+        hidden = kind == "hidden"
         range_constraint: str | None = None
         if mapped is not None:
             kind, reason, reason_zh = mapped
@@ -1560,10 +1578,33 @@ class _Reader:
             )
         if constraint is not None:
             fdef["constraint"] = constraint
-        message = self._texts(row, "constraint_message", required=False, what="constraint_message")
-        if message is not None:
-            fdef["constraint_message"] = message
+        for key in ("constraint_message", "required_message", "guidance_hint"):
+            message = self._texts(row, key, required=False, what=key)
+            if message is not None:
+                fdef[key] = message
         calculation = self._expression(row, "calculation")
+        if calculation is None and hidden:
+            calculation = _literal(row.get("default"))
+        trigger = row.get("trigger")
+        if trigger and calculation is None:
+            self.issues.at(
+                row,
+                "trigger",
+                "unsupported_column",
+                "a trigger without a calculation would set the value to nothing; add a calculation",
+                "trigger 行没有 calculation，会把值清空；请填写 calculation",
+            )
+        elif trigger and calculation is not None:
+            calculation = f"once({calculation})"
+            self.issues.at(
+                row,
+                "trigger",
+                "trigger_mapped",
+                f"trigger {trigger!r}: the value the tablet computed when {trigger} changed is kept "
+                "(calculated as once(…) where the record has none)",
+                f"trigger {trigger!r}：保留平板在 {trigger} 变化时计算的值（记录中没有时按 once(…) 计算）",
+                warning=True,
+            )
         if calculation is not None:
             fdef["calculate"] = calculation
         elif ftype == "calculate":
@@ -2169,6 +2210,8 @@ _FIELD_KEYS = {
     "relevant",
     "constraint",
     "constraint_message",
+    "required_message",
+    "guidance_hint",
     "calculate",
     "choices",
     "unit",
@@ -2301,6 +2344,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
     label_langs = _languages(f.get("label") for f in all_fields)
     hint_langs = _languages(f.get("hint") for f in all_fields)
     message_langs = _languages(f.get("constraint_message") for f in all_fields)
+    required_langs = _languages(f.get("required_message") for f in all_fields)
+    guidance_langs = _languages(f.get("guidance_hint") for f in all_fields)
     headers = ["type", "name", *(f"label::{lang}" for lang in label_langs)]
     optional = [
         *(f"hint::{lang}" for lang in hint_langs),
@@ -2308,6 +2353,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         "relevant",
         "constraint",
         *(f"constraint_message::{lang}" for lang in message_langs),
+        *(f"required_message::{lang}" for lang in required_langs),
+        *(f"guidance_hint::{lang}" for lang in guidance_langs),
         "calculation",
         "unit",
         "merge",
@@ -2334,6 +2381,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
                 ("label", "label"),
                 ("hint", "hint"),
                 ("constraint_message", "constraint_message"),
+                ("required_message", "required_message"),
+                ("guidance_hint", "guidance_hint"),
             ):
                 for lang, text in (item.get(key) or {}).items():
                     row[f"{column}::{lang}"] = text

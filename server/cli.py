@@ -148,7 +148,10 @@ def publish_form(file: Path, at: str | None, draft: bool) -> None:
     with _app_context():
         try:
             if file.suffix.lower() == ".xlsx":
-                document, source = form_service.document_from_xlsform(file.read_bytes()), "xlsform"
+                document, source = (
+                    form_service.document_from_xlsform(file.read_bytes(), file.name),
+                    "xlsform",
+                )
             else:
                 document, source = json.loads(file.read_text(encoding="utf-8")), "json"
             row = form_service.upload_draft(document, actor=CLI_ACTOR, source=source)

@@ -15,6 +15,9 @@ from server.errors import ValidationFailed
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN, Principal
 
+#: The first bytes of an OLE2 compound file (an Excel 97-2003 ``.xls``).
+_OLE = b"\xd0\xcf\x11\xe0"
+
 blueprint = Blueprint("forms", __name__, url_prefix=f"{API_PREFIX}/forms")
 
 
@@ -34,6 +37,10 @@ class VersionWithDefinitionSchema(VersionSchema):
     definition = fields.Dict(dump_only=True)
 
 
+class UploadedSchema(VersionSchema):
+    warnings = fields.List(fields.Dict(), dump_only=True)
+
+
 class FormSchema(Schema):
     form_id = fields.String(dump_only=True)
     title = fields.Dict(dump_only=True)
@@ -45,18 +52,20 @@ class PublishSchema(Schema):
     at = fields.AwareDateTime(load_default=None, allow_none=True)
 
 
-def _uploaded_document() -> tuple[Any, str]:
-    """The definition from the request: a JSON body, or a multipart ``file`` (.json/.xlsx)."""
+def _uploaded_document() -> tuple[Any, str, list[dict[str, Any]]]:
+    """The definition from the request — a JSON body, or a multipart ``file`` (.json, or an
+    XLSForm .xlsx/.xlsm/.xls) — its source, and the XLSForm importer's located warnings."""
     upload = request.files.get("file")
     if upload is not None:
         content = upload.read()
         name = (upload.filename or "").lower()
-        if name.endswith(".xlsx") or content[:2] == b"PK":
-            return form_service.document_from_xlsform(content), "xlsform"
+        if name.endswith((".xlsx", ".xlsm", ".xls")) or content[:2] == b"PK" or content[:4] == _OLE:
+            document, warnings = form_service.read_xlsform_upload(content, upload.filename)
+            return document, "xlsform", warnings
         try:
             document = json.loads(content.decode("utf-8"))
             reject_nul(document, "file")
-            return document, "json"
+            return document, "json", []
         except RecursionError:
             raise too_deep("file") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -73,7 +82,7 @@ def _uploaded_document() -> tuple[Any, str]:
             details={"fields": {"_body": ["a JSON object or a multipart file"]}},
         )
     reject_nul(document)
-    return document, "json"
+    return document, "json", []
 
 
 @blueprint.get("")
@@ -86,20 +95,22 @@ def list_forms(principal: Principal) -> Any:
 
 @blueprint.post("")
 @authenticated(COUNTY_ADMIN)
-@returns(VersionSchema(), 201)
+@returns(UploadedSchema(), 201)
 def upload(principal: Principal) -> Any:
     """Upload a definition (JSON body, or multipart file .xlsx/.json) as a draft version.
 
     422 ``form_invalid`` lists every located issue in ``details.issues``; 422
     ``sensitive_flag_dropped`` names fields that were sensitive in an earlier version (send
     ``?drop_sensitive=true`` to drop the flag anyway: audited, and old records stay masked).
+    ``warnings`` lists what an XLSForm import ignored or mapped, located (sheet/row/column).
     """
-    document, source = _uploaded_document()
+    document, source, warnings = _uploaded_document()
     drop = request.args.get("drop_sensitive", "").lower() in ("1", "true", "yes")
     row = form_service.upload_draft(
         document, actor=actor_for(principal), source=source, drop_sensitive=drop
     )
-    return VersionSchema().dump(form_service.version_summary(row)), 201
+    summary = {**form_service.version_summary(row), "warnings": warnings}
+    return UploadedSchema().dump(summary), 201
 
 
 @blueprint.get("/<form_id>/versions")

@@ -7,7 +7,6 @@ the same document. Versions of one form only go up.
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from typing import Any
 
@@ -42,23 +41,33 @@ def validate_document(document: Any) -> dict[str, Any]:
     return forms.dump_definition(definition)
 
 
-def document_from_xlsform(content: bytes) -> dict[str, Any]:
-    """Convert an XLSForm workbook (.xlsx bytes) to a definition document.
+def document_from_xlsform(content: bytes, filename: str | None = None) -> dict[str, Any]:
+    """Convert an XLSForm workbook to a definition document (see :func:`read_xlsform_upload`)."""
+    return read_xlsform_upload(content, filename)[0]
 
+
+def read_xlsform_upload(
+    content: bytes, filename: str | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Convert an XLSForm workbook (.xlsx/.xlsm/.xls bytes) to a definition document and the
+    importer's located warnings (each ``to_dict`` of an issue) for the admin.
+
+    ``filename`` gives the form id when the workbook has no ``form_id``, as in pyxform.
     Raises :class:`Unprocessable` (``form_invalid``) with the importer's located issues (each
     with ``sheet``, ``row``, ``column``, ``header``, ``code`` and a zh/en ``message``) when the
     workbook is outside the supported subset or not a workbook at all.
     """
-    from forms.xlsform import XLSFormError, import_xlsform
+    from forms.xlsform import XLSFormError, read_xlsform
 
     try:
-        return import_xlsform(io.BytesIO(content))
+        imported = read_xlsform(content, filename)
     except XLSFormError as exc:
         raise _invalid(
             [issue.to_dict() for issue in exc.issues],
             en="the XLSForm cannot be imported",
             zh="XLSForm 表格无法导入",
         ) from None
+    return imported.document, [warning.to_dict() for warning in imported.warnings]
 
 
 def _dropped_sensitive(canonical: dict[str, Any], existing: list[FormVersion]) -> list[str]:

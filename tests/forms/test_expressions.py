@@ -457,3 +457,29 @@ def test_parser_never_crashes_on_any_text(text: str) -> None:
         parse_expression(text)
     except ExpressionError as error:
         assert isinstance(error.code, str) and 0 <= error.position <= max(len(text), MAX_LENGTH)
+
+
+def test_odk_time_functions_now_decimal_date_time_and_once() -> None:
+    # now() is the evaluation context's moment (midnight of today when none is given).
+    assert ev("now()") == "2026-11-25T00:00:00"
+    moment = EvaluationContext(today=TODAY, now="2026-11-25T06:00:00+08:00")
+    assert parse_expression("now()").evaluate(Environment({}, context=moment)) == (
+        "2026-11-25T06:00:00+08:00"
+    )
+    # decimal-date-time: days since 1970-01-01, a fraction for the time of day (UTC).
+    assert ev("decimal-date-time('1970-01-02')") == 1
+    assert ev("decimal-date-time(date('2026-11-25'))") == 20782
+    assert ev("decimal-date-time('1970-01-01T12:00:00')") == 0.5
+    assert ev("decimal-date-time('1970-01-02T08:00:00+08:00')") == 1
+    assert ev("decimal-date-time(${d})", {}) is None
+    stamp = parse_expression("decimal-date-time(now())")
+    assert stamp.evaluate(Environment({}, context=moment)) == pytest.approx(20781.916666667)
+    with pytest.raises(EvaluationError) as bad:
+        ev("decimal-date-time('2026-13-01T00:00')")
+    assert bad.value.code == "bad_date"
+    # once(x): the value already recorded (.) stands; without one, x is computed.
+    once = parse_expression("once(${a} + 1)")
+    assert once.evaluate(Environment({"a": 4})) == 5
+    assert once.evaluate(Environment({"a": 4}, current=9)) == 9
+    assert once.evaluate(Environment({"a": 4}, current="")) == 5
+    assert {"now", "once", "decimal-date-time"} <= set(FUNCTIONS)

@@ -1337,10 +1337,12 @@ PLAIN_TYPES = ["text", "integer", "decimal", "date", "boolean", "geopoint", "ima
 
 
 @st.composite
-def field_lists(draw: st.DrawFn, lists: list[str], depth: int) -> list[dict[str, Any]]:
+def field_lists(
+    draw: st.DrawFn, lists: list[str], depth: int, path: str = ""
+) -> list[dict[str, Any]]:
     names = draw(st.lists(NAMES, min_size=1, max_size=4, unique=True))
     fields: list[dict[str, Any]] = []
-    for name in names:
+    for index, name in enumerate(names):
         kinds = PLAIN_TYPES + ["calculate"] + (["select"] if lists else [])
         kinds += ["repeat"] if depth < 2 else []
         kind = draw(st.sampled_from(kinds))
@@ -1368,7 +1370,9 @@ def field_lists(draw: st.DrawFn, lists: list[str], depth: int) -> list[dict[str,
         if draw(st.booleans()):
             item["relevant"] = "true()"
         if kind == "repeat":
-            item["fields"] = draw(field_lists(lists, depth + 1))
+            # ODK (pyxform) wants a repeat's name unique in the whole form, at every level.
+            item["name"] = f"{name}_rep{path}{index}"
+            item["fields"] = draw(field_lists(lists, depth + 1, f"{path}{index}_"))
             low = draw(st.none() | st.integers(0, 3))
             if low is not None:
                 item["min_rows"] = low

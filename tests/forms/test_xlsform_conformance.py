@@ -75,12 +75,18 @@ def test_relevance_constraints_required_and_the_email_regex() -> None:
     assert f["slices"].constraint_message.text("en") == "Between 0 and 19"
     assert f["email"].required is False
     assert f["email"].constraint == r"regex(., '^[^@\s]+@[^@\s]+\.[^@\s]+$')"
-    # required_message is shown as our standard message: ignored, located at its header
-    ignored = [(w.sheet, w.row, w.header) for w in result.warnings if w.code == "ignored_column"]
-    assert ("survey", 1, "required_message") in ignored
+    # required_message is kept and is what the field worker reads when the answer is missing
+    assert f["likes_pizza"].required_message.to_dict() == {"zh": "Please answer"}
+    assert f["slices"].required_message is None
+    ignored = [w.header for w in result.warnings if w.code == "ignored_column"]
+    assert "required_message" not in ignored
     ok = validate_record(result.definition, {"likes_pizza": "no", "email": "li@example.cn"})
     bad = validate_record(result.definition, {"likes_pizza": "no", "email": "not-an-email"})
     assert not ok.errors and [e.path for e in bad.errors] == ["email"]
+    missing = validate_record(result.definition, {"email": "li@example.cn"})
+    assert [(e.code, e.path, e.message.to_dict()) for e in missing.errors] == [
+        ("required", "likes_pizza", {"zh": "Please answer"})
+    ]
 
 
 def test_groups_flatten_and_repeats_keep_their_rows() -> None:
@@ -175,14 +181,39 @@ def test_presentation_columns_and_appearances_are_ignored_with_located_warnings(
     appearance = [(w.row, w.column) for w in result.warnings if w.code == "ignored_appearance"]
     assert appearance == [(2, "D"), (3, "D"), (4, "D"), (5, "D")]
     columns = {w.header for w in result.warnings if w.code == "ignored_column"}
-    assert columns == {"notes", "media::image", "team_code", "guidance_hint"}
+    assert columns == {"notes", "media::image", "team_code"}
+    assert fields(result.definition)["a"].guidance_hint.to_dict() == {"zh": "Ask slowly"}
 
 
 def test_a_default_is_not_prefilled_and_says_so() -> None:
     result = read("default_and_required_message")
     assert fields(result.definition)["people"].required is True
     headers = {w.header for w in result.warnings if w.code == "ignored_column"}
-    assert headers == {"default", "required_message"}
+    assert headers == {"default"}
+    assert fields(result.definition)["people"].required_message.to_dict() == {"zh": "Fill this in"}
+
+
+def test_required_message_and_guidance_hint_keep_every_language_and_round_trip(
+    tmp_path: Path,
+) -> None:
+    from forms.definition import dump_definition, load_definition
+    from forms.xlsform import export_xlsform
+
+    result = read("texts_in_every_language")
+    f = fields(result.definition)["people"]
+    assert f.required_message.to_dict() == {
+        "zh": "请填写人数",
+        "en": "Fill this in",
+        "ug": "تولدۇرۇڭ",
+    }
+    assert f.guidance_hint.to_dict() == {"zh": "含外出务工人员", "en": "Count migrant workers too"}
+    document = dump_definition(result.definition)
+    assert load_definition(document) == result.definition
+    out = tmp_path / "texts.xlsx"
+    export_xlsform(result.definition, out)
+    again = read_xlsform(out.read_bytes(), "texts.xlsx").definition
+    assert fields(again)["people"].required_message == f.required_message
+    assert fields(again)["people"].guidance_hint == f.guidance_hint
 
 
 def test_range_barcode_acknowledge_and_or_other_are_mapped() -> None:
@@ -299,3 +330,59 @@ def test_a_fixed_repeat_count_and_a_calculated_read_only_question_are_kept() -> 
     assert [(w.row, w.code) for w in result.warnings if w.header == "repeat_count"] == [
         (2, "type_mapped")
     ]
+
+
+def test_odk_time_functions_import_and_compute() -> None:
+    from datetime import date
+
+    from forms.expressions import EvaluationContext
+
+    result = read("odk_time_functions")
+    defn = result.definition
+    assert fields(defn)["stamp"].calculate == "once(decimal-date-time(now()))"
+    assert fields(defn)["day_no"].calculate == "decimal-date-time(${visited})"
+    context = EvaluationContext(today=date(2026, 11, 25), now="2026-11-25T12:00:00+00:00")
+    checked = validate_record(defn, {"visited": "2026-11-24"}, context)
+    assert not checked.errors, checked.errors
+    assert checked.cleaned["day_no"] == 20781
+    assert checked.cleaned["stamp"] == 20782.5
+    # once(): the stamp the tablet computed when the record was made stands.
+    recorded = validate_record(defn, {"visited": "2026-11-24", "stamp": 20000.25}, context)
+    assert not recorded.errors and recorded.cleaned["stamp"] == 20000.25
+
+
+def test_hidden_is_a_calculation_of_its_calculation_or_its_default() -> None:
+    result = read("hidden_values")
+    f = fields(result.definition)
+    assert {name: (f[name].type.value, f[name].calculate) for name in f} == {
+        "size": ("integer", None),
+        "doubled": ("calculate", "${size} * 2"),
+        "batch": ("calculate", "'B-7'"),
+        "wave": ("calculate", "3"),
+        "spare": ("calculate", "''"),
+    }
+    mapped = [(w.row, w.column) for w in result.warnings if w.code == "type_mapped"]
+    assert mapped == [(3, "A"), (4, "A"), (5, "A"), (6, "A")]
+    checked = validate_record(result.definition, {"size": 4})
+    assert not checked.errors
+    assert checked.cleaned == {"size": 4, "doubled": 8, "batch": "B-7", "wave": 3}
+
+
+def test_a_trigger_keeps_the_value_the_tablet_computed() -> None:
+    from datetime import date
+
+    from forms.expressions import EvaluationContext
+
+    result = read("trigger_calculation")
+    weighed = fields(result.definition)["weighed"]
+    assert (weighed.type.value, weighed.calculate) == (
+        "decimal",
+        "once(decimal-date-time(now()))",
+    )
+    mapped = [(w.row, w.column, w.header) for w in result.warnings if w.code == "trigger_mapped"]
+    assert mapped == [(3, "E", "trigger")]
+    context = EvaluationContext(today=date(2026, 11, 25), now="2026-11-25T12:00:00")
+    recorded = validate_record(result.definition, {"weight": 61, "weighed": 20700.25}, context)
+    assert not recorded.errors and recorded.cleaned["weighed"] == 20700.25
+    fresh = validate_record(result.definition, {"weight": 61}, context)
+    assert not fresh.errors and fresh.cleaned["weighed"] == 20782.5

@@ -149,6 +149,26 @@ CORPUS: dict[str, str] = {
 |        | type    | name   | label    | default | required | required_message |
 |        | integer | people | People   | 1       | yes      | Fill this in     |
 """,
+    "texts_in_every_language": """
+| survey |
+|        | type    | name   | label::中文 (zh) | label::English (en) | required | required_message::中文 (zh) | required_message::English (en) | required_message::Uyghur (ug) | guidance_hint::中文 (zh) | guidance_hint::English (en) |
+|        | integer | people | 人数             | People              | yes      | 请填写人数                  | Fill this in                   | تولدۇرۇڭ                     | 含外出务工人员           | Count migrant workers too   |
+""",
+    "trigger_calculation": """
+| survey |
+|        | type    | name    | label   | calculation              | trigger   |
+|        | integer | weight  | Weight  |                          |           |
+|        | decimal | weighed | Weighed | decimal-date-time(now()) | ${weight} |
+""",
+    "hidden_values": """
+| survey |
+|        | type    | name    | label  | calculation    | default |
+|        | integer | size    | Size   |                |         |
+|        | hidden  | doubled |        | ${size} * 2    |         |
+|        | hidden  | batch   |        |                | B-7     |
+|        | hidden  | wave    |        |                | 3       |
+|        | hidden  | spare   |        |                |         |
+""",
     "mapped_types": """
 | survey |
 |        | type                        | name     | label          | parameters          |
@@ -210,6 +230,13 @@ CORPUS: dict[str, str] = {
 |        | type | name | label | read_only | default |
 |        | text | code | Code  | yes       | A1      |
 """,
+    "odk_time_functions": """
+| survey |
+|        | type      | name    | label   | calculation                    |
+|        | date      | visited | Visited |                                |
+|        | calculate | stamp   |         | once(decimal-date-time(now())) |
+|        | calculate | day_no  |         | decimal-date-time(${visited})  |
+""",
     # --- known gaps: ODK-valid, refused here for a reason NOT on the refuse list ----------
     "gap_odk_functions": """
 | survey |
@@ -219,7 +246,6 @@ CORPUS: dict[str, str] = {
 |        | calculate    | row_no   |           | position(..)                     |
 |        | end repeat   |          |           |                                  |
 |        | calculate    | first    |           | indexed-repeat(${age}, ${member}, 1) |
-|        | calculate    | stamp    |           | once(decimal-date-time(now()))   |
 """,
     # --- what pyxform itself refuses ----------------------------------------------------
     "pyxform_refuses_unknown_type": """

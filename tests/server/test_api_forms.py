@@ -152,6 +152,51 @@ def test_upload_xlsform_workbook(client: FlaskClient, admin_headers: dict[str, s
     assert response.json["source"] == "xlsform"
 
 
+def test_xlsform_upload_takes_id_from_file_name_and_returns_located_warnings(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    survey = workbook.active
+    survey.title = "survey"
+    survey.append(["type", "name", "label", "notes"])
+    survey.append(["integer", "hh_size", "Household size", "ask the head"])
+    workbook.create_sheet("choices").append(["list_name", "name", "label"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    response = client.post(
+        "/api/v1/forms",
+        data={"file": (io.BytesIO(buffer.getvalue()), "well_check.xlsx")},
+        headers=admin_headers,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 201, response.json
+    assert (response.json["form_id"], response.json["version"]) == ("well_check", 1)
+    assert response.json["source"] == "xlsform"
+    warnings = {w["code"]: w for w in response.json["warnings"]}
+    assert warnings["id_from_file_name"]["sheet"] is None
+    assert "well_check" in warnings["id_from_file_name"]["message"]["zh"]
+    ignored = warnings["ignored_column"]
+    assert (ignored["sheet"], ignored["row"], ignored["column"], ignored["header"]) == (
+        "survey",
+        1,
+        "D",
+        "notes",
+    )
+    assert "notes" in ignored["message"]["en"] and "notes" in ignored["message"]["zh"]
+    stored = client.get("/api/v1/forms/well_check/versions/1", headers=admin_headers).json
+    fields = stored["definition"]["fields"]
+    assert [(f["name"], f["type"]) for f in fields] == [("hh_size", "integer")]
+
+
+def test_json_upload_has_no_warnings(
+    client: FlaskClient, admin_headers: dict[str, str], housing: dict
+) -> None:
+    created = client.post("/api/v1/forms", json=housing, headers=admin_headers)
+    assert created.status_code == 201 and created.json["warnings"] == []
+
+
 def test_broken_workbook_is_422_with_location(
     client: FlaskClient, admin_headers: dict[str, str]
 ) -> None:
