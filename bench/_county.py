@@ -17,7 +17,6 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness.county_server import start_county_server
+from server.settings import SETTINGS_BY_KEY
 from village_client_stub.simulator import AdminSession
 from village_client_stub.transport import HttpResponse, HttpTransport
 
@@ -36,6 +37,7 @@ POSTGRES_URL = os.environ.get(
     "VILLAGE_SYNC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+DEFAULT_SERVE_THREADS = SETTINGS_BY_KEY["SERVE_THREADS"].default
 
 
 @dataclass
@@ -123,43 +125,15 @@ def start_server(
 ) -> ServerProcess:
     """Start a server on 127.0.0.1 with ``url``; ``settings`` are ``VILLAGE_SYNC_<NAME>`` values.
 
-    Raises RuntimeError (with the server's output) if it does not come up.
+    The start-up is :func:`bench.harness.county_server.start_county_server`'s, with the server's
+    default thread count (a load bench measures the server as a county runs it). Raises
+    RuntimeError (with the server's output) if it does not come up.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "server.log"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("VILLAGE_SYNC_")},
-        "VILLAGE_SYNC_DATABASE_URL": url,
-        "VILLAGE_SYNC_KEY_DIR": str(workdir / "keys"),
-        "VILLAGE_SYNC_ATTACHMENTS_DIR": str(workdir / "attachments"),
-        "VILLAGE_SYNC_BACKUP_DIR": str(workdir / "backups"),
-        "VILLAGE_SYNC_SCHEDULER_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.update({f"VILLAGE_SYNC_{k.upper()}": v for k, v in settings.items()})
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = log_path.read_text(encoding="utf-8", errors="replace")
-        listening = re.search(r"listening on (http://\S+)", text)
-        # The log is not a terminal: the first admin password is in the file it names.
-        password_file = re.search(r"password file:\s+(\S+)", text)
-        if listening and password_file:
-            password = Path(password_file.group(1)).read_text(encoding="utf-8").strip()
-            return ServerProcess(listening.group(1), password, url, process, log_path, db_file)
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    process.wait(15)
-    raise RuntimeError(f"the county server did not start:\n{log_path.read_text()}")
+    settings = {"SERVE_THREADS": str(DEFAULT_SERVE_THREADS), **settings}
+    server = start_county_server(url, workdir, **settings)
+    return ServerProcess(
+        server.url, server.admin_password, url, server.process, server.log_path, db_file
+    )
 
 
 @contextmanager
