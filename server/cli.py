@@ -53,7 +53,7 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
 
 
 def _fail(exc: ApiError) -> NoReturn:
-    raise click.ClickException(f"{exc.message} [{exc.code}] {exc.details or ''}".rstrip())
+    raise click.ClickException(f"{exc.text} [{exc.code}] {exc.details or ''}".rstrip())
 
 
 @click.group(help="Village Sync county server.")

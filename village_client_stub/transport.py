@@ -31,6 +31,7 @@ __all__ = [
     "HttpTransport",
     "ServerError",
     "TransportError",
+    "error_message",
 ]
 
 #: Seconds a socket may sit idle (connect, one send, one receive) before the link counts as dead.
@@ -83,6 +84,23 @@ class ServerError(DeviceError):
         super().__init__(f"{message} (HTTP {status}, {server_code})", message_zh=message_zh)
 
 
+def error_message(message: Any, fallback: str) -> tuple[str | None, str]:
+    """``(zh, en)`` of a server error's ``message``, whichever age of server sent it.
+
+    ``{"zh": "中文", "en": "English"}`` (current servers) or ``"中文 / English"`` (the first
+    release); a string without ``" / "`` is taken as English. ``zh`` is ``None`` when the
+    server gave none; ``en`` falls back to ``fallback``.
+    """
+    if isinstance(message, Mapping):
+        zh, en = message.get("zh"), message.get("en")
+        zh_text = str(zh) if isinstance(zh, str) and zh else None
+        en_text = str(en) if isinstance(en, str) and en else None
+        return zh_text, en_text or zh_text or fallback
+    text = str(message) if isinstance(message, str) and message else fallback
+    zh_part, _, en_part = text.partition(" / ")
+    return (zh_part, en_part) if en_part else (None, zh_part)
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     """A complete HTTP response: status, headers (names lower-cased) and the whole body."""
@@ -113,8 +131,9 @@ class HttpResponse:
     def error(self) -> ServerError:
         """The server's error as an exception object (for a status >= 400).
 
-        The server's message is ``"<中文> / <English>"``; both halves are kept. A body that is not
-        the server's error shape still gives a :class:`ServerError` (code ``http_<status>``).
+        A current server sends ``"message": {"zh": …, "en": …}``; a server of the first release
+        sent one string ``"<中文> / <English>"``. Both are read (:func:`error_message`). A body that
+        is not the server's error shape still gives a :class:`ServerError` (code ``http_<status>``).
         """
         code, en, zh, details = f"http_{self.status}", f"HTTP {self.status}", None, {}
         try:
@@ -124,9 +143,7 @@ class HttpResponse:
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             error = payload["error"]
             code = str(error.get("code") or code)
-            text = str(error.get("message") or en)
-            zh_part, _, en_part = text.partition(" / ")
-            zh, en = (zh_part, en_part) if en_part else (None, zh_part)
+            zh, en = error_message(error.get("message"), en)
             details = error.get("details") if isinstance(error.get("details"), dict) else {}
         return ServerError(self.status, code, en, message_zh=zh, details=details)
 

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app
 from marshmallow import RAISE, Schema, fields, validate
 
 from server.api import API_PREFIX
-from server.errors import ERROR_CLASSES
+from server.errors import ERROR_CODES
 
 blueprint = Blueprint("openapi", __name__, url_prefix=API_PREFIX)
 
@@ -106,12 +106,22 @@ def _error_component() -> dict[str, Any]:
                 "type": "object",
                 "required": ["code", "message", "details"],
                 "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string", "description": "中文 / English"},
+                    "code": {
+                        "type": "string",
+                        "enum": sorted(ERROR_CODES),
+                        "description": "stable; the statuses and default messages are in"
+                        " x-error-codes",
+                    },
+                    "message": {
+                        "type": "object",
+                        "required": ["zh", "en"],
+                        "properties": {"zh": {"type": "string"}, "en": {"type": "string"}},
+                    },
                     "details": {"type": "object"},
                 },
             }
         },
+        "x-error-codes": [ERROR_CODES[code].as_dict() for code in sorted(ERROR_CODES)],
     }
 
 
@@ -182,8 +192,9 @@ def build_document() -> dict[str, Any]:
             "title": "Village Sync county server",
             "version": "1",
             "description": "Admin, enrollment and sync API. Every error has the body "
-            '{"error": {"code", "message", "details"}}; codes: '
-            + ", ".join(f"{cls.status} {cls.default_code}" for cls in ERROR_CLASSES),
+            '{"error": {"code", "message": {"zh", "en"}, "details"}}; the codes, their '
+            "statuses and default messages are listed in components.schemas.Error"
+            " (x-error-codes).",
         },
         "paths": dict(sorted(paths.items())),
         "components": {

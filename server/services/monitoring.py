@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from forms.indicators import MonitoringConfig, MonitoringConfigError
-from server.errors import NotFound, ValidationFailed
+from server.errors import NotFound, ValidationFailed, from_library_error
 from server.services.access import Actor
 from server.storage import audit
 from server.storage import monitoring as store
@@ -66,8 +66,8 @@ def set_line(
         try:
             _config_from([*rows, candidate])
         except MonitoringConfigError as exc:
-            raise ValidationFailed(
-                en=exc.message, zh=exc.message_zh, code="monitoring_config_invalid"
+            raise from_library_error(
+                exc, ValidationFailed, code="monitoring_config_invalid"
             ) from None
         row = store.set_line(
             region_code=region_code,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from forms import FormsError, flatten, unflatten, validate_record
-from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
+from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed, from_library_error
 from server.services import indicators
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.masking import Sensitivity, mask_flat
@@ -260,7 +260,7 @@ def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, 
         try:
             op = Op.from_dict({**row.op, "form_version": form_version})
         except ProtocolError as exc:
-            raise Unprocessable(en=exc.message, zh=exc.message_zh, code=exc.code) from None
+            raise from_library_error(exc, Unprocessable) from None
         # Re-run as the device that sent it: its scope still applies.
         sender = device_store.device_for_sync(row.device_id) if row.device_id else None
         scope = sender.scope if sender is not None else None

@@ -44,7 +44,14 @@ from typing import IO, Any, Final
 
 from sqlalchemy.exc import OperationalError
 
-from server.errors import ApiError, Conflict, Unauthorized, ValidationFailed, is_busy_fault
+from server.errors import (
+    ApiError,
+    Conflict,
+    Unauthorized,
+    ValidationFailed,
+    from_library_error,
+    is_busy_fault,
+)
 from server.services.keys import KeyRing, app_key_ring
 from server.services.record_ops import IngestContext, apply_ops, ingest_context
 from server.storage import conflicts as conflict_store
@@ -69,8 +76,6 @@ from sync_protocol.errors import (
     InvalidMessage,
     MalformedFrame,
     ProtocolError,
-    Replayed,
-    UnknownSender,
 )
 from sync_protocol.exchange import (
     CONTENT_TYPE,
@@ -132,14 +137,7 @@ class ExchangeResult:
 
 
 def _envelope_error(exc: ProtocolError, frame: int = 0) -> ApiError:
-    details = {"frame": frame, "protocol_code": exc.code}
-    if isinstance(exc, Replayed):
-        return Conflict(en=exc.message, zh=exc.message_zh, code=exc.code, details=details)
-    if isinstance(exc, UnknownSender):
-        return Unauthorized(
-            en=exc.message, zh=exc.message_zh, code="device_unknown", details=details
-        )
-    return ValidationFailed(en=exc.message, zh=exc.message_zh, code=exc.code, details=details)
+    return from_library_error(exc, details={"frame": frame, "protocol_code": exc.code})
 
 
 @dataclass
@@ -193,9 +191,7 @@ def handle_exchange(
     try:
         first = next(frames, None)
     except MalformedFrame as exc:
-        raise ValidationFailed(
-            en=exc.message, zh=exc.message_zh, code=exc.code, details={"frame": 0}
-        ) from None
+        raise from_library_error(exc, ValidationFailed, details={"frame": 0}) from None
     if first is None:
         raise ValidationFailed(
             en="the request holds no frames", zh="同步请求为空", code="exchange_empty"

@@ -86,6 +86,7 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     error = body["error"]
     assert set(error) == {"code", "message", "details"}
     assert error["code"] == code
-    assert isinstance(error["message"], str) and " / " in error["message"]
+    assert set(error["message"]) == {"zh", "en"}
+    assert all(isinstance(text, str) and text for text in error["message"].values())
     assert isinstance(error["details"], dict)
     return error

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ast
 import sqlite3
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from server.errors import (
     ERROR_CLASSES,
+    ERROR_CODES,
     ApiError,
+    ErrorCode,
     RateLimited,
     ServiceBusy,
     StorageFull,
     Unauthorized,
+    register_code,
 )
 from tests.server.conftest import assert_error
 
@@ -41,6 +46,7 @@ def test_every_error_class_leaves_in_the_one_shape(sqlite_app: Flask, cls: type[
     response = sqlite_app.test_client().get(f"/raise/{cls.__name__}")
     error = assert_error(response, cls.status, cls.default_code)
     assert error["details"]["why"] == "test"
+    assert error["message"] == {"zh": cls.default_zh, "en": cls.default_en}
     if cls in (RateLimited, ServiceBusy, StorageFull):
         assert response.headers["Retry-After"] == "7"
         assert error["details"]["retry_after"] == 7
@@ -126,3 +132,114 @@ def test_a_full_sqlite_database_answers_507_with_retry_after(
     )
     assert_error(response, 507, "storage_full")
     assert int(response.headers["Retry-After"]) > 0
+
+
+SERVER = Path(__file__).resolve().parents[2] / "server"
+
+
+def _raised_codes() -> list[tuple[str, str, str, int]]:
+    """``(code, class name, file, line)`` of every ``Cls(..., code="...")`` in server/."""
+    found = []
+    for path in sorted(SERVER.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            for keyword in node.keywords:
+                value = keyword.value
+                if keyword.arg == "code" and isinstance(value, ast.Constant) and value.value:
+                    found.append((value.value, node.func.id, path.name, node.lineno))
+    return found
+
+
+def test_every_code_a_service_raises_is_registered_with_its_class_status() -> None:
+    by_name = {cls.__name__: cls for cls in ERROR_CLASSES}
+    raised = [item for item in _raised_codes() if item[1] in by_name]
+    assert len(raised) > 40  # the walk sees the services' raise sites
+    for code, name, file, line in raised:
+        assert code in ERROR_CODES, f"{file}:{line} raises unregistered {code!r}"
+        assert ERROR_CODES[code].status == by_name[name].status, (code, name, file, line)
+
+
+def test_every_protocol_code_is_registered() -> None:
+    from sync_protocol.errors import ProtocolError
+
+    def walk(cls: type) -> list[type]:
+        return [cls, *(sub for child in cls.__subclasses__() for sub in walk(child))]
+
+    import sync_protocol.conflicts
+    import sync_protocol.exchange
+    import sync_protocol.merge
+    import sync_protocol.messages  # noqa: F401
+
+    codes = {cls.code for cls in walk(ProtocolError) if cls.__module__.startswith("sync_protocol")}
+    assert len(codes) > 20
+    assert codes <= set(ERROR_CODES), sorted(codes - set(ERROR_CODES))
+
+
+def test_every_registered_code_is_in_the_openapi_document(sqlite_app: Flask) -> None:
+    document = sqlite_app.test_client().get("/api/v1/openapi.json").get_json()
+    error = document["components"]["schemas"]["Error"]
+    assert error["properties"]["error"]["properties"]["code"]["enum"] == sorted(ERROR_CODES)
+    listed = {entry["code"]: entry for entry in error["x-error-codes"]}
+    assert set(listed) == set(ERROR_CODES)
+    for code, entry in ERROR_CODES.items():
+        assert listed[code] == {
+            "code": code,
+            "status": entry.status,
+            "message": {"zh": entry.zh, "en": entry.en},
+        }
+        assert entry.zh and entry.en and 400 <= entry.status < 600
+
+
+def test_a_registered_code_lends_its_default_message() -> None:
+    from server.errors import NotFound
+
+    error = NotFound(code="record_not_found")
+    assert error.message == {
+        "zh": ERROR_CODES["record_not_found"].zh,
+        "en": "No such record in your area",
+    }
+    assert error.body() == {
+        "error": {"code": "record_not_found", "message": error.message, "details": {}}
+    }
+    assert error.text == f"{error.message_zh} / {error.message_en}"
+
+
+def test_a_code_cannot_be_registered_with_two_statuses() -> None:
+    assert register_code("record_not_found", 404, "x", "y") == ERROR_CODES["record_not_found"]
+    with pytest.raises(ValueError, match="record_not_found"):
+        register_code("record_not_found", 400, "x", "y")
+    assert isinstance(ERROR_CODES["record_not_found"], ErrorCode)
+
+
+def test_library_errors_keep_their_code_and_both_messages() -> None:
+    from server.errors import (
+        Conflict,
+        Unauthorized,
+        Unprocessable,
+        ValidationFailed,
+        from_library_error,
+    )
+    from sync_protocol.errors import MalformedHeader, Replayed, UnknownSender
+
+    replay = from_library_error(Replayed(), details={"frame": 0})
+    assert isinstance(replay, Conflict) and replay.code == "envelope_replayed"
+    assert replay.message == {"zh": Replayed().message_zh, "en": Replayed().message}
+    unknown = from_library_error(UnknownSender())
+    assert isinstance(unknown, Unauthorized) and unknown.code == "device_unknown"
+    header = from_library_error(MalformedHeader())
+    assert isinstance(header, ValidationFailed) and header.code == "envelope_malformed_header"
+    assert isinstance(from_library_error(MalformedHeader(), Unprocessable), Unprocessable)
+    with pytest.raises(TypeError):
+        from_library_error(ValueError("no message"))
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
+def test_every_class_takes_the_one_constructor(cls: type[ApiError]) -> None:
+    error = cls("English", "中文", code="record_not_found", details={"a": 1})
+    assert (error.code, error.message) == ("record_not_found", {"zh": "中文", "en": "English"})
+    assert error.details["a"] == 1
+    retries = cls in (RateLimited, ServiceBusy, StorageFull)
+    assert ("Retry-After" in error.headers()) is retries
+    assert (error.retry_after == 1) if retries else error.retry_after is None
+    assert cls(retry_after=9).headers()["Retry-After"] == "9"

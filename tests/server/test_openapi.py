@@ -57,6 +57,9 @@ def test_operations_carry_summaries_bodies_security_and_the_error_shape(
             }
     error = document["components"]["schemas"]["Error"]["properties"]["error"]
     assert error["required"] == ["code", "message", "details"]
+    assert error["properties"]["message"]["required"] == ["zh", "en"]
+    listed = document["components"]["schemas"]["Error"]["x-error-codes"]
+    assert [entry["code"] for entry in listed] == error["properties"]["code"]["enum"]
 
 
 def test_a_new_blueprint_is_documented_without_extra_work(sqlite_url: str, app_on) -> None:
