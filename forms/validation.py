@@ -487,6 +487,8 @@ class _Validator:
                     Issue(problem.code, level.prefix + key, key, level.row, problem.message),
                 )
                 continue
+            if _is_empty(cleaned):
+                continue  # e.g. a select_multiple of only spaces: no answer, as if left blank
             level.typed[key] = typed
             level.cleaned[key] = cleaned
             if fld.type is FieldType.TEXT and not isinstance(value, str):

@@ -272,6 +272,14 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
     ("resolution_choice_invalid", 400, "冲突处理选项无效", "The resolution choice is invalid"),
     # 401
     ("device_unknown", 401, "设备未在本服务器注册", "The device is not enrolled here"),
+    ("device_signature_missing", 401, "缺少设备签名", "The device signature is missing"),
+    ("device_signature_invalid", 401, "设备签名无效", "The device signature is invalid"),
+    (
+        "device_signature_expired",
+        401,
+        "签名时间与服务器时间相差过大",
+        "The signed time is too far off",
+    ),
     ("invalid_credentials", 401, "用户名或密码错误", "Wrong user name or password"),
     ("invalid_enrollment_code", 401, "注册码无效", "Unknown enrollment code"),
     (
