@@ -1,5 +1,5 @@
 """Attacks on a real county server process over real HTTP, each refused with its own code and
-audited (the "attacks as tests" proof of issue 16): replay, bit flips,
+audited (the "attacks as tests" proof of issue 16): replay, reordered batches, bit flips,
 truncation, another device's signature, a stale server key, a revoked device, a reused enrolment
 code, a logged-out token, scope escapes by id guessing, another area's photo. Each refusal must
 leave an audit entry (read as the county admin through ``/api/v1/audit``) naming the action, the
@@ -217,6 +217,30 @@ def test_attacks_on_a_real_server_are_each_refused_with_their_code_and_audited(
     audited("sync.refused", "scope_denied")
     held.append(("download cursor of another village", 403, "scope_denied"))
 
+    # Reorder: the device sends two batches (ops 2 and 3) with their frames swapped. The first
+    # frame to arrive holds op 3 with op 2 missing: refused with its code, nothing of it applied,
+    # the rest skipped. Sent again in order, both apply: a reorder loses and duplicates nothing.
+    second = device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="A2")
+    third = device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="A3")
+    request = device.build(device.pending[-2:], batch_size=1)
+    sizes = request.frame_sizes
+    hello, first_batch = request.body[: sizes[0]], request.body[sizes[0] : sizes[0] + sizes[1]]
+    swapped = hello + request.body[sizes[0] + sizes[1] :] + first_batch
+    response = device.post(swapped)
+    assert response.status_code == 200
+    reply = device.open(response, request)
+    assert [(f.status, f.code) for f in reply.frames[1:]] == [
+        ("rejected", "op_sequence_gap"),
+        ("skipped", None),
+    ]
+    assert not reply.acks
+    audited("sync.refused", "op_sequence_gap")
+    held.append(("batches delivered out of order", 200, "op_sequence_gap"))
+    in_order = device.sync()
+    assert [f.status for f in in_order.frames[1:]] == ["committed"]
+    for made_id in (second, third):
+        assert client.get(f"/api/v1/records/{made_id}", headers=admin).status_code == 200
+
     revoked = client.post(f"/api/v1/devices/{device.device_id}/revoke", headers=admin)
     assert revoked.status_code == 200
     request = device.build([])
@@ -230,4 +254,4 @@ def test_attacks_on_a_real_server_are_each_refused_with_their_code_and_audited(
     print(f"\nattacks tried: {len(held)}, refused: {len(held)}")
     for attack, status, error_code in held:
         print(f"  {attack:<36} {status} {error_code}")
-    assert len(held) == 11
+    assert len(held) == 12
