@@ -14,6 +14,14 @@ definition). Services raise these classes (one base, :class:`ApiError`, built as
 ``Cls(en, zh, code=..., details=...)``); the handlers registered by
 :func:`register_error_handlers` are the one place that turns them — and Flask's own 404/405/500,
 oversized bodies and a busy database — into HTTP responses.
+
+Refused requests are audited in one place, here: :func:`note_refusal` marks the request
+(the ``ApiError`` handler does it for every 401/403/404/409/429 under ``/api/v1`` and every 4xx
+of ``/api/v1/sync``; the sync view for its sealed refusals and rejected frames), and an
+``after_request`` hook writes the entries (``sync.refused`` or ``api.refused``: the code, status,
+method and path, never the body) in their own transaction after the request's rollback.
+Identical refusals from one address within :data:`REFUSAL_AUDIT_WINDOW_SECONDS` are one entry
+with a count. Auditing never changes the answer: a busy database only loses the entry (logged).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, g, jsonify, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -89,8 +97,11 @@ class ApiError(Exception):
         code: str | None = None,
         details: Mapping[str, Any] | None = None,
         retry_after: int | None = None,
+        audited: bool = False,
     ) -> None:
         self.code = code or self.default_code
+        #: True when the service raising it already wrote its own audit entry for the refusal.
+        self.audited = audited
         registered = ERROR_CODES.get(self.code)
         self.message_en = en or (registered.en if registered else self.default_en)
         self.message_zh = zh or (registered.zh if registered else self.default_zh)
@@ -559,6 +570,65 @@ def from_library_error(
     return cls(en=exc.message, zh=exc.message_zh, code=code or exc.code, details=details)
 
 
+#: Statuses of refusals the audit log records for every ``/api/v1`` endpoint; any 4xx of a sync
+#: exchange (a tampered, truncated or replayed envelope) is recorded too.
+AUDITED_STATUSES = frozenset({401, 403, 404, 409, 429})
+SYNC_PATH = "/api/v1/sync"
+#: Identical refusals (action, code, address, actor) within this many seconds share one entry.
+REFUSAL_AUDIT_WINDOW_SECONDS = 60
+
+
+def note_refusal(code: str, status: int, *, actor: str = "", area_code: str = "") -> None:
+    """Mark the current request as refused with ``code``; audited once the answer is built.
+
+    ``actor`` defaults to the authenticated principal, else ``ip:<address>``.
+    """
+    if not request.path.startswith("/api/v1/"):
+        return
+    refusals = g.setdefault("refusals", [])
+    refusals.append((code, status, actor, area_code))
+
+
+def _audits_refusal(exc: ApiError) -> bool:
+    if exc.audited:
+        return False
+    if request.path == SYNC_PATH:
+        return 400 <= exc.status < 500
+    return exc.status in AUDITED_STATUSES
+
+
+def _audit_refusals() -> None:
+    """Write the refusals :func:`note_refusal` marked, each in one short transaction."""
+    refusals = g.pop("refusals", None)
+    if not refusals:
+        return
+    from server.storage import audit
+    from server.storage.database import rollback, writing
+
+    ip = request.remote_addr or ""
+    principal = g.get("principal")
+    action = "sync.refused" if request.path == SYNC_PATH else "api.refused"
+    details = {"method": request.method, "path": request.path[:200]}
+    for code, status, actor, area_code in refusals:
+        who = actor or (principal.actor if principal is not None else f"ip:{ip}")
+        area = area_code or (principal.area_prefix if principal is not None else "")
+        try:
+            with writing():
+                audit.add_refusal(
+                    actor=who[:120],
+                    action=action,
+                    code=code,
+                    ip=ip,
+                    area_code=area,
+                    details={**details, "status": status},
+                    window_seconds=REFUSAL_AUDIT_WINDOW_SECONDS,
+                )
+        except Exception as exc:  # the refusal stands whatever happens to its audit entry
+            rollback()
+            log.warning("refused request %s %s not audited: %s", code, request.path, exc)
+            return
+
+
 def register_error_handlers(app: Flask) -> None:
     """Map every exception that can escape a view to the one JSON error body."""
 
@@ -570,7 +640,17 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         _rollback()
+        if _audits_refusal(exc):
+            note_refusal(exc.code, exc.status)
         return error_response(exc)
+
+    @app.after_request
+    def _audited(response: Response) -> Response:
+        try:
+            _audit_refusals()
+        except Exception:  # never turn a refusal (or any answer) into a 500
+            log.exception("auditing refused requests failed")
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

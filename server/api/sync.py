@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected
 
 from server.api import API_PREFIX
+from server.errors import note_refusal
 from server.services import sync
 
 blueprint = Blueprint("sync", __name__, url_prefix=API_PREFIX)
@@ -51,4 +52,8 @@ def exchange() -> Any:
         busy_retry_ms=retry_ms,
         ops_per_transaction=int(current_app.config["SYNC_OPS_PER_TRANSACTION"]),
     )
+    for code in result.refused:  # sealed refusals and rejected frames are audited too
+        note_refusal(
+            code, result.status, actor=f"device:{result.device_id}", area_code=result.scope
+        )
     return Response(result.body, status=result.status, content_type=result.content_type)

@@ -163,6 +163,7 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
             en="wrong user name or password",
             zh="用户名或密码错误",
             code="invalid_credentials",
+            audited=True,
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
@@ -324,6 +325,7 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
             zh="当前密码不正确",
             code="invalid_credentials",
             details={"fields": {"current_password": ["wrong password"]}},
+            audited=True,
         )
     # The current password was right: the attempt does not count against the limit.
     throttle.release(claimed)

@@ -153,6 +153,7 @@ def _refuse(error: ApiError, *, ip: str, scope: str = "", code_id: int | None = 
             ip=ip,
             details={"reason": error.code},
         )
+    error.audited = True  # the refusal's entry is this one, with the code's area
     raise error
 
 

@@ -129,11 +129,18 @@ INVALID_EXCHANGE_STATUS: Final = 400
 
 @dataclass(frozen=True)
 class ExchangeResult:
-    """A sealed reply body and its HTTP status."""
+    """A sealed reply body and its HTTP status.
+
+    ``refused`` lists the codes the reply refuses with (the whole exchange's refusal, rejected
+    batch frames) for the audit log, with the authenticated ``device_id`` and its ``scope``.
+    """
 
     body: bytes
     status: int = 200
     content_type: str = CONTENT_TYPE
+    refused: tuple[str, ...] = ()
+    device_id: str = ""
+    scope: str = ""
 
 
 def _envelope_error(exc: ProtocolError, frame: int = 0) -> ApiError:
@@ -236,9 +243,8 @@ def handle_exchange(
     session.ops_per_transaction = max(1, ops_per_transaction)
     refusal = _check_hello(session)
     if refusal is not None:
-        return _seal(
-            session, ServerReply(server_time_ms=session.ctx.now_ms, refusal=refusal[0]), refusal[1]
-        )
+        reply = ServerReply(server_time_ms=session.ctx.now_ms, refusal=refusal[0])
+        return _seal(session, reply, refusal[1], refused=(refusal[0].code,))
     with writing():
         if not sync_state.claim_envelope(device.id, opened.header.sequence):
             raise Conflict(
@@ -262,7 +268,8 @@ def handle_exchange(
         frames=tuple(session.frames),
         backoff_ms=session.backoff_ms,
     )
-    return _seal(session, reply, 200)
+    rejected = tuple(f.code or f.status for f in session.frames if f.status == "rejected")
+    return _seal(session, reply, 200, refused=rejected)
 
 
 def _check_hello(session: _Session) -> tuple[Refusal, int] | None:
@@ -335,7 +342,13 @@ def _refuse_unreadable_hello(
         suite=int(header.suite),
         allowed={0},
     )
-    return ExchangeResult(body=body, status=INVALID_EXCHANGE_STATUS)
+    return ExchangeResult(
+        body=body,
+        status=INVALID_EXCHANGE_STATUS,
+        refused=("exchange_invalid",),
+        device_id=device.id,
+        scope=device.scope,
+    )
 
 
 def _run_batches(session: _Session, frames: Iterator[Frame], busy_retry_ms: int) -> None:
@@ -597,7 +610,9 @@ def _reply_keys(session: _Session) -> KeyBundle:
     return session.ring.bundle_for(session.header.recipient_key_id) or session.ring.current
 
 
-def _seal(session: _Session, reply: ServerReply, status: int) -> ExchangeResult:
+def _seal(
+    session: _Session, reply: ServerReply, status: int, *, refused: tuple[str, ...] = ()
+) -> ExchangeResult:
     device_public = EncryptionPublicKey.from_base64(session.device.x25519_public)
     body = build_reply(
         reply,
@@ -611,4 +626,10 @@ def _seal(session: _Session, reply: ServerReply, status: int) -> ExchangeResult:
         dictionaries=DictionaryStore.packaged(),
         peer_dictionary_ids=session.hello.capabilities.dictionary_ids,
     )
-    return ExchangeResult(body=body, status=status)
+    return ExchangeResult(
+        body=body,
+        status=status,
+        refused=refused,
+        device_id=session.device.id,
+        scope=session.device.scope,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +39,54 @@ def add_entry(
     db.session.add(entry)
     db.session.flush()
     return entry
+
+
+def add_refusal(
+    *,
+    actor: str,
+    action: str,
+    code: str,
+    ip: str,
+    area_code: str = "",
+    details: dict[str, Any] | None = None,
+    window_seconds: int = 60,
+) -> AuditEntry:
+    """Record a refused request inside the caller's write transaction, coalescing a flood.
+
+    The same refusal (``action``, ``code``, ``ip`` and ``actor``) within ``window_seconds`` of
+    an entry for it adds to that entry's ``details.count`` (and sets ``last_at``) instead of a new
+    row, so a thousand identical refusals are one entry. ``details`` gets ``code`` and ``count``.
+    """
+    now = utcnow()
+    query = (
+        sa.select(AuditEntry)
+        .where(
+            AuditEntry.action == action,
+            AuditEntry.target_type == "refusal",
+            AuditEntry.target_id == code,
+            AuditEntry.ip == ip,
+            AuditEntry.actor == actor,
+            AuditEntry.at >= now - timedelta(seconds=window_seconds),
+        )
+        .order_by(AuditEntry.id.desc())
+        .limit(1)
+        .with_for_update()  # PostgreSQL: parallel identical refusals count one after the other
+    )
+    entry = db.session.scalars(query).first()
+    if entry is not None:
+        count = int(entry.details.get("count", 1)) + 1
+        entry.details = {**entry.details, "count": count, "last_at": now.isoformat()}
+        db.session.flush()
+        return entry
+    return add_entry(
+        actor=actor,
+        action=action,
+        target_type="refusal",
+        target_id=code,
+        area_code=area_code,
+        ip=ip,
+        details={**(details or {}), "code": code, "count": 1},
+    )
 
 
 def list_entries(
