@@ -49,8 +49,15 @@ def test_lines_by_region_and_year_feed_the_indicator_config(
         404,
         "monitoring_line_not_found",
     )
-    actions = [e["action"] for e in client.get("/api/v1/audit", headers=admin_headers).json]
-    assert actions[:2] == ["monitoring_line.delete", "monitoring_line.set"]
+    entries = client.get("/api/v1/audit", headers=admin_headers).json
+    # Newest first: the refused second delete (a 404 is audited: guessed ids show up), then
+    # the delete and the set.
+    assert [e["action"] for e in entries[:3]] == [
+        "api.refused",
+        "monitoring_line.delete",
+        "monitoring_line.set",
+    ]
+    assert entries[0]["details"]["code"] == "monitoring_line_not_found"
 
 
 def test_bad_values_are_refused(client: FlaskClient, admin_headers: dict[str, str]) -> None:
