@@ -20,8 +20,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its test extras
 
-# The browser tests drive Debian's Chromium through Playwright (never `playwright install`,
-# which downloads a browser build). As root on Debian the package is installed where missing;
+# The browser tests drive Debian's Chromium through Playwright (never Playwright's own browser build,
+# which cannot be fetched here). As root on Debian the package is installed where missing;
 # elsewhere the tests skip without it (and fail with CI=true).
 install-browser:  ## install Debian's chromium and a CJK font for the browser tests (root, apt)
 	@if [ -x /usr/bin/chromium ] && fc-list :lang=zh | grep -q .; then echo "chromium: /usr/bin/chromium"; \
