@@ -140,25 +140,8 @@ class MemoryStorage:
         but kept on conflicts as ``received_at_ms``.
         """
         return {
-            "counters": {
-                "last_seq": self._counters.last_seq,
-                "acked_through": self._counters.acked_through,
-                "hlc_last": self._counters.hlc_last,
-                "server_time_ms": self._counters.server_time_ms,
-            },
-            "outbox": [
-                {
-                    "seq": item.seq,
-                    "record_id": item.op.record_id,
-                    "kind": item.op.kind,
-                    "hlc": item.op.hlc,
-                    "state": item.state,
-                    "attempts": item.attempts,
-                    "reasons": None if item.reasons is None else [dict(r) for r in item.reasons],
-                    "corrected_by": item.corrected_by,
-                }
-                for _, item in sorted(self._outbox.items())
-            ],
+            "counters": counters_json(self._counters),
+            "outbox": [outbox_item_json(item) for _, item in sorted(self._outbox.items())],
             "records": {
                 record_id: {
                     "form_id": head.form_id,
@@ -190,3 +173,27 @@ class MemoryStorage:
                 scope: dict(sorted(s.items())) for scope, s in sorted(self._cursors.items())
             },
         }
+
+
+def counters_json(counters: Counters) -> dict[str, Any]:
+    """The counters as the device-engine vectors' storage snapshots write them."""
+    return {
+        "last_seq": counters.last_seq,
+        "acked_through": counters.acked_through,
+        "hlc_last": counters.hlc_last,
+        "server_time_ms": counters.server_time_ms,
+    }
+
+
+def outbox_item_json(item: OutboxItem) -> dict[str, Any]:
+    """One outbox entry as the snapshots write it (times left out: an edge's bookkeeping)."""
+    return {
+        "seq": item.seq,
+        "record_id": item.op.record_id,
+        "kind": item.op.kind,
+        "hlc": item.op.hlc,
+        "state": item.state,
+        "attempts": item.attempts,
+        "reasons": None if item.reasons is None else [dict(r) for r in item.reasons],
+        "corrected_by": item.corrected_by,
+    }

@@ -18,6 +18,7 @@ import pytest
 
 from forms.paths import flatten, unflatten
 from sync_protocol.device import OP_STATES, DeviceEngine
+from sync_protocol.device_memory import counters_json, outbox_item_json
 from sync_protocol.device_vectors import execute_step
 from sync_protocol.ops import TOMBSTONE, TOMBSTONE_KEY, is_tombstone
 from tests.client.conftest import START_MS, FakeClock
@@ -56,25 +57,8 @@ class SqliteVectorStorage(SqliteEngineStorage):
                 "values": dict(sorted(flatten(self.store.record(record_id).data).items())),
             }
         return {
-            "counters": {
-                "last_seq": counters.last_seq,
-                "acked_through": counters.acked_through,
-                "hlc_last": counters.hlc_last,
-                "server_time_ms": counters.server_time_ms,
-            },
-            "outbox": [
-                {
-                    "seq": item.seq,
-                    "record_id": item.op.record_id,
-                    "kind": item.op.kind,
-                    "hlc": item.op.hlc,
-                    "state": item.state,
-                    "attempts": item.attempts,
-                    "reasons": None if item.reasons is None else [dict(r) for r in item.reasons],
-                    "corrected_by": item.corrected_by,
-                }
-                for item in self.outbox_items(OP_STATES)
-            ],
+            "counters": counters_json(counters),
+            "outbox": [outbox_item_json(item) for item in self.outbox_items(OP_STATES)],
             "records": records,
             "conflicts": {
                 note.conflict_id: {
