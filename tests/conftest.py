@@ -15,6 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The Chromium fixture for every browser test (tests/web, tests/e2e).
+pytest_plugins = ["tests.browser"]
+
 PG_URL = os.environ.get("VILLAGE_SYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

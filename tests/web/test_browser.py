@@ -14,7 +14,6 @@ check its cells. Screenshots at 360 px and 1280 px go to ``tests/artifacts/brows
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,44 +29,9 @@ from tests.e2e.conftest import VILLAGE, cli_json, device_cli
 from tests.web.qr import read_qr
 from tests.web.xlsform_files import housing_form
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO / "tests" / "artifacts" / "browser"
 TOWNSHIP = VILLAGE[:9]
 NEW_PASSWORD = "village-sync-2026"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium under Playwright (skipped locally without it, a failure in CI)."""
-    problem = None
-    if not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing (make install-browser)"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError as exc:  # pragma: no cover - playwright is a test extra
-        problem = f"playwright is not installed: {exc}"
-    if problem:
-        if _in_ci():
-            pytest.fail(problem)
-        pytest.skip(problem)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
