@@ -1,0 +1,123 @@
+"""The field app's JavaScript protocol client against the protocol's vectors, in Chromium.
+
+Every protocol conformance case (sync_protocol/vectors/conformance/, except records.json, which
+belongs to the form engine), the envelope and codec vectors and the device-engine scenarios run
+in Debian's Chromium on modules served over loopback HTTP, and must give exactly the answers the
+Python engines gave when the vectors were made. Two things a browser cannot do are pinned here
+rather than skipped silently: suite 2 (ChaCha20-Poly1305 is not in WebCrypto) must be refused
+with ``envelope_unsupported_suite``, and ``merge.run`` (the server's merge) is not in the app.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.sync_protocol.conformance import load_cases, run_cases
+from tests.web.field_static import serve_field_static
+
+PROTOCOL_FILES = ("clock.json", "framing.json", "merge.json", "messages.json")
+UNSUPPORTED_SUITE = {"error": {"code": "envelope_unsupported_suite"}}
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    with serve_field_static() as base:
+        tab = chromium.new_page()
+        tab.goto(f"{base}/")
+        yield tab
+        tab.close()
+
+
+def _in_browser(page: Any, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return page.evaluate(
+        """async (cases) => {
+            const { answer } = await import("/tests/conformance.js");
+            const out = [];
+            for (const c of cases) {
+              try { out.push(await answer(c.check, c.input)); }
+              catch (e) { out.push({ thrown: String(e && e.stack || e) }); }
+            }
+            return out;
+        }""",
+        cases,
+    )
+
+
+def _browser_expectation(case: dict[str, Any]) -> Any:
+    """What the browser must answer: the Python answer, with suite-2 envelopes refused."""
+    expect = case["expect"]
+    if case["check"] == "sealed.open":
+        expect = copy.deepcopy(expect)
+        expect["opened"] = [
+            UNSUPPORTED_SUITE if item.get("suite") == 2 else item for item in expect["opened"]
+        ]
+    return expect
+
+
+def test_protocol_conformance_cases_pass_in_chromium(page: Any) -> None:
+    cases = [c for c in load_cases() if c["file"] in PROTOCOL_FILES]
+    assert {c["check"] for c in cases} >= {
+        "message.decode",
+        "state.decode",
+        "frames.encode",
+        "frames.decode",
+        "sealed.open",
+        "stamp.parse",
+        "clock.run",
+        "clock.suspect",
+        "state.bases",
+        "state.resolution",
+    }
+    answers = _in_browser(page, cases)
+    expected = [{**c, "expect": _browser_expectation(c)} for c in cases]
+
+    def implementation(requests: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for _request, got in zip(requests, answers, strict=True):
+            yield got
+
+    outcome = run_cases(expected, implementation)
+    failures = [
+        f"{case_id}: expected {json.dumps(want, ensure_ascii=False)[:600]}\n"
+        f"  got {json.dumps(got, ensure_ascii=False)[:600]}"
+        for case_id, want, got in outcome.failed
+    ]
+    assert not failures, "\n".join(failures)
+    merge_runs = {c["id"] for c in cases if c["check"] == "merge.run"}
+    assert set(outcome.skipped) == merge_runs  # only the server's merge is left out
+    assert len(outcome.passed) == len(cases) - len(merge_runs)
+    # The suite-2 rule above is exercised, not vacuous.
+    assert any(c["expect"] != _browser_expectation(c) for c in cases)
+
+
+def test_envelope_and_codec_vectors_in_chromium(page: Any) -> None:
+    problems = page.evaluate(
+        """async () => {
+            const { envelopeMismatches, codecMismatches } = await import("/tests/envelope_vectors.js");
+            const load = async (name) => (await fetch(`/vectors/${name}`)).json();
+            return [
+              ...(await envelopeMismatches(await load("envelope.json"))),
+              ...(await codecMismatches(await load("codec.json"))),
+            ];
+        }"""
+    )
+    assert problems == []
+
+
+def test_device_engine_vectors_in_chromium(page: Any) -> None:
+    results = page.evaluate(
+        """async () => {
+            const { runScenario } = await import("/tests/device_vectors.js");
+            const doc = await (await fetch("/vectors/device_engine.json")).json();
+            const out = {};
+            for (const s of doc.scenarios) out[s.name] = await runScenario(s);
+            return out;
+        }"""
+    )
+    assert len(results) >= 7
+    problems = {name: found for name, found in results.items() if found}
+    assert problems == {}
