@@ -5,6 +5,8 @@ and the browser-side test modules (``tests/web/field_protocol/``) at ``/tests/``
 secure context, so ``crypto.subtle`` works as it does on the county server. Given an
 ``upstream`` (a county server's base URL), it forwards ``/api/…`` there byte for byte, so the
 page and the county API share one origin, as they will once the county server serves the app.
+``controls["drop_replies"] = n`` makes it deliver the next ``n`` sync requests to the county
+server and then cut the connection instead of passing the reply back: a reply lost on the way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,8 +31,17 @@ PAGE = b"<!doctype html><meta charset='utf-8'><title>field protocol tests</title
 _FORWARDED = ("Content-Type", "Accept", "Authorization")
 
 
+@dataclass
+class StaticServer:
+    """A running server: its base URL and the fault controls of its forwarding."""
+
+    url: str
+    controls: dict[str, int] = field(default_factory=lambda: {"drop_replies": 0})
+
+
 class _Handler(SimpleHTTPRequestHandler):
     upstream: str | None = None
+    controls: ClassVar[dict[str, int]] = {}
     extensions_map: ClassVar[dict[str, str]] = {
         **SimpleHTTPRequestHandler.extensions_map,
         ".js": "text/javascript",
@@ -62,6 +74,11 @@ class _Handler(SimpleHTTPRequestHandler):
                 status, headers, data = answer.status, answer.headers, answer.read()
         except urllib.error.HTTPError as error:
             status, headers, data = error.code, error.headers, error.read()
+        if self.command == "POST" and self.controls.get("drop_replies", 0) > 0:
+            # The server has committed the request; the device never hears back.
+            self.controls["drop_replies"] -= 1
+            self.close_connection = True
+            return
         self.send_response(status)
         for name in ("Content-Type", "Retry-After"):
             if headers.get(name):
@@ -90,15 +107,20 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve_field_static(upstream: str | None = None) -> Iterator[str]:
-    """Serve the mounts on 127.0.0.1 (a free port), ``/api/`` forwarded to ``upstream``;
-    yields the base URL."""
-    handler = type("Handler", (_Handler,), {"upstream": upstream.rstrip("/") if upstream else None})
+def serve_field_static(upstream: str | None = None) -> Iterator[StaticServer]:
+    """Serve the mounts on 127.0.0.1 (a free port), ``/api/`` forwarded to ``upstream``."""
+    running = StaticServer("")
+    handler = type(
+        "Handler",
+        (_Handler,),
+        {"upstream": upstream.rstrip("/") if upstream else None, "controls": running.controls},
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        running.url = f"http://127.0.0.1:{server.server_address[1]}"
+        yield running
     finally:
         server.shutdown()
         server.server_close()

@@ -26,9 +26,9 @@ UNSUPPORTED_SUITE = {"error": {"code": "envelope_unsupported_suite"}}
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
-    with serve_field_static() as base:
+    with serve_field_static() as static:
         tab = chromium.new_page()
-        tab.goto(f"{base}/")
+        tab.goto(f"{static.url}/")
         yield tab
         tab.close()
 

@@ -1,0 +1,203 @@
+// One sync exchange over fetch (the browser twin of village_client_stub/sync_client.py,
+// docs/protocol.md §6), on the sans-I/O engine of device.js.
+//
+// The transport never re-issues a POST body: fetch is called once per exchange with
+// `redirect: "error"`, and a failure of any kind is a failed exchange. The next attempt builds a
+// new request (new envelope sequences) from the outbox, where every op stays — state "sent" —
+// until a verified, signed ack removes it; the server answers an op it already holds with the
+// ack it stored, so a reply lost on the way costs a resend, never an op or a duplicate.
+import { Backoff, LinkEstimate } from "./device.js";
+import { compress, encodeFrames, openMessage, sealMessage } from "./envelope.js";
+import { ProtocolError } from "./errors.js";
+import { encodeMessage } from "./messages.js";
+import { ServerError } from "./enrol.js";
+
+export const SYNC_PATH = "/api/v1/sync";
+export const CONTENT_TYPE = "application/vnd.village-sync.exchange";
+/** What the browser announces: suite 1 only, raw and deflate-raw, no zstd dictionaries. */
+export const BROWSER_CAPABILITIES = Object.freeze({ suites: [1], compression: [0, 1], dictionary_ids: [] });
+const OPS_PER_EXCHANGE = 2000;
+const FRAME_AND_ENVELOPE = 4 + 81 + 16 + 64;
+
+/** A failed exchange that is worth retrying (network, busy server, unverifiable reply). */
+export class RetryableFailure extends ProtocolError {
+  constructor(code, message, zh, waitS = 0) {
+    super(code, message, { zh });
+    this.waitS = waitS;
+  }
+}
+
+/** The server refused this device (revoked, unknown, clock far off …): retrying will not help. */
+export class SyncRefused extends ProtocolError {}
+
+/** Cut ops into batches whose frames fit `maxWireBytes` (exchange.split_into_batches). */
+export async function splitIntoBatches(ops, maxWireBytes, { senderId, firstBatchSeq = 1, allowed = [0, 1] }) {
+  const overhead = FRAME_AND_ENVELOPE + new TextEncoder().encode(senderId).length;
+  const wireSize = async (start, stop, batchSeq) => {
+    const payload = encodeMessage({ type: "batch", batch_seq: batchSeq, ops: ops.slice(start, stop) });
+    if (payload.length + overhead <= maxWireBytes) return payload.length + overhead;
+    return (await compress(payload, allowed)).data.length + overhead;
+  };
+  const batches = [];
+  let start = 0;
+  let batchSeq = firstBatchSeq;
+  while (start < ops.length) {
+    let fits = start + 1;
+    let step = 1;
+    while (fits + step <= ops.length && (await wireSize(start, fits + step, batchSeq)) <= maxWireBytes) {
+      fits += step;
+      step *= 2;
+    }
+    let low = fits;
+    let high = Math.min(fits + step, ops.length + 1);
+    while (high - low > 1) {
+      const middle = Math.floor((low + high) / 2);
+      if ((await wireSize(start, middle, batchSeq)) <= maxWireBytes) low = middle;
+      else high = middle;
+    }
+    batches.push({ type: "batch", batch_seq: batchSeq, ops: ops.slice(start, low) });
+    start = low;
+    batchSeq += 1;
+  }
+  return batches;
+}
+
+/** POST once; never retried here. Returns {status, contentType, body: Uint8Array, headers}. */
+export async function postOnce(fetch, url, body) {
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      body,
+      headers: { "Content-Type": CONTENT_TYPE, Accept: CONTENT_TYPE },
+      credentials: "omit",
+      cache: "no-store",
+      redirect: "error",
+    });
+    return {
+      status: response.status,
+      contentType: (response.headers.get("Content-Type") || "").split(";")[0].trim(),
+      retryAfter: Number(response.headers.get("Retry-After")) || 0,
+      body: new Uint8Array(await response.arrayBuffer()),
+    };
+  } catch (error) {
+    throw new RetryableFailure("network_failed", `the exchange did not complete: ${error}`, "同步连接中断，未发送的修改都已保留");
+  }
+}
+
+/**
+ * One exchange: hello + the outbox's next batches up, acks + download pages down.
+ *
+ * `device` = {deviceId, scope, keys (generateDeviceKeys), server (serverKeysFrom)}; `engine` a
+ * DeviceEngine whose storage offers `transaction(work)`. Returns {fold, more, opsSent,
+ * bytesUp, bytesDown, backoffMs}. Throws RetryableFailure, SyncRefused or ServerError.
+ */
+export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate() }) {
+  const storage = engine.storage;
+  const pending = await engine.pendingOps(OPS_PER_EXCHANGE);
+  const firstSequence = await engine.nextEnvelopeSequence();
+  let batches = await splitIntoBatches(pending, link.batchBytes, { senderId: device.deviceId, firstBatchSeq: firstSequence + 1 });
+  const count = Math.max(1, Math.min(8, Math.floor(link.requestBytes / link.batchBytes)));
+  batches = batches.slice(0, count);
+  const counters = await storage.counters();
+  const hello = {
+    type: "hello", device_id: device.deviceId, cursors: await engine.helloCursors(device.scope),
+    high_water_mark: counters.ackedThrough, clock: await engine.helloClock({ nowMs: nowMs() }),
+    capabilities: { ...BROWSER_CAPABILITIES },
+  };
+  const seal = (message, sequence) => sealMessage(message, {
+    recipientPublicRaw: device.server.encryptionPublic, senderId: device.deviceId,
+    signingKey: device.keys.signing.privateKey, sequence,
+  });
+  const envelopes = [await seal(hello, firstSequence)];
+  for (const [i, batch] of batches.entries()) envelopes.push(await seal(batch, firstSequence + 1 + i));
+  const body = encodeFrames(envelopes);
+  const sent = new Map(batches.map((b) => [b.batch_seq, b.ops.map((op) => op.seq)]));
+  // The sequences are stored before the request leaves: a reload right after sending can never
+  // reuse one (the server would refuse the request as a replay).
+  await storage.transaction(async () => {
+    await engine.reserveEnvelopeSequences(firstSequence + envelopes.length);
+    await engine.markSent([...sent.values()].flat(), { nowMs: nowMs() });
+  });
+  const started = performance.now();
+  const response = await postOnce(fetch, `${baseUrl}${SYNC_PATH}`, body);
+  if (response.contentType !== CONTENT_TYPE) {
+    let error = null;
+    try {
+      error = JSON.parse(new TextDecoder().decode(response.body));
+    } catch {
+      error = null;
+    }
+    const failure = new ServerError(response.status, error);
+    if (failure.code === "envelope_replayed") {
+      await storage.transaction(() => engine.skipEnvelopeSequences());
+      throw new RetryableFailure("envelope_replayed", "the server had already seen this envelope sequence", "信封序号已被使用，已跳过");
+    }
+    if (response.status === 429 || response.status >= 500) {
+      throw new RetryableFailure("server_busy", `the server is busy (HTTP ${response.status})`, `服务器繁忙（HTTP ${response.status}）`, response.retryAfter);
+    }
+    if (response.status === 413) {
+      link.failed();
+      throw new RetryableFailure("request_too_large", "the request was too large", "请求过大，已减小批次");
+    }
+    throw failure;
+  }
+  let reply;
+  try {
+    ({ message: reply } = await openMessage(response.body, {
+      expected: "reply",
+      recipientPrivateKey: device.keys.encryption.privateKey,
+      recipientPublicRaw: device.keys.encryption.publicRaw,
+      senderVerifyKey: () => device.server.signingKey,
+      // The reply carries the hello's sequence: an old reply played back is refused.
+      isReplay: (_sender, sequence) => sequence !== firstSequence,
+    }));
+  } catch (error) {
+    // A reply that does not verify is no reply: nothing in it may be trusted.
+    throw new RetryableFailure("reply_unverified", `the reply did not verify (${error.code || error})`, `服务器应答校验失败（${error.code || error}）`);
+  }
+  await storage.transaction(() => engine.observeServerTime(reply.server_time_ms, { nowMs: nowMs() }));
+  if (reply.refusal) {
+    const { code, message, message_zh: zh } = reply.refusal;
+    if (code === "busy") throw new RetryableFailure("busy", message, zh, reply.backoff_ms / 1000);
+    const refused = new SyncRefused(code, message, { zh });
+    refused.backoffMs = reply.backoff_ms;
+    throw refused;
+  }
+  const fold = await storage.transaction(() => engine.foldReply(reply, sent, { nowMs: nowMs() }));
+  link.observe(body.length, response.body.length, (performance.now() - started) / 1000, { uploaded: sent.size > 0 });
+  if (sent.size && !reply.acks.length) {
+    throw new RetryableFailure("nothing_committed", "the server committed none of the batches", "服务器未接收任何批次");
+  }
+  return { fold, reply, more: fold.more, opsSent: [...sent.values()].flat(), bytesUp: body.length, bytesDown: response.body.length, backoffMs: reply.backoff_ms };
+}
+
+/**
+ * Exchange until the outbox is delivered and every page applied, backing off with jitter after
+ * a failed exchange. Nothing is discarded when it gives up (after `maxFailures` in a row): the
+ * outbox keeps every op for the next call. Returns {exchanges, failures, opsAcked, lastError}.
+ */
+export async function syncUntilDone({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate() }) {
+  const report = { exchanges: 0, failures: 0, opsAcked: 0, lastError: null, done: false };
+  let more = true;
+  while (more || (await engine.pendingOps(1)).length) {
+    report.exchanges += 1;
+    try {
+      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link });
+      report.opsAcked += result.fold.opsAcked;
+      more = result.more;
+      backoff.reset();
+      if (result.backoffMs && (more || (await engine.pendingOps(1)).length)) await sleep(result.backoffMs / 1000);
+    } catch (error) {
+      if (!(error instanceof RetryableFailure)) throw error;
+      report.failures += 1;
+      report.lastError = error;
+      link.failed();
+      if (backoff.failures + 1 >= maxFailures) return report;
+      await sleep(Math.max(backoff.nextDelay(), error.waitS));
+    }
+  }
+  report.done = true;
+  return report;
+}
+
