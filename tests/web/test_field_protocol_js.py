@@ -3,9 +3,9 @@
 Every protocol conformance case (sync_protocol/vectors/conformance/, except records.json, which
 belongs to the form engine), the envelope and codec vectors and the device-engine scenarios run
 in Debian's Chromium on modules served over loopback HTTP, and must give exactly the answers the
-Python engines gave when the vectors were made. Two things a browser cannot do are pinned here
-rather than skipped silently: suite 2 (ChaCha20-Poly1305 is not in WebCrypto) must be refused
-with ``envelope_unsupported_suite``, and ``merge.run`` (the server's merge) is not in the app.
+Python engines gave when the vectors were made. The one thing a browser cannot do is pinned
+rather than skipped: suite 2 (ChaCha20-Poly1305 is not in WebCrypto) must be refused with
+``envelope_unsupported_suite``.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def test_protocol_conformance_cases_pass_in_chromium(page: Any) -> None:
         "clock.suspect",
         "state.bases",
         "state.resolution",
+        "merge.run",
     }
     answers = _in_browser(page, cases)
     expected = [{**c, "expect": _browser_expectation(c)} for c in cases]
@@ -87,9 +88,8 @@ def test_protocol_conformance_cases_pass_in_chromium(page: Any) -> None:
         for case_id, want, got in outcome.failed
     ]
     assert not failures, "\n".join(failures)
-    merge_runs = {c["id"] for c in cases if c["check"] == "merge.run"}
-    assert set(outcome.skipped) == merge_runs  # only the server's merge is left out
-    assert len(outcome.passed) == len(cases) - len(merge_runs)
+    assert outcome.skipped == []
+    assert len(outcome.passed) == len(cases)
     # The suite-2 rule above is exercised, not vacuous.
     assert any(c["expect"] != _browser_expectation(c) for c in cases)
 

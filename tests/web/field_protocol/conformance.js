@@ -4,7 +4,8 @@
 import { HybridClock, Stamp, isSuspect } from "/field/static/protocol/clock.js";
 import { decodeMessage, encodeMessage } from "/field/static/protocol/messages.js";
 import { decodeFrames, encodeFrames, fromHex, hex, importEd25519Public, importX25519Private, openMessage } from "/field/static/protocol/envelope.js";
-import { RecordState, deviceView, resolution } from "/field/static/protocol/merge.js";
+import { RecordState, deviceView, merge, resolution } from "/field/static/protocol/merge.js";
+import { compareText, opFromDict } from "/field/static/protocol/codec.js";
 
 const text = (bytes) => new TextDecoder().decode(bytes);
 const error = (e) => {
@@ -54,8 +55,24 @@ const CHECKS = {
     return { stamps };
   },
   "clock.suspect": (input) => ({ suspect: isSuspect(input.stamp, input.server_ms, input.max_drift_ms) }),
-  // The field merge runs on the server only; a device reads merged states (state.*).
-  "merge.run": () => ({ unsupported: true }),
+  "merge.run"(input) {
+    const policy = (path) => input.policies[path] ?? input.policies["*"] ?? "lww";
+    let state = input.state ? RecordState.fromDict(input.state) : null;
+    const results = input.steps.map((step) => {
+      try {
+        const result = merge(state, opFromDict(step.op), policy, { referenceMs: step.server_ms });
+        state = result.state;
+        return {
+          status: result.status, changed: result.changed, suspect: result.suspect,
+          field_outcomes: Object.fromEntries(Object.keys(result.field_outcomes).sort(compareText).map((p) => [p, result.field_outcomes[p]])),
+          conflicts: result.conflicts, closed_conflict_ids: result.closed_conflict_ids,
+        };
+      } catch (e) {
+        return error(e);
+      }
+    });
+    return { results, state: state.toDict(), device_view: deviceView(state) };
+  },
   "state.decode"(input) {
     try {
       const state = RecordState.fromDict(input.state);

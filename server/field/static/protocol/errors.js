@@ -8,6 +8,3 @@ export class ProtocolError extends Error {
   }
 }
 
-export const fail = (code, message, options) => {
-  throw new ProtocolError(code, message, options);
-};

@@ -1,7 +1,8 @@
-// What a device needs of sync_protocol/merge.py: read a server record state strictly, its
-// derived views (fields, conflicts, deleted), device_view, the bases of the next op and the
-// ops of a resolution. The merge itself runs on the server only.
-import { Stamp } from "./clock.js";
+// sync_protocol/merge.py for the device: read a server record state strictly, its derived
+// views (fields, conflicts, deleted), device_view, the bases of the next op, the ops of a
+// resolution, and the field merge itself (a device that asks for lean acks merges its own
+// applied op locally; protocol-merge.md states the rules).
+import { Stamp, isSuspect, DEFAULT_MAX_DRIFT_MS } from "./clock.js";
 import { canonicalJson, compareText, isTombstone, tombstone } from "./codec.js";
 import { ProtocolError } from "./errors.js";
 
@@ -414,4 +415,108 @@ export function resolution(state, conflictId, chosen) {
   const changes = { [conflict.path]: isTombstone(value) ? tombstone() : value };
   if (conflict.kind === "field" || !isTombstone(value)) return { changes, base: state.headsFor([conflict.path]) };
   return { changes, base: state.deleteBase(conflict.path) };
+}
+
+// --- the merge (merge.merge) -------------------------------------------------------------------
+
+const baseStamps = (entry) => (entry == null ? [] : typeof entry === "string" ? [entry] : [...entry]);
+const opPaths = (op) => (op.kind === "delete" ? [""] : Object.keys(op.changes));
+
+function opWrites(op, suspect) {
+  return opPaths(op).map((path) => {
+    const value = op.kind === "delete" ? tombstone() : op.changes[path];
+    let seen = null;
+    if (isTombstone(value)) {
+      seen = {};
+      for (const [p, entry] of Object.entries(op.base)) if (inScope(path, p) && entry !== null) seen[p] = baseStamps(entry);
+      if (!Object.keys(seen).length) seen = null;
+    }
+    return {
+      path, stamp: op.hlc, value: isTombstone(value) ? tombstone() : value, device: op.device_id, seq: op.seq,
+      replaces: baseStamps(op.base[path]), suspect, seen, conflict_id: op.conflict_id ?? null,
+    };
+  });
+}
+
+function copyWith(state, newWrites, op) {
+  const writes = new Map(state.writes);
+  for (const w of newWrites) {
+    const pathWrites = new Map(writes.get(w.path) || []);
+    pathWrites.set(w.stamp, w);
+    writes.set(w.path, pathWrites);
+  }
+  let { household, round, envelope_stamp: envelopeStamp } = state;
+  if (op.household !== null && (envelopeStamp === null || op.hlc < envelopeStamp)) {
+    [household, round, envelopeStamp] = [{ ...op.household }, op.round, op.hlc];
+  }
+  return new RecordState({
+    record_id: state.record_id, form_id: state.form_id, form_version: Math.max(state.form_version, op.form_version),
+    household, round, revision: state.revision, envelope_stamp: envelopeStamp, writes, policies: { ...state.policies },
+  });
+}
+
+/**
+ * Merge `op` (a validated op dict) into `state` (null for a new record); returns
+ * {state, changed, status, field_outcomes, conflicts, suspect, closed_conflict_ids}.
+ * `policy(path)` gives "lww" or "review". Throws op_record_mismatch, stamp_reused or
+ * merge_policy_invalid.
+ */
+export function merge(state, op, policy, { referenceMs, maxDriftMs = DEFAULT_MAX_DRIFT_MS }) {
+  const suspect = isSuspect(op.hlc, referenceMs, maxDriftMs);
+  if (state === null) {
+    state = new RecordState({ record_id: op.record_id, form_id: op.form_id, form_version: op.form_version, household: null, round: null, revision: 0, envelope_stamp: null, writes: new Map(), policies: {} });
+  } else if (op.record_id !== state.record_id || op.form_id !== state.form_id) {
+    throw new ProtocolError("op_record_mismatch", `op ${op.device_id}#${op.seq} is for ${op.form_id}/${op.record_id}, not ${state.form_id}/${state.record_id}`);
+  }
+  const ops = new Map();
+  for (const m of state.writes.values()) for (const w of m.values()) ops.set(w.stamp, [w.device, w.seq]);
+  if ([...ops.values()].some(([d, q]) => d === op.device_id && q === op.seq)) {
+    return {
+      state, changed: false, status: "duplicate", field_outcomes: Object.fromEntries(opPaths(op).map((p) => [p, "duplicate"])),
+      conflicts: state.conflicts.filter((c) => c.stamps.includes(op.hlc)), suspect, closed_conflict_ids: [],
+    };
+  }
+  if (ops.has(op.hlc)) {
+    const [d, q] = ops.get(op.hlc);
+    throw new ProtocolError("stamp_reused", `op ${op.device_id}#${op.seq} reuses stamp ${op.hlc} of op ${d}#${q}`);
+  }
+  const newWrites = opWrites(op, suspect);
+  const before = state.conflictsById();
+  const previous = new Map(newWrites.map((w) => [w.path, state.field(w.path)]));
+  const merged = copyWith(state, newWrites, op);
+  for (const w of newWrites) {
+    const hs = merged.heads(w.path);
+    const needsPolicy = hs.length >= 2 && !hs.some((h) => isTombstone(h.value)) && new Set(hs.map((h) => sameValueText(h.value))).size > 1;
+    if (needsPolicy) {
+      const chosen = policy(w.path);
+      if (chosen !== "lww" && chosen !== "review") throw new ProtocolError("merge_policy_invalid", `policy for '${w.path}' is ${chosen}`);
+      merged.policies[w.path] = chosen;
+    } else delete merged.policies[w.path];
+  }
+  merged.views.clear();
+  const after = merged.conflictsById();
+  const inConflict = new Set([...after.values()].flatMap((c) => c.candidates.map((k) => `${k.path}\u0000${k.stamp}`)));
+  const outcomes = {};
+  for (const w of newWrites) {
+    const v = merged.field(w.path);
+    const prior = previous.get(w.path);
+    let outcome;
+    if (!v || !v.heads.includes(w.stamp)) outcome = "superseded";
+    else if (inConflict.has(`${w.path}\u0000${w.stamp}`)) outcome = "conflict";
+    else if (v.heads.length === 1) outcome = prior && sameValueText(prior.value) === sameValueText(w.value) ? "unchanged" : "applied";
+    else if (v.status === "same") outcome = "unchanged";
+    else if (v.status === "lww") outcome = v.stamp === w.stamp ? "won" : "lost";
+    else outcome = "conflict";
+    outcomes[w.path] = outcome;
+  }
+  const values = new Set(Object.values(outcomes));
+  let status;
+  if (values.has("conflict")) status = "conflict";
+  else if ([...values].every((x) => x === "applied" || x === "unchanged")) status = "applied";
+  else status = "merged";
+  const conflicts = [...after.keys()].sort(byText).map((id) => after.get(id)).filter((c) => !before.has(c.conflict_id) || c.stamps.includes(op.hlc));
+  return {
+    state: merged, changed: true, status, field_outcomes: outcomes, conflicts, suspect,
+    closed_conflict_ids: [...before.keys()].filter((id) => !after.has(id)).sort(byText),
+  };
 }
