@@ -121,3 +121,55 @@ def test_device_engine_vectors_in_chromium(page: Any) -> None:
     assert len(results) >= 7
     problems = {name: found for name, found in results.items() if found}
     assert problems == {}
+
+
+def test_batches_fit_the_wire_budget_and_backoff_keeps_its_bounds(page: Any) -> None:
+    found = page.evaluate(
+        """async () => {
+            const { splitIntoBatches, BatchPlanner } = await import("/field/static/protocol/client.js");
+            const { Backoff, LinkEstimate } = await import("/field/static/protocol/device.js");
+            const { sealMessage, encodeFrames } = await import("/field/static/protocol/envelope.js");
+            const { canonicalJson } = await import("/field/static/protocol/codec.js");
+            const doc = await (await fetch("/vectors/codec.json")).json();
+            const template = doc.vectors[0].ops[0];
+            // Random notes, so that compression cannot fold the ops into one small batch.
+            const noise = () => Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0")).join("");
+            const ops = Array.from({ length: 120 }, (_, i) => ({
+              ...template, seq: i + 1, record_id: `r-${i}`, changes: { ...template.changes, note: noise() },
+            }));
+            const keys = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+            const server = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+            const serverRaw = new Uint8Array(await crypto.subtle.exportKey("raw", server.publicKey));
+            const limit = 2048;
+            const batches = await splitIntoBatches(ops, limit, { senderId: template.device_id, firstBatchSeq: 5 });
+            const sizes = [];
+            for (const b of batches) {
+              const envelope = await sealMessage(b, { recipientPublicRaw: serverRaw, senderId: template.device_id, signingKey: keys.privateKey, sequence: b.batch_seq });
+              sizes.push(encodeFrames([envelope]).length);
+            }
+            const planner = new BatchPlanner();
+            const link = new LinkEstimate({ initialBytes: 4096 });
+            const planned = await planner.plan(ops, link, { senderId: template.device_id });
+            let draws = 0;
+            const backoff = new Backoff({ random: () => [0, 0.999][draws++ % 2] });
+            const delays = Array.from({ length: 12 }, () => backoff.nextDelay());
+            link.failed();
+            return {
+              sizes, limit, seqs: batches.map((b) => b.batch_seq),
+              sameOps: canonicalJson(batches.flatMap((b) => b.ops)) === canonicalJson(ops),
+              plannedOps: planned.flatMap((b) => b.ops.map((o) => o.seq)), plannedBatches: planned.length,
+              delays, budgetAfterDrop: link.requestBytes,
+            };
+        }"""
+    )
+    assert found["sameOps"] and len(found["sizes"]) > 1
+    assert max(found["sizes"]) <= found["limit"]
+    assert found["seqs"] == list(range(5, 5 + len(found["sizes"])))
+    # The planner sends a prefix of the outbox within its budget (4 KiB: one batch, not all).
+    assert found["plannedBatches"] == 1
+    assert 0 < len(found["plannedOps"]) < 120
+    assert found["plannedOps"] == list(range(1, len(found["plannedOps"]) + 1))
+    for n, delay in enumerate(found["delays"], start=1):
+        step = min(300.0, 2.0 ** (n - 1))
+        assert step / 2 <= delay <= step
+    assert found["budgetAfterDrop"] == 2048

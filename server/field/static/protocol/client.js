@@ -6,7 +6,7 @@
 // new request (new envelope sequences) from the outbox, where every op stays — state "sent" —
 // until a verified, signed ack removes it; the server answers an op it already holds with the
 // ack it stored, so a reply lost on the way costs a resend, never an op or a duplicate.
-import { Backoff, LinkEstimate } from "./device.js";
+import { Backoff, LinkEstimate, MAX_BATCHES_PER_REQUEST } from "./device.js";
 import { compress, encodeFrames, openMessage, sealMessage } from "./envelope.js";
 import { ProtocolError } from "./errors.js";
 import { encodeMessage } from "./messages.js";
@@ -62,6 +62,34 @@ export async function splitIntoBatches(ops, maxWireBytes, { senderId, firstBatch
   return batches;
 }
 
+/**
+ * Cuts the next request's batches from the outbox, learning how big ops are on the wire
+ * (pacing.BatchPlanner): only as many ops are measured as the batches can hold.
+ */
+export class BatchPlanner {
+  constructor(wireBytesPerOp = 80) {
+    this.wireBytesPerOp = wireBytesPerOp;
+  }
+
+  async plan(pending, link, { senderId, firstBatchSeq = 1, allowed = [0, 1] }) {
+    if (!pending.length) return [];
+    const batchBytes = link.batchBytes;
+    const count = Math.max(1, Math.min(MAX_BATCHES_PER_REQUEST, Math.floor(link.requestBytes / batchBytes)));
+    const room = Math.trunc(((count * batchBytes) / this.wireBytesPerOp) * 1.25) + 8;
+    const window = pending.slice(0, Math.max(16, room));
+    const batches = (await splitIntoBatches(window, batchBytes, { senderId, firstBatchSeq, allowed })).slice(0, count);
+    const used = batches.reduce((n, b) => n + b.ops.length, 0);
+    if (used === window.length && pending.length > window.length) {
+      // The window ran dry before the batches were full: ops are smaller than thought.
+      this.wireBytesPerOp = Math.max(20, this.wireBytesPerOp * 0.7);
+    } else if (used < window.length) {
+      // Every chosen batch was cut by size: about batchBytes each.
+      this.wireBytesPerOp = Math.max(20, (batches.length * batchBytes) / used);
+    }
+    return batches;
+  }
+}
+
 /** POST once; never retried here. Returns {status, contentType, body: Uint8Array, headers}. */
 export async function postOnce(fetch, url, body) {
   let response;
@@ -89,16 +117,16 @@ export async function postOnce(fetch, url, body) {
  * One exchange: hello + the outbox's next batches up, acks + download pages down.
  *
  * `device` = {deviceId, scope, keys (generateDeviceKeys), server (serverKeysFrom)}; `engine` a
- * DeviceEngine whose storage offers `transaction(work)`. Returns {fold, more, opsSent,
+ * DeviceEngine whose storage offers `transaction(work)`; `link` and `planner` carry what was
+ * learnt about the link from one exchange to the next. Returns {fold, more, opsSent,
  * bytesUp, bytesDown, backoffMs}. Throws RetryableFailure, SyncRefused or ServerError.
  */
-export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate() }) {
+export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner() }) {
   const storage = engine.storage;
   const pending = await engine.pendingOps(OPS_PER_EXCHANGE);
   const firstSequence = await engine.nextEnvelopeSequence();
-  let batches = await splitIntoBatches(pending, link.batchBytes, { senderId: device.deviceId, firstBatchSeq: firstSequence + 1 });
-  const count = Math.max(1, Math.min(8, Math.floor(link.requestBytes / link.batchBytes)));
-  batches = batches.slice(0, count);
+  // Batch seq = the batch's own envelope sequence: unique, increasing, names its request.
+  const batches = await planner.plan(pending, link, { senderId: device.deviceId, firstBatchSeq: firstSequence + 1 });
   const counters = await storage.counters();
   const hello = {
     type: "hello", device_id: device.deviceId, cursors: await engine.helloCursors(device.scope),
@@ -177,13 +205,13 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
  * a failed exchange. Nothing is discarded when it gives up (after `maxFailures` in a row): the
  * outbox keeps every op for the next call. Returns {exchanges, failures, opsAcked, lastError}.
  */
-export async function syncUntilDone({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate() }) {
+export async function syncUntilDone({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner() }) {
   const report = { exchanges: 0, failures: 0, opsAcked: 0, lastError: null, done: false };
   let more = true;
   while (more || (await engine.pendingOps(1)).length) {
     report.exchanges += 1;
     try {
-      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link });
+      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link, planner });
       report.opsAcked += result.fold.opsAcked;
       more = result.more;
       backoff.reset();
