@@ -6,17 +6,19 @@
 // new request (new envelope sequences) from the outbox, where every op stays — state "sent" —
 // until a verified, signed ack removes it; the server answers an op it already holds with the
 // ack it stored, so a reply lost on the way costs a resend, never an op or a duplicate.
-import { Backoff, LinkEstimate, MAX_BATCHES_PER_REQUEST } from "./device.js";
-import { compress, encodeFrames, openMessage, sealMessage } from "./envelope.js";
+import { Backoff, FORMS_STREAM, LinkEstimate, MANIFEST_SCOPE, MAX_BATCHES_PER_REQUEST } from "./device.js";
+import { b64encode, compress, encodeFrames, hex, keyId, openMessage, sealMessage } from "./envelope.js";
 import { ProtocolError } from "./errors.js";
 import { encodeMessage } from "./messages.js";
-import { ServerError } from "./enrol.js";
+import { ServerError, serverKeysFrom } from "./enrol.js";
 
 export const SYNC_PATH = "/api/v1/sync";
 export const CONTENT_TYPE = "application/vnd.village-sync.exchange";
 /** What the browser announces: suite 1 only, raw and deflate-raw, no zstd dictionaries. */
 export const BROWSER_CAPABILITIES = Object.freeze({ suites: [1], compression: [0, 1], dictionary_ids: [] });
 const OPS_PER_EXCHANGE = 2000;
+/** The configuration entry of the manifest that announces the server's current keys. */
+export const SERVER_KEYS_ENTRY = "server_keys";
 const FRAME_AND_ENVELOPE = 4 + 81 + 16 + 64;
 
 /** A failed exchange that is worth retrying (network, busy server, unverifiable reply). */
@@ -114,19 +116,14 @@ export async function postOnce(fetch, url, body) {
 }
 
 /**
- * One exchange: hello + the outbox's next batches up, acks + download pages down.
- *
- * `device` = {deviceId, scope, keys (generateDeviceKeys), server (serverKeysFrom)}; `engine` a
- * DeviceEngine whose storage offers `transaction(work)`; `link` and `planner` carry what was
- * learnt about the link from one exchange to the next. Returns {fold, more, opsSent,
- * bytesUp, bytesDown, backoffMs}. Throws RetryableFailure, SyncRefused or ServerError.
+ * Seal the hello and `batches` (messages.batch dicts) into one request body; the hello takes
+ * the device's next envelope sequence, batch k the k-th after it. Stores the next sequence and
+ * marks the ops sent before returning, so the request may leave. Returns {body, helloSequence,
+ * sent: Map(batch_seq → op seqs)}.
  */
-export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner() }) {
+export async function buildRequest({ engine, device, batches, nowMs = () => Date.now() }) {
   const storage = engine.storage;
-  const pending = await engine.pendingOps(OPS_PER_EXCHANGE);
   const firstSequence = await engine.nextEnvelopeSequence();
-  // Batch seq = the batch's own envelope sequence: unique, increasing, names its request.
-  const batches = await planner.plan(pending, link, { senderId: device.deviceId, firstBatchSeq: firstSequence + 1 });
   const counters = await storage.counters();
   const hello = {
     type: "hello", device_id: device.deviceId, cursors: await engine.helloCursors(device.scope),
@@ -139,7 +136,6 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
   });
   const envelopes = [await seal(hello, firstSequence)];
   for (const [i, batch] of batches.entries()) envelopes.push(await seal(batch, firstSequence + 1 + i));
-  const body = encodeFrames(envelopes);
   const sent = new Map(batches.map((b) => [b.batch_seq, b.ops.map((op) => op.seq)]));
   // The sequences are stored before the request leaves: a reload right after sending can never
   // reuse one (the server would refuse the request as a replay).
@@ -147,8 +143,15 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
     await engine.reserveEnvelopeSequences(firstSequence + envelopes.length);
     await engine.markSent([...sent.values()].flat(), { nowMs: nowMs() });
   });
-  const started = performance.now();
-  const response = await postOnce(fetch, `${baseUrl}${SYNC_PATH}`, body);
+  return { body: encodeFrames(envelopes), helloSequence: firstSequence, sent };
+}
+
+/**
+ * The verified reply to the request whose hello had `helloSequence`, from a postOnce response;
+ * a refusal is returned as part of the reply. Throws ServerError for an HTTP error the retry
+ * cannot fix, RetryableFailure otherwise (a replayed sequence skips the counter ahead).
+ */
+export async function openReply({ engine, device, response, helloSequence, link = null }) {
   if (response.contentType !== CONTENT_TYPE) {
     let error = null;
     try {
@@ -158,32 +161,54 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
     }
     const failure = new ServerError(response.status, error);
     if (failure.code === "envelope_replayed") {
-      await storage.transaction(() => engine.skipEnvelopeSequences());
-      throw new RetryableFailure("envelope_replayed", "the server had already seen this envelope sequence", "信封序号已被使用，已跳过");
+      await engine.storage.transaction(() => engine.skipEnvelopeSequences());
+      const retry = new RetryableFailure("envelope_replayed", "the server had already seen this envelope sequence", "信封序号已被使用，已跳过");
+      retry.status = response.status;
+      throw retry;
     }
     if (response.status === 429 || response.status >= 500) {
       throw new RetryableFailure("server_busy", `the server is busy (HTTP ${response.status})`, `服务器繁忙（HTTP ${response.status}）`, response.retryAfter);
     }
     if (response.status === 413) {
-      link.failed();
+      link?.failed();
       throw new RetryableFailure("request_too_large", "the request was too large", "请求过大，已减小批次");
     }
     throw failure;
   }
-  let reply;
   try {
-    ({ message: reply } = await openMessage(response.body, {
+    const { message } = await openMessage(response.body, {
       expected: "reply",
       recipientPrivateKey: device.keys.encryption.privateKey,
       recipientPublicRaw: device.keys.encryption.publicRaw,
       senderVerifyKey: () => device.server.signingKey,
       // The reply carries the hello's sequence: an old reply played back is refused.
-      isReplay: (_sender, sequence) => sequence !== firstSequence,
-    }));
+      isReplay: (_sender, sequence) => sequence !== helloSequence,
+    });
+    return message;
   } catch (error) {
     // A reply that does not verify is no reply: nothing in it may be trusted.
     throw new RetryableFailure("reply_unverified", `the reply did not verify (${error.code || error})`, `服务器应答校验失败（${error.code || error}）`);
   }
+}
+
+/** The `server_keys` entry of a reply's manifest page, or null. */
+export function announcedServerKeys(reply) {
+  for (const page of reply.downloads) {
+    if (page.scope !== MANIFEST_SCOPE) continue;
+    const entry = page.config.find((c) => c.key === SERVER_KEYS_ENTRY);
+    if (entry) return entry;
+  }
+  return null;
+}
+
+/**
+ * Apply a verified reply: fold the server time, stop on a refusal (SyncRefused, or
+ * RetryableFailure for `busy`), then in one storage transaction fold acks, states and record
+ * pages, hand each manifest page to `onManifest(page)` (the edge stores forms and
+ * configuration) and advance its cursor. Returns the engine's fold.
+ */
+export async function applyReply({ engine, reply, sent, nowMs = () => Date.now(), onManifest = async () => {} }) {
+  const storage = engine.storage;
   await storage.transaction(() => engine.observeServerTime(reply.server_time_ms, { nowMs: nowMs() }));
   if (reply.refusal) {
     const { code, message, message_zh: zh } = reply.refusal;
@@ -192,12 +217,64 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
     refused.backoffMs = reply.backoff_ms;
     throw refused;
   }
-  const fold = await storage.transaction(() => engine.foldReply(reply, sent, { nowMs: nowMs() }));
+  return storage.transaction(async () => {
+    const fold = await engine.foldReply(reply, sent, { nowMs: nowMs() });
+    for (const page of fold.manifestPages) {
+      await onManifest(page);
+      await engine.advanceCursor(MANIFEST_SCOPE, FORMS_STREAM, page.next_cursor);
+    }
+    return fold;
+  });
+}
+
+/**
+ * Take the server keys a verified reply announces (after a rotation); returns the new key id,
+ * or null when they are the keys held or the entry is malformed (the old keys keep working).
+ * `device.server` is replaced; `onServerKeys(server)` lets the edge store them.
+ */
+export async function adoptServerKeys(device, entry, onServerKeys = async () => {}) {
+  if (!entry || entry.encryption_public === b64encode(device.server.encryptionPublic)) return null;
+  let server;
+  try {
+    server = await serverKeysFrom(entry);
+  } catch {
+    return null;
+  }
+  if (entry.encryption_key_id && entry.encryption_key_id !== hex(await keyId(server.encryptionPublic))) return null;
+  device.server = server;
+  await onServerKeys(server);
+  return server.encryptionKeyId;
+}
+
+/**
+ * One exchange: hello + the outbox's next batches up, acks + download pages down.
+ *
+ * `device` = {deviceId, scope, keys (generateDeviceKeys), server (serverKeysFrom)}; `engine` a
+ * DeviceEngine whose storage offers `transaction(work)`; `link` and `planner` carry what was
+ * learnt about the link from one exchange to the next; `onManifest(page)` stores forms and
+ * configuration, `onServerKeys(server)` the keys of a rotation. Returns {fold, reply, more,
+ * opsSent, serverKeysAdopted, bytesUp, bytesDown, backoffMs}. Throws RetryableFailure,
+ * SyncRefused or ServerError.
+ */
+export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+  const pending = await engine.pendingOps(OPS_PER_EXCHANGE);
+  const first = await engine.nextEnvelopeSequence();
+  // Batch seq = the batch's own envelope sequence: unique, increasing, names its request.
+  const batches = await planner.plan(pending, link, { senderId: device.deviceId, firstBatchSeq: first + 1 });
+  const { body, helloSequence, sent } = await buildRequest({ engine, device, batches, nowMs });
+  const started = performance.now();
+  const response = await postOnce(fetch, `${baseUrl}${SYNC_PATH}`, body);
+  const reply = await openReply({ engine, device, response, helloSequence, link });
+  const fold = await applyReply({ engine, reply, sent, nowMs, onManifest });
+  const serverKeysAdopted = await adoptServerKeys(device, announcedServerKeys(reply), onServerKeys);
   link.observe(body.length, response.body.length, (performance.now() - started) / 1000, { uploaded: sent.size > 0 });
   if (sent.size && !reply.acks.length) {
     throw new RetryableFailure("nothing_committed", "the server committed none of the batches", "服务器未接收任何批次");
   }
-  return { fold, reply, more: fold.more, opsSent: [...sent.values()].flat(), bytesUp: body.length, bytesDown: response.body.length, backoffMs: reply.backoff_ms };
+  return {
+    fold, reply, more: fold.more, opsSent: [...sent.values()].flat(), serverKeysAdopted,
+    bytesUp: body.length, bytesDown: response.body.length, backoffMs: reply.backoff_ms,
+  };
 }
 
 /**
@@ -205,13 +282,13 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
  * a failed exchange. Nothing is discarded when it gives up (after `maxFailures` in a row): the
  * outbox keeps every op for the next call. Returns {exchanges, failures, opsAcked, lastError}.
  */
-export async function syncUntilDone({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner() }) {
+export async function syncUntilDone({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
   const report = { exchanges: 0, failures: 0, opsAcked: 0, lastError: null, done: false };
   let more = true;
   while (more || (await engine.pendingOps(1)).length) {
     report.exchanges += 1;
     try {
-      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link, planner });
+      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link, planner, onManifest, onServerKeys });
       report.opsAcked += result.fold.opsAcked;
       more = result.more;
       backoff.reset();
