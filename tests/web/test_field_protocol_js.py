@@ -94,7 +94,7 @@ def test_protocol_conformance_cases_pass_in_chromium(page: Any) -> None:
     assert any(c["expect"] != _browser_expectation(c) for c in cases)
 
 
-def test_envelope_and_codec_vectors_in_chromium(page: Any) -> None:
+def test_envelope_codec_and_device_engine_vectors_and_pacing_in_chromium(page: Any) -> None:
     problems = page.evaluate(
         """async () => {
             const { envelopeMismatches, codecMismatches } = await import("/tests/envelope_vectors.js");
@@ -107,8 +107,6 @@ def test_envelope_and_codec_vectors_in_chromium(page: Any) -> None:
     )
     assert problems == []
 
-
-def test_device_engine_vectors_in_chromium(page: Any) -> None:
     results = page.evaluate(
         """async () => {
             const { runScenario } = await import("/tests/device_vectors.js");
@@ -119,11 +117,10 @@ def test_device_engine_vectors_in_chromium(page: Any) -> None:
         }"""
     )
     assert len(results) >= 7
-    problems = {name: found for name, found in results.items() if found}
-    assert problems == {}
+    scenario_problems = {name: found for name, found in results.items() if found}
+    assert scenario_problems == {}
 
-
-def test_batches_fit_the_wire_budget_and_backoff_keeps_its_bounds(page: Any) -> None:
+    # Pacing: batches cut to the wire budget, the planner, the backoff schedule.
     found = page.evaluate(
         """async () => {
             const { splitIntoBatches, BatchPlanner } = await import("/field/static/protocol/client.js");
