@@ -107,6 +107,22 @@ def test_envelope_codec_and_device_engine_vectors_and_pacing_in_chromium(page: A
     )
     assert problems == []
 
+    # Like sync_protocol.codec.parse_json, an object with a repeated key is refused (JSON.parse
+    # alone would keep the last one), also when the key is spelt with an escape.
+    refused = page.evaluate(
+        """async () => {
+            const { decodeMessage } = await import("/field/static/protocol/messages.js");
+            const texts = ['{"type":"hello","type":"reply"}', '{"type":"hello","\\\\u0074ype":"x"}',
+                           '{"type":"hello","device_id":"a:\\\\"b","cursors":{}}'];
+            return texts.map((t) => {
+              try { decodeMessage(new TextEncoder().encode(t)); return null; }
+              catch (e) { return [e.code, e.where]; }
+            });
+        }"""
+    )
+    assert refused == [["message_invalid", "message"], ["message_invalid", "message"], refused[2]]
+    assert refused[2] != ["message_invalid", "message"]  # a ':' inside a string is no key
+
     results = page.evaluate(
         """async () => {
             const { runScenario } = await import("/tests/device_vectors.js");

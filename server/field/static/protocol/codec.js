@@ -56,13 +56,41 @@ export const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 export const canonicalBytes = (value) => utf8.encode(canonicalJson(value));
 
-/** Parse UTF-8 JSON bytes strictly; throws batch_malformed naming `where`. */
+// JSON.parse keeps the last of two equal keys; the Python decoder refuses the object. This scan
+// runs over text JSON.parse has accepted, so only strings, braces, brackets and ':' matter.
+const TOKEN = /"(?:[^"\\]|\\.)*"|[{}[\]:]/g;
+function duplicateKey(text) {
+  const stack = [];
+  let previous = null;
+  for (const match of text.matchAll(TOKEN)) {
+    const token = match[0];
+    if (token === "{") stack.push(new Set());
+    else if (token === "[") stack.push(null);
+    else if (token === "}" || token === "]") stack.pop();
+    else if (token === ":" && previous && previous[0] === '"') {
+      const keys = stack[stack.length - 1];
+      const key = JSON.parse(previous);
+      if (keys.has(key)) return key;
+      keys.add(key);
+    }
+    previous = token;
+  }
+  return null;
+}
+
+/** Parse UTF-8 JSON bytes strictly (no duplicate keys); throws batch_malformed naming `where`. */
 export function parseJson(data, where = "batch") {
+  let text;
+  let value;
   try {
-    return JSON.parse(strictUtf8.decode(data));
+    text = strictUtf8.decode(data);
+    value = JSON.parse(text);
   } catch (error) {
     throw malformed(where, `not valid JSON: ${error.message}`);
   }
+  const repeated = text.includes(":") ? duplicateKey(text) : null;
+  if (repeated !== null) throw malformed(where, `not valid JSON: duplicate key ${JSON.stringify(repeated)} in object`);
+  return value;
 }
 
 function checkValue(value, where, depth = 0) {
