@@ -186,3 +186,33 @@ def test_envelope_codec_and_device_engine_vectors_and_pacing_in_chromium(page: A
         step = min(300.0, 2.0 ** (n - 1))
         assert step / 2 <= delay <= step
     assert found["budgetAfterDrop"] == 2048
+
+    # Giving up keeps everything: with no server (a closed loopback port) the client tries
+    # maxFailures times with growing waits, then returns; the op is still in the outbox.
+    outage = page.evaluate(
+        """async () => {
+            const { DeviceEngine } = await import("/field/static/protocol/device.js");
+            const { MemoryStorage } = await import("/field/static/protocol/memory-storage.js");
+            const { generateDeviceKeys } = await import("/field/static/protocol/enrol.js");
+            const { syncUntilDone } = await import("/field/static/protocol/client.js");
+            const doc = await (await fetch("/vectors/codec.json")).json();
+            const storage = new MemoryStorage();
+            const engine = new DeviceEngine(storage, "dev-7f3a");
+            const { seq, hlc, ...template } = doc.vectors[0].ops[0];
+            await engine.queueOp((n, stamp) => ({ ...template, seq: n, hlc: stamp.toText() }), { nowMs: Date.now() });
+            const keys = await generateDeviceKeys();
+            const serverKeys = await generateDeviceKeys();
+            const device = { deviceId: "dev-7f3a", scope: "530102001201", keys,
+              server: { encryptionPublic: serverKeys.encryption.publicRaw, signingKey: null } };
+            const waits = [];
+            const report = await syncUntilDone({ engine, device, baseUrl: "http://127.0.0.1:9",
+              maxFailures: 3, sleep: async (s) => { waits.push(s); } });
+            return { done: report.done, failures: report.failures, error: report.lastError.code,
+                     waits, outbox: storage.snapshot().outbox };
+        }"""
+    )
+    assert outage["done"] is False and outage["failures"] == 3
+    assert outage["error"] == "network_failed"
+    assert len(outage["waits"]) == 2
+    assert 0.5 <= outage["waits"][0] <= 1 and 1 <= outage["waits"][1] <= 2
+    assert [(o["seq"], o["state"], o["attempts"]) for o in outage["outbox"]] == [(1, "sent", 3)]
