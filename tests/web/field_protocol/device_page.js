@@ -37,7 +37,11 @@ export async function edit({ recordId, formId, formVersion, household, round, ch
 
 export async function sync(untilDone) {
   const { engine, device } = window.fieldDevice;
-  const options = { engine, device, baseUrl: location.origin, sleep: async () => {} };
+  const { keys, server, scope } = device;
+  // Both call shapes are used: the single exchanges spell the device out, as the shared plan does.
+  const options = untilDone === false
+    ? { engine, keys, server, scope, baseUrl: location.origin }
+    : { engine, device, baseUrl: location.origin, sleep: async () => {} };
   if (untilDone !== false) {
     const r = await syncUntilDone(options);
     return { done: r.done, exchanges: r.exchanges, failures: r.failures, opsAcked: r.opsAcked, lastError: r.lastError && r.lastError.code };

@@ -249,14 +249,18 @@ export async function adoptServerKeys(device, entry, onServerKeys = async () => 
 /**
  * One exchange: hello + the outbox's next batches up, acks + download pages down.
  *
- * `device` = {deviceId, scope, keys (generateDeviceKeys), server (serverKeysFrom)}; `engine` a
+ * `device` = {deviceId, scope, keys (generateDeviceKeys), server (serverKeysFrom)} — or give
+ * `keys`, `server` and `scope` alone, the id being `engine.deviceId`; `engine` a
  * DeviceEngine whose storage offers `transaction(work)`; `link` and `planner` carry what was
  * learnt about the link from one exchange to the next; `onManifest(page)` stores forms and
  * configuration, `onServerKeys(server)` the keys of a rotation. Returns {fold, reply, more,
  * opsSent, serverKeysAdopted, bytesUp, bytesDown, backoffMs}. Throws RetryableFailure,
  * SyncRefused or ServerError.
  */
-export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+export async function syncOnce({ engine, device, keys, server, scope, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+  // The shared plan's call shape, syncOnce({engine, keys, server, scope, baseUrl, fetch}), is the
+  // same device spelt out: its id is the engine's.
+  device ??= { deviceId: engine.deviceId, scope, keys, server };
   const pending = await engine.pendingOps(OPS_PER_EXCHANGE);
   const first = await engine.nextEnvelopeSequence();
   // Batch seq = the batch's own envelope sequence: unique, increasing, names its request.
@@ -282,7 +286,8 @@ export async function syncOnce({ engine, device, baseUrl, fetch = globalThis.fet
  * a failed exchange. Nothing is discarded when it gives up (after `maxFailures` in a row): the
  * outbox keeps every op for the next call. Returns {exchanges, failures, opsAcked, lastError}.
  */
-export async function syncUntilDone({ engine, device, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+export async function syncUntilDone({ engine, device, keys, server, scope, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+  device ??= { deviceId: engine.deviceId, scope, keys, server };
   const report = { exchanges: 0, failures: 0, opsAcked: 0, lastError: null, done: false };
   let more = true;
   while (more || (await engine.pendingOps(1)).length) {
