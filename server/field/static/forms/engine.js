@@ -13,7 +13,7 @@ export {
 } from "./expressions.js";
 export { PlainDate } from "./dates.js";
 export { Definition, readDefinition } from "./definition.js";
-export { validateRecord } from "./validation.js";
+export { inspectRecord, validateRecord } from "./validation.js";
 export { flatten, unflatten, splitPath, schemaPath, PathError } from "./paths.js";
 export { parseIdNumber, IdNumberError } from "./identity.js";
 

@@ -202,7 +202,7 @@ class Parser {
     for (;;) {
       const token = this.peek();
       if (token.kind !== "op") return left;
-      const binding = BINDING[token.text];
+      const binding = BINDING[token.text]; // op tokens only: always a key
       if (binding <= minBinding) return left;
       this.advance();
       this.enter(token.position);
@@ -524,7 +524,7 @@ export class Environment {
   }
 
   inRow(repeatPath, row, current = null) {
-    const names = this.levelNames ? this.levelNames[repeatPath] || null : null;
+    const names = this.levelNames && Object.hasOwn(this.levelNames, repeatPath) ? this.levelNames[repeatPath] : null;
     return new Environment(this.values, current, this.context, this.levelNames, [
       ...this.rows,
       { path: repeatPath, values: row, names },
@@ -701,7 +701,8 @@ const datePart = (part) => (env, value) => {
 
 // name → {min, max (null: any), lazy (called with the node and env), row (first argument is a
 // repeat, the rest run in each row), check (at parse time), fn}.
-const FUNCTIONS = {
+// A null-prototype table: a name such as `constructor` must not find Object's own members.
+const FUNCTIONS = Object.assign(Object.create(null), {
   true: { min: 0, max: 0, fn: () => true },
   false: { min: 0, max: 0, fn: () => false },
   not: { min: 1, max: 1, fn: (env, v) => !truthy(v) },
@@ -838,14 +839,15 @@ const FUNCTIONS = {
   config: {
     min: 1, max: 2,
     fn: (env, key, fallback = null) => {
-      const value = env.context.config[asText(key)];
-      return value === undefined || value === null ? fallback : value;
+      const name = asText(key);
+      const value = Object.hasOwn(env.context.config, name) ? env.context.config[name] : null;
+      return value === null ? fallback : value;
     },
   },
   concat: { min: 1, max: null, fn: (env, ...values) => values.map(asText).join("") },
   contains: { min: 2, max: 2, fn: (env, hay, needle) => hay !== null && asText(hay).includes(asText(needle)) },
   "starts-with": { min: 2, max: 2, fn: (env, text, prefix) => text !== null && asText(text).startsWith(asText(prefix)) },
-};
+});
 
 export const FUNCTION_NAMES = Object.freeze(Object.keys(FUNCTIONS));
 

@@ -255,7 +255,7 @@ class Validator {
   }
 
   resolve(name, scopes) {
-    return scopes.find(([schema]) => this.levelNames[schema]?.has(name)) || null;
+    return scopes.find(([schema]) => Object.hasOwn(this.levelNames, schema) && this.levelNames[schema].has(name)) || null;
   }
 
   dependsOnUnknown(source, level) {
@@ -592,20 +592,32 @@ class Validator {
   }
 }
 
-// Validate a record's data against the definition (a document or a Definition) it was made
-// with. Never throws for bad data. options: {today, config, now} (see evaluationContext).
-// → {errors, warnings, cleaned}; each issue is the JSON shape of contracts §3.
-export function validateRecord(definition, data, options = {}) {
+function run(definition, data, options) {
   const defn = readDefinition(definition);
   const context = options.today && options.today.iso ? options : evaluationContext(options);
   const validator = new Validator(defn, context);
   if (!isObject(data)) {
     validator.add(issueOf("type", "", "", null, text("记录数据应为对象（字段名→值）", "record data must be an object (field → value)")));
-    return { errors: validator.errors, warnings: validator.warnings, cleaned: {} };
+    return { validator, cleaned: {} };
   }
   const top = { schemaPath: "", prefix: "", row: null, typed: validator.topTyped, cleaned: {}, rows: [] };
   validator.readLevel(defn.fields, data, top);
   validator.walkLevel(top);
   for (const check of defn.checks) validator.runCheck(check, top);
-  return { errors: validator.errors, warnings: validator.warnings, cleaned: top.cleaned };
+  return { validator, cleaned: top.cleaned };
+}
+
+// Validate a record's data against the definition (a document or a Definition) it was made
+// with. Never throws for bad data. options: {today, config, now} (see evaluationContext).
+// → {errors, warnings, cleaned}; each issue is the JSON shape of contracts §3.
+export function validateRecord(definition, data, options = {}) {
+  const { validator, cleaned } = run(definition, data, options);
+  return { errors: validator.errors, warnings: validator.warnings, cleaned };
+}
+
+// validateRecord plus what a form on screen needs: `hidden`, the data paths of the fields
+// found not relevant (their answers are left out of `cleaned`).
+export function inspectRecord(definition, data, options = {}) {
+  const { validator, cleaned } = run(definition, data, options);
+  return { errors: validator.errors, warnings: validator.warnings, cleaned, hidden: [...validator.hidden] };
 }
