@@ -48,15 +48,14 @@ const CHECKS = {
     }
     return engine.validateRecord(definition, input.data, { today: input.today, config: input.config });
   },
-  "household.indicators": (engine, input) => {
-    if (!engine.householdIndicators) return { unsupported: true };
-    return engine.householdIndicators(input.records, {
+  "household.indicators": (engine, input, definitions) =>
+    engine.householdIndicators(input.records, {
       villageCode: input.village_code,
       year: input.year,
       monitoring: input.monitoring,
       on: input.on ?? null,
-    });
-  },
+      definitions,
+    }),
 };
 
 export const FORM_CHECKS = Object.keys(CHECKS);

@@ -33,8 +33,6 @@ SERVED = {
 }
 #: The conformance checks that are the form engine's (records.json).
 FORM_CHECKS = ("paths.flatten", "expression.evaluate", "record.validate", "household.indicators")
-#: Checks the JS engine does not answer yet; every other form check must pass case by case.
-NOT_PORTED = ("household.indicators",)
 HARNESS = b"""<!doctype html><html lang="zh"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>forms</title><style>body{margin:0;font-family:sans-serif}</style></head>
@@ -89,17 +87,17 @@ def page(chromium: Any, base_url: str) -> Iterator[Any]:
     assert errors == [], errors
 
 
-RUN_VECTORS = """async ([checks]) => {
+#: The built-in instruments the vectors validate against (the device holds them as documents).
+INSTRUMENTS = sorted(p.stem for p in (ROOT / "forms" / "instruments").glob("*.json"))
+RUN_VECTORS = """async ([checks, instruments]) => {
   const engine = await import("/static/forms/engine.js");
   const { conformanceAnswer } = await import("/support/field_forms_conformance.js");
   const doc = await (await fetch("/vectors/conformance/records.json")).json();
   const definitions = {};
+  for (const id of instruments) definitions[id] = await (await fetch(`/instruments/${id}.json`)).json();
   const answers = {};
   for (const c of doc.cases) {
-    if (!checks.includes(c.check)) continue;
-    const id = c.input.form_id;
-    if (id && !definitions[id]) definitions[id] = await (await fetch(`/instruments/${id}.json`)).json();
-    answers[c.id] = conformanceAnswer(engine, c.check, c.input, definitions);
+    if (checks.includes(c.check)) answers[c.id] = conformanceAnswer(engine, c.check, c.input, definitions);
   }
   return answers;
 }"""
@@ -107,20 +105,16 @@ RUN_VECTORS = """async ([checks]) => {
 
 def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> None:
     cases = [c for c in load_cases(VECTOR_DIR) if c["check"] in FORM_CHECKS]
-    ported = [c for c in cases if c["check"] not in NOT_PORTED]
-    assert {c["check"] for c in ported} == set(FORM_CHECKS) - set(NOT_PORTED)
-    answers = page.evaluate(RUN_VECTORS, [list(FORM_CHECKS)])
+    assert {c["check"] for c in cases} == set(FORM_CHECKS)
+    answers = page.evaluate(RUN_VECTORS, [list(FORM_CHECKS), INSTRUMENTS])
     failed = [
         f"{c['id']}: expected {json.dumps(c['expect'], ensure_ascii=False)[:600]}\n"
         f"   got {json.dumps(answers.get(c['id']), ensure_ascii=False)[:600]}"
-        for c in ported
+        for c in cases
         if not _same(c["expect"], answers.get(c["id"]))
     ]
-    assert failed == [], f"{len(failed)} of {len(ported)} cases failed:\n" + "\n".join(failed)
-    assert len(ported) >= 170
-    for case in cases:
-        if case["check"] in NOT_PORTED:
-            assert answers[case["id"]] == {"unsupported": True}
+    assert failed == [], f"{len(failed)} of {len(cases)} cases failed:\n" + "\n".join(failed)
+    assert len(cases) >= 180
 
 
 def test_an_expression_is_parsed_to_a_tree_never_run_as_code(page: Any) -> None:

@@ -109,3 +109,20 @@ export function roundHalfUp(number, places) {
   if ((a % unit) * 2n >= unit) q += 1n;
   return toNumber({ m: negative ? -q : q, e: -places });
 }
+
+// A decimal quantized to `places` decimals, half away from zero (Decimal.quantize ROUND_HALF_UP).
+export function quantizeHalfUp(d, places) {
+  const drop = -places - d.e;
+  if (drop <= 0) return d;
+  const negative = d.m < 0n;
+  const a = negative ? -d.m : d.m;
+  const unit = pow10(drop);
+  let q = a / unit;
+  if ((a % unit) * 2n >= unit) q += 1n;
+  return { m: negative ? -q : q, e: -places };
+}
+
+export function compare(x, y) {
+  const [a, b] = align(x, y);
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -30,3 +30,4 @@ export function evaluate(expression, context = {}) {
   for (const scope of context.rows || []) env = env.inRow(scope.repeat, scope.row);
   return parsed.evaluate(env.withCurrent(context.current ?? null));
 }
+export { householdIndicators } from "./indicators.js";
