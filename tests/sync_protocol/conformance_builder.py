@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from forms.identity import id_check_char
 from forms.indicators import MonitoringConfig
 from forms.instruments import load_builtin
 from forms.instruments.samples import (
@@ -542,14 +543,16 @@ def _record_cases() -> list[dict[str, Any]]:
         "housing-c-grade-not-repaired": {**house, "appraisal_grade": "C"},
         "housing-not-an-object": [],
     }
-    for name, data in broken.items():
+    families = {f"housing-{name}": ("housing_safety", data) for name, data in broken.items()}
+    families.update(_rule_family_records(sample_household(1)))
+    for name, (form_id, data) in families.items():
         cases.append(
             _case(
                 f"validate-{name}",
                 "record.validate",
                 {
-                    "form_id": "housing_safety",
-                    "form_version": load_builtin("housing_safety").version,
+                    "form_id": form_id,
+                    "form_version": load_builtin(form_id).version,
                     "today": today,
                     "config": config,
                     "data": data,
@@ -557,6 +560,93 @@ def _record_cases() -> list[dict[str, Any]]:
             )
         )
     return cases
+
+
+def _child_id(birth: str, serial: str = "123") -> str:
+    first17 = f"530102{birth.replace('-', '')}{serial}"
+    return first17 + id_check_char(first17)
+
+
+def _rule_family_records(household: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Records that exercise the rule families a second engine (the field app's JS) must get
+    right beyond the samples: a calculation read by relevance, a hidden repeat, answers kept
+    when relevance cannot be decided, row ids, coercions, hidden answers removed."""
+    school_child = {"_id": "c1", "name": "小明", "id_number": _child_id("2014-03-05")}
+    dropout = {
+        "_id": "c2",
+        "name": "小红",
+        "id_number": _child_id("2012-10-01", "224"),
+        "health": ["健康"],
+        "dropout_reason": "学习困难/厌学",
+        "persuasions": [
+            {"_id": "p1", "visit_date": "2026-10-09", "visited_by": "村主任", "result": "劝返中"},
+            {"visit_date": "2026-10-20", "visited_by": "校长", "result": "劝返中"},
+            {"_id": "p1", "visit_date": "2099-01-01", "result": "劝返中"},
+        ],
+    }
+    monitoring = household["monitoring_household"]
+    roster = household["household_roster"]
+    member = roster["members"][0]
+    return {
+        # age (a calculation placed after nothing it needs) decides relevance; schooling given,
+        # so the persuasions repeat is hidden and its rows are dropped.
+        "education-hidden-repeat": (
+            "compulsory_education",
+            {
+                "survey_date": "2026-11-25",
+                "children": [
+                    {
+                        **school_child,
+                        "health": ["健康"],
+                        "schooling": "初中",
+                        "persuasions": [{"_id": "p9", "visited_by": "村主任"}],
+                    }
+                ],
+            },
+        ),
+        # A dropout: the persuasion rows are validated, one without _id, one repeating an id.
+        "education-repeat-rows": (
+            "compulsory_education",
+            {"survey_date": "2026-11-25", "children": [dropout]},
+        ),
+        # An ID number with a wrong check character: its own message, the age is unknown, so
+        # the answers whose relevance reads it are kept and nothing is required of them.
+        "education-unknown-age-keeps-answers": (
+            "compulsory_education",
+            {
+                "survey_date": "2026-11-25",
+                "children": [
+                    {
+                        **school_child,
+                        "id_number": school_child["id_number"][:-1]
+                        + ("0" if school_child["id_number"][-1] != "0" else "1"),
+                        "health": "健康",
+                        "schooling": "初中",
+                    }
+                ],
+            },
+        ),
+        # Full-width digits, a select_multiple as text, numbers for text, an unknown key kept.
+        "roster-coercions": (
+            "household_roster",
+            {
+                **roster,
+                # A number for a text field (within 2^53: JSON numbers beyond it are not exact in
+                # JavaScript, and a tablet only ever sends typed text).
+                "household_no": 120100001,
+                "natural_village": 12.5,
+                "phone": "15915000806",
+                "handwritten_note": "户主外出",
+                "members": [{**member, "work_months": "１２", "health": "健康 健康"}],
+            },
+        ),
+        # Category 无: every answer of the monitoring steps is hidden and removed; the income
+        # chain (net_income → per_capita_income) still computes, from a full-width amount.
+        "monitoring-hidden-answers": (
+            "monitoring_household",
+            {**monitoring, "category": "无", "wage_income": "１２３４５．６"},
+        ),
+    }
 
 
 # --- sealed messages: framing + envelope + compression + message, end to end -------------------

@@ -343,11 +343,13 @@ export function pyRepr(value) {
 }
 
 // A number as Python's str() spells it: whole numbers as integers, others as repr() does
-// (exponent form below 1e-4 and from 1e16, with a two-digit exponent).
+// (exponent form below 1e-4 and from 1e16, with a two-digit exponent). JSON integers beyond
+// 2^53 are already rounded when JavaScript reads them; a tablet only sends typed text.
 export function numberText(value) {
   if (Number.isNaN(value)) return "nan";
   if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
-  if (Number.isInteger(value) && Math.abs(value) < 1e16) return String(value);
+  // A whole number is an int to Python (JSON has no 1.0 apart from 1 once read here).
+  if (Number.isInteger(value)) return BigInt(value).toString();
   const [mantissa, exp] = value.toExponential().split("e");
   const exponent = Number(exp);
   if (exponent < -4 || exponent >= 16) {
