@@ -77,7 +77,9 @@ def base_url() -> Iterator[str]:
 
 @pytest.fixture
 def page(chromium: Any, base_url: str) -> Iterator[Any]:
-    context = chromium.new_context(viewport={"width": 360, "height": 780}, device_scale_factor=1)
+    context = chromium.new_context(
+        viewport={"width": 360, "height": 780}, device_scale_factor=1, locale="zh-CN"
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -116,8 +118,7 @@ def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> No
     assert failed == [], f"{len(failed)} of {len(cases)} cases failed:\n" + "\n".join(failed)
     assert len(cases) >= 180
 
-
-def test_an_expression_is_parsed_to_a_tree_never_run_as_code(page: Any) -> None:
+    # No eval: an expression is a tree; names that are JavaScript's own mean nothing in it.
     out = page.evaluate(
         """async () => {
           const e = await import("/static/forms/engine.js");
@@ -135,3 +136,193 @@ def test_an_expression_is_parsed_to_a_tree_never_run_as_code(page: Any) -> None:
     assert out["calls"] == ["unknown_function", 0]
     assert out["proto"] == ["unexpected_token", 12]  # as forms/expressions.py answers
     assert out["value"] is None
+
+
+#: The housing instrument plus one labelled calculation (it has none of its own to show).
+SHOW_HOUSING = """async ([language, extra]) => {
+  const { renderForm } = await import("/static/forms/render.js");
+  const doc = await (await fetch("/instruments/housing_safety.json")).json();
+  doc.fields.push(...extra);
+  window.changes = [];
+  window.form = renderForm(document.getElementById("form"), doc, {
+    language, today: "2026-11-25", onChange: (values) => window.changes.push(values),
+  });
+  await new Promise((resolve) => requestAnimationFrame(resolve));
+}"""
+AREA_PER_STOREY = {
+    "name": "area_per_storey",
+    "type": "calculate",
+    "label": {"zh": "每层面积", "en": "Area per storey"},
+    "calculate": "round(${floor_area} div ${storeys}, 1)",
+}
+#: A small form written in Uyghur (zh is always required): a right-to-left page.
+UYGHUR_FORM = {
+    "id": "ug_probe",
+    "version": 1,
+    "title": {"zh": "饮水情况", "ug": "ئىچىملىك سۇ ئەھۋالى"},
+    "fields": [
+        {
+            "name": "source",
+            "type": "select_one",
+            "label": {"zh": "水源", "ug": "سۇ مەنبەسى"},
+            "choices": "source",
+            "required": True,
+        },
+        {
+            "name": "litres",
+            "type": "decimal",
+            "label": {"zh": "每人每天用水量", "ug": "ھەر بىر ئادەمنىڭ كۈندىلىك سۇ مىقدارى"},
+            "hint": {"zh": "升", "ug": "لىتىر"},
+            "constraint": ". > 0",
+        },
+    ],
+    "choice_lists": {
+        "source": [
+            {"value": "piped", "label": {"zh": "自来水", "ug": "تۇرۇبا سۇيى"}},
+            {"value": "well", "label": {"zh": "井水", "ug": "قۇدۇق سۇيى"}},
+        ]
+    },
+}
+
+
+def _visible(page: Any, path: str) -> bool:
+    return page.locator(f'[data-path="{path}"]').first.is_visible()
+
+
+def _layout_problems(page: Any, width: int) -> dict[str, Any]:
+    """Elements wider than the screen, and touch targets smaller than 44 px."""
+    return page.evaluate(
+        """(width) => {
+          const wide = [...document.querySelectorAll("body *")]
+            .filter((e) => e.getClientRects().length && e.getBoundingClientRect().right > width + 0.5)
+            .map((e) => e.outerHTML.slice(0, 80));
+          const small = [...document.querySelectorAll(
+              "input:not([type=radio]):not([type=checkbox]), select, button, .vf-choice")]
+            .filter((e) => e.getClientRects().length && e.getBoundingClientRect().height < 44)
+            .map((e) => e.outerHTML.slice(0, 80));
+          return {scroll: document.documentElement.scrollWidth, wide, small};
+        }""",
+        width,
+    )
+
+
+def test_the_housing_form_on_a_phone(page: Any) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate(SHOW_HOUSING, ["zh", [AREA_PER_STOREY]])
+    # Skip logic: nothing graded yet, so no appraisal date and no renovation questions.
+    assert not _visible(page, "appraisal_date")
+    assert not _visible(page, "renovation_method")
+    page.locator('input[name="appraisal_grade"][value="C"]').check()
+    assert _visible(page, "appraisal_date") and _visible(page, "renovation_method")
+    page.locator('input[name="renovation_method"]').first.check()
+    page.locator('input[name="appraisal_grade"][value="无房"]').check()
+    assert not _visible(page, "structure") and not _visible(page, "build_year")
+    page.locator('input[name="appraisal_grade"][value="A"]').check()
+    assert not _visible(page, "renovation_method") and _visible(page, "build_year")
+    values = page.evaluate("window.form.values()")
+    assert values["appraisal_grade"] == "A" and "renovation_method" not in values
+
+    # A violated constraint: its own Chinese message, shown once the person leaves the field.
+    page.fill("#f-build_year", "1800")
+    page.locator("#f-build_year").blur()
+    message = page.locator('[id="m-build_year"]')
+    assert message.inner_text() == "建造年份应在1900年至今年之间"
+    assert page.locator("#f-build_year").get_attribute("aria-invalid") == "true"
+
+    # A calculation follows the answers it reads (full-width digits are numbers too).
+    page.fill("#f-storeys", "２")
+    page.fill("#f-floor_area", "121")
+    assert page.locator('[id="f-area_per_storey"]').inner_text() == "60.5"
+    assert page.evaluate("window.form.values()")["area_per_storey"] == 60.5
+
+    # A repeat row added, a caption typed in Chinese, then removed again.
+    page.click(".vf-repeat .vf-add")
+    caption = page.locator('.vf-row input[name$="/caption"]')
+    caption.click()
+    page.keyboard.insert_text("屋顶有裂缝")
+    row = page.evaluate("window.form.values()")["photos"]
+    assert len(row) == 1 and row[0]["caption"] == "屋顶有裂缝" and row[0]["_id"]
+    page.click(".vf-row .vf-remove")
+    assert "photos" not in page.evaluate("window.form.values()")
+    assert page.locator(".vf-row").count() == 0
+    page.click(".vf-repeat .vf-add")
+    page.locator('.vf-row input[name$="/caption"]').fill("东侧墙体")
+    page.locator('.vf-row input[name$="/caption"]').blur()
+    assert page.locator(".vf-row-title").inner_text() == "第 1 行"
+    # Full-page screenshots last: Playwright's resizing leaves the page scrolled oddly.
+    page.screenshot(path=str(ARTIFACTS / "housing-360.png"), full_page=True)
+    assert _layout_problems(page, 360) == {"scroll": 360, "wide": [], "small": []}
+
+    # The page in English: the Chinese message first, the English one beside it.
+    page.evaluate("window.form.setLanguage('en')")
+    assert message.inner_text().splitlines() == [
+        "建造年份应在1900年至今年之间",
+        "the year built is between 1900 and this year",
+    ]
+    assert page.locator('label[for="f-build_year"]').inner_text() == "Year built"
+    legend = page.locator('[data-path="appraisal_grade"] legend')
+    assert legend.inner_text() == "House safety appraisal grade required"
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(ARTIFACTS / "housing-1280-en.png"), full_page=True)
+
+
+def test_chinese_typed_through_an_input_method_is_kept_and_issues_wait(page: Any) -> None:
+    page.evaluate(SHOW_HOUSING, ["zh", []])
+    page.click(".vf-repeat .vf-add")
+    caption = page.locator('.vf-row input[name$="/caption"]')
+    caption.click()
+    session = page.context.new_cdp_session(page)
+    before = page.evaluate("window.changes.length")
+    # Pinyin being composed is not an answer yet: nothing is validated or recorded.
+    session.send("Input.imeSetComposition", {"text": "wu", "selectionStart": 2, "selectionEnd": 2})
+    session.send(
+        "Input.imeSetComposition", {"text": "wuding", "selectionStart": 6, "selectionEnd": 6}
+    )
+    assert caption.input_value() == "wuding"
+    assert page.evaluate("window.changes.length") == before
+    assert "caption" not in page.evaluate("window.form.values()")["photos"][0]
+    session.send("Input.insertText", {"text": "屋顶"})
+    assert caption.input_value() == "屋顶"
+    assert page.evaluate("window.form.values()")["photos"][0]["caption"] == "屋顶"
+    # A second word composes after the first; both are kept.
+    session.send("Input.imeSetComposition", {"text": "lie", "selectionStart": 3, "selectionEnd": 3})
+    session.send("Input.insertText", {"text": "裂缝"})
+    assert page.evaluate("window.form.values()")["photos"][0]["caption"] == "屋顶裂缝"
+
+    # A fresh form: no issue is shown until asked for; then the first one gets the focus.
+    page.evaluate(SHOW_HOUSING, ["zh", []])
+    assert page.locator(".vf-message p").count() == 0  # nothing shouted before any answer
+    issue = page.evaluate("window.form.focusFirstIssue()")
+    assert issue["path"] == "appraisal_grade" and issue["code"] == "required"
+    assert page.evaluate("document.activeElement.name") == "appraisal_grade"
+    assert page.locator('[id="m-appraisal_grade"]').inner_text() == "“房屋安全性鉴定等级”为必填项"
+    codes = {i["code"] for i in page.evaluate("window.form.issues()")}
+    assert "required" in codes
+
+
+def test_a_uyghur_form_reads_right_to_left(page: Any) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate(
+        """async (doc) => {
+          const { renderForm } = await import("/static/forms/render.js");
+          window.form = renderForm(document.getElementById("form"), doc, {language: "ug"});
+        }""",
+        UYGHUR_FORM,
+    )
+    root = page.locator("#form")
+    assert root.get_attribute("dir") == "rtl" and root.get_attribute("lang") == "ug"
+    assert page.locator(".vf-title").inner_text() == "ئىچىملىك سۇ ئەھۋالى"
+    assert (
+        page.locator('label[for="f-litres"]').inner_text() == "ھەر بىر ئادەمنىڭ كۈندىلىك سۇ مىقدارى"
+    )
+    label = page.locator(".vf-choice").first.bounding_box()
+    radio = page.locator('input[name="source"]').first.bounding_box()
+    assert radio["x"] > label["x"] + label["width"] / 2  # the radio sits on the right
+    page.fill("#f-litres", "0")
+    page.locator("#f-litres").blur()
+    assert page.locator('[id="m-litres"]').inner_text() != ""
+    page.screenshot(path=str(ARTIFACTS / "uyghur-360.png"), full_page=True)
+    assert _layout_problems(page, 360) == {"scroll": 360, "wide": [], "small": []}
+    page.evaluate("window.form.setLanguage('zh')")
+    assert root.get_attribute("dir") == "ltr"
+    assert page.locator(".vf-title").inner_text() == "饮水情况"

@@ -77,7 +77,7 @@ export function renderForm(root, definition, options = {}) {
   let language = options.language || "zh";
   let showAll = false;
   let result = null;
-  const touched = new Set(); // data paths a person has answered or left
+  const touched = new Set(); // data paths a person has answered
   const slots = new Map(); // data path → {fld, box, message, output, focus}
   const texts = []; // [node, localized text or word key] re-rendered by setLanguage
 
@@ -124,7 +124,10 @@ export function renderForm(root, definition, options = {}) {
       if (!event.isComposing) update();
     });
     input.addEventListener("compositionend", update);
-    input.addEventListener("blur", () => changed(path));
+    // Issues appear once an answer is given (change fires on leaving an edited field), not
+    // while typing and not for a field merely passed through: a message appearing on blur
+    // would move the button the person is tapping.
+    input.addEventListener("change", () => changed(path));
     return input;
   }
 
@@ -184,10 +187,14 @@ export function renderForm(root, definition, options = {}) {
     let output = null;
     if (fld.type === "note") {
       box.append(sayNode("p", { class: "vf-note" }, fld.label));
-    } else if (fld.type === "calculate") {
+    } else if (fld.type === "calculate" || fld.type === "image") {
+      // A calculation is shown, not typed; a photo is taken by the app shell, which puts its
+      // content address (sha256:…) into the record: here it is only shown.
       if (!fld.label) box.hidden = true;
       output = el(doc, "output", { id: `f-${path}`, class: "vf-output" });
-      box.append(sayNode("span", { class: "vf-label" }, fld.label), output);
+      box.append(sayNode("span", { class: "vf-label" }, fld.label));
+      if (fld.hint) box.append(sayNode("p", { class: "vf-hint" }, fld.hint));
+      box.append(output);
     } else {
       const kind = {
         text: ["input", { type: "text", autocomplete: "off" }],
@@ -195,17 +202,16 @@ export function renderForm(root, definition, options = {}) {
         decimal: ["input", { type: "text", inputmode: "decimal" }],
         date: ["input", { type: "date" }],
         geopoint: ["input", { type: "text", inputmode: "decimal", placeholder: "lat lon" }],
-        image: ["input", { type: "text", readonly: true }],
       }[fld.type];
       if (fld.type === "select_one" || fld.type === "select_multiple") [control, focus] = choiceInputs(holder, fld, path, fld.type === "select_multiple");
       else if (fld.type === "boolean") [control, focus] = booleanInputs(holder, fld, path);
       else {
         control = textInput(holder, fld, path, kind[1]);
-        if (fld.type === "date") control.addEventListener("change", () => changed(path));
         focus = control;
       }
       const grouped = control.tagName === "DIV";
-      const label = sayNode(grouped ? "legend" : "label", { class: "vf-label" }, fld.label);
+      // The text in its own span: a language switch rewrites it, not the "required" mark.
+      const label = el(doc, grouped ? "legend" : "label", { class: "vf-label" }, sayNode("span", {}, fld.label));
       if (!grouped) label.htmlFor = `f-${path}`;
       if (fld.required === true) label.append(" ", wordNode("span", { class: "vf-required" }, "required"));
       if (grouped) {
@@ -277,7 +283,7 @@ export function renderForm(root, definition, options = {}) {
         const card = rowCard(rows, fld, path, row, rows.length);
         list.append(card);
         changed(path);
-        card.querySelector("input, select")?.focus();
+        card.querySelector("input:not([readonly]), select")?.focus();
       });
       box.append(add);
       focus = add;
@@ -291,10 +297,13 @@ export function renderForm(root, definition, options = {}) {
     return hidden.some((h) => path === h || path.startsWith(`${h}/`));
   }
 
+  // Chinese first, then the page's language beside it when the message has that text. Each
+  // line carries its own direction, so Chinese punctuation stays put on a right-to-left page.
   function messageNodes(issue) {
-    const lines = [el(doc, "span", { lang: "zh", text: issue.message.zh })];
-    const own = issue.message[language];
-    if (language !== "zh" && own) lines.push(el(doc, "span", { lang: language, class: "vf-translation", text: own }));
+    const line = (code, extra) =>
+      el(doc, "span", { lang: code, dir: RTL_LANGUAGES.has(code) ? "rtl" : "ltr", ...extra, text: issue.message[code] });
+    const lines = [line("zh", {})];
+    if (language !== "zh" && issue.message[language]) lines.push(line(language, { class: "vf-translation" }));
     return lines;
   }
 

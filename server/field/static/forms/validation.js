@@ -198,7 +198,8 @@ class Validator {
       if (fld.type === "repeat") this.levelNames[path] = new Set(fld.fields.map((f) => f.name));
     }
     this.topTyped = {};
-    this.hidden = new Set();
+    this.hidden = new Set(); // fields found not relevant: their answers are dropped
+    this.notShown = new Set(); // those and the ones whose relevance reads an unknown value
     // Values that could not be determined (unreadable, failed constraint, required but missing,
     // or computed from such): typed dict → names. A relevance reading one that comes out false
     // is unknown, and the answers it governs are kept.
@@ -397,6 +398,7 @@ class Validator {
           shown = true; // cannot tell: keep the answer rather than lose it
         }
         if (!shown) {
+          this.notShown.add(path);
           if (!this.dependsOnUnknown(fld.relevant, level)) {
             this.hidden.add(path);
             delete level.typed[fld.name];
@@ -615,9 +617,11 @@ export function validateRecord(definition, data, options = {}) {
   return { errors: validator.errors, warnings: validator.warnings, cleaned };
 }
 
-// validateRecord plus what a form on screen needs: `hidden`, the data paths of the fields
-// found not relevant (their answers are left out of `cleaned`).
+// validateRecord plus what a form on screen needs: `hidden`, the data paths of the questions
+// whose relevance is false now. It includes those whose relevance reads a value still missing
+// or wrong (an ungraded house hides its appraisal date), whose answers `cleaned` nevertheless
+// keeps: they are not known to be stale.
 export function inspectRecord(definition, data, options = {}) {
   const { validator, cleaned } = run(definition, data, options);
-  return { errors: validator.errors, warnings: validator.warnings, cleaned, hidden: [...validator.hidden] };
+  return { errors: validator.errors, warnings: validator.warnings, cleaned, hidden: [...validator.notShown] };
 }
