@@ -244,7 +244,7 @@ export function renderForm(root, definition, options = {}) {
         rows.splice(rows.indexOf(row), 1);
         for (const key of [...slots.keys()]) if (key.startsWith(prefix)) slots.delete(key);
         card.remove();
-        renumber(card.parentNode || null);
+        renumber();
         changed(path);
       });
       card.append(remove);
@@ -308,7 +308,7 @@ export function renderForm(root, definition, options = {}) {
   }
 
   function refresh() {
-    // Rows the person emptied entirely are still rows: validation sees them as they are.
+    // Rows the person left empty are still rows: validation sees them as they are.
     result = inspectRecord(defn, data, context);
     const hidden = result.hidden;
     const byPath = new Map();
@@ -323,7 +323,7 @@ export function renderForm(root, definition, options = {}) {
       const shown = showAll || touched.has(path) ? byPath.get(path) || [] : [];
       slot.message.replaceChildren(...shown.flatMap((issue) => [el(doc, "p", { class: `vf-${issue.severity}` }, ...messageNodes(issue))]));
       slot.box.classList.toggle("vf-invalid", shown.some((i) => i.severity === "error"));
-      slot.focus?.setAttribute?.("aria-invalid", String(shown.some((i) => i.severity === "error")));
+      slot.focus?.setAttribute("aria-invalid", String(shown.some((i) => i.severity === "error")));
     }
     const general = [...byPath.entries()].filter(([path]) => !slots.has(path)).flatMap(([, list]) => list);
     summary.replaceChildren(...(showAll ? general : []).map((issue) => el(doc, "p", { class: `vf-${issue.severity}` }, ...messageNodes(issue))));
