@@ -299,25 +299,33 @@ def test_chinese_typing_issues_on_demand_and_a_stored_record(page: Any) -> None:
     codes = {i["code"] for i in page.evaluate("window.form.issues()")}
     assert "required" in codes
 
-    # A stored record opens as it is: values() is what the server's validation cleans it to,
-    # a key this version of the form does not know included; read-only offers no edits.
-    case = next(c for c in load_cases(VECTOR_DIR) if c["id"] == "validate-sample-1-housing_safety")
-    stored = {**case["input"]["data"], "surveyor_note": "二次复核"}
-    page.evaluate(
-        """async (values) => {
-          const { renderForm } = await import("/static/forms/render.js");
-          const doc = await (await fetch("/instruments/housing_safety.json")).json();
-          window.form = renderForm(document.getElementById("form"), doc,
-                                   {values, today: "2026-11-25", readOnly: true});
-        }""",
-        stored,
-    )
-    assert page.evaluate("window.form.values()") == {
-        **case["expect"]["cleaned"],
-        "surveyor_note": "二次复核",
-    }
-    assert page.locator(".vf-add, .vf-remove").count() == 0
-    assert page.locator("#form input:not([disabled]), #form select:not([disabled])").count() == 0
+    # Stored records open as they are: values() is what the server's validation cleans them to
+    # (a key this version of the form does not know included), on every built-in instrument;
+    # nothing overflows a phone; read-only offers no edits.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    samples = {c["input"]["form_id"]: c for c in load_cases(VECTOR_DIR, "validate-sample-1-")}
+    assert sorted(samples) == INSTRUMENTS
+    for form_id, case in sorted(samples.items()):
+        stored = {**case["input"]["data"], "surveyor_note": "二次复核"}
+        page.evaluate(
+            """async ([formId, values]) => {
+              const { renderForm } = await import("/static/forms/render.js");
+              const doc = await (await fetch(`/instruments/${formId}.json`)).json();
+              window.form = renderForm(document.getElementById("form"), doc,
+                                       {values, today: "2026-11-25", readOnly: true});
+            }""",
+            [form_id, stored],
+        )
+        assert page.evaluate("window.form.values()") == {
+            **case["expect"]["cleaned"],
+            "surveyor_note": "二次复核",
+        }, form_id
+        assert page.locator(".vf-add, .vf-remove").count() == 0
+        assert (
+            page.locator("#form input:not([disabled]), #form select:not([disabled])").count() == 0
+        )
+        assert _layout_problems(page, 360) == {"scroll": 360, "wide": [], "small": []}, form_id
+        page.screenshot(path=str(ARTIFACTS / f"{form_id}-360.png"), full_page=True)
 
 
 def test_a_uyghur_form_reads_right_to_left(page: Any) -> None:
