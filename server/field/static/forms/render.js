@@ -20,11 +20,13 @@ const MANY_CHOICES = 8; // more than this: a drop-down instead of a column of ra
 
 let stylesheetAdded = false;
 
-function addStylesheet(doc) {
-  if (stylesheetAdded || doc.querySelector("link[data-forms-render]")) return;
+// render.css next to this module, unless the page passes its own URL (a content-hashed asset)
+// or false (it links the styles itself).
+function addStylesheet(doc, href) {
+  if (href === false || stylesheetAdded || doc.querySelector("link[data-forms-render]")) return;
   const link = doc.createElement("link");
   link.rel = "stylesheet";
-  link.href = new URL("./render.css", import.meta.url).href;
+  link.href = href || new URL("./render.css", import.meta.url).href;
   link.dataset.formsRender = "";
   doc.head.append(link);
   stylesheetAdded = true;
@@ -69,7 +71,7 @@ function showValue(value, words) {
 export function renderForm(root, definition, options = {}) {
   const defn = readDefinition(definition);
   const doc = root.ownerDocument;
-  addStylesheet(doc);
+  addStylesheet(doc, options.stylesheet);
   const context = evaluationContext(options);
   const readOnly = Boolean(options.readOnly);
   const onChange = options.onChange || (() => {});
