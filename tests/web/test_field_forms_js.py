@@ -10,7 +10,9 @@ loopback (a secure context, as the county server is to a tablet).
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -20,7 +22,10 @@ from typing import Any
 
 import pytest
 
+from forms.instruments import load_builtin
+from forms.instruments.samples import sample_household
 from tests.sync_protocol.conformance import VECTOR_DIR, _same, load_cases
+from tests.sync_protocol.conformance_python import answer
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "field"
@@ -105,6 +110,100 @@ RUN_VECTORS = """async ([checks, instruments]) => {
 }"""
 
 
+#: Values people and spreadsheets put where they do not belong.
+_JUNK = [
+    None,
+    "",
+    "abc",
+    "１２",
+    12,
+    1.5,
+    -3,
+    True,
+    [],
+    ["a"],
+    {"lat": 1},
+    "2026-02-30",
+    "2099-01-01",
+    "53010219800101002X",
+    "12 13",
+    "C",
+    "无房",
+    "无",
+    0,
+    "sha256:" + "A" * 64,
+]
+
+
+def _spoiled(data: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A record with a few answers replaced by junk, removed, added, or rows copied."""
+    data = copy.deepcopy(data)
+    for _ in range(rng.randint(1, 6)):
+        roll, keys = rng.random(), sorted(data)
+        repeats = [
+            k
+            for k in keys
+            if isinstance(data[k], list) and data[k] and isinstance(data[k][0], dict)
+        ]
+        if roll < 0.4 and keys:
+            data[rng.choice(keys)] = rng.choice(_JUNK)
+        elif roll < 0.6 and keys:
+            data.pop(rng.choice(keys))
+        elif roll < 0.7:
+            data["surveyor_note"] = rng.choice(_JUNK)
+        elif repeats:
+            rows = data[rng.choice(repeats)]
+            row = rng.choice(rows)
+            row[rng.choice(sorted(row))] = rng.choice(_JUNK)
+            if rng.random() < 0.3:
+                rows.append(copy.deepcopy(row))
+    return data
+
+
+def _differential_cases(seed: int, households: int) -> list[dict[str, Any]]:
+    """Spoiled records of sample households, answered by the Python engines."""
+    rng = random.Random(seed)
+    cases = []
+    monitoring = {"monitoring_lines": {"53": {"2026": 8700.0}}}
+    for number in range(1, households + 1):
+        records = sample_household(number)
+        form_id = rng.choice(sorted(records))
+        data = _spoiled(records[form_id], rng)
+        record = {
+            "form_id": form_id,
+            "form_version": load_builtin(form_id).version,
+            "today": "2026-11-25",
+            "config": {"monitoring_line": 8700.0, "water_region_type": "water_rich"},
+            "data": data,
+        }
+        picture = {
+            "records": {**records, form_id: data},
+            "village_code": "530102001201",
+            "year": 2026,
+            "monitoring": monitoring,
+            "on": "2026-11-25",
+        }
+        for check, given in (("record.validate", record), ("household.indicators", picture)):
+            cases.append(
+                {
+                    "id": f"{check}-{number}",
+                    "check": check,
+                    "input": given,
+                    "expect": answer(check, given),
+                }
+            )
+    return cases
+
+
+RUN_CASES = """async ([cases, instruments]) => {
+  const engine = await import("/static/forms/engine.js");
+  const { conformanceAnswer } = await import("/support/field_forms_conformance.js");
+  const definitions = {};
+  for (const id of instruments) definitions[id] = await (await fetch(`/instruments/${id}.json`)).json();
+  return cases.map((c) => conformanceAnswer(engine, c.check, c.input, definitions));
+}"""
+
+
 def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> None:
     cases = [c for c in load_cases(VECTOR_DIR) if c["check"] in FORM_CHECKS]
     assert {c["check"] for c in cases} == set(FORM_CHECKS)
@@ -129,6 +228,8 @@ def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> No
             calls: refused("constructor('alert(1)')"),
             proto: refused("${__proto__}.x"),
             value: e.evaluate("${__proto__}", {values: {}}),
+            digits: e.validateRecord(await (await fetch("/instruments/housing_safety.json")).json(),
+                                     {build_year: "530102198001010024"}).cleaned.build_year,
           };
         }"""
     )
@@ -136,6 +237,14 @@ def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> No
     assert out["calls"] == ["unknown_function", 0]
     assert out["proto"] == ["unexpected_token", 12]  # as forms/expressions.py answers
     assert out["value"] is None
+    # Digits beyond what a JavaScript number holds are kept as typed, never replaced.
+    assert out["digits"] == "530102198001010024"
+
+    # Beyond the vectors: spoiled records of forty sample households, judged by both engines.
+    cases = _differential_cases(seed=15, households=40)
+    answers = page.evaluate(RUN_CASES, [cases, INSTRUMENTS])
+    differ = [c["id"] for c, got in zip(cases, answers, strict=True) if not _same(c["expect"], got)]
+    assert differ == []
 
 
 #: The housing instrument plus one labelled calculation (it has none of its own to show).

@@ -64,6 +64,12 @@ function decimalNumber(value) {
   throw typeProblem("数字", "a number", value);
 }
 
+// A whole number typed beyond 2^53 has no exact JavaScript number: the record keeps the digits
+// as typed (the server's validation reads them exactly) rather than store other digits.
+function exactJson(value, n) {
+  return typeof value === "string" && !Number.isSafeInteger(n) && Number.isInteger(n) ? numberTextOf(value) : n;
+}
+
 function choiceValue(value) {
   if (typeof value === "string") return value;
   if (typeof value === "number" && Number.isInteger(value)) return String(value);
@@ -111,11 +117,11 @@ function coerce(defn, fld, value) {
       throw typeProblem("文本", "text", value);
     case "integer": {
       const n = integer(value);
-      return [n, n];
+      return [n, exactJson(value, n)];
     }
     case "decimal": {
       const n = decimalNumber(value);
-      return [n, n];
+      return [n, exactJson(value, n)];
     }
     case "date": {
       if (value instanceof PlainDate) return [value, value.iso];
