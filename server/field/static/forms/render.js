@@ -60,6 +60,13 @@ function valueAt(data, path) {
   return node;
 }
 
+// A stored geopoint {lat, lon, alt?, accuracy?} as the "lat lon [alt [accuracy]]" text one
+// types (accuracy without alt has no text form: the stored point stands until it is retyped).
+function pointText(point) {
+  const keys = "alt" in point ? ["lat", "lon", "alt", "accuracy"] : ["lat", "lon"];
+  return keys.filter((k) => k in point).map((k) => point[k]).join(" ");
+}
+
 function showValue(value, words) {
   if (value === null || value === undefined || value === "") return words.none;
   if (typeof value === "boolean") return value ? words.yes : words.no;
@@ -115,7 +122,7 @@ export function renderForm(root, definition, options = {}) {
   function textInput(holder, fld, path, attrs) {
     const input = el(doc, "input", { ...attrs, id: `f-${path}`, name: path, disabled: readOnly });
     const initial = holder[fld.name];
-    if (initial !== undefined && initial !== null) input.value = typeof initial === "object" ? JSON.stringify(initial) : String(initial);
+    if (initial !== undefined && initial !== null) input.value = typeof initial === "object" ? pointText(initial) : String(initial);
     const update = () => {
       const value = input.value;
       if (value === "") delete holder[fld.name];
