@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from forms.identity import id_check_char
 from forms.indicators import MonitoringConfig
 from forms.instruments import load_builtin
 from forms.instruments.samples import (
@@ -542,14 +543,16 @@ def _record_cases() -> list[dict[str, Any]]:
         "housing-c-grade-not-repaired": {**house, "appraisal_grade": "C"},
         "housing-not-an-object": [],
     }
-    for name, data in broken.items():
+    families = {f"housing-{name}": ("housing_safety", data) for name, data in broken.items()}
+    families.update(_rule_family_records(sample_household(1)))
+    for name, (form_id, data) in families.items():
         cases.append(
             _case(
                 f"validate-{name}",
                 "record.validate",
                 {
-                    "form_id": "housing_safety",
-                    "form_version": load_builtin("housing_safety").version,
+                    "form_id": form_id,
+                    "form_version": load_builtin(form_id).version,
                     "today": today,
                     "config": config,
                     "data": data,
@@ -557,6 +560,93 @@ def _record_cases() -> list[dict[str, Any]]:
             )
         )
     return cases
+
+
+def _child_id(birth: str, serial: str = "123") -> str:
+    first17 = f"530102{birth.replace('-', '')}{serial}"
+    return first17 + id_check_char(first17)
+
+
+def _rule_family_records(household: dict[str, Any]) -> dict[str, tuple[str, Any]]:
+    """Records that exercise the rule families a second engine (the field app's JS) must get
+    right beyond the samples: a calculation read by relevance, a hidden repeat, answers kept
+    when relevance cannot be decided, row ids, coercions, hidden answers removed."""
+    school_child = {"_id": "c1", "name": "小明", "id_number": _child_id("2014-03-05")}
+    dropout = {
+        "_id": "c2",
+        "name": "小红",
+        "id_number": _child_id("2012-10-01", "224"),
+        "health": ["健康"],
+        "dropout_reason": "学习困难/厌学",
+        "persuasions": [
+            {"_id": "p1", "visit_date": "2026-10-09", "visited_by": "村主任", "result": "劝返中"},
+            {"visit_date": "2026-10-20", "visited_by": "校长", "result": "劝返中"},
+            {"_id": "p1", "visit_date": "2099-01-01", "result": "劝返中"},
+        ],
+    }
+    monitoring = household["monitoring_household"]
+    roster = household["household_roster"]
+    member = roster["members"][0]
+    return {
+        # age (a calculation placed after nothing it needs) decides relevance; schooling given,
+        # so the persuasions repeat is hidden and its rows are dropped.
+        "education-hidden-repeat": (
+            "compulsory_education",
+            {
+                "survey_date": "2026-11-25",
+                "children": [
+                    {
+                        **school_child,
+                        "health": ["健康"],
+                        "schooling": "初中",
+                        "persuasions": [{"_id": "p9", "visited_by": "村主任"}],
+                    }
+                ],
+            },
+        ),
+        # A dropout: the persuasion rows are validated, one without _id, one repeating an id.
+        "education-repeat-rows": (
+            "compulsory_education",
+            {"survey_date": "2026-11-25", "children": [dropout]},
+        ),
+        # An ID number with a wrong check character: its own message, the age is unknown, so
+        # the answers whose relevance reads it are kept and nothing is required of them.
+        "education-unknown-age-keeps-answers": (
+            "compulsory_education",
+            {
+                "survey_date": "2026-11-25",
+                "children": [
+                    {
+                        **school_child,
+                        "id_number": school_child["id_number"][:-1]
+                        + ("0" if school_child["id_number"][-1] != "0" else "1"),
+                        "health": "健康",
+                        "schooling": "初中",
+                    }
+                ],
+            },
+        ),
+        # Full-width digits, a select_multiple as text, numbers for text, an unknown key kept.
+        "roster-coercions": (
+            "household_roster",
+            {
+                **roster,
+                # A number for a text field (within 2^53: JSON numbers beyond it are not exact in
+                # JavaScript, and a tablet only ever sends typed text).
+                "household_no": 120100001,
+                "natural_village": 12.5,
+                "phone": "15915000806",
+                "handwritten_note": "户主外出",
+                "members": [{**member, "work_months": "１２", "health": "健康 健康"}],
+            },
+        ),
+        # Category 无: every answer of the monitoring steps is hidden and removed; the income
+        # chain (net_income → per_capita_income) still computes, from a full-width amount.
+        "monitoring-hidden-answers": (
+            "monitoring_household",
+            {**monitoring, "category": "无", "wage_income": "１２３４５．６"},
+        ),
+    }
 
 
 # --- sealed messages: framing + envelope + compression + message, end to end -------------------
@@ -724,6 +814,49 @@ _EXPRESSIONS: list[tuple[str, str, Any]] = [
     ("syntax-bad-reference", "${1abc} = 1", None),
     ("syntax-arity", "if(1, 2)", None),
     ("syntax-empty", "", None),
+    # Every function at least once, and the refusals a second implementation must match.
+    ("boolean", "boolean('') or boolean(${aid})", None),
+    ("now-midnight-of-today", "now()", None),
+    ("decimal-date-time-date", "decimal-date-time(date('1970-01-11'))", None),
+    ("decimal-date-time-zone", "decimal-date-time('2026-11-25T08:30:00+08:00')", None),
+    ("decimal-date-time-bad", "decimal-date-time('2026-11-25T25:00')", None),
+    ("once-keeps-current", "once(${storeys} * 10)", 7),
+    ("once-computes-when-empty", "once(${storeys} * 10)", None),
+    ("month-day", "month(date('2026-03-09')) * 100 + day(date('2026-03-09'))", None),
+    ("days-between", "days-between('2026-01-01', date('2026-03-01'))", None),
+    ("date-arithmetic", "date('2026-02-27') + 3", None),
+    ("date-difference", "date('2026-03-01') - date('2025-03-01')", None),
+    ("id-parts", "concat(id-sex(${id_number}), ' ', id-kind(${id_number}))", None),
+    ("id-birth-date", "id-birth-date(${id_number})", None),
+    ("id-disability-card", "id-kind('53010219800101002312')", None),
+    ("int-truncates", "int(-2.7) + int('9.9')", None),
+    ("number-not-a-number", "number('abc')", None),
+    ("concat-list-and-number", "concat(${aid}, '/', 2.5, '/', true())", None),
+    ("contains-starts-with", "contains(${name}, '秀') and starts-with(${phone}, '138')", None),
+    ("round-half-away-from-zero", "round(-2.5) + round(1234.5, -2)", None),
+    ("decimal-division", "1 div 3", None),
+    ("decimal-mod-sign", "-7.5 mod 2", None),
+    ("number-text-compare", "${grade} != 3 and '3' = 3 and '10' > 9", None),
+    ("boolean-number-compare", "true() = 1", None),
+    ("min-max-dates", "max('2026-01-05', date('2025-12-31'))", None),
+    ("list-equality", "${aid} = ${aid}", None),
+    ("sum-empty-rows", "sum(${missing}, ${income}) + count-if(${missing}, true())", None),
+    ("nested-row-value", "sum(${members}, if(${age} > ${size} * 10, ${income}, 0))", None),
+    ("type-minus-text", "-'a'", None),
+    ("type-compare-list", "${aid} < 3", None),
+    ("date-plus-date", "today() + today()", None),
+    ("round-bad-digits", "round(1.5, 0.5)", None),
+    ("syntax-too-deep", "(" * 41 + "1" + ")" * 41, None),
+    ("syntax-too-tall", "1" + "+1" * 130, None),
+    ("syntax-too-long", "1" + " " * 4000, None),
+    ("syntax-bad-number", "1" * 31, None),
+    ("syntax-unexpected-character", "1 # 2", None),
+    ("syntax-unexpected-token", "1 2", None),
+    ("syntax-bare-word", "storeys > 1", None),
+    ("syntax-regex-not-literal", "regex(${name}, ${name})", None),
+    ("syntax-bad-regex", "regex(${name}, '(')", None),
+    ("syntax-row-function-needs-repeat", "sum(1, 2)", None),
+    ("syntax-dollar", "$storeys", None),
 ]
 
 _EXPRESSION_VALUES: dict[str, Any] = {

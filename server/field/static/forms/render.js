@@ -1,0 +1,379 @@
+// The form renderer of the field app: a definition document → an accessible form on a 360 px
+// screen, driven by the engine's own validation (skip logic, constraints, calculations and
+// checks are exactly what the server will apply). What a person typed stays in the inputs even
+// while a question is hidden, so switching an answer back restores it; values() is the cleaned
+// record the server would store.
+import { inspectRecord } from "./validation.js";
+import { readDefinition } from "./definition.js";
+import { evaluationContext } from "./expressions.js";
+
+const RTL_LANGUAGES = new Set(["ug", "ar", "fa", "he", "ur"]);
+
+// The renderer's own words, per language (zh is always there).
+const WORDS = {
+  zh: { add: "添加一行", remove: "删除此行", row: "第 {n} 行", yes: "是", no: "否", required: "必填", calculated: "自动计算", none: "—", choose: "请选择" },
+  en: { add: "Add a row", remove: "Remove this row", row: "Row {n}", yes: "Yes", no: "No", required: "required", calculated: "calculated", none: "—", choose: "Choose" },
+  ug: { add: "قۇر قوشۇش", remove: "بۇ قۇرنى ئۆچۈرۈش", row: "{n}-قۇر", yes: "ھەئە", no: "ياق", required: "زۆرۈر", calculated: "ئاپتوماتىك ھېسابلاش", none: "—", choose: "تاللاڭ" },
+};
+
+const MANY_CHOICES = 8; // more than this: a drop-down instead of a column of radio buttons
+
+let stylesheetAdded = false;
+
+// render.css next to this module, unless the page passes its own URL (a content-hashed asset)
+// or false (it links the styles itself).
+function addStylesheet(doc, href) {
+  if (href === false || stylesheetAdded || doc.querySelector("link[data-forms-render]")) return;
+  const link = doc.createElement("link");
+  link.rel = "stylesheet";
+  link.href = href || new URL("./render.css", import.meta.url).href;
+  link.dataset.formsRender = "";
+  doc.head.append(link);
+  stylesheetAdded = true;
+}
+
+function newRowId() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID().replaceAll("-", "").slice(0, 16);
+  return `r${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function el(doc, tag, attrs = {}, ...children) {
+  const node = doc.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  node.append(...children.filter(Boolean));
+  return node;
+}
+
+function valueAt(data, path) {
+  let node = data;
+  const segments = path.split("/");
+  for (let i = 0; i < segments.length; i += 1) {
+    if (node === null || node === undefined) return undefined;
+    if (i % 2 === 1) node = Array.isArray(node) ? node.find((row) => row && row._id === segments[i]) : undefined;
+    else node = node[segments[i]];
+  }
+  return node;
+}
+
+// A stored geopoint {lat, lon, alt?, accuracy?} as the "lat lon [alt [accuracy]]" text one
+// types (accuracy without alt has no text form: the stored point stands until it is retyped).
+function pointText(point) {
+  const keys = "alt" in point ? ["lat", "lon", "alt", "accuracy"] : ["lat", "lon"];
+  return keys.filter((k) => k in point).map((k) => point[k]).join(" ");
+}
+
+function showValue(value, words) {
+  if (value === null || value === undefined || value === "") return words.none;
+  if (typeof value === "boolean") return value ? words.yes : words.no;
+  if (Array.isArray(value)) return value.join(" ");
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+export function renderForm(root, definition, options = {}) {
+  const defn = readDefinition(definition);
+  const doc = root.ownerDocument;
+  addStylesheet(doc, options.stylesheet);
+  const context = evaluationContext(options);
+  const readOnly = Boolean(options.readOnly);
+  const onChange = options.onChange || (() => {});
+  const data = structuredClone(options.values || {});
+  let language = options.language || "zh";
+  let showAll = false;
+  let result = null;
+  const touched = new Set(); // data paths a person has answered
+  const slots = new Map(); // data path → {fld, box, message, output, focus}
+  const texts = []; // [node, localized text or word key] re-rendered by setLanguage
+
+  const words = () => (Object.hasOwn(WORDS, language) ? WORDS[language] : WORDS.zh);
+  const say = (localizedText) => (localizedText ? localizedText[language] ?? localizedText.zh : "");
+  const sayNode = (tag, attrs, localizedText) => {
+    const node = el(doc, tag, attrs);
+    node.textContent = say(localizedText);
+    texts.push([node, () => say(localizedText)]);
+    return node;
+  };
+  const wordNode = (tag, attrs, key, vars = {}) => {
+    const node = el(doc, tag, attrs);
+    const render = () => words()[key].replace(/\{(\w+)\}/g, (_, v) => vars[v]);
+    node.textContent = render();
+    texts.push([node, render]);
+    return node;
+  };
+
+  function changed(path) {
+    touched.add(path);
+    refresh();
+  }
+
+  function setValue(holder, name, value, path) {
+    if (value === "" || value === null || (Array.isArray(value) && value.length === 0)) delete holder[name];
+    else holder[name] = value;
+    changed(path);
+  }
+
+  // A text-like input: the record follows what is typed, except while an input method is
+  // composing (pinyin letters are not an answer yet): the composed text lands on compositionend.
+  function textInput(holder, fld, path, attrs) {
+    const input = el(doc, "input", { ...attrs, id: `f-${path}`, name: path, disabled: readOnly });
+    const initial = holder[fld.name];
+    if (initial !== undefined && initial !== null) input.value = typeof initial === "object" ? pointText(initial) : String(initial);
+    const update = () => {
+      const value = input.value;
+      if (value === "") delete holder[fld.name];
+      else holder[fld.name] = value;
+      refresh();
+    };
+    input.addEventListener("input", (event) => {
+      if (!event.isComposing) update();
+    });
+    input.addEventListener("compositionend", update);
+    // Issues appear once an answer is given (change fires on leaving an edited field), not
+    // while typing and not for a field merely passed through: a message appearing on blur
+    // would move the button the person is tapping.
+    input.addEventListener("change", () => changed(path));
+    return input;
+  }
+
+  function choiceInputs(holder, fld, path, multiple) {
+    const choices = defn.choicesOf(fld);
+    const current = holder[fld.name];
+    if (!multiple && choices.length > MANY_CHOICES) {
+      const select = el(doc, "select", { id: `f-${path}`, name: path, disabled: readOnly });
+      const blank = wordNode("option", { value: "" }, "choose");
+      select.append(blank);
+      for (const choice of choices) {
+        const option = sayNode("option", { value: choice.value }, choice.label);
+        if (String(current) === choice.value) option.selected = true;
+        select.append(option);
+      }
+      select.addEventListener("change", () => setValue(holder, fld.name, select.value, path));
+      return [select, select];
+    }
+    const list = el(doc, "div", { class: "vf-choices", role: multiple ? "group" : "radiogroup" });
+    const chosen = new Set(Array.isArray(current) ? current.map(String) : typeof current === "string" ? current.split(/\s+/) : current !== undefined ? [String(current)] : []);
+    let first = null;
+    for (const choice of choices) {
+      const input = el(doc, "input", { type: multiple ? "checkbox" : "radio", name: path, value: choice.value, disabled: readOnly });
+      input.checked = chosen.has(choice.value);
+      first = first || input;
+      input.addEventListener("change", () => {
+        if (multiple) {
+          const picked = [...list.querySelectorAll("input:checked")].map((i) => i.value);
+          setValue(holder, fld.name, picked, path);
+        } else setValue(holder, fld.name, input.value, path);
+      });
+      list.append(el(doc, "label", { class: "vf-choice" }, input, sayNode("span", {}, choice.label)));
+    }
+    return [list, first];
+  }
+
+  function booleanInputs(holder, fld, path) {
+    const list = el(doc, "div", { class: "vf-choices vf-inline", role: "radiogroup" });
+    let first = null;
+    for (const [flag, key] of [[true, "yes"], [false, "no"]]) {
+      const input = el(doc, "input", { type: "radio", name: path, value: String(flag), disabled: readOnly });
+      input.checked = holder[fld.name] === flag;
+      first = first || input;
+      input.addEventListener("change", () => setValue(holder, fld.name, flag, path));
+      list.append(el(doc, "label", { class: "vf-choice" }, input, wordNode("span", {}, key)));
+    }
+    return [list, first];
+  }
+
+  function fieldBox(holder, fld, prefix) {
+    const path = prefix + fld.name;
+    if (fld.type === "repeat") return repeatBox(holder, fld, path);
+    const box = el(doc, "div", { class: `vf-field vf-${fld.type}`, "data-path": path });
+    const message = el(doc, "div", { class: "vf-message", role: "alert", id: `m-${path}` });
+    let control = null;
+    let focus = null;
+    let output = null;
+    if (fld.type === "note") {
+      box.append(sayNode("p", { class: "vf-note" }, fld.label));
+    } else if (fld.type === "calculate" || fld.type === "image") {
+      // A calculation is shown, not typed; a photo is taken by the app shell, which puts its
+      // content address (sha256:…) into the record: here it is only shown.
+      if (!fld.label) box.hidden = true;
+      output = el(doc, "output", { id: `f-${path}`, class: "vf-output" });
+      box.append(sayNode("span", { class: "vf-label" }, fld.label));
+      if (fld.hint) box.append(sayNode("p", { class: "vf-hint" }, fld.hint));
+      box.append(output);
+    } else {
+      const kind = {
+        text: ["input", { type: "text", autocomplete: "off" }],
+        integer: ["input", { type: "text", inputmode: "numeric" }],
+        decimal: ["input", { type: "text", inputmode: "decimal" }],
+        date: ["input", { type: "date" }],
+        geopoint: ["input", { type: "text", inputmode: "decimal", placeholder: "lat lon" }],
+      }[fld.type];
+      if (fld.type === "select_one" || fld.type === "select_multiple") [control, focus] = choiceInputs(holder, fld, path, fld.type === "select_multiple");
+      else if (fld.type === "boolean") [control, focus] = booleanInputs(holder, fld, path);
+      else {
+        control = textInput(holder, fld, path, kind[1]);
+        focus = control;
+      }
+      const grouped = control.tagName === "DIV";
+      // The text in its own span: a language switch rewrites it, not the "required" mark.
+      const label = el(doc, grouped ? "legend" : "label", { class: "vf-label" }, sayNode("span", {}, fld.label));
+      if (!grouped) label.htmlFor = `f-${path}`;
+      if (fld.required === true) label.append(" ", wordNode("span", { class: "vf-required" }, "required"));
+      if (grouped) {
+        const set = el(doc, "fieldset", { class: "vf-set" }, label);
+        if (fld.hint) set.append(sayNode("p", { class: "vf-hint" }, fld.hint));
+        set.append(control);
+        box.append(set);
+      } else {
+        box.append(label);
+        if (fld.hint) box.append(sayNode("p", { class: "vf-hint" }, fld.hint));
+        const row = el(doc, "div", { class: "vf-input" }, control);
+        if (fld.unit) row.append(el(doc, "span", { class: "vf-unit", text: fld.unit }));
+        box.append(row);
+      }
+      (focus || control).setAttribute("aria-describedby", `m-${path}`);
+    }
+    box.append(message);
+    slots.set(path, { fld, box, message, output, focus });
+    return box;
+  }
+
+  function rowCard(rows, fld, path, row, index) {
+    const prefix = `${path}/${row._id}/`;
+    const card = el(doc, "fieldset", { class: "vf-row", "data-path": `${path}/${row._id}` });
+    card.append(wordNode("legend", { class: "vf-row-title" }, "row", { n: index }));
+    for (const sub of fld.fields) card.append(fieldBox(row, sub, prefix));
+    if (!readOnly) {
+      const remove = wordNode("button", { type: "button", class: "vf-remove" }, "remove");
+      remove.addEventListener("click", () => {
+        rows.splice(rows.indexOf(row), 1);
+        for (const key of [...slots.keys()]) if (key.startsWith(prefix)) slots.delete(key);
+        card.remove();
+        renumber();
+        changed(path);
+      });
+      card.append(remove);
+    }
+    return card;
+  }
+
+  function renumber() {
+    for (const list of root.querySelectorAll(".vf-rows")) {
+      [...list.children].forEach((card, i) => {
+        const title = card.querySelector(":scope > .vf-row-title");
+        if (title) title.textContent = words().row.replace("{n}", i + 1);
+      });
+    }
+  }
+
+  function repeatBox(holder, fld, path) {
+    if (!Array.isArray(holder[fld.name])) holder[fld.name] = [];
+    const rows = holder[fld.name];
+    const box = el(doc, "section", { class: "vf-field vf-repeat", "data-path": path });
+    box.append(sayNode("h3", { class: "vf-label" }, fld.label));
+    if (fld.hint) box.append(sayNode("p", { class: "vf-hint" }, fld.hint));
+    const list = el(doc, "div", { class: "vf-rows" });
+    rows.forEach((row, i) => {
+      if (!row._id) row._id = newRowId();
+      list.append(rowCard(rows, fld, path, row, i + 1));
+    });
+    box.append(list);
+    const message = el(doc, "div", { class: "vf-message", role: "alert", id: `m-${path}` });
+    let focus = null;
+    if (!readOnly) {
+      const add = wordNode("button", { type: "button", class: "vf-add" }, "add");
+      add.addEventListener("click", () => {
+        const row = { _id: newRowId() };
+        rows.push(row);
+        const card = rowCard(rows, fld, path, row, rows.length);
+        list.append(card);
+        changed(path);
+        card.querySelector("input:not([readonly]), select")?.focus();
+      });
+      box.append(add);
+      focus = add;
+    }
+    box.append(message);
+    slots.set(path, { fld, box, message, output: null, focus });
+    return box;
+  }
+
+  function isHidden(path, hidden) {
+    return hidden.some((h) => path === h || path.startsWith(`${h}/`));
+  }
+
+  // Chinese first, then the page's language beside it when the message has that text. Each
+  // line carries its own direction, so Chinese punctuation stays put on a right-to-left page.
+  function messageNodes(issue) {
+    const line = (code, extra) =>
+      el(doc, "span", { lang: code, dir: RTL_LANGUAGES.has(code) ? "rtl" : "ltr", ...extra, text: issue.message[code] });
+    const lines = [line("zh", {})];
+    if (language !== "zh" && issue.message[language]) lines.push(line(language, { class: "vf-translation" }));
+    return lines;
+  }
+
+  function refresh() {
+    // Rows the person left empty are still rows: validation sees them as they are.
+    result = inspectRecord(defn, data, context);
+    const hidden = result.hidden;
+    const byPath = new Map();
+    for (const issue of [...result.errors, ...result.warnings]) {
+      if (issue.code === "unknown_field") continue;
+      if (!byPath.has(issue.path)) byPath.set(issue.path, []);
+      byPath.get(issue.path).push(issue);
+    }
+    for (const [path, slot] of slots) {
+      slot.box.hidden = isHidden(path, hidden) || (slot.fld.type === "calculate" && !slot.fld.label);
+      if (slot.output) slot.output.textContent = showValue(valueAt(result.cleaned, path), words());
+      const shown = showAll || touched.has(path) ? byPath.get(path) || [] : [];
+      slot.message.replaceChildren(...shown.flatMap((issue) => [el(doc, "p", { class: `vf-${issue.severity}` }, ...messageNodes(issue))]));
+      slot.box.classList.toggle("vf-invalid", shown.some((i) => i.severity === "error"));
+      slot.focus?.setAttribute("aria-invalid", String(shown.some((i) => i.severity === "error")));
+    }
+    const general = [...byPath.entries()].filter(([path]) => !slots.has(path)).flatMap(([, list]) => list);
+    summary.replaceChildren(...(showAll ? general : []).map((issue) => el(doc, "p", { class: `vf-${issue.severity}` }, ...messageNodes(issue))));
+    onChange(result.cleaned, [...result.errors, ...result.warnings]);
+  }
+
+  function applyLanguage() {
+    root.lang = language;
+    root.dir = RTL_LANGUAGES.has(language) ? "rtl" : "ltr";
+    for (const [node, render] of texts) node.textContent = render();
+    renumber();
+  }
+
+  root.replaceChildren();
+  root.classList.add("vf-form");
+  const title = sayNode("h2", { class: "vf-title" }, defn.title);
+  const summary = el(doc, "div", { class: "vf-summary", role: "alert" });
+  const body = el(doc, "div", { class: "vf-body" });
+  for (const fld of defn.fields) body.append(fieldBox(data, fld, ""));
+  root.append(title, body, summary);
+  applyLanguage();
+  refresh();
+
+  return {
+    values: () => structuredClone(result.cleaned),
+    issues: () => [...result.errors, ...result.warnings],
+    setLanguage(code) {
+      language = code;
+      applyLanguage();
+      refresh();
+    },
+    // Show every issue and move to the first error a person can fix on screen.
+    focusFirstIssue() {
+      showAll = true;
+      refresh();
+      const issue = result.errors.find((i) => slots.has(i.path) && !slots.get(i.path).box.hidden);
+      if (!issue) return null;
+      const slot = slots.get(issue.path);
+      slot.box.scrollIntoView({ block: "center" });
+      (slot.focus || slot.box).focus();
+      return issue;
+    },
+  };
+}
