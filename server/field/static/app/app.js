@@ -183,6 +183,7 @@ async function startForm(definition) {
   await state.store.putDraft(draft);
   await openDraft(draft);
   await refreshDrafts();
+  $("editor").scrollIntoView({ block: "start" });
 }
 
 async function openDraft(draft) {

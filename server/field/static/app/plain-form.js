@@ -70,6 +70,7 @@ export function renderPlainForm(root, definition, { values = {}, language = "zh"
   root.replaceChildren();
   const controls = [];
   for (const fieldDef of definition.fields || []) {
+    if (fieldDef.type === "calculate") continue; // computed by the form engine, never typed
     const wrap = document.createElement("div");
     wrap.className = "question";
     const label = document.createElement("label");
