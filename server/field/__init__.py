@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gzip
 import hashlib
 import json
 import mimetypes
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, current_app, render_template
+from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
 
 from forms.instruments import BUILTIN_IDS, builtin_json
 
@@ -104,8 +105,8 @@ def _client_settings(app: Flask) -> dict[str, Any]:
 def build_manifest(app: Flask) -> tuple[AssetManifest, dict[str, bytes]]:
     """Hash every static file, the instruments document and the app page.
 
-    Returns the manifest and the generated documents by URL (the page and the instruments are
-    rendered once here, so what is hashed is byte for byte what is served).
+    Returns the manifest and every asset's bytes by URL (files read and documents rendered once
+    here, so what is hashed is byte for byte what is served).
     """
     assets: list[Asset] = []
     generated: dict[str, bytes] = {}
@@ -114,22 +115,28 @@ def build_manifest(app: Flask) -> tuple[AssetManifest, dict[str, bytes]]:
         data = path.read_bytes()
         url = f"{PREFIX}/static/{path.relative_to(STATIC_DIR).as_posix()}"
         assets.append(Asset(url, hashlib.sha256(data).hexdigest(), len(data)))
-    generated[f"{PREFIX}/instruments.json"] = instruments_document()
-    generated[f"{PREFIX}/manifest.webmanifest"] = _web_manifest()
+        # Served from memory: what was hashed is what is served until the next start, even if
+        # a file changes on disk meanwhile (the worker's integrity check would refuse it).
+        generated[url] = data
+    documents = {
+        f"{PREFIX}/instruments.json": instruments_document(),
+        f"{PREFIX}/manifest.webmanifest": _web_manifest(),
+    }
     release = str(app.config["FIELD_APP_RELEASE"])
     # The page names the version it was built with; hash the rest first, then render it.
     pre = hashlib.sha256(release.encode())
     for asset in assets:
         pre.update(f"{asset.url} {asset.sha256}\n".encode())
-    for url, data in sorted(generated.items()):
+    for url, data in sorted(documents.items()):
         pre.update(f"{url} {hashlib.sha256(data).hexdigest()}\n".encode())
     template_dir = Path(__file__).resolve().parent / "templates"
     for template in sorted(template_dir.glob("*")):
         pre.update(hashlib.sha256(template.read_bytes()).digest())
     version = pre.hexdigest()[:16]
-    generated[f"{PREFIX}/"] = _page_bytes(app, "field.html", version)
-    for url, data in sorted(generated.items()):
+    documents[f"{PREFIX}/"] = _page_bytes(app, "field.html", version)
+    for url, data in sorted(documents.items()):
         assets.append(Asset(url, hashlib.sha256(data).hexdigest(), len(data)))
+    generated.update(documents)
     kill = bool(app.config["FIELD_APP_KILL_SWITCH"])
     return AssetManifest(version, tuple(sorted(assets, key=lambda a: a.url)), kill), generated
 
@@ -164,8 +171,24 @@ def _state() -> tuple[AssetManifest, dict[str, bytes]]:
     return current_app.extensions["field_app"]
 
 
+#: Bodies smaller than this go as they are: gzip's header would eat the gain.
+GZIP_MIN_BYTES = 512
+
+
+@functools.lru_cache(maxsize=256)
+def _gzipped(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=9, mtime=0)
+
+
 def _shell_response(body: bytes, mimetype: str) -> Response:
-    response = Response(body, mimetype=mimetype)
+    # Compressed here (waitress does not): the first install over a 64 kbit/s link costs the
+    # compressed bytes, a few times fewer. Integrity and hashes are over the decoded body.
+    if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = Response(_gzipped(body), mimetype=mimetype)
+        response.headers["Content-Encoding"] = "gzip"
+    else:
+        response = Response(body, mimetype=mimetype)
+    response.headers["Vary"] = "Accept-Encoding"
     # Revalidate every time: the worker is the offline copy; the HTTP cache must never hand
     # the worker an old file under a new manifest (the integrity check would then fail).
     response.headers["Cache-Control"] = "no-cache"
@@ -247,14 +270,16 @@ def icon_png(size: int) -> Response:
 
 @blueprint.get("/static/<path:name>")
 def static_file(name: str) -> Response:
-    """A file of the app (shell, form engine, protocol client, vendored libraries)."""
-    path = (STATIC_DIR / name).resolve()
-    if STATIC_DIR not in path.parents or not path.is_file():
+    """A file of the app (shell, form engine, protocol client, vendored libraries), as hashed
+    at start-up; a name outside the manifest is a 404."""
+    _, bodies = _state()
+    body = bodies.get(f"{PREFIX}/static/{name}")
+    if body is None:
         abort(404)
-    mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    if path.suffix in {".js", ".mjs"}:
+    mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if name.endswith((".js", ".mjs")):
         mimetype = "text/javascript"
-    return _shell_response(path.read_bytes(), mimetype)
+    return _shell_response(body, mimetype)
 
 
 @functools.cache

@@ -4,6 +4,7 @@ precaches from (hashes of exactly the bytes served), the kill switch and the CSP
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -92,3 +93,14 @@ def test_only_files_of_the_app_are_served(tmp_path: Path) -> None:
     assert client.get("/field/icon-64.png").status_code == 404
     ping = client.get("/field/ping")
     assert ping.get_json()["ok"] is True and ping.headers["Cache-Control"] == "no-store"
+
+
+def test_assets_go_gzipped_to_a_browser_that_accepts_it(tmp_path: Path) -> None:
+    client = _app(tmp_path).test_client()
+    plain = client.get("/field/static/app/app.js")
+    packed = client.get("/field/static/app/app.js", headers={"Accept-Encoding": "gzip, br"})
+    assert "Content-Encoding" not in plain.headers
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert packed.headers["Vary"] == "Accept-Encoding"
+    assert len(packed.data) < len(plain.data) / 2
+    assert gzip.decompress(packed.data) == plain.data
