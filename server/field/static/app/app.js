@@ -4,15 +4,13 @@
 
 import { openSealedStore } from "./sealed-store.js";
 import * as engines from "./engines.js";
-import { downscalePhoto, sha256Hex } from "./photos.js";
+import { downscalePhoto, roomForPhoto, sha256Hex } from "./photos.js";
 import { outboxFile } from "./outbox-file.js";
 
 const $ = (id) => document.getElementById(id);
 const settings = JSON.parse(document.body.dataset.settings || "{}");
 const SAVE_DELAY_MS = 400; // debounce: save shortly after typing pauses, not on each key
 const PROBE_TIMEOUT_MS = 5000;
-// Below this much free space no new photo is taken: drafts and the outbox must always fit.
-const MIN_FREE_BYTES = 50 * 1024 * 1024;
 
 const state = {
   store: null,
@@ -287,7 +285,7 @@ async function refreshSpace() {
 async function addPhoto(file) {
   if (!state.draft) return;
   const space = await refreshSpace();
-  if (space && space.free < Math.max(MIN_FREE_BYTES, file.size * 4)) {
+  if (!roomForPhoto(space, file.size)) {
     say("photo-message", `存储空间不足（剩余 ${megabytes(space.free)}），不能再添加照片。请先同步或导出待同步数据。`);
     document.body.dataset.photoBlocked = "yes";
     return;
@@ -371,7 +369,9 @@ function sync(reason) {
       await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
       await state.store.putSetting("lastSync", { at: Date.now() });
       state.failures = 0;
-      say("sync-message", "同步完成。");
+      const photos = await engines.uploadPhotos({ storage: state.store });
+      const left = photos.failed.length ? `，${photos.failed.length} 张照片下次再传` : "";
+      say("sync-message", `同步完成${photos.uploaded ? `，上传照片 ${photos.uploaded} 张` : ""}${left}。`);
     } catch (error) {
       say("sync-message", `同步未完成：${error.message}。稍后自动重试，数据不会丢失。`);
       if (error.code !== "engine_missing") retryLater();
@@ -417,14 +417,6 @@ async function refreshStatus() {
 
 // --- enrolment -----------------------------------------------------------------------------
 
-function codeFromScan(text) {
-  // The admin page's QR: villagesync:enroll?server=<url>&code=<code>; a bare code works too.
-  const match = /^villagesync:enroll\?(.*)$/.exec(text.trim());
-  if (!match) return { code: text.trim(), server: null };
-  const params = new URLSearchParams(match[1]);
-  return { code: params.get("code") || "", server: params.get("server") };
-}
-
 async function enrolWith(code) {
   say("enrol-message", "正在登记…");
   try {
@@ -445,13 +437,13 @@ async function enrolWith(code) {
 let stopScan = null;
 
 async function startScan() {
-  const { scanQr } = await import("./scanner.js");
+  const { scanQr, enrolmentFromQr } = await import("./scanner.js");
   $("scanner").hidden = false;
   try {
     const scan = scanQr($("scan-video"));
     stopScan = scan.stop;
     const text = await scan.result;
-    const { code, server } = codeFromScan(text);
+    const { code, server } = enrolmentFromQr(text);
     if (server && new URL(server).origin !== location.origin) {
       say("enrol-message", `二维码指向另一台服务器（${server}），请在那台服务器的 /field/ 打开。`);
       return;

@@ -6,6 +6,7 @@
 // is missing instead of pretending to have synced. Nothing else in app/ imports those folders.
 
 import { renderPlainForm } from "./plain-form.js";
+import { uploadPendingPhotos } from "./uploads.js";
 
 export class EngineMissing extends Error {
   constructor(what) {
@@ -105,6 +106,26 @@ export async function outboxEnvelopes({ storage }) {
   const engine = await modules.device.openEngine(storage);
   const keys = await storage.deviceKeys();
   return modules.client.exportEnvelopes({ engine, keys });
+}
+
+/** Upload the photos not yet uploaded, signed with the device's Ed25519 key (the protocol
+ * client keeps the key pairs through storage.putDeviceKeys; the signing key is read from
+ * `signing.privateKey`, the WebCrypto CryptoKeyPair shape). */
+export async function uploadPhotos({ storage }) {
+  const keys = await storage.deviceKeys();
+  const enrolment = await storage.setting("enrolment");
+  const signingKey = keys && (keys.signing ? keys.signing.privateKey : keys.signingKey);
+  if (!signingKey || !enrolment) return { uploaded: 0, failed: [] };
+  // Sign with the server's clock where the protocol client recorded how far ours is off (the
+  // setting "clockOffsetMs"): a tablet's own clock is often wrong by more than the upload
+  // signature's allowed age.
+  const offset = Number(await storage.setting("clockOffsetMs")) || 0;
+  return uploadPendingPhotos({
+    storage,
+    deviceId: enrolment.deviceId,
+    signingKey,
+    now: () => Date.now() + offset,
+  });
 }
 
 /** Whether the protocol client is present (the UI hides what it cannot do). */

@@ -33,6 +33,15 @@ async function detector() {
   };
 }
 
+/** The enrolment a QR code carries: the admin page's `villagesync:enroll?server=<url>&code=<code>`
+ * (server.web.devices.enrolment_payload), or a bare code typed into another scanner app. */
+export function enrolmentFromQr(text) {
+  const match = /^villagesync:enroll\?(.*)$/.exec(text.trim());
+  if (!match) return { code: text.trim(), server: null };
+  const params = new URLSearchParams(match[1]);
+  return { code: params.get("code") || "", server: params.get("server") };
+}
+
 /** Decode the text of a QR code in an image (Blob/ImageBitmap source), or null. */
 export async function decodeImage(blob) {
   const bitmap = await createImageBitmap(blob);

@@ -241,6 +241,12 @@ class StorageApi {
     await this._put("photo-meta", sha256, { ...meta, sha256, size: bytes.byteLength });
   }
 
+  /** Change a photo's description (e.g. `{uploaded: true}`) without rewriting its bytes. */
+  async markPhoto(sha256, changes) {
+    const meta = await this._get("photo-meta", sha256);
+    if (meta !== undefined) await this._put("photo-meta", sha256, { ...meta, ...changes });
+  }
+
   async photo(sha256) {
     const found = await this._get("photo", sha256);
     return found === undefined ? null : found;
