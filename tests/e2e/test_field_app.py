@@ -5,7 +5,8 @@ with a new release behind the same origin. The story at 360 px: the service work
 precaches exactly the asset manifest; with the network off the shell still loads and a draft typed
 before the reload is still there; IndexedDB read raw holds no field value, name or ID number in
 clear; POSTs never pass through the worker; a new release shows the update prompt without
-reloading over the draft, and the update keeps it; the kill page unregisters the worker.
+reloading over the draft, and the update keeps it; the kill page unregisters the worker, and so
+does ``FIELD_APP_KILL_SWITCH`` on the server, in the running app, without a reload.
 Screenshots at 360 and 1280 px go to ``tests/artifacts/field/``.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,8 @@ class Shots:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     def take(self, name: str) -> None:
+        # From the top: the sticky header would otherwise be drawn mid-page in a full-page shot.
+        self.page.evaluate("window.scrollTo(0, 0)")
         for width, height in ((1280, 900), (360, 780)):
             self.page.set_viewport_size({"width": width, "height": height})
             self.page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
@@ -136,7 +140,22 @@ def test_field_app_offline_sealed_and_updated_in_place(
     county: CountyServer, chromium: Any, tmp_path: Path
 ) -> None:
     proxy = FaultProxy(("127.0.0.1", _port(county.url))).start()
-    servers = [county]
+    # The two later releases start now, in the background, while the browser works (each a fresh
+    # database: the shell's files do not depend on it, and the harness reads the admin password
+    # a first start prints).
+    starting = ThreadPoolExecutor(2)
+    second_start = starting.submit(
+        start_county_server,
+        f"sqlite:///{tmp_path / 'second.db'}",
+        tmp_path / "second",
+        FIELD_APP_RELEASE="second",
+    )
+    killer_start = starting.submit(
+        start_county_server,
+        f"sqlite:///{tmp_path / 'killer.db'}",
+        tmp_path / "killer",
+        FIELD_APP_KILL_SWITCH="true",
+    )
     try:
         origin = f"http://127.0.0.1:{proxy.port}"
         context = chromium.new_context(viewport={"width": 360, "height": 780}, locale="zh-CN")
@@ -209,13 +228,8 @@ def test_field_app_offline_sealed_and_updated_in_place(
 
         # A new release behind the same origin: the prompt appears, the page is not reloaded.
         page.evaluate("window.__sameDocument = 'yes'")
-        county.stop()
-        # (A fresh database: the shell's files do not depend on it, and the harness reads the
-        # admin password a first start prints.)
-        second = start_county_server(
-            f"sqlite:///{tmp_path / 'second.db'}", tmp_path / "second", FIELD_APP_RELEASE="second"
-        )
-        servers.append(second)
+        second = second_start.result()
+        county.stop()  # (also ends the browser's keep-alive connections to the old release)
         proxy.target = ("127.0.0.1", _port(second.url))
         page.fill("[data-field='natural_village']", HAMLET + "东")
         page.click("#sync-now")
@@ -238,8 +252,34 @@ def test_field_app_offline_sealed_and_updated_in_place(
         assert page.evaluate("navigator.serviceWorker.getRegistrations().then(r => r.length)") == 0
         assert page.evaluate(CACHED_URLS)["names"] == []
         assert page.evaluate(READ_ENGINE_DATA)["op"]["members[m1].name"] == NAME
+
+        # Installed again; then FIELD_APP_KILL_SWITCH on the server removes it from the running
+        # app at its next check, without a reload and without touching the open draft.
+        page.goto(f"{origin}/field/")
+        _ready(page)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=30_000)
+        assert page.evaluate(CACHED_URLS)["names"] != []
+        page.evaluate("window.__sameDocument = 'still'")
+        killer = killer_start.result()
+        second.stop()
+        proxy.target = ("127.0.0.1", _port(killer.url))
+        page.click("#sync-now")
+        registrations = -1
+        for _ in range(120):
+            registrations = page.evaluate(
+                "navigator.serviceWorker.getRegistrations().then(r => r.length)"
+            )
+            if registrations == 0:
+                break
+            page.wait_for_timeout(250)
+        assert registrations == 0
+        assert page.evaluate(CACHED_URLS)["names"] == []
+        assert page.evaluate("window.__sameDocument") == "still"
+        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
         context.close()
     finally:
         proxy.close()
-        for server in servers:
-            server.stop()
+        starting.shutdown(wait=True)
+        for start in (second_start, killer_start):
+            if start.exception() is None:
+                start.result().stop()
