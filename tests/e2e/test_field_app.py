@@ -197,6 +197,12 @@ def test_field_app_offline_sealed_and_updated_in_place(
             "validation_failed",
             "invalid_enrollment_code",
         }
+        # Even a POST to a precached URL is the network's: the server refuses it (405); a worker
+        # answering by URL alone would have served the cached file.
+        with page.expect_response("**/field/static/app/engines.js") as posted_shell:
+            page.evaluate("fetch('/field/static/app/engines.js', {method: 'POST', body: 'x'})")
+        assert posted_shell.value.status == 405
+        assert not posted_shell.value.from_service_worker
         with page.expect_response("**/field/static/app/app.js") as shell_get:
             page.evaluate("fetch('/field/static/app/app.js')")
         assert shell_get.value.from_service_worker
