@@ -9,7 +9,8 @@ served by waitress on loopback, gzip as the blueprint sends it); the link is
   raw, gzip -9 (what the server sends) and brotli when the ``brotli`` module is installed.
 * **First form**: the requests a cold browser makes before the first form can be typed in, in
   dependency waves found by reading the files (the page's ``href``/``src``; each module's static
-  ``import … from``; then the shell's ``fetch`` of the forms document), each wave in parallel over
+  ``import … from`` and ``import("…")`` but the scanner's; then the shell's ``fetch`` of the
+  forms document), each wave in parallel over
   at most six keep-alive connections as a browser does. Modelled as Σ (RTT + wave bytes ÷
   bandwidth) plus one RTT to connect, and measured by actually loading it through the proxy.
 * **Install**: the rest of the manifest, fetched the same way (the worker's precache).
@@ -43,6 +44,9 @@ _STATIC_IMPORT = re.compile(
     r"""^\s*(?:import|export)\s[^;]*?from\s+["'](\.{1,2}/[^"']+)["']""", re.M
 )
 _FETCH = re.compile(r"""fetch\(\s*["'](/field/[^"']+)["']""")
+_DYNAMIC_IMPORT = re.compile(r"""import\(\s*["'](\.{1,2}/[^"']+)["']\s*\)""")
+#: Modules imported on demand that a first form does not wait for (the QR scanner).
+ON_DEMAND = frozenset({"/field/static/app/scanner.js"})
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ def first_form_waves(bodies: dict[str, bytes]) -> list[list[str]]:
                 continue
             text = bodies[url].decode()
             following |= {_resolve(url, rel) for rel in _STATIC_IMPORT.findall(text)}
+            # The engines' modules (form renderer, protocol client) load as the app starts.
+            following |= {_resolve(url, rel) for rel in _DYNAMIC_IMPORT.findall(text)} - ON_DEMAND
             fetched |= set(_FETCH.findall(text))
         frontier = sorted(u for u in following if u in bodies and u not in seen)
         seen |= set(frontier)

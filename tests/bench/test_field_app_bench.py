@@ -33,9 +33,15 @@ def test_a_fast_run_measures_the_whole_manifest_and_the_first_form_waves() -> No
 
 
 def test_waves_follow_imports_not_file_order() -> None:
+    # Static and dynamic imports both count, except the scanner (loaded only to scan a QR).
     bodies = {
         "/field/": b'<script type="module" src="/field/static/app/a.js"></script>',
-        "/field/static/app/a.js": b'import { b } from "./b.js";\nfetch("/field/data.json");',
+        "/field/static/app/a.js": (
+            b'import { b } from "./b.js";\nfetch("/field/data.json");\n'
+            b'const e = () => import("../forms/render.js");\nimport("./scanner.js");'
+        ),
+        "/field/static/forms/render.js": b"export function renderForm() {}",
+        "/field/static/app/scanner.js": b"",
         "/field/static/app/b.js": b'import { c } from "../lib/c.js";',
         "/field/static/lib/c.js": b"export const c = 1;",
         "/field/data.json": b"{}",
@@ -44,7 +50,7 @@ def test_waves_follow_imports_not_file_order() -> None:
     assert first_form_waves(bodies) == [
         ["/field/"],
         ["/field/static/app/a.js"],
-        ["/field/static/app/b.js"],
+        ["/field/static/app/b.js", "/field/static/forms/render.js"],
         ["/field/static/lib/c.js"],
         ["/field/data.json"],
     ]

@@ -117,7 +117,11 @@ def test_sealed_store_outbox_file_and_enrolment_qr(page: Any, county: CountyServ
         throw new Error('crash between two writes');
       }).catch(() => {});
       out.afterCrash = await store.outboxItems(['pending']);
+      await store.putConflict({ conflictId: 'c-zero', recordId: 'r', status: 'open' });
       await store.transaction(async (unit) => {
+        await unit.putConflict({ conflictId: 'c-two', recordId: 'r', status: 'open' });
+        await unit.putConflict({ conflictId: 'c-one', recordId: 'r', status: 'open' });
+        out.unitOrder = (await unit.conflictNotes()).map((n) => n.conflictId);
         await unit.putOutboxItem({ seq: 9, state: 'pending', op: { recordId: 'r' } });
         await unit.putOutboxItem({ seq: 8, state: 'sent', op: { recordId: 'r' } });
         out.insideSees = (await unit.outboxItems(['pending', 'sent'])).map((i) => i.seq);
@@ -125,6 +129,7 @@ def test_sealed_store_outbox_file_and_enrolment_qr(page: Any, county: CountyServ
       });
       out.afterCommit = (await store.outboxItems(['pending', 'sent'], { limit: 5 })).map((i) => i.seq);
       out.ofRecord = (await store.outboxItems(['sent'], { recordId: 'r' })).map((i) => i.seq);
+      out.storedOrder = (await store.conflictNotes({ status: 'open' })).map((n) => n.conflictId);
       return out;
     }""",
         [after["slot"]],
@@ -139,6 +144,8 @@ def test_sealed_store_outbox_file_and_enrolment_qr(page: Any, county: CountyServ
     assert result["afterCrash"] == []
     assert result["insideSees"] == [8, 9] and result["outsideSees"] == []
     assert result["afterCommit"] == [8, 9] and result["ofRecord"] == [8]
+    # Lists keep first-stored order (slots are random tags), inside a unit as after it.
+    assert result["unitOrder"] == result["storedOrder"] == ["c-zero", "c-two", "c-one"]
     _outbox_file_and_enrolment_qr(page, county)
 
 

@@ -15,28 +15,23 @@ export class EngineMissing extends Error {
   }
 }
 
-async function optional(path) {
-  try {
-    return await import(path);
-  } catch {
-    return null;
-  }
-}
-
+// Literal import() calls (not a helper taking a path), so the field_app bench can see what
+// the first form loads.
+const absent = () => null;
 let formsModule;
 let protocolModules;
 
 async function forms() {
-  if (formsModule === undefined) formsModule = await optional("../forms/render.js");
+  if (formsModule === undefined) formsModule = await import("../forms/render.js").catch(absent);
   return formsModule;
 }
 
 async function protocol() {
   if (protocolModules === undefined) {
     const [enrol, client, device] = await Promise.all([
-      optional("../protocol/enrol.js"),
-      optional("../protocol/client.js"),
-      optional("../protocol/device.js"),
+      import("../protocol/enrol.js").catch(absent),
+      import("../protocol/client.js").catch(absent),
+      import("../protocol/device.js").catch(absent),
     ]);
     protocolModules = enrol && client && device ? { enrol, client, device } : null;
   }

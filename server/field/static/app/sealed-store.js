@@ -464,15 +464,20 @@ class Unit extends StorageApi {
 
   async _merged(kind, ordered) {
     const base = await this.store._entries(kind);
-    const bySlot = new Map(base.map((e) => [e.slot, e.wrapped]));
+    // `n`: 0 for what is stored, then 1, 2 … for what this unit adds, in the order it added them
+    // (so new entries list after the stored ones, as they will once committed).
+    const bySlot = new Map(base.map((e) => [e.slot, { o: e.wrapped.o, n: 0, v: e.wrapped.v }]));
+    let added = 0;
     for (const write of this.writes.values()) {
       if (write.kind !== kind) continue;
       const slot = await this.store._slot(kind, write.id);
+      const known = bySlot.get(slot);
       if (write.value === undefined) bySlot.delete(slot);
-      else bySlot.set(slot, { o: bySlot.get(slot)?.o ?? Number.MAX_SAFE_INTEGER, v: write.value });
+      else if (known) bySlot.set(slot, { ...known, v: write.value });
+      else bySlot.set(slot, { o: 0, n: ++added, v: write.value });
     }
     const entries = [...bySlot.values()];
-    if (ordered) entries.sort((a, b) => a.o - b.o);
+    if (ordered) entries.sort((a, b) => a.n - b.n || a.o - b.o);
     return entries.map((e) => e.v);
   }
 
