@@ -13,6 +13,7 @@ from server.api import register_blueprints
 from server.api.wire import BoundedIntConverter, reject_nul_in_path
 from server.cli import register_commands
 from server.errors import PayloadTooLarge, register_error_handlers
+from server.field import init_app as init_field
 from server.settings import load_settings
 from server.storage import schema
 from server.storage.database import engine, init_database
@@ -55,6 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["int"] = BoundedIntConverter  # before the routes are added
     register_blueprints(app)
     init_web(app)  # the admin web pages beside the API
+    init_field(app)  # the field app (PWA) at /field/
     register_commands(app)
 
     @app.before_request

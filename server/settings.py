@@ -206,6 +206,30 @@ SETTINGS: tuple[Setting, ...] = (
         60,
         "How often the scheduler publishes form versions whose publication time has come.",
     ),
+    Setting(
+        "field_app_release",
+        "",
+        "A label mixed into the field app's cache version (`/field/`): change it to make every "
+        "installed app offer the update, e.g. after a change outside the app's own files.",
+    ),
+    Setting(
+        "field_app_kill_switch",
+        False,
+        "Serve a field-app service worker that clears its caches and unregisters itself (for a "
+        "broken release); the app then runs from the network only.",
+    ),
+    Setting(
+        "field_photo_max_pixels",
+        1_200_000,
+        "Photos taken in the field app are downscaled on the device to at most this many pixels "
+        "(width × height) before they are stored and uploaded.",
+    ),
+    Setting(
+        "field_sync_interval_seconds",
+        300,
+        "How often an open field app tries to sync on its own (besides start, `online`, "
+        "returning to the app and the 同步 button).",
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

@@ -1,0 +1,524 @@
+// The field app's shell: service worker and updates, drafts saved sealed as the worker types,
+// photos downscaled on the device, sync triggers and status, enrolment, the outbox export.
+// The engines (form renderer, protocol client) are reached only through ./engines.js.
+
+import { openSealedStore } from "./sealed-store.js";
+import * as engines from "./engines.js";
+import { downscalePhoto, roomForPhoto, sha256Hex } from "./photos.js";
+import { outboxFile } from "./outbox-file.js";
+
+const $ = (id) => document.getElementById(id);
+const settings = JSON.parse(document.body.dataset.settings || "{}");
+const SAVE_DELAY_MS = 400; // debounce: save shortly after typing pauses, not on each key
+const PROBE_TIMEOUT_MS = 5000;
+
+const state = {
+  store: null,
+  definitions: [],
+  draft: null,
+  form: null,
+  changes: 0, // changes made to the open draft
+  saved: 0, // changes already sealed in IndexedDB
+  saveTimer: null,
+  saving: Promise.resolve(),
+  syncing: null,
+  failures: 0,
+  retryTimer: null,
+  registration: null,
+};
+
+function unsaved() {
+  return state.draft !== null && state.changes !== state.saved;
+}
+
+function say(id, text) {
+  $(id).textContent = text;
+}
+
+function timeText(ms) {
+  return new Date(ms).toLocaleString("zh-CN", { hour12: false });
+}
+
+function megabytes(bytes) {
+  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MB`;
+}
+
+// --- service worker: install, update prompt, kill flag -------------------------------------
+
+async function registerWorker() {
+  if (!("serviceWorker" in navigator)) return;
+  // updateViaCache "none": the browser asks the server for sw.js itself on every check.
+  const registration = await navigator.serviceWorker.register("/field/sw.js", {
+    scope: "/field/",
+    updateViaCache: "none",
+  });
+  state.registration = registration;
+  if (registration.waiting && navigator.serviceWorker.controller) offerUpdate();
+  registration.addEventListener("updatefound", () => {
+    const worker = registration.installing;
+    if (!worker) return;
+    worker.addEventListener("statechange", () => {
+      // "installed" with a controller present = a new version waits beside the running one.
+      if (worker.state === "installed" && navigator.serviceWorker.controller) offerUpdate();
+      if (worker.state === "activated") document.body.dataset.worker = "active";
+    });
+  });
+  if (registration.active) document.body.dataset.worker = "active";
+  let reloading = false;
+  navigator.serviceWorker.addEventListener("controllerchange", () => {
+    // Only after the worker asked for the switch (offerUpdate → update-now), with the draft saved.
+    if (reloading || document.body.dataset.updateRequested !== "yes") return;
+    reloading = true;
+    location.reload();
+  });
+}
+
+function offerUpdate() {
+  $("update").hidden = false;
+  document.body.dataset.update = "offered";
+}
+
+async function applyUpdate() {
+  // Never reload over unsaved input: seal what is being typed first.
+  await flushDraft();
+  if (unsaved()) {
+    say("draft-state", "草稿未能保存，暂不更新。");
+    return;
+  }
+  const waiting = state.registration && state.registration.waiting;
+  if (!waiting) return;
+  document.body.dataset.updateRequested = "yes";
+  waiting.postMessage({ type: "skip-waiting" });
+}
+
+async function checkForUpdate() {
+  if (!state.registration) return;
+  try {
+    await state.registration.update();
+  } catch {
+    // Offline or the server is down: the next trigger asks again.
+  }
+  try {
+    const response = await fetch("/field/asset-manifest.json", { cache: "no-store" });
+    if (response.ok && (await response.json()).kill) {
+      await state.registration.unregister();
+      for (const name of await caches.keys()) {
+        if (name.startsWith("field-shell-")) await caches.delete(name);
+      }
+    }
+  } catch {
+    // Not reachable: nothing to learn now.
+  }
+}
+
+// --- drafts --------------------------------------------------------------------------------
+
+function definitionOf(draft) {
+  return (
+    state.definitions.find((d) => d.id === draft.formId && d.version === draft.formVersion) ||
+    state.definitions.find((d) => d.id === draft.formId)
+  );
+}
+
+function titleOf(definition) {
+  const title = definition && definition.title;
+  return typeof title === "string" ? title : (title && (title.zh || Object.values(title)[0])) || "";
+}
+
+function onFormChange() {
+  state.changes += 1;
+  say("draft-state", "正在输入…");
+  clearTimeout(state.saveTimer);
+  state.saveTimer = setTimeout(() => saveDraft(), SAVE_DELAY_MS);
+}
+
+function saveDraft() {
+  clearTimeout(state.saveTimer);
+  state.saving = state.saving.then(async () => {
+    if (!state.draft || !state.form) return;
+    const upTo = state.changes;
+    if (upTo === state.saved) return;
+    state.draft = { ...state.draft, values: state.form.values(), updatedAt: Date.now() };
+    try {
+      await state.store.putDraft(state.draft);
+    } catch (error) {
+      say("draft-state", `保存失败：${error}（内容仍在页面上，请勿关闭）`);
+      return;
+    }
+    state.saved = upTo;
+    say("draft-state", `已加密保存 ${timeText(state.draft.updatedAt)}`);
+    document.body.dataset.draftSaved = String(state.saved);
+    await firstSaveDone();
+    await refreshDrafts();
+  });
+  return state.saving;
+}
+
+async function flushDraft() {
+  await saveDraft();
+}
+
+async function firstSaveDone() {
+  if (await state.store.setting("persistenceAsked")) return;
+  // Asked after the first save, not at start: browsers grant it to apps the person used.
+  const granted = await state.store.askPersistence();
+  await state.store.putSetting("persistenceAsked", { at: Date.now(), granted });
+  await refreshSpace();
+}
+
+async function startForm(definition) {
+  await flushDraft();
+  const draft = {
+    id: crypto.randomUUID(),
+    recordId: crypto.randomUUID(),
+    formId: definition.id,
+    formVersion: definition.version,
+    values: {},
+    photos: [],
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
+  };
+  await state.store.putDraft(draft);
+  await openDraft(draft);
+  await refreshDrafts();
+  $("editor").scrollIntoView({ block: "start" });
+}
+
+async function openDraft(draft) {
+  const definition = definitionOf(draft);
+  if (!definition) {
+    say("submit-message", "找不到这份草稿的表单，请先同步。");
+    return;
+  }
+  state.draft = draft;
+  state.changes = 0;
+  state.saved = 0;
+  $("editor").hidden = false;
+  say("editor-title", titleOf(definition));
+  say("draft-state", draft.updatedAt ? `已加密保存 ${timeText(draft.updatedAt)}` : "");
+  say("submit-message", "");
+  state.form = await engines.renderForm($("form-root"), definition, {
+    values: draft.values || {},
+    language: "zh",
+    onChange: onFormChange,
+  });
+  await state.store.putSetting("openDraft", draft.id);
+  await showPhotos();
+  document.body.dataset.draft = draft.id;
+}
+
+async function closeDraft() {
+  await flushDraft();
+  state.draft = null;
+  state.form = null;
+  $("editor").hidden = true;
+  $("form-root").replaceChildren();
+  await state.store.putSetting("openDraft", null);
+  delete document.body.dataset.draft;
+}
+
+async function submitDraft() {
+  await flushDraft();
+  const issues = state.form.issues();
+  if (issues.length > 0) {
+    say("submit-message", `还有 ${issues.length} 处需要填写或更正。`);
+    state.form.focusFirstIssue();
+    return;
+  }
+  try {
+    await engines.submitRecord({ storage: state.store, draft: state.draft });
+  } catch (error) {
+    say("submit-message", `未放入待同步：${error.message}。草稿已加密保存，不会丢失。`);
+    return;
+  }
+  await state.store.removeDraft(state.draft.id);
+  await closeDraft();
+  await refreshDrafts();
+  await refreshStatus();
+  say("sync-message", "已放入待同步。");
+}
+
+async function refreshDrafts() {
+  const drafts = await state.store.drafts();
+  say("draft-count", drafts.length ? `（${drafts.length}）` : "");
+  const list = $("draft-list");
+  list.replaceChildren();
+  for (const draft of drafts) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `${titleOf(definitionOf(draft)) || draft.formId} · ${timeText(draft.updatedAt)}`;
+    button.addEventListener("click", async () => {
+      await flushDraft();
+      await openDraft(await state.store.draft(draft.id));
+    });
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function showForms() {
+  const list = $("form-list");
+  list.replaceChildren();
+  for (const definition of state.definitions) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = titleOf(definition);
+    button.dataset.form = definition.id;
+    button.addEventListener("click", () => startForm(definition));
+    list.append(button);
+  }
+}
+
+// --- photos --------------------------------------------------------------------------------
+
+async function refreshSpace() {
+  const space = await state.store.space();
+  if (!space) {
+    say("space", "浏览器未提供");
+    return null;
+  }
+  say("space", `已用 ${megabytes(space.usage)}，可用 ${megabytes(space.free)}`);
+  return space;
+}
+
+async function addPhoto(file) {
+  if (!state.draft) return;
+  const space = await refreshSpace();
+  if (!roomForPhoto(space, file.size)) {
+    say("photo-message", `存储空间不足（剩余 ${megabytes(space.free)}），不能再添加照片。请先同步或导出待同步数据。`);
+    document.body.dataset.photoBlocked = "yes";
+    return;
+  }
+  say("photo-message", "正在压缩照片…");
+  const photo = await downscalePhoto(file, settings.photoMaxPixels || 1200000);
+  const sha256 = await sha256Hex(photo.bytes);
+  await state.store.putPhoto(sha256, photo.bytes, {
+    draftId: state.draft.id,
+    type: photo.type,
+    width: photo.width,
+    height: photo.height,
+    uploaded: false,
+    takenAt: Date.now(),
+  });
+  state.draft.photos = [...(state.draft.photos || []), sha256];
+  state.changes += 1;
+  await saveDraft();
+  say("photo-message", `照片已加密保存（${photo.width}×${photo.height}）。`);
+  await showPhotos();
+  await refreshSpace();
+}
+
+async function showPhotos() {
+  const list = $("photo-list");
+  for (const img of list.querySelectorAll("img")) URL.revokeObjectURL(img.src);
+  list.replaceChildren();
+  for (const sha256 of state.draft?.photos || []) {
+    const bytes = await state.store.photo(sha256);
+    if (!bytes) continue;
+    const item = document.createElement("li");
+    const img = document.createElement("img");
+    img.alt = "照片";
+    img.src = URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
+    item.append(img);
+    list.append(item);
+  }
+}
+
+// --- sync: triggers, probe, backoff, status --------------------------------------------------
+
+async function reachable() {
+  // navigator.onLine only says some network is up; ask the county server itself.
+  try {
+    const response = await fetch("/field/ping", {
+      cache: "no-store",
+      signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+    });
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+
+function retryLater() {
+  // Exponential backoff with jitter, never longer than the regular timer.
+  state.failures += 1;
+  const base = Math.min((settings.syncIntervalSeconds || 300) * 1000, 5000 * 2 ** state.failures);
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(() => sync("retry"), base * (0.5 + Math.random()));
+}
+
+function sync(reason) {
+  if (state.syncing) return state.syncing;
+  state.syncing = (async () => {
+    document.body.dataset.lastTrigger = reason;
+    const up = await reachable();
+    say("link-state", up ? "已连接" : "连不上（离线工作，数据保存在本机）");
+    document.body.dataset.link = up ? "up" : "down";
+    if (!up) {
+      retryLater();
+      return;
+    }
+    await checkForUpdate();
+    if (!(await state.store.setting("enrolment"))) {
+      say("sync-message", "本设备尚未登记，登记后才能同步。");
+      return;
+    }
+    try {
+      say("sync-message", "正在同步…");
+      await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
+      await state.store.putSetting("lastSync", { at: Date.now() });
+      state.failures = 0;
+      const photos = await engines.uploadPhotos({ storage: state.store });
+      const left = photos.failed.length ? `，${photos.failed.length} 张照片下次再传` : "";
+      say("sync-message", `同步完成${photos.uploaded ? `，上传照片 ${photos.uploaded} 张` : ""}${left}。`);
+    } catch (error) {
+      say("sync-message", `同步未完成：${error.message}。稍后自动重试，数据不会丢失。`);
+      if (error.code !== "engine_missing") retryLater();
+    }
+  })().finally(async () => {
+    state.syncing = null;
+    await refreshStatus();
+  });
+  return state.syncing;
+}
+
+async function refreshStatus() {
+  const store = state.store;
+  const pending = await store.outboxItems(["pending", "sent"]);
+  say("pending-count", String(pending.length));
+  const last = await store.setting("lastSync");
+  say("last-sync", last ? timeText(last.at) : "从未");
+
+  const rejected = await store.outboxItems(["rejected"]);
+  $("rejected").hidden = rejected.length === 0;
+  const rejectedList = $("rejected-list");
+  rejectedList.replaceChildren();
+  for (const item of rejected) {
+    const li = document.createElement("li");
+    const reasons = (item.reasons || []).map((r) => `${r.path ?? ""} ${r.code ?? ""}`.trim());
+    li.textContent = `第 ${item.seq} 条：${reasons.join("；") || "被服务器退回"}`;
+    rejectedList.append(li);
+  }
+
+  const conflicts = await store.conflictNotes({ status: "open" });
+  $("conflicts").hidden = conflicts.length === 0;
+  const conflictList = $("conflict-list");
+  conflictList.replaceChildren();
+  for (const note of conflicts) {
+    const detail = note.detail || {};
+    const li = document.createElement("li");
+    const show = (v) => (v === undefined ? "—" : JSON.stringify(v));
+    li.textContent = `${detail.path ?? detail.kind ?? "记录"}：本机 ${show(detail.mine)}，县里 ${show(detail.theirs)}`;
+    conflictList.append(li);
+  }
+  await refreshSpace();
+}
+
+// --- enrolment -----------------------------------------------------------------------------
+
+async function enrolWith(code) {
+  say("enrol-message", "正在登记…");
+  try {
+    const result = await engines.enrol({
+      storage: state.store,
+      baseUrl: location.origin,
+      code,
+      label: navigator.userAgent.slice(0, 120),
+    });
+    say("enrol-message", `登记成功，范围 ${result.scope}。`);
+    $("enrol").hidden = true;
+    await sync("enrolled");
+  } catch (error) {
+    say("enrol-message", `登记失败：${error.message}`);
+  }
+}
+
+let stopScan = null;
+
+async function startScan() {
+  const { scanQr, enrolmentFromQr } = await import("./scanner.js");
+  $("scanner").hidden = false;
+  try {
+    const scan = scanQr($("scan-video"));
+    stopScan = scan.stop;
+    const text = await scan.result;
+    const { code, server } = enrolmentFromQr(text);
+    if (server && new URL(server).origin !== location.origin) {
+      say("enrol-message", `二维码指向另一台服务器（${server}），请在那台服务器的 /field/ 打开。`);
+      return;
+    }
+    $("enrol-code").value = code;
+    await enrolWith(code);
+  } catch (error) {
+    say("enrol-message", `无法扫码：${error.message}。请手动输入登记码。`);
+  } finally {
+    $("scanner").hidden = true;
+    stopScan = null;
+  }
+}
+
+// --- export outbox -------------------------------------------------------------------------
+
+async function exportOutbox() {
+  try {
+    const envelopes = await engines.outboxEnvelopes({ storage: state.store });
+    const enrolment = await state.store.setting("enrolment");
+    const file = outboxFile({ deviceId: enrolment?.deviceId ?? null, envelopes });
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(file.blob);
+    link.download = file.name;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    say("export-message", `已导出 ${envelopes.length} 个加密数据块：${file.name}`);
+  } catch (error) {
+    say("export-message", `导出失败：${error.message}`);
+  }
+}
+
+// --- start ---------------------------------------------------------------------------------
+
+async function start() {
+  state.store = await openSealedStore();
+  $("update-now").addEventListener("click", applyUpdate);
+  $("update-later").addEventListener("click", () => ($("update").hidden = true));
+  $("sync-now").addEventListener("click", () => sync("button"));
+  $("draft-close").addEventListener("click", closeDraft);
+  $("draft-submit").addEventListener("click", submitDraft);
+  $("export-outbox").addEventListener("click", exportOutbox);
+  $("photo-input").addEventListener("change", (event) => {
+    const [file] = event.target.files;
+    event.target.value = "";
+    if (file) addPhoto(file).catch((error) => say("photo-message", `照片未保存：${error.message}`));
+  });
+  $("enrol-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    enrolWith($("enrol-code").value);
+  });
+  $("scan-start").addEventListener("click", startScan);
+  $("scan-stop").addEventListener("click", () => stopScan && stopScan());
+  window.addEventListener("online", () => sync("online"));
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") sync("visible");
+    else flushDraft();
+  });
+  window.addEventListener("pagehide", () => flushDraft());
+  setInterval(() => sync("timer"), (settings.syncIntervalSeconds || 300) * 1000);
+
+  $("enrol").hidden = Boolean(await state.store.setting("enrolment"));
+  state.definitions = await engines.formDefinitions(state.store);
+  showForms();
+  await refreshDrafts();
+  const open = await state.store.setting("openDraft");
+  const draft = open ? await state.store.draft(open) : null;
+  if (draft) await openDraft(draft);
+  await refreshStatus();
+  document.body.dataset.ready = "yes";
+  await registerWorker().catch((error) => say("sync-message", `离线缓存不可用：${error.message}`));
+  sync("start");
+}
+
+start().catch((error) => {
+  say("sync-message", `启动失败：${error.message}`);
+  document.body.dataset.ready = "failed";
+});

@@ -1,0 +1,291 @@
+"""The field app in Debian's Chromium, against a real county server (issue 15, the shell's story).
+
+A fault proxy (no faults) sits between the browser and the server so the server can be restarted
+with a new release behind the same origin. The story at 360 px: the service worker installs and
+precaches exactly the asset manifest; with the network off the shell still loads and a draft typed
+before the reload is still there; IndexedDB read raw holds no field value, name or ID number in
+clear; POSTs never pass through the worker; a new release shows the update prompt without
+reloading over the draft, and the update keeps it; the kill page unregisters the worker, and so
+does ``FIELD_APP_KILL_SWITCH`` on the server, in the running app, without a reload.
+Screenshots at 360 and 1280 px go to ``tests/artifacts/field/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.harness.county_server import REPO, CountyServer, start_county_server
+from bench.harness.faultproxy import FaultProxy
+
+ARTIFACTS = REPO / "tests" / "artifacts" / "field"
+
+NAME = "张秀兰"
+ID_NUMBER = "53010219800101123X"
+PHONE = "13987654321"
+HAMLET = "王家坪三组"
+
+#: Every object store of every IndexedDB database of the origin, as text: strings as they are,
+#: bytes both as UTF-8 and as Latin-1 (so ASCII and Chinese values are both found if in clear).
+RAW_INDEXEDDB = """async () => {
+  const out = [];
+  const walk = (value) => {
+    if (value === null || value === undefined) return;
+    if (typeof value === 'string' || typeof value === 'number') { out.push(String(value)); return; }
+    if (value instanceof CryptoKey) { out.push('[CryptoKey ' + value.type + ' extractable=' + value.extractable + ']'); return; }
+    if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+      const bytes = value instanceof ArrayBuffer ? new Uint8Array(value)
+        : new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+      out.push(new TextDecoder('utf-8', { fatal: false }).decode(bytes));
+      let latin = ''; for (const b of bytes) latin += String.fromCharCode(b); out.push(latin);
+      return;
+    }
+    if (Array.isArray(value)) { value.forEach(walk); return; }
+    if (typeof value === 'object') { for (const [k, v] of Object.entries(value)) { out.push(k); walk(v); } }
+  };
+  let records = 0;
+  for (const info of await indexedDB.databases()) {
+    const db = await new Promise((ok, err) => { const r = indexedDB.open(info.name); r.onsuccess = () => ok(r.result); r.onerror = () => err(r.error); });
+    for (const name of db.objectStoreNames) {
+      const store = db.transaction(name).objectStore(name);
+      const [keys, values] = await Promise.all([
+        new Promise((ok) => { const r = store.getAllKeys(); r.onsuccess = () => ok(r.result); }),
+        new Promise((ok) => { const r = store.getAll(); r.onsuccess = () => ok(r.result); }),
+      ]);
+      records += values.length;
+      walk(keys); walk(values);
+    }
+    db.close();
+  }
+  return { records, text: out.join('\\n') };
+}"""
+
+#: Engine-shaped data written through the sealed store's DeviceStorage methods, the way the
+#: protocol client will: an outbox op, a record, a conflict, a cursor, with a member's name and ID.
+WRITE_ENGINE_DATA = """async ([name, idNumber, phone]) => {
+  const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+  const store = await openSealedStore();
+  const values = { 'members[m1].name': name, 'members[m1].id_number': idNumber, phone };
+  await store.transaction(async (unit) => {
+    await unit.putOutboxItem({ seq: 1, state: 'pending', attempts: 0,
+      op: { recordId: 'r-' + idNumber, kind: 'upsert', fields: values } });
+    await unit.writeRecord({ recordId: 'r-' + idNumber, formId: 'household_roster', formVersion: 1,
+      household: { village: '530102001201', number: idNumber }, round: '2026', stamps: {},
+      serverRevision: 0, deleted: false }, values);
+    await unit.putConflict({ conflictId: 'c-' + name, recordId: 'r-' + idNumber, status: 'open',
+      listed: true, detail: { path: 'phone', mine: phone, theirs: '13000000000' } });
+    await unit.setCursor('530102001201', 'records', 'cursor-' + idNumber);
+  });
+  const back = await store.outboxItems(['pending']);
+  return { outbox: back.map((i) => i.op.fields), twins: await store.liveTwins('other', 'household_roster',
+    { number: idNumber, village: '530102001201' }, '2026') };
+}"""
+
+READ_ENGINE_DATA = """async () => {
+  const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+  const store = await openSealedStore();
+  const [item] = await store.outboxItems(['pending']);
+  const [note] = await store.conflictNotes({ status: 'open' });
+  return { op: item && item.op.fields, conflict: note && note.detail, cursors: await store.cursors() };
+}"""
+
+CACHED_URLS = """async () => {
+  const names = (await caches.keys()).filter((n) => n.startsWith('field-shell-'));
+  const urls = [];
+  for (const name of names) for (const request of await (await caches.open(name)).keys()) urls.push(new URL(request.url).pathname);
+  return { names, urls };
+}"""
+
+
+class Shots:
+    """Screenshots of the page at phone and desktop width; no sideways overflow at 360 px."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def take(self, name: str) -> None:
+        # From the top: the sticky header would otherwise be drawn mid-page in a full-page shot.
+        self.page.evaluate("window.scrollTo(0, 0)")
+        for width, height in ((1280, 900), (360, 780)):
+            self.page.set_viewport_size({"width": width, "height": height})
+            self.page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
+        wide = self.page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 360, f"{name} is {wide} px wide at 360 px"
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[CountyServer]:
+    server = start_county_server(f"sqlite:///{tmp_path / 'county.db'}", tmp_path / "county")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))
+
+
+def _ready(page: Any) -> None:
+    page.wait_for_selector("body[data-ready='yes']", timeout=30_000)
+
+
+def test_field_app_offline_sealed_and_updated_in_place(
+    county: CountyServer, chromium: Any, tmp_path: Path
+) -> None:
+    proxy = FaultProxy(("127.0.0.1", _port(county.url))).start()
+    # The two later releases start now, in the background, while the browser works (each a fresh
+    # database: the shell's files do not depend on it, and the harness reads the admin password
+    # a first start prints).
+    starting = ThreadPoolExecutor(2)
+    second_start = starting.submit(
+        start_county_server,
+        f"sqlite:///{tmp_path / 'second.db'}",
+        tmp_path / "second",
+        FIELD_APP_RELEASE="second",
+    )
+    killer_start = starting.submit(
+        start_county_server,
+        f"sqlite:///{tmp_path / 'killer.db'}",
+        tmp_path / "killer",
+        FIELD_APP_KILL_SWITCH="true",
+    )
+    try:
+        origin = f"http://127.0.0.1:{proxy.port}"
+        context = chromium.new_context(viewport={"width": 360, "height": 780}, locale="zh-CN")
+        page = context.new_page()
+        shots = Shots(page)
+        page.goto(f"{origin}/field/")
+        _ready(page)
+
+        # Installed and controlling the page; the cache holds exactly the asset manifest.
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=30_000)
+        manifest = json.loads(
+            page.evaluate("fetch('/field/asset-manifest.json').then(r => r.text())")
+        )
+        cached = page.evaluate(CACHED_URLS)
+        assert cached["names"] == [f"field-shell-{manifest['version']}"]
+        assert sorted(cached["urls"]) == sorted(a["url"] for a in manifest["assets"])
+        page.wait_for_selector("#link-state:has-text('已连接')")
+        shots.take("start")
+
+        # A draft, typed with the network up; sealed as it is typed (debounced).
+        page.click("button[data-form='household_roster']")
+        page.fill("[data-field='natural_village']", HAMLET)
+        page.fill("[data-field='phone']", PHONE)
+        page.wait_for_selector("#draft-state:has-text('已加密保存')")
+        written = page.evaluate(WRITE_ENGINE_DATA, [NAME, ID_NUMBER, PHONE])
+        assert written["outbox"][0]["members[m1].name"] == NAME
+        assert len(written["twins"]) == 1  # same form, household (keys in any order) and round
+        shots.take("draft")
+
+        # A POST goes to the network itself; a precached GET comes from the worker.
+        with page.expect_response("**/api/v1/devices/enroll") as posted:
+            page.evaluate(
+                "fetch('/api/v1/devices/enroll', {method: 'POST', headers: {'Content-Type':"
+                " 'application/json'}, body: JSON.stringify({code: 'nope'})})"
+            )
+        assert posted.value.request.method == "POST"
+        assert not posted.value.from_service_worker
+        assert posted.value.json()["error"]["code"] in {
+            "validation_failed",
+            "invalid_enrollment_code",
+        }
+        # Even a POST to a precached URL is the network's: the server refuses it (405); a worker
+        # answering by URL alone would have served the cached file.
+        with page.expect_response("**/field/static/app/engines.js") as posted_shell:
+            page.evaluate("fetch('/field/static/app/engines.js', {method: 'POST', body: 'x'})")
+        assert posted_shell.value.status == 405
+        assert not posted_shell.value.from_service_worker
+        with page.expect_response("**/field/static/app/app.js") as shell_get:
+            page.evaluate("fetch('/field/static/app/app.js')")
+        assert shell_get.value.from_service_worker
+
+        # Offline: the shell, the draft and the outbox are still there after a reload.
+        context.set_offline(True)
+        page.reload()
+        _ready(page)
+        assert page.input_value("[data-field='natural_village']") == HAMLET
+        assert page.input_value("[data-field='phone']") == PHONE
+        page.wait_for_selector("#link-state:has-text('连不上')")
+        back = page.evaluate(READ_ENGINE_DATA)
+        assert back["op"]["members[m1].id_number"] == ID_NUMBER
+        assert back["conflict"]["mine"] == PHONE
+        assert back["cursors"] == {"530102001201": {"records": f"cursor-{ID_NUMBER}"}}
+        offline_post = page.evaluate(
+            "fetch('/api/v1/sync', {method: 'POST', body: 'x'}).then(() => 'answered', () => 'failed')"
+        )
+        assert offline_post == "failed"  # nobody (no worker, no cache) answered a POST offline
+        shots.take("offline")
+
+        # Raw IndexedDB: sealed values only, keys included.
+        raw = page.evaluate(RAW_INDEXEDDB)
+        assert raw["records"] >= 6
+        for secret in (NAME, ID_NUMBER, PHONE, HAMLET, "530102001201", "cursor-", "members[m1]"):
+            assert secret not in raw["text"], secret
+        assert "extractable=false" in raw["text"] and "extractable=true" not in raw["text"]
+        context.set_offline(False)
+
+        # A new release behind the same origin: the prompt appears, the page is not reloaded.
+        page.evaluate("window.__sameDocument = 'yes'")
+        second = second_start.result()
+        county.stop()  # (also ends the browser's keep-alive connections to the old release)
+        proxy.target = ("127.0.0.1", _port(second.url))
+        page.fill("[data-field='natural_village']", HAMLET + "东")
+        page.click("#sync-now")
+        page.wait_for_selector("#update:not([hidden])", timeout=30_000)
+        assert page.evaluate("window.__sameDocument") == "yes"
+        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        shots.take("update")
+        with page.expect_navigation(timeout=30_000):
+            page.click("#update-now")
+        _ready(page)
+        assert page.evaluate("window.__sameDocument") is None
+        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        new_version = page.evaluate("fetch('/field/asset-manifest.json').then(r => r.json())")
+        assert new_version["version"] != manifest["version"]
+        assert page.get_attribute("body", "data-version") == new_version["version"]
+
+        # The kill page unregisters the worker and deletes its caches; the draft stays.
+        page.goto(f"{origin}/field/sw-kill")
+        page.wait_for_selector("body[data-killed='done']")
+        assert page.evaluate("navigator.serviceWorker.getRegistrations().then(r => r.length)") == 0
+        assert page.evaluate(CACHED_URLS)["names"] == []
+        assert page.evaluate(READ_ENGINE_DATA)["op"]["members[m1].name"] == NAME
+
+        # Installed again; then FIELD_APP_KILL_SWITCH on the server removes it from the running
+        # app at its next check, without a reload and without touching the open draft.
+        page.goto(f"{origin}/field/")
+        _ready(page)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=30_000)
+        assert page.evaluate(CACHED_URLS)["names"] != []
+        page.evaluate("window.__sameDocument = 'still'")
+        killer = killer_start.result()
+        second.stop()
+        proxy.target = ("127.0.0.1", _port(killer.url))
+        page.click("#sync-now")
+        registrations = -1
+        for _ in range(120):
+            registrations = page.evaluate(
+                "navigator.serviceWorker.getRegistrations().then(r => r.length)"
+            )
+            if registrations == 0:
+                break
+            page.wait_for_timeout(250)
+        assert registrations == 0
+        assert page.evaluate(CACHED_URLS)["names"] == []
+        assert page.evaluate("window.__sameDocument") == "still"
+        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        context.close()
+    finally:
+        proxy.close()
+        starting.shutdown(wait=True)
+        for start in (second_start, killer_start):
+            if start.exception() is None:
+                start.result().stop()
