@@ -369,3 +369,19 @@ class JobLock(Base):
     last_started_at: Mapped[datetime | None]
     last_finished_at: Mapped[datetime | None]
     last_result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- area names --------------------------------------------------------------------------
+
+
+class AreaName(Base):
+    """The name of a township or village code (migration 0007), set by a county admin.
+
+    Pages show "name (code)"; a code without a row is shown as the bare code.
+    """
+
+    __tablename__ = "area_names"
+    code: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(sa.String(120), default="")

@@ -23,6 +23,7 @@ PAGES = [
     "/quarantine",
     "/users",
     "/audit",
+    "/areas",
     "/password",
 ]
 
