@@ -130,6 +130,9 @@ class Device(Base):
     enrolled_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     last_sync_at: Mapped[datetime | None]
+    #: The ``manifest`` cursor of the device's last hello (migration 0007): the device holds
+    #: every form version whose manifest revision is at or below it.
+    manifest_cursor: Mapped[int | None] = mapped_column(sa.BigInteger)
     enrollment_code_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("enrollment_codes.id", ondelete="SET NULL")
     )

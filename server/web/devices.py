@@ -37,6 +37,8 @@ def _devices_page(principal: Principal, **extra: Any) -> Any:
         devices=listing,
         codes=codes,
         conflicts=device_service.open_conflicts_by_device(principal),
+        op_counts=device_service.op_counts(principal),
+        behind=device_service.forms_behind(principal),
         **{**defaults, **extra},
     )
 

@@ -1,5 +1,6 @@
-"""area names: the township and village names a county admin sets, so pages show
-"name (code)" instead of a bare code
+"""area names and device manifest cursors: the township and village names a county admin
+sets, so pages show "name (code)" instead of a bare code; the manifest cursor each device
+reported in its last hello, so pages show which devices still run an old form version
 
 Revision ID: 0007
 Revises: 0005
@@ -26,7 +27,11 @@ def upgrade() -> None:
         sa.Column("updated_by", sa.String(length=120), nullable=False),
         sa.PrimaryKeyConstraint("code", name=op.f("pk_area_names")),
     )
+    with op.batch_alter_table("devices") as batch:
+        batch.add_column(sa.Column("manifest_cursor", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("devices") as batch:
+        batch.drop_column("manifest_cursor")
     op.drop_table("area_names")
