@@ -388,3 +388,31 @@ class AreaName(Base):
     name: Mapped[str] = mapped_column(sa.String(80))
     updated_at: Mapped[datetime]
     updated_by: Mapped[str] = mapped_column(sa.String(120), default="")
+
+
+class ExportJob(Base):
+    """An export written in the background (migration 0007): who asked, what, how far it got.
+
+    Only the account that started it may see or download it; the file lives in the export
+    folder under the job id.
+    """
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (sa.Index("ix_export_jobs_user_created", "user_id", "created_at"),)
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    user_id: Mapped[int]
+    area: Mapped[str] = mapped_column(sa.String(12), default="")
+    form_id: Mapped[str] = mapped_column(sa.String(64))
+    form_version: Mapped[int]
+    fmt: Mapped[str] = mapped_column(sa.String(8))
+    round: Mapped[str | None] = mapped_column(sa.String(40))
+    masked: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(
+        sa.String(16), default="queued"
+    )  # queued|running|done|failed
+    done_records: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    total_records: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    error: Mapped[str] = mapped_column(sa.String(500), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

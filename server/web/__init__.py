@@ -27,6 +27,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "server.web.forms",
     "server.web.admin",
     "server.web.areas",
+    "server.web.export_jobs",
 )
 
 
