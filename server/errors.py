@@ -281,6 +281,12 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
     ),
     ("invalid_public_key", 400, "设备公钥格式错误", "The device public key is malformed"),
     (
+        "outbox_file_invalid",
+        400,
+        "不是可读取的待发送数据文件",
+        "Not a readable outbox file",
+    ),
+    (
         "monitoring_config_invalid",
         400,
         "监测标准配置无效",
