@@ -135,6 +135,25 @@ def issue_code(scope: str, days: int | None, label: str) -> None:
         click.echo(f"scope: {issued.scope}  expires: {issued.expires_at.isoformat()}")
 
 
+@main.command("load-area-names")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_area_names(file: Path) -> None:
+    """Name townships and villages from a `code,name` CSV (all rows or none; audited)."""
+    from server.services import areas
+    from server.services.access import CLI_ACTOR
+
+    with _app_context():
+        try:
+            count = areas.import_table(file.read_bytes(), actor=CLI_ACTOR)
+        except ApiError as exc:
+            for issue in (exc.details or {}).get("issues", []):
+                click.echo(
+                    f"row {issue['row']} {issue['column']}: {issue['message']['en']}", err=True
+                )
+            _fail(exc)
+        click.echo(f"named {count} areas / 已导入 {count} 个名称")
+
+
 @main.command("import-batch")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_batch(file: Path) -> None:

@@ -24,6 +24,7 @@ PAGES = [
     "/users",
     "/audit",
     "/areas",
+    "/exports/jobs/0b0e0c2a-0000-4000-8000-000000000000",
     "/password",
 ]
 
