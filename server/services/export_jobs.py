@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from server.errors import NotFound
@@ -26,6 +28,16 @@ from server.storage.exports import count_form_records
 
 #: Progress is written every this many records (one small UPDATE each).
 PROGRESS_EVERY = 500
+#: A queued or running job whose row has not moved for this long lost its worker (the process
+#: stopped): it is shown as failed, so its page stops reloading and says to start again.
+STALE_AFTER = timedelta(minutes=15)
+
+
+def _as_seen(job: ExportJobRow, now: datetime | None = None) -> ExportJobRow:
+    now = now or datetime.now(UTC)
+    if job.status in ("queued", "running") and now - job.updated_at > STALE_AFTER:
+        return replace(job, status="failed", error="导出进程已中断 / the export worker stopped")
+    return job
 
 
 def file_path(folder: Path, job: ExportJobRow) -> Path:
@@ -123,12 +135,12 @@ def get(principal: Principal, job_id: str) -> ExportJobRow:
     job = store.get(job_id)
     if job is None or job.user_id != principal.user_id:
         raise NotFound(en=f"no export job {job_id}", zh="没有这个导出任务", code="not_found")
-    return job
+    return _as_seen(job)
 
 
 def list_jobs(principal: Principal) -> list[ExportJobRow]:
     """The principal's newest jobs."""
-    return store.list_for_user(principal.user_id)
+    return [_as_seen(job) for job in store.list_for_user(principal.user_id)]
 
 
 def download(

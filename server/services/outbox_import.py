@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.errors import ApiError, Conflict, NotFound, ValidationFailed, from_library_error
+from server.errors import (
+    ApiError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+    from_library_error,
+)
 from server.services import sync
 from server.services.access import Actor
 from server.storage import audit
@@ -77,6 +84,12 @@ def import_file(data: bytes, *, actor: Actor) -> ImportResult:
             zh="该文件所属设备未在您的管辖范围内注册",
             code="device_not_found",
         )
+    if device.status != "active":
+        raise Forbidden(
+            en="the device is revoked: its outbox file is not imported",
+            zh="该设备已被停用，其数据文件不予导入",
+            code="device_revoked",
+        )
     before = _acked(device_id, actor.area_prefix)
     end_read()
     already = False
@@ -93,6 +106,14 @@ def import_file(data: bytes, *, actor: Actor) -> ImportResult:
         raise
     else:
         refused = result.refused
+        if result.status != 200:
+            # The whole exchange was refused (sealed refusal): nothing was applied.
+            raise ValidationFailed(
+                en=f"the server refused the file's exchange: {', '.join(refused)}",
+                zh=f"文件中的同步请求被拒绝（{', '.join(refused)}），未导入任何修改",
+                code="outbox_file_invalid",
+                details={"where": "body", "refused": list(refused)},
+            )
         if result.device_id and result.device_id != device_id:
             raise ValidationFailed(
                 en="the header names another device than the sealed hello",

@@ -73,3 +73,10 @@ def test_an_outbox_file_imports_once_and_bad_files_say_where(
     reply = tablet.sync()
     assert [a.status for ack in reply.acks for a in ack.acks] == ["applied"]
     assert tablet.pending == []
+    # A revoked tablet's file is refused whole, in Chinese.
+    tablet.create("housing_safety", HOUSE_A, village=V1, household_no="H2")
+    late = _file_of(tablet)
+    assert admin.post(f"/devices/{tablet.device_id}/revoke").status_code == 302
+    revoked = _upload(admin, late)
+    assert revoked.status_code == 403 and "该设备已被停用" in text(revoked)
+    assert "H2" not in text(admin.get(f"/households?area={V1}"))
