@@ -135,6 +135,50 @@ def issue_code(scope: str, days: int | None, label: str) -> None:
         click.echo(f"scope: {issued.scope}  expires: {issued.expires_at.isoformat()}")
 
 
+@main.command("load-area-names")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_area_names(file: Path) -> None:
+    """Name townships and villages from a `code,name` CSV (all rows or none; audited)."""
+    from server.services import areas
+    from server.services.access import CLI_ACTOR
+
+    with _app_context():
+        try:
+            count = areas.import_table(file.read_bytes(), actor=CLI_ACTOR)
+        except ApiError as exc:
+            for issue in (exc.details or {}).get("issues", []):
+                click.echo(
+                    f"row {issue['row']} {issue['column']}: {issue['message']['en']}", err=True
+                )
+            _fail(exc)
+        click.echo(f"named {count} areas / 已导入 {count} 个名称")
+
+
+@main.command("import-batch")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_batch(file: Path) -> None:
+    """Import a device's outbox file (village-device export-outbox); importing it again
+    changes nothing. The device learns the acks on its next sync."""
+    from server.services import outbox_import
+    from server.services.access import CLI_ACTOR
+
+    with _app_context():
+        try:
+            result = outbox_import.import_file(file.read_bytes(), actor=CLI_ACTOR)
+        except ApiError as exc:
+            _fail(exc)
+        if result.already_imported:
+            click.echo(f"{file}: already imported, nothing changed (device {result.device_id})")
+            click.echo("该文件已导入过，未做任何改动")
+            return
+        click.echo(
+            f"{file}: device {result.device_id}, {result.ops_in_file} ops in the file, "
+            f"{result.newly_acked} newly acknowledged"
+            + (f", refused: {', '.join(result.refused)}" if result.refused else "")
+        )
+        click.echo(f"已导入：文件中 {result.ops_in_file} 项修改，新确认 {result.newly_acked} 项")
+
+
 @main.command("publish-form")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--at", "at", default=None, help="Publish at this ISO time (with zone) instead.")

@@ -273,7 +273,19 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
         "表单没有该已发布版本",
         "The form has no such published version",
     ),
+    (
+        "area_names_invalid",
+        400,
+        "地区名称表有误，未导入任何一行",
+        "The area-name table has errors; nothing was imported",
+    ),
     ("invalid_public_key", 400, "设备公钥格式错误", "The device public key is malformed"),
+    (
+        "outbox_file_invalid",
+        400,
+        "不是可读取的待发送数据文件",
+        "Not a readable outbox file",
+    ),
     (
         "monitoring_config_invalid",
         400,

@@ -177,6 +177,18 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Folder for the nightly SQLite backups. Empty: a `backups` folder next to the SQLite file.",
     ),
+    Setting(
+        "export_dir",
+        "",
+        "Folder for background export files (each named by its job id). Empty: an `exports` "
+        "folder next to the SQLite file (`var/exports` for PostgreSQL).",
+    ),
+    Setting(
+        "export_background_records",
+        5000,
+        "An export download of more records than this runs in the background instead, with "
+        "progress on the page and a download link when it is done.",
+    ),
     Setting("backup_keep", 7, "How many nightly SQLite backups to keep (older ones are deleted)."),
     Setting("backup_hour", 2, "Hour (Beijing time, 0-23) of the nightly SQLite backup."),
     Setting(
@@ -293,6 +305,16 @@ def sqlite_path(url: str) -> Path | None:
     if not rest or rest.startswith(":memory:"):
         return None
     return Path(rest)
+
+
+def resolve_export_dir(values: Mapping[str, Any]) -> Path:
+    """The folder for background export files: the setting, else next to the SQLite file."""
+    if values.get("EXPORT_DIR"):
+        return Path(values["EXPORT_DIR"]).resolve()
+    db_file = sqlite_path(values["DATABASE_URL"])
+    if db_file is not None:
+        return db_file.parent / "exports"
+    return Path("var/exports").resolve()
 
 
 def resolve_key_dir(values: Mapping[str, Any]) -> Path:

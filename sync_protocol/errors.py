@@ -258,3 +258,17 @@ class ServerRefused(ProtocolError):
     default_message_zh = "服务器拒绝了本次同步"
     # How long the server asked the device to wait before trying again (0 = no hint).
     backoff_ms: int = 0
+
+
+class OutboxFileInvalid(ProtocolError):
+    """An outbox file (sneakernet, ``outbox_file``) that cannot be read: wrong first line, a
+    header that is not the documented JSON, a body cut short or altered. ``where`` names the
+    place: ``line 1``, ``line 2``, ``header.<field>`` or ``body``."""
+
+    code = "outbox_file_invalid"
+    default_message = "not a readable outbox file"
+    default_message_zh = "不是可读取的待发送数据文件"
+
+    def __init__(self, message: str, *, message_zh: str, where: str) -> None:
+        super().__init__(message, message_zh=message_zh)
+        self.where = where

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from sync_protocol import outbox_file
 from village_client_stub.enrollment import enroll as enroll_device
 from village_client_stub.errors import BadInput
 from village_client_stub.store import DeviceStore
@@ -156,6 +157,49 @@ def add_sync_commands(
             click.echo(
                 f"首次下载未完成（{result.first_sync_error}），请稍后运行 village-device sync"
             )
+
+    @group.command(
+        "export-outbox",
+        help="把待发送的修改写入文件，带到有网络的地方导入服务器。"
+        "Write the pending outbox to FILE (sealed, as a sync would send it).",
+    )
+    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @device_command
+    def export_outbox(db_path: Path, as_json: bool, file: Path) -> None:
+        with DeviceStore.open(db_path) as store:
+            identity = store.identity()
+            client = SyncClient(store)
+            body, ops = client.seal_outbox()
+            data = outbox_file.encode(
+                {
+                    "device_id": store.device_id,
+                    "server_url": identity.server_url or "",
+                    "created_at_ms": store.now_ms(),
+                    "ops": len(ops),
+                    "first_seq": ops[0].seq if ops else 0,
+                    "last_seq": ops[-1].seq if ops else 0,
+                },
+                body,
+            )
+        try:
+            # Never over an existing file: it may be another export not yet carried.
+            with open(file, "xb") as handle:
+                handle.write(data)
+        except FileExistsError:
+            raise BadInput(
+                f"{file} exists already; choose another name",
+                message_zh=f"文件 {file} 已存在，请换一个文件名",
+            ) from None
+        summary = {"file": str(file), "ops": len(ops), "bytes": len(data)}
+        if as_json:
+            emit_json(summary)
+            return
+        click.echo(
+            f"已写入 {file}：{len(ops)} 项待发送修改，{len(data)} 字节。"
+            f"在县/乡镇管理页面“设备”中导入，或运行 python -m server import-batch {file.name}；"
+            "下次联网同步时本机会收到确认。"
+        )
+        click.echo(f"wrote {file}: {len(ops)} pending ops, {len(data)} bytes")
 
     @group.command(help="与服务器同步（上传、下载，断线自动重试）。Sync with the server.")
     @click.option(

@@ -490,6 +490,37 @@ class SyncClient:
             raise _RetryableFailure("the download did not advance", "下载没有进展")
         return more
 
+    def seal_outbox(self) -> tuple[bytes, list[Op]]:
+        """The whole pending outbox sealed as one ``/sync`` request body, without sending it
+        (the sneakernet file, ``village-device export-outbox``), and the ops it carries.
+
+        Batched and sealed exactly as :meth:`_exchange` does; the envelope sequences it uses
+        are stored first, so a later sync never reuses them. The ops stay in the outbox: the
+        device learns their acks on its next sync, after the file is imported (the server
+        answers a replayed op with its stored ack).
+        """
+        pending = self.store.pending_ops()
+        batches = self._batches(pending) if pending else []
+        first_sequence = self._next_sequence()
+        batches = [
+            UploadBatch(batch_seq=first_sequence + 1 + i, ops=batch.ops)
+            for i, batch in enumerate(batches)
+        ]
+        # Every pending op, however many batches the link budget allows per exchange.
+        carried = {op.seq for batch in batches for op in batch.ops}
+        rest = [op for op in pending if op.seq not in carried]
+        while rest:
+            more = self._batches(rest)
+            start = first_sequence + 1 + len(batches)
+            batches += [
+                UploadBatch(batch_seq=start + i, ops=batch.ops) for i, batch in enumerate(more)
+            ]
+            carried = {op.seq for batch in more for op in batch.ops}
+            rest = [op for op in rest if op.seq not in carried]
+        request = build_request(self.end, self._hello(), batches, first_sequence=first_sequence)
+        self._store_sequence(request.next_sequence)
+        return request.body, [op for batch in batches for op in batch.ops]
+
     def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
         """The batches of the next request: as many as the link budget allows, at least one."""
         return self._planner.plan(

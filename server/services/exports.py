@@ -232,6 +232,8 @@ class Export:
     round: str | None
     masked: bool
     sheets: list[Sheet]
+    #: Called with the running count after each record is read (background progress).
+    on_record: Callable[[int], None] | None = None
 
     @property
     def formatter(self) -> Formatter:
@@ -240,7 +242,18 @@ class Export:
 
     def records(self) -> Iterator[ExportedRecord]:
         """The records, streamed from storage."""
-        return form_records(self.definition.id, self.area, round=self.round)
+        stream = form_records(self.definition.id, self.area, round=self.round)
+        if self.on_record is None:
+            return stream
+        return self._counted(stream, self.on_record)
+
+    @staticmethod
+    def _counted(
+        stream: Iterator[ExportedRecord], on_record: Callable[[int], None]
+    ) -> Iterator[ExportedRecord]:
+        for count, record in enumerate(stream, start=1):
+            yield record
+            on_record(count)
 
     def sheet(self, key: str) -> Sheet:
         """One sheet by key. Raises :class:`ValidationFailed` for an unknown one."""
@@ -324,6 +337,22 @@ def _definition(form_id: str, version: int | None) -> FormDefinition:
             code="form_not_found",
         )
     return load_definition(usable[0].definition)
+
+
+def prepared_export(
+    form_id: str,
+    version: int,
+    area: str,
+    round: str | None,
+    *,
+    masked: bool,
+    on_record: Callable[[int], None] | None = None,
+) -> Export:
+    """The export of an already checked and audited request (a background job re-opening it).
+
+    Raises :class:`NotFound` (``form_not_found``) when the version is no longer published."""
+    defn = _definition(form_id, version)
+    return Export(defn, area, round, masked, plan_sheets(defn), on_record=on_record)
 
 
 def start_export(

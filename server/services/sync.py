@@ -253,7 +253,9 @@ def handle_exchange(
                 code="envelope_replayed",
                 details={"frame": 0},
             )
-        device_store.touch_last_sync(device.id, utcnow())
+        device_store.touch_last_sync(
+            device.id, utcnow(), manifest_cursor=hello.cursors.get(MANIFEST_STREAM)
+        )
     session.frames.append(FrameStatus(0, "committed"))
     try:
         _run_batches(session, frames, busy_retry_ms)

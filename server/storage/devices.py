@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from server.storage.database import db
-from server.storage.models import Device
+from server.storage.models import BatchAck, Device, DeviceOpMark, QuarantinedOp
 from server.storage.scoping import under_prefix
 
 
@@ -75,6 +76,57 @@ def revoke(device_id: str, area_prefix: str, now: datetime) -> bool:
     )
 
 
-def touch_last_sync(device_id: str, now: datetime) -> None:
-    """Record that ``device_id`` completed a sync exchange at ``now``."""
-    db.session.execute(sa.update(Device).where(Device.id == device_id).values(last_sync_at=now))
+def touch_last_sync(device_id: str, now: datetime, manifest_cursor: int | None = None) -> None:
+    """Record that ``device_id`` completed a sync exchange at ``now`` (and, when given, the
+    manifest cursor its hello reported)."""
+    values: dict[str, object] = {"last_sync_at": now}
+    if manifest_cursor is not None:
+        values["manifest_cursor"] = manifest_cursor
+    db.session.execute(sa.update(Device).where(Device.id == device_id).values(**values))
+
+
+@dataclass(frozen=True)
+class OpCounts:
+    """What the server holds of a device's ops: every op up to ``acked`` is processed;
+    ``received`` is the highest op seq a stored batch ended with; ``held`` ops wait in the
+    quarantine (unknown form version, invalid)."""
+
+    acked: int = 0
+    received: int = 0
+    held: int = 0
+
+
+def op_counts(area_prefix: str) -> dict[str, OpCounts]:
+    """Device id → :class:`OpCounts` for the devices under ``area_prefix`` (three grouped
+    queries over indexed columns, whatever the number of ops)."""
+    in_area = sa.select(Device.id).where(under_prefix(Device.scope, area_prefix))
+    acked = dict(
+        db.session.execute(
+            sa.select(DeviceOpMark.device_id, DeviceOpMark.high_water).where(
+                DeviceOpMark.device_id.in_(in_area)
+            )
+        ).all()
+    )
+    received = dict(
+        db.session.execute(
+            sa.select(BatchAck.device_id, sa.func.max(BatchAck.last_seq))
+            .where(BatchAck.device_id.in_(in_area))
+            .group_by(BatchAck.device_id)
+        ).all()
+    )
+    held = dict(
+        db.session.execute(
+            sa.select(QuarantinedOp.device_id, sa.func.count())
+            .where(QuarantinedOp.device_id.in_(in_area), QuarantinedOp.status == "held")
+            .group_by(QuarantinedOp.device_id)
+        ).all()
+    )
+    return {
+        device_id: OpCounts(
+            int(acked.get(device_id) or 0),
+            int(max(received.get(device_id) or 0, acked.get(device_id) or 0)),
+            int(held.get(device_id) or 0),
+        )
+        for device_id in {*acked, *received, *held}
+        if device_id is not None
+    }

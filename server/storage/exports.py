@@ -71,3 +71,15 @@ def form_records(
         if len(rows) < chunk_rows:
             return
         last = (rows[-1][1], rows[-1][2], rows[-1][0])
+
+
+def count_form_records(form_id: str, area_prefix: str, *, round: str | None = None) -> int:
+    """How many live records of ``form_id`` under ``area_prefix`` an export would hold."""
+    query = sa.select(sa.func.count()).where(
+        Record.form_id == form_id,
+        Record.deleted.is_(False),
+        under_prefix(Record.village_code, area_prefix),
+    )
+    if round:
+        query = query.where(Record.round == round)
+    return int(db.session.scalar(query) or 0)

@@ -130,6 +130,9 @@ class Device(Base):
     enrolled_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     last_sync_at: Mapped[datetime | None]
+    #: The ``manifest`` cursor of the device's last hello (migration 0007): the device holds
+    #: every form version whose manifest revision is at or below it.
+    manifest_cursor: Mapped[int | None] = mapped_column(sa.BigInteger)
     enrollment_code_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("enrollment_codes.id", ondelete="SET NULL")
     )
@@ -369,3 +372,47 @@ class JobLock(Base):
     last_started_at: Mapped[datetime | None]
     last_finished_at: Mapped[datetime | None]
     last_result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- area names --------------------------------------------------------------------------
+
+
+class AreaName(Base):
+    """The name of a township or village code (migration 0007), set by a county admin.
+
+    Pages show "name (code)"; a code without a row is shown as the bare code.
+    """
+
+    __tablename__ = "area_names"
+    code: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(80))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(sa.String(120), default="")
+
+
+class ExportJob(Base):
+    """An export written in the background (migration 0007): who asked, what, how far it got.
+
+    Only the account that started it may see or download it; the file lives in the export
+    folder under the job id.
+    """
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (sa.Index("ix_export_jobs_user_created", "user_id", "created_at"),)
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    user_id: Mapped[int]
+    area: Mapped[str] = mapped_column(sa.String(12), default="")
+    form_id: Mapped[str] = mapped_column(sa.String(64))
+    form_version: Mapped[int]
+    fmt: Mapped[str] = mapped_column(sa.String(8))
+    round: Mapped[str | None] = mapped_column(sa.String(40))
+    masked: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(
+        sa.String(16), default="queued"
+    )  # queued|running|done|failed
+    done_records: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    total_records: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    error: Mapped[str] = mapped_column(sa.String(500), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -26,6 +26,8 @@ PAGE_MODULES: tuple[str, ...] = (
     "server.web.conflicts",
     "server.web.forms",
     "server.web.admin",
+    "server.web.areas",
+    "server.web.export_jobs",
 )
 
 

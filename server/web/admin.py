@@ -7,16 +7,25 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from flask import Response, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from server.errors import ApiError, ValidationFailed
 from server.services import audit as audit_service
-from server.services import auth, records
+from server.services import auth, export_jobs, records
 from server.services import exports as export_service
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN, ROLES, Principal
 from server.services.indicators import CHINA_TIME
 from server.web.base import actor_of, blueprint, field_messages, signed_in, zh_message
+from server.web.export_jobs import start_background
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 _FILE_CHUNK = 64 * 1024
@@ -29,7 +38,12 @@ _FILE_CHUNK = 64 * 1024
 @signed_in()
 def exports(principal: Principal) -> Any:
     """Choose a form, an area and a format; the download is masked unless asked otherwise."""
-    return render_template("exports.html", forms=form_service.list_forms())
+    return render_template(
+        "exports.html",
+        forms=form_service.list_forms(),
+        jobs=export_jobs.list_jobs(principal),
+        error=None,
+    )
 
 
 def _file_then_delete(path: str) -> Iterator[bytes]:
@@ -44,7 +58,15 @@ def _file_then_delete(path: str) -> Iterator[bytes]:
 @blueprint.get("/exports/<string:form_id>.<any(csv, xlsx):fmt>")
 @signed_in()
 def download_export(principal: Principal, form_id: str, fmt: str) -> Any:
-    """The export file (audited before the first byte; only county admins may unmask)."""
+    """The export file (audited before the first byte; only county admins may unmask).
+
+    An export larger than ``EXPORT_BACKGROUND_RECORDS`` runs in the background instead: the
+    browser is sent to the job's progress page."""
+    village = (request.args.get("village") or "").strip() or None
+    round_ = (request.args.get("round") or "").strip() or None
+    threshold = int(current_app.config["EXPORT_BACKGROUND_RECORDS"])
+    if export_jobs.is_large(principal, form_id, village=village, round=round_, threshold=threshold):
+        return start_background(principal, form_id, fmt)
     export = export_service.start_export(
         principal,
         actor_of(principal),

@@ -41,7 +41,7 @@ from server.errors import (
     from_http_exception,
     is_busy_fault,
 )
-from server.services import auth
+from server.services import areas, auth
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME
 from server.settings import resolve_key_dir
@@ -260,9 +260,23 @@ def actor_of(principal: Principal) -> Actor:
     return Actor.of(principal, request.remote_addr or "")
 
 
+def area_label(code: str | None) -> str:
+    """``name（code）`` for a named township or village, else the bare code.
+
+    The names of the signed-in admin's area are read once per request, on first use."""
+    if not code:
+        return ""
+    names = g.get("area_names")
+    if names is None:
+        principal = g.get("principal")
+        names = areas.names_under(principal.area_prefix) if principal is not None else {}
+        g.area_names = names
+    return areas.label(names, str(code))
+
+
 @blueprint.app_context_processor
 def _page_globals() -> dict[str, Any]:
-    return {"role_names": ROLE_NAMES, "COUNTY_ADMIN": COUNTY_ADMIN}
+    return {"role_names": ROLE_NAMES, "COUNTY_ADMIN": COUNTY_ADMIN, "area_label": area_label}
 
 
 def _aware(moment: datetime) -> datetime:

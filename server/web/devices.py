@@ -10,7 +10,7 @@ from flask import current_app, redirect, render_template, request, url_for
 
 from server.errors import ApiError
 from server.services import devices as device_service
-from server.services import enrollment
+from server.services import enrollment, outbox_import
 from server.services.access import COUNTY_ADMIN, Principal
 from server.web.base import actor_of, blueprint, field_messages, signed_in, zh_message
 
@@ -31,12 +31,23 @@ def _server_url() -> str:
 def _devices_page(principal: Principal, **extra: Any) -> Any:
     listing = device_service.list_devices(principal)
     codes = enrollment.list_codes(principal) if principal.role == COUNTY_ADMIN else []
-    defaults = {"error": None, "fields": {}, "typed": {}, "issued": None}
+    defaults = {
+        "error": None,
+        "fields": {},
+        "typed": {},
+        "issued": None,
+        "imported": None,
+        "outbox_error": None,
+        "outbox_where": None,
+        "outbox_name": "",
+    }
     return render_template(
         "devices.html",
         devices=listing,
         codes=codes,
         conflicts=device_service.open_conflicts_by_device(principal),
+        op_counts=device_service.op_counts(principal),
+        behind=device_service.forms_behind(principal),
         **{**defaults, **extra},
     )
 
@@ -77,6 +88,24 @@ def issue_code(principal: Principal) -> Any:
         server_url=_server_url(),
         qr_png=qr.png_data_uri(scale=6, border=4),
     )
+
+
+@blueprint.post("/devices/outbox")
+@signed_in()
+def import_outbox(principal: Principal) -> Any:
+    """Import an outbox file a tablet wrote with ``export-outbox`` (brought on a USB stick)."""
+    upload = request.files.get("outbox")
+    data = upload.read(outbox_import.MAX_FILE_BYTES + 1) if upload is not None else b""
+    name = upload.filename if upload is not None else ""
+    try:
+        result = outbox_import.import_file(data, actor=actor_of(principal))
+    except ApiError as exc:
+        where = exc.details.get("where") if isinstance(exc.details, dict) else None
+        page = _devices_page(
+            principal, outbox_error=zh_message(exc), outbox_where=where, outbox_name=name
+        )
+        return page, exc.status
+    return _devices_page(principal, imported=result, outbox_name=name)
 
 
 @blueprint.route("/devices/<device_id>/revoke", methods=["GET", "POST"])

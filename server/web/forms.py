@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from flask import redirect, render_template, request, url_for
+from flask import g, redirect, render_template, request, url_for
 
 import forms as forms_lib
 from server.errors import ApiError, ValidationFailed
+from server.services import devices as device_service
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN, Principal
 from server.services.indicators import CHINA_TIME
@@ -24,6 +25,8 @@ def _forms_page(**extra: Any) -> str:
         "forms.html",
         forms=form_service.list_forms(),
         status_names=STATUS_NAMES,
+        # Which of the signed-in admin's tablets still lack each form's newest version.
+        behind=device_service.devices_behind_by_form(g.principal),
         **{**defaults, **extra},
     )
 

@@ -7,11 +7,11 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 
 import forms as forms_lib
-from server.errors import ApiError, NotFound
+from server.errors import ApiError, NotFound, ValidationFailed
 from server.services import forms as form_service
-from server.services import indicators, records
+from server.services import household_search, indicators, records
 from server.services.access import Principal
-from server.web.base import blueprint, signed_in
+from server.web.base import blueprint, signed_in, zh_message
 from server.web.dashboard import INDICATOR_NAMES, PROBLEM_NAMES
 
 PAGE = 50
@@ -65,8 +65,12 @@ def households(principal: Principal) -> Any:
     with a household number opens that household's page."""
     area = (request.args.get("area") or "").strip()
     number = (request.args.get("household_no") or "").strip()
-    if number and len(area) == 12:
+    name = (request.args.get("name") or "").strip()[:40]
+    id_number = (request.args.get("id_number") or "").strip()[:40]
+    if number and len(area) == 12 and not (name or id_number):
         return redirect(url_for("web.household", village=area, household_no=number))
+    if number or name or id_number:
+        return _search_page(principal, area, number, name, id_number)
     problem = request.args.get("problem") or None
     round_ = request.args.get("round") or None
     page = _page_number()
@@ -89,6 +93,39 @@ def households(principal: Principal) -> Any:
         pages=max(1, -(-result["total"] // PAGE)),
         names=INDICATOR_NAMES,
         problem_names=PROBLEM_NAMES,
+        typed={"name": "", "id_number": ""},
+        search=None,
+        error=None,
+    )
+
+
+def _search_page(
+    principal: Principal, area: str, number: str, name: str, id_number: str
+) -> tuple[str, int]:
+    typed = {"area": area, "number": number, "name": name, "id_number": id_number}
+    try:
+        found = household_search.search(
+            principal, area=area, household_no=number, name=name, id_number=id_number
+        )
+    except ValidationFailed as exc:
+        return _households_template(typed, search=None, error=zh_message(exc)), exc.status
+    return _households_template(typed, search=found, error=None), 200
+
+
+def _households_template(typed: dict[str, str], **extra: Any) -> str:
+    return render_template(
+        "households.html",
+        result=None,
+        area=typed["area"],
+        number=typed["number"],
+        typed=typed,
+        problem=None,
+        round=None,
+        page=1,
+        pages=1,
+        names=INDICATOR_NAMES,
+        problem_names=PROBLEM_NAMES,
+        **extra,
     )
 
 

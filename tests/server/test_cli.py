@@ -273,3 +273,17 @@ def test_an_unsupported_database_url_is_one_clear_line(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "unsupported database URL" in lines[0], result.output
     assert "secret" not in result.output
+
+
+def test_load_area_names_names_all_rows_or_reports_each_bad_one(
+    cli_env: dict, tmp_path: Path
+) -> None:
+    run(cli_env, "init-db")
+    table = tmp_path / "names.csv"
+    table.write_text("530102001,太平镇\n530102001201,小寨村\n", encoding="utf-8")
+    assert "named 2 areas" in run(cli_env, "load-area-names", str(table))
+    table.write_text("530102001,太平镇\n12x,坏\n", encoding="utf-8")
+    refused = CliRunner().invoke(main, ["load-area-names", str(table)], env=cli_env)
+    assert refused.exit_code != 0
+    assert "row 2 A: an area code is 6, 9 or 12 digits" in refused.output
+    assert "area_names_invalid" in refused.output

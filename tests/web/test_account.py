@@ -23,6 +23,8 @@ PAGES = [
     "/quarantine",
     "/users",
     "/audit",
+    "/areas",
+    "/exports/jobs/0b0e0c2a-0000-4000-8000-000000000000",
     "/password",
 ]
 
