@@ -34,6 +34,7 @@ from flask import Flask, current_app
 
 from server.services import forms as form_service
 from server.services import uploads
+from server.services.context import EXTENSION_KEY
 from server.settings import sqlite_path
 from server.storage import audit
 from server.storage import enrollment as enrollment_store
@@ -69,7 +70,9 @@ def purge_expired(now: datetime | None = None) -> dict[str, Any]:
     with writing():
         codes = enrollment_store.purge_expired(now)
     abandoned = uploads.purge_abandoned(
-        timedelta(hours=current_app.config["UPLOAD_ABANDON_HOURS"]), now=now
+        current_app.extensions[EXTENSION_KEY],
+        timedelta(hours=current_app.config["UPLOAD_ABANDON_HOURS"]),
+        now=now,
     )
     if codes or abandoned:
         with writing():

@@ -8,13 +8,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app
 from sqlalchemy.exc import OperationalError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import Actor, Principal, check_area
+from server.services.context import ServiceContext
 from server.storage import audit, users
 from server.storage.database import end_read, writing
 from server.storage.types import utcnow
@@ -136,7 +136,7 @@ def reset_password(username: str, password: str, *, actor: str) -> bool:
         return bool(user.active)
 
 
-def login(username: str, password: str, *, ip: str) -> LoginResult:
+def login(ctx: ServiceContext, username: str, password: str, *, ip: str) -> LoginResult:
     """Check a user name and password and issue a token; audited.
 
     Raises :class:`RateLimited` after too many failures from this address for this name (or
@@ -144,7 +144,7 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
     :class:`Unauthorized` (``invalid_credentials``) for a wrong name or password or a disabled
     account (the same answer for each, so names cannot be probed).
     """
-    claimed = throttle.claim(throttle.login_limits(ip, username))
+    claimed = throttle.claim(ctx, throttle.login_limits(ctx, ip, username))
     user = users.user_by_name(username.strip())
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
@@ -166,7 +166,7 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
             audited=True,
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
+    expires_at = ctx.now() + timedelta(hours=int(ctx.settings["TOKEN_TTL_HOURS"]))
     with writing():
         throttle.release(claimed)
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
@@ -299,7 +299,9 @@ def has_users() -> bool:
     return users.count_users() > 0
 
 
-def change_password(principal: Principal, current: str, new: str, *, ip: str) -> LoginResult:
+def change_password(
+    ctx: ServiceContext, principal: Principal, current: str, new: str, *, ip: str
+) -> LoginResult:
     """Replace the principal's own password after checking the current one; audited.
 
     Every token of the account (other browsers, API clients) is revoked and a fresh one is
@@ -307,7 +309,7 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
     (the login limit), :class:`Unauthorized` (``invalid_credentials``) for a wrong one and
     :class:`ValidationFailed` for a new password that is too short or unchanged.
     """
-    claimed = throttle.claim(throttle.login_limits(ip, principal.username))
+    claimed = throttle.claim(ctx, throttle.login_limits(ctx, ip, principal.username))
     user = users.user_by_id(principal.user_id)
     if user is None or not user.active or not check_password_hash(user.password_hash, current):
         with writing():  # the attempt stays counted
@@ -337,7 +339,7 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
             details={"fields": {"new_password": ["same as the current password"]}},
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
+    expires_at = ctx.now() + timedelta(hours=int(ctx.settings["TOKEN_TTL_HOURS"]))
     with writing():
         users.set_password_hash(user.id, hash_password(new))
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)

@@ -14,17 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from flask import current_app
-
 from server.errors import ApiError, Conflict, Gone, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import DEVICE_SCOPE_LENGTHS, Actor, Principal, check_scope
-from server.services.keys import app_key_ring
+from server.services.context import ServiceContext
 from server.storage import audit, devices, enrollment
 from server.storage import forms as form_store
 from server.storage.database import writing
 from server.storage.models import EnrollmentCode
-from server.storage.types import utcnow
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.errors import ProtocolError
 
@@ -71,7 +68,9 @@ def _new_code() -> str:
     return "-".join(raw[i : i + 4] for i in range(0, CODE_LENGTH, 4))
 
 
-def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -> IssuedCode:
+def issue_code(
+    ctx: ServiceContext, scope: str, *, days: int | None, actor: Actor, label: str = ""
+) -> IssuedCode:
     """Issue a one-time code for a village (12 digits) or township (9) ``scope``, valid for
     ``days`` (default: the setting); audited.
 
@@ -80,7 +79,7 @@ def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -
     """
     scope = check_scope(scope, lengths=DEVICE_SCOPE_LENGTHS)
     actor.require_area(scope)
-    days = int(days if days is not None else current_app.config["ENROLLMENT_CODE_DAYS"])
+    days = int(days if days is not None else ctx.settings["ENROLLMENT_CODE_DAYS"])
     if not 1 <= days <= MAX_CODE_DAYS:
         raise ValidationFailed(
             en=f"a code is valid for 1 to {MAX_CODE_DAYS} days",
@@ -88,7 +87,7 @@ def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -
             details={"fields": {"days": [f"1-{MAX_CODE_DAYS}"]}},
         )
     code = _new_code()
-    expires_at = utcnow() + timedelta(days=days)
+    expires_at = ctx.now() + timedelta(days=days)
     with writing():
         row = enrollment.add_code(
             code_hash=code_hash(code),
@@ -158,7 +157,13 @@ def _refuse(error: ApiError, *, ip: str, scope: str = "", code_id: int | None = 
 
 
 def enroll(
-    code: str, *, x25519_public: str, ed25519_public: str, ip: str, label: str = ""
+    ctx: ServiceContext,
+    code: str,
+    *,
+    x25519_public: str,
+    ed25519_public: str,
+    ip: str,
+    label: str = "",
 ) -> Enrollment:
     """Trade a one-time code and the device's public keys for a device id; audited.
 
@@ -169,14 +174,14 @@ def enroll(
     :class:`RateLimited` when the address has failed too often; :class:`ValidationFailed` for
     malformed keys (not counted: that is a client bug, not a guess).
     """
-    claimed = throttle.claim(throttle.enrollment_limits(ip))
+    claimed = throttle.claim(ctx, throttle.enrollment_limits(ctx, ip))
     try:
         x_pub = _check_public_key("x25519_public", x25519_public)
         ed_pub = _check_public_key("ed25519_public", ed25519_public)
     except ValidationFailed:
         throttle.release(claimed)  # a client bug, not a guess
         raise
-    now = utcnow()
+    now = ctx.now()
     row = enrollment.code_by_hash(code_hash(code))
     if row is None:
         _refuse(
@@ -234,7 +239,7 @@ def enroll(
             )
     if failure is not None:
         _refuse(failure, ip=ip, scope=scope, code_id=code_id)
-    ring = app_key_ring()
+    ring = ctx.keys.ring()
     # The same shape as the manifest's server_keys config entry (protocol.md §6), minus "key".
     server_keys = {"current_key_id": ring.current_id, **ring.public_document()}
-    return Enrollment(device_id, scope, server_keys, forms_manifest(), utcnow())
+    return Enrollment(device_id, scope, server_keys, forms_manifest(), ctx.now())

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from forms import EvaluationContext, FormDefinition, FormsError, load_definition, unflatten
+from forms import EvaluationContext, FormDefinition, FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import validate_record
@@ -63,8 +62,6 @@ CHINA_TIME: Final = timezone(timedelta(hours=8))
 #: Longest record id (a UUID is 36) and survey round the records table holds.
 RECORD_ID_MAX: Final = 36
 ROUND_MAX: Final = 40
-_USABLE_STATUSES: Final = (form_store.PUBLISHED, form_store.RETIRED)
-_DEFINITIONS_KEY: Final = "village_sync_definitions"
 
 
 def _text(zh: str, en: str) -> dict[str, str]:
@@ -129,21 +126,10 @@ def ingest_context(now_ms: int | None = None) -> IngestContext:
 def definition(form_id: str, version: int) -> FormDefinition | None:
     """The definition of a published (or retired) form version, or None.
 
-    Published versions never change, so loaded definitions are kept for the app's lifetime;
-    drafts and scheduled versions are never returned (records cannot be made on them yet).
+    Drafts and scheduled versions are never returned (records cannot be made on them yet);
+    storage keeps loaded definitions, since published versions never change.
     """
-    cache: dict[tuple[str, int], FormDefinition] = current_app.extensions.setdefault(
-        _DEFINITIONS_KEY, {}
-    )
-    found = cache.get((form_id, version))
-    if found is not None:
-        return found
-    row = form_store.get_version(form_id, version)
-    if row is None or row.status not in _USABLE_STATUSES:
-        return None
-    found = load_definition(row.definition)
-    cache[(form_id, version)] = found
-    return found
+    return form_store.usable_definition(form_id, version)
 
 
 # --- server-made ops -------------------------------------------------------------------------------

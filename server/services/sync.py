@@ -52,7 +52,8 @@ from server.errors import (
     from_library_error,
     is_busy_fault,
 )
-from server.services.keys import KeyRing, app_key_ring
+from server.services.context import ServiceContext
+from server.services.keys import KeyRing
 from server.services.record_ops import IngestContext, apply_ops, ingest_context
 from server.storage import conflicts as conflict_store
 from server.storage import devices as device_store
@@ -183,7 +184,11 @@ def _recipient_keys(ring: KeyRing) -> dict[str, EncryptionPrivateKey]:
 
 
 def handle_exchange(
-    body: bytes | IO[bytes], *, busy_retry_ms: int = 2000, ops_per_transaction: int = 200
+    ctx: ServiceContext,
+    body: bytes | IO[bytes],
+    *,
+    busy_retry_ms: int = 2000,
+    ops_per_transaction: int = 200,
 ) -> ExchangeResult:
     """Run one sync exchange on the request ``body`` (bytes or a stream) and seal the reply.
 
@@ -222,7 +227,7 @@ def handle_exchange(
             code="device_unknown",
             details={"frame": 0},
         )
-    ring = app_key_ring()
+    ring = ctx.keys.ring()
     try:
         opened = open_message(
             first.data,
