@@ -8,7 +8,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import OperationalError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
@@ -17,6 +16,7 @@ from server.services.access import Actor, Principal, check_area
 from server.services.context import ServiceContext
 from server.storage import audit, users
 from server.storage.database import end_read, writing
+from server.storage.errors import StorageBusy, StorageUnavailable
 from server.storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def authenticate(token: str) -> Principal:
                 try:
                     with writing():
                         users.touch_token(token_id, now)
-                except OperationalError:
+                except (StorageBusy, StorageUnavailable):
                     # Best effort: a busy database must not turn a read into a 503.
                     log.info("last_used_at of token %s not recorded (database busy)", token_id)
             # The token lookup was a read; end it so a write that follows starts its own

@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from forms import EvaluationContext, FormDefinition, FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
@@ -44,6 +42,7 @@ from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
 from server.storage import forms as form_store
 from server.storage import quarantine, records
+from server.storage.errors import StorageError
 from server.storage.revisions import next_revision
 from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, HybridClock, wall_clock_ms
 from sync_protocol.conflicts import detect_duplicate_household
@@ -333,7 +332,7 @@ def apply_ops(
             outcome = _apply(op, ctx, batch, existing, scope=scope, user_id=user_id)
         except _Rejected as rejected:
             outcome = _rejection(op, existing, rejected, keep=keep_rejected)
-        except SQLAlchemyError:
+        except StorageError:
             raise  # the transaction is broken (or busy): the whole batch fails and is retried
         except Exception:
             # A fault in the merge or the form engine on this op's data. Failing the batch would

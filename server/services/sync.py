@@ -42,15 +42,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from sqlalchemy.exc import OperationalError
-
 from server.errors import (
     ApiError,
     Conflict,
     Unauthorized,
     ValidationFailed,
     from_library_error,
-    is_busy_fault,
 )
 from server.services.context import ServiceContext
 from server.services.keys import KeyRing
@@ -61,6 +58,7 @@ from server.storage import forms as form_store
 from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
+from server.storage.errors import StorageBusy
 from server.storage.models import Device, Record
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
@@ -371,9 +369,7 @@ def _run_batches(session: _Session, frames: Iterator[Frame], busy_retry_ms: int)
             session.frames.append(FrameStatus(frame.index, "rejected", rejected.code))
             stop = rejected.code
             continue
-        except OperationalError as exc:
-            if not is_busy_fault(exc):
-                raise
+        except StorageBusy:
             # Not the batch's fault: "skipped" tells the device to send it again, after the
             # backoff ("rejected" would tell it the batch can never be accepted).
             session.frames.append(FrameStatus(frame.index, "skipped"))

@@ -43,7 +43,7 @@ def ensure_form(
 def add_version(
     *, form_id: str, version: int, definition: dict[str, Any], source: str, created_by: str
 ) -> FormVersion:
-    """Store a new draft version. Raises ``sqlalchemy.exc.IntegrityError`` if it exists."""
+    """Store a new draft version. Raises :class:`~server.storage.errors.Duplicate` if it exists."""
     row = FormVersion(
         form_id=form_id,
         version=version,

@@ -73,10 +73,6 @@ KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
         ("server.services.records", "server.storage.models"),
         ("server.services.sync", "server.storage.models"),
         ("server.services.uploads", "server.storage.models"),
-        # services catching SQLAlchemy errors (storage raises its own)
-        ("server.services.auth", "sqlalchemy"),
-        ("server.services.record_ops", "sqlalchemy"),
-        ("server.services.sync", "sqlalchemy"),
         # file I/O in the pure cores: key files belong to the server's key service and the device
         # edge; dictionaries and workbooks should arrive as bytes
         ("sync_protocol.crypto", "<file I/O>"),

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from server.storage import devices, enrollment, records, revisions, schema, users
 from server.storage import forms as form_store
 from server.storage.database import db, writing
+from server.storage.errors import ConstraintViolation, Duplicate, StorageBusy
 from server.storage.models import Base
 from server.storage.types import utcnow
 
@@ -293,8 +294,17 @@ class TestStorageContract:
         assert [v.version for v in manifest] == [1, 2]
 
     def test_foreign_keys_are_enforced(self) -> None:
-        with pytest.raises(sa.exc.IntegrityError), writing():
+        with pytest.raises(ConstraintViolation) as refused, writing():
             records.add_change(record_id="missing", revision=1, kind="put", changes={})
+        assert not isinstance(refused.value, Duplicate)
+
+    def test_a_taken_key_raises_duplicate(self) -> None:
+        account = {"password_hash": "x", "role": "county_admin", "area_prefix": ""}
+        with writing():
+            users.add_user(username="twice", **account)
+        with pytest.raises(Duplicate), writing():
+            users.add_user(username="twice", **account)
+        assert users.user_by_name("twice") is not None  # the first one stays
 
 
 def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, app_on) -> None:
@@ -303,6 +313,26 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, ap
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+
+
+def test_a_held_write_lock_raises_storage_busy(database_url: str, app_on) -> None:
+    """A writer that cannot get its lock in time gets :class:`StorageBusy` (retry later), on
+    SQLite (the busy timeout runs out) and PostgreSQL (the lock timeout runs out) alike."""
+    app = app_on(database_url, SQLITE_BUSY_TIMEOUT_MS=50)
+    with app.app_context():
+        with writing():
+            user = users.add_user(
+                username="held", password_hash="x", role="county_admin", area_prefix=""
+            )
+        with db.engine.connect() as holder:
+            holder.execute(
+                sa.text("UPDATE users SET display_name = 'holder' WHERE id = :id"), {"id": user.id}
+            )
+            with pytest.raises(StorageBusy), writing() as session:
+                if db.engine.dialect.name == "postgresql":
+                    session.execute(sa.text("SET LOCAL lock_timeout = '50ms'"))
+                users.set_password_hash(user.id, "y")
+            holder.rollback()
 
 
 def test_a_new_sqlite_file_is_private(tmp_path, app_on) -> None:
