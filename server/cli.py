@@ -262,7 +262,7 @@ def backup(target: Path) -> None:
 
     with _app_context():
         try:
-            written = backup_to(target, CLI_ACTOR.name)
+            written = backup_to(target, CLI_ACTOR)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"backup written to {written} ({written.stat().st_size} bytes)")

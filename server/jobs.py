@@ -34,9 +34,9 @@ from flask import Flask, current_app
 
 from server.services import forms as form_service
 from server.services import uploads
+from server.services.access import SCHEDULER_ACTOR, Actor
 from server.services.context import EXTENSION_KEY
 from server.settings import sqlite_path
-from server.storage import audit
 from server.storage import enrollment as enrollment_store
 from server.storage import indicators as indicator_store
 from server.storage import jobs as store
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 #: Wall-clock time zone of the daily jobs (county staff read "02:00" as Beijing time).
 CHINA_ZONE: Final = ZoneInfo("Asia/Shanghai")
-SCHEDULER_ACTOR: Final = "scheduler"
 BACKUP_PREFIX: Final = "county-"
 BACKUP_SUFFIX: Final = ".db"
 _HOLDER_KEY: Final = "village_sync_job_holder"
@@ -76,10 +75,8 @@ def purge_expired(now: datetime | None = None) -> dict[str, Any]:
     )
     if codes or abandoned:
         with writing():
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="job.purge",
-                details={"enrollment_codes": codes, "uploads": abandoned},
+            SCHEDULER_ACTOR.audit(
+                "job.purge", details={"enrollment_codes": codes, "uploads": abandoned}
             )
     return {"enrollment_codes": codes, "uploads": abandoned}
 
@@ -93,16 +90,15 @@ def backup_dir(config: Any | None = None) -> Path:
     return (db_file.parent if db_file is not None else Path("var").resolve()) / "backups"
 
 
-def backup_to(target: Path, actor: str) -> Path:
+def backup_to(target: Path, actor: Actor) -> Path:
     """``server backup --to FILE``: copy the SQLite database to ``target`` (0600), audited.
 
     Raises ``ValueError`` on PostgreSQL (``pg_dump`` is the tool there).
     """
     written = backup_sqlite(target)
     with writing():
-        audit.add_entry(
-            actor=actor,
-            action="database.backup",
+        actor.audit(
+            "database.backup",
             target_type="database",
             target_id=str(written),
             details={"bytes": written.stat().st_size},
@@ -163,9 +159,8 @@ def report_stale_devices(now: datetime | None = None) -> dict[str, Any]:
         for device in store.stale_devices(now - timedelta(days=days), area_prefix=""):
             last = device.last_sync_at or device.enrolled_at
             silent = (now - last).days
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="alert.stale_device",
+            SCHEDULER_ACTOR.audit(
+                "alert.stale_device",
                 target_type="device",
                 target_id=device.id,
                 area_code=device.scope,
@@ -187,9 +182,8 @@ def remind_old_conflicts(now: datetime | None = None) -> dict[str, Any]:
     villages = []
     with writing():
         for village, count, oldest in store.old_open_conflicts(now - timedelta(days=days)):
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="alert.conflict_age",
+            SCHEDULER_ACTOR.audit(
+                "alert.conflict_age",
                 target_type="village",
                 target_id=village,
                 area_code=village,
@@ -228,9 +222,8 @@ def report_overdue_monitoring(now: datetime | None = None) -> dict[str, Any]:
             )
     with writing():
         for village, households in overdue.items():
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="alert.monitoring_overdue",
+            SCHEDULER_ACTOR.audit(
+                "alert.monitoring_overdue",
                 target_type="village",
                 target_id=village,
                 area_code=village,

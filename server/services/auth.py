@@ -14,7 +14,7 @@ from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import Actor, Principal, check_area
 from server.services.context import ServiceContext
-from server.storage import audit, users
+from server.storage import users
 from server.storage.database import end_read, writing
 from server.storage.errors import StorageBusy, StorageUnavailable
 from server.storage.types import utcnow
@@ -102,10 +102,8 @@ def create_user(
             area_prefix=area_prefix,
             display_name=display_name,
         )
-        audit.add_entry(
-            actor=actor,
-            actor_user_id=actor_user_id,
-            action="user.create",
+        Actor(actor, actor_user_id).audit(
+            "user.create",
             target_type="user",
             target_id=str(user.id),
             area_code=area_prefix,
@@ -126,9 +124,8 @@ def reset_password(username: str, password: str, *, actor: str) -> bool:
         if user is None:
             raise NotFound(en=f"no user {username}", zh=f"用户 {username} 不存在")
         users.set_password_hash(user.id, hash_password(password))
-        audit.add_entry(
-            actor=actor,
-            action="user.reset_password",
+        Actor(actor).audit(
+            "user.reset_password",
             target_type="user",
             target_id=str(user.id),
             area_code=user.area_prefix,
@@ -149,14 +146,11 @@ def login(ctx: ServiceContext, username: str, password: str, *, ip: str) -> Logi
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
         with writing():  # the attempt stays counted
-            audit.add_entry(
-                actor=f"ip:{ip}",
-                action="auth.login_failed",
+            Actor(f"ip:{ip}", ip=ip).audit(
+                "auth.login_failed",
                 target_type="user",
                 target_id="" if user is None else str(user.id),
                 area_code="" if user is None else user.area_prefix,
-                ip=ip,
-                # Only a real account's name: what was typed may be a password in the wrong box.
                 details={} if user is None else {"username": user.username},
             )
         raise Unauthorized(
@@ -170,14 +164,8 @@ def login(ctx: ServiceContext, username: str, password: str, *, ip: str) -> Logi
     with writing():
         throttle.release(claimed)
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
-        audit.add_entry(
-            actor=user.username,
-            actor_user_id=user.id,
-            action="auth.login",
-            target_type="user",
-            target_id=str(user.id),
-            area_code=user.area_prefix,
-            ip=ip,
+        Actor(user.username, user.id, ip=ip).audit(
+            "auth.login", target_type="user", target_id=str(user.id), area_code=user.area_prefix
         )
     principal = Principal(user.id, user.username, user.role, user.area_prefix)
     return LoginResult(token, expires_at, principal)
@@ -219,14 +207,11 @@ def logout(token: str, principal: Principal, *, ip: str) -> None:
     """Revoke the token at once (later requests with it get 401); audited."""
     with writing():
         users.revoke_token(token_hash(token))
-        audit.add_entry(
-            actor=principal.actor,
-            actor_user_id=principal.user_id,
-            action="auth.logout",
+        Actor.of(principal, ip).audit(
+            "auth.logout",
             target_type="user",
             target_id=str(principal.user_id),
             area_code=principal.area_prefix,
-            ip=ip,
         )
 
 
@@ -273,14 +258,11 @@ def set_account_active(actor: Actor, user_id: int, active: bool) -> Account:
                 code="cannot_disable_self",
             )
         users.set_active(user.id, active)
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="user.enable" if active else "user.disable",
+        actor.audit(
+            "user.enable" if active else "user.disable",
             target_type="user",
             target_id=str(user.id),
             area_code=user.area_prefix,
-            ip=actor.ip,
             details={"username": user.username},
         )
         return Account(
@@ -313,14 +295,11 @@ def change_password(
     user = users.user_by_id(principal.user_id)
     if user is None or not user.active or not check_password_hash(user.password_hash, current):
         with writing():  # the attempt stays counted
-            audit.add_entry(
-                actor=principal.actor,
-                actor_user_id=principal.user_id,
-                action="auth.password_change_failed",
+            Actor.of(principal, ip).audit(
+                "auth.password_change_failed",
                 target_type="user",
                 target_id=str(principal.user_id),
                 area_code=principal.area_prefix,
-                ip=ip,
             )
         raise Unauthorized(
             en="the current password is wrong",
@@ -343,14 +322,11 @@ def change_password(
     with writing():
         users.set_password_hash(user.id, hash_password(new))
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
-        audit.add_entry(
-            actor=principal.actor,
-            actor_user_id=principal.user_id,
-            action="user.change_password",
+        Actor.of(principal, ip).audit(
+            "user.change_password",
             target_type="user",
             target_id=str(user.id),
             area_code=user.area_prefix,
-            ip=ip,
         )
     return LoginResult(token, expires_at, principal)
 

@@ -18,10 +18,10 @@ from server.errors import ApiError, Conflict, Gone, Unauthorized, ValidationFail
 from server.services import throttle
 from server.services.access import DEVICE_SCOPE_LENGTHS, Actor, Principal, check_scope
 from server.services.context import ServiceContext
-from server.storage import audit, devices, enrollment
+from server.storage import devices, enrollment
 from server.storage import forms as form_store
 from server.storage.database import writing
-from server.storage.models import EnrollmentCode
+from server.storage.enrollment import EnrollmentCode
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.errors import ProtocolError
 
@@ -96,14 +96,11 @@ def issue_code(
             created_by=actor.name,
             label=label,
         )
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="enrollment_code.issue",
+        actor.audit(
+            "enrollment_code.issue",
             target_type="enrollment_code",
             target_id=str(row.id),
             area_code=scope,
-            ip=actor.ip,
             details={"days": days, "label": label},
         )
         return IssuedCode(row.id, code, scope, expires_at, label)
@@ -143,13 +140,11 @@ def forms_manifest() -> list[dict[str, Any]]:
 def _refuse(error: ApiError, *, ip: str, scope: str = "", code_id: int | None = None) -> NoReturn:
     """Audit a failed enrollment in the code's area and raise (the attempt stays counted)."""
     with writing():
-        audit.add_entry(
-            actor=f"ip:{ip}",
-            action="device.enroll_refused",
+        Actor(f"ip:{ip}", ip=ip).audit(
+            "device.enroll_refused",
             target_type="enrollment_code",
             target_id="" if code_id is None else str(code_id),
             area_code=scope,
-            ip=ip,
             details={"reason": error.code},
         )
     error.audited = True  # the refusal's entry is this one, with the code's area
@@ -228,13 +223,11 @@ def enroll(
                 enrollment_code_id=code_id,
                 label=label or code_label,
             )
-            audit.add_entry(
-                actor=f"device:{device_id}",
-                action="device.enroll",
+            Actor(f"device:{device_id}", ip=ip).audit(
+                "device.enroll",
                 target_type="device",
                 target_id=device_id,
                 area_code=scope,
-                ip=ip,
                 details={"enrollment_code_id": code_id},
             )
     if failure is not None:

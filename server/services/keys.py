@@ -1,6 +1,6 @@
 """The server's key ring: X25519 + Ed25519 private keys in files outside the database.
 
-Layout of the key folder (mode 0700, files 0600, written by ``sync_protocol.crypto``)::
+Layout of the key folder (mode 0700, files 0600, written by ``server.storage.key_files``)::
 
     keys/server-<encryption key id>.json   one bundle per generation
     keys/current                          the key id of the bundle in use
@@ -17,12 +17,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync_protocol.crypto import (
-    KeyBundle,
-    generate_server_keys,
-    load_key_bundle,
-    save_key_bundle,
-)
+from server.storage.key_files import load_key_bundle, save_key_bundle
+from sync_protocol.crypto import KeyBundle, generate_server_keys
 
 CURRENT_FILE = "current"
 

@@ -58,8 +58,9 @@ from server.storage import forms as form_store
 from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
+from server.storage.devices import Device
 from server.storage.errors import StorageBusy
-from server.storage.models import Device, Record
+from server.storage.models import Record
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
 from sync_protocol.clock import Stamp, wall_clock_ms

@@ -43,7 +43,8 @@ from server.settings import sqlite_path
 from server.storage import devices as device_store
 from server.storage import uploads as store
 from server.storage.database import end_read, writing
-from server.storage.models import Attachment, Device
+from server.storage.devices import Device
+from server.storage.uploads import Attachment
 from sync_protocol.crypto import SigningPrivateKey, SigningPublicKey, sign, verify_signature
 
 #: Authorization scheme of a device-signed upload request.
@@ -302,20 +303,20 @@ def start_upload(
                 code="upload_size_mismatch",
                 details={"size": int(row.size)},
             )
-        _recover(attachments_root(ctx.settings), row)
+        row = _recover(attachments_root(ctx.settings), row)
         return UploadStatus.of(row), created
 
 
-def _recover(root: Path, row: Attachment) -> None:
+def _recover(root: Path, row: Attachment) -> Attachment:
     """Make a locked row agree with the files after a crash between file and commit, or
-    after files were lost (a disk restored from an older backup)."""
+    after files were lost (a disk restored from an older backup); returns it as now stored."""
     final = attachment_path(row.sha256, root)
     part = partial_path(row.sha256, str(row.device_id), root)
     if row.completed_at is not None:
         if not final.exists():
             # The stored photo is gone: let the next device that has it upload it again.
-            store.set_received(row, 0)
-        return
+            return store.set_received(row, 0)
+        return row
     if (
         row.received_bytes > 0
         and not part.exists()
@@ -323,12 +324,12 @@ def _recover(root: Path, row: Attachment) -> None:
         and _file_sha256(final) == row.sha256
     ):
         # This device's last chunk was moved into place and the commit was lost in a crash.
-        store.set_received(row, int(row.size), complete=True)
-        return
+        return store.set_received(row, int(row.size), complete=True)
     on_disk = part.stat().st_size if part.exists() else 0
     if on_disk < row.received_bytes:
         # Confirmed bytes that are gone (a disk restored from backup): resume from what is there.
-        store.set_received(row, on_disk)
+        return store.set_received(row, on_disk)
+    return row
 
 
 def upload_status(device: Device, sha256: str) -> UploadStatus:
@@ -394,7 +395,7 @@ def append_chunk(
         row = store.lock_upload(sha256, device.id)
         if row is None:
             raise NotFound(en="no such upload", zh="没有该上传", code="upload_not_found")
-        _recover(attachments_root(ctx.settings), row)
+        row = _recover(attachments_root(ctx.settings), row)
         confirmed = int(row.received_bytes)
         if offset != confirmed or (row.completed_at is not None and chunk):
             raise Conflict(
@@ -411,18 +412,17 @@ def append_chunk(
         _write_chunk(part, offset, chunk)
         received = offset + len(chunk)
         if received < int(row.size):
-            store.set_received(row, received)
-            return UploadStatus.of(row)
+            return UploadStatus.of(store.set_received(row, received))
         if _file_sha256(part) != sha256:
             # Every chunk matched its checksum, yet the whole does not: start again from 0.
             part.unlink(missing_ok=True)
-            store.set_received(row, 0)
+            row = store.set_received(row, 0)
             failed = True
         else:
             final = attachment_path(sha256, attachments_root(ctx.settings))
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.replace(part, final)
-            store.set_received(row, received, complete=True)
+            row = store.set_received(row, received, complete=True)
             failed = False
         status = UploadStatus.of(row)
     if failed:

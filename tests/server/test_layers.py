@@ -64,19 +64,12 @@ FILE_IO_EDGES = frozenset({"forms.cli"})
 KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
     {
         # services → ORM classes (move the queries into storage, hand out dataclasses)
-        ("server.services.audit", "server.storage.models"),
         ("server.services.conflicts", "server.storage.models"),
-        ("server.services.devices", "server.storage.models"),
-        ("server.services.enrollment", "server.storage.models"),
         ("server.services.forms", "server.storage.models"),
-        ("server.services.monitoring", "server.storage.models"),
         ("server.services.records", "server.storage.models"),
         ("server.services.sync", "server.storage.models"),
-        ("server.services.uploads", "server.storage.models"),
         # file I/O in the pure cores: key files belong to the server's key service and the device
         # edge; dictionaries and workbooks should arrive as bytes
-        ("sync_protocol.crypto", "<file I/O>"),
-        ("sync_protocol.compression", "<file I/O>"),
         ("forms.xlsform", "<file I/O>"),
     }
 )
