@@ -68,6 +68,8 @@ def is_busy(exc: BaseException) -> bool:
 def translate(context: ExceptionContext) -> sa_exc.DBAPIError | None:
     """The storage error to raise instead of SQLAlchemy's (``handle_error`` hook)."""
     raised = context.sqlalchemy_exception
+    if context.is_pre_ping:
+        return None  # the pool's liveness check handles its own errors (it reconnects)
     if not isinstance(raised, sa_exc.DBAPIError) or isinstance(raised, StorageError):
         return None
     cls: type[sa_exc.DBAPIError]
