@@ -11,9 +11,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.api import register_blueprints
 from server.api.wire import BoundedIntConverter, reject_nul_in_path
-from server.cli import register_commands
 from server.errors import PayloadTooLarge, register_error_handlers
 from server.field import init_app as init_field
+from server.services.context import EXTENSION_KEY, ServiceContext
 from server.settings import load_settings
 from server.storage import schema
 from server.storage.database import engine, init_database
@@ -51,13 +51,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
 
+    # The one context every service call gets: settings, clock, key ring (views pass it on).
+    app.extensions[EXTENSION_KEY] = ServiceContext.of(app.config)
     init_database(app)
     register_error_handlers(app)
     app.url_map.converters["int"] = BoundedIntConverter  # before the routes are added
     register_blueprints(app)
     init_web(app)  # the admin web pages beside the API
     init_field(app)  # the field app (PWA) at /field/
-    register_commands(app)
 
     @app.before_request
     def _refuse_oversized_bodies() -> None:

@@ -22,6 +22,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy.exc import OperationalError
 
 from server.errors import ApiError
+from server.services.context import EXTENSION_KEY, ServiceContext
 from server.settings import SettingError
 
 if TYPE_CHECKING:
@@ -50,6 +51,12 @@ def _app_context(**overrides: Any) -> Iterator[Flask]:
             raise click.ClickException(f"cannot open the database: {exc.orig}") from None
         finally:
             dispose()
+
+
+def _services(app: Flask) -> ServiceContext:
+    """The service context the app factory built for ``app``."""
+    context: ServiceContext = app.extensions[EXTENSION_KEY]
+    return context
 
 
 def _fail(exc: ApiError) -> NoReturn:
@@ -126,9 +133,11 @@ def issue_code(scope: str, days: int | None, label: str) -> None:
     from server.services import enrollment
     from server.services.access import CLI_ACTOR
 
-    with _app_context():
+    with _app_context() as app:
         try:
-            issued = enrollment.issue_code(scope, days=days, actor=CLI_ACTOR, label=label)
+            issued = enrollment.issue_code(
+                _services(app), scope, days=days, actor=CLI_ACTOR, label=label
+            )
         except ApiError as exc:
             _fail(exc)
         click.echo(f"enrollment code: {issued.code}")
@@ -223,12 +232,8 @@ def _parse_time(text: str) -> datetime:
 @main.command("rotate-keys")
 def rotate_keys() -> None:
     """Make a new server key pair current; older keys keep decrypting."""
-    from server.services import keys
-    from server.settings import resolve_key_dir
-
     with _app_context() as app:
-        ring = keys.rotate(resolve_key_dir(app.config))
-        keys.reload_app_key_ring()
+        ring = _services(app).keys.rotate()
         click.echo(f"current server key id: {ring.current_id} ({len(ring.bundles)} kept)")
 
 
@@ -301,7 +306,7 @@ def backup(target: Path) -> None:
 
     with _app_context():
         try:
-            written = backup_to(target, CLI_ACTOR.name)
+            written = backup_to(target, CLI_ACTOR)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"backup written to {written} ({written.stat().st_size} bytes)")
@@ -320,7 +325,7 @@ def serve(host: str | None, port: int | None) -> None:
         host = host or app.config["HOST"]
         port = app.config["PORT"] if port is None else port
         try:
-            report = prepare()
+            report = prepare(_services(app))
         except ApiError as exc:
             _fail(exc)
         server = waitress.create_server(

@@ -37,6 +37,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from server.storage.errors import is_busy
 from sync_protocol.errors import ProtocolError, Replayed, UnknownSender
 
 log = logging.getLogger(__name__)
@@ -479,15 +480,6 @@ ERROR_CLASSES: tuple[type[ApiError], ...] = (
 
 _BY_STATUS: dict[int, type[ApiError]] = {cls.status: cls for cls in ERROR_CLASSES}
 
-_BUSY_MARKERS = (
-    "database is locked",
-    "database table is locked",
-    "could not serialize access",
-    "deadlock detected",
-    "lock timeout",
-)
-
-
 #: How long a client waits after a full disk before trying again (an operator must act).
 STORAGE_FULL_RETRY_AFTER_SECONDS = 300
 #: A full disk is logged once per this many seconds per process, not once per request.
@@ -534,10 +526,7 @@ def is_busy_fault(exc: BaseException) -> bool:
     A connection the database closed under the request (PostgreSQL restarted, the backend
     terminated) counts too: SQLAlchemy invalidates it and the next checkout gets a fresh one.
     """
-    if getattr(exc, "connection_invalidated", False):
-        return True
-    text = str(getattr(exc, "orig", exc)).lower()
-    return any(marker in text for marker in _BUSY_MARKERS)
+    return is_busy(exc)
 
 
 def error_response(error: ApiError) -> Response:

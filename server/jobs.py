@@ -5,7 +5,9 @@ abandoned uploads, the nightly SQLite online backup (keeping ``BACKUP_KEEP``), t
 report, the overdue-monitoring report and the conflict-age reminder (as ``alert.*`` rows in the
 audit log, where the admin pages and the audit API show them within the area concerned).
 
-Each job function runs in the caller's app context and opens its own write transactions. The
+The domain jobs are services (``services.alerts``, ``services.housekeeping``,
+``services.forms.publish_due``); the functions here run them for the current app. Each job
+function runs in the caller's app context and opens its own write transactions. The
 scheduler calls them through :func:`run_job`, which first takes the job's lock row in the
 database (``job_locks``): with several app processes on one PostgreSQL, each firing its own
 scheduler, exactly one process runs each occurrence. After a run the lock is kept for the job's
@@ -32,12 +34,11 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 
+from server.services import alerts, housekeeping
 from server.services import forms as form_service
-from server.services import uploads
+from server.services.access import Actor
+from server.services.context import EXTENSION_KEY, ServiceContext
 from server.settings import sqlite_path
-from server.storage import audit
-from server.storage import enrollment as enrollment_store
-from server.storage import indicators as indicator_store
 from server.storage import jobs as store
 from server.storage.database import backup_sqlite, dialect_name, writing
 from server.storage.types import utcnow
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 #: Wall-clock time zone of the daily jobs (county staff read "02:00" as Beijing time).
 CHINA_ZONE: Final = ZoneInfo("Asia/Shanghai")
-SCHEDULER_ACTOR: Final = "scheduler"
 BACKUP_PREFIX: Final = "county-"
 BACKUP_SUFFIX: Final = ".db"
 _HOLDER_KEY: Final = "village_sync_job_holder"
@@ -63,22 +63,8 @@ def publish_scheduled_forms(now: datetime | None = None) -> dict[str, Any]:
 
 
 def purge_expired(now: datetime | None = None) -> dict[str, Any]:
-    """Delete unused enrollment codes past their expiry and uploads abandoned for
-    ``UPLOAD_ABANDON_HOURS``; audited when anything went."""
-    now = now or utcnow()
-    with writing():
-        codes = enrollment_store.purge_expired(now)
-    abandoned = uploads.purge_abandoned(
-        timedelta(hours=current_app.config["UPLOAD_ABANDON_HOURS"]), now=now
-    )
-    if codes or abandoned:
-        with writing():
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="job.purge",
-                details={"enrollment_codes": codes, "uploads": abandoned},
-            )
-    return {"enrollment_codes": codes, "uploads": abandoned}
+    """``services.housekeeping.purge_expired`` for the current app."""
+    return housekeeping.purge_expired(_services(), now)
 
 
 def backup_dir(config: Any | None = None) -> Path:
@@ -90,16 +76,15 @@ def backup_dir(config: Any | None = None) -> Path:
     return (db_file.parent if db_file is not None else Path("var").resolve()) / "backups"
 
 
-def backup_to(target: Path, actor: str) -> Path:
+def backup_to(target: Path, actor: Actor) -> Path:
     """``server backup --to FILE``: copy the SQLite database to ``target`` (0600), audited.
 
     Raises ``ValueError`` on PostgreSQL (``pg_dump`` is the tool there).
     """
     written = backup_sqlite(target)
     with writing():
-        audit.add_entry(
-            actor=actor,
-            action="database.backup",
+        actor.audit(
+            "database.backup",
             target_type="database",
             target_id=str(written),
             details={"bytes": written.stat().st_size},
@@ -147,97 +132,23 @@ def restore_sqlite(backup: Path, database: Path) -> None:
 
 
 def report_stale_devices(now: datetime | None = None) -> dict[str, Any]:
-    """One ``alert.stale_device`` audit row per active device silent for ``STALE_DEVICE_DAYS``.
-
-    A device that never synced counts from its enrollment. The row carries the device's scope
-    as its area, so the township reviewer concerned sees it.
-    """
-    now = now or utcnow()
-    days = int(current_app.config["STALE_DEVICE_DAYS"])
-    stale = []
-    with writing():
-        # County-wide: the job reports every area, each row filed under the device's own scope.
-        for device in store.stale_devices(now - timedelta(days=days), area_prefix=""):
-            last = device.last_sync_at or device.enrolled_at
-            silent = (now - last).days
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="alert.stale_device",
-                target_type="device",
-                target_id=device.id,
-                area_code=device.scope,
-                details={
-                    "days_since_sync": silent,
-                    "last_sync_at": None if device.last_sync_at is None else last.isoformat(),
-                    "label": device.label,
-                },
-            )
-            stale.append(device.id)
-    return {"stale_devices": stale}
+    """``services.alerts.report_stale_devices`` for the current app."""
+    return alerts.report_stale_devices(_services(), now)
 
 
 def remind_old_conflicts(now: datetime | None = None) -> dict[str, Any]:
-    """One ``alert.conflict_age`` audit row per village with conflicts open longer than
-    ``CONFLICT_REMINDER_DAYS`` (count and age of the oldest)."""
-    now = now or utcnow()
-    days = int(current_app.config["CONFLICT_REMINDER_DAYS"])
-    villages = []
-    with writing():
-        for village, count, oldest in store.old_open_conflicts(now - timedelta(days=days)):
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="alert.conflict_age",
-                target_type="village",
-                target_id=village,
-                area_code=village,
-                details={"open_conflicts": count, "oldest_days": (now - oldest).days},
-            )
-            villages.append(village)
-    return {"villages": villages}
-
-
-#: Monitoring categories that make a household a monitoring object (监测对象).
-_NOT_MONITORED: Final = (None, "", "无")
-#: Household numbers named in one overdue-monitoring alert row (the count covers all).
-_OVERDUE_LISTED: Final = 50
+    """``services.alerts.remind_old_conflicts`` for the current app."""
+    return alerts.remind_old_conflicts(_services(), now)
 
 
 def report_overdue_monitoring(now: datetime | None = None) -> dict[str, Any]:
-    """One ``alert.monitoring_overdue`` audit row per village whose monitoring objects (risk not
-    removed) have had no monitoring record for ``MONITORING_VISIT_DAYS``.
+    """``services.alerts.report_overdue_monitoring`` for the current app."""
+    return alerts.report_overdue_monitoring(_services(), now)
 
-    The newest monitoring record of each household is read (streamed, any round); its last
-    update is the last visit. The row names up to 50 households and counts them all.
-    """
-    now = now or utcnow()
-    cutoff = now - timedelta(days=int(current_app.config["MONITORING_VISIT_DAYS"]))
-    overdue: dict[str, list[tuple[str, int]]] = {}
-    for household in indicator_store.household_records("", form_ids=("monitoring_household",)):
-        latest = household.newest_by_form().get("monitoring_household")
-        if latest is None:
-            continue
-        data = latest.data
-        if data.get("category") in _NOT_MONITORED or data.get("risk_removed") is True:
-            continue
-        if latest.updated_at < cutoff:
-            overdue.setdefault(household.village_code, []).append(
-                (household.household_no, (now - latest.updated_at).days)
-            )
-    with writing():
-        for village, households in overdue.items():
-            audit.add_entry(
-                actor=SCHEDULER_ACTOR,
-                action="alert.monitoring_overdue",
-                target_type="village",
-                target_id=village,
-                area_code=village,
-                details={
-                    "households": len(households),
-                    "most_overdue_days": max(days for _, days in households),
-                    "household_nos": [number for number, _ in households[:_OVERDUE_LISTED]],
-                },
-            )
-    return {"villages": sorted(overdue)}
+
+def _services() -> ServiceContext:
+    context: ServiceContext = current_app.extensions[EXTENSION_KEY]
+    return context
 
 
 # --- running once across processes ------------------------------------------------------------------

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache
 from importlib import resources
-from pathlib import Path
 
 import zstandard
 
@@ -175,14 +174,16 @@ class DictionaryStore:
             self.add(dictionary)
 
     @classmethod
-    def from_directory(cls, directory: Path) -> DictionaryStore:
-        """Load every well-named ``.zdict`` file of ``directory`` whose content matches its id."""
+    def from_files(cls, files: Iterable[tuple[str, bytes]]) -> DictionaryStore:
+        """A store of every well-named ``.zdict`` file of ``files`` (name, content) whose content
+        matches its id; other names are skipped. The caller reads the files (a folder, package
+        data, a browser's cache): this module touches none."""
         store = cls()
-        for path in sorted(Path(directory).glob("*.zdict")):
-            match = _ID_FILE_RE.match(path.name)
+        for name, content in sorted(files):
+            match = _ID_FILE_RE.match(name)
             if match is None:
                 continue
-            dictionary = ZstdDict(match["form"], int(match["version"]), path.read_bytes())
+            dictionary = ZstdDict(match["form"], int(match["version"]), content)
             if dictionary.dictionary_id == int(match["id"], 16):
                 store.add(dictionary)
         return store
@@ -225,12 +226,15 @@ class DictionaryStore:
 
 @cache
 def _packaged_dictionaries() -> tuple[ZstdDict, ...]:
-    root = resources.files("sync_protocol") / "dictionaries"
-    with resources.as_file(root) as directory:
-        if not Path(directory).is_dir():
-            return ()
-        store = DictionaryStore.from_directory(Path(directory))
-        return tuple(store.get(dictionary_id) for dictionary_id in store.ids())
+    root = resources.files("sync_protocol").joinpath("dictionaries")
+    if not root.is_dir():
+        return ()
+    names = [entry.name for entry in root.iterdir() if entry.name.endswith(".zdict")]
+    store = DictionaryStore.from_files(
+        (name, resources.files("sync_protocol").joinpath("dictionaries", name).read_bytes())
+        for name in names
+    )
+    return tuple(store.get(dictionary_id) for dictionary_id in store.ids())
 
 
 def _zstd_compressor(

@@ -19,14 +19,10 @@ What it offers:
   and lets a receiver keep several keys during a rotation.
 
 * :class:`KeyBundle` (one encryption key + one signing key), :func:`generate_device_keys`,
-  :func:`generate_server_keys`, and private-key files (:func:`save_key_bundle`,
-  :func:`load_key_bundle`, :func:`save_private_key`, :func:`load_private_key`).
-
-  Key-file policy (POSIX): files are written with mode 0600 (created that way, never chmod-ed
-  afterwards, so no window exists where the key is readable by others) and written atomically
-  (temporary file + rename). Loading **refuses** a key file whose mode grants any permission to
-  group or others, with :class:`~sync_protocol.errors.KeyFileError` — a warning would be ignored
-  in a server log, and a leaked server key lets anyone read every village's data.
+  :func:`generate_server_keys`, and private keys as bytes (:func:`key_bundle_to_bytes` /
+  :func:`key_bundle_from_bytes`, :func:`private_key_to_pem` / :func:`private_key_from_pem`).
+  Keeping them in files (mode 0600, written atomically, refused when group or others may read
+  them) is the server's edge, ``server.storage.key_files``; the device keeps its own in SQLite.
 
 * Primitives used by the envelope: :func:`x25519_shared_secret`, :func:`hkdf_sha256`,
   :func:`aead_encrypt` / :func:`aead_decrypt` (AES-256-GCM and ChaCha20-Poly1305),
@@ -39,12 +35,8 @@ import base64
 import binascii
 import hashlib
 import json
-import os
-import stat
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final, Literal, Self
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -378,127 +370,52 @@ def generate_server_keys() -> KeyBundle:
     return KeyBundle(EncryptionPrivateKey.generate(), SigningPrivateKey.generate())
 
 
-# --- key files --------------------------------------------------------------------------------
+# --- key documents ----------------------------------------------------------------------------
+# Bytes in, bytes out: the edges keep them (the server's key files: ``server.storage.key_files``;
+# the device's SQLite: ``village_client_stub``), so this module runs where there is no file system.
 
 
-def _write_secret_file(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` atomically, created with mode 0600.
-
-    Raises:
-        KeyFileError: if ``path`` exists and ``overwrite`` is false, or the write fails.
-    """
-    if path.exists() and not overwrite:
-        raise KeyFileError(
-            f"key file {path} already exists; refusing to overwrite it",
-            message_zh=f"密钥文件 {path} 已存在，拒绝覆盖",
-        )
-    directory = path.parent
-    try:
-        # mkstemp creates the file with mode 0600 from the start, so the key is never readable by
-        # others even for an instant; os.replace makes the new file appear whole or not at all.
-        fd, tmp_name = tempfile.mkstemp(prefix=".key-", dir=directory)
-    except OSError as exc:
-        raise KeyFileError(
-            f"cannot create a key file in {directory}: {exc}",
-            message_zh=f"无法在 {directory} 创建密钥文件",
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o600)
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise KeyFileError(
-            f"cannot write key file {path}: {exc}", message_zh=f"无法写入密钥文件 {path}"
-        ) from exc
-
-
-def _read_secret_file(path: Path) -> bytes:
-    """Read a key file after checking that only its owner may read it.
-
-    Raises:
-        KeyFileError: if the file is missing, unreadable, or group/world accessible.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise KeyFileError(
-            f"cannot read key file {path}: {exc}", message_zh=f"无法读取密钥文件 {path}"
-        ) from exc
-    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
-            "run: chmod 600 " + str(path),
-            message_zh=f"密钥文件 {path} 权限过宽（{stat.S_IMODE(mode):04o}），请执行 chmod 600",
-        )
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(
-            f"cannot read key file {path}: {exc}", message_zh=f"无法读取密钥文件 {path}"
-        ) from exc
-
-
-def save_private_key(
-    path: str | os.PathLike[str], key: PrivateKey, *, overwrite: bool = False
-) -> None:
-    """Save one private key as an unencrypted PKCS#8 PEM file with mode 0600.
-
-    The PEM is the standard one (``openssl pkey -in FILE -text`` reads it).
-
-    Raises:
-        KeyFileError: if the file exists and ``overwrite`` is false, or it cannot be written.
-    """
-    pem = key._key.private_bytes(
+def private_key_to_pem(key: PrivateKey) -> bytes:
+    """One private key as an unencrypted PKCS#8 PEM (``openssl pkey -text`` reads it)."""
+    return key._key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_secret_file(Path(path), pem, overwrite=overwrite)
 
 
-def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
-    """Load a private key written by :func:`save_private_key`.
+def private_key_from_pem(data: bytes, *, name: str = "") -> PrivateKey:
+    """The private key of a PEM made by :func:`private_key_to_pem`.
 
     Returns an :class:`EncryptionPrivateKey` for an X25519 key, a :class:`SigningPrivateKey` for
-    an Ed25519 key.
+    an Ed25519 key. ``name`` (e.g. the file it came from) is named in errors.
 
     Raises:
-        KeyFileError: if the file is missing, group/world accessible, not a PEM private key, or a
-            key of another algorithm.
+        KeyFileError: if ``data`` is not a PEM private key, or a key of another algorithm.
     """
-    data = _read_secret_file(Path(path))
     try:
         loaded = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(
-            f"key file {path} does not hold an unencrypted PEM private key",
-            message_zh=f"密钥文件 {path} 不是有效的私钥",
+            f"key file {name} does not hold an unencrypted PEM private key",
+            message_zh=f"密钥文件 {name} 不是有效的私钥",
         ) from exc
     if isinstance(loaded, X25519PrivateKey):
         return EncryptionPrivateKey(loaded)
     if isinstance(loaded, Ed25519PrivateKey):
         return SigningPrivateKey(loaded)
     raise KeyFileError(
-        f"key file {path} holds a {type(loaded).__name__}, not an X25519 or Ed25519 key",
-        message_zh=f"密钥文件 {path} 的算法不受支持",
+        f"key file {name} holds a {type(loaded).__name__}, not an X25519 or Ed25519 key",
+        message_zh=f"密钥文件 {name} 的算法不受支持",
     )
 
 
-def save_key_bundle(
-    path: str | os.PathLike[str], bundle: KeyBundle, *, overwrite: bool = False
-) -> None:
-    """Save both private keys of a party in one JSON file with mode 0600.
+def key_bundle_to_bytes(bundle: KeyBundle) -> bytes:
+    """Both private keys of a party as one JSON document.
 
     Content: ``{"format": "village-sync-keys", "version": 1, "encryption_private": b64,
     "signing_private": b64, "encryption_key_id": hex, "signing_key_id": hex}``; the key ids are
-    there for people reading the file and are checked on load.
-
-    Raises:
-        KeyFileError: if the file exists and ``overwrite`` is false, or it cannot be written.
+    there for people reading the document and are checked by :func:`key_bundle_from_bytes`.
     """
     document = {
         "format": KEY_BUNDLE_FORMAT,
@@ -508,18 +425,16 @@ def save_key_bundle(
         "encryption_key_id": bundle.encryption.key_id(),
         "signing_key_id": bundle.signing.key_id(),
     }
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-    _write_secret_file(Path(path), data, overwrite=overwrite)
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
 
-def load_key_bundle(path: str | os.PathLike[str]) -> KeyBundle:
-    """Load a key bundle written by :func:`save_key_bundle`.
+def key_bundle_from_bytes(data: bytes, *, name: str = "") -> KeyBundle:
+    """The bundle of a document made by :func:`key_bundle_to_bytes`; ``name`` is named in errors.
 
     Raises:
-        KeyFileError: if the file is missing, group/world accessible, not a key bundle of a known
-            version, or its recorded key ids do not match its keys.
+        KeyFileError: if ``data`` is not a key bundle of a known version, or its recorded key
+            ids do not match its keys.
     """
-    data = _read_secret_file(Path(path))
     try:
         document = json.loads(data.decode("utf-8"))
         if (
@@ -533,16 +448,16 @@ def load_key_bundle(path: str | os.PathLike[str]) -> KeyBundle:
         )
     except (ValueError, KeyError, TypeError, AttributeError, InvalidKey) as exc:
         raise KeyFileError(
-            f"key file {path} is not a village-sync key bundle (version {KEY_BUNDLE_VERSION})",
-            message_zh=f"密钥文件 {path} 格式错误",
+            f"key file {name} is not a village-sync key bundle (version {KEY_BUNDLE_VERSION})",
+            message_zh=f"密钥文件 {name} 格式错误",
         ) from exc
     if (
         document.get("encryption_key_id") != bundle.encryption.key_id()
         or document.get("signing_key_id") != bundle.signing.key_id()
     ):
         raise KeyFileError(
-            f"key file {path} records key ids that do not match its keys (edited by hand?)",
-            message_zh=f"密钥文件 {path} 中的密钥编号与密钥不符",
+            f"key file {name} records key ids that do not match its keys (edited by hand?)",
+            message_zh=f"密钥文件 {name} 中的密钥编号与密钥不符",
         )
     return bundle
 

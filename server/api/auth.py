@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import authenticated, bearer_token, client_ip
-from server.api.wire import accepts, returns
+from server.api.wire import accepts, returns, service_context
 from server.services import auth
 from server.services.access import Principal
 
@@ -40,7 +40,7 @@ class TokenSchema(Schema):
 @returns(TokenSchema())
 def login(body: dict[str, Any]) -> Any:
     """Log in with user name and password; returns a bearer token (401 wrong, 429 too many)."""
-    result = auth.login(body["username"], body["password"], ip=client_ip())
+    result = auth.login(service_context(), body["username"], body["password"], ip=client_ip())
     return TokenSchema().dump(
         {
             "token": result.token,

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import actor_for, authenticated, client_ip
-from server.api.wire import accepts, returns
+from server.api.wire import accepts, returns, service_context
 from server.services import enrollment
 from server.services.access import COUNTY_ADMIN, Principal
 
@@ -67,7 +67,11 @@ def issue_code(principal: Principal, body: dict[str, Any]) -> Any:
     The plain code is in this answer only; the server keeps its hash.
     """
     issued = enrollment.issue_code(
-        body["scope"], days=body["days"], actor=actor_for(principal), label=body["label"]
+        service_context(),
+        body["scope"],
+        days=body["days"],
+        actor=actor_for(principal),
+        label=body["label"],
     )
     return IssuedCodeSchema().dump(issued), 201
 
@@ -90,6 +94,7 @@ def enroll(body: dict[str, Any]) -> Any:
     409 ``enrollment_code_used`` (reused), 429 after too many failures from one address.
     """
     result = enrollment.enroll(
+        service_context(),
         body["code"],
         x25519_public=body["x25519_public"],
         ed25519_public=body["ed25519_public"],

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected
 
 from server.api import API_PREFIX
+from server.api.wire import service_context
 from server.errors import note_refusal
 from server.services import sync
 
@@ -48,6 +49,7 @@ def exchange() -> Any:
     """
     retry_ms = int(current_app.config.get("BUSY_RETRY_AFTER_SECONDS", 2)) * 1000
     result = sync.handle_exchange(
+        service_context(),
         _Body(request.stream),  # type: ignore[arg-type]
         busy_retry_ms=retry_ms,
         ops_per_transaction=int(current_app.config["SYNC_OPS_PER_TRANSACTION"]),

@@ -13,7 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from server.api import API_PREFIX
 from server.api.guard import authenticated
-from server.api.wire import json_body, load_data, returns
+from server.api.wire import json_body, load_data, returns, service_context
 from server.errors import ValidationFailed
 from server.services import uploads
 from server.services.access import Principal
@@ -39,6 +39,7 @@ class UploadStatusSchema(Schema):
 
 def _device(sha256: str, offset: str, body: bytes) -> Any:
     device = uploads.authenticate_device(
+        service_context(),
         request.headers.get("Authorization", ""),
         method=request.method,
         path=request.path,
@@ -76,7 +77,7 @@ def start_upload() -> Any:
     loaded = load_data(StartUploadSchema(), data)
     device = _device(loaded["sha256"], "0", body)
     status, created = uploads.start_upload(
-        device, loaded["sha256"], loaded["size"], loaded["content_type"]
+        service_context(), device, loaded["sha256"], loaded["size"], loaded["content_type"]
     )
     response = _reply(status, 201 if created else 200)
     response.headers["Location"] = f"{API_PREFIX}/uploads/{status.sha256}"
@@ -116,7 +117,12 @@ def append_chunk(sha256: str) -> Any:
     chunk = request.get_data(cache=False)
     device = _device(sha256, offset_text, chunk)
     status = uploads.append_chunk(
-        device, sha256, int(offset_text), request.headers.get("Upload-Checksum"), chunk
+        service_context(),
+        device,
+        sha256,
+        int(offset_text),
+        request.headers.get("Upload-Checksum"),
+        chunk,
     )
     return _reply(status)
 
@@ -125,7 +131,7 @@ def append_chunk(sha256: str) -> Any:
 @authenticated()
 def attachment_content(principal: Principal, sha256: str) -> Any:
     """The stored file of a completed upload (admins, within their area), e.g. a house photo."""
-    path, content_type = uploads.stored_attachment(principal.area_prefix, sha256)
+    path, content_type = uploads.stored_attachment(service_context(), principal.area_prefix, sha256)
     response = send_file(
         path,
         mimetype=content_type,

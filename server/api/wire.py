@@ -11,11 +11,12 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import request
+from flask import current_app, request
 from marshmallow import Schema, ValidationError
 from werkzeug.routing import IntegerConverter
 
 from server.errors import ValidationFailed
+from server.services.context import EXTENSION_KEY, ServiceContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +32,12 @@ class BoundedIntConverter(IntegerConverter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("max", MAX_INT)
         super().__init__(*args, **kwargs)
+
+
+def service_context() -> ServiceContext:
+    """The running app's service context, built once by the app factory (``server.app``)."""
+    context: ServiceContext = current_app.extensions[EXTENSION_KEY]
+    return context
 
 
 def load_body(schema: Schema, *, optional: bool = False) -> dict[str, Any]:

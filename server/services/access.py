@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from server.errors import Forbidden, ValidationFailed
+from server.storage import audit as audit_store
 
 COUNTY_ADMIN = "county_admin"
 TOWNSHIP_REVIEWER = "township_reviewer"
@@ -107,6 +109,28 @@ class Actor:
         """The actor for an authenticated admin calling from ``ip``."""
         return cls(principal.actor, principal.user_id, principal.area_prefix, ip)
 
+    def audit(
+        self,
+        action: str,
+        *,
+        target_type: str = "",
+        target_id: str = "",
+        area_code: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Log ``action`` as done by this actor (name, user id, address), inside the caller's
+        write transaction, so the entry commits with the action or not at all."""
+        audit_store.add_entry(
+            actor=self.name,
+            actor_user_id=self.user_id,
+            ip=self.ip,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            area_code=area_code,
+            details=details,
+        )
+
     def require_area(self, code: str) -> None:
         """Raise :class:`Forbidden` unless ``code`` lies inside this actor's area."""
         if not code.startswith(self.area_prefix):
@@ -119,5 +143,7 @@ class Actor:
 
 #: The command line (``server issue-code`` …): operators with shell access see everything.
 CLI_ACTOR = Actor("cli")
+#: The scheduled jobs (``server.jobs``).
+SCHEDULER_ACTOR = Actor("scheduler")
 #: The command line as a principal (``server export``): a county admin over the whole database.
 CLI_PRINCIPAL = Principal(user_id=0, username=CLI_ACTOR.name, role=COUNTY_ADMIN, area_prefix="")

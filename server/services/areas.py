@@ -15,7 +15,6 @@ from typing import Any
 from server.errors import ValidationFailed
 from server.services.access import Actor, Principal
 from server.storage import areas as store
-from server.storage import audit
 from server.storage.areas import NamedArea
 from server.storage.database import writing
 
@@ -98,14 +97,11 @@ def set_name(code: str, name: str, *, actor: Actor) -> None:
             store.set_names({code: name}, updated_by=actor.name)
         elif not store.delete_name(code):
             return
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="area_name.set" if name else "area_name.delete",
+        actor.audit(
+            "area_name.set" if name else "area_name.delete",
             target_type="area",
             target_id=code,
             area_code=code,
-            ip=actor.ip,
             details={"name": name} if name else {},
         )
 
@@ -194,14 +190,11 @@ def import_table(data: bytes, *, actor: Actor) -> int:
         )
     with writing():
         store.set_names(names, updated_by=actor.name)
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="area_names.import",
+        actor.audit(
+            "area_names.import",
             target_type="area",
             target_id="",
             area_code=actor.area_prefix,
-            ip=actor.ip,
             details={"count": len(names)},
         )
     return len(names)

@@ -7,7 +7,7 @@ from datetime import datetime
 from server.services.access import Principal
 from server.services.indicators import effective_area
 from server.storage import audit as store
-from server.storage.models import AuditEntry
+from server.storage.audit import AuditEntry
 
 
 def list_entries(

@@ -8,15 +8,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app
-from sqlalchemy.exc import OperationalError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from server.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import Actor, Principal, check_area
-from server.storage import audit, users
+from server.services.context import ServiceContext
+from server.storage import users
 from server.storage.database import end_read, writing
+from server.storage.errors import StorageBusy, StorageUnavailable
 from server.storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,8 @@ def create_user(
             area_prefix=area_prefix,
             display_name=display_name,
         )
-        audit.add_entry(
-            actor=actor,
-            actor_user_id=actor_user_id,
-            action="user.create",
+        Actor(actor, actor_user_id).audit(
+            "user.create",
             target_type="user",
             target_id=str(user.id),
             area_code=area_prefix,
@@ -126,9 +124,8 @@ def reset_password(username: str, password: str, *, actor: str) -> bool:
         if user is None:
             raise NotFound(en=f"no user {username}", zh=f"用户 {username} 不存在")
         users.set_password_hash(user.id, hash_password(password))
-        audit.add_entry(
-            actor=actor,
-            action="user.reset_password",
+        Actor(actor).audit(
+            "user.reset_password",
             target_type="user",
             target_id=str(user.id),
             area_code=user.area_prefix,
@@ -136,7 +133,7 @@ def reset_password(username: str, password: str, *, actor: str) -> bool:
         return bool(user.active)
 
 
-def login(username: str, password: str, *, ip: str) -> LoginResult:
+def login(ctx: ServiceContext, username: str, password: str, *, ip: str) -> LoginResult:
     """Check a user name and password and issue a token; audited.
 
     Raises :class:`RateLimited` after too many failures from this address for this name (or
@@ -144,19 +141,16 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
     :class:`Unauthorized` (``invalid_credentials``) for a wrong name or password or a disabled
     account (the same answer for each, so names cannot be probed).
     """
-    claimed = throttle.claim(throttle.login_limits(ip, username))
+    claimed = throttle.claim(ctx, throttle.login_limits(ctx, ip, username))
     user = users.user_by_name(username.strip())
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not ok or not user.active:
         with writing():  # the attempt stays counted
-            audit.add_entry(
-                actor=f"ip:{ip}",
-                action="auth.login_failed",
+            Actor(f"ip:{ip}", ip=ip).audit(
+                "auth.login_failed",
                 target_type="user",
                 target_id="" if user is None else str(user.id),
                 area_code="" if user is None else user.area_prefix,
-                ip=ip,
-                # Only a real account's name: what was typed may be a password in the wrong box.
                 details={} if user is None else {"username": user.username},
             )
         raise Unauthorized(
@@ -166,18 +160,12 @@ def login(username: str, password: str, *, ip: str) -> LoginResult:
             audited=True,
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
+    expires_at = ctx.now() + timedelta(hours=int(ctx.settings["TOKEN_TTL_HOURS"]))
     with writing():
         throttle.release(claimed)
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
-        audit.add_entry(
-            actor=user.username,
-            actor_user_id=user.id,
-            action="auth.login",
-            target_type="user",
-            target_id=str(user.id),
-            area_code=user.area_prefix,
-            ip=ip,
+        Actor(user.username, user.id, ip=ip).audit(
+            "auth.login", target_type="user", target_id=str(user.id), area_code=user.area_prefix
         )
     principal = Principal(user.id, user.username, user.role, user.area_prefix)
     return LoginResult(token, expires_at, principal)
@@ -201,7 +189,7 @@ def authenticate(token: str) -> Principal:
                 try:
                     with writing():
                         users.touch_token(token_id, now)
-                except OperationalError:
+                except (StorageBusy, StorageUnavailable):
                     # Best effort: a busy database must not turn a read into a 503.
                     log.info("last_used_at of token %s not recorded (database busy)", token_id)
             # The token lookup was a read; end it so a write that follows starts its own
@@ -219,14 +207,11 @@ def logout(token: str, principal: Principal, *, ip: str) -> None:
     """Revoke the token at once (later requests with it get 401); audited."""
     with writing():
         users.revoke_token(token_hash(token))
-        audit.add_entry(
-            actor=principal.actor,
-            actor_user_id=principal.user_id,
-            action="auth.logout",
+        Actor.of(principal, ip).audit(
+            "auth.logout",
             target_type="user",
             target_id=str(principal.user_id),
             area_code=principal.area_prefix,
-            ip=ip,
         )
 
 
@@ -273,14 +258,11 @@ def set_account_active(actor: Actor, user_id: int, active: bool) -> Account:
                 code="cannot_disable_self",
             )
         users.set_active(user.id, active)
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="user.enable" if active else "user.disable",
+        actor.audit(
+            "user.enable" if active else "user.disable",
             target_type="user",
             target_id=str(user.id),
             area_code=user.area_prefix,
-            ip=actor.ip,
             details={"username": user.username},
         )
         return Account(
@@ -299,7 +281,9 @@ def has_users() -> bool:
     return users.count_users() > 0
 
 
-def change_password(principal: Principal, current: str, new: str, *, ip: str) -> LoginResult:
+def change_password(
+    ctx: ServiceContext, principal: Principal, current: str, new: str, *, ip: str
+) -> LoginResult:
     """Replace the principal's own password after checking the current one; audited.
 
     Every token of the account (other browsers, API clients) is revoked and a fresh one is
@@ -307,18 +291,15 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
     (the login limit), :class:`Unauthorized` (``invalid_credentials``) for a wrong one and
     :class:`ValidationFailed` for a new password that is too short or unchanged.
     """
-    claimed = throttle.claim(throttle.login_limits(ip, principal.username))
+    claimed = throttle.claim(ctx, throttle.login_limits(ctx, ip, principal.username))
     user = users.user_by_id(principal.user_id)
     if user is None or not user.active or not check_password_hash(user.password_hash, current):
         with writing():  # the attempt stays counted
-            audit.add_entry(
-                actor=principal.actor,
-                actor_user_id=principal.user_id,
-                action="auth.password_change_failed",
+            Actor.of(principal, ip).audit(
+                "auth.password_change_failed",
                 target_type="user",
                 target_id=str(principal.user_id),
                 area_code=principal.area_prefix,
-                ip=ip,
             )
         raise Unauthorized(
             en="the current password is wrong",
@@ -337,18 +318,15 @@ def change_password(principal: Principal, current: str, new: str, *, ip: str) ->
             details={"fields": {"new_password": ["same as the current password"]}},
         )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = utcnow() + timedelta(hours=int(current_app.config["TOKEN_TTL_HOURS"]))
+    expires_at = ctx.now() + timedelta(hours=int(ctx.settings["TOKEN_TTL_HOURS"]))
     with writing():
         users.set_password_hash(user.id, hash_password(new))
         users.add_token(user_id=user.id, token_hash=token_hash(token), expires_at=expires_at)
-        audit.add_entry(
-            actor=principal.actor,
-            actor_user_id=principal.user_id,
-            action="user.change_password",
+        Actor.of(principal, ip).audit(
+            "user.change_password",
             target_type="user",
             target_id=str(user.id),
             area_code=user.area_prefix,
-            ip=ip,
         )
     return LoginResult(token, expires_at, principal)
 

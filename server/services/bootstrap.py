@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flask import current_app
-
 from server.services import auth
 from server.services import forms as form_service
 from server.services.access import COUNTY_ADMIN
-from server.services.keys import app_key_ring, load_or_create
-from server.settings import resolve_key_dir
+from server.services.context import ServiceContext
 from server.storage import forms as form_store
 
 
@@ -30,16 +27,15 @@ class StartReport:
         return self.admin_password is not None
 
 
-def prepare() -> StartReport:
+def prepare(ctx: ServiceContext) -> StartReport:
     """Make the current app ready to serve (idempotent; schema migrations already ran).
 
     On a fresh database: generates the server keys (if the key folder is empty), creates a county
     admin with a random password, and publishes the built-in instruments (if that setting is
     on). On later starts it changes nothing and never recreates the admin.
     """
-    config = current_app.config
-    _ring, keys_created = load_or_create(resolve_key_dir(config))
-    ring = app_key_ring()
+    config = ctx.settings
+    ring, keys_created = ctx.keys.load_or_create()
     username = config["ADMIN_USERNAME"]
     password: str | None = None
     if not auth.has_users():

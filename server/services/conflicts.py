@@ -24,8 +24,8 @@ from server.services.record_ops import (
     next_server_seq,
     server_stamp,
 )
-from server.storage import audit, records
 from server.storage import conflicts as store
+from server.storage import records
 from server.storage.conflicts import ConflictRow
 from server.storage.database import writing
 from server.storage.models import ConflictItem, Record
@@ -203,14 +203,11 @@ def resolve(actor: Actor, conflict_id: str, choice: dict[str, Any]) -> dict[str,
             detail = _resolve_duplicate(actor, item, choice, ctx)
         else:
             detail = _resolve_in_record(actor, item, record, choice, ctx)
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="conflict.resolve",
+        actor.audit(
+            "conflict.resolve",
             target_type="conflict",
             target_id=conflict_id,
             area_code=item.village_code,
-            ip=actor.ip,
             details={
                 "record_id": item.record_id,
                 "kind": item.kind,

@@ -6,13 +6,11 @@ from dataclasses import dataclass
 
 from server.errors import Conflict, NotFound
 from server.services.access import Actor, Principal
-from server.storage import audit
 from server.storage import conflicts as conflict_store
 from server.storage import devices as store
 from server.storage import forms as form_store
 from server.storage.database import writing
-from server.storage.devices import OpCounts
-from server.storage.models import Device
+from server.storage.devices import Device, OpCounts
 from server.storage.types import utcnow
 
 
@@ -50,14 +48,8 @@ def revoke(actor: Actor, device_id: str) -> Device:
                 zh="该设备已被停用",
                 code="device_already_revoked",
             )
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="device.revoke",
-            target_type="device",
-            target_id=device_id,
-            area_code=device.scope,
-            ip=actor.ip,
+        actor.audit(
+            "device.revoke", target_type="device", target_id=device_id, area_code=device.scope
         )
     refreshed = store.device_in_area(device_id, actor.area_prefix)
     if refreshed is None:  # pragma: no cover - the row was just updated in this area

@@ -14,17 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from flask import current_app
-
 from server.errors import ApiError, Conflict, Gone, Unauthorized, ValidationFailed
 from server.services import throttle
 from server.services.access import DEVICE_SCOPE_LENGTHS, Actor, Principal, check_scope
-from server.services.keys import app_key_ring
-from server.storage import audit, devices, enrollment
+from server.services.context import ServiceContext
+from server.storage import devices, enrollment
 from server.storage import forms as form_store
 from server.storage.database import writing
-from server.storage.models import EnrollmentCode
-from server.storage.types import utcnow
+from server.storage.enrollment import EnrollmentCode
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.errors import ProtocolError
 
@@ -71,7 +68,9 @@ def _new_code() -> str:
     return "-".join(raw[i : i + 4] for i in range(0, CODE_LENGTH, 4))
 
 
-def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -> IssuedCode:
+def issue_code(
+    ctx: ServiceContext, scope: str, *, days: int | None, actor: Actor, label: str = ""
+) -> IssuedCode:
     """Issue a one-time code for a village (12 digits) or township (9) ``scope``, valid for
     ``days`` (default: the setting); audited.
 
@@ -80,7 +79,7 @@ def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -
     """
     scope = check_scope(scope, lengths=DEVICE_SCOPE_LENGTHS)
     actor.require_area(scope)
-    days = int(days if days is not None else current_app.config["ENROLLMENT_CODE_DAYS"])
+    days = int(days if days is not None else ctx.settings["ENROLLMENT_CODE_DAYS"])
     if not 1 <= days <= MAX_CODE_DAYS:
         raise ValidationFailed(
             en=f"a code is valid for 1 to {MAX_CODE_DAYS} days",
@@ -88,7 +87,7 @@ def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -
             details={"fields": {"days": [f"1-{MAX_CODE_DAYS}"]}},
         )
     code = _new_code()
-    expires_at = utcnow() + timedelta(days=days)
+    expires_at = ctx.now() + timedelta(days=days)
     with writing():
         row = enrollment.add_code(
             code_hash=code_hash(code),
@@ -97,14 +96,11 @@ def issue_code(scope: str, *, days: int | None, actor: Actor, label: str = "") -
             created_by=actor.name,
             label=label,
         )
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="enrollment_code.issue",
+        actor.audit(
+            "enrollment_code.issue",
             target_type="enrollment_code",
             target_id=str(row.id),
             area_code=scope,
-            ip=actor.ip,
             details={"days": days, "label": label},
         )
         return IssuedCode(row.id, code, scope, expires_at, label)
@@ -144,13 +140,11 @@ def forms_manifest() -> list[dict[str, Any]]:
 def _refuse(error: ApiError, *, ip: str, scope: str = "", code_id: int | None = None) -> NoReturn:
     """Audit a failed enrollment in the code's area and raise (the attempt stays counted)."""
     with writing():
-        audit.add_entry(
-            actor=f"ip:{ip}",
-            action="device.enroll_refused",
+        Actor(f"ip:{ip}", ip=ip).audit(
+            "device.enroll_refused",
             target_type="enrollment_code",
             target_id="" if code_id is None else str(code_id),
             area_code=scope,
-            ip=ip,
             details={"reason": error.code},
         )
     error.audited = True  # the refusal's entry is this one, with the code's area
@@ -158,7 +152,13 @@ def _refuse(error: ApiError, *, ip: str, scope: str = "", code_id: int | None = 
 
 
 def enroll(
-    code: str, *, x25519_public: str, ed25519_public: str, ip: str, label: str = ""
+    ctx: ServiceContext,
+    code: str,
+    *,
+    x25519_public: str,
+    ed25519_public: str,
+    ip: str,
+    label: str = "",
 ) -> Enrollment:
     """Trade a one-time code and the device's public keys for a device id; audited.
 
@@ -169,14 +169,14 @@ def enroll(
     :class:`RateLimited` when the address has failed too often; :class:`ValidationFailed` for
     malformed keys (not counted: that is a client bug, not a guess).
     """
-    claimed = throttle.claim(throttle.enrollment_limits(ip))
+    claimed = throttle.claim(ctx, throttle.enrollment_limits(ctx, ip))
     try:
         x_pub = _check_public_key("x25519_public", x25519_public)
         ed_pub = _check_public_key("ed25519_public", ed25519_public)
     except ValidationFailed:
         throttle.release(claimed)  # a client bug, not a guess
         raise
-    now = utcnow()
+    now = ctx.now()
     row = enrollment.code_by_hash(code_hash(code))
     if row is None:
         _refuse(
@@ -223,18 +223,16 @@ def enroll(
                 enrollment_code_id=code_id,
                 label=label or code_label,
             )
-            audit.add_entry(
-                actor=f"device:{device_id}",
-                action="device.enroll",
+            Actor(f"device:{device_id}", ip=ip).audit(
+                "device.enroll",
                 target_type="device",
                 target_id=device_id,
                 area_code=scope,
-                ip=ip,
                 details={"enrollment_code_id": code_id},
             )
     if failure is not None:
         _refuse(failure, ip=ip, scope=scope, code_id=code_id)
-    ring = app_key_ring()
+    ring = ctx.keys.ring()
     # The same shape as the manifest's server_keys config entry (protocol.md §6), minus "key".
     server_keys = {"current_key_id": ring.current_id, **ring.public_document()}
-    return Enrollment(device_id, scope, server_keys, forms_manifest(), utcnow())
+    return Enrollment(device_id, scope, server_keys, forms_manifest(), ctx.now())

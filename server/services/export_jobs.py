@@ -20,7 +20,6 @@ from server.errors import NotFound
 from server.services import exports
 from server.services.access import Actor, Principal
 from server.services.indicators import effective_area
-from server.storage import audit
 from server.storage import export_jobs as store
 from server.storage.database import end_read, writing
 from server.storage.export_jobs import ExportJobRow
@@ -155,14 +154,11 @@ def download(
     if job.status != "done" or not path.is_file():
         raise NotFound(en="the export is not ready", zh="导出文件尚未生成", code="not_found")
     with writing():
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="export.download",
+        actor.audit(
+            "export.download",
             target_type="export_job",
             target_id=job.id,
             area_code=job.area,
-            ip=actor.ip,
             details={"form_id": job.form_id, "format": job.fmt, "masked": job.masked},
         )
     return job, path

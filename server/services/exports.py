@@ -43,7 +43,6 @@ from server.errors import Forbidden, NotFound, ValidationFailed
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME, effective_area
 from server.services.masking import Sensitivity, mask
-from server.storage import audit
 from server.storage import forms as form_store
 from server.storage.database import writing
 from server.storage.exports import ExportedRecord, form_records
@@ -393,14 +392,11 @@ def start_export(
     if fmt == "csv":
         export.sheet(sheet)
     with writing():
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="export.unmasked" if unmasked else "export",
+        actor.audit(
+            "export.unmasked" if unmasked else "export",
             target_type="form",
             target_id=form_id,
             area_code=area,
-            ip=actor.ip,
             details={
                 "format": fmt,
                 "form_version": defn.version,

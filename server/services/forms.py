@@ -12,8 +12,7 @@ from typing import Any
 
 import forms
 from server.errors import Conflict, Forbidden, NotFound, Unprocessable
-from server.services.access import CLI_ACTOR, Actor
-from server.storage import audit
+from server.services.access import CLI_ACTOR, SCHEDULER_ACTOR, Actor
 from server.storage import forms as store
 from server.storage.database import writing
 from server.storage.models import FormVersion
@@ -225,9 +224,8 @@ def publish_due(now: datetime | None = None) -> list[tuple[str, int]]:
     with writing():
         done = store.publish_due(now)
         for form_id, version in done:
-            audit.add_entry(
-                actor="scheduler",
-                action="form.publish",
+            SCHEDULER_ACTOR.audit(
+                "form.publish",
                 target_type="form_version",
                 target_id=f"{form_id}@{version}",
                 details={"scheduled": True},
@@ -307,13 +305,10 @@ def _version_or_404(form_id: str, version: int) -> FormVersion:
 
 
 def _audit(actor: Actor, action: str, row: FormVersion, details: dict[str, Any]) -> None:
-    audit.add_entry(
-        actor=actor.name,
-        actor_user_id=actor.user_id,
-        action=action,
+    actor.audit(
+        action,
         target_type="form_version",
         target_id=f"{row.form_id}@{row.version}",
         area_code=actor.area_prefix,
-        ip=actor.ip,
         details={"form_id": row.form_id, "version": row.version, **details},
     )

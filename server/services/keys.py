@@ -1,6 +1,6 @@
 """The server's key ring: X25519 + Ed25519 private keys in files outside the database.
 
-Layout of the key folder (mode 0700, files 0600, written by ``sync_protocol.crypto``)::
+Layout of the key folder (mode 0700, files 0600, written by ``server.storage.key_files``)::
 
     keys/server-<encryption key id>.json   one bundle per generation
     keys/current                          the key id of the bundle in use
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sync_protocol.crypto import (
-    KeyBundle,
-    generate_server_keys,
-    load_key_bundle,
-    save_key_bundle,
-)
+from server.storage.key_files import load_key_bundle, save_key_bundle
+from sync_protocol.crypto import KeyBundle, generate_server_keys
 
 CURRENT_FILE = "current"
 
@@ -113,9 +110,6 @@ def rotate(key_dir: Path) -> KeyRing:
     return load(key_dir)
 
 
-_CACHE_KEY = "village_sync_keys"
-
-
 def _stamp(key_dir: Path) -> tuple[int, int] | None:
     """Identity of the ``current`` file (inode, mtime); changes when a rotation replaces it."""
     try:
@@ -125,29 +119,47 @@ def _stamp(key_dir: Path) -> tuple[int, int] | None:
     return (info.st_ino, info.st_mtime_ns)
 
 
-def app_key_ring() -> KeyRing:
-    """The running app's key ring from the ``KEY_DIR`` setting, created on first use.
+class KeyService:
+    """The running server's key ring in ``key_dir`` (the ``KEY_DIR`` setting), created on first
+    use and cached.
 
-    Cached per app, and reloaded when ``current`` changes on disk, so ``server rotate-keys``
-    run beside a live server takes effect on its next request without a restart.
+    The cache is reloaded when ``current`` changes on disk, so ``server rotate-keys`` run beside
+    a live server takes effect on its next request without a restart.
     """
-    from flask import current_app
 
-    from server.settings import resolve_key_dir
+    def __init__(self, key_dir: Path) -> None:
+        self.key_dir = key_dir
+        self._cached: tuple[KeyRing, tuple[int, int] | None] | None = None
+        # Requests of one app run in threads: one of them loads the ring, the others wait.
+        self._lock = threading.Lock()
 
-    key_dir = resolve_key_dir(current_app.config)
-    stamp = _stamp(key_dir)
-    cached = current_app.extensions.get(_CACHE_KEY)
-    if cached is not None and stamp is not None and cached[1] == stamp:
-        return cached[0]
-    ring, _created = load_or_create(key_dir)
-    current_app.extensions[_CACHE_KEY] = (ring, _stamp(key_dir))
-    return ring
+    def ring(self) -> KeyRing:
+        """The current key ring."""
+        with self._lock:
+            stamp = _stamp(self.key_dir)
+            cached = self._cached
+            if cached is not None and stamp is not None and cached[1] == stamp:
+                return cached[0]
+            ring, _created = load_or_create(self.key_dir)
+            self._cached = (ring, _stamp(self.key_dir))
+            return ring
 
+    def load_or_create(self) -> tuple[KeyRing, bool]:
+        """The key ring, generated first if the folder has none; ``(ring, created)``."""
+        with self._lock:
+            ring, created = load_or_create(self.key_dir)
+            self._cached = (ring, _stamp(self.key_dir))
+            return ring, created
 
-def reload_app_key_ring() -> KeyRing:
-    """Forget the cached key ring and load it again."""
-    from flask import current_app
+    def rotate(self) -> KeyRing:
+        """Generate a new bundle and make it current (see :func:`rotate`)."""
+        with self._lock:
+            ring = rotate(self.key_dir)
+            self._cached = (ring, _stamp(self.key_dir))
+            return ring
 
-    current_app.extensions.pop(_CACHE_KEY, None)
-    return app_key_ring()
+    def reload(self) -> KeyRing:
+        """Forget the cached key ring and load it again."""
+        with self._lock:
+            self._cached = None
+        return self.ring()

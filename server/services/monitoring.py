@@ -13,10 +13,9 @@ from typing import Any
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from server.errors import NotFound, ValidationFailed, from_library_error
 from server.services.access import Actor
-from server.storage import audit
 from server.storage import monitoring as store
 from server.storage.database import writing
-from server.storage.models import MonitoringLine
+from server.storage.monitoring import MonitoringLine
 
 #: Optional per-row settings and the MonitoringConfig table each one feeds.
 THRESHOLD_TABLES = {
@@ -76,14 +75,11 @@ def set_line(
             settings=settings,
             updated_by=actor.name,
         )
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="monitoring_line.set",
+        actor.audit(
+            "monitoring_line.set",
             target_type="monitoring_line",
             target_id=f"{region_code}/{year}",
             area_code=region_code,
-            ip=actor.ip,
             details={"income_line": income_line, **settings},
         )
         return row
@@ -99,14 +95,11 @@ def delete_line(region_code: str, year: int, *, actor: Actor) -> None:
                 zh=f"{region_code} 在 {year} 年没有监测标准",
                 code="monitoring_line_not_found",
             )
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="monitoring_line.delete",
+        actor.audit(
+            "monitoring_line.delete",
             target_type="monitoring_line",
             target_id=f"{region_code}/{year}",
             area_code=region_code,
-            ip=actor.ip,
         )
 
 

@@ -22,7 +22,6 @@ from server.errors import (
 )
 from server.services import sync
 from server.services.access import Actor
-from server.storage import audit
 from server.storage import devices as device_store
 from server.storage.database import end_read, writing
 from sync_protocol import outbox_file
@@ -132,14 +131,11 @@ def import_file(data: bytes, *, actor: Actor) -> ImportResult:
         refused=refused,
     )
     with writing():
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="outbox.import",
+        actor.audit(
+            "outbox.import",
             target_type="device",
             target_id=device_id,
             area_code=device.scope,
-            ip=actor.ip,
             details={
                 "ops_in_file": outcome.ops_in_file,
                 "newly_acked": outcome.newly_acked,

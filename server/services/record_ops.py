@@ -34,10 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-from flask import current_app
-from sqlalchemy.exc import SQLAlchemyError
-
-from forms import EvaluationContext, FormDefinition, FormsError, load_definition, unflatten
+from forms import EvaluationContext, FormDefinition, FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import validate_record
@@ -45,6 +42,7 @@ from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
 from server.storage import forms as form_store
 from server.storage import quarantine, records
+from server.storage.errors import StorageError
 from server.storage.revisions import next_revision
 from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, HybridClock, wall_clock_ms
 from sync_protocol.conflicts import detect_duplicate_household
@@ -63,8 +61,6 @@ CHINA_TIME: Final = timezone(timedelta(hours=8))
 #: Longest record id (a UUID is 36) and survey round the records table holds.
 RECORD_ID_MAX: Final = 36
 ROUND_MAX: Final = 40
-_USABLE_STATUSES: Final = (form_store.PUBLISHED, form_store.RETIRED)
-_DEFINITIONS_KEY: Final = "village_sync_definitions"
 
 
 def _text(zh: str, en: str) -> dict[str, str]:
@@ -129,21 +125,10 @@ def ingest_context(now_ms: int | None = None) -> IngestContext:
 def definition(form_id: str, version: int) -> FormDefinition | None:
     """The definition of a published (or retired) form version, or None.
 
-    Published versions never change, so loaded definitions are kept for the app's lifetime;
-    drafts and scheduled versions are never returned (records cannot be made on them yet).
+    Drafts and scheduled versions are never returned (records cannot be made on them yet);
+    storage keeps loaded definitions, since published versions never change.
     """
-    cache: dict[tuple[str, int], FormDefinition] = current_app.extensions.setdefault(
-        _DEFINITIONS_KEY, {}
-    )
-    found = cache.get((form_id, version))
-    if found is not None:
-        return found
-    row = form_store.get_version(form_id, version)
-    if row is None or row.status not in _USABLE_STATUSES:
-        return None
-    found = load_definition(row.definition)
-    cache[(form_id, version)] = found
-    return found
+    return form_store.usable_definition(form_id, version)
 
 
 # --- server-made ops -------------------------------------------------------------------------------
@@ -347,7 +332,7 @@ def apply_ops(
             outcome = _apply(op, ctx, batch, existing, scope=scope, user_id=user_id)
         except _Rejected as rejected:
             outcome = _rejection(op, existing, rejected, keep=keep_rejected)
-        except SQLAlchemyError:
+        except StorageError:
             raise  # the transaction is broken (or busy): the whole batch fails and is retried
         except Exception:
             # A fault in the merge or the form engine on this op's data. Failing the batch would

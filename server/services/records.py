@@ -20,9 +20,9 @@ from server.services import indicators
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.masking import Sensitivity, mask_flat
 from server.services.record_ops import apply_op, definition, ingest_context
-from server.storage import audit, quarantine, records
 from server.storage import conflicts as conflict_store
 from server.storage import devices as device_store
+from server.storage import quarantine, records
 from server.storage.database import writing
 from server.storage.models import QuarantinedOp, Record, RecordChange
 from sync_protocol.errors import ProtocolError
@@ -266,14 +266,11 @@ def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, 
         scope = sender.scope if sender is not None else None
         outcome = apply_op(op, ctx, scope=scope, by=actor.name, keep_rejected=False)
         result = {"id": row.id, "status": row.status, "ack": outcome.ack}
-        audit.add_entry(
-            actor=actor.name,
-            actor_user_id=actor.user_id,
-            action="quarantine.map",
+        actor.audit(
+            "quarantine.map",
             target_type="quarantine",
             target_id=str(row.id),
             area_code=row.village_code,
-            ip=actor.ip,
             details={
                 "form_id": form_id,
                 "from_version": row.op.get("form_version"),

@@ -42,17 +42,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
-from sqlalchemy.exc import OperationalError
-
 from server.errors import (
     ApiError,
     Conflict,
     Unauthorized,
     ValidationFailed,
     from_library_error,
-    is_busy_fault,
 )
-from server.services.keys import KeyRing, app_key_ring
+from server.services.context import ServiceContext
+from server.services.keys import KeyRing
 from server.services.record_ops import IngestContext, apply_ops, ingest_context
 from server.storage import conflicts as conflict_store
 from server.storage import devices as device_store
@@ -60,7 +58,9 @@ from server.storage import forms as form_store
 from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
-from server.storage.models import Device, Record
+from server.storage.devices import Device
+from server.storage.errors import StorageBusy
+from server.storage.models import Record
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
 from sync_protocol.clock import Stamp, wall_clock_ms
@@ -183,7 +183,11 @@ def _recipient_keys(ring: KeyRing) -> dict[str, EncryptionPrivateKey]:
 
 
 def handle_exchange(
-    body: bytes | IO[bytes], *, busy_retry_ms: int = 2000, ops_per_transaction: int = 200
+    ctx: ServiceContext,
+    body: bytes | IO[bytes],
+    *,
+    busy_retry_ms: int = 2000,
+    ops_per_transaction: int = 200,
 ) -> ExchangeResult:
     """Run one sync exchange on the request ``body`` (bytes or a stream) and seal the reply.
 
@@ -222,7 +226,7 @@ def handle_exchange(
             code="device_unknown",
             details={"frame": 0},
         )
-    ring = app_key_ring()
+    ring = ctx.keys.ring()
     try:
         opened = open_message(
             first.data,
@@ -368,9 +372,7 @@ def _run_batches(session: _Session, frames: Iterator[Frame], busy_retry_ms: int)
             session.frames.append(FrameStatus(frame.index, "rejected", rejected.code))
             stop = rejected.code
             continue
-        except OperationalError as exc:
-            if not is_busy_fault(exc):
-                raise
+        except StorageBusy:
             # Not the batch's fault: "skipped" tells the device to send it again, after the
             # backoff ("rejected" would tell it the batch can never be accepted).
             session.frames.append(FrameStatus(frame.index, "skipped"))

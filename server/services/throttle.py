@@ -12,16 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from flask import current_app
-
 from server.errors import RateLimited
+from server.services.context import ServiceContext
 from server.storage import throttle as store
 from server.storage.database import writing
-from server.storage.types import utcnow
 
 
-def _limits() -> tuple[int, int]:
-    config = current_app.config
+def _limits(ctx: ServiceContext) -> tuple[int, int]:
+    config = ctx.settings
     return int(config["RATE_LIMIT_ATTEMPTS"]), int(config["RATE_LIMIT_WINDOW_SECONDS"])
 
 
@@ -32,7 +30,7 @@ class Claim:
     hit_ids: list[int]
 
 
-def claim(limits: list[tuple[str, int]]) -> Claim:
+def claim(ctx: ServiceContext, limits: list[tuple[str, int]]) -> Claim:
     """Count one attempt against every ``(key, allowed)`` of ``limits``, in one transaction with
     the check, before the attempt is judged.
 
@@ -41,8 +39,8 @@ def claim(limits: list[tuple[str, int]]) -> Claim:
     40 parallel guesses cannot all be checked against a count of 9: the 11th of a limit of 10
     is refused whatever the timing.
     """
-    _attempts, window = _limits()
-    now = utcnow()
+    _attempts, window = _limits(ctx)
+    now = ctx.now()
     since = store.window_start(now, window)
     with writing():
         store.lock_keys([key for key, _ in limits])
@@ -64,18 +62,18 @@ def release(claimed: Claim) -> None:
         store.delete_hits(claimed.hit_ids)
 
 
-def login_limits(ip: str, username: str) -> list[tuple[str, int]]:
+def login_limits(ctx: ServiceContext, ip: str, username: str) -> list[tuple[str, int]]:
     """The limits a login attempt counts against: per address and user name (one mistyping
     clerk does not lock out a colleague behind the same NAT), and per address across names
     (spraying many user names from one address is limited too)."""
-    attempts, _window = _limits()
-    per_address = int(current_app.config["RATE_LIMIT_ADDRESS_ATTEMPTS"])
+    attempts, _window = _limits(ctx)
+    per_address = int(ctx.settings["RATE_LIMIT_ADDRESS_ATTEMPTS"])
     return [(login_key(ip, username), attempts), (f"login-address:{ip}", per_address)]
 
 
-def enrollment_limits(ip: str) -> list[tuple[str, int]]:
+def enrollment_limits(ctx: ServiceContext, ip: str) -> list[tuple[str, int]]:
     """The limit an enrollment attempt counts against: per address."""
-    attempts, _window = _limits()
+    attempts, _window = _limits(ctx)
     return [(enrollment_key(ip), attempts)]
 
 

@@ -23,12 +23,11 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
-
-from flask import current_app
 
 from server.errors import (
     Conflict,
@@ -39,12 +38,13 @@ from server.errors import (
     Unprocessable,
     ValidationFailed,
 )
+from server.services.context import ServiceContext
 from server.settings import sqlite_path
 from server.storage import devices as device_store
 from server.storage import uploads as store
 from server.storage.database import end_read, writing
-from server.storage.models import Attachment, Device
-from server.storage.types import utcnow
+from server.storage.devices import Device
+from server.storage.uploads import Attachment
 from sync_protocol.crypto import SigningPrivateKey, SigningPublicKey, sign, verify_signature
 
 #: Authorization scheme of a device-signed upload request.
@@ -111,6 +111,7 @@ def _unauthorized(en: str, zh: str, code: str = "device_signature_invalid") -> U
 
 
 def authenticate_device(
+    ctx: ServiceContext,
     header: str,
     *,
     method: str,
@@ -137,7 +138,7 @@ def authenticate_device(
     device_id, ts_text, sig_text = params.get("device"), params.get("ts", ""), params.get("sig")
     if not device_id or not ts_text.isdigit() or not sig_text:
         raise _unauthorized("malformed device signature header", "设备签名格式错误")
-    max_age = current_app.config["UPLOAD_SIGNATURE_MAX_AGE_SECONDS"]
+    max_age = ctx.settings["UPLOAD_SIGNATURE_MAX_AGE_SECONDS"]
     clock = time.time() if now is None else now
     if abs(clock - int(ts_text)) > max_age:
         raise _unauthorized(
@@ -173,9 +174,8 @@ def authenticate_device(
 # --- files -----------------------------------------------------------------------------------------
 
 
-def attachments_root(config: Any | None = None) -> Path:
+def attachments_root(config: Mapping[str, Any]) -> Path:
     """The attachments folder: the setting, else ``attachments`` next to the SQLite file."""
-    config = config if config is not None else current_app.config
     if config.get("ATTACHMENTS_DIR"):
         return Path(config["ATTACHMENTS_DIR"]).resolve()
     db_file = sqlite_path(config["DATABASE_URL"])
@@ -184,15 +184,15 @@ def attachments_root(config: Any | None = None) -> Path:
     return Path("var/attachments").resolve()
 
 
-def attachment_path(sha256: str, root: Path | None = None) -> Path:
-    """Where a completed attachment is kept."""
-    return (root or attachments_root()) / sha256[:2] / sha256
+def attachment_path(sha256: str, root: Path) -> Path:
+    """Where a completed attachment is kept under the attachments folder ``root``."""
+    return root / sha256[:2] / sha256
 
 
-def partial_path(sha256: str, device_id: str, root: Path | None = None) -> Path:
+def partial_path(sha256: str, device_id: str, root: Path) -> Path:
     """Where the bytes of a device's unfinished upload wait (one file per device and address,
     so no device can append to or reset another's)."""
-    return (root or attachments_root()) / "partial" / f"{device_id}-{sha256}.part"
+    return root / "partial" / f"{device_id}-{sha256}.part"
 
 
 def _file_sha256(path: Path) -> str:
@@ -263,8 +263,8 @@ def check_sha256(value: str, field: str = "sha256") -> str:
     return value
 
 
-def _too_large(size: int) -> PayloadTooLarge:
-    limit = current_app.config["ATTACHMENT_MAX_BYTES"]
+def _too_large(ctx: ServiceContext, size: int) -> PayloadTooLarge:
+    limit = ctx.settings["ATTACHMENT_MAX_BYTES"]
     return PayloadTooLarge(
         en=f"an attachment may have at most {limit} bytes",
         zh=f"附件不能超过 {limit} 字节",
@@ -274,7 +274,7 @@ def _too_large(size: int) -> PayloadTooLarge:
 
 
 def start_upload(
-    device: Device, sha256: str, size: int, content_type: str
+    ctx: ServiceContext, device: Device, sha256: str, size: int, content_type: str
 ) -> tuple[UploadStatus, bool]:
     """Announce an upload; returns its status and whether it is new.
 
@@ -286,8 +286,8 @@ def start_upload(
     another size.
     """
     check_sha256(sha256)
-    if size > current_app.config["ATTACHMENT_MAX_BYTES"]:
-        raise _too_large(size)
+    if size > ctx.settings["ATTACHMENT_MAX_BYTES"]:
+        raise _too_large(ctx, size)
     with writing():
         row, created = store.create_upload(
             sha256=sha256,
@@ -303,20 +303,20 @@ def start_upload(
                 code="upload_size_mismatch",
                 details={"size": int(row.size)},
             )
-        _recover(row)
+        row = _recover(attachments_root(ctx.settings), row)
         return UploadStatus.of(row), created
 
 
-def _recover(row: Attachment) -> None:
+def _recover(root: Path, row: Attachment) -> Attachment:
     """Make a locked row agree with the files after a crash between file and commit, or
-    after files were lost (a disk restored from an older backup)."""
-    final = attachment_path(row.sha256)
-    part = partial_path(row.sha256, str(row.device_id))
+    after files were lost (a disk restored from an older backup); returns it as now stored."""
+    final = attachment_path(row.sha256, root)
+    part = partial_path(row.sha256, str(row.device_id), root)
     if row.completed_at is not None:
         if not final.exists():
             # The stored photo is gone: let the next device that has it upload it again.
-            store.set_received(row, 0)
-        return
+            return store.set_received(row, 0)
+        return row
     if (
         row.received_bytes > 0
         and not part.exists()
@@ -324,12 +324,12 @@ def _recover(row: Attachment) -> None:
         and _file_sha256(final) == row.sha256
     ):
         # This device's last chunk was moved into place and the commit was lost in a crash.
-        store.set_received(row, int(row.size), complete=True)
-        return
+        return store.set_received(row, int(row.size), complete=True)
     on_disk = part.stat().st_size if part.exists() else 0
     if on_disk < row.received_bytes:
         # Confirmed bytes that are gone (a disk restored from backup): resume from what is there.
-        store.set_received(row, on_disk)
+        return store.set_received(row, on_disk)
+    return row
 
 
 def upload_status(device: Device, sha256: str) -> UploadStatus:
@@ -365,7 +365,12 @@ def _parse_checksum(header: str | None) -> bytes:
 
 
 def append_chunk(
-    device: Device, sha256: str, offset: int, checksum: str | None, chunk: bytes
+    ctx: ServiceContext,
+    device: Device,
+    sha256: str,
+    offset: int,
+    checksum: str | None,
+    chunk: bytes,
 ) -> UploadStatus:
     """Write ``chunk`` at ``offset`` and return the new status (complete after the last byte).
 
@@ -390,7 +395,7 @@ def append_chunk(
         row = store.lock_upload(sha256, device.id)
         if row is None:
             raise NotFound(en="no such upload", zh="没有该上传", code="upload_not_found")
-        _recover(row)
+        row = _recover(attachments_root(ctx.settings), row)
         confirmed = int(row.received_bytes)
         if offset != confirmed or (row.completed_at is not None and chunk):
             raise Conflict(
@@ -400,25 +405,24 @@ def append_chunk(
                 details={"offset": confirmed},
             )
         if offset + len(chunk) > int(row.size):
-            raise _too_large(offset + len(chunk))
+            raise _too_large(ctx, offset + len(chunk))
         if row.completed_at is not None:
             return UploadStatus.of(row)
-        part = partial_path(sha256, device.id)
+        part = partial_path(sha256, device.id, attachments_root(ctx.settings))
         _write_chunk(part, offset, chunk)
         received = offset + len(chunk)
         if received < int(row.size):
-            store.set_received(row, received)
-            return UploadStatus.of(row)
+            return UploadStatus.of(store.set_received(row, received))
         if _file_sha256(part) != sha256:
             # Every chunk matched its checksum, yet the whole does not: start again from 0.
             part.unlink(missing_ok=True)
-            store.set_received(row, 0)
+            row = store.set_received(row, 0)
             failed = True
         else:
-            final = attachment_path(sha256)
+            final = attachment_path(sha256, attachments_root(ctx.settings))
             final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.replace(part, final)
-            store.set_received(row, received, complete=True)
+            row = store.set_received(row, received, complete=True)
             failed = False
         status = UploadStatus.of(row)
     if failed:
@@ -456,7 +460,7 @@ def sniff_type(path: Path) -> str:
     return OPAQUE_TYPE
 
 
-def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
+def stored_attachment(ctx: ServiceContext, area_prefix: str, sha256: str) -> tuple[Path, str]:
     """The file of a completed attachment uploaded within ``area_prefix`` and the type to serve
     it as (:func:`sniff_type`, never the device's announced ``content_type``).
 
@@ -465,7 +469,7 @@ def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
     """
     check_sha256(sha256)
     row = store.completed_in_area(sha256, area_prefix)
-    path = attachment_path(sha256)
+    path = attachment_path(sha256, attachments_root(ctx.settings))
     if row is None or not path.is_file():
         raise NotFound(en="no such attachment", zh="附件不存在", code="attachment_not_found")
     content_type = sniff_type(path)
@@ -474,16 +478,17 @@ def stored_attachment(area_prefix: str, sha256: str) -> tuple[Path, str]:
     return path, content_type
 
 
-def purge_abandoned(older_than: timedelta, now: datetime | None = None) -> int:
+def purge_abandoned(ctx: ServiceContext, older_than: timedelta, now: datetime | None = None) -> int:
     """Delete unfinished uploads untouched for ``older_than`` (rows and partial files).
 
     Returns how many went. An upload resumed while the job runs is kept.
     """
-    before = (now or utcnow()) - older_than
+    before = (now or ctx.now()) - older_than
+    root = attachments_root(ctx.settings)
     removed = 0
     with writing():
         for row in store.abandoned(before):
             if store.delete_if_abandoned(row.sha256, str(row.device_id), before):
-                partial_path(row.sha256, str(row.device_id)).unlink(missing_ok=True)
+                partial_path(row.sha256, str(row.device_id), root).unlink(missing_ok=True)
                 removed += 1
     return removed

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from server.storage import models
 from server.storage.database import db
-from server.storage.models import AuditEntry
 from server.storage.scoping import under_prefix
-from server.storage.types import utcnow
+from server.storage.types import plain, utcnow
+
+#: The table; callers get :class:`AuditEntry` values, never its rows.
+EntryRow = models.AuditEntry
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One admin action as logged: who, what, on which object, in which area, when."""
+
+    id: int
+    at: datetime
+    actor_user_id: int | None
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    area_code: str
+    ip: str
+    details: dict[str, Any]
 
 
 def add_entry(
@@ -25,7 +45,7 @@ def add_entry(
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append an entry inside the caller's write transaction (so it commits with the action)."""
-    entry = AuditEntry(
+    entry = EntryRow(
         at=utcnow(),
         actor=actor,
         actor_user_id=actor_user_id,
@@ -38,7 +58,7 @@ def add_entry(
     )
     db.session.add(entry)
     db.session.flush()
-    return entry
+    return plain(AuditEntry, entry)
 
 
 def add_refusal(
@@ -59,16 +79,16 @@ def add_refusal(
     """
     now = utcnow()
     query = (
-        sa.select(AuditEntry)
+        sa.select(EntryRow)
         .where(
-            AuditEntry.action == action,
-            AuditEntry.target_type == "refusal",
-            AuditEntry.target_id == code,
-            AuditEntry.ip == ip,
-            AuditEntry.actor == actor,
-            AuditEntry.at >= now - timedelta(seconds=window_seconds),
+            EntryRow.action == action,
+            EntryRow.target_type == "refusal",
+            EntryRow.target_id == code,
+            EntryRow.ip == ip,
+            EntryRow.actor == actor,
+            EntryRow.at >= now - timedelta(seconds=window_seconds),
         )
-        .order_by(AuditEntry.id.desc())
+        .order_by(EntryRow.id.desc())
         .limit(1)
         .with_for_update()  # PostgreSQL: parallel identical refusals count one after the other
     )
@@ -77,7 +97,7 @@ def add_refusal(
         count = int(entry.details.get("count", 1)) + 1
         entry.details = {**entry.details, "count": count, "last_at": now.isoformat()}
         db.session.flush()
-        return entry
+        return plain(AuditEntry, entry)
     return add_entry(
         actor=actor,
         action=action,
@@ -107,19 +127,20 @@ def list_entries(
     ``before_id`` pages backwards (exclusive). ``actor`` and ``action`` match exactly, ``area``
     is a further code prefix (digits), ``since``/``until`` bound the time (inclusive/exclusive).
     """
-    query = sa.select(AuditEntry).where(under_prefix(AuditEntry.area_code, area_prefix))
+    query = sa.select(EntryRow).where(under_prefix(EntryRow.area_code, area_prefix))
     if area_prefix or area:
-        query = query.where(AuditEntry.area_code != "")
+        query = query.where(EntryRow.area_code != "")
     if area:
-        query = query.where(under_prefix(AuditEntry.area_code, area))
+        query = query.where(under_prefix(EntryRow.area_code, area))
     if before_id is not None:
-        query = query.where(AuditEntry.id < before_id)
+        query = query.where(EntryRow.id < before_id)
     if action:
-        query = query.where(AuditEntry.action == action)
+        query = query.where(EntryRow.action == action)
     if actor:
-        query = query.where(AuditEntry.actor == actor)
+        query = query.where(EntryRow.actor == actor)
     if since is not None:
-        query = query.where(AuditEntry.at >= since)
+        query = query.where(EntryRow.at >= since)
     if until is not None:
-        query = query.where(AuditEntry.at < until)
-    return list(db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
+        query = query.where(EntryRow.at < until)
+    rows = db.session.scalars(query.order_by(EntryRow.id.desc()).limit(limit))
+    return [plain(AuditEntry, row) for row in rows]

@@ -15,6 +15,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from server.storage.errors import translate
 from server.storage.models import Base
 
 #: The one SQLAlchemy handle, created unbound at import and bound to an app by
@@ -40,7 +41,10 @@ def install_engine_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
     pysqlite's implicit transactions begin late and cannot be made ``IMMEDIATE``; taking over
     ``BEGIN`` lets write transactions take the write lock up front, so two writers queue on the
     busy timeout instead of one failing with "database is locked" after it has already read.
+
+    On every dialect, database errors are raised as ``server.storage.errors`` classes.
     """
+    event.listen(engine, "handle_error", translate)
     if engine.dialect.name != "sqlite":
         return
 
@@ -134,7 +138,7 @@ def writing() -> Iterator[Session]:
     On SQLite the transaction starts with ``BEGIN IMMEDIATE`` so it holds the write lock from the
     first statement. A read-only transaction still open in the session is ended first. Nested use
     joins the outer transaction. Raises whatever the block raises (after rolling back);
-    ``sqlalchemy.exc.OperationalError`` "database is locked" when the busy timeout runs out.
+    :class:`~server.storage.errors.StorageBusy` when the busy timeout runs out.
     """
     session = db.session()
     if session.info.get(_IN_WRITE):

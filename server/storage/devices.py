@@ -7,9 +7,32 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from server.storage import models
 from server.storage.database import db
-from server.storage.models import BatchAck, Device, DeviceOpMark, QuarantinedOp
+from server.storage.models import BatchAck, DeviceOpMark, QuarantinedOp
 from server.storage.scoping import under_prefix
+from server.storage.types import plain
+
+#: The table; callers get :class:`Device` values, never its rows.
+DeviceRow = models.Device
+
+
+@dataclass(frozen=True)
+class Device:
+    """An enrolled tablet as stored: public keys, village-code scope, status, last sync."""
+
+    id: str
+    x25519_public: str
+    ed25519_public: str
+    scope: str
+    label: str
+    status: str  # active | revoked
+    enrolled_at: datetime
+    revoked_at: datetime | None
+    last_sync_at: datetime | None
+    enrollment_code_id: int | None
+    #: The manifest cursor of the device's last hello (None before its first sync).
+    manifest_cursor: int | None = None
 
 
 def add_device(
@@ -23,7 +46,7 @@ def add_device(
     label: str = "",
 ) -> Device:
     """Insert an active device (inside the caller's write transaction)."""
-    device = Device(
+    device = DeviceRow(
         id=device_id,
         x25519_public=x25519_public,
         ed25519_public=ed25519_public,
@@ -35,7 +58,7 @@ def add_device(
     )
     db.session.add(device)
     db.session.flush()
-    return device
+    return plain(Device, device)
 
 
 def device_in_area(device_id: str, area_prefix: str) -> Device | None:
@@ -43,33 +66,38 @@ def device_in_area(device_id: str, area_prefix: str) -> Device | None:
 
     Out-of-area devices are indistinguishable from missing ones, so guessing ids reveals nothing.
     """
-    return db.session.scalar(
-        sa.select(Device).where(Device.id == device_id, under_prefix(Device.scope, area_prefix))
+    row = db.session.scalar(
+        sa.select(DeviceRow).where(
+            DeviceRow.id == device_id, under_prefix(DeviceRow.scope, area_prefix)
+        )
     )
+    return None if row is None else plain(Device, row)
 
 
 def device_for_sync(device_id: str) -> Device | None:
     """The device by id whatever its area (the sync endpoint checks ``status`` itself)."""
-    return db.session.get(Device, device_id)
+    row = db.session.get(DeviceRow, device_id)
+    return None if row is None else plain(Device, row)
 
 
 def list_devices(area_prefix: str, *, status: str | None = None) -> list[Device]:
     """Devices whose scope lies under ``area_prefix``, most recently enrolled first."""
-    query = sa.select(Device).where(under_prefix(Device.scope, area_prefix))
+    query = sa.select(DeviceRow).where(under_prefix(DeviceRow.scope, area_prefix))
     if status:
-        query = query.where(Device.status == status)
-    return list(db.session.scalars(query.order_by(Device.enrolled_at.desc(), Device.id)))
+        query = query.where(DeviceRow.status == status)
+    rows = db.session.scalars(query.order_by(DeviceRow.enrolled_at.desc(), DeviceRow.id))
+    return [plain(Device, row) for row in rows]
 
 
 def revoke(device_id: str, area_prefix: str, now: datetime) -> bool:
     """Set an active in-area device to ``revoked``; False if absent, out of area or revoked."""
     return bool(
         db.session.execute(
-            sa.update(Device)
+            sa.update(DeviceRow)
             .where(
-                Device.id == device_id,
-                Device.status == "active",
-                under_prefix(Device.scope, area_prefix),
+                DeviceRow.id == device_id,
+                DeviceRow.status == "active",
+                under_prefix(DeviceRow.scope, area_prefix),
             )
             .values(status="revoked", revoked_at=now)
         ).rowcount
@@ -82,7 +110,7 @@ def touch_last_sync(device_id: str, now: datetime, manifest_cursor: int | None =
     values: dict[str, object] = {"last_sync_at": now}
     if manifest_cursor is not None:
         values["manifest_cursor"] = manifest_cursor
-    db.session.execute(sa.update(Device).where(Device.id == device_id).values(**values))
+    db.session.execute(sa.update(DeviceRow).where(DeviceRow.id == device_id).values(**values))
 
 
 @dataclass(frozen=True)
@@ -99,7 +127,7 @@ class OpCounts:
 def op_counts(area_prefix: str) -> dict[str, OpCounts]:
     """Device id → :class:`OpCounts` for the devices under ``area_prefix`` (three grouped
     queries over indexed columns, whatever the number of ops)."""
-    in_area = sa.select(Device.id).where(under_prefix(Device.scope, area_prefix))
+    in_area = sa.select(DeviceRow.id).where(under_prefix(DeviceRow.scope, area_prefix))
     acked = dict(
         db.session.execute(
             sa.select(DeviceOpMark.device_id, DeviceOpMark.high_water).where(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 
+from forms import FormDefinition, load_definition
 from server.storage.database import db
 from server.storage.models import Form, FormVersion
 from server.storage.revisions import MANIFEST_SCOPE, next_revision
@@ -41,7 +43,7 @@ def ensure_form(
 def add_version(
     *, form_id: str, version: int, definition: dict[str, Any], source: str, created_by: str
 ) -> FormVersion:
-    """Store a new draft version. Raises ``sqlalchemy.exc.IntegrityError`` if it exists."""
+    """Store a new draft version. Raises :class:`~server.storage.errors.Duplicate` if it exists."""
     row = FormVersion(
         form_id=form_id,
         version=version,
@@ -180,3 +182,25 @@ def manifest_changes_since(since: int, limit: int = 500) -> list[FormVersion]:
             .limit(limit)
         )
     )
+
+
+#: Loaded definitions of published and retired versions, per database (engine): such a version
+#: never changes, so each is parsed once for the engine's lifetime instead of once per op.
+_definitions: WeakKeyDictionary[sa.Engine, dict[tuple[str, int], FormDefinition]] = (
+    WeakKeyDictionary()
+)
+
+
+def usable_definition(form_id: str, version: int) -> FormDefinition | None:
+    """The definition of a published (or retired) form version, or None (drafts and scheduled
+    versions are never returned: records cannot be made on them yet)."""
+    cache = _definitions.setdefault(db.engine, {})
+    found = cache.get((form_id, version))
+    if found is not None:
+        return found
+    row = get_version(form_id, version)
+    if row is None or row.status not in (PUBLISHED, RETIRED):
+        return None
+    found = load_definition(row.definition)
+    cache[(form_id, version)] = found
+    return found

@@ -87,11 +87,16 @@ def stale_devices(cutoff: datetime, *, area_prefix: str) -> list[SilentDevice]:
     return [SilentDevice(*row) for row in rows]
 
 
-def old_open_conflicts(cutoff: datetime) -> list[tuple[str, int, datetime]]:
-    """Per village, the open conflicts queued before ``cutoff``: (village, count, oldest)."""
+def old_open_conflicts(cutoff: datetime, *, area_prefix: str) -> list[tuple[str, int, datetime]]:
+    """Per village within ``area_prefix``, the open conflicts queued before ``cutoff``:
+    (village, count, oldest). ``area_prefix`` is required, as for :func:`stale_devices`."""
     rows = db.session.execute(
         sa.select(ConflictItem.village_code, sa.func.count(), sa.func.min(ConflictItem.created_at))
-        .where(ConflictItem.status == "open", ConflictItem.created_at < cutoff)
+        .where(
+            ConflictItem.status == "open",
+            ConflictItem.created_at < cutoff,
+            under_prefix(ConflictItem.village_code, area_prefix),
+        )
         .group_by(ConflictItem.village_code)
         .order_by(ConflictItem.village_code)
     ).all()

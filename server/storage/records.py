@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,66 +47,6 @@ class ChangePage:
     records: list[Record]
     next_since: int
     more: bool
-
-
-def save_record(
-    *,
-    record_id: str,
-    form_id: str,
-    form_version: int,
-    village_code: str,
-    household_no: str,
-    round: str,
-    state: dict[str, Any],
-    data: dict[str, Any],
-    now: datetime | None = None,
-) -> Record:
-    """Create or update a record with a new revision from its county's counter.
-
-    Call inside a write transaction. A record keeps its household and county for life; the
-    envelope columns are refreshed from the arguments. Raises :class:`ScopeError` for a malformed
-    village code.
-    """
-    now = now or utcnow()
-    county = county_of(village_code)
-    revision = next_revision(county)
-    record = db.session.get(Record, record_id)
-    if record is None:
-        record = Record(
-            record_id=record_id,
-            county_code=county,
-            village_code=village_code,
-            household_no=household_no,
-            created_at=now,
-        )
-        db.session.add(record)
-    record.form_id = form_id
-    record.form_version = form_version
-    record.round = round
-    record.state = state
-    record.data = data
-    record.deleted = False
-    record.revision = revision
-    record.updated_at = now
-    db.session.flush()
-    return record
-
-
-def mark_deleted(record_id: str, *, state: dict[str, Any] | None = None) -> Record | None:
-    """Turn a record into a tombstone with a new revision; None if the record does not exist.
-
-    The row is kept so download cursors deliver the deletion. Call inside a write transaction.
-    """
-    record = db.session.get(Record, record_id)
-    if record is None:
-        return None
-    record.revision = next_revision(record.county_code)
-    record.deleted = True
-    if state is not None:
-        record.state = state
-    record.updated_at = utcnow()
-    db.session.flush()
-    return record
 
 
 def touch_record(record_id: str) -> Record | None:
@@ -209,48 +148,6 @@ def history(record_id: str) -> list[RecordChange]:
             sa.select(RecordChange)
             .where(RecordChange.record_id == record_id)
             .order_by(RecordChange.revision, RecordChange.id)
-        )
-    )
-
-
-def ensure_household(
-    village_code: str, household_no: str, *, device_id: str | None = None
-) -> tuple[Household, bool]:
-    """The household with this village code + number, created if new; ``(row, created)``.
-
-    Two writers creating the same household both end with the one row (the loser of the insert
-    race finds it). Raises :class:`ScopeError` for a malformed village code.
-    """
-    county = county_of(village_code)
-    existing = _household(village_code, household_no)
-    if existing is not None:
-        # Known households cost one read: no counter bump, no lock on the county's counter.
-        return existing, False
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    inserted = db.session.execute(
-        insert(Household)
-        .values(
-            village_code=village_code,
-            household_no=household_no,
-            county_code=county,
-            revision=next_revision(county),
-            created_at=utcnow(),
-            created_by_device=device_id,
-        )
-        .on_conflict_do_nothing(index_elements=[Household.village_code, Household.household_no])
-        .returning(Household.id)
-    ).scalar_one_or_none()
-    row = _household(village_code, household_no)
-    if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
-        raise LookupError("household vanished after insert")
-    return row, inserted is not None
-
-
-def _household(village_code: str, household_no: str) -> Household | None:
-    return db.session.scalar(
-        sa.select(Household).where(
-            Household.village_code == village_code, Household.household_no == household_no
         )
     )
 

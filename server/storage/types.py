@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
+
+_Plain = TypeVar("_Plain")
 
 #: JSON documents: JSONB on PostgreSQL (indexable), JSON text on SQLite.
 JsonDocument = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -46,3 +49,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 def utcnow() -> datetime:
     """The current time, aware, in UTC (the only clock storage uses)."""
     return datetime.now(UTC)
+
+
+def plain(cls: type[_Plain], row: Any) -> _Plain:
+    """The dataclass ``cls`` filled from the same-named attributes of an ORM ``row``: what
+    storage hands out instead of the row, so no caller depends on a session being open."""
+    return cls(**{item.name: getattr(row, item.name) for item in fields(cls)})

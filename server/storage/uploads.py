@@ -7,31 +7,58 @@ SQLite write transactions are serial), so two requests for one upload take turns
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from server.storage import models
 from server.storage.database import db
-from server.storage.models import Attachment
-from server.storage.types import utcnow
+from server.storage.types import plain, utcnow
+
+#: The table; callers get :class:`Attachment` values, never its rows.
+AttachmentRow = models.Attachment
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One device's upload of a content-addressed file; ``received_bytes`` < ``size`` while
+    it is resuming, ``completed_at`` set once the whole file is verified."""
+
+    sha256: str
+    device_id: str
+    size: int
+    received_bytes: int
+    content_type: str
+    village_code: str
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+def _plain(row: AttachmentRow | None) -> Attachment | None:
+    return None if row is None else plain(Attachment, row)
 
 
 def get_upload(sha256: str, device_id: str) -> Attachment | None:
     """The device's upload of this content address, or None."""
-    return db.session.get(Attachment, (sha256, device_id))
+    return _plain(db.session.get(AttachmentRow, (sha256, device_id)))
 
 
 def completed_in_area(sha256: str, area_prefix: str) -> Attachment | None:
     """A completed upload of ``sha256`` by a device whose scope lies in ``area_prefix``."""
-    return db.session.scalar(
-        sa.select(Attachment)
-        .where(
-            Attachment.sha256 == sha256,
-            Attachment.completed_at.is_not(None),
-            Attachment.village_code.startswith(area_prefix, autoescape=True),
+    return _plain(
+        db.session.scalar(
+            sa.select(AttachmentRow)
+            .where(
+                AttachmentRow.sha256 == sha256,
+                AttachmentRow.completed_at.is_not(None),
+                AttachmentRow.village_code.startswith(area_prefix, autoescape=True),
+            )
+            .limit(1)
         )
-        .limit(1)
     )
 
 
@@ -47,7 +74,7 @@ def create_upload(
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
     inserted = db.session.execute(
-        insert(Attachment)
+        insert(AttachmentRow)
         .values(
             sha256=sha256,
             size=size,
@@ -58,8 +85,8 @@ def create_upload(
             created_at=now,
             updated_at=now,
         )
-        .on_conflict_do_nothing(index_elements=[Attachment.sha256, Attachment.device_id])
-        .returning(Attachment.sha256)
+        .on_conflict_do_nothing(index_elements=[AttachmentRow.sha256, AttachmentRow.device_id])
+        .returning(AttachmentRow.sha256)
     ).scalar_one_or_none()
     row = lock_upload(sha256, device_id)
     if row is None:  # pragma: no cover - the insert or a committed twin always leaves a row
@@ -69,33 +96,42 @@ def create_upload(
 
 def lock_upload(sha256: str, device_id: str) -> Attachment | None:
     """The device's upload row locked until the transaction ends (call inside a write), or None."""
-    return db.session.scalar(
-        sa.select(Attachment)
-        .where(Attachment.sha256 == sha256, Attachment.device_id == device_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    return _plain(
+        db.session.scalar(
+            sa.select(AttachmentRow)
+            .where(AttachmentRow.sha256 == sha256, AttachmentRow.device_id == device_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     )
 
 
-def set_received(row: Attachment, received: int, *, complete: bool = False) -> None:
-    """Confirm ``received`` bytes of a locked row (and mark it complete)."""
+def set_received(upload: Attachment, received: int, *, complete: bool = False) -> Attachment:
+    """Confirm ``received`` bytes of a locked upload (and mark it complete); returns it as now
+    stored."""
     now = utcnow()
-    row.received_bytes = received
-    row.updated_at = now
-    row.completed_at = now if complete else None
-    db.session.flush()
+    changed = {
+        "received_bytes": received,
+        "updated_at": now,
+        "completed_at": now if complete else None,
+    }
+    db.session.execute(
+        sa.update(AttachmentRow)
+        .where(AttachmentRow.sha256 == upload.sha256, AttachmentRow.device_id == upload.device_id)
+        .values(**changed)
+    )
+    return dataclasses.replace(upload, **changed)
 
 
 def abandoned(before: datetime, limit: int = 1000) -> list[Attachment]:
     """Unfinished uploads last touched before ``before``, oldest first."""
-    return list(
-        db.session.scalars(
-            sa.select(Attachment)
-            .where(Attachment.completed_at.is_(None), Attachment.updated_at < before)
-            .order_by(Attachment.updated_at)
-            .limit(limit)
-        )
+    rows = db.session.scalars(
+        sa.select(AttachmentRow)
+        .where(AttachmentRow.completed_at.is_(None), AttachmentRow.updated_at < before)
+        .order_by(AttachmentRow.updated_at)
+        .limit(limit)
     )
+    return [plain(Attachment, row) for row in rows]
 
 
 def delete_if_abandoned(sha256: str, device_id: str, before: datetime) -> bool:
@@ -105,11 +141,11 @@ def delete_if_abandoned(sha256: str, device_id: str, before: datetime) -> bool:
     """
     return bool(
         db.session.execute(
-            sa.delete(Attachment).where(
-                Attachment.sha256 == sha256,
-                Attachment.device_id == device_id,
-                Attachment.completed_at.is_(None),
-                Attachment.updated_at < before,
+            sa.delete(AttachmentRow).where(
+                AttachmentRow.sha256 == sha256,
+                AttachmentRow.device_id == device_id,
+                AttachmentRow.completed_at.is_(None),
+                AttachmentRow.updated_at < before,
             )
         ).rowcount
     )

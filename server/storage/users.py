@@ -17,7 +17,7 @@ def add_user(
 ) -> User:
     """Insert a user (inside the caller's write transaction) and return it with its id.
 
-    Raises ``sqlalchemy.exc.IntegrityError`` when the user name is taken.
+    Raises :class:`~server.storage.errors.Duplicate` when the user name is taken.
     """
     now = utcnow()
     user = User(

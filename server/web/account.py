@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import redirect, render_template, request, session, url_for
 
+from server.api.wire import service_context
 from server.errors import ApiError
 from server.services import auth
 from server.services.access import Principal
@@ -27,7 +28,10 @@ def login() -> Any:
     username = request.form.get("username", "")[:80]
     try:
         result = auth.login(
-            username, request.form.get("password", ""), ip=request.remote_addr or ""
+            service_context(),
+            username,
+            request.form.get("password", ""),
+            ip=request.remote_addr or "",
         )
     except ApiError as exc:
         page = render_template("login.html", next=target, username=username, error=zh_message(exc))
@@ -57,7 +61,11 @@ def password(principal: Principal) -> Any:
         return render_template("password.html", error="两次输入的新密码不一致", fields=fields), 400
     try:
         result = auth.change_password(
-            principal, request.form.get("current_password", ""), new, ip=request.remote_addr or ""
+            service_context(),
+            principal,
+            request.form.get("current_password", ""),
+            new,
+            ip=request.remote_addr or "",
         )
     except ApiError as exc:
         page = render_template(

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import segno
 from flask import current_app, redirect, render_template, request, url_for
 
+from server.api.wire import service_context
 from server.errors import ApiError
 from server.services import devices as device_service
 from server.services import enrollment, outbox_import
@@ -72,7 +73,11 @@ def issue_code(principal: Principal) -> Any:
         ), 400
     try:
         issued = enrollment.issue_code(
-            typed["scope"], days=days, actor=actor_of(principal), label=typed["label"][:120]
+            service_context(),
+            typed["scope"],
+            days=days,
+            actor=actor_of(principal),
+            label=typed["label"][:120],
         )
     except ApiError as exc:
         page = _devices_page(

@@ -1,8 +1,9 @@
 """Survey records for server tests, stored the way a synced device's ops leave them.
 
 Each instrument record of a sample household is turned into one ``put`` op, merged by the real
-``sync_protocol.merge`` and saved through ``server.storage.records.save_record``, so the stored
-state and data have exactly the shape the sync endpoint writes.
+``sync_protocol.merge`` and saved through the storage functions the sync endpoint's batch calls
+(``reserve_revisions``, ``add_households``, ``write_records``), so the stored state and data have
+exactly the shape the sync endpoint writes.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 
 from forms import flatten, unflatten
 from forms.instruments import load_builtin
 from server.storage import records
-from server.storage.database import writing
+from server.storage.database import db, writing
+from server.storage.models import Record
 from sync_protocol.merge import current_values, merge
 from sync_protocol.ops import put_op
 
@@ -56,16 +59,38 @@ def store_household(
                 round=round,
             )
             state = merge(None, op, definition.merge_policy, reference_ms=_MS).state
-            records.save_record(
-                record_id=record_id,
-                form_id=form_id,
-                form_version=definition.version,
-                village_code=village_code,
-                household_no=household_no,
-                round=round,
-                state=state.to_dict(),
-                data=unflatten(current_values(state)),
-                now=at,
+            county = records.county_of(village_code)
+            revision = records.reserve_revisions(county, 2)  # the record's and its household's
+            records.add_households(
+                [
+                    {
+                        "village_code": village_code,
+                        "household_no": household_no,
+                        "county_code": county,
+                        "revision": revision + 1,
+                        "created_by_device": None,
+                    }
+                ]
             )
+            row = {
+                "record_id": record_id,
+                "form_id": form_id,
+                "form_version": definition.version,
+                "village_code": village_code,
+                "county_code": county,
+                "household_no": household_no,
+                "round": round,
+                "revision": revision,
+                "deleted": False,
+                "state": state.to_dict(),
+                "data": unflatten(current_values(state)),
+            }
+            records.write_records([row], [])
+            if at is not None:
+                db.session.execute(
+                    sa.update(Record)
+                    .where(Record.record_id == record_id)
+                    .values(created_at=at, updated_at=at)
+                )
             ids[form_id] = record_id
     return ids

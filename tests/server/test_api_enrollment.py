@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from server.services.keys import app_key_ring
+from server.services.context import EXTENSION_KEY
 from server.storage import devices
 from server.storage.database import db, writing
 from server.storage.models import EnrollmentCode
@@ -44,7 +44,7 @@ def test_enrollment_returns_device_scope_server_keys_and_manifest(
         from server.services.access import CLI_ACTOR
 
         form_service.publish_builtins(actor=CLI_ACTOR)
-        ring = app_key_ring()
+        ring = app.extensions[EXTENSION_KEY].keys.ring()
     code = issue(client, admin_headers, label="team 3 tablet")
     body = enroll_body(code["code"])
     response = client.post("/api/v1/devices/enroll", json=body)

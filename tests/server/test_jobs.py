@@ -164,6 +164,10 @@ def test_conflict_age_reminder(app: Flask) -> None:
             )
     with app.app_context():
         assert jobs.remind_old_conflicts(now) == {"villages": [v1]}
+        # The storage rule takes an area like the stale-device one: another area sees none.
+        cutoff = now - timedelta(days=1)
+        assert [v for v, _, _ in job_store.old_open_conflicts(cutoff, area_prefix=v1)] == [v1]
+        assert job_store.old_open_conflicts(cutoff, area_prefix="530102002") == []
     (alert,) = _alerts(app, "alert.conflict_age")
     assert alert.area_code == v1
     assert alert.details == {"open_conflicts": 2, "oldest_days": 12}

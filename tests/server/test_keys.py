@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.services import keys
+from server.services.context import EXTENSION_KEY
 from sync_protocol.errors import KeyFileError
 
 
@@ -58,10 +59,10 @@ def test_a_running_app_picks_up_a_rotation_without_restart(sqlite_url: str, app_
     from server.settings import resolve_key_dir
 
     app = app_on(sqlite_url)
-    with app.app_context():
-        before = keys.app_key_ring()
-        assert keys.app_key_ring() is before  # cached while nothing changes
-        rotated = keys.rotate(resolve_key_dir(app.config))
-        after = keys.app_key_ring()
+    service = app.extensions[EXTENSION_KEY].keys
+    before = service.ring()
+    assert service.ring() is before  # cached while nothing changes
+    rotated = keys.rotate(resolve_key_dir(app.config))  # as `server rotate-keys` beside it does
+    after = service.ring()
     assert after.current_id == rotated.current_id != before.current_id
     assert after.bundle_for(before.current_id) is not None

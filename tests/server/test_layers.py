@@ -64,34 +64,12 @@ FILE_IO_EDGES = frozenset({"forms.cli"})
 KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
     {
         # services → ORM classes (move the queries into storage, hand out dataclasses)
-        ("server.services.audit", "server.storage.models"),
         ("server.services.conflicts", "server.storage.models"),
-        ("server.services.devices", "server.storage.models"),
-        ("server.services.enrollment", "server.storage.models"),
         ("server.services.forms", "server.storage.models"),
-        ("server.services.monitoring", "server.storage.models"),
         ("server.services.records", "server.storage.models"),
         ("server.services.sync", "server.storage.models"),
-        ("server.services.uploads", "server.storage.models"),
-        # services → current_app (an explicit context built in the app factory)
-        ("server.services.auth", "flask"),
-        ("server.services.bootstrap", "flask"),
-        ("server.services.enrollment", "flask"),
-        ("server.services.keys", "flask"),
-        ("server.services.record_ops", "flask"),
-        ("server.services.throttle", "flask"),
-        ("server.services.uploads", "flask"),
-        # services catching SQLAlchemy errors (storage raises its own)
-        ("server.services.auth", "sqlalchemy"),
-        ("server.services.record_ops", "sqlalchemy"),
-        ("server.services.sync", "sqlalchemy"),
-        # modules importing each other
-        ("server.app", "server.cli"),
-        ("server.cli", "server.app"),
         # file I/O in the pure cores: key files belong to the server's key service and the device
         # edge; dictionaries and workbooks should arrive as bytes
-        ("sync_protocol.crypto", "<file I/O>"),
-        ("sync_protocol.compression", "<file I/O>"),
         ("forms.xlsform", "<file I/O>"),
     }
 )

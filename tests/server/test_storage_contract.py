@@ -18,10 +18,23 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.storage import devices, enrollment, records, revisions, schema, users
+from server.storage import conflicts as conflict_store
+from server.storage import (
+    devices,
+    enrollment,
+    quarantine,
+    records,
+    revisions,
+    schema,
+    sync_state,
+    users,
+)
 from server.storage import forms as form_store
+from server.storage import throttle as throttle_store
+from server.storage import uploads as upload_store
 from server.storage.database import db, writing
-from server.storage.models import Base
+from server.storage.errors import ConstraintViolation, Duplicate, StorageBusy
+from server.storage.models import Base, Household
 from server.storage.types import utcnow
 
 VILLAGE_A = "530102001201"
@@ -30,19 +43,53 @@ OTHER_TOWNSHIP = "530102002201"
 OTHER_COUNTY = "530103001201"
 
 
+def write(record_id: str, village: str, data: dict[str, object], *, deleted: bool = False) -> bool:
+    """Write one record the way the ingest path does (``record_ops``' batch, inside the caller's
+    write transaction): lock its row, reserve revisions from its county's counter, add its
+    household, insert or update it. A new record takes two revisions (its own and its
+    household's), as an op does. False for a deletion that names no record."""
+    existing = records.lock_states([record_id]).get(record_id)
+    if existing is None and deleted:
+        return False
+    village = existing["village_code"] if existing else village
+    county = records.county_of(village)
+    first = records.reserve_revisions(county, 1 if existing else 2)
+    row = {
+        "record_id": record_id,
+        "form_id": "housing_safety",
+        "form_version": 1,
+        "village_code": village,
+        "county_code": county,
+        "household_no": "H001",
+        "round": "2026-annual",
+        "revision": first,
+        "deleted": deleted,
+        "state": {"fields": data},
+        "data": dict(data),
+    }
+    if existing is None:
+        household = {"village_code": village, "household_no": "H001", "county_code": county}
+        records.add_households([{**household, "revision": first + 1, "created_by_device": None}])
+    records.write_records([] if existing else [row], [row] if existing else [])
+    return True
+
+
 def put(record_id: str | None = None, village: str = VILLAGE_A, **data: object) -> records.Record:
-    """Save one record in its own write transaction."""
+    """Save one record in its own write transaction (the production write path)."""
+    record_id = record_id or str(uuid.uuid4())
     with writing():
-        return records.save_record(
-            record_id=record_id or str(uuid.uuid4()),
-            form_id="housing_safety",
-            form_version=1,
-            village_code=village,
-            household_no="H001",
-            round="2026-annual",
-            state={"fields": data},
-            data=dict(data),
-        )
+        write(record_id, village, data)
+    stored = records.get_record(record_id)
+    assert stored is not None
+    return stored
+
+
+def delete(record_id: str) -> records.Record | None:
+    """Turn a record into a tombstone in its own write transaction; None if there is none."""
+    with writing():
+        if not write(record_id, VILLAGE_A, {}, deleted=True):
+            return None
+    return records.get_record(record_id)
 
 
 def drain(scope: str, since: int = 0, limit: int = 3) -> tuple[list[tuple[str, int]], int]:
@@ -78,9 +125,8 @@ class TestStorageContract:
         other = put(village=VILLAGE_B).revision
         assert seen == sorted(seen) and len(set(seen)) == 5
         assert other > seen[-1]
-        with writing():
-            tomb = records.mark_deleted(record_id)
-        assert tomb is not None and tomb.revision > other
+        tomb = delete(record_id)
+        assert tomb is not None and tomb.deleted and tomb.revision > other
 
     def test_since_cursor_is_exclusive_and_pages_without_gaps(self) -> None:
         written = [put().record_id for _ in range(10)]
@@ -96,13 +142,11 @@ class TestStorageContract:
     def test_tombstones_are_listed(self) -> None:
         keep, gone = put().record_id, put().record_id
         _, cursor = drain(VILLAGE_A)
-        with writing():
-            records.mark_deleted(gone)
+        delete(gone)
         page = records.changes_since(VILLAGE_A, cursor)
         assert [(r.record_id, r.deleted) for r in page.records] == [(gone, True)]
         assert records.get_record(keep).deleted is False
-        with writing():
-            assert records.mark_deleted(str(uuid.uuid4())) is None
+        assert delete(str(uuid.uuid4())) is None
 
     def test_scope_filters_by_village_code_prefix(self) -> None:
         a, b = put(village=VILLAGE_A).record_id, put(village=VILLAGE_B).record_id
@@ -120,7 +164,7 @@ class TestStorageContract:
         put(village=VILLAGE_A)
         first_other = put(village=OTHER_COUNTY).revision
         assert first_other == 1
-        assert revisions.current_revision("530102") == 2
+        assert revisions.current_revision("530102") == 4  # two records, two households
 
     def test_concurrent_writers_never_let_a_cursor_skip(self, app: Flask) -> None:
         per_writer = 25
@@ -134,16 +178,7 @@ class TestStorageContract:
                     for _ in range(per_writer):
                         record_id = str(uuid.uuid4())
                         with writing():
-                            records.save_record(
-                                record_id=record_id,
-                                form_id="f",
-                                form_version=1,
-                                village_code=VILLAGE_A,
-                                household_no="H",
-                                round="r",
-                                state={},
-                                data={},
-                            )
+                            write(record_id, VILLAGE_A, {})
                             # Hold the revision a moment before committing, so that the other
                             # writer's transaction overlaps this one.
                             time.sleep(0.001)
@@ -176,7 +211,7 @@ class TestStorageContract:
             single = revisions.next_revision("530102")
             second = revisions.reserve_revisions("530102", 3)
         assert list(first) == [1, 2, 3, 4, 5] and single == 6 and list(second) == [7, 8, 9]
-        assert put(village=VILLAGE_A).revision == 10
+        assert put(village=VILLAGE_A).revision == 10  # the next after the reserved ones
         with pytest.raises(ValueError), writing():
             revisions.reserve_revisions("530102", 0)
 
@@ -195,14 +230,24 @@ class TestStorageContract:
         ]
 
     def test_household_identity_is_village_plus_number(self) -> None:
+        number = "5301020012010001"
+        row = {"county_code": "530102", "household_no": number, "created_by_device": None}
         with writing():
-            first, created = records.ensure_household(VILLAGE_A, "5301020012010001")
-            again, created_again = records.ensure_household(VILLAGE_A, "5301020012010001")
-            other, _ = records.ensure_household(VILLAGE_B, "5301020012010001")
-        assert created and not created_again
-        assert first.id == again.id != other.id
-        # Looking up a known household takes no revision number.
-        assert revisions.current_revision("530102") == 2
+            records.add_households([{**row, "village_code": VILLAGE_A, "revision": 1}])
+        with writing():
+            # The same household again (a second device, a replayed batch) is left as it was.
+            records.add_households(
+                [
+                    {**row, "village_code": VILLAGE_A, "revision": 2},
+                    {**row, "village_code": VILLAGE_B, "revision": 3},
+                ]
+            )
+        stored = db.session.execute(
+            sa.select(Household.village_code, Household.revision)
+            .where(Household.household_no == number)
+            .order_by(Household.village_code)
+        ).all()
+        assert [tuple(r) for r in stored] == [(VILLAGE_A, 1), (VILLAGE_B, 3)]
 
     def test_enrollment_code_is_single_use_and_expires(self) -> None:
         now = utcnow()
@@ -292,9 +337,177 @@ class TestStorageContract:
         manifest = form_store.manifest_changes_since(0)
         assert [v.version for v in manifest] == [1, 2]
 
+    def test_conflicts_open_once_close_once_and_stay_in_their_area(self) -> None:
+        record = put()
+        other = put(village=OTHER_TOWNSHIP)
+        sides = {"base": 1, "mine": 2, "theirs": 3, "device_id": "dev-1"}
+        with writing():
+            assert conflict_store.open_conflict(
+                conflict_id="c1",
+                record_id=record.record_id,
+                village_code=VILLAGE_A,
+                kind="field",
+                path="grade",
+                **sides,
+            )
+            # The same conflict found again (a replayed batch) is not queued twice.
+            assert not conflict_store.open_conflict(
+                conflict_id="c1",
+                record_id=record.record_id,
+                village_code=VILLAGE_A,
+                kind="field",
+                path="grade",
+                **sides,
+            )
+            conflict_store.open_conflict(
+                conflict_id="c2",
+                record_id=other.record_id,
+                village_code=OTHER_TOWNSHIP,
+                kind="field",
+                path="grade",
+                **sides,
+            )
+        assert conflict_store.conflict_in_area("c1", "530102001") is not None
+        assert conflict_store.conflict_in_area("c2", "530102001") is None
+        assert conflict_store.open_counts_by_device("530102001") == {"dev-1": 1}
+        with writing():
+            closed = conflict_store.close_conflicts(["c1", "c2"], status="resolved", by="u")
+        with writing():
+            again = conflict_store.close_conflicts(["c1"], status="superseded", by="u")
+        assert closed == ["c1", "c2"] and again == []
+        assert conflict_store.open_ids_for_record(record.record_id) == []
+        assert conflict_store.closed_ids_by_record([record.record_id], "field") == {
+            record.record_id: ["c1"]
+        }
+
+    def test_quarantined_ops_are_held_in_their_area_until_released(self) -> None:
+        with writing():
+            held = quarantine.hold(
+                kind=quarantine.INVALID,
+                op={"seq": 1},
+                reasons=[{"code": "x"}],
+                device_id=None,
+                op_seq=1,
+                village_code=VILLAGE_A,
+            )
+            quarantine.hold(
+                kind=quarantine.OUT_OF_SCOPE,
+                op={"seq": 2},
+                reasons=[],
+                device_id=None,
+                op_seq=2,
+                village_code="",
+            )
+        item_id = held.id
+        assert quarantine.list_held("530102001")[1] == 1  # an unknown village is county-only
+        assert quarantine.list_held("")[1] == 2
+        assert quarantine.held_in_area(item_id, OTHER_TOWNSHIP) is None
+        with writing():
+            row = quarantine.held_in_area(item_id, "530102001", lock=True)
+            assert row is not None
+            quarantine.release(row, reasons={"mapped_to": 2})
+        assert quarantine.list_held("530102001")[1] == 0
+        assert quarantine.list_held("530102001", status=quarantine.RELEASED)[1] == 1
+
+    def test_sync_state_claims_each_envelope_once_and_keeps_acks(self) -> None:
+        with writing():
+            devices.add_device(
+                device_id="dev-1",
+                x25519_public="x",
+                ed25519_public="e",
+                scope=VILLAGE_A,
+                enrolled_at=utcnow(),
+                enrollment_code_id=None,
+            )
+        with writing():
+            mark = sync_state.lock_marks("dev-1")
+            sync_state.set_high_water(mark, 3)
+            sync_state.set_high_water(mark, 2)  # never backwards
+            assert sync_state.claim_envelope("dev-1", 5)
+            sync_state.store_acks("dev-1", [{"seq": 1, "status": "applied"}, {"seq": 2}])
+        with writing():
+            assert not sync_state.claim_envelope("dev-1", 5)  # a replay
+            assert not sync_state.claim_envelope("dev-1", 4)
+            assert sync_state.claim_envelope("dev-1", 6)
+            assert sync_state.lock_marks("dev-1").high_water == 3
+        assert sync_state.stored_acks("dev-1", [2, 3]) == {2: {"seq": 2}}
+
+    def test_uploads_are_per_device_and_resume_where_they_stopped(self) -> None:
+        with writing():
+            _, created = upload_store.create_upload(
+                sha256="a" * 64,
+                size=10,
+                content_type="image/jpeg",
+                device_id="dev-1",
+                village_code=VILLAGE_A,
+            )
+            again, created_again = upload_store.create_upload(
+                sha256="a" * 64,
+                size=10,
+                content_type="image/jpeg",
+                device_id="dev-1",
+                village_code=VILLAGE_A,
+            )
+            upload_store.create_upload(
+                sha256="a" * 64,
+                size=10,
+                content_type="image/jpeg",
+                device_id="dev-2",
+                village_code=VILLAGE_A,
+            )
+        assert created and not created_again and again.received_bytes == 0
+        with writing():
+            locked = upload_store.lock_upload("a" * 64, "dev-1")
+            assert locked is not None
+            upload_store.set_received(locked, 4)
+        assert upload_store.get_upload("a" * 64, "dev-1").received_bytes == 4
+        assert upload_store.get_upload("a" * 64, "dev-2").received_bytes == 0
+        assert upload_store.completed_in_area("a" * 64, "530102") is None
+        with writing():
+            locked = upload_store.lock_upload("a" * 64, "dev-1")
+            done = upload_store.set_received(locked, 10, complete=True)
+        assert done.completed_at is not None
+        assert upload_store.completed_in_area("a" * 64, "530102") is not None
+        assert upload_store.completed_in_area("a" * 64, OTHER_COUNTY) is None
+        later = utcnow() + timedelta(days=1)
+        assert [(u.sha256, u.device_id) for u in upload_store.abandoned(later)] == [
+            ("a" * 64, "dev-2")
+        ]
+        with writing():
+            assert upload_store.delete_if_abandoned("a" * 64, "dev-2", later)
+            assert not upload_store.delete_if_abandoned("a" * 64, "dev-1", later)  # complete
+        assert upload_store.get_upload("a" * 64, "dev-2") is None
+
+    def test_throttle_counts_hits_in_a_window(self) -> None:
+        now = utcnow()
+        with writing():
+            throttle_store.lock_keys(["k", "other"])
+            throttle_store.add_hit("k", now - timedelta(minutes=10))
+            first = throttle_store.add_hit("k", now - timedelta(minutes=1))
+            throttle_store.add_hit("k", now)
+            throttle_store.add_hit("other", now)
+        since = throttle_store.window_start(now, 300)
+        count, oldest = throttle_store.hits_since("k", since)
+        assert count == 2 and oldest == now - timedelta(minutes=1)
+        with writing():
+            throttle_store.delete_hits([first])
+            throttle_store.purge_before("k", since)
+        assert throttle_store.hits_since("k", now - timedelta(hours=1))[0] == 1
+        with writing():
+            assert throttle_store.purge_all_before(now + timedelta(seconds=1)) == 2
+
     def test_foreign_keys_are_enforced(self) -> None:
-        with pytest.raises(sa.exc.IntegrityError), writing():
+        with pytest.raises(ConstraintViolation) as refused, writing():
             records.add_change(record_id="missing", revision=1, kind="put", changes={})
+        assert not isinstance(refused.value, Duplicate)
+
+    def test_a_taken_key_raises_duplicate(self) -> None:
+        account = {"password_hash": "x", "role": "county_admin", "area_prefix": ""}
+        with writing():
+            users.add_user(username="twice", **account)
+        with pytest.raises(Duplicate), writing():
+            users.add_user(username="twice", **account)
+        assert users.user_by_name("twice") is not None  # the first one stays
 
 
 def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, app_on) -> None:
@@ -303,6 +516,26 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(sqlite_url, ap
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+
+
+def test_a_held_write_lock_raises_storage_busy(database_url: str, app_on) -> None:
+    """A writer that cannot get its lock in time gets :class:`StorageBusy` (retry later), on
+    SQLite (the busy timeout runs out) and PostgreSQL (the lock timeout runs out) alike."""
+    app = app_on(database_url, SQLITE_BUSY_TIMEOUT_MS=50)
+    with app.app_context():
+        with writing():
+            user = users.add_user(
+                username="held", password_hash="x", role="county_admin", area_prefix=""
+            )
+        with db.engine.connect() as holder:
+            holder.execute(
+                sa.text("UPDATE users SET display_name = 'holder' WHERE id = :id"), {"id": user.id}
+            )
+            with pytest.raises(StorageBusy), writing() as session:
+                if db.engine.dialect.name == "postgresql":
+                    session.execute(sa.text("SET LOCAL lock_timeout = '50ms'"))
+                users.set_password_hash(user.id, "y")
+            holder.rollback()
 
 
 def test_a_new_sqlite_file_is_private(tmp_path, app_on) -> None:
@@ -416,8 +649,7 @@ def test_paging_always_yields_each_records_latest_state_once(
                 put(record_id, village=village)
                 expected[record_id] = False
             elif record_id in expected:
-                with writing():
-                    records.mark_deleted(record_id)
+                assert delete(record_id) is not None
                 expected[record_id] = True
         scope = county + scope_suffix
         seen, cursor = drain(scope, 0, page_size)

@@ -132,9 +132,8 @@ def test_a_batch_hitting_a_busy_database_is_skipped_with_a_backoff(
     admin_headers: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sqlalchemy.exc import OperationalError
-
     from server.storage import sync_state
+    from server.storage.errors import StorageBusy
 
     device = SyncDevice.enroll(client, admin_headers, VILLAGE)
     for i in range(2):
@@ -146,7 +145,7 @@ def test_a_batch_hitting_a_busy_database_is_skipped_with_a_backoff(
         # The injected fault: the second batch meets a lock timeout.
         calls["n"] += 1
         if calls["n"] == 2:
-            raise OperationalError("UPDATE", {}, Exception("database is locked"))
+            raise StorageBusy("UPDATE", {}, Exception("database is locked"))
         return real_lock(device_id)
 
     monkeypatch.setattr(sync_state, "lock_marks", busy_on_second_batch)

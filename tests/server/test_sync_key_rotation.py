@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server.services import keys
+from server.services.context import EXTENSION_KEY
 from server.settings import resolve_key_dir
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.messages import ServerReply
@@ -29,9 +30,8 @@ def _announced(reply: ServerReply) -> dict[str, Any]:
 
 
 def _rotate(app: Flask) -> str:
-    with app.app_context():
-        ring = keys.rotate(resolve_key_dir(app.config))
-        keys.reload_app_key_ring()
+    ring = keys.rotate(resolve_key_dir(app.config))
+    app.extensions[EXTENSION_KEY].keys.reload()
     return ring.current_id
 
 

@@ -18,6 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server.services import keys
+from server.services.context import EXTENSION_KEY
 from server.settings import resolve_key_dir
 from sync_protocol.crypto import EncryptionPublicKey, SigningPublicKey
 from sync_protocol.exchange import CONTENT_TYPE, Request
@@ -53,9 +54,8 @@ class _Play:
                 self.client, self.admin_headers, step["scope"], clock_offset_ms=offset
             )
         elif "rotate_keys" in step:
-            with self.app.app_context():
-                keys.rotate(resolve_key_dir(self.app.config))
-                keys.reload_app_key_ring()
+            keys.rotate(resolve_key_dir(self.app.config))
+            self.app.extensions[EXTENSION_KEY].keys.reload()
         elif "resolve" in step:
             conflict_id = self.conflicts[step["resolve"]]
             response = self.client.post(

@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from server.services import uploads
+from server.services.context import EXTENSION_KEY
 from server.storage import devices as device_store
 from server.storage.database import writing
 from server.storage.types import utcnow
@@ -292,9 +293,10 @@ def test_purge_removes_abandoned_uploads_only(upload_app: Flask, device: Device)
     device.patch(waiting_sha, 0, waiting[:500])
     root = Path(upload_app.config["ATTACHMENTS_DIR"])
     with upload_app.app_context():
-        assert uploads.purge_abandoned(timedelta(hours=72)) == 0
+        context = upload_app.extensions[EXTENSION_KEY]
+        assert uploads.purge_abandoned(context, timedelta(hours=72)) == 0
         later = utcnow() + timedelta(hours=73)
-        assert uploads.purge_abandoned(timedelta(hours=72), now=later) == 1
+        assert uploads.purge_abandoned(context, timedelta(hours=72), now=later) == 1
     assert not uploads.partial_path(waiting_sha, "dev-1", root).exists()
     assert (root / done_sha[:2] / done_sha).exists()
     assert device.head(waiting_sha).status_code == 404

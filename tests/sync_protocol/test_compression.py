@@ -190,16 +190,16 @@ def test_unknown_method_and_dictionary(housing_dictionary: ZstdDict) -> None:
         decompress(Method.ZSTD_DICTIONARY, encoded, {}, dictionary_id=1234)
 
 
-def test_dictionary_id_is_content_hash_and_files_round_trip(
-    tmp_path, housing_dictionary: ZstdDict
-) -> None:
+def test_dictionary_id_is_content_hash_and_files_round_trip(housing_dictionary: ZstdDict) -> None:
     assert housing_dictionary.dictionary_id == dictionary_id_for(housing_dictionary.content)
     assert housing_dictionary.dictionary_id != 0
-    (tmp_path / housing_dictionary.file_name).write_bytes(housing_dictionary.content)
-    # A file whose name does not match its content is never trusted under that id.
-    (tmp_path / "housing_safety-v2-00000001.zdict").write_bytes(housing_dictionary.content)
-    (tmp_path / "notes.txt").write_text("ignored")
-    store = DictionaryStore.from_directory(tmp_path)
+    files = [
+        (housing_dictionary.file_name, housing_dictionary.content),
+        # A file whose name does not match its content is never trusted under that id.
+        ("housing_safety-v2-00000001.zdict", housing_dictionary.content),
+        ("notes.txt", b"ignored"),
+    ]
+    store = DictionaryStore.from_files(files)
     assert store.ids() == [housing_dictionary.dictionary_id]
     loaded = store.get(housing_dictionary.dictionary_id)
     assert loaded.content == housing_dictionary.content

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
-from pathlib import Path
 
 import pytest
 
@@ -209,62 +207,19 @@ def test_sha256_hex() -> None:
 # --- key files --------------------------------------------------------------------------------
 
 
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def test_key_bundle_file_round_trip_with_mode_0600(tmp_path: Path) -> None:
+def test_key_bundle_bytes_round_trip() -> None:
     bundle = generate_server_keys()
-    path = tmp_path / "server-keys.json"
-    crypto.save_key_bundle(path, bundle)
-    assert _mode(path) == 0o600
-    loaded = crypto.load_key_bundle(path)
+    loaded = crypto.key_bundle_from_bytes(crypto.key_bundle_to_bytes(bundle))
     assert isinstance(loaded, KeyBundle)
     assert loaded.encryption.raw() == bundle.encryption.raw()
     assert loaded.signing.raw() == bundle.signing.raw()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".key-")]
 
 
-def test_key_bundle_file_refuses_overwrite_unless_asked(tmp_path: Path) -> None:
-    path = tmp_path / "keys.json"
-    first, second = generate_device_keys(), generate_device_keys()
-    crypto.save_key_bundle(path, first)
-    with pytest.raises(KeyFileError) as caught:
-        crypto.save_key_bundle(path, second)
-    assert caught.value.code == "key_file_error"
-    assert crypto.load_key_bundle(path).signing.raw() == first.signing.raw()
-    crypto.save_key_bundle(path, second, overwrite=True)
-    assert crypto.load_key_bundle(path).signing.raw() == second.signing.raw()
-
-
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o610])
-def test_loading_refuses_group_or_world_accessible_files(tmp_path: Path, mode: int) -> None:
-    bundle_path, pem_path = tmp_path / "keys.json", tmp_path / "key.pem"
-    crypto.save_key_bundle(bundle_path, generate_device_keys())
-    crypto.save_private_key(pem_path, SigningPrivateKey.generate())
-    for path, load in [(bundle_path, crypto.load_key_bundle), (pem_path, crypto.load_private_key)]:
-        os.chmod(path, mode)
-        with pytest.raises(KeyFileError) as caught:
-            load(path)
-        assert "chmod 600" in caught.value.message
-        assert caught.value.message_zh
-
-
-def test_loading_accepts_owner_only_read(tmp_path: Path) -> None:
-    path = tmp_path / "keys.json"
-    bundle = generate_device_keys()
-    crypto.save_key_bundle(path, bundle)
-    os.chmod(path, 0o400)
-    assert crypto.load_key_bundle(path).encryption.raw() == bundle.encryption.raw()
-
-
-def test_pem_private_keys_round_trip_by_kind(tmp_path: Path) -> None:
+def test_pem_private_keys_round_trip_by_kind() -> None:
     enc, sig = EncryptionPrivateKey.generate(), SigningPrivateKey.generate()
-    crypto.save_private_key(tmp_path / "enc.pem", enc)
-    crypto.save_private_key(tmp_path / "sig.pem", sig)
-    assert (tmp_path / "enc.pem").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    loaded_enc = crypto.load_private_key(tmp_path / "enc.pem")
-    loaded_sig = crypto.load_private_key(tmp_path / "sig.pem")
+    assert crypto.private_key_to_pem(enc).startswith(b"-----BEGIN PRIVATE KEY-----")
+    loaded_enc = crypto.private_key_from_pem(crypto.private_key_to_pem(enc))
+    loaded_sig = crypto.private_key_from_pem(crypto.private_key_to_pem(sig))
     assert isinstance(loaded_enc, EncryptionPrivateKey) and loaded_enc.raw() == enc.raw()
     assert isinstance(loaded_sig, SigningPrivateKey) and loaded_sig.raw() == sig.raw()
 
@@ -280,31 +235,23 @@ def test_pem_private_keys_round_trip_by_kind(tmp_path: Path) -> None:
         b"[]",
     ],
 )
-def test_malformed_key_bundle_files_are_key_file_errors(tmp_path: Path, content: bytes) -> None:
-    path = tmp_path / "keys.json"
-    path.write_bytes(content)
-    os.chmod(path, 0o600)
-    with pytest.raises(KeyFileError):
-        crypto.load_key_bundle(path)
+def test_malformed_key_bundles_are_key_file_errors(content: bytes) -> None:
+    with pytest.raises(KeyFileError, match="county-keys"):
+        crypto.key_bundle_from_bytes(content, name="county-keys")
 
 
-def test_key_bundle_with_mismatched_key_ids_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "keys.json"
-    crypto.save_key_bundle(path, generate_device_keys())
-    text = path.read_text().replace('"signing_key_id": "', '"signing_key_id": "f')
-    path.write_text(text)
+def test_key_bundle_with_mismatched_key_ids_is_refused() -> None:
+    data = crypto.key_bundle_to_bytes(generate_device_keys())
+    edited = data.replace(b'"signing_key_id": "', b'"signing_key_id": "f')
     with pytest.raises(KeyFileError, match="key ids"):
-        crypto.load_key_bundle(path)
+        crypto.key_bundle_from_bytes(edited)
 
 
-def test_missing_or_garbage_pem_is_key_file_error(tmp_path: Path) -> None:
+def test_garbage_pem_is_key_file_error() -> None:
     with pytest.raises(KeyFileError):
-        crypto.load_private_key(tmp_path / "absent.pem")
-    path = tmp_path / "garbage.pem"
-    path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-    os.chmod(path, 0o600)
-    with pytest.raises(KeyFileError):
-        crypto.load_private_key(path)
+        crypto.private_key_from_pem(
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        )
 
 
 def test_every_error_is_a_protocol_error_with_code_and_both_languages() -> None:
