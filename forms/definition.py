@@ -51,7 +51,15 @@ __all__ = [
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_REPEAT_DEPTH = 4  # repeats inside repeats: deeper nesting is refused (nobody needs it)
 MergePolicy = Literal["lww", "review"]
-EXPRESSION_ATTRIBUTES = ("required", "relevant", "constraint", "calculate")
+EXPRESSION_ATTRIBUTES = (
+    "required",
+    "relevant",
+    "constraint",
+    "calculate",
+    "choice_filter",
+    "repeat_count",
+    "default",
+)
 
 
 class FieldType(StrEnum):
@@ -73,10 +81,12 @@ class FieldType(StrEnum):
 
 @dataclass(frozen=True)
 class Choice:
-    """One entry of a choice list: the stored ``value`` and its localized ``label``."""
+    """One entry of a choice list: the stored ``value``, its localized ``label`` and the filter
+    columns a ``choice_filter`` reads (``{"county": "c1"}``; XLSForm's extra choices columns)."""
 
     value: str
     label: LocalizedText
+    filters: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,13 @@ class Field:
     fields: tuple[Field, ...] = ()
     min_rows: int | None = None
     max_rows: int | None = None
+    #: select fields: an expression per choice (``choice('county') = ${county}``); only the
+    #: choices for which it is true are offered and accepted.
+    choice_filter: str | None = None
+    #: repeats: an expression giving the number of rows (``${household_size}``): exactly that many.
+    repeat_count: str | None = None
+    #: the value a new record is prefilled with (an expression; a literal for a static default).
+    default: str | None = None
 
     @property
     def is_repeat(self) -> bool:
@@ -344,6 +361,11 @@ class ChoiceSchema(Schema):
         ],
     )
     label = _TextField(required=True)
+    filters = mf.Dict(
+        keys=mf.String(validate=_NAME),
+        values=mf.String(validate=validate.Length(max=1000)),
+        load_default=dict,
+    )
 
 
 class FieldSchema(Schema):
@@ -370,6 +392,9 @@ class FieldSchema(Schema):
     fields = mf.List(mf.Nested(lambda: FieldSchema()), load_default=None)
     min_rows = mf.Integer(load_default=None, strict=True, validate=validate.Range(min=0))
     max_rows = mf.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+    choice_filter = mf.String(load_default=None, validate=_EXPR)
+    repeat_count = mf.String(load_default=None, validate=_EXPR)
+    default = mf.String(load_default=None, validate=_EXPR)
 
 
 class CheckSchema(Schema):
@@ -509,7 +534,9 @@ def load_definition(data: Mapping[str, Any]) -> FormDefinition:
 
     issues: list[DefinitionIssue] = []
     choice_lists = {
-        key: tuple(Choice(value=c["value"], label=c["label"]) for c in entries)
+        key: tuple(
+            Choice(value=c["value"], label=c["label"], filters=dict(c["filters"])) for c in entries
+        )
         for key, entries in loaded["choice_lists"].items()
     }
     for key, entries in choice_lists.items():
@@ -619,6 +646,25 @@ def _build_fields(
                     "missing_calculate",
                 )
             )
+        if not is_select and raw["choice_filter"] is not None:
+            issues.append(
+                DefinitionIssue(
+                    f"{path}/choice_filter",
+                    "only select_one/select_multiple fields take 'choice_filter'",
+                    "unexpected_attribute",
+                )
+            )
+        if (
+            ftype in (FieldType.NOTE, FieldType.CALCULATE, FieldType.REPEAT)
+            and raw["default"] is not None
+        ):
+            issues.append(
+                DefinitionIssue(
+                    f"{path}/default",
+                    f"a {ftype} field takes no default (nobody types its value)",
+                    "unexpected_attribute",
+                )
+            )
         if ftype in (FieldType.NOTE, FieldType.CALCULATE) and raw["constraint"] is not None:
             issues.append(
                 DefinitionIssue(
@@ -661,7 +707,7 @@ def _build_fields(
                     )
                 )
         else:
-            for attr in ("fields", "min_rows", "max_rows"):
+            for attr in ("fields", "min_rows", "max_rows", "repeat_count"):
                 if raw[attr] is not None:
                     issues.append(
                         DefinitionIssue(
@@ -690,6 +736,9 @@ def _build_fields(
                 fields=children,
                 min_rows=raw["min_rows"],
                 max_rows=raw["max_rows"],
+                choice_filter=raw["choice_filter"],
+                repeat_count=raw["repeat_count"],
+                default=raw["default"],
             )
         )
     return tuple(built)
@@ -958,6 +1007,16 @@ def _dump_field(fld: Field) -> dict[str, Any]:
         out["min_rows"] = fld.min_rows
     if fld.max_rows is not None:
         out["max_rows"] = fld.max_rows
+    for attr in ("choice_filter", "repeat_count", "default"):
+        if getattr(fld, attr) is not None:
+            out[attr] = getattr(fld, attr)
+    return out
+
+
+def _dump_choice(choice: Choice) -> dict[str, Any]:
+    out: dict[str, Any] = {"value": choice.value, "label": choice.label.to_dict()}
+    if choice.filters:
+        out["filters"] = dict(choice.filters)
     return out
 
 
@@ -976,8 +1035,7 @@ def dump_definition(defn: FormDefinition) -> dict[str, Any]:
     }
     if defn.choice_lists:
         out["choice_lists"] = {
-            key: [{"value": c.value, "label": c.label.to_dict()} for c in entries]
-            for key, entries in defn.choice_lists.items()
+            key: [_dump_choice(c) for c in entries] for key, entries in defn.choice_lists.items()
         }
     if defn.checks:
         checks = []

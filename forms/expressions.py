@@ -676,11 +676,13 @@ class Environment:
             names defined there. When given, a name defined in a row resolves in that row even when
             the row leaves it empty; without it, presence of the key decides.
         rows: enclosing repeat rows, outermost first (set by :meth:`in_row`).
+        choice: while a ``choice_filter`` is evaluated, the choice being tested: its value
+            (``name``) and its filter columns, read by ``choice('county')``.
     """
 
     # A plain slotted class, not a dataclass: one is made per repeat row per row function call,
     # which is the evaluator's hottest allocation.
-    __slots__ = ("context", "current", "level_names", "rows", "values")
+    __slots__ = ("choice", "context", "current", "level_names", "rows", "values")
 
     def __init__(
         self,
@@ -689,24 +691,34 @@ class Environment:
         context: EvaluationContext | None = None,
         level_names: Mapping[str, frozenset[str]] | None = None,
         rows: tuple[_RowScope, ...] = (),
+        choice: Mapping[str, str] | None = None,
     ) -> None:
         self.values = values
         self.current = current
         self.context = context if context is not None else EvaluationContext()
         self.level_names = level_names
         self.rows = rows
+        self.choice = choice
 
     def in_row(self, repeat_path: str, row: Mapping[str, Any], current: Any = None) -> Environment:
         """A child environment inside one row of the repeat at ``repeat_path``."""
         names = self.level_names.get(repeat_path) if self.level_names is not None else None
         scope = _RowScope(repeat_path, row, names)
         return Environment(
-            self.values, current, self.context, self.level_names, (*self.rows, scope)
+            self.values, current, self.context, self.level_names, (*self.rows, scope), self.choice
         )
 
     def with_current(self, current: Any) -> Environment:
         """The same environment with ``.`` bound to ``current``."""
-        return Environment(self.values, current, self.context, self.level_names, self.rows)
+        return Environment(
+            self.values, current, self.context, self.level_names, self.rows, self.choice
+        )
+
+    def with_choice(self, choice: Mapping[str, str]) -> Environment:
+        """The same environment testing one choice of a ``choice_filter`` (``choice('…')``)."""
+        return Environment(
+            self.values, self.current, self.context, self.level_names, self.rows, choice
+        )
 
     def value(self, name: str) -> Any:
         """The value of ``${name}``: rows innermost first, then the top level; missing is None."""
@@ -903,6 +915,15 @@ def _fn_once(node: Call, args: tuple[Compiled, ...], env: Environment) -> Any:
     if env.current is not None and env.current != "":
         return env.current
     return args[0](env)
+
+
+def _fn_choice(env: Environment, column: Any) -> str | None:
+    """A column of the choice a ``choice_filter`` is testing: ``choice('name')`` is its value,
+    any other name one of its filter columns (XLSForm writes them as bare names, ``county``);
+    empty when the column is empty or no choice is being tested."""
+    if env.choice is None:
+        return None
+    return _normalize(env.choice.get(_as_text(column)))
 
 
 def _fn_date(env: Environment, value: Any) -> date | None:
@@ -1199,6 +1220,13 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             _fn_once,
             "the recorded value (.) when there is one, else x (computed once, as in ODK)",
             lazy=True,
+        ),
+        _spec(
+            "choice",
+            1,
+            1,
+            _fn_choice,
+            "a column of the choice a choice_filter tests ('name' is its value)",
         ),
         _spec("date", 1, 1, _fn_date, "date from 'YYYY-MM-DD'", check=_check_date_literal),
         _spec("year", 1, 1, _date_part("year"), "year of a date"),

@@ -64,6 +64,12 @@ _PATH_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")
 _NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _REFERENCE_RE = re.compile(r"\$\{([^{}\s]+)\}")
+# Tokens of a choice_filter: strings, ${…} and numbers stay; a bare word is a choice column
+# unless a '(' follows (a function, ODK's names may hold ':' and '-').
+_FILTER_TOKEN_RE = re.compile(
+    r"'[^']*'|\"[^\"]*\"|\$\{[^{}]*\}|[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_:\-]*)(?P<call>\s*\()?"
+)
 #: Versions are stored as whole numbers (PostgreSQL ``integer``); ODK's date stamps fit.
 MAX_VERSION = 2**31 - 1
 #: The choice list our exports use for a yes/no question (ODK has no boolean type); a
@@ -277,8 +283,10 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "required_message": True,
     "guidance_hint": True,
     "calculation": False,
-    # Read for ``hidden`` rows (their value); elsewhere ignored with a warning (_IGNORED_COLUMNS).
+    # The value a new record is prefilled with (for ``hidden`` rows: their value).
     "default": False,
+    # Cascading selects: which choices are offered, per the answers so far.
+    "choice_filter": False,
     # A calculation recomputed when another answer changes: the tablet's value stands (once()).
     "trigger": False,
     "appearance": False,
@@ -325,12 +333,7 @@ _HEADER_ALIASES = {
 }
 
 # Columns whose meaning we cannot keep yet: a form using them is refused at the header cell.
-_REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
-    "choice_filter": (
-        "cascading selects (choice_filter) are not supported yet: every choice would be offered",
-        "暂不支持级联选项（choice_filter）：否则所有选项都会出现",
-    ),
-}
+_REFUSED_COLUMNS: dict[str, tuple[str, str]] = {}
 # Columns ODK knows that only change how a question is shown (or its help texts): ignored with a
 # located warning, the form imports.
 _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
@@ -339,11 +342,6 @@ _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
     "big_image": ("media in questions are not shown", "不显示题目中的多媒体"),
     "audio": ("media in questions are not shown", "不显示题目中的多媒体"),
     "video": ("media in questions are not shown", "不显示题目中的多媒体"),
-    "default": (
-        "defaults are not prefilled: the field worker types the value (a hidden row's default "
-        "is its value)",
-        "不预填默认值：由调查员填写（hidden 行的 default 即其取值）",
-    ),
     "autoplay": ("media are not played", "不播放多媒体"),
     "body": ("presentation only", "仅影响显示"),
     "style": ("presentation only", "仅影响显示"),
@@ -805,6 +803,9 @@ _FIELD_PROPERTY_COLUMNS = {
     "sensitive": "sensitive",
     "min_rows": "min_rows",
     "max_rows": "max_rows",
+    "choice_filter": "choice_filter",
+    "repeat_count": "repeat_count",
+    "default": "default",
 }
 _CHECK_PROPERTY_COLUMNS = {k: k for k in _CHECKS_COLUMNS}
 _SETTINGS_PROPERTY_COLUMNS = {
@@ -1040,6 +1041,11 @@ class _Reader:
         self.renamed_lists: dict[str, str] = {}
         self.zh_warned: set[tuple[str, str]] = set()
         self.boolean_lists: set[str] = set()
+        # Extra columns of the choices sheet (ODK's filter columns: ``county`` of a village
+        # list), kept on each choice for choice_filter; those no filter reads are dropped after
+        # the survey is read, with a warning.
+        self.filter_columns: dict[str, _Column] = {}
+        self.filters_read: set[str] = set()
 
     # -- sheets ---------------------------------------------------------------------------
 
@@ -1065,6 +1071,7 @@ class _Reader:
         settings = self._read_settings()
         self._read_choices()
         fields = self._read_survey()
+        self._keep_read_filters()
         checks = self._read_checks()
         upgrade = self._read_upgrade(settings.get("version"))
         for list_name in self.boolean_lists:
@@ -1359,7 +1366,21 @@ class _Reader:
         raw = self._find_sheet("choices")
         if raw is None or self.lone:
             return
-        sheet = _read_sheet(raw, _CHOICES_COLUMNS, self.issues, self.plain_language)
+        filter_keys = {
+            key: False
+            for key, lang in (_normalise_header(h) for _, h in raw.header if not h.startswith("$"))
+            if lang is None
+            and key not in _CHOICES_COLUMNS
+            and key not in _IGNORED_COLUMNS
+            and key not in _TRANSLATABLE_KEYS
+            and _NAME_RE.match(key)
+        }
+        sheet = _read_sheet(
+            raw, {**_CHOICES_COLUMNS, **filter_keys}, self.issues, self.plain_language
+        )
+        self.filter_columns = {
+            key: col for (key, _), col in sheet.columns.items() if key in filter_keys
+        }
         self.origins.choices = sheet
         if not self._has_columns(sheet, ("list_name", "name")):
             # Name the lists anyway, so select questions do not also report them missing.
@@ -1410,9 +1431,55 @@ class _Reader:
             seen[(list_name, value)] = row.number
             self.origins.choice_value_rows[(list_name, value)] = row.number
             label = self._texts(row, "label", required=True, what="choice label")
-            self.choice_lists.setdefault(list_name, []).append(
-                {"value": value, "label": label or {"zh": value}}
-            )
+            choice: dict[str, Any] = {"value": value, "label": label or {"zh": value}}
+            filters = {key: row.get(key) for key in self.filter_columns if row.get(key)}
+            if filters:
+                choice["filters"] = filters
+            self.choice_lists.setdefault(list_name, []).append(choice)
+
+    def _keep_read_filters(self) -> None:
+        """Keep on the choices only the filter columns some choice_filter reads; any other
+        extra column of the choices sheet is ignored, with a warning at its header."""
+        for key, col in self.filter_columns.items():
+            if key in self.filters_read or self.origins.choices is None:
+                continue
+            if any(row.get(key) for row in self.origins.choices.rows):
+                self.issues.add(
+                    "ignored_column",
+                    f"column {col.header!r} is ignored: no choice_filter reads it",
+                    f"已忽略列 {col.header!r}：没有 choice_filter 使用该列",
+                    sheet=self.origins.choices,
+                    row=1,
+                    column=col,
+                    warning=True,
+                )
+        for entries in self.choice_lists.values():
+            for choice in entries:
+                kept = {
+                    k: v for k, v in choice.pop("filters", {}).items() if k in self.filters_read
+                }
+                if kept:
+                    choice["filters"] = kept
+
+    def _choice_filter(self, row: _Row) -> str | None:
+        """A ``choice_filter`` cell in our expression language: XLSForm names the columns of
+        the choice being tested by bare words (``county = ${county}``, ``name != 'x'``); each
+        becomes ``choice('county')``. ``${…}``, strings, function names and ``and or div mod``
+        stay as written."""
+        text = self._expression(row, "choice_filter")
+        if text is None:
+            return None
+
+        def bare(match: re.Match[str]) -> str:
+            word = match.group("word")
+            if word is None or match.group("call") or word in ("and", "or", "div", "mod"):
+                return match.group(0)
+            key = word.lower()
+            if key != "name":
+                self.filters_read.add(key)
+            return f"choice('{key}')"
+
+        return _FILTER_TOKEN_RE.sub(bare, text)
 
     # -- survey ---------------------------------------------------------------------------
 
@@ -1619,6 +1686,19 @@ class _Reader:
             fdef["choices"] = list_name
             if or_other and list_name is not None:
                 fdef["choices"] = self._or_other_list(list_name)
+        choice_filter = self._choice_filter(row)
+        if choice_filter is not None and kind in _SELECT_TYPES:
+            fdef["choice_filter"] = choice_filter
+        elif choice_filter is not None:
+            self.issues.at(
+                row,
+                "choice_filter",
+                "misplaced_value",
+                "choice_filter only applies to select questions",
+                "choice_filter 只能用于选择题",
+            )
+        if not hidden:
+            self._default(row, ftype, fdef)
         unit = row.get("unit")
         if unit:
             fdef["unit"] = unit
@@ -1725,14 +1805,8 @@ class _Reader:
         if not text or ftype != "repeat":
             return
         if not _DIGITS_RE.match(text):
-            self.issues.at(
-                row,
-                "repeat_count",
-                "unsupported_column",
-                f"repeat_count {text!r} is computed from other answers, which is not supported "
-                "yet; use a whole number or min_rows / max_rows",
-                f"暂不支持按其他答案计算的 repeat_count {text!r}；请填整数或用 min_rows / max_rows",
-            )
+            # Computed from other answers (``${household_size}``): validated per record.
+            fdef["repeat_count"] = self._expression(row, "repeat_count")
             return
         for key in ("min_rows", "max_rows"):
             fdef.setdefault(key, int(text))
@@ -1745,14 +1819,43 @@ class _Reader:
             warning=True,
         )
 
+    def _default(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
+        """``default``: the value a new record starts with. A static default is kept as a
+        literal (``5``, ``'B-7'``); one with ``${…}`` or a function call is an expression the
+        tablet evaluates when the record is made (ODK's dynamic defaults)."""
+        text = row.get("default")
+        if not text:
+            return
+        if ftype in ("note", "calculate", "repeat"):
+            self.issues.at(
+                row,
+                "default",
+                "ignored_column",
+                f"a default on a {ftype} row means nothing (nobody types its value); ignored",
+                f"{ftype} 行的 default 没有意义（无人填写其值），已忽略",
+                warning=True,
+            )
+            return
+        dynamic = "${" in text or re.search(r"[A-Za-z][A-Za-z0-9:\-]*\s*\(", text)
+        if dynamic:
+            fdef["default"] = self._expression(row, "default")
+        elif ftype == "date" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            fdef["default"] = f"date('{text}')"
+        else:
+            fdef["default"] = _literal(text)
+
     def _read_only(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
         """``read_only``: fine on a note, on a calculation and on a question whose value is
-        calculated (nobody types it); a read-only question with nothing to fill it (its
-        value would come from a default) cannot be kept yet."""
+        calculated (nobody types it). A read-only question with a default keeps the default
+        as its value (nobody can change it: it is calculated from the default); one with
+        neither cannot be kept."""
         text = row.get("read_only")
         if not text or text.lower() in _FALSE_WORDS:
             return
         if ftype in ("note", "calculate", "repeat") or fdef.get("calculate"):
+            return
+        if fdef.get("default"):
+            fdef["calculate"] = f"once({fdef.pop('default')})"
             return
         self.issues.at(
             row,
@@ -2202,6 +2305,9 @@ _BOOLEAN_CHOICES = (
 )
 
 _FIELD_KEYS = {
+    "choice_filter",
+    "repeat_count",
+    "default",
     "name",
     "type",
     "label",
@@ -2311,6 +2417,21 @@ def _flag_text(value: Any) -> str:
     return str(value)
 
 
+_CHOICE_COLUMN_RE = re.compile(r"""choice\((['"])([a-z][a-z0-9_]*)\1\)""")
+
+
+def _default_cell(expression: str) -> str:
+    """A default as ODK writes it: a literal's text (``'大寨'`` → ``大寨``, ``date('2026-12-01')``
+    → ``2026-12-01``), an expression as it is (read back as the same by the importer)."""
+    literal = re.fullmatch(r"'([^']*)'|\"([^\"]*)\"|date\('(\d{4}-\d{2}-\d{2})'\)", expression)
+    if literal is None:
+        return expression
+    text = next(g for g in literal.groups() if g is not None)
+    if "${" in text or re.search(r"[A-Za-z][A-Za-z0-9:\-]*\s*\(", text):
+        return expression  # text that would read back as an expression stays quoted
+    return text
+
+
 def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: Source) -> None:
     """Write a form definition as an XLSForm workbook that :func:`import_xlsform` reads back.
 
@@ -2361,6 +2482,9 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         "sensitive",
         "min_rows",
         "max_rows",
+        "repeat_count",
+        "choice_filter",
+        "default",
     ]
     rows: list[dict[str, str]] = []
 
@@ -2401,6 +2525,13 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
             for key in ("min_rows", "max_rows"):
                 if item.get(key) is not None:
                     row[key] = str(item[key])
+            if item.get("repeat_count"):
+                row["repeat_count"] = item["repeat_count"]
+            if item.get("choice_filter"):
+                # ODK names the tested choice's columns by bare words.
+                row["choice_filter"] = _CHOICE_COLUMN_RE.sub(r"\2", item["choice_filter"])
+            if item.get("default"):
+                row["default"] = _default_cell(item["default"])
             rows.append(row)
             if ftype == "repeat":
                 add_fields(item.get("fields") or [])
@@ -2418,18 +2549,24 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
             )
         choice_lists = {**choice_lists, EXPORT_BOOLEAN_LIST: _BOOLEAN_CHOICES}
     choice_langs = _languages(c.get("label") for items in choice_lists.values() for c in items)
+    filter_columns = list(
+        dict.fromkeys(
+            k for items in choice_lists.values() for c in items for k in c.get("filters", {})
+        )
+    )
     choice_rows = [
         {
             "list_name": list_name,
             "name": str(choice["value"]),
             **{f"label::{lang}": text for lang, text in (choice.get("label") or {}).items()},
+            **dict(choice.get("filters") or {}),
         }
         for list_name, items in choice_lists.items()
         for choice in items
     ]
     _write_table(
         workbook.create_sheet("choices"),
-        ["list_name", "name", *(f"label::{lang}" for lang in choice_langs)],
+        ["list_name", "name", *(f"label::{lang}" for lang in choice_langs), *filter_columns],
         choice_rows,
     )
 

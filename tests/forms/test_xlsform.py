@@ -579,8 +579,8 @@ def located(issue: XLSFormIssue) -> tuple[str | None, int | None, str | None, st
         ),
         pytest.param(
             [["type", "name", "label", "choice_filter"], ["text", "a", "甲", "x = 1"]],
-            ("survey", 1, "D", "choice_filter", "unsupported_column"),
-            id="choice-filter",
+            ("survey", 2, "D", "choice_filter", "misplaced_value"),
+            id="choice-filter-on-text",
         ),
         pytest.param(
             [["type", "name", "label", "label::Chinese"], ["text", "a", "甲", "甲"]],
@@ -663,9 +663,9 @@ def warnings_of(source: io.BytesIO, filename: str | None = "housing.xlsx") -> li
             id="unknown-column",
         ),
         pytest.param(
-            lambda: workbook([["type", "name", "label", "default"], ["integer", "a", "甲", 0]]),
-            ("survey", 1, "D", "default", "ignored_column"),
-            id="default",
+            lambda: workbook([["type", "name", "label", "default"], ["note", "a", "甲", "x"]]),
+            ("survey", 2, "D", "default", "ignored_column"),
+            id="default-on-a-note",
         ),
         pytest.param(
             lambda: workbook(

@@ -185,12 +185,85 @@ def test_presentation_columns_and_appearances_are_ignored_with_located_warnings(
     assert fields(result.definition)["a"].guidance_hint.to_dict() == {"zh": "Ask slowly"}
 
 
-def test_a_default_is_not_prefilled_and_says_so() -> None:
+def test_a_default_is_kept_with_the_required_message() -> None:
     result = read("default_and_required_message")
-    assert fields(result.definition)["people"].required is True
-    headers = {w.header for w in result.warnings if w.code == "ignored_column"}
-    assert headers == {"default"}
-    assert fields(result.definition)["people"].required_message.to_dict() == {"zh": "Fill this in"}
+    people = fields(result.definition)["people"]
+    assert (people.required, people.default) == (True, "1")
+    assert not {w.header for w in result.warnings if w.code == "ignored_column"}
+    assert people.required_message.to_dict() == {"zh": "Fill this in"}
+
+
+def test_static_and_dynamic_defaults_prefill_a_new_record() -> None:
+    from datetime import date
+
+    from forms.expressions import EvaluationContext
+    from forms.validation import prefill
+
+    defn = read("defaults_static_and_dynamic").definition
+    f = fields(defn)
+    assert {name: f[name].default for name in f} == {
+        "people": "1",
+        "village": "'大寨'",
+        "visited": "today()",
+        "planned": "date('2026-12-01')",
+        "adults": "${people} - 1",
+        "batch": None,
+    }
+    # read_only with a default: the default is its value, nobody changes it
+    assert f["batch"].calculate == "once('B-7')"
+    context = EvaluationContext(today=date(2026, 11, 25))
+    assert prefill(defn, {}, context) == {
+        "people": 1,
+        "village": "大寨",
+        "visited": "2026-11-25",
+        "planned": "2026-12-01",
+        "adults": 0,
+    }
+    # what the field worker already typed is never replaced
+    assert prefill(defn, {"people": 5}, context)["adults"] == 4
+    assert prefill(defn, {"people": 5}, context)["people"] == 5
+    assert not validate_record(defn, prefill(defn, {}, context), context).errors
+
+
+def test_choice_filter_offers_and_accepts_only_the_filtered_choices() -> None:
+    result = read("cascading_choice_filter")
+    defn = result.definition
+    f = fields(defn)
+    assert f["town"].choice_filter == "choice('county')=${county}"
+    assert f["crops"].choice_filter == (
+        "selected(${county}, choice('region')) and choice('name') != 'none'"
+    )
+    assert [c.filters for c in defn.choice_lists["town"]] == [{"county": "c1"}, {"county": "c2"}]
+    assert [c.filters for c in defn.choice_lists["crop"]] == [
+        {"region": "c1"},
+        {"region": "c2"},
+        {"region": "c1"},
+    ]
+    # media::image is not a filter column: ignored with a warning, not kept on the choices
+    assert {w.header for w in result.warnings if w.code == "ignored_column"} == {"media::image"}
+    ok = validate_record(defn, {"county": "c1", "town": "t1", "crops": "rice"})
+    assert not ok.errors, ok.errors
+    wrong = validate_record(defn, {"county": "c1", "town": "t2", "crops": ["rice", "corn", "none"]})
+    assert [(e.code, e.path) for e in wrong.errors] == [("choice", "town"), ("choice", "crops")]
+    assert "corn" in wrong.errors[1].message["en"] and "none" in wrong.errors[1].message["en"]
+    assert "rice" not in wrong.errors[1].message["en"]
+    # unanswered county: no town passes the filter; nothing typed is lost
+    assert [e.code for e in validate_record(defn, {"town": "t1"}).errors] == ["choice"]
+    assert validate_record(defn, {"town": "t1"}).cleaned == {"town": "t1"}
+
+
+def test_a_computed_repeat_count_asks_for_exactly_that_many_rows() -> None:
+    defn = read("computed_repeat_count").definition
+    member = fields(defn)["member"]
+    assert (member.repeat_count, member.min_rows, member.max_rows) == ("${n}", None, None)
+    rows = [{"_id": "r1", "mname": "甲"}, {"_id": "r2", "mname": "乙"}]
+    assert not validate_record(defn, {"n": 2, "member": rows}).errors
+    short = validate_record(defn, {"n": 3, "member": rows})
+    assert [(e.code, e.path) for e in short.errors] == [("rows", "member")]
+    assert "3" in short.errors[0].message["en"]
+    assert not validate_record(defn, {"n": 0}).errors
+    # an undetermined count (n is not a number) decides nothing: only n's own error
+    assert [e.path for e in validate_record(defn, {"n": "x", "member": rows}).errors] == ["n"]
 
 
 def test_required_message_and_guidance_hint_keep_every_language_and_round_trip(
@@ -251,8 +324,6 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
     ("name", "expected"),
     [
         ("refused_entities", [("entities", None, None, None, "unsupported_sheet")]),
-        ("refused_choice_filter", [("survey", 1, "D", "choice_filter", "unsupported_column")]),
-        ("refused_repeat_count", [("survey", 3, "D", "repeat_count", "unsupported_column")]),
         (
             "refused_time",
             [
@@ -386,3 +457,20 @@ def test_a_trigger_keeps_the_value_the_tablet_computed() -> None:
     assert not recorded.errors and recorded.cleaned["weighed"] == 20700.25
     fresh = validate_record(result.definition, {"weight": 61}, context)
     assert not fresh.errors and fresh.cleaned["weighed"] == 20782.5
+
+
+@pytest.mark.parametrize(
+    "name", ["cascading_choice_filter", "computed_repeat_count", "defaults_static_and_dynamic"]
+)
+def test_choice_filters_repeat_counts_and_defaults_export_and_read_back(
+    name: str, tmp_path: Path
+) -> None:
+    from pyxform.xls2xform import convert
+
+    from forms.xlsform import export_xlsform
+
+    defn = read(name).definition
+    out = tmp_path / f"{name}.xlsx"
+    export_xlsform(defn, out)
+    assert read_xlsform(out.read_bytes(), out.name).definition == defn
+    convert(xlsform=out.read_bytes(), file_type=".xlsx")  # still an ODK XLSForm

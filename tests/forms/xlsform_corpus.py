@@ -182,6 +182,40 @@ CORPUS: dict[str, str] = {
 |         | source    | well  | Well  |
 |         | source    | tap   | Tap   |
 """,
+    "cascading_choice_filter": """
+| survey |
+|        | type                | name     | label    | choice_filter                         |
+|        | select_one county   | county   | County   |                                       |
+|        | select_one town     | town     | Town     | county=${county}                      |
+|        | select_multiple crop | crops   | Crops    | selected(${county}, region) and name != 'none' |
+| choices |
+|         | list_name | name | label  | county | region | media::image |
+|         | county    | c1   | C1     |        |        |              |
+|         | county    | c2   | C2     |        |        |              |
+|         | town      | t1   | T1     | c1     |        |              |
+|         | town      | t2   | T2     | c2     |        |              |
+|         | crop      | rice | Rice   |        | c1     | rice.png     |
+|         | crop      | corn | Corn   |        | c2     |              |
+|         | crop      | none | None   |        | c1     |              |
+""",
+    "computed_repeat_count": """
+| survey |
+|        | type         | name    | label   | repeat_count |
+|        | integer      | n       | N       |              |
+|        | begin repeat | member  | Member  | ${n}         |
+|        | text         | mname   | Name    |              |
+|        | end repeat   |         |         |              |
+""",
+    "defaults_static_and_dynamic": """
+| survey |
+|        | type    | name     | label    | default          | read_only |
+|        | integer | people   | People   | 1                |           |
+|        | text    | village  | Village  | 大寨              |           |
+|        | date    | visited  | Visited  | today()          |           |
+|        | date    | planned  | Planned  | 2026-12-01       |           |
+|        | integer | adults   | Adults   | ${people} - 1    |           |
+|        | text    | batch    | Batch    | B-7              | yes       |
+""",
     "id_number_domain_check": """
 | survey |
 |        | type | name      | label    | sensitive | merge  | constraint  |
@@ -196,24 +230,6 @@ CORPUS: dict[str, str] = {
 |          | list_name | label    |
 |          | trees     | ${tree}  |
 """,
-    "refused_choice_filter": """
-| survey |
-|        | type              | name     | label    | choice_filter         |
-|        | select_one county | county   | County   |                       |
-|        | select_one town   | town     | Town     | county=${county}      |
-| choices |
-|         | list_name | name | label  | county |
-|         | county    | c1   | C1     |        |
-|         | town      | t1   | T1     | c1     |
-""",
-    "refused_repeat_count": """
-| survey |
-|        | type         | name    | label   | repeat_count |
-|        | integer      | n       | N       |              |
-|        | begin repeat | member  | Member  | ${n}         |
-|        | text         | mname   | Name    |              |
-|        | end repeat   |         |         |              |
-""",
     "refused_time": """
 | survey |
 |        | type     | name | label |
@@ -227,8 +243,8 @@ CORPUS: dict[str, str] = {
 """,
     "refused_read_only": """
 | survey |
-|        | type | name | label | read_only | default |
-|        | text | code | Code  | yes       | A1      |
+|        | type | name | label | read_only |
+|        | text | code | Code  | yes       |
 """,
     "odk_time_functions": """
 | survey |
