@@ -17,6 +17,7 @@ are the edge for a path or a stream.
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ from pyxform import aliases as pyxform_aliases
 from forms.definition import FormDefinition, dump_definition, load_definition
 from forms.errors import DefinitionIssue, FormDefinitionError, FormsError
 from forms.text import LANGUAGE_TAG
+from forms.xlsform_attachments import AttachmentError, read_choice_file
 from forms.xlsform_source import (
     MAX_WORKBOOK_BYTES,
     RawSheet,
@@ -175,14 +177,6 @@ _REFUSED_TYPES: dict[str, tuple[str, str]] = {
     "geotrace": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
     "geoshape": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
     "rank": ("rank questions are not supported yet", "暂不支持排序题"),
-    "select_one_from_file": (
-        "choices from an attached file are not supported yet",
-        "暂不支持附件选项文件",
-    ),
-    "select_multiple_from_file": (
-        "choices from an attached file are not supported yet",
-        "暂不支持附件选项文件",
-    ),
     "select_one_external": ("external choices are not supported", "不支持外部选项"),
     "xml-external": ("external instances are not supported yet", "暂不支持外部数据"),
     "csv-external": ("external instances are not supported yet", "暂不支持外部数据"),
@@ -1025,8 +1019,18 @@ class _Reader:
     """Reads one workbook's sheets into a contracts §1 dict, collecting located issues and
     warnings."""
 
-    def __init__(self, sheets: Sequence[RawSheet], file_stem: str | None = None) -> None:
+    def __init__(
+        self,
+        sheets: Sequence[RawSheet],
+        file_stem: str | None = None,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.raw = {s.title: s for s in sheets}
+        # Files uploaded with the form, by their name without directory.
+        self.attachments = {
+            re.split(r"[\\/]", name)[-1]: data for name, data in (attachments or {}).items()
+        }
+        self.file_lists: dict[str, str] = {}  # attached file name -> its choice list
         self.lone = any(s.lone for s in sheets)
         self.file_stem = file_stem
         self.issues = _Collector()
@@ -1437,6 +1441,36 @@ class _Reader:
                 choice["filters"] = filters
             self.choice_lists.setdefault(list_name, []).append(choice)
 
+    def _file_choices(self, row: _Row, filename: str) -> str | None:
+        """The choice list read from an attached file (``villages.csv`` → ``villages_csv``),
+        read once however many questions use it; ``None`` when it is missing or unreadable
+        (refused at the type cell: the choices cannot be guessed)."""
+        if filename in self.file_lists:
+            return self.file_lists[filename]
+        data = self.attachments.get(filename)
+        if data is None:
+            self.issues.at(
+                row,
+                "type",
+                "missing_attachment",
+                f"the choices of this question come from {filename!r}: upload that file with "
+                "the form",
+                f"此题的选项来自 {filename!r}：请与表单一起上传该文件",
+            )
+            return None
+        try:
+            choices = read_choice_file(filename, data, _language_tag)
+        except AttachmentError as exc:
+            self.issues.at(row, "type", "bad_attachment", exc.message, exc.message_zh)
+            return None
+        list_name = _our_name(filename) or "file_choices"
+        while list_name in self.named_lists or list_name in self.choice_lists:
+            list_name += "_file"
+        self.file_lists[filename] = list_name
+        self.named_lists.add(list_name)
+        self.choice_lists[list_name] = choices
+        return list_name
+
     def _keep_read_filters(self) -> None:
         """Keep on the choices only the filter columns some choice_filter reads; any other
         extra column of the choices sheet is ignored, with a warning at its header."""
@@ -1561,6 +1595,11 @@ class _Reader:
                 f"题型 {raw_type!r} 按 {kind} 读取：{reason_zh}",
                 warning=True,
             )
+        if kind in ("select_one_from_file", "select_multiple_from_file") and list_name:
+            file_list = self._file_choices(row, list_name)
+            if file_list is None:
+                return
+            kind, list_name = kind.removesuffix("_from_file"), file_list
         if kind in _SELECT_TYPES:
             if list_name is None:
                 self.issues.at(
@@ -2166,7 +2205,8 @@ class _Reader:
 # Public API: import
 
 
-Source = str | Path | IO[bytes]
+#: A workbook to import: its bytes or an open binary stream (an upload).
+Workbook = bytes | IO[bytes]
 
 
 def _file_refusal(code: str, message: str, message_zh: str) -> XLSFormError:
@@ -2190,14 +2230,19 @@ class XLSFormImport:
 _PYXFORM_STAND_INS = {BOOLEAN_TYPE: "text"}
 
 
-def read_xlsform(data: bytes, filename: str | None = None) -> XLSFormImport:
+def read_xlsform(
+    data: bytes, filename: str | None = None, attachments: Mapping[str, bytes] | None = None
+) -> XLSFormImport:
     """Read an XLSForm given as bytes (.xlsx, .xlsm, .xls or Markdown tables).
 
     The cells are read bounded (:mod:`forms.xlsform_source`), mapped onto a definition with our
     domain checks, and the same cells are converted by pyxform, ODK's reference converter: a
     form pyxform refuses is refused with its message (``pyxform_refused``) even when nothing
     else is wrong. ``filename`` (no directory needed) gives the form id when there is no
-    ``form_id``, as in pyxform. Nothing is read from or written to disk.
+    ``form_id``, as in pyxform. ``attachments`` are the files uploaded with the form, by
+    file name: the choices of ``select_one_from_file villages.csv`` come from
+    ``attachments["villages.csv"]`` (CSV or XML, :mod:`forms.xlsform_attachments`). Nothing is
+    read from or written to disk.
 
     Raises:
         XLSFormError: ``not_xlsx`` / ``too_large`` for the file as a whole, else
@@ -2209,7 +2254,7 @@ def read_xlsform(data: bytes, filename: str | None = None) -> XLSFormImport:
         sheets = read_sheets(data, filename)
     except SourceError as exc:
         raise _file_refusal(exc.code, f"{name}: {exc.message}", f"{name} {exc.message_zh}") from exc
-    reader = _Reader(sheets, stem)
+    reader = _Reader(sheets, stem, attachments)
     document = reader.read()
     if reader.issues.issues:
         raise XLSFormError(reader.issues.issues)
@@ -2251,30 +2296,23 @@ def _file_stem(filename: str | None) -> str | None:
     return (stem if dot else base) or None
 
 
-def _source_bytes(source: Source) -> tuple[bytes, str | None]:
-    """The edge for callers holding a path or a stream: read at most one byte over the limit."""
+def _source_bytes(source: Workbook) -> tuple[bytes, str | None]:
+    """Bytes, or a stream read to at most one byte over the limit. Paths are the callers' to
+    open (the CLI edge): the form engine does no file I/O."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), None
     if isinstance(source, str | Path):
-        name = str(source)
-        try:
-            with open(source, "rb") as handle:
-                return handle.read(MAX_WORKBOOK_BYTES + 1), name
-        except FileNotFoundError as exc:
-            raise _file_refusal(
-                "file_not_found", f"no such file: {name}", f"找不到文件：{name}"
-            ) from exc
-        except OSError as exc:
-            raise _file_refusal(
-                "not_xlsx", f"{name} cannot be read: {exc}", f"无法读取 {name}：{exc}"
-            ) from exc
+        raise TypeError("pass the workbook's bytes or an open binary stream, not a path")
     # An upload (werkzeug's FileStorage) knows its file name; a plain stream may know a path.
     name = getattr(source, "filename", None) or getattr(source, "name", None)
     return source.read(MAX_WORKBOOK_BYTES + 1), str(name) if isinstance(name, str) else None
 
 
-def import_xlsform(source: Source) -> dict[str, Any]:
+def import_xlsform(source: Workbook) -> dict[str, Any]:
     """Read an XLSForm workbook into a form definition document (contracts §1).
 
-    ``source`` is a path or a binary file object (read into memory, then :func:`read_xlsform`).
+    ``source`` is the workbook's bytes or a binary file object (read into memory, then
+    :func:`read_xlsform`).
     The document is also checked by :func:`forms.definition.load_definition`, so what this
     returns always loads. Warnings are dropped; use :func:`read_xlsform` to show them.
 
@@ -2286,7 +2324,7 @@ def import_xlsform(source: Source) -> dict[str, Any]:
     return read_xlsform(data, name).document
 
 
-def load_xlsform(source: Source) -> FormDefinition:
+def load_xlsform(source: Workbook) -> FormDefinition:
     """Read an XLSForm workbook straight into a :class:`FormDefinition`.
 
     Raises:
@@ -2432,8 +2470,12 @@ def _default_cell(expression: str) -> str:
     return text
 
 
-def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: Source) -> None:
-    """Write a form definition as an XLSForm workbook that :func:`import_xlsform` reads back.
+def export_xlsform(
+    definition: FormDefinition | Mapping[str, Any], destination: IO[bytes] | None = None
+) -> bytes:
+    """A form definition as an XLSForm workbook that :func:`import_xlsform` reads back: its
+    bytes, also written to the binary stream ``destination`` when one is given (writing a file
+    is the caller's: the CLI edge).
 
     ``definition`` is a :class:`FormDefinition` or a contracts §1 document (checked with
     :func:`load_definition` first). Every cell is written as text. The workbook reads back to the
@@ -2445,7 +2487,10 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         XLSFormError: (code ``export_unsupported``) the definition holds something XLSForm cannot
             carry, so writing it would silently lose it.
         OSError: ``destination`` cannot be written.
+        TypeError: ``destination`` is a path, not a stream.
     """
+    if isinstance(destination, str | Path):
+        raise TypeError("export_xlsform writes to a binary stream; write the bytes to the file")
     loaded = definition if isinstance(definition, FormDefinition) else load_definition(definition)
     doc = dump_definition(loaded)
     for key, value in doc.items():
@@ -2628,8 +2673,9 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
             upgrade_rows or [{"from_version": start}],
         )
 
-    if isinstance(destination, str | Path):
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        workbook.save(str(destination))
-    else:
-        workbook.save(destination)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    data = buffer.getvalue()
+    if destination is not None:
+        destination.write(data)
+    return data

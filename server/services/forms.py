@@ -7,6 +7,7 @@ the same document. Versions of one form only go up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -41,18 +42,21 @@ def validate_document(document: Any) -> dict[str, Any]:
     return forms.dump_definition(definition)
 
 
-def document_from_xlsform(content: bytes, filename: str | None = None) -> dict[str, Any]:
+def document_from_xlsform(
+    content: bytes, filename: str | None = None, attachments: Mapping[str, bytes] | None = None
+) -> dict[str, Any]:
     """Convert an XLSForm workbook to a definition document (see :func:`read_xlsform_upload`)."""
-    return read_xlsform_upload(content, filename)[0]
+    return read_xlsform_upload(content, filename, attachments)[0]
 
 
 def read_xlsform_upload(
-    content: bytes, filename: str | None = None
+    content: bytes, filename: str | None = None, attachments: Mapping[str, bytes] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Convert an XLSForm workbook (.xlsx/.xlsm/.xls bytes) to a definition document and the
     importer's located warnings (each ``to_dict`` of an issue) for the admin.
 
-    ``filename`` gives the form id when the workbook has no ``form_id``, as in pyxform.
+    ``filename`` gives the form id when the workbook has no ``form_id``, as in pyxform;
+    ``attachments`` (file name → bytes) hold the choices files of ``select_one_from_file``.
     Raises :class:`Unprocessable` (``form_invalid``) with the importer's located issues (each
     with ``sheet``, ``row``, ``column``, ``header``, ``code`` and a zh/en ``message``) when the
     workbook is outside the supported subset or not a workbook at all.
@@ -60,7 +64,7 @@ def read_xlsform_upload(
     from forms.xlsform import XLSFormError, read_xlsform
 
     try:
-        imported = read_xlsform(content, filename)
+        imported = read_xlsform(content, filename, attachments)
     except XLSFormError as exc:
         raise _invalid(
             [issue.to_dict() for issue in exc.issues],

@@ -42,7 +42,7 @@ def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) 
     json_file = tmp_path / "housing.json"
     json_file.write_text(json.dumps(HOUSING_V1, ensure_ascii=False), encoding="utf-8")
     xlsx_file = tmp_path / "housing.xlsx"
-    export_xlsform(HOUSING_V1, xlsx_file)
+    xlsx_file.write_bytes(export_xlsform(HOUSING_V1))
     for path in (json_file, xlsx_file):
         result = runner.invoke(cli, ["validate-form", str(path)])
         assert result.exit_code == EXIT_OK, result.output
@@ -124,7 +124,7 @@ def test_missing_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> Non
 
 def test_import_xlsform_writes_the_json_definition(runner: CliRunner, tmp_path: Path) -> None:
     source = tmp_path / "housing.xlsx"
-    export_xlsform(HOUSING_V1, source)
+    source.write_bytes(export_xlsform(HOUSING_V1))
     out = tmp_path / "json" / "housing.json"
     result = runner.invoke(cli, ["import-xlsform", str(source), "--out", str(out)])
     assert result.exit_code == EXIT_OK, result.output
@@ -152,7 +152,7 @@ def test_export_xlsform_builtins_and_files(runner: CliRunner, tmp_path: Path) ->
     result = runner.invoke(cli, ["export-xlsform", "--builtin", "all", "--out", str(tmp_path)])
     assert result.exit_code == EXIT_OK, result.output
     for form_id in BUILTIN_IDS:
-        exported = load_xlsform(tmp_path / f"{form_id}.xlsx")
+        exported = load_xlsform((tmp_path / f"{form_id}.xlsx").read_bytes())
         assert dump_definition(exported) == dump_definition(load_builtin(form_id))
 
     source = tmp_path / "housing.json"
@@ -160,7 +160,7 @@ def test_export_xlsform_builtins_and_files(runner: CliRunner, tmp_path: Path) ->
     single = tmp_path / "one" / "mine.xlsx"
     result = runner.invoke(cli, ["export-xlsform", str(source), "--out", str(single)])
     assert result.exit_code == EXIT_OK, result.output
-    assert load_xlsform(single) == load_definition(HOUSING_V1)
+    assert load_xlsform(single.read_bytes()) == load_definition(HOUSING_V1)
 
 
 def test_export_xlsform_refusals(runner: CliRunner, tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ from pyxform.xls2json_backends import md_table_to_workbook
 from forms.definition import FormDefinition
 from forms.validation import validate_record
 from forms.xlsform import XLSFormError, XLSFormImport, read_xlsform
-from tests.forms.xlsform_corpus import CORPUS
+from tests.forms.xlsform_corpus import ATTACHMENTS, CORPUS
 
 
 def read(name: str) -> XLSFormImport:
-    return read_xlsform(CORPUS[name].encode("utf-8"), f"{name}.md")
+    return read_xlsform(CORPUS[name].encode("utf-8"), f"{name}.md", ATTACHMENTS)
 
 
 def fields(defn: FormDefinition) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def test_required_message_and_guidance_hint_keep_every_language_and_round_trip(
     document = dump_definition(result.definition)
     assert load_definition(document) == result.definition
     out = tmp_path / "texts.xlsx"
-    export_xlsform(result.definition, out)
+    out.write_bytes(export_xlsform(result.definition))
     again = read_xlsform(out.read_bytes(), "texts.xlsx").definition
     assert fields(again)["people"].required_message == f.required_message
     assert fields(again)["people"].guidance_hint == f.guidance_hint
@@ -331,7 +331,10 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
                 ("survey", 3, "A", "type", "unsupported_type"),
             ],
         ),
-        ("refused_select_from_file", [("survey", 2, "A", "type", "unsupported_type")]),
+        (
+            "refused_select_from_file_without_its_file",
+            [("survey", 2, "A", "type", "missing_attachment")],
+        ),
         ("refused_read_only", [("survey", 2, "D", "read_only", "unsupported_column")]),
     ],
 )
@@ -471,6 +474,50 @@ def test_choice_filters_repeat_counts_and_defaults_export_and_read_back(
 
     defn = read(name).definition
     out = tmp_path / f"{name}.xlsx"
-    export_xlsform(defn, out)
+    out.write_bytes(export_xlsform(defn))
     assert read_xlsform(out.read_bytes(), out.name).definition == defn
     convert(xlsform=out.read_bytes(), file_type=".xlsx")  # still an ODK XLSForm
+
+
+def test_select_from_file_takes_its_choices_from_the_attached_csv_or_xml() -> None:
+    defn = read("choices_from_attached_files").definition
+    f = fields(defn)
+    assert (f["village"].type.value, f["village"].choices) == ("select_one", "villages_csv")
+    assert (f["crops"].type.value, f["crops"].choices) == ("select_multiple", "crops_xml")
+    villages = defn.choice_lists["villages_csv"]
+    assert [(c.value, c.label.to_dict(), dict(c.filters)) for c in villages] == [
+        ("v1", {"zh": "上寨", "en": "Upper"}, {"county": "c1"}),  # elevation: no filter reads it
+        ("v2", {"zh": "下寨", "en": "Lower"}, {"county": "c2"}),
+        ("v3", {"zh": "河边", "en": "River"}, {"county": "c1"}),
+    ]
+    assert [c.value for c in defn.choice_lists["crops_xml"]] == ["rice", "corn"]
+    assert not validate_record(defn, {"county": "c1", "village": "v3", "crops": "rice"}).errors
+    wrong = validate_record(defn, {"county": "c1", "village": "v2", "crops": "wheat"})
+    assert sorted((e.code, e.path) for e in wrong.errors) == [
+        ("choice", "crops"),  # not in the file
+        ("choice", "village"),  # in the file, but not a village of c1
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "code"),
+    [
+        ({"villages.csv": b"label,county\nUpper,c1\n"}, "bad_attachment"),
+        ({"villages.csv": b"name,label\nv1,A\nv1,B\n"}, "bad_attachment"),
+        ({"villages.csv": b"\xff\xfe"}, "bad_attachment"),
+        ({"villages.csv": b"name,label\n"}, "bad_attachment"),
+        ({"crops.xml": b'<!DOCTYPE x [<!ENTITY a "aaaa">]><root/>'}, "bad_attachment"),
+        ({"crops.xml": b"<root><item>"}, "bad_attachment"),
+    ],
+)
+def test_a_broken_attachment_is_refused_at_the_question_that_names_it(
+    files: dict[str, bytes], code: str
+) -> None:
+    with pytest.raises(XLSFormError) as info:
+        read_xlsform(
+            CORPUS["choices_from_attached_files"].encode(), "f.md", {**ATTACHMENTS, **files}
+        )
+    [issue] = info.value.issues
+    assert (issue.sheet, issue.column, issue.code) == ("survey", "A", code)
+    assert issue.row == (3 if "villages.csv" in files else 4)
+    assert issue.message_zh and issue.message

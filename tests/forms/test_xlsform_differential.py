@@ -21,7 +21,7 @@ from pyxform.xls2xform import convert
 
 from forms.instruments import BUILTIN_IDS
 from forms.xlsform import XLSFormError, read_xlsform
-from tests.forms.xlsform_corpus import CORPUS, KNOWN_GAPS, LISTED_REFUSALS
+from tests.forms.xlsform_corpus import ATTACHMENTS, CORPUS, KNOWN_GAPS, LISTED_REFUSALS
 
 
 def corpus_files() -> list[tuple[str, bytes, str]]:
@@ -53,7 +53,7 @@ def pyxform_accepts(data: bytes, file_type: str) -> bool:
 def ours(data: bytes, filename: str) -> tuple[str, set[str]]:
     """("imported" | "warned" | "refused", codes)."""
     try:
-        result = read_xlsform(data, filename)
+        result = read_xlsform(data, filename, ATTACHMENTS)
     except XLSFormError as exc:
         return "refused", {i.code for i in exc.issues}
     if result.warnings:

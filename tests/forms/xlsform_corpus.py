@@ -236,10 +236,21 @@ CORPUS: dict[str, str] = {
 |        | time     | t    | Time  |
 |        | datetime | dt   | When  |
 """,
-    "refused_select_from_file": """
+    "refused_select_from_file_without_its_file": """
 | survey |
 |        | type                             | name    | label   |
-|        | select_one_from_file villages.csv | village | Village |
+|        | select_one_from_file missing.csv | village | Village |
+""",
+    "choices_from_attached_files": """
+| survey |
+|        | type                                | name    | label   | choice_filter    |
+|        | select_one county                   | county  | County  |                  |
+|        | select_one_from_file villages.csv   | village | Village | county=${county} |
+|        | select_multiple_from_file crops.xml | crops   | Crops   |                  |
+| choices |
+|         | list_name | name | label |
+|         | county    | c1   | C1    |
+|         | county    | c2   | C2    |
 """,
     "refused_read_only": """
 | survey |
@@ -277,9 +288,26 @@ CORPUS: dict[str, str] = {
 """,
 }
 
+#: Files uploaded with the corpus forms (select_one_from_file), by file name.
+ATTACHMENTS: dict[str, bytes] = {
+    "villages.csv": (
+        "name,label::English (en),label::中文 (zh),county,elevation\n"
+        "v1,Upper,上寨,c1,1200\nv2,Lower,下寨,c2,900\nv3,River,河边,c1,800\n"
+    ).encode(),
+    "crops.xml": (
+        "<root><item><name>rice</name><label>稻谷</label></item>"
+        "<item><name>corn</name><label>玉米</label></item></root>"
+    ).encode(),
+}
+
 #: Codes we refuse an ODK-valid form with: each one is a thing we cannot keep yet (issue 19's
 #: refuse list, docs/xlsform.md "Refused").
-LISTED_REFUSALS = {"unsupported_sheet", "unsupported_column", "unsupported_type"}
+LISTED_REFUSALS = {
+    "unsupported_sheet",
+    "unsupported_column",
+    "unsupported_type",
+    "missing_attachment",
+}
 
 #: ODK-valid forms we still refuse for a reason that is not on the refuse list (issue 19 left
 #: open): name -> the codes they are refused with. The differential test pins them, so closing a

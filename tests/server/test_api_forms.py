@@ -6,6 +6,7 @@ import copy
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -294,3 +295,37 @@ def test_form_management_is_limited_to_the_forms_owner_area(
     # The server-wide admin manages every form, built-ins included.
     assert client.post(f"{url}/1/retire", headers=admin_headers).status_code == 200
     assert client.post("/api/v1/forms", json=builtin_v2, headers=admin_headers).status_code == 201
+
+
+def test_xlsform_upload_takes_select_from_file_choices_from_its_attachment(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    survey = workbook.active
+    survey.title = "survey"
+    survey.append(["type", "name", "label"])
+    survey.append(["select_one_from_file villages.csv", "village", "村"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    def upload(**files: tuple[io.BytesIO, str]) -> Any:
+        return client.post(
+            "/api/v1/forms",
+            data={"file": (io.BytesIO(buffer.getvalue()), "village_pick.xlsx"), **files},
+            headers=admin_headers,
+            content_type="multipart/form-data",
+        )
+
+    missing = upload()
+    assert_error(missing, 422, "form_invalid")
+    [issue] = missing.json["error"]["details"]["issues"]
+    assert (issue["sheet"], issue["row"], issue["code"]) == ("survey", 2, "missing_attachment")
+    villages = "name,label\nv1,上寨\nv2,下寨\n".encode()
+    response = upload(attachment=(io.BytesIO(villages), "villages.csv"))
+    assert response.status_code == 201, response.json
+    stored = client.get("/api/v1/forms/village_pick/versions/1", headers=admin_headers).json[
+        "definition"
+    ]
+    assert [c["value"] for c in stored["choice_lists"]["villages_csv"]] == ["v1", "v2"]

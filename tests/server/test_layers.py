@@ -92,7 +92,6 @@ KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
         # edge; dictionaries and workbooks should arrive as bytes
         ("sync_protocol.crypto", "<file I/O>"),
         ("sync_protocol.compression", "<file I/O>"),
-        ("forms.xlsform", "<file I/O>"),
     }
 )
 
