@@ -74,6 +74,14 @@ class FieldType(StrEnum):
     BOOLEAN = "boolean"
     GEOPOINT = "geopoint"
     IMAGE = "image"
+    TIME = "time"
+    DATETIME = "datetime"
+    AUDIO = "audio"
+    VIDEO = "video"
+    FILE = "file"
+    GEOTRACE = "geotrace"
+    GEOSHAPE = "geoshape"
+    RANK = "rank"
     REPEAT = "repeat"
     NOTE = "note"
     CALCULATE = "calculate"
@@ -605,7 +613,7 @@ def _build_fields(
                 )
             )
         seen.add(name)
-        is_select = ftype in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE)
+        is_select = ftype in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE, FieldType.RANK)
         if is_select and raw["choices"] is None:
             issues.append(
                 DefinitionIssue(

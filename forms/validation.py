@@ -27,7 +27,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 from forms import identity
@@ -46,6 +46,19 @@ _INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
 _DECIMAL_TEXT = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _GEOPOINT_KEYS = {"lat", "lon", "alt", "accuracy"}
+_TIME = re.compile(
+    r"^(?P<h>[0-9]{2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2})(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+_DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}")
+#: Recorded as content-addressed attachments, like a photo (contracts §3): (zh, en) names.
+_ATTACHMENT_TYPES = {
+    FieldType.IMAGE: ("图片", "image"),
+    FieldType.AUDIO: ("录音", "audio"),
+    FieldType.VIDEO: ("视频", "video"),
+    FieldType.FILE: ("文件", "file"),
+}
+MAX_POINTS = 5_000  # points of one geotrace/geoshape
 
 
 @dataclass(frozen=True)
@@ -201,14 +214,77 @@ def _coerce(defn: FormDefinition, fld: Field, value: Any) -> tuple[Any, Any]:
     if kind is FieldType.GEOPOINT:
         point = _geopoint(value)
         return point, point
-    if kind is FieldType.IMAGE:
+    if kind in _ATTACHMENT_TYPES:
         if isinstance(value, str) and _IMAGE.match(value):
             address = "sha256:" + value[7:].lower()
             return address, address
+        zh, en = _ATTACHMENT_TYPES[kind]
         raise _type_problem(
-            "图片内容地址 sha256:<64位十六进制>", "an image address sha256:<64 hex>", value
+            f"{zh}内容地址 sha256:<64位十六进制>", f"an {en} address sha256:<64 hex>", value
         )
+    if kind is FieldType.TIME:
+        text = value.strip() if isinstance(value, str) else None
+        match = _TIME.match(text) if text else None
+        if (
+            match is None
+            or int(match["h"]) > 23
+            or int(match["m"]) > 59
+            or int(match["s"] or 0) > 59
+        ):
+            raise _type_problem("时间（HH:MM 或 HH:MM:SS）", "a time HH:MM[:SS]", value)
+        return text, text
+    if kind is FieldType.DATETIME:
+        text = value.strip() if isinstance(value, str) else None
+        try:
+            valid = text is not None and _DATETIME.match(text) and datetime.fromisoformat(text)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise _type_problem(
+                "日期时间（YYYY-MM-DDTHH:MM[:SS][时区]）", "an ISO date-time", value
+            )
+        return text, text
+    if kind in (FieldType.GEOTRACE, FieldType.GEOSHAPE):
+        points = _points(value)
+        shape = kind is FieldType.GEOSHAPE
+        if len(points) < (4 if shape else 2):
+            raise _Problem(
+                "type",
+                f"{'区域至少需要 4 个点（首尾相同）' if shape else '轨迹至少需要 2 个点'}",
+                f"a {kind.value} needs at least {4 if shape else 2} points",
+            )
+        if shape and (points[0]["lat"], points[0]["lon"]) != (points[-1]["lat"], points[-1]["lon"]):
+            raise _Problem(
+                "type", "区域的最后一个点必须与第一个点相同", "a geoshape must end where it starts"
+            )
+        return points, points
+    if kind is FieldType.RANK:
+        if isinstance(value, str):
+            items = value.split()
+        elif isinstance(value, list | tuple):
+            items = [_choice_value(v) for v in value]
+        else:
+            raise _type_problem("排序后的选项列表", "a ranked list of choice values", value)
+        for item in items:
+            _known_choice(defn, fld, item)
+        if len(set(items)) != len(items):
+            raise _Problem("type", "排序中同一选项出现了两次", "a choice is ranked twice")
+        return items, list(items)
     raise _type_problem("值", "no value", value)
+
+
+def _points(value: Any) -> list[dict[str, float]]:
+    """A geotrace/geoshape: ODK's ``"lat lon alt acc;lat lon alt acc"`` text, or a list of
+    points (each a geopoint text or object) → a list of geopoint objects."""
+    if isinstance(value, str):
+        parts: list[Any] = [p for p in value.split(";") if p.strip()]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        raise _type_problem("坐标点列表", "a list of points", value)
+    if len(parts) > MAX_POINTS:
+        raise _Problem("type", f"最多 {MAX_POINTS} 个点", f"at most {MAX_POINTS} points")
+    return [_geopoint(p) for p in parts]
 
 
 def _integer(value: Any) -> int:

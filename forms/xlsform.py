@@ -119,8 +119,15 @@ _PLAIN_TYPES = {
     "image",
     "note",
     "calculate",
+    "time",
+    "datetime",
+    "audio",
+    "video",
+    "file",
+    "geotrace",
+    "geoshape",
 }
-_SELECT_TYPES = {"select_one", "select_multiple"}
+_SELECT_TYPES = {"select_one", "select_multiple", "rank"}
 
 # Other spellings of our types that XLSForm (pyxform's question type table) accepts.
 _TYPE_SPELLINGS = {
@@ -169,14 +176,6 @@ _MAPPED_TYPES: dict[str, tuple[str, str, str]] = {
 }
 # ODK types we cannot keep yet, with the reason county staff should read.
 _REFUSED_TYPES: dict[str, tuple[str, str]] = {
-    "time": ("time-of-day questions are not supported yet", "暂不支持时间题"),
-    "datetime": ("date-time questions are not supported yet; use date", "暂不支持日期时间题"),
-    "audio": ("audio attachments are not supported yet; use image", "暂不支持录音附件"),
-    "video": ("video attachments are not supported yet; use image", "暂不支持视频附件"),
-    "file": ("file attachments are not supported yet; use image", "暂不支持文件附件"),
-    "geotrace": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
-    "geoshape": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
-    "rank": ("rank questions are not supported yet", "暂不支持排序题"),
     "select_one_external": ("external choices are not supported", "不支持外部选项"),
     "xml-external": ("external instances are not supported yet", "暂不支持外部数据"),
     "csv-external": ("external instances are not supported yet", "暂不支持外部数据"),

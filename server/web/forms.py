@@ -134,6 +134,14 @@ TYPE_NAMES = {
     "repeat": "重复组",
     "note": "说明",
     "calculate": "计算",
+    "time": "时间",
+    "datetime": "日期时间",
+    "audio": "录音",
+    "video": "视频",
+    "file": "文件",
+    "geotrace": "轨迹",
+    "geoshape": "区域",
+    "rank": "排序",
 }
 
 

@@ -325,13 +325,6 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
     [
         ("refused_entities", [("entities", None, None, None, "unsupported_sheet")]),
         (
-            "refused_time",
-            [
-                ("survey", 2, "A", "type", "unsupported_type"),
-                ("survey", 3, "A", "type", "unsupported_type"),
-            ],
-        ),
-        (
             "refused_select_from_file_without_its_file",
             [("survey", 2, "A", "type", "missing_attachment")],
         ),
@@ -463,7 +456,14 @@ def test_a_trigger_keeps_the_value_the_tablet_computed() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["cascading_choice_filter", "computed_repeat_count", "defaults_static_and_dynamic"]
+    "name",
+    [
+        "cascading_choice_filter",
+        "computed_repeat_count",
+        "defaults_static_and_dynamic",
+        "choices_from_attached_files",
+        "time_media_traces_and_rank",
+    ],
 )
 def test_choice_filters_repeat_counts_and_defaults_export_and_read_back(
     name: str, tmp_path: Path
@@ -521,3 +521,56 @@ def test_a_broken_attachment_is_refused_at_the_question_that_names_it(
     assert (issue.sheet, issue.column, issue.code) == ("survey", "A", code)
     assert issue.row == (3 if "villages.csv" in files else 4)
     assert issue.message_zh and issue.message
+
+
+def test_time_datetime_media_traces_shapes_and_rank_are_their_own_types() -> None:
+    result = read("time_media_traces_and_rank")
+    defn = result.definition
+    assert {p: f.type.value for p, f in fields(defn).items()} == {
+        "woke": "time",
+        "visited": "datetime",
+        "voice": "audio",
+        "clip": "video",
+        "letter": "file",
+        "path": "geotrace",
+        "field": "geoshape",
+        "needs": "rank",
+    }
+    assert fields(defn)["needs"].choices == "need"
+    sha = "sha256:" + "AB" * 32
+    record = {
+        "woke": "06:30",
+        "visited": "2026-11-25T08:30:00+08:00",
+        "voice": sha,
+        "clip": sha,
+        "letter": sha,
+        "path": "25.1 102.7 1900 5;25.2 102.8 1910 5",
+        "field": [
+            {"lat": 25.1, "lon": 102.7},
+            "25.2 102.7",
+            "25.2 102.8",
+            {"lat": 25.1, "lon": 102.7},
+        ],
+        "needs": "road water school",
+    }
+    checked = validate_record(defn, record)
+    assert not checked.errors, checked.errors
+    assert checked.cleaned["voice"] == "sha256:" + "ab" * 32
+    assert checked.cleaned["path"] == [
+        {"lat": 25.1, "lon": 102.7, "alt": 1900.0, "accuracy": 5.0},
+        {"lat": 25.2, "lon": 102.8, "alt": 1910.0, "accuracy": 5.0},
+    ]
+    assert checked.cleaned["needs"] == ["road", "water", "school"]
+    wrong = {
+        "woke": "25:00",
+        "visited": "2026-11-25",
+        "voice": "hello.m4a",
+        "path": "25.1 102.7",
+        "field": ["25.1 102.7", "25.2 102.7", "25.2 102.8", "25.3 102.9"],
+        "needs": "road road",
+    }
+    errors = validate_record(defn, wrong).errors
+    assert sorted((e.path, e.code) for e in errors) == sorted((name, "type") for name in wrong), (
+        errors
+    )
+    assert validate_record(defn, {"needs": "road bridge"}).errors[0].code == "choice"

@@ -230,11 +230,22 @@ CORPUS: dict[str, str] = {
 |          | list_name | label    |
 |          | trees     | ${tree}  |
 """,
-    "refused_time": """
+    "time_media_traces_and_rank": """
 | survey |
-|        | type     | name | label |
-|        | time     | t    | Time  |
-|        | datetime | dt   | When  |
+|        | type      | name     | label     |
+|        | time      | woke     | Woke up   |
+|        | datetime  | visited  | Visited   |
+|        | audio     | voice    | Voice     |
+|        | video     | clip     | Clip      |
+|        | file      | letter   | Letter    |
+|        | geotrace  | path     | Path      |
+|        | geoshape  | field    | Field     |
+|        | rank need | needs    | Rank needs |
+| choices |
+|         | list_name | name   | label  |
+|         | need      | water  | Water  |
+|         | need      | school | School |
+|         | need      | road   | Road   |
 """,
     "refused_select_from_file_without_its_file": """
 | survey |
