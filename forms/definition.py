@@ -177,6 +177,7 @@ class FormDefinition:
     upgrade: UpgradeSpec | None = None
     _index: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
     _orders: dict[str, tuple[Field, ...]] = field(init=False, repr=False, compare=False, hash=False)
+    _labels: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         index: dict[str, Field] = {}
@@ -184,6 +185,12 @@ class FormDefinition:
             index[path] = fld
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_orders", {})
+        labels: dict[str, dict[str, str]] = {}
+        for fld in index.values():
+            if fld.choices is not None:
+                entries = self.choice_lists.get(fld.choices, ())
+                labels[fld.name] = {c.value: c.label.zh for c in entries}
+        object.__setattr__(self, "_labels", labels)
 
     def evaluation_order(self, level: str = "") -> tuple[Field, ...]:
         """The fields of one level (``""`` or a repeat's schema path) in evaluation order.
@@ -309,6 +316,11 @@ class FormDefinition:
         if fld.choices is None:
             return ()
         return tuple(self.choice_lists.get(fld.choices, ()))
+
+    def choice_labels(self) -> Mapping[str, Mapping[str, str]]:
+        """Field name → choice value → its Chinese label, for every select/rank field (what
+        ``jr:choice-name(${x}, '${x}')`` reads; pass it as ``Environment(labels=...)``)."""
+        return self._labels  # computed once: validation reads it for every record
 
     def parent_of(self, path: str) -> str | None:
         """Schema path of the repeat that contains a schema path, or ``None`` at the top level."""

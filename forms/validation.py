@@ -411,6 +411,7 @@ class _Validator:
         for path, fld in defn.iter_fields():
             if fld.is_repeat:
                 self.level_names[path] = frozenset(sub.name for sub in fld.fields)
+        self.labels = defn.choice_labels()
         self.top_typed: dict[str, Any] = {}
         self.hidden: set[str] = set()  # data paths of fields found not relevant
         # Values that are empty or wrong because they could not be read, failed their
@@ -457,7 +458,10 @@ class _Validator:
     def env(self, level: _Level, current: Any = None) -> Environment:
         if level.env is None:
             env = Environment(
-                values=self.top_typed, context=self.context, level_names=self.level_names
+                values=self.top_typed,
+                context=self.context,
+                level_names=self.level_names,
+                labels=self.labels,
             )
             for repeat_path, row in level.rows:
                 env = env.in_row(repeat_path, row)
@@ -1029,7 +1033,9 @@ def prefill(
         if fld.is_repeat:
             level_names[path] = frozenset(sub.name for sub in fld.fields)
     out = dict(data)
-    top = Environment(values=out, context=context, level_names=level_names)
+    top = Environment(
+        values=out, context=context, level_names=level_names, labels=defn.choice_labels()
+    )
     _prefill_level(defn, "", out, top)
     return out
 

@@ -66,6 +66,8 @@ _PATH_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")
 _NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _REFERENCE_RE = re.compile(r"\$\{([^{}\s]+)\}")
+_POSITION_RE = re.compile(r"position\(\s*\.\.\s*\)")
+_NODESET_RE = re.compile(r"\b(sum|count)\(\s*\$\{([A-Za-z_][A-Za-z0-9_]*)\}\s*\)")
 # Tokens of a choice_filter: strings, ${…} and numbers stay; a bare word is a choice column
 # unless a '(' follows (a function, ODK's names may hold ':' and '-').
 _FILTER_TOKEN_RE = re.compile(
@@ -1202,7 +1204,30 @@ class _Reader:
             text = _REFERENCE_RE.sub(
                 lambda m: "${" + self.renamed.get(m.group(1), m.group(1)) + "}", text
             )
-        return text
+        return self._odk_functions(text)
+
+    def _odk_functions(self, text: str) -> str:
+        """ODK's XPath spellings in our language: ``position(..)`` → ``position()``; the
+        one-argument ``sum(${x})`` / ``count(${x})`` over a question ``x`` of a repeat ``r``
+        (an XPath node-set) → ``sum(${r}, ${x})`` / ``count(${r})``."""
+        text = _POSITION_RE.sub("position()", text)
+        containers = {path.rsplit("/", 1)[0] for path in self.field_paths if "/" in path}
+        repeat_of = {
+            path.rsplit("/", 1)[1]: path.rsplit("/", 2)[-2]
+            for path in self.field_paths
+            if "/" in path and path not in containers  # count(${inner_repeat}) stays
+        }
+
+        def over_rows(match: re.Match[str]) -> str:
+            function, name = match.group(1), match.group(2)
+            repeat = repeat_of.get(name)
+            if repeat is None:
+                return match.group(0)
+            if function == "sum":
+                return f"sum(${{{repeat}}}, ${{{name}}})"
+            return f"count(${{{repeat}}})"
+
+        return _NODESET_RE.sub(over_rows, text)
 
     def _flag(self, row: _Row, key: str) -> bool | str | None:
         """Read a yes/no cell; for ``required`` an expression is also accepted."""

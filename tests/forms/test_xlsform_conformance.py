@@ -574,3 +574,25 @@ def test_time_datetime_media_traces_shapes_and_rank_are_their_own_types() -> Non
         errors
     )
     assert validate_record(defn, {"needs": "road bridge"}).errors[0].code == "choice"
+
+
+def test_position_indexed_repeat_choice_name_and_node_set_sum_and_count() -> None:
+    defn = read("odk_repeat_functions").definition
+    f = fields(defn)
+    assert f["member/row_no"].calculate == "position()"
+    assert f["member/rel_name"].calculate == "jr:choice-name(${rel}, '${rel}')"
+    assert f["first"].calculate == "indexed-repeat(${age}, ${member}, 1)"
+    assert f["total"].calculate == "sum(${member}, ${age})"
+    assert f["people"].calculate == "count(${member})"
+    rows = [{"_id": "a", "age": 41, "rel": "head"}, {"_id": "b", "age": 9, "rel": "child"}]
+    checked = validate_record(defn, {"member": rows})
+    assert not checked.errors, checked.errors
+    assert checked.cleaned == {
+        "member": [
+            {"_id": "a", "age": 41, "rel": "head", "row_no": 1, "rel_name": "户主"},
+            {"_id": "b", "age": 9, "rel": "child", "row_no": 2, "rel_name": "子女"},
+        ],
+        "first": 41,
+        "total": 50,
+        "people": 2,
+    }

@@ -824,6 +824,42 @@ def _expression_cases() -> list[dict[str, Any]]:
                 },
             )
         )
+    # position(), indexed-repeat(), jr:choice-name() (input "labels": field → value → label).
+    members = _EXPRESSION_VALUES["members"]
+    for name, text, rows, labels in (
+        ("position-in-a-row", "position()", [{"repeat": "members", "row": members[1]}], None),
+        ("position-outside-a-repeat", "position()", [], None),
+        ("indexed-repeat", "indexed-repeat(${age}, ${members}, 2)", [], None),
+        ("indexed-repeat-no-such-row", "indexed-repeat(${age}, ${members}, 9)", [], None),
+        ("indexed-repeat-not-whole", "indexed-repeat(${age}, ${members}, 1.5)", [], None),
+        (
+            "jr-choice-name",
+            "jr:choice-name(${grade}, '${grade}')",
+            [],
+            {"grade": {"C": "C级", "D": "D级"}},
+        ),
+        (
+            "jr-choice-name-unknown-value",
+            "jr:choice-name('Z', '${grade}')",
+            [],
+            {"grade": {"C": "C级"}},
+        ),
+    ):
+        cases.append(
+            _case(
+                f"expression-{name}",
+                "expression.evaluate",
+                {
+                    "expression": text,
+                    "values": _EXPRESSION_VALUES,
+                    "rows": rows,
+                    "current": None,
+                    "labels": labels,
+                    "today": today,
+                    "config": config,
+                },
+            )
+        )
     return cases
 
 
@@ -859,7 +895,18 @@ _FEATURE_FORM: dict[str, Any] = {
             "repeat_count": "${size}",
             "fields": [
                 {"name": "mname", "type": "text", "label": "姓名", "default": "'未填'"},
+                {"name": "row_no", "type": "calculate", "calculate": "position()"},
             ],
+        },
+        {
+            "name": "county_name",
+            "type": "calculate",
+            "calculate": "jr:choice-name(${county}, '${county}')",
+        },
+        {
+            "name": "first_member",
+            "type": "calculate",
+            "calculate": "indexed-repeat(${mname}, ${members}, 1)",
         },
     ],
     "choice_lists": {

@@ -266,6 +266,16 @@ def _expression_evaluate(data: Mapping[str, Any]) -> dict[str, Any]:
         env = env.in_row(scope["repeat"], scope["row"])
     if data.get("choice") is not None:  # the choice a choice_filter is testing
         env = env.with_choice(data["choice"])
+    if data.get("labels") is not None:  # choice labels by field, for jr:choice-name
+        env = Environment(
+            env.values,
+            env.current,
+            env.context,
+            env.level_names,
+            env.rows,
+            env.choice,
+            data["labels"],
+        )
     try:
         value = expression.evaluate(env.with_current(data.get("current")))
     except EvaluationError as exc:
