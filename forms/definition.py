@@ -175,6 +175,11 @@ class FormDefinition:
     choice_lists: Mapping[str, tuple[Choice, ...]] = field(default_factory=dict)
     checks: tuple[Check, ...] = ()
     upgrade: UpgradeSpec | None = None
+    #: The XLSForm ``version`` as written (``2026-11-25 v3``), when it is not just ``version``'s
+    #: digits: ODK orders versions by this string; ``version`` stays our internal sequence.
+    odk_version: str | None = None
+    #: The XLSForm ``form_id`` as written (``Household-Survey.v2``) when ``id`` had to differ.
+    odk_form_id: str | None = None
     _index: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
     _orders: dict[str, tuple[Field, ...]] = field(init=False, repr=False, compare=False, hash=False)
     _labels: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False, hash=False)
@@ -465,6 +470,8 @@ class FormDefinitionSchema(Schema):
     )
     checks = mf.List(mf.Nested(CheckSchema), load_default=list)
     upgrade = mf.Nested(UpgradeSchema, load_default=None)
+    odk_version = mf.String(load_default=None, validate=validate.Length(min=1, max=200))
+    odk_form_id = mf.String(load_default=None, validate=validate.Length(min=1, max=200))
 
 
 _SCHEMA = FormDefinitionSchema()
@@ -598,6 +605,8 @@ def load_definition(data: Mapping[str, Any]) -> FormDefinition:
         choice_lists=choice_lists,
         checks=checks,
         upgrade=upgrade,
+        odk_version=loaded["odk_version"],
+        odk_form_id=loaded["odk_form_id"],
     )
     _check_meaning(defn, issues)
     if issues:
@@ -1073,4 +1082,7 @@ def dump_definition(defn: FormDefinition) -> dict[str, Any]:
             "renames": dict(defn.upgrade.renames),
             "drops": list(defn.upgrade.drops),
         }
+    for attr in ("odk_version", "odk_form_id"):
+        if getattr(defn, attr) is not None:
+            out[attr] = getattr(defn, attr)
     return out

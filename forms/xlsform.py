@@ -1330,6 +1330,8 @@ class _Reader:
         else:
             if ours != form_id:
                 self._renamed_warning(row, "form_id", form_id, ours)
+                if row is not None and row.get("form_id"):
+                    out["odk_form_id"] = form_id  # shown to the admin as written
             out["id"] = ours
         version = row.get("version") if row is not None else ""
         number = _our_version(version)
@@ -1345,18 +1347,23 @@ class _Reader:
                     warning=True,
                 )
         elif number is None:
+            # No usable digits: kept as written; the county server gives it the next number
+            # of its internal sequence when it is uploaded (ordered by the string, as ODK).
+            out["version"] = 1
+            out["odk_version"] = version
             self.issues.at(
                 row,  # type: ignore[arg-type]
                 "version",
-                "bad_version",
-                f"version {version!r} holds no number up to {MAX_VERSION} to order versions by "
-                "(write e.g. 2026112501 or v3)",
-                f"version {version!r} 中没有不超过 {MAX_VERSION} 的数字可用于排序版本"
-                "（例如 2026112501 或 v3）",
+                "version_mapped",
+                f"version {version!r} is kept as written; the county server numbers it after "
+                "the versions already uploaded, ordered by the string as ODK orders them",
+                f"version {version!r} 按原样保存；县服务器按字符串顺序（与 ODK 相同）在已上传版本之后编号",
+                warning=True,
             )
         else:
             out["version"] = number
             if str(number) != version:
+                out["odk_version"] = version
                 self.issues.at(
                     row,  # type: ignore[arg-type]
                     "version",
@@ -2398,6 +2405,8 @@ _DOCUMENT_KEYS = {
     "choice_lists",
     "checks",
     "upgrade",
+    "odk_version",
+    "odk_form_id",
 }
 
 
@@ -2654,8 +2663,8 @@ def export_xlsform(
         ],
         [
             {
-                "form_id": doc["id"],
-                "version": str(doc["version"]),
+                "form_id": doc.get("odk_form_id") or doc["id"],
+                "version": doc.get("odk_version") or str(doc["version"]),
                 "form_title": title.get("zh", ""),
                 **{f"vs_form_title::{lang}": title[lang] for lang in title_langs},
                 "subject": doc.get("subject") or "household",

@@ -24,6 +24,8 @@ blueprint = Blueprint("forms", __name__, url_prefix=f"{API_PREFIX}/forms")
 class VersionSchema(Schema):
     form_id = fields.String(dump_only=True)
     version = fields.Integer(dump_only=True)
+    odk_version = fields.String(dump_only=True)
+    odk_form_id = fields.String(dump_only=True)
     status = fields.String(dump_only=True)
     source = fields.String(dump_only=True)
     created_at = fields.DateTime(dump_only=True)

@@ -74,6 +74,47 @@ def read_xlsform_upload(
     return imported.document, [warning.to_dict() for warning in imported.warnings]
 
 
+def _internal_version(canonical: dict[str, Any], existing: list[FormVersion]) -> int:
+    """The version number a definition is stored under. A form written with an ODK version
+    string (``odk_version``) is ordered by that string, as ODK orders it: the same string is
+    the same version; a string that sorts after the newest uploaded one gets the next number
+    of our internal sequence (when its own digits do not already go up); one that sorts
+    before it is refused (``form_version_not_increasing``, located at the settings cell).
+    Sets ``canonical["version"]`` and returns it."""
+    version = int(canonical["version"])
+    label = canonical.get("odk_version")
+    written = [
+        (row.version, row.definition.get("odk_version") or str(row.version)) for row in existing
+    ]
+    if label is None or not written:
+        return version
+    for number, other in written:
+        if other == label:
+            canonical["version"] = number
+            return number
+    newest_number, newest_label = max(written)
+    if label < newest_label:
+        raise Conflict(
+            en=f"{canonical['id']} version {label!r} sorts before the newest uploaded version "
+            f"{newest_label!r} (ODK orders versions by the string); raise the version in the "
+            "settings sheet",
+            zh=f"表单 {canonical['id']} 的版本 {label!r} 排在已上传的最新版本 {newest_label!r} 之前"
+            "（ODK 按字符串排序版本）；请在 settings 工作表中提高 version",
+            code="form_version_not_increasing",
+            details={
+                "form_id": canonical["id"],
+                "version": label,
+                "newest": newest_label,
+                "sheet": "settings",
+                "header": "version",
+            },
+        )
+    if version <= newest_number:
+        version = newest_number + 1
+    canonical["version"] = version
+    return version
+
+
 def _dropped_sensitive(canonical: dict[str, Any], existing: list[FormVersion]) -> list[str]:
     """Schema paths sensitive in an earlier version but not in ``canonical``, sorted."""
     before: set[str] = set()
@@ -122,9 +163,10 @@ def upload_draft(
     when a newer version exists.
     """
     canonical = validate_document(document)
-    form_id, version = canonical["id"], int(canonical["version"])
+    form_id = canonical["id"]
     with writing():
         existing = store.list_versions(form_id)
+        version = _internal_version(canonical, existing)
         same = next((row for row in existing if row.version == version), None)
         if same is not None and same.status != store.DRAFT:
             raise Conflict(
@@ -289,6 +331,9 @@ def version_summary(row: FormVersion) -> dict[str, Any]:
     return {
         "form_id": row.form_id,
         "version": row.version,
+        # The XLSForm version / form_id as the author wrote them (ODK orders by the string).
+        "odk_version": row.definition.get("odk_version") or str(row.version),
+        "odk_form_id": row.definition.get("odk_form_id") or row.form_id,
         "status": row.status,
         "source": row.source,
         "created_at": row.created_at,

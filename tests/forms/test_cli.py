@@ -52,19 +52,19 @@ def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) 
 def test_validate_form_prints_located_xlsx_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad = write_xlsx(
         tmp_path / "bad.xlsx",
-        [["type", "name", "label"], ["time", "score", "时间"], ["text", "score2", None]],
+        [["type", "name", "label"], ["osm", "score", "地图"], ["text", "score2", None]],
     )
     result = runner.invoke(cli, ["validate-form", str(bad)])
     assert result.exit_code == EXIT_INVALID
     lines = result.output.splitlines()
     assert lines[0] == f"✗ {bad}: 2 处问题 / 2 problem(s)"
-    assert lines[1].startswith("  survey!A2 (type): 无法保留题型 'time'")
+    assert lines[1].startswith("  survey!A2 (type): 无法保留题型 'osm'")
     assert lines[2].startswith("  survey!C3 (label): ")
     assert "Traceback" not in result.output
 
 
 def test_validate_form_json_output(runner: CliRunner, tmp_path: Path) -> None:
-    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["time", "r", "时间"]])
+    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["osm", "r", "地图"]])
     result = runner.invoke(cli, ["validate-form", "--json", str(bad)])
     assert result.exit_code == EXIT_INVALID
     body = json.loads(result.output)
@@ -386,3 +386,20 @@ def test_xlsform_warnings_are_printed_located_on_stderr(runner: CliRunner, tmp_p
     warnings = [line for line in result.stderr.splitlines() if line.startswith("⚠ ")]
     assert any(line.startswith("⚠ survey!A2 (type): 元数据行 'start'") for line in warnings)
     assert any(line.startswith("⚠ survey!D3 (appearance): ") for line in warnings)
+
+
+def test_import_xlsform_reads_the_choices_file_given_with_attach(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    form = write_xlsx(
+        tmp_path / "pick.xlsx",
+        [["type", "name", "label"], ["select_one_from_file villages.csv", "village", "村"]],
+    )
+    villages = tmp_path / "villages.csv"
+    villages.write_text("name,label\nv1,上寨\nv2,下寨\n", encoding="utf-8")
+    missing = runner.invoke(cli, ["import-xlsform", str(form)])
+    assert missing.exit_code == EXIT_INVALID and "villages.csv" in missing.output
+    result = runner.invoke(cli, ["import-xlsform", str(form), "--attach", str(villages)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [c["value"] for c in document["choice_lists"]["villages_csv"]] == ["v1", "v2"]

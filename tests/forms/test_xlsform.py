@@ -847,16 +847,6 @@ def test_choices_refusals_are_located(choices: Rows, expected: tuple[Any, ...]) 
     ("settings_rows", "expected"),
     [
         pytest.param(
-            [["form_id", "version", "form_title"], ["housing", "beta", "住房"]],
-            ("settings", 2, "B", "version", "bad_version"),
-            id="version-without-digits",
-        ),
-        pytest.param(
-            [["form_id", "version", "form_title"], ["housing", "20261125103000", "住房"]],
-            ("settings", 2, "B", "version", "bad_version"),
-            id="version-beyond-a-whole-number",
-        ),
-        pytest.param(
             [["form_id", "version", "form_title"], ["住房", 1, "住房"]],
             ("settings", 2, "A", "form_id", "bad_name"),
             id="form-id-without-latin-letters",
@@ -1076,7 +1066,7 @@ def test_check_rule_problems_are_located() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    rows: Rows = [HEAD, ["time", "r", "时间"], ["text", "a", None], ["text", "a", "重复"]]
+    rows: Rows = [HEAD, ["osm", "r", "地图"], ["text", "a", None], ["text", "a", "重复"]]
     issues = refusal(workbook(rows))
     assert [(i.row, i.code) for i in issues] == [
         (2, "unsupported_type"),
@@ -1086,7 +1076,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_issue_text_names_the_cell_in_both_languages() -> None:
-    issue = only_issue(workbook([HEAD, ["time", "score", "时间"]]))
+    issue = only_issue(workbook([HEAD, ["osm", "score", "地图"]]))
     assert issue.location() == "survey!A2 (type)"
     text = str(issue)
     assert text.startswith("survey!A2 (type): ")
@@ -1456,3 +1446,22 @@ def test_any_definition_round_trips_through_a_workbook(doc: dict[str, Any]) -> N
     export_xlsform(definition, buf)
     buf.seek(0)
     assert dump_definition(load_xlsform(buf)) == dump_definition(definition)
+
+
+@pytest.mark.parametrize("written", ["beta", "20261125103000", "2026-11-25 v3", "v3"])
+def test_a_version_is_kept_as_odk_users_write_it(written: str) -> None:
+    rows = [["form_id", "version", "form_title"], ["Housing-Check.v2", written, "住房"]]
+    result = read_xlsform(workbook([HEAD, ["text", "a", "甲"]], settings_rows=rows).getvalue())
+    defn = result.definition
+    assert (defn.odk_version, defn.odk_form_id, defn.id) == (
+        written,
+        "Housing-Check.v2",
+        "housing_check_v2",
+    )
+    # the internal number: the digits when they fit, else 1 until the server numbers it
+    assert defn.version == {"v3": 3, "2026-11-25 v3": 202611253}.get(written, 1)
+    assert [w.location() for w in result.warnings if w.code == "version_mapped"] == [
+        "settings!B2 (version)"
+    ]
+    again = read_xlsform(export_xlsform(defn)).definition
+    assert (again.odk_version, again.odk_form_id) == (written, "Housing-Check.v2")

@@ -329,3 +329,40 @@ def test_xlsform_upload_takes_select_from_file_choices_from_its_attachment(
         "definition"
     ]
     assert [c["value"] for c in stored["choice_lists"]["villages_csv"]] == ["v1", "v2"]
+
+
+def test_odk_version_strings_are_ordered_as_odk_orders_them_and_kept_as_written(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    def upload(written: str) -> Any:
+        document = {
+            "id": "stamped",
+            "version": 1,
+            "odk_version": written,
+            "odk_form_id": "Stamped-Form",
+            "title": "戳记",
+            "fields": [{"name": "a", "type": "text", "label": "甲"}],
+        }
+        return client.post("/api/v1/forms", json=document, headers=admin_headers)
+
+    first = upload("2026-11-25 beta")
+    assert first.status_code == 201, first.json
+    assert (first.json["version"], first.json["odk_version"]) == (1, "2026-11-25 beta")
+    assert first.json["odk_form_id"] == "Stamped-Form"
+    later = upload("2026-12-01 beta")  # sorts after: the next internal number
+    assert (later.json["version"], later.json["odk_version"]) == (2, "2026-12-01 beta")
+    again = upload("2026-12-01 beta")  # the same string is the same version (a draft: replaced)
+    assert again.status_code == 201 and again.json["version"] == 2
+    older = upload("2026-11-30")
+    assert_error(older, 409, "form_version_not_increasing")
+    details = older.json["error"]["details"]
+    assert (details["sheet"], details["header"], details["newest"]) == (
+        "settings",
+        "version",
+        "2026-12-01 beta",
+    )
+    listed = client.get("/api/v1/forms/stamped/versions", headers=admin_headers).json
+    assert [(v["version"], v["odk_version"]) for v in listed] == [
+        (2, "2026-12-01 beta"),
+        (1, "2026-11-25 beta"),
+    ]
