@@ -180,6 +180,8 @@ class FormDefinition:
     odk_version: str | None = None
     #: The XLSForm ``form_id`` as written (``Household-Survey.v2``) when ``id`` had to differ.
     odk_form_id: str | None = None
+    #: Data tables read by ``pulldata('name', …)``: rows of an attached CSV, column → text.
+    tables: Mapping[str, tuple[Mapping[str, str], ...]] = field(default_factory=dict)
     _index: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
     _orders: dict[str, tuple[Field, ...]] = field(init=False, repr=False, compare=False, hash=False)
     _labels: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False, hash=False)
@@ -472,6 +474,11 @@ class FormDefinitionSchema(Schema):
     upgrade = mf.Nested(UpgradeSchema, load_default=None)
     odk_version = mf.String(load_default=None, validate=validate.Length(min=1, max=200))
     odk_form_id = mf.String(load_default=None, validate=validate.Length(min=1, max=200))
+    tables = mf.Dict(
+        keys=mf.String(validate=validate.Length(min=1, max=100)),
+        values=mf.List(mf.Dict(keys=mf.String(), values=mf.String())),
+        load_default=dict,
+    )
 
 
 _SCHEMA = FormDefinitionSchema()
@@ -607,6 +614,7 @@ def load_definition(data: Mapping[str, Any]) -> FormDefinition:
         upgrade=upgrade,
         odk_version=loaded["odk_version"],
         odk_form_id=loaded["odk_form_id"],
+        tables={name: tuple(dict(r) for r in rows) for name, rows in loaded["tables"].items()},
     )
     _check_meaning(defn, issues)
     if issues:
@@ -1085,4 +1093,6 @@ def dump_definition(defn: FormDefinition) -> dict[str, Any]:
     for attr in ("odk_version", "odk_form_id"):
         if getattr(defn, attr) is not None:
             out[attr] = getattr(defn, attr)
+    if defn.tables:
+        out["tables"] = {name: [dict(r) for r in rows] for name, rows in defn.tables.items()}
     return out

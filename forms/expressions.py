@@ -684,11 +684,21 @@ class Environment:
         choice: while a ``choice_filter`` is evaluated, the choice being tested: its value
             (``name``) and its filter columns, read by ``choice('county')``.
         labels: field name → choice value → its (Chinese) label, for ``jr:choice-name``.
+        tables: the form's data tables (attached CSVs) by name, for ``pulldata``.
     """
 
     # A plain slotted class, not a dataclass: one is made per repeat row per row function call,
     # which is the evaluator's hottest allocation.
-    __slots__ = ("choice", "context", "current", "labels", "level_names", "rows", "values")
+    __slots__ = (
+        "choice",
+        "context",
+        "current",
+        "labels",
+        "level_names",
+        "rows",
+        "tables",
+        "values",
+    )
 
     def __init__(
         self,
@@ -699,6 +709,7 @@ class Environment:
         rows: tuple[_RowScope, ...] = (),
         choice: Mapping[str, str] | None = None,
         labels: Mapping[str, Mapping[str, str]] | None = None,
+        tables: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
     ) -> None:
         self.values = values
         self.current = current
@@ -707,6 +718,7 @@ class Environment:
         self.rows = rows
         self.choice = choice
         self.labels = labels
+        self.tables = tables
 
     def in_row(self, repeat_path: str, row: Mapping[str, Any], current: Any = None) -> Environment:
         """A child environment inside one row of the repeat at ``repeat_path``."""
@@ -714,7 +726,14 @@ class Environment:
         scope = _RowScope(repeat_path, row, names)
         rows = (*self.rows, scope)
         return Environment(
-            self.values, current, self.context, self.level_names, rows, self.choice, self.labels
+            self.values,
+            current,
+            self.context,
+            self.level_names,
+            rows,
+            self.choice,
+            self.labels,
+            self.tables,
         )
 
     def with_current(self, current: Any) -> Environment:
@@ -727,6 +746,7 @@ class Environment:
             self.rows,
             self.choice,
             self.labels,
+            self.tables,
         )
 
     def with_choice(self, choice: Mapping[str, str]) -> Environment:
@@ -739,6 +759,7 @@ class Environment:
             self.rows,
             choice,
             self.labels,
+            self.tables,
         )
 
     def value(self, name: str) -> Any:
@@ -1000,6 +1021,34 @@ def _fn_choice_name(env: Environment, value: Any, field_name: Any) -> str | None
         name = name[2:-1]
     labels = (env.labels or {}).get(name, {})
     return labels.get(_as_text(value))
+
+
+def _fn_pulldata(env: Environment, table: Any, column: Any, key_column: Any, key: Any) -> Any:
+    """``pulldata('table', 'column', 'key_column', key)``: ``column`` of the first row of the
+    form's data table (an attached CSV) whose ``key_column`` is ``key`` (compared as text);
+    empty when the key is empty, no row matches, or the table or column does not exist. A
+    value that reads as a number is returned as one (CSV cells are text)."""
+    if key is None:
+        return None
+    rows = (env.tables or {}).get(_as_text(table), ())
+    wanted, column_name, key_name = _as_text(key), _as_text(column), _as_text(key_column)
+    for row in rows:
+        if row.get(key_name) == wanted:
+            cell = _normalize(row.get(column_name))
+            if cell is None:
+                return None
+            number = _parse_number(cell)
+            return cell if number is None else number
+    return None
+
+
+def _check_pulldata(node: Call) -> Call:
+    table = node.args[0]
+    if not isinstance(table, Literal) or not isinstance(table.value, str):
+        raise ExpressionError(
+            "bad_argument", "the table of pulldata() must be a string literal", node.position
+        )
+    return node
 
 
 def _fn_date(env: Environment, value: Any) -> date | None:
@@ -1314,6 +1363,14 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             1,
             _fn_choice,
             "a column of the choice a choice_filter tests ('name' is its value)",
+        ),
+        _spec(
+            "pulldata",
+            4,
+            4,
+            _fn_pulldata,
+            "a column of the row of an attached table whose key column is key",
+            check=_check_pulldata,
         ),
         _spec("position", 0, 0, _fn_position, "1-based number of the current repeat row"),
         _spec(

@@ -462,6 +462,7 @@ class _Validator:
                 context=self.context,
                 level_names=self.level_names,
                 labels=self.labels,
+                tables=self.defn.tables,
             )
             for repeat_path, row in level.rows:
                 env = env.in_row(repeat_path, row)
@@ -1034,7 +1035,11 @@ def prefill(
             level_names[path] = frozenset(sub.name for sub in fld.fields)
     out = dict(data)
     top = Environment(
-        values=out, context=context, level_names=level_names, labels=defn.choice_labels()
+        values=out,
+        context=context,
+        level_names=level_names,
+        labels=defn.choice_labels(),
+        tables=defn.tables,
     )
     _prefill_level(defn, "", out, top)
     return out

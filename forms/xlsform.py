@@ -35,7 +35,7 @@ from pyxform import aliases as pyxform_aliases
 from forms.definition import FormDefinition, dump_definition, load_definition
 from forms.errors import DefinitionIssue, FormDefinitionError, FormsError
 from forms.text import LANGUAGE_TAG
-from forms.xlsform_attachments import AttachmentError, read_choice_file
+from forms.xlsform_attachments import AttachmentError, read_choice_file, read_data_table
 from forms.xlsform_source import (
     MAX_WORKBOOK_BYTES,
     RawSheet,
@@ -66,6 +66,7 @@ _PATH_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")
 _NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _REFERENCE_RE = re.compile(r"\$\{([^{}\s]+)\}")
+_PULLDATA_RE = re.compile(r"""pulldata\(\s*['"]([^'"]+)['"]""")
 _POSITION_RE = re.compile(r"position\(\s*\.\.\s*\)")
 _NODESET_RE = re.compile(r"\b(sum|count)\(\s*\$\{([A-Za-z_][A-Za-z0-9_]*)\}\s*\)")
 # Tokens of a choice_filter: strings, ${…} and numbers stay; a bare word is a choice column
@@ -1032,6 +1033,7 @@ class _Reader:
             re.split(r"[\\/]", name)[-1]: data for name, data in (attachments or {}).items()
         }
         self.file_lists: dict[str, str] = {}  # attached file name -> its choice list
+        self.tables: dict[str, list[dict[str, str]]] = {}  # pulldata('name') -> name.csv rows
         self.lone = any(s.lone for s in sheets)
         self.file_stem = file_stem
         self.issues = _Collector()
@@ -1086,6 +1088,8 @@ class _Reader:
         doc["fields"] = fields
         doc["choice_lists"] = self.choice_lists
         doc["checks"] = checks
+        if self.tables:
+            doc["tables"] = self.tables
         if upgrade is not None:
             doc["upgrade"] = upgrade
         return doc
@@ -1204,7 +1208,30 @@ class _Reader:
             text = _REFERENCE_RE.sub(
                 lambda m: "${" + self.renamed.get(m.group(1), m.group(1)) + "}", text
             )
+        for table in _PULLDATA_RE.findall(text):
+            self._data_table(row, key, table)
         return self._odk_functions(text)
+
+    def _data_table(self, row: _Row, key: str, table: str) -> None:
+        """Read ``table.csv`` for ``pulldata('table', …)`` from the attachments, once; a missing
+        or unreadable file is refused at the cell that reads it."""
+        if table in self.tables:
+            return
+        filename = table if table.lower().endswith(".csv") else f"{table}.csv"
+        data = self.attachments.get(filename)
+        if data is None:
+            self.issues.at(
+                row,
+                key,
+                "missing_attachment",
+                f"pulldata reads {filename!r}: upload that file with the form",
+                f"pulldata 读取 {filename!r}：请与表单一起上传该文件",
+            )
+            return
+        try:
+            self.tables[table] = read_data_table(filename, data)
+        except AttachmentError as exc:
+            self.issues.at(row, key, "bad_attachment", exc.message, exc.message_zh)
 
     def _odk_functions(self, text: str) -> str:
         """ODK's XPath spellings in our language: ``position(..)`` → ``position()``; the

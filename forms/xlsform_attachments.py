@@ -19,7 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
-__all__ = ["MAX_ATTACHMENT_BYTES", "MAX_ATTACHMENT_ROWS", "AttachmentError", "read_choice_file"]
+__all__ = [
+    "MAX_ATTACHMENT_BYTES",
+    "MAX_ATTACHMENT_ROWS",
+    "AttachmentError",
+    "read_choice_file",
+    "read_data_table",
+]
 
 #: An attached choices file larger than this is refused (a county's villages fit many times).
 MAX_ATTACHMENT_BYTES = 4 * 1024 * 1024
@@ -105,6 +111,48 @@ def read_choice_file(
     if not choices:
         raise AttachmentError(f"{filename} holds no choices", f"{filename} 中没有选项")
     return choices
+
+
+def read_data_table(filename: str, data: bytes) -> list[dict[str, str]]:
+    """The rows of an attached CSV that ``pulldata('name', …)`` reads (``name.csv``): each row
+    a map column → text, empty cells left out.
+
+    Raises:
+        AttachmentError: too large, not UTF-8, not a readable CSV with a header row.
+    """
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise AttachmentError(
+            f"{filename} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB",
+            f"{filename} 超过 {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise AttachmentError(
+            f"{filename} is not UTF-8 text", f"{filename} 不是 UTF-8 文本"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        if not any(header):
+            raise AttachmentError(
+                f"{filename} needs a header row", f"{filename} 第一行必须是列名", 1
+            )
+        rows = []
+        for number, cells in enumerate(reader, start=2):
+            if number > MAX_ATTACHMENT_ROWS + 1:
+                raise AttachmentError(
+                    f"{filename} has more than {MAX_ATTACHMENT_ROWS} rows",
+                    f"{filename} 超过 {MAX_ATTACHMENT_ROWS} 行",
+                )
+            row = {h: c.strip() for h, c in zip(header, cells, strict=False) if h and c.strip()}
+            if row:
+                rows.append(row)
+    except csv.Error as exc:
+        raise AttachmentError(
+            f"{filename} is not a readable CSV file: {exc}", f"{filename} 不是有效的 CSV 文件"
+        ) from None
+    return rows
 
 
 def _csv_rows(filename: str, text: str) -> list[tuple[int, dict[str, str]]]:

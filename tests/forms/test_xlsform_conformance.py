@@ -596,3 +596,26 @@ def test_position_indexed_repeat_choice_name_and_node_set_sum_and_count() -> Non
         "total": 50,
         "people": 2,
     }
+
+
+def test_pulldata_reads_the_attached_csv_kept_in_the_definition() -> None:
+    from forms.xlsform import export_xlsform
+
+    defn = read("pulldata_from_attached_csv").definition
+    assert defn.tables["prices"] == (
+        {"crop": "rice", "yuan_per_kg": "3.2", "unit": "公斤"},
+        {"crop": "corn", "yuan_per_kg": "2.45", "unit": "公斤"},
+    )
+    checked = validate_record(defn, {"crop": "corn"})
+    assert not checked.errors
+    assert checked.cleaned == {"crop": "corn", "price": 2.45, "unit": "公斤"}
+    assert validate_record(defn, {"crop": "wheat"}).cleaned == {"crop": "wheat"}
+    with pytest.raises(XLSFormError) as info:  # a workbook cannot carry the table itself
+        export_xlsform(defn)
+    assert info.value.code == "export_unsupported"
+    with pytest.raises(XLSFormError) as missing:
+        read_xlsform(CORPUS["pulldata_from_attached_csv"].encode(), "p.md", {})
+    assert [(i.row, i.header, i.code) for i in missing.value.issues] == [
+        (3, "calculation", "missing_attachment"),  # every cell that reads it
+        (4, "calculation", "missing_attachment"),
+    ]

@@ -182,6 +182,13 @@ CORPUS: dict[str, str] = {
 |         | source    | well  | Well  |
 |         | source    | tap   | Tap   |
 """,
+    "pulldata_from_attached_csv": """
+| survey |
+|        | type      | name   | label | calculation                                      |
+|        | text      | crop   | Crop  |                                                  |
+|        | calculate | price  |       | pulldata('prices', 'yuan_per_kg', 'crop', ${crop}) |
+|        | calculate | unit   |       | pulldata('prices', 'unit', 'crop', ${crop})      |
+""",
     "cascading_choice_filter": """
 | survey |
 |        | type                | name     | label    | choice_filter                         |
@@ -312,6 +319,7 @@ ATTACHMENTS: dict[str, bytes] = {
         "name,label::English (en),label::中文 (zh),county,elevation\n"
         "v1,Upper,上寨,c1,1200\nv2,Lower,下寨,c2,900\nv3,River,河边,c1,800\n"
     ).encode(),
+    "prices.csv": "crop,yuan_per_kg,unit\nrice,3.2,公斤\ncorn,2.45,公斤\n".encode(),
     "crops.xml": (
         "<root><item><name>rice</name><label>稻谷</label></item>"
         "<item><name>corn</name><label>玉米</label></item></root>"

@@ -860,6 +860,29 @@ def _expression_cases() -> list[dict[str, Any]]:
                 },
             )
         )
+    prices = {"prices": [{"crop": "rice", "yuan": "3.2"}, {"crop": "corn", "unit": "公斤"}]}
+    for name, text in (
+        ("pulldata-number", "pulldata('prices', 'yuan', 'crop', 'rice')"),
+        ("pulldata-text", "pulldata('prices', 'unit', 'crop', 'corn')"),
+        ("pulldata-empty-cell", "pulldata('prices', 'yuan', 'crop', 'corn')"),
+        ("pulldata-no-row", "pulldata('prices', 'yuan', 'crop', 'wheat')"),
+        ("pulldata-no-table", "pulldata('rates', 'yuan', 'crop', 'rice')"),
+        ("pulldata-table-not-literal", "pulldata(${grade}, 'yuan', 'crop', 'rice')"),
+    ):
+        cases.append(
+            _case(
+                f"expression-{name}",
+                "expression.evaluate",
+                {
+                    "expression": text,
+                    "values": _EXPRESSION_VALUES,
+                    "current": None,
+                    "tables": prices,
+                    "today": today,
+                    "config": config,
+                },
+            )
+        )
     return cases
 
 

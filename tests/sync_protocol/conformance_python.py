@@ -266,7 +266,8 @@ def _expression_evaluate(data: Mapping[str, Any]) -> dict[str, Any]:
         env = env.in_row(scope["repeat"], scope["row"])
     if data.get("choice") is not None:  # the choice a choice_filter is testing
         env = env.with_choice(data["choice"])
-    if data.get("labels") is not None:  # choice labels by field, for jr:choice-name
+    if data.get("labels") is not None or data.get("tables") is not None:
+        # choice labels by field (jr:choice-name), data tables (pulldata)
         env = Environment(
             env.values,
             env.current,
@@ -274,7 +275,8 @@ def _expression_evaluate(data: Mapping[str, Any]) -> dict[str, Any]:
             env.level_names,
             env.rows,
             env.choice,
-            data["labels"],
+            data.get("labels"),
+            data.get("tables"),
         )
     try:
         value = expression.evaluate(env.with_current(data.get("current")))
