@@ -26,7 +26,7 @@ from forms.errors import (
 from forms.expressions import Environment, EvaluationContext, Expression, parse_expression
 from forms.paths import flatten, schema_path, unflatten
 from forms.text import LocalizedText
-from forms.validation import Issue, ValidationResult, validate_record
+from forms.validation import Issue, ValidationResult, prefill, validate_record
 from forms.versioning import UpgradeResult, upgrade_record
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "flatten",
     "load_definition",
     "parse_expression",
+    "prefill",
     "schema_path",
     "unflatten",
     "upgrade_record",

@@ -116,27 +116,36 @@ def _print_definition_issues(exc: FormDefinitionError | XLSFormError, source: Pa
 XLSFORM_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".md")
 
 
-def _read_xlsform_file(path: Path) -> XLSFormImport:
-    """Read an XLSForm file (the CLI is the edge that touches the disk) and print its warnings
-    on stderr, one located line each.
+def _read_xlsform_file(path: Path, attachments: Sequence[Path] = ()) -> XLSFormImport:
+    """Read an XLSForm file and the choices files attached to it (the CLI is the edge that
+    touches the disk) and print its warnings on stderr, one located line each.
 
     Raises:
         XLSFormError: as :func:`forms.xlsform.read_xlsform` (``file_not_found`` too).
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise XLSFormError(
-            [XLSFormIssue(None, None, None, None, "file_not_found", str(exc), f"无法读取 {path}")],
-            code="file_not_found",
-        ) from exc
-    result = read_xlsform(data, path.name)
+    files: dict[str, bytes] = {}
+    for source in (path, *attachments):
+        try:
+            files[source.name] = source.read_bytes()
+        except OSError as exc:
+            raise XLSFormError(
+                [
+                    XLSFormIssue(
+                        None, None, None, None, "file_not_found", str(exc), f"无法读取 {source}"
+                    )
+                ],
+                code="file_not_found",
+            ) from exc
+    data = files.pop(path.name)
+    result = read_xlsform(data, path.name, files)
     for warning in result.warnings:
         click.echo(f"⚠ {warning}", err=True)
     return result
 
 
-def _load_form_file(path: Path, *, report: bool) -> FormDefinition:
+def _load_form_file(
+    path: Path, *, report: bool, attachments: Sequence[Path] = ()
+) -> FormDefinition:
     """Load a definition from .json or .xlsx.
 
     Raises:
@@ -146,7 +155,7 @@ def _load_form_file(path: Path, *, report: bool) -> FormDefinition:
     suffix = path.suffix.lower()
     try:
         if suffix in XLSFORM_SUFFIXES:
-            return _read_xlsform_file(path).definition
+            return _read_xlsform_file(path, attachments).definition
         if suffix == ".json":
             return load_definition(_read_json(path))
     except (FormDefinitionError, XLSFormError) as exc:
@@ -194,14 +203,21 @@ def cli() -> None:
 @cli.command("validate-form", epilog=_EXIT_HELP)
 @click.argument("form_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def validate_form(form_file: Path, as_json: bool) -> None:
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A choices file (.csv/.xml) of select_one_from_file; repeat for each.",
+)
+def validate_form(form_file: Path, as_json: bool, attachments: tuple[Path, ...]) -> None:
     """Check a form definition (.json or XLSForm .xlsx) and print every located problem."""
     if not as_json:
-        defn = _load_form_file(form_file, report=True)
+        defn = _load_form_file(form_file, report=True, attachments=attachments)
         click.echo(f"✓ {form_file}: {_describe(defn)}")
         return
     try:
-        defn = _load_form_file(form_file, report=False)
+        defn = _load_form_file(form_file, report=False, attachments=attachments)
     except InputRefused as exc:
         cause = exc.__cause__
         issues = [i.to_dict() for i in getattr(cause, "issues", [])]
@@ -219,10 +235,19 @@ def validate_form(form_file: Path, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON definition here (default: print it).",
 )
-def import_xlsform_command(xlsx_file: Path, out: Path | None) -> None:
+@click.option(
+    "--attach",
+    "attachments",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A choices file (.csv/.xml) of select_one_from_file; repeat for each.",
+)
+def import_xlsform_command(
+    xlsx_file: Path, out: Path | None, attachments: tuple[Path, ...]
+) -> None:
     """Convert an XLSForm workbook into a JSON form definition (contracts §1)."""
     try:
-        document = _read_xlsform_file(xlsx_file).document
+        document = _read_xlsform_file(xlsx_file, attachments).document
     except XLSFormError as exc:
         if all(i.sheet is None for i in exc.issues):
             raise _refused_by(exc) from exc
@@ -281,7 +306,9 @@ def export_xlsform_command(
     for defn in definitions:
         target = out if single_file else out / f"{defn.id}.xlsx"
         try:
-            export_xlsform(defn, target)
+            data = export_xlsform(defn)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         except XLSFormError as exc:
             raise _refused_by(exc) from exc
         except OSError as exc:

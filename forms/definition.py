@@ -51,7 +51,15 @@ __all__ = [
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MAX_REPEAT_DEPTH = 4  # repeats inside repeats: deeper nesting is refused (nobody needs it)
 MergePolicy = Literal["lww", "review"]
-EXPRESSION_ATTRIBUTES = ("required", "relevant", "constraint", "calculate")
+EXPRESSION_ATTRIBUTES = (
+    "required",
+    "relevant",
+    "constraint",
+    "calculate",
+    "choice_filter",
+    "repeat_count",
+    "default",
+)
 
 
 class FieldType(StrEnum):
@@ -66,6 +74,14 @@ class FieldType(StrEnum):
     BOOLEAN = "boolean"
     GEOPOINT = "geopoint"
     IMAGE = "image"
+    TIME = "time"
+    DATETIME = "datetime"
+    AUDIO = "audio"
+    VIDEO = "video"
+    FILE = "file"
+    GEOTRACE = "geotrace"
+    GEOSHAPE = "geoshape"
+    RANK = "rank"
     REPEAT = "repeat"
     NOTE = "note"
     CALCULATE = "calculate"
@@ -73,10 +89,12 @@ class FieldType(StrEnum):
 
 @dataclass(frozen=True)
 class Choice:
-    """One entry of a choice list: the stored ``value`` and its localized ``label``."""
+    """One entry of a choice list: the stored ``value``, its localized ``label`` and the filter
+    columns a ``choice_filter`` reads (``{"county": "c1"}``; XLSForm's extra choices columns)."""
 
     value: str
     label: LocalizedText
+    filters: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,13 @@ class Field:
     fields: tuple[Field, ...] = ()
     min_rows: int | None = None
     max_rows: int | None = None
+    #: select fields: an expression per choice (``choice('county') = ${county}``); only the
+    #: choices for which it is true are offered and accepted.
+    choice_filter: str | None = None
+    #: repeats: an expression giving the number of rows (``${household_size}``): exactly that many.
+    repeat_count: str | None = None
+    #: the value a new record is prefilled with (an expression; a literal for a static default).
+    default: str | None = None
 
     @property
     def is_repeat(self) -> bool:
@@ -150,8 +175,16 @@ class FormDefinition:
     choice_lists: Mapping[str, tuple[Choice, ...]] = field(default_factory=dict)
     checks: tuple[Check, ...] = ()
     upgrade: UpgradeSpec | None = None
+    #: The XLSForm ``version`` as written (``2026-11-25 v3``), when it is not just ``version``'s
+    #: digits: ODK orders versions by this string; ``version`` stays our internal sequence.
+    odk_version: str | None = None
+    #: The XLSForm ``form_id`` as written (``Household-Survey.v2``) when ``id`` had to differ.
+    odk_form_id: str | None = None
+    #: Data tables read by ``pulldata('name', …)``: rows of an attached CSV, column → text.
+    tables: Mapping[str, tuple[Mapping[str, str], ...]] = field(default_factory=dict)
     _index: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
     _orders: dict[str, tuple[Field, ...]] = field(init=False, repr=False, compare=False, hash=False)
+    _labels: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         index: dict[str, Field] = {}
@@ -159,6 +192,12 @@ class FormDefinition:
             index[path] = fld
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_orders", {})
+        labels: dict[str, dict[str, str]] = {}
+        for fld in index.values():
+            if fld.choices is not None:
+                entries = self.choice_lists.get(fld.choices, ())
+                labels[fld.name] = {c.value: c.label.zh for c in entries}
+        object.__setattr__(self, "_labels", labels)
 
     def evaluation_order(self, level: str = "") -> tuple[Field, ...]:
         """The fields of one level (``""`` or a repeat's schema path) in evaluation order.
@@ -285,6 +324,11 @@ class FormDefinition:
             return ()
         return tuple(self.choice_lists.get(fld.choices, ()))
 
+    def choice_labels(self) -> Mapping[str, Mapping[str, str]]:
+        """Field name → choice value → its Chinese label, for every select/rank field (what
+        ``jr:choice-name(${x}, '${x}')`` reads; pass it as ``Environment(labels=...)``)."""
+        return self._labels  # computed once: validation reads it for every record
+
     def parent_of(self, path: str) -> str | None:
         """Schema path of the repeat that contains a schema path, or ``None`` at the top level."""
         head, _, _ = path.rpartition("/")
@@ -344,6 +388,11 @@ class ChoiceSchema(Schema):
         ],
     )
     label = _TextField(required=True)
+    filters = mf.Dict(
+        keys=mf.String(validate=_NAME),
+        values=mf.String(validate=validate.Length(max=1000)),
+        load_default=dict,
+    )
 
 
 class FieldSchema(Schema):
@@ -370,6 +419,9 @@ class FieldSchema(Schema):
     fields = mf.List(mf.Nested(lambda: FieldSchema()), load_default=None)
     min_rows = mf.Integer(load_default=None, strict=True, validate=validate.Range(min=0))
     max_rows = mf.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+    choice_filter = mf.String(load_default=None, validate=_EXPR)
+    repeat_count = mf.String(load_default=None, validate=_EXPR)
+    default = mf.String(load_default=None, validate=_EXPR)
 
 
 class CheckSchema(Schema):
@@ -420,6 +472,13 @@ class FormDefinitionSchema(Schema):
     )
     checks = mf.List(mf.Nested(CheckSchema), load_default=list)
     upgrade = mf.Nested(UpgradeSchema, load_default=None)
+    odk_version = mf.String(load_default=None, validate=validate.Length(min=1, max=200))
+    odk_form_id = mf.String(load_default=None, validate=validate.Length(min=1, max=200))
+    tables = mf.Dict(
+        keys=mf.String(validate=validate.Length(min=1, max=100)),
+        values=mf.List(mf.Dict(keys=mf.String(), values=mf.String())),
+        load_default=dict,
+    )
 
 
 _SCHEMA = FormDefinitionSchema()
@@ -509,7 +568,9 @@ def load_definition(data: Mapping[str, Any]) -> FormDefinition:
 
     issues: list[DefinitionIssue] = []
     choice_lists = {
-        key: tuple(Choice(value=c["value"], label=c["label"]) for c in entries)
+        key: tuple(
+            Choice(value=c["value"], label=c["label"], filters=dict(c["filters"])) for c in entries
+        )
         for key, entries in loaded["choice_lists"].items()
     }
     for key, entries in choice_lists.items():
@@ -551,6 +612,9 @@ def load_definition(data: Mapping[str, Any]) -> FormDefinition:
         choice_lists=choice_lists,
         checks=checks,
         upgrade=upgrade,
+        odk_version=loaded["odk_version"],
+        odk_form_id=loaded["odk_form_id"],
+        tables={name: tuple(dict(r) for r in rows) for name, rows in loaded["tables"].items()},
     )
     _check_meaning(defn, issues)
     if issues:
@@ -578,7 +642,7 @@ def _build_fields(
                 )
             )
         seen.add(name)
-        is_select = ftype in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE)
+        is_select = ftype in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE, FieldType.RANK)
         if is_select and raw["choices"] is None:
             issues.append(
                 DefinitionIssue(
@@ -617,6 +681,25 @@ def _build_fields(
                     f"{path}/calculate",
                     "a calculate field needs a 'calculate' expression",
                     "missing_calculate",
+                )
+            )
+        if not is_select and raw["choice_filter"] is not None:
+            issues.append(
+                DefinitionIssue(
+                    f"{path}/choice_filter",
+                    "only select_one/select_multiple fields take 'choice_filter'",
+                    "unexpected_attribute",
+                )
+            )
+        if (
+            ftype in (FieldType.NOTE, FieldType.CALCULATE, FieldType.REPEAT)
+            and raw["default"] is not None
+        ):
+            issues.append(
+                DefinitionIssue(
+                    f"{path}/default",
+                    f"a {ftype} field takes no default (nobody types its value)",
+                    "unexpected_attribute",
                 )
             )
         if ftype in (FieldType.NOTE, FieldType.CALCULATE) and raw["constraint"] is not None:
@@ -661,7 +744,7 @@ def _build_fields(
                     )
                 )
         else:
-            for attr in ("fields", "min_rows", "max_rows"):
+            for attr in ("fields", "min_rows", "max_rows", "repeat_count"):
                 if raw[attr] is not None:
                     issues.append(
                         DefinitionIssue(
@@ -690,6 +773,9 @@ def _build_fields(
                 fields=children,
                 min_rows=raw["min_rows"],
                 max_rows=raw["max_rows"],
+                choice_filter=raw["choice_filter"],
+                repeat_count=raw["repeat_count"],
+                default=raw["default"],
             )
         )
     return tuple(built)
@@ -958,6 +1044,16 @@ def _dump_field(fld: Field) -> dict[str, Any]:
         out["min_rows"] = fld.min_rows
     if fld.max_rows is not None:
         out["max_rows"] = fld.max_rows
+    for attr in ("choice_filter", "repeat_count", "default"):
+        if getattr(fld, attr) is not None:
+            out[attr] = getattr(fld, attr)
+    return out
+
+
+def _dump_choice(choice: Choice) -> dict[str, Any]:
+    out: dict[str, Any] = {"value": choice.value, "label": choice.label.to_dict()}
+    if choice.filters:
+        out["filters"] = dict(choice.filters)
     return out
 
 
@@ -976,8 +1072,7 @@ def dump_definition(defn: FormDefinition) -> dict[str, Any]:
     }
     if defn.choice_lists:
         out["choice_lists"] = {
-            key: [{"value": c.value, "label": c.label.to_dict()} for c in entries]
-            for key, entries in defn.choice_lists.items()
+            key: [_dump_choice(c) for c in entries] for key, entries in defn.choice_lists.items()
         }
     if defn.checks:
         checks = []
@@ -995,4 +1090,9 @@ def dump_definition(defn: FormDefinition) -> dict[str, Any]:
             "renames": dict(defn.upgrade.renames),
             "drops": list(defn.upgrade.drops),
         }
+    for attr in ("odk_version", "odk_form_id"):
+        if getattr(defn, attr) is not None:
+            out[attr] = getattr(defn, attr)
+    if defn.tables:
+        out["tables"] = {name: [dict(r) for r in rows] for name, rows in defn.tables.items()}
     return out

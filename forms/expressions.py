@@ -155,6 +155,11 @@ def _tokenize(text: str) -> list[_Token]:
             while word.endswith("-"):
                 word = word[:-1]
             end = i + len(word)
+            if word == "jr" and text.startswith(":", end):
+                # ODK's namespaced names (jr:choice-name) are one function name.
+                m = _NAME_BODY.match(text, end + 1)
+                word = text[i : m.end() if m else end + 1].rstrip("-")
+                end = i + len(word)
             kind = "op" if word in _WORD_OPERATORS else "name"
             tokens.append(_Token(kind, word, i))
             i = end
@@ -676,11 +681,24 @@ class Environment:
             names defined there. When given, a name defined in a row resolves in that row even when
             the row leaves it empty; without it, presence of the key decides.
         rows: enclosing repeat rows, outermost first (set by :meth:`in_row`).
+        choice: while a ``choice_filter`` is evaluated, the choice being tested: its value
+            (``name``) and its filter columns, read by ``choice('county')``.
+        labels: field name → choice value → its (Chinese) label, for ``jr:choice-name``.
+        tables: the form's data tables (attached CSVs) by name, for ``pulldata``.
     """
 
     # A plain slotted class, not a dataclass: one is made per repeat row per row function call,
     # which is the evaluator's hottest allocation.
-    __slots__ = ("context", "current", "level_names", "rows", "values")
+    __slots__ = (
+        "choice",
+        "context",
+        "current",
+        "labels",
+        "level_names",
+        "rows",
+        "tables",
+        "values",
+    )
 
     def __init__(
         self,
@@ -689,24 +707,60 @@ class Environment:
         context: EvaluationContext | None = None,
         level_names: Mapping[str, frozenset[str]] | None = None,
         rows: tuple[_RowScope, ...] = (),
+        choice: Mapping[str, str] | None = None,
+        labels: Mapping[str, Mapping[str, str]] | None = None,
+        tables: Mapping[str, Sequence[Mapping[str, str]]] | None = None,
     ) -> None:
         self.values = values
         self.current = current
         self.context = context if context is not None else EvaluationContext()
         self.level_names = level_names
         self.rows = rows
+        self.choice = choice
+        self.labels = labels
+        self.tables = tables
 
     def in_row(self, repeat_path: str, row: Mapping[str, Any], current: Any = None) -> Environment:
         """A child environment inside one row of the repeat at ``repeat_path``."""
         names = self.level_names.get(repeat_path) if self.level_names is not None else None
         scope = _RowScope(repeat_path, row, names)
+        rows = (*self.rows, scope)
         return Environment(
-            self.values, current, self.context, self.level_names, (*self.rows, scope)
+            self.values,
+            current,
+            self.context,
+            self.level_names,
+            rows,
+            self.choice,
+            self.labels,
+            self.tables,
         )
 
     def with_current(self, current: Any) -> Environment:
         """The same environment with ``.`` bound to ``current``."""
-        return Environment(self.values, current, self.context, self.level_names, self.rows)
+        return Environment(
+            self.values,
+            current,
+            self.context,
+            self.level_names,
+            self.rows,
+            self.choice,
+            self.labels,
+            self.tables,
+        )
+
+    def with_choice(self, choice: Mapping[str, str]) -> Environment:
+        """The same environment testing one choice of a ``choice_filter`` (``choice('…')``)."""
+        return Environment(
+            self.values,
+            self.current,
+            self.context,
+            self.level_names,
+            self.rows,
+            choice,
+            self.labels,
+            self.tables,
+        )
 
     def value(self, name: str) -> Any:
         """The value of ``${name}``: rows innermost first, then the top level; missing is None."""
@@ -905,6 +959,98 @@ def _fn_once(node: Call, args: tuple[Compiled, ...], env: Environment) -> Any:
     return args[0](env)
 
 
+def _fn_choice(env: Environment, column: Any) -> str | None:
+    """A column of the choice a ``choice_filter`` is testing: ``choice('name')`` is its value,
+    any other name one of its filter columns (XLSForm writes them as bare names, ``county``);
+    empty when the column is empty or no choice is being tested."""
+    if env.choice is None:
+        return None
+    return _normalize(env.choice.get(_as_text(column)))
+
+
+def _fn_position(env: Environment) -> int | None:
+    """1-based number of the innermost repeat row the expression runs in (ODK's
+    ``position(..)``); empty outside a repeat."""
+    if not env.rows:
+        return None
+    scope = env.rows[-1]
+    parent = env.rows[-2].values if len(env.rows) > 1 else env.values
+    rows = parent.get(scope.path.rsplit("/", 1)[-1])
+    if not isinstance(rows, list):
+        return None
+    for index, row in enumerate(rows, start=1):
+        if row is scope.values:
+            return index
+    for index, row in enumerate(rows, start=1):  # a copy of the row (vectors, other callers)
+        if row == scope.values:
+            return index
+    return None
+
+
+def _fn_indexed_repeat(node: Call, args: tuple[Compiled, ...], env: Environment) -> Any:
+    """``indexed-repeat(${field}, ${repeat}, n)``: the value of ``field`` in row n (1-based)
+    of ``repeat``; empty when there is no such row."""
+    ref = node.args[1]
+    assert isinstance(ref, FieldRef)  # enforced by _check_indexed_repeat at parse time
+    number = _as_number(args[2](env), "indexed-repeat()")
+    if number is None:
+        return None
+    if int(number) != number:
+        raise EvaluationError(
+            "bad_argument",
+            "indexed-repeat() needs a whole row number",
+            message_zh="indexed-repeat() 的行号必须是整数",
+        )
+    value, path = env.lookup(ref.name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+        raise _type_error("indexed-repeat()", value)
+    if not 1 <= number <= len(value):
+        return None
+    return args[0](env.in_row(path, value[int(number) - 1]))
+
+
+def _fn_choice_name(env: Environment, value: Any, field_name: Any) -> str | None:
+    """``jr:choice-name(value, '${field}')``: the (Chinese) label of ``value`` in the choice list
+    of ``field``; empty when the value is empty or not one of its choices."""
+    if value is None:
+        return None
+    name = _as_text(field_name).strip()
+    if name.startswith("${") and name.endswith("}"):
+        name = name[2:-1]
+    labels = (env.labels or {}).get(name, {})
+    return labels.get(_as_text(value))
+
+
+def _fn_pulldata(env: Environment, table: Any, column: Any, key_column: Any, key: Any) -> Any:
+    """``pulldata('table', 'column', 'key_column', key)``: ``column`` of the first row of the
+    form's data table (an attached CSV) whose ``key_column`` is ``key`` (compared as text);
+    empty when the key is empty, no row matches, or the table or column does not exist. A
+    value that reads as a number is returned as one (CSV cells are text)."""
+    if key is None:
+        return None
+    rows = (env.tables or {}).get(_as_text(table), ())
+    wanted, column_name, key_name = _as_text(key), _as_text(column), _as_text(key_column)
+    for row in rows:
+        if row.get(key_name) == wanted:
+            cell = _normalize(row.get(column_name))
+            if cell is None:
+                return None
+            number = _parse_number(cell)
+            return cell if number is None else number
+    return None
+
+
+def _check_pulldata(node: Call) -> Call:
+    table = node.args[0]
+    if not isinstance(table, Literal) or not isinstance(table.value, str):
+        raise ExpressionError(
+            "bad_argument", "the table of pulldata() must be a string literal", node.position
+        )
+    return node
+
+
 def _fn_date(env: Environment, value: Any) -> date | None:
     if isinstance(value, str) and not _ISO_DATE.match(value):
         raise EvaluationError(
@@ -1094,6 +1240,17 @@ def _check_date_literal(node: Call) -> Call:
     return node
 
 
+def _check_indexed_repeat(node: Call) -> Call:
+    for arg in node.args[:2]:
+        if not isinstance(arg, FieldRef):
+            raise ExpressionError(
+                "bad_argument",
+                "indexed-repeat() is written indexed-repeat(${field}, ${repeat}, n)",
+                node.position,
+            )
+    return node
+
+
 def _check_row_function(node: Call) -> Call:
     if not isinstance(node.args[0], FieldRef):
         raise ExpressionError(
@@ -1200,6 +1357,38 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             "the recorded value (.) when there is one, else x (computed once, as in ODK)",
             lazy=True,
         ),
+        _spec(
+            "choice",
+            1,
+            1,
+            _fn_choice,
+            "a column of the choice a choice_filter tests ('name' is its value)",
+        ),
+        _spec(
+            "pulldata",
+            4,
+            4,
+            _fn_pulldata,
+            "a column of the row of an attached table whose key column is key",
+            check=_check_pulldata,
+        ),
+        _spec("position", 0, 0, _fn_position, "1-based number of the current repeat row"),
+        _spec(
+            "indexed-repeat",
+            3,
+            3,
+            _fn_indexed_repeat,
+            "value of ${field} in row n of ${repeat}",
+            lazy=True,
+            check=_check_indexed_repeat,
+        ),
+        _spec(
+            "jr:choice-name",
+            2,
+            2,
+            _fn_choice_name,
+            "label of a choice value of the field named by the second argument",
+        ),
         _spec("date", 1, 1, _fn_date, "date from 'YYYY-MM-DD'", check=_check_date_literal),
         _spec("year", 1, 1, _date_part("year"), "year of a date"),
         _spec("month", 1, 1, _date_part("month"), "month of a date"),
@@ -1299,7 +1488,12 @@ def _collect(node: Node, via: tuple[str, ...], out: list[Reference]) -> None:
         _collect(node.right, via, out)
     elif isinstance(node, Call):
         spec = FUNCTIONS[node.name]
-        if spec.row_function and isinstance(node.args[0], FieldRef):
+        if node.name == "indexed-repeat" and isinstance(node.args[1], FieldRef):
+            # the field is read inside rows of the repeat (the second argument)
+            _collect(node.args[1], via, out)
+            _collect(node.args[0], (*via, node.args[1].name), out)
+            _collect(node.args[2], via, out)
+        elif spec.row_function and isinstance(node.args[0], FieldRef):
             _collect(node.args[0], via, out)
             for arg in node.args[1:]:
                 _collect(arg, (*via, node.args[0].name), out)

@@ -27,7 +27,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 from forms import identity
@@ -37,7 +37,7 @@ from forms.expressions import Call, Environment, EvaluationContext, parse_expres
 from forms.paths import ROW_ID_KEY
 from forms.text import LocalizedText
 
-__all__ = ["EvaluationContext", "Issue", "ValidationResult", "validate_record"]
+__all__ = ["EvaluationContext", "Issue", "ValidationResult", "prefill", "validate_record"]
 
 Severity = Literal["error", "warning"]
 
@@ -46,6 +46,19 @@ _INTEGER_TEXT = re.compile(r"^[+-]?[0-9]+$")
 _DECIMAL_TEXT = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _GEOPOINT_KEYS = {"lat", "lon", "alt", "accuracy"}
+_TIME = re.compile(
+    r"^(?P<h>[0-9]{2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2})(?:\.[0-9]{1,6})?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+_DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}")
+#: Recorded as content-addressed attachments, like a photo (contracts §3): (zh, en) names.
+_ATTACHMENT_TYPES = {
+    FieldType.IMAGE: ("图片", "image"),
+    FieldType.AUDIO: ("录音", "audio"),
+    FieldType.VIDEO: ("视频", "video"),
+    FieldType.FILE: ("文件", "file"),
+}
+MAX_POINTS = 5_000  # points of one geotrace/geoshape
 
 
 @dataclass(frozen=True)
@@ -201,14 +214,77 @@ def _coerce(defn: FormDefinition, fld: Field, value: Any) -> tuple[Any, Any]:
     if kind is FieldType.GEOPOINT:
         point = _geopoint(value)
         return point, point
-    if kind is FieldType.IMAGE:
+    if kind in _ATTACHMENT_TYPES:
         if isinstance(value, str) and _IMAGE.match(value):
             address = "sha256:" + value[7:].lower()
             return address, address
+        zh, en = _ATTACHMENT_TYPES[kind]
         raise _type_problem(
-            "图片内容地址 sha256:<64位十六进制>", "an image address sha256:<64 hex>", value
+            f"{zh}内容地址 sha256:<64位十六进制>", f"an {en} address sha256:<64 hex>", value
         )
+    if kind is FieldType.TIME:
+        text = value.strip() if isinstance(value, str) else None
+        match = _TIME.match(text) if text else None
+        if (
+            match is None
+            or int(match["h"]) > 23
+            or int(match["m"]) > 59
+            or int(match["s"] or 0) > 59
+        ):
+            raise _type_problem("时间（HH:MM 或 HH:MM:SS）", "a time HH:MM[:SS]", value)
+        return text, text
+    if kind is FieldType.DATETIME:
+        text = value.strip() if isinstance(value, str) else None
+        try:
+            valid = text is not None and _DATETIME.match(text) and datetime.fromisoformat(text)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise _type_problem(
+                "日期时间（YYYY-MM-DDTHH:MM[:SS][时区]）", "an ISO date-time", value
+            )
+        return text, text
+    if kind in (FieldType.GEOTRACE, FieldType.GEOSHAPE):
+        points = _points(value)
+        shape = kind is FieldType.GEOSHAPE
+        if len(points) < (4 if shape else 2):
+            raise _Problem(
+                "type",
+                f"{'区域至少需要 4 个点（首尾相同）' if shape else '轨迹至少需要 2 个点'}",
+                f"a {kind.value} needs at least {4 if shape else 2} points",
+            )
+        if shape and (points[0]["lat"], points[0]["lon"]) != (points[-1]["lat"], points[-1]["lon"]):
+            raise _Problem(
+                "type", "区域的最后一个点必须与第一个点相同", "a geoshape must end where it starts"
+            )
+        return points, points
+    if kind is FieldType.RANK:
+        if isinstance(value, str):
+            items = value.split()
+        elif isinstance(value, list | tuple):
+            items = [_choice_value(v) for v in value]
+        else:
+            raise _type_problem("排序后的选项列表", "a ranked list of choice values", value)
+        for item in items:
+            _known_choice(defn, fld, item)
+        if len(set(items)) != len(items):
+            raise _Problem("type", "排序中同一选项出现了两次", "a choice is ranked twice")
+        return items, list(items)
     raise _type_problem("值", "no value", value)
+
+
+def _points(value: Any) -> list[dict[str, float]]:
+    """A geotrace/geoshape: ODK's ``"lat lon alt acc;lat lon alt acc"`` text, or a list of
+    points (each a geopoint text or object) → a list of geopoint objects."""
+    if isinstance(value, str):
+        parts: list[Any] = [p for p in value.split(";") if p.strip()]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        raise _type_problem("坐标点列表", "a list of points", value)
+    if len(parts) > MAX_POINTS:
+        raise _Problem("type", f"最多 {MAX_POINTS} 个点", f"at most {MAX_POINTS} points")
+    return [_geopoint(p) for p in parts]
 
 
 def _integer(value: Any) -> int:
@@ -335,6 +411,7 @@ class _Validator:
         for path, fld in defn.iter_fields():
             if fld.is_repeat:
                 self.level_names[path] = frozenset(sub.name for sub in fld.fields)
+        self.labels = defn.choice_labels()
         self.top_typed: dict[str, Any] = {}
         self.hidden: set[str] = set()  # data paths of fields found not relevant
         # Values that are empty or wrong because they could not be read, failed their
@@ -381,7 +458,11 @@ class _Validator:
     def env(self, level: _Level, current: Any = None) -> Environment:
         if level.env is None:
             env = Environment(
-                values=self.top_typed, context=self.context, level_names=self.level_names
+                values=self.top_typed,
+                context=self.context,
+                level_names=self.level_names,
+                labels=self.labels,
+                tables=self.defn.tables,
             )
             for repeat_path, row in level.rows:
                 env = env.in_row(repeat_path, row)
@@ -585,6 +666,8 @@ class _Validator:
                         or _text(f"“{_label_zh(fld)}”为必填项", f"{_label_en(fld)} is required"),
                     )
                 continue
+            if fld.choice_filter is not None and not self.choices_offered(fld, level, value):
+                continue
             if fld.constraint is not None:
                 try:
                     passed = truthy(
@@ -603,6 +686,54 @@ class _Validator:
                         )
                     )
                     self.issue("constraint", level, fld.name, LocalizedText.from_value(message))
+
+    def choices_offered(self, fld: Field, level: _Level, value: Any) -> bool:
+        """Whether every answer of a select with a ``choice_filter`` is a choice the filter
+        offers given the other answers (reported as ``choice`` when not). A filter that reads an
+        undetermined value, or cannot be evaluated, decides nothing: the answer is kept."""
+        text = fld.choice_filter or ""
+        if self.depends_on_unknown(text, level):
+            return True
+        by_value = {c.value: c for c in self.defn.choices_of(fld)}
+        chosen = value if isinstance(value, list) else [value]
+        refused = []
+        for answer in chosen:
+            choice = by_value.get(answer)
+            if choice is None:
+                continue  # reported by the type pass
+            env = self.env(level, value).with_choice({**choice.filters, "name": choice.value})
+            try:
+                offered = parse_expression(text).is_true(env)
+            except EvaluationError as exc:
+                self.issue(
+                    "evaluation",
+                    level,
+                    fld.name,
+                    _text(
+                        f"表单的choice_filter表达式无法计算：{exc.message_zh}",
+                        f"the choice_filter expression of {fld.name} could not be evaluated: "
+                        f"{exc.message}",
+                    ),
+                    "warning",
+                )
+                return True
+            if not offered:
+                refused.append(answer)
+        if not refused:
+            return True
+        self.mark_unknown(level, fld.name)
+        shown = "、".join(refused)
+        self.issue(
+            "choice",
+            level,
+            fld.name,
+            _text(
+                f"按已填的答案，“{_label_zh(fld)}”不能选 {shown}",
+                f"{', '.join(map(repr, refused))} is not offered for {_label_en(fld)} "
+                "given the other answers",
+            ),
+        )
+        return False
 
     def id_problem(self, fld: Field, level: _Level) -> LocalizedText | None:
         """What exactly is wrong with an ID number whose ``id-valid(.)`` constraint failed.
@@ -712,6 +843,17 @@ class _Validator:
                     f"{fld.name} needs at least {fld.min_rows} rows, has {count}",
                 ),
             )
+        expected = None if unsure else self.repeat_count(fld, level)
+        if expected is not None and count != expected:
+            self.issue(
+                "rows",
+                level,
+                fld.name,
+                _text(
+                    f"按 repeat_count 应为 {expected} 行，实际 {count} 行",
+                    f"{fld.name} needs exactly {expected} rows (its repeat_count), has {count}",
+                ),
+            )
         if fld.max_rows is not None and count > fld.max_rows:
             self.issue(
                 "rows",
@@ -725,6 +867,36 @@ class _Validator:
         schema = f"{level.schema_path}/{fld.name}" if level.schema_path else fld.name
         for row_child in self.row_levels(level, rows, schema):
             self.walk_level(row_child)
+
+    def repeat_count(self, fld: Field, level: _Level) -> int | None:
+        """The number of rows a computed ``repeat_count`` asks for; ``None`` when there is
+        none, it reads an undetermined value, is empty or is not a whole number >= 0 (an
+        authoring mistake, reported as an ``evaluation`` warning)."""
+        if fld.repeat_count is None:
+            return None
+        try:
+            value = self.evaluate(fld.repeat_count, level, fld.name, "repeat_count", None)
+        except EvaluationError:
+            return None
+        if self.depends_on_unknown(fld.repeat_count, level) or value is None:
+            return None
+        if isinstance(value, str):
+            value = _parse_count(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.issue(
+                "evaluation",
+                level,
+                fld.name,
+                _text(
+                    f"repeat_count 的结果不是不小于 0 的整数：{value!r}",
+                    f"the repeat_count of {fld.name} is not a whole number >= 0: {value!r}",
+                ),
+                "warning",
+            )
+            return None
+        return value
 
     def row_levels(self, level: _Level, rows: list[dict[str, Any]], schema: str) -> list[_Level]:
         """The levels of the rows read by :meth:`read_rows`, numbered and named as read."""
@@ -791,6 +963,14 @@ class _Validator:
         return levels
 
 
+def _parse_count(text: str) -> int | float | str:
+    """A count written as text (a select value '3'): the number, else the text unchanged."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return text
+
+
 def _computed_once(fld: Field) -> bool:
     """A calculation written ``once(...)``: ODK computes it the first time only."""
     if not fld.calculate:
@@ -835,3 +1015,60 @@ def validate_record(
         validator.run_check(check, top)
     validator.result.cleaned = top.cleaned
     return validator.result
+
+
+def prefill(
+    defn: FormDefinition, data: Mapping[str, Any], context: EvaluationContext | None = None
+) -> dict[str, Any]:
+    """The record ``data`` with each empty field that has a ``default`` filled with it.
+
+    What a tablet does when a record (or a repeat row: pass the row already in ``data``) is
+    made: defaults are evaluated level by level in evaluation order, so ``${people} - 1`` sees
+    the prefilled ``people``; a value already there is never replaced. A default that cannot be
+    evaluated, is empty or does not fit the field's type leaves the field empty (validation
+    then says what is missing). Returns a new dict; ``data`` is not changed.
+    """
+    context = context or EvaluationContext()
+    level_names: dict[str, frozenset[str]] = {"": frozenset(f.name for f in defn.fields)}
+    for path, fld in defn.iter_fields():
+        if fld.is_repeat:
+            level_names[path] = frozenset(sub.name for sub in fld.fields)
+    out = dict(data)
+    top = Environment(
+        values=out,
+        context=context,
+        level_names=level_names,
+        labels=defn.choice_labels(),
+        tables=defn.tables,
+    )
+    _prefill_level(defn, "", out, top)
+    return out
+
+
+def _prefill_level(
+    defn: FormDefinition, schema: str, values: dict[str, Any], env: Environment
+) -> None:
+    for fld in defn.evaluation_order(schema):
+        if fld.is_repeat:
+            rows = values.get(fld.name)
+            if not isinstance(rows, list):
+                continue
+            inner = f"{schema}/{fld.name}" if schema else fld.name
+            filled = []
+            for row in rows:
+                if isinstance(row, Mapping):
+                    row = dict(row)
+                    _prefill_level(defn, inner, row, env.in_row(inner, row))
+                filled.append(row)
+            values[fld.name] = filled
+            continue
+        if fld.default is None or not _is_empty(values.get(fld.name)):
+            continue
+        try:
+            value = parse_expression(fld.default).evaluate(env)
+            if _is_empty(value):
+                continue
+            _, cleaned = _coerce(defn, fld, _json_value(value))
+        except (EvaluationError, _Problem):
+            continue
+        values[fld.name] = cleaned

@@ -17,6 +17,7 @@ are the edge for a path or a stream.
 
 from __future__ import annotations
 
+import io
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ from pyxform import aliases as pyxform_aliases
 from forms.definition import FormDefinition, dump_definition, load_definition
 from forms.errors import DefinitionIssue, FormDefinitionError, FormsError
 from forms.text import LANGUAGE_TAG
+from forms.xlsform_attachments import AttachmentError, read_choice_file, read_data_table
 from forms.xlsform_source import (
     MAX_WORKBOOK_BYTES,
     RawSheet,
@@ -64,6 +66,15 @@ _PATH_RE = re.compile(r"^[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")
 _NUMBER_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 _REFERENCE_RE = re.compile(r"\$\{([^{}\s]+)\}")
+_PULLDATA_RE = re.compile(r"""pulldata\(\s*['"]([^'"]+)['"]""")
+_POSITION_RE = re.compile(r"position\(\s*\.\.\s*\)")
+_NODESET_RE = re.compile(r"\b(sum|count)\(\s*\$\{([A-Za-z_][A-Za-z0-9_]*)\}\s*\)")
+# Tokens of a choice_filter: strings, ${…} and numbers stay; a bare word is a choice column
+# unless a '(' follows (a function, ODK's names may hold ':' and '-').
+_FILTER_TOKEN_RE = re.compile(
+    r"'[^']*'|\"[^\"]*\"|\$\{[^{}]*\}|[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_:\-]*)(?P<call>\s*\()?"
+)
 #: Versions are stored as whole numbers (PostgreSQL ``integer``); ODK's date stamps fit.
 MAX_VERSION = 2**31 - 1
 #: The choice list our exports use for a yes/no question (ODK has no boolean type); a
@@ -111,8 +122,15 @@ _PLAIN_TYPES = {
     "image",
     "note",
     "calculate",
+    "time",
+    "datetime",
+    "audio",
+    "video",
+    "file",
+    "geotrace",
+    "geoshape",
 }
-_SELECT_TYPES = {"select_one", "select_multiple"}
+_SELECT_TYPES = {"select_one", "select_multiple", "rank"}
 
 # Other spellings of our types that XLSForm (pyxform's question type table) accepts.
 _TYPE_SPELLINGS = {
@@ -161,22 +179,6 @@ _MAPPED_TYPES: dict[str, tuple[str, str, str]] = {
 }
 # ODK types we cannot keep yet, with the reason county staff should read.
 _REFUSED_TYPES: dict[str, tuple[str, str]] = {
-    "time": ("time-of-day questions are not supported yet", "暂不支持时间题"),
-    "datetime": ("date-time questions are not supported yet; use date", "暂不支持日期时间题"),
-    "audio": ("audio attachments are not supported yet; use image", "暂不支持录音附件"),
-    "video": ("video attachments are not supported yet; use image", "暂不支持视频附件"),
-    "file": ("file attachments are not supported yet; use image", "暂不支持文件附件"),
-    "geotrace": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
-    "geoshape": ("only geopoint is supported yet", "暂只支持 geopoint 定位题"),
-    "rank": ("rank questions are not supported yet", "暂不支持排序题"),
-    "select_one_from_file": (
-        "choices from an attached file are not supported yet",
-        "暂不支持附件选项文件",
-    ),
-    "select_multiple_from_file": (
-        "choices from an attached file are not supported yet",
-        "暂不支持附件选项文件",
-    ),
     "select_one_external": ("external choices are not supported", "不支持外部选项"),
     "xml-external": ("external instances are not supported yet", "暂不支持外部数据"),
     "csv-external": ("external instances are not supported yet", "暂不支持外部数据"),
@@ -277,8 +279,10 @@ _SURVEY_COLUMNS: dict[str, bool] = {
     "required_message": True,
     "guidance_hint": True,
     "calculation": False,
-    # Read for ``hidden`` rows (their value); elsewhere ignored with a warning (_IGNORED_COLUMNS).
+    # The value a new record is prefilled with (for ``hidden`` rows: their value).
     "default": False,
+    # Cascading selects: which choices are offered, per the answers so far.
+    "choice_filter": False,
     # A calculation recomputed when another answer changes: the tablet's value stands (once()).
     "trigger": False,
     "appearance": False,
@@ -325,12 +329,7 @@ _HEADER_ALIASES = {
 }
 
 # Columns whose meaning we cannot keep yet: a form using them is refused at the header cell.
-_REFUSED_COLUMNS: dict[str, tuple[str, str]] = {
-    "choice_filter": (
-        "cascading selects (choice_filter) are not supported yet: every choice would be offered",
-        "暂不支持级联选项（choice_filter）：否则所有选项都会出现",
-    ),
-}
+_REFUSED_COLUMNS: dict[str, tuple[str, str]] = {}
 # Columns ODK knows that only change how a question is shown (or its help texts): ignored with a
 # located warning, the form imports.
 _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
@@ -339,11 +338,6 @@ _IGNORED_COLUMNS: dict[str, tuple[str, str]] = {
     "big_image": ("media in questions are not shown", "不显示题目中的多媒体"),
     "audio": ("media in questions are not shown", "不显示题目中的多媒体"),
     "video": ("media in questions are not shown", "不显示题目中的多媒体"),
-    "default": (
-        "defaults are not prefilled: the field worker types the value (a hidden row's default "
-        "is its value)",
-        "不预填默认值：由调查员填写（hidden 行的 default 即其取值）",
-    ),
     "autoplay": ("media are not played", "不播放多媒体"),
     "body": ("presentation only", "仅影响显示"),
     "style": ("presentation only", "仅影响显示"),
@@ -805,6 +799,9 @@ _FIELD_PROPERTY_COLUMNS = {
     "sensitive": "sensitive",
     "min_rows": "min_rows",
     "max_rows": "max_rows",
+    "choice_filter": "choice_filter",
+    "repeat_count": "repeat_count",
+    "default": "default",
 }
 _CHECK_PROPERTY_COLUMNS = {k: k for k in _CHECKS_COLUMNS}
 _SETTINGS_PROPERTY_COLUMNS = {
@@ -1024,8 +1021,19 @@ class _Reader:
     """Reads one workbook's sheets into a contracts §1 dict, collecting located issues and
     warnings."""
 
-    def __init__(self, sheets: Sequence[RawSheet], file_stem: str | None = None) -> None:
+    def __init__(
+        self,
+        sheets: Sequence[RawSheet],
+        file_stem: str | None = None,
+        attachments: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.raw = {s.title: s for s in sheets}
+        # Files uploaded with the form, by their name without directory.
+        self.attachments = {
+            re.split(r"[\\/]", name)[-1]: data for name, data in (attachments or {}).items()
+        }
+        self.file_lists: dict[str, str] = {}  # attached file name -> its choice list
+        self.tables: dict[str, list[dict[str, str]]] = {}  # pulldata('name') -> name.csv rows
         self.lone = any(s.lone for s in sheets)
         self.file_stem = file_stem
         self.issues = _Collector()
@@ -1040,6 +1048,11 @@ class _Reader:
         self.renamed_lists: dict[str, str] = {}
         self.zh_warned: set[tuple[str, str]] = set()
         self.boolean_lists: set[str] = set()
+        # Extra columns of the choices sheet (ODK's filter columns: ``county`` of a village
+        # list), kept on each choice for choice_filter; those no filter reads are dropped after
+        # the survey is read, with a warning.
+        self.filter_columns: dict[str, _Column] = {}
+        self.filters_read: set[str] = set()
 
     # -- sheets ---------------------------------------------------------------------------
 
@@ -1065,6 +1078,7 @@ class _Reader:
         settings = self._read_settings()
         self._read_choices()
         fields = self._read_survey()
+        self._keep_read_filters()
         checks = self._read_checks()
         upgrade = self._read_upgrade(settings.get("version"))
         for list_name in self.boolean_lists:
@@ -1074,6 +1088,8 @@ class _Reader:
         doc["fields"] = fields
         doc["choice_lists"] = self.choice_lists
         doc["checks"] = checks
+        if self.tables:
+            doc["tables"] = self.tables
         if upgrade is not None:
             doc["upgrade"] = upgrade
         return doc
@@ -1192,7 +1208,53 @@ class _Reader:
             text = _REFERENCE_RE.sub(
                 lambda m: "${" + self.renamed.get(m.group(1), m.group(1)) + "}", text
             )
-        return text
+        for table in _PULLDATA_RE.findall(text):
+            self._data_table(row, key, table)
+        return self._odk_functions(text)
+
+    def _data_table(self, row: _Row, key: str, table: str) -> None:
+        """Read ``table.csv`` for ``pulldata('table', …)`` from the attachments, once; a missing
+        or unreadable file is refused at the cell that reads it."""
+        if table in self.tables:
+            return
+        filename = table if table.lower().endswith(".csv") else f"{table}.csv"
+        data = self.attachments.get(filename)
+        if data is None:
+            self.issues.at(
+                row,
+                key,
+                "missing_attachment",
+                f"pulldata reads {filename!r}: upload that file with the form",
+                f"pulldata 读取 {filename!r}：请与表单一起上传该文件",
+            )
+            return
+        try:
+            self.tables[table] = read_data_table(filename, data)
+        except AttachmentError as exc:
+            self.issues.at(row, key, "bad_attachment", exc.message, exc.message_zh)
+
+    def _odk_functions(self, text: str) -> str:
+        """ODK's XPath spellings in our language: ``position(..)`` → ``position()``; the
+        one-argument ``sum(${x})`` / ``count(${x})`` over a question ``x`` of a repeat ``r``
+        (an XPath node-set) → ``sum(${r}, ${x})`` / ``count(${r})``."""
+        text = _POSITION_RE.sub("position()", text)
+        containers = {path.rsplit("/", 1)[0] for path in self.field_paths if "/" in path}
+        repeat_of = {
+            path.rsplit("/", 1)[1]: path.rsplit("/", 2)[-2]
+            for path in self.field_paths
+            if "/" in path and path not in containers  # count(${inner_repeat}) stays
+        }
+
+        def over_rows(match: re.Match[str]) -> str:
+            function, name = match.group(1), match.group(2)
+            repeat = repeat_of.get(name)
+            if repeat is None:
+                return match.group(0)
+            if function == "sum":
+                return f"sum(${{{repeat}}}, ${{{name}}})"
+            return f"count(${{{repeat}}})"
+
+        return _NODESET_RE.sub(over_rows, text)
 
     def _flag(self, row: _Row, key: str) -> bool | str | None:
         """Read a yes/no cell; for ``required`` an expression is also accepted."""
@@ -1295,6 +1357,8 @@ class _Reader:
         else:
             if ours != form_id:
                 self._renamed_warning(row, "form_id", form_id, ours)
+                if row is not None and row.get("form_id"):
+                    out["odk_form_id"] = form_id  # shown to the admin as written
             out["id"] = ours
         version = row.get("version") if row is not None else ""
         number = _our_version(version)
@@ -1310,18 +1374,23 @@ class _Reader:
                     warning=True,
                 )
         elif number is None:
+            # No usable digits: kept as written; the county server gives it the next number
+            # of its internal sequence when it is uploaded (ordered by the string, as ODK).
+            out["version"] = 1
+            out["odk_version"] = version
             self.issues.at(
                 row,  # type: ignore[arg-type]
                 "version",
-                "bad_version",
-                f"version {version!r} holds no number up to {MAX_VERSION} to order versions by "
-                "(write e.g. 2026112501 or v3)",
-                f"version {version!r} 中没有不超过 {MAX_VERSION} 的数字可用于排序版本"
-                "（例如 2026112501 或 v3）",
+                "version_mapped",
+                f"version {version!r} is kept as written; the county server numbers it after "
+                "the versions already uploaded, ordered by the string as ODK orders them",
+                f"version {version!r} 按原样保存；县服务器按字符串顺序（与 ODK 相同）在已上传版本之后编号",
+                warning=True,
             )
         else:
             out["version"] = number
             if str(number) != version:
+                out["odk_version"] = version
                 self.issues.at(
                     row,  # type: ignore[arg-type]
                     "version",
@@ -1359,7 +1428,21 @@ class _Reader:
         raw = self._find_sheet("choices")
         if raw is None or self.lone:
             return
-        sheet = _read_sheet(raw, _CHOICES_COLUMNS, self.issues, self.plain_language)
+        filter_keys = {
+            key: False
+            for key, lang in (_normalise_header(h) for _, h in raw.header if not h.startswith("$"))
+            if lang is None
+            and key not in _CHOICES_COLUMNS
+            and key not in _IGNORED_COLUMNS
+            and key not in _TRANSLATABLE_KEYS
+            and _NAME_RE.match(key)
+        }
+        sheet = _read_sheet(
+            raw, {**_CHOICES_COLUMNS, **filter_keys}, self.issues, self.plain_language
+        )
+        self.filter_columns = {
+            key: col for (key, _), col in sheet.columns.items() if key in filter_keys
+        }
         self.origins.choices = sheet
         if not self._has_columns(sheet, ("list_name", "name")):
             # Name the lists anyway, so select questions do not also report them missing.
@@ -1410,9 +1493,85 @@ class _Reader:
             seen[(list_name, value)] = row.number
             self.origins.choice_value_rows[(list_name, value)] = row.number
             label = self._texts(row, "label", required=True, what="choice label")
-            self.choice_lists.setdefault(list_name, []).append(
-                {"value": value, "label": label or {"zh": value}}
+            choice: dict[str, Any] = {"value": value, "label": label or {"zh": value}}
+            filters = {key: row.get(key) for key in self.filter_columns if row.get(key)}
+            if filters:
+                choice["filters"] = filters
+            self.choice_lists.setdefault(list_name, []).append(choice)
+
+    def _file_choices(self, row: _Row, filename: str) -> str | None:
+        """The choice list read from an attached file (``villages.csv`` → ``villages_csv``),
+        read once however many questions use it; ``None`` when it is missing or unreadable
+        (refused at the type cell: the choices cannot be guessed)."""
+        if filename in self.file_lists:
+            return self.file_lists[filename]
+        data = self.attachments.get(filename)
+        if data is None:
+            self.issues.at(
+                row,
+                "type",
+                "missing_attachment",
+                f"the choices of this question come from {filename!r}: upload that file with "
+                "the form",
+                f"此题的选项来自 {filename!r}：请与表单一起上传该文件",
             )
+            return None
+        try:
+            choices = read_choice_file(filename, data, _language_tag)
+        except AttachmentError as exc:
+            self.issues.at(row, "type", "bad_attachment", exc.message, exc.message_zh)
+            return None
+        list_name = _our_name(filename) or "file_choices"
+        while list_name in self.named_lists or list_name in self.choice_lists:
+            list_name += "_file"
+        self.file_lists[filename] = list_name
+        self.named_lists.add(list_name)
+        self.choice_lists[list_name] = choices
+        return list_name
+
+    def _keep_read_filters(self) -> None:
+        """Keep on the choices only the filter columns some choice_filter reads; any other
+        extra column of the choices sheet is ignored, with a warning at its header."""
+        for key, col in self.filter_columns.items():
+            if key in self.filters_read or self.origins.choices is None:
+                continue
+            if any(row.get(key) for row in self.origins.choices.rows):
+                self.issues.add(
+                    "ignored_column",
+                    f"column {col.header!r} is ignored: no choice_filter reads it",
+                    f"已忽略列 {col.header!r}：没有 choice_filter 使用该列",
+                    sheet=self.origins.choices,
+                    row=1,
+                    column=col,
+                    warning=True,
+                )
+        for entries in self.choice_lists.values():
+            for choice in entries:
+                kept = {
+                    k: v for k, v in choice.pop("filters", {}).items() if k in self.filters_read
+                }
+                if kept:
+                    choice["filters"] = kept
+
+    def _choice_filter(self, row: _Row) -> str | None:
+        """A ``choice_filter`` cell in our expression language: XLSForm names the columns of
+        the choice being tested by bare words (``county = ${county}``, ``name != 'x'``); each
+        becomes ``choice('county')``. ``${…}``, strings, function names and ``and or div mod``
+        stay as written."""
+        text = self._expression(row, "choice_filter")
+        if text is None:
+            return None
+
+        def bare(match: re.Match[str]) -> str:
+            word = match.group("word")
+            if word is None or match.group("call") or word in ("and", "or", "div", "mod"):
+                return match.group(0)
+            key = word.lower()
+            if key != "name":
+                self.filters_read.add(key)
+            return f"choice('{key}')"
+
+        return _FILTER_TOKEN_RE.sub(bare, text)
 
     # -- survey ---------------------------------------------------------------------------
 
@@ -1494,6 +1653,11 @@ class _Reader:
                 f"题型 {raw_type!r} 按 {kind} 读取：{reason_zh}",
                 warning=True,
             )
+        if kind in ("select_one_from_file", "select_multiple_from_file") and list_name:
+            file_list = self._file_choices(row, list_name)
+            if file_list is None:
+                return
+            kind, list_name = kind.removesuffix("_from_file"), file_list
         if kind in _SELECT_TYPES:
             if list_name is None:
                 self.issues.at(
@@ -1619,6 +1783,19 @@ class _Reader:
             fdef["choices"] = list_name
             if or_other and list_name is not None:
                 fdef["choices"] = self._or_other_list(list_name)
+        choice_filter = self._choice_filter(row)
+        if choice_filter is not None and kind in _SELECT_TYPES:
+            fdef["choice_filter"] = choice_filter
+        elif choice_filter is not None:
+            self.issues.at(
+                row,
+                "choice_filter",
+                "misplaced_value",
+                "choice_filter only applies to select questions",
+                "choice_filter 只能用于选择题",
+            )
+        if not hidden:
+            self._default(row, ftype, fdef)
         unit = row.get("unit")
         if unit:
             fdef["unit"] = unit
@@ -1725,14 +1902,8 @@ class _Reader:
         if not text or ftype != "repeat":
             return
         if not _DIGITS_RE.match(text):
-            self.issues.at(
-                row,
-                "repeat_count",
-                "unsupported_column",
-                f"repeat_count {text!r} is computed from other answers, which is not supported "
-                "yet; use a whole number or min_rows / max_rows",
-                f"暂不支持按其他答案计算的 repeat_count {text!r}；请填整数或用 min_rows / max_rows",
-            )
+            # Computed from other answers (``${household_size}``): validated per record.
+            fdef["repeat_count"] = self._expression(row, "repeat_count")
             return
         for key in ("min_rows", "max_rows"):
             fdef.setdefault(key, int(text))
@@ -1745,14 +1916,43 @@ class _Reader:
             warning=True,
         )
 
+    def _default(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
+        """``default``: the value a new record starts with. A static default is kept as a
+        literal (``5``, ``'B-7'``); one with ``${…}`` or a function call is an expression the
+        tablet evaluates when the record is made (ODK's dynamic defaults)."""
+        text = row.get("default")
+        if not text:
+            return
+        if ftype in ("note", "calculate", "repeat"):
+            self.issues.at(
+                row,
+                "default",
+                "ignored_column",
+                f"a default on a {ftype} row means nothing (nobody types its value); ignored",
+                f"{ftype} 行的 default 没有意义（无人填写其值），已忽略",
+                warning=True,
+            )
+            return
+        dynamic = "${" in text or re.search(r"[A-Za-z][A-Za-z0-9:\-]*\s*\(", text)
+        if dynamic:
+            fdef["default"] = self._expression(row, "default")
+        elif ftype == "date" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            fdef["default"] = f"date('{text}')"
+        else:
+            fdef["default"] = _literal(text)
+
     def _read_only(self, row: _Row, ftype: str, fdef: dict[str, Any]) -> None:
         """``read_only``: fine on a note, on a calculation and on a question whose value is
-        calculated (nobody types it); a read-only question with nothing to fill it (its
-        value would come from a default) cannot be kept yet."""
+        calculated (nobody types it). A read-only question with a default keeps the default
+        as its value (nobody can change it: it is calculated from the default); one with
+        neither cannot be kept."""
         text = row.get("read_only")
         if not text or text.lower() in _FALSE_WORDS:
             return
         if ftype in ("note", "calculate", "repeat") or fdef.get("calculate"):
+            return
+        if fdef.get("default"):
+            fdef["calculate"] = f"once({fdef.pop('default')})"
             return
         self.issues.at(
             row,
@@ -2063,7 +2263,8 @@ class _Reader:
 # Public API: import
 
 
-Source = str | Path | IO[bytes]
+#: A workbook to import: its bytes or an open binary stream (an upload).
+Workbook = bytes | IO[bytes]
 
 
 def _file_refusal(code: str, message: str, message_zh: str) -> XLSFormError:
@@ -2087,14 +2288,19 @@ class XLSFormImport:
 _PYXFORM_STAND_INS = {BOOLEAN_TYPE: "text"}
 
 
-def read_xlsform(data: bytes, filename: str | None = None) -> XLSFormImport:
+def read_xlsform(
+    data: bytes, filename: str | None = None, attachments: Mapping[str, bytes] | None = None
+) -> XLSFormImport:
     """Read an XLSForm given as bytes (.xlsx, .xlsm, .xls or Markdown tables).
 
     The cells are read bounded (:mod:`forms.xlsform_source`), mapped onto a definition with our
     domain checks, and the same cells are converted by pyxform, ODK's reference converter: a
     form pyxform refuses is refused with its message (``pyxform_refused``) even when nothing
     else is wrong. ``filename`` (no directory needed) gives the form id when there is no
-    ``form_id``, as in pyxform. Nothing is read from or written to disk.
+    ``form_id``, as in pyxform. ``attachments`` are the files uploaded with the form, by
+    file name: the choices of ``select_one_from_file villages.csv`` come from
+    ``attachments["villages.csv"]`` (CSV or XML, :mod:`forms.xlsform_attachments`). Nothing is
+    read from or written to disk.
 
     Raises:
         XLSFormError: ``not_xlsx`` / ``too_large`` for the file as a whole, else
@@ -2106,7 +2312,7 @@ def read_xlsform(data: bytes, filename: str | None = None) -> XLSFormImport:
         sheets = read_sheets(data, filename)
     except SourceError as exc:
         raise _file_refusal(exc.code, f"{name}: {exc.message}", f"{name} {exc.message_zh}") from exc
-    reader = _Reader(sheets, stem)
+    reader = _Reader(sheets, stem, attachments)
     document = reader.read()
     if reader.issues.issues:
         raise XLSFormError(reader.issues.issues)
@@ -2148,30 +2354,23 @@ def _file_stem(filename: str | None) -> str | None:
     return (stem if dot else base) or None
 
 
-def _source_bytes(source: Source) -> tuple[bytes, str | None]:
-    """The edge for callers holding a path or a stream: read at most one byte over the limit."""
+def _source_bytes(source: Workbook) -> tuple[bytes, str | None]:
+    """Bytes, or a stream read to at most one byte over the limit. Paths are the callers' to
+    open (the CLI edge): the form engine does no file I/O."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source), None
     if isinstance(source, str | Path):
-        name = str(source)
-        try:
-            with open(source, "rb") as handle:
-                return handle.read(MAX_WORKBOOK_BYTES + 1), name
-        except FileNotFoundError as exc:
-            raise _file_refusal(
-                "file_not_found", f"no such file: {name}", f"找不到文件：{name}"
-            ) from exc
-        except OSError as exc:
-            raise _file_refusal(
-                "not_xlsx", f"{name} cannot be read: {exc}", f"无法读取 {name}：{exc}"
-            ) from exc
+        raise TypeError("pass the workbook's bytes or an open binary stream, not a path")
     # An upload (werkzeug's FileStorage) knows its file name; a plain stream may know a path.
     name = getattr(source, "filename", None) or getattr(source, "name", None)
     return source.read(MAX_WORKBOOK_BYTES + 1), str(name) if isinstance(name, str) else None
 
 
-def import_xlsform(source: Source) -> dict[str, Any]:
+def import_xlsform(source: Workbook) -> dict[str, Any]:
     """Read an XLSForm workbook into a form definition document (contracts §1).
 
-    ``source`` is a path or a binary file object (read into memory, then :func:`read_xlsform`).
+    ``source`` is the workbook's bytes or a binary file object (read into memory, then
+    :func:`read_xlsform`).
     The document is also checked by :func:`forms.definition.load_definition`, so what this
     returns always loads. Warnings are dropped; use :func:`read_xlsform` to show them.
 
@@ -2183,7 +2382,7 @@ def import_xlsform(source: Source) -> dict[str, Any]:
     return read_xlsform(data, name).document
 
 
-def load_xlsform(source: Source) -> FormDefinition:
+def load_xlsform(source: Workbook) -> FormDefinition:
     """Read an XLSForm workbook straight into a :class:`FormDefinition`.
 
     Raises:
@@ -2202,6 +2401,9 @@ _BOOLEAN_CHOICES = (
 )
 
 _FIELD_KEYS = {
+    "choice_filter",
+    "repeat_count",
+    "default",
     "name",
     "type",
     "label",
@@ -2230,6 +2432,8 @@ _DOCUMENT_KEYS = {
     "choice_lists",
     "checks",
     "upgrade",
+    "odk_version",
+    "odk_form_id",
 }
 
 
@@ -2311,8 +2515,27 @@ def _flag_text(value: Any) -> str:
     return str(value)
 
 
-def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: Source) -> None:
-    """Write a form definition as an XLSForm workbook that :func:`import_xlsform` reads back.
+_CHOICE_COLUMN_RE = re.compile(r"""choice\((['"])([a-z][a-z0-9_]*)\1\)""")
+
+
+def _default_cell(expression: str) -> str:
+    """A default as ODK writes it: a literal's text (``'大寨'`` → ``大寨``, ``date('2026-12-01')``
+    → ``2026-12-01``), an expression as it is (read back as the same by the importer)."""
+    literal = re.fullmatch(r"'([^']*)'|\"([^\"]*)\"|date\('(\d{4}-\d{2}-\d{2})'\)", expression)
+    if literal is None:
+        return expression
+    text = next(g for g in literal.groups() if g is not None)
+    if "${" in text or re.search(r"[A-Za-z][A-Za-z0-9:\-]*\s*\(", text):
+        return expression  # text that would read back as an expression stays quoted
+    return text
+
+
+def export_xlsform(
+    definition: FormDefinition | Mapping[str, Any], destination: IO[bytes] | None = None
+) -> bytes:
+    """A form definition as an XLSForm workbook that :func:`import_xlsform` reads back: its
+    bytes, also written to the binary stream ``destination`` when one is given (writing a file
+    is the caller's: the CLI edge).
 
     ``definition`` is a :class:`FormDefinition` or a contracts §1 document (checked with
     :func:`load_definition` first). Every cell is written as text. The workbook reads back to the
@@ -2324,7 +2547,10 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         XLSFormError: (code ``export_unsupported``) the definition holds something XLSForm cannot
             carry, so writing it would silently lose it.
         OSError: ``destination`` cannot be written.
+        TypeError: ``destination`` is a path, not a stream.
     """
+    if isinstance(destination, str | Path):
+        raise TypeError("export_xlsform writes to a binary stream; write the bytes to the file")
     loaded = definition if isinstance(definition, FormDefinition) else load_definition(definition)
     doc = dump_definition(loaded)
     for key, value in doc.items():
@@ -2361,6 +2587,9 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         "sensitive",
         "min_rows",
         "max_rows",
+        "repeat_count",
+        "choice_filter",
+        "default",
     ]
     rows: list[dict[str, str]] = []
 
@@ -2401,6 +2630,13 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
             for key in ("min_rows", "max_rows"):
                 if item.get(key) is not None:
                     row[key] = str(item[key])
+            if item.get("repeat_count"):
+                row["repeat_count"] = item["repeat_count"]
+            if item.get("choice_filter"):
+                # ODK names the tested choice's columns by bare words.
+                row["choice_filter"] = _CHOICE_COLUMN_RE.sub(r"\2", item["choice_filter"])
+            if item.get("default"):
+                row["default"] = _default_cell(item["default"])
             rows.append(row)
             if ftype == "repeat":
                 add_fields(item.get("fields") or [])
@@ -2418,18 +2654,24 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
             )
         choice_lists = {**choice_lists, EXPORT_BOOLEAN_LIST: _BOOLEAN_CHOICES}
     choice_langs = _languages(c.get("label") for items in choice_lists.values() for c in items)
+    filter_columns = list(
+        dict.fromkeys(
+            k for items in choice_lists.values() for c in items for k in c.get("filters", {})
+        )
+    )
     choice_rows = [
         {
             "list_name": list_name,
             "name": str(choice["value"]),
             **{f"label::{lang}": text for lang, text in (choice.get("label") or {}).items()},
+            **dict(choice.get("filters") or {}),
         }
         for list_name, items in choice_lists.items()
         for choice in items
     ]
     _write_table(
         workbook.create_sheet("choices"),
-        ["list_name", "name", *(f"label::{lang}" for lang in choice_langs)],
+        ["list_name", "name", *(f"label::{lang}" for lang in choice_langs), *filter_columns],
         choice_rows,
     )
 
@@ -2448,8 +2690,8 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
         ],
         [
             {
-                "form_id": doc["id"],
-                "version": str(doc["version"]),
+                "form_id": doc.get("odk_form_id") or doc["id"],
+                "version": doc.get("odk_version") or str(doc["version"]),
                 "form_title": title.get("zh", ""),
                 **{f"vs_form_title::{lang}": title[lang] for lang in title_langs},
                 "subject": doc.get("subject") or "household",
@@ -2491,8 +2733,9 @@ def export_xlsform(definition: FormDefinition | Mapping[str, Any], destination: 
             upgrade_rows or [{"from_version": start}],
         )
 
-    if isinstance(destination, str | Path):
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        workbook.save(str(destination))
-    else:
-        workbook.save(destination)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    data = buffer.getvalue()
+    if destination is not None:
+        destination.write(data)
+    return data

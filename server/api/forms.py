@@ -24,6 +24,8 @@ blueprint = Blueprint("forms", __name__, url_prefix=f"{API_PREFIX}/forms")
 class VersionSchema(Schema):
     form_id = fields.String(dump_only=True)
     version = fields.Integer(dump_only=True)
+    odk_version = fields.String(dump_only=True)
+    odk_form_id = fields.String(dump_only=True)
     status = fields.String(dump_only=True)
     source = fields.String(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
@@ -60,7 +62,12 @@ def _uploaded_document() -> tuple[Any, str, list[dict[str, Any]]]:
         content = upload.read()
         name = (upload.filename or "").lower()
         if name.endswith((".xlsx", ".xlsm", ".xls")) or content[:2] == b"PK" or content[:4] == _OLE:
-            document, warnings = form_service.read_xlsform_upload(content, upload.filename)
+            attachments = {
+                f.filename: f.read() for f in request.files.getlist("attachment") if f.filename
+            }
+            document, warnings = form_service.read_xlsform_upload(
+                content, upload.filename, attachments
+            )
             return document, "xlsform", warnings
         try:
             document = json.loads(content.decode("utf-8"))
@@ -98,6 +105,9 @@ def list_forms(principal: Principal) -> Any:
 @returns(UploadedSchema(), 201)
 def upload(principal: Principal) -> Any:
     """Upload a definition (JSON body, or multipart file .xlsx/.json) as a draft version.
+
+    With an XLSForm, repeat the multipart part ``attachment`` for each choices file its
+    ``select_one_from_file`` questions name (``villages.csv``, ``crops.xml``).
 
     422 ``form_invalid`` lists every located issue in ``details.issues``; 422
     ``sensitive_flag_dropped`` names fields that were sensitive in an earlier version (send

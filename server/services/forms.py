@@ -7,6 +7,7 @@ the same document. Versions of one form only go up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -40,18 +41,21 @@ def validate_document(document: Any) -> dict[str, Any]:
     return forms.dump_definition(definition)
 
 
-def document_from_xlsform(content: bytes, filename: str | None = None) -> dict[str, Any]:
+def document_from_xlsform(
+    content: bytes, filename: str | None = None, attachments: Mapping[str, bytes] | None = None
+) -> dict[str, Any]:
     """Convert an XLSForm workbook to a definition document (see :func:`read_xlsform_upload`)."""
-    return read_xlsform_upload(content, filename)[0]
+    return read_xlsform_upload(content, filename, attachments)[0]
 
 
 def read_xlsform_upload(
-    content: bytes, filename: str | None = None
+    content: bytes, filename: str | None = None, attachments: Mapping[str, bytes] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Convert an XLSForm workbook (.xlsx/.xlsm/.xls bytes) to a definition document and the
     importer's located warnings (each ``to_dict`` of an issue) for the admin.
 
-    ``filename`` gives the form id when the workbook has no ``form_id``, as in pyxform.
+    ``filename`` gives the form id when the workbook has no ``form_id``, as in pyxform;
+    ``attachments`` (file name → bytes) hold the choices files of ``select_one_from_file``.
     Raises :class:`Unprocessable` (``form_invalid``) with the importer's located issues (each
     with ``sheet``, ``row``, ``column``, ``header``, ``code`` and a zh/en ``message``) when the
     workbook is outside the supported subset or not a workbook at all.
@@ -59,7 +63,7 @@ def read_xlsform_upload(
     from forms.xlsform import XLSFormError, read_xlsform
 
     try:
-        imported = read_xlsform(content, filename)
+        imported = read_xlsform(content, filename, attachments)
     except XLSFormError as exc:
         raise _invalid(
             [issue.to_dict() for issue in exc.issues],
@@ -67,6 +71,47 @@ def read_xlsform_upload(
             zh="XLSForm 表格无法导入",
         ) from None
     return imported.document, [warning.to_dict() for warning in imported.warnings]
+
+
+def _internal_version(canonical: dict[str, Any], existing: list[FormVersion]) -> int:
+    """The version number a definition is stored under. A form written with an ODK version
+    string (``odk_version``) is ordered by that string, as ODK orders it: the same string is
+    the same version; a string that sorts after the newest uploaded one gets the next number
+    of our internal sequence (when its own digits do not already go up); one that sorts
+    before it is refused (``form_version_not_increasing``, located at the settings cell).
+    Sets ``canonical["version"]`` and returns it."""
+    version = int(canonical["version"])
+    label = canonical.get("odk_version")
+    written = [
+        (row.version, row.definition.get("odk_version") or str(row.version)) for row in existing
+    ]
+    if label is None or not written:
+        return version
+    for number, other in written:
+        if other == label:
+            canonical["version"] = number
+            return number
+    newest_number, newest_label = max(written)
+    if label < newest_label:
+        raise Conflict(
+            en=f"{canonical['id']} version {label!r} sorts before the newest uploaded version "
+            f"{newest_label!r} (ODK orders versions by the string); raise the version in the "
+            "settings sheet",
+            zh=f"表单 {canonical['id']} 的版本 {label!r} 排在已上传的最新版本 {newest_label!r} 之前"
+            "（ODK 按字符串排序版本）；请在 settings 工作表中提高 version",
+            code="form_version_not_increasing",
+            details={
+                "form_id": canonical["id"],
+                "version": label,
+                "newest": newest_label,
+                "sheet": "settings",
+                "header": "version",
+            },
+        )
+    if version <= newest_number:
+        version = newest_number + 1
+    canonical["version"] = version
+    return version
 
 
 def _dropped_sensitive(canonical: dict[str, Any], existing: list[FormVersion]) -> list[str]:
@@ -117,9 +162,10 @@ def upload_draft(
     when a newer version exists.
     """
     canonical = validate_document(document)
-    form_id, version = canonical["id"], int(canonical["version"])
+    form_id = canonical["id"]
     with writing():
         existing = store.list_versions(form_id)
+        version = _internal_version(canonical, existing)
         same = next((row for row in existing if row.version == version), None)
         if same is not None and same.status != store.DRAFT:
             raise Conflict(
@@ -283,6 +329,9 @@ def version_summary(row: FormVersion) -> dict[str, Any]:
     return {
         "form_id": row.form_id,
         "version": row.version,
+        # The XLSForm version / form_id as the author wrote them (ODK orders by the string).
+        "odk_version": row.definition.get("odk_version") or str(row.version),
+        "odk_form_id": row.definition.get("odk_form_id") or row.form_id,
         "status": row.status,
         "source": row.source,
         "created_at": row.created_at,

@@ -38,10 +38,13 @@ def forms(principal: Principal) -> Any:
     return _forms_page()
 
 
-def _document(content: bytes, filename: str) -> tuple[Any, str]:
-    """The definition in an uploaded file: an XLSForm workbook or a JSON document."""
+def _document(
+    content: bytes, filename: str, attachments: dict[str, bytes] | None = None
+) -> tuple[Any, str]:
+    """The definition in an uploaded file: an XLSForm workbook (with the choices files its
+    ``select_one_from_file`` questions name) or a JSON document."""
     if filename.lower().endswith(".xlsx") or content[:2] == b"PK":
-        return form_service.document_from_xlsform(content), "xlsform"
+        return form_service.document_from_xlsform(content, filename, attachments), "xlsform"
     try:
         return json.loads(content.decode("utf-8")), "json"
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -61,7 +64,10 @@ def upload_form(principal: Principal) -> Any:
     try:
         if upload is None or not filename:
             raise ValidationFailed(en="choose a file", zh="请选择要上传的文件（.xlsx 或 .json）")
-        document, source = _document(upload.read(), filename)
+        attachments = {
+            f.filename: f.read() for f in request.files.getlist("attachment") if f.filename
+        }
+        document, source = _document(upload.read(), filename, attachments)
         row = form_service.upload_draft(document, actor=actor_of(principal), source=source)
     except ApiError as exc:
         issues = exc.details.get("issues", []) if isinstance(exc.details, dict) else []
@@ -131,6 +137,14 @@ TYPE_NAMES = {
     "repeat": "重复组",
     "note": "说明",
     "calculate": "计算",
+    "time": "时间",
+    "datetime": "日期时间",
+    "audio": "录音",
+    "video": "视频",
+    "file": "文件",
+    "geotrace": "轨迹",
+    "geoshape": "区域",
+    "rank": "排序",
 }
 
 

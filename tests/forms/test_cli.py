@@ -42,7 +42,7 @@ def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) 
     json_file = tmp_path / "housing.json"
     json_file.write_text(json.dumps(HOUSING_V1, ensure_ascii=False), encoding="utf-8")
     xlsx_file = tmp_path / "housing.xlsx"
-    export_xlsform(HOUSING_V1, xlsx_file)
+    xlsx_file.write_bytes(export_xlsform(HOUSING_V1))
     for path in (json_file, xlsx_file):
         result = runner.invoke(cli, ["validate-form", str(path)])
         assert result.exit_code == EXIT_OK, result.output
@@ -52,19 +52,19 @@ def test_validate_form_accepts_json_and_xlsx(runner: CliRunner, tmp_path: Path) 
 def test_validate_form_prints_located_xlsx_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad = write_xlsx(
         tmp_path / "bad.xlsx",
-        [["type", "name", "label"], ["time", "score", "时间"], ["text", "score2", None]],
+        [["type", "name", "label"], ["osm", "score", "地图"], ["text", "score2", None]],
     )
     result = runner.invoke(cli, ["validate-form", str(bad)])
     assert result.exit_code == EXIT_INVALID
     lines = result.output.splitlines()
     assert lines[0] == f"✗ {bad}: 2 处问题 / 2 problem(s)"
-    assert lines[1].startswith("  survey!A2 (type): 无法保留题型 'time'")
+    assert lines[1].startswith("  survey!A2 (type): 无法保留题型 'osm'")
     assert lines[2].startswith("  survey!C3 (label): ")
     assert "Traceback" not in result.output
 
 
 def test_validate_form_json_output(runner: CliRunner, tmp_path: Path) -> None:
-    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["time", "r", "时间"]])
+    bad = write_xlsx(tmp_path / "bad.xlsx", [["type", "name", "label"], ["osm", "r", "地图"]])
     result = runner.invoke(cli, ["validate-form", "--json", str(bad)])
     assert result.exit_code == EXIT_INVALID
     body = json.loads(result.output)
@@ -124,7 +124,7 @@ def test_missing_file_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> Non
 
 def test_import_xlsform_writes_the_json_definition(runner: CliRunner, tmp_path: Path) -> None:
     source = tmp_path / "housing.xlsx"
-    export_xlsform(HOUSING_V1, source)
+    source.write_bytes(export_xlsform(HOUSING_V1))
     out = tmp_path / "json" / "housing.json"
     result = runner.invoke(cli, ["import-xlsform", str(source), "--out", str(out)])
     assert result.exit_code == EXIT_OK, result.output
@@ -152,7 +152,7 @@ def test_export_xlsform_builtins_and_files(runner: CliRunner, tmp_path: Path) ->
     result = runner.invoke(cli, ["export-xlsform", "--builtin", "all", "--out", str(tmp_path)])
     assert result.exit_code == EXIT_OK, result.output
     for form_id in BUILTIN_IDS:
-        exported = load_xlsform(tmp_path / f"{form_id}.xlsx")
+        exported = load_xlsform((tmp_path / f"{form_id}.xlsx").read_bytes())
         assert dump_definition(exported) == dump_definition(load_builtin(form_id))
 
     source = tmp_path / "housing.json"
@@ -160,7 +160,7 @@ def test_export_xlsform_builtins_and_files(runner: CliRunner, tmp_path: Path) ->
     single = tmp_path / "one" / "mine.xlsx"
     result = runner.invoke(cli, ["export-xlsform", str(source), "--out", str(single)])
     assert result.exit_code == EXIT_OK, result.output
-    assert load_xlsform(single) == load_definition(HOUSING_V1)
+    assert load_xlsform(single.read_bytes()) == load_definition(HOUSING_V1)
 
 
 def test_export_xlsform_refusals(runner: CliRunner, tmp_path: Path) -> None:
@@ -386,3 +386,20 @@ def test_xlsform_warnings_are_printed_located_on_stderr(runner: CliRunner, tmp_p
     warnings = [line for line in result.stderr.splitlines() if line.startswith("⚠ ")]
     assert any(line.startswith("⚠ survey!A2 (type): 元数据行 'start'") for line in warnings)
     assert any(line.startswith("⚠ survey!D3 (appearance): ") for line in warnings)
+
+
+def test_import_xlsform_reads_the_choices_file_given_with_attach(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    form = write_xlsx(
+        tmp_path / "pick.xlsx",
+        [["type", "name", "label"], ["select_one_from_file villages.csv", "village", "村"]],
+    )
+    villages = tmp_path / "villages.csv"
+    villages.write_text("name,label\nv1,上寨\nv2,下寨\n", encoding="utf-8")
+    missing = runner.invoke(cli, ["import-xlsform", str(form)])
+    assert missing.exit_code == EXIT_INVALID and "villages.csv" in missing.output
+    result = runner.invoke(cli, ["import-xlsform", str(form), "--attach", str(villages)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert [c["value"] for c in document["choice_lists"]["villages_csv"]] == ["v1", "v2"]

@@ -17,11 +17,11 @@ from pyxform.xls2json_backends import md_table_to_workbook
 from forms.definition import FormDefinition
 from forms.validation import validate_record
 from forms.xlsform import XLSFormError, XLSFormImport, read_xlsform
-from tests.forms.xlsform_corpus import CORPUS
+from tests.forms.xlsform_corpus import ATTACHMENTS, CORPUS
 
 
 def read(name: str) -> XLSFormImport:
-    return read_xlsform(CORPUS[name].encode("utf-8"), f"{name}.md")
+    return read_xlsform(CORPUS[name].encode("utf-8"), f"{name}.md", ATTACHMENTS)
 
 
 def fields(defn: FormDefinition) -> dict[str, Any]:
@@ -185,12 +185,85 @@ def test_presentation_columns_and_appearances_are_ignored_with_located_warnings(
     assert fields(result.definition)["a"].guidance_hint.to_dict() == {"zh": "Ask slowly"}
 
 
-def test_a_default_is_not_prefilled_and_says_so() -> None:
+def test_a_default_is_kept_with_the_required_message() -> None:
     result = read("default_and_required_message")
-    assert fields(result.definition)["people"].required is True
-    headers = {w.header for w in result.warnings if w.code == "ignored_column"}
-    assert headers == {"default"}
-    assert fields(result.definition)["people"].required_message.to_dict() == {"zh": "Fill this in"}
+    people = fields(result.definition)["people"]
+    assert (people.required, people.default) == (True, "1")
+    assert not {w.header for w in result.warnings if w.code == "ignored_column"}
+    assert people.required_message.to_dict() == {"zh": "Fill this in"}
+
+
+def test_static_and_dynamic_defaults_prefill_a_new_record() -> None:
+    from datetime import date
+
+    from forms.expressions import EvaluationContext
+    from forms.validation import prefill
+
+    defn = read("defaults_static_and_dynamic").definition
+    f = fields(defn)
+    assert {name: f[name].default for name in f} == {
+        "people": "1",
+        "village": "'大寨'",
+        "visited": "today()",
+        "planned": "date('2026-12-01')",
+        "adults": "${people} - 1",
+        "batch": None,
+    }
+    # read_only with a default: the default is its value, nobody changes it
+    assert f["batch"].calculate == "once('B-7')"
+    context = EvaluationContext(today=date(2026, 11, 25))
+    assert prefill(defn, {}, context) == {
+        "people": 1,
+        "village": "大寨",
+        "visited": "2026-11-25",
+        "planned": "2026-12-01",
+        "adults": 0,
+    }
+    # what the field worker already typed is never replaced
+    assert prefill(defn, {"people": 5}, context)["adults"] == 4
+    assert prefill(defn, {"people": 5}, context)["people"] == 5
+    assert not validate_record(defn, prefill(defn, {}, context), context).errors
+
+
+def test_choice_filter_offers_and_accepts_only_the_filtered_choices() -> None:
+    result = read("cascading_choice_filter")
+    defn = result.definition
+    f = fields(defn)
+    assert f["town"].choice_filter == "choice('county')=${county}"
+    assert f["crops"].choice_filter == (
+        "selected(${county}, choice('region')) and choice('name') != 'none'"
+    )
+    assert [c.filters for c in defn.choice_lists["town"]] == [{"county": "c1"}, {"county": "c2"}]
+    assert [c.filters for c in defn.choice_lists["crop"]] == [
+        {"region": "c1"},
+        {"region": "c2"},
+        {"region": "c1"},
+    ]
+    # media::image is not a filter column: ignored with a warning, not kept on the choices
+    assert {w.header for w in result.warnings if w.code == "ignored_column"} == {"media::image"}
+    ok = validate_record(defn, {"county": "c1", "town": "t1", "crops": "rice"})
+    assert not ok.errors, ok.errors
+    wrong = validate_record(defn, {"county": "c1", "town": "t2", "crops": ["rice", "corn", "none"]})
+    assert [(e.code, e.path) for e in wrong.errors] == [("choice", "town"), ("choice", "crops")]
+    assert "corn" in wrong.errors[1].message["en"] and "none" in wrong.errors[1].message["en"]
+    assert "rice" not in wrong.errors[1].message["en"]
+    # unanswered county: no town passes the filter; nothing typed is lost
+    assert [e.code for e in validate_record(defn, {"town": "t1"}).errors] == ["choice"]
+    assert validate_record(defn, {"town": "t1"}).cleaned == {"town": "t1"}
+
+
+def test_a_computed_repeat_count_asks_for_exactly_that_many_rows() -> None:
+    defn = read("computed_repeat_count").definition
+    member = fields(defn)["member"]
+    assert (member.repeat_count, member.min_rows, member.max_rows) == ("${n}", None, None)
+    rows = [{"_id": "r1", "mname": "甲"}, {"_id": "r2", "mname": "乙"}]
+    assert not validate_record(defn, {"n": 2, "member": rows}).errors
+    short = validate_record(defn, {"n": 3, "member": rows})
+    assert [(e.code, e.path) for e in short.errors] == [("rows", "member")]
+    assert "3" in short.errors[0].message["en"]
+    assert not validate_record(defn, {"n": 0}).errors
+    # an undetermined count (n is not a number) decides nothing: only n's own error
+    assert [e.path for e in validate_record(defn, {"n": "x", "member": rows}).errors] == ["n"]
 
 
 def test_required_message_and_guidance_hint_keep_every_language_and_round_trip(
@@ -210,7 +283,7 @@ def test_required_message_and_guidance_hint_keep_every_language_and_round_trip(
     document = dump_definition(result.definition)
     assert load_definition(document) == result.definition
     out = tmp_path / "texts.xlsx"
-    export_xlsform(result.definition, out)
+    out.write_bytes(export_xlsform(result.definition))
     again = read_xlsform(out.read_bytes(), "texts.xlsx").definition
     assert fields(again)["people"].required_message == f.required_message
     assert fields(again)["people"].guidance_hint == f.guidance_hint
@@ -251,16 +324,10 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
     ("name", "expected"),
     [
         ("refused_entities", [("entities", None, None, None, "unsupported_sheet")]),
-        ("refused_choice_filter", [("survey", 1, "D", "choice_filter", "unsupported_column")]),
-        ("refused_repeat_count", [("survey", 3, "D", "repeat_count", "unsupported_column")]),
         (
-            "refused_time",
-            [
-                ("survey", 2, "A", "type", "unsupported_type"),
-                ("survey", 3, "A", "type", "unsupported_type"),
-            ],
+            "refused_select_from_file_without_its_file",
+            [("survey", 2, "A", "type", "missing_attachment")],
         ),
-        ("refused_select_from_file", [("survey", 2, "A", "type", "unsupported_type")]),
         ("refused_read_only", [("survey", 2, "D", "read_only", "unsupported_column")]),
     ],
 )
@@ -386,3 +453,169 @@ def test_a_trigger_keeps_the_value_the_tablet_computed() -> None:
     assert not recorded.errors and recorded.cleaned["weighed"] == 20700.25
     fresh = validate_record(result.definition, {"weight": 61}, context)
     assert not fresh.errors and fresh.cleaned["weighed"] == 20782.5
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cascading_choice_filter",
+        "computed_repeat_count",
+        "defaults_static_and_dynamic",
+        "choices_from_attached_files",
+        "time_media_traces_and_rank",
+    ],
+)
+def test_choice_filters_repeat_counts_and_defaults_export_and_read_back(
+    name: str, tmp_path: Path
+) -> None:
+    from pyxform.xls2xform import convert
+
+    from forms.xlsform import export_xlsform
+
+    defn = read(name).definition
+    out = tmp_path / f"{name}.xlsx"
+    out.write_bytes(export_xlsform(defn))
+    assert read_xlsform(out.read_bytes(), out.name).definition == defn
+    convert(xlsform=out.read_bytes(), file_type=".xlsx")  # still an ODK XLSForm
+
+
+def test_select_from_file_takes_its_choices_from_the_attached_csv_or_xml() -> None:
+    defn = read("choices_from_attached_files").definition
+    f = fields(defn)
+    assert (f["village"].type.value, f["village"].choices) == ("select_one", "villages_csv")
+    assert (f["crops"].type.value, f["crops"].choices) == ("select_multiple", "crops_xml")
+    villages = defn.choice_lists["villages_csv"]
+    assert [(c.value, c.label.to_dict(), dict(c.filters)) for c in villages] == [
+        ("v1", {"zh": "上寨", "en": "Upper"}, {"county": "c1"}),  # elevation: no filter reads it
+        ("v2", {"zh": "下寨", "en": "Lower"}, {"county": "c2"}),
+        ("v3", {"zh": "河边", "en": "River"}, {"county": "c1"}),
+    ]
+    assert [c.value for c in defn.choice_lists["crops_xml"]] == ["rice", "corn"]
+    assert not validate_record(defn, {"county": "c1", "village": "v3", "crops": "rice"}).errors
+    wrong = validate_record(defn, {"county": "c1", "village": "v2", "crops": "wheat"})
+    assert sorted((e.code, e.path) for e in wrong.errors) == [
+        ("choice", "crops"),  # not in the file
+        ("choice", "village"),  # in the file, but not a village of c1
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "code"),
+    [
+        ({"villages.csv": b"label,county\nUpper,c1\n"}, "bad_attachment"),
+        ({"villages.csv": b"name,label\nv1,A\nv1,B\n"}, "bad_attachment"),
+        ({"villages.csv": b"\xff\xfe"}, "bad_attachment"),
+        ({"villages.csv": b"name,label\n"}, "bad_attachment"),
+        ({"crops.xml": b'<!DOCTYPE x [<!ENTITY a "aaaa">]><root/>'}, "bad_attachment"),
+        ({"crops.xml": b"<root><item>"}, "bad_attachment"),
+    ],
+)
+def test_a_broken_attachment_is_refused_at_the_question_that_names_it(
+    files: dict[str, bytes], code: str
+) -> None:
+    with pytest.raises(XLSFormError) as info:
+        read_xlsform(
+            CORPUS["choices_from_attached_files"].encode(), "f.md", {**ATTACHMENTS, **files}
+        )
+    [issue] = info.value.issues
+    assert (issue.sheet, issue.column, issue.code) == ("survey", "A", code)
+    assert issue.row == (3 if "villages.csv" in files else 4)
+    assert issue.message_zh and issue.message
+
+
+def test_time_datetime_media_traces_shapes_and_rank_are_their_own_types() -> None:
+    result = read("time_media_traces_and_rank")
+    defn = result.definition
+    assert {p: f.type.value for p, f in fields(defn).items()} == {
+        "woke": "time",
+        "visited": "datetime",
+        "voice": "audio",
+        "clip": "video",
+        "letter": "file",
+        "path": "geotrace",
+        "field": "geoshape",
+        "needs": "rank",
+    }
+    assert fields(defn)["needs"].choices == "need"
+    sha = "sha256:" + "AB" * 32
+    record = {
+        "woke": "06:30",
+        "visited": "2026-11-25T08:30:00+08:00",
+        "voice": sha,
+        "clip": sha,
+        "letter": sha,
+        "path": "25.1 102.7 1900 5;25.2 102.8 1910 5",
+        "field": [
+            {"lat": 25.1, "lon": 102.7},
+            "25.2 102.7",
+            "25.2 102.8",
+            {"lat": 25.1, "lon": 102.7},
+        ],
+        "needs": "road water school",
+    }
+    checked = validate_record(defn, record)
+    assert not checked.errors, checked.errors
+    assert checked.cleaned["voice"] == "sha256:" + "ab" * 32
+    assert checked.cleaned["path"] == [
+        {"lat": 25.1, "lon": 102.7, "alt": 1900.0, "accuracy": 5.0},
+        {"lat": 25.2, "lon": 102.8, "alt": 1910.0, "accuracy": 5.0},
+    ]
+    assert checked.cleaned["needs"] == ["road", "water", "school"]
+    wrong = {
+        "woke": "25:00",
+        "visited": "2026-11-25",
+        "voice": "hello.m4a",
+        "path": "25.1 102.7",
+        "field": ["25.1 102.7", "25.2 102.7", "25.2 102.8", "25.3 102.9"],
+        "needs": "road road",
+    }
+    errors = validate_record(defn, wrong).errors
+    assert sorted((e.path, e.code) for e in errors) == sorted((name, "type") for name in wrong), (
+        errors
+    )
+    assert validate_record(defn, {"needs": "road bridge"}).errors[0].code == "choice"
+
+
+def test_position_indexed_repeat_choice_name_and_node_set_sum_and_count() -> None:
+    defn = read("odk_repeat_functions").definition
+    f = fields(defn)
+    assert f["member/row_no"].calculate == "position()"
+    assert f["member/rel_name"].calculate == "jr:choice-name(${rel}, '${rel}')"
+    assert f["first"].calculate == "indexed-repeat(${age}, ${member}, 1)"
+    assert f["total"].calculate == "sum(${member}, ${age})"
+    assert f["people"].calculate == "count(${member})"
+    rows = [{"_id": "a", "age": 41, "rel": "head"}, {"_id": "b", "age": 9, "rel": "child"}]
+    checked = validate_record(defn, {"member": rows})
+    assert not checked.errors, checked.errors
+    assert checked.cleaned == {
+        "member": [
+            {"_id": "a", "age": 41, "rel": "head", "row_no": 1, "rel_name": "户主"},
+            {"_id": "b", "age": 9, "rel": "child", "row_no": 2, "rel_name": "子女"},
+        ],
+        "first": 41,
+        "total": 50,
+        "people": 2,
+    }
+
+
+def test_pulldata_reads_the_attached_csv_kept_in_the_definition() -> None:
+    from forms.xlsform import export_xlsform
+
+    defn = read("pulldata_from_attached_csv").definition
+    assert defn.tables["prices"] == (
+        {"crop": "rice", "yuan_per_kg": "3.2", "unit": "公斤"},
+        {"crop": "corn", "yuan_per_kg": "2.45", "unit": "公斤"},
+    )
+    checked = validate_record(defn, {"crop": "corn"})
+    assert not checked.errors
+    assert checked.cleaned == {"crop": "corn", "price": 2.45, "unit": "公斤"}
+    assert validate_record(defn, {"crop": "wheat"}).cleaned == {"crop": "wheat"}
+    with pytest.raises(XLSFormError) as info:  # a workbook cannot carry the table itself
+        export_xlsform(defn)
+    assert info.value.code == "export_unsupported"
+    with pytest.raises(XLSFormError) as missing:
+        read_xlsform(CORPUS["pulldata_from_attached_csv"].encode(), "p.md", {})
+    assert [(i.row, i.header, i.code) for i in missing.value.issues] == [
+        (3, "calculation", "missing_attachment"),  # every cell that reads it
+        (4, "calculation", "missing_attachment"),
+    ]

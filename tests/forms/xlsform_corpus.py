@@ -182,6 +182,47 @@ CORPUS: dict[str, str] = {
 |         | source    | well  | Well  |
 |         | source    | tap   | Tap   |
 """,
+    "pulldata_from_attached_csv": """
+| survey |
+|        | type      | name   | label | calculation                                      |
+|        | text      | crop   | Crop  |                                                  |
+|        | calculate | price  |       | pulldata('prices', 'yuan_per_kg', 'crop', ${crop}) |
+|        | calculate | unit   |       | pulldata('prices', 'unit', 'crop', ${crop})      |
+""",
+    "cascading_choice_filter": """
+| survey |
+|        | type                | name     | label    | choice_filter                         |
+|        | select_one county   | county   | County   |                                       |
+|        | select_one town     | town     | Town     | county=${county}                      |
+|        | select_multiple crop | crops   | Crops    | selected(${county}, region) and name != 'none' |
+| choices |
+|         | list_name | name | label  | county | region | media::image |
+|         | county    | c1   | C1     |        |        |              |
+|         | county    | c2   | C2     |        |        |              |
+|         | town      | t1   | T1     | c1     |        |              |
+|         | town      | t2   | T2     | c2     |        |              |
+|         | crop      | rice | Rice   |        | c1     | rice.png     |
+|         | crop      | corn | Corn   |        | c2     |              |
+|         | crop      | none | None   |        | c1     |              |
+""",
+    "computed_repeat_count": """
+| survey |
+|        | type         | name    | label   | repeat_count |
+|        | integer      | n       | N       |              |
+|        | begin repeat | member  | Member  | ${n}         |
+|        | text         | mname   | Name    |              |
+|        | end repeat   |         |         |              |
+""",
+    "defaults_static_and_dynamic": """
+| survey |
+|        | type    | name     | label    | default          | read_only |
+|        | integer | people   | People   | 1                |           |
+|        | text    | village  | Village  | 大寨              |           |
+|        | date    | visited  | Visited  | today()          |           |
+|        | date    | planned  | Planned  | 2026-12-01       |           |
+|        | integer | adults   | Adults   | ${people} - 1    |           |
+|        | text    | batch    | Batch    | B-7              | yes       |
+""",
     "id_number_domain_check": """
 | survey |
 |        | type | name      | label    | sensitive | merge  | constraint  |
@@ -196,39 +237,43 @@ CORPUS: dict[str, str] = {
 |          | list_name | label    |
 |          | trees     | ${tree}  |
 """,
-    "refused_choice_filter": """
+    "time_media_traces_and_rank": """
 | survey |
-|        | type              | name     | label    | choice_filter         |
-|        | select_one county | county   | County   |                       |
-|        | select_one town   | town     | Town     | county=${county}      |
+|        | type      | name     | label     |
+|        | time      | woke     | Woke up   |
+|        | datetime  | visited  | Visited   |
+|        | audio     | voice    | Voice     |
+|        | video     | clip     | Clip      |
+|        | file      | letter   | Letter    |
+|        | geotrace  | path     | Path      |
+|        | geoshape  | field    | Field     |
+|        | rank need | needs    | Rank needs |
 | choices |
-|         | list_name | name | label  | county |
-|         | county    | c1   | C1     |        |
-|         | town      | t1   | T1     | c1     |
+|         | list_name | name   | label  |
+|         | need      | water  | Water  |
+|         | need      | school | School |
+|         | need      | road   | Road   |
 """,
-    "refused_repeat_count": """
-| survey |
-|        | type         | name    | label   | repeat_count |
-|        | integer      | n       | N       |              |
-|        | begin repeat | member  | Member  | ${n}         |
-|        | text         | mname   | Name    |              |
-|        | end repeat   |         |         |              |
-""",
-    "refused_time": """
-| survey |
-|        | type     | name | label |
-|        | time     | t    | Time  |
-|        | datetime | dt   | When  |
-""",
-    "refused_select_from_file": """
+    "refused_select_from_file_without_its_file": """
 | survey |
 |        | type                             | name    | label   |
-|        | select_one_from_file villages.csv | village | Village |
+|        | select_one_from_file missing.csv | village | Village |
+""",
+    "choices_from_attached_files": """
+| survey |
+|        | type                                | name    | label   | choice_filter    |
+|        | select_one county                   | county  | County  |                  |
+|        | select_one_from_file villages.csv   | village | Village | county=${county} |
+|        | select_multiple_from_file crops.xml | crops   | Crops   |                  |
+| choices |
+|         | list_name | name | label |
+|         | county    | c1   | C1    |
+|         | county    | c2   | C2    |
 """,
     "refused_read_only": """
 | survey |
-|        | type | name | label | read_only | default |
-|        | text | code | Code  | yes       | A1      |
+|        | type | name | label | read_only |
+|        | text | code | Code  | yes       |
 """,
     "odk_time_functions": """
 | survey |
@@ -237,15 +282,22 @@ CORPUS: dict[str, str] = {
 |        | calculate | stamp   |         | once(decimal-date-time(now())) |
 |        | calculate | day_no  |         | decimal-date-time(${visited})  |
 """,
-    # --- known gaps: ODK-valid, refused here for a reason NOT on the refuse list ----------
-    "gap_odk_functions": """
+    "odk_repeat_functions": """
 | survey |
-|        | type         | name     | label     | calculation                      |
-|        | begin repeat | member   | Member    |                                  |
-|        | integer      | age      | Age       |                                  |
-|        | calculate    | row_no   |           | position(..)                     |
-|        | end repeat   |          |           |                                  |
-|        | calculate    | first    |           | indexed-repeat(${age}, ${member}, 1) |
+|        | type              | name     | label     | calculation                          |
+|        | begin repeat      | member   | Member    |                                      |
+|        | integer           | age      | Age       |                                      |
+|        | select_one rel    | rel      | Relation  |                                      |
+|        | calculate         | row_no   |           | position(..)                         |
+|        | calculate         | rel_name |           | jr:choice-name(${rel}, '${rel}')     |
+|        | end repeat        |          |           |                                      |
+|        | calculate         | first    |           | indexed-repeat(${age}, ${member}, 1) |
+|        | calculate         | total    |           | sum(${age})                          |
+|        | calculate         | people   |           | count(${age})                        |
+| choices |
+|         | list_name | name  | label::中文 (zh) | label::English (en) |
+|         | rel       | head  | 户主             | Head                |
+|         | rel       | child | 子女             | Child               |
 """,
     # --- what pyxform itself refuses ----------------------------------------------------
     "pyxform_refuses_unknown_type": """
@@ -261,11 +313,29 @@ CORPUS: dict[str, str] = {
 """,
 }
 
+#: Files uploaded with the corpus forms (select_one_from_file), by file name.
+ATTACHMENTS: dict[str, bytes] = {
+    "villages.csv": (
+        "name,label::English (en),label::中文 (zh),county,elevation\n"
+        "v1,Upper,上寨,c1,1200\nv2,Lower,下寨,c2,900\nv3,River,河边,c1,800\n"
+    ).encode(),
+    "prices.csv": "crop,yuan_per_kg,unit\nrice,3.2,公斤\ncorn,2.45,公斤\n".encode(),
+    "crops.xml": (
+        "<root><item><name>rice</name><label>稻谷</label></item>"
+        "<item><name>corn</name><label>玉米</label></item></root>"
+    ).encode(),
+}
+
 #: Codes we refuse an ODK-valid form with: each one is a thing we cannot keep yet (issue 19's
 #: refuse list, docs/xlsform.md "Refused").
-LISTED_REFUSALS = {"unsupported_sheet", "unsupported_column", "unsupported_type"}
+LISTED_REFUSALS = {
+    "unsupported_sheet",
+    "unsupported_column",
+    "unsupported_type",
+    "missing_attachment",
+}
 
 #: ODK-valid forms we still refuse for a reason that is not on the refuse list (issue 19 left
 #: open): name -> the codes they are refused with. The differential test pins them, so closing a
 #: gap shows up as a test to update.
-KNOWN_GAPS = {"gap_odk_functions": {"unknown_function"}}
+KNOWN_GAPS: dict[str, set[str]] = {}

@@ -6,6 +6,7 @@ import copy
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -294,3 +295,74 @@ def test_form_management_is_limited_to_the_forms_owner_area(
     # The server-wide admin manages every form, built-ins included.
     assert client.post(f"{url}/1/retire", headers=admin_headers).status_code == 200
     assert client.post("/api/v1/forms", json=builtin_v2, headers=admin_headers).status_code == 201
+
+
+def test_xlsform_upload_takes_select_from_file_choices_from_its_attachment(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    survey = workbook.active
+    survey.title = "survey"
+    survey.append(["type", "name", "label"])
+    survey.append(["select_one_from_file villages.csv", "village", "村"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+
+    def upload(**files: tuple[io.BytesIO, str]) -> Any:
+        return client.post(
+            "/api/v1/forms",
+            data={"file": (io.BytesIO(buffer.getvalue()), "village_pick.xlsx"), **files},
+            headers=admin_headers,
+            content_type="multipart/form-data",
+        )
+
+    missing = upload()
+    assert_error(missing, 422, "form_invalid")
+    [issue] = missing.json["error"]["details"]["issues"]
+    assert (issue["sheet"], issue["row"], issue["code"]) == ("survey", 2, "missing_attachment")
+    villages = "name,label\nv1,上寨\nv2,下寨\n".encode()
+    response = upload(attachment=(io.BytesIO(villages), "villages.csv"))
+    assert response.status_code == 201, response.json
+    stored = client.get("/api/v1/forms/village_pick/versions/1", headers=admin_headers).json[
+        "definition"
+    ]
+    assert [c["value"] for c in stored["choice_lists"]["villages_csv"]] == ["v1", "v2"]
+
+
+def test_odk_version_strings_are_ordered_as_odk_orders_them_and_kept_as_written(
+    client: FlaskClient, admin_headers: dict[str, str]
+) -> None:
+    def upload(written: str) -> Any:
+        document = {
+            "id": "stamped",
+            "version": 1,
+            "odk_version": written,
+            "odk_form_id": "Stamped-Form",
+            "title": "戳记",
+            "fields": [{"name": "a", "type": "text", "label": "甲"}],
+        }
+        return client.post("/api/v1/forms", json=document, headers=admin_headers)
+
+    first = upload("2026-11-25 beta")
+    assert first.status_code == 201, first.json
+    assert (first.json["version"], first.json["odk_version"]) == (1, "2026-11-25 beta")
+    assert first.json["odk_form_id"] == "Stamped-Form"
+    later = upload("2026-12-01 beta")  # sorts after: the next internal number
+    assert (later.json["version"], later.json["odk_version"]) == (2, "2026-12-01 beta")
+    again = upload("2026-12-01 beta")  # the same string is the same version (a draft: replaced)
+    assert again.status_code == 201 and again.json["version"] == 2
+    older = upload("2026-11-30")
+    assert_error(older, 409, "form_version_not_increasing")
+    details = older.json["error"]["details"]
+    assert (details["sheet"], details["header"], details["newest"]) == (
+        "settings",
+        "version",
+        "2026-12-01 beta",
+    )
+    listed = client.get("/api/v1/forms/stamped/versions", headers=admin_headers).json
+    assert [(v["version"], v["odk_version"]) for v in listed] == [
+        (2, "2026-12-01 beta"),
+        (1, "2026-11-25 beta"),
+    ]

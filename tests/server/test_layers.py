@@ -68,9 +68,6 @@ KNOWN_DEBT: frozenset[tuple[str, str]] = frozenset(
         ("server.services.forms", "server.storage.models"),
         ("server.services.records", "server.storage.models"),
         ("server.services.sync", "server.storage.models"),
-        # file I/O in the pure cores: key files belong to the server's key service and the device
-        # edge; dictionaries and workbooks should arrive as bytes
-        ("forms.xlsform", "<file I/O>"),
     }
 )
 

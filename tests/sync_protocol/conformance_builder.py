@@ -934,6 +934,195 @@ def _expression_cases() -> list[dict[str, Any]]:
                             },
                         )
                     )
+    # choice(): the column of the choice a choice_filter tests (input "choice": its value as
+    # "name" and its filter columns).
+    tested = {"name": "t1", "county": "C"}
+    for name, text, choice in (
+        ("choice-column", "choice('county') = ${grade}", tested),
+        ("choice-name", "choice('name')", tested),
+        ("choice-missing-column", "choice('region')", tested),
+        ("choice-outside-a-filter", "choice('county')", None),
+    ):
+        cases.append(
+            _case(
+                f"expression-{name}",
+                "expression.evaluate",
+                {
+                    "expression": text,
+                    "values": _EXPRESSION_VALUES,
+                    "current": None,
+                    "choice": choice,
+                    "today": today,
+                    "config": config,
+                },
+            )
+        )
+    # position(), indexed-repeat(), jr:choice-name() (input "labels": field → value → label).
+    members = _EXPRESSION_VALUES["members"]
+    for name, text, rows, labels in (
+        ("position-in-a-row", "position()", [{"repeat": "members", "row": members[1]}], None),
+        ("position-outside-a-repeat", "position()", [], None),
+        ("indexed-repeat", "indexed-repeat(${age}, ${members}, 2)", [], None),
+        ("indexed-repeat-no-such-row", "indexed-repeat(${age}, ${members}, 9)", [], None),
+        ("indexed-repeat-not-whole", "indexed-repeat(${age}, ${members}, 1.5)", [], None),
+        (
+            "jr-choice-name",
+            "jr:choice-name(${grade}, '${grade}')",
+            [],
+            {"grade": {"C": "C级", "D": "D级"}},
+        ),
+        (
+            "jr-choice-name-unknown-value",
+            "jr:choice-name('Z', '${grade}')",
+            [],
+            {"grade": {"C": "C级"}},
+        ),
+    ):
+        cases.append(
+            _case(
+                f"expression-{name}",
+                "expression.evaluate",
+                {
+                    "expression": text,
+                    "values": _EXPRESSION_VALUES,
+                    "rows": rows,
+                    "current": None,
+                    "labels": labels,
+                    "today": today,
+                    "config": config,
+                },
+            )
+        )
+    prices = {"prices": [{"crop": "rice", "yuan": "3.2"}, {"crop": "corn", "unit": "公斤"}]}
+    for name, text in (
+        ("pulldata-number", "pulldata('prices', 'yuan', 'crop', 'rice')"),
+        ("pulldata-text", "pulldata('prices', 'unit', 'crop', 'corn')"),
+        ("pulldata-empty-cell", "pulldata('prices', 'yuan', 'crop', 'corn')"),
+        ("pulldata-no-row", "pulldata('prices', 'yuan', 'crop', 'wheat')"),
+        ("pulldata-no-table", "pulldata('rates', 'yuan', 'crop', 'rice')"),
+        ("pulldata-table-not-literal", "pulldata(${grade}, 'yuan', 'crop', 'rice')"),
+    ):
+        cases.append(
+            _case(
+                f"expression-{name}",
+                "expression.evaluate",
+                {
+                    "expression": text,
+                    "values": _EXPRESSION_VALUES,
+                    "current": None,
+                    "tables": prices,
+                    "today": today,
+                    "config": config,
+                },
+            )
+        )
+    return cases
+
+
+#: A form of its own for what the built-in instruments do not use: a cascading select
+#: (choice_filter over the choices' filter columns), a computed repeat_count, defaults.
+_FEATURE_FORM: dict[str, Any] = {
+    "id": "features",
+    "version": 1,
+    "title": "功能",
+    "fields": [
+        {"name": "county", "type": "select_one", "label": "县", "choices": "county"},
+        {
+            "name": "town",
+            "type": "select_one",
+            "label": "乡",
+            "choices": "town",
+            "choice_filter": "choice('county') = ${county}",
+        },
+        {
+            "name": "crops",
+            "type": "select_multiple",
+            "label": "作物",
+            "choices": "crop",
+            "choice_filter": "selected(${county}, choice('region')) and choice('name') != 'none'",
+        },
+        {"name": "size", "type": "integer", "label": "人数", "default": "2"},
+        {"name": "visited", "type": "date", "label": "日期", "default": "today()"},
+        {"name": "adults", "type": "integer", "label": "成人", "default": "${size} - 1"},
+        {
+            "name": "members",
+            "type": "repeat",
+            "label": "成员",
+            "repeat_count": "${size}",
+            "fields": [
+                {"name": "mname", "type": "text", "label": "姓名", "default": "'未填'"},
+                {"name": "row_no", "type": "calculate", "calculate": "position()"},
+            ],
+        },
+        {
+            "name": "county_name",
+            "type": "calculate",
+            "calculate": "jr:choice-name(${county}, '${county}')",
+        },
+        {
+            "name": "first_member",
+            "type": "calculate",
+            "calculate": "indexed-repeat(${mname}, ${members}, 1)",
+        },
+    ],
+    "choice_lists": {
+        "county": [{"value": "c1", "label": "一县"}, {"value": "c2", "label": "二县"}],
+        "town": [
+            {"value": "t1", "label": "一乡", "filters": {"county": "c1"}},
+            {"value": "t2", "label": "二乡", "filters": {"county": "c2"}},
+        ],
+        "crop": [
+            {"value": "rice", "label": "稻", "filters": {"region": "c1"}},
+            {"value": "corn", "label": "玉米", "filters": {"region": "c2"}},
+            {"value": "none", "label": "无", "filters": {"region": "c1"}},
+        ],
+    },
+}
+
+
+def _feature_cases() -> list[dict[str, Any]]:
+    _, config = _context_config()
+    today = DEFAULT_TODAY.isoformat()
+    two = [{"_id": "r1", "mname": "甲"}, {"_id": "r2", "mname": "乙"}]
+    records = {
+        "ok": {"county": "c1", "town": "t1", "crops": ["rice"], "size": 2, "members": two},
+        "filtered-out": {
+            "county": "c1",
+            "town": "t2",
+            "crops": "rice corn none",
+            "size": 2,
+            "members": two,
+        },
+        "no-county-no-town": {"town": "t1", "size": 2, "members": two},
+        "rows-not-repeat-count": {"county": "c2", "size": 3, "members": two},
+        "repeat-count-undetermined": {"size": "many", "members": two},
+    }
+    cases = [
+        _case(
+            f"validate-features-{name}",
+            "record.validate",
+            {
+                "definition": _FEATURE_FORM,
+                "form_id": "features",
+                "form_version": 1,
+                "today": today,
+                "config": config,
+                "data": data,
+            },
+        )
+        for name, data in records.items()
+    ]
+    for name, data in (
+        ("new-record", {"members": [{"_id": "r1"}]}),
+        ("typed-values-stay", {"size": 5, "members": [{"_id": "r1", "mname": "甲"}]}),
+    ):
+        cases.append(
+            _case(
+                f"prefill-features-{name}",
+                "record.prefill",
+                {"definition": _FEATURE_FORM, "today": today, "config": config, "data": data},
+            )
+        )
     return cases
 
 
@@ -967,9 +1156,10 @@ def build_all() -> dict[str, dict[str, Any]]:
             "field paths (contracts §4), the expression language (contracts §2: every operator and "
             "function, refusals with code and position, every top-level expression of the "
             "built-in instruments on a sample household), record validation and household "
-            "indicators of the built-in instruments (forms/instruments/*.json), evaluated on "
+            "indicators of the built-in instruments (forms/instruments/*.json); a form of its own "
+            "for choice_filter, a computed repeat_count and defaults (record.prefill), evaluated on "
             f"{DEFAULT_TODAY.isoformat()}",
-            _path_cases() + _expression_cases() + _record_cases(),
+            _path_cases() + _expression_cases() + _record_cases() + _feature_cases(),
         ),
     }
 

@@ -19,12 +19,13 @@ from datetime import date
 from io import BytesIO
 from typing import Any
 
+from forms.definition import load_definition
 from forms.errors import EvaluationError, ExpressionError
 from forms.expressions import Environment, EvaluationContext, parse_expression
 from forms.indicators import MonitoringConfig, household_indicators
 from forms.instruments import load_builtin
 from forms.paths import flatten, unflatten
-from forms.validation import validate_record
+from forms.validation import prefill, validate_record
 from sync_protocol.clock import HybridClock, Stamp, is_suspect
 from sync_protocol.codec import canonical_json
 from sync_protocol.compression import DictionaryStore
@@ -166,7 +167,10 @@ def _paths(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _record_validate(data: Mapping[str, Any]) -> dict[str, Any]:
-    defn = load_builtin(data["form_id"])
+    if "definition" in data:  # a form of its own (choice_filter, repeat_count, ...)
+        defn = load_definition(data["definition"])
+    else:
+        defn = load_builtin(data["form_id"])
     assert defn.version == data["form_version"]  # the vectors name the packaged version
     context = EvaluationContext(today=date.fromisoformat(data["today"]), config=data["config"])
     result = validate_record(defn, data["data"], context)
@@ -175,6 +179,12 @@ def _record_validate(data: Mapping[str, Any]) -> dict[str, Any]:
         "warnings": [i.to_dict() for i in result.warnings],
         "cleaned": result.cleaned,
     }
+
+
+def _record_prefill(data: Mapping[str, Any]) -> dict[str, Any]:
+    defn = load_definition(data["definition"])
+    context = EvaluationContext(today=date.fromisoformat(data["today"]), config=data["config"])
+    return {"data": prefill(defn, data["data"], context)}
 
 
 def _household_indicators(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,6 +264,20 @@ def _expression_evaluate(data: Mapping[str, Any]) -> dict[str, Any]:
     )
     for scope in data.get("rows", []):
         env = env.in_row(scope["repeat"], scope["row"])
+    if data.get("choice") is not None:  # the choice a choice_filter is testing
+        env = env.with_choice(data["choice"])
+    if data.get("labels") is not None or data.get("tables") is not None:
+        # choice labels by field (jr:choice-name), data tables (pulldata)
+        env = Environment(
+            env.values,
+            env.current,
+            env.context,
+            env.level_names,
+            env.rows,
+            env.choice,
+            data.get("labels"),
+            data.get("tables"),
+        )
     try:
         value = expression.evaluate(env.with_current(data.get("current")))
     except EvaluationError as exc:
@@ -276,6 +300,7 @@ CHECKS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "state.resolution": _state_resolution,
     "paths.flatten": _paths,
     "record.validate": _record_validate,
+    "record.prefill": _record_prefill,
     "household.indicators": _household_indicators,
 }
 
