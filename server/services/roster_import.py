@@ -32,14 +32,15 @@ import openpyxl
 from forms.identity import IdNumberError, VillageCodeError, parse_id_number, parse_village_code
 from forms.instruments import load_builtin
 from forms.paths import ROW_ID_KEY, flatten
-from server.errors import NotFound, ValidationFailed
-from server.services.access import Actor
+from server.errors import Forbidden, NotFound, ValidationFailed
+from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.record_ops import (
     SERVER_DEVICE,
     apply_ops,
     definition,
     ingest_context,
     next_server_seq,
+    record_data,
     server_stamp,
 )
 from server.storage import audit, records
@@ -53,6 +54,7 @@ __all__ = [
     "RosterProblem",
     "RosterReport",
     "RosterRow",
+    "export_roster",
     "import_roster",
     "read_roster",
     "write_roster",
@@ -403,3 +405,50 @@ def write_roster(households: Iterable[Mapping[str, Any]]) -> bytes:
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
+
+
+_PAGE = 500
+
+
+def export_roster(principal: Principal, actor: Actor, *, area: str, round: str) -> bytes:
+    """The ``household_roster`` records of ``area`` and ``round`` in the national layout
+    (:func:`write_roster`), unmasked so the file can go back into the national system; audited
+    as ``actor``.
+
+    Raises :class:`Forbidden` (``unmasked_export_forbidden``) for anyone but a county admin,
+    :class:`ValidationFailed` (``roster_area_invalid``) for an area outside the principal's.
+    """
+    if principal.role != COUNTY_ADMIN:
+        raise Forbidden(
+            en="only a county admin may export the roster with ID numbers",
+            zh="只有县级管理员可以导出含证件号码的花名册",
+            code="unmasked_export_forbidden",
+        )
+    if not (area.isascii() and area.isdigit() and area.startswith(principal.area_prefix)):
+        raise ValidationFailed(
+            en=f"the area must be a code prefix inside {principal.area_prefix or 'the country'}",
+            zh="导出范围应为本人管辖范围内的行政区划代码前缀",
+            code="roster_area_invalid",
+        )
+    households: list[dict[str, Any]] = []
+    with writing():
+        offset = 0
+        while True:
+            page, total = records.list_records(
+                area, form_id=FORM_ID, round=round, limit=_PAGE, offset=offset
+            )
+            households.extend(record_data(RecordState.from_dict(row.state)) for row in page)
+            offset += len(page)
+            if not page or offset >= total:
+                break
+        audit.add_entry(
+            actor=actor.name,
+            actor_user_id=actor.user_id,
+            action="roster.export",
+            target_type="form",
+            target_id=FORM_ID,
+            area_code=area,
+            ip=actor.ip,
+            details={"round": round, "households": len(households)},
+        )
+    return write_roster(households)

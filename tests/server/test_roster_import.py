@@ -15,9 +15,9 @@ from flask import Flask
 
 from forms.identity import id_check_char
 from server.cli import main
-from server.errors import ValidationFailed
-from server.services.access import CLI_ACTOR, Actor
-from server.services.roster_import import COLUMNS, import_roster, read_roster, write_roster
+from server.errors import Forbidden, ValidationFailed
+from server.services.access import CLI_ACTOR, CLI_PRINCIPAL, TOWNSHIP_REVIEWER, Actor, Principal
+from server.services.roster_import import COLUMNS, export_roster, import_roster, read_roster
 from server.storage import records
 from tests.server.sync_device import VILLAGE, county
 
@@ -130,7 +130,8 @@ def test_import_then_reimport_changes_nothing_and_lists_what_it_refused(county: 
         data = _roster_data(county)
     assert [m["id_number"] for m in data["members"]] == [HEAD, SPOUSE, SON]
     assert HEAD.endswith("X")
-    exported = write_roster([data])
+    with county.app_context():
+        exported = export_roster(CLI_PRINCIPAL, CLI_ACTOR, area=COUNTY, round=ROUND)
     people, unread = read_roster(exported)
     assert unread == []
     assert [p.cells["id_number"] for p in people] == [HEAD, SPOUSE, SON]
@@ -208,3 +209,28 @@ def test_an_admin_imports_only_inside_their_area(county: Flask) -> None:
         )
     assert outside.value.code == "roster_area_invalid"
     assert report.created == [f"{VILLAGE}/0053010200101"]
+
+
+def test_the_roster_leaves_with_ids_for_county_admins_only(
+    county: Flask, database_url: str, tmp_path: Path
+) -> None:
+    with county.app_context():
+        import_roster(CLI_ACTOR, _workbook(roster_rows()), round=ROUND, area=COUNTY)
+        reviewer = Principal(7, "reviewer", TOWNSHIP_REVIEWER, VILLAGE[:9])
+        with pytest.raises(Forbidden) as refused:
+            export_roster(reviewer, Actor("reviewer"), area=VILLAGE[:9], round=ROUND)
+    assert refused.value.code == "unmasked_export_forbidden"
+    out = tmp_path / "out" / "roster.xlsx"
+    env = {"VILLAGE_SYNC_DATABASE_URL": database_url, "VILLAGE_SYNC_KEY_DIR": str(tmp_path / "k")}
+    result = CliRunner().invoke(
+        main,
+        ["export-roster", "--area", COUNTY, "--round", ROUND, "--out", str(out)],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    sheet = openpyxl.load_workbook(out).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[1][: len(HEADERS)] == tuple(HEADERS)
+    assert [r[HEADERS.index("证件号码")] for r in rows[2:]] == [HEAD, SPOUSE, SON]
+    assert all(isinstance(r[HEADERS.index("户编号")], str) for r in rows[2:])
