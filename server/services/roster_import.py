@@ -285,6 +285,26 @@ def _households(
     return out
 
 
+_HEADER_OF = {name: header for header, name in COLUMNS}
+
+
+def _located(
+    household: tuple[dict[str, Any], list[int]], reasons: Iterable[Mapping[str, Any]]
+) -> list[RosterProblem]:
+    """The form's reasons for refusing a household, at the Excel row and column they are about:
+    the person's row for a member's field (path ``members/<row id>/…``), else the first row."""
+    data, rows = household
+    row_of = {m[ROW_ID_KEY]: at for m, at in zip(data.get("members", []), rows, strict=True)}
+    out = []
+    for issue in reasons:
+        parts = str(issue.get("path", "")).split("/")
+        at = row_of.get(parts[1], rows[0]) if len(parts) > 2 and parts[0] == "members" else rows[0]
+        name = str(issue.get("field", ""))
+        message = issue.get("message") or {"zh": "记录未通过校验", "en": "the record is invalid"}
+        out.append(RosterProblem(at, _HEADER_OF.get(name, name), "household_invalid", message))
+    return out
+
+
 def import_roster(actor: Actor, content: bytes, *, round: str, area: str) -> RosterReport:
     """Import a national-layout roster workbook into ``area`` (a village-code prefix inside the
     actor's area) for survey ``round``; audited. See the module docstring.
@@ -345,12 +365,7 @@ def import_roster(actor: Actor, content: bytes, *, round: str, area: str) -> Ros
         )
         for (key, _, new), outcome in zip(ops, outcomes, strict=True):
             if outcome.status == "rejected":
-                first = households[key][1][0]
-                for issue in outcome.ack.get("reasons", []):
-                    message = issue.get("message") or {"zh": "记录未通过校验", "en": "invalid"}
-                    report.problems.append(
-                        RosterProblem(first, issue.get("field", ""), "household_invalid", message)
-                    )
+                report.problems.extend(_located(households[key], outcome.ack.get("reasons", [])))
                 continue
             (report.created if new else report.changed).append("/".join(key))
         imported = {*report.created, *report.changed, *report.unchanged}

@@ -153,11 +153,15 @@ def test_a_changed_value_is_one_change_and_keeps_what_the_team_recorded(county: 
 
 
 def test_a_household_the_form_refuses_is_listed_with_its_row(county: Flask) -> None:
-    rows = [_person("H9", "钱七", "女", HEAD, "户主")]  # the ID says a man
+    rows = [
+        _person("H9", "孙八", "男", HEAD, "户主"),
+        _person("H9", "钱七", "女", SON, "配偶"),  # the ID says a man
+    ]
     with county.app_context():
         report = import_roster(CLI_ACTOR, _workbook(rows, title_rows=0), round=ROUND, area=COUNTY)
     assert report.created == []
-    assert report.problems and all(p.row == 2 for p in report.problems)
+    (problem,) = report.problems
+    assert (problem.row, problem.column) == (3, "性别")
     assert {p.code for p in report.problems} == {"household_invalid"}
     assert all(p.message["zh"] and p.message["en"] for p in report.problems)
 
