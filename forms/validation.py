@@ -4,6 +4,8 @@ It checks a record's data (contracts §3) against the definition it was made wit
 problem at once as :class:`Issue` objects (contracts §3: code, path with row ids, field name,
 1-based row number, zh/en message, severity), plus the *cleaned* record:
 
+* ID numbers (a text field whose constraint tests ``id-valid(.)``) that pass their constraint
+  stored in standard form: ASCII digits and an upper-case ``X`` (``forms.identity``);
 * values coerced to their field type where nothing is lost (``"12"`` → ``12`` for an integer,
   ``1`` → ``"1"`` for a select whose choice is ``"1"``, ``"a b"`` → ``["a", "b"]`` for a
   select_multiple, an upper-case image hash → lower case);
@@ -37,7 +39,15 @@ from forms.expressions import Call, Environment, EvaluationContext, parse_expres
 from forms.paths import ROW_ID_KEY
 from forms.text import LocalizedText
 
-__all__ = ["EvaluationContext", "Issue", "ValidationResult", "prefill", "validate_record"]
+__all__ = [
+    "EvaluationContext",
+    "Issue",
+    "ValidationResult",
+    "is_id_field",
+    "prefill",
+    "standard_changes",
+    "validate_record",
+]
 
 Severity = Literal["error", "warning"]
 
@@ -675,7 +685,9 @@ class _Validator:
                     )
                 except EvaluationError:
                     continue
-                if not passed:
+                if passed:
+                    self.standardise_id(fld, level)
+                else:
                     self.mark_unknown(level, fld.name)
                     message = (
                         self.id_problem(fld, level)
@@ -759,6 +771,21 @@ class _Validator:
                 reason = reason[len("身份证号") :]
             return _text(f"身份证号无效：{reason}", f"invalid ID number: {exc.message_en}")
         return None
+
+    def standardise_id(self, fld: Field, level: _Level) -> None:
+        """Store an accepted ID number in standard form (ASCII digits, upper-case ``X``).
+
+        ``５３０１…ｘ`` and ``5301…x`` validate like ``5301…X``; if each were stored as typed, the
+        same person would have several spellings, and a department list, a re-import or a second
+        tablet would not find them. Calculations later in the evaluation order read the
+        standard form too. Only a number that parses is touched: one the constraint let through
+        for another reason (``${id_type} = 'other' or id-valid(.)``) stays as typed.
+        """
+        value = level.typed.get(fld.name)
+        standard = _standard_id(fld, value, self.context.today)
+        if standard is not None:
+            level.typed[fld.name] = standard
+            level.cleaned[fld.name] = standard
 
     def hide(self, fld: Field, level: _Level, path: str) -> None:
         self.hidden.add(path)
@@ -977,6 +1004,42 @@ def _computed_once(fld: Field) -> bool:
         return False
     root = parse_expression(fld.calculate).root
     return isinstance(root, Call) and root.name == "once"
+
+
+def is_id_field(fld: Field) -> bool:
+    """True for a text field whose constraint tests ``id-valid(.)``: it holds an ID number."""
+    return (
+        fld.type is FieldType.TEXT
+        and fld.constraint is not None
+        and parse_expression(fld.constraint).applies_to_current("id-valid")
+    )
+
+
+def _standard_id(fld: Field, value: Any, today: date) -> str | None:
+    if not is_id_field(fld) or not isinstance(value, str | int) or isinstance(value, bool):
+        return None
+    try:
+        return identity.parse_id_number(value, today=today).number
+    except identity.IdNumberError:
+        return None
+
+
+def standard_changes(
+    defn: FormDefinition, changes: Mapping[str, Any], today: date
+) -> dict[str, Any]:
+    """An op's ``changes`` with every valid ID number in standard form (see ``validate_record``).
+
+    The server merges these instead of the op's own values, so the stored state, what devices
+    download and the conflict rule "same value" (docs/protocol-merge.md §5) all see one
+    spelling of a number, while the op itself — the field history — keeps what was typed.
+    Paths that are not ID fields, tombstones and numbers that do not parse pass unchanged.
+    """
+    out: dict[str, Any] = {}
+    for path, value in changes.items():
+        fld = defn.find_field(path) if path else None
+        standard = _standard_id(fld, value, today) if fld is not None else None
+        out[path] = value if standard is None else standard
+    return out
 
 
 def _is_scalar(value: Any) -> bool:

@@ -1,7 +1,7 @@
 """The ``server`` command line: ``python -m server …`` or ``village-server …``.
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
-``rotate-keys``, ``export``, ``serve`` and ``backup``. Each builds the app from the settings (environment
+``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``serve`` and ``backup``. Each builds the app from the settings (environment
 variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
 run on that app.
 """
@@ -410,6 +410,60 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+@main.command("import-roster")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--area", required=True, help="County (6 digits) or township (9) code prefix.")
+@click.option("--round", "round_", required=True, help="Survey round, e.g. 2026-annual.")
+def import_roster(file: Path, area: str, round_: str) -> None:
+    """Import a roster workbook in the national system's layout (audited, actor ``cli``).
+
+    Rows outside AREA, with a bad ID number or listed twice are printed, not imported; running
+    it again with the same file changes nothing.
+    """
+    from server.services import roster_import
+    from server.services.access import CLI_ACTOR
+
+    with _app_context():
+        try:
+            report = roster_import.import_roster(
+                CLI_ACTOR, file.read_bytes(), round=round_, area=area
+            )
+        except ApiError as exc:
+            _fail(exc)
+        click.echo(
+            f"households created {len(report.created)}, changed {len(report.changed)}, "
+            f"unchanged {len(report.unchanged)}; people {report.people}; "
+            f"problems {len(report.problems)}"
+        )
+        for problem in report.problems:
+            where = f"第{problem.row}行" + (f"「{problem.column}」" if problem.column else "")
+            click.echo(
+                f"  {where} [{problem.code}] {problem.message['zh']} / {problem.message['en']}"
+            )
+
+
+@main.command("export-roster")
+@click.option("--area", required=True, help="County (6 digits) or township (9) code prefix.")
+@click.option("--round", "round_", required=True, help="Survey round, e.g. 2026-annual.")
+@click.option("--out", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export_roster(area: str, round_: str, target: Path) -> None:
+    """Write the roster of AREA in the national system's layout to FILE (unmasked, audited).
+
+    FILE is created owner-only (0600): it holds ID numbers.
+    """
+    from server.services import roster_import
+    from server.services.access import CLI_ACTOR, CLI_PRINCIPAL
+
+    with _app_context():
+        try:
+            content = roster_import.export_roster(CLI_PRINCIPAL, CLI_ACTOR, area=area, round=round_)
+        except ApiError as exc:
+            _fail(exc)
+        _create_private(target)
+        target.write_bytes(content)
+        click.echo(f"roster of {area} ({round_}) written to {target}")
 
 
 def register_commands(app: Flask) -> None:

@@ -294,6 +294,14 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
         "The monitoring configuration is invalid",
     ),
     ("resolution_choice_invalid", 400, "冲突处理选项无效", "The resolution choice is invalid"),
+    ("roster_area_invalid", 400, "导入范围无效", "The import area is not inside yours"),
+    (
+        "roster_header_missing",
+        400,
+        "花名册中未找到表头行",
+        "The roster has no header row with the required columns",
+    ),
+    ("roster_unreadable", 400, "花名册文件无法读取", "The roster file is not a readable workbook"),
     # 401
     ("device_unknown", 401, "设备未在本服务器注册", "The device is not enrolled here"),
     ("device_signature_missing", 401, "缺少设备签名", "The device signature is missing"),

@@ -32,7 +32,7 @@ from forms.expressions import EvaluationContext
 from forms.identity import is_valid_household_no, is_valid_round, scope_contains
 from forms.indicators import MonitoringConfig
 from forms.paths import ORDER_KEY, ROW_ID_KEY, flatten, split_path, unflatten
-from forms.validation import validate_record
+from forms.validation import standard_changes, validate_record
 from sync_protocol.device import path_under
 from sync_protocol.ops import TOMBSTONE, Op, delete_op, put_op
 from village_client_stub.errors import (
@@ -395,7 +395,9 @@ class RecordEditor:
         if twins:
             warnings = [*warnings, _duplicate_issue(twins)]
         record_id = str(uuid.uuid4())
-        changes = {p: v for p, v in flatten(cleaned).items() if v is not None}
+        changes = self._as_typed(
+            defn, {p: v for p, v in flatten(cleaned).items() if v is not None}, data
+        )
         if not changes:
             kept = self._keep_draft(defn, data, [_empty_issue()], household, round, None, draft_id)
             raise RecordInvalid(kept, [_empty_issue()])
@@ -425,6 +427,25 @@ class RecordEditor:
             draft_id=draft_id,
         )
         return EditResult(record_id, op, warnings)
+
+    def _as_typed(
+        self, defn: FormDefinition, changes: Mapping[str, Any], typed: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The op's changes with each ID number as the person typed it (``５３０１…ｘ``).
+
+        The record keeps the standard form validation made of it; the op is the field history
+        and keeps what was typed. The server stores the standard form in its state
+        (``forms.validation.standard_changes``), so both sides hold the same value.
+        """
+        typed_flat = flatten(typed)
+        out = dict(changes)
+        for path, value in changes.items():
+            raw = typed_flat.get(path)
+            if not isinstance(raw, str) or raw == value:
+                continue
+            if standard_changes(defn, {path: raw}, self.today)[path] == value:
+                out[path] = raw
+        return out
 
     def _same_household_records(
         self, form_id: str, household: Mapping[str, str] | None, round: str | None
@@ -629,6 +650,7 @@ class RecordEditor:
                 continue
             if old.get(path) != new.get(path):
                 changes[path] = new.get(path)
+        changes = self._as_typed(defn, changes, new_data)
         # A rejected op never reached the server: its paths go out again with this correction.
         changes, corrected = self.store.engine.resend_rejected(
             record.record_id, changes, new, deleted_rows

@@ -30,14 +30,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
 from forms import EvaluationContext, FormDefinition, FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
-from forms.validation import validate_record
+from forms.validation import standard_changes, validate_record
 from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
 from server.storage import forms as form_store
@@ -549,10 +549,14 @@ def _apply(
             ],
         )
     state = RecordState.from_dict(existing.state) if existing is not None else None
+    # The state holds ID numbers in standard form; the op (the record's change log) keeps what
+    # was typed (docs/protocol-merge.md §5, docs/forms.md).
+    standard = standard_changes(defn, op.changes, ctx.today)
+    merged_op = op if standard == op.changes else replace(op, changes=standard)
     try:
         result = merge(
             state,
-            op,
+            merged_op,
             defn.merge_policy,
             reference_ms=ctx.now_ms,
             max_drift_ms=ctx.max_drift_ms,

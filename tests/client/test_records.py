@@ -482,3 +482,37 @@ def test_household_numbers_and_rounds_not_of_their_shape_are_refused(
             "household_roster",
             {**roster(), "household_no": "+SUM(1)"},
         )
+
+
+# --- ID numbers in standard form --------------------------------------------------------------
+
+
+def _ending_in_x(birth: str) -> str:
+    for sequence in range(100):
+        first17 = f"530102{birth}{sequence:02d}3"  # 3: odd, a man
+        if id_check_char(first17) == "X":
+            return first17 + "X"
+    raise AssertionError("no sequence gives a check character X")
+
+
+def test_the_op_keeps_the_typed_id_and_the_record_the_standard_form(
+    editor: RecordEditor, store: DeviceStore
+) -> None:
+    standard = _ending_in_x("19700101")
+    typed = "".join(chr(ord(c) + 0xFEE0) for c in standard[:17]) + "x"  # full-width, lower x
+    data = roster()
+    data["members"][0]["id_number"] = typed
+    created = editor.fill("household_roster", data)
+    record = store.record(created.record_id)
+    row = record.data["members"][0]["_id"]
+    assert record.data["members"][0]["id_number"] == standard
+    assert created.op is not None
+    assert created.op.changes[f"members/{row}/id_number"] == typed
+
+    # The same number in another spelling is no change; a new number goes out as typed.
+    assert editor.edit(created.record_id, [f"members/#1/id_number={standard.lower()}"]).op is None
+    other = _ending_in_x("19700102")
+    edited = editor.edit(created.record_id, [f"members/#1/id_number={other.lower()}"])
+    assert edited.op is not None
+    assert edited.op.changes == {f"members/{row}/id_number": other.lower()}
+    assert store.record(created.record_id).data["members"][0]["id_number"] == other

@@ -12,6 +12,7 @@ module builds, so the vectors never drift from the engines.
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import date
 from pathlib import Path
@@ -498,6 +499,20 @@ def _context_config() -> tuple[MonitoringConfig, dict[str, Any]]:
     return monitoring, monitoring.evaluation_config(DEFAULT_VILLAGE_CODE, DEFAULT_TODAY.year)
 
 
+def _full_width(number: str) -> str:
+    """The number in full-width digits (what a Chinese input method types), e.g. ５３０１…."""
+    return "".join(chr(ord(ch) + 0xFEE0) if ch.isdigit() else ch for ch in number)
+
+
+def _lower_x(number: str) -> str:
+    """A valid number of the same birth date and sex ending in ``x`` (lower case)."""
+    for sequence in range(100):
+        first17 = f"{number[:14]}{sequence:02d}{number[16]}"
+        if id_check_char(first17) == "X":
+            return first17 + "x"
+    raise AssertionError("no sequence gives a check character X")  # pragma: no cover
+
+
 def _record_cases() -> list[dict[str, Any]]:
     monitoring, config = _context_config()
     today = DEFAULT_TODAY.isoformat()
@@ -531,6 +546,24 @@ def _record_cases() -> list[dict[str, Any]]:
                     "year": DEFAULT_TODAY.year,
                     "monitoring": monitoring.to_mapping(),
                     "on": today,
+                },
+            )
+        )
+    # ID numbers as people type them: the cleaned record holds the standard form (docs/forms.md).
+    roster = sample_household(1)["household_roster"]
+    for name, spell in (("full-width", _full_width), ("lower-x", _lower_x)):
+        typed = copy.deepcopy(roster)
+        typed["members"][0]["id_number"] = spell(typed["members"][0]["id_number"])
+        cases.append(
+            _case(
+                f"validate-id-{name}-household_roster",
+                "record.validate",
+                {
+                    "form_id": "household_roster",
+                    "form_version": load_builtin("household_roster").version,
+                    "today": today,
+                    "config": config,
+                    "data": typed,
                 },
             )
         )
