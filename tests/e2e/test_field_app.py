@@ -176,9 +176,9 @@ def test_field_app_offline_sealed_and_updated_in_place(
         shots.take("start")
 
         # A draft, typed with the network up; sealed as it is typed (debounced).
-        page.click("button[data-form='household_roster']")
-        page.fill("[data-field='natural_village']", HAMLET)
-        page.fill("[data-field='phone']", PHONE)
+        page.click("#form-list button[data-form='household_roster']")
+        page.fill("[data-path='natural_village'] input", HAMLET)
+        page.fill("[data-path='phone'] input", PHONE)
         page.wait_for_selector("#draft-state:has-text('已加密保存')")
         written = page.evaluate(WRITE_ENGINE_DATA, [NAME, ID_NUMBER, PHONE])
         assert written["outbox"][0]["members[m1].name"] == NAME
@@ -211,8 +211,8 @@ def test_field_app_offline_sealed_and_updated_in_place(
         context.set_offline(True)
         page.reload()
         _ready(page)
-        assert page.input_value("[data-field='natural_village']") == HAMLET
-        assert page.input_value("[data-field='phone']") == PHONE
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET
+        assert page.input_value("[data-path='phone'] input") == PHONE
         page.wait_for_selector("#link-state:has-text('连不上')")
         back = page.evaluate(READ_ENGINE_DATA)
         assert back["op"]["members[m1].id_number"] == ID_NUMBER
@@ -237,17 +237,17 @@ def test_field_app_offline_sealed_and_updated_in_place(
         second = second_start.result()
         county.stop()  # (also ends the browser's keep-alive connections to the old release)
         proxy.target = ("127.0.0.1", _port(second.url))
-        page.fill("[data-field='natural_village']", HAMLET + "东")
+        page.fill("[data-path='natural_village'] input", HAMLET + "东")
         page.click("#sync-now")
         page.wait_for_selector("#update:not([hidden])", timeout=30_000)
         assert page.evaluate("window.__sameDocument") == "yes"
-        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET + "东"
         shots.take("update")
         with page.expect_navigation(timeout=30_000):
             page.click("#update-now")
         _ready(page)
         assert page.evaluate("window.__sameDocument") is None
-        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET + "东"
         new_version = page.evaluate("fetch('/field/asset-manifest.json').then(r => r.json())")
         assert new_version["version"] != manifest["version"]
         assert page.get_attribute("body", "data-version") == new_version["version"]
@@ -281,7 +281,7 @@ def test_field_app_offline_sealed_and_updated_in_place(
         assert registrations == 0
         assert page.evaluate(CACHED_URLS)["names"] == []
         assert page.evaluate("window.__sameDocument") == "still"
-        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET + "东"
         context.close()
     finally:
         proxy.close()
