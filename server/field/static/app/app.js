@@ -267,7 +267,8 @@ async function submitDraft() {
     return;
   }
   try {
-    await engines.submitRecord({ storage: state.store, draft: state.draft });
+    const values = withPhotos(definitionOf(state.draft), state.form.values(), state.draft.photos);
+    await engines.submitRecord({ storage: state.store, draft: { ...state.draft, values } });
   } catch (error) {
     say("submit-message", `未放入待同步：${errorText(error)}。草稿已加密保存，不会丢失。`);
     return;
@@ -277,6 +278,22 @@ async function submitDraft() {
   await refreshDrafts();
   await refreshStatus();
   say("sync-message", "已放入待同步。");
+}
+
+// The photos taken for a draft enter the record as rows of the form's photo repeat (a repeat
+// with an image question), by content address: the bytes follow through the upload API.
+function withPhotos(definition, values, photos) {
+  const repeat = (definition?.fields || []).find(
+    (f) => f.type === "repeat" && (f.fields || []).some((inner) => inner.type === "image"),
+  );
+  if (!repeat || !photos || photos.length === 0) return values;
+  const image = repeat.fields.find((inner) => inner.type === "image").name;
+  const rows = Array.isArray(values[repeat.name]) ? [...values[repeat.name]] : [];
+  const held = new Set(rows.map((row) => row[image]));
+  for (const sha256 of photos) {
+    if (!held.has(`sha256:${sha256}`)) rows.push({ _id: crypto.randomUUID(), [image]: `sha256:${sha256}` });
+  }
+  return { ...values, [repeat.name]: rows };
 }
 
 async function refreshDrafts() {
@@ -391,6 +408,7 @@ function retryLater() {
 
 function sync(reason) {
   if (state.syncing) return state.syncing;
+  document.body.dataset.syncing = "yes";
   state.syncing = (async () => {
     document.body.dataset.lastTrigger = reason;
     const up = await reachable();
@@ -423,6 +441,9 @@ function sync(reason) {
   })().finally(async () => {
     state.syncing = null;
     await refreshStatus();
+    // How many sync runs ended (tests and the status card's observers wait on it).
+    document.body.dataset.syncRuns = String(Number(document.body.dataset.syncRuns || 0) + 1);
+    delete document.body.dataset.syncing;
   });
   return state.syncing;
 }
@@ -459,12 +480,22 @@ async function refreshStatus() {
   for (const note of conflicts) {
     const detail = note.detail || {};
     const li = document.createElement("li");
-    const show = (v) => (v === undefined ? "—" : JSON.stringify(v));
-    li.textContent = `${detail.path ?? detail.kind ?? "记录"}：本机 ${show(detail.mine)}，县里 ${show(detail.theirs)}`;
+    const show = (v) => (v === undefined || v === null ? "—" : typeof v === "string" ? v : JSON.stringify(v));
+    li.textContent = `${await questionLabel(note.recordId, detail.path) ?? detail.kind ?? "记录"}：本机 ${show(detail.mine)}，县里 ${show(detail.theirs)}`;
     conflictList.append(li);
   }
   await refreshHouseholds();
   await refreshSpace();
+}
+
+// The question's label (Chinese) for a top-level path of a record, else the path itself.
+async function questionLabel(recordId, path) {
+  if (!path) return null;
+  const head = await state.store.recordHead(recordId);
+  const definition = head && state.definitions.find((d) => d.id === head.formId);
+  const question = definition && (definition.fields || []).find((f) => f.name === path);
+  const label = question && question.label;
+  return (label && (typeof label === "string" ? label : label.zh)) || path;
 }
 
 async function correctRecord(recordId) {
@@ -490,6 +521,15 @@ async function refreshHouseholds() {
     const label = document.createElement("span");
     label.textContent = `${household.household_no}（${household.village_code}）`;
     li.append(label);
+    for (const head of records) {
+      const definition = state.definitions.find((d) => d.id === head.formId);
+      const edit = document.createElement("button");
+      edit.type = "button";
+      edit.textContent = `修改${titleOf(definition) || head.formId}（${head.round}）`;
+      edit.dataset.edit = head.recordId;
+      edit.addEventListener("click", () => correctRecord(head.recordId));
+      li.append(edit);
+    }
     const formIds = [...new Set(records.map((r) => r.formId))];
     for (const formId of formIds) {
       const definition = state.definitions.find((d) => d.id === formId);
