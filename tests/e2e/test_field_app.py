@@ -457,6 +457,34 @@ def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
         assert _store(page, "recordValues", record_id)["renovation_method"] == "原址翻建"
         shots.take("story-resolved")
 
+        # The village's households came down with sync: a new round starts from the last answers.
+        page.click("#household-list button[data-new-round='housing_safety']")
+        page.wait_for_selector("[data-path='floor_area'] input")
+        assert page.input_value("#draft-household") == "0031"
+        assert page.input_value("[data-path='floor_area'] input") == "86.5"
+        assert page.input_value("[data-path='storeys'] input") == "2"
+        page.click("#draft-close")
+
+        # A record the server rejects stays visible, and 更正 reopens it with what was sent.
+        page.evaluate(
+            """async ([village]) => {
+          const engines = await import('/field/static/app/engines.js');
+          const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+          await engines.submitRecord({ storage: await openSealedStore(), draft: {
+            recordId: crypto.randomUUID(), formId: 'housing_safety', formVersion: 1,
+            household: { village_code: village, household_no: '0032' },
+            values: { appraisal_grade: 'Z', floor_area: 51 } } });
+        }""",
+            [VILLAGE],
+        )
+        _synced(page)
+        page.wait_for_selector("#rejected:not([hidden])")
+        shots.take("story-rejected")
+        page.click("#rejected-list button.correct")
+        page.wait_for_selector("[data-path='floor_area'] input")
+        assert page.input_value("#draft-household") == "0032"
+        assert page.input_value("[data-path='floor_area'] input") == "51"
+
         # Read raw: no value, name, household or ID in clear anywhere in IndexedDB.
         raw = page.evaluate(RAW_INDEXEDDB)
         for secret in ("原址翻建", "拆除重建", "选址新建", "86.5", VILLAGE, record_id):

@@ -461,7 +461,11 @@ async function refreshStatus() {
   rejectedList.replaceChildren();
   for (const item of rejected) {
     const li = document.createElement("li");
-    const reasons = (item.reasons || []).map((r) => `${r.path ?? ""} ${r.code ?? ""}`.trim());
+    // The server's own words (Chinese) where the reason carries them, else path and code.
+    const reasons = (item.reasons || []).map((r) => {
+      const message = r.message && (typeof r.message === "string" ? r.message : r.message.zh);
+      return message ? `${r.path ? `${r.path}：` : ""}${message}` : `${r.path ?? ""} ${r.code ?? ""}`.trim();
+    });
     li.textContent = `第 ${item.seq} 条：${reasons.join("；") || "被服务器退回"}`;
     const correct = document.createElement("button");
     correct.type = "button";
