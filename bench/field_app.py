@@ -14,6 +14,8 @@ served by waitress on loopback, gzip as the blueprint sends it); the link is
   at most six keep-alive connections as a browser does. Modelled as Σ (RTT + wave bytes ÷
   bandwidth) plus one RTT to connect, and measured by actually loading it through the proxy.
 * **Install**: the rest of the manifest, fetched the same way (the worker's precache).
+* **Wire**: sync body bytes per record, the browser's protocol client (in Debian's Chromium)
+  against the CLI device, the same housing records, one sync each after a first one.
 """
 
 from __future__ import annotations
@@ -244,9 +246,162 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench field_app", description=__doc__)
     parser.add_argument("--kbit", type=float, default=64.0, help="link speed, kbit/s each way")
     parser.add_argument("--rtt-ms", type=float, default=300.0, help="round-trip time, ms")
+    parser.add_argument(
+        "--records", type=int, default=50, help="records for the wire comparison (0: skip it)"
+    )
     args = parser.parse_args(argv)
     if args.kbit <= 0 or args.rtt_ms < 0:
         print("--kbit must be > 0 and --rtt-ms >= 0", file=sys.stderr)
         return 2
     print_report(run(args.kbit, args.rtt_ms), sys.stdout)
+    if args.records > 0:
+        print_wire(wire_per_record(args.records), sys.stdout)
     return 0
+
+
+#: The browser device of the wire comparison, driven through the app's own modules.
+_BROWSER_DEVICE = """async ([code, records, round]) => {
+  const { generateDeviceKeys, enrol } = await import('/field/static/protocol/enrol.js');
+  const { DeviceEngine } = await import('/field/static/protocol/device.js');
+  const { MemoryStorage } = await import('/field/static/protocol/memory-storage.js');
+  const { syncOnce } = await import('/field/static/protocol/client.js');
+  const keys = await generateDeviceKeys();
+  const enrolled = await enrol({ baseUrl: location.origin, code, keys, label: 'bench' });
+  const storage = new MemoryStorage();
+  const engine = new DeviceEngine(storage, enrolled.deviceId);
+  const device = { deviceId: enrolled.deviceId, scope: enrolled.scope, keys, server: enrolled.server };
+  const exchange = async () => {
+    const totals = { up: 0, down: 0, exchanges: 0 };
+    for (let more = true; more || (await engine.pendingOps(1)).length; ) {
+      const r = await syncOnce({ engine, device, baseUrl: location.origin });
+      totals.up += r.bytesUp; totals.down += r.bytesDown; totals.exchanges += 1; more = r.more;
+    }
+    return totals;
+  };
+  await exchange();  // the first sync: forms and the village's records, not measured
+  for (const { recordId, household, changes } of records) {
+    await storage.transaction(async () => {
+      const base = await engine.putBase(recordId, changes, []);
+      await engine.queueOp((seq, stamp) => ({ device_id: device.deviceId, seq, record_id: recordId,
+        form_id: 'housing_safety', form_version: 1, household, round, kind: 'put', changes, base,
+        base_revision: 0, hlc: stamp.toText() }), { nowMs: Date.now() });
+      await storage.writeRecord({ recordId, formId: 'housing_safety', formVersion: 1, household, round,
+        stamps: {}, serverRevision: 0, deleted: false }, changes);
+    });
+  }
+  return exchange();
+}"""
+
+
+@dataclass(frozen=True)
+class WireReport:
+    """Sync body bytes (both directions) for the same records from each kind of device."""
+
+    records: int
+    browser_up: int
+    browser_down: int
+    browser_exchanges: int
+    cli_up: int
+    cli_down: int
+    cli_exchanges: int
+
+
+def _housing_records(records: int, village: str) -> list[dict[str, object]]:
+    from forms.instruments import load_builtin
+
+    structure = load_builtin("housing_safety").choice_lists["structure"][0].value
+    return [
+        {
+            "household": {"village_code": village, "household_no": f"{9000 + i:04d}"},
+            "changes": {
+                "appraisal_grade": "C",
+                "structure": structure,
+                "renovation_method": "拆除重建",
+                "build_year": 1990 + i % 30,
+                "storeys": 1 + i % 3,
+                "floor_area": 60.5 + i,
+            },
+        }
+        for i in range(records)
+    ]
+
+
+def wire_per_record(records: int = 50) -> WireReport:
+    """Create ``records`` housing records on a CLI device and on a browser device (Chromium,
+    the app's protocol modules), each enrolled and synced once before; then one sync each (until
+    delivered): the sync bodies' bytes up and down. Both talk to one real county server."""
+    import uuid
+
+    from playwright.sync_api import sync_playwright
+
+    from bench.harness.county_server import start_county_server
+    from village_client_stub.enrollment import enroll
+    from village_client_stub.records import RecordEditor
+    from village_client_stub.store import DeviceStore
+    from village_client_stub.sync_client import SyncClient
+
+    village = "530102001201"
+    round_ = "2026-annual"
+    made = _housing_records(records, village)
+    with tempfile.TemporaryDirectory(prefix="bench-field-wire-") as tmp:
+        county = start_county_server(f"sqlite:///{tmp}/county.db", Path(tmp) / "county")
+        try:
+            admin = county.admin()
+            store = DeviceStore.create(Path(tmp) / "tablet.db")
+            enroll(store, county.url, admin.issue_code(village))
+            SyncClient(store).sync()
+            editor = RecordEditor(store)
+            for record in made:
+                editor.fill(
+                    "housing_safety",
+                    record["changes"],  # type: ignore[arg-type]
+                    household=record["household"],  # type: ignore[arg-type]
+                    round=round_,
+                )
+            cli = SyncClient(store).sync()
+            store.close()
+            # The browser's households differ (a second device of the same households would
+            # be a duplicate-household conflict, which costs the reply extra bytes).
+            for i, record in enumerate(made):
+                record["household"] = {"village_code": village, "household_no": f"{8000 + i:04d}"}
+                record["recordId"] = str(uuid.uuid4())
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium")
+                try:
+                    page = browser.new_page()
+                    page.goto(f"{county.url}/field/ping")
+                    totals = page.evaluate(
+                        _BROWSER_DEVICE, [admin.issue_code(village), made, round_]
+                    )
+                finally:
+                    browser.close()
+        finally:
+            county.stop()
+    return WireReport(
+        records=records,
+        browser_up=totals["up"],
+        browser_down=totals["down"],
+        browser_exchanges=totals["exchanges"],
+        cli_up=cli.bytes_up,
+        cli_down=cli.bytes_down,
+        cli_exchanges=cli.exchanges,
+    )
+
+
+def print_wire(report: WireReport, out: TextIO) -> None:
+    """Bytes per record on the wire, browser against the CLI device."""
+    n = report.records
+    browser = (report.browser_up + report.browser_down) / n
+    cli = (report.cli_up + report.cli_down) / n
+    print(f"bytes per record on the wire ({n} housing records, one sync each):", file=out)
+    print(
+        f"  browser  {browser:7.1f} B/record  (up {report.browser_up / n:.1f}, down "
+        f"{report.browser_down / n:.1f}; {report.browser_exchanges} exchanges; deflate-raw)",
+        file=out,
+    )
+    print(
+        f"  CLI      {cli:7.1f} B/record  (up {report.cli_up / n:.1f}, down "
+        f"{report.cli_down / n:.1f}; {report.cli_exchanges} exchanges)",
+        file=out,
+    )
+    print(f"  browser / CLI = {browser / cli:.2f}", file=out)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import io
 
 from bench.__main__ import discover
-from bench.field_app import GOAL_BYTES, first_form_waves, main, print_report, run
+from bench.field_app import (
+    GOAL_BYTES,
+    first_form_waves,
+    main,
+    print_report,
+    print_wire,
+    run,
+    wire_per_record,
+)
 
 
 def test_the_bench_is_discovered_and_rejects_an_impossible_link() -> None:
@@ -54,3 +62,16 @@ def test_waves_follow_imports_not_file_order() -> None:
         ["/field/static/lib/c.js"],
         ["/field/data.json"],
     ]
+
+
+def test_bytes_per_record_are_measured_for_the_browser_and_the_cli_device() -> None:
+    # Three records each, one real county server, the app's modules in Debian's Chromium.
+    report = wire_per_record(3)
+    assert report.records == 3
+    assert report.browser_exchanges >= 1 and report.cli_exchanges >= 1
+    # Three sealed records went up and their acks came down, on both devices.
+    assert report.browser_up > 3 * 50 and report.cli_up > 3 * 50
+    assert report.browser_down > 0 and report.cli_down > 0
+    out = io.StringIO()
+    print_wire(report, out)
+    assert "browser / CLI" in out.getvalue()

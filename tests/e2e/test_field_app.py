@@ -7,6 +7,7 @@ before the reload is still there; IndexedDB read raw holds no field value, name 
 clear; POSTs never pass through the worker; a new release shows the update prompt without
 reloading over the draft, and the update keeps it; the kill page unregisters the worker, and so
 does ``FIELD_APP_KILL_SWITCH`` on the server, in the running app, without a reload.
+The second test is issue 15's whole story with the engines wired (see its docstring).
 Screenshots at 360 and 1280 px go to ``tests/artifacts/field/``.
 """
 
@@ -15,13 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench.harness.county_server import REPO, CountyServer, start_county_server
-from bench.harness.faultproxy import FaultProxy
+from bench.harness.faultproxy import FaultProxy, LinkProfile, kbit_per_s
+from tests.e2e.conftest import VILLAGE, cli_json, device_cli, new_device, server_record
+from tests.web.test_field_store import _photo_png
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "field"
 
@@ -176,9 +180,9 @@ def test_field_app_offline_sealed_and_updated_in_place(
         shots.take("start")
 
         # A draft, typed with the network up; sealed as it is typed (debounced).
-        page.click("button[data-form='household_roster']")
-        page.fill("[data-field='natural_village']", HAMLET)
-        page.fill("[data-field='phone']", PHONE)
+        page.click("#form-list button[data-form='household_roster']")
+        page.fill("[data-path='natural_village'] input", HAMLET)
+        page.fill("[data-path='phone'] input", PHONE)
         page.wait_for_selector("#draft-state:has-text('已加密保存')")
         written = page.evaluate(WRITE_ENGINE_DATA, [NAME, ID_NUMBER, PHONE])
         assert written["outbox"][0]["members[m1].name"] == NAME
@@ -211,8 +215,8 @@ def test_field_app_offline_sealed_and_updated_in_place(
         context.set_offline(True)
         page.reload()
         _ready(page)
-        assert page.input_value("[data-field='natural_village']") == HAMLET
-        assert page.input_value("[data-field='phone']") == PHONE
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET
+        assert page.input_value("[data-path='phone'] input") == PHONE
         page.wait_for_selector("#link-state:has-text('连不上')")
         back = page.evaluate(READ_ENGINE_DATA)
         assert back["op"]["members[m1].id_number"] == ID_NUMBER
@@ -237,17 +241,17 @@ def test_field_app_offline_sealed_and_updated_in_place(
         second = second_start.result()
         county.stop()  # (also ends the browser's keep-alive connections to the old release)
         proxy.target = ("127.0.0.1", _port(second.url))
-        page.fill("[data-field='natural_village']", HAMLET + "东")
+        page.fill("[data-path='natural_village'] input", HAMLET + "东")
         page.click("#sync-now")
         page.wait_for_selector("#update:not([hidden])", timeout=30_000)
         assert page.evaluate("window.__sameDocument") == "yes"
-        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET + "东"
         shots.take("update")
         with page.expect_navigation(timeout=30_000):
             page.click("#update-now")
         _ready(page)
         assert page.evaluate("window.__sameDocument") is None
-        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET + "东"
         new_version = page.evaluate("fetch('/field/asset-manifest.json').then(r => r.json())")
         assert new_version["version"] != manifest["version"]
         assert page.get_attribute("body", "data-version") == new_version["version"]
@@ -281,7 +285,7 @@ def test_field_app_offline_sealed_and_updated_in_place(
         assert registrations == 0
         assert page.evaluate(CACHED_URLS)["names"] == []
         assert page.evaluate("window.__sameDocument") == "still"
-        assert page.input_value("[data-field='natural_village']") == HAMLET + "东"
+        assert page.input_value("[data-path='natural_village'] input") == HAMLET + "东"
         context.close()
     finally:
         proxy.close()
@@ -289,3 +293,203 @@ def test_field_app_offline_sealed_and_updated_in_place(
         for start in (second_start, killer_start):
             if start.exception() is None:
                 start.result().stop()
+
+
+STORE_CALL = """async ([method, args]) => {
+  const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+  const store = await openSealedStore();
+  try { return await store[method](...args); } finally { store.close(); }
+}"""
+
+
+def _store(page: Any, method: str, *args: Any) -> Any:
+    return page.evaluate(STORE_CALL, [method, list(args)])
+
+
+def _sync_until(page: Any, done: str, attempts: int = 6) -> None:
+    """Press 同步 until a run ends with `done` in the status (a retry after a cut is the app's
+    own backoff, pressed here rather than waited for)."""
+    for _ in range(attempts):
+        # A run under way may have started before what this sync must bring: let it end first.
+        page.wait_for_selector("body:not([data-syncing])", state="attached", timeout=60_000)
+        runs = int(page.get_attribute("body", "data-sync-runs") or 0)
+        page.click("#sync-now")
+        page.wait_for_function(
+            f"() => Number(document.body.dataset.syncRuns || 0) > {runs}", timeout=60_000
+        )
+        if done in page.text_content("#sync-message"):
+            return
+    raise AssertionError(page.text_content("#sync-message"))
+
+
+def _synced(page: Any) -> None:
+    _sync_until(page, "同步完成")
+
+
+def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
+    county: CountyServer, chromium: Any, tmp_path: Path
+) -> None:
+    """Issue 15's story: enrol with the admin's code; fill the housing instrument with a photo
+    offline; reload offline (draft and outbox kept); come online over a slow link that is cut
+    mid-transfer and sync; a CLI tablet's edit merges into the browser; a conflict shows both
+    values, the county resolves it on the admin page and the browser receives the outcome."""
+    admin = county.admin()
+    proxy = FaultProxy(
+        ("127.0.0.1", _port(county.url)),
+        LinkProfile(delay_ms=75.0, bandwidth_bytes_per_s=kbit_per_s(2000)),
+    ).start()
+    try:
+        origin = f"http://127.0.0.1:{proxy.port}"
+        context = chromium.new_context(viewport={"width": 360, "height": 780}, locale="zh-CN")
+        page = context.new_page()
+        shots = Shots(page)
+        page.goto(f"{origin}/field/")
+        _ready(page)
+        page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=30_000)
+
+        # Enrol with a code the county issued; the first sync brings the county's forms.
+        page.fill("#enrol-code", admin.issue_code(VILLAGE))
+        page.click("#enrol-form button[type='submit']")
+        page.wait_for_selector(
+            f"#enrol-message:has-text('登记成功，范围 {VILLAGE}')", state="attached"
+        )
+        page.wait_for_selector("#sync-message:has-text('同步完成')", timeout=30_000)
+        keys = page.evaluate(
+            """async () => { const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+            const k = await (await openSealedStore()).deviceKeys();
+            return [k.encryption.privateKey.extractable, k.signing.privateKey.extractable]; }"""
+        )
+        assert keys == [False, False]
+        shots.take("story-enrolled")
+
+        # Offline: the housing instrument with a photo.
+        context.set_offline(True)
+        page.click("#form-list button[data-form='housing_safety']")
+        page.wait_for_selector("[data-path='appraisal_grade']")
+        assert page.input_value("#draft-village") == VILLAGE  # the device's village
+        page.fill("#draft-household", "0031")
+        page.check("[data-path='appraisal_grade'] input[value='C']")
+        page.select_option("[data-path='structure'] select", index=1)  # > 8 choices: a drop-down
+        page.check("[data-path='renovation_method'] input[value='拆除重建']")
+        page.fill("[data-path='floor_area'] input", "86.5")
+        picture = tmp_path / "house.png"
+        picture.write_bytes(_photo_png(1600, 1200))
+        page.set_input_files("#photo-input", str(picture))
+        page.wait_for_selector("#photo-message:has-text('照片已加密保存')", timeout=30_000)
+        page.wait_for_selector("#draft-state:has-text('已加密保存')")
+        shots.take("story-offline-form")
+
+        page.reload()
+        _ready(page)
+        assert page.input_value("#draft-household") == "0031"
+        assert page.input_value("[data-path='floor_area'] input") == "86.5"
+        assert page.locator("#photo-list img").count() == 1
+        page.click("#draft-submit")
+        page.wait_for_selector("#sync-message:has-text('已放入待同步')")
+        page.reload()
+        _ready(page)
+        assert page.text_content("#pending-count") == "1"
+        (head,) = _store(page, "recordHeads")
+        record_id = head["recordId"]
+        assert head["household"] == {"village_code": VILLAGE, "household_no": "0031"}
+        shots.take("story-offline-outbox")
+
+        # Online over a slow link (2 Mbit/s, 150 ms RTT) that cuts the sync mid-transfer.
+        context.set_offline(False)
+        proxy.cut_all()
+        proxy.profile = replace(proxy.profile, cut_after_bytes=(1500, 1500))
+        page.click("#sync-now")
+        page.wait_for_selector("#sync-message:has-text('同步未完成')", timeout=30_000)
+        assert proxy.counters().cuts >= 1
+        assert page.text_content("#pending-count") == "1"  # kept, marked sent
+        proxy.profile = replace(proxy.profile, cut_after_bytes=None)
+        proxy.cut_all()
+        _synced(page)
+        assert page.text_content("#pending-count") == "0"
+        on_server = server_record(admin, record_id)
+        assert on_server["data"]["floor_area"] == 86.5
+        assert on_server["data"]["renovation_method"] == "拆除重建"
+        assert (on_server["village_code"], on_server["household_no"]) == (VILLAGE, "0031")
+        (photo_row,) = on_server["data"]["photos"]
+        assert photo_row["photo"].startswith("sha256:")
+
+        # A CLI tablet edits the same household; the browser receives the merge.
+        db = tmp_path / "tablet.db"
+        new_device(county, admin, db).close()
+        assert cli_json(device_cli(db, "edit", record_id, "--set", "storeys=2"))["ok"]
+        assert cli_json(device_cli(db, "sync"))["ops_acked"] == 1
+        _synced(page)
+        held = _store(page, "recordValues", record_id)
+        assert held["storeys"] == 2 and held["floor_area"] == 86.5
+        page.wait_for_selector(f"#household-list button[data-edit='{record_id}']")
+
+        # Both change the renovation method without syncing: a conflict, shown with both values.
+        page.click(f"#household-list button[data-edit='{record_id}']")
+        assert page.input_value("[data-path='storeys'] input") == "2"
+        page.check("[data-path='renovation_method'] input[value='原址翻建']")
+        page.wait_for_selector("#draft-state:has-text('已加密保存')")
+        page.click("#draft-submit")
+        page.wait_for_selector("#sync-message:has-text('已放入待同步')")
+        edited = device_cli(db, "edit", record_id, "--set", "renovation_method=选址新建")
+        assert cli_json(edited)["ok"]
+        assert cli_json(device_cli(db, "sync"))["ops_acked"] == 1
+        _synced(page)
+        page.wait_for_selector("#conflicts:not([hidden])")
+        shown = page.text_content("#conflict-list")
+        assert "改造方式" in shown and "原址翻建" in shown and "选址新建" in shown, shown
+        (conflict_id,) = server_record(admin, record_id)["open_conflicts"]
+        shots.take("story-conflict")
+
+        # The county resolves it on the admin page; the outcome reaches the browser.
+        desk = context.new_page()
+        desk.goto(f"{county.url}/login")
+        desk.fill("input[name=username]", "admin")
+        desk.fill("input[name=password]", county.admin_password)
+        desk.click("form button[type=submit]")
+        desk.goto(f"{county.url}/conflicts/{conflict_id}")
+        desk.check("label:has-text('采用 原址翻建') input[name=choice]")
+        desk.click("main form button[type=submit]")
+        desk.wait_for_url("**done=1")
+        desk.close()
+        assert server_record(admin, record_id)["data"]["renovation_method"] == "原址翻建"
+        _synced(page)
+        page.wait_for_selector("#conflicts[hidden]", state="attached")
+        assert _store(page, "recordValues", record_id)["renovation_method"] == "原址翻建"
+        shots.take("story-resolved")
+
+        # The village's households came down with sync: a new round starts from the last answers.
+        page.click("#household-list button[data-new-round='housing_safety']")
+        page.wait_for_selector("[data-path='floor_area'] input")
+        assert page.input_value("#draft-household") == "0031"
+        assert page.input_value("[data-path='floor_area'] input") == "86.5"
+        assert page.input_value("[data-path='storeys'] input") == "2"
+        page.click("#draft-close")
+
+        # A record the server rejects stays visible, and 更正 reopens it with what was sent.
+        page.evaluate(
+            """async ([village]) => {
+          const engines = await import('/field/static/app/engines.js');
+          const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+          await engines.submitRecord({ storage: await openSealedStore(), draft: {
+            recordId: crypto.randomUUID(), formId: 'housing_safety', formVersion: 1,
+            household: { village_code: village, household_no: '0032' },
+            values: { appraisal_grade: 'Z', floor_area: 51 } } });
+        }""",
+            [VILLAGE],
+        )
+        _synced(page)
+        page.wait_for_selector("#rejected:not([hidden])")
+        shots.take("story-rejected")
+        page.click("#rejected-list button.correct")
+        page.wait_for_selector("[data-path='floor_area'] input")
+        assert page.input_value("#draft-household") == "0032"
+        assert page.input_value("[data-path='floor_area'] input") == "51"
+
+        # Read raw: no value, name, household or ID in clear anywhere in IndexedDB.
+        raw = page.evaluate(RAW_INDEXEDDB)
+        for secret in ("原址翻建", "拆除重建", "选址新建", "86.5", VILLAGE, record_id):
+            assert secret not in raw["text"], secret
+        assert "extractable=false" in raw["text"] and "extractable=true" not in raw["text"]
+        context.close()
+    finally:
+        proxy.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,9 +112,11 @@ def test_sealed_store_outbox_file_and_enrolment_qr(page: Any, county: CountyServ
       db.close();
       out.swapped = await store.draft('draft-one').then(() => 'opened', (e) => e.name);
       out.two = (await store.draft('draft-two')).values.phone;
-      // A unit that throws leaves nothing behind; one that finishes lands whole.
+      // A unit that throws leaves nothing behind; one that finishes lands whole. The protocol
+      // engine holds the store itself, so its calls on the store inside the unit count too.
       await store.transaction(async (unit) => {
         await unit.putOutboxItem({ seq: 7, state: 'pending', op: { recordId: 'r' } });
+        await store.putOutboxItem({ seq: 6, state: 'pending', op: { recordId: 'r' } });
         throw new Error('crash between two writes');
       }).catch(() => {});
       out.afterCrash = await store.outboxItems(['pending']);
@@ -125,7 +128,11 @@ def test_sealed_store_outbox_file_and_enrolment_qr(page: Any, county: CountyServ
         await unit.putOutboxItem({ seq: 9, state: 'pending', op: { recordId: 'r' } });
         await unit.putOutboxItem({ seq: 8, state: 'sent', op: { recordId: 'r' } });
         out.insideSees = (await unit.outboxItems(['pending', 'sent'])).map((i) => i.seq);
-        out.outsideSees = (await store.outboxItems(['pending', 'sent'])).map((i) => i.seq);
+        out.storeSees = (await store.outboxItems(['pending', 'sent'])).map((i) => i.seq);
+        const rawDb = await new Promise((ok) => { const r = indexedDB.open('village-field'); r.onsuccess = () => ok(r.result); });
+        const rawKeys = await new Promise((ok) => { const r = rawDb.transaction('sealed').objectStore('sealed').getAllKeys(); r.onsuccess = () => ok(r.result); });
+        out.outboxInDbDuring = rawKeys.filter((k) => k[0] === 'outbox').length;
+        rawDb.close();
       });
       out.afterCommit = (await store.outboxItems(['pending', 'sent'], { limit: 5 })).map((i) => i.seq);
       out.ofRecord = (await store.outboxItems(['sent'], { recordId: 'r' })).map((i) => i.seq);
@@ -142,7 +149,8 @@ def test_sealed_store_outbox_file_and_enrolment_qr(page: Any, county: CountyServ
     }
     assert result["swapped"] == "OperationError" and result["two"] == "13800000000"
     assert result["afterCrash"] == []
-    assert result["insideSees"] == [8, 9] and result["outsideSees"] == []
+    assert result["insideSees"] == result["storeSees"] == [8, 9]
+    assert result["outboxInDbDuring"] == 0
     assert result["afterCommit"] == [8, 9] and result["ofRecord"] == [8]
     # Lists keep first-stored order (slots are random tags), inside a unit as after it.
     assert result["unitOrder"] == result["storedOrder"] == ["c-zero", "c-two", "c-one"]
@@ -154,7 +162,7 @@ def test_photo_downscaled_sealed_refused_when_space_is_short_and_uploaded(
 ) -> None:
     picture = tmp_path / "house.png"
     picture.write_bytes(_photo_png(2400, 1800))  # 4.3 megapixels
-    page.click("button[data-form='housing_safety']")
+    page.click("#form-list button[data-form='housing_safety']")
     page.set_input_files("#photo-input", str(picture))
     page.wait_for_selector("#photo-message:has-text('照片已加密保存')", timeout=30_000)
     assert page.locator("#photo-list img").count() == 1
@@ -285,8 +293,13 @@ def _outbox_file_and_enrolment_qr(page: Any, county: CountyServer) -> None:
     assert read["enrolment"] == {"code": "K7QM-R2XD-9HWT-C4NP", "server": county.url}
     assert read["bare"] == {"code": "k7qm-r2xd", "server": None}
 
-    # Typed code with the protocol client absent: told so, in Chinese first, nothing pretended.
+    # A typed code the county never issued: the server's refusal, Chinese first, nothing pretended.
     page.fill("#enrol-code", "K7QM-R2XD-9HWT-C4NP")
     page.click("#enrol-form button[type='submit']")
     page.wait_for_selector("#enrol-message:has-text('登记失败')")
-    assert "未安装" in page.text_content("#enrol-message")
+    message = page.text_content("#enrol-message")
+    assert "未安装" not in message and "undefined" not in message
+    assert re.search(r"登记失败：[\u4e00-\u9fff]", message), message
+    assert page.evaluate(
+        "async () => (await (await import('/field/static/app/engines.js')).hasProtocol())"
+    )

@@ -35,6 +35,12 @@ function say(id, text) {
   $(id).textContent = text;
 }
 
+// An error as a person reads it: the protocol client's Chinese message first, then the English.
+function errorText(error) {
+  if (error && error.messageZh && error.messageZh !== error.message) return `${error.messageZh}（${error.message}）`;
+  return error && error.message ? error.message : String(error);
+}
+
 function timeText(ms) {
   return new Date(ms).toLocaleString("zh-CN", { hour12: false });
 }
@@ -138,7 +144,7 @@ function saveDraft() {
     if (!state.draft || !state.form) return;
     const upTo = state.changes;
     if (upTo === state.saved) return;
-    state.draft = { ...state.draft, values: state.form.values(), updatedAt: Date.now() };
+    state.draft = { ...state.draft, values: state.form.values(), household: householdTyped(), updatedAt: Date.now() };
     try {
       await state.store.putDraft(state.draft);
     } catch (error) {
@@ -166,14 +172,15 @@ async function firstSaveDone() {
   await refreshSpace();
 }
 
-async function startForm(definition) {
+async function startForm(definition, { household = null, values = {} } = {}) {
   await flushDraft();
   const draft = {
     id: crypto.randomUUID(),
     recordId: crypto.randomUUID(),
     formId: definition.id,
     formVersion: definition.version,
-    values: {},
+    household,
+    values,
     photos: [],
     createdAt: Date.now(),
     updatedAt: Date.now(),
@@ -197,6 +204,7 @@ async function openDraft(draft) {
   say("editor-title", titleOf(definition));
   say("draft-state", draft.updatedAt ? `已加密保存 ${timeText(draft.updatedAt)}` : "");
   say("submit-message", "");
+  await showHousehold(definition, draft);
   state.form = await engines.renderForm($("form-root"), definition, {
     values: draft.values || {},
     language: "zh",
@@ -205,6 +213,33 @@ async function openDraft(draft) {
   await state.store.putSetting("openDraft", draft.id);
   await showPhotos();
   document.body.dataset.draft = draft.id;
+}
+
+// A household form that does not ask which household itself: the editor asks, above the
+// questions (village code preset from the device's scope when that is one village).
+function asksHousehold(definition) {
+  const names = new Set((definition.fields || []).map((f) => f.name));
+  return definition.subject === "household" && !(names.has("village_code") && names.has("household_no"));
+}
+
+async function showHousehold(definition, draft) {
+  const box = $("household-box");
+  box.hidden = !asksHousehold(definition);
+  const enrolment = await state.store.setting("enrolment");
+  const scope = enrolment && /^\d{12}$/.test(enrolment.scope) ? enrolment.scope : "";
+  $("draft-village").value = draft.household?.village_code ?? scope;
+  $("draft-household").value = draft.household?.household_no ?? "";
+  // A record that the device already holds keeps its household (the server's, not retyped).
+  const fixed = Boolean(draft.household && (await state.store.recordHead(draft.recordId)));
+  $("draft-village").disabled = fixed;
+  $("draft-household").disabled = fixed;
+}
+
+function householdTyped() {
+  if (!state.draft || $("household-box").hidden) return state.draft?.household ?? null;
+  const code = $("draft-village").value.trim();
+  const number = $("draft-household").value.trim();
+  return code || number ? { village_code: code, household_no: number } : null;
 }
 
 async function closeDraft() {
@@ -219,16 +254,23 @@ async function closeDraft() {
 
 async function submitDraft() {
   await flushDraft();
-  const issues = state.form.issues();
+  const issues = state.form.issues().filter((issue) => issue.severity !== "warning");
+  const household = state.draft.household;
+  if (!$("household-box").hidden && !(household && /^\d{12}$/.test(household.village_code) && household.household_no)) {
+    say("submit-message", "请填写这一户的行政村代码（12 位）和户编号。");
+    $(household && /^\d{12}$/.test(household.village_code) ? "draft-household" : "draft-village").focus();
+    return;
+  }
   if (issues.length > 0) {
     say("submit-message", `还有 ${issues.length} 处需要填写或更正。`);
     state.form.focusFirstIssue();
     return;
   }
   try {
-    await engines.submitRecord({ storage: state.store, draft: state.draft });
+    const values = withPhotos(definitionOf(state.draft), state.form.values(), state.draft.photos);
+    await engines.submitRecord({ storage: state.store, draft: { ...state.draft, values } });
   } catch (error) {
-    say("submit-message", `未放入待同步：${error.message}。草稿已加密保存，不会丢失。`);
+    say("submit-message", `未放入待同步：${errorText(error)}。草稿已加密保存，不会丢失。`);
     return;
   }
   await state.store.removeDraft(state.draft.id);
@@ -236,6 +278,22 @@ async function submitDraft() {
   await refreshDrafts();
   await refreshStatus();
   say("sync-message", "已放入待同步。");
+}
+
+// The photos taken for a draft enter the record as rows of the form's photo repeat (a repeat
+// with an image question), by content address: the bytes follow through the upload API.
+function withPhotos(definition, values, photos) {
+  const repeat = (definition?.fields || []).find(
+    (f) => f.type === "repeat" && (f.fields || []).some((inner) => inner.type === "image"),
+  );
+  if (!repeat || !photos || photos.length === 0) return values;
+  const image = repeat.fields.find((inner) => inner.type === "image").name;
+  const rows = Array.isArray(values[repeat.name]) ? [...values[repeat.name]] : [];
+  const held = new Set(rows.map((row) => row[image]));
+  for (const sha256 of photos) {
+    if (!held.has(`sha256:${sha256}`)) rows.push({ _id: crypto.randomUUID(), [image]: `sha256:${sha256}` });
+  }
+  return { ...values, [repeat.name]: rows };
 }
 
 async function refreshDrafts() {
@@ -350,6 +408,7 @@ function retryLater() {
 
 function sync(reason) {
   if (state.syncing) return state.syncing;
+  document.body.dataset.syncing = "yes";
   state.syncing = (async () => {
     document.body.dataset.lastTrigger = reason;
     const up = await reachable();
@@ -369,16 +428,22 @@ function sync(reason) {
       await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
       await state.store.putSetting("lastSync", { at: Date.now() });
       state.failures = 0;
+      // The sync may have brought the county's forms (the manifest stream).
+      state.definitions = await engines.formDefinitions(state.store);
+      showForms();
       const photos = await engines.uploadPhotos({ storage: state.store });
       const left = photos.failed.length ? `，${photos.failed.length} 张照片下次再传` : "";
       say("sync-message", `同步完成${photos.uploaded ? `，上传照片 ${photos.uploaded} 张` : ""}${left}。`);
     } catch (error) {
-      say("sync-message", `同步未完成：${error.message}。稍后自动重试，数据不会丢失。`);
+      say("sync-message", `同步未完成：${errorText(error)}。稍后自动重试，数据不会丢失。`);
       if (error.code !== "engine_missing") retryLater();
     }
   })().finally(async () => {
     state.syncing = null;
     await refreshStatus();
+    // How many sync runs ended (tests and the status card's observers wait on it).
+    document.body.dataset.syncRuns = String(Number(document.body.dataset.syncRuns || 0) + 1);
+    delete document.body.dataset.syncing;
   });
   return state.syncing;
 }
@@ -396,8 +461,19 @@ async function refreshStatus() {
   rejectedList.replaceChildren();
   for (const item of rejected) {
     const li = document.createElement("li");
-    const reasons = (item.reasons || []).map((r) => `${r.path ?? ""} ${r.code ?? ""}`.trim());
+    // The server's own words (Chinese) where the reason carries them, else path and code.
+    const reasons = (item.reasons || []).map((r) => {
+      const message = r.message && (typeof r.message === "string" ? r.message : r.message.zh);
+      return message ? `${r.path ? `${r.path}：` : ""}${message}` : `${r.path ?? ""} ${r.code ?? ""}`.trim();
+    });
     li.textContent = `第 ${item.seq} 条：${reasons.join("；") || "被服务器退回"}`;
+    const correct = document.createElement("button");
+    correct.type = "button";
+    correct.className = "correct";
+    correct.textContent = "更正";
+    correct.dataset.record = item.op.record_id;
+    correct.addEventListener("click", () => correctRecord(item.op.record_id));
+    li.append(correct);
     rejectedList.append(li);
   }
 
@@ -408,11 +484,73 @@ async function refreshStatus() {
   for (const note of conflicts) {
     const detail = note.detail || {};
     const li = document.createElement("li");
-    const show = (v) => (v === undefined ? "—" : JSON.stringify(v));
-    li.textContent = `${detail.path ?? detail.kind ?? "记录"}：本机 ${show(detail.mine)}，县里 ${show(detail.theirs)}`;
+    const show = (v) => (v === undefined || v === null ? "—" : typeof v === "string" ? v : JSON.stringify(v));
+    li.textContent = `${await questionLabel(note.recordId, detail.path) ?? detail.kind ?? "记录"}：本机 ${show(detail.mine)}，县里 ${show(detail.theirs)}`;
     conflictList.append(li);
   }
+  await refreshHouseholds();
   await refreshSpace();
+}
+
+// The question's label (Chinese) for a top-level path of a record, else the path itself.
+async function questionLabel(recordId, path) {
+  if (!path) return null;
+  const head = await state.store.recordHead(recordId);
+  const definition = head && state.definitions.find((d) => d.id === head.formId);
+  const question = definition && (definition.fields || []).find((f) => f.name === path);
+  const label = question && question.label;
+  return (label && (typeof label === "string" ? label : label.zh)) || path;
+}
+
+async function correctRecord(recordId) {
+  await flushDraft();
+  const draft = await engines.reopenRecord({ storage: state.store, recordId });
+  if (!draft) return;
+  await state.store.putDraft(draft);
+  await openDraft(draft);
+  await refreshDrafts();
+  $("editor").scrollIntoView({ block: "start" });
+}
+
+// The village's households (from the records sync brought): a new round of a form starts
+// from the household's last answers.
+async function refreshHouseholds() {
+  const found = await engines.households({ storage: state.store });
+  $("households").hidden = found.length === 0;
+  say("household-count", found.length ? `（${found.length} 户）` : "");
+  const list = $("household-list");
+  list.replaceChildren();
+  for (const { household, records } of found) {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = `${household.household_no}（${household.village_code}）`;
+    li.append(label);
+    for (const head of records) {
+      const definition = state.definitions.find((d) => d.id === head.formId);
+      const edit = document.createElement("button");
+      edit.type = "button";
+      edit.textContent = `修改${titleOf(definition) || head.formId}（${head.round}）`;
+      edit.dataset.edit = head.recordId;
+      edit.addEventListener("click", () => correctRecord(head.recordId));
+      li.append(edit);
+    }
+    const formIds = [...new Set(records.map((r) => r.formId))];
+    for (const formId of formIds) {
+      const definition = state.definitions.find((d) => d.id === formId);
+      if (!definition) continue;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = `新一轮${titleOf(definition)}`;
+      button.dataset.household = household.household_no;
+      button.dataset.newRound = formId;
+      button.addEventListener("click", async () => {
+        const values = await engines.lastAnswers({ storage: state.store, formId, household });
+        await startForm(definition, { household, values: values || {} });
+      });
+      li.append(button);
+    }
+    list.append(li);
+  }
 }
 
 // --- enrolment -----------------------------------------------------------------------------
@@ -430,7 +568,7 @@ async function enrolWith(code) {
     $("enrol").hidden = true;
     await sync("enrolled");
   } catch (error) {
-    say("enrol-message", `登记失败：${error.message}`);
+    say("enrol-message", `登记失败：${errorText(error)}`);
   }
 }
 
@@ -485,6 +623,7 @@ async function start() {
   $("sync-now").addEventListener("click", () => sync("button"));
   $("draft-close").addEventListener("click", closeDraft);
   $("draft-submit").addEventListener("click", submitDraft);
+  for (const id of ["draft-village", "draft-household"]) $(id).addEventListener("input", onFormChange);
   $("export-outbox").addEventListener("click", exportOutbox);
   $("photo-input").addEventListener("change", (event) => {
     const [file] = event.target.files;

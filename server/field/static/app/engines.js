@@ -28,12 +28,14 @@ async function forms() {
 
 async function protocol() {
   if (protocolModules === undefined) {
-    const [enrol, client, device] = await Promise.all([
+    const [enrol, client, device, codec, envelope] = await Promise.all([
       import("../protocol/enrol.js").catch(absent),
       import("../protocol/client.js").catch(absent),
       import("../protocol/device.js").catch(absent),
+      import("../protocol/codec.js").catch(absent),
+      import("../protocol/envelope.js").catch(absent),
     ]);
-    protocolModules = enrol && client && device ? { enrol, client, device } : null;
+    protocolModules = enrol && client && device && codec && envelope ? { enrol, client, device, codec, envelope } : null;
   }
   return protocolModules;
 }
@@ -57,17 +59,59 @@ export async function formDefinitions(storage) {
   return (await response.json()).forms;
 }
 
-/** Enrol with a one-time code: device keys made and kept (non-extractable) by the protocol
- * client; returns {deviceId, scope}. */
+/** Enrol with a one-time code: the protocol client makes the device keys (private halves
+ * non-extractable, kept as CryptoKeys) and makes the enrolment call; returns {deviceId, scope}. */
 export async function enrol({ storage, baseUrl, code, label }) {
   const modules = await protocol();
   if (!modules) throw new EngineMissing("协议模块 protocol/");
-  const result = await modules.enrol.enrol({ storage, baseUrl, code, label, fetch: self.fetch.bind(self) });
-  await storage.putSetting("enrolment", {
-    deviceId: result.deviceId ?? result.device_id,
-    scope: result.scope,
-  });
-  return result;
+  const keys = await modules.enrol.generateDeviceKeys();
+  const result = await modules.enrol.enrol({ baseUrl, code, keys, label: label || "", fetch: self.fetch.bind(self) });
+  // Keys first: an enrolment setting without keys would be a device that cannot sign.
+  await storage.putDeviceKeys(keys);
+  await storage.putSetting("enrolment", { deviceId: result.deviceId, scope: result.scope, server: serverKeysText(result.server) });
+  return { deviceId: result.deviceId, scope: result.scope };
+}
+
+// The server's public keys as the setting keeps them (sealed JSON cannot hold a CryptoKey; the
+// verifying key is imported again from its 32 bytes at each sync).
+function serverKeysText(server) {
+  const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
+  return {
+    encryption_public: b64(server.encryptionPublic),
+    signing_public: b64(server.signingPublic),
+    encryption_key_id: server.encryptionKeyId,
+  };
+}
+
+async function enrolledDevice(modules, storage) {
+  const enrolment = await storage.setting("enrolment");
+  const keys = await storage.deviceKeys();
+  if (!enrolment || !keys || !enrolment.server) {
+    const error = new Error("本设备尚未登记 / this device is not enrolled");
+    error.code = "not_enrolled";
+    throw error;
+  }
+  return {
+    engine: new modules.device.DeviceEngine(storage, enrolment.deviceId),
+    device: { deviceId: enrolment.deviceId, scope: enrolment.scope, keys, server: await modules.enrol.serverKeysFrom(enrolment.server) },
+  };
+}
+
+/** Keep the definitions a manifest page brings (the newest published version of each form; a
+ * retired or withdrawn form leaves the list) in the setting "forms". Runs inside the reply's
+ * unit of work, so the page's cursor only advances with the definitions stored. */
+async function storeManifest(storage, page) {
+  if (!page.forms.length) return;
+  const held = new Map(((await storage.setting("forms")) || []).map((d) => [d.id, d]));
+  for (const entry of page.forms) {
+    const current = held.get(entry.form_id);
+    if (entry.status === "published" && entry.definition) {
+      if (!current || Number(current.version) <= Number(entry.version)) held.set(entry.form_id, entry.definition);
+    } else if (current && Number(current.version) === Number(entry.version)) {
+      held.delete(entry.form_id);
+    }
+  }
+  await storage.putSetting("forms", [...held.values()]);
 }
 
 /** One sync exchange (the protocol client's syncOnce over the sealed store). Resolves to the
@@ -75,32 +119,92 @@ export async function enrol({ storage, baseUrl, code, label }) {
 export async function syncOnce({ storage, baseUrl }) {
   const modules = await protocol();
   if (!modules) throw new EngineMissing("协议模块 protocol/");
-  const engine = await modules.device.openEngine(storage);
-  const keys = await storage.deviceKeys();
-  return modules.client.syncOnce({ engine, keys, baseUrl, fetch: self.fetch.bind(self) });
+  const { engine, device } = await enrolledDevice(modules, storage);
+  const result = await modules.client.syncOnce({
+    engine,
+    device,
+    baseUrl,
+    fetch: self.fetch.bind(self),
+    onManifest: (page) => storeManifest(storage, page),
+    onServerKeys: async (server) => {
+      const enrolment = await storage.setting("enrolment");
+      await storage.putSetting("enrolment", { ...enrolment, server: serverKeysText(server) });
+    },
+  });
+  // Uploads are signed with the server's clock (counters.serverTimeMs was just observed).
+  const counters = await storage.counters();
+  if (counters.serverTimeMs != null) await storage.putSetting("clockOffsetMs", counters.serverTimeMs - Date.now());
+  return result;
 }
 
-/** Turn a finished draft into an op in the outbox (the engine stamps and numbers it). */
+/** Which household a record is about: the draft's own (the editor asks it, or it came with
+ * the household picked from the list), else the answers village_code / household_no of a form
+ * that asks them itself; null for a form without one. */
+function householdOf(draft, flat) {
+  const code = draft.household?.village_code || flat.village_code;
+  const number = draft.household?.household_no || flat.household_no;
+  return code && number ? { village_code: String(code), household_no: String(number) } : null;
+}
+
+/** Turn a finished draft into an op in the outbox (the engine stamps and numbers it): a put of
+ * the changed paths over what the device holds of the record, in one unit of work. */
 export async function submitRecord({ storage, draft }) {
   const modules = await protocol();
-  if (!modules) throw new EngineMissing("协议模块 protocol/");
-  const engine = await modules.device.openEngine(storage);
-  return engine.saveRecord({
-    recordId: draft.recordId,
-    formId: draft.formId,
-    formVersion: draft.formVersion,
-    values: draft.values,
+  const forms = await import("../forms/engine.js").catch(absent);
+  if (!modules || !forms) throw new EngineMissing("协议模块 protocol/");
+  const { engine, device } = await enrolledDevice(modules, storage);
+  const flat = forms.flatten(draft.values || {});
+  return storage.transaction(async (unit) => {
+    const held = await unit.recordHead(draft.recordId);
+    const before = await unit.recordValues(draft.recordId);
+    const changes = {};
+    for (const [path, value] of Object.entries(flat)) {
+      if (value === null || value === undefined || value === "") continue;
+      if (JSON.stringify(before[path]) !== JSON.stringify(value)) changes[path] = value;
+    }
+    for (const path of Object.keys(before)) {
+      if (!(path in flat) && !modules.codec.isTombstone(before[path])) changes[path] = modules.codec.tombstone();
+    }
+    // A correction of a rejected op carries that op's paths again and marks it corrected.
+    const resent = await engine.resendRejected(draft.recordId, changes, flat);
+    Object.assign(changes, resent.changes);
+    if (Object.keys(changes).length === 0) return null;
+    const household = held ? held.household : householdOf(draft, flat);
+    const round = held ? held.round : draft.round || `${new Date().getFullYear()}-annual`;
+    const base = await engine.putBase(draft.recordId, changes, Object.keys(before));
+    const op = await engine.queueOp(
+      (seq, stamp) => ({
+        device_id: device.deviceId, seq, record_id: draft.recordId, form_id: draft.formId,
+        form_version: draft.formVersion, household, round, kind: "put", changes, base,
+        base_revision: held ? held.serverRevision : 0, hlc: stamp.toText(),
+      }),
+      { nowMs: Date.now(), corrects: resent.corrects },
+    );
+    const head = held || {
+      recordId: draft.recordId, formId: draft.formId, formVersion: draft.formVersion,
+      household, round, stamps: {}, serverRevision: 0, deleted: false,
+    };
+    await unit.writeRecord(head, { ...before, ...changes });
+    return op;
   });
 }
 
 /** The sealed envelopes a /sync request would carry now (hello first, then the upload
- * batches), as Uint8Arrays, for the "export outbox to a file" fallback. */
+ * batches), as Uint8Arrays, for the "export outbox to a file" fallback. Built as a request is:
+ * the envelope sequences are reserved and the ops marked sent, so the file and a later sync
+ * never share a sequence (the server would take one of them for a replay). */
 export async function outboxEnvelopes({ storage }) {
   const modules = await protocol();
   if (!modules) throw new EngineMissing("协议模块 protocol/");
-  const engine = await modules.device.openEngine(storage);
-  const keys = await storage.deviceKeys();
-  return modules.client.exportEnvelopes({ engine, keys });
+  const { engine, device } = await enrolledDevice(modules, storage);
+  const pending = await engine.pendingOps(2000);
+  const first = await engine.nextEnvelopeSequence();
+  const batches = await modules.client.splitIntoBatches(pending, modules.device.DEFAULT_BATCH_WIRE_BYTES, {
+    senderId: device.deviceId,
+    firstBatchSeq: first + 1,
+  });
+  const { body } = await modules.client.buildRequest({ engine, device, batches });
+  return modules.envelope.decodeFrames(body).map((frame) => frame.data);
 }
 
 /** Upload the photos not yet uploaded, signed with the device's Ed25519 key (the protocol
@@ -109,7 +213,7 @@ export async function outboxEnvelopes({ storage }) {
 export async function uploadPhotos({ storage }) {
   const keys = await storage.deviceKeys();
   const enrolment = await storage.setting("enrolment");
-  const signingKey = keys && (keys.signing ? keys.signing.privateKey : keys.signingKey);
+  const signingKey = keys && keys.signing && keys.signing.privateKey;
   if (!signingKey || !enrolment) return { uploaded: 0, failed: [] };
   // Sign with the server's clock where the protocol client recorded how far ours is off (the
   // setting "clockOffsetMs"): a tablet's own clock is often wrong by more than the upload
@@ -126,4 +230,54 @@ export async function uploadPhotos({ storage }) {
 /** Whether the protocol client is present (the UI hides what it cannot do). */
 export async function hasProtocol() {
   return (await protocol()) !== null;
+}
+
+const householdKey = (h) => `${h.village_code}/${h.household_no}`;
+
+/** The households the device holds records of (the village's records come down with sync, in
+ * the records stream of its scope), each with its records' heads, newest round last. */
+export async function households({ storage }) {
+  const found = new Map();
+  for (const head of await storage.recordHeads()) {
+    if (!head.household || head.deleted) continue;
+    const key = householdKey(head.household);
+    if (!found.has(key)) found.set(key, { household: head.household, records: [] });
+    found.get(key).records.push(head);
+  }
+  for (const entry of found.values()) entry.records.sort((a, b) => String(a.round).localeCompare(String(b.round)));
+  return [...found.values()].sort((a, b) => householdKey(a.household).localeCompare(householdKey(b.household)));
+}
+
+/** The household's answers to `formId` in its latest round the device holds (record data, not
+ * flat), to pre-fill a new round; null when it has none. */
+export async function lastAnswers({ storage, formId, household }) {
+  const forms = await import("../forms/engine.js").catch(absent);
+  const entry = (await households({ storage })).find((h) => householdKey(h.household) === householdKey(household));
+  const heads = entry ? entry.records.filter((r) => r.formId === formId) : [];
+  if (!forms || heads.length === 0) return null;
+  const codec = await import("../protocol/codec.js");
+  const flat = await storage.recordValues(heads[heads.length - 1].recordId);
+  return forms.unflatten(flat, { isTombstone: codec.isTombstone });
+}
+
+/** A record the device holds, as a draft to correct: its id (so the correction is an edit of the
+ * same record), form, household, round and the values it holds now. */
+export async function reopenRecord({ storage, recordId }) {
+  const forms = await import("../forms/engine.js").catch(absent);
+  const codec = await import("../protocol/codec.js").catch(absent);
+  const head = await storage.recordHead(recordId);
+  if (!forms || !codec || !head) return null;
+  const flat = await storage.recordValues(recordId);
+  return {
+    id: crypto.randomUUID(),
+    recordId,
+    formId: head.formId,
+    formVersion: head.formVersion,
+    household: head.household,
+    round: head.round,
+    values: forms.unflatten(flat, { isTombstone: codec.isTombstone }),
+    photos: [],
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
+  };
 }

@@ -108,6 +108,8 @@ function sameHousehold(a, b) {
 // Which kinds name their slots by an HMAC tag (an id or hash that could say something) and
 // which by a plain number or fixed word.
 const TAGGED = new Set(["record", "values", "conflict", "cursor", "draft", "photo", "photo-meta", "setting"]);
+// The kinds the protocol's DeviceStorage holds: what a unit of work buffers.
+const UNIT_KINDS = new Set(["counters", "outbox", "record", "values", "conflict", "cursor"]);
 
 /** The DeviceStorage methods and the app's own records, over four primitive operations. */
 class StorageApi {
@@ -283,6 +285,7 @@ export class SealedStore extends StorageApi {
       (() => ({ lastSeq: 0, ackedThrough: 0, hlcLast: null, serverTimeMs: null }));
     this._order = 0;
     this._queue = Promise.resolve();
+    this._active = null;
   }
 
   async _slot(kind, id) {
@@ -341,14 +344,37 @@ export class SealedStore extends StorageApi {
     return [await this._seal(kind, slot, { o: order, v: value }), order];
   }
 
+  // While a unit of work runs, the protocol's records are read and written through it: the
+  // engine calls its storage (this store) directly inside transaction(work), and those writes
+  // must land with the unit or not at all. The app's own kinds (drafts, photos, settings) stay
+  // direct, so a draft saved while a sync runs is never held back or dropped with it.
+  _route(kind) {
+    return this._active && UNIT_KINDS.has(kind) ? this._active : null;
+  }
+
   async _get(kind, id) {
+    const unit = this._route(kind);
+    return unit ? unit._get(kind, id) : this._storedGet(kind, id);
+  }
+
+  async _put(kind, id, value) {
+    const unit = this._route(kind);
+    return unit ? unit._put(kind, id, value) : this._storedPut(kind, id, value);
+  }
+
+  async _delete(kind, id) {
+    const unit = this._route(kind);
+    return unit ? unit._delete(kind, id) : this._storedDelete(kind, id);
+  }
+
+  async _storedGet(kind, id) {
     const slot = await this._slot(kind, id);
     const wrapped = await this._readWrapped(kind, slot);
     if (wrapped === undefined) return undefined;
     return wrapped instanceof Uint8Array ? wrapped : wrapped.v;
   }
 
-  async _put(kind, id, value) {
+  async _storedPut(kind, id, value) {
     const slot = await this._slot(kind, id);
     const previous = value instanceof Uint8Array ? undefined : await this._readWrapped(kind, slot);
     const [sealed] = await this._wrap(kind, slot, value, previous);
@@ -357,7 +383,7 @@ export class SealedStore extends StorageApi {
     await finished(tx);
   }
 
-  async _delete(kind, id) {
+  async _storedDelete(kind, id) {
     const slot = await this._slot(kind, id);
     const tx = this.db.transaction(SEALED, "readwrite");
     tx.objectStore(SEALED).delete([kind, slot]);
@@ -378,23 +404,33 @@ export class SealedStore extends StorageApi {
   }
 
   async _list(kind) {
+    const unit = this._route(kind);
+    if (unit) return unit._list(kind);
     return (await this._entries(kind)).map(({ wrapped }) => wrapped.v);
   }
 
   async _listOrdered(kind) {
+    const unit = this._route(kind);
+    if (unit) return unit._listOrdered(kind);
     const entries = await this._entries(kind);
     entries.sort((a, b) => a.wrapped.o - b.wrapped.o);
     return entries.map(({ wrapped }) => wrapped.v);
   }
 
-  /** Run `fn(unit)`; its writes land all together, or none when it throws. Units run one at a
-   * time (calls on the store itself inside `fn` would bypass the unit: use `unit`). */
+  /** Run `fn(unit)`; its writes of the protocol's records land all together, or none when it
+   * throws. Units run one at a time; while one runs, the store's own DeviceStorage methods go
+   * through it too (the protocol engine holds the store, not the unit). */
   transaction(fn) {
     const run = this._queue.then(async () => {
       const unit = new Unit(this);
-      const result = await fn(unit);
-      await unit._commit();
-      return result;
+      this._active = unit;
+      try {
+        const result = await fn(unit);
+        await unit._commit();
+        return result;
+      } finally {
+        this._active = null;
+      }
     });
     this._queue = run.catch(() => undefined);
     return run;
@@ -451,7 +487,7 @@ class Unit extends StorageApi {
   async _get(kind, id) {
     const key = this._key(kind, id);
     if (this.writes.has(key)) return this.writes.get(key).value;
-    return this.store._get(kind, id);
+    return this.store._storedGet(kind, id);
   }
 
   async _put(kind, id, value) {
