@@ -9,7 +9,6 @@ each test gets a fresh browser context, hence a fresh IndexedDB.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import segno
 
 from bench.harness.county_server import CountyServer, start_county_server
 from server.web.devices import enrolment_payload
+from sync_protocol import outbox_file
 
 VILLAGE = "530102001201"
 
@@ -256,27 +256,37 @@ def _photo_upload_resumes_signed_by_the_device_key(page: Any, county: CountyServ
 
 
 def _outbox_file_and_enrolment_qr(page: Any, county: CountyServer) -> None:
-    """The outbox file's lines, the admin page's QR read back, a typed code without protocol."""
-    lines = page.evaluate(
-        """async () => {
+    """The outbox file is byte for byte what the Python writer (village-device export-outbox)
+    makes of the same body, so the server's importer reads it; then the admin page's QR read
+    back, and a typed code."""
+    body = bytes([0, 0, 0, 3, 1, 2, 3, 0, 0, 0, 2, 250, 251])
+    made = page.evaluate(
+        """async ([bodyB64]) => {
       const { outboxFile } = await import('/field/static/app/outbox-file.js');
-      const file = outboxFile({ deviceId: 'd7c1e2f0-0000-4000-8000-000000000001',
-        envelopes: [new Uint8Array([1, 2, 3]), new Uint8Array([250, 251])],
+      const body = Uint8Array.from(atob(bodyB64), (c) => c.charCodeAt(0));
+      const file = await outboxFile({ deviceId: 'd7c1e2f0-0000-4000-8000-000000000001',
+        serverUrl: 'http://county.example', body, seqs: [7, 5, 6],
         now: new Date('2026-12-03T08:00:00Z') });
-      return { name: file.name, text: await file.blob.text() };
-    }"""
+      const bytes = new Uint8Array(await file.blob.arrayBuffer());
+      let text = '';
+      for (const byte of bytes) text += String.fromCharCode(byte);
+      return { name: file.name, b64: btoa(text) };
+    }""",
+        [base64.b64encode(body).decode()],
     )
-    assert lines["name"] == "village-outbox-d7c1e2f0-20261203T080000.jsonl"
-    header, *frames = [json.loads(line) for line in lines["text"].splitlines()]
-    assert header == {
-        "format": "village-sync-outbox",
-        "version": 1,
+    assert made["name"] == "village-outbox-d7c1e2f0-20261203T080000.outbox"
+    data = base64.b64decode(made["b64"])
+    parsed = outbox_file.decode(data)  # the server's importer's own check
+    assert parsed.body == body
+    header = {
         "device_id": "d7c1e2f0-0000-4000-8000-000000000001",
-        "exported_at": "2026-12-03T08:00:00.000Z",
-        "frames": 2,
+        "server_url": "http://county.example",
+        "created_at_ms": 1796284800000,
+        "ops": 3,
+        "first_seq": 5,
+        "last_seq": 7,
     }
-    assert [base64.b64decode(f["envelope"]) for f in frames] == [b"\x01\x02\x03", b"\xfa\xfb"]
-    assert [f["frame"] for f in frames] == [0, 1]
+    assert data == outbox_file.encode(header, body)
 
     payload = enrolment_payload(county.url, "K7QM-R2XD-9HWT-C4NP")
     qr = segno.make(payload, error="m").png_data_uri(scale=6, border=4).split(",", 1)[1]

@@ -600,9 +600,14 @@ async function startScan() {
 
 async function exportOutbox() {
   try {
-    const envelopes = await engines.outboxEnvelopes({ storage: state.store });
+    const { body, seqs, envelopes } = await engines.outboxEnvelopes({ storage: state.store });
     const enrolment = await state.store.setting("enrolment");
-    const file = outboxFile({ deviceId: enrolment?.deviceId ?? null, envelopes });
+    const file = await outboxFile({
+      deviceId: enrolment?.deviceId ?? "",
+      serverUrl: location.origin,
+      body,
+      seqs,
+    });
     const link = document.createElement("a");
     link.href = URL.createObjectURL(file.blob);
     link.download = file.name;

@@ -189,8 +189,8 @@ export async function submitRecord({ storage, draft }) {
   });
 }
 
-/** The sealed envelopes a /sync request would carry now (hello first, then the upload
- * batches), as Uint8Arrays, for the "export outbox to a file" fallback. Built as a request is:
+/** The sealed /sync request body the device would send now (hello first, then the upload
+ * batches), its envelopes as Uint8Arrays and the op seqs it carries, for the "export outbox to a file" fallback. Built as a request is:
  * the envelope sequences are reserved and the ops marked sent, so the file and a later sync
  * never share a sequence (the server would take one of them for a replay). */
 export async function outboxEnvelopes({ storage }) {
@@ -204,7 +204,8 @@ export async function outboxEnvelopes({ storage }) {
     firstBatchSeq: first + 1,
   });
   const { body } = await modules.client.buildRequest({ engine, device, batches });
-  return modules.envelope.decodeFrames(body).map((frame) => frame.data);
+  const seqs = batches.flatMap((batch) => batch.ops.map((op) => op.seq));
+  return { body, seqs, envelopes: modules.envelope.decodeFrames(body).map((frame) => frame.data) };
 }
 
 /** Upload the photos not yet uploaded, signed with the device's Ed25519 key (the protocol
