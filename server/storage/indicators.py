@@ -1,22 +1,27 @@
-"""Reads behind the indicators dashboard: household records streamed in chunks, open conflicts.
+"""The indicators dashboard's storage: household records, the maintained indicator rows, conflicts.
 
 A county holds some 100,000 households and 400,000 records, so nothing here loads them all:
 :func:`household_records` pages through the records table with a keyset cursor (village code,
-household number, record id) and yields one household at a time. Every query is scoped by a
-village-code prefix in SQL.
+household number, record id) and yields one household at a time, and the dashboard itself reads
+the maintained per-household rows (``household_indicators``, one per household and round plus
+one, ``round_key = ''``, for its newest records) with ``GROUP BY`` and indexed filters:
+:func:`area_counts`, :func:`round_counts`, :func:`listed_pictures`, :func:`picture_page` and
+:class:`HouseholdSelection`. The rows are written by :func:`replace_rows` in the transaction of
+the record batch that changed the household. Every query is scoped by a village-code prefix in
+SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from server.storage.database import db
-from server.storage.models import ConflictItem, Record
+from server.storage.models import ConflictItem, Household, HouseholdIndicatorRow, Record
 from server.storage.scoping import under_prefix
 
 #: Rows fetched per round trip; bounds memory whatever the size of the county.
@@ -151,3 +156,334 @@ def open_conflicts_by_village(area_prefix: str) -> dict[str, ConflictTally]:
         .group_by(ConflictItem.village_code)
     ).all()
     return {village: ConflictTally(int(count), oldest) for village, count, oldest in rows}
+
+
+# --- the maintained household indicator rows ---------------------------------------------------
+
+Row = HouseholdIndicatorRow
+#: The ``round_key`` of a household's picture from its newest record of every form.
+NEWEST = ""
+#: Households per statement when a set of households is named (bounds the parameter count).
+HOUSEHOLDS_PER_STATEMENT = 400
+#: Problem name → (column deciding it, value of that column when it fails, ``*_open`` column).
+PROBLEM_COLUMNS: dict[str, tuple[Any, bool, Any]] = {
+    "housing": (Row.housing_safe, False, Row.housing_open),
+    "water": (Row.water_safe, False, Row.water_open),
+    "education": (Row.dropout_present, True, Row.education_open),
+    "insurance": (Row.everyone_insured, False, Row.insurance_open),
+    "income": (Row.income_below_line, True, Row.income_open),
+}
+WATER_COLUMNS = {
+    "quantity": Row.water_quantity_failed,
+    "quality": Row.water_quality_failed,
+    "convenience": Row.water_convenience_failed,
+    "reliability": Row.water_reliability_failed,
+}
+
+
+def _chunks(pairs: list[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+    for start in range(0, len(pairs), HOUSEHOLDS_PER_STATEMENT):
+        yield pairs[start : start + HOUSEHOLDS_PER_STATEMENT]
+
+
+def lock_households(pairs: Collection[tuple[str, str]]) -> None:
+    """Lock the ``households`` rows of ``pairs`` until the transaction ends (PostgreSQL).
+
+    Two batches writing different records of one household then compute its indicator rows
+    one after the other, each seeing the other's records; SQLite's writers are serial anyway.
+    Call inside a write transaction.
+    """
+    ordered = sorted(set(pairs))
+    for chunk in _chunks(ordered):
+        db.session.execute(
+            sa.select(Household.id)
+            .where(sa.tuple_(Household.village_code, Household.household_no).in_(chunk))
+            .order_by(Household.village_code, Household.household_no)
+            .with_for_update()
+        )
+
+
+def records_of_households(pairs: Collection[tuple[str, str]]) -> list[HouseholdRecords]:
+    """The live records of the households ``pairs`` (village code, household number order);
+    households without a live record are left out."""
+    found: dict[tuple[str, str], HouseholdRecords] = {}
+    for chunk in _chunks(sorted(set(pairs))):
+        rows = db.session.execute(
+            sa.select(
+                Record.record_id,
+                Record.village_code,
+                Record.household_no,
+                Record.form_id,
+                Record.round,
+                Record.created_at,
+                Record.updated_at,
+                Record.data,
+            )
+            .where(
+                sa.tuple_(Record.village_code, Record.household_no).in_(chunk),
+                Record.deleted.is_(False),
+            )
+            .order_by(Record.village_code, Record.household_no, Record.record_id)
+        ).all()
+        for record_id, village, number, form_id, round_, created, updated, data in rows:
+            household = found.get((village, number))
+            if household is None:
+                household = found[(village, number)] = HouseholdRecords(village, number)
+            household.records.append(
+                StoredRecord(record_id, form_id, round_, created, updated, data or {})
+            )
+    return [found[key] for key in sorted(found)]
+
+
+def replace_rows(pairs: Collection[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
+    """Replace every indicator row of the households ``pairs`` by ``rows`` (column → value).
+
+    Call inside the write transaction that changed the households' records.
+    """
+    ordered = sorted(set(pairs))
+    for chunk in _chunks(ordered):
+        db.session.execute(
+            sa.delete(Row).where(sa.tuple_(Row.village_code, Row.household_no).in_(chunk))
+        )
+    if rows:
+        db.session.execute(sa.insert(Row), rows)
+
+
+def household_keys(after: tuple[str, str] | None, limit: int) -> list[tuple[str, str]]:
+    """The next ``limit`` households (village code, household number) with any record or
+    indicator row, after ``after`` in that order — the walk of a rebuild."""
+    keys = sa.union(
+        sa.select(Record.village_code, Record.household_no),
+        sa.select(Row.village_code, Row.household_no),
+    ).subquery()
+    query = sa.select(keys.c.village_code, keys.c.household_no)
+    if after is not None:
+        query = query.where(
+            sa.tuple_(keys.c.village_code, keys.c.household_no)
+            > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
+        )
+    rows = db.session.execute(
+        query.order_by(keys.c.village_code, keys.c.household_no).limit(limit)
+    ).all()
+    return [(v, h) for v, h in rows]
+
+
+def stale_households(
+    area_prefix: str, config_key: str, year: int, limit: int
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` households under ``area_prefix`` with a row computed for another
+    monitoring configuration than ``config_key``, or (rounds without a year) another year."""
+    rows = db.session.execute(
+        sa.select(Row.village_code, Row.household_no)
+        .where(
+            under_prefix(Row.village_code, area_prefix),
+            sa.or_(
+                Row.config_key != config_key,
+                sa.and_(Row.year_floating.is_(True), Row.year != year),
+            ),
+        )
+        .distinct()
+        .limit(limit)
+    ).all()
+    return [(v, h) for v, h in rows]
+
+
+def _count(condition: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+
+@dataclass(frozen=True)
+class AreaCounts:
+    """Household counts of one area (a village-code prefix) as the dashboard shows them.
+
+    ``<problem>_passing``/``_failing`` count households whose indicator passes/fails (the rest
+    are undecided); ``problems`` counts open problems by name, ``oldest_problem`` is the date
+    the oldest of them was found.
+    """
+
+    area: str
+    households: int
+    passing: dict[str, int]
+    failing: dict[str, int]
+    water_failed: dict[str, int]
+    all_assured: int
+    incomplete: int
+    with_category: int
+    risk_removed: int
+    open_problems: int
+    problems: dict[str, int]
+    oldest_problem: date | None
+    newly_at_risk: int
+
+
+def _count_columns() -> list[Any]:
+    columns: list[Any] = [sa.func.count()]
+    for column, fails, _ in PROBLEM_COLUMNS.values():
+        columns += [_count(column.is_(not fails)), _count(column.is_(fails))]
+    columns += [_count(column.is_(True)) for column in WATER_COLUMNS.values()]
+    columns += [
+        _count(Row.all_assured.is_(True)),
+        _count(Row.all_assured.is_(None)),
+        _count(Row.has_category.is_(True)),
+        _count(Row.risk_removed.is_(True)),
+        sa.func.coalesce(sa.func.sum(Row.open_problems), 0),
+    ]
+    columns += [_count(open_.is_(True)) for _, _, open_ in PROBLEM_COLUMNS.values()]
+    columns += [sa.func.min(Row.oldest_problem_on), _count(Row.newly_at_risk.is_(True))]
+    return columns
+
+
+def _area_counts(area: str, values: Any) -> AreaCounts:
+    values = list(values)
+    households, values = int(values[0]), [v for v in values[1:]]
+    passing, failing = {}, {}
+    for index, name in enumerate(PROBLEM_COLUMNS):
+        passing[name], failing[name] = int(values[2 * index]), int(values[2 * index + 1])
+    values = values[2 * len(PROBLEM_COLUMNS) :]
+    water = {name: int(v) for name, v in zip(WATER_COLUMNS, values, strict=False)}
+    values = values[len(WATER_COLUMNS) :]
+    assured, incomplete, with_category, removed, problems_total = (int(v) for v in values[:5])
+    values = values[5:]
+    problems = {name: int(v) for name, v in zip(PROBLEM_COLUMNS, values, strict=False)}
+    oldest, at_risk = values[len(PROBLEM_COLUMNS)], values[len(PROBLEM_COLUMNS) + 1]
+    return AreaCounts(
+        area=area,
+        households=households,
+        passing=passing,
+        failing=failing,
+        water_failed=water,
+        all_assured=assured,
+        incomplete=incomplete,
+        with_category=with_category,
+        risk_removed=removed,
+        open_problems=problems_total,
+        problems=problems,
+        oldest_problem=oldest,
+        newly_at_risk=int(at_risk),
+    )
+
+
+def area_counts(area_prefix: str, round_key: str, digits: int) -> list[AreaCounts]:
+    """Counts per area of ``digits`` code digits under ``area_prefix`` (one GROUP BY), area
+    order, for ``round_key`` (:data:`NEWEST` for the newest records)."""
+    area = sa.func.substr(Row.village_code, 1, digits)
+    rows = db.session.execute(
+        sa.select(area, *_count_columns())
+        .where(Row.round_key == round_key, under_prefix(Row.village_code, area_prefix))
+        .group_by(area)
+        .order_by(area)
+    ).all()
+    return [_area_counts(row[0], row[1:]) for row in rows]
+
+
+@dataclass(frozen=True)
+class RoundCounts:
+    """Counts of one survey round of an area, for the trend by round."""
+
+    round: str
+    started_at: datetime | None
+    counts: AreaCounts
+
+
+def round_counts(area_prefix: str) -> list[RoundCounts]:
+    """Counts per survey round under ``area_prefix``, in the order the rounds began."""
+    rows = db.session.execute(
+        sa.select(Row.round_key, sa.func.min(Row.round_started_at), *_count_columns())
+        .where(Row.round_key != NEWEST, under_prefix(Row.village_code, area_prefix))
+        .group_by(Row.round_key)
+    ).all()
+    out = [RoundCounts(row[0], row[1], _area_counts(area_prefix, row[2:])) for row in rows]
+    return sorted(out, key=lambda r: (r.started_at is None, r.started_at or datetime.min, r.round))
+
+
+#: The household lists of the dashboard: which rows, and their order, given today.
+LISTS = ("below_line", "monitoring_objects", "newly_at_risk")
+
+
+def _list_query(which: str, today: date) -> tuple[Any, tuple[Any, ...]]:
+    if which == "below_line":
+        return Row.income_below_line.is_(True), (Row.per_capita_income,)
+    if which == "monitoring_objects":
+        # Longest identified first; a household without a date sorts as if identified tomorrow
+        # (the service's own order: days since identification, unknown as -1).
+        tomorrow = date.fromordinal(today.toordinal() + 1)
+        return Row.monitored.is_(True), (sa.func.coalesce(Row.identified_on, tomorrow),)
+    if which == "newly_at_risk":
+        return Row.newly_at_risk.is_(True), (
+            sa.func.coalesce(Row.income_change_percent, 0.0),
+            sa.func.coalesce(Row.expense_rise_percent, 0.0).desc(),
+        )
+    raise ValueError(f"unknown list {which!r}")
+
+
+def listed_pictures(
+    area_prefix: str, round_key: str, which: str, limit: int, today: date
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many, the first ``limit`` pictures) of one of :data:`LISTS` under ``area_prefix``."""
+    condition, order = _list_query(which, today)
+    where = (Row.round_key == round_key, under_prefix(Row.village_code, area_prefix), condition)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(Row).where(*where)) or 0
+    if limit <= 0 or not total:
+        return int(total), []
+    pictures = db.session.scalars(
+        sa.select(Row.picture)
+        .where(*where)
+        .order_by(*order, Row.village_code, Row.household_no)
+        .limit(limit)
+    ).all()
+    return int(total), list(pictures)
+
+
+def picture_page(
+    area_prefix: str, round_key: str, problem: str | None, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many, one page of pictures) of the households under ``area_prefix``, those with the
+    open ``problem`` only when given, village code then household number order."""
+    where = [Row.round_key == round_key, under_prefix(Row.village_code, area_prefix)]
+    if problem is not None:
+        where.append(PROBLEM_COLUMNS[problem][2].is_(True))
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(Row).where(*where)) or 0
+    pictures = db.session.scalars(
+        sa.select(Row.picture)
+        .where(*where)
+        .order_by(Row.village_code, Row.household_no)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return int(total), list(pictures)
+
+
+@dataclass(frozen=True)
+class HouseholdSelection:
+    """The households under ``area_prefix`` whose ``problem`` is decided (and, with ``failing``,
+    fails or passes) in ``round_key`` — applied to a records query as a join, never a list."""
+
+    area_prefix: str
+    round_key: str
+    problem: str
+    failing: bool | None
+
+    def _conditions(self) -> list[Any]:
+        column, _, open_ = PROBLEM_COLUMNS[self.problem]
+        out = [
+            Row.round_key == self.round_key,
+            under_prefix(Row.village_code, self.area_prefix),
+            column.is_not(None),
+        ]
+        if self.failing is not None:
+            out.append(open_.is_(self.failing))
+        return out
+
+    def join(self, query: sa.Select[Any], village: Any, household: Any) -> sa.Select[Any]:
+        """``query`` kept to rows whose (``village``, ``household``) columns name a selected
+        household."""
+        return query.join(
+            Row, sa.and_(Row.village_code == village, Row.household_no == household)
+        ).where(*self._conditions())
+
+    def pairs(self) -> set[tuple[str, str]]:
+        """The selected households (village code, household number)."""
+        rows = db.session.execute(
+            sa.select(Row.village_code, Row.household_no).where(*self._conditions())
+        ).all()
+        return {(v, h) for v, h in rows}

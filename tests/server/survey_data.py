@@ -15,6 +15,7 @@ from flask import Flask
 
 from forms import flatten, unflatten
 from forms.instruments import load_builtin
+from server.services import indicators
 from server.storage import records
 from server.storage.database import writing
 from sync_protocol.merge import current_values, merge
@@ -68,4 +69,6 @@ def store_household(
                 now=at,
             )
             ids[form_id] = record_id
+        # Written past the ingest path, so the dashboard rows are refreshed as ingest does.
+        indicators.refresh_households([(village_code, household_no)])
     return ids
