@@ -770,10 +770,17 @@ def _rows_of(
 ) -> list[dict[str, Any]]:
     """The household's rows: one per round it has records in, one for its newest records."""
     rows = []
-    for round_ in [*household.rounds(), None]:
-        picture = picture_of(household, round=round_, today=today, config=config)
+    rounds = household.rounds()
+    pictures: dict[str | None, HouseholdPicture | None] = {}
+    for round_ in [*rounds, None]:
+        year = survey_year(round_, today)
+        if round_ is None and len(rounds) == 1 and year == survey_year(rounds[0], today):
+            # One round only: its newest records are that round's, so is the picture.
+            picture = pictures[rounds[0]]
+        else:
+            picture = picture_of(household, round=round_, today=today, config=config)
+        pictures[round_] = picture
         if picture is not None:
-            year = survey_year(round_, today)
             rows.append(_row(household, round_ or NEWEST, picture, today, year, key))
     return rows
 
