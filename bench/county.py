@@ -132,9 +132,13 @@ def load(server: ServerProcess, path: Path) -> tuple[float, str]:
     return seconds, done.stdout.strip()
 
 
-def _copy_statements(backend: str, columns: list[str], townships: int, copy: int) -> list[str]:
+def _copy_statements(
+    backend: str, columns: dict[str, list[str]], townships: int, copy: int
+) -> list[str]:
     """SQL copying the households of the first ``townships`` townships into ``townships`` new
-    ones (copy number ``copy``): households, records and indicator rows, new codes and ids."""
+    ones (copy number ``copy``): households, records, indicator rows and village sums, with new
+    codes and ids. ``columns`` names the columns of the two indicator tables."""
+    village_columns = columns["village_indicators"]
     offset = copy * townships
     township = "CAST(substr(village_code, 7, 3) AS INTEGER)"
     if backend == "sqlite":
@@ -159,6 +163,7 @@ def _copy_statements(backend: str, columns: list[str], townships: int, copy: int
         )
     original = f"{township} <= {townships}"
     values = {"village_code": village, "household_no": number, "picture": picture}
+    household_columns = columns["household_indicators"]
     return [
         "INSERT INTO households (village_code, household_no, county_code, revision, created_at, "
         f"created_by_device) SELECT {village}, {number}, county_code, revision, created_at, "
@@ -167,9 +172,13 @@ def _copy_statements(backend: str, columns: list[str], townships: int, copy: int
         "household_no, round, revision, deleted, state, data, created_at, updated_at) "
         f"SELECT {new_id}, form_id, form_version, {village}, county_code, {number}, round, "
         f"revision, deleted, state, data, created_at, updated_at FROM records WHERE {original}",
-        f"INSERT INTO household_indicators ({', '.join(columns)}) "
-        f"SELECT {', '.join(values.get(c, c) for c in columns)} FROM household_indicators "
+        f"INSERT INTO household_indicators ({', '.join(household_columns)}) "
+        f"SELECT {', '.join(values.get(c, c) for c in household_columns)} "
+        "FROM household_indicators "
         f"WHERE {original}",
+        f"INSERT INTO village_indicators ({', '.join(village_columns)}) "
+        f"SELECT {', '.join(village if c == 'village_code' else c for c in village_columns)} "
+        f"FROM village_indicators WHERE {original}",
     ]
 
 
@@ -187,21 +196,27 @@ def replicate(server: ServerProcess, backend: str, villages: int, copies: int) -
 
         assert server.db_file is not None
         connection: Any = sqlite3.connect(server.db_file, timeout=60)
-        columns = [row[1] for row in connection.execute("PRAGMA table_info(household_indicators)")]
+        columns = {
+            table: [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+            for table in ("household_indicators", "village_indicators")
+        }
     else:
         import psycopg
 
         schema = re.search(r"search_path%3D(\w+)", server.database_url)
         connection = psycopg.connect(POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"))
         connection.execute(f'SET search_path TO "{schema.group(1) if schema else "public"}"')
-        columns = [
-            row[0]
-            for row in connection.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = "
-                "'household_indicators' AND table_schema = current_schema() "
-                "ORDER BY ordinal_position"
-            )
-        ]
+        columns = {
+            table: [
+                row[0]
+                for row in connection.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema() ORDER BY ordinal_position",
+                    (table,),
+                )
+            ]
+            for table in ("household_indicators", "village_indicators")
+        }
     with connection:
         for copy in range(1, copies + 1):
             for statement in _copy_statements(backend, columns, townships, copy):

@@ -481,6 +481,7 @@ def _sum_counts(area: str, parts: Iterable[AreaCounts]) -> AreaCounts:
             problems={k: total.problems.get(k, 0) + part.problems.get(k, 0) for k in PROBLEMS},
             oldest_problem=min(oldest) if oldest else None,
             newly_at_risk=total.newly_at_risk + part.newly_at_risk,
+            monitored=total.monitored + part.monitored,
         )
     return total
 
@@ -631,9 +632,10 @@ def _steepest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def _longest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    def key(row: dict[str, Any]) -> tuple[int, str, str]:
+    def key(row: dict[str, Any]) -> tuple[bool, int, str, str]:
+        # Undated households last (after any dated one, even one dated in the future).
         days = row["days_since_identification"]
-        return (-(days if days is not None else -1), row["village_code"], row["household_no"])
+        return (days is None, -(days or 0), row["village_code"], row["household_no"])
 
     return sorted(rows, key=key)[:limit]
 
@@ -805,7 +807,7 @@ def refresh_households(
     today = today or china_today()
     config = config or monitoring_config()
     key = config_key(config)
-    store.lock_households(pairs)
+    store.lock_villages({village for village, _ in pairs})
     rows: list[dict[str, Any]] = []
     for household in store.records_of_households(pairs):
         rows.extend(_rows_of(household, today, config, key))
@@ -898,24 +900,29 @@ def rollup(
     _fresh_rows(query.area, today, config)
     digits = min(AREA_DIGITS[query.level], 12)
     round_key = query.round or NEWEST
-    counts = {c.area: c for c in store.area_counts(query.area, round_key, digits)}
+    villages = store.village_counts(query.area, round_key)
+    by_area: dict[str, list[AreaCounts]] = {}
+    for village in villages:
+        by_area.setdefault(village.area[:digits], []).append(village)
+    counts = {key: _sum_counts(key, parts) for key, parts in by_area.items()}
     conflicts = _conflicts_by_area(query.area, digits)
     keys = sorted({*counts, *conflicts})
     areas = [
         _area_dict(counts.get(k) or _no_counts(k), conflicts.get(k, (0, None)), now, today)
         for k in keys
     ]
-    total = _area_dict(
-        _sum_counts(query.area, counts.values()),
-        _merged_conflicts(conflicts.values()),
-        now,
-        today,
-    )
+    whole = _sum_counts(query.area, villages)
+    total = _area_dict(whole, _merged_conflicts(conflicts.values()), now, today)
+    totals = {
+        "below_line": whole.failing["income"],
+        "monitoring_objects": whole.monitored,
+        "newly_at_risk": whole.newly_at_risk,
+    }
     lists = {}
     for which in store.LISTS:
-        count, pictures = store.listed_pictures(query.area, round_key, which, query.limit, today)
+        pictures = store.listed_pictures(query.area, round_key, which, query.limit, today)
         lists[which] = {
-            "total": count,
+            "total": totals[which],
             "households": [_listed_plain(_shown_picture(p, today)) for p in pictures],
         }
     return {
@@ -978,12 +985,15 @@ def trend(principal: Principal, *, area: str | None = None) -> list[dict[str, An
     failing count of each indicator. Raises as :func:`effective_area`."""
     scope = effective_area(principal, area)
     _fresh_rows(scope, china_today(), monitoring_config())
-    return [
-        {
-            "round": r.round,
-            "households": r.counts.households,
-            "failing": dict(r.counts.failing),
-            "decided": {k: r.counts.failing[k] + r.counts.passing[k] for k in PROBLEMS},
-        }
-        for r in store.round_counts(scope)
-    ]
+    out = []
+    for r in store.round_counts(scope):
+        counts = _sum_counts(scope, r.villages)
+        out.append(
+            {
+                "round": r.round,
+                "households": counts.households,
+                "failing": dict(counts.failing),
+                "decided": {k: counts.failing[k] + counts.passing[k] for k in PROBLEMS},
+            }
+        )
+    return out

@@ -21,7 +21,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from server.storage.database import db
-from server.storage.models import ConflictItem, Household, HouseholdIndicatorRow, Record
+from server.storage.models import (
+    ConflictItem,
+    HouseholdIndicatorRow,
+    Record,
+    VillageIndicatorCounts,
+)
 from server.storage.scoping import under_prefix
 
 #: Rows fetched per round trip; bounds memory whatever the size of the county.
@@ -186,21 +191,24 @@ def _chunks(pairs: list[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
         yield pairs[start : start + HOUSEHOLDS_PER_STATEMENT]
 
 
-def lock_households(pairs: Collection[tuple[str, str]]) -> None:
-    """Lock the ``households`` rows of ``pairs`` until the transaction ends (PostgreSQL).
+def lock_villages(villages: Collection[str]) -> None:
+    """Hold, until the transaction ends, the right to rewrite the rows of ``villages``.
 
-    Two batches writing different records of one household then compute its indicator rows
-    one after the other, each seeing the other's records; SQLite's writers are serial anyway.
+    Two batches of one village (PostgreSQL writers run side by side) then compute its household
+    rows and its sums one after the other, each seeing what the other committed: an advisory
+    transaction lock per village, taken in code order. SQLite's writers are serial anyway.
     Call inside a write transaction.
     """
-    ordered = sorted(set(pairs))
-    for chunk in _chunks(ordered):
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    for village in sorted(set(villages)):
         db.session.execute(
-            sa.select(Household.id)
-            .where(sa.tuple_(Household.village_code, Household.household_no).in_(chunk))
-            .order_by(Household.village_code, Household.household_no)
-            .with_for_update()
+            sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, sa.func.hashtext(village)))
         )
+
+
+#: The first key of the village locks (any constant no other advisory lock of ours uses).
+_LOCK_SPACE = 0x56494E44
 
 
 def records_of_households(pairs: Collection[tuple[str, str]]) -> list[HouseholdRecords]:
@@ -247,6 +255,26 @@ def replace_rows(pairs: Collection[tuple[str, str]], rows: list[dict[str, Any]])
         )
     if rows:
         db.session.execute(sa.insert(Row), rows)
+    _sum_villages({village for village, _ in ordered})
+
+
+def _sum_villages(villages: set[str]) -> None:
+    """Recompute the sums of ``villages`` from their household rows (one INSERT … SELECT)."""
+    codes = sorted(villages)
+    for start in range(0, len(codes), HOUSEHOLDS_PER_STATEMENT):
+        chunk = codes[start : start + HOUSEHOLDS_PER_STATEMENT]
+        db.session.execute(sa.delete(Counts).where(Counts.village_code.in_(chunk)))
+        select = (
+            sa.select(
+                Row.round_key,
+                Row.village_code,
+                sa.func.min(Row.round_started_at),
+                *_count_columns(),
+            )
+            .where(Row.village_code.in_(chunk))
+            .group_by(Row.round_key, Row.village_code)
+        )
+        db.session.execute(sa.insert(Counts).from_select(COUNT_COLUMNS, select))
 
 
 def household_keys(after: tuple[str, str] | None, limit: int) -> list[tuple[str, str]]:
@@ -277,9 +305,12 @@ def stale_households(
         sa.select(Row.village_code, Row.household_no)
         .where(
             under_prefix(Row.village_code, area_prefix),
+            # Ranges, not "!=", so each arm is an index range (nothing stale: nothing read).
             sa.or_(
-                Row.config_key != config_key,
-                sa.and_(Row.year_floating.is_(True), Row.year != year),
+                Row.config_key < config_key,
+                Row.config_key > config_key,
+                sa.and_(Row.year_floating.is_(True), Row.year < year),
+                sa.and_(Row.year_floating.is_(True), Row.year > year),
             ),
         )
         .distinct()
@@ -314,6 +345,8 @@ class AreaCounts:
     problems: dict[str, int]
     oldest_problem: date | None
     newly_at_risk: int
+    #: Monitoring objects whose risk is not removed (the dashboard's list of them).
+    monitored: int = 0
 
 
 def _count_columns() -> list[Any]:
@@ -329,8 +362,34 @@ def _count_columns() -> list[Any]:
         sa.func.coalesce(sa.func.sum(Row.open_problems), 0),
     ]
     columns += [_count(open_.is_(True)) for _, _, open_ in PROBLEM_COLUMNS.values()]
-    columns += [sa.func.min(Row.oldest_problem_on), _count(Row.newly_at_risk.is_(True))]
+    columns += [
+        sa.func.min(Row.oldest_problem_on),
+        _count(Row.newly_at_risk.is_(True)),
+        _count(Row.monitored.is_(True)),
+    ]
     return columns
+
+
+Counts = VillageIndicatorCounts
+#: The columns of :class:`VillageIndicatorCounts` in the order of ``round_key, village_code,
+#: round_started_at`` + :func:`_count_columns`.
+COUNT_COLUMNS = [
+    "round_key",
+    "village_code",
+    "round_started_at",
+    "households",
+    *(f"{name}_{side}" for name in PROBLEM_COLUMNS for side in ("passing", "failing")),
+    *(f"water_{name}_failed" for name in WATER_COLUMNS),
+    "all_assured",
+    "incomplete",
+    "with_category",
+    "risk_removed",
+    "open_problems",
+    *(f"{name}_open" for name in PROBLEM_COLUMNS),
+    "oldest_problem_on",
+    "newly_at_risk",
+    "monitored",
+]
 
 
 def _area_counts(area: str, values: Any) -> AreaCounts:
@@ -345,7 +404,7 @@ def _area_counts(area: str, values: Any) -> AreaCounts:
     assured, incomplete, with_category, removed, problems_total = (int(v) for v in values[:5])
     values = values[5:]
     problems = {name: int(v) for name, v in zip(PROBLEM_COLUMNS, values, strict=False)}
-    oldest, at_risk = values[len(PROBLEM_COLUMNS)], values[len(PROBLEM_COLUMNS) + 1]
+    oldest, at_risk, monitored = values[len(PROBLEM_COLUMNS) : len(PROBLEM_COLUMNS) + 3]
     return AreaCounts(
         area=area,
         households=households,
@@ -360,40 +419,61 @@ def _area_counts(area: str, values: Any) -> AreaCounts:
         problems=problems,
         oldest_problem=oldest,
         newly_at_risk=int(at_risk),
+        monitored=int(monitored),
     )
 
 
-def area_counts(area_prefix: str, round_key: str, digits: int) -> list[AreaCounts]:
-    """Counts per area of ``digits`` code digits under ``area_prefix`` (one GROUP BY), area
-    order, for ``round_key`` (:data:`NEWEST` for the newest records)."""
-    area = sa.func.substr(Row.village_code, 1, digits)
+def _in_area(column: Any, prefix: str) -> Any:
+    """``column`` (digit codes) starts with ``prefix``, as a range an index can serve."""
+    if not prefix:
+        return sa.true()
+    under_prefix(column, prefix)  # the same check of the prefix
+    upper = str(int(prefix) + 1).zfill(len(prefix))
+    if len(upper) > len(prefix):  # all nines: no upper bound
+        return column >= prefix
+    return sa.and_(column >= prefix, column < upper)
+
+
+def _village_counts(where: list[Any]) -> list[tuple[str, datetime | None, AreaCounts]]:
     rows = db.session.execute(
-        sa.select(area, *_count_columns())
-        .where(Row.round_key == round_key, under_prefix(Row.village_code, area_prefix))
-        .group_by(area)
-        .order_by(area)
+        sa.select(*(getattr(Counts, name) for name in COUNT_COLUMNS))
+        .where(*where)
+        .order_by(Counts.round_key, Counts.village_code)
     ).all()
-    return [_area_counts(row[0], row[1:]) for row in rows]
+    return [(row[0], row[2], _area_counts(row[1], row[3:])) for row in rows]
+
+
+def village_counts(area_prefix: str, round_key: str) -> list[AreaCounts]:
+    """The counts of every village under ``area_prefix`` in ``round_key`` (:data:`NEWEST` for
+    the newest records), village order — a few hundred rows for a county."""
+    where = [Counts.round_key == round_key, _in_area(Counts.village_code, area_prefix)]
+    return [counts for _, _, counts in _village_counts(where)]
 
 
 @dataclass(frozen=True)
 class RoundCounts:
-    """Counts of one survey round of an area, for the trend by round."""
+    """Counts of the villages of one survey round, for the trend by round."""
 
     round: str
     started_at: datetime | None
-    counts: AreaCounts
+    villages: list[AreaCounts]
 
 
 def round_counts(area_prefix: str) -> list[RoundCounts]:
-    """Counts per survey round under ``area_prefix``, in the order the rounds began."""
-    rows = db.session.execute(
-        sa.select(Row.round_key, sa.func.min(Row.round_started_at), *_count_columns())
-        .where(Row.round_key != NEWEST, under_prefix(Row.village_code, area_prefix))
-        .group_by(Row.round_key)
-    ).all()
-    out = [RoundCounts(row[0], row[1], _area_counts(area_prefix, row[2:])) for row in rows]
-    return sorted(out, key=lambda r: (r.started_at is None, r.started_at or datetime.min, r.round))
+    """Village counts per survey round under ``area_prefix``, in the order the rounds began."""
+    where = [Counts.round_key != NEWEST, _in_area(Counts.village_code, area_prefix)]
+    rounds: dict[str, RoundCounts] = {}
+    for round_key, started, counts in _village_counts(where):
+        current = rounds.get(round_key)
+        if current is None:
+            current = rounds[round_key] = RoundCounts(round_key, started, [])
+        elif started is not None and (current.started_at is None or started < current.started_at):
+            current = rounds[round_key] = RoundCounts(round_key, started, current.villages)
+        current.villages.append(counts)
+    return sorted(
+        rounds.values(),
+        key=lambda r: (r.started_at is None, r.started_at or datetime.min, r.round),
+    )
 
 
 #: The household lists of the dashboard: which rows, and their order, given today.
@@ -404,10 +484,8 @@ def _list_query(which: str, today: date) -> tuple[Any, tuple[Any, ...]]:
     if which == "below_line":
         return Row.income_below_line.is_(True), (Row.per_capita_income,)
     if which == "monitoring_objects":
-        # Longest identified first; a household without a date sorts as if identified tomorrow
-        # (the service's own order: days since identification, unknown as -1).
-        tomorrow = date.fromordinal(today.toordinal() + 1)
-        return Row.monitored.is_(True), (sa.func.coalesce(Row.identified_on, tomorrow),)
+        # Longest identified first, undated last.
+        return Row.monitored.is_(True), (Row.identified_on.is_(None), Row.identified_on)
     if which == "newly_at_risk":
         return Row.newly_at_risk.is_(True), (
             sa.func.coalesce(Row.income_change_percent, 0.0),
@@ -418,20 +496,20 @@ def _list_query(which: str, today: date) -> tuple[Any, tuple[Any, ...]]:
 
 def listed_pictures(
     area_prefix: str, round_key: str, which: str, limit: int, today: date
-) -> tuple[int, list[dict[str, Any]]]:
-    """(how many, the first ``limit`` pictures) of one of :data:`LISTS` under ``area_prefix``."""
+) -> list[dict[str, Any]]:
+    """The first ``limit`` pictures of one of :data:`LISTS` under ``area_prefix`` (their
+    number is in the village counts)."""
+    if limit <= 0:
+        return []
     condition, order = _list_query(which, today)
-    where = (Row.round_key == round_key, under_prefix(Row.village_code, area_prefix), condition)
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(Row).where(*where)) or 0
-    if limit <= 0 or not total:
-        return int(total), []
+    where = (Row.round_key == round_key, _in_area(Row.village_code, area_prefix), condition)
     pictures = db.session.scalars(
         sa.select(Row.picture)
         .where(*where)
         .order_by(*order, Row.village_code, Row.household_no)
         .limit(limit)
     ).all()
-    return int(total), list(pictures)
+    return list(pictures)
 
 
 def picture_page(
@@ -439,10 +517,15 @@ def picture_page(
 ) -> tuple[int, list[dict[str, Any]]]:
     """(how many, one page of pictures) of the households under ``area_prefix``, those with the
     open ``problem`` only when given, village code then household number order."""
-    where = [Row.round_key == round_key, under_prefix(Row.village_code, area_prefix)]
+    where = [Row.round_key == round_key, _in_area(Row.village_code, area_prefix)]
+    counted = Counts.households if problem is None else getattr(Counts, f"{problem}_open")
+    total = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(counted), 0)).where(
+            Counts.round_key == round_key, _in_area(Counts.village_code, area_prefix)
+        )
+    )
     if problem is not None:
         where.append(PROBLEM_COLUMNS[problem][2].is_(True))
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(Row).where(*where)) or 0
     pictures = db.session.scalars(
         sa.select(Row.picture)
         .where(*where)
@@ -467,7 +550,7 @@ class HouseholdSelection:
         column, _, open_ = PROBLEM_COLUMNS[self.problem]
         out = [
             Row.round_key == self.round_key,
-            under_prefix(Row.village_code, self.area_prefix),
+            _in_area(Row.village_code, self.area_prefix),
             column.is_not(None),
         ]
         if self.failing is not None:

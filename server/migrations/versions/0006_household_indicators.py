@@ -1,5 +1,6 @@
 """household indicators: one maintained row per household and round (and one for its newest
-records) with the derived 两不愁三保障 indicators, so the dashboard is a GROUP BY
+records) with the derived 两不愁三保障 indicators, and their sums per village and round, so the
+dashboard adds up villages instead of recomputing households
 
 The rows of an existing database are filled by ``python -m server rebuild-indicators`` (the
 migration only creates the table: computing pictures needs the form engine and the
@@ -46,6 +47,34 @@ _VERDICTS = (
 )
 
 
+_PROBLEMS = ("housing", "water", "education", "insurance", "income")
+_INDEXES = {
+    "config": ["config_key"],
+    "year": ["year_floating", "year"],
+    "household": ["village_code", "household_no"],
+    "below_line": ["round_key", "income_below_line"],
+    "monitored": ["round_key", "monitored"],
+    "at_risk": ["round_key", "newly_at_risk"],
+    **{f"{name}_open": ["round_key", f"{name}_open"] for name in _PROBLEMS},
+}
+_COUNTS = (
+    "households",
+    *(f"{name}_{side}" for name in _PROBLEMS for side in ("passing", "failing")),
+    "water_quantity_failed",
+    "water_quality_failed",
+    "water_convenience_failed",
+    "water_reliability_failed",
+    "all_assured",
+    "incomplete",
+    "with_category",
+    "risk_removed",
+    "open_problems",
+    *(f"{name}_open" for name in _PROBLEMS),
+    "newly_at_risk",
+    "monitored",
+)
+
+
 def upgrade() -> None:
     json_type = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
     op.create_table(
@@ -70,19 +99,21 @@ def upgrade() -> None:
             "round_key", "village_code", "household_no", name="pk_household_indicators"
         ),
     )
-    op.create_index(
-        "ix_household_indicators_stale",
-        "household_indicators",
-        ["config_key", "year_floating", "year"],
-    )
-    op.create_index(
-        "ix_household_indicators_household",
-        "household_indicators",
-        ["village_code", "household_no"],
+    for name, columns in _INDEXES.items():
+        op.create_index(f"ix_household_indicators_{name}", "household_indicators", columns)
+    op.create_table(
+        "village_indicators",
+        sa.Column("round_key", sa.String(length=40), nullable=False),
+        sa.Column("village_code", sa.String(length=12), nullable=False),
+        sa.Column("round_started_at", sa.DateTime(timezone=True), nullable=True),
+        *(sa.Column(name, sa.Integer(), nullable=False) for name in _COUNTS),
+        sa.Column("oldest_problem_on", sa.Date(), nullable=True),
+        sa.PrimaryKeyConstraint("round_key", "village_code", name="pk_village_indicators"),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_household_indicators_household", table_name="household_indicators")
-    op.drop_index("ix_household_indicators_stale", table_name="household_indicators")
+    op.drop_table("village_indicators")
+    for name in _INDEXES:
+        op.drop_index(f"ix_household_indicators_{name}", table_name="household_indicators")
     op.drop_table("household_indicators")
