@@ -301,22 +301,25 @@ def stale_households(
 ) -> list[tuple[str, str]]:
     """Up to ``limit`` households under ``area_prefix`` with a row computed for another
     monitoring configuration than ``config_key``, or (rounds without a year) another year."""
-    rows = db.session.execute(
-        sa.select(Row.village_code, Row.household_no)
-        .where(
-            under_prefix(Row.village_code, area_prefix),
-            # Ranges, not "!=", so each arm is an index range (nothing stale: nothing read).
-            sa.or_(
-                Row.config_key < config_key,
-                Row.config_key > config_key,
-                sa.and_(Row.year_floating.is_(True), Row.year < year),
-                sa.and_(Row.year_floating.is_(True), Row.year > year),
-            ),
-        )
-        .distinct()
-        .limit(limit)
-    ).all()
-    return [(v, h) for v, h in rows]
+    # Each arm is one index range (ix_household_indicators_config / _year), asked on its own:
+    # when nothing is stale, as on almost every read, nothing else is read.
+    arms = [
+        Row.config_key < config_key,
+        Row.config_key > config_key,
+        sa.and_(Row.year_floating.is_(True), Row.year < year),
+        sa.and_(Row.year_floating.is_(True), Row.year > year),
+    ]
+    found: list[tuple[str, str]] = []
+    for arm in arms:
+        if len(found) >= limit:
+            break
+        rows = db.session.execute(
+            sa.select(Row.village_code, Row.household_no)
+            .where(arm, under_prefix(Row.village_code, area_prefix))
+            .limit(limit)
+        ).all()
+        found.extend((v, h) for v, h in rows)
+    return sorted(set(found))[:limit]
 
 
 def _count(condition: Any) -> Any:
@@ -502,7 +505,17 @@ def listed_pictures(
     if limit <= 0:
         return []
     condition, order = _list_query(which, today)
-    where = (Row.round_key == round_key, _in_area(Row.village_code, area_prefix), condition)
+    where = [Row.round_key == round_key, _in_area(Row.village_code, area_prefix), condition]
+    if which == "monitoring_objects":
+        # Dated households in index order, then the undated: two index walks, no sort.
+        dated = _pictures([*where, Row.identified_on.is_not(None)], (Row.identified_on,), limit)
+        if len(dated) == limit:
+            return dated
+        return dated + _pictures([*where, Row.identified_on.is_(None)], (), limit - len(dated))
+    return _pictures(where, order, limit)
+
+
+def _pictures(where: list[Any], order: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
     pictures = db.session.scalars(
         sa.select(Row.picture)
         .where(*where)

@@ -391,8 +391,22 @@ class HouseholdIndicatorRow(Base):
         sa.Index("ix_household_indicators_year", "year_floating", "year"),
         sa.Index("ix_household_indicators_household", "village_code", "household_no"),
         # The household lists and filters of the dashboard: a few percent of the rows each.
-        sa.Index("ix_household_indicators_below_line", "round_key", "income_below_line"),
-        sa.Index("ix_household_indicators_monitored", "round_key", "monitored"),
+        sa.Index(
+            "ix_household_indicators_below_line",
+            "round_key",
+            "income_below_line",
+            "per_capita_income",
+            "village_code",
+            "household_no",
+        ),
+        sa.Index(
+            "ix_household_indicators_monitored",
+            "round_key",
+            "monitored",
+            "identified_on",
+            "village_code",
+            "household_no",
+        ),
         sa.Index("ix_household_indicators_at_risk", "round_key", "newly_at_risk"),
         *(
             sa.Index(f"ix_household_indicators_{name}_open", "round_key", f"{name}_open")

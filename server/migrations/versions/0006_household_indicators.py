@@ -52,8 +52,15 @@ _INDEXES = {
     "config": ["config_key"],
     "year": ["year_floating", "year"],
     "household": ["village_code", "household_no"],
-    "below_line": ["round_key", "income_below_line"],
-    "monitored": ["round_key", "monitored"],
+    # The lists read in index order: lowest income first, longest identified first.
+    "below_line": [
+        "round_key",
+        "income_below_line",
+        "per_capita_income",
+        "village_code",
+        "household_no",
+    ],
+    "monitored": ["round_key", "monitored", "identified_on", "village_code", "household_no"],
     "at_risk": ["round_key", "newly_at_risk"],
     **{f"{name}_open": ["round_key", f"{name}_open"] for name in _PROBLEMS},
 }
