@@ -50,6 +50,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     db_file: Path | None
+    #: The environment the server runs with (for a ``python -m server`` command on its data).
+    env: dict[str, str]
 
     def admin(self) -> AdminSession:
         """A fresh admin session over HTTP."""
@@ -132,7 +134,7 @@ def start_server(
     settings = {"SERVE_THREADS": str(DEFAULT_SERVE_THREADS), **settings}
     server = start_county_server(url, workdir, **settings)
     return ServerProcess(
-        server.url, server.admin_password, url, server.process, server.log_path, db_file
+        server.url, server.admin_password, url, server.process, server.log_path, db_file, server.env
     )
 
 

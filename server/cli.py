@@ -1,7 +1,8 @@
 """The ``server`` command line: ``python -m server …`` or ``village-server …``.
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
-``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``serve`` and ``backup``. Each builds the app from the settings (environment
+``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``serve``, ``backup``,
+``load-households`` and ``rebuild-indicators``. Each builds the app from the settings (environment
 variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
 run on that app.
 """
@@ -355,6 +356,45 @@ def serve(host: str | None, port: int | None) -> None:
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+
+
+@main.command("load-households")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+def load_households(file: Any) -> None:
+    """Load households from a JSON Lines FILE (``-`` for stdin) through the ingest rules.
+
+    One household a line: {"village_code", "household_no", "round", "records": {form id:
+    data}}. Records are validated and merged as a tablet's would be (refused ones go to the
+    quarantine), and the dashboard rows are kept in the same transactions.
+    """
+    from server.services.household_load import load_households as load
+
+    with _app_context():
+        try:
+            report = load(
+                file,
+                progress=lambda r: click.echo(
+                    f"  {r.households} households, {r.records} records", err=True
+                ),
+            )
+        except ApiError as exc:
+            _fail(exc)
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(report.statuses.items()))
+    click.echo(f"loaded {report.households} households, {report.records} records ({statuses})")
+    for number, message in report.bad_lines[:20]:
+        click.echo(f"  line {number} skipped: {message}", err=True)
+    if report.bad_lines:
+        raise click.ClickException(f"{len(report.bad_lines)} lines could not be read")
+
+
+@main.command("rebuild-indicators")
+def rebuild_indicators() -> None:
+    """Recompute every household's dashboard rows (after an upgrade, or to check)."""
+    from server.services import indicators
+
+    with _app_context():
+        done = indicators.rebuild(progress=lambda n: click.echo(f"  {n} households", err=True))
+    click.echo(f"rebuilt the indicator rows of {done} households")
 
 
 def _print_start(report: StartReport, url: str, app: Flask) -> None:

@@ -18,8 +18,11 @@ record is *newly at risk* (收入骤减、支出骤增, ``forms.indicators.round
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -37,7 +40,14 @@ from server.errors import Forbidden, ValidationFailed
 from server.services.access import Principal
 from server.services.monitoring import monitoring_config
 from server.storage import indicators as store
-from server.storage.indicators import HouseholdRecords, StoredRecord
+from server.storage.database import writing
+from server.storage.indicators import (
+    NEWEST,
+    AreaCounts,
+    HouseholdRecords,
+    HouseholdSelection,
+    StoredRecord,
+)
 
 #: Survey dates are Beijing time (a visit at 07:00 on the 1st is dated the 1st).
 CHINA_TIME = timezone(timedelta(hours=8))
@@ -291,7 +301,7 @@ _DECIDED_BY: dict[str, str] = {
 }
 
 
-def households_with(
+def household_selection(
     principal: Principal,
     indicator: str,
     *,
@@ -300,10 +310,10 @@ def households_with(
     round: str | None = None,
     today: date | None = None,
     config: MonitoringConfig | None = None,
-) -> set[tuple[str, str]]:
-    """(village code, household number) of the households of the caller's area whose
-    ``indicator`` (one of :data:`PROBLEMS`) fails (``failing=True``), passes (``False``) or is
-    decided either way (None), as the dashboard computes it.
+) -> HouseholdSelection:
+    """The households of the caller's area whose ``indicator`` (one of :data:`PROBLEMS`) fails
+    (``failing=True``), passes (``False``) or is decided either way (None), as the dashboard
+    computes it — a selection a records query joins, however many households it holds.
 
     Raises :class:`ValidationFailed` for an unknown indicator or bad area and
     :class:`Forbidden` for an area outside the caller's.
@@ -315,17 +325,24 @@ def households_with(
             details={"fields": {"indicator": [f"one of {', '.join(PROBLEMS)}"]}},
         )
     scope = effective_area(principal, area)
-    today = today or china_today()
-    config = config or monitoring_config()
-    found = set()
-    for picture in iter_pictures(scope, round=round, today=today, config=config):
-        ind = picture.indicators
-        if getattr(ind, _DECIDED_BY[indicator]) is None:
-            continue
-        fails = indicator in ind.open_problems
-        if failing is None or fails == failing:
-            found.add((ind.village_code, picture.household_no))
-    return found
+    _fresh_rows(scope, today or china_today(), config or monitoring_config())
+    return HouseholdSelection(scope, round or NEWEST, indicator, failing)
+
+
+def households_with(
+    principal: Principal,
+    indicator: str,
+    *,
+    failing: bool | None,
+    area: str | None = None,
+    round: str | None = None,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> set[tuple[str, str]]:
+    """(village code, household number) of :func:`household_selection`'s households."""
+    return household_selection(
+        principal, indicator, failing=failing, area=area, round=round, today=today, config=config
+    ).pairs()
 
 
 def _rate(passing: int, decided: int) -> float | None:
@@ -372,46 +389,101 @@ class AreaTally:
         if self.oldest_conflict is None or oldest < self.oldest_conflict:
             self.oldest_conflict = oldest
 
-    def to_dict(self, now: datetime, today: date) -> dict[str, Any]:
-        """Counts, rates (passing / decided) and unknowns, JSON-able."""
+    def counts(self) -> AreaCounts:
+        """The tally as the storage's :class:`AreaCounts` (what the maintained rows give)."""
         s = self.summary
-        pairs = {
-            "housing": (self.housing_safe, s.housing_unsafe),
-            "water": (self.water_safe, s.water_unsafe),
-            "education": (self.no_dropout, s.dropout),
-            "insurance": (self.everyone_insured, s.not_all_insured),
-            "income": (self.above_line, s.below_line),
+        return AreaCounts(
+            area=s.area,
+            households=s.households,
+            passing={
+                "housing": self.housing_safe,
+                "water": self.water_safe,
+                "education": self.no_dropout,
+                "insurance": self.everyone_insured,
+                "income": self.above_line,
+            },
+            failing={
+                "housing": s.housing_unsafe,
+                "water": s.water_unsafe,
+                "education": s.dropout,
+                "insurance": s.not_all_insured,
+                "income": s.below_line,
+            },
+            water_failed=dict(self.water_failed),
+            all_assured=s.all_assured,
+            incomplete=s.incomplete,
+            with_category=s.monitored,
+            risk_removed=s.risk_removed,
+            open_problems=s.open_problems,
+            problems=dict(self.problems),
+            oldest_problem=self.oldest_problem,
+            newly_at_risk=self.newly_at_risk,
+        )
+
+
+def _area_dict(
+    counts: AreaCounts, conflicts: tuple[int, datetime | None], now: datetime, today: date
+) -> dict[str, Any]:
+    """One area of the dashboard: counts, rates (passing / decided) and unknowns, JSON-able."""
+    indicators = {
+        name: {
+            "passing": counts.passing[name],
+            "failing": counts.failing[name],
+            "unknown": counts.households - counts.passing[name] - counts.failing[name],
+            "rate": _rate(counts.passing[name], counts.passing[name] + counts.failing[name]),
         }
-        indicators = {
-            name: {
-                "passing": ok,
-                "failing": bad,
-                "unknown": s.households - ok - bad,
-                "rate": _rate(ok, ok + bad),
-            }
-            for name, (ok, bad) in pairs.items()
-        }
-        indicators["water"]["failed_by_indicator"] = dict(self.water_failed)
-        oldest_days = None
-        if self.oldest_conflict is not None:
-            oldest_days = (now - self.oldest_conflict).days
-        return {
-            "area": s.area,
-            "households": s.households,
-            "indicators": indicators,
-            "all_assured": s.all_assured,
-            "incomplete": s.incomplete,
-            "open_problems": s.open_problems,
-            "open_problems_by_indicator": dict(self.problems),
-            "oldest_open_problem_days": None
-            if self.oldest_problem is None
-            else (today - self.oldest_problem).days,
-            "newly_at_risk": self.newly_at_risk,
-            "monitoring_objects": s.monitored,
-            "risk_removed": s.risk_removed,
-            "open_conflicts": self.open_conflicts,
-            "oldest_conflict_days": oldest_days,
-        }
+        for name in PROBLEMS
+    }
+    indicators["water"]["failed_by_indicator"] = dict(counts.water_failed)
+    open_conflicts, oldest_conflict = conflicts
+    return {
+        "area": counts.area,
+        "households": counts.households,
+        "indicators": indicators,
+        "all_assured": counts.all_assured,
+        "incomplete": counts.incomplete,
+        "open_problems": counts.open_problems,
+        "open_problems_by_indicator": dict(counts.problems),
+        "oldest_open_problem_days": None
+        if counts.oldest_problem is None
+        else (today - counts.oldest_problem).days,
+        "newly_at_risk": counts.newly_at_risk,
+        "monitoring_objects": counts.with_category,
+        "risk_removed": counts.risk_removed,
+        "open_conflicts": open_conflicts,
+        "oldest_conflict_days": None if oldest_conflict is None else (now - oldest_conflict).days,
+    }
+
+
+def _no_counts(area: str) -> AreaCounts:
+    return AreaTally(AreaSummary(area)).counts()
+
+
+def _sum_counts(area: str, parts: Iterable[AreaCounts]) -> AreaCounts:
+    """The counts of an area made of ``parts`` (sums; the oldest problem is the oldest)."""
+    total = _no_counts(area)
+    for part in parts:
+        oldest = [d for d in (total.oldest_problem, part.oldest_problem) if d is not None]
+        total = AreaCounts(
+            area=area,
+            households=total.households + part.households,
+            passing={k: total.passing[k] + part.passing.get(k, 0) for k in total.passing},
+            failing={k: total.failing[k] + part.failing.get(k, 0) for k in total.failing},
+            water_failed={
+                k: total.water_failed.get(k, 0) + part.water_failed.get(k, 0)
+                for k in {**total.water_failed, **part.water_failed}
+            },
+            all_assured=total.all_assured + part.all_assured,
+            incomplete=total.incomplete + part.incomplete,
+            with_category=total.with_category + part.with_category,
+            risk_removed=total.risk_removed + part.risk_removed,
+            open_problems=total.open_problems + part.open_problems,
+            problems={k: total.problems.get(k, 0) + part.problems.get(k, 0) for k in PROBLEMS},
+            oldest_problem=min(oldest) if oldest else None,
+            newly_at_risk=total.newly_at_risk + part.newly_at_risk,
+            monitored=total.monitored + part.monitored,
+        )
+    return total
 
 
 @dataclass(frozen=True)
@@ -434,7 +506,7 @@ def _check_level(level: str) -> str:
     return level
 
 
-def rollup(
+def recomputed_rollup(
     principal: Principal,
     *,
     area: str | None = None,
@@ -454,6 +526,9 @@ def rollup(
     Each area also counts open problems by indicator and the age of the oldest. ``config``
     defaults to the stored monitoring configuration. Raises :class:`ValidationFailed` for a
     bad level or area and :class:`Forbidden` for an area outside the caller's.
+
+    Computed from scratch over every record of the area (linear in the county's size): the
+    reference :func:`rollup` (which reads the maintained rows) is checked against.
     """
     query = IndicatorQuery(effective_area(principal, area), _check_level(level), round, limit)
     today = today or china_today()
@@ -495,13 +570,18 @@ def rollup(
             tally.count, tally.oldest
         )
         total.add_conflicts(tally.count, tally.oldest)
+
+    def shown(tally: AreaTally) -> dict[str, Any]:
+        conflicts = (tally.open_conflicts, tally.oldest_conflict)
+        return _area_dict(tally.counts(), conflicts, now, today)
+
     return {
         "area": query.area,
         "level": query.level,
         "round": query.round,
         "year": year,
-        "total": total.to_dict(now, today),
-        "areas": [areas[key].to_dict(now, today) for key in sorted(areas)],
+        "total": shown(total),
+        "areas": [shown(areas[key]) for key in sorted(areas)],
         "below_line": {"total": below_total, "households": _lowest(below, query.limit)},
         "monitoring_objects": {
             "total": monitored_total,
@@ -552,11 +632,326 @@ def _steepest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def _longest(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
-    def key(row: dict[str, Any]) -> tuple[int, str, str]:
+    def key(row: dict[str, Any]) -> tuple[bool, int, str, str]:
+        # Undated households last (after any dated one, even one dated in the future).
         days = row["days_since_identification"]
-        return (-(days if days is not None else -1), row["village_code"], row["household_no"])
+        return (days is None, -(days or 0), row["village_code"], row["household_no"])
 
     return sorted(rows, key=key)[:limit]
+
+
+def recomputed_household_list(
+    principal: Principal,
+    *,
+    area: str | None = None,
+    round: str | None = None,
+    problem: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> dict[str, Any]:
+    """Per-household pictures of the caller's area, optionally only those with ``problem``.
+
+    Returns ``{"total", "households": [...]}`` (a page of ``limit`` from ``offset``, village
+    code then household number order). Raises :class:`ValidationFailed` for an unknown problem
+    or bad area and :class:`Forbidden` for an area outside the caller's. Computed from scratch
+    (the reference :func:`household_list` is checked against).
+    """
+    _check_problem(problem)
+    scope = effective_area(principal, area)
+    today = today or china_today()
+    config = config or monitoring_config()
+    page: list[dict[str, Any]] = []
+    total = 0
+    for picture in iter_pictures(scope, round=round, today=today, config=config):
+        if problem is not None and problem not in picture.indicators.open_problems:
+            continue
+        if offset <= total < offset + limit:
+            page.append(picture.to_dict(today))
+        total += 1
+    return {"total": total, "households": page}
+
+
+def _check_problem(problem: str | None) -> None:
+    if problem is not None and problem not in PROBLEMS:
+        raise ValidationFailed(
+            en=f"problem must be one of {', '.join(PROBLEMS)}",
+            zh="问题类型无效",
+            details={"fields": {"problem": [f"one of {', '.join(PROBLEMS)}"]}},
+        )
+
+
+# --- the maintained rows: what the dashboard reads -------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return sorted([str(k), _canonical(v)] for k, v in value.items())
+    return value
+
+
+def config_key(config: MonitoringConfig) -> str:
+    """A short fingerprint of ``config``: rows computed under another one are stale."""
+    plain = {f.name: _canonical(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stored_picture(picture: HouseholdPicture, today: date) -> dict[str, Any]:
+    plain = picture.to_dict(today)
+    plain.pop("days_since_identification")
+    for problem in plain["problems"]:
+        problem.pop("days_open")
+    return plain
+
+
+def _shown_picture(plain: dict[str, Any], today: date) -> dict[str, Any]:
+    """A stored picture with its day counts as of ``today``."""
+    identified = plain.get("identified_on")
+    out = {
+        **plain,
+        "days_since_identification": None
+        if identified is None
+        else (today - date.fromisoformat(identified)).days,
+        "problems": [
+            {**p, "days_open": (today - date.fromisoformat(p["found_on"])).days}
+            for p in plain.get("problems", [])
+        ],
+    }
+    return out
+
+
+def _row(
+    household: HouseholdRecords,
+    round_key: str,
+    picture: HouseholdPicture,
+    today: date,
+    year: int,
+    key: str,
+) -> dict[str, Any]:
+    ind = picture.indicators
+    started = None
+    if round_key != NEWEST:
+        started = min(r.created_at for r in household.records if r.round == round_key)
+    change = picture.change.to_dict() if picture.change is not None else {}
+    open_problems = set(ind.open_problems)
+    found = [p.found_on for p in picture.problems]
+    return {
+        "round_key": round_key,
+        "village_code": household.village_code,
+        "household_no": household.household_no,
+        "round_started_at": started,
+        "year": year,
+        "year_floating": _ROUND_YEAR.match(round_key) is None,
+        "config_key": key,
+        "housing_safe": ind.housing_safe,
+        "water_safe": ind.water_safe,
+        "dropout_present": ind.dropout_present,
+        "everyone_insured": ind.everyone_insured,
+        "income_below_line": ind.income_below_line,
+        **{f"water_{name}_failed": name in ind.water_failed for name in WATER_INDICATORS},
+        "all_assured": ind.all_assured,
+        "has_category": ind.monitoring_category not in NOT_MONITORED,
+        "monitored": picture.monitored,
+        "risk_removed": ind.risk_removed,
+        "open_problems": len(ind.open_problems),
+        **{f"{name}_open": name in open_problems for name in PROBLEMS},
+        "oldest_problem_on": min(found) if found else None,
+        "newly_at_risk": picture.newly_at_risk,
+        "income_change_percent": change.get("income_change_percent"),
+        "expense_rise_percent": change.get("expense_rise_percent"),
+        "per_capita_income": ind.per_capita_income,
+        "identified_on": picture.identified_on,
+        "picture": _stored_picture(picture, today),
+    }
+
+
+def _rows_of(
+    household: HouseholdRecords, today: date, config: MonitoringConfig, key: str
+) -> list[dict[str, Any]]:
+    """The household's rows: one per round it has records in, one for its newest records."""
+    rows = []
+    rounds = household.rounds()
+    pictures: dict[str | None, HouseholdPicture | None] = {}
+    for round_ in [*rounds, None]:
+        year = survey_year(round_, today)
+        if round_ is None and len(rounds) == 1 and year == survey_year(rounds[0], today):
+            # One round only: its newest records are that round's, so is the picture.
+            picture = pictures[rounds[0]]
+        else:
+            picture = picture_of(household, round=round_, today=today, config=config)
+        pictures[round_] = picture
+        if picture is not None:
+            rows.append(_row(household, round_ or NEWEST, picture, today, year, key))
+    return rows
+
+
+def refresh_households(
+    households: Iterable[tuple[str, str]],
+    *,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> int:
+    """Recompute the indicator rows of ``households`` (village code, household number) from
+    their live records; returns how many households were recomputed.
+
+    The one call every writer of records makes, once per batch, inside the batch's write
+    transaction (so the dashboard never sees a record without its household's picture). The
+    households are locked first, so two concurrent batches of one household do not each
+    compute from the other's stale view.
+    """
+    pairs = sorted(set(households))
+    if not pairs:
+        return 0
+    today = today or china_today()
+    config = config or monitoring_config()
+    key = config_key(config)
+    store.lock_villages({village for village, _ in pairs})
+    rows: list[dict[str, Any]] = []
+    for household in store.records_of_households(pairs):
+        rows.extend(_rows_of(household, today, config, key))
+    store.replace_rows(pairs, rows)
+    return len(pairs)
+
+
+#: Households recomputed per write transaction by a rebuild or a refresh of stale rows.
+REBUILD_CHUNK = 500
+
+
+def rebuild(*, chunk: int = REBUILD_CHUNK, progress: Callable[[int], None] | None = None) -> int:
+    """Recompute every household's indicator rows (an existing database, a new monitoring
+    configuration); one write transaction per ``chunk`` households. Returns the households."""
+    today = china_today()
+    config = monitoring_config()
+    done = 0
+    after: tuple[str, str] | None = None
+    while True:
+        keys = store.household_keys(after, chunk)
+        if not keys:
+            return done
+        with writing():
+            done += refresh_households(keys, today=today, config=config)
+        after = keys[-1]
+        if progress is not None:
+            progress(done)
+
+
+def _fresh_rows(scope: str, today: date, config: MonitoringConfig) -> None:
+    """Recompute the rows under ``scope`` computed for another configuration or year.
+
+    After a change of the monitoring configuration (or on New Year) the first reader pays for
+    the recomputation; ``python -m server rebuild-indicators`` does it ahead.
+    """
+    key = config_key(config)
+    while stale := store.stale_households(scope, key, today.year, REBUILD_CHUNK):
+        with writing():
+            refresh_households(stale, today=today, config=config)
+
+
+def _conflicts_by_area(scope: str, digits: int) -> dict[str, tuple[int, datetime | None]]:
+    out: dict[str, tuple[int, datetime | None]] = {}
+    for village, tally in store.open_conflicts_by_village(scope).items():
+        count, oldest = out.get(village[:digits], (0, None))
+        out[village[:digits]] = (
+            count + tally.count,
+            tally.oldest if oldest is None or tally.oldest < oldest else oldest,
+        )
+    return out
+
+
+def _merged_conflicts(parts: Iterable[tuple[int, datetime | None]]) -> tuple[int, datetime | None]:
+    count, oldest = 0, None
+    for part_count, part_oldest in parts:
+        count += part_count
+        if part_oldest is not None and (oldest is None or part_oldest < oldest):
+            oldest = part_oldest
+    return count, oldest
+
+
+def rollup(
+    principal: Principal,
+    *,
+    area: str | None = None,
+    level: str = "village",
+    round: str | None = None,
+    limit: int = 200,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+) -> dict[str, Any]:
+    """The dashboard of the caller's area (or the part ``area`` names), rolled up by ``level``.
+
+    Returns ``{"area", "level", "round", "year", "total", "areas": [...], "below_line":
+    {"total", "households": [...]}, "monitoring_objects": {...}, "newly_at_risk": {...}}``;
+    the lists hold at most ``limit`` households each (their totals count all): below-line
+    households lowest income first, monitoring objects longest identified first, newly at-risk
+    households (收入骤减、支出骤增 against the local thresholds) steepest income fall first.
+    Each area also counts open problems by indicator and the age of the oldest. ``config``
+    defaults to the stored monitoring configuration.
+
+    Read from the maintained household rows with one ``GROUP BY`` (the same figures as
+    :func:`recomputed_rollup`). Raises :class:`ValidationFailed` for a bad level or area and
+    :class:`Forbidden` for an area outside the caller's.
+    """
+    query = IndicatorQuery(effective_area(principal, area), _check_level(level), round, limit)
+    today = today or china_today()
+    now = datetime.now(UTC)
+    config = config or monitoring_config()
+    _fresh_rows(query.area, today, config)
+    digits = min(AREA_DIGITS[query.level], 12)
+    round_key = query.round or NEWEST
+    villages = store.village_counts(query.area, round_key)
+    by_area: dict[str, list[AreaCounts]] = {}
+    for village in villages:
+        by_area.setdefault(village.area[:digits], []).append(village)
+    counts = {key: _sum_counts(key, parts) for key, parts in by_area.items()}
+    conflicts = _conflicts_by_area(query.area, digits)
+    keys = sorted({*counts, *conflicts})
+    areas = [
+        _area_dict(counts.get(k) or _no_counts(k), conflicts.get(k, (0, None)), now, today)
+        for k in keys
+    ]
+    whole = _sum_counts(query.area, villages)
+    total = _area_dict(whole, _merged_conflicts(conflicts.values()), now, today)
+    totals = {
+        "below_line": whole.failing["income"],
+        "monitoring_objects": whole.monitored,
+        "newly_at_risk": whole.newly_at_risk,
+    }
+    lists = {}
+    for which in store.LISTS:
+        pictures = store.listed_pictures(query.area, round_key, which, query.limit, today)
+        lists[which] = {
+            "total": totals[which],
+            "households": [_listed_plain(_shown_picture(p, today)) for p in pictures],
+        }
+    return {
+        "area": query.area,
+        "level": query.level,
+        "round": query.round,
+        "year": survey_year(query.round, today),
+        "total": total,
+        "areas": areas,
+        **lists,
+    }
+
+
+_LISTED_KEYS = (
+    "village_code",
+    "household_no",
+    "per_capita_income",
+    "monitoring_line",
+    "monitoring_category",
+    "risk_removed",
+    "identified_on",
+    "days_since_identification",
+    "open_problems",
+    "round_change",
+)
+
+
+def _listed_plain(picture: dict[str, Any]) -> dict[str, Any]:
+    return {key: picture.get(key) for key in _LISTED_KEYS}
 
 
 def household_list(
@@ -573,24 +968,32 @@ def household_list(
     """Per-household pictures of the caller's area, optionally only those with ``problem``.
 
     Returns ``{"total", "households": [...]}`` (a page of ``limit`` from ``offset``, village
-    code then household number order). Raises :class:`ValidationFailed` for an unknown problem
-    or bad area and :class:`Forbidden` for an area outside the caller's.
+    code then household number order), read from the maintained rows. Raises
+    :class:`ValidationFailed` for an unknown problem or bad area and :class:`Forbidden` for an
+    area outside the caller's.
     """
-    if problem is not None and problem not in PROBLEMS:
-        raise ValidationFailed(
-            en=f"problem must be one of {', '.join(PROBLEMS)}",
-            zh="问题类型无效",
-            details={"fields": {"problem": [f"one of {', '.join(PROBLEMS)}"]}},
-        )
+    _check_problem(problem)
     scope = effective_area(principal, area)
     today = today or china_today()
-    config = config or monitoring_config()
-    page: list[dict[str, Any]] = []
-    total = 0
-    for picture in iter_pictures(scope, round=round, today=today, config=config):
-        if problem is not None and problem not in picture.indicators.open_problems:
-            continue
-        if offset <= total < offset + limit:
-            page.append(picture.to_dict(today))
-        total += 1
-    return {"total": total, "households": page}
+    _fresh_rows(scope, today, config or monitoring_config())
+    total, pictures = store.picture_page(scope, round or NEWEST, problem, limit, offset)
+    return {"total": total, "households": [_shown_picture(p, today) for p in pictures]}
+
+
+def trend(principal: Principal, *, area: str | None = None) -> list[dict[str, Any]]:
+    """The caller's area round by round (in the order the rounds began): households and the
+    failing count of each indicator. Raises as :func:`effective_area`."""
+    scope = effective_area(principal, area)
+    _fresh_rows(scope, china_today(), monitoring_config())
+    out = []
+    for r in store.round_counts(scope):
+        counts = _sum_counts(scope, r.villages)
+        out.append(
+            {
+                "round": r.round,
+                "households": counts.households,
+                "failing": dict(counts.failing),
+                "decided": {k: counts.failing[k] + counts.passing[k] for k in PROBLEMS},
+            }
+        )
+    return out

@@ -101,7 +101,7 @@ def list_records(
     """
     households = None
     if indicator is not None:
-        households = indicators.households_with(
+        households = indicators.household_selection(
             principal, indicator, failing=failing, area=_check_prefix(village), round=round
         )
     elif failing is not None:

@@ -1,22 +1,32 @@
-"""Reads behind the indicators dashboard: household records streamed in chunks, open conflicts.
+"""The indicators dashboard's storage: household records, the maintained indicator rows, conflicts.
 
 A county holds some 100,000 households and 400,000 records, so nothing here loads them all:
 :func:`household_records` pages through the records table with a keyset cursor (village code,
-household number, record id) and yields one household at a time. Every query is scoped by a
-village-code prefix in SQL.
+household number, record id) and yields one household at a time, and the dashboard itself reads
+the maintained per-household rows (``household_indicators``, one per household and round plus
+one, ``round_key = ''``, for its newest records) with ``GROUP BY`` and indexed filters:
+:func:`area_counts`, :func:`round_counts`, :func:`listed_pictures`, :func:`picture_page` and
+:class:`HouseholdSelection`. The rows are written by :func:`replace_rows` in the transaction of
+the record batch that changed the household. Every query is scoped by a village-code prefix in
+SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from server.storage.database import db
-from server.storage.models import ConflictItem, Record
+from server.storage.models import (
+    ConflictItem,
+    HouseholdIndicatorRow,
+    Record,
+    VillageIndicatorCounts,
+)
 from server.storage.scoping import under_prefix
 
 #: Rows fetched per round trip; bounds memory whatever the size of the county.
@@ -151,3 +161,425 @@ def open_conflicts_by_village(area_prefix: str) -> dict[str, ConflictTally]:
         .group_by(ConflictItem.village_code)
     ).all()
     return {village: ConflictTally(int(count), oldest) for village, count, oldest in rows}
+
+
+# --- the maintained household indicator rows ---------------------------------------------------
+
+Row = HouseholdIndicatorRow
+#: The ``round_key`` of a household's picture from its newest record of every form.
+NEWEST = ""
+#: Households per statement when a set of households is named (bounds the parameter count).
+HOUSEHOLDS_PER_STATEMENT = 400
+#: Problem name → (column deciding it, value of that column when it fails, ``*_open`` column).
+PROBLEM_COLUMNS: dict[str, tuple[Any, bool, Any]] = {
+    "housing": (Row.housing_safe, False, Row.housing_open),
+    "water": (Row.water_safe, False, Row.water_open),
+    "education": (Row.dropout_present, True, Row.education_open),
+    "insurance": (Row.everyone_insured, False, Row.insurance_open),
+    "income": (Row.income_below_line, True, Row.income_open),
+}
+WATER_COLUMNS = {
+    "quantity": Row.water_quantity_failed,
+    "quality": Row.water_quality_failed,
+    "convenience": Row.water_convenience_failed,
+    "reliability": Row.water_reliability_failed,
+}
+
+
+def _chunks(pairs: list[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+    for start in range(0, len(pairs), HOUSEHOLDS_PER_STATEMENT):
+        yield pairs[start : start + HOUSEHOLDS_PER_STATEMENT]
+
+
+def lock_villages(villages: Collection[str]) -> None:
+    """Hold, until the transaction ends, the right to rewrite the rows of ``villages``.
+
+    Two batches of one village (PostgreSQL writers run side by side) then compute its household
+    rows and its sums one after the other, each seeing what the other committed: an advisory
+    transaction lock per village, taken in code order. SQLite's writers are serial anyway.
+    Call inside a write transaction.
+    """
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    for village in sorted(set(villages)):
+        db.session.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(_LOCK_SPACE, sa.func.hashtext(village)))
+        )
+
+
+#: The first key of the village locks (any constant no other advisory lock of ours uses).
+_LOCK_SPACE = 0x56494E44
+
+
+def records_of_households(pairs: Collection[tuple[str, str]]) -> list[HouseholdRecords]:
+    """The live records of the households ``pairs`` (village code, household number order);
+    households without a live record are left out."""
+    found: dict[tuple[str, str], HouseholdRecords] = {}
+    for chunk in _chunks(sorted(set(pairs))):
+        rows = db.session.execute(
+            sa.select(
+                Record.record_id,
+                Record.village_code,
+                Record.household_no,
+                Record.form_id,
+                Record.round,
+                Record.created_at,
+                Record.updated_at,
+                Record.data,
+            )
+            .where(
+                sa.tuple_(Record.village_code, Record.household_no).in_(chunk),
+                Record.deleted.is_(False),
+            )
+            .order_by(Record.village_code, Record.household_no, Record.record_id)
+        ).all()
+        for record_id, village, number, form_id, round_, created, updated, data in rows:
+            household = found.get((village, number))
+            if household is None:
+                household = found[(village, number)] = HouseholdRecords(village, number)
+            household.records.append(
+                StoredRecord(record_id, form_id, round_, created, updated, data or {})
+            )
+    return [found[key] for key in sorted(found)]
+
+
+def replace_rows(pairs: Collection[tuple[str, str]], rows: list[dict[str, Any]]) -> None:
+    """Replace every indicator row of the households ``pairs`` by ``rows`` (column → value).
+
+    Call inside the write transaction that changed the households' records.
+    """
+    ordered = sorted(set(pairs))
+    for chunk in _chunks(ordered):
+        db.session.execute(
+            sa.delete(Row).where(sa.tuple_(Row.village_code, Row.household_no).in_(chunk))
+        )
+    if rows:
+        db.session.execute(sa.insert(Row), rows)
+    _sum_villages({village for village, _ in ordered})
+
+
+def _sum_villages(villages: set[str]) -> None:
+    """Recompute the sums of ``villages`` from their household rows (one INSERT … SELECT)."""
+    codes = sorted(villages)
+    for start in range(0, len(codes), HOUSEHOLDS_PER_STATEMENT):
+        chunk = codes[start : start + HOUSEHOLDS_PER_STATEMENT]
+        db.session.execute(sa.delete(Counts).where(Counts.village_code.in_(chunk)))
+        select = (
+            sa.select(
+                Row.round_key,
+                Row.village_code,
+                sa.func.min(Row.round_started_at),
+                *_count_columns(),
+            )
+            .where(Row.village_code.in_(chunk))
+            .group_by(Row.round_key, Row.village_code)
+        )
+        db.session.execute(sa.insert(Counts).from_select(COUNT_COLUMNS, select))
+
+
+def household_keys(after: tuple[str, str] | None, limit: int) -> list[tuple[str, str]]:
+    """The next ``limit`` households (village code, household number) with any record or
+    indicator row, after ``after`` in that order — the walk of a rebuild."""
+    keys = sa.union(
+        sa.select(Record.village_code, Record.household_no),
+        sa.select(Row.village_code, Row.household_no),
+    ).subquery()
+    query = sa.select(keys.c.village_code, keys.c.household_no)
+    if after is not None:
+        query = query.where(
+            sa.tuple_(keys.c.village_code, keys.c.household_no)
+            > sa.tuple_(sa.literal(after[0]), sa.literal(after[1]))
+        )
+    rows = db.session.execute(
+        query.order_by(keys.c.village_code, keys.c.household_no).limit(limit)
+    ).all()
+    return [(v, h) for v, h in rows]
+
+
+def stale_households(
+    area_prefix: str, config_key: str, year: int, limit: int
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` households under ``area_prefix`` with a row computed for another
+    monitoring configuration than ``config_key``, or (rounds without a year) another year."""
+    # Each arm is one index range (ix_household_indicators_config / _year), asked on its own:
+    # when nothing is stale, as on almost every read, nothing else is read.
+    arms = [
+        Row.config_key < config_key,
+        Row.config_key > config_key,
+        sa.and_(Row.year_floating.is_(True), Row.year < year),
+        sa.and_(Row.year_floating.is_(True), Row.year > year),
+    ]
+    found: list[tuple[str, str]] = []
+    for arm in arms:
+        if len(found) >= limit:
+            break
+        rows = db.session.execute(
+            sa.select(Row.village_code, Row.household_no)
+            .where(arm, under_prefix(Row.village_code, area_prefix))
+            .limit(limit)
+        ).all()
+        found.extend((v, h) for v, h in rows)
+    return sorted(set(found))[:limit]
+
+
+def _count(condition: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+
+
+@dataclass(frozen=True)
+class AreaCounts:
+    """Household counts of one area (a village-code prefix) as the dashboard shows them.
+
+    ``<problem>_passing``/``_failing`` count households whose indicator passes/fails (the rest
+    are undecided); ``problems`` counts open problems by name, ``oldest_problem`` is the date
+    the oldest of them was found.
+    """
+
+    area: str
+    households: int
+    passing: dict[str, int]
+    failing: dict[str, int]
+    water_failed: dict[str, int]
+    all_assured: int
+    incomplete: int
+    with_category: int
+    risk_removed: int
+    open_problems: int
+    problems: dict[str, int]
+    oldest_problem: date | None
+    newly_at_risk: int
+    #: Monitoring objects whose risk is not removed (the dashboard's list of them).
+    monitored: int = 0
+
+
+def _count_columns() -> list[Any]:
+    columns: list[Any] = [sa.func.count()]
+    for column, fails, _ in PROBLEM_COLUMNS.values():
+        columns += [_count(column.is_(not fails)), _count(column.is_(fails))]
+    columns += [_count(column.is_(True)) for column in WATER_COLUMNS.values()]
+    columns += [
+        _count(Row.all_assured.is_(True)),
+        _count(Row.all_assured.is_(None)),
+        _count(Row.has_category.is_(True)),
+        _count(Row.risk_removed.is_(True)),
+        sa.func.coalesce(sa.func.sum(Row.open_problems), 0),
+    ]
+    columns += [_count(open_.is_(True)) for _, _, open_ in PROBLEM_COLUMNS.values()]
+    columns += [
+        sa.func.min(Row.oldest_problem_on),
+        _count(Row.newly_at_risk.is_(True)),
+        _count(Row.monitored.is_(True)),
+    ]
+    return columns
+
+
+Counts = VillageIndicatorCounts
+#: The columns of :class:`VillageIndicatorCounts` in the order of ``round_key, village_code,
+#: round_started_at`` + :func:`_count_columns`.
+COUNT_COLUMNS = [
+    "round_key",
+    "village_code",
+    "round_started_at",
+    "households",
+    *(f"{name}_{side}" for name in PROBLEM_COLUMNS for side in ("passing", "failing")),
+    *(f"water_{name}_failed" for name in WATER_COLUMNS),
+    "all_assured",
+    "incomplete",
+    "with_category",
+    "risk_removed",
+    "open_problems",
+    *(f"{name}_open" for name in PROBLEM_COLUMNS),
+    "oldest_problem_on",
+    "newly_at_risk",
+    "monitored",
+]
+
+
+def _area_counts(area: str, values: Any) -> AreaCounts:
+    values = list(values)
+    households, values = int(values[0]), [v for v in values[1:]]
+    passing, failing = {}, {}
+    for index, name in enumerate(PROBLEM_COLUMNS):
+        passing[name], failing[name] = int(values[2 * index]), int(values[2 * index + 1])
+    values = values[2 * len(PROBLEM_COLUMNS) :]
+    water = {name: int(v) for name, v in zip(WATER_COLUMNS, values, strict=False)}
+    values = values[len(WATER_COLUMNS) :]
+    assured, incomplete, with_category, removed, problems_total = (int(v) for v in values[:5])
+    values = values[5:]
+    problems = {name: int(v) for name, v in zip(PROBLEM_COLUMNS, values, strict=False)}
+    oldest, at_risk, monitored = values[len(PROBLEM_COLUMNS) : len(PROBLEM_COLUMNS) + 3]
+    return AreaCounts(
+        area=area,
+        households=households,
+        passing=passing,
+        failing=failing,
+        water_failed=water,
+        all_assured=assured,
+        incomplete=incomplete,
+        with_category=with_category,
+        risk_removed=removed,
+        open_problems=problems_total,
+        problems=problems,
+        oldest_problem=oldest,
+        newly_at_risk=int(at_risk),
+        monitored=int(monitored),
+    )
+
+
+def _in_area(column: Any, prefix: str) -> Any:
+    """``column`` (digit codes) starts with ``prefix``, as a range an index can serve."""
+    if not prefix:
+        return sa.true()
+    under_prefix(column, prefix)  # the same check of the prefix
+    upper = str(int(prefix) + 1).zfill(len(prefix))
+    if len(upper) > len(prefix):  # all nines: no upper bound
+        return column >= prefix
+    return sa.and_(column >= prefix, column < upper)
+
+
+def _village_counts(where: list[Any]) -> list[tuple[str, datetime | None, AreaCounts]]:
+    rows = db.session.execute(
+        sa.select(*(getattr(Counts, name) for name in COUNT_COLUMNS))
+        .where(*where)
+        .order_by(Counts.round_key, Counts.village_code)
+    ).all()
+    return [(row[0], row[2], _area_counts(row[1], row[3:])) for row in rows]
+
+
+def village_counts(area_prefix: str, round_key: str) -> list[AreaCounts]:
+    """The counts of every village under ``area_prefix`` in ``round_key`` (:data:`NEWEST` for
+    the newest records), village order — a few hundred rows for a county."""
+    where = [Counts.round_key == round_key, _in_area(Counts.village_code, area_prefix)]
+    return [counts for _, _, counts in _village_counts(where)]
+
+
+@dataclass(frozen=True)
+class RoundCounts:
+    """Counts of the villages of one survey round, for the trend by round."""
+
+    round: str
+    started_at: datetime | None
+    villages: list[AreaCounts]
+
+
+def round_counts(area_prefix: str) -> list[RoundCounts]:
+    """Village counts per survey round under ``area_prefix``, in the order the rounds began."""
+    where = [Counts.round_key != NEWEST, _in_area(Counts.village_code, area_prefix)]
+    rounds: dict[str, RoundCounts] = {}
+    for round_key, started, counts in _village_counts(where):
+        current = rounds.get(round_key)
+        if current is None:
+            current = rounds[round_key] = RoundCounts(round_key, started, [])
+        elif started is not None and (current.started_at is None or started < current.started_at):
+            current = rounds[round_key] = RoundCounts(round_key, started, current.villages)
+        current.villages.append(counts)
+    return sorted(
+        rounds.values(),
+        key=lambda r: (r.started_at is None, r.started_at or datetime.min, r.round),
+    )
+
+
+#: The household lists of the dashboard: which rows, and their order, given today.
+LISTS = ("below_line", "monitoring_objects", "newly_at_risk")
+
+
+def _list_query(which: str, today: date) -> tuple[Any, tuple[Any, ...]]:
+    if which == "below_line":
+        return Row.income_below_line.is_(True), (Row.per_capita_income,)
+    if which == "monitoring_objects":
+        # Longest identified first, undated last.
+        return Row.monitored.is_(True), (Row.identified_on.is_(None), Row.identified_on)
+    if which == "newly_at_risk":
+        return Row.newly_at_risk.is_(True), (
+            sa.func.coalesce(Row.income_change_percent, 0.0),
+            sa.func.coalesce(Row.expense_rise_percent, 0.0).desc(),
+        )
+    raise ValueError(f"unknown list {which!r}")
+
+
+def listed_pictures(
+    area_prefix: str, round_key: str, which: str, limit: int, today: date
+) -> list[dict[str, Any]]:
+    """The first ``limit`` pictures of one of :data:`LISTS` under ``area_prefix`` (their
+    number is in the village counts)."""
+    if limit <= 0:
+        return []
+    condition, order = _list_query(which, today)
+    where = [Row.round_key == round_key, _in_area(Row.village_code, area_prefix), condition]
+    if which == "monitoring_objects":
+        # Dated households in index order, then the undated: two index walks, no sort.
+        dated = _pictures([*where, Row.identified_on.is_not(None)], (Row.identified_on,), limit)
+        if len(dated) == limit:
+            return dated
+        return dated + _pictures([*where, Row.identified_on.is_(None)], (), limit - len(dated))
+    return _pictures(where, order, limit)
+
+
+def _pictures(where: list[Any], order: tuple[Any, ...], limit: int) -> list[dict[str, Any]]:
+    pictures = db.session.scalars(
+        sa.select(Row.picture)
+        .where(*where)
+        .order_by(*order, Row.village_code, Row.household_no)
+        .limit(limit)
+    ).all()
+    return list(pictures)
+
+
+def picture_page(
+    area_prefix: str, round_key: str, problem: str | None, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many, one page of pictures) of the households under ``area_prefix``, those with the
+    open ``problem`` only when given, village code then household number order."""
+    where = [Row.round_key == round_key, _in_area(Row.village_code, area_prefix)]
+    counted = Counts.households if problem is None else getattr(Counts, f"{problem}_open")
+    total = db.session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(counted), 0)).where(
+            Counts.round_key == round_key, _in_area(Counts.village_code, area_prefix)
+        )
+    )
+    if problem is not None:
+        where.append(PROBLEM_COLUMNS[problem][2].is_(True))
+    pictures = db.session.scalars(
+        sa.select(Row.picture)
+        .where(*where)
+        .order_by(Row.village_code, Row.household_no)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return int(total), list(pictures)
+
+
+@dataclass(frozen=True)
+class HouseholdSelection:
+    """The households under ``area_prefix`` whose ``problem`` is decided (and, with ``failing``,
+    fails or passes) in ``round_key`` — applied to a records query as a join, never a list."""
+
+    area_prefix: str
+    round_key: str
+    problem: str
+    failing: bool | None
+
+    def _conditions(self) -> list[Any]:
+        column, _, open_ = PROBLEM_COLUMNS[self.problem]
+        out = [
+            Row.round_key == self.round_key,
+            _in_area(Row.village_code, self.area_prefix),
+            column.is_not(None),
+        ]
+        if self.failing is not None:
+            out.append(open_.is_(self.failing))
+        return out
+
+    def join(self, query: sa.Select[Any], village: Any, household: Any) -> sa.Select[Any]:
+        """``query`` kept to rows whose (``village``, ``household``) columns name a selected
+        household."""
+        return query.join(
+            Row, sa.and_(Row.village_code == village, Row.household_no == household)
+        ).where(*self._conditions())
+
+    def pairs(self) -> set[tuple[str, str]]:
+        """The selected households (village code, household number)."""
+        rows = db.session.execute(
+            sa.select(Row.village_code, Row.household_no).where(*self._conditions())
+        ).all()
+        return {(v, h) for v, h in rows}

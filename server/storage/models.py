@@ -13,7 +13,7 @@ Only ``server.storage`` modules import these classes. Conventions:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -416,3 +416,119 @@ class ExportJob(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+
+
+# --- the dashboard's maintained household pictures --------------------------------------------
+
+
+class HouseholdIndicatorRow(Base):
+    """One household's derived indicators for one round (``round_key``) or its newest records
+    (``round_key = ''``), kept up to date in the transaction of every record batch that touches
+    the household, so the dashboard rolls up with ``GROUP BY`` instead of recomputing.
+
+    ``year``/``year_floating``/``config_key`` say what the row was computed for: a row whose
+    round carries no year is computed for the current year, so a new year (or a changed
+    monitoring configuration, ``config_key``) makes it stale. ``picture`` is the household's
+    picture as the API lists it (without the day counts, which depend on today).
+    """
+
+    __tablename__ = "household_indicators"
+    __table_args__ = (
+        sa.Index("ix_household_indicators_config", "config_key"),
+        sa.Index("ix_household_indicators_year", "year_floating", "year"),
+        sa.Index("ix_household_indicators_household", "village_code", "household_no"),
+        # The household lists and filters of the dashboard: a few percent of the rows each.
+        sa.Index(
+            "ix_household_indicators_below_line",
+            "round_key",
+            "income_below_line",
+            "per_capita_income",
+            "village_code",
+            "household_no",
+        ),
+        sa.Index(
+            "ix_household_indicators_monitored",
+            "round_key",
+            "monitored",
+            "identified_on",
+            "village_code",
+            "household_no",
+        ),
+        sa.Index("ix_household_indicators_at_risk", "round_key", "newly_at_risk"),
+        *(
+            sa.Index(f"ix_household_indicators_{name}_open", "round_key", f"{name}_open")
+            for name in ("housing", "water", "education", "insurance", "income")
+        ),
+    )
+    round_key: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    village_code: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    household_no: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    round_started_at: Mapped[datetime | None]
+    year: Mapped[int]
+    year_floating: Mapped[bool]
+    config_key: Mapped[str] = mapped_column(sa.String(16))
+    housing_safe: Mapped[bool | None]
+    water_safe: Mapped[bool | None]
+    dropout_present: Mapped[bool | None]
+    everyone_insured: Mapped[bool | None]
+    income_below_line: Mapped[bool | None]
+    water_quantity_failed: Mapped[bool]
+    water_quality_failed: Mapped[bool]
+    water_convenience_failed: Mapped[bool]
+    water_reliability_failed: Mapped[bool]
+    all_assured: Mapped[bool | None]
+    has_category: Mapped[bool]
+    monitored: Mapped[bool]
+    risk_removed: Mapped[bool | None]
+    open_problems: Mapped[int]
+    housing_open: Mapped[bool]
+    water_open: Mapped[bool]
+    education_open: Mapped[bool]
+    insurance_open: Mapped[bool]
+    income_open: Mapped[bool]
+    oldest_problem_on: Mapped[date | None]
+    newly_at_risk: Mapped[bool]
+    income_change_percent: Mapped[float | None] = mapped_column(sa.Float())
+    expense_rise_percent: Mapped[float | None] = mapped_column(sa.Float())
+    per_capita_income: Mapped[float | None] = mapped_column(sa.Float())
+    identified_on: Mapped[date | None]
+    picture: Mapped[dict[str, Any]]
+
+
+class VillageIndicatorCounts(Base):
+    """The household counts of one village and round (``round_key`` as in
+    :class:`HouseholdIndicatorRow`), summed from its household rows whenever one of them
+    changes, in the same transaction: the dashboard adds up villages, never households."""
+
+    __tablename__ = "village_indicators"
+    round_key: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    village_code: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    round_started_at: Mapped[datetime | None]
+    households: Mapped[int]
+    housing_passing: Mapped[int]
+    housing_failing: Mapped[int]
+    water_passing: Mapped[int]
+    water_failing: Mapped[int]
+    education_passing: Mapped[int]
+    education_failing: Mapped[int]
+    insurance_passing: Mapped[int]
+    insurance_failing: Mapped[int]
+    income_passing: Mapped[int]
+    income_failing: Mapped[int]
+    water_quantity_failed: Mapped[int]
+    water_quality_failed: Mapped[int]
+    water_convenience_failed: Mapped[int]
+    water_reliability_failed: Mapped[int]
+    all_assured: Mapped[int]
+    incomplete: Mapped[int]
+    with_category: Mapped[int]
+    risk_removed: Mapped[int]
+    open_problems: Mapped[int]
+    housing_open: Mapped[int]
+    water_open: Mapped[int]
+    education_open: Mapped[int]
+    insurance_open: Mapped[int]
+    income_open: Mapped[int]
+    oldest_problem_on: Mapped[date | None]
+    newly_at_risk: Mapped[int]
+    monitored: Mapped[int]

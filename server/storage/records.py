@@ -7,7 +7,6 @@ skips or repeats a row. Deletion keeps the row as a tombstone (``deleted = true`
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from server.storage.database import db
+from server.storage.indicators import HouseholdSelection
 from server.storage.models import Household, Record, RecordChange, RevisionCounter
 from server.storage.revisions import current_revision, next_revision
 from server.storage.scoping import under_prefix
@@ -317,14 +317,14 @@ def list_records(
     round: str | None = None,
     household_no: str | None = None,
     include_deleted: bool = False,
-    households: Collection[tuple[str, str]] | None = None,
+    households: HouseholdSelection | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[Record], int]:
     """Records inside ``area_prefix`` matching the filters (by village, household, form) and
-    how many match in all. ``households`` keeps only records of those (village code, household
-    number) pairs; the rows are then streamed and counted here, since the set may be far larger
-    than a query may carry as parameters. Raises ``ValueError`` for a prefix that is not digits."""
+    how many match in all. ``households`` keeps only records of the households it selects
+    (joined in SQL: the selection may hold tens of thousands). Raises ``ValueError`` for a
+    prefix that is not digits."""
     query = sa.select(Record).where(under_prefix(Record.village_code, area_prefix))
     if village_prefix:
         query = query.where(under_prefix(Record.village_code, village_prefix))
@@ -338,16 +338,7 @@ def list_records(
         query = query.where(Record.deleted.is_(False))
     order = (Record.village_code, Record.household_no, Record.form_id, Record.record_id)
     if households is not None:
-        page: list[Record] = []
-        matched = 0
-        stream = db.session.scalars(query.order_by(*order).execution_options(yield_per=500))
-        for row in stream:
-            if (row.village_code, row.household_no) not in households:
-                continue
-            if offset <= matched < offset + limit:
-                page.append(row)
-            matched += 1
-        return page, matched
+        query = households.join(query, Record.village_code, Record.household_no)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     rows = db.session.scalars(query.order_by(*order).limit(limit).offset(offset))
     return list(rows), int(total)

@@ -12,7 +12,7 @@ from flask import Response, render_template, request, url_for
 from server.services import auth, indicators
 from server.services.access import Principal
 from server.web.base import blueprint, signed_in
-from server.web.charts import Bar, bar_chart
+from server.web.charts import Bar, Line, Point, bar_chart, trend_chart
 
 #: The indicators shown, in the order of 两不愁三保障 + 饮水安全, with their Chinese names.
 INDICATOR_NAMES = {
@@ -27,6 +27,15 @@ WATER_NAMES = {
     "quality": "水质",
     "convenience": "取水便利",
     "reliability": "供水保证率",
+}
+#: Line colours of the trend chart, one per indicator (distinct in print and for most colour
+#: blindness).
+TREND_COLOURS = {
+    "housing": "#c0392b",
+    "water": "#1f77b4",
+    "education": "#e08e0b",
+    "insurance": "#6a3d9a",
+    "income": "#2e8b57",
 }
 PROBLEM_NAMES = {
     "housing": "住房",
@@ -64,6 +73,7 @@ def dashboard(principal: Principal) -> Any:
     return render_template(
         "dashboard.html",
         data=data,
+        trend=_trend(principal, area),
         area=area,
         level=level,
         round=round_,
@@ -74,6 +84,28 @@ def dashboard(principal: Principal) -> Any:
         change_password=auth.needs_password_change(principal),
         own_area=principal.area_prefix,
     )
+
+
+def _trend(principal: Principal, area: str) -> Any:
+    """The share failing each indicator, round by round; every point links to its households."""
+    rounds = indicators.trend(principal, area=area)
+    names = [r["round"] for r in rounds]
+    lines = [
+        Line(
+            PROBLEM_NAMES[name],
+            TREND_COLOURS[name],
+            tuple(
+                Point(
+                    r["failing"][name],
+                    r["decided"][name],
+                    url_for("web.households", area=area, problem=name, round=r["round"]),
+                )
+                for r in rounds
+            ),
+        )
+        for name in INDICATOR_NAMES
+    ]
+    return trend_chart("各轮次未达标户占比（按调查轮次）", names, lines)
 
 
 #: Columns of the dashboard table download: header and how a row's value is read.

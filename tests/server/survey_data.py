@@ -17,6 +17,7 @@ from flask import Flask
 
 from forms import flatten, unflatten
 from forms.instruments import load_builtin
+from server.services import indicators
 from server.storage import records
 from server.storage.database import db, writing
 from server.storage.models import Record
@@ -93,4 +94,6 @@ def store_household(
                     .values(created_at=at, updated_at=at)
                 )
             ids[form_id] = record_id
+        # Written past the ingest path, so the dashboard rows are refreshed as ingest does.
+        indicators.refresh_households([(village_code, household_no)])
     return ids
