@@ -38,7 +38,6 @@ from forms import EvaluationContext, FormDefinition, FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import standard_changes, validate_record
-from forms.validation import validate_record
 from server.services import indicators
 from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
