@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
@@ -26,12 +28,39 @@ WRITE_OPTION = "village_sync_write"
 _IN_WRITE = "village_sync_in_write"
 
 
+def _json_dumps(value: Any) -> str:
+    """JSON text of a JSON column's value, with orjson.
+
+    Every record, change-log row and stored ack is a JSON column: with the standard library
+    encoding and decoding them was 6 % of the server's CPU under ingest (py-spy, bench ingest);
+    orjson does it 5-10x faster. The standard library still takes what orjson refuses (an
+    integer beyond 64 bits), so a value stored before is stored the same way now.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value)
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """The value of a JSON column's text; the standard library reads what orjson refuses
+    (``NaN`` written by an older server)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
     """SQLAlchemy ``create_engine`` options for the URL (passed through Flask-SQLAlchemy)."""
+    codec = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
     if database_url.startswith("sqlite"):
         # sqlite3's own timeout is the busy handler; the PRAGMA below sets it again per connection.
-        return {"connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}}
-    return {"pool_pre_ping": True}
+        return {
+            "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
+            **codec,
+        }
+    return {"pool_pre_ping": True, **codec}
 
 
 def install_engine_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
