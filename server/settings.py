@@ -120,6 +120,13 @@ SETTINGS: tuple[Setting, ...] = (
         5000,
         "How long a SQLite writer waits for the lock before the request fails with 503.",
     ),
+    Setting(
+        "sqlite_wal_checkpoint_pages",
+        1000,
+        "SQLite checkpoints its write-ahead log back into the database once the log holds this "
+        "many pages (4 KiB each), and trims the log file to that size afterwards, so the WAL "
+        "stays bounded under a long load.",
+    ),
     Setting("busy_retry_after_seconds", 2, "Retry-After sent with a 503 for a busy database."),
     Setting("max_request_bytes", 16 * 1024 * 1024, "Largest request body accepted (413 beyond)."),
     Setting("admin_username", "admin", "User name of the county admin created at first start."),

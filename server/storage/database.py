@@ -63,8 +63,14 @@ def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
     return {"pool_pre_ping": True, **codec}
 
 
-def install_engine_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
+def install_engine_hooks(
+    engine: sa.Engine, busy_timeout_ms: int, wal_checkpoint_pages: int = 1000
+) -> None:
     """Give SQLite connections WAL, a busy timeout, foreign keys and explicit transactions.
+
+    ``wal_checkpoint_pages`` is the auto-checkpoint threshold; the log file is also trimmed to
+    that size after a checkpoint (``journal_size_limit``), so one burst does not leave a large
+    file behind for good.
 
     pysqlite's implicit transactions begin late and cannot be made ``IMMEDIATE``; taking over
     ``BEGIN`` lets write transactions take the write lock up front, so two writers queue on the
@@ -81,6 +87,9 @@ def install_engine_hooks(engine: sa.Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        pages = max(1, int(wal_checkpoint_pages))
+        cursor.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        cursor.execute(f"PRAGMA journal_size_limit={pages * 4096}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -104,7 +113,7 @@ def init_database(app: Flask) -> None:
             os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
     db.init_app(app)
     with app.app_context():
-        install_engine_hooks(db.engine, busy)
+        install_engine_hooks(db.engine, busy, app.config["SQLITE_WAL_CHECKPOINT_PAGES"])
 
     # Registered after Flask-SQLAlchemy's own teardown, so it runs first (Flask runs teardowns
     # last-registered first) and the session is already closed when that one runs.
