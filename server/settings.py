@@ -87,6 +87,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("serve_threads", 8, "Worker threads of the WSGI server (waitress)."),
     Setting(
+        "serve_processes",
+        1,
+        "Worker processes of `server serve`, each with `SERVE_THREADS` threads, all accepting on "
+        "one listening socket, so the server uses more than one core. For PostgreSQL set it to "
+        "the number of cores; keep 1 on SQLite (one writer at a time: more processes only queue "
+        "on the write lock). Scheduled jobs run in the first process only (and once across "
+        "servers through their database locks).",
+    ),
+    Setting(
         "trusted_proxies",
         0,
         "Reverse proxies in front of the server whose `X-Forwarded-For`/`-Proto`/`-Host` are "
