@@ -509,6 +509,10 @@ class SyncClient:
                 suites=(1, 2),
                 compression=tuple(sorted(self.end.compression)),
                 dictionary_ids=tuple(self.end.dictionaries.ids()),
+                # Lean acks (protocol §5): the states of records only our own applied ops
+                # touched stay out of the Ack; the download page of the same reply carries
+                # them, so asking for them twice only cost the server and the link.
+                lean_acks=True,
             ),
         )
 
