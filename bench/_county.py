@@ -58,10 +58,18 @@ class ServerProcess:
         return AdminSession(HttpTransport(self.url), "admin", self.admin_password)
 
     def cpu_s(self) -> float:
-        """User + system CPU-seconds the server process has used so far (all its threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # Fields after the command name: state is [0], utime [11], stime [12].
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        """User + system CPU-seconds the server has used so far: every thread of its process
+        and of its worker processes (``SERVE_PROCESSES`` > 1 forks them)."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # a process that ended meanwhile
+            # Fields after the command name: state [0], ppid [1], utime [11], stime [12].
+            if stat.parent.name == str(self.process.pid) or fields[1] == str(self.process.pid):
+                total += int(fields[11]) + int(fields[12])
+        return total / _CLOCK_TICKS
 
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident memory of the server process in MB."""

@@ -109,9 +109,15 @@ def sync_all(server: ServerProcess, runs: list[DeviceRun]) -> tuple[float, float
     return time.perf_counter() - started, server.cpu_s() - cpu_before
 
 
-def ingest(backend: str, devices: int, households: int, workdir: Path) -> tuple[IngestRun, Path]:
-    """Run one backend; returns the run and (for SQLite) a copy of the server's database."""
-    with running_server(backend, workdir) as server:
+def ingest(
+    backend: str, devices: int, households: int, workdir: Path, processes: int = 1
+) -> tuple[IngestRun, Path]:
+    """Run one backend; returns the run and (for SQLite) a copy of the server's database.
+
+    ``processes`` is the server's ``SERVE_PROCESSES``; the CPU counted is the first process's
+    (its workers are other processes: read the wall figure then).
+    """
+    with running_server(backend, workdir, SERVE_PROCESSES=str(processes)) as server:
         runs = prepare_devices(server, workdir / "devices", devices, households)
         wall, cpu = sync_all(server, runs)
         copy = workdir / "stored.db"
@@ -206,6 +212,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument(
         "--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server worker processes (SERVE_PROCESSES)"
+    )
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     if args.devices < 1 or args.households < 1:
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
         for backend in backends:
             workdir = Path(folder) / backend
-            run, stored = ingest(backend, args.devices, args.households, workdir)
+            run, stored = ingest(backend, args.devices, args.households, workdir, args.processes)
             runs.append(run)
             if backend == "sqlite":
                 raw = raw_insert(stored, workdir)

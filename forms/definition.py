@@ -185,11 +185,17 @@ class FormDefinition:
     _index: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
     _orders: dict[str, tuple[Field, ...]] = field(init=False, repr=False, compare=False, hash=False)
     _labels: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False, hash=False)
+    #: Schema path of a level ("" or a group's path) → its fields by name, built once: path
+    #: lookups run for every changed field of every op the server ingests.
+    _levels: dict[str, dict[str, Field]] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         index: dict[str, Field] = {}
+        levels: dict[str, dict[str, Field]] = {"": {}}
         for path, fld in _walk(self.fields, ""):
             index[path] = fld
+            levels.setdefault(path.rpartition("/")[0], {})[fld.name] = fld
+            levels.setdefault(path, {})
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_orders", {})
         labels: dict[str, dict[str, str]] = {}
@@ -198,6 +204,7 @@ class FormDefinition:
                 entries = self.choice_lists.get(fld.choices, ())
                 labels[fld.name] = {c.value: c.label.zh for c in entries}
         object.__setattr__(self, "_labels", labels)
+        object.__setattr__(self, "_levels", levels)
 
     def evaluation_order(self, level: str = "") -> tuple[Field, ...]:
         """The fields of one level (``""`` or a repeat's schema path) in evaluation order.
@@ -261,7 +268,7 @@ class FormDefinition:
 
     def _resolve(self, segments: list[str]) -> tuple[Field, str] | None:
         """Walk segments; return the field reached and the schema path, or None."""
-        level = {f.name: f for f in self.fields}
+        level = self._levels[""]
         current: Field | None = None
         names: list[str] = []
         after_row = False  # a row id is always followed by a field name
@@ -281,7 +288,7 @@ class FormDefinition:
                 return None
             current = nxt
             names.append(seg)
-            level = {f.name: f for f in nxt.fields}
+            level = self._levels["/".join(names)]
             i += 1
         if current is None:
             return None

@@ -329,33 +329,102 @@ def serve(host: str | None, port: int | None) -> None:
             report = prepare(_services(app))
         except ApiError as exc:
             _fail(exc)
-        server = waitress.create_server(
-            app,
-            host=host,
-            port=port,
-            threads=app.config["SERVE_THREADS"],
+        processes = max(1, int(app.config["SERVE_PROCESSES"]))
+        # Several processes share one socket bound here; their waitress servers (whose task
+        # threads start when they are created) are made after the fork, one per process.
+        listener = _listen(host, port) if processes > 1 else None
+        options = {
+            "threads": app.config["SERVE_THREADS"],
             # waitress strips X-Forwarded-* of an untrusted peer by default, before the app's
             # ProxyFix (TRUSTED_PROXIES) could read them: leave them to ProxyFix when trusted.
-            clear_untrusted_proxy_headers=int(app.config["TRUSTED_PROXIES"]) == 0,
-        )
-        bound_port = server.effective_port  # type: ignore[union-attr]
+            "clear_untrusted_proxy_headers": int(app.config["TRUSTED_PROXIES"]) == 0,
+        }
+        server = None
+        if listener is None:
+            server = waitress.create_server(app, host=host, port=port, **options)
+            bound_port = server.effective_port  # type: ignore[union-attr]
+        else:
+            bound_port = listener.getsockname()[1]
         url = app.config["PUBLIC_URL"] or f"http://{host}:{bound_port}"
         _print_start(report, url, app)
         # This app context lives as long as the server: a read transaction left open here by
         # the start-up would pin its snapshot, and SQLite could never checkpoint the WAL past it.
-        from server.storage.database import end_read
+        from server.storage.database import dispose, end_read
 
         end_read()
+        workers: list[int] = []
+        if listener is not None:
+            # Connections opened by the start-up must not be shared across the fork.
+            dispose()
+            workers = _fork_workers(processes - 1, lambda: _serve_on(app, listener, options))
+            server = waitress.create_server(app, sockets=[listener], **options)
+            click.echo(f"serving with {processes} processes (pids {os.getpid()} {workers})")
+            sys.stdout.flush()
         from server.jobs import start_scheduler
 
         scheduler = start_scheduler(app)  # None when SCHEDULER_ENABLED is off
         try:
-            server.run()
+            server.run()  # type: ignore[union-attr]
         except KeyboardInterrupt:
             click.echo("stopped")
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            _stop_workers(workers)
+
+
+def _listen(host: str, port: int) -> Any:
+    """A listening TCP socket on ``host``:``port`` (port 0: a free one), for worker processes."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=1024)
+
+
+def _serve_on(app: Flask, listener: Any, options: dict[str, Any]) -> None:
+    import waitress
+
+    waitress.create_server(app, sockets=[listener], **options).run()
+
+
+def _fork_workers(count: int, serve: Any) -> list[int]:
+    """Fork ``count`` processes that run ``serve`` and end when this process ends.
+
+    A worker watches its parent: if the parent is gone (SIGKILL included, when no cleanup
+    runs), it exits, so no orphan keeps answering on the port after a restart.
+    """
+    import threading
+    import time
+
+    parent = os.getpid()
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+
+            def watch() -> None:
+                while os.getppid() == parent:
+                    time.sleep(0.5)
+                os._exit(0)
+
+            threading.Thread(target=watch, daemon=True).start()
+            try:
+                serve()
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    return pids
+
+
+def _stop_workers(pids: list[int]) -> None:
+    import signal
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 @main.command("load-households")

@@ -87,6 +87,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("serve_threads", 8, "Worker threads of the WSGI server (waitress)."),
     Setting(
+        "serve_processes",
+        1,
+        "Worker processes of `server serve`, each with `SERVE_THREADS` threads, all accepting on "
+        "one listening socket, so the server uses more than one core. For PostgreSQL set it to "
+        "the number of cores; keep 1 on SQLite (one writer at a time: more processes only queue "
+        "on the write lock). Scheduled jobs run in the first process only (and once across "
+        "servers through their database locks).",
+    ),
+    Setting(
         "trusted_proxies",
         0,
         "Reverse proxies in front of the server whose `X-Forwarded-For`/`-Proto`/`-Host` are "
@@ -119,6 +128,13 @@ SETTINGS: tuple[Setting, ...] = (
         "sqlite_busy_timeout_ms",
         5000,
         "How long a SQLite writer waits for the lock before the request fails with 503.",
+    ),
+    Setting(
+        "sqlite_wal_checkpoint_pages",
+        1000,
+        "SQLite checkpoints its write-ahead log back into the database once the log holds this "
+        "many pages (4 KiB each), and trims the log file to that size afterwards, so the WAL "
+        "stays bounded under a long load.",
     ),
     Setting("busy_retry_after_seconds", 2, "Retry-After sent with a 503 for a busy database."),
     Setting("max_request_bytes", 16 * 1024 * 1024, "Largest request body accepted (413 beyond)."),

@@ -138,6 +138,13 @@ class BatchPlanner:
     def __init__(self, wire_bytes_per_op: float = 80.0) -> None:
         self.wire_bytes_per_op = wire_bytes_per_op
 
+    def window(self, link: LinkEstimate) -> int:
+        """How many ops the next request's batches can hold, with room to spare: read this
+        many (and one more, so :meth:`plan` can tell that the window ran dry) from the outbox."""
+        batch_bytes = link.batch_bytes
+        count = max(1, min(MAX_BATCHES_PER_REQUEST, link.request_bytes // batch_bytes))
+        return max(16, int(count * batch_bytes / self.wire_bytes_per_op * 1.25) + 8)
+
     def plan(
         self,
         pending: Sequence[Op],
@@ -153,10 +160,13 @@ class BatchPlanner:
             return []
         batch_bytes = link.batch_bytes
         count = max(1, min(MAX_BATCHES_PER_REQUEST, link.request_bytes // batch_bytes))
-        room = int(count * batch_bytes / self.wire_bytes_per_op * 1.25) + 8
-        window = list(pending[: max(16, room)])
+        window = list(pending[: self.window(link)])
         batches = split_into_batches(
-            window, batch_bytes, sender_id=sender_id, allowed=frozenset(allowed)
+            window,
+            batch_bytes,
+            sender_id=sender_id,
+            allowed=frozenset(allowed),
+            ops_per_batch=int(batch_bytes / self.wire_bytes_per_op),
         )[:count]
         used = sum(len(b.ops) for b in batches)
         if used == len(window) and len(pending) > len(window):

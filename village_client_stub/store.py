@@ -1082,6 +1082,15 @@ class DeviceStore:
         """
         return self.engine.pending_ops(limit)
 
+    def pending_count(self) -> int:
+        """How many ops :meth:`pending_ops` would return, counted in SQL.
+
+        The sync client asks before every exchange (progress, the final report); decoding the
+        whole outbox to count it was a sixth of a syncing tablet's CPU (py-spy, bench ingest).
+        """
+        row = self._one("SELECT count(*) AS n FROM outbox WHERE state IN ('pending', 'sent')")
+        return int(row["n"]) if row else 0
+
     def mark_sent(self, seqs: Iterable[int]) -> None:
         """Note that these ops went out in an exchange (attempts counted)."""
         with self.transaction():

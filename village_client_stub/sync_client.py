@@ -362,17 +362,19 @@ class SyncClient:
         sent_before = self.transport.bytes_sent
         received_before = self.transport.bytes_received
         self._report = report = SyncReport()
-        self._ops_total = len(self.store.pending_ops())
+        self._ops_total = self.store.pending_count()
         more_to_download = True
         succeeded = False
         refused = 0
         try:
             while True:
-                pending = self.store.pending_ops(limit=_OPS_PER_EXCHANGE)
+                # Only what the next request can carry is read (and decoded) from the outbox.
+                window = min(_OPS_PER_EXCHANGE, self._planner.window(self.link) + 1)
+                pending = self.store.pending_ops(limit=window)
                 if not pending and not more_to_download:
                     break
                 self._ops_total = max(
-                    self._ops_total, report.ops_acked + len(self.store.pending_ops())
+                    self._ops_total, report.ops_acked + self.store.pending_count()
                 )
                 try:
                     more_to_download = self._exchange(pending)
@@ -403,7 +405,7 @@ class SyncClient:
                     continue
                 succeeded = True
                 self.backoff.reset()
-                if self._hint_s and (more_to_download or self.store.pending_ops(limit=1)):
+                if self._hint_s and (more_to_download or self.store.pending_count()):
                     # The server asked for a pause before the next exchange.
                     self._progress(waiting_s=self._hint_s)
                     self._sleep(self._hint_s)
@@ -420,7 +422,7 @@ class SyncClient:
             report.elapsed_s = time.monotonic() - started
             report.bytes_up = self.transport.bytes_sent - sent_before
             report.bytes_down = self.transport.bytes_received - received_before
-            report.pending_left = len(self.store.pending_ops())
+            report.pending_left = self.store.pending_count()
         self.store.record_sync_result(ok=True)
         self._progress()
         return report
@@ -538,6 +540,10 @@ class SyncClient:
                 suites=(1, 2),
                 compression=tuple(sorted(self.end.compression)),
                 dictionary_ids=tuple(self.end.dictionaries.ids()),
+                # Lean acks (protocol §5): the states of records only our own applied ops
+                # touched stay out of the Ack; the download page of the same reply carries
+                # them, so asking for them twice only cost the server and the link.
+                lean_acks=True,
             ),
         )
 
