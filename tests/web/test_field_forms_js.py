@@ -37,7 +37,13 @@ SERVED = {
     "/support/": ROOT / "tests" / "web",
 }
 #: The conformance checks that are the form engine's (records.json).
-FORM_CHECKS = ("paths.flatten", "expression.evaluate", "record.validate", "household.indicators")
+FORM_CHECKS = (
+    "paths.flatten",
+    "expression.evaluate",
+    "record.validate",
+    "record.prefill",
+    "household.indicators",
+)
 HARNESS = b"""<!doctype html><html lang="zh"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>forms</title><style>body{margin:0;font-family:sans-serif}</style></head>
