@@ -201,6 +201,138 @@ def _differential_cases(seed: int, households: int) -> list[dict[str, Any]]:
     return cases
 
 
+#: A form of the XLSForm field types and features the built-in instruments do not use.
+NEW_TYPES_FORM = {
+    "id": "new_types",
+    "version": 1,
+    "title": "新题型",
+    "fields": [
+        {"name": "county", "type": "select_one", "label": "县", "choices": "county"},
+        {
+            "name": "town",
+            "type": "select_one",
+            "label": "乡",
+            "choices": "town",
+            "choice_filter": "choice('county') = ${county}",
+        },
+        {"name": "size", "type": "integer", "label": "人数", "default": "2"},
+        {"name": "start", "type": "time", "label": "开始时间"},
+        {"name": "visited", "type": "datetime", "label": "走访时间"},
+        {"name": "interview", "type": "audio", "label": "录音"},
+        {"name": "tour", "type": "video", "label": "视频"},
+        {"name": "scan", "type": "file", "label": "文件"},
+        {"name": "path", "type": "geotrace", "label": "路线"},
+        {"name": "plot", "type": "geoshape", "label": "地块"},
+        {"name": "needs", "type": "rank", "label": "需求排序", "choices": "need"},
+        {
+            "name": "members",
+            "type": "repeat",
+            "label": "成员",
+            "repeat_count": "${size}",
+            "fields": [
+                {"name": "mname", "type": "text", "label": "姓名", "default": "'未填'"},
+                {"name": "row_no", "type": "calculate", "calculate": "position()"},
+            ],
+        },
+        {
+            "name": "first",
+            "type": "calculate",
+            "calculate": "indexed-repeat(${mname}, ${members}, 1)",
+        },
+        {
+            "name": "town_name",
+            "type": "calculate",
+            "calculate": "jr:choice-name(${town}, '${town}')",
+        },
+    ],
+    "choice_lists": {
+        "county": [{"value": "c1", "label": "一县"}, {"value": "c2", "label": "二县"}],
+        "town": [
+            {"value": "t1", "label": "一乡", "filters": {"county": "c1"}},
+            {"value": "t2", "label": "二乡", "filters": {"county": "c2"}},
+        ],
+        "need": [
+            {"value": "water", "label": "饮水"},
+            {"value": "road", "label": "道路"},
+            {"value": "school", "label": "上学"},
+        ],
+    },
+}
+NEW_TYPES_RECORD = {
+    "county": "c1",
+    "town": "t1",
+    "size": 2,
+    "start": "08:30",
+    "visited": "2026-11-25T08:30:00+08:00",
+    "interview": "sha256:" + "b" * 64,
+    "tour": "sha256:" + "C" * 64,
+    "scan": "sha256:" + "d" * 64,
+    "path": "25.04 102.71;25.05 102.72 1900 5",
+    "plot": [{"lat": 25.0, "lon": 102.0}, "25.1 102.0", "25.1 102.1", {"lat": 25.0, "lon": 102.0}],
+    "needs": "road water",
+    "members": [{"_id": "r1", "mname": "甲"}, {"_id": "r2"}],
+}
+#: Values the new field types must refuse or read exactly as Python does.
+_NEW_TYPE_JUNK = [
+    "24:00",
+    "08:60",
+    " 23:59:59.5Z ",
+    "08:30+0800",
+    "8:30",
+    "2026-02-30T08:00",
+    "2026-11-25 23:59",
+    "2026-11-25T08:30Z",
+    "2026-11-25",
+    "25.0 102.0",
+    "25.0 102.0;95 102",
+    [{"lat": 1, "lon": 2}, {"lat": 1, "lon": 2}, {"lat": 3, "lon": 2}],
+    "water water",
+    ["school", 1],
+    "t2",
+    "c2",
+    "３",
+    "sha256:" + "z" * 64,
+]
+
+
+def _new_type_cases(seed: int, count: int) -> list[dict[str, Any]]:
+    """Spoiled records of NEW_TYPES_FORM (validation and prefill), answered by Python."""
+    rng = random.Random(seed)
+    records = []
+    for key in sorted(NEW_TYPES_RECORD):  # every field with every value meant for the new types
+        if key != "members":
+            records.extend({**NEW_TYPES_RECORD, key: junk} for junk in _NEW_TYPE_JUNK)
+    for _ in range(count):  # and a few spoiled at random
+        data = copy.deepcopy(NEW_TYPES_RECORD)
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice(sorted(data))
+            if rng.random() < 0.2:
+                data.pop(key)
+            else:
+                data[key] = rng.choice(_NEW_TYPE_JUNK + _JUNK)
+        records.append(data)
+    cases = []
+    for number, data in enumerate(records):
+        given = {
+            "definition": NEW_TYPES_FORM,
+            "form_id": "new_types",
+            "form_version": 1,
+            "today": "2026-11-25",
+            "config": {},
+            "data": data,
+        }
+        for check in ("record.validate", "record.prefill"):
+            cases.append(
+                {
+                    "id": f"{check}-new-types-{number}",
+                    "check": check,
+                    "input": given,
+                    "expect": answer(check, given),
+                }
+            )
+    return cases
+
+
 RUN_CASES = """async ([cases, instruments]) => {
   const engine = await import("/static/forms/engine.js");
   const { conformanceAnswer } = await import("/support/field_forms_conformance.js");
@@ -251,6 +383,18 @@ def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> No
     answers = page.evaluate(RUN_CASES, [cases, INSTRUMENTS])
     differ = [c["id"] for c, got in zip(cases, answers, strict=True) if not _same(c["expect"], got)]
     assert differ == []
+
+    # The new field types, choice_filter, repeat_count and defaults on spoiled answers.
+    cases = _new_type_cases(seed=19, count=40)
+    answers = page.evaluate(RUN_CASES, [cases, INSTRUMENTS])
+    differ = [
+        f"{c['id']}: {json.dumps(c['input']['data'], ensure_ascii=False)}\n"
+        f"   expected {json.dumps(c['expect'], ensure_ascii=False)[:600]}\n"
+        f"   got {json.dumps(got, ensure_ascii=False)[:600]}"
+        for c, got in zip(cases, answers, strict=True)
+        if not _same(c["expect"], got)
+    ]
+    assert differ == [], "\n".join(differ)
 
 
 #: The housing instrument plus one labelled calculation (it has none of its own to show).
