@@ -616,3 +616,71 @@ def test_a_uyghur_form_reads_right_to_left(page: Any) -> None:
     page.evaluate("window.form.setLanguage('zh')")
     assert root.get_attribute("dir") == "ltr"
     assert page.locator(".vf-title").inner_text() == "饮水情况"
+
+
+def test_choice_filter_repeat_count_defaults_and_the_new_types_on_a_phone(page: Any) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate(
+        """async (doc) => {
+          const { renderForm } = await import("/static/forms/render.js");
+          window.form = renderForm(document.getElementById("form"), doc, {today: "2026-11-25"});
+        }""",
+        NEW_TYPES_FORM,
+    )
+    values = page.evaluate("window.form.values()")
+    # A new record starts with its defaults: two people, so two rows, each with its own default.
+    assert values["size"] == 2 and page.input_value("#f-size") == "2"
+    assert [r["mname"] for r in values["members"]] == ["未填", "未填"]
+    assert [r["row_no"] for r in values["members"]] == [1, 2]
+    assert page.locator('[data-path="members"] .vf-add').is_hidden()
+
+    # choice_filter: only the towns of the chosen county are offered.
+    towns = page.locator('[data-path="town"] .vf-choice:visible')
+    assert towns.count() == 0  # no county yet: the filter reads an empty value, offers nothing
+    page.locator('input[name="county"][value="c1"]').check()
+    assert towns.all_inner_texts() == ["一乡"]
+    page.locator('input[name="town"][value="t1"]').check()
+    page.locator('input[name="county"][value="c2"]').check()
+    # The town already chosen stays in sight, with the reason it no longer fits.
+    assert towns.all_inner_texts() == ["一乡", "二乡"]
+    assert page.locator('[id="m-town"]').inner_text() == "按已填的答案，“乡”不能选 t1"
+    page.locator('input[name="town"][value="t2"]').check()
+    assert towns.all_inner_texts() == ["二乡"]
+    assert page.evaluate("window.form.values()")["town_name"] == "二乡"
+
+    # repeat_count: the row count follows the expression; an answered row is never dropped.
+    page.fill("#f-size", "3")
+    assert page.locator('[data-path="members"] .vf-row').count() == 3
+    page.fill("#f-size", "1")
+    assert page.locator('[data-path="members"] .vf-row').count() == 1
+    page.fill("#f-size", "2")
+    second = page.locator('[data-path="members"] .vf-row').nth(1).locator("input")
+    second.fill("李四")
+    page.fill("#f-size", "1")
+    assert page.locator('[data-path="members"] .vf-row').count() == 2
+    assert "按 repeat_count 应为 1 行，实际 2 行" in page.locator('[id="m-members"]').inner_text()
+    assert page.evaluate("window.form.values()")["members"][1]["mname"] == "李四"
+
+    # The new types: typed time and date-time, a traced path, a ranked list.
+    page.fill("#f-start", "08:30")
+    page.fill("#f-visited", "2026-11-25T09:15")
+    page.fill("#f-path", "25.04 102.71; 25.05 102.72")
+    page.locator('[data-choice="school"] .vf-rank-up').click()
+    page.locator('[data-choice="school"] .vf-rank-up').click()
+    values = page.evaluate("window.form.values()")
+    assert values["start"] == "08:30" and values["visited"] == "2026-11-25T09:15"
+    assert values["path"] == [{"lat": 25.04, "lon": 102.71}, {"lat": 25.05, "lon": 102.72}]
+    assert values["needs"] == ["school", "water", "road"]
+    # A recording is picked on the device and recorded by its content address, like a photo.
+    page.set_input_files(
+        "#f-interview", files=[{"name": "a.m4a", "mimeType": "audio/mp4", "buffer": b"abc"}]
+    )
+    page.wait_for_function("window.form.values().interview !== undefined")
+    assert page.evaluate("window.form.values()")["interview"] == (
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    page.fill("#f-plot", "25 102; 25.1 102; 25 102")  # a shape that is not closed enough
+    page.locator("#f-plot").blur()
+    assert page.locator('[id="m-plot"]').inner_text() == "区域至少需要 4 个点（首尾相同）"
+    page.screenshot(path=str(ARTIFACTS / "new-types-360.png"), full_page=True)
+    assert _layout_problems(page, 360) == {"scroll": 360, "wide": [], "small": []}

@@ -305,6 +305,10 @@ class Validator {
     this.rowMeta = new Map(); // typed row → [1-based position, path prefix, cleaned row]
     this.numbers = new Map(); // typed dict → Map(name → number sent for a text field)
     this.pending = new Map(); // data path → type issues waiting for relevance
+    // inspectRecord only (a form on screen): data path → choice values a choice_filter offers
+    // now, and repeat path → the row count its repeat_count asks for.
+    this.offers = null;
+    this.counts = null;
   }
 
   add(issue) {
@@ -517,6 +521,7 @@ class Validator {
         continue;
       }
       const value = level.typed[fld.name] ?? null;
+      if (this.offers !== null && fld.choiceFilter !== null) this.offers[path] = this.offeredChoices(fld, level, value);
       if (isEmpty(value)) {
         if (Object.hasOwn(level.cleaned, fld.name)) continue;
         const required = unsure ? null : this.requirement(fld, level);
@@ -597,6 +602,24 @@ class Validator {
       ),
     );
     return false;
+  }
+
+  // The choice values a choice_filter offers given the other answers (for the screen; no
+  // issue is raised here). A filter reading an undetermined value, or failing, offers all.
+  offeredChoices(fld, level, value) {
+    const choices = this.defn.choicesOf(fld).map((c) => c.value);
+    if (this.dependsOnUnknown(fld.choiceFilter, level)) return choices;
+    const expression = parseExpression(fld.choiceFilter);
+    const env = this.env(level, value);
+    try {
+      return this.defn
+        .choicesOf(fld)
+        .filter((c) => expression.isTrue(env.withChoice({ ...c.filters, name: c.value })))
+        .map((c) => c.value);
+    } catch (error) {
+      if (!(error instanceof EvaluationError)) throw error;
+      return choices;
+    }
   }
 
   // An accepted ID number is stored in standard form (ASCII digits, upper-case X), so one
@@ -692,6 +715,7 @@ class Validator {
       this.issue("rows", level, fld.name, text(`至少需要 ${fld.minRows} 行，实际 ${count} 行`, `${fld.name} needs at least ${fld.minRows} rows, has ${count}`));
     }
     const expected = unsure ? null : this.repeatCount(fld, level);
+    if (this.counts !== null && expected !== null) this.counts[level.prefix + fld.name] = expected;
     if (expected !== null && count !== expected) {
       this.issue(
         "rows",
@@ -784,10 +808,11 @@ class Validator {
   }
 }
 
-function run(definition, data, options) {
+function run(definition, data, options, inspect = false) {
   const defn = readDefinition(definition);
   const context = options.today && options.today.iso ? options : evaluationContext(options);
   const validator = new Validator(defn, context);
+  if (inspect) [validator.offers, validator.counts] = [{}, {}];
   if (!isObject(data)) {
     validator.add(issueOf("type", "", "", null, text("记录数据应为对象（字段名→值）", "record data must be an object (field → value)")));
     return { validator, cleaned: {} };
@@ -810,10 +835,13 @@ export function validateRecord(definition, data, options = {}) {
 // validateRecord plus what a form on screen needs: `hidden`, the data paths of the questions
 // whose relevance is false now. It includes those whose relevance reads a value still missing
 // or wrong (an ungraded house hides its appraisal date), whose answers `cleaned` nevertheless
-// keeps: they are not known to be stale.
+// keeps: they are not known to be stale. `offered`: data path of a select with a choice_filter
+// → the choice values it offers now; `rowCounts`: data path of a repeat with a repeat_count →
+// the number of rows it asks for (absent while undetermined).
 export function inspectRecord(definition, data, options = {}) {
-  const { validator, cleaned } = run(definition, data, options);
-  return { errors: validator.errors, warnings: validator.warnings, cleaned, hidden: [...validator.notShown] };
+  const { validator, cleaned } = run(definition, data, options, true);
+  const { errors, warnings, notShown, offers, counts } = validator;
+  return { errors, warnings, cleaned, hidden: [...notShown], offered: offers, rowCounts: counts };
 }
 
 // The record `data` with each empty field that has a `default` filled with it: what a tablet
