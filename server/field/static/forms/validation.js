@@ -23,7 +23,7 @@ const GEOPOINT_KEYS = ["lat", "lon", "alt", "accuracy"];
 const TIME = /^([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?$/;
 // What Python's datetime.fromisoformat reads after the YYYY-MM-DD[T ]HH:MM start it requires.
 const DATETIME =
-  /^([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,][0-9]{1,6})?)?(?:Z|[+-]([0-9]{2})(?::?([0-9]{2}))?)?$/;
+  /^([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,][0-9]+)?)?(?:Z|[+-]([0-9]{2})(?:(?::([0-9]{2})(?::([0-9]{2})(?:[.,][0-9]+)?)?)|(?:([0-9]{2})(?:([0-9]{2})(?:[.,][0-9]+)?)?))?)?$/;
 // Recorded as content-addressed attachments, like a photo (contracts §3): [zh, en] names.
 const ATTACHMENT_TYPES = { image: ["图片", "image"], audio: ["录音", "audio"], video: ["视频", "video"], file: ["文件", "file"] };
 const MAX_POINTS = 5000; // points of one geotrace/geoshape
@@ -208,8 +208,8 @@ function coerce(defn, fld, value) {
         Number(m[4]) <= 23 &&
         Number(m[5]) <= 59 &&
         Number(m[6] || 0) <= 59 &&
-        Number(m[7] || 0) <= 23 &&
-        Number(m[8] || 0) <= 59;
+        // Python takes any zone offset under a day (+08:60 is +09:00).
+        Number(m[7] || 0) * 3600 + Number(m[8] || m[10] || 0) * 60 + Number(m[9] || m[11] || 0) < 86400;
       if (!valid) throw typeProblem("日期时间（YYYY-MM-DDTHH:MM[:SS][时区]）", "an ISO date-time", value);
       return [t, t];
     }
