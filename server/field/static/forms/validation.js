@@ -89,12 +89,36 @@ function knownChoice(defn, fld, value) {
   }
 }
 
+// Any Unicode decimal digit as its ASCII digit (what Python's float() reads: １２ is 12).
+// Decimal digits come in runs of ten from zero, so the digit is the distance to its run's zero.
+function asciiDigits(text) {
+  return text.replace(/\p{Nd}/gu, (ch) => {
+    let code = ch.codePointAt(0);
+    let start = code;
+    while (/\p{Nd}/u.test(String.fromCodePoint(start - 1))) start -= 1;
+    return String((code - start) % 10);
+  });
+}
+
+// Python's float() of a text: digits (any script, '_' between them), point, exponent, or
+// nan/inf/infinity; null where float() refuses.
+function pyFloat(text) {
+  const t = asciiDigits(text.trim());
+  if (/^[+-]?(nan|inf|infinity)$/i.test(t)) {
+    if (/nan/i.test(t)) return NaN;
+    return t.startsWith("-") ? -Infinity : Infinity;
+  }
+  const digits = "\\d(?:_?\\d)*";
+  const pattern = new RegExp(`^[+-]?(?:${digits}(?:\\.(?:${digits})?)?|\\.${digits})(?:[eE][+-]?${digits})?$`);
+  return pattern.test(t) ? Number(t.replaceAll("_", "")) : null;
+}
+
 function geopoint(value) {
   if (typeof value === "string") {
     const parts = value.split(/\s+/u).filter(Boolean);
     if (parts.length >= 2 && parts.length <= 4) {
-      const numbers = parts.map((p) => (/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(p) ? Number(p) : NaN));
-      if (numbers.some(Number.isNaN)) throw typeProblem("坐标", "a geopoint", value);
+      const numbers = parts.map(pyFloat);
+      if (numbers.some((n) => n === null)) throw typeProblem("坐标", "a geopoint", value);
       value = Object.fromEntries(numbers.map((n, i) => [GEOPOINT_KEYS[i], n]));
     }
   }
