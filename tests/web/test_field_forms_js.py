@@ -341,6 +341,61 @@ def _new_type_cases(seed: int, count: int) -> list[dict[str, Any]]:
     return cases
 
 
+#: Edge cases of the XLSForm functions beyond the vectors, each with and without a row, a
+#: tested choice, choice labels and a data table around it.
+_XLSFORM_EXPRESSIONS = [
+    "position()",
+    "indexed-repeat(${n}, ${rows}, 2)",
+    "indexed-repeat(${n}, ${rows}, '1')",
+    "indexed-repeat(${n}, ${rows}, 0)",
+    "indexed-repeat(${n}, ${rows}, 1.5)",
+    "indexed-repeat(${n}, ${x}, 1)",
+    "indexed-repeat(1, ${rows}, 1)",
+    "pulldata('t', 'v', 'k', 1)",
+    "pulldata('t', 'v', 'k', ${x})",
+    "pulldata('t', 'w', 'k', 2)",
+    "pulldata(${x}, 'v', 'k', 1)",
+    "jr:choice-name(${x}, ' ${c} ')",
+    "jr:choice-name(3, 'c')",
+    "jr:choice-name(${x}, 'nofield')",
+    "jr:choice-name-(${x}, 'c')",
+    "jr : choice-name(1, 2)",
+    "jr:x()",
+    "choice('name')",
+    "choice(1)",
+    "choice('county')",
+    "concat(jr:choice-name(${x}, 'c'), position())",
+]
+
+
+def _expression_cases() -> list[dict[str, Any]]:
+    base = {
+        "values": {"x": "3", "rows": [{"n": 5}, {"n": "7"}], "c": "3"},
+        "current": None,
+        "today": "2026-11-25",
+        "config": {},
+    }
+    around = {
+        "rows": [{"repeat": "rows", "row": {"n": "7"}}],
+        "choice": {"name": "a", "county": ""},
+        "labels": {"c": {"3": "三"}},
+        "tables": {"t": [{"k": "1", "v": "12.5", "w": ""}, {"k": "3", "v": "x"}]},
+    }
+    cases = []
+    for number, text in enumerate(_XLSFORM_EXPRESSIONS):
+        for extra in ({}, around):
+            given = {**base, "expression": text, **extra}
+            cases.append(
+                {
+                    "id": f"expression-xlsform-{number}-{bool(extra)}",
+                    "check": "expression.evaluate",
+                    "input": given,
+                    "expect": answer("expression.evaluate", given),
+                }
+            )
+    return cases
+
+
 RUN_CASES = """async ([cases, instruments]) => {
   const engine = await import("/static/forms/engine.js");
   const { conformanceAnswer } = await import("/support/field_forms_conformance.js");
@@ -392,8 +447,9 @@ def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> No
     differ = [c["id"] for c, got in zip(cases, answers, strict=True) if not _same(c["expect"], got)]
     assert differ == []
 
-    # The new field types, choice_filter, repeat_count and defaults on spoiled answers.
-    cases = _new_type_cases(seed=19, count=40)
+    # The new field types, choice_filter, repeat_count and defaults on spoiled answers, and
+    # the XLSForm functions' edge cases.
+    cases = _new_type_cases(seed=19, count=40) + _expression_cases()
     answers = page.evaluate(RUN_CASES, [cases, INSTRUMENTS])
     differ = [
         f"{c['id']}: {json.dumps(c['input']['data'], ensure_ascii=False)}\n"
