@@ -34,6 +34,9 @@ const CHECKS = {
           config: input.config,
           levelNames: input.level_names ?? null,
           rows: input.rows || [],
+          choice: input.choice ?? null,
+          labels: input.labels ?? null,
+          tables: input.tables ?? null,
         }),
       );
     } catch (error) {
@@ -42,12 +45,16 @@ const CHECKS = {
     }
   },
   "record.validate": (engine, input, definitions) => {
-    const definition = definitions[input.form_id];
+    // A case may carry a form of its own (choice_filter, repeat_count, ...).
+    const definition = input.definition ?? definitions[input.form_id];
     if (!definition || definition.version !== input.form_version) {
       return { no_definition: `${input.form_id}@${input.form_version}` };
     }
     return engine.validateRecord(definition, input.data, { today: input.today, config: input.config });
   },
+  "record.prefill": (engine, input) => ({
+    data: engine.prefill(input.definition, input.data, { today: input.today, config: input.config }),
+  }),
   "household.indicators": (engine, input, definitions) =>
     engine.householdIndicators(input.records, {
       villageCode: input.village_code,

@@ -37,7 +37,13 @@ SERVED = {
     "/support/": ROOT / "tests" / "web",
 }
 #: The conformance checks that are the form engine's (records.json).
-FORM_CHECKS = ("paths.flatten", "expression.evaluate", "record.validate", "household.indicators")
+FORM_CHECKS = (
+    "paths.flatten",
+    "expression.evaluate",
+    "record.validate",
+    "record.prefill",
+    "household.indicators",
+)
 HARNESS = b"""<!doctype html><html lang="zh"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>forms</title><style>body{margin:0;font-family:sans-serif}</style></head>
@@ -195,6 +201,201 @@ def _differential_cases(seed: int, households: int) -> list[dict[str, Any]]:
     return cases
 
 
+#: A form of the XLSForm field types and features the built-in instruments do not use.
+NEW_TYPES_FORM = {
+    "id": "new_types",
+    "version": 1,
+    "title": "新题型",
+    "fields": [
+        {"name": "county", "type": "select_one", "label": "县", "choices": "county"},
+        {
+            "name": "town",
+            "type": "select_one",
+            "label": "乡",
+            "choices": "town",
+            "choice_filter": "choice('county') = ${county}",
+        },
+        {"name": "size", "type": "integer", "label": "人数", "default": "2"},
+        {"name": "start", "type": "time", "label": "开始时间"},
+        {"name": "visited", "type": "datetime", "label": "走访时间"},
+        {"name": "interview", "type": "audio", "label": "录音"},
+        {"name": "tour", "type": "video", "label": "视频"},
+        {"name": "scan", "type": "file", "label": "文件"},
+        {"name": "path", "type": "geotrace", "label": "路线"},
+        {"name": "plot", "type": "geoshape", "label": "地块"},
+        {"name": "needs", "type": "rank", "label": "需求排序", "choices": "need"},
+        {
+            "name": "members",
+            "type": "repeat",
+            "label": "成员",
+            "repeat_count": "${size}",
+            "fields": [
+                {"name": "mname", "type": "text", "label": "姓名", "default": "'未填'"},
+                {"name": "row_no", "type": "calculate", "calculate": "position()"},
+            ],
+        },
+        {
+            "name": "first",
+            "type": "calculate",
+            "calculate": "indexed-repeat(${mname}, ${members}, 1)",
+        },
+        {
+            "name": "town_name",
+            "type": "calculate",
+            "calculate": "jr:choice-name(${town}, '${town}')",
+        },
+    ],
+    "choice_lists": {
+        "county": [{"value": "c1", "label": "一县"}, {"value": "c2", "label": "二县"}],
+        "town": [
+            {"value": "t1", "label": "一乡", "filters": {"county": "c1"}},
+            {"value": "t2", "label": "二乡", "filters": {"county": "c2"}},
+        ],
+        "need": [
+            {"value": "water", "label": "饮水"},
+            {"value": "road", "label": "道路"},
+            {"value": "school", "label": "上学"},
+        ],
+    },
+}
+NEW_TYPES_RECORD = {
+    "county": "c1",
+    "town": "t1",
+    "size": 2,
+    "start": "08:30",
+    "visited": "2026-11-25T08:30:00+08:00",
+    "interview": "sha256:" + "b" * 64,
+    "tour": "sha256:" + "C" * 64,
+    "scan": "sha256:" + "d" * 64,
+    "path": "25.04 102.71;25.05 102.72 1900 5",
+    "plot": [{"lat": 25.0, "lon": 102.0}, "25.1 102.0", "25.1 102.1", {"lat": 25.0, "lon": 102.0}],
+    "needs": "road water",
+    "members": [{"_id": "r1", "mname": "甲"}, {"_id": "r2"}],
+}
+#: Values the new field types must refuse or read exactly as Python does.
+_NEW_TYPE_JUNK = [
+    "24:00",
+    "08:60",
+    " 23:59:59.5Z ",
+    "08:30+0800",
+    "8:30",
+    "2026-02-30T08:00",
+    "2026-11-25 23:59",
+    "2026-11-25T08:30Z",
+    "2026-11-25T08:30:00.1234567",
+    "2026-11-25T08:30+08:30:15.5",
+    "2026-11-25T08:30+24:00",
+    "2026-11-25T08:30+08:60",
+    "2026-11-25T08:30+0830:15",
+    "2026-11-25",
+    "25.0 102.0",
+    "25.0 102.0;95 102",
+    "２５ １０２;25 102.5",
+    "nan 102;25 102",
+    "2_5 102;25 102",
+    [{"lat": 1, "lon": 2}, {"lat": 1, "lon": 2}, {"lat": 3, "lon": 2}],
+    "water water",
+    ["school", 1],
+    "t2",
+    "c2",
+    "３",
+    "sha256:" + "z" * 64,
+]
+
+
+def _new_type_cases(seed: int, count: int) -> list[dict[str, Any]]:
+    """Spoiled records of NEW_TYPES_FORM (validation and prefill), answered by Python."""
+    rng = random.Random(seed)
+    records = []
+    for key in sorted(NEW_TYPES_RECORD):  # every field with every value meant for the new types
+        if key != "members":
+            records.extend({**NEW_TYPES_RECORD, key: junk} for junk in _NEW_TYPE_JUNK)
+    for _ in range(count):  # and a few spoiled at random
+        data = copy.deepcopy(NEW_TYPES_RECORD)
+        for _ in range(rng.randint(1, 4)):
+            key = rng.choice(sorted(data))
+            if rng.random() < 0.2:
+                data.pop(key)
+            else:
+                data[key] = rng.choice(_NEW_TYPE_JUNK + _JUNK)
+        records.append(data)
+    cases = []
+    for number, data in enumerate(records):
+        given = {
+            "definition": NEW_TYPES_FORM,
+            "form_id": "new_types",
+            "form_version": 1,
+            "today": "2026-11-25",
+            "config": {},
+            "data": data,
+        }
+        for check in ("record.validate", "record.prefill"):
+            cases.append(
+                {
+                    "id": f"{check}-new-types-{number}",
+                    "check": check,
+                    "input": given,
+                    "expect": answer(check, given),
+                }
+            )
+    return cases
+
+
+#: Edge cases of the XLSForm functions beyond the vectors, each with and without a row, a
+#: tested choice, choice labels and a data table around it.
+_XLSFORM_EXPRESSIONS = [
+    "position()",
+    "indexed-repeat(${n}, ${rows}, 2)",
+    "indexed-repeat(${n}, ${rows}, '1')",
+    "indexed-repeat(${n}, ${rows}, 0)",
+    "indexed-repeat(${n}, ${rows}, 1.5)",
+    "indexed-repeat(${n}, ${x}, 1)",
+    "indexed-repeat(1, ${rows}, 1)",
+    "pulldata('t', 'v', 'k', 1)",
+    "pulldata('t', 'v', 'k', ${x})",
+    "pulldata('t', 'w', 'k', 2)",
+    "pulldata(${x}, 'v', 'k', 1)",
+    "jr:choice-name(${x}, ' ${c} ')",
+    "jr:choice-name(3, 'c')",
+    "jr:choice-name(${x}, 'nofield')",
+    "jr:choice-name-(${x}, 'c')",
+    "jr : choice-name(1, 2)",
+    "jr:x()",
+    "choice('name')",
+    "choice(1)",
+    "choice('county')",
+    "concat(jr:choice-name(${x}, 'c'), position())",
+]
+
+
+def _expression_cases() -> list[dict[str, Any]]:
+    base = {
+        "values": {"x": "3", "rows": [{"n": 5}, {"n": "7"}], "c": "3"},
+        "current": None,
+        "today": "2026-11-25",
+        "config": {},
+    }
+    around = {
+        "rows": [{"repeat": "rows", "row": {"n": "7"}}],
+        "choice": {"name": "a", "county": ""},
+        "labels": {"c": {"3": "三"}},
+        "tables": {"t": [{"k": "1", "v": "12.5", "w": ""}, {"k": "3", "v": "x"}]},
+    }
+    cases = []
+    for number, text in enumerate(_XLSFORM_EXPRESSIONS):
+        for extra in ({}, around):
+            given = {**base, "expression": text, **extra}
+            cases.append(
+                {
+                    "id": f"expression-xlsform-{number}-{bool(extra)}",
+                    "check": "expression.evaluate",
+                    "input": given,
+                    "expect": answer("expression.evaluate", given),
+                }
+            )
+    return cases
+
+
 RUN_CASES = """async ([cases, instruments]) => {
   const engine = await import("/static/forms/engine.js");
   const { conformanceAnswer } = await import("/support/field_forms_conformance.js");
@@ -245,6 +446,19 @@ def test_the_js_engine_answers_every_form_vector_as_python_does(page: Any) -> No
     answers = page.evaluate(RUN_CASES, [cases, INSTRUMENTS])
     differ = [c["id"] for c, got in zip(cases, answers, strict=True) if not _same(c["expect"], got)]
     assert differ == []
+
+    # The new field types, choice_filter, repeat_count and defaults on spoiled answers, and
+    # the XLSForm functions' edge cases.
+    cases = _new_type_cases(seed=19, count=40) + _expression_cases()
+    answers = page.evaluate(RUN_CASES, [cases, INSTRUMENTS])
+    differ = [
+        f"{c['id']}: {json.dumps(c['input']['data'], ensure_ascii=False)}\n"
+        f"   expected {json.dumps(c['expect'], ensure_ascii=False)[:600]}\n"
+        f"   got {json.dumps(got, ensure_ascii=False)[:600]}"
+        for c, got in zip(cases, answers, strict=True)
+        if not _same(c["expect"], got)
+    ]
+    assert differ == [], "\n".join(differ)
 
 
 #: The housing instrument plus one labelled calculation (it has none of its own to show).
@@ -466,3 +680,71 @@ def test_a_uyghur_form_reads_right_to_left(page: Any) -> None:
     page.evaluate("window.form.setLanguage('zh')")
     assert root.get_attribute("dir") == "ltr"
     assert page.locator(".vf-title").inner_text() == "饮水情况"
+
+
+def test_choice_filter_repeat_count_defaults_and_the_new_types_on_a_phone(page: Any) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate(
+        """async (doc) => {
+          const { renderForm } = await import("/static/forms/render.js");
+          window.form = renderForm(document.getElementById("form"), doc, {today: "2026-11-25"});
+        }""",
+        NEW_TYPES_FORM,
+    )
+    values = page.evaluate("window.form.values()")
+    # A new record starts with its defaults: two people, so two rows, each with its own default.
+    assert values["size"] == 2 and page.input_value("#f-size") == "2"
+    assert [r["mname"] for r in values["members"]] == ["未填", "未填"]
+    assert [r["row_no"] for r in values["members"]] == [1, 2]
+    assert page.locator('[data-path="members"] .vf-add').is_hidden()
+
+    # choice_filter: only the towns of the chosen county are offered.
+    towns = page.locator('[data-path="town"] .vf-choice:visible')
+    assert towns.count() == 0  # no county yet: the filter reads an empty value, offers nothing
+    page.locator('input[name="county"][value="c1"]').check()
+    assert towns.all_inner_texts() == ["一乡"]
+    page.locator('input[name="town"][value="t1"]').check()
+    page.locator('input[name="county"][value="c2"]').check()
+    # The town already chosen stays in sight, with the reason it no longer fits.
+    assert towns.all_inner_texts() == ["一乡", "二乡"]
+    assert page.locator('[id="m-town"]').inner_text() == "按已填的答案，“乡”不能选 t1"
+    page.locator('input[name="town"][value="t2"]').check()
+    assert towns.all_inner_texts() == ["二乡"]
+    assert page.evaluate("window.form.values()")["town_name"] == "二乡"
+
+    # repeat_count: the row count follows the expression; an answered row is never dropped.
+    page.fill("#f-size", "3")
+    assert page.locator('[data-path="members"] .vf-row').count() == 3
+    page.fill("#f-size", "1")
+    assert page.locator('[data-path="members"] .vf-row').count() == 1
+    page.fill("#f-size", "2")
+    second = page.locator('[data-path="members"] .vf-row').nth(1).locator("input")
+    second.fill("李四")
+    page.fill("#f-size", "1")
+    assert page.locator('[data-path="members"] .vf-row').count() == 2
+    assert "按 repeat_count 应为 1 行，实际 2 行" in page.locator('[id="m-members"]').inner_text()
+    assert page.evaluate("window.form.values()")["members"][1]["mname"] == "李四"
+
+    # The new types: typed time and date-time, a traced path, a ranked list.
+    page.fill("#f-start", "08:30")
+    page.fill("#f-visited", "2026-11-25T09:15")
+    page.fill("#f-path", "25.04 102.71; 25.05 102.72")
+    page.locator('[data-choice="school"] .vf-rank-up').click()
+    page.locator('[data-choice="school"] .vf-rank-up').click()
+    values = page.evaluate("window.form.values()")
+    assert values["start"] == "08:30" and values["visited"] == "2026-11-25T09:15"
+    assert values["path"] == [{"lat": 25.04, "lon": 102.71}, {"lat": 25.05, "lon": 102.72}]
+    assert values["needs"] == ["school", "water", "road"]
+    # A recording is picked on the device and recorded by its content address, like a photo.
+    page.set_input_files(
+        "#f-interview", files=[{"name": "a.m4a", "mimeType": "audio/mp4", "buffer": b"abc"}]
+    )
+    page.wait_for_function("window.form.values().interview !== undefined")
+    assert page.evaluate("window.form.values()")["interview"] == (
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    page.fill("#f-plot", "25 102; 25.1 102; 25 102")  # a shape that is not closed enough
+    page.locator("#f-plot").blur()
+    assert page.locator('[id="m-plot"]').inner_text() == "区域至少需要 4 个点（首尾相同）"
+    page.screenshot(path=str(ARTIFACTS / "new-types-360.png"), full_page=True)
+    assert _layout_problems(page, 360) == {"scroll": 360, "wide": [], "small": []}

@@ -3,7 +3,8 @@
 // level. The server has already refused invalid definitions; this module trusts the shape.
 import { ExpressionError, parseExpression } from "./expressions.js";
 
-const EXPRESSION_ATTRIBUTES = ["required", "relevant", "constraint", "calculate"];
+// The fields' expressions, by their property names here (forms/definition.py EXPRESSION_ATTRIBUTES).
+const EXPRESSION_ATTRIBUTES = ["required", "relevant", "constraint", "calculate", "choiceFilter", "repeatCount", "default"];
 
 // Localized text as a plain map with `zh` first (a plain string means zh).
 export function localized(value) {
@@ -32,6 +33,9 @@ function readField(raw) {
     fields: (raw.fields || []).map(readField),
     minRows: raw.min_rows ?? null,
     maxRows: raw.max_rows ?? null,
+    choiceFilter: raw.choice_filter ?? null,
+    repeatCount: raw.repeat_count ?? null,
+    default: raw.default ?? null,
   };
 }
 
@@ -44,8 +48,9 @@ export class Definition {
     this.fields = doc.fields.map(readField);
     this.choiceLists = {};
     for (const [key, entries] of Object.entries(doc.choice_lists || {})) {
-      this.choiceLists[key] = entries.map((c) => ({ value: c.value, label: localized(c.label) }));
+      this.choiceLists[key] = entries.map((c) => ({ value: c.value, label: localized(c.label), filters: c.filters || {} }));
     }
+    this.tables = doc.tables || {};
     this.checks = (doc.checks || []).map((c) => ({
       id: c.id,
       rule: c.rule,
@@ -63,6 +68,18 @@ export class Definition {
     };
     walk(this.fields, "");
     this.orders = new Map();
+    this.labels = {};
+    for (const fld of this.index.values()) {
+      if (fld.choices !== null) {
+        this.labels[fld.name] = Object.fromEntries(this.choicesOf(fld).map((c) => [c.value, c.label.zh]));
+      }
+    }
+  }
+
+  // Field name → choice value → its Chinese label, for every select/rank field (what
+  // jr:choice-name(${x}, '${x}') reads).
+  choiceLabels() {
+    return this.labels;
   }
 
   // Every language any text of the form is written in, zh first.

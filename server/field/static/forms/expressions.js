@@ -119,6 +119,11 @@ function tokenize(text) {
         // "a-b" inside a name is a function name like count-selected; a trailing '-' is not.
         let word = ch + matchAt(NAME_BODY, text, i + 1);
         word = word.replace(/-+$/, "");
+        if (word === "jr" && text[i + word.length] === ":") {
+          // ODK's namespaced names (jr:choice-name) are one function name.
+          word = text.slice(i, i + word.length + 1 + matchAt(NAME_BODY, text, i + word.length + 1).length);
+          word = word.replace(/-+$/, "");
+        }
         push(WORD_OPERATORS.has(word) ? "op" : "name", word, i);
         i += word.length;
       } else {
@@ -516,25 +521,37 @@ const normalize = (value) => (value === "" || value === undefined ? null : value
 // The values an expression sees: top-level values, enclosing repeat rows (innermost last),
 // the value of `.`, the context, and optionally the field names defined at each level
 // (schema path → Set), so a name defined in a row resolves there even when left empty.
+// While a choice_filter is evaluated, `choice` is the choice being tested (its value as `name`
+// and its filter columns, read by choice('county')); `labels` is field name → choice value →
+// its Chinese label (jr:choice-name); `tables` the form's data tables by name (pulldata).
 export class Environment {
-  constructor(values, current = null, context = null, levelNames = null, rows = []) {
+  constructor(values, current = null, context = null, levelNames = null, rows = [], choice = null, labels = null, tables = null) {
     this.values = values;
     this.current = current;
     this.context = context || evaluationContext();
     this.levelNames = levelNames;
     this.rows = rows;
+    this.choice = choice;
+    this.labels = labels;
+    this.tables = tables;
   }
 
   inRow(repeatPath, row, current = null) {
     const names = this.levelNames && Object.hasOwn(this.levelNames, repeatPath) ? this.levelNames[repeatPath] : null;
-    return new Environment(this.values, current, this.context, this.levelNames, [
-      ...this.rows,
-      { path: repeatPath, values: row, names },
-    ]);
+    const rows = [...this.rows, { path: repeatPath, values: row, names }];
+    return new Environment(this.values, current, this.context, this.levelNames, rows, this.choice, this.labels, this.tables);
   }
 
   withCurrent(current) {
-    return new Environment(this.values, current, this.context, this.levelNames, this.rows);
+    return new Environment(this.values, current, this.context, this.levelNames, this.rows, this.choice, this.labels, this.tables);
+  }
+
+  withChoice(choice) {
+    return new Environment(this.values, this.current, this.context, this.levelNames, this.rows, choice, this.labels, this.tables);
+  }
+
+  withLookups(labels, tables) {
+    return new Environment(this.values, this.current, this.context, this.levelNames, this.rows, this.choice, labels, tables);
   }
 
   lookup(name) {
@@ -686,6 +703,93 @@ function checkDateLiteral(node) {
   }
 }
 
+// Python's == between two JSON-like rows (a copy of a row finds its position too).
+function sameJson(a, b) {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((k) => Object.hasOwn(b, k) && sameJson(a[k], b[k]));
+}
+
+const own = (mapping, key) => (mapping && Object.hasOwn(mapping, key) ? mapping[key] : undefined);
+
+// A column of the choice a choice_filter is testing: 'name' is its value, any other name one
+// of its filter columns; empty when no choice is being tested.
+function choiceColumn(env, column) {
+  if (env.choice === null) return null;
+  return normalize(own(env.choice, asText(column)) ?? null);
+}
+
+// 1-based number of the innermost repeat row (ODK's position(..)); empty outside a repeat.
+function position(env) {
+  if (env.rows.length === 0) return null;
+  const scope = env.rows[env.rows.length - 1];
+  const parent = env.rows.length > 1 ? env.rows[env.rows.length - 2].values : env.values;
+  const rows = own(parent, scope.path.split("/").pop());
+  if (!Array.isArray(rows)) return null;
+  let index = rows.indexOf(scope.values);
+  if (index < 0) index = rows.findIndex((row) => sameJson(row, scope.values));
+  return index < 0 ? null : index + 1;
+}
+
+// indexed-repeat(${field}, ${repeat}, n): field in row n (1-based) of repeat; empty when none.
+function indexedRepeat(node, env) {
+  const number = asNumber(run(node.args[2], env), "indexed-repeat()");
+  if (number === null) return null;
+  if (!Number.isInteger(number)) {
+    throw new EvaluationError("bad_argument", "indexed-repeat() needs a whole row number", "indexed-repeat() 的行号必须是整数");
+  }
+  const [value, path] = env.lookup(node.args[1].name);
+  if (value === null) return null;
+  if (!Array.isArray(value) || !value.every((r) => r && typeof r === "object" && !Array.isArray(r) && !isDate(r))) {
+    throw typeError("indexed-repeat()", value);
+  }
+  if (!(number >= 1 && number <= value.length)) return null;
+  return run(node.args[0], env.inRow(path, value[number - 1]));
+}
+
+// jr:choice-name(value, '${field}'): the Chinese label of value in field's choice list.
+function choiceName(env, value, fieldName) {
+  if (value === null) return null;
+  let name = asText(fieldName).trim();
+  if (name.startsWith("${") && name.endsWith("}")) name = name.slice(2, -1);
+  return own(own(env.labels, name), asText(value)) ?? null;
+}
+
+// pulldata('table', 'column', 'key_column', key): column of the first row of the form's data
+// table whose key column is key (as text); a cell that reads as a number is one.
+function pulldata(env, table, column, keyColumn, key) {
+  if (key === null) return null;
+  const rows = own(env.tables, asText(table)) ?? [];
+  const [wanted, columnName, keyName] = [asText(key), asText(column), asText(keyColumn)];
+  for (const row of rows) {
+    if (own(row, keyName) === wanted) {
+      const cell = normalize(own(row, columnName) ?? null);
+      if (cell === null) return null;
+      const number = parseNumber(cell);
+      return number === null ? cell : number;
+    }
+  }
+  return null;
+}
+
+function checkPulldata(node) {
+  const table = node.args[0];
+  if (table.type !== "literal" || typeof table.value !== "string") {
+    throw new ExpressionError("bad_argument", "the table of pulldata() must be a string literal", node.position);
+  }
+}
+
+function checkIndexedRepeat(node) {
+  for (const arg of node.args.slice(0, 2)) {
+    if (arg.type !== "field") {
+      throw new ExpressionError("bad_argument", "indexed-repeat() is written indexed-repeat(${field}, ${repeat}, n)", node.position);
+    }
+  }
+}
+
 function checkRowFunction(node) {
   if (node.args[0].type !== "field") {
     throw new ExpressionError(
@@ -783,6 +887,11 @@ const FUNCTIONS = Object.assign(Object.create(null), {
     min: 1, max: 1, lazy: true,
     fn: (node, env) => (env.current !== null && env.current !== "" ? env.current : run(node.args[0], env)),
   },
+  choice: { min: 1, max: 1, fn: choiceColumn },
+  pulldata: { min: 4, max: 4, check: checkPulldata, fn: pulldata },
+  position: { min: 0, max: 0, fn: position },
+  "indexed-repeat": { min: 3, max: 3, lazy: true, check: checkIndexedRepeat, fn: indexedRepeat },
+  "jr:choice-name": { min: 2, max: 2, fn: choiceName },
   date: {
     min: 1, max: 1, check: checkDateLiteral,
     fn: (env, v) => {
@@ -893,7 +1002,12 @@ function collect(node, via, out) {
     collect(node.left, via, out);
     collect(node.right, via, out);
   } else if (node.type === "call") {
-    if (FUNCTIONS[node.name].row && node.args[0].type === "field") {
+    if (node.name === "indexed-repeat" && node.args[1].type === "field") {
+      // the field is read inside rows of the repeat (the second argument)
+      collect(node.args[1], via, out);
+      collect(node.args[0], [...via, node.args[1].name], out);
+      collect(node.args[2], via, out);
+    } else if (FUNCTIONS[node.name].row && node.args[0].type === "field") {
       collect(node.args[0], via, out);
       for (const arg of node.args.slice(1)) collect(arg, [...via, node.args[0].name], out);
     } else {

@@ -3,7 +3,7 @@
 // checks are exactly what the server will apply). What a person typed stays in the inputs even
 // while a question is hidden, so switching an answer back restores it; values() is the cleaned
 // record the server would store.
-import { inspectRecord } from "./validation.js";
+import { inspectRecord, prefill } from "./validation.js";
 import { readDefinition } from "./definition.js";
 import { evaluationContext } from "./expressions.js";
 
@@ -15,6 +15,17 @@ const WORDS = {
   en: { add: "Add a row", remove: "Remove this row", row: "Row {n}", yes: "Yes", no: "No", required: "required", calculated: "calculated", none: "—", choose: "Choose" },
   ug: { add: "قۇر قوشۇش", remove: "بۇ قۇرنى ئۆچۈرۈش", row: "{n}-قۇر", yes: "ھەئە", no: "ياق", required: "زۆرۈر", calculated: "ئاپتوماتىك ھېسابلاش", none: "—", choose: "تاللاڭ" },
 };
+// Words of the field types added with XLSForm (kept apart so the table above stays as it was).
+const MORE_WORDS = {
+  zh: { up: "上移", down: "下移", points: "纬度 经度; 纬度 经度; …" },
+  en: { up: "Move up", down: "Move down", points: "lat lon; lat lon; …" },
+  ug: { up: "ئۈستىگە", down: "ئاستىغا", points: "lat lon; lat lon; …" },
+};
+for (const [code, more] of Object.entries(MORE_WORDS)) Object.assign(WORDS[code], more);
+// Recorded as content-addressed attachments like a photo: what the file picker accepts.
+const ATTACHMENT_ACCEPT = { audio: "audio/*", video: "video/*", file: null };
+// A stored date-time a datetime-local input can show as it is (no zone, no fraction).
+const LOCAL_DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/;
 
 const MANY_CHOICES = 8; // more than this: a drop-down instead of a column of radio buttons
 
@@ -82,7 +93,10 @@ export function renderForm(root, definition, options = {}) {
   const context = evaluationContext(options);
   const readOnly = Boolean(options.readOnly);
   const onChange = options.onChange || (() => {});
-  const data = structuredClone(options.values || {});
+  // A new record (no stored values) starts with the form's defaults, as a tablet makes it.
+  const fresh = options.prefill ?? (options.values === undefined && !readOnly);
+  const data = fresh ? prefill(defn, {}, context) : structuredClone(options.values || {});
+  const autoRows = new Set(); // rows repeat_count added that nobody has answered in yet
   let language = options.language || "zh";
   let showAll = false;
   let result = null;
@@ -108,6 +122,7 @@ export function renderForm(root, definition, options = {}) {
 
   function changed(path) {
     touched.add(path);
+    for (const row of autoRows) if (path.includes(`/${row._id}/`)) autoRows.delete(row);
     refresh();
   }
 
@@ -122,8 +137,10 @@ export function renderForm(root, definition, options = {}) {
   function textInput(holder, fld, path, attrs) {
     const input = el(doc, "input", { ...attrs, id: `f-${path}`, name: path, disabled: readOnly });
     const initial = holder[fld.name];
-    if (initial !== undefined && initial !== null) input.value = typeof initial === "object" ? pointText(initial) : String(initial);
+    if (Array.isArray(initial)) input.value = initial.map((p) => (p && typeof p === "object" ? pointText(p) : String(p))).join("; ");
+    else if (initial !== undefined && initial !== null) input.value = typeof initial === "object" ? pointText(initial) : String(initial);
     const update = () => {
+      for (const row of autoRows) if (path.includes(`/${row._id}/`)) autoRows.delete(row);
       const value = input.value;
       if (value === "") delete holder[fld.name];
       else holder[fld.name] = value;
@@ -150,6 +167,7 @@ export function renderForm(root, definition, options = {}) {
       for (const choice of choices) {
         const option = sayNode("option", { value: choice.value }, choice.label);
         if (String(current) === choice.value) option.selected = true;
+        option.dataset.choice = choice.value;
         select.append(option);
       }
       select.addEventListener("change", () => setValue(holder, fld.name, select.value, path));
@@ -168,9 +186,65 @@ export function renderForm(root, definition, options = {}) {
           setValue(holder, fld.name, picked, path);
         } else setValue(holder, fld.name, input.value, path);
       });
-      list.append(el(doc, "label", { class: "vf-choice" }, input, sayNode("span", {}, choice.label)));
+      list.append(el(doc, "label", { class: "vf-choice", "data-choice": choice.value }, input, sayNode("span", {}, choice.label)));
     }
     return [list, first];
+  }
+
+  // Only the choices a choice_filter offers now are shown; one already chosen stays visible
+  // (and its issue says why it no longer fits) so nothing answered disappears silently.
+  function filterChoices(slot, offered) {
+    const allowed = offered ? new Set(offered) : null;
+    for (const node of slot.box.querySelectorAll("[data-choice]")) {
+      const chosen = node.tagName === "OPTION" ? node.selected : node.querySelector("input")?.checked;
+      const hide = allowed !== null && !allowed.has(node.dataset.choice) && !chosen;
+      node.hidden = hide;
+      if (node.tagName === "OPTION") node.disabled = hide;
+    }
+  }
+
+  // rank: every choice in a numbered list, moved up or down; the order is the answer.
+  function rankInputs(holder, fld, path) {
+    const choices = defn.choicesOf(fld);
+    const list = el(doc, "ol", { class: "vf-rank", id: `f-${path}`, "aria-label": fld.name });
+    const current = Array.isArray(holder[fld.name]) ? holder[fld.name].map(String) : typeof holder[fld.name] === "string" ? holder[fld.name].split(/\s+/).filter(Boolean) : [];
+    const ordered = [...current.map((v) => choices.find((c) => c.value === v)).filter(Boolean), ...choices.filter((c) => !current.includes(c.value))];
+    let first = null;
+    for (const choice of ordered) {
+      const item = el(doc, "li", { class: "vf-rank-item", "data-choice": choice.value }, sayNode("span", { class: "vf-rank-label" }, choice.label));
+      for (const [key, step] of [["up", -1], ["down", 1]]) {
+        const button = wordNode("button", { type: "button", class: `vf-rank-${key}`, disabled: readOnly }, key);
+        first = first || button;
+        button.addEventListener("click", () => {
+          const items = [...list.children];
+          const at = items.indexOf(item);
+          const to = at + step;
+          if (to < 0 || to >= items.length) return;
+          if (step < 0) list.insertBefore(item, items[to]);
+          else list.insertBefore(items[to], item);
+          setValue(holder, fld.name, [...list.children].map((li) => li.dataset.choice), path);
+          button.focus();
+        });
+        item.append(button);
+      }
+      list.append(item);
+    }
+    return [list, first];
+  }
+
+  // audio, video, file: picked on the device, recorded as the file's content address
+  // (sha256:…) like a photo; the shell keeps the bytes (options.onAttachment).
+  function attachmentInput(holder, fld, path) {
+    const input = el(doc, "input", { type: "file", id: `f-${path}`, name: path, accept: ATTACHMENT_ACCEPT[fld.type], disabled: readOnly });
+    input.addEventListener("change", async () => {
+      const file = input.files?.[0];
+      if (!file) return;
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
+      const address = `sha256:${[...digest].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
+      options.onAttachment?.({ path, address, file });
+      setValue(holder, fld.name, address, path);
+    });
+    return input;
   }
 
   function booleanInputs(holder, fld, path) {
@@ -211,14 +285,24 @@ export function renderForm(root, definition, options = {}) {
         decimal: ["input", { type: "text", inputmode: "decimal" }],
         date: ["input", { type: "date" }],
         geopoint: ["input", { type: "text", inputmode: "decimal", placeholder: "lat lon" }],
+        time: ["input", { type: "time" }],
+        datetime: ["input", { type: LOCAL_DATETIME.test(holder[fld.name] ?? "2000-01-01T00:00") ? "datetime-local" : "text" }],
+        geotrace: ["input", { type: "text", inputmode: "decimal", placeholder: words().points }],
+        geoshape: ["input", { type: "text", inputmode: "decimal", placeholder: words().points }],
       }[fld.type];
       if (fld.type === "select_one" || fld.type === "select_multiple") [control, focus] = choiceInputs(holder, fld, path, fld.type === "select_multiple");
       else if (fld.type === "boolean") [control, focus] = booleanInputs(holder, fld, path);
-      else {
+      else if (fld.type === "rank") [control, focus] = rankInputs(holder, fld, path);
+      else if (Object.hasOwn(ATTACHMENT_ACCEPT, fld.type)) {
+        control = el(doc, "div", { class: "vf-attachment" }, attachmentInput(holder, fld, path));
+        focus = control.firstChild;
+        output = el(doc, "output", { class: "vf-output", for: `f-${path}` });
+        control.append(output);
+      } else {
         control = textInput(holder, fld, path, kind[1]);
         focus = control;
       }
-      const grouped = control.tagName === "DIV";
+      const grouped = control.tagName === "DIV" || control.tagName === "OL";
       // The text in its own span: a language switch rewrites it, not the "required" mark.
       const label = el(doc, grouped ? "legend" : "label", { class: "vf-label" }, sayNode("span", {}, fld.label));
       if (!grouped) label.htmlFor = `f-${path}`;
@@ -287,7 +371,7 @@ export function renderForm(root, definition, options = {}) {
     if (!readOnly) {
       const add = wordNode("button", { type: "button", class: "vf-add" }, "add");
       add.addEventListener("click", () => {
-        const row = { _id: newRowId() };
+        const row = prefilledRow(path);
         rows.push(row);
         const card = rowCard(rows, fld, path, row, rows.length);
         list.append(card);
@@ -298,8 +382,48 @@ export function renderForm(root, definition, options = {}) {
       focus = add;
     }
     box.append(message);
-    slots.set(path, { fld, box, message, output: null, focus });
+    slots.set(path, { fld, box, message, output: null, focus, rows, list, add: focus });
     return box;
+  }
+
+  // A new row with the defaults of its fields (prefill evaluates them in the row's context).
+  function prefilledRow(path) {
+    const row = { _id: newRowId() };
+    const rows = valueAt(data, path);
+    rows.push(row);
+    Object.assign(row, valueAt(prefill(defn, data, context), `${path}/${row._id}`));
+    rows.pop();
+    return row;
+  }
+
+  // A repeat with a repeat_count has the rows it asks for: missing ones are added, surplus
+  // ones removed from the end while nobody has answered in them (an answered row stays, and
+  // the "rows" issue says one is too many). Returns whether any row changed.
+  function followRowCounts() {
+    let moved = false;
+    for (const [path, slot] of slots) {
+      if (slot.fld.type !== "repeat" || slot.fld.repeatCount === null || readOnly) continue;
+      const expected = result.rowCounts?.[path];
+      if (slot.add) slot.add.hidden = expected !== undefined;
+      if (expected === undefined || !slot.box.isConnected || isHidden(path, result.hidden)) continue;
+      const rows = slot.rows;
+      while (rows.length < expected) {
+        const row = prefilledRow(path);
+        rows.push(row);
+        autoRows.add(row);
+        slot.list.append(rowCard(rows, slot.fld, path, row, rows.length));
+        moved = true;
+      }
+      while (rows.length > expected && autoRows.has(rows[rows.length - 1])) {
+        const row = rows.pop();
+        const prefix = `${path}/${row._id}/`;
+        for (const key of [...slots.keys()]) if (key.startsWith(prefix)) slots.delete(key);
+        slot.list.lastElementChild.remove();
+        moved = true;
+      }
+      if (rows.length > expected) touched.add(path); // say at once why a row is too many
+    }
+    return moved;
   }
 
   function isHidden(path, hidden) {
@@ -319,6 +443,9 @@ export function renderForm(root, definition, options = {}) {
   function refresh() {
     // Rows the person left empty are still rows: validation sees them as they are.
     result = inspectRecord(defn, data, context);
+    // Rows a repeat_count adds or drops change what is computed: inspect again (bounded, as a
+    // count may read the rows it sets).
+    for (let round = 0; round < 3 && followRowCounts(); round += 1) result = inspectRecord(defn, data, context);
     const hidden = result.hidden;
     const byPath = new Map();
     for (const issue of [...result.errors, ...result.warnings]) {
@@ -329,6 +456,7 @@ export function renderForm(root, definition, options = {}) {
     for (const [path, slot] of slots) {
       slot.box.hidden = isHidden(path, hidden) || (slot.fld.type === "calculate" && !slot.fld.label);
       if (slot.output) slot.output.textContent = showValue(valueAt(result.cleaned, path), words());
+      if (slot.fld.choiceFilter !== null) filterChoices(slot, result.offered?.[path]);
       const shown = showAll || touched.has(path) ? byPath.get(path) || [] : [];
       slot.message.replaceChildren(...shown.flatMap((issue) => [el(doc, "p", { class: `vf-${issue.severity}` }, ...messageNodes(issue))]));
       slot.box.classList.toggle("vf-invalid", shown.some((i) => i.severity === "error"));

@@ -20,6 +20,13 @@ const IMAGE = /^sha256:[0-9a-fA-F]{64}$/;
 const INTEGER_TEXT = /^[+-]?[0-9]+$/;
 const DECIMAL_TEXT = /^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$/;
 const GEOPOINT_KEYS = ["lat", "lon", "alt", "accuracy"];
+const TIME = /^([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?$/;
+// What Python's datetime.fromisoformat reads after the YYYY-MM-DD[T ]HH:MM start it requires.
+const DATETIME =
+  /^([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,][0-9]+)?)?(?:Z|[+-]([0-9]{2})(?:(?::([0-9]{2})(?::([0-9]{2})(?:[.,][0-9]+)?)?)|(?:([0-9]{2})(?:([0-9]{2})(?:[.,][0-9]+)?)?))?)?$/;
+// Recorded as content-addressed attachments, like a photo (contracts §3): [zh, en] names.
+const ATTACHMENT_TYPES = { image: ["图片", "image"], audio: ["录音", "audio"], video: ["视频", "video"], file: ["文件", "file"] };
+const MAX_POINTS = 5000; // points of one geotrace/geoshape
 
 const text = (zh, en) => ({ zh, en });
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof PlainDate);
@@ -82,12 +89,36 @@ function knownChoice(defn, fld, value) {
   }
 }
 
+// Any Unicode decimal digit as its ASCII digit (what Python's float() reads: １２ is 12).
+// Decimal digits come in runs of ten from zero, so the digit is the distance to its run's zero.
+function asciiDigits(text) {
+  return text.replace(/\p{Nd}/gu, (ch) => {
+    let code = ch.codePointAt(0);
+    let start = code;
+    while (/\p{Nd}/u.test(String.fromCodePoint(start - 1))) start -= 1;
+    return String((code - start) % 10);
+  });
+}
+
+// Python's float() of a text: digits (any script, '_' between them), point, exponent, or
+// nan/inf/infinity; null where float() refuses.
+function pyFloat(text) {
+  const t = asciiDigits(text.trim());
+  if (/^[+-]?(nan|inf|infinity)$/i.test(t)) {
+    if (/nan/i.test(t)) return NaN;
+    return t.startsWith("-") ? -Infinity : Infinity;
+  }
+  const digits = "\\d(?:_?\\d)*";
+  const pattern = new RegExp(`^[+-]?(?:${digits}(?:\\.(?:${digits})?)?|\\.${digits})(?:[eE][+-]?${digits})?$`);
+  return pattern.test(t) ? Number(t.replaceAll("_", "")) : null;
+}
+
 function geopoint(value) {
   if (typeof value === "string") {
     const parts = value.split(/\s+/u).filter(Boolean);
     if (parts.length >= 2 && parts.length <= 4) {
-      const numbers = parts.map((p) => (/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(p) ? Number(p) : NaN));
-      if (numbers.some(Number.isNaN)) throw typeProblem("坐标", "a geopoint", value);
+      const numbers = parts.map(pyFloat);
+      if (numbers.some((n) => n === null)) throw typeProblem("坐标", "a geopoint", value);
       value = Object.fromEntries(numbers.map((n, i) => [GEOPOINT_KEYS[i], n]));
     }
   }
@@ -106,6 +137,17 @@ function geopoint(value) {
   }
   if ((point.accuracy ?? 0) < 0) throw new Problem("range", "定位精度不能为负数", "accuracy cannot be negative");
   return point;
+}
+
+// A geotrace/geoshape: ODK's "lat lon alt acc;lat lon alt acc" text, or a list of points (each
+// a geopoint text or object) → a list of geopoint objects.
+function points(value) {
+  let parts;
+  if (typeof value === "string") parts = value.split(";").filter((p) => p.trim());
+  else if (Array.isArray(value)) parts = [...value];
+  else throw typeProblem("坐标点列表", "a list of points", value);
+  if (parts.length > MAX_POINTS) throw new Problem("type", `最多 ${MAX_POINTS} 个点`, `at most ${MAX_POINTS} points`);
+  return parts.map(geopoint);
 }
 
 // [typed (as expressions see it), cleaned (JSON)] for a non-empty value, or throw Problem.
@@ -163,11 +205,63 @@ function coerce(defn, fld, value) {
       return [point, point];
     }
     case "image":
+    case "audio":
+    case "video":
+    case "file": {
       if (typeof value === "string" && IMAGE.test(value)) {
         const address = `sha256:${value.slice(7).toLowerCase()}`;
         return [address, address];
       }
-      throw typeProblem("图片内容地址 sha256:<64位十六进制>", "an image address sha256:<64 hex>", value);
+      const [zh, en] = ATTACHMENT_TYPES[fld.type];
+      throw typeProblem(`${zh}内容地址 sha256:<64位十六进制>`, `an ${en} address sha256:<64 hex>`, value);
+    }
+    case "time": {
+      const t = typeof value === "string" ? value.trim() : null;
+      const m = t ? TIME.exec(t) : null;
+      if (m === null || Number(m[1]) > 23 || Number(m[2]) > 59 || Number(m[3] || 0) > 59) {
+        throw typeProblem("时间（HH:MM 或 HH:MM:SS）", "a time HH:MM[:SS]", value);
+      }
+      return [t, t];
+    }
+    case "datetime": {
+      const t = typeof value === "string" ? value.trim() : null;
+      const m = t === null ? null : DATETIME.exec(t);
+      const valid =
+        m !== null &&
+        PlainDate.fromParts(Number(m[1]), Number(m[2]), Number(m[3])) !== null &&
+        Number(m[4]) <= 23 &&
+        Number(m[5]) <= 59 &&
+        Number(m[6] || 0) <= 59 &&
+        // Python takes any zone offset under a day (+08:60 is +09:00).
+        Number(m[7] || 0) * 3600 + Number(m[8] || m[10] || 0) * 60 + Number(m[9] || m[11] || 0) < 86400;
+      if (!valid) throw typeProblem("日期时间（YYYY-MM-DDTHH:MM[:SS][时区]）", "an ISO date-time", value);
+      return [t, t];
+    }
+    case "geotrace":
+    case "geoshape": {
+      const pts = points(value);
+      const shape = fld.type === "geoshape";
+      if (pts.length < (shape ? 4 : 2)) {
+        throw new Problem(
+          "type",
+          shape ? "区域至少需要 4 个点（首尾相同）" : "轨迹至少需要 2 个点",
+          `a ${fld.type} needs at least ${shape ? 4 : 2} points`,
+        );
+      }
+      if (shape && (pts[0].lat !== pts[pts.length - 1].lat || pts[0].lon !== pts[pts.length - 1].lon)) {
+        throw new Problem("type", "区域的最后一个点必须与第一个点相同", "a geoshape must end where it starts");
+      }
+      return [pts, pts];
+    }
+    case "rank": {
+      let items;
+      if (typeof value === "string") items = value.split(/\s+/u).filter(Boolean);
+      else if (Array.isArray(value)) items = value.map(choiceValue);
+      else throw typeProblem("排序后的选项列表", "a ranked list of choice values", value);
+      for (const item of items) knownChoice(defn, fld, item);
+      if (new Set(items).size !== items.length) throw new Problem("type", "排序中同一选项出现了两次", "a choice is ranked twice");
+      return [items, [...items]];
+    }
     default:
       throw typeProblem("值", "no value", value);
   }
@@ -177,6 +271,28 @@ function jsonValue(value) {
   if (value instanceof PlainDate) return value.iso;
   if (Array.isArray(value)) return value.map(jsonValue);
   return value;
+}
+
+// A count written as text (a select value '3'): the number, else the text unchanged (Python's
+// int(), which also reads full-width digits and surrounding spaces).
+function parseCount(value) {
+  const t = value.normalize("NFKC").trim().replace(/_/g, "");
+  return /^[+-]?[0-9]+$/.test(t) ? Number(t) : value;
+}
+
+// A text field whose constraint tests id-valid(.): it holds an ID number.
+export function isIdField(fld) {
+  return fld.type === "text" && fld.constraint !== null && parseExpression(fld.constraint).appliesToCurrent("id-valid");
+}
+
+function standardId(fld, value, today) {
+  if (!isIdField(fld) || !(typeof value === "string" || typeof value === "number")) return null;
+  try {
+    return identity.parseIdNumber(value, today).number;
+  } catch (error) {
+    if (error instanceof identity.IdNumberError) return null;
+    throw error;
+  }
 }
 
 function computedOnce(fld) {
@@ -213,6 +329,10 @@ class Validator {
     this.rowMeta = new Map(); // typed row → [1-based position, path prefix, cleaned row]
     this.numbers = new Map(); // typed dict → Map(name → number sent for a text field)
     this.pending = new Map(); // data path → type issues waiting for relevance
+    // inspectRecord only (a form on screen): data path → choice values a choice_filter offers
+    // now, and repeat path → the row count its repeat_count asks for.
+    this.offers = null;
+    this.counts = null;
   }
 
   add(issue) {
@@ -225,7 +345,7 @@ class Validator {
 
   env(level, current = null) {
     if (!level.env) {
-      let env = new Environment(this.topTyped, null, this.context, this.levelNames);
+      let env = new Environment(this.topTyped, null, this.context, this.levelNames, [], null, this.defn.choiceLabels(), this.defn.tables);
       for (const [repeatPath, row] of level.rows) env = env.inRow(repeatPath, row);
       level.env = env;
     }
@@ -425,6 +545,7 @@ class Validator {
         continue;
       }
       const value = level.typed[fld.name] ?? null;
+      if (this.offers !== null && fld.choiceFilter !== null) this.offers[path] = this.offeredChoices(fld, level, value);
       if (isEmpty(value)) {
         if (Object.hasOwn(level.cleaned, fld.name)) continue;
         const required = unsure ? null : this.requirement(fld, level);
@@ -440,6 +561,7 @@ class Validator {
         }
         continue;
       }
+      if (fld.choiceFilter !== null && !this.choicesOffered(fld, level, value)) continue;
       if (fld.constraint !== null) {
         let passed;
         try {
@@ -448,7 +570,8 @@ class Validator {
           if (!(error instanceof EvaluationError)) throw error;
           continue;
         }
-        if (!passed) {
+        if (passed) this.standardiseId(fld, level);
+        else {
           this.markUnknown(level, fld.name);
           const message =
             this.idProblem(fld, level) ||
@@ -457,6 +580,79 @@ class Validator {
           this.issue("constraint", level, fld.name, message);
         }
       }
+    }
+  }
+
+  // Whether every answer of a select with a choice_filter is a choice the filter offers given
+  // the other answers (reported as `choice` when not). A filter that reads an undetermined
+  // value, or cannot be evaluated, decides nothing: the answer is kept.
+  choicesOffered(fld, level, value) {
+    const source = fld.choiceFilter;
+    if (this.dependsOnUnknown(source, level)) return true;
+    const byValue = new Map(this.defn.choicesOf(fld).map((c) => [c.value, c]));
+    const refused = [];
+    for (const answer of Array.isArray(value) ? value : [value]) {
+      const choice = byValue.get(answer);
+      if (choice === undefined) continue; // reported by the type pass
+      const env = this.env(level, value).withChoice({ ...choice.filters, name: choice.value });
+      let offered;
+      try {
+        offered = parseExpression(source).isTrue(env);
+      } catch (error) {
+        if (!(error instanceof EvaluationError)) throw error;
+        this.issue(
+          "evaluation",
+          level,
+          fld.name,
+          text(
+            `表单的choice_filter表达式无法计算：${error.messageZh}`,
+            `the choice_filter expression of ${fld.name} could not be evaluated: ${error.message}`,
+          ),
+          "warning",
+        );
+        return true;
+      }
+      if (!offered) refused.push(answer);
+    }
+    if (refused.length === 0) return true;
+    this.markUnknown(level, fld.name);
+    this.issue(
+      "choice",
+      level,
+      fld.name,
+      text(
+        `按已填的答案，“${labelZh(fld)}”不能选 ${refused.join("、")}`,
+        `${refused.map(pyRepr).join(", ")} is not offered for ${labelEn(fld)} given the other answers`,
+      ),
+    );
+    return false;
+  }
+
+  // The choice values a choice_filter offers given the other answers (for the screen; no
+  // issue is raised here). A filter reading an undetermined value, or failing, offers all.
+  offeredChoices(fld, level, value) {
+    const choices = this.defn.choicesOf(fld).map((c) => c.value);
+    if (this.dependsOnUnknown(fld.choiceFilter, level)) return choices;
+    const expression = parseExpression(fld.choiceFilter);
+    const env = this.env(level, value);
+    try {
+      return this.defn
+        .choicesOf(fld)
+        .filter((c) => expression.isTrue(env.withChoice({ ...c.filters, name: c.value })))
+        .map((c) => c.value);
+    } catch (error) {
+      if (!(error instanceof EvaluationError)) throw error;
+      return choices;
+    }
+  }
+
+  // An accepted ID number is stored in standard form (ASCII digits, upper-case X), so one
+  // person has one spelling; calculations later in the order read it too (forms/validation.py).
+  standardiseId(fld, level) {
+    const standard = standardId(fld, level.typed[fld.name], this.context.today);
+    if (standard !== null) {
+      level.typed[fld.name] = standard;
+      level.cleaned[fld.name] = standard;
     }
   }
 
@@ -542,11 +738,47 @@ class Validator {
     } else if (!unsure && fld.minRows !== null && count < fld.minRows) {
       this.issue("rows", level, fld.name, text(`至少需要 ${fld.minRows} 行，实际 ${count} 行`, `${fld.name} needs at least ${fld.minRows} rows, has ${count}`));
     }
+    const expected = unsure ? null : this.repeatCount(fld, level);
+    if (this.counts !== null && expected !== null) this.counts[level.prefix + fld.name] = expected;
+    if (expected !== null && count !== expected) {
+      this.issue(
+        "rows",
+        level,
+        fld.name,
+        text(`按 repeat_count 应为 ${expected} 行，实际 ${count} 行`, `${fld.name} needs exactly ${expected} rows (its repeat_count), has ${count}`),
+      );
+    }
     if (fld.maxRows !== null && count > fld.maxRows) {
       this.issue("rows", level, fld.name, text(`最多 ${fld.maxRows} 行，实际 ${count} 行`, `${fld.name} allows at most ${fld.maxRows} rows, has ${count}`));
     }
     const schema = level.schemaPath ? `${level.schemaPath}/${fld.name}` : fld.name;
     for (const child of this.rowLevels(level, rows, schema)) this.walkLevel(child);
+  }
+
+  // The number of rows a computed repeat_count asks for; null when there is none, it reads an
+  // undetermined value, is empty or is not a whole number >= 0 (an evaluation warning).
+  repeatCount(fld, level) {
+    if (fld.repeatCount === null) return null;
+    let value;
+    try {
+      value = this.evaluate(fld.repeatCount, level, fld.name, "repeat_count", null);
+    } catch (error) {
+      if (!(error instanceof EvaluationError)) throw error;
+      return null;
+    }
+    if (this.dependsOnUnknown(fld.repeatCount, level) || value === null) return null;
+    if (typeof value === "string") value = parseCount(value);
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+      this.issue(
+        "evaluation",
+        level,
+        fld.name,
+        text(`repeat_count 的结果不是不小于 0 的整数：${pyRepr(value)}`, `the repeat_count of ${fld.name} is not a whole number >= 0: ${pyRepr(value)}`),
+        "warning",
+      );
+      return null;
+    }
+    return value;
   }
 
   rowLevels(level, rows, schema) {
@@ -600,10 +832,11 @@ class Validator {
   }
 }
 
-function run(definition, data, options) {
+function run(definition, data, options, inspect = false) {
   const defn = readDefinition(definition);
   const context = options.today && options.today.iso ? options : evaluationContext(options);
   const validator = new Validator(defn, context);
+  if (inspect) [validator.offers, validator.counts] = [{}, {}];
   if (!isObject(data)) {
     validator.add(issueOf("type", "", "", null, text("记录数据应为对象（字段名→值）", "record data must be an object (field → value)")));
     return { validator, cleaned: {} };
@@ -626,8 +859,55 @@ export function validateRecord(definition, data, options = {}) {
 // validateRecord plus what a form on screen needs: `hidden`, the data paths of the questions
 // whose relevance is false now. It includes those whose relevance reads a value still missing
 // or wrong (an ungraded house hides its appraisal date), whose answers `cleaned` nevertheless
-// keeps: they are not known to be stale.
+// keeps: they are not known to be stale. `offered`: data path of a select with a choice_filter
+// → the choice values it offers now; `rowCounts`: data path of a repeat with a repeat_count →
+// the number of rows it asks for (absent while undetermined).
 export function inspectRecord(definition, data, options = {}) {
-  const { validator, cleaned } = run(definition, data, options);
-  return { errors: validator.errors, warnings: validator.warnings, cleaned, hidden: [...validator.notShown] };
+  const { validator, cleaned } = run(definition, data, options, true);
+  const { errors, warnings, notShown, offers, counts } = validator;
+  return { errors, warnings, cleaned, hidden: [...notShown], offered: offers, rowCounts: counts };
+}
+
+// The record `data` with each empty field that has a `default` filled with it: what a tablet
+// does when a record (or a repeat row already in `data`) is made. Defaults are evaluated level
+// by level in evaluation order, so `${people} - 1` sees the prefilled `people`; a value already
+// there is never replaced; a default that cannot be evaluated, is empty or does not fit the
+// field's type leaves the field empty. Returns a new object (forms/validation.py prefill).
+export function prefill(definition, data, options = {}) {
+  const defn = readDefinition(definition);
+  const context = options.today && options.today.iso ? options : evaluationContext(options);
+  const levelNames = { "": new Set(defn.fields.map((f) => f.name)) };
+  for (const [path, fld] of defn.index) {
+    if (fld.type === "repeat") levelNames[path] = new Set(fld.fields.map((f) => f.name));
+  }
+  const out = { ...data };
+  const top = new Environment(out, null, context, levelNames, [], null, defn.choiceLabels(), defn.tables);
+  prefillLevel(defn, "", out, top);
+  return out;
+}
+
+function prefillLevel(defn, schema, values, env) {
+  for (const fld of defn.evaluationOrder(schema)) {
+    if (fld.type === "repeat") {
+      const rows = values[fld.name];
+      if (!Array.isArray(rows)) continue;
+      const inner = schema ? `${schema}/${fld.name}` : fld.name;
+      values[fld.name] = rows.map((row) => {
+        if (!isObject(row)) return row;
+        const copy = { ...row };
+        prefillLevel(defn, inner, copy, env.inRow(inner, copy));
+        return copy;
+      });
+      continue;
+    }
+    if (fld.default === null || !isEmpty(values[fld.name] ?? null)) continue;
+    try {
+      const value = parseExpression(fld.default).evaluate(env);
+      if (isEmpty(value)) continue;
+      values[fld.name] = coerce(defn, fld, jsonValue(value))[1];
+    } catch (error) {
+      if (error instanceof EvaluationError || error instanceof Problem) continue;
+      throw error;
+    }
+  }
 }
