@@ -164,7 +164,7 @@ def test_photo_downscaled_sealed_refused_when_space_is_short_and_uploaded(
     picture.write_bytes(_photo_png(2400, 1800))  # 4.3 megapixels
     page.click("#form-list button[data-form='housing_safety']")
     page.set_input_files("#photo-input", str(picture))
-    page.wait_for_selector("#photo-message:has-text('照片已加密保存')", timeout=30_000)
+    page.wait_for_selector("#photo-message:has-text('照片已加密保存')", timeout=90_000)
     assert page.locator("#photo-list img").count() == 1
     stored = page.evaluate(
         """async () => {

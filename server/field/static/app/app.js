@@ -207,6 +207,8 @@ async function openDraft(draft) {
   await showHousehold(definition, draft);
   state.form = await engines.renderForm($("form-root"), definition, {
     values: draft.values || {},
+    // A draft nobody has typed in yet starts from the form's defaults.
+    prefill: Object.keys(draft.values || {}).length === 0,
     language: "zh",
     onChange: onFormChange,
   });
