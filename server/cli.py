@@ -172,9 +172,9 @@ def import_batch(file: Path) -> None:
     from server.services import outbox_import
     from server.services.access import CLI_ACTOR
 
-    with _app_context():
+    with _app_context() as app:
         try:
-            result = outbox_import.import_file(file.read_bytes(), actor=CLI_ACTOR)
+            result = outbox_import.import_file(_services(app), file.read_bytes(), actor=CLI_ACTOR)
         except ApiError as exc:
             _fail(exc)
         if result.already_imported:

@@ -22,6 +22,7 @@ from server.errors import (
 )
 from server.services import sync
 from server.services.access import Actor
+from server.services.context import ServiceContext
 from server.storage import devices as device_store
 from server.storage.database import end_read, writing
 from sync_protocol import outbox_file
@@ -54,7 +55,7 @@ def _acked(device_id: str, area_prefix: str) -> int:
     return counts.acked if counts is not None else 0
 
 
-def import_file(data: bytes, *, actor: Actor) -> ImportResult:
+def import_file(ctx: ServiceContext, data: bytes, *, actor: Actor) -> ImportResult:
     """Import an outbox file for a device of the actor's area; audited (``outbox.import``).
 
     Raises :class:`ValidationFailed` (``outbox_file_invalid``, ``details.where`` naming the line,
@@ -94,7 +95,7 @@ def import_file(data: bytes, *, actor: Actor) -> ImportResult:
     already = False
     refused: tuple[str, ...] = ()
     try:
-        result = sync.handle_exchange(parsed.body)
+        result = sync.handle_exchange(ctx, parsed.body)
     except Conflict as exc:
         if exc.code != "envelope_replayed":
             raise

@@ -103,7 +103,7 @@ def import_outbox(principal: Principal) -> Any:
     data = upload.read(outbox_import.MAX_FILE_BYTES + 1) if upload is not None else b""
     name = upload.filename if upload is not None else ""
     try:
-        result = outbox_import.import_file(data, actor=actor_of(principal))
+        result = outbox_import.import_file(service_context(), data, actor=actor_of(principal))
     except ApiError as exc:
         where = exc.details.get("where") if isinstance(exc.details, dict) else None
         page = _devices_page(
