@@ -296,6 +296,12 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
     ("resolution_choice_invalid", 400, "冲突处理选项无效", "The resolution choice is invalid"),
     ("roster_area_invalid", 400, "导入范围无效", "The import area is not inside yours"),
     (
+        "no_published_forms",
+        400,
+        "尚无已发布的表单：请先启动一次服务器（会发布内置表单）",
+        "No form is published yet; start the server once (it publishes the built-ins)",
+    ),
+    (
         "roster_header_missing",
         400,
         "花名册中未找到表头行",

@@ -38,11 +38,19 @@ def _escaped(text: str) -> str:
     )
 
 
-def _as_stored(text: str) -> str:
-    """``text`` spelled as it appears inside the stored JSON text of this engine: SQLite keeps
-    the document as ASCII JSON (``\\u90ed``), PostgreSQL's JSONB prints characters as they are."""
-    ascii_only = db.session.get_bind().dialect.name != "postgresql"
-    return json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+def _spellings(text: str) -> tuple[str, ...]:
+    """``text`` spelled as it may appear inside the stored JSON text of this engine.
+
+    PostgreSQL's JSONB prints characters as they are. SQLite keeps the text as written: records
+    stored before orjson became the JSON columns' encoder hold ASCII JSON (``\\u90ed``), newer
+    ones the characters themselves (and the standard-library fallback writes ASCII again), so
+    both spellings are searched.
+    """
+    plain = json.dumps(text, ensure_ascii=False)[1:-1]
+    if db.session.get_bind().dialect.name == "postgresql":
+        return (plain,)
+    escaped = json.dumps(text, ensure_ascii=True)[1:-1]
+    return (plain,) if escaped == plain else (plain, escaped)
 
 
 def _document_text() -> sa.ColumnElement[str]:
@@ -70,10 +78,17 @@ def rosters_containing(
         Record.deleted.is_(False),
     )
     if fragment:
-        pattern = "%" + _escaped(_as_stored(fragment)) + "%"
-        query = query.where(_document_text().like(pattern, escape=_ESCAPE))
+        query = query.where(
+            sa.or_(
+                *(
+                    _document_text().like("%" + _escaped(spelled) + "%", escape=_ESCAPE)
+                    for spelled in _spellings(fragment)
+                )
+            )
+        )
     if characters:
-        pattern = "%" + "%".join(_escaped(_as_stored(c)) for c in characters) + "%"
+        # ID characters are digits and X: ASCII, spelled the same either way.
+        pattern = "%" + "%".join(_escaped(_spellings(c)[0]) for c in characters) + "%"
         query = query.where(_document_text().ilike(pattern, escape=_ESCAPE))
     query = query.order_by(Record.village_code, Record.household_no, Record.round.desc())
     return [
