@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -364,4 +365,4 @@ def test_server_serve_runs_the_scheduler(sqlite_url: str, app_on: Any, tmp_path:
         process.terminate()
         process.wait(timeout=10)
     assert status == "published"
-    assert result is not None and '"ok": true' in result
+    assert result is not None and json.loads(result)["ok"] is True
