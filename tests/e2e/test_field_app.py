@@ -374,8 +374,10 @@ def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
         page.fill("[data-path='floor_area'] input", "86.5")
         picture = tmp_path / "house.png"
         picture.write_bytes(_photo_png(1600, 1200))
-        page.set_input_files("#photo-input", str(picture))
+        page.click("[data-path='photos'] .vf-add")
+        page.set_input_files("[data-path$='/photo'] input[type=file]", str(picture))
         page.wait_for_selector("#photo-message:has-text('照片已加密保存')", timeout=30_000)
+        page.fill("[data-path$='/caption'] input", "东侧墙体裂缝")
         page.wait_for_selector("#draft-state:has-text('已加密保存')")
         shots.take("story-offline-form")
 
@@ -383,7 +385,8 @@ def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
         _ready(page)
         assert page.input_value("#draft-household") == "0031"
         assert page.input_value("[data-path='floor_area'] input") == "86.5"
-        assert page.locator("#photo-list img").count() == 1
+        page.wait_for_selector("[data-path$='/photo'] img.vf-thumb")  # the photo back in its row
+        assert page.input_value("[data-path$='/caption'] input") == "东侧墙体裂缝"
         page.click("#draft-submit")
         page.wait_for_selector("#sync-message:has-text('已放入待同步')")
         page.reload()
@@ -412,6 +415,7 @@ def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
         assert (on_server["village_code"], on_server["household_no"]) == (VILLAGE, "0031")
         (photo_row,) = on_server["data"]["photos"]
         assert photo_row["photo"].startswith("sha256:")
+        assert photo_row["caption"] == "东侧墙体裂缝"  # the description stays with its photo
 
         # A CLI tablet edits the same household; the browser receives the merge.
         db = tmp_path / "tablet.db"

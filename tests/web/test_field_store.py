@@ -24,6 +24,8 @@ from bench.harness.county_server import CountyServer, start_county_server
 from server.web.devices import enrolment_payload
 from sync_protocol import outbox_file
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts" / "field"
+
 VILLAGE = "530102001201"
 
 
@@ -163,9 +165,14 @@ def test_photo_downscaled_sealed_refused_when_space_is_short_and_uploaded(
     picture = tmp_path / "house.png"
     picture.write_bytes(_photo_png(2400, 1800))  # 4.3 megapixels
     page.click("#form-list button[data-form='housing_safety']")
-    page.set_input_files("#photo-input", str(picture))
+    # The photo question takes its photo in its own row; the shell's separate button is gone.
+    assert page.locator("#photo-add").is_hidden()
+    page.click("[data-path='photos'] .vf-add")
+    page.set_input_files("[data-path$='/photo'] input[type=file]", str(picture))
     page.wait_for_selector("#photo-message:has-text('照片已加密保存')", timeout=90_000)
-    assert page.locator("#photo-list img").count() == 1
+    page.wait_for_selector("[data-path$='/photo'] img.vf-thumb")
+    assert "已拍照" in page.text_content("[data-path$='/photo'] output")
+    page.wait_for_selector("#draft-state:has-text('已加密保存')")
     stored = page.evaluate(
         """async () => {
       const { openSealedStore } = await import('/field/static/app/sealed-store.js');
@@ -173,14 +180,17 @@ def test_photo_downscaled_sealed_refused_when_space_is_short_and_uploaded(
       const [meta] = await store.photos();
       const bytes = await store.photo(meta.sha256);
       const draft = await store.draft(document.body.dataset.draft);
-      return { meta, head: Array.from(bytes.slice(0, 3)), draftPhotos: draft.photos };
+      return { meta, head: Array.from(bytes.slice(0, 3)), draftPhotos: draft.photos,
+               rows: draft.values.photos.map((row) => row.photo) };
     }"""
     )
     meta = stored["meta"]
     assert meta["width"] * meta["height"] <= 1_200_000  # FIELD_PHOTO_MAX_PIXELS' default
     assert meta["width"] / meta["height"] == pytest.approx(2400 / 1800, rel=0.01)
     assert stored["head"] == [0xFF, 0xD8, 0xFF]  # a JPEG once opened
-    assert stored["draftPhotos"] == [meta["sha256"]]
+    # In its row, by content address (and not in the shell's list, so removing the row drops it).
+    assert stored["rows"] == [f"sha256:{meta['sha256']}"]
+    assert stored["draftPhotos"] in (None, [])
     raw = page.evaluate(SEALED_RAW)
     assert all("\xff\xd8\xff" not in row["ct"] for row in raw)  # not as JPEG at rest
     assert all(meta["sha256"] not in row["slot"] for row in raw)
@@ -196,6 +206,20 @@ def test_photo_downscaled_sealed_refused_when_space_is_short_and_uploaded(
     }"""
     )
     assert room == [False, True, False, True]
+
+    # The same rule on the page: a browser that reports almost no room left refuses the next
+    # photo in the row that asked for it, says why there, and keeps what the row held.
+    page.evaluate(
+        """() => { navigator.storage.estimate = async () => ({ usage: 500 * 1024 * 1024,
+                                                               quota: 500 * 1024 * 1024 + 1024 }); }"""
+    )
+    page.click("[data-path='photos'] .vf-add")
+    page.set_input_files("[data-path$='/photo'] input[type=file] >> nth=1", str(picture))
+    page.wait_for_selector("[data-path$='/photo'] output .vf-error:has-text('存储空间不足')")
+    assert page.get_attribute("body", "data-photo-blocked") == "yes"
+    assert page.locator("[data-path$='/photo'] img.vf-thumb").count() == 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "photo-space-short-360.png"), full_page=True)
     _photo_upload_resumes_signed_by_the_device_key(page, county)
 
 

@@ -211,10 +211,21 @@ async function openDraft(draft) {
     prefill: Object.keys(draft.values || {}).length === 0,
     language: "zh",
     onChange: onFormChange,
+    // A photo question takes its photo in its own row (beside the row's description).
+    takePhoto: (file) => addPhoto(file, { inForm: true }),
+    photoPreview: photoUrl,
   });
   await state.store.putSetting("openDraft", draft.id);
+  // A form with a photo question takes photos in its rows; the shell's own button is only for
+  // a draft that already holds photos taken with it (an app updated over an open draft).
+  $("photo-add").hidden = hasPhotoQuestion(definition) && !(draft.photos || []).length;
   await showPhotos();
   document.body.dataset.draft = draft.id;
+}
+
+function hasPhotoQuestion(definition) {
+  const any = (fields) => (fields || []).some((f) => f.type === "image" || (f.type === "repeat" && any(f.fields)));
+  return any(definition.fields);
 }
 
 // A household form that does not ask which household itself: the editor asks, above the
@@ -342,14 +353,21 @@ async function refreshSpace() {
   return space;
 }
 
-async function addPhoto(file) {
-  if (!state.draft) return;
+// A photo taken with the shell's own button joins the draft's list (and, at the end, a new row
+// of the form's photo repeat); one taken by a photo question (`inForm`) is already in its row, so
+// it stays out of that list — a row removed later must not bring its photo back. Resolves to the
+// photo's content address, or null when it was not kept.
+async function addPhoto(file, { inForm = false } = {}) {
+  if (!state.draft) return null;
   const space = await refreshSpace();
   if (!roomForPhoto(space, file.size)) {
-    say("photo-message", `存储空间不足（剩余 ${megabytes(space.free)}），不能再添加照片。请先同步或导出待同步数据。`);
+    const message = `存储空间不足（剩余 ${megabytes(space.free)}），不能再添加照片。请先同步或导出待同步数据。`;
+    say("photo-message", message);
     document.body.dataset.photoBlocked = "yes";
-    return;
+    if (inForm) throw new Error(message);
+    return null;
   }
+  delete document.body.dataset.photoBlocked;
   say("photo-message", "正在压缩照片…");
   const photo = await downscalePhoto(file, settings.photoMaxPixels || 1200000);
   const sha256 = await sha256Hex(photo.bytes);
@@ -361,12 +379,22 @@ async function addPhoto(file) {
     uploaded: false,
     takenAt: Date.now(),
   });
-  state.draft.photos = [...(state.draft.photos || []), sha256];
-  state.changes += 1;
-  await saveDraft();
+  if (!inForm) {
+    state.draft.photos = [...(state.draft.photos || []), sha256];
+    state.changes += 1;
+    await saveDraft();
+  }
   say("photo-message", `照片已加密保存（${photo.width}×${photo.height}）。`);
-  await showPhotos();
+  if (!inForm) await showPhotos();
   await refreshSpace();
+  return `sha256:${sha256}`;
+}
+
+// The thumbnail of a stored photo (decrypted into an object URL), for a photo question's row.
+async function photoUrl(address) {
+  const bytes = await state.store.photo(address.replace(/^sha256:/, ""));
+  if (!bytes) return null;
+  return URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
 }
 
 async function showPhotos() {

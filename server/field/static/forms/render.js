@@ -17,9 +17,9 @@ const WORDS = {
 };
 // Words of the field types added with XLSForm (kept apart so the table above stays as it was).
 const MORE_WORDS = {
-  zh: { up: "上移", down: "下移", points: "纬度 经度; 纬度 经度; …" },
-  en: { up: "Move up", down: "Move down", points: "lat lon; lat lon; …" },
-  ug: { up: "ئۈستىگە", down: "ئاستىغا", points: "lat lon; lat lon; …" },
+  zh: { up: "上移", down: "下移", points: "纬度 经度; 纬度 经度; …", point: "纬度 经度", photo: "拍照或选择照片", photoTaken: "已拍照", photoWorking: "正在压缩照片…" },
+  en: { up: "Move up", down: "Move down", points: "lat lon; lat lon; …", point: "lat lon", photo: "Take or choose a photo", photoTaken: "Photo taken", photoWorking: "Shrinking the photo…" },
+  ug: { up: "ئۈستىگە", down: "ئاستىغا", points: "lat lon; lat lon; …", point: "lat lon", photo: "سۈرەت تارتىش", photoTaken: "سۈرەت تارتىلدى", photoWorking: "سۈرەت كىچىكلىتىلىۋاتىدۇ…" },
 };
 for (const [code, more] of Object.entries(MORE_WORDS)) Object.assign(WORDS[code], more);
 // Recorded as content-addressed attachments like a photo: what the file picker accepts.
@@ -247,6 +247,45 @@ export function renderForm(root, definition, options = {}) {
     return input;
   }
 
+  // image, with a shell that can take photos: a camera/file button; the thumbnail (when the shell
+  // can show one) replaces the content address a person cannot read.
+  function photoInput(holder, fld, path) {
+    const input = el(doc, "input", { type: "file", id: `f-${path}`, name: path, accept: "image/*", capture: "environment", class: "vf-photo-file" });
+    const button = el(doc, "label", { class: "vf-photo-button", for: `f-${path}` }, wordNode("span", {}, "photo"));
+    const output = el(doc, "output", { class: "vf-output vf-photo", for: `f-${path}` });
+    output.dataset.image = "yes";
+    input.addEventListener("change", async () => {
+      const file = input.files?.[0];
+      if (!file) return;
+      input.value = "";
+      output.dataset.shown = "…";
+      output.replaceChildren(wordNode("span", {}, "photoWorking"));
+      let address = null;
+      try {
+        address = await options.takePhoto(file, path);
+      } catch (error) {
+        // Not kept (no room, a picture the browser cannot open): say why in the row itself.
+        output.dataset.shown = "!";
+        output.replaceChildren(el(doc, "span", { class: "vf-error", role: "alert", text: error.message }));
+        return;
+      }
+      if (address) setValue(holder, fld.name, address, path);
+      else showPhoto(output, holder[fld.name]);
+    });
+    return [el(doc, "div", { class: "vf-attachment" }, input, button, output), input, output];
+  }
+
+  function showPhoto(output, value) {
+    const address = typeof value === "string" && value.startsWith("sha256:") ? value : null;
+    if (output.dataset.shown === (address || "")) return;
+    output.dataset.shown = address || "";
+    output.replaceChildren(address ? wordNode("span", {}, "photoTaken") : doc.createTextNode(words().none));
+    if (!address || !options.photoPreview) return;
+    Promise.resolve(options.photoPreview(address)).then((url) => {
+      if (url && output.dataset.shown === address) output.append(el(doc, "img", { src: url, alt: "", class: "vf-thumb" }));
+    });
+  }
+
   function booleanInputs(holder, fld, path) {
     const list = el(doc, "div", { class: "vf-choices vf-inline", role: "radiogroup" });
     let first = null;
@@ -270,6 +309,14 @@ export function renderForm(root, definition, options = {}) {
     let output = null;
     if (fld.type === "note") {
       box.append(sayNode("p", { class: "vf-note" }, fld.label));
+    } else if (fld.type === "image" && options.takePhoto && !readOnly) {
+      // The shell takes the photo (downscaled, sealed, content-addressed) and hands back its
+      // address; the question keeps it in its own row, beside the row's description.
+      [control, focus, output] = photoInput(holder, fld, path);
+      box.append(sayNode("span", { class: "vf-label" }, fld.label));
+      if (fld.required === true) box.lastChild.append(" ", wordNode("span", { class: "vf-required" }, "required"));
+      if (fld.hint) box.append(sayNode("p", { class: "vf-hint" }, fld.hint));
+      box.append(control);
     } else if (fld.type === "calculate" || fld.type === "image") {
       // A calculation is shown, not typed; a photo is taken by the app shell, which puts its
       // content address (sha256:…) into the record: here it is only shown.
@@ -284,7 +331,7 @@ export function renderForm(root, definition, options = {}) {
         integer: ["input", { type: "text", inputmode: "numeric" }],
         decimal: ["input", { type: "text", inputmode: "decimal" }],
         date: ["input", { type: "date" }],
-        geopoint: ["input", { type: "text", inputmode: "decimal", placeholder: "lat lon" }],
+        geopoint: ["input", { type: "text", inputmode: "decimal", placeholder: words().point }],
         time: ["input", { type: "time" }],
         datetime: ["input", { type: LOCAL_DATETIME.test(holder[fld.name] ?? "2000-01-01T00:00") ? "datetime-local" : "text" }],
         geotrace: ["input", { type: "text", inputmode: "decimal", placeholder: words().points }],
@@ -455,7 +502,8 @@ export function renderForm(root, definition, options = {}) {
     }
     for (const [path, slot] of slots) {
       slot.box.hidden = isHidden(path, hidden) || (slot.fld.type === "calculate" && !slot.fld.label);
-      if (slot.output) slot.output.textContent = showValue(valueAt(result.cleaned, path), words());
+      if (slot.output?.dataset.image) showPhoto(slot.output, valueAt(result.cleaned, path));
+      else if (slot.output) slot.output.textContent = showValue(valueAt(result.cleaned, path), words());
       if (slot.fld.choiceFilter !== null) filterChoices(slot, result.offered?.[path]);
       const shown = showAll || touched.has(path) ? byPath.get(path) || [] : [];
       slot.message.replaceChildren(...shown.flatMap((issue) => [el(doc, "p", { class: `vf-${issue.severity}` }, ...messageNodes(issue))]));
