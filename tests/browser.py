@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium under Playwright (skipped locally without it, a failure in CI)."""
+@contextmanager
+def launched_chromium(extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    """Debian's Chromium under Playwright with ``extra_args`` (a fake camera, say); skipped
+    locally without it, a failure in CI."""
     problem = None
     if not CHROMIUM.exists():
         problem = f"{CHROMIUM} is missing (make install-browser)"
@@ -44,8 +46,17 @@ def chromium() -> Iterator[Any]:
             pytest.fail(problem)
         pytest.skip(problem)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args]
+        )
         try:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium under Playwright (skipped locally without it, a failure in CI)."""
+    with launched_chromium() as browser:
+        yield browser

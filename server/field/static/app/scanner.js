@@ -59,9 +59,14 @@ export function scanQr(video) {
   let stopped = false;
   let stopRequested;
   const stoppedByUser = new Promise((_, reject) => (stopRequested = reject));
-  const stop = () => {
+  const release = () => {
     stopped = true;
     if (stream) for (const track of stream.getTracks()) track.stop();
+  };
+  // The person closed the camera. (A code found releases the camera without this: rejecting
+  // here first would make the race below end with "closed" although the code was read.)
+  const stop = () => {
+    release();
     stopRequested(new Error("已关闭相机"));
   };
   const result = (async () => {
@@ -72,7 +77,7 @@ export function scanQr(video) {
     while (!stopped) {
       const text = await read(video);
       if (text) {
-        stop();
+        release();
         return text;
       }
       await new Promise((r) => setTimeout(r, 250));
