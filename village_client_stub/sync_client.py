@@ -32,6 +32,7 @@ for a download cursor) and is written *before* each request leaves.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -74,6 +75,17 @@ from sync_protocol.pacing import (
 from village_client_stub.errors import AckMismatch, BadInput, DeviceError, StoreCorrupt
 from village_client_stub.store import DeviceStore
 from village_client_stub.transport import HttpResponse, HttpTransport, TransportError
+
+
+def _app_name() -> str:
+    try:
+        return f"village-device/{importlib.metadata.version('village-sync')}"
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "village-device"
+
+
+#: What this device names itself on every sync (``Village-Sync-App``; the devices page shows it).
+APP_NAME: Final = _app_name()
 
 __all__ = [
     "ENVELOPE_SCOPE",
@@ -463,7 +475,11 @@ class SyncClient:
                 "POST",
                 SYNC_PATH,
                 request.body,
-                {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
+                {
+                    "Content-Type": CONTENT_TYPE,
+                    "Accept": CONTENT_TYPE,
+                    "Village-Sync-App": APP_NAME,
+                },
                 on_sent=lambda _n: self._progress(),
             )
         except TransportError as exc:

@@ -26,6 +26,11 @@ class DeviceSchema(Schema):
     enrolled_at = fields.DateTime(dump_only=True)
     revoked_at = fields.DateTime(dump_only=True, allow_none=True)
     last_sync_at = fields.DateTime(dump_only=True, allow_none=True)
+    app = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "app and version the device named on its last sync"},
+    )
 
 
 class DeviceQuerySchema(Schema):

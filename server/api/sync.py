@@ -16,6 +16,8 @@ from server.errors import note_refusal
 from server.services import sync
 
 blueprint = Blueprint("sync", __name__, url_prefix=API_PREFIX)
+#: The request header a device names its app and version in (docs/protocol.md §2).
+APP_HEADER = "Village-Sync-App"
 
 
 class _Body:
@@ -53,6 +55,7 @@ def exchange() -> Any:
         _Body(request.stream),  # type: ignore[arg-type]
         busy_retry_ms=retry_ms,
         ops_per_transaction=int(current_app.config["SYNC_OPS_PER_TRANSACTION"]),
+        app=request.headers.get(APP_HEADER),
     )
     for code in result.refused:  # sealed refusals and rejected frames are audited too
         note_refusal(

@@ -182,12 +182,27 @@ def _recipient_keys(ring: KeyRing) -> dict[str, EncryptionPrivateKey]:
     return {kid: bundle.encryption for kid, bundle in ring.bundles.items()}
 
 
+#: Longest app name kept (the column's length); what a device names is shown, never trusted.
+_APP_NAME_LIMIT = 80
+
+
+def device_app(header: str | None) -> str | None:
+    """The app a sync request names (``Village-Sync-App: village-device/0.1.0``), as kept:
+    printable ASCII only, at most 80 characters; None when absent or empty. It is recorded
+    only after the exchange authenticates, so a stranger cannot label someone's tablet."""
+    if not header:
+        return None
+    kept = "".join(ch for ch in header if " " <= ch <= "~").strip()[:_APP_NAME_LIMIT]
+    return kept or None
+
+
 def handle_exchange(
     ctx: ServiceContext,
     body: bytes | IO[bytes],
     *,
     busy_retry_ms: int = 2000,
     ops_per_transaction: int = 200,
+    app: str | None = None,
 ) -> ExchangeResult:
     """Run one sync exchange on the request ``body`` (bytes or a stream) and seal the reply.
 
@@ -258,7 +273,10 @@ def handle_exchange(
                 details={"frame": 0},
             )
         device_store.touch_last_sync(
-            device.id, utcnow(), manifest_cursor=hello.cursors.get(MANIFEST_STREAM)
+            device.id,
+            utcnow(),
+            manifest_cursor=hello.cursors.get(MANIFEST_STREAM),
+            app=device_app(app),
         )
     session.frames.append(FrameStatus(0, "committed"))
     try:

@@ -33,6 +33,8 @@ class Device:
     enrollment_code_id: int | None
     #: The manifest cursor of the device's last hello (None before its first sync).
     manifest_cursor: int | None = None
+    #: The app and version the device named on its last sync (``Village-Sync-App``), if any.
+    app: str | None = None
 
 
 def add_device(
@@ -104,12 +106,16 @@ def revoke(device_id: str, area_prefix: str, now: datetime) -> bool:
     )
 
 
-def touch_last_sync(device_id: str, now: datetime, manifest_cursor: int | None = None) -> None:
+def touch_last_sync(
+    device_id: str, now: datetime, manifest_cursor: int | None = None, app: str | None = None
+) -> None:
     """Record that ``device_id`` completed a sync exchange at ``now`` (and, when given, the
-    manifest cursor its hello reported)."""
+    manifest cursor its hello reported and the app it named)."""
     values: dict[str, object] = {"last_sync_at": now}
     if manifest_cursor is not None:
         values["manifest_cursor"] = manifest_cursor
+    if app is not None:
+        values["app"] = app
     db.session.execute(sa.update(DeviceRow).where(DeviceRow.id == device_id).values(**values))
 
 

@@ -133,6 +133,8 @@ class Device(Base):
     #: The ``manifest`` cursor of the device's last hello (migration 0007): the device holds
     #: every form version whose manifest revision is at or below it.
     manifest_cursor: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: What the device said it runs on its last authenticated sync (migration 0008).
+    app: Mapped[str | None] = mapped_column(sa.String(80))
     enrollment_code_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("enrollment_codes.id", ondelete="SET NULL")
     )

@@ -13,6 +13,7 @@ Screenshots at 360 and 1280 px go to ``tests/artifacts/field/``.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -423,6 +424,13 @@ def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
         assert cli_json(device_cli(db, "edit", record_id, "--set", "storeys=2"))["ok"]
         assert cli_json(device_cli(db, "sync"))["ops_acked"] == 1
         _synced(page)
+        # Each names its app and version on every sync; the county's devices list shows them.
+        apps = sorted(d["app"] for d in admin.get("/api/v1/devices"))
+        version = page.get_attribute("body", "data-version")
+        assert apps == [
+            f"field-app/{version}",
+            f"village-device/{importlib.metadata.version('village-sync')}",
+        ]
         held = _store(page, "recordValues", record_id)
         assert held["storeys"] == 2 and held["floor_area"] == 86.5
         page.wait_for_selector(f"#household-list button[data-edit='{record_id}']")
@@ -438,6 +446,13 @@ def test_field_story_enrol_offline_photo_sync_merge_conflict_resolved(
         assert cli_json(edited)["ok"]
         assert cli_json(device_cli(db, "sync"))["ops_acked"] == 1
         _synced(page)
+        # Each names its app and version on every sync; the county's devices list shows them.
+        apps = sorted(d["app"] for d in admin.get("/api/v1/devices"))
+        version = page.get_attribute("body", "data-version")
+        assert apps == [
+            f"field-app/{version}",
+            f"village-device/{importlib.metadata.version('village-sync')}",
+        ]
         page.wait_for_selector("#conflicts:not([hidden])")
         shown = page.text_content("#conflict-list")
         assert "改造方式" in shown and "原址翻建" in shown and "选址新建" in shown, shown

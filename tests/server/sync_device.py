@@ -218,9 +218,15 @@ class SyncDevice:
         self.envelope_seq = request.next_sequence
         return request
 
+    #: The ``Village-Sync-App`` this device names itself with (None: the header is left out).
+    app: str | None = None
+
     def post(self, body: bytes) -> Any:
         """POST a raw request body to the sync endpoint; returns the test response."""
-        return self.client.post(SYNC_URL, data=body, headers={"Content-Type": CONTENT_TYPE})
+        headers = {"Content-Type": CONTENT_TYPE}
+        if self.app is not None:
+            headers["Village-Sync-App"] = self.app
+        return self.client.post(SYNC_URL, data=body, headers=headers)
 
     def open(self, response: Any, request: Request) -> ServerReply:
         """Open the sealed reply to ``request`` (raises on tampering or a reply to another)."""

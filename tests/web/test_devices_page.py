@@ -58,3 +58,27 @@ def test_devices_show_acked_ops_and_who_lacks_the_newest_form_version(
     add_account(app, "reviewer", "township_reviewer", "530102001")
     reviewer = text(browser_for("reviewer").get("/devices"))
     assert tablet.device_id[:8] in reviewer and far.device_id[:8] not in reviewer
+
+
+def test_devices_show_the_app_each_tablet_named_on_its_last_sync(
+    app: Flask, admin: Browser
+) -> None:
+    headers = login(app.test_client(), "admin")
+    tablet = SyncDevice.enroll(admin.client, headers, V1)
+    quiet = SyncDevice.enroll(admin.client, headers, V1)
+    tablet.app = "field-app/0123abcd"
+    tablet.sync()
+    quiet.sync()  # names nothing: shown as unknown, served the same
+    page = text(admin.get("/devices"))
+    assert "field-app/0123abcd" in _row(page, tablet.device_id)
+    assert "field-app" not in _row(page, quiet.device_id)
+    listed = {d["id"]: d["app"] for d in admin.client.get("/api/v1/devices", headers=headers).json}
+    assert listed == {tablet.device_id: "field-app/0123abcd", quiet.device_id: None}
+
+    # The newest sync wins; what a device names is kept printable and short, never trusted.
+    tablet.app = "village-device/9.9\x07<b>" + "x" * 200
+    tablet.sync()
+    named = {d["id"]: d["app"] for d in admin.client.get("/api/v1/devices", headers=headers).json}
+    assert named[tablet.device_id].startswith("village-device/9.9<b>x")
+    assert len(named[tablet.device_id]) == 80
+    assert "&lt;b&gt;" in _row(text(admin.get("/devices")), tablet.device_id)  # escaped on the page

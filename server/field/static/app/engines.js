@@ -116,6 +116,15 @@ async function storeManifest(storage, page) {
 
 /** One sync exchange (the protocol client's syncOnce over the sealed store). Resolves to the
  * client's summary; throws EngineMissing when the protocol client is absent. */
+// Every sync names the app and its version (the footer's), so the county's devices page can
+// tell which tablets still run an old app. Recorded by the server only once the exchange
+// authenticates.
+function namedFetch(url, init = {}) {
+  const version = document.body?.dataset.version || "unknown";
+  const headers = { ...(init.headers || {}), "Village-Sync-App": `field-app/${version}` };
+  return self.fetch(url, { ...init, headers });
+}
+
 export async function syncOnce({ storage, baseUrl }) {
   const modules = await protocol();
   if (!modules) throw new EngineMissing("协议模块 protocol/");
@@ -124,7 +133,7 @@ export async function syncOnce({ storage, baseUrl }) {
     engine,
     device,
     baseUrl,
-    fetch: self.fetch.bind(self),
+    fetch: namedFetch,
     onManifest: (page) => storeManifest(storage, page),
     onServerKeys: async (server) => {
       const enrolment = await storage.setting("enrolment");
