@@ -8,7 +8,10 @@ The :class:`FormPrompter` walks the definition in document order and
 * checks every answer as it is typed — its type (:func:`records.coerce_value`), ``required`` and
   the field's ``constraint`` — and asks again with the reason until it fits;
 * asks for repeat rows (household members, persuade-back visits) one at a time, within the
-  repeat's ``min_rows``/``max_rows``.
+  repeat's ``min_rows``/``max_rows``, or exactly as many as its ``repeat_count`` computes;
+* offers only the choices a question's ``choice_filter`` lets through (a cascade: the villages
+  of the county just chosen), numbered as shown;
+* proposes a question's ``default`` (Enter takes it), as a tablet prefills a new record.
 
 Cross-field checks run when the record is saved (``RecordEditor.fill``). Input comes from any
 line source (a terminal, a pipe, a test), so the same code serves people and scripts. End of
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, TextIO
 
-from forms.definition import Field, FieldType, FormDefinition
+from forms.definition import Choice, Field, FieldType, FormDefinition
 from forms.errors import FormsError
 from forms.expressions import Environment, EvaluationContext, parse_expression
 from forms.paths import ROW_ID_KEY
@@ -92,9 +95,13 @@ def ask_household(
         return household
 
 
-def describe_choices(defn: FormDefinition, fld: Field) -> str:
-    """The numbered choice list shown under a select question."""
-    return "  ".join(f"{i}.{c.label.zh}" for i, c in enumerate(defn.choices_of(fld), start=1))
+def describe_choices(
+    defn: FormDefinition, fld: Field, offered: tuple[Choice, ...] | None = None
+) -> str:
+    """The numbered choice list shown under a select question (``offered``: the choices its
+    ``choice_filter`` lets through, when it has one)."""
+    choices = defn.choices_of(fld) if offered is None else offered
+    return "  ".join(f"{i}.{c.label.zh}" for i, c in enumerate(choices, start=1))
 
 
 class FormPrompter:
@@ -118,6 +125,14 @@ class FormPrompter:
         self.out = out
         self.store = store
         self.data: dict[str, Any] = {}
+        # What expressions see besides the answers: each level's names (``${x}`` inside a row),
+        # choice labels (``jr:choice-name``) and attached tables (``pulldata``), as the validator.
+        level_names: dict[str, frozenset[str]] = {"": frozenset(f.name for f in defn.fields)}
+        for path, fld in defn.iter_fields():
+            if fld.is_repeat:
+                level_names[path] = frozenset(sub.name for sub in fld.fields)
+        self._level_names = level_names
+        self._labels = defn.choice_labels()
 
     # --- the interview ---------------------------------------------------------------------
 
@@ -170,6 +185,11 @@ class FormPrompter:
         existing = values.setdefault(fld.name, [])
         minimum = fld.min_rows or 0
         maximum = fld.max_rows
+        counted = self._row_count(fld, rows)
+        if counted is not None:
+            # repeat_count decides how many rows there are: ask each, never "add another?".
+            self._say(f"「{_label(fld)}」共 {counted} 行")
+            minimum = maximum = counted
         while maximum is None or len(existing) < maximum:
             number = len(existing) + 1
             if len(existing) >= minimum:
@@ -199,17 +219,31 @@ class FormPrompter:
         question = f"{_label(fld)}{'（必填）' if required else ''}"
         if fld.unit:
             question += f"［{fld.unit}］"
+        select = fld.type in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE)
         while True:
+            offered = self._offered(fld, rows) if select else ()
+            proposed = self._default_text(fld, rows, offered if select else None)
             self._say(question)
             if fld.hint is not None:
                 self._say(f"  提示：{fld.hint.zh}")
-            if fld.type in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE):
-                self._say(f"  {describe_choices(self.defn, fld)}")
+            if select:
+                if offered:
+                    self._say(f"  {describe_choices(self.defn, fld, offered)}")
+                else:
+                    self._say("  （按前面的回答，此题没有可选的选项）")
                 if fld.type is FieldType.SELECT_MULTIPLE:
                     self._say("  （可多选，用逗号分隔）")
+            if proposed is not None:
+                self._say(f"  默认：{self._shown(fld, proposed)}（直接回车采用）")
             text = self._line()
-            if fld.type in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE):
-                text = self._numbers_to_choices(fld, text)
+            if proposed is not None and text.strip() == "":
+                text = proposed
+            if select:
+                text = self._numbers_to_choices(fld, text, offered)
+                unoffered = self._unoffered(fld, text, offered)
+                if unoffered:
+                    self._say(f"  ✗ 按前面的回答，不能选「{unoffered}」")
+                    continue
             try:
                 # An image answer is a file path; the store registers it as an attachment.
                 value = coerce_value(self.defn, fld, text, store=self.store)
@@ -229,10 +263,99 @@ class FormPrompter:
 
     # --- checks while typing ---------------------------------------------------------------
 
+    def _row_count(self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]) -> int | None:
+        """The rows ``repeat_count`` asks for (None: no count, or it cannot be computed yet)."""
+        if not fld.repeat_count:
+            return None
+        try:
+            value = parse_expression(fld.repeat_count).evaluate(self._env(rows))
+        except FormsError:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            return None
+        try:
+            count = int(float(value))
+        except ValueError:
+            return None
+        return max(0, count) if fld.max_rows is None else max(0, min(count, fld.max_rows))
+
+    def _offered(
+        self, fld: Field, rows: tuple[tuple[str, dict[str, Any]], ...]
+    ) -> tuple[Choice, ...]:
+        """The choices of a select its ``choice_filter`` lets through given the answers so far
+        (all of them when there is no filter or it cannot be evaluated: the server re-checks)."""
+        choices = self.defn.choices_of(fld)
+        if not fld.choice_filter:
+            return choices
+        try:
+            expression = parse_expression(fld.choice_filter)
+            env = self._env(rows)
+            return tuple(
+                c
+                for c in choices
+                if expression.is_true(env.with_choice({**c.filters, "name": c.value}))
+            )
+        except FormsError:
+            return choices
+
+    def _unoffered(self, fld: Field, text: str, offered: tuple[Choice, ...]) -> str | None:
+        """The first typed choice value that the filter does not offer (None: all offered)."""
+        if not fld.choice_filter or not text:
+            return None
+        known = {c.value: c for c in self.defn.choices_of(fld)}
+        allowed = {c.value for c in offered}
+        for part in text.split(","):
+            if part in known and part not in allowed:
+                return known[part].label.zh
+        return None
+
+    def _default_text(
+        self,
+        fld: Field,
+        rows: tuple[tuple[str, dict[str, Any]], ...],
+        offered: tuple[Choice, ...] | None,
+    ) -> str | None:
+        """The field's ``default`` as the text a person would type, or None (no default, it
+        cannot be computed, or it names a choice the filter does not offer)."""
+        if fld.default is None:
+            return None
+        try:
+            value = parse_expression(fld.default).evaluate(self._env(rows))
+        except FormsError:
+            return None
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, bool):
+            text = "是" if value else "否"
+        elif isinstance(value, date):
+            text = value.isoformat()
+        elif isinstance(value, list):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        else:
+            text = str(value)
+        if offered is not None and self._unoffered(fld, text, offered):
+            return None
+        return text
+
+    def _shown(self, fld: Field, text: str) -> str:
+        """A proposed answer as the question shows it (a choice by its label)."""
+        if fld.type in (FieldType.SELECT_ONE, FieldType.SELECT_MULTIPLE):
+            labels = {c.value: c.label.zh for c in self.defn.choices_of(fld)}
+            return "、".join(labels.get(part, part) for part in text.split(","))
+        return text
+
     def _env(
         self, rows: tuple[tuple[str, dict[str, Any]], ...], current: Any = None
     ) -> Environment:
-        env = Environment(values=self.data, context=self.context)
+        env = Environment(
+            values=self.data,
+            context=self.context,
+            level_names=self._level_names,
+            labels=self._labels,
+            tables=self.defn.tables,
+        )
         for repeat_path, row in rows:
             env = env.in_row(repeat_path, row)
         return env.with_current(current)
@@ -296,9 +419,11 @@ class FormPrompter:
             return fld.constraint_message.zh
         return f"「{_label(fld)}」的值不符合要求"
 
-    def _numbers_to_choices(self, fld: Field, text: str) -> str:
-        """Let people type choice numbers: ``2`` → the second choice's value."""
-        choices = self.defn.choices_of(fld)
+    def _numbers_to_choices(
+        self, fld: Field, text: str, offered: tuple[Choice, ...] | None = None
+    ) -> str:
+        """Let people type choice numbers: ``2`` → the second choice shown (of ``offered``)."""
+        choices = self.defn.choices_of(fld) if offered is None else offered
         values = {c.value for c in choices}
         parts = [p.strip() for p in text.replace("，", ",").replace("、", ",").split(",")]
         out = []

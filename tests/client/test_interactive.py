@@ -367,3 +367,63 @@ def test_ctrl_c_ends_the_interview_like_end_of_input() -> None:
     with pytest.raises(InputEnded) as info:
         asker.run()
     assert info.value.data == {"appraisal_grade": "A", "appraisal_date": "2026-03-01"}
+
+
+# --- XLSForm features: choice_filter, repeat_count, default ---------------------------------
+
+CASCADE_FORM = """
+| survey |
+|        | type                              | name    | label::中文 (zh) | choice_filter    | repeat_count | default |
+|        | select_one county                 | county  | 县               |                  |              | c1      |
+|        | select_one_from_file villages.csv | village | 村               | county=${county} |              |         |
+|        | integer                           | size    | 人数             |                  |              | 2       |
+|        | begin_repeat                      | member  | 成员             |                  | ${size}      |         |
+|        | text                              | mname   | 姓名             |                  |              |         |
+|        | end_repeat                        |         |                  |                  |              |         |
+| choices |
+|         | list_name | name | label::中文 (zh) |
+|         | county    | c1   | 一县             |
+|         | county    | c2   | 二县             |
+| settings |
+|          | form_id | version    | form_title |
+|          | pick    | 2026112501 | 选村       |
+"""
+CASCADE_VILLAGES = "name,label::中文 (zh),county\nv1,上寨,c1\nv2,下寨,c2\nv3,河边,c1\n"
+
+
+def cascade_prompter(answers: list[str]) -> tuple[FormPrompter, io.StringIO]:
+    from forms.xlsform import read_xlsform
+
+    read = read_xlsform(
+        CASCADE_FORM.encode(),
+        "pick.md",
+        attachments={"villages.csv": CASCADE_VILLAGES.encode()},
+    )
+    out = io.StringIO()
+    reader = LineReader(io.StringIO("".join(a + "\n" for a in answers)))
+    context = EvaluationContext(today=date(2026, 11, 25))
+    return FormPrompter(read.definition, context, reader, out), out
+
+
+def test_choices_follow_the_filter_defaults_are_proposed_and_the_count_sets_the_rows() -> None:
+    # Enter takes the default county (c1); "2" is the second village OFFERED (河边, not 下寨);
+    # Enter takes the default size 2; exactly two rows are asked, no "add another?".
+    asker, out = cascade_prompter(["", "2", "", "王一", "王二"])
+    data = asker.run()
+    assert data["county"] == "c1" and data["village"] == "v3" and data["size"] == 2
+    assert [row["mname"] for row in data["member"]] == ["王一", "王二"]
+    text = out.getvalue()
+    assert "默认：一县（直接回车采用）" in text
+    assert "1.上寨  2.河边" in text and "下寨" not in text  # only c1's villages were offered
+    assert "「成员」共 2 行" in text and "添加「成员」" not in text
+
+
+def test_a_typed_choice_the_filter_does_not_offer_is_refused_and_asked_again() -> None:
+    # County c2, then the village typed by its value v1 (a c1 village): refused, then v2.
+    asker, out = cascade_prompter(["2", "v1", "v2", "0"])
+    data = asker.run()
+    assert data["county"] == "c2" and data["village"] == "v2" and data["size"] == 0
+    assert "member" not in data
+    text = out.getvalue()
+    assert "✗ 按前面的回答，不能选「上寨」" in text
+    assert "1.下寨" in text
