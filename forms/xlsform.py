@@ -1945,7 +1945,8 @@ class _Reader:
         """``read_only``: fine on a note, on a calculation and on a question whose value is
         calculated (nobody types it). A read-only question with a default keeps the default
         as its value (nobody can change it: it is calculated from the default); one with
-        neither cannot be kept."""
+        neither stays empty, as ODK Collect shows it: kept as a calculation of the empty
+        text (shown, never typed), with a warning."""
         text = row.get("read_only")
         if not text or text.lower() in _FALSE_WORDS:
             return
@@ -1954,13 +1955,15 @@ class _Reader:
         if fdef.get("default"):
             fdef["calculate"] = f"once({fdef.pop('default')})"
             return
+        fdef["calculate"] = "''"
         self.issues.at(
             row,
             "read_only",
-            "unsupported_column",
-            "a read-only question whose value is not calculated is not supported yet: it would "
-            "become editable; give it a calculation or use calculate",
-            "暂不支持没有计算公式的只读题：否则会变成可填写；请填写 calculation 或用 calculate",
+            "read_only_empty",
+            "a read-only question with neither a calculation nor a default always stays empty "
+            "(as in ODK Collect); it is kept as a question shown but never typed",
+            "只读题既无计算公式也无默认值，将始终为空（与 ODK Collect 相同）：保留为只显示、不可填写的题目",
+            warning=True,
         )
 
     def _or_other_list(self, list_name: str) -> str:

@@ -328,7 +328,6 @@ def test_our_domain_checks_stay_an_id_number_is_checked_and_sensitive() -> None:
             "refused_select_from_file_without_its_file",
             [("survey", 2, "A", "type", "missing_attachment")],
         ),
-        ("refused_read_only", [("survey", 2, "D", "read_only", "unsupported_column")]),
     ],
 )
 def test_what_would_lose_meaning_is_refused_at_its_cell(name: str, expected: list) -> None:
@@ -619,3 +618,13 @@ def test_pulldata_reads_the_attached_csv_kept_in_the_definition() -> None:
         (3, "calculation", "missing_attachment"),  # every cell that reads it
         (4, "calculation", "missing_attachment"),
     ]
+
+
+def test_a_read_only_question_without_a_value_stays_empty_and_is_never_typed() -> None:
+    result = read("read_only_without_value")
+    (warning,) = [w for w in result.warnings if w.code == "read_only_empty"]
+    assert (warning.sheet, warning.row, warning.column) == ("survey", 2, "D")
+    assert "始终为空" in warning.message_zh
+    code = fields(result.definition)["code"]
+    assert code.calculate == "''"  # shown, never typed: a typed value is not kept
+    assert not validate_record(result.definition, {}).errors

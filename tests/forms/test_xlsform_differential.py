@@ -100,7 +100,7 @@ def test_corpus_counts() -> None:
     )
     assert len(FILES) == 2 * len(CORPUS) + 1 + len(BUILTIN_IDS)
     assert dict(pyxform_count) == {"converted": len(FILES) - 4, "refused": 4}
-    assert ours_count["refused"] == 2 * (5 + len(KNOWN_GAPS))
+    assert ours_count["refused"] == 2 * (4 + len(KNOWN_GAPS))
     assert ours_count["imported"] == len(BUILTIN_IDS)
 
 

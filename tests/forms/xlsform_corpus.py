@@ -270,7 +270,7 @@ CORPUS: dict[str, str] = {
 |         | county    | c1   | C1    |
 |         | county    | c2   | C2    |
 """,
-    "refused_read_only": """
+    "read_only_without_value": """
 | survey |
 |        | type | name | label | read_only |
 |        | text | code | Code  | yes       |
