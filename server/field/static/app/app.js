@@ -144,7 +144,7 @@ function saveDraft() {
     if (!state.draft || !state.form) return;
     const upTo = state.changes;
     if (upTo === state.saved) return;
-    state.draft = { ...state.draft, values: state.form.values(), household: householdTyped(), updatedAt: Date.now() };
+    state.draft = { ...state.draft, values: state.form.values(), household: householdTyped(), round: roundTyped(), updatedAt: Date.now() };
     try {
       await state.store.putDraft(state.draft);
     } catch (error) {
@@ -172,14 +172,18 @@ async function firstSaveDone() {
   await refreshSpace();
 }
 
-async function startForm(definition, { household = null, values = {} } = {}) {
+async function startForm(definition, { household = null, values = {}, lastRound = null } = {}) {
   await flushDraft();
+  // A new round of a household's form: not the round its last answers belong to.
+  const proposed = defaultRound();
   const draft = {
     id: crypto.randomUUID(),
     recordId: crypto.randomUUID(),
     formId: definition.id,
     formVersion: definition.version,
     household,
+    round: lastRound === proposed ? "" : proposed,
+    lastRound,
     values,
     photos: [],
     createdAt: Date.now(),
@@ -205,6 +209,7 @@ async function openDraft(draft) {
   say("draft-state", draft.updatedAt ? `已加密保存 ${timeText(draft.updatedAt)}` : "");
   say("submit-message", "");
   await showHousehold(definition, draft);
+  await showRound(draft);
   state.form = await engines.renderForm($("form-root"), definition, {
     values: draft.values || {},
     // A draft nobody has typed in yet starts from the form's defaults.
@@ -248,6 +253,66 @@ async function showHousehold(definition, draft) {
   $("draft-household").disabled = fixed;
 }
 
+// --- the survey round ----------------------------------------------------------------------
+
+// Rounds are the county's names (docs/contracts.md): letters, digits, - and _, up to 40.
+const ROUND = /^[0-9A-Za-z][0-9A-Za-z_-]{0,39}$/;
+
+function defaultRound() {
+  return `${new Date().getFullYear()}-annual`;
+}
+
+// A record the device already holds keeps its round; a new one shows the proposed round, the
+// rounds the device knows as suggestions, and (for a new round) which one the answers came from.
+async function showRound(draft) {
+  const held = await state.store.recordHead(draft.recordId);
+  const input = $("draft-round");
+  input.value = held ? held.round : draft.round ?? defaultRound();
+  input.disabled = Boolean(held);
+  const known = new Set([defaultRound()]);
+  for (const { records } of await heldHouseholds()) {
+    for (const head of records) if (head.round) known.add(head.round);
+  }
+  $("round-choices").replaceChildren(
+    ...[...known].sort().map((round) => Object.assign(document.createElement("option"), { value: round })),
+  );
+  say(
+    "round-hint",
+    held
+      ? "已同步过的记录，轮次不变。"
+      : draft.lastRound
+        ? `上一轮（${draft.lastRound}）的回答已先填好，请确认这次的轮次。`
+        : "",
+  );
+}
+
+// The households the device holds; none before enrolment (no protocol engine yet).
+async function heldHouseholds() {
+  try {
+    return await engines.households({ storage: state.store });
+  } catch {
+    return [];
+  }
+}
+
+function roundTyped() {
+  if (!state.draft) return null;
+  return $("draft-round").disabled ? state.draft.round ?? null : $("draft-round").value.trim();
+}
+
+// The household's record of this form in `round` that the device already holds (another
+// record than the draft's), or null: a second record of one round would double the household.
+async function heldInRound(draft, round) {
+  const household = draft.household;
+  if (!household) return null;
+  for (const entry of await heldHouseholds()) {
+    if (entry.household.village_code !== household.village_code || entry.household.household_no !== household.household_no) continue;
+    const found = entry.records.find((head) => head.formId === draft.formId && head.round === round && head.recordId !== draft.recordId);
+    if (found) return found;
+  }
+  return null;
+}
+
 function householdTyped() {
   if (!state.draft || $("household-box").hidden) return state.draft?.household ?? null;
   const code = $("draft-village").value.trim();
@@ -273,6 +338,22 @@ async function submitDraft() {
     say("submit-message", "请填写这一户的行政村代码（12 位）和户编号。");
     $(household && /^\d{12}$/.test(household.village_code) ? "draft-household" : "draft-village").focus();
     return;
+  }
+  const held = await state.store.recordHead(state.draft.recordId);
+  if (!held) {
+    state.draft = { ...state.draft, round: roundTyped() };
+    const round = state.draft.round || "";
+    if (!ROUND.test(round)) {
+      say("submit-message", "请填写调查轮次：字母、数字、- 或 _，最多 40 个（如 2026-annual）。");
+      $("draft-round").focus();
+      return;
+    }
+    const twin = await heldInRound(state.draft, round);
+    if (twin) {
+      say("submit-message", `这一户的这张表在 ${round} 已有记录：请在“本村农户”里点“修改”，或填写另一个轮次。`);
+      $("draft-round").focus();
+      return;
+    }
   }
   if (issues.length > 0) {
     say("submit-message", `还有 ${issues.length} 处需要填写或更正。`);
@@ -575,7 +656,8 @@ async function refreshHouseholds() {
       button.dataset.newRound = formId;
       button.addEventListener("click", async () => {
         const values = await engines.lastAnswers({ storage: state.store, formId, household });
-        await startForm(definition, { household, values: values || {} });
+        const last = records.filter((r) => r.formId === formId).at(-1);
+        await startForm(definition, { household, values: values || {}, lastRound: last?.round ?? null });
       });
       li.append(button);
     }
@@ -658,7 +740,7 @@ async function start() {
   $("sync-now").addEventListener("click", () => sync("button"));
   $("draft-close").addEventListener("click", closeDraft);
   $("draft-submit").addEventListener("click", submitDraft);
-  for (const id of ["draft-village", "draft-household"]) $(id).addEventListener("input", onFormChange);
+  for (const id of ["draft-village", "draft-household", "draft-round"]) $(id).addEventListener("input", onFormChange);
   $("export-outbox").addEventListener("click", exportOutbox);
   $("photo-input").addEventListener("change", (event) => {
     const [file] = event.target.files;
