@@ -524,13 +524,18 @@ def _match(row: DepartmentRow, area: str, index: RosterIndex, seen: dict[str, in
             outside = True
     info: IdInfo | None = None
     id_problem: dict[str, str] = {}
-    if row.id_error is not None:
-        id_problem = {"id_error": row.id_error.code}
-    else:
+    error = row.id_error
+    if error is None:
         try:
             info = parse_id_number(cells.get("id_number", ""))
         except IdNumberError as exc:
-            id_problem = {"id_error": exc.code}
+            error = exc
+    if error is not None:
+        id_problem = {
+            "id_error": error.code,
+            "id_error_zh": error.message_zh,
+            "id_error_en": error.message_en,
+        }
     number = info.resident_number if info else None
     if number is not None:
         if number in seen:
@@ -1196,7 +1201,8 @@ def _problem_message(problem: str, detail: Mapping[str, Any]) -> dict[str, str]:
             f"the same person as row {detail['first_row']}",
         )
     elif problem == "bad_id" and detail.get("id_error"):
-        zh, en = f"{zh}（{detail['id_error']}）", f"{en} ({detail['id_error']})"
+        zh = f"{zh}：{detail.get('id_error_zh') or detail['id_error']}"
+        en = f"{en}: {detail.get('id_error_en') or detail['id_error']} ({detail['id_error']})"
     return {"zh": zh, "en": en}
 
 

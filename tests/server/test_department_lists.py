@@ -5,6 +5,8 @@ and audited; the cross-checks' signals per household (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from server.services.access import (
 from server.services.context import EXTENSION_KEY
 from server.services.task_reasons import HouseholdSignal
 from server.storage import audit
+from tests.server.conftest import add_user, assert_error, login
 from tests.server.department_files import (
     COUNTY,
     OTHER_COUNTY_VILLAGE,
@@ -435,3 +438,86 @@ def test_the_cli_imports_a_list(
     assert "task_service_missing" in result.output or "tasks handed over" in result.output
     again = CliRunner().invoke(main, args, env=env)
     assert again.exit_code == 0 and "already imported" in again.output
+
+
+def test_the_api_imports_lists_and_shows_rounds_and_unmatched_rows(
+    loaded: Flask, households: list[dict[str, Any]]
+) -> None:
+    client = loaded.test_client()
+    add_user(loaded, "admin")
+    add_user(loaded, "near", TOWNSHIP_REVIEWER, TOWNSHIP)
+    admin, near = login(client, "admin"), login(client, "near")
+    content = workbook(MEDICAL_HEADERS, medical_rows(households))
+
+    def upload() -> Any:
+        return client.post(
+            "/api/v1/department-lists",
+            data={
+                "department": "medical_insurance",
+                "period": PERIOD,
+                "as_of": AS_OF,
+                "area": COUNTY,
+                "file": (io.BytesIO(content), "医保.xlsx"),
+            },
+            headers=admin,
+            content_type="multipart/form-data",
+        )
+
+    first = upload()
+    assert first.status_code == 201, first.get_json()
+    body = first.get_json()
+    assert body["counts"]["rows"] == 23 and body["already_imported"] is False
+    # No task service in this build: the findings wait in the round.
+    assert body["signals_delivered"] is False and body["households_signalled"] == 6
+    again = upload()
+    assert again.status_code == 200 and again.get_json()["already_imported"] is True
+
+    round_id = body["round_id"]
+    (listed,) = client.get("/api/v1/department-lists", headers=near).get_json()
+    assert listed["id"] == round_id and listed["department_name"]["zh"] == "医保"
+    assert listed["households_signalled"] == 5
+    page = client.get(f"/api/v1/department-lists/{round_id}/unmatched", headers=near).get_json()
+    assert [r["excel_row"] for r in page["items"]] == [7, 23, 25, 26] and page["total"] == 4
+    ids = {m["id_number"] for h in households for m in _members(h)}
+    assert not any(i in json.dumps(page, ensure_ascii=False) for i in ids)
+    stranger = page["items"][1]
+    assert stranger["problem"] == "not_in_roster" and "*" in stranger["id_number"]
+
+    assert_error(
+        client.post(
+            "/api/v1/department-lists",
+            data={
+                "department": "medical_insurance",
+                "period": PERIOD,
+                "as_of": AS_OF,
+                "area": COUNTY,
+            },
+            headers=admin,
+            content_type="multipart/form-data",
+        ),
+        400,
+        "department_import_invalid",
+    )
+    assert_error(
+        client.post("/api/v1/department-lists", data={}, headers=near),
+        403,
+        "role_forbidden",
+    )
+    assert_error(
+        client.get("/api/v1/department-lists/999/unmatched", headers=admin),
+        404,
+        "department_round_not_found",
+    )
+
+    mapping = client.get(
+        f"/api/v1/department-lists/mappings/medical_insurance?area={COUNTY}", headers=admin
+    ).get_json()
+    assert mapping["saved"] and mapping["columns"]["out_of_pocket"] == "个人自付"
+    saved = client.put(
+        "/api/v1/department-lists/mappings/medical_insurance",
+        json={"area": COUNTY, "columns": {**mapping["columns"], "out_of_pocket": "自付金额"}},
+        headers=admin,
+    )
+    assert saved.status_code == 200 and saved.get_json()["columns"]["out_of_pocket"] == "自付金额"
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert "/api/v1/department-lists/{round_id}/unmatched" in document["paths"]
