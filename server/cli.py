@@ -2,7 +2,7 @@
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
 ``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``import-department``,
-``serve``, ``backup``,
+``export-housing-appraisal``, ``serve``, ``backup``,
 ``load-households`` and ``rebuild-indicators``. Each builds the app from the settings (environment
 variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
 run on that app.
@@ -639,6 +639,28 @@ def import_department(
                     f"  第{row.excel_row}行 [{row.problem}] {row.name} {row.id_number} "
                     f"{row.message['zh']} / {row.message['en']}"
                 )
+
+
+@main.command("export-housing-appraisal")
+@click.option("--area", required=True, help="County (6 digits), township (9) or village (12).")
+@click.option("--out", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export_housing_appraisal(area: str, target: Path) -> None:
+    """Write the households of AREA whose house is not known safe, for 住建 to appraise (an
+    .xlsx; the file with the grades filled in imports with ``import-department --department
+    housing``). FILE is created owner-only (0600): it holds ID numbers. Audited."""
+    from server.services import department_lists
+    from server.services.access import CLI_ACTOR, CLI_PRINCIPAL
+
+    with _app_context():
+        try:
+            content, listed = department_lists.housing_appraisal_list(
+                CLI_PRINCIPAL, CLI_ACTOR, area=area
+            )
+        except ApiError as exc:
+            _fail(exc)
+        _create_private(target)
+        target.write_bytes(content)
+        click.echo(f"{listed} households to appraise in {area} written to {target}")
 
 
 def register_commands(app: Flask) -> None:

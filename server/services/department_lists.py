@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import openpyxl
 import orjson
 from python_calamine import CalamineWorkbook
 
@@ -47,7 +48,7 @@ from forms.identity import (
 from forms.indicators import MonitoringConfig
 from forms.instruments import EDUCATION, HOUSING, INSURANCE, MONITORING, ROSTER
 from server.errors import ApiError, Forbidden, NotFound, ValidationFailed
-from server.services.access import Actor, Principal
+from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.context import ServiceContext
 from server.services.masking import mask
 from server.services.monitoring import monitoring_config
@@ -72,6 +73,7 @@ __all__ = [
     "TaskServiceMissing",
     "default_task_sink",
     "get_mapping",
+    "housing_appraisal_list",
     "import_department_list",
     "list_rounds",
     "read_department_file",
@@ -1271,3 +1273,79 @@ def round_rows(
             details={"rows": len(shown), "unmatched_only": unmatched_only, "offset": offset},
         )
     return shown, total
+
+
+# --- 住建 the other way round: the households to appraise --------------------------------------------
+
+#: The layout of the appraisal list sent to 住建; its headers are the housing department's
+#: default mapping, so the file comes back with the grades filled in and imports as it is.
+APPRAISAL_HEADERS: tuple[tuple[str, str], ...] = (
+    ("village_code", "行政区划代码"),
+    ("household_no", "户编号"),
+    ("name", "姓名"),
+    ("id_number", "证件号码"),
+    ("birth_date", "出生日期"),
+    ("survey_grade", "调查记录等级"),
+    ("grade", "鉴定等级"),
+)
+APPRAISAL_TITLE = "待鉴定农户名单（请在“鉴定等级”列填写 A/B/C/D）"
+#: Survey grades that need no appraisal: the house is safe by appraisal already.
+_APPRAISED_SAFE = frozenset({"A", "B"})
+
+
+def housing_appraisal_list(principal: Principal, actor: Actor, *, area: str) -> tuple[bytes, int]:
+    """An .xlsx of the households of ``area`` whose house is not known safe (no housing record,
+    未鉴定, C, D or no house): the head's name and ID (unmasked, for 住建 to find the house —
+    so county admins only, audited), the survey's grade, an empty 鉴定等级 column. Returns the
+    file and how many households it lists.
+
+    Raises :class:`Forbidden` for anyone but a county admin or outside the admin's area.
+    """
+    if principal.role != COUNTY_ADMIN:
+        raise Forbidden(
+            en="only a county admin may export the appraisal list with ID numbers",
+            zh="只有县级管理员可以导出含证件号码的待鉴定名单",
+            code="unmasked_export_forbidden",
+        )
+    area = _check_area(principal.area_prefix, area)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "待鉴定农户"
+    sheet.append([APPRAISAL_TITLE])
+    sheet.append([header for _, header in APPRAISAL_HEADERS])
+    listed = 0
+    with writing():
+        grades: dict[tuple[str, str], Any] = {
+            (village, household): data.get("appraisal_grade")
+            for village, household, _, data in store.latest_records(area, [HOUSING])
+        }
+        for village, household, _, data in store.latest_records(area, [ROSTER]):
+            grade = grades.get((village, household))
+            if grade in _APPRAISED_SAFE:
+                continue
+            head = next((m for m in _members(data) if m.get("relation") == "户主"), None)
+            info = _parse_id(head.get("id_number")) if head else None
+            row = {
+                "village_code": village,
+                "household_no": household,
+                "name": str(head.get("name") or "") if head else "",
+                "id_number": info.number if info else str((head or {}).get("id_number") or ""),
+                "birth_date": info.birth_date.isoformat() if info else "",
+                "survey_grade": grade or "无记录",
+                "grade": "",
+            }
+            sheet.append([row[name] for name, _ in APPRAISAL_HEADERS])
+            listed += 1
+        actor.audit(
+            "housing_appraisal.export",
+            target_type="department",
+            target_id="housing",
+            area_code=area,
+            details={"households": listed},
+        )
+    for column in sheet.iter_cols(min_row=3):
+        for cell in column:
+            cell.number_format = "@"  # text: Excel must not turn an ID into a number
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue(), listed

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from flask import redirect, render_template, request, url_for
+from flask import Response, redirect, render_template, request, url_for
 
 from server.api.wire import service_context
 from server.errors import ApiError
@@ -157,3 +157,20 @@ def save_department_mapping(principal: Principal) -> Any:
             page = _lists_page(principal, error=zh_message(exc))
         return page, exc.status
     return redirect(url_for("web.department_mapping", department=department, area=area, saved=1))
+
+
+@blueprint.get("/department-lists/housing-appraisal.xlsx")
+@signed_in(COUNTY_ADMIN)
+def housing_appraisal_file(principal: Principal) -> Any:
+    """Download the households to appraise (住建), as the API gives them."""
+    area = request.args.get("area") or _default_area(principal)
+    try:
+        content, _ = service.housing_appraisal_list(principal, actor_of(principal), area=area)
+    except ApiError as exc:
+        return _lists_page(principal, error=zh_message(exc)), exc.status
+    response = Response(
+        content,
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    )
+    response.headers["Content-Disposition"] = f"attachment; filename=housing-appraisal-{area}.xlsx"
+    return response

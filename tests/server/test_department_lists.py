@@ -11,10 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 from click.testing import CliRunner
 from flask import Flask
 
+from forms.instruments.samples import sample_household
 from server.cli import main
 from server.errors import Forbidden, ValidationFailed
 from server.services import department_lists as dept
@@ -521,3 +523,32 @@ def test_the_api_imports_lists_and_shows_rounds_and_unmatched_rows(
     assert saved.status_code == 200 and saved.get_json()["columns"]["out_of_pocket"] == "自付金额"
     document = client.get("/api/v1/openapi.json").get_json()
     assert "/api/v1/department-lists/{round_id}/unmatched" in document["paths"]
+
+
+def test_housing_goes_the_other_way_round_export_to_appraise_then_import_the_grades(
+    loaded: Flask, households: list[dict[str, Any]]
+) -> None:
+    # A household the team has not surveyed for housing yet: it is the one to appraise.
+    newcomer = sample_household(8, village_code=VILLAGE)
+    load_county(loaded, [{"household_roster": newcomer["household_roster"]}])
+    assert all(h["housing_safety"]["appraisal_grade"] in ("A", "B") for h in households)
+    with loaded.app_context():
+        content, listed = dept.housing_appraisal_list(ADMIN, CLI_ACTOR, area=COUNTY)
+    assert listed == 1
+    sheet = openpyxl.load_workbook(io.BytesIO(content)).active
+    rows = [[c.value for c in row] for row in sheet.iter_rows()]
+    header, (row,) = rows[1], rows[2:]
+    head = next(m for m in _members(newcomer) if m["relation"] == "户主")
+    filled = dict(zip(header, row, strict=True))
+    assert filled["证件号码"] == head["id_number"] and filled["调查记录等级"] == "无记录"
+
+    # 住建 fills the grade in and sends the file back: it imports with the default mapping.
+    sheet.cell(row=3, column=header.index("鉴定等级") + 1, value="C")
+    back = io.BytesIO()
+    sheet.parent.save(back)
+    result = _import(loaded, back.getvalue(), CollectingSink(), department="housing")
+    assert result.counts["matched"] == 1 and result.counts["unmatched"] == 0
+
+    reviewer = Principal(user_id=5, username="near", role=TOWNSHIP_REVIEWER, area_prefix=TOWNSHIP)
+    with loaded.app_context(), pytest.raises(Forbidden):
+        dept.housing_appraisal_list(reviewer, CLI_ACTOR, area=TOWNSHIP)
