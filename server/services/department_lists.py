@@ -31,6 +31,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import openpyxl
@@ -61,7 +63,7 @@ from server.services.task_reasons import (
     TaskSink,
 )
 from server.storage import department_lists as store
-from server.storage.database import writing
+from server.storage.database import end_read, writing
 from sync_protocol.crypto import b64decode, b64encode
 
 __all__ = [
@@ -277,8 +279,10 @@ def get_mapping(principal: Principal, area: str, department: str) -> ColumnMappi
     """The saved mapping of ``department`` for ``area``, or its default (``saved=False``)."""
     _check_department(department)
     area = _check_area(principal.area_prefix, area)
-    with writing():
+    try:
         saved = store.get_mapping(area, department)
+    finally:
+        end_read()
     if saved is not None:
         return ColumnMapping(area, department, saved, True)
     return ColumnMapping(area, department, dict(DEFAULT_COLUMNS[department]), False)
@@ -444,7 +448,6 @@ class RosterIndex:
     by_id: dict[str, RosterPerson] = field(default_factory=dict)
     # (village, name, birth) → the person; None when two people share the key (no fallback).
     by_name_birth: dict[tuple[str, str, str], RosterPerson | None] = field(default_factory=dict)
-    rosters: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def _members(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -468,7 +471,6 @@ def _parse_id(value: Any) -> IdInfo | None:
 def _roster_index(area: str) -> RosterIndex:
     index = RosterIndex()
     for village, household, _, data in store.latest_records(area, [ROSTER]):
-        index.rosters[(village, household)] = data
         for member in _members(data):
             info = _parse_id(member.get("id_number"))
             if info is None:
@@ -721,7 +723,6 @@ def _signals(
     department: str,
     area: str,
     matched: list[_Matched],
-    index: RosterIndex,
     *,
     config: MonitoringConfig,
     year: int,
@@ -737,22 +738,23 @@ def _signals(
             not_listed.setdefault(m.village, []).append(m)
     # A coverage list (everyone insured, every pupil enrolled) speaks of the households it
     # leaves out too: each household of the area is compared; other lists only of those listed.
-    compared = set(index.rosters) if department in COVERAGE_LISTS else set(by_household)
-    records: dict[tuple[str, str], dict[str, Any]] = {
-        key: {ROSTER: index.rosters.get(key)} for key in compared
-    }
-    for village, household, form_id, data in store.latest_records(
-        area, _FORMS_FOR.get(department, ())
-    ):
-        if (village, household) in records:
-            records[(village, household)][form_id] = data
+    # The records stream in household order and each household is judged and dropped, so
+    # memory holds one household's records, not the county's.
+    everyone = department in COVERAGE_LISTS
+    forms = (ROSTER, *_FORMS_FOR.get(department, ()))
     signals: list[HouseholdSignal] = []
-    for key in sorted(compared):
+    for key, group in groupby(store.latest_records(area, forms), key=itemgetter(0, 1)):
+        rows = by_household.get(key)
+        if rows is None and not everyone:
+            continue
+        records = {form_id: data for _, _, form_id, data in group}
+        if ROSTER not in records:
+            continue  # survey records of a household the roster does not have
         reasons = _household_reasons(
             department,
             key,
-            by_household.get(key, []),
-            records[key],
+            rows or [],
+            records,
             config=config,
             year=year,
             today=today,
@@ -1009,6 +1011,10 @@ def import_department_list(
                 }
 
         total = store.add_rows(round_id, stored_rows())
+        # The roster index is done with: free it before the cross-checks.
+        index.by_id.clear()
+        index.by_name_birth.clear()
+        seen.clear()
         if optional:
             mapping = found_columns
             store.save_mapping(area, department, mapping, by=actor.name)
@@ -1017,7 +1023,6 @@ def import_department_list(
             department,
             area,
             matched,
-            index,
             config=config,
             year=int(period[:4]),
             today=today,
@@ -1154,11 +1159,14 @@ def list_rounds(principal: Principal, *, department: str | None = None) -> list[
     first, each counted over the principal's area."""
     if department:
         _check_department(department)
-    with writing():
+    # A read: no write lock, so a page of rounds never queues behind an import.
+    try:
         return [
             _summary(principal, found)
             for found in store.list_rounds(principal.area_prefix, department=department)
         ]
+    finally:
+        end_read()
 
 
 def _visible_round(principal: Principal, round_id: int) -> store.RoundView:
@@ -1176,8 +1184,10 @@ def _visible_round(principal: Principal, round_id: int) -> store.RoundView:
 
 def get_round(principal: Principal, round_id: int) -> RoundSummary:
     """One round as :func:`list_rounds` shows it. Raises :class:`NotFound`."""
-    with writing():
+    try:
         return _summary(principal, _visible_round(principal, round_id))
+    finally:
+        end_read()
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,8 @@ def medical_rows(households: list[dict[str, Any]]) -> list[list[Any]]:
             add(h, member)
     far_members = _members(far)
     for member in far_members[:-1]:
-        add(far, member)
+        assert member["id_number"].endswith("X")  # typed with a lower-case x
+        add(far, member, id_number=member["id_number"].lower())
     add(far, far_members[-1], status="未参保")
     stranger = valid_id("530102", "19851010", 77)
     rows.append([90, VILLAGE, "李四", stranger, birth_of(stranger), "正常参保", "", ""])
@@ -196,6 +197,10 @@ def test_a_medical_list_is_a_round_with_the_right_reasons_per_household(
         (VILLAGE, ""): {"department_not_in_roster"},  # a village-level finding
     }
     assert all(r.source == "dept:medical_insurance" for s in signals for r in s.reasons)
+    # The head whose ID ends in x (typed lower-case) matched and is insured: one reason only,
+    # for the member the list has as not enrolled.
+    (far_signal,) = [s for s in signals if s.household.village_code == FAR_VILLAGE]
+    assert [r.code for r in far_signal.reasons] == ["department_not_insured"]
     stranger = next(s for s in signals if s.household.household_no == "")
     (reason,) = stranger.reasons
     assert reason.details["excel_row"] == 3 + 20  # two title rows, the header, row 20 of data
