@@ -281,6 +281,12 @@ def test_rows_are_sealed_at_rest(
     # Nor a name that only the file has, nor a medical amount (a cell, a household's total).
     for text in ("李四", "12000.50", "30000.5"):
         assert text.encode() not in stored, text
+    # After a key rotation the rows sealed under the old key still open.
+    with loaded.app_context():
+        ctx = loaded.extensions[EXTENSION_KEY]
+        ctx.keys.rotate()
+        rows, total = dept.round_rows(ctx, ADMIN, CLI_ACTOR, 1)
+    assert total == 5 and {r.name for r in rows} >= {"李四", "王五"}
 
 
 def test_a_township_reviewer_sees_only_its_townships(
