@@ -191,6 +191,8 @@ def _lookup(table: Mapping[str, Mapping[int, float]], code: str, year: int) -> f
 
 
 _YEAR_TABLES = ("monitoring_lines", "income_drop_percents", "expense_rise_percents")
+#: Year tables of yuan amounts that department cross-checks compare with (issue 17).
+_AMOUNT_TABLES = ("medical_out_of_pocket_yuan",)
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,9 @@ class MonitoringConfig:
     that uses twice its dibao line overrides its province. ``water_region_types`` maps a prefix
     to ``"water_rich"`` or ``"water_short"``, longest prefix wins. ``income_drop_percents`` and
     ``expense_rise_percents`` (same shape as the lines) are the local thresholds of the change
-    between rounds (收入骤减、支出骤增, see ``round_change``).
+    between rounds (收入骤减、支出骤增, see ``round_change``). ``medical_out_of_pocket_yuan`` (same
+    shape, yuan) is the medical out-of-pocket amount on the 医保 list above which an unmonitored
+    household gets a home check (department cross-checks, ``docs/department-data.md``).
 
     Defaults: no monitoring line (income is then reported but never judged against a line), no
     change thresholds (changes are reported, never flagged) and ``water_rich`` (the stricter
@@ -218,6 +222,7 @@ class MonitoringConfig:
     default_water_region_type: str = DEFAULT_WATER_REGION_TYPE
     income_drop_percents: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
     expense_rise_percents: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+    medical_out_of_pocket_yuan: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -227,6 +232,8 @@ class MonitoringConfig:
         )
         for name in _YEAR_TABLES[1:]:
             object.__setattr__(self, name, _year_table(name, getattr(self, name), _check_percent))
+        for name in _AMOUNT_TABLES:
+            object.__setattr__(self, name, _year_table(name, getattr(self, name), _check_line))
         if not isinstance(self.water_region_types, Mapping):
             raise _config_error(
                 "water_region_types maps a region prefix to a region type",
@@ -259,7 +266,10 @@ class MonitoringConfig:
                 f"未知的监测配置项：{', '.join(sorted(unknown))}",
             )
         return cls(
-            **{name: raw.get(name) or {} for name in (*_YEAR_TABLES, "water_region_types")},
+            **{
+                name: raw.get(name) or {}
+                for name in (*_YEAR_TABLES, *_AMOUNT_TABLES, "water_region_types")
+            },
             default_monitoring_line=raw.get("default_monitoring_line"),
             default_water_region_type=raw.get(
                 "default_water_region_type", DEFAULT_WATER_REGION_TYPE
@@ -275,6 +285,13 @@ class MonitoringConfig:
             }
             for name in _YEAR_TABLES
         }
+        for name in _AMOUNT_TABLES:
+            # Only when set: a configuration without it keeps the mapping (and its key) it had.
+            if getattr(self, name):
+                out[name] = {
+                    prefix: {str(year): value for year, value in sorted(years.items())}
+                    for prefix, years in sorted(getattr(self, name).items())
+                }
         out["water_region_types"] = dict(sorted(self.water_region_types.items()))
         out["default_monitoring_line"] = self.default_monitoring_line
         out["default_water_region_type"] = self.default_water_region_type
@@ -292,6 +309,10 @@ class MonitoringConfig:
     def expense_rise_percent(self, village_code: str, year: int) -> float | None:
         """The rigid-expense rise (percent of last round's net income) that flags, or None."""
         return _lookup(self.expense_rise_percents, village_code, year)
+
+    def medical_out_of_pocket_threshold(self, village_code: str, year: int) -> float | None:
+        """The 医保 out-of-pocket amount (yuan) above which an unmonitored household is checked."""
+        return _lookup(self.medical_out_of_pocket_yuan, village_code, year)
 
     def water_region_type(self, village_code: str) -> str:
         """``"water_rich"`` or ``"water_short"`` for a village (longest prefix, else the default)."""

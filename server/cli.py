@@ -1,7 +1,8 @@
 """The ``server`` command line: ``python -m server …`` or ``village-server …``.
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
-``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``serve``, ``backup``,
+``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``import-department``,
+``export-housing-appraisal``, ``serve``, ``backup``,
 ``load-households`` and ``rebuild-indicators``. Each builds the app from the settings (environment
 variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
 run on that app.
@@ -573,6 +574,93 @@ def export_roster(area: str, round_: str, target: Path) -> None:
         _create_private(target)
         target.write_bytes(content)
         click.echo(f"roster of {area} ({round_}) written to {target}")
+
+
+@main.command("import-department")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--department", required=True, help="medical_insurance, education, disability, …")
+@click.option("--period", required=True, help="The list's month, e.g. 2026-11.")
+@click.option("--as-of", "as_of", required=True, help="The date the list is as of, 2026-11-30.")
+@click.option("--area", required=True, help="County (6 digits), township (9) or village (12).")
+@click.option(
+    "--mapping",
+    "mapping_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {field: header} to save as the department's column mapping first.",
+)
+def import_department(
+    file: Path, department: str, period: str, as_of: str, area: str, mapping_file: Path | None
+) -> None:
+    """Import a department list (医保, 教育, 残联 …) as a round (audited, actor ``cli``).
+
+    Rows that match no household are printed with their Excel row and why; running it again
+    with the same file changes nothing (and hands over signals the task service missed).
+    """
+    from server.services import department_lists
+    from server.services.access import CLI_ACTOR, CLI_PRINCIPAL
+
+    columns = json.loads(mapping_file.read_text(encoding="utf-8")) if mapping_file else None
+    with _app_context() as app:
+        try:
+            result = department_lists.import_department_list(
+                _services(app),
+                CLI_ACTOR,
+                file.read_bytes(),
+                department=department,
+                period=period,
+                as_of=as_of,
+                area=area,
+                file_name=file.name,
+                columns=columns,
+                sink=department_lists.default_task_sink,
+            )
+        except ApiError as exc:
+            _fail(exc)
+        counts = result.counts
+        if result.already_imported:
+            click.echo(f"already imported as round {result.round_id}: nothing changed")
+        click.echo(
+            f"round {result.round_id}: rows {counts.get('rows', 0)}, matched "
+            f"{counts.get('matched', 0)} ({counts.get('matched_by_name_birth_village', 0)} by "
+            f"name + birth date + village), unmatched {counts.get('unmatched', 0)}; "
+            f"households with findings {result.households_signalled}"
+        )
+        if result.signals_delivered:
+            click.echo("tasks handed over to the task service")
+        else:
+            missing = department_lists.TaskServiceMissing()
+            click.echo(f"{missing.text} [{missing.code}]")
+        if not result.already_imported:
+            rows, _ = department_lists.round_rows(
+                _services(app), CLI_PRINCIPAL, CLI_ACTOR, result.round_id, limit=1000
+            )
+            for row in rows:
+                click.echo(
+                    f"  第{row.excel_row}行 [{row.problem}] {row.name} {row.id_number} "
+                    f"{row.message['zh']} / {row.message['en']}"
+                )
+
+
+@main.command("export-housing-appraisal")
+@click.option("--area", required=True, help="County (6 digits), township (9) or village (12).")
+@click.option("--out", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export_housing_appraisal(area: str, target: Path) -> None:
+    """Write the households of AREA whose house is not known safe, for 住建 to appraise (an
+    .xlsx; the file with the grades filled in imports with ``import-department --department
+    housing``). FILE is created owner-only (0600): it holds ID numbers. Audited."""
+    from server.services import department_lists
+    from server.services.access import CLI_ACTOR, CLI_PRINCIPAL
+
+    with _app_context():
+        try:
+            content, listed = department_lists.housing_appraisal_list(
+                CLI_PRINCIPAL, CLI_ACTOR, area=area
+            )
+        except ApiError as exc:
+            _fail(exc)
+        _create_private(target)
+        target.write_bytes(content)
+        click.echo(f"{listed} households to appraise in {area} written to {target}")
 
 
 def register_commands(app: Flask) -> None:

@@ -308,6 +308,16 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
         "The roster has no header row with the required columns",
     ),
     ("roster_unreadable", 400, "花名册文件无法读取", "The roster file is not a readable workbook"),
+    ("department_unknown", 400, "未知的部门", "Unknown department"),
+    ("department_mapping_invalid", 400, "列对应关系有误", "The column mapping is invalid"),
+    (
+        "department_header_missing",
+        400,
+        "部门名单中缺少列对应关系中的表头",
+        "The department file lacks a mapped header",
+    ),
+    ("department_file_unreadable", 400, "部门名单文件无法读取", "Not a readable workbook"),
+    ("department_import_invalid", 400, "导入参数有误", "The import parameters are invalid"),
     # 401
     ("device_unknown", 401, "设备未在本服务器注册", "The device is not enrolled here"),
     ("device_signature_missing", 401, "缺少设备签名", "The device signature is missing"),
@@ -341,6 +351,7 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
     # 404
     ("attachment_not_found", 404, "附件不存在", "No such attachment"),
     ("conflict_not_found", 404, "未找到该冲突", "No such conflict in your area"),
+    ("department_round_not_found", 404, "没有该批次", "No such department round in your area"),
     ("device_not_found", 404, "设备不存在", "No such device"),
     ("form_not_found", 404, "表单不存在", "No such form"),
     ("form_version_not_found", 404, "表单没有该版本", "No such form version"),
@@ -428,6 +439,21 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
         422,
         "文件校验失败，请从头重新上传",
         "The file's SHA-256 is not its address; upload it again from 0",
+    ),
+    # 500
+    (
+        "sealed_data_unreadable",
+        500,
+        "加密存储的数据无法解密（密钥缺失或数据被改动）",
+        "Sealed data could not be opened (missing key or altered data)",
+    ),
+    # 503
+    (
+        "task_service_missing",
+        503,
+        "核实任务服务尚未安装，发现的问题已保存，安装后重新导入同一文件即可生成任务",
+        "The task service is not installed; the findings are saved and importing the same "
+        "file again hands them over",
     ),
 )
 

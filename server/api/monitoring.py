@@ -31,6 +31,7 @@ class SetLineSchema(Schema):
     income_line = fields.Float(required=True, validate=validate.Range(min=0, min_inclusive=False))
     income_drop_percent = fields.Float(load_default=None, allow_none=True)
     expense_rise_percent = fields.Float(load_default=None, allow_none=True)
+    medical_out_of_pocket_yuan = fields.Float(load_default=None, allow_none=True)
     water_region_type = fields.String(
         load_default=None, allow_none=True, validate=validate.OneOf(["water_rich", "water_short"])
     )

@@ -21,6 +21,8 @@ from server.storage.monitoring import MonitoringLine
 THRESHOLD_TABLES = {
     "income_drop_percent": "income_drop_percents",
     "expense_rise_percent": "expense_rise_percents",
+    # yuan, not a percentage: the 医保 out-of-pocket amount department cross-checks flag above
+    "medical_out_of_pocket_yuan": "medical_out_of_pocket_yuan",
 }
 
 

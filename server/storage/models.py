@@ -534,3 +534,64 @@ class VillageIndicatorCounts(Base):
     oldest_problem_on: Mapped[date | None]
     newly_at_risk: Mapped[int]
     monitored: Mapped[int]
+
+
+# --- department lists (migration 0008_department_lists) ----------------------------------------
+
+
+class DepartmentMapping(Base):
+    """Which header of a department's file holds which value, saved per (area, department) so
+    the next month's file of that department is read the same way."""
+
+    __tablename__ = "department_mappings"
+    area: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    department: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    columns: Mapped[dict[str, Any]]  # field name → header text
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(sa.String(120), default="")
+
+
+class DepartmentRound(Base):
+    """One imported department file: department, period, as-of date, its SHA-256 (the same file
+    twice is one round), the counts and the signals handed to the task service."""
+
+    __tablename__ = "department_rounds"
+    __table_args__ = (sa.UniqueConstraint("area", "department", "file_sha256"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    area: Mapped[str] = mapped_column(sa.String(12))
+    department: Mapped[str] = mapped_column(sa.String(32))
+    period: Mapped[str] = mapped_column(sa.String(16))
+    as_of: Mapped[date]
+    file_sha256: Mapped[str] = mapped_column(sa.String(64))
+    file_name: Mapped[str] = mapped_column(sa.String(200), default="")
+    counts: Mapped[dict[str, Any]]
+    # Masked, shown on tablets: never an ID in clear (server.services.task_reasons).
+    signals: Mapped[dict[str, Any]]
+    signals_delivered: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(120), default="")
+
+
+class DepartmentRow(Base):
+    """One person row of a department file: where it matched (or why not) in clear columns for
+    scoping, the row's cells sealed (AES-256-GCM under a key derived from the server key
+    ``key_id``): they hold ID numbers, medical amounts, disability status."""
+
+    __tablename__ = "department_rows"
+    __table_args__ = (
+        sa.Index("ix_department_rows_round_problem", "round_id", "problem"),
+        sa.Index("ix_department_rows_village_household", "village_code", "household_no"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    round_id: Mapped[int] = mapped_column(
+        sa.BigInteger, sa.ForeignKey("department_rounds.id", ondelete="CASCADE")
+    )
+    excel_row: Mapped[int]
+    village_code: Mapped[str] = mapped_column(sa.String(12), default="")  # "" when unknown
+    household_no: Mapped[str] = mapped_column(sa.String(64), default="")  # "" when unmatched
+    matched_by: Mapped[str] = mapped_column(
+        sa.String(32), default=""
+    )  # id_number | name_birth_village
+    problem: Mapped[str] = mapped_column(sa.String(32), default="")  # "" when matched
+    key_id: Mapped[str] = mapped_column(sa.String(64))
+    sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)

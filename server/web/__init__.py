@@ -28,6 +28,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "server.web.admin",
     "server.web.areas",
     "server.web.export_jobs",
+    "server.web.department_lists",
 )
 
 
