@@ -144,3 +144,28 @@ def test_a_filtered_page_is_in_household_order_and_counts_every_match(county: Fl
     # records (six instruments), and nothing else.
     assert {r["household_no"][-1] for r in everything["items"]} == {"2"}
     assert everything["total"] == 6 * len(VILLAGES)
+
+
+def test_an_export_page_is_an_index_walk_and_the_pages_hold_every_record(county: Flask) -> None:
+    from server.storage.exports import form_records
+
+    _load(county)
+    postgres = county.config["DATABASE_URL"].startswith("postgresql")
+    sent: list[tuple] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM records" in statement:
+            sent.append((statement, params))
+
+    with county.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute", grab)
+        try:
+            exported = list(form_records("housing_safety", "530102", chunk_rows=5))
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", grab)
+    # Pages of 5 (keyset): 12 households' houses in 3 pages, in household order.
+    assert len(sent) == 3
+    keys = [(r.village_code, r.household_no) for r in exported]
+    assert keys == sorted(keys) and len(keys) == 12
+    for statement, params in sent:
+        _assert_index_walk(_plan(county, statement, params), postgres)
