@@ -20,6 +20,9 @@ from server.storage.revisions import current_revision, next_revision
 from server.storage.scoping import prefix_range, under_prefix
 from server.storage.types import utcnow
 
+#: Digits of a village code, the narrowest scope.
+VILLAGE_CODE_LENGTH = 12
+
 
 class ScopeError(ValueError):
     """A download scope is not a code prefix of 6 to 12 digits (county, township or village)."""
@@ -91,12 +94,20 @@ def changes_since(scope: str, since: int, limit: int = 200) -> ChangePage:
     """
     county = county_of(scope)
     high = current_revision(county)
+    # A village (the scope of almost every device) walks its own revisions in
+    # ix_records_village_revision: a page reads its own rows, however many other villages wrote
+    # since. A township or county scope walks the county's (ix_records_county_revision).
+    in_scope = (
+        Record.village_code == scope
+        if len(scope) == VILLAGE_CODE_LENGTH
+        else prefix_range(Record.village_code, scope)
+    )
     rows = list(
         db.session.scalars(
             sa.select(Record)
             .where(
                 Record.county_code == county,
-                under_prefix(Record.village_code, scope),
+                in_scope,
                 Record.revision > since,
                 Record.revision <= high,
             )

@@ -169,3 +169,33 @@ def test_an_export_page_is_an_index_walk_and_the_pages_hold_every_record(county:
     assert keys == sorted(keys) and len(keys) == 12
     for statement, params in sent:
         _assert_index_walk(_plan(county, statement, params), postgres)
+
+
+def test_a_download_page_walks_the_scope_in_revision_order(county: Flask) -> None:
+    from server.storage.records import changes_since
+
+    _load(county)
+    postgres = county.config["DATABASE_URL"].startswith("postgresql")
+    for scope, households in ((VILLAGES[1], 4), ("530102001", 8)):
+        sent: list[tuple] = []
+
+        def grab(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            if "FROM records" in statement:
+                sent.append((statement, params))  # noqa: B023 - used inside this turn only
+
+        with county.app_context():
+            sa.event.listen(db.engine, "before_cursor_execute", grab)
+            try:
+                page = changes_since(scope, 0, limit=1000)
+            finally:
+                sa.event.remove(db.engine, "before_cursor_execute", grab)
+        assert len(page.records) == 6 * households and not page.more
+        assert all(r.village_code.startswith(scope) for r in page.records)
+        revisions = [r.revision for r in page.records]
+        assert revisions == sorted(revisions)
+        (statement, params), *_ = sent
+        plan = _plan(county, statement, params)
+        _assert_index_walk(plan, postgres)
+        if not postgres and len(scope) == 12:
+            # A village walks its own revisions, not the county's.
+            assert any("ix_records_village_revision" in line for line in plan), plan
