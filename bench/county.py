@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument(
         "--no-export",
         action="store_true",
-        help="skip the whole-county export (about 14 minutes at 100,000 households) when only "
+        help="skip the whole-county export (about 2 minutes at 100,000 households) when only "
         "the dashboard timings are wanted",
     )
     args = parser.parse_args(argv)

@@ -42,7 +42,9 @@ def county_of(code: str) -> str:
 
 @dataclass(frozen=True)
 class ChangePage:
-    """One page of a download: records (tombstones included) in revision order.
+    """One page of a download: records (tombstones included) in revision order, loaded with
+    their id, village, county, revision, tombstone flag and merged state only (any other
+    column raises rather than costing a query per record).
 
     ``next_since`` is the cursor for the next call; ``more`` says whether to call again now.
     """
@@ -105,6 +107,19 @@ def changes_since(scope: str, since: int, limit: int = 200) -> ChangePage:
     rows = list(
         db.session.scalars(
             sa.select(Record)
+            # A download sends the merged state; decoding each row's plain data as well was a
+            # third of a download page's server time.
+            .options(
+                sa.orm.load_only(
+                    Record.record_id,
+                    Record.village_code,
+                    Record.county_code,
+                    Record.revision,
+                    Record.deleted,
+                    Record.state,
+                    raiseload=True,
+                )
+            )
             .where(
                 Record.county_code == county,
                 in_scope,
