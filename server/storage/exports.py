@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from server.storage.database import db
 from server.storage.models import Record
-from server.storage.scoping import under_prefix
+from server.storage.scoping import prefix_range
 
 #: Rows fetched per round trip: an export of 100,000 records holds one page at a time.
 CHUNK_ROWS = 1000
@@ -53,7 +53,7 @@ def form_records(
     ).where(
         Record.form_id == form_id,
         Record.deleted.is_(False),
-        under_prefix(Record.village_code, area_prefix),
+        prefix_range(Record.village_code, area_prefix),
     )
     if round:
         query = query.where(Record.round == round)
@@ -78,7 +78,7 @@ def count_form_records(form_id: str, area_prefix: str, *, round: str | None = No
     query = sa.select(sa.func.count()).where(
         Record.form_id == form_id,
         Record.deleted.is_(False),
-        under_prefix(Record.village_code, area_prefix),
+        prefix_range(Record.village_code, area_prefix),
     )
     if round:
         query = query.where(Record.round == round)

@@ -27,7 +27,7 @@ from server.storage.models import (
     Record,
     VillageIndicatorCounts,
 )
-from server.storage.scoping import under_prefix
+from server.storage.scoping import prefix_range, under_prefix
 
 #: Rows fetched per round trip; bounds memory whatever the size of the county.
 CHUNK_ROWS = 2000
@@ -428,13 +428,7 @@ def _area_counts(area: str, values: Any) -> AreaCounts:
 
 def _in_area(column: Any, prefix: str) -> Any:
     """``column`` (digit codes) starts with ``prefix``, as a range an index can serve."""
-    if not prefix:
-        return sa.true()
-    under_prefix(column, prefix)  # the same check of the prefix
-    upper = str(int(prefix) + 1).zfill(len(prefix))
-    if len(upper) > len(prefix):  # all nines: no upper bound
-        return column >= prefix
-    return sa.and_(column >= prefix, column < upper)
+    return prefix_range(column, prefix)
 
 
 def _village_counts(where: list[Any]) -> list[tuple[str, datetime | None, AreaCounts]]:
@@ -576,6 +570,12 @@ class HouseholdSelection:
         return query.join(
             Row, sa.and_(Row.village_code == village, Row.household_no == household)
         ).where(*self._conditions())
+
+    @property
+    def order(self) -> tuple[Any, Any]:
+        """The selected households' order (village code, household number) as the joined index
+        gives it: a query ordered by these first reads the index in order, no sort."""
+        return Row.village_code, Row.household_no
 
     def pairs(self) -> set[tuple[str, str]]:
         """The selected households (village code, household number)."""

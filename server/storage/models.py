@@ -260,7 +260,30 @@ class Record(Base):
     __tablename__ = "records"
     __table_args__ = (
         sa.Index("ix_records_county_revision", "county_code", "revision"),
-        sa.Index("ix_records_village_household", "village_code", "household_no"),
+        # A records page in its order (village, household, form, id) without a sort; its count
+        # from the index alone (deleted, round).
+        sa.Index(
+            "ix_records_household_order",
+            "village_code",
+            "household_no",
+            "form_id",
+            "record_id",
+            "deleted",
+            "round",
+        ),
+        # The same for one form: the ``form_id`` filter and every export page.
+        sa.Index(
+            "ix_records_form_order",
+            "form_id",
+            "village_code",
+            "household_no",
+            "record_id",
+            "deleted",
+            "round",
+        ),
+        sa.Index("ix_records_household_no", "household_no"),
+        # A village's download walks its own revisions, not the county's.
+        sa.Index("ix_records_village_revision", "village_code", "revision"),
         sa.Index("ix_records_form", "form_id", "form_version"),
     )
     record_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -457,9 +480,24 @@ class HouseholdIndicatorRow(Base):
             "household_no",
         ),
         sa.Index("ix_household_indicators_at_risk", "round_key", "newly_at_risk"),
+        # ``?indicator=…&failing=…``: the selected households in order, decided or not, from
+        # the index alone.
         *(
-            sa.Index(f"ix_household_indicators_{name}_open", "round_key", f"{name}_open")
-            for name in ("housing", "water", "education", "insurance", "income")
+            sa.Index(
+                f"ix_household_indicators_{name}_open",
+                "round_key",
+                f"{name}_open",
+                "village_code",
+                "household_no",
+                decider,
+            )
+            for name, decider in (
+                ("housing", "housing_safe"),
+                ("water", "water_safe"),
+                ("education", "dropout_present"),
+                ("insurance", "everyone_insured"),
+                ("income", "income_below_line"),
+            )
         ),
     )
     round_key: Mapped[str] = mapped_column(sa.String(40), primary_key=True)

@@ -33,8 +33,19 @@ def test_county_prints_load_api_percentiles_size_export_and_the_first_download()
         assert row and 0 < float(row.group(1)) <= float(row.group(2)), text
     export = re.search(r"whole-county export, 6 instruments as CSV: [\d.]+ s, ([\d.]+) MB", text)
     assert export, text
-    download = re.search(r"first download, 3 households: ([\d,]+) B down, (\d+) records", text)
+    download = re.search(
+        r"first download \(530102001202, 3 households\): ([\d,]+) B down, ([\d,]+) B up, "
+        r"(\d+) records, \d+ exchanges; ([\d.]+) s on loopback \(the server's work\); at 1 "
+        r"Mbit/s ([\d.]+) s, byte-ideal floor ([\d.]+) s \(bytes both ways / bandwidth\): "
+        r"([\d.]+)× the floor",
+        text,
+    )
     assert download, text
-    # The fresh tablet receives the village's 3 households × 6 instruments.
-    assert download.group(2) == "18"
-    assert int(download.group(1).replace(",", "")) > 1000
+    # The fresh tablet of the last village receives its 3 households × 6 instruments.
+    assert download.group(3) == "18"
+    down, up = (int(download.group(n).replace(",", "")) for n in (1, 2))
+    assert down > 1000 and up > 0
+    # The floor is the bytes over the link's rate; a paced link cannot beat it.
+    assert abs(float(download.group(6)) - (down + up) / 125_000) <= 0.006
+    assert float(download.group(5)) >= float(download.group(6)) * 0.95
+    assert re.search(r"target: <= 1,000,000 B for 500 households: [\d,]+ B scaled", text)
