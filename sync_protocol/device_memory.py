@@ -32,6 +32,7 @@ class MemoryStorage:
         self._values: dict[str, dict[str, Any]] = {}
         self._conflicts: dict[str, ConflictNote] = {}
         self._cursors: dict[str, dict[str, str]] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryStorage]:
@@ -125,6 +126,13 @@ class MemoryStorage:
 
     def set_cursor(self, scope: str, stream: str, cursor: str) -> None:
         self._cursors.setdefault(scope, {})[stream] = cursor
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        return self._tasks.get(task_id)
+
+    def put_task(self, entry: Mapping[str, Any]) -> None:
+        # A fresh dict per write: the transaction's shallow copy can then restore the old one.
+        self._tasks[str(entry["task_id"])] = dict(entry)
 
     # --- reading back ------------------------------------------------------------------------
 

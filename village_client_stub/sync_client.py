@@ -224,6 +224,8 @@ class SyncReport:
     conflicts: list[str] = field(default_factory=list)
     records_received: int = 0
     forms_received: int = 0
+    #: Verification tasks received (new or changed) from the ``tasks`` stream.
+    tasks_received: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     elapsed_s: float = 0.0
@@ -245,6 +247,7 @@ class SyncReport:
             "conflicts": list(self.conflicts),
             "records_received": self.records_received,
             "forms_received": self.forms_received,
+            "tasks_received": self.tasks_received,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -533,7 +536,8 @@ class SyncClient:
         engine = self.store.engine
         return Hello(
             device_id=self.store.device_id,
-            cursors=engine.hello_cursors(self.scope),
+            # The device keeps verification tasks: it asks for the ``tasks`` stream too.
+            cursors=engine.hello_cursors(self.scope, tasks=True),
             high_water_mark=self.store.sync_state().acked_through,
             clock=engine.hello_clock(now_ms=self.store.now_ms()),
             capabilities=Capabilities(
@@ -631,6 +635,7 @@ class SyncClient:
             for status, count in fold.status_counts.items():
                 report.status_counts[status] = report.status_counts.get(status, 0) + count
             report.records_received += fold.records_applied
+            report.tasks_received += fold.tasks_applied
             for page in fold.manifest_pages:
                 self._apply_manifest(page)
         return fold.more

@@ -27,6 +27,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.sync",
     "server.api.conflicts",
     "server.api.records",
+    "server.api.tasks",
     "server.api.openapi",
 )
 
