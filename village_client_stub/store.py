@@ -1265,9 +1265,11 @@ class DeviceStore:
         Raises:
             UnknownRecord: no task, or several, match.
         """
-        rows = self._rows(
-            "SELECT entry FROM tasks WHERE task_id = ? OR task_id LIKE ? ORDER BY task_id",
-            [prefix, prefix.replace("%", "").replace("_", "") + "%"],
+        rows = list(
+            self._rows(
+                "SELECT entry FROM tasks WHERE task_id = ? OR task_id LIKE ? ORDER BY task_id",
+                [prefix, prefix.replace("%", "").replace("_", "") + "%"],
+            )
         )
         exact = [r for r in rows if json.loads(r["entry"])["task_id"] == prefix]
         rows = exact or rows
