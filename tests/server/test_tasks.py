@@ -16,7 +16,12 @@ from flask.testing import FlaskClient
 from forms.verification import FORM_ID, outcome_record_id, outcome_round
 from server import jobs
 from server.services import tasks
-from server.services.access import CLI_ACTOR, SCHEDULER_ACTOR
+from server.services.access import (
+    CLI_ACTOR,
+    SCHEDULER_ACTOR,
+    TOWNSHIP_REVIEWER,
+    Principal,
+)
 from server.services.context import EXTENSION_KEY, ServiceContext
 from server.services.task_reasons import HouseholdKey, HouseholdSignal, TaskReason
 from server.storage import audit as audit_store
@@ -180,7 +185,14 @@ def test_overdue_tasks_escalate_to_the_township_once(county: Flask) -> None:  # 
         assert result == {"escalated": 2, "townships": [TOWNSHIP, FAR_VILLAGE[:9]]}
         assert tasks.escalate_overdue(_ctx(app), SCHEDULER_ACTOR, after)["escalated"] == 0
         entries = [e for e in audit_store.list_entries(TOWNSHIP) if e.action == "task.escalated"]
+        reviewer = Principal(7, "reviewer", TOWNSHIP_REVIEWER, TOWNSHIP)
+        escalated = tasks.list_tasks(_ctx(app), reviewer, escalated=True)
+        still_open = tasks.list_tasks(_ctx(app), reviewer, escalated=False)
     assert len(entries) == 1 and entries[0].details["tasks"] == 1
+    # The township reviewer sees its escalated task (not the other township's), flagged.
+    assert [t["household_no"] for t in escalated["items"]] == ["H1"]
+    assert escalated["items"][0]["escalated_at"] is not None
+    assert [t["household_no"] for t in still_open["items"]] == ["H5"]
 
 
 # --- the API, scoped by role -----------------------------------------------------------------
@@ -343,3 +355,53 @@ def _work(
     with writing():
         outcomes = apply_ops([op], ingest_context(), scope=None, by="test")
     assert outcomes[0].status == "applied", outcomes[0].ack
+
+
+def test_a_worked_task_closes_once_and_a_closed_task_keeps_its_outcome(
+    county: Flask,  # noqa: F811
+    client: FlaskClient,
+) -> None:
+    app = county
+    add_user(app, "reviewer", role="township_reviewer", area=TOWNSHIP)
+    with app.app_context():
+        task_id = tasks.open_tasks(
+            _ctx(app), CLI_ACTOR, [_signal(VILLAGE, "H1", INSURED)], origin="o1"
+        ).created[0]
+        _work(app, task_id, VILLAGE, "H1", {"outcome": "already_monitored"})
+        tasks.escalate_overdue(_ctx(app), SCHEDULER_ACTOR, datetime(2030, 1, 1, tzinfo=UTC))
+    reviewer = login(client, "reviewer")
+    # Worked before its deadline passed: not escalated (only open tasks go to the township).
+    assert client.get("/api/v1/tasks?escalated=true", headers=reviewer).get_json()["total"] == 0
+    closed = client.post(
+        f"/api/v1/tasks/{task_id}/close", json={"note": "核实无误"}, headers=reviewer
+    )
+    assert closed.status_code == 200, closed.get_json()
+    assert closed.get_json()["status"] == "closed" and closed.get_json()["closed_by"] == "reviewer"
+    again = client.post(f"/api/v1/tasks/{task_id}/close", headers=reviewer)
+    assert again.status_code == 409
+    with app.app_context():
+        from server.storage.database import writing
+        from server.storage.records import get_record
+
+        with writing():
+            # A late edit of the outcome record (another tablet) no longer moves a closed task.
+            assert get_record(outcome_record_id(task_id)) is not None
+            assert (
+                tasks.record_outcomes(
+                    [
+                        {
+                            "record_id": outcome_record_id(task_id),
+                            "form_id": FORM_ID,
+                            "village_code": VILLAGE,
+                            "household_no": "H1",
+                            "deleted": False,
+                            "data": {"task_id": task_id, "outcome": "not_eligible"},
+                        }
+                    ]
+                )
+                == []
+            )
+        shown = tasks.show_task(_ctx(app), _principal(), task_id)
+    assert shown["status"] == "closed" and shown["outcome"]["outcome"] == "already_monitored"
+    entries = client.get("/api/v1/tasks?status=closed", headers=reviewer).get_json()["items"]
+    assert [t["id"] for t in entries] == [task_id]

@@ -10,6 +10,7 @@ import { RecordState, deviceView } from "./merge.js";
 export const OP_STATES = ["pending", "sent", "rejected", "corrected"];
 export const ACK_STATUSES = ["applied", "merged", "duplicate", "conflict", "rejected"];
 export const MANIFEST_SCOPE = "manifest";
+export const TASKS_SCOPE = "tasks";
 export const ENVELOPE_SCOPE = "exchange";
 export const ENVELOPE_STREAM = "envelope";
 export const RECORDS_STREAM = "records";
@@ -346,6 +347,9 @@ export class DeviceEngine {
         fold.manifestPages.push(page);
         continue;
       }
+      // The verification-task stream (protocol.md §5): this app does not ask for it yet, so a
+      // page of it is never a records page and moves no records cursor.
+      if (page.scope === TASKS_SCOPE) continue;
       for (const state of page.records) await apply(state);
       await this.advanceCursor(page.scope, RECORDS_STREAM, page.next_cursor);
     }
