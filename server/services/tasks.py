@@ -36,6 +36,7 @@ from forms.verification import FORM_ID, OUTCOMES, outcome_label, outcome_record_
 from server.errors import Conflict, NotFound, ValidationFailed
 from server.services.access import CLI_ACTOR, Actor, Principal
 from server.services.context import ServiceContext
+from server.services.exports import _inert
 from server.services.masking import mask
 from server.services.task_reasons import DEPARTMENTS, HouseholdSignal, TaskSink
 from server.storage import tasks as store
@@ -538,6 +539,8 @@ def export_outcomes(
             details={"rows": len(rows), "format": fmt},
         )
     header = [zh for _, zh in EXPORT_COLUMNS]
+    # A village team's note could start with "=": the records export's one rule makes it inert.
+    rows = [_inert(row) for row in rows]
     return _csv(header, rows) if fmt == "csv" else _xlsx(department, header, rows)
 
 

@@ -405,3 +405,19 @@ def test_a_worked_task_closes_once_and_a_closed_task_keeps_its_outcome(
     assert shown["status"] == "closed" and shown["outcome"]["outcome"] == "already_monitored"
     entries = client.get("/api/v1/tasks?status=closed", headers=reviewer).get_json()["items"]
     assert [t["id"] for t in entries] == [task_id]
+
+
+def test_the_outcome_export_makes_a_formula_note_inert(county: Flask) -> None:  # noqa: F811
+    app = county
+    with app.app_context():
+        task_id = tasks.open_tasks(
+            _ctx(app), CLI_ACTOR, [_signal(VILLAGE, "H1", INSURED)], origin="o1"
+        ).created[0]
+        _work(app, task_id, VILLAGE, "H1", {"outcome": "not_eligible", "note": "=HYPERLINK(1)"})
+        body = tasks.export_outcomes(CLI_ACTOR, "medical_insurance", fmt="xlsx")
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(io.BytesIO(body)).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[1][10] == "'=HYPERLINK(1)"
+    assert sheet.title == "医保"
