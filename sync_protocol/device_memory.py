@@ -147,7 +147,7 @@ class MemoryStorage:
         outbox entries by seq; times are left out of the outbox (an edge's own bookkeeping)
         but kept on conflicts as ``received_at_ms``.
         """
-        return {
+        out: dict[str, Any] = {
             "counters": counters_json(self._counters),
             "outbox": [outbox_item_json(item) for _, item in sorted(self._outbox.items())],
             "records": {
@@ -181,6 +181,10 @@ class MemoryStorage:
                 scope: dict(sorted(s.items())) for scope, s in sorted(self._cursors.items())
             },
         }
+        if self._tasks:
+            # Only when held: the scenarios from before the tasks stream keep their state.
+            out["tasks"] = {task_id: self._tasks[task_id] for task_id in sorted(self._tasks)}
+        return out
 
 
 def counters_json(counters: Counters) -> dict[str, Any]:
