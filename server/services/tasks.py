@@ -136,7 +136,11 @@ def _masked_details(value: Any) -> Any:
         return {str(k): _masked_details(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_masked_details(v) for v in value]
-    if isinstance(value, str) and (_ID_SHAPE.fullmatch(value) or is_valid_id_number(value)):
+    if (
+        isinstance(value, str)
+        and 15 <= len(value) <= 18
+        and (_ID_SHAPE.fullmatch(value) or is_valid_id_number(value))
+    ):
         return mask(value)
     return value
 
@@ -185,6 +189,7 @@ def open_tasks(
         return result
     now = ctx.now()
     deadline = deadline_from(ctx, china_today(ctx, now))
+    new: list[dict[str, Any]] = []
     with writing():
         held = store.tasks_of_households(by_household)
         for (village, number), reasons in sorted(by_household.items()):
@@ -203,16 +208,17 @@ def open_tasks(
                 continue
             open_task = next((t for t in tasks if t.status == "open"), None)
             if open_task is None:
-                row = store.add_task(
-                    task_id=str(uuid.uuid4()),
-                    village_code=village,
-                    household_no=number,
-                    reasons=fresh,
-                    reason_keys=fresh_keys,
-                    origins=[origin],
-                    deadline=deadline,
+                new.append(
+                    {
+                        "task_id": str(uuid.uuid4()),
+                        "village_code": village,
+                        "household_no": number,
+                        "reasons": fresh,
+                        "reason_keys": fresh_keys,
+                        "origins": [origin],
+                        "deadline": deadline,
+                    }
                 )
-                result.created.append(row.id)
             else:
                 origins = open_task.origins + ([origin] if origin not in open_task.origins else [])
                 store.update_task(
@@ -222,6 +228,7 @@ def open_tasks(
                     origins=origins,
                 )
                 result.extended.append(open_task.id)
+        result.created.extend(store.add_tasks(new))
         if result.created or result.extended:
             actor.audit(
                 "task.open",

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from server.storage.database import db
 from server.storage.models import VerificationTask
-from server.storage.revisions import current_revision, next_revision
+from server.storage.revisions import current_revision, next_revision, reserve_revisions
 from server.storage.scoping import under_prefix
 from server.storage.types import utcnow
 
@@ -78,6 +78,18 @@ def _row(task: VerificationTask) -> TaskRow:
     )
 
 
+_COLUMNS = tuple(TaskRow.__dataclass_fields__)
+
+
+def _plain_row(found: Any) -> TaskRow:
+    values = {name: found[name] for name in _COLUMNS}
+    for name in ("reasons", "reason_keys", "origins"):
+        values[name] = list(values[name] or [])
+    if values["outcome"] is not None:
+        values["outcome"] = dict(values["outcome"])
+    return TaskRow(**values)
+
+
 def counter_scope(county_code: str) -> str:
     """The revision counter of a county's tasks (12 characters at most, like every scope)."""
     return f"task:{county_code}"
@@ -98,50 +110,56 @@ def tasks_of_households(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str
     out: dict[tuple[str, str], list[TaskRow]] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
+        # Plain columns, not ORM objects: a department run reads thousands of households.
         statement = (
-            sa.select(VerificationTask)
+            sa.select(*(getattr(VerificationTask, name) for name in _COLUMNS))
             .where(
                 sa.tuple_(VerificationTask.village_code, VerificationTask.household_no).in_(chunk)
             )
             .order_by(VerificationTask.created_at, VerificationTask.id)
         )
-        for task in db.session.scalars(_lock(statement)):
-            out.setdefault((task.village_code, task.household_no), []).append(_row(task))
+        for found in db.session.execute(_lock(statement)):
+            row = _plain_row(found._mapping)
+            out.setdefault((row.village_code, row.household_no), []).append(row)
     return out
 
 
-def add_task(
-    *,
-    task_id: str,
-    village_code: str,
-    household_no: str,
-    reasons: list[dict[str, Any]],
-    reason_keys: list[str],
-    origins: list[str],
-    deadline: date,
-) -> TaskRow:
-    """Insert an open task with a fresh revision (inside a write transaction)."""
+def add_tasks(new: list[dict[str, Any]]) -> list[str]:
+    """Insert open tasks in one statement per county (a signal run opens thousands at once).
+
+    Each dict has ``task_id``, ``village_code``, ``household_no``, ``reasons``, ``reason_keys``,
+    ``origins`` and ``deadline``; revisions are reserved per county in one counter update.
+    Returns the ids in order. Call inside a write transaction.
+    """
     now = utcnow()
-    county = village_code[:6]
-    task = VerificationTask(
-        id=task_id,
-        village_code=village_code,
-        county_code=county,
-        household_no=household_no,
-        status="open",
-        reasons=reasons,
-        reason_keys=reason_keys,
-        origins=origins,
-        outcome=None,
-        deadline=deadline,
-        escalated=False,
-        revision=next_revision(counter_scope(county)),
-        created_at=now,
-        updated_at=now,
-    )
-    db.session.add(task)
-    db.session.flush()
-    return _row(task)
+    by_county: dict[str, list[dict[str, Any]]] = {}
+    for row in new:
+        by_county.setdefault(row["village_code"][:6], []).append(row)
+    for county, rows in by_county.items():
+        revisions = reserve_revisions(counter_scope(county), len(rows))
+        db.session.execute(
+            sa.insert(VerificationTask),
+            [
+                {
+                    "id": row["task_id"],
+                    "village_code": row["village_code"],
+                    "county_code": county,
+                    "household_no": row["household_no"],
+                    "status": "open",
+                    "reasons": row["reasons"],
+                    "reason_keys": row["reason_keys"],
+                    "origins": row["origins"],
+                    "outcome": None,
+                    "deadline": row["deadline"],
+                    "escalated": False,
+                    "revision": revision,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for row, revision in zip(rows, revisions, strict=True)
+            ],
+        )
+    return [row["task_id"] for row in new]
 
 
 def update_task(task_id: str, **changes: Any) -> TaskRow:
