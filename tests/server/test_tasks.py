@@ -229,6 +229,16 @@ def test_township_reviewer_sees_only_its_townships(
     refused = client.post(f"/api/v1/tasks/{far_id}/close", headers=admin)
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "task_not_worked"
     assert client.get("/api/v1/tasks?status=nope", headers=admin).status_code == 400
+    exported = client.get("/api/v1/tasks/outcomes?department=medical_insurance", headers=admin)
+    assert exported.status_code == 200 and exported.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(exported.get_data().decode("utf-8-sig"))))
+    assert sorted(row[2] for row in rows[1:]) == ["H1", "H9"]
+    xlsx = client.get("/api/v1/tasks/outcomes?department=education&format=xlsx", headers=admin)
+    assert xlsx.status_code == 200 and xlsx.get_data()[:2] == b"PK"
+    denied = client.get("/api/v1/tasks/outcomes?department=education", headers=reviewer)
+    assert denied.status_code == 403
+    unknown = client.get("/api/v1/tasks/outcomes?department=tax", headers=admin)
+    assert unknown.status_code == 400
     paths = client.get("/api/v1/openapi.json").get_json()["paths"]
     assert "/api/v1/tasks" in paths and "/api/v1/tasks/{task_id}" in paths
 
