@@ -454,6 +454,8 @@ def status(db_path: Path, as_json: bool) -> None:
             click.echo(
                 f"  {photo['sha256'][:12]}…  已上传 {photo['confirmed_offset']}/{photo['size']} 字节  {reason}"
             )
+    if info["tasks_open"]:
+        click.echo(f"待核查任务 {info['tasks_open']} 个（用 tasks 查看，task 任务编号 填写结果）")
     if info["drafts"]:
         click.echo(f"未完成的草稿 {len(info['drafts'])} 个（用 edit 草稿编号 --set 修改）：")
         for draft in info["drafts"]:

@@ -1385,6 +1385,10 @@ class DeviceStore:
             "records": self.db.execute("SELECT count(*) FROM records WHERE deleted = 0").fetchone()[
                 0
             ],
+            # Open on the server's last word (the tasks stream); worked locally or not.
+            "tasks_open": self.db.execute(
+                "SELECT count(*) FROM tasks WHERE status = 'open'"
+            ).fetchone()[0],
             "last_sync_at": state.last_sync_at,
             "last_error": state.last_error,
             "last_error_zh": sync_row["last_error_zh"],

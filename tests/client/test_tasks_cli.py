@@ -52,6 +52,8 @@ def device(tmp_path: Path) -> Path:
 
 
 def test_tasks_are_listed_chinese_first_and_worked_by_questions(device: Path) -> None:
+    assert run_json(["status"], device)["tasks_open"] == 1
+    assert "待核查任务 1 个" in run(["status"], device).stdout
     listing = run(["tasks"], device)
     assert listing.exit_code == 0
     assert "教育部门名单显示疑似辍学" in listing.stdout and "已逾期上报乡镇" in listing.stdout
