@@ -349,6 +349,9 @@ class SyncClient:
         self._ops_total = 0
         self._hint_s = 0.0
         self._planner = BatchPlanner()
+        #: Ask for the verification-task stream; cleared for this client when the server is
+        #: from before the stream (it refuses the unknown cursor with ``scope_denied``).
+        self.asks_tasks = True
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -537,7 +540,7 @@ class SyncClient:
         return Hello(
             device_id=self.store.device_id,
             # The device keeps verification tasks: it asks for the ``tasks`` stream too.
-            cursors=engine.hello_cursors(self.scope, tasks=True),
+            cursors=engine.hello_cursors(self.scope, tasks=self.asks_tasks),
             high_water_mark=self.store.sync_state().acked_through,
             clock=engine.hello_clock(now_ms=self.store.now_ms()),
             capabilities=Capabilities(
@@ -606,6 +609,13 @@ class SyncClient:
         if refusal.code == "busy":
             raise _RetryableFailure(
                 "the server is busy", "服务器繁忙", wait_s=reply.backoff_ms / 1000.0
+            )
+        if refusal.code == "scope_denied" and self.asks_tasks and "tasks" in refusal.message:
+            # A county server from before the tasks stream knows no "tasks" cursor: keep
+            # syncing records and forms without it (nothing of the exchange was applied).
+            self.asks_tasks = False
+            raise _RetryableFailure(
+                "the server does not offer verification tasks yet", "服务器尚不支持核查任务"
             )
         zh, en = refusal_line(
             refusal.code, server_time_ms=reply.server_time_ms, device_ms=self.store.now_ms()
