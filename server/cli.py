@@ -2,8 +2,8 @@
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
 ``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``import-department``,
-``export-housing-appraisal``, ``serve``, ``backup``,
-``load-households`` and ``rebuild-indicators``. Each builds the app from the settings (environment
+``export-housing-appraisal``, ``serve``, ``backup``, ``load-households``, ``rebuild-indicators``
+and ``export-task-outcomes``. Each builds the app from the settings (environment
 variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
 run on that app.
 """
@@ -612,7 +612,6 @@ def import_department(
                 area=area,
                 file_name=file.name,
                 columns=columns,
-                sink=department_lists.default_task_sink,
             )
         except ApiError as exc:
             _fail(exc)
@@ -661,6 +660,32 @@ def export_housing_appraisal(area: str, target: Path) -> None:
         _create_private(target)
         target.write_bytes(content)
         click.echo(f"{listed} households to appraise in {area} written to {target}")
+
+
+@main.command("export-task-outcomes")
+@click.option(
+    "--department",
+    required=True,
+    help="medical_insurance, civil_affairs, education, disability, human_resources, housing, "
+    "public_security or emergency.",
+)
+@click.option("--area", default="", help="Area code prefix (empty: the whole database).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx"]), default="csv")
+@click.option("--out", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def export_task_outcomes(department: str, area: str, fmt: str, target: Path) -> None:
+    """Write the verification-task outcomes for one department to FILE (audited): one row per
+    reason that department's list gave, with the task's status and the village's outcome."""
+    from server.services import tasks
+    from server.services.access import CLI_ACTOR
+
+    with _app_context():
+        try:
+            content = tasks.export_outcomes(CLI_ACTOR, department, area_prefix=area, fmt=fmt)
+        except ApiError as exc:
+            _fail(exc)
+        _create_private(target)
+        target.write_bytes(content)
+        click.echo(f"task outcomes for {department} written to {target}")
 
 
 def register_commands(app: Flask) -> None:

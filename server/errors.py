@@ -355,6 +355,7 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
     ("device_not_found", 404, "设备不存在", "No such device"),
     ("form_not_found", 404, "表单不存在", "No such form"),
     ("form_version_not_found", 404, "表单没有该版本", "No such form version"),
+    ("task_not_found", 404, "没有该核查任务", "No such verification task in your area"),
     ("monitoring_line_not_found", 404, "没有该监测标准", "No such monitoring line"),
     ("quarantine_not_found", 404, "未找到该隔离操作", "No such quarantined op in your area"),
     ("record_not_found", 404, "未找到该记录", "No such record in your area"),
@@ -369,6 +370,7 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
         "The conflict is already resolved or superseded",
     ),
     ("device_already_revoked", 409, "该设备已被停用", "The device is already revoked"),
+    ("task_not_worked", 409, "只有已核查的任务才能关闭", "Only a worked task can be closed"),
     ("enrollment_code_used", 409, "该注册码已被使用", "This enrollment code has already been used"),
     (
         "envelope_replayed",

@@ -34,9 +34,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 
-from server.services import alerts, housekeeping
+from server.services import alerts, housekeeping, tasks
 from server.services import forms as form_service
-from server.services.access import Actor
+from server.services.access import SCHEDULER_ACTOR, Actor
 from server.services.context import EXTENSION_KEY, ServiceContext
 from server.settings import sqlite_path
 from server.storage import jobs as store
@@ -146,6 +146,12 @@ def report_overdue_monitoring(now: datetime | None = None) -> dict[str, Any]:
     return alerts.report_overdue_monitoring(_services(), now)
 
 
+def escalate_overdue_tasks(now: datetime | None = None) -> dict[str, Any]:
+    """``services.tasks.escalate_overdue`` for the current app (verification tasks past their
+    working-day deadline go to the township)."""
+    return tasks.escalate_overdue(_services(), SCHEDULER_ACTOR, now)
+
+
 def _services() -> ServiceContext:
     context: ServiceContext = current_app.extensions[EXTENSION_KEY]
     return context
@@ -201,6 +207,13 @@ def job_specs() -> tuple[JobSpec, ...]:
             report_overdue_monitoring,
             "cron",
             lambda c: {"hour": 8, "minute": 15},
+            timedelta(hours=12),
+        ),
+        JobSpec(
+            "escalate_overdue_tasks",
+            escalate_overdue_tasks,
+            "cron",
+            lambda c: {"hour": 8, "minute": 45},
             timedelta(hours=12),
         ),
         JobSpec(

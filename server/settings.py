@@ -258,6 +258,18 @@ SETTINGS: tuple[Setting, ...] = (
         "How often an open field app tries to sync on its own (besides start, `online`, "
         "returning to the app and the 同步 button).",
     ),
+    Setting(
+        "task_deadline_working_days",
+        10,
+        "Working days a village team has to work a new verification task (weekends and the "
+        "`TASK_HOLIDAYS` skipped); an open task past its deadline is escalated to the township.",
+    ),
+    Setting(
+        "task_holidays",
+        "",
+        "Public holidays that do not count as working days for task deadlines: comma-separated "
+        "dates, e.g. `2026-10-01,2026-10-02`. Empty: only weekends are skipped.",
+    ),
 )
 
 SETTINGS_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}

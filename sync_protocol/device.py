@@ -54,6 +54,8 @@ __all__ = [
     "OP_STATES",
     "RECORDS_STREAM",
     "SEQUENCE_JUMP",
+    "TASKS_SCOPE",
+    "TASKS_STREAM",
     "AckMismatch",
     "AckSummary",
     "ConflictNote",
@@ -81,6 +83,10 @@ ENVELOPE_SCOPE: Final = "exchange"
 ENVELOPE_STREAM: Final = "envelope"
 RECORDS_STREAM: Final = "records"
 FORMS_STREAM: Final = "forms"
+#: Download scope and cursor stream of the verification tasks (docs/protocol.md §4): asked for
+#: only by a device that keeps tasks (``hello_cursors(..., tasks=True)``).
+TASKS_SCOPE: Final = "tasks"
+TASKS_STREAM: Final = "tasks"
 #: How far the envelope counter jumps when the server says a sequence was already used (a device
 #: store restored from an old copy): far past anything the old copy can have sent since.
 SEQUENCE_JUMP: Final = 1 << 20
@@ -273,6 +279,14 @@ class DeviceStorage(Protocol):
         """Store one cursor."""
         ...
 
+    def task(self, task_id: str) -> Mapping[str, Any] | None:
+        """A verification task as last received (its ``tasks`` stream entry), or None."""
+        ...
+
+    def put_task(self, entry: Mapping[str, Any]) -> None:
+        """Insert the task entry, or replace the one with the same ``task_id``."""
+        ...
+
 
 # --- results ------------------------------------------------------------------------------------
 
@@ -304,6 +318,7 @@ class ReplyFold:
     records_applied: int = 0
     more: bool = False
     manifest_pages: list[DownloadPage] = field(default_factory=list)
+    tasks_applied: int = 0
 
 
 def path_under(path: str, row_path: str) -> bool:
@@ -758,10 +773,37 @@ class DeviceEngine:
             if page.scope == MANIFEST_SCOPE:
                 fold.manifest_pages.append(page)
                 continue
+            if page.scope == TASKS_SCOPE:
+                fold.tasks_applied += sum(1 for entry in page.tasks if self.apply_task(entry))
+                self.advance_cursor(TASKS_SCOPE, TASKS_STREAM, page.next_cursor)
+                continue
             for state in page.records:
                 apply(state)
             self.advance_cursor(page.scope, RECORDS_STREAM, page.next_cursor)
         return fold
+
+    # --- verification tasks -------------------------------------------------------------------
+
+    def apply_task(self, entry: Mapping[str, Any]) -> bool:
+        """Store a task of the ``tasks`` stream unless the device holds a newer revision of it.
+
+        A task's outcome is worked as an ordinary record (form ``verification_outcome``, record
+        id ``entry["record_id"]``): nothing here touches the outbox. Returns True when stored.
+
+        Raises:
+            StateInvalid: the entry has no ``task_id`` or no integer ``revision``.
+        """
+        task_id, revision = entry.get("task_id"), entry.get("revision")
+        if not isinstance(task_id, str) or not task_id or not isinstance(revision, int):
+            raise StateInvalid(
+                "a task entry needs a task_id and an integer revision",
+                message_zh="服务器返回的核查任务格式错误",
+            )
+        held = self.storage.task(task_id)
+        if held is not None and int(held.get("revision", 0)) > revision:
+            return False
+        self.storage.put_task(dict(entry))
+        return True
 
     # --- cursors ------------------------------------------------------------------------------
 
@@ -769,11 +811,16 @@ class DeviceEngine:
         """Store the download cursor a page ends at (in the unit of work that applied it)."""
         self.storage.set_cursor(scope, stream, str(int(cursor)))
 
-    def hello_cursors(self, own_scope: str) -> dict[str, int]:
+    def hello_cursors(self, own_scope: str, *, tasks: bool = False) -> dict[str, int]:
         """The ``cursors`` of the next hello: the device's own scope and ``manifest`` always
         (0 before any page), then every stored download cursor (``records`` or ``forms``
-        stream) under its scope. The envelope pseudo-scope never appears."""
+        stream) under its scope. The envelope pseudo-scope never appears. With ``tasks`` the
+        ``tasks`` stream is asked for too (its stored cursor, 0 before any page); without it
+        the hello is what a device from before the tasks stream sends."""
         cursors: dict[str, int] = {own_scope: 0, MANIFEST_SCOPE: 0}
+        if tasks:
+            stored = self.storage.cursors().get(TASKS_SCOPE, {}).get(TASKS_STREAM, "0")
+            cursors[TASKS_SCOPE] = int(stored) if stored.isdigit() else 0
         for scope, streams in self.storage.cursors().items():
             if scope == ENVELOPE_SCOPE:
                 continue

@@ -32,6 +32,7 @@ class MemoryStorage:
         self._values: dict[str, dict[str, Any]] = {}
         self._conflicts: dict[str, ConflictNote] = {}
         self._cursors: dict[str, dict[str, str]] = {}
+        self._tasks: dict[str, dict[str, Any]] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryStorage]:
@@ -126,6 +127,13 @@ class MemoryStorage:
     def set_cursor(self, scope: str, stream: str, cursor: str) -> None:
         self._cursors.setdefault(scope, {})[stream] = cursor
 
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        return self._tasks.get(task_id)
+
+    def put_task(self, entry: Mapping[str, Any]) -> None:
+        # A fresh dict per write: the transaction's shallow copy can then restore the old one.
+        self._tasks[str(entry["task_id"])] = dict(entry)
+
     # --- reading back ------------------------------------------------------------------------
 
     def values(self, record_id: str) -> dict[str, Any]:
@@ -139,7 +147,7 @@ class MemoryStorage:
         outbox entries by seq; times are left out of the outbox (an edge's own bookkeeping)
         but kept on conflicts as ``received_at_ms``.
         """
-        return {
+        out: dict[str, Any] = {
             "counters": counters_json(self._counters),
             "outbox": [outbox_item_json(item) for _, item in sorted(self._outbox.items())],
             "records": {
@@ -173,6 +181,10 @@ class MemoryStorage:
                 scope: dict(sorted(s.items())) for scope, s in sorted(self._cursors.items())
             },
         }
+        if self._tasks:
+            # Only when held: the scenarios from before the tasks stream keep their state.
+            out["tasks"] = {task_id: self._tasks[task_id] for task_id in sorted(self._tasks)}
+        return out
 
 
 def counters_json(counters: Counters) -> dict[str, Any]:

@@ -21,9 +21,10 @@ Step kinds (``"do"``) and their inputs — every time is milliseconds since the 
                             Result: whether the record was written.
 ``fold_reply``              ``reply`` (ServerReply JSON), ``sent_batches`` (batch_seq as text →
                             op seqs), ``now_ms``. Result: the fold, manifest pages by scope
-                            and cursor.
+                            and cursor, ``tasks_applied`` when a tasks page stored any.
 ``observe_server_time``     ``server_ms``, ``now_ms``. Result: the new last stamp.
-``hello``                   ``own_scope``, ``now_ms``. Result: ``cursors``, ``clock``,
+``hello``                   ``own_scope``, ``now_ms``, optional ``tasks`` (ask for the
+                            tasks stream). Result: ``cursors``, ``clock``,
                             ``high_water_mark``.
 ``pending_ops``             ``limit``. Result: the seqs.
 ``put_base``                ``record_id``, ``changes``, ``old_paths``. Result: the base.
@@ -115,7 +116,7 @@ def _run(engine: DeviceEngine, storage: VectorStorage, step: Mapping[str, Any]) 
         reply = ServerReply.from_dict(step["reply"])
         sent = {int(k): list(v) for k, v in step["sent_batches"].items()}
         fold = engine.fold_reply(reply, sent, now_ms=step["now_ms"])
-        return {
+        result: dict[str, Any] = {
             "ops_acked": fold.ops_acked,
             "ops_rejected": fold.ops_rejected,
             "conflicts": fold.conflicts,
@@ -126,11 +127,14 @@ def _run(engine: DeviceEngine, storage: VectorStorage, step: Mapping[str, Any]) 
                 {"scope": p.scope, "next_cursor": p.next_cursor} for p in fold.manifest_pages
             ],
         }
+        if fold.tasks_applied:
+            result["tasks_applied"] = fold.tasks_applied
+        return result
     if kind == "observe_server_time":
         return engine.observe_server_time(step["server_ms"], now_ms=step["now_ms"]).to_text()
     if kind == "hello":
         return {
-            "cursors": engine.hello_cursors(step["own_scope"]),
+            "cursors": engine.hello_cursors(step["own_scope"], tasks=step.get("tasks", False)),
             "clock": engine.hello_clock(now_ms=step["now_ms"]),
             "high_water_mark": storage.counters().acked_through,
         }

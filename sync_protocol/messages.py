@@ -449,8 +449,9 @@ class DownloadPage:
     """Changes in one scope after cursor ``after``, up to ``next_cursor`` (exclusive cursors).
 
     ``records`` are record states, ``forms`` form manifest entries (``form_id``, ``version``,
-    ...), ``config`` configuration entries such as monitoring lines (``key``, ...). ``more``
-    says another page follows: the device asks again from ``next_cursor``.
+    ...), ``config`` configuration entries such as monitoring lines (``key``, ...), ``tasks``
+    verification tasks of the ``tasks`` stream (``task_id``, ...). ``more`` says another page
+    follows: the device asks again from ``next_cursor``.
     """
 
     scope: str
@@ -460,10 +461,12 @@ class DownloadPage:
     records: tuple[dict[str, Any], ...] = ()
     forms: tuple[dict[str, Any], ...] = ()
     config: tuple[dict[str, Any], ...] = ()
+    tasks: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Dict form."""
-        return {
+        """Dict form (``tasks`` only when there are some: a page of another stream is byte for
+        byte what it always was, and a device that never asks for tasks never meets the key)."""
+        out = {
             "scope": self.scope,
             "after": self.after,
             "next_cursor": self.next_cursor,
@@ -472,13 +475,19 @@ class DownloadPage:
             "forms": [dict(f) for f in self.forms],
             "config": [dict(c) for c in self.config],
         }
+        if self.tasks:
+            out["tasks"] = [dict(t) for t in self.tasks]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "download") -> DownloadPage:
         """Validate and build; raises :class:`InvalidMessage` naming the field."""
         data = _mapping(data, where)
         _keys(
-            data, where, ("scope", "after", "next_cursor", "more"), ("records", "forms", "config")
+            data,
+            where,
+            ("scope", "after", "next_cursor", "more"),
+            ("records", "forms", "config", "tasks"),
         )
         after = _int(data["after"], f"{where}.after")
         next_cursor = _int(data["next_cursor"], f"{where}.next_cursor")
@@ -487,7 +496,8 @@ class DownloadPage:
         records = _objects(data.get("records", []), f"{where}.records", key="record_id")
         forms = _objects(data.get("forms", []), f"{where}.forms", key="form_id")
         config = _objects(data.get("config", []), f"{where}.config", key="key")
-        _json_ready([records, forms, config], where)
+        tasks = _objects(data.get("tasks", []), f"{where}.tasks", key="task_id")
+        _json_ready([records, forms, config, tasks], where)
         return cls(
             scope=_text(data["scope"], f"{where}.scope", pattern=_SCOPE_RE),
             after=after,
@@ -496,6 +506,7 @@ class DownloadPage:
             records=records,
             forms=forms,
             config=config,
+            tasks=tasks,
         )
 
 

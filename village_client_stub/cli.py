@@ -20,12 +20,20 @@ import click
 
 from forms.errors import FormsError
 from forms.instruments import BUILTIN_IDS, builtin_json
+from forms.verification import DATA_ERRORS, OUTCOMES
 from sync_protocol.errors import ProtocolError
 from village_client_stub.errors import BadInput, DeviceError, RecordInvalid
 from village_client_stub.prompts import FormPrompter, InputEnded, LineReader, ask_household
 from village_client_stub.records import RecordEditor, default_round, parse_household
 from village_client_stub.store import DeviceStore
 from village_client_stub.sync_cli import add_sync_commands
+from village_client_stub.tasks import (
+    DETAIL_CHOICES,
+    OUTCOME_CHOICES,
+    local_status,
+    task_lines,
+    work_task,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -446,6 +454,8 @@ def status(db_path: Path, as_json: bool) -> None:
             click.echo(
                 f"  {photo['sha256'][:12]}…  已上传 {photo['confirmed_offset']}/{photo['size']} 字节  {reason}"
             )
+    if info["tasks_open"]:
+        click.echo(f"待核查任务 {info['tasks_open']} 个（用 tasks 查看，task 任务编号 填写结果）")
     if info["drafts"]:
         click.echo(f"未完成的草稿 {len(info['drafts'])} 个（用 edit 草稿编号 --set 修改）：")
         for draft in info["drafts"]:
@@ -467,6 +477,96 @@ def _conflict_line(conflict: Mapping[str, Any]) -> str:
         theirs = json.dumps(detail["theirs"], ensure_ascii=False)
         parts.append(f"本机 {mine}，对方 {theirs}")
     return "  ".join(parts)
+
+
+# --- verification tasks ---------------------------------------------------------------------
+
+
+@main.command("tasks", help="列出核查任务。List the verification tasks on the device.")
+@click.option(
+    "--status", type=click.Choice(["open", "worked", "closed"]), help="Only tasks in this state."
+)
+@device_command
+def list_tasks(db_path: Path, as_json: bool, status: str | None) -> None:
+    with _open(db_path) as store:
+        found = [{**task, "local_status": local_status(store, task)} for task in store.tasks()]
+        if status is not None:
+            found = [task for task in found if task["local_status"] == status]
+        if as_json:
+            _emit_json({"ok": True, "tasks": found})
+            return
+        if not found:
+            click.echo("没有核查任务。")
+            return
+        for task in found:
+            for line in task_lines(store, task):
+                click.echo(line)
+
+
+@main.command("task", help="查看核查任务并填写结果。Show a task; record its outcome.")
+@click.argument("task_id")
+@click.option(
+    "--outcome",
+    type=click.Choice(OUTCOME_CHOICES),
+    help="start_identification / not_eligible / data_error / already_solved / already_monitored.",
+)
+@click.option(
+    "--detail",
+    type=click.Choice(DETAIL_CHOICES),
+    help="For data_error: death / empty_household / duplicate / wrong_id / moved.",
+)
+@click.option("--note", default="", help="What was checked and found.")
+@click.option("--photo", help="An evidence photo: a file path or a sha256: address.")
+@click.option("--show", "show_only", is_flag=True, help="Only show the task.")
+@device_command
+def task(
+    db_path: Path,
+    as_json: bool,
+    task_id: str,
+    outcome: str | None,
+    detail: str | None,
+    note: str,
+    photo: str | None,
+    show_only: bool,
+) -> None:
+    with _open(db_path) as store:
+        found = store.task(task_id)
+        if show_only or (outcome is None and as_json):
+            if as_json:
+                _emit_json(
+                    {"ok": True, "task": {**found, "local_status": local_status(store, found)}}
+                )
+            else:
+                for line in task_lines(store, found, full=True):
+                    click.echo(line)
+            return
+        if outcome is None:
+            # Interactive: the questions of the outcome, with the coded choices numbered.
+            for line in task_lines(store, found, full=True):
+                click.echo(line)
+            outcome = _choose("核查结果 Outcome", OUTCOMES)
+            if outcome == "data_error" and detail is None:
+                detail = _choose("数据错误类型 Kind of data error", DATA_ERRORS)
+            if not note:
+                note = click.prompt("核查说明 Note", default="", show_default=False)
+        result = work_task(store, found["task_id"], outcome, detail=detail, note=note, photo=photo)
+    if as_json:
+        _emit_json({"ok": True, **result.to_dict()})
+        return
+    click.echo(
+        f"已记录任务 {result.task_id} 的核查结果（记录 {result.result.record_id}，"
+        f"操作序号 {result.result.op.seq if result.result.op else '-'}，待同步）"
+    )
+
+
+def _choose(title: str, choices: Mapping[str, tuple[str, str]]) -> str:
+    keys = list(choices)
+    click.echo(title)
+    for number, key in enumerate(keys, 1):
+        zh, en = choices[key]
+        click.echo(f"  {number}. {zh}（{en}）")
+    picked = click.prompt("请输入序号 Number", type=click.IntRange(1, len(keys)))
+    return keys[picked - 1]
 
 
 # enroll, sync and simulate: the networked verbs (village_client_stub/sync_cli.py).

@@ -287,3 +287,29 @@ class SqliteEngineStorage:
             "ON CONFLICT (scope, stream) DO UPDATE SET cursor = excluded.cursor",
             [scope, stream, str(cursor)],
         )
+
+    # --- verification tasks ------------------------------------------------------------------
+
+    def task(self, task_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT entry FROM tasks WHERE task_id = ?", [task_id])
+        return None if row is None else dict(json.loads(row["entry"]))
+
+    def put_task(self, entry: Mapping[str, Any]) -> None:
+        household = entry.get("household") or {}
+        self._db.execute(
+            "INSERT INTO tasks (task_id, village_code, household_no, status, deadline, revision,"
+            " entry, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE"
+            " SET status = excluded.status, deadline = excluded.deadline,"
+            " revision = excluded.revision, entry = excluded.entry,"
+            " received_at = excluded.received_at",
+            [
+                str(entry["task_id"]),
+                str(household.get("village_code", "")),
+                str(household.get("household_no", "")),
+                str(entry.get("status", "open")),
+                str(entry.get("deadline", "")),
+                int(entry["revision"]),
+                _dumps(dict(entry)),
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
+            ],
+        )

@@ -362,8 +362,12 @@ class RecordEditor:
         round: str | None = None,
         form_version: int | None = None,
         draft_id: str | None = None,
+        record_id: str | None = None,
     ) -> EditResult:
         """Create a new record from ``data`` and queue its ``put`` op (every base ``None``).
+
+        ``record_id``: the id of the new record when it is derived rather than random (a
+        verification task's outcome, ``forms.verification.outcome_record_id``).
 
         Raises:
             UnknownForm: the form is not on the device.
@@ -394,7 +398,7 @@ class RecordEditor:
         twins = self._same_household_records(defn.id, household, round)
         if twins:
             warnings = [*warnings, _duplicate_issue(twins)]
-        record_id = str(uuid.uuid4())
+        record_id = record_id or str(uuid.uuid4())
         changes = self._as_typed(
             defn, {p: v for p, v in flatten(cleaned).items() if v is not None}, data
         )
@@ -506,6 +510,21 @@ class RecordEditor:
         defn = self.store.form(record.form_id, record.form_version)
         new_data = self._apply(defn, record.data, assignments, deletions)
         return self._commit_edit(defn, record, new_data, draft_id=None)
+
+    def replace_data(self, record_id: str, data: Mapping[str, Any]) -> EditResult:
+        """Make a record's data ``data`` (fields absent from it are cleared), as one edit.
+
+        Raises:
+            UnknownRecord: no such record, or it was deleted.
+            RecordInvalid: the result fails validation; it is kept as a draft.
+        """
+        record = self.store.record(record_id)
+        if record.deleted:
+            raise UnknownRecord(
+                f"record {record.record_id} was deleted", message_zh="该记录已被删除"
+            )
+        defn = self.store.form(record.form_id, record.form_version)
+        return self._commit_edit(defn, record, dict(data), draft_id=None)
 
     def _edit_draft(
         self, draft: Draft, assignments: Sequence[str], deletions: Sequence[str]

@@ -207,6 +207,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sync_state ADD COLUMN last_error_code TEXT;
     ALTER TABLE sync_state ADD COLUMN last_error_zh TEXT;
     """,
+    # Verification tasks of the ``tasks`` download stream (issue 17), each its stream entry as
+    # received; the outcome is worked as an ordinary ``verification_outcome`` record.
+    """
+    CREATE TABLE tasks (
+        task_id TEXT PRIMARY KEY,
+        village_code TEXT NOT NULL,
+        household_no TEXT NOT NULL,
+        status TEXT NOT NULL,
+        deadline TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        entry TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX ix_tasks_deadline ON tasks (deadline);
+    """,
 )
 
 
@@ -1236,6 +1251,35 @@ class DeviceStore:
             return None
         return fld.label.zh if fld is not None and fld.label is not None else None
 
+    def tasks(self, status: str | None = None) -> list[dict[str, Any]]:
+        """The verification tasks on the device (stream entries), earliest deadline first."""
+        sql, params = "SELECT entry FROM tasks", []
+        if status is not None:
+            sql, params = sql + " WHERE status = ?", [status]
+        rows = self._rows(sql + " ORDER BY deadline, task_id", params)
+        return [json.loads(row["entry"]) for row in rows]
+
+    def task(self, prefix: str) -> dict[str, Any]:
+        """The task whose id is ``prefix`` or starts with it.
+
+        Raises:
+            UnknownRecord: no task, or several, match.
+        """
+        rows = list(
+            self._rows(
+                "SELECT entry FROM tasks WHERE task_id = ? OR task_id LIKE ? ORDER BY task_id",
+                [prefix, prefix.replace("%", "").replace("_", "") + "%"],
+            )
+        )
+        exact = [r for r in rows if json.loads(r["entry"])["task_id"] == prefix]
+        rows = exact or rows
+        if len(rows) != 1:
+            raise UnknownRecord(
+                f"no single task matches {prefix!r} ({len(rows)} found)",
+                message_zh=f"没有唯一匹配 {prefix!r} 的核查任务（找到 {len(rows)} 个）",
+            )
+        return dict(json.loads(rows[0]["entry"]))
+
     def set_conflict_status(self, conflict_id: str, status: str) -> None:
         """Mark a conflict resolved (the server says so) or open."""
         self.db.execute("UPDATE conflicts SET status=? WHERE conflict_id=?", [status, conflict_id])
@@ -1341,6 +1385,10 @@ class DeviceStore:
             "records": self.db.execute("SELECT count(*) FROM records WHERE deleted = 0").fetchone()[
                 0
             ],
+            # Open on the server's last word (the tasks stream); worked locally or not.
+            "tasks_open": self.db.execute(
+                "SELECT count(*) FROM tasks WHERE status = 'open'"
+            ).fetchone()[0],
             "last_sync_at": state.last_sync_at,
             "last_error": state.last_error,
             "last_error_zh": sync_row["last_error_zh"],

@@ -236,6 +236,8 @@ class SyncReport:
     conflicts: list[str] = field(default_factory=list)
     records_received: int = 0
     forms_received: int = 0
+    #: Verification tasks received (new or changed) from the ``tasks`` stream.
+    tasks_received: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     elapsed_s: float = 0.0
@@ -257,6 +259,7 @@ class SyncReport:
             "conflicts": list(self.conflicts),
             "records_received": self.records_received,
             "forms_received": self.forms_received,
+            "tasks_received": self.tasks_received,
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -358,6 +361,9 @@ class SyncClient:
         self._ops_total = 0
         self._hint_s = 0.0
         self._planner = BatchPlanner()
+        #: Ask for the verification-task stream; cleared for this client when the server is
+        #: from before the stream (it refuses the unknown cursor with ``scope_denied``).
+        self.asks_tasks = True
 
     # --- the loop --------------------------------------------------------------------------
 
@@ -549,7 +555,8 @@ class SyncClient:
         engine = self.store.engine
         return Hello(
             device_id=self.store.device_id,
-            cursors=engine.hello_cursors(self.scope),
+            # The device keeps verification tasks: it asks for the ``tasks`` stream too.
+            cursors=engine.hello_cursors(self.scope, tasks=self.asks_tasks),
             high_water_mark=self.store.sync_state().acked_through,
             clock=engine.hello_clock(now_ms=self.store.now_ms()),
             capabilities=Capabilities(
@@ -619,6 +626,13 @@ class SyncClient:
             raise _RetryableFailure(
                 "the server is busy", "服务器繁忙", wait_s=reply.backoff_ms / 1000.0
             )
+        if refusal.code == "scope_denied" and self.asks_tasks and "tasks" in refusal.message:
+            # A county server from before the tasks stream knows no "tasks" cursor: keep
+            # syncing records and forms without it (nothing of the exchange was applied).
+            self.asks_tasks = False
+            raise _RetryableFailure(
+                "the server does not offer verification tasks yet", "服务器尚不支持核查任务"
+            )
         zh, en = refusal_line(
             refusal.code, server_time_ms=reply.server_time_ms, device_ms=self.store.now_ms()
         )
@@ -647,6 +661,7 @@ class SyncClient:
             for status, count in fold.status_counts.items():
                 report.status_counts[status] = report.status_counts.get(status, 0) + count
             report.records_received += fold.records_applied
+            report.tasks_received += fold.tasks_applied
             for page in fold.manifest_pages:
                 self._apply_manifest(page)
         return fold.more

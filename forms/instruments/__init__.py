@@ -1,4 +1,5 @@
-"""The six built-in survey instruments, shipped as JSON definition documents (contracts §1).
+"""The six built-in survey instruments and the system forms, shipped as JSON definition documents
+(contracts §1).
 
 Each instrument is grounded field by field in the official criteria (see docs/instruments.md).
 The JSON files next to this module are the source; this module only finds, parses and caches them.
@@ -22,6 +23,8 @@ __all__ = [
     "INSURANCE",
     "MONITORING",
     "ROSTER",
+    "SYSTEM_IDS",
+    "VERIFICATION_OUTCOME",
     "WATER",
     "UnknownInstrumentError",
     "builtin_definitions",
@@ -40,6 +43,12 @@ MONITORING = "monitoring_household"
 
 #: The built-in instruments, household core first, in the order a team usually fills them.
 BUILTIN_IDS: tuple[str, ...] = (ROSTER, HOUSING, WATER, EDUCATION, INSURANCE, MONITORING)
+#: The outcome of a verification task worked on the tablet (issue 17): not a survey instrument
+#: a team picks, but a form the server publishes with the others so the outcome travels as an
+#: ordinary record (merge, conflicts and acks as for any record).
+VERIFICATION_OUTCOME = "verification_outcome"
+#: Forms the server needs besides the survey instruments, published with them.
+SYSTEM_IDS: tuple[str, ...] = (VERIFICATION_OUTCOME,)
 
 
 class UnknownInstrumentError(FormsError, KeyError):
@@ -56,9 +65,10 @@ class UnknownInstrumentError(FormsError, KeyError):
 
 @cache
 def _document(form_id: str) -> dict[str, Any]:
-    if form_id not in BUILTIN_IDS:
+    if form_id not in BUILTIN_IDS and form_id not in SYSTEM_IDS:
+        known = ", ".join((*BUILTIN_IDS, *SYSTEM_IDS))
         raise UnknownInstrumentError(
-            message=f"no built-in instrument {form_id!r}; known: {', '.join(BUILTIN_IDS)}",
+            message=f"no built-in instrument {form_id!r}; known: {known}",
             message_zh=f"没有内置调查表 {form_id!r}",
         )
     text = resources.files(__package__).joinpath(f"{form_id}.json").read_text(encoding="utf-8")

@@ -28,6 +28,7 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.conflicts",
     "server.api.records",
     "server.api.department_lists",
+    "server.api.tasks",
     "server.api.openapi",
 )
 

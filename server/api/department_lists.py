@@ -145,7 +145,6 @@ def import_list(principal: Principal) -> Any:
         area=body["area"],
         file_name=upload.filename or "",
         columns=_mapping_text(body["mapping"]),
-        sink=service.default_task_sink,
     )
     return result.to_dict(), 200 if result.already_imported else 201
 

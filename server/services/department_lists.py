@@ -24,7 +24,6 @@ the task service.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import re
 import unicodedata
@@ -50,6 +49,7 @@ from forms.identity import (
 from forms.indicators import MonitoringConfig
 from forms.instruments import EDUCATION, HOUSING, INSURANCE, MONITORING, ROSTER
 from server.errors import ApiError, Forbidden, NotFound, ValidationFailed
+from server.services import tasks
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.context import ServiceContext
 from server.services.masking import mask
@@ -181,18 +181,21 @@ class TaskServiceMissing(ApiError):
     )
 
 
-def default_task_sink(signals: Iterable[HouseholdSignal], *, origin: str) -> Any:
-    """The real sink, ``server.services.tasks.open_tasks``, found when the import runs.
+def default_task_sink(ctx: ServiceContext, actor: Actor) -> TaskSink:
+    """The one place the department lists meet the task service: its ``open_tasks`` bound to
+    the importer (the tasks join the import's write transaction). A sink that raises
+    :class:`TaskServiceMissing` leaves the round saved with its signals, handed over on the
+    next import of the same file.
 
-    The one place the department lists meet the task service (built beside this on another
-    branch): raises :class:`TaskServiceMissing` while that module is not installed, which the
-    import catches — the round is saved with its signals and a re-import hands them over.
-    """
-    try:
-        tasks = importlib.import_module("server.services.tasks")
-    except ImportError:
-        raise TaskServiceMissing() from None
-    return tasks.open_tasks(signals, origin=origin)
+    A signal with no household (someone on a list found in no household of the village) is
+    not a task: a task is worked at one household. It stays in the round's findings and its
+    unmatched rows, listed for the county on the round's page."""
+    open_tasks = tasks.task_sink(ctx, actor)
+
+    def sink(signals: Iterable[HouseholdSignal], *, origin: str) -> Any:
+        return open_tasks([s for s in signals if s.household.household_no], origin=origin)
+
+    return sink
 
 
 # --- mappings -------------------------------------------------------------------------------------
@@ -903,7 +906,7 @@ def import_department_list(
     period: str,
     as_of: date | str,
     area: str,
-    sink: TaskSink,
+    sink: TaskSink | None = None,
     file_name: str = "",
     columns: Mapping[str, Any] | None = None,
     config: MonitoringConfig | None = None,
@@ -922,6 +925,7 @@ def import_department_list(
     ``department_mapping_invalid``, ``department_file_unreadable``,
     ``department_header_missing``) and :class:`Forbidden` outside the actor's area.
     """
+    sink = sink or default_task_sink(ctx, actor)
     _check_department(department)
     area = _check_area(actor.area_prefix, area)
     period, as_of_date = _check_period(period, as_of)

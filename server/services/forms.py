@@ -280,14 +280,15 @@ def publish_due(now: datetime | None = None) -> list[tuple[str, int]]:
 
 
 def publish_builtins(*, actor: Actor = CLI_ACTOR) -> list[tuple[str, int]]:
-    """Upload and publish the six built-in instruments that are not stored yet.
+    """Upload and publish the six built-in instruments and the system forms not stored yet.
 
     Returns the ``(form_id, version)`` pairs published now (empty on later starts).
     """
-    from forms.instruments import BUILTIN_IDS, builtin_json
+    from forms.instruments import BUILTIN_IDS, SYSTEM_IDS, builtin_json
 
     published: list[tuple[str, int]] = []
-    for builtin_id in BUILTIN_IDS:
+    # The system forms (the verification outcome) too: a tablet's task outcome is a record.
+    for builtin_id in (*BUILTIN_IDS, *SYSTEM_IDS):
         document = builtin_json(builtin_id)
         canonical = validate_document(document)
         if store.get_version(canonical["id"], int(canonical["version"])) is not None:

@@ -38,7 +38,7 @@ from forms import EvaluationContext, FormDefinition, FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import standard_changes, validate_record
-from server.services import indicators
+from server.services import indicators, tasks
 from server.services.monitoring import monitoring_config
 from server.storage import conflicts as conflict_store
 from server.storage import forms as form_store
@@ -294,6 +294,8 @@ class _Batch:
         for ids, status, resolution in self.to_close:
             conflict_store.close_conflicts(ids, status=status, by=by, resolution=resolution)
         records.add_changes(self.changes)
+        # A verification outcome worked on a tablet settles its task in this same transaction.
+        tasks.record_outcomes(self.changed.values())
         # The dashboard's household rows change in this same transaction, once per batch.
         indicators.refresh_households(
             (row["village_code"], row["household_no"]) for row in self.changed.values()

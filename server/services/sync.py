@@ -27,7 +27,8 @@ What happens, in order:
    and the reply carries a backoff hint.
 4. Download pages: the device's scope (records changed after its cursor, tombstones included)
    and ``manifest`` (form versions published or retired after its cursor, with definitions, plus
-   the monitoring configuration of the device's area).
+   the monitoring configuration of the device's area); ``tasks`` (verification tasks of the
+   device's scope changed after its cursor) only when the hello names that stream.
 
 HTTP status (docs/protocol.md §2): 200 for a reply; 403 for a sealed refusal (revoked device,
 denied scope, a hello clock more than ``CLOCK_SKEW_LIMIT_MS`` from server time); 400 for a sealed
@@ -49,6 +50,7 @@ from server.errors import (
     ValidationFailed,
     from_library_error,
 )
+from server.services import tasks as task_service
 from server.services.context import ServiceContext
 from server.services.keys import KeyRing
 from server.services.record_ops import IngestContext, apply_ops, ingest_context
@@ -330,7 +332,7 @@ def _check_hello(session: _Session) -> tuple[Refusal, int] | None:
             INVALID_EXCHANGE_STATUS,
         )
     for scope in hello.cursors:
-        if scope == MANIFEST_STREAM:
+        if scope in (MANIFEST_STREAM, task_service.TASKS_STREAM):
             continue
         if not (scope.isdigit() and scope.startswith(device.scope)):
             return (
@@ -542,7 +544,8 @@ def _state_with_warnings(
 def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
     """The first page of the device's records scope(s) and of the manifest stream."""
     device, cursors = session.device, session.hello.cursors
-    scopes = sorted({device.scope, *(s for s in cursors if s != MANIFEST_STREAM)})
+    streams = (MANIFEST_STREAM, task_service.TASKS_STREAM)
+    scopes = sorted({device.scope, *(s for s in cursors if s not in streams)})
     pages = []
     for scope in scopes:
         after = cursors.get(scope, 0)
@@ -560,6 +563,18 @@ def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
             )
         )
     pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0), session.ring))
+    if task_service.TASKS_STREAM in cursors:
+        # Only a device that asks for the stream gets it: an older one would refuse the page.
+        tasks = task_service.download_page(device.scope, cursors[task_service.TASKS_STREAM])
+        pages.append(
+            DownloadPage(
+                scope=task_service.TASKS_STREAM,
+                after=tasks.after,
+                next_cursor=tasks.next_cursor,
+                more=tasks.more,
+                tasks=tuple(tasks.tasks),
+            )
+        )
     end_read()
     return tuple(pages)
 

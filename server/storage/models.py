@@ -633,3 +633,51 @@ class DepartmentRow(Base):
     problem: Mapped[str] = mapped_column(sa.String(32), default="")  # "" when matched
     key_id: Mapped[str] = mapped_column(sa.String(64))
     sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+# --- verification tasks (issue 17) ------------------------------------------------------------
+
+
+class VerificationTask(Base):
+    """One household's verification task (migration 0009): every reason found for it, its
+    deadline, and the outcome a village team sent back.
+
+    At most one ``open`` task per household (the partial unique index): a new finding for a
+    household with an open task adds its reasons to that task. ``reason_keys`` are the
+    ``origin|source|code|details`` keys already taken, so a re-run of the same import adds
+    nothing. ``revision`` comes from the county's ``task:<county>`` counter, taken in the writing
+    transaction: the devices' ``tasks`` download stream pages on it.
+    """
+
+    __tablename__ = "verification_tasks"
+    __table_args__ = (
+        sa.Index("ix_verification_tasks_county_revision", "county_code", "revision"),
+        sa.Index("ix_verification_tasks_household", "village_code", "household_no"),
+        sa.Index("ix_verification_tasks_status_deadline", "status", "deadline"),
+        sa.Index(
+            "uq_verification_tasks_open_household",
+            "village_code",
+            "household_no",
+            unique=True,
+            sqlite_where=sa.text("status = 'open'"),
+            postgresql_where=sa.text("status = 'open'"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    village_code: Mapped[str] = mapped_column(sa.String(12))
+    county_code: Mapped[str] = mapped_column(sa.String(6))
+    household_no: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16), default="open")  # open|worked|closed
+    reasons: Mapped[list[Any]] = mapped_column(JsonDocument, default=list)
+    reason_keys: Mapped[list[Any]] = mapped_column(JsonDocument, default=list)
+    origins: Mapped[list[Any]] = mapped_column(JsonDocument, default=list)
+    outcome: Mapped[dict[str, Any] | None]
+    deadline: Mapped[date]
+    escalated: Mapped[bool] = mapped_column(default=False)
+    escalated_at: Mapped[datetime | None]
+    revision: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    worked_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(sa.String(120))

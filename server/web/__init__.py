@@ -24,6 +24,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "server.web.households",
     "server.web.devices",
     "server.web.conflicts",
+    "server.web.tasks",
     "server.web.forms",
     "server.web.admin",
     "server.web.areas",

@@ -67,7 +67,6 @@ def upload_department_list(principal: Principal) -> Any:
             as_of=typed["as_of"],
             area=typed["area"],
             file_name=(upload.filename or "") if upload is not None else "",
-            sink=service.default_task_sink,
         )
     except ApiError as exc:
         page = _lists_page(

@@ -41,6 +41,13 @@ class SqliteVectorStorage(SqliteEngineStorage):
         return self.store.transaction()
 
     def snapshot(self) -> dict[str, Any]:
+        snapshot = self._snapshot()
+        tasks = {t["task_id"]: t for t in self.store.tasks()}
+        if tasks:
+            snapshot["tasks"] = dict(sorted(tasks.items()))
+        return snapshot
+
+    def _snapshot(self) -> dict[str, Any]:
         counters = self.counters()
         records = {}
         for record_id in sorted(r.record_id for r in self.store.records(include_deleted=True)):

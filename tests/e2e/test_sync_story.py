@@ -45,7 +45,7 @@ def test_enrol_fill_sync_and_receive_a_correction(
         "monitoring_household",
     }
     listed = cli_json(device_cli(db, "forms"))
-    assert len(listed["forms"]) == 6
+    assert len(listed["forms"]) == 7  # the six instruments and the verification outcome
 
     # The same code cannot enrol a second tablet: one line, exit 1.
     other = tmp_path / "tablet-x.db"

@@ -15,6 +15,7 @@ from forms.identity import id_check_char
 from forms.indicators import education_indicator
 from forms.instruments import (
     BUILTIN_IDS,
+    SYSTEM_IDS,
     UnknownInstrumentError,
     builtin_definitions,
     builtin_json,
@@ -34,7 +35,9 @@ def test_builtin_ids_in_order_and_each_has_a_file() -> None:
         "medical_insurance",
         "monitoring_household",
     )
-    assert sorted(p.stem for p in INSTRUMENT_DIR.glob("*.json")) == sorted(BUILTIN_IDS)
+    assert sorted(p.stem for p in INSTRUMENT_DIR.glob("*.json")) == sorted(
+        (*BUILTIN_IDS, *SYSTEM_IDS)
+    )
 
 
 @pytest.mark.parametrize("form_id", BUILTIN_IDS)
@@ -684,3 +687,23 @@ def test_docs_describe_every_field_and_check() -> None:
             assert f"`{path}`" in docs, f"docs/instruments.md does not describe {defn.id}/{path}"
         for check in defn.checks:
             assert f"`{check.id}`" in docs, f"docs/instruments.md misses check {check.id}"
+
+
+def test_verification_outcome_form_codes_match_the_pure_rules() -> None:
+    from forms.instruments import VERIFICATION_OUTCOME, load_builtin
+    from forms.verification import DATA_ERRORS, OUTCOMES, outcome_data, outcome_record_id
+
+    defn = load_builtin(VERIFICATION_OUTCOME)
+    lists = builtin_json(VERIFICATION_OUTCOME)["choice_lists"]
+    assert [c["value"] for c in lists["outcome"]] == list(OUTCOMES)
+    assert [c["value"] for c in lists["data_error"]] == list(DATA_ERRORS)
+    assert all(c["label"]["zh"] and c["label"]["en"] for c in lists["outcome"])
+    context = EvaluationContext(today=date(2026, 12, 3))
+    death = outcome_data("t-1", "data_error", detail="death", note="户主已故")
+    assert validate_record(defn, death, context).errors == []
+    assert [
+        i.code
+        for i in validate_record(defn, {"task_id": "t-1", "outcome": "data_error"}, context).errors
+    ] == ["required"]
+    assert outcome_record_id("t-1") == outcome_record_id("t-1") != outcome_record_id("t-2")
+    assert len(outcome_record_id("t-1")) == 36

@@ -53,7 +53,7 @@ def test_enrollment_returns_device_scope_server_keys_and_manifest(
     assert answer["scope"] == VILLAGE
     assert answer["server_keys"] == {"current_key_id": ring.current_id, **ring.public_document()}
     assert answer["server_keys"]["encryption_key_id"] == ring.current_id
-    assert len(answer["forms"]) == 6
+    assert len(answer["forms"]) == 7  # the six instruments and the verification outcome
     server_time = datetime.fromisoformat(answer["server_time"])
     assert abs((server_time - utcnow()).total_seconds()) < 60
     assert {f["form_id"] for f in answer["forms"]} >= {"housing_safety", "household_roster"}

@@ -227,7 +227,9 @@ def test_serve_prints_the_admin_login_and_serves_the_builtins(tmp_path: Path) ->
             {"username": printed["username"], "password": password},
         )["token"]
         published = _http(f"{url}/api/v1/forms", token=token)
-        assert sorted(f["form_id"] for f in published) == sorted(forms.instruments.BUILTIN_IDS)
+        assert sorted(f["form_id"] for f in published) == sorted(
+            (*forms.instruments.BUILTIN_IDS, *forms.instruments.SYSTEM_IDS)
+        )
         assert all(f["versions"][0]["status"] == "published" for f in published)
     finally:
         _stop(process)

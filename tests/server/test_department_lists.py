@@ -480,10 +480,16 @@ def test_the_api_imports_lists_and_shows_rounds_and_unmatched_rows(
     assert first.status_code == 201, first.get_json()
     body = first.get_json()
     assert body["counts"]["rows"] == 23 and body["already_imported"] is False
-    # No task service in this build: the findings wait in the round.
-    assert body["signals_delivered"] is False and body["households_signalled"] == 6
+    # The findings become verification tasks, one per household, in the same transaction.
+    assert body["signals_delivered"] is True and body["households_signalled"] == 6
+    opened = client.get("/api/v1/tasks", headers=admin).get_json()
+    assert 0 < opened["total"] <= 6  # a finding of no household stays with the round only
+    assert all(t["household_no"] for t in opened["items"])
+    origins = {r["origin"] for t in opened["items"] for r in t["reasons"]}
+    assert origins == {f"department_round:{body['round_id']}"}
     again = upload()
     assert again.status_code == 200 and again.get_json()["already_imported"] is True
+    assert client.get("/api/v1/tasks", headers=admin).get_json()["total"] == opened["total"]
 
     round_id = body["round_id"]
     (listed,) = client.get("/api/v1/department-lists", headers=near).get_json()

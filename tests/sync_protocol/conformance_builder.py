@@ -323,8 +323,43 @@ def _message_cases(merged_state: dict[str, Any]) -> list[dict[str, Any]]:
         "refusal": {"code": "clock_skew", "message": "the clock is off", "message_zh": "时钟不准"},
     }
     legacy_ack = {**applied, "conflict_ids": [], "reasons": []}
+    task_entry = {
+        "task_id": "9b2f6c1e-0000-4000-8000-000000000017",
+        "household": {"village_code": "530102001201", "household_no": "0017"},
+        "status": "open",
+        "reasons": [
+            {
+                "code": "insurance_not_enrolled",
+                "source": "dept:medical_insurance",
+                "message": {"zh": "户籍成员在医保名单中未参保", "en": "not enrolled"},
+                "details": {"member": "王五"},
+            }
+        ],
+        "deadline": "2026-12-14",
+        "escalated": False,
+        "outcome": None,
+        "record_id": "5d0f6f4e-3c8b-5a1e-9d2a-0f6b1c2d3e4f",
+        "round": "task-9b2f6c1e000040008000000000000",
+        "revision": 3,
+    }
+    tasks_page = {
+        "scope": "tasks",
+        "after": 2,
+        "next_cursor": 3,
+        "more": False,
+        "tasks": [task_entry],
+    }
     cases = [
         ("hello-browser", hello),
+        ("hello-tasks-stream", {**hello, "cursors": {**hello["cursors"], "tasks": 2}}),
+        ("reply-tasks-page", {**reply, "downloads": [*reply["downloads"], tasks_page]}),
+        (
+            "reply-task-without-id",
+            {
+                **reply,
+                "downloads": [{**tasks_page, "tasks": [{"household": task_entry["household"]}]}],
+            },
+        ),
         (
             "hello-lean-acks",
             {**hello, "capabilities": {**hello["capabilities"], "lean_acks": True}},

@@ -448,6 +448,76 @@ def _reply() -> dict[str, Any]:
     }
 
 
+def _tasks() -> dict[str, Any]:
+    def task(revision: int, status: str) -> dict[str, Any]:
+        return {
+            "task_id": "task-1",
+            "household": {"village_code": VILLAGE, "household_no": "0017"},
+            "status": status,
+            "reasons": [
+                {
+                    "code": "insurance_not_enrolled",
+                    "source": "dept:medical_insurance",
+                    "message": {"zh": "户籍成员在医保名单中未参保", "en": "not enrolled"},
+                    "details": {},
+                }
+            ],
+            "deadline": "2026-12-14",
+            "escalated": False,
+            "outcome": None,
+            "record_id": "rec-task-1",
+            "round": "task-task1",
+            "revision": revision,
+        }
+
+    def reply(*entries: dict[str, Any], after: int, cursor: int) -> dict[str, Any]:
+        pages = (
+            DownloadPage(scope=VILLAGE, after=0, next_cursor=0, more=False),
+            DownloadPage(scope="manifest", after=0, next_cursor=0, more=False),
+            DownloadPage(scope="tasks", after=after, next_cursor=cursor, more=False, tasks=entries),
+        )
+        return ServerReply(server_time_ms=T0, downloads=pages).to_dict()
+
+    return {
+        "name": "tasks_stream",
+        "description": "the tasks stream is asked for only with tasks=true (a device without it "
+        "sends the hello it always sent); a tasks page stores each task and moves the tasks "
+        "cursor, not a records one; a task older than the one held is ignored, a newer one "
+        "replaces it; an entry without an integer revision is refused and changes nothing",
+        "device_id": DEVICE,
+        "steps": [
+            {"do": "hello", "own_scope": VILLAGE, "now_ms": T0},
+            {"do": "hello", "own_scope": VILLAGE, "now_ms": T0, "tasks": True},
+            {
+                "do": "fold_reply",
+                "reply": reply(task(5, "open"), after=0, cursor=5),
+                "sent_batches": {},
+                "now_ms": T0,
+            },
+            {"do": "hello", "own_scope": VILLAGE, "now_ms": T0 + 1, "tasks": True},
+            {
+                "do": "fold_reply",
+                "reply": reply(task(4, "closed"), after=5, cursor=6),
+                "sent_batches": {},
+                "now_ms": T0 + 2,
+            },
+            {
+                "do": "fold_reply",
+                "reply": reply(task(7, "worked"), after=6, cursor=7),
+                "sent_batches": {},
+                "now_ms": T0 + 3,
+            },
+            {
+                "do": "fold_reply",
+                "reply": reply({"task_id": "task-2", "revision": "8"}, after=7, cursor=8),
+                "sent_batches": {},
+                "now_ms": T0 + 4,
+            },
+            {"do": "hello", "own_scope": VILLAGE, "now_ms": T0 + 5},
+        ],
+    }
+
+
 def _clock() -> dict[str, Any]:
     v = {"head_name": "吴九"}
     return {
@@ -470,7 +540,16 @@ def _clock() -> dict[str, Any]:
     }
 
 
-SCRIPTS = (_outbox_lifecycle, _rejection, _rebase, _duplicate, _full_state, _reply, _clock)
+SCRIPTS = (
+    _outbox_lifecycle,
+    _rejection,
+    _rebase,
+    _duplicate,
+    _full_state,
+    _reply,
+    _clock,
+    _tasks,
+)
 
 
 def build_vectors() -> dict[str, Any]:

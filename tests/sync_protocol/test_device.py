@@ -357,3 +357,41 @@ def test_memory_storage_transaction_undoes_everything_on_error(
         storage.set_cursor("5301", "records", "3")
         raise RuntimeError("the edge failed half-way")
     assert storage.snapshot() == before
+
+
+def _task(revision: int, status: str = "open") -> dict[str, Any]:
+    return {
+        "task_id": "t-1",
+        "household": HH,
+        "status": status,
+        "reasons": [],
+        "revision": revision,
+    }
+
+
+def test_tasks_are_asked_for_only_when_wanted_and_kept_at_their_newest_revision(
+    engine: DeviceEngine, storage: MemoryStorage
+) -> None:
+    # A device that keeps no tasks sends the hello it always sent.
+    assert engine.hello_cursors("530102") == {"530102": 0, "manifest": 0}
+    assert engine.hello_cursors("530102", tasks=True) == {"530102": 0, "manifest": 0, "tasks": 0}
+    page = DownloadPage(scope="tasks", after=0, next_cursor=5, more=False, tasks=(_task(5),))
+    fold = engine.fold_reply(ServerReply(server_time_ms=T0, downloads=(page,)), {}, now_ms=T0)
+    assert fold.tasks_applied == 1 and fold.records_applied == 0
+    assert storage.task("t-1") == _task(5)
+    assert engine.hello_cursors("530102", tasks=True)["tasks"] == 5
+    assert "tasks" not in engine.hello_cursors("530102")
+    # An older copy arriving late changes nothing; a newer one replaces it.
+    assert engine.apply_task(_task(4, "closed")) is False
+    assert engine.apply_task(_task(7, "worked")) is True
+    assert storage.task("t-1")["status"] == "worked"
+    with pytest.raises(StateInvalid):
+        engine.apply_task({"household": HH, "revision": 1})
+
+
+def test_a_tasks_page_round_trips_and_other_pages_carry_no_tasks_key() -> None:
+    page = DownloadPage(scope="tasks", after=0, next_cursor=5, more=False, tasks=(_task(5),))
+    assert DownloadPage.from_dict(page.to_dict()) == page
+    assert (
+        "tasks" not in DownloadPage(scope="manifest", after=0, next_cursor=1, more=False).to_dict()
+    )

@@ -33,16 +33,18 @@ async function run(engine, storage, step) {
     case "fold_reply": {
       const reply = replyFromDict(step.reply);
       const f = await engine.foldReply(reply, step.sent_batches, { nowMs: step.now_ms });
-      return {
+      const result = {
         ops_acked: f.opsAcked, ops_rejected: f.opsRejected, conflicts: f.conflicts, status_counts: sorted(f.statusCounts),
         records_applied: f.recordsApplied, more: f.more, manifest_pages: f.manifestPages.map((p) => ({ scope: p.scope, next_cursor: p.next_cursor })),
       };
+      if (f.tasksApplied) result.tasks_applied = f.tasksApplied;
+      return result;
     }
     case "observe_server_time":
       return (await engine.observeServerTime(step.server_ms, { nowMs: step.now_ms })).toText();
     case "hello":
       return {
-        cursors: await engine.helloCursors(step.own_scope), clock: await engine.helloClock({ nowMs: step.now_ms }),
+        cursors: await engine.helloCursors(step.own_scope, { tasks: step.tasks ?? false }), clock: await engine.helloClock({ nowMs: step.now_ms }),
         high_water_mark: (await storage.counters()).ackedThrough,
       };
     case "pending_ops":

@@ -10,10 +10,12 @@ import { RecordState, deviceView } from "./merge.js";
 export const OP_STATES = ["pending", "sent", "rejected", "corrected"];
 export const ACK_STATUSES = ["applied", "merged", "duplicate", "conflict", "rejected"];
 export const MANIFEST_SCOPE = "manifest";
+export const TASKS_SCOPE = "tasks";
 export const ENVELOPE_SCOPE = "exchange";
 export const ENVELOPE_STREAM = "envelope";
 export const RECORDS_STREAM = "records";
 export const FORMS_STREAM = "forms";
+export const TASKS_STREAM = "tasks";
 export const SEQUENCE_JUMP = 1 << 20;
 const OUTSTANDING = ["pending", "sent"];
 const UNAPPLIED = ["pending", "sent", "rejected"];
@@ -313,7 +315,7 @@ export class DeviceEngine {
    */
   async foldReply(reply, sentBatches, { nowMs }) {
     const sent = sentBatches instanceof Map ? sentBatches : new Map(Object.entries(sentBatches).map(([k, v]) => [Number(k), v]));
-    const fold = { opsAcked: 0, opsRejected: [], conflicts: [], statusCounts: {}, recordsApplied: 0, more: false, manifestPages: [] };
+    const fold = { opsAcked: 0, opsRejected: [], conflicts: [], statusCounts: {}, recordsApplied: 0, more: false, manifestPages: [], tasksApplied: 0 };
     for (const ack of reply.acks) {
       if (!sent.has(ack.batch_seq)) {
         throw unexpectedBatch(`the server acknowledged batch ${ack.batch_seq}, which this request did not carry`, `服务器确认了本次未发送的批次 ${ack.batch_seq}`);
@@ -346,10 +348,29 @@ export class DeviceEngine {
         fold.manifestPages.push(page);
         continue;
       }
+      // The verification-task stream (protocol.md §5): tasks and their own cursor.
+      if (page.scope === TASKS_SCOPE) {
+        for (const entry of page.tasks ?? []) if (await this.applyTask(entry)) fold.tasksApplied += 1;
+        await this.advanceCursor(TASKS_SCOPE, TASKS_STREAM, page.next_cursor);
+        continue;
+      }
       for (const state of page.records) await apply(state);
       await this.advanceCursor(page.scope, RECORDS_STREAM, page.next_cursor);
     }
     return fold;
+  }
+
+  // --- verification tasks ---------------------------------------------------------------------
+
+  /** Store a task of the tasks stream unless a newer revision of it is held; true when stored. */
+  async applyTask(entry) {
+    if (typeof entry.task_id !== "string" || !entry.task_id || !isInt(entry.revision)) {
+      throw new DeviceEngineError("state_invalid", "a task entry needs a task_id and an integer revision", { zh: "服务器返回的核查任务格式错误" });
+    }
+    const held = await this.storage.task(entry.task_id);
+    if (held !== null && Number(held.revision ?? 0) > entry.revision) return false;
+    await this.storage.putTask({ ...entry });
+    return true;
   }
 
   // --- cursors --------------------------------------------------------------------------------
@@ -358,9 +379,14 @@ export class DeviceEngine {
     await this.storage.setCursor(scope, stream, String(Math.trunc(cursor)));
   }
 
-  /** The cursors of the next hello: own scope and manifest always, then every stored one. */
-  async helloCursors(ownScope) {
+  /** The cursors of the next hello: own scope and manifest always, then every stored one;
+   * with `tasks`, the tasks stream too (without it, the hello of a device before the stream). */
+  async helloCursors(ownScope, { tasks = false } = {}) {
     const cursors = { [ownScope]: 0, [MANIFEST_SCOPE]: 0 };
+    if (tasks) {
+      const stored = (await this.storage.cursors())[TASKS_SCOPE]?.[TASKS_STREAM] ?? "0";
+      cursors[TASKS_SCOPE] = /^[0-9]+$/.test(stored) ? Number(stored) : 0;
+    }
     for (const [scope, streams] of Object.entries(await this.storage.cursors())) {
       if (scope === ENVELOPE_SCOPE) continue;
       for (const [stream, value] of Object.entries(streams)) {

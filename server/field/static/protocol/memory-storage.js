@@ -8,7 +8,7 @@ const byText = (a, b) => compareText(a, b);
 
 export class MemoryStorage {
   constructor() {
-    this.data = { counters: newCounters(), outbox: new Map(), heads: new Map(), values: new Map(), conflicts: new Map(), cursors: {} };
+    this.data = { counters: newCounters(), outbox: new Map(), heads: new Map(), values: new Map(), conflicts: new Map(), cursors: {}, tasks: new Map() };
   }
 
   /** One unit of work: on a throw everything is put back as it was. */
@@ -63,6 +63,9 @@ export class MemoryStorage {
     (this.data.cursors[scope] ??= {})[stream] = cursor;
   }
 
+  async task(taskId) { return clone(this.data.tasks.get(taskId) ?? null); }
+  async putTask(entry) { this.data.tasks.set(String(entry.task_id), clone(entry)); }
+
   /** The record's local view as flat paths (what the engine last wrote). */
   async values(recordId) { return clone(this.data.values.get(recordId) ?? {}); }
 
@@ -90,6 +93,8 @@ export class MemoryStorage {
         return [id, { record_id: n.recordId, seq: n.seq, status: n.status, listed: n.listed, detail: n.detail, received_at_ms: n.receivedAtMs }];
       })),
       cursors: Object.fromEntries(Object.keys(d.cursors).sort(byText).map((s) => [s, sortedObject(d.cursors[s])])),
+      // Only when held, as the Python snapshot writes it.
+      ...(d.tasks.size ? { tasks: Object.fromEntries([...d.tasks.keys()].sort(byText).map((id) => [id, d.tasks.get(id)])) } : {}),
     });
   }
 }

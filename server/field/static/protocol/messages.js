@@ -142,14 +142,15 @@ export function ackFromDict(data, where = "ack") {
 
 export function downloadPageFromDict(data, where = "download") {
   mapping(data, where);
-  keys(data, where, ["scope", "after", "next_cursor", "more"], ["records", "forms", "config"]);
+  keys(data, where, ["scope", "after", "next_cursor", "more"], ["records", "forms", "config", "tasks"]);
   const after = int(data.after, `${where}.after`);
   const nextCursor = int(data.next_cursor, `${where}.next_cursor`);
   if (nextCursor < after) throw invalid(`${where}.next_cursor`, "must not be before the cursor asked");
   const records = objects(data.records ?? [], `${where}.records`, "record_id");
   const forms = objects(data.forms ?? [], `${where}.forms`, "form_id");
   const config = objects(data.config ?? [], `${where}.config`, "key");
-  return {
+  const tasks = objects(data.tasks ?? [], `${where}.tasks`, "task_id");
+  const page = {
     scope: text(data.scope, `${where}.scope`, { pattern: SCOPE_RE }),
     after,
     next_cursor: nextCursor,
@@ -158,6 +159,9 @@ export function downloadPageFromDict(data, where = "download") {
     forms,
     config,
   };
+  // Written only when there are some, as the Python encoder does (docs/protocol.md §4).
+  if (tasks.length) page.tasks = tasks;
+  return page;
 }
 
 export function frameStatusFromDict(data, where = "frame") {
