@@ -1,0 +1,354 @@
+"""The 动态清零 board: every problem found, how long it has been open, and how it was cleared.
+
+A failed 两不愁三保障 or 饮水安全 indicator is a problem of the household from the round whose
+record showed it (DOMAIN.md, 问题动态清零). The household's rounds are walked in the order they
+began, each with the newest record of every form so far (as the dashboard dates its problems):
+
+- failing, nothing open → **open**, found on the date the round's first record reached the
+  server;
+- passing while open → **clearing**: the record that shows it solved is the evidence (record id
+  and date kept), but it is not cleared yet;
+- a later round that does not bring it back → **cleared** (on the evidence's date);
+- failing again while clearing (back in the next round) → **open** again, same date found,
+  counted as **recurring**; failing again after it was cleared → a new open problem, recurring.
+
+Counts are per village or township (a reviewer sees only its townships); every number links to
+the households behind it. The false-positive rate per department and rule comes from the
+outcomes of closed verification tasks (:class:`TaskOutcome` rows, read through
+:func:`server.services.task_hookup.task_outcomes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from forms.indicators import PROBLEM_KINDS, MonitoringConfig, household_indicators
+from server.errors import ValidationFailed
+from server.services import indicators
+from server.services.access import Principal
+from server.services.monitoring import monitoring_config
+from server.services.task_hookup import task_outcomes
+from server.services.task_reasons import DEPARTMENTS
+from server.storage import indicators as records_store
+from server.storage.indicators import HouseholdRecords, StoredRecord
+
+#: Levels the board rolls up to.
+LEVELS = ("village", "township")
+OPEN, CLEARING, CLEARED = "open", "clearing", "cleared"
+#: The forms whose record decides each problem (the evidence a problem is solved).
+EVIDENCE_FORMS: dict[str, tuple[str, ...]] = {
+    "housing": ("housing_safety",),
+    "water": ("drinking_water",),
+    "education": ("compulsory_education",),
+    "insurance": ("medical_insurance", "household_roster"),
+    "income": ("monitoring_household",),
+}
+#: Task outcomes that say the signal was wrong (the household needed no help for that reason).
+FALSE_POSITIVE_OUTCOMES = frozenset({"not_eligible", "data_error"})
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The record that shows a problem solved."""
+
+    record_id: str
+    form_id: str
+    round: str
+    on: date
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "record_id": self.record_id,
+            "form_id": self.form_id,
+            "round": self.round,
+            "date": self.on.isoformat(),
+        }
+
+
+@dataclass
+class BoardProblem:
+    """One problem of one household as the board tracks it."""
+
+    village_code: str
+    household_no: str
+    problem: str
+    found_on: date
+    found_round: str
+    status: str = OPEN
+    recurrences: int = 0
+    evidence: Evidence | None = None
+
+    def days_open(self, today: date) -> int:
+        """Days from found to cleared (or to ``today`` while not cleared)."""
+        end = self.evidence.on if self.status == CLEARED and self.evidence else today
+        return max(0, (end - self.found_on).days)
+
+    def to_dict(self, today: date) -> dict[str, Any]:
+        """JSON-able form with the age in days."""
+        return {
+            "village_code": self.village_code,
+            "household_no": self.household_no,
+            "problem": self.problem,
+            "status": self.status,
+            "found_on": self.found_on.isoformat(),
+            "found_round": self.found_round,
+            "days_open": self.days_open(today),
+            "recurring": self.recurrences > 0,
+            "recurrences": self.recurrences,
+            "evidence": None if self.evidence is None else self.evidence.to_dict(),
+        }
+
+
+def _china_date(moment: datetime) -> date:
+    return moment.astimezone(indicators.CHINA_TIME).date()
+
+
+def _passing(picture: Any) -> set[str]:
+    verdicts = {
+        "housing": picture.housing_safe,
+        "water": picture.water_safe,
+        "education": None if picture.dropout_present is None else not picture.dropout_present,
+        "insurance": picture.everyone_insured,
+        "income": None if picture.income_below_line is None else not picture.income_below_line,
+    }
+    return {kind for kind, ok in verdicts.items() if ok is True}
+
+
+def _evidence(kind: str, so_far: dict[str, StoredRecord], round_: str) -> Evidence | None:
+    candidates = [so_far[f] for f in EVIDENCE_FORMS[kind] if f in so_far]
+    if not candidates:
+        return None
+    # The record of this round first (it is what changed the verdict), then the newest.
+    record = max(candidates, key=lambda r: (r.round == round_, r.created_at, r.updated_at))
+    return Evidence(
+        record.record_id,
+        record.form_id,
+        record.round,
+        _china_date(record.created_at),
+    )
+
+
+def household_problems(
+    household: HouseholdRecords, *, today: date, config: MonitoringConfig
+) -> list[BoardProblem]:
+    """Every problem the household's rounds show, with its state now (see the module doc)."""
+    rounds = household.rounds()
+    current: dict[str, BoardProblem] = {}
+    done: list[BoardProblem] = []
+    for index, round_ in enumerate(rounds):
+        so_far = household.newest_by_form(set(rounds[: index + 1]))
+        step = [r for r in household.records if r.round == round_]
+        picture = household_indicators(
+            {form: rec.data for form, rec in so_far.items()},
+            household.village_code,
+            indicators.survey_year(round_, today),
+            config,
+        )
+        failing, passing = set(picture.open_problems), _passing(picture)
+        started = _china_date(min(r.created_at for r in step))
+        for kind in PROBLEM_KINDS:
+            problem = current.get(kind)
+            if kind in failing:
+                if problem is None:
+                    current[kind] = BoardProblem(
+                        household.village_code, household.household_no, kind, started, round_
+                    )
+                elif problem.status == CLEARING:
+                    problem.status, problem.evidence = OPEN, None
+                    problem.recurrences += 1
+                elif problem.status == CLEARED:
+                    done.append(problem)
+                    current[kind] = BoardProblem(
+                        household.village_code,
+                        household.household_no,
+                        kind,
+                        started,
+                        round_,
+                        recurrences=problem.recurrences + 1,
+                    )
+            elif problem is not None and problem.status == CLEARING:
+                problem.status = CLEARED  # a later round did not bring it back
+            elif problem is not None and problem.status == OPEN and kind in passing:
+                problem.status = CLEARING
+                problem.evidence = _evidence(kind, so_far, round_)
+    return [*done, *current.values()]
+
+
+@dataclass
+class AreaBoard:
+    """The board counts of one area."""
+
+    area: str
+    households: int = 0
+    open: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEM_KINDS, 0))
+    recurring: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEM_KINDS, 0))
+    clearing: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEM_KINDS, 0))
+    cleared: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEM_KINDS, 0))
+    oldest: dict[str, date | None] = field(
+        default_factory=lambda: dict.fromkeys(PROBLEM_KINDS, None)
+    )
+
+    def add(self, problem: BoardProblem) -> None:
+        """Count one problem in."""
+        kind = problem.problem
+        if problem.status == OPEN:
+            self.open[kind] += 1
+            self.recurring[kind] += problem.recurrences > 0
+            oldest = self.oldest[kind]
+            if oldest is None or problem.found_on < oldest:
+                self.oldest[kind] = problem.found_on
+        elif problem.status == CLEARING:
+            self.clearing[kind] += 1
+        else:
+            self.cleared[kind] += 1
+
+    def to_dict(self, today: date) -> dict[str, Any]:
+        """JSON-able form with the oldest open problem's age per kind."""
+        dated = [d for d in self.oldest.values() if d is not None]
+        oldest = min(dated) if dated else None
+        return {
+            "area": self.area,
+            "households": self.households,
+            "open": dict(self.open),
+            "open_total": sum(self.open.values()),
+            "recurring": dict(self.recurring),
+            "recurring_total": sum(self.recurring.values()),
+            "clearing": dict(self.clearing),
+            "clearing_total": sum(self.clearing.values()),
+            "cleared": dict(self.cleared),
+            "cleared_total": sum(self.cleared.values()),
+            "oldest_days": {
+                k: None if d is None else (today - d).days for k, d in self.oldest.items()
+            },
+            "oldest_found_on": None if oldest is None else oldest.isoformat(),
+            "oldest_open_days": None if oldest is None else (today - oldest).days,
+        }
+
+
+# --- false positives per department and rule ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One reason of one closed verification task and how the visit ended — the read interface
+    the task service fills (see :func:`server.services.task_hookup.task_outcomes`).
+
+    ``source`` is the reason's source (``dept:<department>`` or ``round``), ``code`` its rule,
+    ``outcome`` the coded outcome of the task (``start_identification``, ``not_eligible``,
+    ``data_error``, ``already_solved``, ``already_monitored``).
+    """
+
+    source: str
+    code: str
+    outcome: str
+    village_code: str
+
+
+def _source_name(source: str) -> str:
+    if source == "round":
+        return "轮次比对"
+    if source.startswith("dept:"):
+        name = DEPARTMENTS.get(source[5:])
+        return name[0] if name else source[5:]
+    return source
+
+
+def false_positive_rates(outcomes: Iterable[TaskOutcome], area: str = "") -> list[dict[str, Any]]:
+    """Per source (department) and rule: closed tasks, false positives (``not_eligible`` or
+    ``data_error``) and their share, under ``area``; highest rate first."""
+    tally: dict[tuple[str, str], list[int]] = {}
+    for outcome in outcomes:
+        if not outcome.village_code.startswith(area):
+            continue
+        counts = tally.setdefault((outcome.source, outcome.code), [0, 0])
+        counts[0] += 1
+        counts[1] += outcome.outcome in FALSE_POSITIVE_OUTCOMES
+    rows = [
+        {
+            "source": source,
+            "source_name": _source_name(source),
+            "code": code,
+            "closed": closed,
+            "false_positives": false,
+            "rate": round(false / closed, 4) if closed else None,
+        }
+        for (source, code), (closed, false) in tally.items()
+    ]
+    return sorted(rows, key=lambda r: (-(r["rate"] or 0), r["source"], r["code"]))
+
+
+# --- the board --------------------------------------------------------------------------------
+
+
+def _check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ValidationFailed(
+            en=f"level must be one of {', '.join(LEVELS)}",
+            zh="层级应为村（village）或乡镇（township）",
+            details={"fields": {"level": [f"one of {', '.join(LEVELS)}"]}},
+        )
+    return level
+
+
+def board(
+    principal: Principal,
+    *,
+    area: str | None = None,
+    level: str = "village",
+    limit: int = 100,
+    today: date | None = None,
+    config: MonitoringConfig | None = None,
+    outcomes: Callable[[str], Iterable[TaskOutcome]] | None = None,
+) -> dict[str, Any]:
+    """The 动态清零 board of the caller's area (or the part ``area`` names) by ``level``.
+
+    Returns ``{"area", "level", "today", "total", "areas": [...], "open_problems": {"total",
+    "items"}, "clearing": {...}, "cleared": {...}, "false_positives": [...]}``: open problems
+    oldest first (recurring ones marked), problems awaiting the next round with their evidence,
+    cleared ones most recent first; each list at most ``limit`` items. Raises
+    :class:`ValidationFailed` for a bad level or area and :class:`Forbidden` for an area
+    outside the caller's.
+    """
+    scope = indicators.effective_area(principal, area)
+    digits = {"village": 12, "township": 9}[_check_level(level)]
+    today = today or indicators.china_today()
+    config = config or monitoring_config()
+    areas: dict[str, AreaBoard] = {}
+    total = AreaBoard(scope)
+    problems: list[BoardProblem] = []
+    for household in records_store.household_records(scope):
+        key = household.village_code[:digits]
+        tally = areas.setdefault(key, AreaBoard(key))
+        tally.households += 1
+        total.households += 1
+        for problem in household_problems(household, today=today, config=config):
+            tally.add(problem)
+            total.add(problem)
+            problems.append(problem)
+
+    def listed(status: str, order: Callable[[BoardProblem], Any]) -> dict[str, Any]:
+        chosen = sorted((p for p in problems if p.status == status), key=order)
+        return {"total": len(chosen), "items": [p.to_dict(today) for p in chosen[:limit]]}
+
+    def by_evidence(p: BoardProblem) -> tuple[int, str, str, str]:
+        on = p.evidence.on.toordinal() if p.evidence else 0
+        return (-on, p.village_code, p.household_no, p.problem)
+
+    read = outcomes or task_outcomes
+    return {
+        "area": scope,
+        "level": level,
+        "today": today.isoformat(),
+        "total": total.to_dict(today),
+        "areas": [areas[k].to_dict(today) for k in sorted(areas)],
+        "open_problems": listed(
+            OPEN, lambda p: (p.found_on, p.village_code, p.household_no, p.problem)
+        ),
+        "clearing": listed(CLEARING, by_evidence),
+        "cleared": listed(CLEARED, by_evidence),
+        "false_positives": false_positive_rates(read(scope), scope),
+    }
