@@ -22,12 +22,12 @@ VILLAGE_A = "530102001201"
 VILLAGE_B = "530102001202"
 #: A village of the other township (530102002).
 VILLAGE_C = "530102002201"
-FIRST, SECOND, THIRD = "2026-05", "2026-11", "2027-05"
+FIRST, SECOND, THIRD = "2026-05", "2026-11", "2026-12"
 #: When each round's records reached the server.
 ROUND_AT = {
     FIRST: datetime(2026, 5, 10, 2, tzinfo=UTC),
     SECOND: datetime(2026, 11, 10, 2, tzinfo=UTC),
-    THIRD: datetime(2027, 5, 10, 2, tzinfo=UTC),
+    THIRD: datetime(2026, 12, 1, 2, tzinfo=UTC),
 }
 
 
