@@ -1,16 +1,21 @@
 """The 动态清零 board: every problem found, how long it has been open, and how it was cleared.
 
 A failed 两不愁三保障 or 饮水安全 indicator is a problem of the household from the round whose
-record showed it (DOMAIN.md, 问题动态清零). The household's rounds are walked in the order they
-began, each with the newest record of every form so far (as the dashboard dates its problems):
+record showed it (DOMAIN.md, 问题动态清零). Each household's rounds are walked in the order they
+began, each round's verdicts as the maintained indicator rows hold them (the round's own
+records; a round that does not decide an indicator changes nothing):
 
-- failing, nothing open → **open**, found on the date the round's first record reached the
+- failing, nothing open → **open**, found on the day the round's first record reached the
   server;
-- passing while open → **clearing**: the record that shows it solved is the evidence (record id
-  and date kept), but it is not cleared yet;
-- a later round that does not bring it back → **cleared** (on the evidence's date);
-- failing again while clearing (back in the next round) → **open** again, same date found,
+- passing while open → **clearing**: the round's record of that indicator is the evidence
+  (record id and date shown), but it is not cleared yet;
+- the next round does not bring it back → **cleared** (solved on the evidence round's day);
+- failing again while clearing (back in the next round) → **open** again, same day found,
   counted as **recurring**; failing again after it was cleared → a new open problem, recurring.
+
+The board reads the maintained rows (five verdict columns per household and round, streamed)
+and never recomputes a picture; :func:`recomputed_household_problems` is the reference from the
+records that the tests hold it to.
 
 Counts are per village or township (a reviewer sees only its townships); every number links to
 the households behind it. The false-positive rate per department and rule comes from the
@@ -20,20 +25,21 @@ outcomes of closed verification tasks (:class:`TaskOutcome` rows, read through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from forms.indicators import PROBLEM_KINDS, MonitoringConfig, household_indicators
+from forms.indicators import PROBLEM_KINDS, MonitoringConfig
 from server.errors import ValidationFailed
 from server.services import indicators
 from server.services.access import Principal
 from server.services.monitoring import monitoring_config
 from server.services.task_hookup import task_outcomes
 from server.services.task_reasons import DEPARTMENTS
-from server.storage import indicators as records_store
-from server.storage.indicators import HouseholdRecords, StoredRecord
+from server.storage import board as board_store
+from server.storage.board import RoundVerdicts
+from server.storage.indicators import HouseholdRecords
 
 #: Levels the board rolls up to.
 LEVELS = ("village", "township")
@@ -69,9 +75,23 @@ class Evidence:
         }
 
 
+@dataclass(frozen=True)
+class RoundStep:
+    """One household's verdicts in one round (True passes, False fails, None undecided) and
+    the day the round's first record reached the server."""
+
+    round: str
+    started_on: date
+    verdicts: Mapping[str, bool | None]
+
+
 @dataclass
 class BoardProblem:
-    """One problem of one household as the board tracks it."""
+    """One problem of one household as the board tracks it.
+
+    ``solved_round``/``solved_on``: the round whose records show it solved (and the day that
+    round began); ``evidence`` names the record, when looked up.
+    """
 
     village_code: str
     household_no: str
@@ -80,11 +100,13 @@ class BoardProblem:
     found_round: str
     status: str = OPEN
     recurrences: int = 0
+    solved_round: str | None = None
+    solved_on: date | None = None
     evidence: Evidence | None = None
 
     def days_open(self, today: date) -> int:
-        """Days from found to cleared (or to ``today`` while not cleared)."""
-        end = self.evidence.on if self.status == CLEARED and self.evidence else today
+        """Days from found to solved (once cleared) or to ``today``."""
+        end = self.solved_on if self.status == CLEARED and self.solved_on else today
         return max(0, (end - self.found_on).days)
 
     def to_dict(self, today: date) -> dict[str, Any]:
@@ -99,6 +121,8 @@ class BoardProblem:
             "days_open": self.days_open(today),
             "recurring": self.recurrences > 0,
             "recurrences": self.recurrences,
+            "solved_round": self.solved_round,
+            "solved_on": None if self.solved_on is None else self.solved_on.isoformat(),
             "evidence": None if self.evidence is None else self.evidence.to_dict(),
         }
 
@@ -107,75 +131,93 @@ def _china_date(moment: datetime) -> date:
     return moment.astimezone(indicators.CHINA_TIME).date()
 
 
-def _passing(picture: Any) -> set[str]:
-    verdicts = {
+def track(village_code: str, household_no: str, steps: Iterable[RoundStep]) -> list[BoardProblem]:
+    """Every problem a household's rounds (in the order they began) show, with its state now
+    (the rules of the module doc). A round that does not decide an indicator changes nothing,
+    except that it counts as the next round for a problem awaiting confirmation."""
+    current: dict[str, BoardProblem] = {}
+    done: list[BoardProblem] = []
+    for step in steps:
+        for kind in PROBLEM_KINDS:
+            verdict = step.verdicts.get(kind)
+            problem = current.get(kind)
+            if verdict is False:
+                if problem is None or problem.status == CLEARED:
+                    if problem is not None:
+                        done.append(problem)
+                    current[kind] = BoardProblem(
+                        village_code,
+                        household_no,
+                        kind,
+                        step.started_on,
+                        step.round,
+                        recurrences=0 if problem is None else problem.recurrences + 1,
+                    )
+                elif problem.status == CLEARING:  # back in the next round: reopened
+                    problem.status, problem.solved_round, problem.solved_on = OPEN, None, None
+                    problem.recurrences += 1
+            elif problem is not None and problem.status == CLEARING:
+                problem.status = CLEARED  # the next round did not bring it back
+            elif problem is not None and problem.status == OPEN and verdict is True:
+                problem.status = CLEARING
+                problem.solved_round, problem.solved_on = step.round, step.started_on
+    return [*done, *current.values()]
+
+
+def _verdicts(picture: Any) -> dict[str, bool | None]:
+    return {
         "housing": picture.housing_safe,
         "water": picture.water_safe,
         "education": None if picture.dropout_present is None else not picture.dropout_present,
         "insurance": picture.everyone_insured,
         "income": None if picture.income_below_line is None else not picture.income_below_line,
     }
-    return {kind for kind, ok in verdicts.items() if ok is True}
 
 
-def _evidence(kind: str, so_far: dict[str, StoredRecord], round_: str) -> Evidence | None:
-    candidates = [so_far[f] for f in EVIDENCE_FORMS[kind] if f in so_far]
-    if not candidates:
-        return None
-    # The record of this round first (it is what changed the verdict), then the newest.
-    record = max(candidates, key=lambda r: (r.round == round_, r.created_at, r.updated_at))
-    return Evidence(
-        record.record_id,
-        record.form_id,
-        record.round,
-        _china_date(record.created_at),
-    )
-
-
-def household_problems(
+def recomputed_household_problems(
     household: HouseholdRecords, *, today: date, config: MonitoringConfig
 ) -> list[BoardProblem]:
-    """Every problem the household's rounds show, with its state now (see the module doc)."""
-    rounds = household.rounds()
-    current: dict[str, BoardProblem] = {}
-    done: list[BoardProblem] = []
-    for index, round_ in enumerate(rounds):
-        so_far = household.newest_by_form(set(rounds[: index + 1]))
-        step = [r for r in household.records if r.round == round_]
-        picture = household_indicators(
-            {form: rec.data for form, rec in so_far.items()},
-            household.village_code,
-            indicators.survey_year(round_, today),
-            config,
-        )
-        failing, passing = set(picture.open_problems), _passing(picture)
-        started = _china_date(min(r.created_at for r in step))
-        for kind in PROBLEM_KINDS:
-            problem = current.get(kind)
-            if kind in failing:
-                if problem is None:
-                    current[kind] = BoardProblem(
-                        household.village_code, household.household_no, kind, started, round_
-                    )
-                elif problem.status == CLEARING:
-                    problem.status, problem.evidence = OPEN, None
-                    problem.recurrences += 1
-                elif problem.status == CLEARED:
-                    done.append(problem)
-                    current[kind] = BoardProblem(
-                        household.village_code,
-                        household.household_no,
-                        kind,
-                        started,
-                        round_,
-                        recurrences=problem.recurrences + 1,
-                    )
-            elif problem is not None and problem.status == CLEARING:
-                problem.status = CLEARED  # a later round did not bring it back
-            elif problem is not None and problem.status == OPEN and kind in passing:
-                problem.status = CLEARING
-                problem.evidence = _evidence(kind, so_far, round_)
-    return [*done, *current.values()]
+    """The household's problems computed from its records (each round's picture from that
+    round's records, as the maintained rows hold it) — the reference the board is checked
+    against."""
+    steps = []
+    for round_ in household.rounds():
+        picture = indicators.picture_of(household, round=round_, today=today, config=config)
+        if picture is None:
+            continue
+        started = min(r.created_at for r in household.records if r.round == round_)
+        steps.append(RoundStep(round_, _china_date(started), _verdicts(picture.indicators)))
+    return track(household.village_code, household.household_no, steps)
+
+
+def _steps(rounds: list[RoundVerdicts]) -> list[RoundStep]:
+    return [
+        RoundStep(r.round, _china_date(r.started_at), r.verdicts)
+        for r in rounds
+        if r.started_at is not None
+    ]
+
+
+def _add_evidence(problems: list[BoardProblem]) -> None:
+    """Name the record that shows each solved problem solved (the listed ones only)."""
+    keys = {(p.village_code, p.household_no, p.solved_round) for p in problems if p.solved_round}
+    found = board_store.round_records(keys)  # type: ignore[arg-type]
+    for problem in problems:
+        if problem.solved_round is None:
+            continue
+        records = {
+            r.form_id: r
+            for r in found.get(
+                (problem.village_code, problem.household_no, problem.solved_round), []
+            )
+        }
+        for form_id in EVIDENCE_FORMS[problem.problem]:
+            record = records.get(form_id)
+            if record is not None:
+                problem.evidence = Evidence(
+                    record.record_id, form_id, problem.solved_round, _china_date(record.created_at)
+                )
+                break
 
 
 @dataclass
@@ -320,22 +362,25 @@ def board(
     areas: dict[str, AreaBoard] = {}
     total = AreaBoard(scope)
     problems: list[BoardProblem] = []
-    for household in records_store.household_records(scope):
-        key = household.village_code[:digits]
+    indicators.ensure_fresh(scope, today=today, config=config)
+    for village, number, rounds in board_store.household_rounds(scope):
+        key = village[:digits]
         tally = areas.setdefault(key, AreaBoard(key))
         tally.households += 1
         total.households += 1
-        for problem in household_problems(household, today=today, config=config):
+        for problem in track(village, number, _steps(rounds)):
             tally.add(problem)
             total.add(problem)
             problems.append(problem)
 
     def listed(status: str, order: Callable[[BoardProblem], Any]) -> dict[str, Any]:
-        chosen = sorted((p for p in problems if p.status == status), key=order)
-        return {"total": len(chosen), "items": [p.to_dict(today) for p in chosen[:limit]]}
+        chosen = sorted((p for p in problems if p.status == status), key=order)[:limit]
+        _add_evidence(chosen)
+        total_of = sum(1 for p in problems if p.status == status)
+        return {"total": total_of, "items": [p.to_dict(today) for p in chosen]}
 
     def by_evidence(p: BoardProblem) -> tuple[int, str, str, str]:
-        on = p.evidence.on.toordinal() if p.evidence else 0
+        on = p.solved_on.toordinal() if p.solved_on else 0
         return (-on, p.village_code, p.household_no, p.problem)
 
     read = outcomes or task_outcomes

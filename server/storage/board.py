@@ -1,0 +1,124 @@
+"""What the 动态清零 board reads: each household's verdicts round by round, from the maintained
+indicator rows (``household_indicators``, one per household and round), and the records that
+show a problem solved.
+
+The board never recomputes a picture: a county's rows are streamed in household order with a
+keyset cursor (memory: one chunk plus one household), five verdict columns each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from server.storage.database import db
+from server.storage.indicators import NEWEST, PROBLEM_COLUMNS
+from server.storage.models import HouseholdIndicatorRow as Row
+from server.storage.models import Record
+from server.storage.scoping import under_prefix
+
+#: Rows fetched per round trip.
+CHUNK_ROWS = 5000
+#: Row keys per statement when evidence is looked up.
+KEYS_PER_STATEMENT = 400
+
+
+@dataclass(frozen=True)
+class RoundVerdicts:
+    """One household's indicators in one round: problem → True (passes), False (fails) or None
+    (the round's records do not decide it)."""
+
+    round: str
+    started_at: datetime | None
+    verdicts: dict[str, bool | None]
+
+
+def _verdict(value: bool | None, fails: bool) -> bool | None:
+    return None if value is None else value is not fails
+
+
+def household_rounds(
+    area_prefix: str, *, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[tuple[str, str, list[RoundVerdicts]]]:
+    """Yield (village code, household number, its rounds in the order they began) for every
+    household with a round under ``area_prefix``, village code then household number order."""
+    columns = [column for column, _, _ in PROBLEM_COLUMNS.values()]
+    order = (Row.village_code, Row.household_no, Row.round_key)
+    query = sa.select(
+        Row.village_code, Row.household_no, Row.round_key, Row.round_started_at, *columns
+    ).where(Row.round_key != NEWEST, under_prefix(Row.village_code, area_prefix))
+    current: tuple[str, str] | None = None
+    rounds: list[RoundVerdicts] = []
+    last: tuple[str, str, str] | None = None
+
+    def ordered() -> list[RoundVerdicts]:
+        return sorted(rounds, key=lambda r: (r.started_at is None, r.started_at, r.round))
+
+    while True:
+        page = query
+        if last is not None:
+            page = page.where(sa.tuple_(*order) > sa.tuple_(*(sa.literal(v) for v in last)))
+        rows = db.session.execute(page.order_by(*order).limit(chunk_rows)).all()
+        for village, number, round_key, started, *values in rows:
+            if current != (village, number):
+                if current is not None:
+                    yield (*current, ordered())
+                current, rounds = (village, number), []
+            verdicts = {
+                name: _verdict(value, fails)
+                for (name, (_, fails, _)), value in zip(
+                    PROBLEM_COLUMNS.items(), values, strict=True
+                )
+            }
+            rounds.append(RoundVerdicts(round_key, started, verdicts))
+        if len(rows) < chunk_rows:
+            break
+        last = (rows[-1][0], rows[-1][1], rows[-1][2])
+    if current is not None:
+        yield (*current, ordered())
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """A record of one household's round: its id, form and when it reached the server."""
+
+    record_id: str
+    form_id: str
+    created_at: datetime
+
+
+def round_records(
+    keys: Collection[tuple[str, str, str]],
+) -> dict[tuple[str, str, str], list[RoundRecord]]:
+    """(village code, household number, round) → the records its indicator row was computed
+    from (live ones), for the problems the board shows with their evidence."""
+    wanted = sorted(set(keys))
+    ids: dict[str, tuple[tuple[str, str, str], str]] = {}
+    for start in range(0, len(wanted), KEYS_PER_STATEMENT):
+        chunk = wanted[start : start + KEYS_PER_STATEMENT]
+        rows = db.session.execute(
+            sa.select(Row.village_code, Row.household_no, Row.round_key, Row.picture).where(
+                sa.tuple_(Row.village_code, Row.household_no, Row.round_key).in_(chunk)
+            )
+        ).all()
+        for village, number, round_key, picture in rows:
+            record_ids: dict[str, Any] = (picture or {}).get("record_ids") or {}
+            for form_id, record_id in record_ids.items():
+                ids[str(record_id)] = ((village, number, round_key), form_id)
+    out: dict[tuple[str, str, str], list[RoundRecord]] = {}
+    names = sorted(ids)
+    for start in range(0, len(names), KEYS_PER_STATEMENT):
+        chunk = names[start : start + KEYS_PER_STATEMENT]
+        found = db.session.execute(
+            sa.select(Record.record_id, Record.created_at).where(
+                Record.record_id.in_(chunk), Record.deleted.is_(False)
+            )
+        ).all()
+        for record_id, created in found:
+            key, form_id = ids[record_id]
+            out.setdefault(key, []).append(RoundRecord(record_id, form_id, created))
+    return out
