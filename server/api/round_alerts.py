@@ -36,13 +36,13 @@ def run(principal: Principal, body: dict[str, Any]) -> Any:
     """Run the round-over-round comparison of a round over your area (or part of it).
 
     Stores the run with the configuration it used and hands its signals to the task service.
-    The same round, configuration and records again return the stored run (``created`` false);
+    Answers 200 with ``created`` true for a new run; the same round, configuration and records
+    again return the stored run (``created`` false);
     a changed threshold or late records make a new run, never rewriting an earlier one.
     """
-    result = round_alerts.run_round_alerts(
+    return round_alerts.run_round_alerts(
         body["round"], actor=actor_for(principal), area=body.get("area")
     )
-    return result, 201 if result["created"] else 200
 
 
 @blueprint.get("/runs")
