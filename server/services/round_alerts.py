@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -435,24 +434,3 @@ def run_detail(actor: Actor, run_id: int) -> dict[str, Any]:
         **run_to_dict(found),
         "findings": [finding_to_dict(f) for f in store.findings(run_id, area)],
     }
-
-
-def signals_of(findings: Iterable[StoredFinding]) -> list[HouseholdSignal]:
-    """The signals a stored run sent, rebuilt from its findings (to hand them on again)."""
-    out = []
-    for finding in findings:
-        reasons = tuple(
-            TaskReason(
-                r["code"],
-                r["source"],
-                r["message"]["zh"],
-                r["message"]["en"],
-                r.get("details", {}),
-            )
-            for r in finding.reasons.get("items", [])
-        )
-        if reasons:
-            out.append(
-                HouseholdSignal(HouseholdKey(finding.village_code, finding.household_no), reasons)
-            )
-    return out
