@@ -76,7 +76,8 @@ DASHBOARD = "/api/v1/indicators?level=county"
 DASHBOARD_VILLAGES = "/api/v1/indicators?level=village&limit=50"
 DASHBOARD_PAGE = "/"
 FAILING_HOUSING = "/api/v1/records?indicator=housing&failing=true"
-#: The 动态清零 board by township (read from the same maintained rows, streamed).
+#: The 动态清零 board by township (read from the same maintained rows, streamed); timed beside
+#: the dashboard, not counted in its p95 target.
 BOARD = "/api/v1/board?level=township&limit=50"
 FORMS = (
     "household_roster",
@@ -374,7 +375,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             ):
                 seconds = timed()
                 p95 = percentile(seconds, 0.95)
-                worst = max(worst, p95)
+                if path != BOARD:  # the dashboard's target; the board's figure is for the record
+                    worst = max(worst, p95)
                 say(
                     f"{path:<48} {len(seconds):>5} {percentile(seconds, 0.5):>6.3f}s "
                     f"{p95:>6.3f}s {TARGET_P95_S:>5.1f}s  {_ratio(p95, TARGET_P95_S)}"

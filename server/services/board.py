@@ -363,11 +363,13 @@ def board(
     total = AreaBoard(scope)
     problems: list[BoardProblem] = []
     indicators.ensure_fresh(scope, today=today, config=config)
+    for village, count in sorted(board_store.village_households(scope).items()):
+        key = village[:digits]
+        areas.setdefault(key, AreaBoard(key)).households += count
+        total.households += count
     for village, number, rounds in board_store.household_rounds(scope):
         key = village[:digits]
         tally = areas.setdefault(key, AreaBoard(key))
-        tally.households += 1
-        total.households += 1
         for problem in track(village, number, _steps(rounds)):
             tally.add(problem)
             total.add(problem)

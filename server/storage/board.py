@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from server.storage.database import db
 from server.storage.indicators import NEWEST, PROBLEM_COLUMNS
 from server.storage.models import HouseholdIndicatorRow as Row
-from server.storage.models import Record
+from server.storage.models import Record, VillageIndicatorCounts
 from server.storage.scoping import under_prefix
 
 #: Rows fetched per round trip.
@@ -45,12 +45,30 @@ def household_rounds(
     area_prefix: str, *, chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[tuple[str, str, list[RoundVerdicts]]]:
     """Yield (village code, household number, its rounds in the order they began) for every
-    household with a round under ``area_prefix``, village code then household number order."""
+    household under ``area_prefix`` that failed an indicator in some round, village code then
+    household number order."""
     columns = [column for column, _, _ in PROBLEM_COLUMNS.values()]
     order = (Row.village_code, Row.household_no, Row.round_key)
+    # Only households that failed some indicator in some round: the others have nothing to
+    # track, and are most of a county (their number comes from :func:`village_households`).
+    failed = sa.orm.aliased(Row)
+    with_problem = sa.select(failed.village_code, failed.household_no).where(
+        failed.round_key != NEWEST,
+        under_prefix(failed.village_code, area_prefix),
+        sa.or_(
+            *(
+                getattr(failed, column.key).is_(fails)
+                for column, fails, _ in PROBLEM_COLUMNS.values()
+            )
+        ),
+    )
     query = sa.select(
         Row.village_code, Row.household_no, Row.round_key, Row.round_started_at, *columns
-    ).where(Row.round_key != NEWEST, under_prefix(Row.village_code, area_prefix))
+    ).where(
+        Row.round_key != NEWEST,
+        under_prefix(Row.village_code, area_prefix),
+        sa.tuple_(Row.village_code, Row.household_no).in_(with_problem),
+    )
     current: tuple[str, str] | None = None
     rounds: list[RoundVerdicts] = []
     last: tuple[str, str, str] | None = None
@@ -122,3 +140,14 @@ def round_records(
             key, form_id = ids[record_id]
             out.setdefault(key, []).append(RoundRecord(record_id, form_id, created))
     return out
+
+
+def village_households(area_prefix: str) -> dict[str, int]:
+    """Village code → households with a picture (the dashboard's count) under ``area_prefix``."""
+    rows = db.session.execute(
+        sa.select(VillageIndicatorCounts.village_code, VillageIndicatorCounts.households).where(
+            VillageIndicatorCounts.round_key == NEWEST,
+            under_prefix(VillageIndicatorCounts.village_code, area_prefix),
+        )
+    ).all()
+    return {village: int(count) for village, count in rows}
