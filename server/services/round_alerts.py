@@ -162,7 +162,7 @@ def _reasons(
             what["risk_removed"] = {"before": old.risk_removed, "now": new.risk_removed}
             zh.append("风险消除状态改变")
             en.append("risk removal changed")
-    if changes["new"]:
+    if changes["new"] and before is not None:  # without a previous round nothing "changed"
         what["new_problems"] = changes["new"]
         zh.append("新增问题：" + "、".join(PROBLEM_NAMES_ZH[k] for k in changes["new"]))
         en.append("new problems: " + ", ".join(changes["new"]))

@@ -68,6 +68,12 @@ def _codes(signals: list) -> dict[str, list[str]]:
 def test_a_round_against_the_previous_one(app: Flask) -> None:
     set_thresholds(app, income_drop=30, expense_rise=50)
     _county(app)
+    # H6 a monitoring object surveyed for the first time, its house dangerous: no previous
+    # round, so nothing "changed" (the board counts the problem, the run sends no reason).
+    first_time = household(
+        6, VILLAGE_B, house_unsafe=True, monitoring_record=monitoring(category="突发严重困难户")
+    )
+    store(app, first_time, VILLAGE_B, "H6", SECOND)
     sink = CollectingSink()
     with app.app_context():
         result = round_alerts.run_round_alerts(SECOND, actor=CLI_ACTOR, sink=sink)
@@ -93,7 +99,7 @@ def test_a_round_against_the_previous_one(app: Flask) -> None:
         "before": False,
         "now": True,
     }
-    assert run["households"] == 4 and run["counts"]["compared"] == 4
+    assert run["households"] == 5 and run["counts"]["compared"] == 4
     assert run["signals"] == 3
     assert run["counts"]["reasons"] == {
         "income_drop": 1,
@@ -111,6 +117,8 @@ def test_a_round_against_the_previous_one(app: Flask) -> None:
     assert findings["H4"]["reasons"] == []
     assert findings["H1"]["problems"]["new"] == ["income"]
     assert "H5" not in findings
+    assert findings["H6"]["previous_round"] is None and findings["H6"]["reasons"] == []
+    assert findings["H6"]["problems"]["new"] == ["housing"]
 
 
 def test_a_changed_threshold_makes_a_new_run_and_never_rewrites_the_old(
