@@ -2,8 +2,9 @@
 indicator rows (``household_indicators``, one per household and round), and the records that
 show a problem solved.
 
-The board never recomputes a picture: a county's rows are streamed in household order with a
-keyset cursor (memory: one chunk plus one household), five verdict columns each.
+The board never recomputes a picture and never reads the rows of households that never failed
+an indicator: one statement joins the rows to the households that failed something and
+streams their five verdict columns per round.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from server.storage.models import HouseholdIndicatorRow as Row
 from server.storage.models import Record, VillageIndicatorCounts
 from server.storage.scoping import under_prefix
 
-#: Rows fetched per round trip.
-CHUNK_ROWS = 5000
+#: Rows fetched at a time from the streamed result.
+ROWS_PER_FETCH = 2000
 #: Row keys per statement when evidence is looked up.
 KEYS_PER_STATEMENT = 400
 
@@ -41,63 +42,67 @@ def _verdict(value: bool | None, fails: bool) -> bool | None:
     return None if value is None else value is not fails
 
 
+def _began(verdicts: RoundVerdicts) -> tuple[bool, float, str]:
+    """Rounds in the order they began (undated last, then by name)."""
+    started = verdicts.started_at
+    return (started is None, 0.0 if started is None else started.timestamp(), verdicts.round)
+
+
 def household_rounds(
-    area_prefix: str, *, chunk_rows: int = CHUNK_ROWS
+    area_prefix: str, *, rows_per_fetch: int = ROWS_PER_FETCH
 ) -> Iterator[tuple[str, str, list[RoundVerdicts]]]:
     """Yield (village code, household number, its rounds in the order they began) for every
     household under ``area_prefix`` that failed an indicator in some round, village code then
-    household number order."""
+    household number order.
+
+    The households that never failed (most of a county) are never read: the rows are joined
+    to the households that failed something, in one statement whose result is streamed
+    ``rows_per_fetch`` at a time (memory: one fetch plus one household).
+    """
     columns = [column for column, _, _ in PROBLEM_COLUMNS.values()]
-    order = (Row.village_code, Row.household_no, Row.round_key)
-    # Only households that failed some indicator in some round: the others have nothing to
-    # track, and are most of a county (their number comes from :func:`village_households`).
     failed = sa.orm.aliased(Row)
-    with_problem = sa.select(failed.village_code, failed.household_no).where(
-        failed.round_key != NEWEST,
-        under_prefix(failed.village_code, area_prefix),
-        sa.or_(
-            *(
-                getattr(failed, column.key).is_(fails)
-                for column, fails, _ in PROBLEM_COLUMNS.values()
-            )
-        ),
+    with_problem = (
+        sa.select(failed.village_code, failed.household_no)
+        .where(
+            failed.round_key != NEWEST,
+            under_prefix(failed.village_code, area_prefix),
+            sa.or_(
+                *(
+                    getattr(failed, column.key).is_(fails)
+                    for column, fails, _ in PROBLEM_COLUMNS.values()
+                )
+            ),
+        )
+        .distinct()
+        .subquery()
     )
-    query = sa.select(
-        Row.village_code, Row.household_no, Row.round_key, Row.round_started_at, *columns
-    ).where(
-        Row.round_key != NEWEST,
-        under_prefix(Row.village_code, area_prefix),
-        sa.tuple_(Row.village_code, Row.household_no).in_(with_problem),
+    query = (
+        sa.select(Row.village_code, Row.household_no, Row.round_key, Row.round_started_at, *columns)
+        .join(
+            with_problem,
+            sa.and_(
+                with_problem.c.village_code == Row.village_code,
+                with_problem.c.household_no == Row.household_no,
+            ),
+        )
+        .where(Row.round_key != NEWEST)
+        .order_by(Row.village_code, Row.household_no)
     )
+    result = db.session.execute(query, execution_options={"yield_per": rows_per_fetch})
     current: tuple[str, str] | None = None
     rounds: list[RoundVerdicts] = []
-    last: tuple[str, str, str] | None = None
-
-    def ordered() -> list[RoundVerdicts]:
-        return sorted(rounds, key=lambda r: (r.started_at is None, r.started_at, r.round))
-
-    while True:
-        page = query
-        if last is not None:
-            page = page.where(sa.tuple_(*order) > sa.tuple_(*(sa.literal(v) for v in last)))
-        rows = db.session.execute(page.order_by(*order).limit(chunk_rows)).all()
-        for village, number, round_key, started, *values in rows:
-            if current != (village, number):
-                if current is not None:
-                    yield (*current, ordered())
-                current, rounds = (village, number), []
-            verdicts = {
-                name: _verdict(value, fails)
-                for (name, (_, fails, _)), value in zip(
-                    PROBLEM_COLUMNS.items(), values, strict=True
-                )
-            }
-            rounds.append(RoundVerdicts(round_key, started, verdicts))
-        if len(rows) < chunk_rows:
-            break
-        last = (rows[-1][0], rows[-1][1], rows[-1][2])
+    for village, number, round_key, started, *values in result:
+        if current != (village, number):
+            if current is not None:
+                yield (*current, sorted(rounds, key=_began))
+            current, rounds = (village, number), []
+        verdicts = {
+            name: _verdict(value, fails)
+            for (name, (_, fails, _)), value in zip(PROBLEM_COLUMNS.items(), values, strict=True)
+        }
+        rounds.append(RoundVerdicts(round_key, started, verdicts))
     if current is not None:
-        yield (*current, ordered())
+        yield (*current, sorted(rounds, key=_began))
 
 
 @dataclass(frozen=True)
