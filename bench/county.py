@@ -9,7 +9,8 @@ JSON Lines file and loads it with ``python -m server load-households FILE`` — 
 path, which applies every record through the ingest rules (validation, merge state, change log,
 indicator rows in the same transaction) without the transport. It then times ``--calls`` calls
 each of the dashboard API (county and village level), the dashboard web page and the records
-filter ``GET /api/v1/records?indicator=housing&failing=true``, measures the database's size,
+filter ``GET /api/v1/records?indicator=housing&failing=true`` and the 动态清零 board
+``GET /api/v1/board?level=township``, measures the database's size,
 exports every instrument of the whole county as CSV through the API, and enrols two fresh
 tablets in the last village loaded to time its first download: straight to the server on
 loopback (the server's work), then through the fault proxy capped at 1 Mbit/s each way (bytes
@@ -79,6 +80,9 @@ DASHBOARD = "/api/v1/indicators?level=county"
 DASHBOARD_VILLAGES = "/api/v1/indicators?level=village&limit=50"
 DASHBOARD_PAGE = "/"
 FAILING_HOUSING = "/api/v1/records?indicator=housing&failing=true"
+#: The 动态清零 board by township (read from the same maintained rows, streamed); timed beside
+#: the dashboard, not counted in its p95 target.
+BOARD = "/api/v1/board?level=township&limit=50"
 FORMS = (
     "household_roster",
     "housing_safety",
@@ -415,10 +419,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 (DASHBOARD_VILLAGES, lambda: timed_gets(admin, DASHBOARD_VILLAGES, args.calls)),
                 (f"web {DASHBOARD_PAGE}", lambda: web.timed_gets(DASHBOARD_PAGE, args.calls)),
                 (FAILING_HOUSING, lambda: timed_gets(admin, FAILING_HOUSING, args.calls)),
+                (BOARD, lambda: timed_gets(admin, BOARD, args.calls)),
             ):
                 seconds = timed()
                 p95 = percentile(seconds, 0.95)
-                worst = max(worst, p95)
+                if path != BOARD:  # the dashboard's target; the board's figure is for the record
+                    worst = max(worst, p95)
                 say(
                     f"{path:<48} {len(seconds):>5} {percentile(seconds, 0.5):>6.3f}s "
                     f"{p95:>6.3f}s {TARGET_P95_S:>5.1f}s  {_ratio(p95, TARGET_P95_S)}"

@@ -2,10 +2,10 @@
 
 Commands: ``init-db``, ``create-admin``, ``reset-password``, ``issue-code``, ``publish-form``,
 ``rotate-keys``, ``export``, ``import-roster``, ``export-roster``, ``import-department``,
-``export-housing-appraisal``, ``serve``, ``backup``, ``load-households``, ``rebuild-indicators``
-and ``export-task-outcomes``. Each builds the app from the settings (environment
-variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the same commands
-run on that app.
+``export-housing-appraisal``, ``serve``, ``backup``, ``load-households``, ``rebuild-indicators``,
+``export-task-outcomes`` and ``run-round-alerts``. Each builds the app from the settings
+(environment variables ``VILLAGE_SYNC_*`` / ``DATABASE_URL``); under ``flask --app server`` the
+same commands run on that app.
 """
 
 from __future__ import annotations
@@ -465,6 +465,35 @@ def rebuild_indicators() -> None:
     with _app_context():
         done = indicators.rebuild(progress=lambda n: click.echo(f"  {n} households", err=True))
     click.echo(f"rebuilt the indicator rows of {done} households")
+
+
+@main.command("run-round-alerts")
+@click.option("--round", "round_", required=True, help="The survey round, e.g. 2026-11.")
+@click.option("--area", default="", help="Only villages under this code prefix (default all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def run_round_alerts(round_: str, area: str, as_json: bool) -> None:
+    """Compare a round with each household's previous round (收入骤减、支出骤增 and problems
+    new / persisting / resolved); store the run and open the verification tasks."""
+    from server.services import round_alerts
+    from server.services.access import CLI_ACTOR
+
+    with _app_context() as app:
+        try:
+            result = round_alerts.run_round_alerts(
+                round_, actor=CLI_ACTOR, area=area or None, ctx=_services(app)
+            )
+        except ApiError as exc:
+            _fail(exc)
+    run = result["run"]
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    verb = "stored run" if result["created"] else "unchanged since run"
+    reasons = ", ".join(f"{k} {v}" for k, v in run["counts"]["reasons"].items())
+    click.echo(
+        f"{verb} {run['id']} of round {run['round']}: {run['households']} households, "
+        f"{run['counts']['compared']} with a previous round, {run['signals']} signals ({reasons})"
+    )
 
 
 def _print_start(report: StartReport, url: str, app: Flask) -> None:

@@ -359,6 +359,13 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
     ("monitoring_line_not_found", 404, "没有该监测标准", "No such monitoring line"),
     ("quarantine_not_found", 404, "未找到该隔离操作", "No such quarantined op in your area"),
     ("record_not_found", 404, "未找到该记录", "No such record in your area"),
+    (
+        "round_alert_run_not_found",
+        404,
+        "您的管辖范围内没有该轮次比对运行",
+        "No such round-alert run in your area",
+    ),
+    ("round_not_found", 404, "该地区没有这一轮次的记录", "No record of that round in the area"),
     ("upload_not_found", 404, "没有该上传", "No such upload"),
     ("user_not_found", 404, "用户不存在", "No such user"),
     # 409

@@ -22,6 +22,8 @@ BLUEPRINT_MODULES: tuple[str, ...] = (
     "server.api.monitoring",
     "server.api.audit",
     "server.api.indicators",
+    "server.api.round_alerts",
+    "server.api.board",
     "server.api.exports",
     "server.api.uploads",
     "server.api.sync",

@@ -849,6 +849,14 @@ def _fresh_rows(scope: str, today: date, config: MonitoringConfig) -> None:
             refresh_households(stale, today=today, config=config)
 
 
+def ensure_fresh(
+    area: str, *, today: date | None = None, config: MonitoringConfig | None = None
+) -> None:
+    """Recompute the maintained rows under ``area`` that were computed for another monitoring
+    configuration or year, before a reader (the 动态清零 board) uses them."""
+    _fresh_rows(area, today or china_today(), config or monitoring_config())
+
+
 def _conflicts_by_area(scope: str, digits: int) -> dict[str, tuple[int, datetime | None]]:
     out: dict[str, tuple[int, datetime | None]] = {}
     for village, tally in store.open_conflicts_by_village(scope).items():

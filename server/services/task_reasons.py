@@ -66,6 +66,23 @@ class HouseholdSignal:
     reasons: tuple[TaskReason, ...]
 
 
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One reason of one closed verification task and how the visit ended — the read interface
+    the task service fills (:func:`server.services.tasks.board_outcomes`) and the 动态清零 board
+    reads for its false-positive rates.
+
+    ``source`` is the reason's source (``dept:<department>`` or ``round``), ``code`` its rule,
+    ``outcome`` the coded outcome of the task (``start_identification``, ``not_eligible``,
+    ``data_error``, ``already_solved``, ``already_monitored``).
+    """
+
+    source: str
+    code: str
+    outcome: str
+    village_code: str
+
+
 class TaskSink(Protocol):
     """What a producer hands its signals to (``server.services.tasks.open_tasks`` is the real one).
 

@@ -38,7 +38,7 @@ from server.services.access import CLI_ACTOR, Actor, Principal
 from server.services.context import ServiceContext
 from server.services.exports import _inert
 from server.services.masking import mask
-from server.services.task_reasons import DEPARTMENTS, HouseholdSignal, TaskSink
+from server.services.task_reasons import DEPARTMENTS, HouseholdSignal, TaskOutcome, TaskSink
 from server.storage import tasks as store
 from server.storage.database import writing
 from server.storage.tasks import TaskRow
@@ -291,6 +291,26 @@ def record_outcomes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
         store.update_task(task_id, status="worked", outcome=outcome, worked_at=_utcnow())
         changed.append(task_id)
     return changed
+
+
+def board_outcomes(area_prefix: str) -> list[TaskOutcome]:
+    """Every reason of every worked task under ``area_prefix`` with the outcome the village team
+    recorded, for the 动态清零 board's false-positive rate per department and rule."""
+    found: list[TaskOutcome] = []
+    for task in store.iter_tasks(area_prefix):
+        outcome = (task.outcome or {}).get("outcome")
+        if not outcome:
+            continue
+        for reason in task.reasons:
+            found.append(
+                TaskOutcome(
+                    source=str(reason.get("source") or ""),
+                    code=str(reason.get("code") or ""),
+                    outcome=str(outcome),
+                    village_code=task.village_code,
+                )
+            )
+    return found
 
 
 def _utcnow() -> datetime:

@@ -681,3 +681,50 @@ class VerificationTask(Base):
     worked_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(sa.String(120))
+
+
+# --- round-over-round alerts (issue 17) -----------------------------------------------------
+
+
+class RoundAlertRun(Base):
+    """One run of the round-over-round alerts (migration 0010): a round compared with the
+    households' previous rounds under one monitoring configuration, over an area.
+
+    Runs are never rewritten: ``findings_key`` fingerprints the configuration and every finding,
+    so running a round again with the same configuration and the same records finds the stored
+    run, and anything else (a changed threshold, a late record) is a new run beside the old one.
+    ``config`` is the configuration the run used (``MonitoringConfig.to_mapping``).
+    """
+
+    __tablename__ = "round_alert_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("round", "area_prefix", "findings_key"),
+        sa.Index("ix_round_alert_runs_round_started", "round", "started_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    round: Mapped[str] = mapped_column(sa.String(40))
+    area_prefix: Mapped[str] = mapped_column(sa.String(12), default="")
+    config_key: Mapped[str] = mapped_column(sa.String(16))
+    findings_key: Mapped[str] = mapped_column(sa.String(64))
+    config: Mapped[dict[str, Any]]
+    counts: Mapped[dict[str, Any]]
+    households: Mapped[int]
+    signals: Mapped[int]
+    run_by: Mapped[str] = mapped_column(sa.String(120), default="")
+    started_at: Mapped[datetime]
+
+
+class RoundAlertFinding(Base):
+    """What one run found for one household: problems new, persisting and resolved against its
+    previous round, the changes of income and rigid expenses, and the task reasons sent."""
+
+    __tablename__ = "round_alert_findings"
+    run_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    village_code: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    household_no: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    previous_round: Mapped[str | None] = mapped_column(sa.String(40))
+    monitored: Mapped[bool]
+    income_change_percent: Mapped[float | None] = mapped_column(sa.Float())
+    expense_rise_percent: Mapped[float | None] = mapped_column(sa.Float())
+    problems: Mapped[dict[str, Any]]
+    reasons: Mapped[dict[str, Any]]

@@ -21,6 +21,7 @@ from server.web.base import blueprint, init_security
 PAGE_MODULES: tuple[str, ...] = (
     "server.web.account",
     "server.web.dashboard",
+    "server.web.board",
     "server.web.households",
     "server.web.devices",
     "server.web.conflicts",
