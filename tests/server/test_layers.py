@@ -35,16 +35,32 @@ class Rule:
     forbidden: tuple[str, ...]
 
 
+#: The view packages: the JSON API, the admin pages and the field app's shell.
+VIEWS = ("server.api", "server.web", "server.field")
+
 RULES = (
-    # A view parses, calls a service and renders; transactions and tables are storage's business.
-    Rule("api does not reach storage", ("server.api",), ("server.storage",)),
+    # A view parses, calls a service and renders; transactions (end_read, rollback) and tables
+    # are storage's business, reached through services — or, for the rollback of a failed
+    # request, through the one error-mapping place (server.http_errors).
+    Rule("views do not reach storage", VIEWS, ("server.storage",)),
     # Services run without Flask and without a database library: storage hands them plain data.
     Rule(
         "services know neither Flask nor SQLAlchemy nor the ORM",
         ("server.services",),
-        (*FRAMEWORKS, "server.storage.models", "server.api"),
+        # (werkzeug itself is allowed: auth hashes passwords with werkzeug.security.)
+        (*FRAMEWORKS, "server.storage.models", *VIEWS, "server.http_errors"),
     ),
-    Rule("storage does not call up", ("server.storage",), ("server.services", "server.api")),
+    # Services import the catalogue to raise its errors: it must not pull Flask in behind them.
+    Rule(
+        "the error catalogue is framework-free",
+        ("server.errors",),
+        (*FRAMEWORKS, "werkzeug", "server.http_errors", *VIEWS),
+    ),
+    Rule(
+        "storage does not call up",
+        ("server.storage",),
+        ("server.services", *VIEWS, "server.http_errors"),
+    ),
     # The benchmarks are a product command; a test tree is not shipped with it.
     Rule("bench does not import tests", ("bench",), ("tests",)),
     # The pure cores run on a tablet and (re-implemented) in a browser.
@@ -72,7 +88,28 @@ def layer_violations(graph: grimp.ImportGraph) -> set[tuple[str, str]]:
             for rule in RULES:
                 if _under(importer, rule.importers) and _under(imported, rule.forbidden):
                     found.add((importer, imported))
-    return found | cycle_imports(graph)
+    return found | cycle_imports(graph) | frameworks_behind_services(graph)
+
+
+def frameworks_behind_services(graph: grimp.ImportGraph) -> set[tuple[str, str]]:
+    """``(service module, framework)`` for every framework a service reaches through a chain of
+    imports that does not pass through storage (which alone may use them): importing a helper
+    that imports Flask is importing Flask."""
+    found = set()
+    for service in graph.modules:
+        if not _under(service, ("server.services",)):
+            continue
+        seen, todo = {service}, [service]
+        while todo:
+            for imported in graph.find_modules_directly_imported_by(todo.pop()):
+                if imported in seen or _under(imported, ("server.storage",)):
+                    continue
+                seen.add(imported)
+                if _under(imported, FRAMEWORKS):
+                    found.add((service, imported))
+                else:
+                    todo.append(imported)
+    return found
 
 
 def cycle_imports(graph: grimp.ImportGraph) -> set[tuple[str, str]]:
@@ -223,6 +260,11 @@ def test_each_rule_fails_on_the_violation_it_names() -> None:
         ("server.services.records", "flask_sqlalchemy"),
         ("server.api.devices", "server.storage.models"),
         ("server.api.guard", "server.storage.database"),
+        ("server.web.base", "server.storage.database"),
+        ("server.field", "server.storage.records"),
+        ("server.errors", "flask"),
+        ("server.errors", "sqlalchemy"),
+        ("server.services.sync", "server.http_errors"),
         ("server.storage.jobs", "server.services.devices"),
         ("bench.weak_link", "tests.e2e.county"),
         ("forms.household", "flask"),
@@ -251,10 +293,24 @@ def test_each_rule_fails_on_the_violation_it_names() -> None:
         ("forms.checks", "forms.household"),
     }
 
+    # Flask behind a helper module is Flask all the same; behind storage it is storage's own.
+    behind = grimp.ImportGraph()
+    behind.add_import(importer="server.services.records", imported="server.errors")
+    behind.add_import(importer="server.errors", imported="flask")
+    behind.add_import(importer="server.services.sync", imported="server.storage.database")
+    behind.add_import(importer="server.storage.database", imported="flask_sqlalchemy")
+    assert layer_violations(behind) == {
+        ("server.errors", "flask"),
+        ("server.services.records", "flask"),
+    }
+
     allowed = grimp.ImportGraph()
     allowed.add_import(importer="server.api.records", imported="server.services.records")
     allowed.add_import(importer="server.services.records", imported="server.storage.records")
     allowed.add_import(importer="server.storage.records", imported="sqlalchemy")
+    allowed.add_import(importer="server.services.records", imported="server.errors")
+    allowed.add_import(importer="server.web.base", imported="server.http_errors")
+    allowed.add_import(importer="server.http_errors", imported="server.storage.database")
     allowed.add_import(importer="tests.e2e.conftest", imported="bench.harness.county_server")
     assert layer_violations(allowed) == set()
 
@@ -323,3 +379,38 @@ def test_only_the_storage_layer_touches_sessions_and_the_engine() -> None:
         if not str(path.relative_to(SERVER)).startswith(ALLOWED) and (found := _offences(path))
     }
     assert offences == {}
+
+
+#: Transaction control: storage's ``writing``/``end_read``/``rollback``, a session's ``commit``.
+#: A view must not call any of them, whatever name or module it reached them through (an
+#: import rule alone misses a service that re-exports ``end_read``).
+_TRANSACTION_CALLS = {"writing", "end_read", "rollback", "commit", "begin"}
+
+
+def transaction_calls(source: str) -> list[str]:
+    """``line N: name()`` for every call of a transaction-control function in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name in _TRANSACTION_CALLS:
+                found.append(f"line {node.lineno}: {name}()")
+    return found
+
+
+def test_views_do_no_transaction_control() -> None:
+    views = [SERVER / "api", SERVER / "web", SERVER / "field"]
+    offences = {
+        str(path.relative_to(SERVER)): found
+        for folder in views
+        for path in sorted(folder.rglob("*.py"))
+        if (found := transaction_calls(path.read_text(encoding="utf-8")))
+    }
+    assert offences == {}
+    # The check finds each spelling a view could use.
+    assert transaction_calls("from server.services.sync import end_read\nend_read()\n") == [
+        "line 2: end_read()"
+    ]
+    assert transaction_calls("with database.writing():\n    pass\n") == ["line 1: writing()"]
+    assert transaction_calls("db.session.rollback()\n") == ["line 1: rollback()"]
