@@ -11,8 +11,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server.api import register_blueprints
 from server.api.wire import BoundedIntConverter, reject_nul_in_path
-from server.errors import PayloadTooLarge, register_error_handlers
+from server.errors import PayloadTooLarge
 from server.field import init_app as init_field
+from server.http_errors import register_error_handlers
 from server.services.context import EXTENSION_KEY, ServiceContext
 from server.settings import load_settings
 from server.storage import schema

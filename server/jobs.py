@@ -40,15 +40,13 @@ from server.services.access import SCHEDULER_ACTOR, Actor
 from server.services.context import EXTENSION_KEY, ServiceContext
 from server.settings import sqlite_path
 from server.storage import jobs as store
-from server.storage.database import backup_sqlite, dialect_name, writing
+from server.storage.database import writing
 from server.storage.types import utcnow
 
 log = logging.getLogger(__name__)
 
 #: Wall-clock time zone of the daily jobs (county staff read "02:00" as Beijing time).
 CHINA_ZONE: Final = ZoneInfo("Asia/Shanghai")
-BACKUP_PREFIX: Final = "county-"
-BACKUP_SUFFIX: Final = ".db"
 _HOLDER_KEY: Final = "village_sync_job_holder"
 _SCHEDULER_KEY: Final = "village_sync_scheduler"
 
@@ -77,39 +75,13 @@ def backup_dir(config: Any | None = None) -> Path:
 
 
 def backup_to(target: Path, actor: Actor) -> Path:
-    """``server backup --to FILE``: copy the SQLite database to ``target`` (0600), audited.
-
-    Raises ``ValueError`` on PostgreSQL (``pg_dump`` is the tool there).
-    """
-    written = backup_sqlite(target)
-    with writing():
-        actor.audit(
-            "database.backup",
-            target_type="database",
-            target_id=str(written),
-            details={"bytes": written.stat().st_size},
-        )
-    return written
+    """``server backup --to FILE``: ``services.housekeeping.backup_to``."""
+    return housekeeping.backup_to(target, actor)
 
 
 def backup_database(now: datetime | None = None) -> dict[str, Any]:
-    """Copy the SQLite database with the online backup API and keep the newest ``BACKUP_KEEP``.
-
-    Files are named ``county-YYYYmmddTHHMMSSZ.db`` (UTC), so their names sort by age. On
-    PostgreSQL nothing is copied (``pg_dump`` is the tool there) and the result says so.
-    """
-    if dialect_name() != "sqlite":
-        return {"skipped": "postgresql: use pg_dump"}
-    now = now or utcnow()
-    folder = backup_dir()
-    target = folder / f"{BACKUP_PREFIX}{now:%Y%m%dT%H%M%SZ}{BACKUP_SUFFIX}"
-    backup_sqlite(target)  # created 0600: the copy holds ID numbers like the original
-    keep = max(1, int(current_app.config["BACKUP_KEEP"]))
-    backups = sorted(folder.glob(f"{BACKUP_PREFIX}*{BACKUP_SUFFIX}"))
-    removed = [path.name for path in backups[:-keep]]
-    for path in backups[:-keep]:
-        path.unlink(missing_ok=True)
-    return {"backup": target.name, "bytes": target.stat().st_size, "removed": removed}
+    """``services.housekeeping.backup_database`` into :func:`backup_dir` for the current app."""
+    return housekeeping.backup_database(_services(), backup_dir(), now)
 
 
 def restore_sqlite(backup: Path, database: Path) -> None:

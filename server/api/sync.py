@@ -12,7 +12,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from server.api import API_PREFIX
 from server.api.wire import service_context
-from server.errors import note_refusal
+from server.http_errors import note_refusal
 from server.services import sync
 
 blueprint = Blueprint("sync", __name__, url_prefix=API_PREFIX)

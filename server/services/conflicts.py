@@ -14,21 +14,20 @@ from typing import Any
 
 from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from server.services.access import COUNTY_ADMIN, Actor, Principal
+from server.services.checking import definition, ingest_context
 from server.services.masking import Sensitivity, mask_conflict
 from server.services.record_ops import (
     SERVER_DEVICE,
     OpOutcome,
     apply_op,
-    definition,
-    ingest_context,
     next_server_seq,
     server_stamp,
 )
 from server.storage import conflicts as store
 from server.storage import records
-from server.storage.conflicts import ConflictRow
+from server.storage.conflicts import ConflictItem, ConflictRow
 from server.storage.database import writing
-from server.storage.models import ConflictItem, Record
+from server.storage.records import StoredRecord
 from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import RecordState, resolution
 from sync_protocol.ops import TOMBSTONE, Op, delete_op, is_tombstone
@@ -241,7 +240,7 @@ def _checked(outcome: OpOutcome) -> OpOutcome:
 
 
 def _resolve_in_record(
-    actor: Actor, item: ConflictItem, record: Record, choice: dict[str, Any], ctx: Any
+    actor: Actor, item: ConflictItem, record: StoredRecord, choice: dict[str, Any], ctx: Any
 ) -> dict[str, Any]:
     state = RecordState.from_dict(record.state)
     conflict = state.conflict(item.id)

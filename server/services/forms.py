@@ -16,7 +16,7 @@ from server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from server.services.access import CLI_ACTOR, SCHEDULER_ACTOR, Actor
 from server.storage import forms as store
 from server.storage.database import writing
-from server.storage.models import FormVersion
+from server.storage.forms import FormVersion
 from server.storage.types import utcnow
 
 
@@ -233,10 +233,10 @@ def publish(form_id: str, version: int, *, actor: Actor, at: datetime | None = N
                 details={"status": row.status},
             )
         if at is not None and at > now:
-            store.set_scheduled(row, at)
+            row = store.set_scheduled(row, at)
             _audit(actor, "form.schedule", row, {"publish_at": at.isoformat()})
         else:
-            store.set_published(row, now)
+            row = store.set_published(row, now)
             _audit(actor, "form.publish", row, {})
         return row
 
@@ -256,7 +256,7 @@ def retire(form_id: str, version: int, *, actor: Actor) -> FormVersion:
                 zh=f"表单 {form_id} 第{version}版已停用",
                 code="form_already_retired",
             )
-        store.set_retired(row, utcnow())
+        row = store.set_retired(row, utcnow())
         _audit(actor, "form.retire", row, {})
         return row
 

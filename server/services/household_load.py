@@ -26,13 +26,8 @@ from typing import Any
 
 from forms import flatten
 from server.errors import ValidationFailed
-from server.services.record_ops import (
-    SERVER_OP_SCOPE,
-    apply_ops,
-    definition,
-    ingest_context,
-    server_stamp,
-)
+from server.services.checking import definition, ingest_context
+from server.services.record_ops import SERVER_OP_SCOPE, apply_ops, server_stamp
 from server.storage import forms as form_store
 from server.storage import records
 from server.storage.database import writing

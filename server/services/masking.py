@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from forms.errors import PathError
+from forms.paths import ROW_ID_KEY, SEPARATOR
 from sync_protocol.ops import is_tombstone
 
 MASK: Final = "***"
@@ -44,13 +46,13 @@ class Sensitivity:
     """
 
     def __init__(self, form_id: str) -> None:
-        from server.services.record_ops import definition
+        # Read side only: the cached definitions of usable versions, straight from storage.
         from server.storage import forms as form_store
 
         self.definitions = [
             found
             for row in form_store.list_versions(form_id)
-            if (found := definition(form_id, row.version)) is not None
+            if (found := form_store.usable_definition(form_id, row.version)) is not None
         ]
 
     def __call__(self, path: str) -> bool:
@@ -63,6 +65,41 @@ class Sensitivity:
 def mask_flat(sensitive: Sensitivity, flat: Mapping[str, Any]) -> dict[str, Any]:
     """Flat ``{path: value}`` data with the sensitive values masked."""
     return {path: mask_at(sensitive, path, value) for path, value in flat.items()}
+
+
+def mask_data(sensitive: Sensitivity, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested record data with the sensitive values masked, judged at the same data paths as
+    :func:`mask_flat` over ``forms.flatten(data)`` (a repeat row's fields at
+    ``repeat/<row_id>/name``), in one walk: no flatten and unflatten per view.
+
+    Raises ``forms.FormsError`` (``PathError``) for a repeat row without a valid ``_id``, as
+    ``flatten`` would.
+    """
+    return _mask_level(sensitive, data, "")
+
+
+def _mask_level(sensitive: Sensitivity, obj: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if prefix and key == ROW_ID_KEY:
+            out[key] = value
+            continue
+        path = prefix + key
+        if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            rows = []
+            for index, row in enumerate(value):
+                row_id = row.get(ROW_ID_KEY)
+                if not isinstance(row_id, str) or not row_id or SEPARATOR in row_id:
+                    raise PathError(
+                        "bad_row_id",
+                        f"repeat row at {path}[{index}] needs a string {ROW_ID_KEY!r}",
+                        message_zh=f"{path}[{index}] 处的重复组行缺少有效的 _id",
+                    )
+                rows.append(_mask_level(sensitive, row, f"{path}{SEPARATOR}{row_id}{SEPARATOR}"))
+            out[key] = rows
+        else:
+            out[key] = mask_at(sensitive, path, value)
+    return out
 
 
 def mask_at(sensitive: Sensitivity, path: str, value: Any) -> Any:

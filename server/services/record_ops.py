@@ -31,21 +31,18 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-from forms import EvaluationContext, FormDefinition, FormsError, unflatten
+from forms import FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
-from forms.indicators import MonitoringConfig, MonitoringConfigError
 from forms.validation import standard_changes, validate_record
 from server.services import indicators, tasks
-from server.services.monitoring import monitoring_config
+from server.services.checking import IngestContext, definition
 from server.storage import conflicts as conflict_store
-from server.storage import forms as form_store
 from server.storage import quarantine, records
 from server.storage.errors import StorageError
 from server.storage.revisions import next_revision
-from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, HybridClock, wall_clock_ms
+from sync_protocol.clock import HybridClock
 from sync_protocol.conflicts import detect_duplicate_household
 from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import MergeResult, RecordState, current_values, merge
@@ -57,8 +54,6 @@ log = logging.getLogger(__name__)
 SERVER_DEVICE: Final = "server"
 #: Counter scope numbering server-made ops (their ``seq``).
 SERVER_OP_SCOPE: Final = "server_ops"
-#: Survey dates are Beijing time: a record typed at 07:00 on the 1st is dated the 1st.
-CHINA_TIME: Final = timezone(timedelta(hours=8))
 #: Longest record id (a UUID is 36) and survey round the records table holds.
 RECORD_ID_MAX: Final = 36
 ROUND_MAX: Final = 40
@@ -78,58 +73,6 @@ def reason(code: str, zh: str, en: str, *, path: str = "", field_name: str = "")
         "message": _text(zh, en),
         "severity": "error",
     }
-
-
-# --- context shared by the ops of one transaction ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IngestContext:
-    """What every op of one exchange (or admin action) is checked against.
-
-    ``now_ms`` is the server time the suspect-stamp rule compares with; ``today`` the survey date
-    (Beijing time) for ``today()`` in form expressions; ``monitoring`` the county's configured
-    monitoring lines and water region types.
-    """
-
-    now_ms: int
-    today: date
-    monitoring: MonitoringConfig
-    max_drift_ms: int = DEFAULT_MAX_DRIFT_MS
-
-    def evaluation(self, village_code: str) -> EvaluationContext:
-        """The evaluation context for a record of ``village_code``."""
-        config: dict[str, Any] = {
-            "water_region_type": self.monitoring.water_region_type(village_code)
-        }
-        line = self.monitoring.monitoring_line(village_code, self.today.year)
-        if line is not None:
-            config["monitoring_line"] = line
-        return EvaluationContext(today=self.today, config=config)
-
-
-def ingest_context(now_ms: int | None = None) -> IngestContext:
-    """Build the context from the server clock and the county's monitoring configuration.
-
-    A stored configuration the form engine refuses cannot be applied to anything; records are
-    then checked without a monitoring line rather than not at all.
-    """
-    now_ms = wall_clock_ms() if now_ms is None else now_ms
-    try:
-        monitoring = monitoring_config()
-    except MonitoringConfigError:
-        monitoring = MonitoringConfig()
-    today = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(CHINA_TIME).date()
-    return IngestContext(now_ms=now_ms, today=today, monitoring=monitoring)
-
-
-def definition(form_id: str, version: int) -> FormDefinition | None:
-    """The definition of a published (or retired) form version, or None.
-
-    Drafts and scheduled versions are never returned (records cannot be made on them yet);
-    storage keeps loaded definitions, since published versions never change.
-    """
-    return form_store.usable_definition(form_id, version)
 
 
 # --- server-made ops -------------------------------------------------------------------------------

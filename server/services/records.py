@@ -14,31 +14,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from forms import FormsError, flatten, unflatten, validate_record
+from forms import FormsError, validate_record
 from server.errors import Conflict, NotFound, Unprocessable, ValidationFailed, from_library_error
 from server.services import indicators
 from server.services.access import COUNTY_ADMIN, Actor, Principal
-from server.services.masking import Sensitivity, mask_flat
-from server.services.record_ops import apply_op, definition, ingest_context
-from server.storage import conflicts as conflict_store
+from server.services.checking import definition, ingest_context
+from server.services.masking import Sensitivity, mask_data, mask_flat
+from server.services.record_ops import apply_op
 from server.storage import devices as device_store
 from server.storage import quarantine, records
 from server.storage.database import writing
-from server.storage.models import QuarantinedOp, Record, RecordChange
+from server.storage.quarantine import QuarantinedOp
+from server.storage.records import RecordChange, StoredRecord
 from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import RecordState
 from sync_protocol.ops import Op
 
 
 def masked_data(
-    record: Record, *, reveal: bool, sensitive: Sensitivity | None = None
+    record: StoredRecord, *, reveal: bool, sensitive: Sensitivity | None = None
 ) -> dict[str, Any]:
     """The record's data, sensitive fields masked unless ``reveal`` (a field sensitive in any
     version of the form is masked: ``services.masking.Sensitivity``)."""
     if reveal:
         return dict(record.data)
     try:
-        return unflatten(mask_flat(sensitive or Sensitivity(record.form_id), flatten(record.data)))
+        return mask_data(sensitive or Sensitivity(record.form_id), record.data)
     except FormsError:
         return {}
 
@@ -48,7 +49,7 @@ def _reveals(principal: Principal) -> bool:
 
 
 def summary(
-    record: Record, *, reveal: bool = False, sensitive: Sensitivity | None = None
+    record: StoredRecord, *, reveal: bool = False, sensitive: Sensitivity | None = None
 ) -> dict[str, Any]:
     """The list view of a record (data masked unless ``reveal``)."""
     return {
@@ -147,13 +148,17 @@ def _history_entry(entry: RecordChange, sensitive: Sensitivity, reveal: bool) ->
 def show(principal: Principal, record_id: str) -> dict[str, Any]:
     """One record: merged data, per-field merge status, warnings, open conflicts and history.
 
+    A read: storage hands out the record's read model (:class:`~server.storage.records.
+    RecordDetail`) in one call, the form's sensitivity is looked up once and applied to the data
+    and the history in one walk each; nothing of the write path (``record_ops``) is involved.
     Raises :class:`NotFound` (``record_not_found``) for an unknown or out-of-area id.
     """
-    record = records.record_in_area(record_id, principal.area_prefix)
-    if record is None:
+    detail = records.record_detail(record_id, principal.area_prefix)
+    if detail is None:
         raise NotFound(
             en=f"no record {record_id} in your area", zh="未找到该记录", code="record_not_found"
         )
+    record = detail.record
     reveal = _reveals(principal)
     defn = definition(record.form_id, record.form_version)
     state = RecordState.from_dict(record.state)
@@ -179,8 +184,8 @@ def show(principal: Principal, record_id: str) -> dict[str, Any]:
         {
             "fields": fields,
             "warnings": warnings,
-            "open_conflicts": sorted(conflict_store.open_ids_for_record(record.record_id)),
-            "history": [_history_entry(e, sensitive, reveal) for e in records.history(record_id)],
+            "open_conflicts": detail.open_conflicts,
+            "history": [_history_entry(e, sensitive, reveal) for e in detail.history],
         }
     )
     return out
@@ -287,7 +292,7 @@ def map_quarantined(actor: Actor, item_id: int, form_version: int) -> dict[str, 
                 details={"reasons": outcome.ack["reasons"]},
             )
         else:
-            quarantine.release(
+            row = quarantine.release(
                 row,
                 reasons={
                     **row.reasons,

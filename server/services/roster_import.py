@@ -34,11 +34,10 @@ from forms.instruments import load_builtin
 from forms.paths import ROW_ID_KEY, flatten
 from server.errors import Forbidden, NotFound, ValidationFailed
 from server.services.access import COUNTY_ADMIN, Actor, Principal
+from server.services.checking import definition, ingest_context
 from server.services.record_ops import (
     SERVER_DEVICE,
     apply_ops,
-    definition,
-    ingest_context,
     next_server_seq,
     record_data,
     server_stamp,

@@ -51,9 +51,10 @@ from server.errors import (
     from_library_error,
 )
 from server.services import tasks as task_service
+from server.services.checking import IngestContext, ingest_context
 from server.services.context import ServiceContext
 from server.services.keys import KeyRing
-from server.services.record_ops import IngestContext, apply_ops, ingest_context
+from server.services.record_ops import apply_ops
 from server.storage import conflicts as conflict_store
 from server.storage import devices as device_store
 from server.storage import forms as form_store
@@ -62,7 +63,7 @@ from server.storage import records, sync_state
 from server.storage.database import end_read, writing
 from server.storage.devices import Device
 from server.storage.errors import StorageBusy
-from server.storage.models import Record
+from server.storage.records import StoredRecord
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
 from sync_protocol.clock import Stamp, wall_clock_ms
@@ -515,7 +516,7 @@ def _check_sequence(ops: list[Op], device_id: str, high_water: int) -> None:
         raise _FrameRejected("op_sequence_gap")
 
 
-def _same_op(record: Record | None, op: Op) -> bool:
+def _same_op(record: StoredRecord | None, op: Op) -> bool:
     """True when the stored record holds ``op`` itself (same device, sequence and stamp)."""
     if record is None:
         return False

@@ -13,13 +13,38 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from server.storage import models
 from server.storage.database import db
-from server.storage.models import ConflictItem, Record
+from server.storage.models import Record
 from server.storage.scoping import under_prefix
-from server.storage.types import utcnow
+from server.storage.types import plain, utcnow
+
+#: The table; callers get :class:`ConflictItem` values, never its rows.
+ConflictItemRow = models.ConflictItem
 
 OPEN, RESOLVED, SUPERSEDED = "open", "resolved", "superseded"
 STATUSES = (OPEN, RESOLVED, SUPERSEDED)
+
+
+@dataclass(frozen=True)
+class ConflictItem:
+    """A queued conflict as stored: the record and field it concerns, the values compared when
+    it was queued, and how (and by whom) it was closed."""
+
+    id: str
+    record_id: str
+    village_code: str
+    kind: str  # review_field | delete_edit | row_delete_edit | duplicate_household | ...
+    path: str
+    base: Any
+    mine: Any
+    theirs: Any
+    device_id: str | None
+    status: str  # open | resolved | superseded
+    resolution: dict[str, Any] | None
+    created_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
 
 
 @dataclass(frozen=True)
@@ -50,10 +75,10 @@ def open_conflict(
 
     Call inside a write transaction, after the record row exists.
     """
-    if db.session.get(ConflictItem, conflict_id) is not None:
+    if db.session.get(ConflictItemRow, conflict_id) is not None:
         return False
     db.session.add(
-        ConflictItem(
+        ConflictItemRow(
             id=conflict_id,
             record_id=record_id,
             village_code=village_code,
@@ -83,8 +108,8 @@ def close_conflicts(
     if not conflict_ids:
         return []
     rows = db.session.scalars(
-        sa.select(ConflictItem).where(
-            ConflictItem.id.in_(conflict_ids), ConflictItem.status == OPEN
+        sa.select(ConflictItemRow).where(
+            ConflictItemRow.id.in_(conflict_ids), ConflictItemRow.status == OPEN
         )
     )
     closed = []
@@ -104,13 +129,13 @@ def closed_ids_by_record(record_ids: list[str], kind: str) -> dict[str, list[str
         return {}
     found: dict[str, list[str]] = {}
     for record_id, conflict_id in db.session.execute(
-        sa.select(ConflictItem.record_id, ConflictItem.id)
+        sa.select(ConflictItemRow.record_id, ConflictItemRow.id)
         .where(
-            ConflictItem.record_id.in_(record_ids),
-            ConflictItem.kind == kind,
-            ConflictItem.status != OPEN,
+            ConflictItemRow.record_id.in_(record_ids),
+            ConflictItemRow.kind == kind,
+            ConflictItemRow.status != OPEN,
         )
-        .order_by(ConflictItem.id)
+        .order_by(ConflictItemRow.id)
     ):
         found.setdefault(record_id, []).append(conflict_id)
     return found
@@ -120,21 +145,26 @@ def open_ids_for_record(record_id: str) -> list[str]:
     """Ids of the open conflicts of one record."""
     return list(
         db.session.scalars(
-            sa.select(ConflictItem.id).where(
-                ConflictItem.record_id == record_id, ConflictItem.status == OPEN
+            sa.select(ConflictItemRow.id).where(
+                ConflictItemRow.record_id == record_id, ConflictItemRow.status == OPEN
             )
         )
     )
 
 
-def _scoped(area_prefix: str) -> sa.Select[tuple[ConflictItem, str, int, str, str]]:
+def _scoped(area_prefix: str) -> sa.Select[tuple[ConflictItemRow, str, int, str, str]]:
     return (
         sa.select(
-            ConflictItem, Record.form_id, Record.form_version, Record.household_no, Record.round
+            ConflictItemRow, Record.form_id, Record.form_version, Record.household_no, Record.round
         )
-        .join(Record, Record.record_id == ConflictItem.record_id)
-        .where(under_prefix(ConflictItem.village_code, area_prefix))
+        .join(Record, Record.record_id == ConflictItemRow.record_id)
+        .where(under_prefix(ConflictItemRow.village_code, area_prefix))
     )
+
+
+def _with_envelope(row: sa.Row[Any]) -> ConflictRow:
+    item, *envelope = row
+    return ConflictRow(plain(ConflictItem, item), *envelope)
 
 
 def list_conflicts(
@@ -153,32 +183,33 @@ def list_conflicts(
     """
     query = _scoped(area_prefix)
     if status:
-        query = query.where(ConflictItem.status == status)
+        query = query.where(ConflictItemRow.status == status)
     if village_prefix:
-        query = query.where(under_prefix(ConflictItem.village_code, village_prefix))
+        query = query.where(under_prefix(ConflictItemRow.village_code, village_prefix))
     if form_id:
         query = query.where(Record.form_id == form_id)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     rows = db.session.execute(
-        query.order_by(ConflictItem.created_at, ConflictItem.id).limit(limit).offset(offset)
+        query.order_by(ConflictItemRow.created_at, ConflictItemRow.id).limit(limit).offset(offset)
     ).all()
-    return [ConflictRow(*row) for row in rows], int(total)
+    return [_with_envelope(row) for row in rows], int(total)
 
 
 def conflict_in_area(conflict_id: str, area_prefix: str) -> ConflictRow | None:
     """One conflict if its village lies under ``area_prefix``; out-of-area ones look absent."""
-    row = db.session.execute(_scoped(area_prefix).where(ConflictItem.id == conflict_id)).first()
-    return ConflictRow(*row) if row is not None else None
+    row = db.session.execute(_scoped(area_prefix).where(ConflictItemRow.id == conflict_id)).first()
+    return _with_envelope(row) if row is not None else None
 
 
 def lock_conflict(conflict_id: str) -> ConflictItem | None:
-    """The conflict row locked for update (inside a write transaction), or None."""
-    return db.session.scalar(
-        sa.select(ConflictItem)
-        .where(ConflictItem.id == conflict_id)
+    """The conflict locked for update until the transaction ends (inside a write), or None."""
+    row = db.session.scalar(
+        sa.select(ConflictItemRow)
+        .where(ConflictItemRow.id == conflict_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+    return None if row is None else plain(ConflictItem, row)
 
 
 def open_counts_by_device(area_prefix: str) -> dict[str, int]:
@@ -187,12 +218,12 @@ def open_counts_by_device(area_prefix: str) -> dict[str, int]:
     Raises ``ValueError`` for a prefix that is not digits.
     """
     rows = db.session.execute(
-        sa.select(ConflictItem.device_id, sa.func.count())
+        sa.select(ConflictItemRow.device_id, sa.func.count())
         .where(
-            ConflictItem.status == OPEN,
-            ConflictItem.device_id.is_not(None),
-            under_prefix(ConflictItem.village_code, area_prefix),
+            ConflictItemRow.status == OPEN,
+            ConflictItemRow.device_id.is_not(None),
+            under_prefix(ConflictItemRow.village_code, area_prefix),
         )
-        .group_by(ConflictItem.device_id)
+        .group_by(ConflictItemRow.device_id)
     ).all()
     return {str(device): int(count) for device, count in rows}

@@ -7,19 +7,40 @@ version the server has not published; an admin can map it to a published one and
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from server.storage import models
 from server.storage.database import db
-from server.storage.models import QuarantinedOp
 from server.storage.scoping import under_prefix
-from server.storage.types import utcnow
+from server.storage.types import plain, utcnow
+
+#: The table; callers get :class:`QuarantinedOp` values, never its rows.
+QuarantinedOpRow = models.QuarantinedOp
 
 INVALID, OUT_OF_SCOPE, UNKNOWN_FORM_VERSION = "invalid", "out_of_scope", "unknown_form_version"
 KINDS = (INVALID, OUT_OF_SCOPE, UNKNOWN_FORM_VERSION)
 HELD, RELEASED = "held", "released"
+
+
+@dataclass(frozen=True)
+class QuarantinedOp:
+    """A refused op kept whole: the op as sent, why it was refused, where it came from and
+    whether it is still held."""
+
+    id: int
+    device_id: str | None
+    op_seq: int | None
+    kind: str
+    op: dict[str, Any]
+    #: ``{"issues": [...]}`` plus ``"resolution"`` once released.
+    reasons: dict[str, Any]
+    village_code: str
+    status: str  # held | released
+    received_at: datetime
 
 
 def hold(
@@ -33,7 +54,7 @@ def hold(
     now: datetime | None = None,
 ) -> QuarantinedOp:
     """Keep a refused op (inside the caller's write transaction, with the batch it came in)."""
-    row = QuarantinedOp(
+    row = QuarantinedOpRow(
         device_id=device_id,
         op_seq=op_seq,
         kind=kind,
@@ -45,7 +66,7 @@ def hold(
     )
     db.session.add(row)
     db.session.flush()
-    return row
+    return plain(QuarantinedOp, row)
 
 
 def list_held(
@@ -60,15 +81,19 @@ def list_held(
 
     An unrestricted admin (empty prefix) also sees ops whose village is unknown (``""``).
     """
-    query = sa.select(QuarantinedOp).where(under_prefix(QuarantinedOp.village_code, area_prefix))
+    query = sa.select(QuarantinedOpRow).where(
+        under_prefix(QuarantinedOpRow.village_code, area_prefix)
+    )
     if area_prefix:
-        query = query.where(QuarantinedOp.village_code != "")
+        query = query.where(QuarantinedOpRow.village_code != "")
     if kind:
-        query = query.where(QuarantinedOp.kind == kind)
+        query = query.where(QuarantinedOpRow.kind == kind)
     if status:
-        query = query.where(QuarantinedOp.status == status)
+        query = query.where(QuarantinedOpRow.status == status)
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    rows = db.session.scalars(query.order_by(QuarantinedOp.id.desc()).limit(limit).offset(offset))
+    rows = db.session.scalars(
+        query.order_by(QuarantinedOpRow.id.desc()).limit(limit).offset(offset)
+    )
     return list(rows), int(total)
 
 
@@ -77,24 +102,36 @@ def held_in_area(item_id: int, area_prefix: str, *, lock: bool = False) -> Quara
 
     With ``lock`` the row is locked for update (call inside a write transaction).
     """
-    query = sa.select(QuarantinedOp).where(
-        QuarantinedOp.id == item_id, under_prefix(QuarantinedOp.village_code, area_prefix)
+    query = sa.select(QuarantinedOpRow).where(
+        QuarantinedOpRow.id == item_id, under_prefix(QuarantinedOpRow.village_code, area_prefix)
     )
     if area_prefix:
-        query = query.where(QuarantinedOp.village_code != "")
+        query = query.where(QuarantinedOpRow.village_code != "")
     if lock:
         query = query.with_for_update().execution_options(populate_existing=True)
-    return db.session.scalar(query)
+    row = db.session.scalar(query)
+    return None if row is None else plain(QuarantinedOp, row)
 
 
-def release(row: QuarantinedOp, *, reasons: dict[str, Any]) -> None:
-    """Mark a quarantined op as released (it was re-run and applied); ``reasons`` records how."""
-    row.status = RELEASED
-    row.reasons = reasons
-    db.session.flush()
+def release(item: QuarantinedOp, *, reasons: dict[str, Any]) -> QuarantinedOp:
+    """Mark a quarantined op as released (it was re-run and applied); ``reasons`` records how.
+    Returns the op as now stored."""
+    _set(item.id, status=RELEASED, reasons=reasons)
+    return replace(item, status=RELEASED, reasons=reasons)
 
 
-def update_reasons(row: QuarantinedOp, reasons: list[dict[str, Any]]) -> None:
-    """Replace the reasons of a still-held op (after a re-run that failed again)."""
-    row.reasons = {**row.reasons, "issues": reasons}
+def update_reasons(item: QuarantinedOp, reasons: list[dict[str, Any]]) -> QuarantinedOp:
+    """Replace the reasons of a still-held op (after a re-run that failed again); returns the op
+    as now stored."""
+    merged = {**item.reasons, "issues": reasons}
+    _set(item.id, reasons=merged)
+    return replace(item, reasons=merged)
+
+
+def _set(item_id: int, **values: Any) -> None:
+    row = db.session.get(QuarantinedOpRow, item_id)
+    if row is None:  # pragma: no cover - quarantine rows are never deleted
+        raise ValueError(f"no quarantined op {item_id}")
+    for name, value in values.items():
+        setattr(row, name, value)
     db.session.flush()

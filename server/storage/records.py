@@ -8,17 +8,24 @@ skips or repeats a row. Deletion keeps the row as a tombstone (``deleted = true`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from server.storage import models
+from server.storage.conflicts import open_ids_for_record
 from server.storage.database import db
 from server.storage.indicators import HouseholdSelection
-from server.storage.models import Household, Record, RecordChange, RevisionCounter
+from server.storage.models import Household, RevisionCounter
 from server.storage.revisions import current_revision, next_revision
 from server.storage.scoping import prefix_range, under_prefix
-from server.storage.types import utcnow
+from server.storage.types import plain, utcnow
+
+#: The tables; callers get :class:`StoredRecord` and :class:`RecordChange` values, never rows.
+Record = models.Record
+RecordChangeRow = models.RecordChange
 
 #: Digits of a village code, the narrowest scope.
 VILLAGE_CODE_LENGTH = 12
@@ -41,6 +48,59 @@ def county_of(code: str) -> str:
 
 
 @dataclass(frozen=True)
+class StoredRecord:
+    """A record as stored: envelope, revision, tombstone flag, merged state and plain data."""
+
+    record_id: str
+    form_id: str
+    form_version: int
+    village_code: str
+    county_code: str
+    household_no: str
+    round: str
+    revision: int
+    deleted: bool
+    #: ``RecordState.to_dict()`` with ``revision`` set: what devices receive.
+    state: dict[str, Any]
+    #: The merged values as nested form data (``forms.unflatten`` of the winning writes).
+    data: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    """One entry of a record's change log: who changed what, at which revision, with which
+    outcome per field (``changes`` is flat ``{path: value}``)."""
+
+    id: int
+    record_id: str
+    revision: int
+    kind: str  # put | delete | resolve | upgrade
+    device_id: str | None
+    op_seq: int | None
+    user_id: int | None
+    hlc: str | None
+    changes: dict[str, Any]
+    outcome: dict[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RecordDetail:
+    """The admin read model of one record: the record, its change log (oldest first) and the
+    ids of its open conflicts, read together so the view needs nothing else from storage."""
+
+    record: StoredRecord
+    history: list[RecordChange]
+    open_conflicts: list[str]
+
+
+def _plain(row: Record | None) -> StoredRecord | None:
+    return None if row is None else plain(StoredRecord, row)
+
+
+@dataclass(frozen=True)
 class ChangePage:
     """One page of a download: records (tombstones included) in revision order, loaded with
     their id, village, county, revision, tombstone flag and merged state only (any other
@@ -49,12 +109,12 @@ class ChangePage:
     ``next_since`` is the cursor for the next call; ``more`` says whether to call again now.
     """
 
-    records: list[Record]
+    records: list[StoredRecord]
     next_since: int
     more: bool
 
 
-def touch_record(record_id: str) -> Record | None:
+def touch_record(record_id: str) -> StoredRecord | None:
     """Give a record a new revision without changing its data; None if it does not exist.
 
     For a change devices must see that no op makes (an admin settled a duplicate-household
@@ -69,21 +129,32 @@ def touch_record(record_id: str) -> Record | None:
         record.state = {**record.state, "revision": record.revision}
     record.updated_at = utcnow()
     db.session.flush()
-    return record
+    return plain(StoredRecord, record)
 
 
-def get_record(record_id: str) -> Record | None:
+def get_record(record_id: str) -> StoredRecord | None:
     """A record (tombstone or not) by id, or None."""
-    return db.session.get(Record, record_id)
+    return _plain(db.session.get(Record, record_id))
 
 
-def record_in_area(record_id: str, area_prefix: str) -> Record | None:
+def record_in_area(record_id: str, area_prefix: str) -> StoredRecord | None:
     """A record if its village lies under ``area_prefix``; out-of-area records look absent."""
-    return db.session.scalar(
-        sa.select(Record).where(
-            Record.record_id == record_id, under_prefix(Record.village_code, area_prefix)
+    return _plain(
+        db.session.scalar(
+            sa.select(Record).where(
+                Record.record_id == record_id, under_prefix(Record.village_code, area_prefix)
+            )
         )
     )
+
+
+def record_detail(record_id: str, area_prefix: str) -> RecordDetail | None:
+    """The admin read model of one record of ``area_prefix`` (None when absent or out of area,
+    which look alike): the record, its change log and its open conflict ids."""
+    record = record_in_area(record_id, area_prefix)
+    if record is None:
+        return None
+    return RecordDetail(record, history(record_id), sorted(open_ids_for_record(record_id)))
 
 
 def changes_since(scope: str, since: int, limit: int = 200) -> ChangePage:
@@ -131,10 +202,10 @@ def changes_since(scope: str, since: int, limit: int = 200) -> ChangePage:
         )
     )
     more = len(rows) > limit
-    rows = rows[:limit]
+    page = [plain(StoredRecord, row) for row in rows[:limit]]
     if more:
-        return ChangePage(rows, rows[-1].revision, True)
-    return ChangePage(rows, max(high, since), False)
+        return ChangePage(page, page[-1].revision, True)
+    return ChangePage(page, max(high, since), False)
 
 
 def add_change(
@@ -150,7 +221,7 @@ def add_change(
     hlc: str | None = None,
 ) -> RecordChange:
     """Append one entry to a record's change log (inside the write that made the change)."""
-    entry = RecordChange(
+    entry = RecordChangeRow(
         record_id=record_id,
         revision=revision,
         kind=kind,
@@ -164,18 +235,17 @@ def add_change(
     )
     db.session.add(entry)
     db.session.flush()
-    return entry
+    return plain(RecordChange, entry)
 
 
 def history(record_id: str) -> list[RecordChange]:
     """A record's change log, oldest first."""
-    return list(
-        db.session.scalars(
-            sa.select(RecordChange)
-            .where(RecordChange.record_id == record_id)
-            .order_by(RecordChange.revision, RecordChange.id)
-        )
+    rows = db.session.scalars(
+        sa.select(RecordChangeRow)
+        .where(RecordChangeRow.record_id == record_id)
+        .order_by(RecordChangeRow.revision, RecordChangeRow.id)
     )
+    return [plain(RecordChange, row) for row in rows]
 
 
 # --- sync writes and admin queries (used by server.services.record_ops / records) ----------
@@ -196,13 +266,15 @@ _STATE_COLUMNS = (
 )
 
 
-def lock_record(record_id: str) -> Record | None:
+def lock_record(record_id: str) -> StoredRecord | None:
     """A record locked for update until the transaction ends (call inside a write), or None."""
-    return db.session.scalar(
-        sa.select(Record)
-        .where(Record.record_id == record_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    return _plain(
+        db.session.scalar(
+            sa.select(Record)
+            .where(Record.record_id == record_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     )
 
 
@@ -319,7 +391,7 @@ def add_changes(rows: list[dict[str, Any]]) -> None:
         return
     now = utcnow()
     db.session.execute(
-        sa.insert(RecordChange.__table__),
+        sa.insert(RecordChangeRow.__table__),
         [
             {
                 "device_id": None,
@@ -346,7 +418,7 @@ def list_records(
     households: HouseholdSelection | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[Record], int]:
+) -> tuple[list[StoredRecord], int]:
     """Records inside ``area_prefix`` matching the filters (by village, household, form) and
     how many match in all, in (village, household, form, record id) order. ``households`` keeps
     only records of the households it selects (a join on the maintained indicator rows: the
@@ -382,4 +454,4 @@ def list_records(
     )
     order = (*households_order, Record.form_id, Record.record_id)
     rows = db.session.scalars(page.where(*where).order_by(*order).limit(limit).offset(offset))
-    return list(rows), int(total)
+    return [plain(StoredRecord, row) for row in rows], int(total)

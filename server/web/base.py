@@ -37,15 +37,13 @@ from server.errors import (
     NotFound,
     ServiceBusy,
     Unauthorized,
-    error_response,
-    from_http_exception,
     is_busy_fault,
 )
+from server.http_errors import discard_failed_work, error_response, from_http_exception
 from server.services import areas, auth
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.indicators import CHINA_TIME
 from server.settings import resolve_key_dir
-from server.storage.database import rollback
 from sync_protocol.clock import Stamp
 from sync_protocol.errors import ProtocolError
 
@@ -123,7 +121,7 @@ def init_security(app: Flask) -> None:
     def _unknown_address(exc: HTTPException) -> Response | tuple[str, int]:
         # Routing errors belong to no blueprint: API paths keep the JSON body, pages get HTML.
         if request.path.startswith(API_PREFIX):
-            rollback()
+            discard_failed_work()
             return error_response(from_http_exception(exc))
         return _error_page(from_http_exception(exc))
 
@@ -171,7 +169,7 @@ def field_messages(exc: ApiError) -> dict[str, list[str]]:
 
 
 def _error_page(exc: ApiError) -> tuple[str, int]:
-    rollback()
+    discard_failed_work()
     status = exc.status
     # An id of another area looks absent, exactly like an unknown one.
     if isinstance(exc, Forbidden) and exc.code == "outside_area":

@@ -25,7 +25,8 @@ from forms.instruments.samples import PROBLEM_CASES, problem_household, sample_h
 from server.services import forms as form_service
 from server.services import indicators, monitoring
 from server.services.access import Actor, Principal
-from server.services.record_ops import apply_ops, ingest_context
+from server.services.checking import ingest_context
+from server.services.record_ops import apply_ops
 from server.storage.database import writing
 from sync_protocol.ops import put_op
 from tests.server.survey_data import store_household

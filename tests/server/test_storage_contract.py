@@ -74,7 +74,9 @@ def write(record_id: str, village: str, data: dict[str, object], *, deleted: boo
     return True
 
 
-def put(record_id: str | None = None, village: str = VILLAGE_A, **data: object) -> records.Record:
+def put(
+    record_id: str | None = None, village: str = VILLAGE_A, **data: object
+) -> records.StoredRecord:
     """Save one record in its own write transaction (the production write path)."""
     record_id = record_id or str(uuid.uuid4())
     with writing():
@@ -84,7 +86,7 @@ def put(record_id: str | None = None, village: str = VILLAGE_A, **data: object) 
     return stored
 
 
-def delete(record_id: str) -> records.Record | None:
+def delete(record_id: str) -> records.StoredRecord | None:
     """Turn a record into a tombstone in its own write transaction; None if there is none."""
     with writing():
         if not write(record_id, VILLAGE_A, {}, deleted=True):
@@ -228,6 +230,34 @@ class TestStorageContract:
             record.revision,
             record.revision + 1,
         ]
+
+    def test_the_admin_read_model_is_plain_data_of_the_area(self) -> None:
+        record = put(grade="A")
+        with writing():
+            for revision in (record.revision + 1, record.revision):
+                records.add_change(
+                    record_id=record.record_id, revision=revision, kind="put", changes={"g": 1}
+                )
+            for conflict_id in ("c-2", "c-1", "c-3"):
+                conflict_store.open_conflict(
+                    conflict_id=conflict_id,
+                    record_id=record.record_id,
+                    village_code=VILLAGE_A,
+                    kind="review_field",
+                    path="grade",
+                    base=None,
+                    mine={"value": "B"},
+                    theirs={"value": "C"},
+                    device_id=None,
+                )
+            conflict_store.close_conflicts(["c-3"], status=conflict_store.RESOLVED, by="t")
+        detail = records.record_detail(record.record_id, "530102001")
+        db.session.remove()  # what storage handed out needs no open session
+        assert detail is not None and detail.record == record
+        assert [c.revision for c in detail.history] == [record.revision, record.revision + 1]
+        assert detail.open_conflicts == ["c-1", "c-2"]
+        assert records.record_detail(record.record_id, OTHER_TOWNSHIP) is None
+        assert records.record_detail("missing", "") is None
 
     def test_household_identity_is_village_plus_number(self) -> None:
         number = "5301020012010001"
