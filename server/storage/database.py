@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,12 +15,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.storage.errors import translate
+from server.storage.errors import StorageBusy, translate
 from server.storage.models import Base
 
 #: The one SQLAlchemy handle, created unbound at import and bound to an app by
@@ -102,6 +105,53 @@ def install_engine_hooks(
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+#: ``app.extensions`` key of the app's :class:`WriterQueue` (SQLite only).
+WRITER_QUEUE_KEY = "village_sync_writer_queue"
+
+
+class WriterQueue:
+    """The write transactions of one process on one SQLite file, one at a time, first come
+    first served.
+
+    SQLite has one writer. Left to SQLite, the threads of a process that all want to write poll
+    the lock with sleeps that grow to 100 ms (its busy handler): the lock sits idle between a
+    commit and the next poll, late arrivals overtake early ones, and at the evening peak an
+    unlucky exchange waited out the whole busy timeout and got a 503. Queued here, the next
+    writer starts the moment the previous one commits, in arrival order; SQLite's busy timeout
+    still arbitrates between processes (the CLI, a second server process).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        """``timeout_s``: how long :meth:`acquire` waits (the SQLite busy timeout)."""
+        self.timeout_s = timeout_s
+        self._changed = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._held = False
+
+    def acquire(self) -> bool:
+        """Wait for this thread's turn; False when ``timeout_s`` passed first."""
+        me = object()
+        deadline = time.monotonic() + self.timeout_s
+        with self._changed:
+            self._waiting.append(me)
+            while self._held or self._waiting[0] is not me:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._waiting.remove(me)
+                    self._changed.notify_all()  # the next in line may be free to go now
+                    return False
+                self._changed.wait(remaining)
+            self._waiting.popleft()
+            self._held = True
+            return True
+
+    def release(self) -> None:
+        """End this thread's turn; the next in line goes."""
+        with self._changed:
+            self._held = False
+            self._changed.notify_all()
+
+
 def init_database(app: Flask) -> None:
     """Bind the SQLAlchemy extension to ``app`` and hook the engine (SQLite pragmas)."""
     url = app.config["DATABASE_URL"]
@@ -116,6 +166,8 @@ def init_database(app: Flask) -> None:
             # SQLite gives its -wal and -shm files the same mode as the database file.
             os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
     db.init_app(app)
+    if url.startswith("sqlite"):
+        app.extensions[WRITER_QUEUE_KEY] = WriterQueue(busy / 1000)
     with app.app_context():
         install_engine_hooks(db.engine, busy, app.config["SQLITE_WAL_CHECKPOINT_PAGES"])
 
@@ -184,6 +236,13 @@ def writing() -> Iterator[Session]:
         return
     if session.in_transaction():
         session.rollback()
+    writers: WriterQueue | None = current_app.extensions.get(WRITER_QUEUE_KEY)
+    if writers is not None and not writers.acquire():
+        raise StorageBusy(
+            "BEGIN IMMEDIATE",
+            None,
+            sqlite3.OperationalError("database is locked (the writers' queue timed out)"),
+        )
     session.info[_IN_WRITE] = True
     try:
         session.connection(execution_options={WRITE_OPTION: True})
@@ -194,6 +253,8 @@ def writing() -> Iterator[Session]:
         raise
     finally:
         session.info[_IN_WRITE] = False
+        if writers is not None:
+            writers.release()
 
 
 def end_read() -> None:
