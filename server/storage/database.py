@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,32 +123,36 @@ class WriterQueue:
     def __init__(self, timeout_s: float) -> None:
         """``timeout_s``: how long :meth:`acquire` waits (the SQLite busy timeout)."""
         self.timeout_s = timeout_s
-        self._changed = threading.Condition()
-        self._waiting: deque[object] = deque()
+        self._mutex = threading.Lock()
+        #: One locked gate per waiting thread, in arrival order; releasing the first gate
+        #: hands the turn to that thread alone (no herd of woken threads per commit).
+        self._waiting: deque[threading.Lock] = deque()
         self._held = False
 
     def acquire(self) -> bool:
         """Wait for this thread's turn; False when ``timeout_s`` passed first."""
-        me = object()
-        deadline = time.monotonic() + self.timeout_s
-        with self._changed:
-            self._waiting.append(me)
-            while self._held or self._waiting[0] is not me:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._waiting.remove(me)
-                    self._changed.notify_all()  # the next in line may be free to go now
-                    return False
-                self._changed.wait(remaining)
-            self._waiting.popleft()
-            self._held = True
-            return True
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiting.append(gate)
+        if gate.acquire(timeout=self.timeout_s):
+            return True  # the previous writer handed its turn over
+        with self._mutex:
+            if gate in self._waiting:
+                self._waiting.remove(gate)
+                return False
+        return True  # handed over just as the wait ran out: the turn is ours
 
     def release(self) -> None:
-        """End this thread's turn; the next in line goes."""
-        with self._changed:
-            self._held = False
-            self._changed.notify_all()
+        """End this thread's turn; the first in line goes."""
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().release()  # still held: now by that thread
+            else:
+                self._held = False
 
 
 def init_database(app: Flask) -> None:
