@@ -1,4 +1,4 @@
-"""Smoke tests of the server benches (ingest, peak): tiny runs, untimed, the table is sane."""
+"""Smoke tests of the server benches (ingest, peak, device_memory): tiny runs, untimed, the table is sane."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import io
 import re
 
 from bench.__main__ import discover
+from bench.device_memory import main as device_memory_main
 from bench.ingest import main as ingest_main
 from bench.peak import main as peak_main
 
 
 def test_the_runner_finds_the_server_benches() -> None:
-    assert {"ingest", "peak"} <= set(discover())
+    assert {"ingest", "peak", "device_memory"} <= set(discover())
 
 
 def test_ingest_prints_ours_the_raw_anchor_and_the_ratio_on_both_backends() -> None:
@@ -61,3 +62,19 @@ def test_peak_counts_every_worker_of_a_multi_process_server_on_postgresql() -> N
     row = re.search(r"^\s+2\s+12\s+(\d+)\s.*s\s+([\d ]+) MB$", text, re.MULTILINE)
     assert row, text
     assert len(row.group(2).split()) == 2, text  # one peak RSS per server process
+
+
+def test_device_memory_prints_the_peak_rss_of_upload_and_first_download_against_the_floor() -> None:
+    out = io.StringIO()
+    assert device_memory_main(["--records", "30"], out=out) == 0
+    text = out.getvalue()
+    rows = re.findall(
+        r"^(upload|first download)\s+(\d+)\s+(\d+)\s+[\d.]+s\s+(\d+)MB\s+(\d+)MB$",
+        text,
+        re.MULTILINE,
+    )
+    assert [r[0] for r in rows] == ["upload", "first download"], text
+    for _what, records, exchanges, before, peak in rows:
+        assert int(records) == 30 and int(exchanges) >= 1  # 5 households x 6 instruments
+        assert 10 < int(before) <= int(peak), text  # a Python process, measured from /proc
+    assert re.search(r"target: a device syncing 30 records under 100 MB RSS: \d+ MB", text)
