@@ -54,8 +54,14 @@ def _json_loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
-    """SQLAlchemy ``create_engine`` options for the URL (passed through Flask-SQLAlchemy)."""
+def engine_options(database_url: str, busy_timeout_ms: int, threads: int = 8) -> dict[str, Any]:
+    """SQLAlchemy ``create_engine`` options for the URL (passed through Flask-SQLAlchemy).
+
+    On PostgreSQL the pool of each server process keeps one connection per serving thread
+    (``threads``: ``SERVE_THREADS``) plus SQLAlchemy's default overflow for the scheduler and
+    CLI work, so no request waits for a connection another thread holds; with
+    ``SERVE_PROCESSES`` workers the database sees that many pools.
+    """
     codec = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
     if database_url.startswith("sqlite"):
         # sqlite3's own timeout is the busy handler; the PRAGMA below sets it again per connection.
@@ -63,7 +69,7 @@ def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
             "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             **codec,
         }
-    return {"pool_pre_ping": True, **codec}
+    return {"pool_pre_ping": True, "pool_size": max(5, int(threads)), "max_overflow": 10, **codec}
 
 
 def install_engine_hooks(
@@ -160,7 +166,9 @@ def init_database(app: Flask) -> None:
     url = app.config["DATABASE_URL"]
     busy = app.config["SQLITE_BUSY_TIMEOUT_MS"]
     app.config["SQLALCHEMY_DATABASE_URI"] = url
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(url, busy))
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(url, busy, app.config["SERVE_THREADS"])
+    )
     db_file = _sqlite_file(url)
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)

@@ -128,3 +128,29 @@ def test_monitoring_lines_are_read_again_only_after_the_table_changed(
     }[change]
     for lines in (inside, after):
         assert {(line.region_code, line.income_line) for line in lines} == expected
+
+
+def test_each_postgresql_pool_keeps_a_connection_per_serving_thread(
+    postgres_url: str, app_on: Callable[..., Flask]
+) -> None:
+    app = app_on(postgres_url, SERVE_THREADS=12)
+    with app.app_context():
+        assert db.engine.pool.size() == 12  # type: ignore[attr-defined]
+        # Twelve threads each holding a connection at once: none waits for the pool.
+        held: list[object] = []
+        barrier = threading.Barrier(12, timeout=30)
+
+        def hold() -> None:
+            with app.app_context():
+                with db.engine.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+                    held.append(conn)
+                    barrier.wait()
+
+        threads = [threading.Thread(target=hold) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(held) == 12
+        assert db.engine.pool.overflow() <= 0  # type: ignore[attr-defined]
