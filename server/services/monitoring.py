@@ -8,6 +8,7 @@ computes indicators exactly as tablets do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from forms.indicators import MonitoringConfig, MonitoringConfigError
@@ -26,7 +27,7 @@ THRESHOLD_TABLES = {
 }
 
 
-def _config_from(rows: list[MonitoringLine]) -> MonitoringConfig:
+def _config_from(rows: Sequence[MonitoringLine]) -> MonitoringConfig:
     tables: dict[str, dict[str, dict[int, float]]] = {"monitoring_lines": {}}
     water: dict[str, str] = {}
     for row in rows:
@@ -42,9 +43,23 @@ def _config_from(rows: list[MonitoringLine]) -> MonitoringConfig:
     return MonitoringConfig(**tables, water_region_types=water)
 
 
+#: The configuration built from the last lines storage handed out (the same tuple while the
+#: table is unchanged), so an exchange does not rebuild it for every use.
+_LAST: list[tuple[tuple[MonitoringLine, ...], MonitoringConfig]] = []
+
+
 def monitoring_config() -> MonitoringConfig:
-    """The county's monitoring configuration, as the indicator functions take it."""
-    return _config_from(store.list_lines())
+    """The county's monitoring configuration, as the indicator functions take it.
+
+    Raises :class:`MonitoringConfigError` for a stored configuration the form engine refuses.
+    """
+    lines = store.list_lines()
+    last = _LAST[0] if _LAST else None
+    if last is not None and last[0] is lines:
+        return last[1]
+    config = _config_from(lines)
+    _LAST[:] = [(lines, config)]
+    return config
 
 
 def set_line(
@@ -105,6 +120,6 @@ def delete_line(region_code: str, year: int, *, actor: Actor) -> None:
         )
 
 
-def list_lines() -> list[MonitoringLine]:
+def list_lines() -> tuple[MonitoringLine, ...]:
     """Every configured line, by region then year."""
     return store.list_lines()

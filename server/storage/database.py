@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,12 +14,12 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from server.storage.errors import translate
+from server.storage.errors import StorageBusy, translate
 from server.storage.models import Base
 
 #: The one SQLAlchemy handle, created unbound at import and bound to an app by
@@ -52,8 +54,14 @@ def _json_loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
-    """SQLAlchemy ``create_engine`` options for the URL (passed through Flask-SQLAlchemy)."""
+def engine_options(database_url: str, busy_timeout_ms: int, threads: int = 8) -> dict[str, Any]:
+    """SQLAlchemy ``create_engine`` options for the URL (passed through Flask-SQLAlchemy).
+
+    On PostgreSQL the pool of each server process keeps one connection per serving thread
+    (``threads``: ``SERVE_THREADS``) plus SQLAlchemy's default overflow for the scheduler and
+    CLI work, so no request waits for a connection another thread holds; with
+    ``SERVE_PROCESSES`` workers the database sees that many pools.
+    """
     codec = {"json_serializer": _json_dumps, "json_deserializer": _json_loads}
     if database_url.startswith("sqlite"):
         # sqlite3's own timeout is the busy handler; the PRAGMA below sets it again per connection.
@@ -61,7 +69,7 @@ def engine_options(database_url: str, busy_timeout_ms: int) -> dict[str, Any]:
             "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             **codec,
         }
-    return {"pool_pre_ping": True, **codec}
+    return {"pool_pre_ping": True, "pool_size": max(5, int(threads)), "max_overflow": 10, **codec}
 
 
 def install_engine_hooks(
@@ -102,12 +110,65 @@ def install_engine_hooks(
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+#: ``app.extensions`` key of the app's :class:`WriterQueue` (SQLite only).
+WRITER_QUEUE_KEY = "village_sync_writer_queue"
+
+
+class WriterQueue:
+    """The write transactions of one process on one SQLite file, one at a time, first come
+    first served.
+
+    SQLite has one writer. Left to SQLite, the threads of a process that all want to write poll
+    the lock with sleeps that grow to 100 ms (its busy handler): the lock sits idle between a
+    commit and the next poll, late arrivals overtake early ones, and at the evening peak an
+    unlucky exchange waited out the whole busy timeout and got a 503. Queued here, the next
+    writer starts the moment the previous one commits, in arrival order; SQLite's busy timeout
+    still arbitrates between processes (the CLI, a second server process).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        """``timeout_s``: how long :meth:`acquire` waits (the SQLite busy timeout)."""
+        self.timeout_s = timeout_s
+        self._mutex = threading.Lock()
+        #: One locked gate per waiting thread, in arrival order; releasing the first gate
+        #: hands the turn to that thread alone (no herd of woken threads per commit).
+        self._waiting: deque[threading.Lock] = deque()
+        self._held = False
+
+    def acquire(self) -> bool:
+        """Wait for this thread's turn; False when ``timeout_s`` passed first."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiting.append(gate)
+        if gate.acquire(timeout=self.timeout_s):
+            return True  # the previous writer handed its turn over
+        with self._mutex:
+            if gate in self._waiting:
+                self._waiting.remove(gate)
+                return False
+        return True  # handed over just as the wait ran out: the turn is ours
+
+    def release(self) -> None:
+        """End this thread's turn; the first in line goes."""
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().release()  # still held: now by that thread
+            else:
+                self._held = False
+
+
 def init_database(app: Flask) -> None:
     """Bind the SQLAlchemy extension to ``app`` and hook the engine (SQLite pragmas)."""
     url = app.config["DATABASE_URL"]
     busy = app.config["SQLITE_BUSY_TIMEOUT_MS"]
     app.config["SQLALCHEMY_DATABASE_URI"] = url
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(url, busy))
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(url, busy, app.config["SERVE_THREADS"])
+    )
     db_file = _sqlite_file(url)
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +177,8 @@ def init_database(app: Flask) -> None:
             # SQLite gives its -wal and -shm files the same mode as the database file.
             os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
     db.init_app(app)
+    if url.startswith("sqlite"):
+        app.extensions[WRITER_QUEUE_KEY] = WriterQueue(busy / 1000)
     with app.app_context():
         install_engine_hooks(db.engine, busy, app.config["SQLITE_WAL_CHECKPOINT_PAGES"])
 
@@ -184,6 +247,13 @@ def writing() -> Iterator[Session]:
         return
     if session.in_transaction():
         session.rollback()
+    writers: WriterQueue | None = current_app.extensions.get(WRITER_QUEUE_KEY)
+    if writers is not None and not writers.acquire():
+        raise StorageBusy(
+            "BEGIN IMMEDIATE",
+            None,
+            sqlite3.OperationalError("database is locked (the writers' queue timed out)"),
+        )
     session.info[_IN_WRITE] = True
     try:
         session.connection(execution_options={WRITE_OPTION: True})
@@ -194,6 +264,8 @@ def writing() -> Iterator[Session]:
         raise
     finally:
         session.info[_IN_WRITE] = False
+        if writers is not None:
+            writers.release()
 
 
 def end_read() -> None:
