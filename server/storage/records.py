@@ -101,6 +101,20 @@ def _plain(row: Record | None) -> StoredRecord | None:
 
 
 @dataclass(frozen=True)
+class ChangedRecord:
+    """A record as a download page sends it: id, village, county, revision, tombstone flag and
+    merged state (none of the plain data, which a download does not send)."""
+
+    record_id: str
+    village_code: str
+    county_code: str
+    revision: int
+    deleted: bool
+    #: ``RecordState.to_dict()`` with ``revision`` set: what devices receive.
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ChangePage:
     """One page of a download: records (tombstones included) in revision order, loaded with
     their id, village, county, revision, tombstone flag and merged state only (any other
@@ -109,7 +123,7 @@ class ChangePage:
     ``next_since`` is the cursor for the next call; ``more`` says whether to call again now.
     """
 
-    records: list[StoredRecord]
+    records: list[ChangedRecord]
     next_since: int
     more: bool
 
@@ -202,7 +216,7 @@ def changes_since(scope: str, since: int, limit: int = 200) -> ChangePage:
         )
     )
     more = len(rows) > limit
-    page = [plain(StoredRecord, row) for row in rows[:limit]]
+    page = [plain(ChangedRecord, row) for row in rows[:limit]]
     if more:
         return ChangePage(page, page[-1].revision, True)
     return ChangePage(page, max(high, since), False)

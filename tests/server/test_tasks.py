@@ -343,7 +343,8 @@ def _work(
     """Apply a verification-outcome op through the one write path (as a sync batch would)."""
     import uuid
 
-    from server.services.record_ops import apply_ops, ingest_context, server_stamp
+    from server.services.checking import ingest_context
+    from server.services.record_ops import apply_ops, server_stamp
     from server.storage.database import writing
     from sync_protocol.ops import put_op
 
