@@ -45,7 +45,7 @@ def test_upload_counts_unmatched_rows_and_scoping_on_the_page(
     page = text(done)
     assert done.status_code == 200, page
     assert "已导入第1批" in page and "共 23 行，匹配 18 行" in page
-    assert "核实任务服务尚未安装" in page  # said, not hidden: the findings wait in the round
+    assert "户生成或补充核实任务" in page  # the findings became verification tasks
     again = text(_upload(admin, content))
     assert "该文件已导入过（第1批），未做任何改动" in again
 
