@@ -29,7 +29,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -54,6 +54,7 @@ from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.context import ServiceContext
 from server.services.masking import mask
 from server.services.monitoring import monitoring_config
+from server.services.roster_import import cell_text, header_text
 from server.services.sealing import Sealer
 from server.services.task_reasons import (
     DEPARTMENTS,
@@ -327,22 +328,6 @@ class DepartmentRow:
     id_error: IdNumberError | None = None
 
 
-def _header_text(value: Any) -> str:
-    return unicodedata.normalize("NFKC", str(value)).strip() if value is not None else ""
-
-
-def _cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "是" if value else "否"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    if isinstance(value, datetime | date):
-        return value.isoformat()[:10]
-    return str(value).strip()
-
-
 def read_department_file(
     content: bytes,
     columns: Mapping[str, str],
@@ -393,7 +378,7 @@ def _rows_of(
     best: tuple[int, int, set[str]] = (0, 0, set())  # (found, row, headers found)
     for number, values in enumerate(rows, start=first_row):
         if positions is None:
-            headers = [_header_text(v) for v in values]
+            headers = [header_text(v) for v in values]
             found = {h for h in headers if h in wanted}
             if needed <= found:
                 positions = {wanted[h]: headers.index(h) for h in found}
@@ -405,7 +390,7 @@ def _rows_of(
             if number - first_row + 1 >= HEADER_SEARCH_ROWS:
                 break
             continue
-        if not any(v is not None and v != "" and _cell_text(v) != "" for v in values):
+        if not any(v is not None and v != "" and cell_text(v) != "" for v in values):
             continue
         cells: dict[str, str] = {}
         id_error = None
@@ -416,7 +401,7 @@ def _rows_of(
                     parse_id_number(raw)
                 except IdNumberError as exc:
                     id_error = exc
-            cells[name] = _cell_text(raw)
+            cells[name] = cell_text(raw)
         yield DepartmentRow(number, cells, id_error)
     if positions is None:
         missing = [h for h in wanted if h in needed and h not in best[2]]

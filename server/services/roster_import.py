@@ -134,11 +134,12 @@ def _problem(row: int, column: str, code: str, zh: str, en: str) -> RosterProble
     return RosterProblem(row, column, code, {"zh": zh, "en": en})
 
 
-def _header_text(value: Any) -> str:
+def header_text(value: Any) -> str:
+    """A header cell as text (NFKC, so full-width letters read as the layout's)."""
     return unicodedata.normalize("NFKC", str(value)).strip() if value is not None else ""
 
 
-def _cell_text(value: Any) -> str:
+def cell_text(value: Any) -> str:
     """A cell as the text a person sees; numbers without a float's ``.0``."""
     if value is None:
         return ""
@@ -176,11 +177,11 @@ def read_roster(content: bytes) -> tuple[list[RosterRow], list[RosterProblem]]:
     names = dict(COLUMNS)
     for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
         if positions is None:
-            headers = [_header_text(v) for v in values]
+            headers = [header_text(v) for v in values]
             if all(h in headers for h in REQUIRED_HEADERS):
                 positions = {names[h]: i for i, h in enumerate(headers) if h in names}
             continue
-        if all(v is None or _cell_text(v) == "" for v in values):
+        if all(v is None or cell_text(v) == "" for v in values):
             continue
         cells: dict[str, str] = {}
         for name, index in positions.items():
@@ -194,7 +195,7 @@ def read_roster(content: bytes) -> tuple[list[RosterRow], list[RosterProblem]]:
                     )
                     cells = {}
                     break
-            cells[name] = _cell_text(raw)
+            cells[name] = cell_text(raw)
         if cells:
             people.append(RosterRow(number, cells))
     book.close()
