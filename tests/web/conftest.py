@@ -17,9 +17,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.harness.county_server import CountyServer
 from server.services import auth
 from server.services import forms as form_service
 from tests.server.conftest import ADMIN_PASSWORD, make_app
+from tests.web.admin_session import sqlite_county
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -111,3 +113,10 @@ def admin(app: Flask, browser_for: Callable[[str], Browser]) -> Browser:
 def text(response: Any) -> str:
     """The response body as text."""
     return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def county(tmp_path: Path) -> Iterator[CountyServer]:
+    """A real county server process on a fresh SQLite file, for the real-browser stories."""
+    with sqlite_county(tmp_path) as server:
+        yield server

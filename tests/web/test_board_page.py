@@ -4,14 +4,13 @@ recurring problems, a reviewer's own township only — and in a real browser at 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 
-from bench.harness.county_server import CountyServer, start_county_server
+from bench.harness.county_server import CountyServer
 from tests.server.board_data import (
     FIRST,
     SECOND,
@@ -23,8 +22,8 @@ from tests.server.board_data import (
     store,
 )
 from tests.server.conftest import make_app
+from tests.web.admin_session import signed_in_admin
 from tests.web.conftest import Browser, add_account, text
-from tests.web.test_browser import Shots
 
 
 def _rounds(app: Flask) -> dict[str, str]:
@@ -64,15 +63,6 @@ def test_the_board_page_links_its_numbers_and_shows_evidence(
     assert "P3" in own and "P1" not in own and "P2" not in own and "P4" not in own
 
 
-@pytest.fixture
-def county(tmp_path: Path) -> Iterator[CountyServer]:
-    server = start_county_server(f"sqlite:///{tmp_path / 'county.db'}", tmp_path / "county")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_the_board_in_a_real_browser_at_360_px(
     chromium: Any, county: CountyServer, tmp_path: Path
 ) -> None:
@@ -84,26 +74,16 @@ def test_the_board_in_a_real_browser_at_360_px(
 
         db.engine.dispose()
 
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    shots = Shots(page)
-    base = county.url
-    page.goto(base + "/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", county.admin_password)
-    page.click("form button[type=submit]")
-    page.wait_for_url(base + "/")
-    page.click("nav a:has-text('清零')")
-    page.wait_for_url(base + "/board")
-    assert "未清零问题" in page.inner_text("main")
-    open_rows = page.inner_text("#open")
-    assert open_rows.index("P2") < open_rows.index("P3") < open_rows.index("P4")  # oldest first
-    shots.take("board")
-    # A bar leads to the households it counts.
-    page.click("svg.bars a >> nth=0")
-    page.wait_for_url(re.compile(r".*/households\?area=.*problem=.*"))
-    assert "P4" in page.inner_text("main")
-    assert errors == []
-    context.close()
+    with signed_in_admin(chromium, county) as admin:
+        page, base, shots, errors = admin.page, admin.base, admin.shots, admin.errors
+        page.click("nav a:has-text('清零')")
+        page.wait_for_url(base + "/board")
+        assert "未清零问题" in page.inner_text("main")
+        open_rows = page.inner_text("#open")
+        assert open_rows.index("P2") < open_rows.index("P3") < open_rows.index("P4")  # oldest first
+        shots.take("board")
+        # A bar leads to the households it counts.
+        page.click("svg.bars a >> nth=0")
+        page.wait_for_url(re.compile(r".*/households\?area=.*problem=.*"))
+        assert "P4" in page.inner_text("main")
+        assert errors == []

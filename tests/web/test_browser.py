@@ -15,49 +15,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import openpyxl
-import pytest
 
-from bench.harness.county_server import REPO, CountyServer, start_county_server
+from bench.harness.county_server import CountyServer
 from forms.instruments.samples import problem_household
 from tests.e2e.conftest import VILLAGE, cli_json, device_cli
+from tests.web.admin_session import ARTIFACTS, Shots
 from tests.web.qr import read_qr
 from tests.web.xlsform_files import housing_form
 
-ARTIFACTS = REPO / "tests" / "artifacts" / "browser"
 TOWNSHIP = VILLAGE[:9]
 NEW_PASSWORD = "village-sync-2026"
-
-
-@pytest.fixture
-def county(tmp_path: Path) -> Iterator[CountyServer]:
-    server = start_county_server(f"sqlite:///{tmp_path / 'county.db'}", tmp_path / "county")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class Shots:
-    """Screenshots of a page at phone and desktop width, checked for sideways overflow."""
-
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-
-    def take(self, name: str) -> None:
-        for width, height in ((1280, 900), (360, 780)):
-            self.page.set_viewport_size({"width": width, "height": height})
-            self.page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"), full_page=True)
-            if width == 360:
-                wide = self.page.evaluate("document.documentElement.scrollWidth")
-                assert wide <= 360, f"{name} is {wide} px wide at 360 px"
-        self.page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def _issue_code(page: Any, base: str, shots: Shots | None = None) -> tuple[str, str]:

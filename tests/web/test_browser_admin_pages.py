@@ -7,27 +7,15 @@ and no page wider than a 360 px screen."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bench.harness.county_server import CountyServer, start_county_server
+from bench.harness.county_server import CountyServer
 from forms.instruments.samples import sample_household
 from tests.e2e.conftest import VILLAGE, cli_json, device_cli
-from tests.web.test_browser import Shots
+from tests.web.admin_session import signed_in_admin
 
 TOWNSHIP = VILLAGE[:9]
-
-
-@pytest.fixture
-def county(tmp_path: Path) -> Iterator[CountyServer]:
-    server = start_county_server(f"sqlite:///{tmp_path / 'county.db'}", tmp_path / "county")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_area_names_outbox_import_search_and_background_export_in_the_browser(
@@ -55,60 +43,50 @@ def test_area_names_outbox_import_search_and_background_export_in_the_browser(
     outbox = tmp_path / "tablet-outbox.vsync"
     assert cli_json(device_cli(tablet, "export-outbox", str(outbox)))["ops"] == 1
 
-    context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    shots = Shots(page)
-    base = county.url
-    page.goto(base + "/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", county.admin_password)
-    page.click("form button[type=submit]")
-    page.wait_for_url(base + "/")
+    with signed_in_admin(chromium, county, accept_downloads=True) as admin:
+        page, base, shots, errors = admin.page, admin.base, admin.shots, admin.errors
 
-    # Names for the township and the village, from a CSV as the county office keeps them.
-    names = tmp_path / "names.csv"
-    names.write_text(f"代码,名称\n{TOWNSHIP},太平镇\n{VILLAGE},小寨村\n", encoding="utf-8")
-    page.goto(base + "/areas")
-    page.set_input_files("input[name=table]", str(names))
-    page.click("form[action='/areas/import'] button")
-    assert "已导入 2 个名称" in page.inner_text("main")
-    shots.take("area-names")
+        # Names for the township and the village, from a CSV as the county office keeps them.
+        names = tmp_path / "names.csv"
+        names.write_text(f"代码,名称\n{TOWNSHIP},太平镇\n{VILLAGE},小寨村\n", encoding="utf-8")
+        page.goto(base + "/areas")
+        page.set_input_files("input[name=table]", str(names))
+        page.click("form[action='/areas/import'] button")
+        assert "已导入 2 个名称" in page.inner_text("main")
+        shots.take("area-names")
 
-    # The township office imports the tablet's file; a second import changes nothing.
-    page.goto(base + "/devices")
-    page.set_input_files("input[name=outbox]", str(outbox))
-    page.click("form[action='/devices/outbox'] button")
-    assert "新确认 1 项" in page.inner_text("#outbox-import")
-    assert f"小寨村（{VILLAGE}）" in page.inner_text("main")
-    shots.take("devices-outbox-import")
-    page.set_input_files("input[name=outbox]", str(outbox))
-    page.click("form[action='/devices/outbox'] button")
-    assert "已导入过，未做任何改动" in page.inner_text("#outbox-import")
+        # The township office imports the tablet's file; a second import changes nothing.
+        page.goto(base + "/devices")
+        page.set_input_files("input[name=outbox]", str(outbox))
+        page.click("form[action='/devices/outbox'] button")
+        assert "新确认 1 项" in page.inner_text("#outbox-import")
+        assert f"小寨村（{VILLAGE}）" in page.inner_text("main")
+        shots.take("devices-outbox-import")
+        page.set_input_files("input[name=outbox]", str(outbox))
+        page.click("form[action='/devices/outbox'] button")
+        assert "已导入过，未做任何改动" in page.inner_text("#outbox-import")
 
-    # The household is found by a member's name (the ID shown whole to a county admin).
-    page.goto(base + "/households")
-    page.fill("input[name=name]", head["name"])
-    page.click("main form button[type=submit]")
-    results = page.inner_text("#search-results")
-    assert number in results and head["name"] in results and f"小寨村（{VILLAGE}）" in results
-    shots.take("household-search")
-    page.click("#search-results a")
-    assert f"小寨村（{VILLAGE}）" in page.inner_text("main")
+        # The household is found by a member's name (the ID shown whole to a county admin).
+        page.goto(base + "/households")
+        page.fill("input[name=name]", head["name"])
+        page.click("main form button[type=submit]")
+        results = page.inner_text("#search-results")
+        assert number in results and head["name"] in results and f"小寨村（{VILLAGE}）" in results
+        shots.take("household-search")
+        page.click("#search-results a")
+        assert f"小寨村（{VILLAGE}）" in page.inner_text("main")
 
-    # A background export: the page reloads itself until the link appears.
-    page.goto(base + "/exports")
-    page.click("form[data-form=household_roster] button:has-text('后台导出')")
-    page.wait_for_selector("#export-job[data-status=done]", timeout=60_000)
-    assert "已处理 1 / 1 条记录" in page.inner_text("#export-job")
-    shots.take("export-job")
-    with page.expect_download() as download:
-        page.click("#export-download")
-    assert download.value.suggested_filename == "household_roster.xlsx"
+        # A background export: the page reloads itself until the link appears.
+        page.goto(base + "/exports")
+        page.click("form[data-form=household_roster] button:has-text('后台导出')")
+        page.wait_for_selector("#export-job[data-status=done]", timeout=60_000)
+        assert "已处理 1 / 1 条记录" in page.inner_text("#export-job")
+        shots.take("export-job")
+        with page.expect_download() as download:
+            page.click("#export-download")
+        assert download.value.suggested_filename == "household_roster.xlsx"
 
-    # The tablet hears the ack on its next ordinary sync.
-    synced = cli_json(device_cli(tablet, "sync"))
-    assert synced["ok"] and synced["ops_acked"] == 1 and synced["pending_ops"] == 0
-    assert errors == []
-    context.close()
+        # The tablet hears the ack on its next ordinary sync.
+        synced = cli_json(device_cli(tablet, "sync"))
+        assert synced["ok"] and synced["ops_acked"] == 1 and synced["pending_ops"] == 0
+        assert errors == []

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 
-from bench.harness.county_server import CountyServer, start_county_server
+from bench.harness.county_server import CountyServer
 from tests.server.department_files import COUNTY, ROUND, county_households, load_county, workbook
 from tests.server.test_department_lists import MEDICAL_HEADERS, medical_rows
+from tests.web.admin_session import signed_in_admin
 from tests.web.conftest import Browser, add_account, text
-from tests.web.test_browser import Shots
 
 TOWNSHIP = "530102001"
 
@@ -102,15 +101,6 @@ def test_the_mapping_is_edited_on_its_page(admin: Browser) -> None:
     assert no_csrf.status_code in (400, 403)
 
 
-@pytest.fixture
-def county(tmp_path: Path) -> Iterator[CountyServer]:
-    server = start_county_server(f"sqlite:///{tmp_path / 'county.db'}", tmp_path / "county")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_the_department_page_in_a_real_browser(
     chromium: Any, county: CountyServer, tmp_path: Path
 ) -> None:
@@ -136,37 +126,27 @@ def test_the_department_page_in_a_real_browser(
     medical = tmp_path / "医保2026-11.xlsx"
     medical.write_bytes(workbook(MEDICAL_HEADERS, medical_rows(households)))
 
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    shots = Shots(page)
-    base = county.url
-    page.goto(base + "/login")
-    page.fill("input[name=username]", "admin")
-    page.fill("input[name=password]", county.admin_password)
-    page.click("form button[type=submit]")
-    page.wait_for_url(base + "/")
+    with signed_in_admin(chromium, county) as admin:
+        page, base, shots, errors = admin.page, admin.base, admin.shots, admin.errors
 
-    page.goto(base + "/department-lists")
-    page.fill("input[name=period]", "2026-11")
-    page.fill("input[name=as_of]", "2026-11-30")
-    page.fill("input[name=area]", COUNTY)
-    page.set_input_files("input[name=file]", str(medical))
-    page.click("form[action='/department-lists'] button")
-    main = page.inner_text("main")
-    assert "已导入第1批" in main and "共 23 行，匹配 18 行" in main, main
-    shots.take("department-lists")
+        page.goto(base + "/department-lists")
+        page.fill("input[name=period]", "2026-11")
+        page.fill("input[name=as_of]", "2026-11-30")
+        page.fill("input[name=area]", COUNTY)
+        page.set_input_files("input[name=file]", str(medical))
+        page.click("form[action='/department-lists'] button")
+        main = page.inner_text("main")
+        assert "已导入第1批" in main and "共 23 行，匹配 18 行" in main, main
+        shots.take("department-lists")
 
-    page.click("a[href='/department-lists/1']")
-    main = page.inner_text("main")
-    assert "未匹配的行" in main and "花名册中没有此人" in main
-    shots.take("department-round")
+        page.click("a[href='/department-lists/1']")
+        main = page.inner_text("main")
+        assert "未匹配的行" in main and "花名册中没有此人" in main
+        shots.take("department-round")
 
-    page.goto(base + f"/department-lists/mapping?department=medical_insurance&area={COUNTY}")
-    page.fill("input[name=col_out_of_pocket]", "自付金额")
-    page.click("form[action='/department-lists/mapping'][method=post] button")
-    assert "已保存" in page.inner_text("main")
-    shots.take("department-mapping")
-    assert errors == []
-    context.close()
+        page.goto(base + f"/department-lists/mapping?department=medical_insurance&area={COUNTY}")
+        page.fill("input[name=col_out_of_pocket]", "自付金额")
+        page.click("form[action='/department-lists/mapping'][method=post] button")
+        assert "已保存" in page.inner_text("main")
+        shots.take("department-mapping")
+        assert errors == []
