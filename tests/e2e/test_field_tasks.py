@@ -262,3 +262,61 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
         assert secret not in raw["text"], secret
     assert "extractable=false" in raw["text"] and "extractable=true" not in raw["text"]
     context.close()
+
+
+def test_a_server_from_before_the_tasks_stream_still_syncs_the_app(
+    tmp_path: Path, chromium: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault injected (as in tests/client/test_tasks_cli.py): the server knows no ``tasks``
+    cursor and refuses a hello naming it with scope_denied; the app makes the exchange again
+    without the stream, and the sync completes."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from server.services import auth
+    from server.services import forms as form_service
+    from server.services import sync as sync_service
+    from village_client_stub.simulator import AdminSession
+    from village_client_stub.transport import HttpTransport
+
+    class OldServer:
+        TASKS_STREAM = "no-such-stream"
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(task_service, name)
+
+    monkeypatch.setattr(sync_service, "task_service", OldServer())
+    app = create_app(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "KEY_DIR": str(tmp_path / "keys")}
+    )
+    with app.app_context():
+        form_service.publish_builtins()
+        auth.create_user(
+            username="admin",
+            password="county-admin-pass",
+            role="county_admin",
+            area_prefix="",
+            actor="t",
+        )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        admin = AdminSession(HttpTransport(url), "admin", "county-admin-pass")
+        context = chromium.new_context(viewport={"width": 360, "height": 780}, locale="zh-CN")
+        page = context.new_page()
+        page.goto(f"{url}/field/")
+        _ready(page)
+        page.fill("#enrol-code", admin.issue_code(VILLAGE))
+        page.click("#enrol-form button[type='submit']")
+        page.wait_for_selector("#sync-message:has-text('同步完成')", timeout=60_000)
+        assert _store(page, "tasks") == []
+        assert "tasks" not in _store(page, "cursors")
+        assert {f["id"] for f in _store(page, "setting", "forms")} >= {"housing_safety"}
+        page.wait_for_selector("#task-empty:not([hidden])")
+        context.close()
+    finally:
+        server.shutdown()
+        with app.app_context():
+            db.engine.dispose()

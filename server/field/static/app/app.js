@@ -729,8 +729,8 @@ function outcomeText(data) {
 }
 
 // The household as its records on the device say: head of household and member count.
-async function householdText(household) {
-  const records = await engines.householdRecords({ storage: state.store, household });
+async function householdText(household, held = null) {
+  const records = household ? await engines.householdRecords({ storage: state.store, household, held }) : [];
   const roster = records.filter((r) => r.head.formId === "household_roster").at(-1);
   const members = Array.isArray(roster?.data?.members) ? roster.data.members : [];
   const head = members.find((m) => m.relation === "户主") || members[0];
@@ -785,21 +785,22 @@ async function refreshTasks() {
   $("tasks-done").hidden = done.length === 0;
   say("task-done-count", done.length ? `（${done.length}）` : "");
   const drafts = new Map((await state.store.drafts()).filter((d) => d.taskId).map((d) => [d.taskId, d]));
+  const held = await heldHouseholds(); // the record heads, read once for every task
   for (const [listId, tasks] of [["task-list", open], ["task-done-list", done]]) {
-    const list = $(listId);
-    list.replaceChildren();
-    for (const task of tasks) list.append(await taskItem(task, today, drafts.has(task.task_id)));
+    const items = [];
+    for (const task of tasks) items.push(await taskItem(task, today, drafts.has(task.task_id), held));
+    $(listId).replaceChildren(...items);
   }
   document.body.dataset.tasks = String(found.length);
 }
 
-async function taskItem(task, today, drafted) {
+async function taskItem(task, today, drafted, held) {
   const overdue = task.localStatus === "open" && (task.escalated || String(task.deadline) < today);
   const item = element("li", { className: "task" });
   item.dataset.task = task.task_id;
   item.dataset.status = task.localStatus;
   item.dataset.overdue = overdue ? "yes" : "no";
-  const { line, records } = await householdText(task.household);
+  const { line, records } = await householdText(task.household, held);
   const head = element("div", { className: "task-head" }, line);
   const [statusText, statusClass] = TASK_STATUS[task.localStatus] || [task.localStatus, ""];
   head.append(element("span", { className: `badge ${statusClass}` }, statusText));

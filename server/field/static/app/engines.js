@@ -362,11 +362,12 @@ export async function taskDraft({ storage, taskId, formId, formVersion }) {
 }
 
 /** What the device holds of a household, to show beside its task: each record's head and its
- * data (not flat; the roster's members among them). */
-export async function householdRecords({ storage, household }) {
+ * data (not flat; the roster's members among them). `held`: what `households()` returned, so a
+ * list of tasks reads the record heads once, not once per task. */
+export async function householdRecords({ storage, household, held = null }) {
   const forms = await import("../forms/engine.js").catch(absent);
   const codec = await import("../protocol/codec.js").catch(absent);
-  const entry = (await households({ storage })).find((h) => householdKey(h.household) === householdKey(household));
+  const entry = (held || (await households({ storage }))).find((h) => householdKey(h.household) === householdKey(household));
   if (!entry || !forms || !codec) return [];
   const out = [];
   for (const head of entry.records) {
