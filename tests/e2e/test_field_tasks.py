@@ -254,6 +254,43 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
     assert _task_item(page, dead["id"]).get_attribute("data-overdue") == "no"
     shots.take("tasks-overdue")
 
+    # The county accepts the outcome: the task is closed on the tablet too, and no longer worked.
+    admin.post(f"/api/v1/tasks/{dead['id']}/close", {"note": "已核实"})
+    _synced(page)
+    page.wait_for_selector(
+        f"#task-done-list li.task[data-task='{dead['id']}'][data-status='closed']"
+    )
+    closed = _task_item(page, dead["id"])
+    assert "已关闭" in closed.text_content() and closed.locator("button").count() == 0
+
+    # An outcome the server refuses (a value outside the coded list) shows 被退回; 更正 reopens
+    # it through its task, and the corrected outcome is taken.
+    other = ours[number[1]]
+    page.evaluate(
+        """async ([taskId]) => {
+      const engines = await import('/field/static/app/engines.js');
+      const { openSealedStore } = await import('/field/static/app/sealed-store.js');
+      const storage = await openSealedStore();
+      const form = (await storage.setting('forms')).find((f) => f.id === 'verification_outcome');
+      const draft = await engines.taskDraft({ storage, taskId, formId: form.id, formVersion: form.version });
+      await engines.submitRecord({ storage, draft: { ...draft, values: { ...draft.values, outcome: 'bogus' } } });
+    }""",
+        [other["id"]],
+    )
+    _synced(page)
+    page.wait_for_selector(f"li.task[data-task='{other['id']}'][data-status='rejected']")
+    assert "被退回" in _task_item(page, other["id"]).text_content()
+    page.click(f"#rejected-list button.correct[data-record='{other['record_id']}']")
+    page.wait_for_selector("#task-box:not([hidden])")
+    assert page.is_hidden("#household-box") and page.locator("[data-path='task_id']").count() == 0
+    page.check("[data-path='outcome'] input[value='already_solved']")
+    page.click("#draft-submit")
+    page.wait_for_selector("#sync-message:has-text('已放入待同步')")
+    _synced(page)
+    page.wait_for_selector(f"li.task[data-task='{other['id']}'][data-status='worked']")
+    assert admin.get(f"/api/v1/tasks/{other['id']}")["outcome"]["outcome"] == "already_solved"
+    page.wait_for_selector("#rejected[hidden]", state="attached")
+
     # Read raw: the tasks, their reasons, the household and the outcome are sealed.
     raw = page.evaluate(RAW_INDEXEDDB)
     secrets = [NOTE, head_name, dead["id"], dead["record_id"], VILLAGE, "人员已死亡", "医保"]

@@ -630,6 +630,12 @@ async function questionLabel(recordId, path) {
 }
 
 async function correctRecord(recordId) {
+  // A task's outcome is corrected as it was made: through its task (household and round fixed).
+  const head = await state.store.recordHead(recordId);
+  if (head && SYSTEM_FORMS.has(head.formId)) {
+    const taskId = (await state.store.recordValues(recordId)).task_id;
+    if (taskId && (await state.store.task(taskId))) return workTask(taskId);
+  }
   await flushDraft();
   const draft = await engines.reopenRecord({ storage: state.store, recordId });
   if (!draft) return;
@@ -734,8 +740,13 @@ async function householdText(household, held = null) {
   const roster = records.filter((r) => r.head.formId === "household_roster").at(-1);
   const members = Array.isArray(roster?.data?.members) ? roster.data.members : [];
   const head = members.find((m) => m.relation === "户主") || members[0];
-  const who = head?.name ? ` · 户主 ${head.name}，${members.length} 人` : "";
-  return { line: `户编号 ${household?.household_no ?? "—"}${who}`, records, members };
+  // A township's device holds several villages: then the village code says which.
+  const enrolment = await state.store.setting("enrolment");
+  const village = /^\d{12}$/.test(enrolment?.scope || "") ? "" : `村 ${household?.village_code ?? "—"} · `;
+  // Two pieces, so a narrow screen breaks between number and head, not inside a name.
+  const line = [element("span", {}, `${village}户编号 ${household?.household_no ?? "—"}`)];
+  if (head?.name) line.push(element("span", { className: "nowrap" }, ` · 户主 ${head.name}，${members.length} 人`));
+  return { line, records, members };
 }
 
 // Which member a reason is about: named in its details, or the row its path points at in the
@@ -801,7 +812,8 @@ async function taskItem(task, today, drafted, held) {
   item.dataset.status = task.localStatus;
   item.dataset.overdue = overdue ? "yes" : "no";
   const { line, records } = await householdText(task.household, held);
-  const head = element("div", { className: "task-head" }, line);
+  const head = element("div", { className: "task-head" });
+  head.append(...line);
   const [statusText, statusClass] = TASK_STATUS[task.localStatus] || [task.localStatus, ""];
   head.append(element("span", { className: `badge ${statusClass}` }, statusText));
   if (overdue) head.append(element("span", { className: "badge overdue" }, task.escalated ? "已逾期，已上报乡镇" : "已逾期"));
@@ -814,7 +826,8 @@ async function taskItem(task, today, drafted, held) {
     if (text) item.append(element("p", { className: "outcome" }, `核查结果：${text}${outcome.note ? `。${outcome.note}` : ""}`));
   }
   if (task.localStatus !== "closed") {
-    const button = element("button", { type: "button", className: task.localStatus === "open" ? "primary" : "" }, task.localStatus === "open" ? "入户核查，填写结果" : "修改核查结果");
+    const label = { open: "入户核查，填写结果", rejected: "更正核查结果" }[task.localStatus] || "修改核查结果";
+    const button = element("button", { type: "button", className: task.localStatus === "worked" || task.localStatus === "submitted" ? "" : "primary" }, label);
     button.dataset.work = task.task_id;
     button.addEventListener("click", () => workTask(task.task_id));
     item.append(button);
@@ -853,7 +866,9 @@ async function showTask(draft) {
   const parts = [];
   const { line, records, members } = await householdText(task.household);
   const title = element("p");
-  title.append(element("strong", {}, line));
+  const strong = element("strong");
+  strong.append(...line);
+  title.append(strong);
   parts.push(title);
   if (members.length) {
     parts.push(element("p", { className: "hint" }, `家庭成员：${members.map((m) => `${m.name ?? "—"}（${m.relation ?? "—"}）`).join("、")}`));

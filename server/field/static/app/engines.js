@@ -313,7 +313,7 @@ export async function reopenRecord({ storage, recordId }) {
  * `localStatus`: `open`; `submitted` (its outcome is in the outbox, not yet acknowledged);
  * `rejected` (the server refused the outcome: 更正 reopens it);
  * `worked` (the server has it, or this device's outcome record is acknowledged and the task's
- * own update is still to come); `closed`. Earliest deadline first. */
+ * own update is still to come); `closed`. Earliest deadline first, then by household. */
 export async function tasks({ storage }) {
   const recordOf = (item) => item.op.record_id ?? item.op.recordId;
   const outstanding = new Set((await storage.outboxItems(["pending", "sent"])).map(recordOf));
@@ -330,7 +330,8 @@ export async function tasks({ storage }) {
     }
     found.push({ ...entry, localStatus });
   }
-  return found.sort((a, b) => String(a.deadline).localeCompare(String(b.deadline)) || String(a.task_id).localeCompare(String(b.task_id)));
+  const number = (t) => `${t.household?.village_code ?? ""}/${t.household?.household_no ?? ""}`;
+  return found.sort((a, b) => String(a.deadline).localeCompare(String(b.deadline)) || number(a).localeCompare(number(b)));
 }
 
 /** A draft of the task's `verification_outcome` record: the record id and round the task
