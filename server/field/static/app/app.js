@@ -206,6 +206,10 @@ async function openDraft(draft) {
   state.draft = draft;
   state.changes = 0;
   state.saved = 0;
+  // A form with a photo question takes photos in its rows; the shell's own button is only for
+  // a draft that already holds photos taken with it (an app updated over an open draft). Set
+  // before the editor shows, so the button never flashes up while the form renders.
+  $("photo-add").hidden = hasPhotoQuestion(definition) && !(draft.photos || []).length;
   $("editor").hidden = false;
   say("editor-title", titleOf(definition));
   say("draft-state", draft.updatedAt ? `已加密保存 ${timeText(draft.updatedAt)}` : "");
@@ -224,9 +228,6 @@ async function openDraft(draft) {
     photoPreview: photoUrl,
   });
   await state.store.putSetting("openDraft", draft.id);
-  // A form with a photo question takes photos in its rows; the shell's own button is only for
-  // a draft that already holds photos taken with it (an app updated over an open draft).
-  $("photo-add").hidden = hasPhotoQuestion(definition) && !(draft.photos || []).length;
   await showPhotos();
   document.body.dataset.draft = draft.id;
 }
