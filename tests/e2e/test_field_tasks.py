@@ -174,6 +174,8 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
     _ready(page)
     page.wait_for_selector("#task-box:not([hidden])")
     assert page.input_value("[data-path='note'] input") == NOTE
+    assert f"核查任务结果（户 {number[4]}）" in page.text_content("#draft-list")
+    assert _task_item(page, dead["id"]).locator(".badge:has-text('草稿')").count() == 1
     page.click("#draft-submit")
     page.wait_for_selector("#sync-message:has-text('已放入待同步')")
     page.wait_for_selector(

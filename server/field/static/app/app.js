@@ -414,7 +414,9 @@ async function refreshDrafts() {
     const item = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = `${titleOf(definitionOf(draft)) || draft.formId} · ${timeText(draft.updatedAt)}`;
+    // A task's draft says whose household it is (several tasks may be half done at once).
+    const whose = draft.taskId && draft.household ? `（户 ${draft.household.household_no}）` : "";
+    button.textContent = `${titleOf(definitionOf(draft)) || draft.formId}${whose} · ${timeText(draft.updatedAt)}`;
     button.addEventListener("click", async () => {
       await flushDraft();
       await openDraft(await state.store.draft(draft.id));
