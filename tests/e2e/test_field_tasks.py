@@ -78,17 +78,21 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
     households = county_households()
     number = {i: h["household_roster"]["household_no"] for i, h in enumerate(households, 1)}
     lines = tmp_path / "households.jsonl"
+    # Five earlier rounds too (loaded first; the list is matched with the newest roster): the
+    # village's 216 records are two download pages, which one sync run takes both of.
+    rounds = [f"{year}-annual" for year in range(2021, 2026)] + [ROUND]
     lines.write_text(
         "\n".join(
             json.dumps(
                 {
                     "village_code": h["household_roster"]["village_code"],
                     "household_no": h["household_roster"]["household_no"],
-                    "round": ROUND,
+                    "round": round_,
                     "records": h,
                 },
                 ensure_ascii=False,
             )
+            for round_ in rounds
             for h in households
         ),
         encoding="utf-8",
@@ -106,6 +110,8 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
     page.click("#enrol-form button[type='submit']")
     page.wait_for_selector("#sync-message:has-text('同步完成')", timeout=60_000)
     page.wait_for_selector("#task-empty:not([hidden])")
+    in_village = [h for h in households if h["household_roster"]["village_code"] == VILLAGE]
+    assert len(_store(page, "recordHeads")) == len(rounds) * 6 * len(in_village) > 200
     # The county's forms came down, the system form among them, yet it is no new record.
     forms = {f["id"] for f in _store(page, "setting", "forms")}
     assert "verification_outcome" in forms and "housing_safety" in forms

@@ -13,6 +13,7 @@ const SAVE_DELAY_MS = 400; // debounce: save shortly after typing pauses, not on
 // System forms (the verification outcome) are reached through a task, never as a new record.
 const SYSTEM_FORMS = new Set(settings.systemForms || []);
 const PROBE_TIMEOUT_MS = 5000;
+const MAX_EXCHANGES_PER_RUN = 50; // bounded: a run always ends, the next trigger goes on
 
 const state = {
   store: null,
@@ -554,7 +555,13 @@ function sync(reason) {
     }
     try {
       say("sync-message", "正在同步…");
-      await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
+      // A page with `more` is asked for again at once (protocol.md §5): a village's first
+      // download (records, tasks) is many pages, and the next trigger may be minutes away.
+      for (let exchanges = 1; ; exchanges += 1) {
+        const result = await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
+        if (!result.more || exchanges >= MAX_EXCHANGES_PER_RUN) break;
+        say("sync-message", `正在同步…（第 ${exchanges + 1} 批）`);
+      }
       await state.store.putSetting("lastSync", { at: Date.now() });
       state.failures = 0;
       // The sync may have brought the county's forms (the manifest stream).
@@ -876,7 +883,9 @@ async function showTask(draft) {
   if (members.length) {
     parts.push(element("p", { className: "hint" }, `家庭成员：${members.map((m) => `${m.name ?? "—"}（${m.relation ?? "—"}）`).join("、")}`));
   }
-  const held = records.filter((r) => !SYSTEM_FORMS.has(r.head.formId));
+  // Each form once, in its latest round (records come newest round last).
+  const latest = new Map(records.filter((r) => !SYSTEM_FORMS.has(r.head.formId)).map((r) => [r.head.formId, r]));
+  const held = [...latest.values()];
   if (held.length) {
     const names = held.map((r) => `${titleOf(state.definitions.find((d) => d.id === r.head.formId)) || r.head.formId}（${r.head.round}）`);
     parts.push(element("p", { className: "hint" }, `本机已有：${names.join("、")}`));
