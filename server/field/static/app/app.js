@@ -752,10 +752,11 @@ async function householdText(household, held = null) {
   const head = members.find((m) => m.relation === "户主") || members[0];
   // A township's device holds several villages: then the village code says which.
   const enrolment = await state.store.setting("enrolment");
-  const village = /^\d{12}$/.test(enrolment?.scope || "") ? "" : `村 ${household?.village_code ?? "—"} · `;
-  // Two pieces, so a narrow screen breaks between number and head, not inside a name.
-  const line = [element("span", {}, `${village}户编号 ${household?.household_no ?? "—"}`)];
-  if (head?.name) line.push(element("span", { className: "nowrap" }, ` · 户主 ${head.name}，${members.length} 人`));
+  // Pieces that each stay on one line, so a narrow screen breaks between them, not inside one.
+  const line = [];
+  if (!/^\d{12}$/.test(enrolment?.scope || "")) line.push(element("span", { className: "nowrap" }, `村 ${household?.village_code ?? "—"} · `));
+  line.push(element("span", { className: "nowrap" }, `户编号 ${household?.household_no ?? "—"}`));
+  if (head?.name) line.push(element("span", { className: "nowrap" }, ` 户主 ${head.name}，${members.length} 人`));
   return { line, records, members };
 }
 
