@@ -32,7 +32,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
 
-from forms.instruments import BUILTIN_IDS, builtin_json
+from forms.instruments import BUILTIN_IDS, SYSTEM_IDS, builtin_json
+from server.services.task_reasons import DEPARTMENTS
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PREFIX = "/field"
@@ -99,6 +100,10 @@ def _client_settings(app: Flask) -> dict[str, Any]:
     return {
         "photoMaxPixels": int(app.config["FIELD_PHOTO_MAX_PIXELS"]),
         "syncIntervalSeconds": int(app.config["FIELD_SYNC_INTERVAL_SECONDS"]),
+        # Forms reached only through a verification task, never offered as a new record.
+        "systemForms": list(SYSTEM_IDS),
+        # A task reason's source `dept:<id>` is shown by the department's Chinese name.
+        "departments": {key: zh for key, (zh, _en) in DEPARTMENTS.items()},
     }
 
 

@@ -7,11 +7,14 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from flask import Flask
 
+from forms.instruments import SYSTEM_IDS
 from server.field import CONTENT_SECURITY_POLICY, STATIC_DIR
+from server.services.task_reasons import DEPARTMENTS
 from tests.server.conftest import make_app
 
 
@@ -65,6 +68,18 @@ def test_the_page_is_chinese_first_installable_and_runs_only_own_scripts(tmp_pat
     assert client.get("/field/icon-192.png").data.startswith(b"\x89PNG\r\n\x1a\n")
     forms = client.get("/field/instruments.json").get_json()["forms"]
     assert [f["id"] for f in forms][:2] == ["household_roster", "housing_safety"]
+
+
+def test_the_page_names_the_system_forms_and_the_departments(tmp_path: Path) -> None:
+    # The app hides the system forms from the new-record list and names a task reason's source
+    # by the department's Chinese name: both from the server's own lists, in the page settings.
+    html = _app(tmp_path).test_client().get("/field/").get_data(as_text=True)
+    found = re.search(r"data-settings='([^']*)'", html)
+    assert found is not None
+    settings = json.loads(found.group(1))
+    assert settings["systemForms"] == list(SYSTEM_IDS) == ["verification_outcome"]
+    assert settings["departments"]["medical_insurance"] == "医保"
+    assert set(settings["departments"]) == set(DEPARTMENTS)
 
 
 def test_the_release_label_changes_the_version_and_the_worker(tmp_path: Path) -> None:

@@ -10,7 +10,10 @@ import { outboxFile } from "./outbox-file.js";
 const $ = (id) => document.getElementById(id);
 const settings = JSON.parse(document.body.dataset.settings || "{}");
 const SAVE_DELAY_MS = 400; // debounce: save shortly after typing pauses, not on each key
+// System forms (the verification outcome) are reached through a task, never as a new record.
+const SYSTEM_FORMS = new Set(settings.systemForms || []);
 const PROBE_TIMEOUT_MS = 5000;
+const MAX_EXCHANGES_PER_RUN = 50; // bounded: a run always ends, the next trigger goes on
 
 const state = {
   store: null,
@@ -204,13 +207,18 @@ async function openDraft(draft) {
   state.draft = draft;
   state.changes = 0;
   state.saved = 0;
+  // A form with a photo question takes photos in its rows; the shell's own button is only for
+  // a draft that already holds photos taken with it (an app updated over an open draft). Set
+  // before the editor shows, so the button never flashes up while the form renders.
+  $("photo-add").hidden = hasPhotoQuestion(definition) && !(draft.photos || []).length;
   $("editor").hidden = false;
   say("editor-title", titleOf(definition));
   say("draft-state", draft.updatedAt ? `已加密保存 ${timeText(draft.updatedAt)}` : "");
   say("submit-message", "");
   await showHousehold(definition, draft);
   await showRound(draft);
-  state.form = await engines.renderForm($("form-root"), definition, {
+  await showTask(draft);
+  state.form = await engines.renderForm($("form-root"), draft.taskId ? taskQuestions(definition) : definition, {
     values: draft.values || {},
     // A draft nobody has typed in yet starts from the form's defaults.
     prefill: Object.keys(draft.values || {}).length === 0,
@@ -221,11 +229,13 @@ async function openDraft(draft) {
     photoPreview: photoUrl,
   });
   await state.store.putSetting("openDraft", draft.id);
-  // A form with a photo question takes photos in its rows; the shell's own button is only for
-  // a draft that already holds photos taken with it (an app updated over an open draft).
-  $("photo-add").hidden = hasPhotoQuestion(definition) && !(draft.photos || []).length;
   await showPhotos();
   document.body.dataset.draft = draft.id;
+}
+
+// A task's outcome form without its task id: the app sets that from the task, nobody types it.
+function taskQuestions(definition) {
+  return { ...definition, fields: (definition.fields || []).filter((f) => f.name !== "task_id") };
 }
 
 function hasPhotoQuestion(definition) {
@@ -242,7 +252,8 @@ function asksHousehold(definition) {
 
 async function showHousehold(definition, draft) {
   const box = $("household-box");
-  box.hidden = !asksHousehold(definition);
+  // A task's household is the task's: shown in the task box, not asked.
+  box.hidden = Boolean(draft.taskId) || !asksHousehold(definition);
   const enrolment = await state.store.setting("enrolment");
   const scope = enrolment && /^\d{12}$/.test(enrolment.scope) ? enrolment.scope : "";
   $("draft-village").value = draft.household?.village_code ?? scope;
@@ -268,7 +279,9 @@ async function showRound(draft) {
   const held = await state.store.recordHead(draft.recordId);
   const input = $("draft-round");
   input.value = held ? held.round : draft.round ?? defaultRound();
-  input.disabled = Boolean(held);
+  // A task's outcome record has the round the task names (one record per task).
+  input.disabled = Boolean(held) || Boolean(draft.taskId);
+  $("round-box").hidden = Boolean(draft.taskId);
   const known = new Set([defaultRound()]);
   for (const { records } of await heldHouseholds()) {
     for (const head of records) if (head.round) known.add(head.round);
@@ -328,6 +341,8 @@ async function closeDraft() {
   $("form-root").replaceChildren();
   await state.store.putSetting("openDraft", null);
   delete document.body.dataset.draft;
+  $("task-box").hidden = true;
+  $("round-box").hidden = false;
 }
 
 async function submitDraft() {
@@ -362,6 +377,7 @@ async function submitDraft() {
   }
   try {
     const values = withPhotos(definitionOf(state.draft), state.form.values(), state.draft.photos);
+    if (state.draft.taskId) values.task_id = state.draft.taskId;
     await engines.submitRecord({ storage: state.store, draft: { ...state.draft, values } });
   } catch (error) {
     say("submit-message", `未放入待同步：${errorText(error)}。草稿已加密保存，不会丢失。`);
@@ -399,7 +415,9 @@ async function refreshDrafts() {
     const item = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = `${titleOf(definitionOf(draft)) || draft.formId} · ${timeText(draft.updatedAt)}`;
+    // A task's draft says whose household it is (several tasks may be half done at once).
+    const whose = draft.taskId && draft.household ? `（户 ${draft.household.household_no}）` : "";
+    button.textContent = `${titleOf(definitionOf(draft)) || draft.formId}${whose} · ${timeText(draft.updatedAt)}`;
     button.addEventListener("click", async () => {
       await flushDraft();
       await openDraft(await state.store.draft(draft.id));
@@ -413,6 +431,7 @@ function showForms() {
   const list = $("form-list");
   list.replaceChildren();
   for (const definition of state.definitions) {
+    if (SYSTEM_FORMS.has(definition.id)) continue;
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = titleOf(definition);
@@ -536,7 +555,13 @@ function sync(reason) {
     }
     try {
       say("sync-message", "正在同步…");
-      await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
+      // A page with `more` is asked for again at once (protocol.md §5): a village's first
+      // download (records, tasks) is many pages, and the next trigger may be minutes away.
+      for (let exchanges = 1; ; exchanges += 1) {
+        const result = await engines.syncOnce({ storage: state.store, baseUrl: location.origin });
+        if (!result.more || exchanges >= MAX_EXCHANGES_PER_RUN) break;
+        say("sync-message", `正在同步…（第 ${exchanges + 1} 批）`);
+      }
       await state.store.putSetting("lastSync", { at: Date.now() });
       state.failures = 0;
       // The sync may have brought the county's forms (the manifest stream).
@@ -600,6 +625,7 @@ async function refreshStatus() {
     conflictList.append(li);
   }
   await refreshHouseholds();
+  await refreshTasks();
   await refreshSpace();
 }
 
@@ -614,6 +640,12 @@ async function questionLabel(recordId, path) {
 }
 
 async function correctRecord(recordId) {
+  // A task's outcome is corrected as it was made: through its task (household and round fixed).
+  const head = await state.store.recordHead(recordId);
+  if (head && SYSTEM_FORMS.has(head.formId)) {
+    const taskId = (await state.store.recordValues(recordId)).task_id;
+    if (taskId && (await state.store.task(taskId))) return workTask(taskId);
+  }
   await flushDraft();
   const draft = await engines.reopenRecord({ storage: state.store, recordId });
   if (!draft) return;
@@ -637,6 +669,8 @@ async function refreshHouseholds() {
     label.textContent = `${household.household_no}（${household.village_code}）`;
     li.append(label);
     for (const head of records) {
+      // A task's outcome is worked from its task (核查任务), not as a record of the household.
+      if (SYSTEM_FORMS.has(head.formId)) continue;
       const definition = state.definitions.find((d) => d.id === head.formId);
       const edit = document.createElement("button");
       edit.type = "button";
@@ -645,7 +679,7 @@ async function refreshHouseholds() {
       edit.addEventListener("click", () => correctRecord(head.recordId));
       li.append(edit);
     }
-    const formIds = [...new Set(records.map((r) => r.formId))];
+    const formIds = [...new Set(records.map((r) => r.formId))].filter((id) => !SYSTEM_FORMS.has(id));
     for (const formId of formIds) {
       const definition = state.definitions.find((d) => d.id === formId);
       if (!definition) continue;
@@ -665,6 +699,206 @@ async function refreshHouseholds() {
   }
 }
 
+// --- verification tasks (issue 17) ---------------------------------------------------------
+
+const TASK_STATUS = {
+  open: ["待核查", ""],
+  submitted: ["已填写，待同步", "waiting"],
+  rejected: ["被退回，请更正", "overdue"],
+  worked: ["已核查", "done"],
+  closed: ["已关闭（县里已确认）", "done"],
+};
+
+function element(tag, attrs = {}, text = null) {
+  const node = Object.assign(document.createElement(tag), attrs);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+// Today in Beijing on the server's clock (a tablet's own clock is often wrong): deadlines are
+// Beijing dates.
+async function todayInBeijing() {
+  const offset = Number(await state.store.setting("clockOffsetMs")) || 0;
+  return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Shanghai" }).format(new Date(Date.now() + offset));
+}
+
+function sourceText(source) {
+  const text = String(source || "");
+  if (text.startsWith("dept:")) return (settings.departments || {})[text.slice(5)] || text.slice(5);
+  if (text === "round") return "上一轮对比";
+  return text;
+}
+
+function choiceLabel(definition, listName, value) {
+  const list = (definition?.choice_lists || {})[listName] || [];
+  const choice = list.find((c) => c.value === value);
+  const label = choice && choice.label;
+  return (label && (typeof label === "string" ? label : label.zh)) || value;
+}
+
+// 数据错误：人员已死亡 — the form's own Chinese labels for a coded outcome.
+function outcomeText(data) {
+  if (!data || !data.outcome) return "";
+  const definition = state.definitions.find((d) => d.id === "verification_outcome");
+  const main = choiceLabel(definition, "outcome", data.outcome);
+  return data.data_error ? `${main}：${choiceLabel(definition, "data_error", data.data_error)}` : main;
+}
+
+// The household as its records on the device say: head of household and member count.
+async function householdText(household, held = null) {
+  const records = household ? await engines.householdRecords({ storage: state.store, household, held }) : [];
+  const roster = records.filter((r) => r.head.formId === "household_roster").at(-1);
+  const members = Array.isArray(roster?.data?.members) ? roster.data.members : [];
+  const head = members.find((m) => m.relation === "户主") || members[0];
+  // A township's device holds several villages: then the village code says which.
+  const enrolment = await state.store.setting("enrolment");
+  // Pieces that each stay on one line, so a narrow screen breaks between them, not inside one.
+  const line = [];
+  if (!/^\d{12}$/.test(enrolment?.scope || "")) line.push(element("span", { className: "nowrap" }, `村 ${household?.village_code ?? "—"} · `));
+  line.push(element("span", { className: "nowrap" }, `户编号 ${household?.household_no ?? "—"}`));
+  if (head?.name) line.push(element("span", { className: "nowrap" }, ` 户主 ${head.name}，${members.length} 人`));
+  return { line, records, members };
+}
+
+// Which member a reason is about: named in its details, or the row its path points at in the
+// household's record of that form on the device (the department cross-checks give the path).
+function reasonMember(reason, records) {
+  const details = reason.details && typeof reason.details === "object" ? reason.details : {};
+  if (typeof details.name === "string" && details.name) return details.name;
+  const found = /^([^/]+)\/([^/#][^/]*)\//.exec(String(details.path || ""));
+  if (!found) return null;
+  const record = records.filter((r) => r.head.formId === details.form_id).at(-1);
+  const rows = record && Array.isArray(record.data[found[1]]) ? record.data[found[1]] : [];
+  const row = rows.find((r) => r._id === found[2]);
+  return row && typeof row.name === "string" ? row.name : null;
+}
+
+function reasonList(reasons, records) {
+  const list = element("ul", { className: "reasons" });
+  for (const reason of reasons || []) {
+    const message = (reason.message && (typeof reason.message === "string" ? reason.message : reason.message.zh)) || reason.code;
+    const item = element("li");
+    item.append(element("span", { className: "dept" }, `【${sourceText(reason.source)}】`), message);
+    const who = reasonMember(reason, records);
+    const details = reason.details || {};
+    const notes = [];
+    if (who && !message.includes(who)) notes.push(`成员：${who}`);
+    if (typeof details.id_number === "string") notes.push(details.id_number); // masked at the source
+    if (typeof details.period === "string") notes.push(`${details.period} 名单`);
+    if (notes.length) item.append(element("span", { className: "hint" }, `（${notes.join("，")}）`));
+    list.append(item);
+  }
+  return list;
+}
+
+async function refreshTasks() {
+  if ($("tasks").hidden) return;
+  let found = [];
+  try {
+    found = await engines.tasks({ storage: state.store });
+  } catch {
+    found = [];
+  }
+  const today = await todayInBeijing();
+  const open = found.filter((t) => t.localStatus === "open" || t.localStatus === "rejected");
+  const done = found.filter((t) => !open.includes(t));
+  say("task-count", open.length ? `（${open.length} 个待核查）` : "");
+  $("task-empty").hidden = open.length > 0;
+  $("tasks-done").hidden = done.length === 0;
+  say("task-done-count", done.length ? `（${done.length}）` : "");
+  const drafts = new Map((await state.store.drafts()).filter((d) => d.taskId).map((d) => [d.taskId, d]));
+  const held = await heldHouseholds(); // the record heads, read once for every task
+  for (const [listId, tasks] of [["task-list", open], ["task-done-list", done]]) {
+    const items = [];
+    for (const task of tasks) items.push(await taskItem(task, today, drafts.has(task.task_id), held));
+    $(listId).replaceChildren(...items);
+  }
+  document.body.dataset.tasks = String(found.length);
+}
+
+async function taskItem(task, today, drafted, held) {
+  const overdue = task.localStatus === "open" && (task.escalated || String(task.deadline) < today);
+  const item = element("li", { className: "task" });
+  item.dataset.task = task.task_id;
+  item.dataset.status = task.localStatus;
+  item.dataset.overdue = overdue ? "yes" : "no";
+  const { line, records } = await householdText(task.household, held);
+  const head = element("div", { className: "task-head" });
+  head.append(...line);
+  const [statusText, statusClass] = TASK_STATUS[task.localStatus] || [task.localStatus, ""];
+  head.append(element("span", { className: `badge ${statusClass}` }, statusText));
+  if (overdue) head.append(element("span", { className: "badge overdue" }, task.escalated ? "已逾期，已上报乡镇" : "已逾期"));
+  if (drafted && task.localStatus === "open") head.append(element("span", { className: "badge waiting" }, "草稿"));
+  item.append(head, element("p", { className: "hint" }, `截止 ${task.deadline}（${task.reasons?.length || 0} 个问题）`));
+  item.append(reasonList(task.reasons, records));
+  if (task.localStatus !== "open") {
+    const outcome = task.outcome || (await state.store.recordValues(task.record_id));
+    const text = outcomeText(outcome);
+    if (text) item.append(element("p", { className: "outcome" }, `核查结果：${text}${outcome.note ? `。${outcome.note}` : ""}`));
+  }
+  if (task.localStatus !== "closed") {
+    const label = { open: "入户核查，填写结果", rejected: "更正核查结果" }[task.localStatus] || "修改核查结果";
+    const button = element("button", { type: "button", className: task.localStatus === "worked" || task.localStatus === "submitted" ? "" : "primary" }, label);
+    button.dataset.work = task.task_id;
+    button.addEventListener("click", () => workTask(task.task_id));
+    item.append(button);
+  }
+  return item;
+}
+
+// Working a task: its outcome record as a draft (the draft already begun, if any).
+async function workTask(taskId) {
+  await flushDraft();
+  const begun = (await state.store.drafts()).find((d) => d.taskId === taskId);
+  let draft = begun ? await state.store.draft(begun.id) : null;
+  if (!draft) {
+    const definition = state.definitions.find((d) => d.id === "verification_outcome");
+    if (!definition) {
+      say("sync-message", "设备上还没有核查结果表单，请先同步。");
+      return;
+    }
+    draft = await engines.taskDraft({ storage: state.store, taskId, formId: definition.id, formVersion: definition.version });
+    if (!draft) return;
+    await state.store.putDraft(draft);
+  }
+  await openDraft(draft);
+  await refreshDrafts();
+  $("editor").scrollIntoView({ block: "start" });
+}
+
+// Beside the outcome form: the household (from its records on the device) and every reason.
+async function showTask(draft) {
+  const box = $("task-box");
+  box.hidden = true;
+  box.replaceChildren();
+  if (!draft.taskId) return;
+  const task = await state.store.task(draft.taskId);
+  if (!task) return;
+  const parts = [];
+  const { line, records, members } = await householdText(task.household);
+  const title = element("p");
+  const strong = element("strong");
+  strong.append(...line);
+  title.append(strong);
+  parts.push(title);
+  if (members.length) {
+    parts.push(element("p", { className: "hint" }, `家庭成员：${members.map((m) => `${m.name ?? "—"}（${m.relation ?? "—"}）`).join("、")}`));
+  }
+  // Each form once, in its latest round (records come newest round last).
+  const latest = new Map(records.filter((r) => !SYSTEM_FORMS.has(r.head.formId)).map((r) => [r.head.formId, r]));
+  const held = [...latest.values()];
+  if (held.length) {
+    const names = held.map((r) => `${titleOf(state.definitions.find((d) => d.id === r.head.formId)) || r.head.formId}（${r.head.round}）`);
+    parts.push(element("p", { className: "hint" }, `本机已有：${names.join("、")}`));
+  } else {
+    parts.push(element("p", { className: "hint" }, "本机还没有这一户的调查记录。"));
+  }
+  parts.push(element("p", {}, `要核实的问题（截止 ${task.deadline}）：`), reasonList(task.reasons, records));
+  // Shown only once whole (a reader of the box never sees it half built).
+  box.replaceChildren(...parts);
+  box.hidden = false;
+}
+
 // --- enrolment -----------------------------------------------------------------------------
 
 async function enrolWith(code) {
@@ -678,6 +912,7 @@ async function enrolWith(code) {
     });
     say("enrol-message", `登记成功，范围 ${result.scope}。`);
     $("enrol").hidden = true;
+    $("tasks").hidden = false;
     await sync("enrolled");
   } catch (error) {
     say("enrol-message", `登记失败：${errorText(error)}`);
@@ -762,6 +997,7 @@ async function start() {
   setInterval(() => sync("timer"), (settings.syncIntervalSeconds || 300) * 1000);
 
   $("enrol").hidden = Boolean(await state.store.setting("enrolment"));
+  $("tasks").hidden = !$("enrol").hidden;
   state.definitions = await engines.formDefinitions(state.store);
   showForms();
   await refreshDrafts();

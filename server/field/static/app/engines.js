@@ -125,21 +125,36 @@ function namedFetch(url, init = {}) {
   return self.fetch(url, { ...init, headers });
 }
 
+// The app keeps verification tasks, so it asks for the tasks stream; a county server from
+// before the stream refuses a hello naming it (scope_denied, nothing applied), and the app then
+// syncs on without it until the page is loaded again (as village-device does for one run).
+let asksTasks = true;
+
 export async function syncOnce({ storage, baseUrl }) {
   const modules = await protocol();
   if (!modules) throw new EngineMissing("协议模块 protocol/");
   const { engine, device } = await enrolledDevice(modules, storage);
-  const result = await modules.client.syncOnce({
-    engine,
-    device,
-    baseUrl,
-    fetch: namedFetch,
-    onManifest: (page) => storeManifest(storage, page),
-    onServerKeys: async (server) => {
-      const enrolment = await storage.setting("enrolment");
-      await storage.putSetting("enrolment", { ...enrolment, server: serverKeysText(server) });
-    },
-  });
+  const exchange = () =>
+    modules.client.syncOnce({
+      engine,
+      device,
+      baseUrl,
+      fetch: namedFetch,
+      tasks: asksTasks,
+      onManifest: (page) => storeManifest(storage, page),
+      onServerKeys: async (server) => {
+        const enrolment = await storage.setting("enrolment");
+        await storage.putSetting("enrolment", { ...enrolment, server: serverKeysText(server) });
+      },
+    });
+  let result;
+  try {
+    result = await exchange();
+  } catch (error) {
+    if (!(asksTasks && error.code === "scope_denied" && /tasks/.test(error.message))) throw error;
+    asksTasks = false;
+    result = await exchange();
+  }
   // Uploads are signed with the server's clock (counters.serverTimeMs was just observed).
   const counters = await storage.counters();
   if (counters.serverTimeMs != null) await storage.putSetting("clockOffsetMs", counters.serverTimeMs - Date.now());
@@ -290,4 +305,75 @@ export async function reopenRecord({ storage, recordId }) {
     createdAt: Date.now(),
     updatedAt: Date.now(),
   };
+}
+
+// --- verification tasks (issue 17) --------------------------------------------------------------
+
+/** The verification tasks the device holds (the tasks stream's entries), each with
+ * `localStatus`: `open`; `submitted` (its outcome is in the outbox, not yet acknowledged);
+ * `rejected` (the server refused the outcome: 更正 reopens it);
+ * `worked` (the server has it, or this device's outcome record is acknowledged and the task's
+ * own update is still to come); `closed`. Earliest deadline first, then by household. */
+export async function tasks({ storage }) {
+  const recordOf = (item) => item.op.record_id ?? item.op.recordId;
+  const outstanding = new Set((await storage.outboxItems(["pending", "sent"])).map(recordOf));
+  const rejected = new Set((await storage.outboxItems(["rejected"])).map(recordOf));
+  const found = [];
+  for (const entry of await storage.tasks()) {
+    let localStatus = entry.status || "open";
+    if (localStatus === "open") {
+      const head = await storage.recordHead(entry.record_id);
+      const values = head && !head.deleted ? await storage.recordValues(entry.record_id) : {};
+      if (rejected.has(entry.record_id)) localStatus = "rejected";
+      else if (outstanding.has(entry.record_id)) localStatus = "submitted";
+      else if (values.outcome) localStatus = "worked";
+    }
+    found.push({ ...entry, localStatus });
+  }
+  const number = (t) => `${t.household?.village_code ?? ""}/${t.household?.household_no ?? ""}`;
+  return found.sort((a, b) => String(a.deadline).localeCompare(String(b.deadline)) || number(a).localeCompare(number(b)));
+}
+
+/** A draft of the task's `verification_outcome` record: the record id and round the task
+ * names (every device works the same record), its household, `task_id` set; the values the
+ * device holds of that record when it was worked before. Null for an unknown task. */
+export async function taskDraft({ storage, taskId, formId, formVersion }) {
+  const entry = await storage.task(taskId);
+  if (!entry) return null;
+  const head = await storage.recordHead(entry.record_id);
+  let values = {};
+  if (head) {
+    const forms = await import("../forms/engine.js").catch(absent);
+    const codec = await import("../protocol/codec.js").catch(absent);
+    if (forms && codec) values = forms.unflatten(await storage.recordValues(entry.record_id), { isTombstone: codec.isTombstone });
+  }
+  return {
+    id: crypto.randomUUID(),
+    taskId: entry.task_id,
+    recordId: entry.record_id,
+    formId: head ? head.formId : formId,
+    formVersion: head ? head.formVersion : formVersion,
+    household: head?.household ?? entry.household,
+    round: head?.round ?? entry.round,
+    values: { ...values, task_id: entry.task_id },
+    photos: [],
+    createdAt: Date.now(),
+    updatedAt: Date.now(),
+  };
+}
+
+/** What the device holds of a household, to show beside its task: each record's head and its
+ * data (not flat; the roster's members among them). `held`: what `households()` returned, so a
+ * list of tasks reads the record heads once, not once per task. */
+export async function householdRecords({ storage, household, held = null }) {
+  const forms = await import("../forms/engine.js").catch(absent);
+  const codec = await import("../protocol/codec.js").catch(absent);
+  const entry = (held || (await households({ storage }))).find((h) => householdKey(h.household) === householdKey(household));
+  if (!entry || !forms || !codec) return [];
+  const out = [];
+  for (const head of entry.records) {
+    const flat = await storage.recordValues(head.recordId);
+    out.push({ head, data: forms.unflatten(flat, { isTombstone: codec.isTombstone }) });
+  }
+  return out;
 }

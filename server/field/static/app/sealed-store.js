@@ -107,9 +107,9 @@ function sameHousehold(a, b) {
 
 // Which kinds name their slots by an HMAC tag (an id or hash that could say something) and
 // which by a plain number or fixed word.
-const TAGGED = new Set(["record", "values", "conflict", "cursor", "draft", "photo", "photo-meta", "setting"]);
+const TAGGED = new Set(["record", "values", "conflict", "cursor", "task", "draft", "photo", "photo-meta", "setting"]);
 // The kinds the protocol's DeviceStorage holds: what a unit of work buffers.
-const UNIT_KINDS = new Set(["counters", "outbox", "record", "values", "conflict", "cursor"]);
+const UNIT_KINDS = new Set(["counters", "outbox", "record", "values", "conflict", "cursor", "task"]);
 
 /** The DeviceStorage methods and the app's own records, over four primitive operations. */
 class StorageApi {
@@ -216,6 +216,21 @@ class StorageApi {
 
   async setCursor(scope, stream, cursor) {
     await this._put("cursor", `${scope}\u0000${stream}`, { scope, stream, cursor });
+  }
+
+  // --- DeviceStorage: verification tasks (the tasks stream's entries, as received) -----------
+  async task(taskId) {
+    const found = await this._get("task", taskId);
+    return found === undefined ? null : found;
+  }
+
+  async putTask(entry) {
+    await this._put("task", String(field(entry, "taskId", "task_id")), entry);
+  }
+
+  /** Every task held, the one received first first. */
+  async tasks() {
+    return this._listOrdered("task");
   }
 
   // --- drafts: half-filled forms, saved as the worker types --------------------------------

@@ -121,12 +121,13 @@ export async function postOnce(fetch, url, body) {
  * marks the ops sent before returning, so the request may leave. Returns {body, helloSequence,
  * sent: Map(batch_seq → op seqs)}.
  */
-export async function buildRequest({ engine, device, batches, nowMs = () => Date.now() }) {
+export async function buildRequest({ engine, device, batches, nowMs = () => Date.now(), tasks = false }) {
   const storage = engine.storage;
   const firstSequence = await engine.nextEnvelopeSequence();
   const counters = await storage.counters();
   const hello = {
-    type: "hello", device_id: device.deviceId, cursors: await engine.helloCursors(device.scope),
+    // `tasks`: the device keeps verification tasks, so its hello names the tasks stream too.
+    type: "hello", device_id: device.deviceId, cursors: await engine.helloCursors(device.scope, { tasks }),
     high_water_mark: counters.ackedThrough, clock: await engine.helloClock({ nowMs: nowMs() }),
     capabilities: { ...BROWSER_CAPABILITIES },
   };
@@ -253,11 +254,12 @@ export async function adoptServerKeys(device, entry, onServerKeys = async () => 
  * `keys`, `server` and `scope` alone, the id being `engine.deviceId`; `engine` a
  * DeviceEngine whose storage offers `transaction(work)`; `link` and `planner` carry what was
  * learnt about the link from one exchange to the next; `onManifest(page)` stores forms and
- * configuration, `onServerKeys(server)` the keys of a rotation. Returns {fold, reply, more,
+ * configuration, `onServerKeys(server)` the keys of a rotation; `tasks` asks for the
+ * verification-task stream (a server from before it refuses with `scope_denied`). Returns {fold, reply, more,
  * opsSent, serverKeysAdopted, bytesUp, bytesDown, backoffMs}. Throws RetryableFailure,
  * SyncRefused or ServerError.
  */
-export async function syncOnce({ engine, device, keys, server, scope, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+export async function syncOnce({ engine, device, keys, server, scope, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys, tasks = false }) {
   // The shared plan's call shape, syncOnce({engine, keys, server, scope, baseUrl, fetch}), is the
   // same device spelt out: its id is the engine's.
   device ??= { deviceId: engine.deviceId, scope, keys, server };
@@ -265,7 +267,7 @@ export async function syncOnce({ engine, device, keys, server, scope, baseUrl, f
   const first = await engine.nextEnvelopeSequence();
   // Batch seq = the batch's own envelope sequence: unique, increasing, names its request.
   const batches = await planner.plan(pending, link, { senderId: device.deviceId, firstBatchSeq: first + 1 });
-  const { body, helloSequence, sent } = await buildRequest({ engine, device, batches, nowMs });
+  const { body, helloSequence, sent } = await buildRequest({ engine, device, batches, nowMs, tasks });
   const started = performance.now();
   const response = await postOnce(fetch, `${baseUrl}${SYNC_PATH}`, body);
   const reply = await openReply({ engine, device, response, helloSequence, link });
@@ -286,14 +288,14 @@ export async function syncOnce({ engine, device, keys, server, scope, baseUrl, f
  * a failed exchange. Nothing is discarded when it gives up (after `maxFailures` in a row): the
  * outbox keeps every op for the next call. Returns {exchanges, failures, opsAcked, lastError}.
  */
-export async function syncUntilDone({ engine, device, keys, server, scope, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys }) {
+export async function syncUntilDone({ engine, device, keys, server, scope, baseUrl, fetch = globalThis.fetch, nowMs = () => Date.now(), maxFailures = 5, backoff = new Backoff(), sleep = (s) => new Promise((r) => setTimeout(r, s * 1000)), link = new LinkEstimate(), planner = new BatchPlanner(), onManifest, onServerKeys, tasks = false }) {
   device ??= { deviceId: engine.deviceId, scope, keys, server };
   const report = { exchanges: 0, failures: 0, opsAcked: 0, lastError: null, done: false };
   let more = true;
   while (more || (await engine.pendingOps(1)).length) {
     report.exchanges += 1;
     try {
-      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link, planner, onManifest, onServerKeys });
+      const result = await syncOnce({ engine, device, baseUrl, fetch, nowMs, link, planner, onManifest, onServerKeys, tasks });
       report.opsAcked += result.fold.opsAcked;
       more = result.more;
       backoff.reset();
