@@ -18,6 +18,7 @@ Values while evaluating: ``None`` (empty), ``bool``, ``int``/``float``, ``str``,
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1435,6 +1436,17 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 # --- evaluator ------------------------------------------------------------------------------------------
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_NUMBER_TYPES = (int, float)
+
+
 def _compile(node: Node) -> Compiled:
     """Turn a tree into nested closures, so evaluating does no dispatch on node types."""
     if isinstance(node, Literal):
@@ -1463,8 +1475,22 @@ def _compile(node: Node) -> Compiled:
             return lambda env: truthy(left(env)) or truthy(right(env))
         if op == "and":
             return lambda env: truthy(left(env)) and truthy(right(env))
-        if op in ("=", "!=", "<", "<=", ">", ">="):
-            return lambda env: _compare(op, left(env), right(env))
+        if op in _COMPARISONS:
+            plain = _COMPARISONS[op]
+
+            def compare(env: Environment) -> bool:
+                a, b = left(env), right(env)
+                kind_a, kind_b = type(a), type(b)
+                # Two texts, or two numbers (never a bool: its type is neither), compare as
+                # Python does; that is where every rule of _compare ends for them. Most
+                # relevances and checks are such a comparison, so they skip the rules.
+                if (kind_a is str and kind_b is str) or (
+                    kind_a in _NUMBER_TYPES and kind_b in _NUMBER_TYPES
+                ):
+                    return plain(a, b)
+                return _compare(op, a, b)
+
+            return compare
         return lambda env: _arithmetic(op, left(env), right(env))
     spec = FUNCTIONS[node.name]
     args = tuple(_compile(arg) for arg in node.args)
@@ -1546,9 +1572,14 @@ class Expression:
 
     def references(self) -> tuple[Reference, ...]:
         """Every ``${name}`` in source order, with the repeats it is evaluated within."""
-        out: list[Reference] = []
-        _collect(self.root, (), out)
-        return tuple(out)
+        # Computed once: validation asks for every relevance it cannot decide, per record.
+        found = self.__dict__.get("_references")
+        if found is None:
+            out: list[Reference] = []
+            _collect(self.root, (), out)
+            found = tuple(out)
+            object.__setattr__(self, "_references", found)
+        return found
 
     def uses_current(self) -> bool:
         """True when the expression reads ``.``."""
@@ -1568,7 +1599,14 @@ class Expression:
 
     def applies_to_current(self, function: str) -> bool:
         """True when the expression calls ``function`` with ``.`` as its first argument."""
+        # Kept per function: "is this an ID field?" is asked for every changed path of an op.
+        answers = self.__dict__.setdefault("_applies", {})
+        found = answers.get(function)
+        if found is None:
+            found = answers[function] = self._applies_to_current(function)
+        return found
 
+    def _applies_to_current(self, function: str) -> bool:
         def walk(node: Node) -> bool:
             if isinstance(node, Unary):
                 return walk(node.operand)
