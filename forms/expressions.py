@@ -1559,6 +1559,13 @@ def _compile(node: Node) -> Compiled:
     if node.pattern is not None:
         pattern = node.pattern
         return lambda env: body(env, *[a(env) for a in args], compiled=pattern)
+    # One and two arguments (not(), selected(), id-sex() …: most calls) without a list per call.
+    if len(args) == 1:
+        (only,) = args
+        return lambda env: body(env, only(env))
+    if len(args) == 2:
+        first, second = args
+        return lambda env: body(env, first(env), second(env))
     return lambda env: body(env, *[a(env) for a in args])
 
 
