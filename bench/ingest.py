@@ -12,7 +12,12 @@ The anchor: the rows the SQLite server stored for those records (``households``,
 ``record_changes``) inserted again into an empty copy of the same schema with plain
 ``sqlite3.executemany``, one transaction per 50 records, as the server commits a batch.
 
-``python -m bench ingest [--devices 4] [--households 167] [--backends sqlite,postgresql]``.
+With ``--clients N`` the tablets sync from N client processes of their own (as ``bench peak``
+drives them) instead of threads of the bench process, so the tablets' own work (sealing, zstd,
+applying replies) no longer caps the wall-clock figure at one client core.
+
+``python -m bench ingest [--devices 4] [--households 167] [--backends sqlite,postgresql]
+[--clients 0]``.
 """
 
 from __future__ import annotations
@@ -110,25 +115,42 @@ def sync_all(server: ServerProcess, runs: list[DeviceRun]) -> tuple[float, float
 
 
 def ingest(
-    backend: str, devices: int, households: int, workdir: Path, processes: int = 1
+    backend: str,
+    devices: int,
+    households: int,
+    workdir: Path,
+    processes: int = 1,
+    clients: int = 0,
 ) -> tuple[IngestRun, Path]:
     """Run one backend; returns the run and (for SQLite) a copy of the server's database.
 
     ``processes`` is the server's ``SERVE_PROCESSES``; the CPU counted is the first process's
-    (its workers are other processes: read the wall figure then).
+    (its workers are other processes: read the wall figure then). ``clients`` > 0 syncs the
+    tablets from that many client processes (``bench.peak.run_level``), 0 from threads here.
     """
     with running_server(backend, workdir, SERVE_PROCESSES=str(processes)) as server:
-        runs = prepare_devices(server, workdir / "devices", devices, households)
-        wall, cpu = sync_all(server, runs)
+        if clients > 0:
+            from bench.peak import run_level
+
+            level = run_level(server, workdir / "devices", devices, households, 0, clients)
+            records = level.records
+            acked = records - sum(o.pending_left for o in level.outcomes)
+            failures = sum(1 for o in level.outcomes if o.error) + level.retried
+            wall, cpu = level.wall_s, level.cpu_s
+        else:
+            runs = prepare_devices(server, workdir / "devices", devices, households)
+            wall, cpu = sync_all(server, runs)
+            records = sum(r.records for r in runs)
+            acked = sum(r.report.ops_acked for r in runs if r.report)
+            failures = sum(1 for r in runs if r.error) + sum(
+                r.report.failures for r in runs if r.report
+            )
         copy = workdir / "stored.db"
         if server.db_file is not None:
             source = sqlite3.connect(server.db_file)
             with sqlite3.connect(copy) as target:
                 source.backup(target)
             source.close()
-    records = sum(r.records for r in runs)
-    acked = sum(r.report.ops_acked for r in runs if r.report)
-    failures = sum(1 for r in runs if r.error) + sum(r.report.failures for r in runs if r.report)
     return IngestRun(backend, records, acked, wall, cpu, failures), copy
 
 
@@ -215,10 +237,18 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser.add_argument(
         "--processes", type=int, default=1, help="server worker processes (SERVE_PROCESSES)"
     )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        help="client processes driving the tablets (0: threads of this process)",
+    )
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     if args.devices < 1 or args.households < 1:
         parser.error("--devices and --households must be at least 1")
+    if args.clients < 0:
+        parser.error("--clients must be 0 or more")
     if not backends or any(b not in TARGET_RECORDS_PER_S for b in backends):
         parser.error("--backends takes sqlite and/or postgresql")
     runs: list[IngestRun] = []
@@ -226,7 +256,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
         for backend in backends:
             workdir = Path(folder) / backend
-            run, stored = ingest(backend, args.devices, args.households, workdir, args.processes)
+            run, stored = ingest(
+                backend, args.devices, args.households, workdir, args.processes, args.clients
+            )
             runs.append(run)
             if backend == "sqlite":
                 raw = raw_insert(stored, workdir)

@@ -10,7 +10,7 @@ its location, in a :class:`~forms.errors.FormDefinitionError`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -188,6 +188,8 @@ class FormDefinition:
     #: Schema path of a level ("" or a group's path) → its fields by name, built once: path
     #: lookups run for every changed field of every op the server ingests.
     _levels: dict[str, dict[str, Field]] = field(init=False, repr=False, compare=False, hash=False)
+    #: What other modules derive from a definition once (``derived``): the validator's plan.
+    _derived: dict[str, Any] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         index: dict[str, Field] = {}
@@ -205,6 +207,20 @@ class FormDefinition:
                 labels[fld.name] = {c.value: c.label.zh for c in entries}
         object.__setattr__(self, "_labels", labels)
         object.__setattr__(self, "_levels", levels)
+        object.__setattr__(self, "_derived", {})
+
+    def derived(self, key: str, build: Callable[[FormDefinition], Any]) -> Any:
+        """``build(self)``, computed once per definition and kept under ``key``.
+
+        A definition never changes, so what is computed from it (the validator's compiled plan)
+        holds for every record of the version; the server keeps one definition per published
+        version for the life of the process.
+        """
+        found = self._derived.get(key)
+        if found is None:
+            found = build(self)
+            self._derived[key] = found  # benign race: every thread builds an equal value
+        return found
 
     def evaluation_order(self, level: str = "") -> tuple[Field, ...]:
         """The fields of one level (``""`` or a repeat's schema path) in evaluation order.
@@ -242,6 +258,11 @@ class FormDefinition:
 
     def find_field(self, path: str) -> Field | None:
         """Like :meth:`field` but returns ``None`` for an unknown path."""
+        # A schema path (every top-level field, most changed paths of an op) is its own answer:
+        # walking the segments is what a data path with row ids needs.
+        found_here = self._index.get(path)
+        if found_here is not None:
+            return found_here
         try:
             segments = split_path(path)
         except ValueError:

@@ -18,6 +18,7 @@ Values while evaluating: ``None`` (empty), ``bool``, ``int``/``float``, ``str``,
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,7 +221,8 @@ class Call:
     name: str
     args: tuple[Node, ...]
     position: int
-    pattern: regex.Pattern[str] | None = None  # regex(): compiled once at parse time
+    #: regex(): compiled once at parse time (``re`` for a fixed-width pattern, else ``regex``)
+    pattern: regex.Pattern[str] | re.Pattern[str] | None = None
 
 
 Node = Literal | FieldRef | Current | Unary | Binary | Call
@@ -895,7 +897,13 @@ def _fn_string_length(env: Environment, value: Any) -> int:
     return len(_as_text(value))
 
 
-def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: regex.Pattern[str]) -> bool:
+def _fn_regex(
+    env: Environment,
+    value: Any,
+    pattern: Any,
+    *,
+    compiled: regex.Pattern[str] | re.Pattern[str],
+) -> bool:
     if value is None:
         return False
     text = _as_text(value)
@@ -905,6 +913,8 @@ def _fn_regex(env: Environment, value: Any, pattern: Any, *, compiled: regex.Pat
             f"regex() input longer than {MAX_REGEX_INPUT} characters",
             message_zh="正则匹配的文本过长",
         )
+    if isinstance(compiled, re.Pattern):
+        return compiled.search(text) is not None  # fixed width (_is_fixed_width): no timeout
     try:
         return compiled.search(text, timeout=REGEX_TIMEOUT_SECONDS) is not None
     except TimeoutError:
@@ -1218,12 +1228,61 @@ def _check_regex(node: Call) -> Call:
         # The `regex` engine (re-compatible syntax with V0) because it can stop a match after
         # a time limit: Python's re cannot, and guessing from a pattern's shape refused
         # ordinary patterns such as the common e-mail check.
-        compiled = regex.compile(pattern.value, regex.V0)
+        compiled: regex.Pattern[str] | re.Pattern[str] = regex.compile(pattern.value, regex.V0)
     except (regex.error, RecursionError, OverflowError, ValueError) as exc:
         raise ExpressionError(
             "bad_regex", f"invalid regex() pattern: {exc}", pattern.position
         ) from None
+    if _is_fixed_width(pattern.value):
+        # Nothing to time out: re matches it in at most (input × pattern) steps and costs a
+        # fraction of a timed match, which was a tenth of the server's ingest time (the
+        # phone and code checks of every roster).
+        compiled = re.compile(pattern.value)
     return Call(node.name, node.args, node.position, compiled)
+
+
+_PLAIN_ESCAPES = frozenset("dDwWsS.^$*+?{}[]()|\\/-")
+_FIXED_COUNT = re.compile(r"\{([0-9]{1,3})\}")
+_PLAIN_CLASS = re.compile(r"\[\^?[^\]\[\\&|~-](?:[^\]\[\\&|~-]|-(?!-))*\]")
+
+
+def _is_fixed_width(pattern: str) -> bool:
+    """True for a pattern of anchors, characters, plain classes and ``{n}`` counts only.
+
+    Such a pattern (``^[0-9]{12}$``, ``^1[0-9]{10}$``) has no group, alternation or variable
+    repeat to backtrack into, and reads the same in ``re`` as in ``regex`` V0: no escape but
+    the class shorthands and escaped punctuation, no nested or POSIX classes, no set operators.
+    Anything else is left to the timed ``regex`` engine.
+    """
+    i, end = 0, len(pattern)
+    while i < end:
+        ch = pattern[i]
+        if ch in "^$":
+            i += 1
+            if i < end and pattern[i] in "*+?{":
+                return False
+            continue
+        if ch == "\\":
+            if i + 1 >= end or pattern[i + 1] not in _PLAIN_ESCAPES:
+                return False
+            i += 2
+        elif ch == "[":
+            found = _PLAIN_CLASS.match(pattern, i)
+            if found is None:
+                return False
+            i = found.end()
+        elif ch in "*+?{}()|]":
+            return False
+        else:
+            i += 1  # a literal character, or '.'
+        if i < end and pattern[i] == "{":
+            count = _FIXED_COUNT.match(pattern, i)
+            if count is None:
+                return False
+            i = count.end()
+        if i < end and pattern[i] in "*+?{":
+            return False
+    return True
 
 
 def _check_date_literal(node: Call) -> Call:
@@ -1435,6 +1494,17 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 # --- evaluator ------------------------------------------------------------------------------------------
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_NUMBER_TYPES = (int, float)
+
+
 def _compile(node: Node) -> Compiled:
     """Turn a tree into nested closures, so evaluating does no dispatch on node types."""
     if isinstance(node, Literal):
@@ -1463,8 +1533,22 @@ def _compile(node: Node) -> Compiled:
             return lambda env: truthy(left(env)) or truthy(right(env))
         if op == "and":
             return lambda env: truthy(left(env)) and truthy(right(env))
-        if op in ("=", "!=", "<", "<=", ">", ">="):
-            return lambda env: _compare(op, left(env), right(env))
+        if op in _COMPARISONS:
+            plain = _COMPARISONS[op]
+
+            def compare(env: Environment) -> bool:
+                a, b = left(env), right(env)
+                kind_a, kind_b = type(a), type(b)
+                # Two texts, or two numbers (never a bool: its type is neither), compare as
+                # Python does; that is where every rule of _compare ends for them. Most
+                # relevances and checks are such a comparison, so they skip the rules.
+                if (kind_a is str and kind_b is str) or (
+                    kind_a in _NUMBER_TYPES and kind_b in _NUMBER_TYPES
+                ):
+                    return plain(a, b)
+                return _compare(op, a, b)
+
+            return compare
         return lambda env: _arithmetic(op, left(env), right(env))
     spec = FUNCTIONS[node.name]
     args = tuple(_compile(arg) for arg in node.args)
@@ -1475,6 +1559,13 @@ def _compile(node: Node) -> Compiled:
     if node.pattern is not None:
         pattern = node.pattern
         return lambda env: body(env, *[a(env) for a in args], compiled=pattern)
+    # One and two arguments (not(), selected(), id-sex() …: most calls) without a list per call.
+    if len(args) == 1:
+        (only,) = args
+        return lambda env: body(env, only(env))
+    if len(args) == 2:
+        first, second = args
+        return lambda env: body(env, first(env), second(env))
     return lambda env: body(env, *[a(env) for a in args])
 
 
@@ -1546,9 +1637,14 @@ class Expression:
 
     def references(self) -> tuple[Reference, ...]:
         """Every ``${name}`` in source order, with the repeats it is evaluated within."""
-        out: list[Reference] = []
-        _collect(self.root, (), out)
-        return tuple(out)
+        # Computed once: validation asks for every relevance it cannot decide, per record.
+        found = self.__dict__.get("_references")
+        if found is None:
+            out: list[Reference] = []
+            _collect(self.root, (), out)
+            found = tuple(out)
+            object.__setattr__(self, "_references", found)
+        return found
 
     def uses_current(self) -> bool:
         """True when the expression reads ``.``."""
@@ -1568,7 +1664,14 @@ class Expression:
 
     def applies_to_current(self, function: str) -> bool:
         """True when the expression calls ``function`` with ``.`` as its first argument."""
+        # Kept per function: "is this an ID field?" is asked for every changed path of an op.
+        answers = self.__dict__.setdefault("_applies", {})
+        found = answers.get(function)
+        if found is None:
+            found = answers[function] = self._applies_to_current(function)
+        return found
 
+    def _applies_to_current(self, function: str) -> bool:
         def walk(node: Node) -> bool:
             if isinstance(node, Unary):
                 return walk(node.operand)

@@ -48,7 +48,7 @@ def split_path(path: str) -> list[str]:
         PathError: when the path is empty or has an empty segment.
     """
     segments = path.split(SEPARATOR)
-    if not path or any(not s for s in segments):
+    if not path or "" in segments:
         raise PathError(
             message=f"malformed field path {path!r}", message_zh=f"字段路径格式错误：{path!r}"
         )
@@ -184,14 +184,21 @@ def unflatten(
     """
     root = _Node()
     deleted: set[str] = set()
-    row_markers = [p for p in flat if len(split_path(p)) % 2 == 0]
-    for path in row_markers:
-        if is_tombstone(flat[path]):
-            deleted.add(path)
-
+    # Each path is split once; a top-level field (most of a record) has one segment.
+    split: list[tuple[list[str], Any]] = []
     for path, value in flat.items():
+        if path and SEPARATOR not in path:
+            root.values[path] = value
+            continue
         segments = split_path(path)
-        if any(SEPARATOR.join(segments[:end]) in deleted for end in range(2, len(segments) + 1, 2)):
+        if len(segments) % 2 == 0 and is_tombstone(value):
+            deleted.add(path)
+        split.append((segments, value))
+
+    for segments, value in split:
+        if deleted and any(
+            SEPARATOR.join(segments[:end]) in deleted for end in range(2, len(segments) + 1, 2)
+        ):
             continue
         node = root
         # Walk name/row-id pairs down to the level holding the last segment.

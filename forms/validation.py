@@ -340,7 +340,8 @@ def _choice_value(value: Any) -> str:
 
 
 def _known_choice(defn: FormDefinition, fld: Field, value: str) -> None:
-    if value not in {c.value for c in defn.choices_of(fld)}:
+    offered = _plan(defn).choice_values.get(fld.choices) if fld.choices is not None else None
+    if offered is None or value not in offered:
         raise _Problem(
             "choice",
             f"“{value}”不是本题的选项",
@@ -396,6 +397,53 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+# --- the plan: what validation derives from a definition, once per form version -------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every record of one form version is validated with, derived once per definition.
+
+    The server validates every op of every device against the same few published versions; the
+    field tables, choice sets and ID-field names were rebuilt for each record before.
+    """
+
+    #: schema path of a level ("" or a repeat's path) → the field names defined there.
+    level_names: dict[str, frozenset[str]]
+    #: schema path of a level → its fields by name.
+    known: dict[str, dict[str, Field]]
+    #: choice list name → the values it offers.
+    choice_values: dict[str, frozenset[str]]
+    #: ``id()`` of each calculate field written ``once(...)``.
+    once: frozenset[int]
+    #: names of the ID-number fields (``is_id_field``), wherever they sit.
+    id_names: frozenset[str]
+
+
+def _build_plan(defn: FormDefinition) -> _Plan:
+    level_names: dict[str, frozenset[str]] = {"": frozenset(f.name for f in defn.fields)}
+    known: dict[str, dict[str, Field]] = {"": {f.name: f for f in defn.fields}}
+    once: set[int] = set()
+    id_names: set[str] = set()
+    for path, fld in defn.iter_fields():
+        if fld.is_repeat:
+            level_names[path] = frozenset(sub.name for sub in fld.fields)
+            known[path] = {sub.name: sub for sub in fld.fields}
+        if fld.type is FieldType.CALCULATE and _computed_once(fld):
+            once.add(id(fld))
+        if is_id_field(fld):
+            id_names.add(fld.name)
+    choice_values = {
+        name: frozenset(c.value for c in entries) for name, entries in defn.choice_lists.items()
+    }
+    return _Plan(level_names, known, choice_values, frozenset(once), frozenset(id_names))
+
+
+def _plan(defn: FormDefinition) -> _Plan:
+    plan: _Plan = defn.derived("validation", _build_plan)
+    return plan
+
+
 # --- the validator ------------------------------------------------------------------------------
 
 
@@ -417,10 +465,8 @@ class _Validator:
         self.defn = defn
         self.context = context
         self.result = ValidationResult()
-        self.level_names: dict[str, frozenset[str]] = {"": frozenset(f.name for f in defn.fields)}
-        for path, fld in defn.iter_fields():
-            if fld.is_repeat:
-                self.level_names[path] = frozenset(sub.name for sub in fld.fields)
+        self.plan = _plan(defn)
+        self.level_names = self.plan.level_names
         self.labels = defn.choice_labels()
         self.top_typed: dict[str, Any] = {}
         self.hidden: set[str] = set()  # data paths of fields found not relevant
@@ -542,8 +588,8 @@ class _Validator:
 
     # Phase 1: types, row ids, unknown keys
 
-    def read_level(self, fields: tuple[Field, ...], data: Mapping[str, Any], level: _Level) -> None:
-        known = {f.name: f for f in fields}
+    def read_level(self, data: Mapping[str, Any], level: _Level) -> None:
+        known = self.plan.known[level.schema_path]
         for key, value in data.items():
             if level.row is not None and key == ROW_ID_KEY:
                 continue
@@ -561,7 +607,7 @@ class _Validator:
                     "warning",
                 )
                 continue
-            if fld.type is FieldType.CALCULATE and _computed_once(fld) and _is_scalar(value):
+            if id(fld) in self.plan.once and _is_scalar(value):
                 level.typed[key] = value  # once(): the value the tablet computed stands
                 continue
             if fld.type in (FieldType.NOTE, FieldType.CALCULATE) or _is_empty(value):
@@ -617,7 +663,7 @@ class _Validator:
             cleaned_row: dict[str, Any] = {ROW_ID_KEY: row_id} if ROW_ID_KEY in row else {}
             self.row_meta[id(typed_row)] = (index, prefix, cleaned_row)
             child = _Level(schema, prefix, index, typed_row, cleaned_row, ())
-            self.read_level(fld.fields, row, child)
+            self.read_level(row, child)
             typed_rows.append(typed_row)
             cleaned_rows.append(cleaned_row)
         level.typed[fld.name] = typed_rows
@@ -1034,11 +1080,18 @@ def standard_changes(
     spelling of a number, while the op itself — the field history — keeps what was typed.
     Paths that are not ID fields, tombstones and numbers that do not parse pass unchanged.
     """
-    out: dict[str, Any] = {}
+    id_names = _plan(defn).id_names
+    out = dict(changes)
+    if not id_names:
+        return out
     for path, value in changes.items():
-        fld = defn.find_field(path) if path else None
+        # Only a path ending in an ID field's name can name one: the others skip the lookup.
+        if not path or path.rpartition("/")[2] not in id_names:
+            continue
+        fld = defn.find_field(path)
         standard = _standard_id(fld, value, today) if fld is not None else None
-        out[path] = value if standard is None else standard
+        if standard is not None:
+            out[path] = standard
     return out
 
 
@@ -1072,7 +1125,7 @@ def validate_record(
         )
         return validator.result
     top = _Level("", "", None, validator.top_typed, {}, ())
-    validator.read_level(defn.fields, data, top)
+    validator.read_level(data, top)
     validator.walk_level(top)
     for check in defn.checks:
         validator.run_check(check, top)

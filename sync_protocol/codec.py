@@ -160,6 +160,12 @@ def _check_value(value: Any, where: str, depth: int = 0) -> None:
     """Check that ``value`` is a plain JSON value a record may hold, at a bounded depth."""
     if depth > MAX_VALUE_DEPTH:
         raise MalformedBatch(where, f"value nested deeper than {MAX_VALUE_DEPTH}")
+    kind = type(value)
+    if kind is str:
+        # An ASCII text holds no lone surrogate: ids, stamps, paths and codes skip the encode.
+        if not value.isascii():
+            _check_text(value, where)
+        return
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
@@ -174,14 +180,27 @@ def _check_value(value: Any, where: str, depth: int = 0) -> None:
         _check_text(value, where)
         return
     if isinstance(value, list):
+        if value and depth >= MAX_VALUE_DEPTH:
+            raise MalformedBatch(where, f"value nested deeper than {MAX_VALUE_DEPTH}")
         for item in value:
+            kind = type(item)
+            # The common items, without a call per item.
+            if (kind is str and item.isascii()) or (
+                kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER
+            ):
+                continue
             _check_value(item, where, depth + 1)
         return
     if isinstance(value, dict):
+        if value and depth >= MAX_VALUE_DEPTH:
+            raise MalformedBatch(where, f"value nested deeper than {MAX_VALUE_DEPTH}")
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise MalformedBatch(where, "object keys must be strings")
-            _check_text(key, where)
+            if type(key) is not str or not key.isascii():
+                if not isinstance(key, str):
+                    raise MalformedBatch(where, "object keys must be strings")
+                _check_text(key, where)
+            if type(item) is str and item.isascii():
+                continue
             _check_value(item, where, depth + 1)
         return
     raise MalformedBatch(where, f"{type(value).__name__} is not a JSON value")
@@ -324,10 +343,15 @@ def _decode_changes(coded: Any, where: str) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     previous = ""
     for k in range(0, len(coded), 3):
-        shared = _int(coded[k], f"{where}[{k}]", 0)
+        shared, suffix = coded[k], coded[k + 1]
+        # Types tested inline: the error locations are formatted only for a bad triple.
+        if type(shared) is not int or shared < 0:
+            _int(shared, f"{where}[{k}]", 0)
         if shared > len(previous):
             raise MalformedBatch(f"{where}[{k}]", "prefix longer than the previous path")
-        path = previous[:shared] + str(_str(coded[k + 1], f"{where}[{k + 1}]"))
+        if type(suffix) is not str:
+            suffix = str(_str(suffix, f"{where}[{k + 1}]"))
+        path = previous[:shared] + suffix
         if path in changes:
             raise MalformedBatch(f"{where}[{k + 1}]", f"path {path!r} repeated")
         changes[path] = coded[k + 2]

@@ -515,12 +515,21 @@ class RecordState:
         ``{path: seen stamps}``. ``policies`` holds the merge policy of paths whose heads carry
         several values. Paths and ops are sorted, so equal states give equal dicts.
         """
-        writes = self.history()
-        stamps = sorted({w.stamp for w in writes})
-        index = {stamp: i for i, stamp in enumerate(stamps)}
+        # Each path's writes oldest first (one write needs no sort: most paths of most records);
+        # any write of a stamp describes its op, since one stamp belongs to one op.
+        ordered: dict[str, list[Write]] = {}
         first: dict[str, Write] = {}
-        for write in writes:
-            first.setdefault(write.stamp, write)
+        for path in sorted(self._writes):
+            path_writes = self._writes[path]
+            if len(path_writes) == 1:
+                history = list(path_writes.values())
+            else:
+                history = sorted(path_writes.values(), key=lambda w: w.stamp)
+            ordered[path] = history
+            for write in history:
+                first.setdefault(write.stamp, write)
+        stamps = sorted(first)
+        index = {stamp: i for i, stamp in enumerate(stamps)}
         ops: list[dict[str, Any]] = []
         for stamp in stamps:
             write = first[stamp]
@@ -533,9 +542,9 @@ class RecordState:
                 row["c"] = write.conflict_id
             ops.append(row)
         paths: dict[str, list[list[Any]]] = {}
-        for path in sorted(self._writes):
+        for path, history in ordered.items():
             rows = []
-            for write in self.history(path):
+            for write in history:
                 row_: list[Any] = [index[write.stamp], _plain(write.value)]
                 if write.replaces or write.seen:
                     row_.append(list(write.replaces))
@@ -669,26 +678,28 @@ def _op_paths(op: Op) -> list[str]:
 
 def _op_writes(op: Op, suspect: bool) -> list[Write]:
     writes = []
+    base = op.base
     for path in _op_paths(op):
         value = TOMBSTONE if op.kind == "delete" else op.changes[path]
         seen = None
         if is_tombstone(value):
+            value = TOMBSTONE
             seen = {
                 p: base_stamps(entry)
-                for p, entry in op.base.items()
+                for p, entry in base.items()
                 if _in_scope(path, p) and entry is not None
             }
         writes.append(
             Write(
-                path=path,
-                stamp=op.hlc,
-                value=TOMBSTONE if is_tombstone(value) else value,
-                device=op.device_id,
-                seq=op.seq,
-                replaces=base_stamps(op.base.get(path)),
-                suspect=suspect,
-                seen=seen or None,
-                conflict_id=op.conflict_id,
+                path,
+                op.hlc,
+                value,
+                op.device_id,
+                op.seq,
+                base_stamps(base.get(path)) if base else (),
+                suspect,
+                seen or None,
+                op.conflict_id,
             )
         )
     return writes
@@ -714,6 +725,60 @@ def merge(
         MergePolicyError: when ``policy`` returns something other than ``lww``/``review``.
     """
     suspect = is_suspect(op.stamp, reference_ms, max_drift_ms)
+    if state is None and _is_plain_create(op):
+        return _merge_create(op, suspect)
+    return _merge_into(state, op, policy, suspect)
+
+
+def _is_plain_create(op: Op) -> bool:
+    """True for a put without tombstones: merged into no state, it races nothing."""
+    return (
+        op.kind == "put"
+        and op.conflict_id is None
+        and not any(is_tombstone(value) for value in op.changes.values())
+    )
+
+
+def _merge_create(op: Op, suspect: bool) -> MergeResult:
+    """:func:`merge` of a plain create (:func:`_is_plain_create`) into a record not seen yet.
+
+    Every path then has exactly one write, so each is its own only head (status ``ok``), no
+    policy is asked, no conflict can open or close and every change is ``applied``. The state
+    is built with those views already in place, instead of walking heads, policies and the
+    conflict map twice: a county's records arrive as creates (tests/sync_protocol/
+    test_merge_fast_path.py proves the result equal to the general merge).
+    """
+    new_writes = _op_writes(op, suspect)
+    claims = op.household is not None
+    state = RecordState(
+        record_id=op.record_id,
+        form_id=op.form_id,
+        form_version=op.form_version,
+        household=dict(op.household) if op.household is not None else None,
+        round=op.round if claims else None,
+        envelope_stamp=op.hlc if claims else None,
+        writes={write.path: {write.stamp: write} for write in new_writes},
+    )
+    state._heads_cache = {write.path: (write,) for write in new_writes}
+    state._views = {
+        write.path: FieldState(
+            write.path, write.value, write.stamp, write.device, (write.stamp,), "ok"
+        )
+        for write in new_writes
+    }
+    state._conflicts = {}
+    state._op_index = {op.hlc: (op.device_id, op.seq)} if new_writes else {}
+    return MergeResult(
+        state=state,
+        changed=True,
+        status="applied",
+        field_outcomes=dict.fromkeys((write.path for write in new_writes), "applied"),
+        suspect=suspect,
+    )
+
+
+def _merge_into(state: RecordState | None, op: Op, policy: Policy, suspect: bool) -> MergeResult:
+    """The general :func:`merge`: three-way against every write the state holds."""
     if state is None:
         state = RecordState(
             record_id=op.record_id, form_id=op.form_id, form_version=op.form_version
@@ -808,7 +873,7 @@ def current_values(state: RecordState) -> dict[str, Any]:
     for path in state.paths:
         if path == "":
             continue
-        if any(scope == path or _in_scope(scope, path) for scope in hidden):
+        if hidden and any(scope == path or _in_scope(scope, path) for scope in hidden):
             continue
         view = state.field(path)
         if view is None or view.value is None or is_tombstone(view.value):

@@ -112,6 +112,10 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         _fail(name, f"want an integer >= {minimum}, got {value!r}")
 
 
+#: Values :func:`_check_json_value` accepts as they are (exact types: a subclass is checked).
+_PLAIN_TYPES: Final = (str, int, bool)
+
+
 def _check_json_value(name: str, value: Any) -> None:
     """Accept exactly the JSON values of contracts §3 (finite numbers, string keys)."""
     if value is None or isinstance(value, str | bool | int):
@@ -247,7 +251,10 @@ class Op:
             _fail("changes", f"want an object, got {type(self.changes).__name__}")
         for path, value in self.changes.items():
             _check_path("changes", path)
-            _check_json_value(f"changes.{path}", value)
+            # The field name is formatted only for a value that needs the full check: an op
+            # of a new record carries dozens of plain values, and every op is checked.
+            if value is not None and type(value) not in _PLAIN_TYPES:
+                _check_json_value(f"changes.{path}", value)
             if path == "" and not (value is None or is_tombstone(value)):
                 _fail("changes.", "the record path '' takes only null (restore) or a tombstone")
         _check_no_edit_inside_tombstone(self.changes)
@@ -260,7 +267,8 @@ class Op:
             _fail("base", f"want an object, got {type(self.base).__name__}")
         for path, entry in self.base.items():
             _check_path("base", path)
-            _check_base_entry(f"base.{path}", entry)
+            if entry is not None:
+                _check_base_entry(f"base.{path}", entry)
         _check_int("base_revision", self.base_revision, 0)
         try:
             stamp = Stamp.parse(self.hlc)

@@ -341,7 +341,16 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        for key, item in value.items():
+            # Texts inline: an op of a new record is dozens of them, checked for every op.
+            if isinstance(key, str) and "\x00" in key:
+                return True
+            if type(item) is str:
+                if "\x00" in item:
+                    return True
+            elif item is not None and _has_nul(item):
+                return True
+        return False
     if isinstance(value, list):
         return any(_has_nul(item) for item in value)
     return False
@@ -458,7 +467,8 @@ def _apply(
                 )
             ],
         )
-    if _has_nul(op.to_dict()):
+    plain_op = op.to_dict()
+    if _has_nul(plain_op):
         raise _Rejected(
             quarantine.INVALID,
             [
@@ -579,7 +589,7 @@ def _apply(
             "record_id": row.record_id,
             "revision": revision,
             "kind": op.kind,
-            "changes": op.to_dict()["changes"],
+            "changes": plain_op["changes"],
             "outcome": {
                 "status": status,
                 "fields": result.field_outcomes,

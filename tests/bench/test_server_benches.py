@@ -30,6 +30,15 @@ def test_ingest_prints_ours_the_raw_anchor_and_the_ratio_on_both_backends() -> N
     assert anchor and int(anchor.group(1).replace(",", "")) > 0, text
 
 
+def test_ingest_from_client_processes_acks_every_record() -> None:
+    out = io.StringIO()
+    argv = ["--devices", "2", "--households", "2", "--backends", "sqlite", "--clients", "2"]
+    assert ingest_main(argv, out=out) == 0
+    row = re.search(r"^sqlite\s+(\d+)\s+(\d+)\s.*\s(\d+)$", out.getvalue(), re.MULTILINE)
+    assert row, out.getvalue()
+    assert row.group(1) == row.group(2) == "24" and row.group(3) == "0"
+
+
 def test_peak_prints_latency_percentiles_failures_cpu_and_rss_per_level() -> None:
     out = io.StringIO()
     argv = ["--levels", "2,3", "--backends", "sqlite", "--processes", "1", "--clients", "2"]

@@ -360,6 +360,74 @@ def test_benign_regex_patterns_work(pattern: str, good: str, bad: str) -> None:
     assert expr.evaluate(Environment({}, current=bad)) is False
 
 
+# Fixed-width patterns run on re (no timeout needed); everything else on the timed regex engine.
+_ATOMS = [
+    "a",
+    "b",
+    "1",
+    "中",
+    ".",
+    r"\d",
+    r"\w",
+    r"\s",
+    r"\.",
+    r"\-",
+    "[0-9]",
+    "[^0-9]",
+    "[a-c-]",
+    "[Xx]",
+]
+_fixed_patterns = st.builds(
+    lambda start, atoms, end: start + "".join(atoms) + end,
+    st.sampled_from(["", "^"]),
+    st.lists(
+        st.builds(
+            lambda atom, count: atom + count,
+            st.sampled_from(_ATOMS),
+            st.sampled_from(["", "{2}", "{0}"]),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(["", "$"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_fixed_patterns, st.text(alphabet="ab1 2.中-Xx\n", max_size=12))
+def test_a_fixed_width_pattern_matches_on_re_as_on_regex(pattern: str, text: str) -> None:
+    import re
+
+    import regex
+
+    expr = parse_expression(f"regex(., '{pattern}')")
+    assert isinstance(expr.root.pattern, re.Pattern)
+    timed = regex.compile(pattern, regex.V0).search(text, timeout=1) is not None
+    # An empty answer matches nothing, on either engine (it reads as empty, not as '').
+    assert expr.evaluate(Environment({}, current=text)) is (timed and text != "")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "fixed"),
+    [
+        ("^[0-9]{12}$", True),
+        ("^1[0-9]{10}$", True),
+        (r"^[0-9]{17}[0-9Xx]$", True),
+        ("^a+$", False),
+        ("^(a|b)$", False),
+        ("^[0-9]{1,3}$", False),
+        ("^[[:digit:]]$", False),
+        (r"^\p{Han}$", False),
+        ("^[a&&b]$", False),
+        ("a{2}?", False),
+    ],
+)
+def test_only_fixed_width_patterns_leave_the_timed_engine(pattern: str, fixed: bool) -> None:
+    import re
+
+    assert isinstance(parse_expression(f"regex(., '{pattern}')").root.pattern, re.Pattern) is fixed
+
+
 def test_regex_input_is_bounded_and_accepted_patterns_stay_fast() -> None:
     expr = parse_expression("regex(., '^.*.*x$')")
     started = time.monotonic()

@@ -289,3 +289,23 @@ def test_load_area_names_names_all_rows_or_reports_each_bad_one(
     assert refused.exit_code != 0
     assert "row 2 A: an area code is 6, 9 or 12 digits" in refused.output
     assert "area_names_invalid" in refused.output
+
+
+def test_serve_freezes_what_start_up_built_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    from server.cli import GC_YOUNG_THRESHOLD, _settle_garbage_collector
+
+    threshold = gc.get_threshold()
+    try:
+        _settle_garbage_collector()
+        assert gc.get_freeze_count() > 10_000  # this test process's modules, at least
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+        # A cycle made afterwards is still collected.
+        cycle: list[object] = []
+        cycle.append(cycle)
+        del cycle
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
