@@ -36,6 +36,8 @@ from forms.indicators import (
     household_indicators,
     round_change,
 )
+from forms.verification import FORM_ID as VERIFICATION_FORM
+from forms.verification import is_outcome_household_no
 from server.errors import Forbidden, ValidationFailed
 from server.services.access import Principal
 from server.services.monitoring import monitoring_config
@@ -770,7 +772,14 @@ def _row(
 def _rows_of(
     household: HouseholdRecords, today: date, config: MonitoringConfig, key: str
 ) -> list[dict[str, Any]]:
-    """The household's rows: one per round it has records in, one for its newest records."""
+    """The household's rows: one per round it has records in, one for its newest records.
+
+    The outcome of a village-level task is filed under a 户编号 of its own (``task-<id>``,
+    ``forms.verification``): no household, so no picture on the dashboard."""
+    if is_outcome_household_no(household.household_no) and all(
+        r.form_id == VERIFICATION_FORM for r in household.records
+    ):
+        return []
     rows = []
     rounds = household.rounds()
     pictures: dict[str | None, HouseholdPicture | None] = {}
