@@ -685,17 +685,26 @@ def _household_reasons(
             if g
         }
         unsafe = sorted(grades & {"C", "D"})
-        if survey in ("A", "B") and unsafe:
+        # The appraisal export lists the houses not known safe (no record, 未鉴定, C, D): a
+        # C/D grade for one the survey never graded is a 危房 the team has not seen yet, as
+        # much a finding as one the survey has as A/B. A survey C/D already knows it.
+        if unsafe and survey not in ("C", "D", "无房"):
+            recorded = f"调查记录为{survey}级" if survey in ("A", "B") else "调查尚未鉴定"
+            recorded_en = (
+                f"the survey recorded {survey}"
+                if survey in ("A", "B")
+                else "the survey has no grade"
+            )
             reasons.append(
                 _reason(
                     "department_house_unsafe",
                     department,
-                    f"住建部门鉴定为{unsafe[-1]}级危房，调查记录为{survey}级，请核实",
-                    f"the housing department grades the house {unsafe[-1]}, the survey "
-                    f"recorded {survey}; please verify",
+                    f"住建部门鉴定为{unsafe[-1]}级危房，{recorded}，请核实",
+                    f"the housing department grades the house {unsafe[-1]}, {recorded_en}; "
+                    "please verify",
                     **where,
                     department_grade=unsafe[-1],
-                    survey_grade=survey,
+                    survey_grade=survey or "",
                 )
             )
     if department == "medical_insurance":

@@ -36,8 +36,6 @@ from forms.indicators import (
     household_indicators,
     round_change,
 )
-from forms.verification import FORM_ID as VERIFICATION_FORM
-from forms.verification import is_outcome_household_no
 from server.errors import Forbidden, ValidationFailed
 from server.services.access import Principal
 from server.services.monitoring import monitoring_config
@@ -774,12 +772,8 @@ def _rows_of(
 ) -> list[dict[str, Any]]:
     """The household's rows: one per round it has records in, one for its newest records.
 
-    The outcome of a village-level task is filed under a 户编号 of its own (``task-<id>``,
-    ``forms.verification``): no household, so no picture on the dashboard."""
-    if is_outcome_household_no(household.household_no) and all(
-        r.form_id == VERIFICATION_FORM for r in household.records
-    ):
-        return []
+    Task outcomes are not among the records (``server.storage.indicators``): a village-level
+    task's own 户编号 (``task-<id>``) has none, so no row and no picture on the dashboard."""
     rows = []
     rounds = household.rounds()
     pictures: dict[str | None, HouseholdPicture | None] = {}
