@@ -437,6 +437,8 @@ def test_a_county_imports_its_roster_and_lists_the_villages_close_their_tasks_an
         "孙八",
     }
     assert not any(STRANGER_V1 in json.dumps(t, ensure_ascii=False) for t in opened)
+    task_page = web.get("/tasks")
+    assert "村级任务（核实名单人员是否为本村人员）" in task_page and N1 in task_page
 
     # 4. 一村's tablet: the tasks of its village only, worked offline beside December's records.
     tablet = tmp_path / "tablet.db"
