@@ -1251,9 +1251,15 @@ class ShownRow:
         }
 
 
-def _problem_message(problem: str, detail: Mapping[str, Any]) -> dict[str, str]:
+def _problem_message(problem: str, detail: Mapping[str, Any], village: str = "") -> dict[str, str]:
     zh, en = PROBLEMS.get(problem, ("", ""))
-    if problem == "duplicate_row" and detail.get("first_row"):
+    if problem == "not_in_roster" and village:
+        # Kept on the list (never dropped), and said where it went: the village's team.
+        zh, en = (
+            f"{zh}；已转为村 {village} 的村级核实任务",
+            f"{en}; made a village-level task of {village}",
+        )
+    elif problem == "duplicate_row" and detail.get("first_row"):
         zh, en = (
             f"与第{detail['first_row']}行是同一人",
             f"the same person as row {detail['first_row']}",
@@ -1304,7 +1310,7 @@ def round_rows(
                     row.household_no,
                     row.matched_by,
                     row.problem,
-                    _problem_message(row.problem, payload),
+                    _problem_message(row.problem, payload, row.village_code),
                     cells.get("name", ""),
                     mask(number) or "",
                 )

@@ -436,6 +436,8 @@ def test_a_county_imports_its_roster_and_lists_the_villages_close_their_tasks_an
         "钱七",
         "孙八",
     }
+    (nowhere,) = [r for r in unmatched if r["name"] == "孙八"]
+    assert "村级核实任务" not in nowhere["message"]["zh"]  # no village to tell: the list only
     assert not any(STRANGER_V1 in json.dumps(t, ensure_ascii=False) for t in opened)
     task_page = web.get("/tasks")
     assert "村级任务（核实名单人员是否为本村人员）" in task_page and N1 in task_page

@@ -228,6 +228,8 @@ def test_a_medical_list_is_a_round_with_the_right_reasons_per_household(
     assert "lossy_number" in lossy.message["en"]
     duplicate = next(r for r in rows if r.problem == "duplicate_row")
     assert duplicate.message["zh"] == "与第4行是同一人"
+    stranger_row = next(r for r in rows if r.problem == "not_in_roster")
+    assert stranger_row.message["zh"].endswith(f"已转为村 {VILLAGE} 的村级核实任务")
     assert all("*" in r.id_number or r.id_number in ("", "***") for r in rows)
 
 
