@@ -110,13 +110,17 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             )
             # One round after the other, as the teams make them: a round's records are
             # compared with those that reached the server before them.
-            applied = 0
+            statuses: dict[str, int] = {}
             for round_ in ROUNDS:
                 loaded = load_households(county_lines(args.households, round_))
-                applied += loaded.statuses.get("applied", 0)
+                for status, count in loaded.statuses.items():
+                    statuses[status] = statuses.get(status, 0) + count
+            applied = statuses.get("applied", 0)
+            # A sample the ingest rules refuse (rare) is left out, as the county's would be.
+            refused = {k: v for k, v in statuses.items() if k != "applied"}
         say(
             f"county: {args.households:,} households × {len(ROUNDS)} rounds × {len(FORMS)} "
-            f"records (applied {applied:,}), set up in "
+            f"records (applied {applied:,}{f', {refused}' if refused else ''}), set up in "
             f"{time.perf_counter() - started:.1f} s"
         )
         with app.app_context():
