@@ -552,8 +552,15 @@ def test_housing_goes_the_other_way_round_export_to_appraise_then_import_the_gra
     sheet.cell(row=3, column=header.index("鉴定等级") + 1, value="C")
     back = io.BytesIO()
     sheet.parent.save(back)
-    result = _import(loaded, back.getvalue(), CollectingSink(), department="housing")
+    sink = CollectingSink()
+    result = _import(loaded, back.getvalue(), sink, department="housing")
     assert result.counts["matched"] == 1 and result.counts["unmatched"] == 0
+    # A 危房 the survey never graded is a finding: the grade does not stop at the import.
+    ((_, signals),) = sink.calls
+    (signal,) = signals
+    (reason,) = signal.reasons
+    assert reason.code == "department_house_unsafe" and reason.details["survey_grade"] == ""
+    assert reason.message_zh == "住建部门鉴定为C级危房，调查尚未鉴定，请核实"
 
     reviewer = Principal(user_id=5, username="near", role=TOWNSHIP_REVIEWER, area_prefix=TOWNSHIP)
     with loaded.app_context(), pytest.raises(Forbidden):
