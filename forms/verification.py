@@ -24,10 +24,14 @@ __all__ = [
     "FORM_ID",
     "OUTCOMES",
     "TASK_STATUSES",
+    "VILLAGE_OUTCOMES",
     "OutcomeError",
+    "is_outcome_household_no",
     "outcome_data",
+    "outcome_household_no",
     "outcome_record_id",
     "outcome_round",
+    "outcomes_for",
 ]
 
 FORM_ID: Final = VERIFICATION_OUTCOME
@@ -38,6 +42,11 @@ OUTCOMES: Final[dict[str, tuple[str, str]]] = {
     "data_error": ("数据错误", "data error"),
     "already_solved": ("问题已解决", "already solved"),
     "already_monitored": ("已纳入监测", "already monitored"),
+    # A village-level task (someone on a department list whom the roster lacks): the person
+    # turns out not to belong here, or does and is added to the roster. One who left is
+    # ``data_error`` + ``moved``.
+    "not_village_resident": ("非本村人员", "not a resident of this village"),
+    "add_to_roster": ("确为本村人员，补录花名册", "lives here: add to the roster"),
 }
 #: Kinds of data error (outcome ``data_error``), as the form's ``data_error`` list holds them.
 DATA_ERRORS: Final[dict[str, tuple[str, str]]] = {
@@ -47,6 +56,8 @@ DATA_ERRORS: Final[dict[str, tuple[str, str]]] = {
     "wrong_id": ("证件号码错误", "wrong ID number"),
     "moved": ("人员已迁出", "moved away"),
 }
+#: The outcomes that fit a village-level task (no household): who is this person to us?
+VILLAGE_OUTCOMES: Final = ("not_village_resident", "add_to_roster", "data_error")
 #: open → worked (an outcome came back) → closed (a reviewer accepted it).
 TASK_STATUSES: Final = ("open", "worked", "closed")
 
@@ -68,6 +79,30 @@ class OutcomeError(ValueError):
 def outcome_record_id(task_id: str) -> str:
     """The id of the ``verification_outcome`` record of task ``task_id`` (a UUID, 36 chars)."""
     return str(uuid.uuid5(_NAMESPACE, f"{FORM_ID}:{task_id}"))
+
+
+def outcomes_for(level: str) -> dict[str, tuple[str, str]]:
+    """The coded outcomes that fit a task of ``level`` (``"village"``: a listed person with no
+    household; anything else: a household's task)."""
+    if level == "village":
+        return {key: OUTCOMES[key] for key in VILLAGE_OUTCOMES}
+    return {k: v for k, v in OUTCOMES.items() if k not in ("not_village_resident", "add_to_roster")}
+
+
+def outcome_household_no(task_id: str, household_no: str | None = None) -> str:
+    """The 户编号 the outcome record of task ``task_id`` is filed under: the task's household,
+    or for a village-level task (``household_no`` empty: a listed person the roster lacks) a
+    number of its own, ``task-<id>``, since every record belongs to a household and this one
+    is about a person no household has yet. No roster record is ever filed under it."""
+    if household_no:
+        return household_no
+    compact = "".join(ch for ch in task_id if ch.isalnum())[:40]
+    return f"task-{compact}"
+
+
+def is_outcome_household_no(household_no: str) -> bool:
+    """True for the 户编号 of a village-level task's outcome record (not a real household)."""
+    return household_no.startswith("task-")
 
 
 def outcome_round(task_id: str) -> str:

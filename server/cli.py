@@ -678,9 +678,6 @@ def import_department(
         )
         if result.signals_delivered:
             click.echo("tasks handed over to the task service")
-        else:
-            missing = department_lists.TaskServiceMissing()
-            click.echo(f"{missing.text} [{missing.code}]")
         if not result.already_imported:
             rows, _ = department_lists.round_rows(
                 _services(app), CLI_PRINCIPAL, CLI_ACTOR, result.round_id, limit=1000

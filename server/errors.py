@@ -446,14 +446,6 @@ _SERVICE_CODES: tuple[tuple[str, int, str, str], ...] = (
         "加密存储的数据无法解密（密钥缺失或数据被改动）",
         "Sealed data could not be opened (missing key or altered data)",
     ),
-    # 503
-    (
-        "task_service_missing",
-        503,
-        "核实任务服务尚未安装，发现的问题已保存，安装后重新导入同一文件即可生成任务",
-        "The task service is not installed; the findings are saved and importing the same "
-        "file again hands them over",
-    ),
 )
 
 #: Protocol codes (``sync_protocol.errors``) the server passes through unchanged: a request

@@ -20,7 +20,7 @@ import click
 
 from forms.errors import FormsError
 from forms.instruments import BUILTIN_IDS, builtin_json
-from forms.verification import DATA_ERRORS, OUTCOMES
+from forms.verification import DATA_ERRORS
 from sync_protocol.errors import ProtocolError
 from village_client_stub.errors import BadInput, DeviceError, RecordInvalid
 from village_client_stub.prompts import FormPrompter, InputEnded, LineReader, ask_household
@@ -31,6 +31,7 @@ from village_client_stub.tasks import (
     DETAIL_CHOICES,
     OUTCOME_CHOICES,
     local_status,
+    outcome_choices,
     task_lines,
     work_task,
 )
@@ -508,7 +509,8 @@ def list_tasks(db_path: Path, as_json: bool, status: str | None) -> None:
 @click.option(
     "--outcome",
     type=click.Choice(OUTCOME_CHOICES),
-    help="start_identification / not_eligible / data_error / already_solved / already_monitored.",
+    help="start_identification / not_eligible / data_error / already_solved / already_monitored; "
+    "a village-level task: not_village_resident / add_to_roster / data_error (moved).",
 )
 @click.option(
     "--detail",
@@ -544,7 +546,7 @@ def task(
             # Interactive: the questions of the outcome, with the coded choices numbered.
             for line in task_lines(store, found, full=True):
                 click.echo(line)
-            outcome = _choose("核查结果 Outcome", OUTCOMES)
+            outcome = _choose("核查结果 Outcome", outcome_choices(found))
             if outcome == "data_error" and detail is None:
                 detail = _choose("数据错误类型 Kind of data error", DATA_ERRORS)
             if not note:

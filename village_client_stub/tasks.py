@@ -23,12 +23,13 @@ from forms.verification import (
     outcome_label,
     outcome_record_id,
     outcome_round,
+    outcomes_for,
 )
 from village_client_stub.errors import BadInput, UnknownForm, UnknownRecord
 from village_client_stub.records import EditResult, RecordEditor
 from village_client_stub.store import DeviceStore
 
-__all__ = ["TaskOutcome", "task_lines", "work_task"]
+__all__ = ["TaskOutcome", "outcome_choices", "task_lines", "work_task"]
 
 _STATUS_ZH = {"open": "待核查", "worked": "已核查", "closed": "已关闭"}
 
@@ -61,9 +62,13 @@ def task_lines(store: DeviceStore, task: Mapping[str, Any], *, full: bool = Fals
     """Text lines for one task (Chinese first): household, status, deadline, reasons."""
     household = task.get("household") or {}
     status = local_status(store, task)
+    if task.get("level") == "village":
+        # No household: someone on a department list the roster lacks.
+        where = f"村 {household.get('village_code')}（村级任务：核实名单人员是否为本村人员）"
+    else:
+        where = f"户 {household.get('village_code')}/{household.get('household_no')}"
     head = (
-        f"任务 {task['task_id']}  户 {household.get('village_code')}/"
-        f"{household.get('household_no')}  {_STATUS_ZH.get(status, status)}  "
+        f"任务 {task['task_id']}  {where}  {_STATUS_ZH.get(status, status)}  "
         f"截止 {task.get('deadline')}"
     )
     if task.get("escalated"):
@@ -115,6 +120,14 @@ def work_task(
     if photo:
         text = str(photo)
         photo_ref = text if text.startswith("sha256:") else None
+    level = str(task.get("level") or "household")
+    fitting = outcomes_for(level)
+    if outcome not in fitting:
+        raise BadInput(
+            f"a {level}-level task's outcome is one of {', '.join(fitting)}, got {outcome!r}",
+            message_zh=("村级任务的核查结果应为：" if level == "village" else "核查结果应为：")
+            + "、".join(zh for zh, _ in fitting.values()),
+        )
     try:
         data = outcome_data(task_id, outcome, detail=detail, note=note)
     except OutcomeError as exc:
@@ -148,6 +161,11 @@ def work_task(
     else:
         result = editor.replace_data(record_id, data)
     return TaskOutcome(task_id, result)
+
+
+def outcome_choices(task: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """The coded outcomes that fit ``task`` (a village-level task has its own)."""
+    return outcomes_for(str(task.get("level") or "household"))
 
 
 OUTCOME_CHOICES = tuple(OUTCOMES)

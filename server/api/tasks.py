@@ -33,7 +33,9 @@ class ReasonSchema(Schema):
 class TaskSchema(Schema):
     id = fields.String(dump_only=True)
     village_code = fields.String(dump_only=True)
-    household_no = fields.String(dump_only=True)
+    # None for a village-level task (a listed person no household of the roster has).
+    household_no = fields.String(dump_only=True, allow_none=True)
+    level = fields.String(dump_only=True, validate=validate.OneOf(["household", "village"]))
     status = fields.String(dump_only=True)
     reasons = fields.List(fields.Nested(ReasonSchema), dump_only=True)
     origins = fields.List(fields.String(), dump_only=True)

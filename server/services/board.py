@@ -53,7 +53,7 @@ EVIDENCE_FORMS: dict[str, tuple[str, ...]] = {
     "income": ("monitoring_household",),
 }
 #: Task outcomes that say the signal was wrong (the household needed no help for that reason).
-FALSE_POSITIVE_OUTCOMES = frozenset({"not_eligible", "data_error"})
+FALSE_POSITIVE_OUTCOMES = frozenset({"not_eligible", "data_error", "not_village_resident"})
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from forms.identity import (
 )
 from forms.indicators import MonitoringConfig
 from forms.instruments import EDUCATION, HOUSING, INSURANCE, MONITORING, ROSTER
-from server.errors import ApiError, Forbidden, NotFound, ValidationFailed
+from server.errors import Forbidden, NotFound, ValidationFailed
 from server.services import tasks
 from server.services.access import COUNTY_ADMIN, Actor, Principal
 from server.services.context import ServiceContext
@@ -63,6 +63,7 @@ from server.services.task_reasons import (
     TaskReason,
     TaskSink,
 )
+from server.storage import areas as area_store
 from server.storage import department_lists as store
 from server.storage.database import end_read, writing
 from sync_protocol.crypto import b64decode, b64encode
@@ -73,7 +74,6 @@ __all__ = [
     "REASONS",
     "VALUE_FIELDS",
     "ImportResult",
-    "TaskServiceMissing",
     "default_task_sink",
     "get_mapping",
     "housing_appraisal_list",
@@ -92,6 +92,7 @@ KEY_FIELDS: dict[str, tuple[str, str, str]] = {
     "name": ("姓名", "姓名", "name"),
     "birth_date": ("出生日期", "出生日期", "birth date"),
     "village_code": ("行政区划代码", "行政村代码", "village code"),
+    "address": ("住址", "住址（所属村）", "address (names the village)"),
 }
 REQUIRED_FIELDS = ("id_number", "name")
 
@@ -170,33 +171,15 @@ _NOT_INSURED = ("未参保", "停保", "终止", "退保", "中断", "未缴费"
 _NOT_IN_SCHOOL = ("辍学", "失学", "离校", "退学", "休学", "毕业", "死亡")
 
 
-class TaskServiceMissing(ApiError):
-    """503: the task service (``server.services.tasks``) is not installed in this server."""
-
-    status = 503
-    default_code = "task_service_missing"
-    default_zh = "核实任务服务尚未安装，发现的问题已保存，安装后重新导入同一文件即可生成任务"
-    default_en = (
-        "The task service is not installed; the findings are saved and importing the same "
-        "file again hands them over"
-    )
-
-
 def default_task_sink(ctx: ServiceContext, actor: Actor) -> TaskSink:
     """The one place the department lists meet the task service: its ``open_tasks`` bound to
-    the importer (the tasks join the import's write transaction). A sink that raises
-    :class:`TaskServiceMissing` leaves the round saved with its signals, handed over on the
-    next import of the same file.
+    the importer (the tasks join the import's write transaction, so a round and its tasks
+    commit together or not at all).
 
-    A signal with no household (someone on a list found in no household of the village) is
-    not a task: a task is worked at one household. It stays in the round's findings and its
-    unmatched rows, listed for the county on the round's page."""
-    open_tasks = tasks.task_sink(ctx, actor)
-
-    def sink(signals: Iterable[HouseholdSignal], *, origin: str) -> Any:
-        return open_tasks([s for s in signals if s.household.household_no], origin=origin)
-
-    return sink
+    A person on a list whom no household has, in a village the row names, is a village-level
+    signal (``subject`` set, no household): a task of that village, whose team finds out who
+    the person is (docs/tasks.md)."""
+    return tasks.task_sink(ctx, actor)
 
 
 # --- mappings -------------------------------------------------------------------------------------
@@ -506,7 +489,42 @@ def _birth_text(text: str) -> str:
     return ""
 
 
-def _match(row: DepartmentRow, area: str, index: RosterIndex, seen: dict[str, int]) -> _Matched:
+@dataclass(frozen=True)
+class VillageFinder:
+    """Tells a row's village when it has no village code: from its address, by the names the
+    county gave its villages (the 区划名称 page), or — an import into one village — that
+    village. A row it cannot place stays on the unmatched list only."""
+
+    area: str
+    names: Mapping[str, str]  # 12-digit village code → name, under the area
+
+    @classmethod
+    def of(cls, area: str, names: Mapping[str, str]) -> VillageFinder:
+        """The finder for an import into ``area`` (``names``: every named code under it)."""
+        return cls(area, {c: n for c, n in names.items() if len(c) == 12 and n.strip()})
+
+    def village_of(self, address: str) -> str:
+        """The village the address names ("" when none or more than one fits)."""
+        if len(self.area) == 12:
+            return self.area
+        text = unicodedata.normalize("NFKC", address or "").strip()
+        if not text:
+            return ""
+        hits = [code for code, name in self.names.items() if name.strip() in text]
+        if len(hits) > 1:
+            # 新村 inside 新村一组 … the longest name that fits wins, if only one is that long.
+            longest = max(len(self.names[c].strip()) for c in hits)
+            hits = [c for c in hits if len(self.names[c].strip()) == longest]
+        return hits[0] if len(hits) == 1 else ""
+
+
+def _match(
+    row: DepartmentRow,
+    area: str,
+    index: RosterIndex,
+    seen: dict[str, int],
+    villages: VillageFinder | None = None,
+) -> _Matched:
     cells = row.cells
     village = ""
     village_text = cells.get("village_code", "")
@@ -520,6 +538,8 @@ def _match(row: DepartmentRow, area: str, index: RosterIndex, seen: dict[str, in
             village = code
         elif code:
             outside = True
+    if not village and not outside and villages is not None:
+        village = villages.village_of(cells.get("address", ""))
     info: IdInfo | None = None
     id_problem: dict[str, str] = {}
     error = row.id_error
@@ -665,17 +685,26 @@ def _household_reasons(
             if g
         }
         unsafe = sorted(grades & {"C", "D"})
-        if survey in ("A", "B") and unsafe:
+        # The appraisal export lists the houses not known safe (no record, 未鉴定, C, D): a
+        # C/D grade for one the survey never graded is a 危房 the team has not seen yet, as
+        # much a finding as one the survey has as A/B. A survey C/D already knows it.
+        if unsafe and survey not in ("C", "D", "无房"):
+            recorded = f"调查记录为{survey}级" if survey in ("A", "B") else "调查尚未鉴定"
+            recorded_en = (
+                f"the survey recorded {survey}"
+                if survey in ("A", "B")
+                else "the survey has no grade"
+            )
             reasons.append(
                 _reason(
                     "department_house_unsafe",
                     department,
-                    f"住建部门鉴定为{unsafe[-1]}级危房，调查记录为{survey}级，请核实",
-                    f"the housing department grades the house {unsafe[-1]}, the survey "
-                    f"recorded {survey}; please verify",
+                    f"住建部门鉴定为{unsafe[-1]}级危房，{recorded}，请核实",
+                    f"the housing department grades the house {unsafe[-1]}, {recorded_en}; "
+                    "please verify",
                     **where,
                     department_grade=unsafe[-1],
-                    survey_grade=survey,
+                    survey_grade=survey or "",
                 )
             )
     if department == "medical_insurance":
@@ -752,23 +781,37 @@ def _signals(
             signals.append(HouseholdSignal(HouseholdKey(*key), tuple(reasons)))
     zh_dept = DEPARTMENTS[department][0]
     for village in sorted(not_listed):
-        # No household to visit: the village's team finds out where these people live.
-        reasons = tuple(
-            _reason(
+        # No household to visit: a village-level task per person, whose team finds out
+        # whether the person lives here (add to the roster), moved, or is not ours.
+        for m in not_listed[village]:
+            name = m.row.cells.get("name", "")
+            masked = mask(m.number) if m.number else ""
+            reason = _reason(
                 "department_not_in_roster",
                 department,
-                f"{zh_dept}名单第{m.row.row}行的{m.row.cells.get('name', '')}不在本村花名册中，请核实",
+                f"{zh_dept}名单第{m.row.row}行的{name}（{masked}）不在本村花名册中，"
+                "请核实名单人员是否为本村人员",
                 f"row {m.row.row} of the {DEPARTMENTS[department][1]} list is not in the "
-                "village's roster; please verify",
+                "village's roster; please verify whether this person belongs to the village",
                 **where,
                 excel_row=m.row.row,
-                name=m.row.cells.get("name", ""),
-                id_number=mask(m.number) if m.number else "",
+                name=name,
+                id_number=masked,
             )
-            for m in not_listed[village]
-        )
-        signals.append(HouseholdSignal(HouseholdKey(village, ""), reasons))
+            signals.append(
+                HouseholdSignal(
+                    HouseholdKey(village, ""), (reason,), subject=person_subject(masked, name)
+                )
+            )
     return signals
+
+
+def person_subject(masked_id: str, name: str) -> str:
+    """The key of a village-level task's person: a digest of what its reason already shows
+    (masked ID and name), so it reveals nothing the task does not, and the same person on next
+    month's list — of any department — finds the same open task."""
+    digest = hashlib.sha256(f"{masked_id}|{name}".encode()).hexdigest()[:40]
+    return f"person:{digest}"
 
 
 def _signal_document(
@@ -780,6 +823,7 @@ def _signal_document(
         {
             "village_code": s.household.village_code,
             "household_no": s.household.household_no,
+            "subject": s.subject,
             "reasons": [r.to_dict() for r in s.reasons],
         }
         for s in signals
@@ -815,6 +859,7 @@ def _signals_from(
                 )
                 for r in h["reasons"]
             ),
+            subject=h.get("subject") or "",
         )
         for h in households
     ]
@@ -874,11 +919,9 @@ def _check_period(period: str, as_of: date | str) -> tuple[str, date]:
 
 
 def _deliver(sink: TaskSink, signals: list[HouseholdSignal], origin: str) -> bool:
-    """Hand ``signals`` to the sink inside the caller's write; False when no task service."""
-    try:
-        sink(signals, origin=origin)
-    except TaskServiceMissing:
-        return False
+    """Hand ``signals`` to the sink inside the caller's write (a sink that fails fails the
+    import: the round and its tasks commit together). True once handed over."""
+    sink(signals, origin=origin)
     return True
 
 
@@ -902,9 +945,10 @@ def import_department_list(
     ``columns`` (field → header), when given, is saved as the department's mapping for the
     area first; otherwise the saved mapping (or the department's default, then saved) is used.
     The same file (same SHA-256) of the same department into the same area again changes
-    nothing and says so (``already_imported``); signals the task service could not take the
-    first time (:class:`TaskServiceMissing`) are handed over then. One write transaction: the
-    round, its sealed rows, the audit entry and the sink's tasks commit together.
+    nothing and says so (``already_imported``); a round saved before its signals were handed
+    over (``signals_delivered`` false: rounds from before the task service) hands them over
+    then. One write transaction: the round, its sealed rows, the audit entry and the sink's
+    tasks commit together.
 
     Raises :class:`ValidationFailed` (``department_unknown``, ``department_import_invalid``,
     ``department_mapping_invalid``, ``department_file_unreadable``,
@@ -962,6 +1006,7 @@ def import_department_list(
             optional = frozenset(mapping) - set(REQUIRED_FIELDS)
         found_columns: dict[str, str] = {}
         index = _roster_index(area)
+        villages = VillageFinder.of(area, area_store.names_under(area))
         round_id = store.add_round(
             area=area,
             department=department,
@@ -980,7 +1025,7 @@ def import_department_list(
             for row in read_department_file(
                 content, mapping, optional=optional, found=found_columns
             ):
-                m = _match(row, area, index, seen)
+                m = _match(row, area, index, seen, villages)
                 payload = orjson.dumps({"cells": row.cells, "number": m.number, **m.detail})
                 _, sealed = sealer.seal(payload, f"{round_id}:{row.row}".encode(), key_id=key_id)
                 # Only what the cross-checks read stays in memory: a 100,000-row list is
@@ -1206,9 +1251,15 @@ class ShownRow:
         }
 
 
-def _problem_message(problem: str, detail: Mapping[str, Any]) -> dict[str, str]:
+def _problem_message(problem: str, detail: Mapping[str, Any], village: str = "") -> dict[str, str]:
     zh, en = PROBLEMS.get(problem, ("", ""))
-    if problem == "duplicate_row" and detail.get("first_row"):
+    if problem == "not_in_roster" and village:
+        # Kept on the list (never dropped), and said where it went: the village's team.
+        zh, en = (
+            f"{zh}；已转为村 {village} 的村级核实任务",
+            f"{en}; made a village-level task of {village}",
+        )
+    elif problem == "duplicate_row" and detail.get("first_row"):
         zh, en = (
             f"与第{detail['first_row']}行是同一人",
             f"the same person as row {detail['first_row']}",
@@ -1259,7 +1310,7 @@ def round_rows(
                     row.household_no,
                     row.matched_by,
                     row.problem,
-                    _problem_message(row.problem, payload),
+                    _problem_message(row.problem, payload, row.village_code),
                     cells.get("name", ""),
                     mask(number) or "",
                 )

@@ -770,7 +770,10 @@ def _row(
 def _rows_of(
     household: HouseholdRecords, today: date, config: MonitoringConfig, key: str
 ) -> list[dict[str, Any]]:
-    """The household's rows: one per round it has records in, one for its newest records."""
+    """The household's rows: one per round it has records in, one for its newest records.
+
+    Task outcomes are not among the records (``server.storage.indicators``): a village-level
+    task's own 户编号 (``task-<id>``) has none, so no row and no picture on the dashboard."""
     rows = []
     rounds = household.rounds()
     pictures: dict[str | None, HouseholdPicture | None] = {}

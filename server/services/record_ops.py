@@ -36,6 +36,8 @@ from typing import Any, Final
 from forms import FormsError, unflatten
 from forms.identity import is_valid_household_no, is_valid_round
 from forms.validation import standard_changes, validate_record
+from forms.verification import FORM_ID as VERIFICATION_FORM
+from forms.verification import is_outcome_household_no
 from server.services import indicators, tasks
 from server.services.checking import IngestContext, definition
 from server.storage import conflicts as conflict_store
@@ -543,7 +545,10 @@ def _apply(
         duplicate = _duplicate_household(op, batch.twins.get(key, []))
         batch.twins.setdefault(key, []).append((op.record_id, result.state.created_stamp or op.hlc))
         batch.created.add(op.record_id)
-        if (village, household_no) not in batch.households:
+        # A village-level task's outcome is filed under a 户编号 of its own (``task-<id>``):
+        # not a household of the roster, so not one the households stream hands out.
+        village_task = op.form_id == VERIFICATION_FORM and is_outcome_household_no(household_no)
+        if (village, household_no) not in batch.households and not village_task:
             batch.households[(village, household_no)] = {
                 "village_code": village,
                 "household_no": household_no,

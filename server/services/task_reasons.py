@@ -60,10 +60,23 @@ class TaskReason:
 
 @dataclass(frozen=True)
 class HouseholdSignal:
-    """Every reason one producer found for one household in one run."""
+    """Every reason one producer found for one household in one run.
+
+    A **village-level** signal is about a person no household of the roster has (on a
+    department list, not in the roster): ``household.household_no`` is ``""`` and ``subject``
+    names the person (a stable key made of what the reasons already show, never an ID number
+    in clear). The task service keeps one open task per (village, subject), as it keeps one
+    per household; the village team finds out who the person is.
+    """
 
     household: HouseholdKey
     reasons: tuple[TaskReason, ...]
+    subject: str = ""
+
+    @property
+    def village_level(self) -> bool:
+        """True for a signal about a person with no household (``subject`` set)."""
+        return not self.household.household_no
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,14 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
 from forms.identity import is_valid_id_number
-from forms.verification import FORM_ID, OUTCOMES, outcome_label, outcome_record_id, outcome_round
+from forms.verification import (
+    FORM_ID,
+    OUTCOMES,
+    outcome_household_no,
+    outcome_label,
+    outcome_record_id,
+    outcome_round,
+)
 from server.errors import Conflict, NotFound, ValidationFailed
 from server.services.access import CLI_ACTOR, Actor, Principal
 from server.services.context import ServiceContext
@@ -170,16 +177,26 @@ def open_tasks(
             zh="任务来源须写明发现问题的批次（1至200个字符）",
             details={"fields": {"origin": ["1-200 characters"]}},
         )
-    by_household: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    # Keyed (village, household, subject): a household's task has no subject, a village-level
+    # task (a listed person the roster lacks) no household.
+    by_household: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for signal in signals:
-        key = (signal.household.village_code, signal.household.household_no)
-        if not (len(key[0]) == 12 and key[0].isdigit() and key[1]):
+        village, number = signal.household.village_code, signal.household.household_no
+        subject = "" if number else (signal.subject or "").strip()
+        if not (len(village) == 12 and village.isdigit() and (number or subject)):
             raise ValidationFailed(
-                en=f"a task's household is a 12-digit village code and a number, got {key}",
-                zh="任务的农户应为12位村代码加户编号",
-                details={"household": list(key)},
+                en="a task's household is a 12-digit village code and a number (or, for a "
+                f"village-level task, a subject), got {(village, number)}",
+                zh="任务的农户应为12位村代码加户编号（村级任务须注明核实对象）",
+                details={"household": [village, number]},
             )
-        reasons = by_household.setdefault(key, [])
+        if len(subject) > 64:
+            raise ValidationFailed(
+                en="a village-level task's subject is at most 64 characters",
+                zh="村级任务的核实对象标识最长64个字符",
+                details={"subject": subject[:80]},
+            )
+        reasons = by_household.setdefault((village, number, subject), [])
         for reason in signal.reasons:
             plain = reason.to_dict()
             plain["details"] = _masked_details(plain["details"])
@@ -191,9 +208,9 @@ def open_tasks(
     deadline = deadline_from(ctx, china_today(ctx, now))
     new: list[dict[str, Any]] = []
     with writing():
-        held = store.tasks_of_households(by_household)
-        for (village, number), reasons in sorted(by_household.items()):
-            tasks = held.get((village, number), [])
+        held = store.tasks_of_keys(by_household)
+        for (village, number, subject), reasons in sorted(by_household.items()):
+            tasks = held.get((village, number, subject), [])
             taken = {key for task in tasks for key in task.reason_keys}
             fresh: list[dict[str, Any]] = []
             fresh_keys: list[str] = []
@@ -212,7 +229,8 @@ def open_tasks(
                     {
                         "task_id": str(uuid.uuid4()),
                         "village_code": village,
-                        "household_no": number,
+                        "household_no": number or None,
+                        "subject": subject or None,
                         "reasons": fresh,
                         "reason_keys": fresh_keys,
                         "origins": [origin],
@@ -275,7 +293,10 @@ def record_outcomes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
         task = store.lock_task(task_id)
         if task is None or task.status == "closed":
             continue
-        if (task.village_code, task.household_no) != (row["village_code"], row["household_no"]):
+        if (task.village_code, outcome_household_no(task.id, task.household_no)) != (
+            row["village_code"],
+            row["household_no"],
+        ):
             continue
         if data.get("outcome") not in OUTCOMES:
             continue
@@ -385,6 +406,7 @@ def task_view(task: TaskRow, today: date | None = None) -> dict[str, Any]:
         "id": task.id,
         "village_code": task.village_code,
         "household_no": task.household_no,
+        "level": "household" if task.household_no else "village",
         "status": task.status,
         "reasons": task.reasons,
         "origins": task.origins,
@@ -454,10 +476,18 @@ def show_task(ctx: ServiceContext, principal: Principal, task_id: str) -> dict[s
 
 def device_entry(task: TaskRow) -> dict[str, Any]:
     """A task as it travels to a tablet: household key, reasons (masked details), deadline,
-    status, escalation, outcome, and the id and round of its outcome record."""
+    status, escalation, outcome, and the id and round of its outcome record.
+
+    A village-level task (no household) travels with ``level: "village"`` and the household
+    key its outcome record is filed under (``forms.verification.outcome_household_no``), so a
+    device that knows nothing of village tasks still works it as it works any other."""
     return {
         "task_id": task.id,
-        "household": {"village_code": task.village_code, "household_no": task.household_no},
+        "level": "household" if task.household_no else "village",
+        "household": {
+            "village_code": task.village_code,
+            "household_no": outcome_household_no(task.id, task.household_no),
+        },
         "status": task.status,
         "reasons": [
             {
@@ -545,7 +575,7 @@ def export_outcomes(
                 [
                     task.id,
                     task.village_code,
-                    task.household_no,
+                    task.household_no or "",
                     reason.get("code", ""),
                     message.get("zh", ""),
                     json.dumps(reason.get("details") or {}, ensure_ascii=False, sort_keys=True),

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from forms.verification import FORM_ID as VERIFICATION_FORM
 from server.storage.database import db
 from server.storage.models import (
     ConflictItem,
@@ -91,7 +92,9 @@ def household_records(
 ) -> Iterator[HouseholdRecords]:
     """Yield the households under ``area_prefix`` (village code, then household number order).
 
-    Only live records (no tombstones) count; ``round`` keeps one survey round, ``form_ids``
+    Only live survey records count: no tombstones, and no verification-task outcome (its
+    per-task round is no survey round — counted as one, it would stand as "the next round" that
+    confirms a problem cleared). ``round`` keeps one survey round, ``form_ids``
     some forms. Memory stays at one chunk of rows plus one household. Raises ``ValueError`` for
     an area prefix that is not digits.
     """
@@ -104,7 +107,11 @@ def household_records(
         Record.created_at,
         Record.updated_at,
         Record.data,
-    ).where(under_prefix(Record.village_code, area_prefix), Record.deleted.is_(False))
+    ).where(
+        under_prefix(Record.village_code, area_prefix),
+        Record.deleted.is_(False),
+        Record.form_id != VERIFICATION_FORM,
+    )
     if round:
         query = query.where(Record.round == round)
     if form_ids:
@@ -212,8 +219,9 @@ _LOCK_SPACE = 0x56494E44
 
 
 def records_of_households(pairs: Collection[tuple[str, str]]) -> list[HouseholdRecords]:
-    """The live records of the households ``pairs`` (village code, household number order);
-    households without a live record are left out."""
+    """The live survey records of the households ``pairs`` (village code, household number
+    order; no task outcomes, as in :func:`household_records`); households without one are left
+    out."""
     found: dict[tuple[str, str], HouseholdRecords] = {}
     for chunk in _chunks(sorted(set(pairs))):
         rows = db.session.execute(
@@ -230,6 +238,7 @@ def records_of_households(pairs: Collection[tuple[str, str]]) -> list[HouseholdR
             .where(
                 sa.tuple_(Record.village_code, Record.household_no).in_(chunk),
                 Record.deleted.is_(False),
+                Record.form_id != VERIFICATION_FORM,
             )
             .order_by(Record.village_code, Record.household_no, Record.record_id)
         ).all()

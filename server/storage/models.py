@@ -662,11 +662,23 @@ class VerificationTask(Base):
             sqlite_where=sa.text("status = 'open'"),
             postgresql_where=sa.text("status = 'open'"),
         ),
+        # A village-level task (no household: a listed person the roster lacks) is one per
+        # person (``subject``) and village while open (migration 0011_village_tasks).
+        sa.Index(
+            "uq_verification_tasks_open_subject",
+            "village_code",
+            "subject",
+            unique=True,
+            sqlite_where=sa.text("status = 'open' AND subject IS NOT NULL"),
+            postgresql_where=sa.text("status = 'open' AND subject IS NOT NULL"),
+        ),
     )
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     village_code: Mapped[str] = mapped_column(sa.String(12))
     county_code: Mapped[str] = mapped_column(sa.String(6))
-    household_no: Mapped[str] = mapped_column(sa.String(64))
+    # None for a village-level task; ``subject`` then names the person it is about.
+    household_no: Mapped[str | None] = mapped_column(sa.String(64))
+    subject: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(16), default="open")  # open|worked|closed
     reasons: Mapped[list[Any]] = mapped_column(JsonDocument, default=list)
     reason_keys: Mapped[list[Any]] = mapped_column(JsonDocument, default=list)

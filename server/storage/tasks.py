@@ -29,7 +29,7 @@ class TaskRow:
     id: str
     village_code: str
     county_code: str
-    household_no: str
+    household_no: str | None  # None: a village-level task (``subject`` names its person)
     status: str
     reasons: list[dict[str, Any]]
     reason_keys: list[str]
@@ -44,6 +44,12 @@ class TaskRow:
     worked_at: datetime | None
     closed_at: datetime | None
     closed_by: str | None
+    subject: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(village, household number or "", subject or ""): what one open task is per."""
+        return (self.village_code, self.household_no or "", self.subject or "")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ def _row(task: VerificationTask) -> TaskRow:
         worked_at=task.worked_at,
         closed_at=task.closed_at,
         closed_by=task.closed_by,
+        subject=task.subject,
     )
 
 
@@ -103,32 +110,50 @@ def _lock(statement: sa.Select[Any]) -> sa.Select[Any]:
     return statement
 
 
+def tasks_of_keys(
+    keys: Iterable[tuple[str, str, str]],
+) -> dict[tuple[str, str, str], list[TaskRow]]:
+    """Every task (any status) of the given keys, oldest first, locked for the rest of the
+    write transaction. A key is (village, household number, "") for a household's tasks and
+    (village, "", subject) for a village-level task's person (:attr:`TaskRow.key`)."""
+    wanted = sorted(set(keys))
+    out: dict[tuple[str, str, str], list[TaskRow]] = {}
+    households = [(v, h) for v, h, _ in wanted if h]
+    subjects = [(v, s) for v, h, s in wanted if not h and s]
+    columns = [getattr(VerificationTask, name) for name in _COLUMNS]
+    for pairs, column in (
+        (households, VerificationTask.household_no),
+        (subjects, VerificationTask.subject),
+    ):
+        for start in range(0, len(pairs), 500):
+            chunk = pairs[start : start + 500]
+            # Plain columns, not ORM objects: a department run reads thousands of households.
+            statement = (
+                sa.select(*columns)
+                .where(sa.tuple_(VerificationTask.village_code, column).in_(chunk))
+                .order_by(VerificationTask.created_at, VerificationTask.id)
+            )
+            for found in db.session.execute(_lock(statement)):
+                row = _plain_row(found._mapping)
+                if column is VerificationTask.subject and row.household_no:
+                    continue  # a household's task that happens to carry a subject
+                out.setdefault(row.key, []).append(row)
+    return out
+
+
 def tasks_of_households(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[TaskRow]]:
     """Every task (any status) of the given (village, household) pairs, oldest first, locked
     for the rest of the write transaction."""
-    wanted = sorted(set(pairs))
-    out: dict[tuple[str, str], list[TaskRow]] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        # Plain columns, not ORM objects: a department run reads thousands of households.
-        statement = (
-            sa.select(*(getattr(VerificationTask, name) for name in _COLUMNS))
-            .where(
-                sa.tuple_(VerificationTask.village_code, VerificationTask.household_no).in_(chunk)
-            )
-            .order_by(VerificationTask.created_at, VerificationTask.id)
-        )
-        for found in db.session.execute(_lock(statement)):
-            row = _plain_row(found._mapping)
-            out.setdefault((row.village_code, row.household_no), []).append(row)
-    return out
+    found = tasks_of_keys((village, number, "") for village, number in pairs)
+    return {(village, number): rows for (village, number, _), rows in found.items()}
 
 
 def add_tasks(new: list[dict[str, Any]]) -> list[str]:
     """Insert open tasks in one statement per county (a signal run opens thousands at once).
 
-    Each dict has ``task_id``, ``village_code``, ``household_no``, ``reasons``, ``reason_keys``,
-    ``origins`` and ``deadline``; revisions are reserved per county in one counter update.
+    Each dict has ``task_id``, ``village_code``, ``household_no`` (None for a village-level
+    task, which has a ``subject``), ``reasons``, ``reason_keys``, ``origins`` and ``deadline``;
+    revisions are reserved per county in one counter update.
     Returns the ids in order. Call inside a write transaction.
     """
     now = utcnow()
@@ -144,7 +169,8 @@ def add_tasks(new: list[dict[str, Any]]) -> list[str]:
                     "id": row["task_id"],
                     "village_code": row["village_code"],
                     "county_code": county,
-                    "household_no": row["household_no"],
+                    "household_no": row["household_no"] or None,
+                    "subject": row.get("subject") or None,
                     "status": "open",
                     "reasons": row["reasons"],
                     "reason_keys": row["reason_keys"],

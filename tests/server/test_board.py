@@ -193,3 +193,28 @@ def test_the_board_from_the_maintained_rows_is_the_board_from_the_records(county
         )
     assert from_rows == expected
     assert len({k[3] for k in expected}) >= 2  # the county has open and cleared-or-clearing ones
+
+
+def test_a_task_outcome_is_no_round_so_it_clears_nothing(app: Flask) -> None:
+    """A verification task's outcome is filed in a round of its own (``task-<id>``); counted
+    as a survey round it stood as "the next round" and cleared a problem its evidence had only
+    just shown solved (found by tests/e2e/test_department_chain.py)."""
+    from datetime import UTC, datetime
+
+    from forms.verification import outcome_round
+    from tests.server.survey_data import store_household
+
+    store(app, household(1, VILLAGE_A, house_unsafe=True), VILLAGE_A, "P1", FIRST)
+    store(app, household(1, VILLAGE_A), VILLAGE_A, "P1", SECOND)  # rebuilt: the evidence
+    task_id = "0b0e7c9e-4a55-4d8f-9f57-2f1f3b9c0a11"
+    store_household(
+        app,
+        {"verification_outcome": {"task_id": task_id, "outcome": "already_solved"}},
+        village_code=VILLAGE_A,
+        household_no="P1",
+        round=outcome_round(task_id),
+        at=datetime(2026, 11, 20, tzinfo=UTC),
+    )
+    shown = _board(app)
+    assert _items(shown["clearing"]) == [(VILLAGE_A, "P1", "housing")]
+    assert shown["cleared"]["total"] == 0

@@ -202,6 +202,7 @@ def test_a_medical_list_is_a_round_with_the_right_reasons_per_household(
     (far_signal,) = [s for s in signals if s.household.village_code == FAR_VILLAGE]
     assert [r.code for r in far_signal.reasons] == ["department_not_insured"]
     stranger = next(s for s in signals if s.household.household_no == "")
+    assert stranger.subject.startswith("person:") and stranger.village_level
     (reason,) = stranger.reasons
     assert reason.details["excel_row"] == 3 + 20  # two title rows, the header, row 20 of data
     assert reason.details["id_number"].startswith("530102") and "*" in reason.details["id_number"]
@@ -227,6 +228,8 @@ def test_a_medical_list_is_a_round_with_the_right_reasons_per_household(
     assert "lossy_number" in lossy.message["en"]
     duplicate = next(r for r in rows if r.problem == "duplicate_row")
     assert duplicate.message["zh"] == "与第4行是同一人"
+    stranger_row = next(r for r in rows if r.problem == "not_in_roster")
+    assert stranger_row.message["zh"].endswith(f"已转为村 {VILLAGE} 的村级核实任务")
     assert all("*" in r.id_number or r.id_number in ("", "***") for r in rows)
 
 
@@ -243,22 +246,6 @@ def test_the_same_file_twice_is_a_no_op_that_says_so(
     with loaded.app_context():
         rounds = dept.list_rounds(ADMIN)
     assert [r.id for r in rounds] == [first.round_id]
-
-
-def test_signals_wait_for_the_task_service_and_go_over_on_the_next_import(
-    loaded: Flask, households: list[dict[str, Any]]
-) -> None:
-    def missing(signals: Iterable[HouseholdSignal], *, origin: str) -> None:
-        raise dept.TaskServiceMissing()
-
-    content = workbook(MEDICAL_HEADERS, medical_rows(households))
-    first = _import(loaded, content, missing)
-    assert first.signals_delivered is False and first.households_signalled == 6
-    sink = CollectingSink()
-    again = _import(loaded, content, sink)
-    assert again.already_imported and again.signals_delivered
-    ((origin, signals),) = sink.calls
-    assert origin == f"department_round:{first.round_id}" and len(signals) == 6
 
 
 def test_rows_are_sealed_at_rest(
@@ -447,8 +434,7 @@ def test_the_cli_imports_a_list(
     assert result.exit_code == 0, result.output
     assert "rows 23, matched 18" in result.output
     assert "第24行 [other_county]" in result.output
-    # No task service in this build yet: said so, in both languages, and kept for later.
-    assert "task_service_missing" in result.output or "tasks handed over" in result.output
+    assert "tasks handed over" in result.output
     again = CliRunner().invoke(main, args, env=env)
     assert again.exit_code == 0 and "already imported" in again.output
 
@@ -483,8 +469,11 @@ def test_the_api_imports_lists_and_shows_rounds_and_unmatched_rows(
     # The findings become verification tasks, one per household, in the same transaction.
     assert body["signals_delivered"] is True and body["households_signalled"] == 6
     opened = client.get("/api/v1/tasks", headers=admin).get_json()
-    assert 0 < opened["total"] <= 6  # a finding of no household stays with the round only
-    assert all(t["household_no"] for t in opened["items"])
+    assert opened["total"] == 6
+    # The listed stranger of a known village is that village's task, with no household.
+    (village_task,) = [t for t in opened["items"] if t["level"] == "village"]
+    assert village_task["household_no"] is None
+    assert [r["code"] for r in village_task["reasons"]] == ["department_not_in_roster"]
     origins = {r["origin"] for t in opened["items"] for r in t["reasons"]}
     assert origins == {f"department_round:{body['round_id']}"}
     again = upload()
@@ -563,8 +552,15 @@ def test_housing_goes_the_other_way_round_export_to_appraise_then_import_the_gra
     sheet.cell(row=3, column=header.index("鉴定等级") + 1, value="C")
     back = io.BytesIO()
     sheet.parent.save(back)
-    result = _import(loaded, back.getvalue(), CollectingSink(), department="housing")
+    sink = CollectingSink()
+    result = _import(loaded, back.getvalue(), sink, department="housing")
     assert result.counts["matched"] == 1 and result.counts["unmatched"] == 0
+    # A 危房 the survey never graded is a finding: the grade does not stop at the import.
+    ((_, signals),) = sink.calls
+    (signal,) = signals
+    (reason,) = signal.reasons
+    assert reason.code == "department_house_unsafe" and reason.details["survey_grade"] == ""
+    assert reason.message_zh == "住建部门鉴定为C级危房，调查尚未鉴定，请核实"
 
     reviewer = Principal(user_id=5, username="near", role=TOWNSHIP_REVIEWER, area_prefix=TOWNSHIP)
     with loaded.app_context(), pytest.raises(Forbidden):

@@ -13,8 +13,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from forms.verification import FORM_ID, outcome_record_id, outcome_round
+from forms.verification import FORM_ID, outcome_household_no, outcome_record_id, outcome_round
 from server import jobs
+from server.errors import ValidationFailed
 from server.services import tasks
 from server.services.access import (
     CLI_ACTOR,
@@ -432,3 +433,69 @@ def test_the_outcome_export_makes_a_formula_note_inert(county: Flask) -> None:  
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[1][10] == "'=HYPERLINK(1)"
     assert sheet.title == "医保"
+
+
+# --- village-level tasks (a listed person the roster lacks) -------------------------------------
+
+STRANGER = TaskReason(
+    "department_not_in_roster",
+    "dept:medical_insurance",
+    "医保名单第23行的李四不在本村花名册中，请核实名单人员是否为本村人员",
+    "row 23 of the medical insurance list is not in the village's roster; please verify",
+    {"excel_row": 23, "name": "李四", "id_number": "530102********0012"},
+)
+
+
+def _stranger(subject: str = "person:li-si", reason: TaskReason = STRANGER) -> HouseholdSignal:
+    return HouseholdSignal(HouseholdKey(VILLAGE, ""), (reason,), subject=subject)
+
+
+def test_a_listed_stranger_is_a_village_task_one_open_per_person(county: Flask) -> None:  # noqa: F811
+    from server.storage.database import db
+    from server.storage.models import Household
+
+    app = county
+    ctx = _ctx(app)
+    with app.app_context():
+        first = tasks.open_tasks(
+            ctx, CLI_ACTOR, [_stranger(), _stranger("person:wang-wu")], origin="round:1"
+        )
+        assert len(first.created) == 2
+        assert tasks.open_tasks(ctx, CLI_ACTOR, [_stranger()], origin="round:1").unchanged == 1
+        # Next month's list brings the same person again: the open task takes the reason.
+        later = TaskReason(**{**STRANGER.__dict__, "details": {**STRANGER.details, "excel_row": 9}})
+        again = tasks.open_tasks(ctx, CLI_ACTOR, [_stranger(reason=later)], origin="round:2")
+        assert again.created == [] and again.extended == [first.created[0]]
+        shown = tasks.show_task(ctx, _principal(), first.created[0])
+        assert shown["level"] == "village" and shown["household_no"] is None
+        assert len(shown["reasons"]) == 2
+        # A village-level signal without a subject is refused.
+        with pytest.raises(ValidationFailed):
+            tasks.open_tasks(ctx, CLI_ACTOR, [_stranger("")], origin="round:3")
+
+        # The tablet files the outcome under the task's own 户编号; the task is worked and no
+        # household appears for it (not in the households table, not on the dashboard).
+        task_id = first.created[0]
+        entry = tasks.device_entry(store_task(task_id))
+        assert entry["level"] == "village"
+        number = entry["household"]["household_no"]
+        assert number == outcome_household_no(task_id) and number.startswith("task-")
+        _work(app, task_id, VILLAGE, number, {"outcome": "not_village_resident", "note": "外村人"})
+        shown = tasks.show_task(ctx, _principal(), task_id)
+        assert shown["status"] == "worked" and shown["outcome"]["outcome"] == "not_village_resident"
+        assert db.session.query(Household).filter_by(household_no=number).count() == 0
+        from server.storage.models import HouseholdIndicatorRow
+
+        assert db.session.query(HouseholdIndicatorRow).filter_by(household_no=number).count() == 0
+        # Filed under a real household's number instead, the outcome changes nothing.
+        other = first.created[1]
+        _work(app, other, VILLAGE, "H1", {"outcome": "add_to_roster"})
+        assert tasks.show_task(ctx, _principal(), other)["status"] == "open"
+
+
+def store_task(task_id: str) -> Any:
+    from server.storage import tasks as task_store
+
+    found = task_store.get_task(task_id)
+    assert found is not None
+    return found

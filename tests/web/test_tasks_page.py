@@ -58,3 +58,25 @@ def test_the_task_list_is_scoped_marks_overdue_and_closes_a_worked_task(
 
 def _cli() -> Principal:
     return CLI_PRINCIPAL
+
+
+def test_a_village_level_task_shows_its_village_and_no_household(
+    app: Flask, browser_for: Callable[[str], Browser]
+) -> None:
+    stranger = TaskReason(
+        "department_not_in_roster",
+        "dept:medical_insurance",
+        "医保名单第9行的赵六不在本村花名册中，请核实名单人员是否为本村人员",
+        "row 9 of the medical insurance list is not in the village's roster",
+        {"excel_row": 9},
+    )
+    with app.app_context():
+        tasks.open_tasks(
+            app.extensions[EXTENSION_KEY],
+            CLI_ACTOR,
+            [HouseholdSignal(HouseholdKey("530102001201", ""), (stranger,), subject="person:z6")],
+            origin="department_round:1",
+        )
+    add_account(app, "admin")
+    page = text(browser_for("admin").get("/tasks"))
+    assert "村级任务（核实名单人员是否为本村人员）" in page and "赵六" in page
