@@ -135,14 +135,19 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
     )
     assert imported.returncode == 0, imported.stdout + imported.stderr
     on_server = admin.get("/api/v1/tasks?status=open&limit=200")["items"]
-    ours = {t["household_no"]: t for t in on_server if t["village_code"] == VILLAGE}
+    here = [t for t in on_server if t["village_code"] == VILLAGE]
+    ours = {t["household_no"]: t for t in here if t["household_no"]}
     assert set(ours) == {number[1], number[3], number[4]}, sorted(ours)
+    # The stranger on the list whom no household has: a task of the village itself.
+    (stranger,) = [t for t in here if not t["household_no"]]
+    assert stranger["level"] == "village"
     assert any(t["village_code"] != VILLAGE for t in on_server)  # the far village's task
 
     _synced(page)
     page.wait_for_selector("#task-list li.task >> nth=2")
     shown = page.eval_on_selector_all("li.task", "ls => ls.map(l => l.dataset.task)")
-    assert sorted(shown) == sorted(t["id"] for t in ours.values())  # only this village's
+    # Only this village's, its village-level task among them.
+    assert sorted(shown) == sorted([stranger["id"], *(t["id"] for t in ours.values())])
     dead = ours[number[4]]
     item = _task_item(page, dead["id"])
     text = item.text_content()
@@ -298,6 +303,36 @@ def test_tasks_arrive_are_worked_offline_with_a_photo_and_reach_the_server(
     page.wait_for_selector(f"li.task[data-task='{other['id']}'][data-status='worked']")
     assert admin.get(f"/api/v1/tasks/{other['id']}")["outcome"]["outcome"] == "already_solved"
     page.wait_for_selector("#rejected[hidden]", state="attached")
+
+    # The village-level task: no household to show, only the outcomes that fit a listed person
+    # the roster lacks (as the CLI offers them); the team finds they do not live here.
+    village_item = _task_item(page, stranger["id"])
+    assert "村级核实" in village_item.text_content() and "task-" not in village_item.text_content()
+    village_item.locator("button[data-work]").click()
+    page.wait_for_selector("#task-box:not([hidden])")
+    assert "请核实此人是否为本村人员" in page.text_content("#task-box")
+    offered = page.eval_on_selector_all(
+        "[data-path='outcome'] input", "inputs => inputs.map(i => i.value)"
+    )
+    assert sorted(offered) == ["add_to_roster", "data_error", "not_village_resident"], offered
+    page.check("[data-path='outcome'] input[value='not_village_resident']")
+    page.click("#draft-submit")
+    page.wait_for_selector("#sync-message:has-text('已放入待同步')")
+    _synced(page)
+    page.wait_for_selector(f"li.task[data-task='{stranger['id']}'][data-status='worked']")
+    assert admin.get(f"/api/v1/tasks/{stranger['id']}")["outcome"]["outcome"] == (
+        "not_village_resident"
+    )
+    shots.take("task-village-worked")
+
+    # A household's task does not offer the village-level outcomes.
+    household_task = ours[number[3]]["id"]
+    _task_item(page, household_task).locator("button[data-work]").click()
+    page.wait_for_selector("#task-box:not([hidden])")
+    offered = page.eval_on_selector_all(
+        "[data-path='outcome'] input", "inputs => inputs.map(i => i.value)"
+    )
+    assert "not_village_resident" not in offered and "start_identification" in offered, offered
 
     # Read raw: the tasks, their reasons, the household and the outcome are sealed.
     raw = page.evaluate(RAW_INDEXEDDB)

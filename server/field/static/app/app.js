@@ -218,7 +218,8 @@ async function openDraft(draft) {
   await showHousehold(definition, draft);
   await showRound(draft);
   await showTask(draft);
-  state.form = await engines.renderForm($("form-root"), draft.taskId ? taskQuestions(definition) : definition, {
+  const task = draft.taskId ? await state.store.task(draft.taskId) : null;
+  state.form = await engines.renderForm($("form-root"), draft.taskId ? taskQuestions(definition, task?.level) : definition, {
     values: draft.values || {},
     // A draft nobody has typed in yet starts from the form's defaults.
     prefill: Object.keys(draft.values || {}).length === 0,
@@ -233,9 +234,18 @@ async function openDraft(draft) {
   document.body.dataset.draft = draft.id;
 }
 
-// A task's outcome form without its task id: the app sets that from the task, nobody types it.
-function taskQuestions(definition) {
-  return { ...definition, fields: (definition.fields || []).filter((f) => f.name !== "task_id") };
+// The outcomes that fit a village-level task (a listed person no household of the roster has);
+// a household's task takes the others (forms.verification.outcomes_for, as the CLI offers them).
+const VILLAGE_OUTCOMES = new Set(["not_village_resident", "add_to_roster", "data_error"]);
+const HOUSEHOLD_ONLY_NOT = new Set(["not_village_resident", "add_to_roster"]);
+
+// A task's outcome form without its task id (the app sets that from the task, nobody types it),
+// offering only the outcomes that fit the task's level.
+function taskQuestions(definition, level) {
+  const fits = level === "village" ? (c) => VILLAGE_OUTCOMES.has(c.value) : (c) => !HOUSEHOLD_ONLY_NOT.has(c.value);
+  const lists = { ...(definition.choice_lists || {}) };
+  if (Array.isArray(lists.outcome)) lists.outcome = lists.outcome.filter(fits);
+  return { ...definition, choice_lists: lists, fields: (definition.fields || []).filter((f) => f.name !== "task_id") };
 }
 
 function hasPhotoQuestion(definition) {
@@ -745,8 +755,8 @@ function outcomeText(data) {
 }
 
 // The household as its records on the device say: head of household and member count.
-async function householdText(household, held = null) {
-  const records = household ? await engines.householdRecords({ storage: state.store, household, held }) : [];
+async function householdText(household, held = null, level = "household") {
+  const records = household && level !== "village" ? await engines.householdRecords({ storage: state.store, household, held }) : [];
   const roster = records.filter((r) => r.head.formId === "household_roster").at(-1);
   const members = Array.isArray(roster?.data?.members) ? roster.data.members : [];
   const head = members.find((m) => m.relation === "户主") || members[0];
@@ -755,7 +765,9 @@ async function householdText(household, held = null) {
   // Pieces that each stay on one line, so a narrow screen breaks between them, not inside one.
   const line = [];
   if (!/^\d{12}$/.test(enrolment?.scope || "")) line.push(element("span", { className: "nowrap" }, `村 ${household?.village_code ?? "—"} · `));
-  line.push(element("span", { className: "nowrap" }, `户编号 ${household?.household_no ?? "—"}`));
+  // A village-level task has no household: its 户编号 (task-…) only files the outcome record.
+  if (level === "village") line.push(element("span", { className: "nowrap" }, "村级核实：名单上有、花名册中没有的人员"));
+  else line.push(element("span", { className: "nowrap" }, `户编号 ${household?.household_no ?? "—"}`));
   if (head?.name) line.push(element("span", { className: "nowrap" }, ` 户主 ${head.name}，${members.length} 人`));
   return { line, records, members };
 }
@@ -822,7 +834,7 @@ async function taskItem(task, today, drafted, held) {
   item.dataset.task = task.task_id;
   item.dataset.status = task.localStatus;
   item.dataset.overdue = overdue ? "yes" : "no";
-  const { line, records } = await householdText(task.household, held);
+  const { line, records } = await householdText(task.household, held, task.level);
   const head = element("div", { className: "task-head" });
   head.append(...line);
   const [statusText, statusClass] = TASK_STATUS[task.localStatus] || [task.localStatus, ""];
@@ -875,7 +887,7 @@ async function showTask(draft) {
   const task = await state.store.task(draft.taskId);
   if (!task) return;
   const parts = [];
-  const { line, records, members } = await householdText(task.household);
+  const { line, records, members } = await householdText(task.household, null, task.level);
   const title = element("p");
   const strong = element("strong");
   strong.append(...line);
@@ -890,6 +902,8 @@ async function showTask(draft) {
   if (held.length) {
     const names = held.map((r) => `${titleOf(state.definitions.find((d) => d.id === r.head.formId)) || r.head.formId}（${r.head.round}）`);
     parts.push(element("p", { className: "hint" }, `本机已有：${names.join("、")}`));
+  } else if (task.level === "village") {
+    parts.push(element("p", { className: "hint" }, "请核实此人是否为本村人员：非本村人员、确为本村人员（补录花名册），或数据错误（如已迁出）。"));
   } else {
     parts.push(element("p", { className: "hint" }, "本机还没有这一户的调查记录。"));
   }
