@@ -291,3 +291,19 @@ def test_lean_acks_leave_out_the_states_of_applied_ops(
     # Only the state with server warnings travels; the device computes the plain one itself.
     assert [r["record_id"] for r in ack.records] == [warned]
     assert plain not in {r["record_id"] for r in ack.records}
+
+
+def test_lean_downloads_leave_out_the_states_own_ops_made(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    device.lean_downloads = True
+    plain = device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H1")
+    request = device.build()
+    reply = device.open(device.post(request.body), request)
+    (ack,) = reply.acks
+    assert [a.status for a in ack.acks] == ["applied"]
+    assert ack.lean_seqs == (ack.acks[0].seq,)
+    assert ack.records == ()
+    page = reply.downloads[0]
+    assert plain not in {r["record_id"] for r in page.records}
+    assert page.next_cursor >= ack.acks[0].revision
