@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from sync_protocol.clock import Stamp
-from sync_protocol.codec import batch_from_json, batch_to_json, canonical_json, parse_json
+from sync_protocol.codec import (
+    batch_from_json,
+    batch_to_json,
+    canonical_json,
+    canonical_json_fast,
+    parse_json,
+)
 from sync_protocol.errors import InvalidMessage, MalformedBatch, ProtocolError, ServerRefused
 from sync_protocol.ops import Op, is_tombstone
 
@@ -764,6 +770,9 @@ def encode_message(message: Message) -> bytes:
     body = message.to_dict()
     body["type"] = message.kind
     try:
+        if message.kind == "reply":
+            # Built from stored states: the same bytes, by orjson (codec.canonical_json_fast).
+            return canonical_json_fast(body)
         return canonical_json(body)
     except MalformedBatch as exc:
         raise InvalidMessage(message.kind, exc.message) from None
