@@ -17,7 +17,7 @@ and the server's manifest/config dicts); only their identifying keys are checked
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -530,6 +530,12 @@ class LeanStates:
         )
         self._held[op.record_id] = ack.revision if lean else None
         return lean
+
+    def forget(self, record_ids: Iterable[str]) -> None:
+        """Break these records' chains: their ops were committed but will not be acknowledged
+        in this reply (a later slice of their batch failed), so their states must travel."""
+        for record_id in record_ids:
+            self._held[record_id] = None
 
     def revision(self, record_id: str) -> int | None:
         """The revision the device holds of a lean record after this exchange's ops, or None."""

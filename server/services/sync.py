@@ -477,11 +477,18 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
         limit = session.ops_per_transaction
         _apply_fresh(session, mark, fresh[:limit], acks, touched, lean_seqs)
         high = mark.high_water
-    for start in range(limit, len(fresh), limit):
-        with writing():
-            mark = sync_state.lock_marks(device.id)
-            _apply_fresh(session, mark, fresh[start : start + limit], acks, touched, lean_seqs)
-            high = mark.high_water
+    try:
+        for start in range(limit, len(fresh), limit):
+            with writing():
+                mark = sync_state.lock_marks(device.id)
+                _apply_fresh(session, mark, fresh[start : start + limit], acks, touched, lean_seqs)
+                high = mark.high_water
+    except BaseException:
+        if session.lean is not None:
+            # The slices before are committed but this batch gets no Ack in the reply: the
+            # device cannot take their revisions, so their states must not be left out.
+            session.lean.forget(op.record_id for op in ops)
+        raise
     op_acks = tuple(OpAck.from_dict(acks[op.seq]) for op in ops)
     states = tuple(touched.values())
     if session.lean is not None:
