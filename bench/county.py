@@ -449,7 +449,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             # download walking the county's revisions instead of the village's would read the
             # whole county before its first page.
             village = village_code(args.villages - 1)
+            cpu_before = server.cpu_s()
             loopback = first_download(server, admin, village, Path(folder) / "loopback.db")
+            # The server's own CPU for that download (the loopback wall also holds the tablet's
+            # work of applying each page): what a download page costs the server.
+            server_cpu_s = server.cpu_s() - cpu_before
             linked = first_download(
                 server, admin, village, Path(folder) / "linked.db", LINK_BYTES_PER_S
             )
@@ -461,7 +465,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 f"records, {linked.exchanges} exchanges; {loopback.seconds:.2f} s on loopback "
                 f"(the server's work); at 1 Mbit/s {linked.seconds:.2f} s, byte-ideal floor "
                 f"{floor_s:.2f} s (bytes both ways / bandwidth): "
-                f"{linked.seconds / floor_s if floor_s else 0:.2f}× the floor"
+                f"{linked.seconds / floor_s if floor_s else 0:.2f}× the floor; server CPU "
+                f"{server_cpu_s:.2f} s ({server_cpu_s * 1000 / max(loopback.exchanges, 1):.0f} ms "
+                "per exchange)"
             )
             per_500 = linked.bytes_down * 500 / village_households
             scaled = "" if village_households == 500 else "scaled "

@@ -73,6 +73,7 @@ from sync_protocol.messages import (
     DownloadPage,
     FrameStatus,
     Hello,
+    LeanStates,
     OpAck,
     ServerReply,
     UploadBatch,
@@ -298,6 +299,9 @@ class WireReport:
     # holds those same states again), and with ``lean_acks`` (Ack states of applied ops left out).
     replies: dict[tuple[str, int], float] = field(default_factory=dict)
     lean_replies: dict[tuple[str, int], float] = field(default_factory=dict)
+    # And with ``lean_downloads`` (the default of the CLI and the field app since 2026-12-04):
+    # the states these new records' own ops made are left out of the ack and the page.
+    lean_download_replies: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def ratio(self, setting: str, batch_size: int) -> float:
         """How many times smaller than ODK-style our bytes per record are."""
@@ -376,7 +380,12 @@ def merged_states(ops: Sequence[Op], first_revision: int = _CURSOR + 1) -> list[
 
 
 def server_reply(
-    ops: Sequence[Op], states: Sequence[dict[str, Any]], batch_seq: int, *, lean: bool
+    ops: Sequence[Op],
+    states: Sequence[dict[str, Any]],
+    batch_seq: int,
+    *,
+    lean: bool,
+    lean_downloads: bool = False,
 ) -> ServerReply:
     """The reply the county server builds for a request of one batch of new-record ops.
 
@@ -385,15 +394,31 @@ def server_reply(
     touched); the first page of the device's scope — whose changes after the hello's cursor are
     exactly these records, so their states travel a second time (up to a page of
     :data:`RECORDS_PER_PAGE`) — and the (empty) form manifest page.
+
+    ``lean_downloads``: as the server answers a hello that asks for it — each new record's
+    op is an exact ``applied`` put (:class:`~sync_protocol.messages.LeanStates`), so the ack
+    names it in ``lean_seqs`` and neither the ack nor the page carries its state (the page
+    still moves the cursor past it).
     """
     acks = tuple(
         OpAck(op.seq, "applied", revision=state["revision"])
         for op, state in zip(ops, states, strict=True)
     )
-    ack = Ack(batch_seq, acks, ops[-1].seq, tuple(states))
+    kept = tuple(states)
+    lean_seqs: tuple[int, ...] = ()
+    if lean_downloads:
+        chains = LeanStates()
+        lean_seqs = tuple(
+            op.seq
+            for op, ack in zip(ops, acks, strict=True)
+            if chains.observe(op, ack, prior_revision=None, exact=True)
+        )
+        kept = tuple(state for state in states if not chains.leaves_out(state))
+    ack = Ack(batch_seq, acks, ops[-1].seq, kept, lean_seqs)
     if lean:
         ack = ack.without_applied_records(ops)
-    page_states = tuple(states[:RECORDS_PER_PAGE])
+    next_cursor = states[:RECORDS_PER_PAGE][-1]["revision"]
+    page_states = tuple(kept[:RECORDS_PER_PAGE])
     return ServerReply(
         server_time_ms=_SERVER_TIME_MS,
         frames=(FrameStatus(0, "committed"), FrameStatus(1, "committed")),
@@ -402,7 +427,7 @@ def server_reply(
             DownloadPage(
                 scope=SCOPE,
                 after=_CURSOR,
-                next_cursor=page_states[-1]["revision"],
+                next_cursor=next_cursor,
                 more=len(states) > RECORDS_PER_PAGE,
                 records=page_states,
             ),
@@ -420,12 +445,19 @@ def _replies(
     store: DictionaryStore,
     *,
     lean: bool,
+    lean_downloads: bool = False,
 ) -> list[bytes]:
     """Real HTTP response bytes answering each request of :func:`_requests`."""
     responses = []
     for k, start in enumerate(range(0, len(ops), batch_size)):
         chunk = ops[start : start + batch_size]
-        reply = server_reply(chunk, states[start : start + batch_size], k + 1, lean=lean)
+        reply = server_reply(
+            chunk,
+            states[start : start + batch_size],
+            k + 1,
+            lean=lean,
+            lean_downloads=lean_downloads,
+        )
         sealed = build_reply(
             reply,
             server_id="county-530102",
@@ -483,6 +515,7 @@ def run(
     states = merged_states(ops)
     replies: dict[tuple[str, int], float] = {}
     lean_replies: dict[tuple[str, int], float] = {}
+    lean_download_replies: dict[tuple[str, int], float] = {}
     ours: dict[tuple[str, int], float] = {}
     default_exchange: dict[str, float] = {}
     default_batches = 0
@@ -500,8 +533,21 @@ def run(
             if recovered != len(ops):
                 raise RuntimeError(f"{setting.name} batch {batch_size}: {recovered} of {len(ops)}")
             ours[(setting.name, batch_size)] = sum(len(r) for r in requests) / len(ops)
-            for lean, into in ((False, replies), (True, lean_replies)):
-                responses = _replies(parties, ops, states, batch_size, setting, store, lean=lean)
+            for lean, lean_downloads, into in (
+                (False, False, replies),
+                (True, False, lean_replies),
+                (True, True, lean_download_replies),
+            ):
+                responses = _replies(
+                    parties,
+                    ops,
+                    states,
+                    batch_size,
+                    setting,
+                    store,
+                    lean=lean,
+                    lean_downloads=lean_downloads,
+                )
                 into[(setting.name, batch_size)] = sum(len(r) for r in responses) / len(ops)
             if setting.use_dictionaries and batch_size == timed_batch:
                 seal_rate = len(ops) / (sealed - started)
@@ -529,12 +575,16 @@ def run(
         throughput_batch_size=timed_batch,
         replies=replies,
         lean_replies=lean_replies,
+        lean_download_replies=lean_download_replies,
     )
 
 
 # What the county server puts in one download page (server/services/sync.py RECORDS_PER_PAGE).
 RECORDS_PER_PAGE = 200
 DOWNLOAD_TARGET_BYTES = 1_000_000
+#: DESIGN.md §5: a reply carries at most this much per acknowledged record unless the device's
+#: copy differs from the server's.
+TARGET_REPLY_BYTES = 40
 
 
 def _http_response(body: bytes) -> bytes:
@@ -656,31 +706,45 @@ def print_report(report: WireReport, batch_sizes: Sequence[int], out: TextIO) ->
         file=out,
     )
     print(
-        "server reply to the same requests, bytes per record (HTTP response included): as the "
-        "server builds it today / with lean_acks; then both directions today",
+        "server reply to the same requests, bytes per record (HTTP response included): all "
+        "states / lean_acks / lean_downloads (the devices' default); then both directions "
+        "with lean_downloads",
         file=out,
     )
     print(header, file=out)
     print("-" * len(header), file=out)
     for batch_size in batch_sizes:
         cells = [
-            f"{report.replies[(name, batch_size)]:>7.1f} / {report.lean_replies[(name, batch_size)]:>5.1f} B"
+            f"{report.replies[(name, batch_size)]:.0f} / "
+            f"{report.lean_replies[(name, batch_size)]:.0f} / "
+            f"{report.lean_download_replies[(name, batch_size)]:.1f} B"
             for name in names
         ]
         print(f"{batch_size:>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
-    print("both directions (upload + reply as today), bytes per record:", file=out)
+    print("both directions (upload + reply with lean_downloads), bytes per record:", file=out)
     for batch_size in batch_sizes:
         cells = [
-            f"up+down {report.ours[(name, batch_size)] + report.replies[(name, batch_size)]:>7.1f} B"
+            f"up+down "
+            f"{report.ours[(name, batch_size)] + report.lean_download_replies[(name, batch_size)]:>7.1f} B"
             for name in names
         ]
         print(f"{batch_size:>6} | " + " | ".join(f"{c:>22}" for c in cells), file=out)
     print(
-        "  today each uploaded record's merged state comes back twice: in the Ack and in the "
-        "first download page (the records changed after the hello's cursor are these records); "
-        "lean_acks drops the Ack copy of records only applied ops touched",
+        "  without lean modes each uploaded record's merged state comes back twice: in the Ack "
+        "and in the first download page; lean_acks drops the Ack copy of records only applied "
+        "ops touched; lean_downloads drops the page copy too (Ack.lean_seqs names the ops)",
         file=out,
     )
+    if 50 in batch_sizes:
+        best_reply = min(report.lean_download_replies[(name, 50)] for name in names)
+        print(
+            target_line(
+                f"reply at batch 50 <= {TARGET_REPLY_BYTES} B per acked record",
+                f"{best_reply:.1f} B/record ({best_reply / TARGET_REPLY_BYTES:.2f}x the goal)",
+                best_reply <= TARGET_REPLY_BYTES,
+            ),
+            file=out,
+        )
     if 50 in batch_sizes:
         best = min(report.ours[(name, 50)] for name in names)
         ratio = report.odk_bytes_per_record / best

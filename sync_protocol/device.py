@@ -42,7 +42,7 @@ from typing import Any, Final, Protocol
 from sync_protocol.clock import HybridClock, Stamp
 from sync_protocol.errors import ProtocolError
 from sync_protocol.merge import RecordState, device_view
-from sync_protocol.messages import DownloadPage, ServerReply
+from sync_protocol.messages import Ack, DownloadPage, ServerReply
 from sync_protocol.ops import TOMBSTONE, Op, is_tombstone
 
 __all__ = [
@@ -758,9 +758,12 @@ class DeviceEngine:
             applied.add((record_id, revision))
 
         for ack in reply.acks:
+            own = self._lean_revisions(ack)
             summary = self.fold_acks(
                 sent_batches[ack.batch_seq], [a.to_dict() for a in ack.acks], now_ms=now_ms
             )
+            for record_id, revision in own.items():
+                self._take_own_revision(record_id, revision)
             fold.ops_acked += len(summary.removed)
             fold.ops_rejected.extend(summary.rejected)
             fold.conflicts.extend(c for c in summary.conflicts if c not in fold.conflicts)
@@ -781,6 +784,26 @@ class DeviceEngine:
                 apply(state)
             self.advance_cursor(page.scope, RECORDS_STREAM, page.next_cursor)
         return fold
+
+    def _lean_revisions(self, ack: Ack) -> dict[str, int]:
+        """Record id → revision of the ops an ack names in ``lean_seqs`` that are still
+        outstanding here (read before :meth:`fold_acks` removes them from the outbox)."""
+        revisions = {op_ack.seq: op_ack.revision for op_ack in ack.acks}
+        own: dict[str, int] = {}
+        for seq in ack.lean_seqs:
+            item = self.storage.outbox_item(seq)
+            if item is None or item.state not in _OUTSTANDING or seq not in revisions:
+                continue  # a replayed ack: the op was settled by an earlier reply
+            record_id = item.op.record_id
+            own[record_id] = max(own.get(record_id, 0), revisions[seq])
+        return own
+
+    def _take_own_revision(self, record_id: str, revision: int) -> None:
+        """A lean op (``Ack.lean_seqs``): the server's state is the device's own view, whose
+        stamps :meth:`fold_acks` just folded; only the revision is new."""
+        head = self.storage.record_head(record_id)
+        if head is not None and head.server_revision < revision:
+            self.storage.write_record(replace(head, server_revision=revision), None)
 
     # --- verification tasks -------------------------------------------------------------------
 

@@ -17,14 +17,20 @@ and the server's manifest/config dicts); only their identifying keys are checked
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from sync_protocol.clock import Stamp
-from sync_protocol.codec import batch_from_json, batch_to_json, canonical_json, parse_json
+from sync_protocol.codec import (
+    batch_from_json,
+    batch_to_json,
+    canonical_json,
+    canonical_json_fast,
+    parse_json,
+)
 from sync_protocol.errors import InvalidMessage, MalformedBatch, ProtocolError, ServerRefused
-from sync_protocol.ops import Op
+from sync_protocol.ops import Op, is_tombstone
 
 __all__ = [
     "ACK_STATUSES",
@@ -38,6 +44,7 @@ __all__ = [
     "DownloadPage",
     "FrameStatus",
     "Hello",
+    "LeanStates",
     "Message",
     "OpAck",
     "Refusal",
@@ -168,15 +175,22 @@ class Capabilities:
     (:meth:`Ack.without_applied_records`); it computes those itself and gets any other change
     through its downloads. It is written only when true, so a hello without it is byte for byte
     what it always was.
+
+    ``lean_downloads`` (optional, default false): the device asks the server to leave out of the
+    whole reply (acks and download pages) the state of every record whose stored state is
+    exactly what the device's own ops of this exchange made of the revision it held
+    (:class:`LeanStates`); the server names those ops in :attr:`Ack.lean_seqs` and the device
+    takes the record's new revision from their :class:`OpAck`. Written only when true.
     """
 
     suites: tuple[int, ...]
     compression: tuple[int, ...]
     dictionary_ids: tuple[int, ...] = ()
     lean_acks: bool = False
+    lean_downloads: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """Dict form (lists sorted; ``lean_acks`` only when true)."""
+        """Dict form (lists sorted; ``lean_acks`` and ``lean_downloads`` only when true)."""
         out: dict[str, Any] = {
             "suites": sorted(self.suites),
             "compression": sorted(self.compression),
@@ -184,13 +198,20 @@ class Capabilities:
         }
         if self.lean_acks:
             out["lean_acks"] = True
+        if self.lean_downloads:
+            out["lean_downloads"] = True
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "capabilities") -> Capabilities:
         """Validate and build; raises :class:`InvalidMessage` naming the field."""
         data = _mapping(data, where)
-        _keys(data, where, ("suites", "compression"), ("dictionary_ids", "lean_acks"))
+        _keys(
+            data,
+            where,
+            ("suites", "compression"),
+            ("dictionary_ids", "lean_acks", "lean_downloads"),
+        )
         suites = tuple(
             _int(s, f"{where}.suites[{i}]", 1, 255)
             for i, s in enumerate(_list(data["suites"], f"{where}.suites"))
@@ -206,11 +227,13 @@ class Capabilities:
             for i, d in enumerate(_list(data.get("dictionary_ids", []), f"{where}.dictionary_ids"))
         )
         lean_acks = _bool(data.get("lean_acks", False), f"{where}.lean_acks")
+        lean_downloads = _bool(data.get("lean_downloads", False), f"{where}.lean_downloads")
         return cls(
             suites=suites,
             compression=compression,
             dictionary_ids=dictionary_ids,
             lean_acks=lean_acks,
+            lean_downloads=lean_downloads,
         )
 
 
@@ -384,22 +407,30 @@ class Ack:
 
     ``high_water_mark``: the highest seq of this device such that every op ``<=`` it is
     processed (after this batch). ``records``: the merged states (``RecordState.to_dict()``)
-    of the records the batch touched, for the device to apply.
+    of the records the batch touched, for the device to apply. ``lean_seqs`` (only for a device
+    whose hello asked for ``lean_downloads``; written only when non-empty): the ``applied`` ops
+    of this batch after which the record's stored state is exactly the device's own view
+    (:class:`LeanStates`) — the device takes the op's ack ``revision`` as the record's server
+    revision, and the reply carries that state nowhere unless it changed again since.
     """
 
     batch_seq: int
     acks: tuple[OpAck, ...]
     high_water_mark: int
     records: tuple[dict[str, Any], ...] = ()
+    lean_seqs: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Dict form."""
-        return {
+        """Dict form (``lean_seqs`` only when there are some)."""
+        out: dict[str, Any] = {
             "batch_seq": self.batch_seq,
             "acks": [ack.to_dict() for ack in self.acks],
             "high_water_mark": self.high_water_mark,
             "records": [dict(record) for record in self.records],
         }
+        if self.lean_seqs:
+            out["lean_seqs"] = list(self.lean_seqs)
+        return out
 
     def without_applied_records(self, ops: Sequence[Op]) -> Ack:
         """This ack without the states a device that asked for ``lean_acks`` can do without.
@@ -423,24 +454,104 @@ class Ack:
             for record in self.records
             if record.get("record_id") not in lean - needed or record.get("warnings")
         )
-        return Ack(self.batch_seq, self.acks, self.high_water_mark, kept)
+        return Ack(self.batch_seq, self.acks, self.high_water_mark, kept, self.lean_seqs)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "ack") -> Ack:
         """Validate and build; raises :class:`InvalidMessage` naming the field."""
         data = _mapping(data, where)
-        _keys(data, where, ("batch_seq", "acks", "high_water_mark"), ("records",))
+        _keys(data, where, ("batch_seq", "acks", "high_water_mark"), ("records", "lean_seqs"))
         acks = tuple(
             OpAck.from_dict(item, f"{where}.acks[{i}]")
             for i, item in enumerate(_list(data["acks"], f"{where}.acks"))
         )
         records = _objects(data.get("records", []), f"{where}.records", key="record_id")
         _json_ready(records, f"{where}.records")
+        lean_seqs = tuple(
+            _int(seq, f"{where}.lean_seqs[{i}]", 1)
+            for i, seq in enumerate(_list(data.get("lean_seqs", []), f"{where}.lean_seqs"))
+        )
+        acked = {ack.seq: ack.status for ack in acks}
+        for i, seq in enumerate(lean_seqs):
+            if acked.get(seq) != "applied":
+                raise InvalidMessage(
+                    f"{where}.lean_seqs[{i}]", "must name an applied op of the batch"
+                )
         return cls(
             batch_seq=_int(data["batch_seq"], f"{where}.batch_seq", 1),
             acks=acks,
             high_water_mark=_int(data["high_water_mark"], f"{where}.high_water_mark"),
             records=records,
+            lean_seqs=lean_seqs,
+        )
+
+
+@dataclass
+class LeanStates:
+    """Which record states a device that asked for ``lean_downloads`` can do without.
+
+    The server feeds it every op of the exchange as it applies them (:meth:`observe`), then asks
+    it about each state it is about to send (:meth:`leaves_out`). A record is *lean* when every
+    op of this device on it in this exchange was an exact ``applied`` put and the ops form an
+    unbroken chain from the revision the device held: the first op's ``base_revision`` is the
+    record's revision before it (0: a new record), each later op follows the previous one's
+    revision. Then the stored state is the device's own view (its values, the ops' stamps at
+    the written paths, the same envelope and open conflicts), and the device only needs the
+    revision, which the op's ack carries.
+
+    ``exact`` is the server's word that the merge stored the op as sent: status ``applied``, no
+    value rewritten (ID numbers standardised), not suspect, no warnings, no conflict closed,
+    form version, household and round unchanged. On top of that an op is never lean when it is
+    not a plain ``put``, writes the record path ``""`` or a tombstone (a delete changes what the
+    device shows in ways its local edit does not), or names several stamps in a base entry (it
+    settles competing heads). Anything else — a merge with another device's change, a conflict,
+    a rejection, a duplicate, a resolution — breaks the record's chain for the rest of the
+    exchange, and its state travels as before.
+    """
+
+    _held: dict[str, int | None] = field(default_factory=dict)
+
+    def observe(self, op: Op, ack: OpAck, *, prior_revision: int | None, exact: bool) -> bool:
+        """Note one processed op of the exchange (in order); True when it leaves the device's
+        view exact. ``prior_revision``: the record's revision before the op (None: no record)."""
+        held = self._held.get(op.record_id, -1)
+        if held is None:
+            return False
+        expected = op.base_revision if held == -1 else held
+        lean = (
+            exact
+            and ack.status == "applied"
+            and op.kind == "put"
+            and op.conflict_id is None
+            and (prior_revision or 0) == expected
+            and "" not in op.changes
+            and not any(is_tombstone(value) for value in op.changes.values())
+            and not any(isinstance(entry, (list, tuple)) for entry in op.base.values())
+        )
+        self._held[op.record_id] = ack.revision if lean else None
+        return lean
+
+    def forget(self, record_ids: Iterable[str]) -> None:
+        """Break these records' chains: their ops were committed but will not be acknowledged
+        in this reply (a later slice of their batch failed), so their states must travel."""
+        for record_id in record_ids:
+            self._held[record_id] = None
+
+    def revision(self, record_id: str) -> int | None:
+        """The revision the device holds of a lean record after this exchange's ops, or None."""
+        held = self._held.get(record_id)
+        return held if held is not None and held >= 0 else None
+
+    def leaves_out(self, state: Mapping[str, Any]) -> bool:
+        """True when ``state`` (a record state about to be sent) is the one the device already
+        holds: a lean record at exactly the revision its last op made, with nothing added
+        (no ``warnings``, no ``closed_conflicts``)."""
+        held = self.revision(str(state.get("record_id")))
+        return (
+            held is not None
+            and state.get("revision") == held
+            and not state.get("warnings")
+            and not state.get("closed_conflicts")
         )
 
 
@@ -665,6 +776,9 @@ def encode_message(message: Message) -> bytes:
     body = message.to_dict()
     body["type"] = message.kind
     try:
+        if message.kind == "reply":
+            # Built from stored states: the same bytes, by orjson (codec.canonical_json_fast).
+            return canonical_json_fast(body)
         return canonical_json(body)
     except MalformedBatch as exc:
         raise InvalidMessage(message.kind, exc.message) from None

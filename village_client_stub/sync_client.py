@@ -315,8 +315,12 @@ class SyncClient:
         suite: int = BROWSER_SUITE,
         refused_limit: int | None = 3,
         on_retry: Callable[[float, str, str], None] | None = None,
+        lean_downloads: bool = True,
     ) -> None:
         """Prepare a client for an enrolled ``store``.
+
+        ``lean_downloads`` (default on): ask the server to leave out the states our own ops
+        alone made (docs/protocol.md §5); off, every state travels (as a device before it).
 
         ``refused_limit``: while no exchange of this run has succeeded, give up after this many
         refused connections in a row (nothing listens at the server address: most likely the
@@ -341,6 +345,7 @@ class SyncClient:
         self.max_failures = max_failures
         self.refused_limit = refused_limit
         self.on_retry = on_retry
+        self.lean_downloads = lean_downloads
         self.link = link or LinkEstimate()
         self.backoff = backoff or Backoff()
         self._sleep = sleep
@@ -567,6 +572,9 @@ class SyncClient:
                 # touched stay out of the Ack; the download page of the same reply carries
                 # them, so asking for them twice only cost the server and the link.
                 lean_acks=True,
+                # Lean downloads: a record our own ops alone made travels back as its ack's
+                # revision only (Ack.lean_seqs), not as a copy of the state we already show.
+                lean_downloads=self.lean_downloads,
             ),
         )
 

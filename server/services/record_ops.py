@@ -137,6 +137,10 @@ class OpOutcome:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     quarantine_id: int | None = None
     suspect: bool = False
+    #: The record's revision before the op (None: it did not exist), and whether the stored
+    #: state is the op merged exactly as sent onto it (``sync_protocol.messages.LeanStates``).
+    prior_revision: int | None = None
+    exact: bool = False
 
     @property
     def status(self) -> str:
@@ -611,7 +615,32 @@ def _apply(
     ack: dict[str, Any] = {"seq": op.seq, "status": status, "revision": revision}
     if conflict_ids:
         ack["conflict_ids"] = conflict_ids
-    return OpOutcome(ack=ack, record=row, warnings=warnings, suspect=result.suspect)
+    exact = (
+        status == "applied"
+        and merged_op is op
+        and not result.suspect
+        and not warnings
+        and not result.closed_conflict_ids
+        and (
+            existing is None
+            or (
+                existing.form_version,
+                existing.village_code,
+                existing.household_no,
+                existing.round,
+                existing.deleted,
+            )
+            == (row.form_version, row.village_code, row.household_no, row.round, row.deleted)
+        )
+    )
+    return OpOutcome(
+        ack=ack,
+        record=row,
+        warnings=warnings,
+        suspect=result.suspect,
+        prior_revision=existing.revision if existing is not None else None,
+        exact=exact,
+    )
 
 
 def record_data(state: RecordState) -> dict[str, Any]:

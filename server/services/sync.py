@@ -94,6 +94,7 @@ from sync_protocol.messages import (
     DownloadPage,
     FrameStatus,
     Hello,
+    LeanStates,
     OpAck,
     Refusal,
     ServerReply,
@@ -163,6 +164,8 @@ class _Session:
     acks: list[Ack] = field(default_factory=list)
     backoff_ms: int = 0
     ops_per_transaction: int = 200
+    #: Set when the hello asked for ``lean_downloads``: which states the device can do without.
+    lean: LeanStates | None = None
 
     @property
     def allowed_compression(self) -> frozenset[int]:
@@ -263,6 +266,8 @@ def handle_exchange(
     assert isinstance(hello, Hello)  # open_message(expected="hello") returns only a Hello
     session = _Session(device, ring, opened.header, hello, ingest_context())
     session.ops_per_transaction = max(1, ops_per_transaction)
+    if hello.capabilities.lean_downloads:
+        session.lean = LeanStates()
     refusal = _check_hello(session)
     if refusal is not None:
         reply = ServerReply(server_time_ms=session.ctx.now_ms, refusal=refusal[0])
@@ -449,6 +454,7 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
         stored = sync_state.stored_acks(device.id, [op.seq for op in done])
         acks: dict[int, dict[str, Any]] = {}
         touched: dict[str, dict[str, Any]] = {}
+        lean_seqs: list[int] = []
         for op in done:
             acks[op.seq] = stored.get(op.seq) or _lost_ack(op)
             record = records.get_record(op.record_id)
@@ -459,23 +465,40 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
                 raise _FrameRejected("op_sequence_reused")
             if record is not None:
                 touched[record.record_id] = dict(record.state)
+            if session.lean is not None:
+                # A replayed op was not merged here: its record's state travels, and its chain
+                # is broken for the rest of the exchange.
+                session.lean.observe(
+                    op, OpAck.from_dict(acks[op.seq]), prior_revision=None, exact=False
+                )
         # Bounded work per transaction: a batch of thousands of ops commits in slices, so one
         # device never holds the (SQLite) write lock for seconds; each slice commits its ops,
         # high-water mark and acks together, so a crash between slices loses nothing.
         limit = session.ops_per_transaction
-        _apply_fresh(session, mark, fresh[:limit], acks, touched)
+        _apply_fresh(session, mark, fresh[:limit], acks, touched, lean_seqs)
         high = mark.high_water
-    for start in range(limit, len(fresh), limit):
-        with writing():
-            mark = sync_state.lock_marks(device.id)
-            _apply_fresh(session, mark, fresh[start : start + limit], acks, touched)
-            high = mark.high_water
+    try:
+        for start in range(limit, len(fresh), limit):
+            with writing():
+                mark = sync_state.lock_marks(device.id)
+                _apply_fresh(session, mark, fresh[start : start + limit], acks, touched, lean_seqs)
+                high = mark.high_water
+    except BaseException:
+        if session.lean is not None:
+            # The slices before are committed but this batch gets no Ack in the reply: the
+            # device cannot take their revisions, so their states must not be left out.
+            session.lean.forget(op.record_id for op in ops)
+        raise
+    op_acks = tuple(OpAck.from_dict(acks[op.seq]) for op in ops)
     states = tuple(touched.values())
+    if session.lean is not None:
+        states = tuple(s for s in states if not session.lean.leaves_out(s))
     ack = Ack(
         batch_seq=batch.batch_seq,
-        acks=tuple(OpAck.from_dict(acks[op.seq]) for op in ops),
+        acks=op_acks,
         high_water_mark=high,
         records=states,
+        lean_seqs=tuple(lean_seqs),
     )
     if session.hello.capabilities.lean_acks:
         # The device merges its own applied ops locally; only the other states travel.
@@ -489,19 +512,34 @@ def _apply_fresh(
     ops: list[Op],
     acks: dict[int, dict[str, Any]],
     touched: dict[str, dict[str, Any]],
+    lean_seqs: list[int],
 ) -> None:
     """Apply ``ops`` (after the locked ``mark``) in the current transaction, advancing the mark
     and keeping their acks; an op another exchange of the device applied meanwhile gets its
-    stored ack."""
+    stored ack. With ``lean_downloads`` the ops whose state is the device's own view are
+    appended to ``lean_seqs``."""
     device = session.device
     stored = sync_state.stored_acks(device.id, [op.seq for op in ops if op.seq <= mark.high_water])
     acks.update(stored)
+    if session.lean is not None:
+        for op in ops:
+            if op.seq in stored:
+                session.lean.observe(
+                    op, OpAck.from_dict(stored[op.seq]), prior_revision=None, exact=False
+                )
     ops = [op for op in ops if op.seq > mark.high_water]
     if not ops:
         return
     outcomes = apply_ops(ops, session.ctx, scope=device.scope, by=f"device:{device.id}")
     for op, outcome in zip(ops, outcomes, strict=True):
         acks[op.seq] = outcome.ack
+        if session.lean is not None and session.lean.observe(
+            op,
+            OpAck.from_dict(outcome.ack),
+            prior_revision=outcome.prior_revision,
+            exact=outcome.exact,
+        ):
+            lean_seqs.append(op.seq)
         if outcome.record is not None:
             touched[outcome.record.record_id] = _state_with_warnings(
                 outcome.record.state, outcome.warnings
@@ -561,13 +599,17 @@ def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
         closed = conflict_store.closed_ids_by_record(
             [r.record_id for r in page.records], DUPLICATE_KIND
         )
+        states = [_with_closed(r.state, closed.get(r.record_id)) for r in page.records]
+        if session.lean is not None:
+            # The device holds these already: its own ops made them (Ack.lean_seqs).
+            states = [s for s in states if not session.lean.leaves_out(s)]
         pages.append(
             DownloadPage(
                 scope=scope,
                 after=after,
                 next_cursor=page.next_since,
                 more=page.more,
-                records=tuple(_with_closed(r.state, closed.get(r.record_id)) for r in page.records),
+                records=tuple(states),
             )
         )
     pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0), session.ring))

@@ -173,6 +173,18 @@ def test_server_reply_repeats_the_states_the_way_the_server_does() -> None:
     lean = server_reply(ops, states, 1, lean=True)
     assert lean.acks[0].records == () and lean.downloads[0].records == ack.records
     assert lean.acks[0].acks == ack.acks
+    # lean_downloads: no state anywhere, every op named, the page cursor still moves past them.
+    leaner = server_reply(ops, states, 1, lean=True, lean_downloads=True)
+    assert leaner.acks[0].records == () and leaner.downloads[0].records == ()
+    assert leaner.acks[0].lean_seqs == tuple(op.seq for op in ops)
+    assert leaner.downloads[0].next_cursor == reply.downloads[0].next_cursor
+
+
+def test_lean_downloads_meet_the_reply_goal_at_batch_50() -> None:
+    report = run(households=10, batch_sizes=(50,))
+    for key, value in report.lean_download_replies.items():
+        assert value < report.lean_replies[key] / 4, key
+        assert value <= 40, key  # DESIGN.md §5: ≤ 40 B per acknowledged record
 
 
 def test_cli_prints_reply_sizes() -> None:

@@ -84,6 +84,7 @@ class SyncDevice:
     end: DeviceEnd
     clock_offset_ms: int = 0
     lean_acks: bool = False
+    lean_downloads: bool = False
     op_seq: int = 0
     envelope_seq: int = 1
     batch_seq: int = 0
@@ -204,6 +205,7 @@ class SyncDevice:
                 compression=(0, 1, 2, 3),
                 dictionary_ids=tuple(self.end.dictionaries.ids()),
                 lean_acks=self.lean_acks,
+                lean_downloads=self.lean_downloads,
             ),
         )
 

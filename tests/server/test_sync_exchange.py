@@ -291,3 +291,53 @@ def test_lean_acks_leave_out_the_states_of_applied_ops(
     # Only the state with server warnings travels; the device computes the plain one itself.
     assert [r["record_id"] for r in ack.records] == [warned]
     assert plain not in {r["record_id"] for r in ack.records}
+
+
+def test_lean_downloads_leave_out_the_states_own_ops_made(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    device.lean_downloads = True
+    plain = device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H1")
+    request = device.build()
+    reply = device.open(device.post(request.body), request)
+    (ack,) = reply.acks
+    assert [a.status for a in ack.acks] == ["applied"]
+    assert ack.lean_seqs == (ack.acks[0].seq,)
+    assert ack.records == ()
+    page = reply.downloads[0]
+    assert plain not in {r["record_id"] for r in page.records}
+    assert page.next_cursor >= ack.acks[0].revision
+
+
+def test_lean_downloads_shrink_the_real_reply_under_40_bytes_per_acked_record(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    # The county server's own reply (not the bench's model of it) to 50 new records, HTTP
+    # body only: with lean downloads no state travels back, only the acks.
+    sizes = {}
+    # A first exchange takes the form manifest (the six definitions), which is no reply to acks.
+    request = device.build()
+    for page in device.open(device.post(request.body), request).downloads:
+        device.cursors[page.scope] = page.next_cursor
+    for lean in (False, True):
+        device.lean_downloads = lean
+        for n in range(50):
+            device.create(
+                "housing_safety",
+                {**HOUSE_A, "floor_area": 40.5 + n},
+                village=VILLAGE,
+                household_no=f"L{int(lean)}-{n:03d}",
+            )
+        request = device.build()
+        response = device.post(request.body)
+        reply = device.open(response, request)
+        assert [a.status for a in reply.acks[0].acks] == ["applied"] * 50
+        device.pending.clear()
+        device.high_water = reply.acks[0].high_water_mark
+        for page in reply.downloads:
+            device.cursors[page.scope] = page.next_cursor
+        village_page = reply.downloads[0]
+        sizes[lean] = len(response.data) / 50
+        if lean:
+            assert len(reply.acks[0].lean_seqs) == 50 and village_page.records == ()
+    assert sizes[True] <= 40 < sizes[False], sizes

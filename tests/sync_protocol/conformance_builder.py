@@ -365,6 +365,35 @@ def _message_cases(merged_state: dict[str, Any]) -> list[dict[str, Any]]:
             {**hello, "capabilities": {**hello["capabilities"], "lean_acks": True}},
         ),
         (
+            "hello-lean-downloads",
+            {
+                **hello,
+                "capabilities": {
+                    **hello["capabilities"],
+                    "lean_acks": True,
+                    "lean_downloads": True,
+                },
+            },
+        ),
+        (
+            "reply-lean-seqs",
+            {
+                **reply,
+                "acks": [
+                    {
+                        **reply["acks"][0],
+                        "acks": [{**applied, "seq": 7}],
+                        "records": [],
+                        "lean_seqs": [7],
+                    }
+                ],
+            },
+        ),
+        (
+            "reply-lean-seq-of-a-conflict",
+            {**reply, "acks": [{**reply["acks"][0], "acks": [conflict], "lean_seqs": [14]}]},
+        ),
+        (
             "hello-without-dictionary-ids",
             {**hello, "capabilities": {"suites": [2, 1], "compression": [1, 0]}},
         ),

@@ -448,6 +448,61 @@ def _reply() -> dict[str, Any]:
     }
 
 
+def _lean_downloads() -> dict[str, Any]:
+    created = {"head_name": "郑十"}
+    edited = {"head_name": "郑十", "phone": "7"}
+    other = {"head_name": "冯一"}
+    s_other = stamp(T0 + 1_200, OTHER)
+    # R2 merged another device's edit: its state travels; R1's own ops alone made its state.
+    merged = view(
+        R2,
+        9,
+        {**other, "phone": "8"},
+        {"head_name": stamp(T0 + 1_500, DEVICE), "phone": s_other},
+    )
+    ack = Ack(
+        batch_seq=1,
+        acks=(
+            OpAck(seq=1, status="applied", revision=7),
+            OpAck(seq=2, status="applied", revision=8),
+            OpAck(seq=3, status="applied", revision=9),
+        ),
+        high_water_mark=3,
+        lean_seqs=(1, 2),
+    )
+    pages = (
+        DownloadPage(scope=VILLAGE, after=0, next_cursor=9, more=False, records=(merged,)),
+        DownloadPage(scope="manifest", after=0, next_cursor=4, more=False),
+    )
+    reply = ServerReply(server_time_ms=T0 + 3_000, acks=(ack,), downloads=pages).to_dict()
+    return {
+        "name": "lean_downloads",
+        "description": "lean_downloads: the ops an ack names in lean_seqs leave the outbox and "
+        "their record takes the newest of their ack revisions, keeping its local values and "
+        "the ops' stamps (no state of it in the reply); a record whose state travels applies "
+        "it as before; the same reply folded again changes nothing",
+        "device_id": DEVICE,
+        "steps": [
+            _queue(R1, created, created, 1_000),
+            _queue(R1, {"phone": "7"}, edited, 1_100),
+            _queue(R2, other, other, 1_500),
+            {"do": "mark_sent", "seqs": [1, 2, 3], "now_ms": T0 + 2_000},
+            {
+                "do": "fold_reply",
+                "reply": reply,
+                "sent_batches": {"1": [1, 2, 3]},
+                "now_ms": T0 + 3_100,
+            },
+            {
+                "do": "fold_reply",
+                "reply": reply,
+                "sent_batches": {"1": [1, 2, 3]},
+                "now_ms": T0 + 3_200,
+            },
+        ],
+    }
+
+
 def _tasks() -> dict[str, Any]:
     def task(revision: int, status: str) -> dict[str, Any]:
         return {
@@ -549,6 +604,7 @@ SCRIPTS = (
     _reply,
     _clock,
     _tasks,
+    _lean_downloads,
 )
 
 

@@ -17,6 +17,7 @@ from sync_protocol.codec import (
     batch_from_json,
     batch_to_json,
     canonical_json,
+    canonical_json_fast,
     decode_batch,
     encode_batch,
     parse_json,
@@ -521,3 +522,32 @@ def test_codec_vectors() -> None:
 
 if __name__ == "__main__":
     write_vectors()
+
+
+@settings(max_examples=400)
+@given(
+    value=st.recursive(
+        scalars
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e-3, max_value=1e-3)
+        | st.text(),
+        lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children),
+        max_leaves=30,
+    )
+)
+def test_canonical_json_fast_writes_the_canonical_bytes(value: Any) -> None:
+    # orjson where it writes the same, the standard library where it may not (exponents, tiny
+    # floats, integers past 64 bits): a reply's bytes never depend on which encoder ran.
+    try:
+        want = canonical_json(value)
+    except MalformedBatch:
+        with pytest.raises(MalformedBatch):
+            canonical_json_fast(value)
+        return
+    assert canonical_json_fast(value) == want
+
+
+def test_canonical_json_fast_falls_back_for_the_floats_orjson_spells_otherwise() -> None:
+    for value in (1e-05, 2.5e-07, 1e16, -3.9e-05, {"a": [0.00001]}):
+        assert canonical_json_fast(value) == canonical_json(value)
+    assert canonical_json_fast({"b": 1, "a": "é", "é": 2}) == '{"a":"é","b":1,"é":2}'.encode()

@@ -17,6 +17,7 @@ from sync_protocol.messages import (
     DownloadPage,
     FrameStatus,
     Hello,
+    LeanStates,
     OpAck,
     Refusal,
     ServerReply,
@@ -24,7 +25,7 @@ from sync_protocol.messages import (
     decode_message,
     encode_message,
 )
-from sync_protocol.ops import Op, put_op
+from sync_protocol.ops import TOMBSTONE, Op, put_op
 from tests.sync_protocol.test_codec import device_batches, stamps
 
 HELLO = Hello(
@@ -400,3 +401,65 @@ def test_a_constructed_op_ack_always_survives_the_device_check() -> None:
     rejected = OpAck(4, "rejected", reasons=[{"code": "required", "path": "phone"}])  # type: ignore[arg-type]
     for item in (ack, rejected):
         assert OpAck.from_dict(item.to_dict()) == item
+
+
+def _lean_put(seq: int, record: str, changes: dict[str, Any], **kw: Any) -> Op:
+    return put_op(
+        device_id="dev-a",
+        seq=seq,
+        record_id=record,
+        form_id="housing_safety",
+        form_version=1,
+        changes=changes,
+        base=kw.get("base"),
+        hlc=f"019ab697e8{seq:02x}-0000-dev-a",
+        base_revision=kw.get("base_revision", 0),
+    )
+
+
+def test_lean_states_follow_each_records_chain_of_own_exact_ops() -> None:
+    lean = LeanStates()
+    applied = lambda seq, rev: OpAck(seq, "applied", revision=rev)  # noqa: E731
+    # A new record, then an edit of it: a chain from revision 0.
+    assert lean.observe(
+        _lean_put(1, "r1", {"a": 1}), applied(1, 10), prior_revision=None, exact=True
+    )
+    assert lean.observe(_lean_put(2, "r1", {"b": 2}), applied(2, 11), prior_revision=10, exact=True)
+    assert lean.leaves_out({"record_id": "r1", "revision": 11})
+    assert not lean.leaves_out({"record_id": "r1", "revision": 12})  # changed since: it travels
+    assert not lean.leaves_out({"record_id": "r1", "revision": 11, "warnings": [{"code": "x"}]})
+    # Another device changed r2 after the revision this device held (5): not lean, for good.
+    assert not lean.observe(
+        _lean_put(3, "r2", {"a": 1}, base_revision=5), applied(3, 12), prior_revision=7, exact=True
+    )
+    assert not lean.observe(
+        _lean_put(4, "r2", {"a": 2}, base_revision=12),
+        applied(4, 13),
+        prior_revision=12,
+        exact=True,
+    )
+    assert lean.revision("r2") is None
+    # Not exact (a value standardised, a warning …), a tombstone, a merged ack: never lean.
+    assert not lean.observe(
+        _lean_put(5, "r3", {"a": 1}), applied(5, 14), prior_revision=None, exact=False
+    )
+    assert not lean.observe(
+        _lean_put(6, "r4", {"rows/x": TOMBSTONE}), applied(6, 15), prior_revision=None, exact=True
+    )
+    assert not lean.observe(
+        _lean_put(7, "r5", {"a": 1}),
+        OpAck(7, "merged", revision=16),
+        prior_revision=None,
+        exact=True,
+    )
+    # A batch whose acks never reach the device: its records travel after all.
+    lean.forget(["r1"])
+    assert not lean.leaves_out({"record_id": "r1", "revision": 11})
+
+
+def test_an_ack_names_only_applied_ops_in_lean_seqs() -> None:
+    ack = Ack(1, (OpAck(1, "applied", revision=3),), 1, lean_seqs=(1,))
+    assert Ack.from_dict(ack.to_dict()) == ack
+    assert "lean_seqs" not in Ack(1, ack.acks, 1).to_dict()  # byte for byte as before
+    with pytest.raises(InvalidMessage, match="lean_seqs"):
+        Ack.from_dict({**ack.to_dict(), "lean_seqs": [2]})

@@ -15,7 +15,7 @@ import { ServerError, serverKeysFrom } from "./enrol.js";
 export const SYNC_PATH = "/api/v1/sync";
 export const CONTENT_TYPE = "application/vnd.village-sync.exchange";
 /** What the browser announces: suite 1 only, raw and deflate-raw, no zstd dictionaries. */
-export const BROWSER_CAPABILITIES = Object.freeze({ suites: [1], compression: [0, 1], dictionary_ids: [] });
+export const BROWSER_CAPABILITIES = Object.freeze({ suites: [1], compression: [0, 1], dictionary_ids: [], lean_downloads: true });
 const OPS_PER_EXCHANGE = 2000;
 /** The configuration entry of the manifest that announces the server's current keys. */
 export const SERVER_KEYS_ENTRY = "server_keys";

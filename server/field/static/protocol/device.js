@@ -152,6 +152,28 @@ export class DeviceEngine {
     await this.storage.writeRecord({ ...head, stamps }, null);
   }
 
+  /**
+   * Record id → revision of the ops an ack names in lean_seqs (lean_downloads) that are still
+   * outstanding here; read before foldAcks removes them from the outbox.
+   */
+  async leanRevisions(ack) {
+    const revisions = new Map(ack.acks.map((a) => [a.seq, a.revision]));
+    const own = new Map();
+    for (const seq of ack.lean_seqs ?? []) {
+      const item = await this.storage.outboxItem(seq);
+      if (!item || !OUTSTANDING.includes(item.state) || !revisions.has(seq)) continue; // a replayed ack
+      const recordId = item.op.record_id;
+      own.set(recordId, Math.max(own.get(recordId) ?? 0, revisions.get(seq)));
+    }
+    return own;
+  }
+
+  /** A lean op: the server's state is this device's own view (stamps just folded); only the revision is new. */
+  async takeOwnRevision(recordId, revision) {
+    const head = await this.storage.recordHead(recordId);
+    if (head && head.serverRevision < revision) await this.storage.writeRecord({ ...head, serverRevision: revision }, null);
+  }
+
   async updateAckedThrough() {
     const counters = await this.storage.counters();
     const oldest = await this.storage.outboxItems(OUTSTANDING, { limit: 1 });
@@ -335,7 +357,9 @@ export class DeviceEngine {
       applied.add(key);
     };
     for (const ack of reply.acks) {
+      const own = await this.leanRevisions(ack);
       const summary = await this.foldAcks(sent.get(ack.batch_seq), ack.acks, { nowMs });
+      for (const [recordId, revision] of own) await this.takeOwnRevision(recordId, revision);
       fold.opsAcked += summary.removed.length;
       fold.opsRejected.push(...summary.rejected);
       for (const c of summary.conflicts) if (!fold.conflicts.includes(c)) fold.conflicts.push(c);

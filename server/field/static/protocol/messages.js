@@ -64,13 +64,14 @@ const byNumber = (a, b) => a - b;
 
 export function capabilitiesFromDict(data, where = "capabilities") {
   mapping(data, where);
-  keys(data, where, ["suites", "compression"], ["dictionary_ids", "lean_acks"]);
+  keys(data, where, ["suites", "compression"], ["dictionary_ids", "lean_acks", "lean_downloads"]);
   const suites = list(data.suites, `${where}.suites`).map((s, i) => int(s, `${where}.suites[${i}]`, 1, 255));
   if (!suites.length) throw invalid(`${where}.suites`, "must name at least one suite");
   const compression = list(data.compression, `${where}.compression`).map((c, i) => int(c, `${where}.compression[${i}]`, 0, 255));
   const dictionaryIds = list(data.dictionary_ids ?? [], `${where}.dictionary_ids`).map((d, i) => int(d, `${where}.dictionary_ids[${i}]`, 1, UINT32));
   const out = { suites: [...suites].sort(byNumber), compression: [...compression].sort(byNumber), dictionary_ids: [...dictionaryIds].sort(byNumber) };
   if (bool(data.lean_acks ?? false, `${where}.lean_acks`)) out.lean_acks = true;
+  if (bool(data.lean_downloads ?? false, `${where}.lean_downloads`)) out.lean_downloads = true;
   return out;
 }
 
@@ -129,15 +130,22 @@ export function opAckFromDict(data, where = "ack") {
 
 export function ackFromDict(data, where = "ack") {
   mapping(data, where);
-  keys(data, where, ["batch_seq", "acks", "high_water_mark"], ["records"]);
+  keys(data, where, ["batch_seq", "acks", "high_water_mark"], ["records", "lean_seqs"]);
   const acks = list(data.acks, `${where}.acks`).map((a, i) => opAckFromDict(a, `${where}.acks[${i}]`));
   const records = objects(data.records ?? [], `${where}.records`, "record_id");
-  return {
+  const leanSeqs = list(data.lean_seqs ?? [], `${where}.lean_seqs`).map((s, i) => int(s, `${where}.lean_seqs[${i}]`, 1));
+  const statuses = new Map(acks.map((a) => [a.seq, a.status]));
+  leanSeqs.forEach((s, i) => {
+    if (statuses.get(s) !== "applied") throw invalid(`${where}.lean_seqs[${i}]`, "must name an applied op of the batch");
+  });
+  const out = {
     batch_seq: int(data.batch_seq, `${where}.batch_seq`, 1),
     acks,
     high_water_mark: int(data.high_water_mark, `${where}.high_water_mark`),
     records,
   };
+  if (leanSeqs.length) out.lean_seqs = leanSeqs;
+  return out;
 }
 
 export function downloadPageFromDict(data, where = "download") {
