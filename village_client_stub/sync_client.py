@@ -92,6 +92,7 @@ __all__ = [
     "MANIFEST_SCOPE",
     "SYNC_PATH",
     "Backoff",
+    "ExchangeTiming",
     "LinkEstimate",
     "NotEnrolled",
     "SyncClient",
@@ -226,6 +227,30 @@ class SyncProgress:
 
 
 @dataclass
+class ExchangeTiming:
+    """Where one exchange's time went, as the device saw it (``SyncReport.timeline``).
+
+    ``wait_s``: request start → the reply's head (upload, a round trip, the server's work);
+    ``elapsed_s``: → the end of the reply; ``server_s``: the server's own time from its
+    ``Server-Timing`` header (None: not sent, or no reply); ``pause_s``: the wait after the
+    exchange (backoff after a failure, or the server's hint). ``outcome`` is ``ok`` or why
+    the exchange failed.
+    """
+
+    index: int
+    started_s: float
+    ops: int
+    bytes_up: int = 0
+    bytes_down: int = 0
+    wait_s: float = 0.0
+    elapsed_s: float = 0.0
+    server_s: float | None = None
+    budget_bytes: int = 0
+    pause_s: float = 0.0
+    outcome: str = "ok"
+
+
+@dataclass
 class SyncReport:
     """What one :meth:`SyncClient.sync` did."""
 
@@ -248,6 +273,8 @@ class SyncReport:
     forms_kept_local: list[str] = field(default_factory=list)
     #: The key id this device switched to after the server announced rotated keys.
     server_keys_adopted: str | None = None
+    #: One entry per exchange attempted, in order (for benchmarks and diagnosis).
+    timeline: list[ExchangeTiming] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -358,6 +385,7 @@ class SyncClient:
             dictionaries=dictionaries,
         )
         self._report = SyncReport()
+        self._started = time.monotonic()
         self._ops_total = 0
         self._hint_s = 0.0
         self._planner = BatchPlanner()
@@ -380,6 +408,7 @@ class SyncClient:
         sent_before = self.transport.bytes_sent
         received_before = self.transport.bytes_received
         self._report = report = SyncReport()
+        self._started = started
         self._ops_total = self.store.pending_count()
         more_to_download = True
         succeeded = False
@@ -399,7 +428,7 @@ class SyncClient:
                 except _RetryableFailure as failure:
                     report.failures += 1
                     report.last_error = failure.reason
-                    self.link.failed()
+                    self.link.failed(failure.dropped_after_s)
                     refused = refused + 1 if failure.refused and not succeeded else 0
                     if self.refused_limit is not None and refused >= self.refused_limit:
                         raise SyncFailed(
@@ -416,6 +445,8 @@ class SyncClient:
                             f"最后一次：{failure.reason_zh}。未发送的修改都已保留",
                         ) from None
                     delay = max(self.backoff.next_delay(), failure.wait_s)
+                    if report.timeline:
+                        report.timeline[-1].pause_s = delay
                     if self.on_retry is not None:
                         self.on_retry(delay, failure.reason, failure.reason_zh)
                     self._progress(waiting_s=delay)
@@ -425,6 +456,7 @@ class SyncClient:
                 self.backoff.reset()
                 if self._hint_s and (more_to_download or self.store.pending_count()):
                     # The server asked for a pause before the next exchange.
+                    report.timeline[-1].pause_s = self._hint_s
                     self._progress(waiting_s=self._hint_s)
                     self._sleep(self._hint_s)
         except DeviceError as exc:
@@ -476,6 +508,12 @@ class SyncClient:
         started = time.monotonic()
         up_before, down_before = self.transport.bytes_sent, self.transport.bytes_received
         report.exchanges += 1
+        timing = ExchangeTiming(
+            index=report.exchanges,
+            started_s=started - self._started,
+            ops=sum(len(seqs) for seqs in sent.batches.values()),
+        )
+        report.timeline.append(timing)
         try:
             response = self.transport.request(
                 "POST",
@@ -489,18 +527,40 @@ class SyncClient:
                 on_sent=lambda _n: self._progress(),
             )
         except TransportError as exc:
-            raise _RetryableFailure(exc.message, exc.message_zh, refused=exc.refused) from exc
-        reply = self._open(response, sent)
+            timing.outcome = exc.message
+            timing.elapsed_s = time.monotonic() - started
+            timing.bytes_up = self.transport.bytes_sent - up_before
+            timing.bytes_down = self.transport.bytes_received - down_before
+            raise _RetryableFailure(
+                exc.message,
+                exc.message_zh,
+                refused=exc.refused,
+                # A refused connection never reached the link; anything else dropped on it.
+                dropped_after_s=None if exc.refused else timing.elapsed_s,
+            ) from exc
+        timing.bytes_up = self.transport.bytes_sent - up_before
+        timing.bytes_down = self.transport.bytes_received - down_before
+        timing.wait_s, timing.elapsed_s = response.wait_s, response.elapsed_s
+        timing.server_s = response.server_s
+        try:
+            reply = self._open(response, sent)
+        except _RetryableFailure as failure:
+            timing.outcome = failure.reason
+            raise
         self.store.observe_server_time(reply.server_time_ms)
         if reply.refusal is not None:
             self._refused(reply)
         more = self._apply(reply, sent)
+        # The link's time only: the bytes crossed it while the transport waited for them, the
+        # server's own time (its Server-Timing header) left the link idle.
         self.link.observe(
-            self.transport.bytes_sent - up_before,
-            self.transport.bytes_received - down_before,
-            time.monotonic() - started,
+            timing.bytes_up,
+            timing.bytes_down,
+            response.elapsed_s or time.monotonic() - started,
             uploaded=bool(sent.batches),
+            server_s=response.server_s,
         )
+        timing.budget_bytes = self.link.request_bytes
         self._progress()
         self._check_frames(reply)
         self._hint_s = reply.backoff_ms / 1000.0
@@ -783,13 +843,21 @@ class _RetryableFailure(Exception):
     """Internal: no usable reply this time; back off and try again."""
 
     def __init__(
-        self, reason: str, reason_zh: str, *, wait_s: float = 0.0, refused: bool = False
+        self,
+        reason: str,
+        reason_zh: str,
+        *,
+        wait_s: float = 0.0,
+        refused: bool = False,
+        dropped_after_s: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reason_zh = reason_zh
         self.wait_s = wait_s
         self.refused = refused
+        #: The link dropped this many seconds into the exchange (None: not a drop).
+        self.dropped_after_s = dropped_after_s
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:

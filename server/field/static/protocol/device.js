@@ -418,6 +418,9 @@ export class DeviceEngine {
 export const DEFAULT_BATCH_WIRE_BYTES = 32 * 1024;
 export const MAX_BATCHES_PER_REQUEST = 8;
 export const MIN_REQUEST_BYTES = 2048;
+export const PRIOR_DROP_EVERY_S = 20;
+export const DROP_INTERVAL_SHARE = 1 / 3;
+export const MIN_TARGET_S = 1;
 
 /** Exponential backoff with equal jitter: attempt n waits between half and all of base·2ⁿ⁻¹ s. */
 export class Backoff {
@@ -439,19 +442,39 @@ export class Backoff {
 /** The request budget: measured link speed × a target exchange time (pacing.LinkEstimate). */
 export class LinkEstimate {
   constructor({ targetS = 8, initialBytes = DEFAULT_BATCH_WIRE_BYTES, maxBytes = MAX_BATCHES_PER_REQUEST * DEFAULT_BATCH_WIRE_BYTES, minBytes = MIN_REQUEST_BYTES } = {}) {
-    Object.assign(this, { targetS, maxBytes, minBytes, bytesPerS: null, replyRatio: 1, budget: initialBytes });
+    Object.assign(this, { targetS, maxBytes, minBytes, bytesPerS: null, replyRatio: 1, budget: initialBytes, linkS: 0, drops: 0 });
   }
 
-  observe(sent, received, elapsedS, { uploaded = true } = {}) {
-    if (elapsedS <= 0 || sent <= 0) return;
-    const speed = (sent + received) / elapsedS;
+  // On a link that drops every few seconds an exchange aims at a third of that interval.
+  // Prior: two drops seen, one per PRIOR_DROP_EVERY_S (pacing.LinkEstimate.drop_every_s).
+  get dropEveryS() {
+    return this.drops ? (this.linkS + 2 * PRIOR_DROP_EVERY_S) / (this.drops + 2) : null;
+  }
+
+  get exchangeTargetS() {
+    const every = this.dropEveryS;
+    return every === null ? this.targetS : Math.min(this.targetS, Math.max(MIN_TARGET_S, every * DROP_INTERVAL_SHARE));
+  }
+
+  // serverS: the server's own time (its Server-Timing header), not link time: a busy server
+  // must not look like a slow link and shrink the batches (pacing.LinkEstimate.observe).
+  observe(sent, received, elapsedS, { uploaded = true, serverS = null } = {}) {
+    const linkS = elapsedS - Math.min(Math.max(serverS ?? 0, 0), elapsedS);
+    if (linkS <= 0 || sent <= 0) return;
+    this.linkS += elapsedS;
+    const speed = (sent + received) / linkS;
     this.bytesPerS = this.bytesPerS === null ? speed : 0.6 * this.bytesPerS + 0.4 * speed;
     if (uploaded) this.replyRatio = 0.6 * this.replyRatio + 0.4 * (received / sent);
-    const budget = Math.min((this.bytesPerS * this.targetS) / (1 + this.replyRatio), 2 * this.budget);
+    const budget = Math.min((this.bytesPerS * this.exchangeTargetS) / (1 + this.replyRatio), 2 * this.budget);
     this.budget = Math.trunc(Math.max(this.minBytes, Math.min(this.maxBytes, budget)));
   }
 
-  failed() {
+  // droppedAfterS: the link dropped this far into the exchange (null: not a link drop).
+  failed(droppedAfterS = null) {
+    if (droppedAfterS !== null && droppedAfterS >= 0) {
+      this.linkS += droppedAfterS;
+      this.drops += 1;
+    }
     this.budget = Math.max(this.minBytes, Math.floor(this.budget / 2));
   }
 
