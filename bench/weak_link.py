@@ -243,10 +243,10 @@ def run(
 
 def print_timeline(run_: LinkRun, out: TextIO) -> None:
     """One line per exchange of ``run_``: ops, bytes, times, the budget after it, the outcome."""
-    print(f"{run_.label}, exchange by exchange:", file=out)
+    print(f"exchange by exchange, {run_.label}:", file=out)
     print(
         f"{'#':>3} {'at':>7} {'ops':>4} {'up':>7} {'down':>7} {'transfer':>8} {'wait':>6} "
-        f"{'total':>6} {'server':>6} {'pause':>6} {'budget':>7}  outcome",
+        f"{'total':>6} {'server':>6} {'pause':>6} {'budget':>7} ahead  outcome",
         file=out,
     )
     for t in run_.report.timeline:
@@ -255,7 +255,8 @@ def print_timeline(run_: LinkRun, out: TextIO) -> None:
         print(
             f"{t.index:>3} {t.started_s:>6.1f}s {t.ops:>4} {t.bytes_up:>7,} {t.bytes_down:>7,} "
             f"{transfer:>7.2f}s {t.wait_s:>5.2f}s {t.elapsed_s:>5.2f}s {server:>6} "
-            f"{t.pause_s:>5.1f}s {t.budget_bytes:>7,}  {t.outcome}",
+            f"{t.pause_s:>5.1f}s {t.budget_bytes:>7,} {'yes' if t.cut_ahead else 'no':>5}  "
+            f"{t.outcome}",
             file=out,
         )
 
@@ -300,7 +301,7 @@ def print_report(
         parts = ", ".join(f"{name} {value:.1f} s" for name, value in r.breakdown().items())
         server_s = sum(t.server_s or 0.0 for t in r.report.timeline)
         print(
-            f"{r.label}: {parts}; server CPU {r.server_cpu_s:.1f} s "
+            f"where the time went, {r.label}: {parts}; server CPU {r.server_cpu_s:.1f} s "
             f"(its Server-Timing sum {server_s:.1f} s)",
             file=out,
         )

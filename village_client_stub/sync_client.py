@@ -31,9 +31,11 @@ for a download cursor) and is written *before* each request leaves.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.metadata
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,6 +250,8 @@ class ExchangeTiming:
     budget_bytes: int = 0
     pause_s: float = 0.0
     outcome: str = "ok"
+    #: Its batches were cut while the previous exchange was on the link.
+    cut_ahead: bool = False
 
 
 @dataclass
@@ -309,6 +313,23 @@ class Backoff(EngineBackoff):
 
 
 # --- the client -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ahead:
+    """The next request's batches, cut in a worker thread while an exchange is on the link.
+
+    Cutting batches (each trial an encoding and compression of the candidate) is most of the
+    device's own work between exchanges; done while the socket waits, it costs no link time.
+    ``ops`` is the outbox prefix after the exchange in flight and ``budget`` the link budget
+    they were cut for; they are used only if the next request starts with exactly those ops
+    and the budget is about the same (:meth:`SyncClient._take_ahead`).
+    """
+
+    ops: list[Op]
+    budget: int
+    thread: threading.Thread | None = None
+    batches: list[UploadBatch] | None = None
 
 
 @dataclass
@@ -389,6 +410,10 @@ class SyncClient:
         self._ops_total = 0
         self._hint_s = 0.0
         self._planner = BatchPlanner()
+        self._ahead: _Ahead | None = None
+        #: Cut the next request's batches while an exchange is on the link (tests may turn
+        #: it off to pin the planning order).
+        self.cut_ahead = True
         #: Ask for the verification-task stream; cleared for this client when the server is
         #: from before the stream (it refuses the unknown cursor with ``scope_denied``).
         self.asks_tasks = True
@@ -415,6 +440,7 @@ class SyncClient:
         refused = 0
         try:
             while True:
+                self._join_ahead()
                 # Only what the next request can carry is read (and decoded) from the outbox.
                 window = min(_OPS_PER_EXCHANGE, self._planner.window(self.link) + 1)
                 pending = self.store.pending_ops(limit=window)
@@ -469,6 +495,8 @@ class SyncClient:
             )
             raise
         finally:
+            self._join_ahead()
+            self._ahead = None
             report.elapsed_s = time.monotonic() - started
             report.bytes_up = self.transport.bytes_sent - sent_before
             report.bytes_down = self.transport.bytes_received - received_before
@@ -486,7 +514,8 @@ class SyncClient:
         errors of :meth:`sync`.
         """
         report = self._report
-        batches = self._batches(pending)
+        ahead = self._take_ahead(pending)
+        batches = ahead if ahead is not None else self._batches(pending)
         hello = self._hello()
         first_sequence = self._next_sequence()
         # Batch seq = the batch's own envelope sequence: unique, increasing, and tells which
@@ -513,7 +542,9 @@ class SyncClient:
             started_s=started - self._started,
             ops=sum(len(seqs) for seqs in sent.batches.values()),
         )
+        timing.cut_ahead = ahead is not None
         report.timeline.append(timing)
+        self._cut_ahead({seq for seqs in sent.batches.values() for seq in seqs})
         try:
             response = self.transport.request(
                 "POST",
@@ -604,6 +635,56 @@ class SyncClient:
         request = build_request(self.end, self._hello(), batches, first_sequence=first_sequence)
         self._store_sequence(request.next_sequence)
         return request.body, [op for batch in batches for op in batch.ops]
+
+    def _cut_ahead(self, carried: set[int]) -> None:
+        """Start cutting the batches of the request after this one, in a worker thread.
+
+        Only pure work runs there (the planner on ops already read, with a copy of the link
+        estimate); the store stays on this thread.
+        """
+        self._ahead = None
+        if not self.cut_ahead:
+            return
+        window = self._planner.window(self.link) + 1
+        upcoming = [
+            op
+            for op in self.store.pending_ops(limit=min(_OPS_PER_EXCHANGE, len(carried) + window))
+            if op.seq not in carried
+        ]
+        if not upcoming:
+            return
+        ahead = _Ahead(ops=upcoming, budget=self.link.request_bytes)
+        link = copy.copy(self.link)
+
+        def cut() -> None:
+            try:
+                ahead.batches = self._planner.plan(
+                    upcoming, link, sender_id=self.end.device_id, allowed=self.end.compression
+                )
+            except ProtocolError:
+                ahead.batches = None  # cut again on the sync thread, where the error is raised
+
+        ahead.thread = threading.Thread(target=cut, name="village-sync-cut-ahead", daemon=True)
+        ahead.thread.start()
+        self._ahead = ahead
+
+    def _join_ahead(self) -> None:
+        if self._ahead is not None and self._ahead.thread is not None:
+            self._ahead.thread.join()
+
+    def _take_ahead(self, pending: Sequence[Op]) -> list[UploadBatch] | None:
+        """The batches cut ahead, if they are still the right ones for ``pending``: the same
+        outbox prefix (no drop sent the previous ops back first, no op changed) and a budget
+        within a quarter of what the link allows now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None or not ahead.batches:
+            return None
+        if not 0.8 <= self.link.request_bytes / max(ahead.budget, 1) <= 1.25:
+            return None
+        carried = [op for batch in ahead.batches for op in batch.ops]
+        if list(pending[: len(carried)]) != carried:
+            return None
+        return ahead.batches
 
     def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
         """The batches of the next request: as many as the link budget allows, at least one."""
