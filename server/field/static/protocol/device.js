@@ -91,7 +91,7 @@ export class DeviceEngine {
   }
 
   /** Fold the acks of one committed batch into the outbox, all or nothing (contracts §7). */
-  async foldAcks(seqs, acks, { nowMs }) {
+  async foldAcks(seqs, acks, { nowMs, settle = true }) {
     const wanted = [...seqs];
     const bySeq = new Map();
     for (const ack of acks) {
@@ -130,7 +130,7 @@ export class DeviceEngine {
       removed.push(seq);
     }
     const ackedThrough = await this.updateAckedThrough();
-    await this.settleDuplicates();
+    if (settle) await this.settleDuplicates();
     return { removed, rejected, conflicts, ackedThrough };
   }
 
@@ -212,7 +212,7 @@ export class DeviceEngine {
   // --- applying server record states ----------------------------------------------------------
 
   /** Replace a record with the server's merged state, keeping outstanding local edits. */
-  async applyServerState(stateIn, { nowMs }) {
+  async applyServerState(stateIn, { nowMs, settle = true }) {
     let described = new Map();
     let head;
     let values;
@@ -259,7 +259,7 @@ export class DeviceEngine {
       const note = await this.storage.conflict(conflictId);
       if (note) await this.storage.putConflict({ ...note, detail: { ...note.detail, ...description } });
     }
-    await this.settleDuplicates();
+    if (settle) await this.settleDuplicates();
     return true;
   }
 
@@ -331,11 +331,11 @@ export class DeviceEngine {
       const recordId = String(state.record_id);
       const key = `${recordId}\u0000${state.revision}`;
       if (applied.has(key) || (isInt(state.revision) && state.revision < (newest.get(recordId) ?? -1))) return;
-      if (await this.applyServerState(state, { nowMs })) fold.recordsApplied += 1;
+      if (await this.applyServerState(state, { nowMs, settle: false })) fold.recordsApplied += 1;
       applied.add(key);
     };
     for (const ack of reply.acks) {
-      const summary = await this.foldAcks(sent.get(ack.batch_seq), ack.acks, { nowMs });
+      const summary = await this.foldAcks(sent.get(ack.batch_seq), ack.acks, { nowMs, settle: false });
       fold.opsAcked += summary.removed.length;
       fold.opsRejected.push(...summary.rejected);
       for (const c of summary.conflicts) if (!fold.conflicts.includes(c)) fold.conflicts.push(c);
@@ -357,6 +357,8 @@ export class DeviceEngine {
       for (const state of page.records) await apply(state);
       await this.advanceCursor(page.scope, RECORDS_STREAM, page.next_cursor);
     }
+    // Once per reply, not after every state (device.py fold_reply: it was quadratic).
+    await this.settleDuplicates();
     return fold;
   }
 
