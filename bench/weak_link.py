@@ -92,7 +92,8 @@ class LinkRun:
         other``: what is left of answered exchanges (pacing granularity, slow start of the
         reply); ``lost``: exchanges that died on the way (cut, timed out); ``pauses``: backoff
         after failures and the server's hints; ``device``: the rest of the wall time, the
-        device's own work between exchanges (sealing, applying replies, its SQLite).
+        device's own work between exchanges (sealing, applying replies, its SQLite), of which
+        the client measures preparing each request and applying each reply.
         """
         answered = [t for t in self.report.timeline if t.outcome == "ok"]
         lost = [t for t in self.report.timeline if t.outcome != "ok"]
@@ -103,6 +104,8 @@ class LinkRun:
         lost_s = sum(t.elapsed_s for t in lost)
         pauses = sum(t.pause_s for t in self.report.timeline)
         exchanges_s = sum(t.elapsed_s for t in self.report.timeline)
+        prepare = sum(t.prepare_s for t in self.report.timeline)
+        apply = sum(t.apply_s for t in self.report.timeline)
         return {
             "transfer": transfer,
             "round trips": round_trips,
@@ -111,6 +114,8 @@ class LinkRun:
             "lost": lost_s,
             "pauses": pauses,
             "device": self.elapsed_s - exchanges_s - pauses,
+            "of which preparing requests": prepare,
+            "applying replies": apply,
         }
 
 

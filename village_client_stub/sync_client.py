@@ -252,6 +252,10 @@ class ExchangeTiming:
     outcome: str = "ok"
     #: Its batches were cut while the previous exchange was on the link.
     cut_ahead: bool = False
+    #: The device's own time before the request left (cutting, sealing, marking the ops sent)
+    #: and after the reply's last byte (verifying, opening and applying it).
+    prepare_s: float = 0.0
+    apply_s: float = 0.0
 
 
 @dataclass
@@ -514,6 +518,7 @@ class SyncClient:
         errors of :meth:`sync`.
         """
         report = self._report
+        prepare_started = time.monotonic()
         ahead = self._take_ahead(pending)
         batches = ahead if ahead is not None else self._batches(pending)
         hello = self._hello()
@@ -541,6 +546,7 @@ class SyncClient:
             index=report.exchanges,
             started_s=started - self._started,
             ops=sum(len(seqs) for seqs in sent.batches.values()),
+            prepare_s=started - prepare_started,
         )
         timing.cut_ahead = ahead is not None
         report.timeline.append(timing)
@@ -582,6 +588,7 @@ class SyncClient:
         if reply.refusal is not None:
             self._refused(reply)
         more = self._apply(reply, sent)
+        timing.apply_s = time.monotonic() - started - response.elapsed_s
         # The link's time only: the bytes crossed it while the transport waited for them, the
         # server's own time (its Server-Timing header) left the link idle.
         self.link.observe(
