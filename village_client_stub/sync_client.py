@@ -250,6 +250,8 @@ class ExchangeTiming:
     budget_bytes: int = 0
     pause_s: float = 0.0
     outcome: str = "ok"
+    #: The lowest op seq it carried (None: no ops).
+    first_seq: int | None = None
     #: Its batches were cut while the previous exchange was on the link.
     cut_ahead: bool = False
     #: The device's own time before the request left (cutting, sealing, marking the ops sent)
@@ -325,15 +327,15 @@ class _Ahead:
 
     Cutting batches (each trial an encoding and compression of the candidate) is most of the
     device's own work between exchanges; done while the socket waits, it costs no link time.
-    ``ops`` is the outbox prefix after the exchange in flight and ``budget`` the link budget
-    they were cut for; they are used only if the next request starts with exactly those ops
-    and the budget is about the same (:meth:`SyncClient._take_ahead`).
+    Two plans are cut, one per outcome: the outbox after the exchange in flight at today's
+    budget (it is answered), and the same ops again at half the budget (it drops, and a drop
+    halves the budget). ``plans`` holds ``(budget, batches)``; a plan is used only if the next
+    request starts with exactly its ops and the budget is about the same
+    (:meth:`SyncClient._take_ahead`).
     """
 
-    ops: list[Op]
-    budget: int
     thread: threading.Thread | None = None
-    batches: list[UploadBatch] | None = None
+    plans: list[tuple[int, list[UploadBatch]]] = field(default_factory=list)
 
 
 @dataclass
@@ -547,10 +549,11 @@ class SyncClient:
             started_s=started - self._started,
             ops=sum(len(seqs) for seqs in sent.batches.values()),
             prepare_s=started - prepare_started,
+            first_seq=min((s for seqs in sent.batches.values() for s in seqs), default=None),
         )
         timing.cut_ahead = ahead is not None
         report.timeline.append(timing)
-        self._cut_ahead({seq for seqs in sent.batches.values() for seq in seqs})
+        self._cut_ahead({seq for seqs in sent.batches.values() for seq in seqs}, pending)
         try:
             response = self.transport.request(
                 "POST",
@@ -643,10 +646,12 @@ class SyncClient:
         self._store_sequence(request.next_sequence)
         return request.body, [op for batch in batches for op in batch.ops]
 
-    def _cut_ahead(self, carried: set[int]) -> None:
-        """Start cutting the batches of the request after this one, in a worker thread.
+    def _cut_ahead(self, carried: set[int], pending: Sequence[Op]) -> None:
+        """Start cutting the batches of the request after this one, in a worker thread: for
+        the outbox after ``carried`` if this exchange is answered, for ``pending`` (this
+        exchange's ops first) at half the budget if it drops.
 
-        Only pure work runs there (the planner on ops already read, with a copy of the link
+        Only pure work runs there (the planner on ops already read, with copies of the link
         estimate); the store stays on this thread.
         """
         self._ahead = None
@@ -658,18 +663,23 @@ class SyncClient:
             for op in self.store.pending_ops(limit=min(_OPS_PER_EXCHANGE, len(carried) + window))
             if op.seq not in carried
         ]
-        if not upcoming:
-            return
-        ahead = _Ahead(ops=upcoming, budget=self.link.request_bytes)
-        link = copy.copy(self.link)
+        answered = copy.copy(self.link)
+        dropped = copy.copy(self.link)
+        dropped.failed()  # the budget a drop leaves (the drop-interval estimate is not used)
+        jobs = [(answered, upcoming), (dropped, list(pending))]
+        ahead = _Ahead()
 
         def cut() -> None:
-            try:
-                ahead.batches = self._planner.plan(
-                    upcoming, link, sender_id=self.end.device_id, allowed=self.end.compression
-                )
-            except ProtocolError:
-                ahead.batches = None  # cut again on the sync thread, where the error is raised
+            for link, ops in jobs:
+                if not ops:
+                    continue
+                try:
+                    batches = self._planner.plan(
+                        ops, link, sender_id=self.end.device_id, allowed=self.end.compression
+                    )
+                except ProtocolError:
+                    continue  # cut again on the sync thread, where the error is raised
+                ahead.plans.append((link.request_bytes, batches))
 
         ahead.thread = threading.Thread(target=cut, name="village-sync-cut-ahead", daemon=True)
         ahead.thread.start()
@@ -680,18 +690,19 @@ class SyncClient:
             self._ahead.thread.join()
 
     def _take_ahead(self, pending: Sequence[Op]) -> list[UploadBatch] | None:
-        """The batches cut ahead, if they are still the right ones for ``pending``: the same
-        outbox prefix (no drop sent the previous ops back first, no op changed) and a budget
-        within a quarter of what the link allows now."""
+        """A plan cut ahead that is still right for ``pending``: the same outbox prefix (the
+        outcome it was cut for happened, no op changed) and a budget within a quarter of what
+        the link allows now."""
         ahead, self._ahead = self._ahead, None
-        if ahead is None or not ahead.batches:
+        if ahead is None:
             return None
-        if not 0.8 <= self.link.request_bytes / max(ahead.budget, 1) <= 1.25:
-            return None
-        carried = [op for batch in ahead.batches for op in batch.ops]
-        if list(pending[: len(carried)]) != carried:
-            return None
-        return ahead.batches
+        for budget, batches in ahead.plans:
+            if not 0.8 <= self.link.request_bytes / max(budget, 1) <= 1.25:
+                continue
+            carried = [op for batch in batches for op in batch.ops]
+            if carried and list(pending[: len(carried)]) == carried:
+                return batches
+        return None
 
     def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
         """The batches of the next request: as many as the link budget allows, at least one."""
