@@ -20,8 +20,11 @@ from sync_protocol.messages import UploadBatch
 from sync_protocol.ops import Op
 
 __all__ = [
+    "DROP_INTERVAL_SHARE",
     "MAX_BATCHES_PER_REQUEST",
     "MIN_REQUEST_BYTES",
+    "MIN_TARGET_S",
+    "PRIOR_DROP_EVERY_S",
     "Backoff",
     "BatchPlanner",
     "Jitter",
@@ -32,6 +35,17 @@ __all__ = [
 MAX_BATCHES_PER_REQUEST: Final = 8
 #: The smallest request budget: even a crawling link gets a useful batch per exchange.
 MIN_REQUEST_BYTES: Final = 2048
+#: Once a link has dropped, its time between drops is estimated with a prior of two drops
+#: seen, one per this many seconds in use (DESIGN §5's village link drops every ~20 s), so a
+#: single early drop does not shrink every exchange at once.
+PRIOR_DROP_EVERY_S: Final = 20.0
+_PRIOR_DROPS: Final = 2
+#: An exchange aims at this fraction of the link's measured time between drops: a drop costs
+#: about half an exchange (and the wait after it), each exchange a round trip and the server's
+#: fixed cost, and a third of the interval balances the two for intervals of 8–20 s.
+DROP_INTERVAL_SHARE: Final = 1 / 3
+#: The shortest exchange aimed at, however often the link drops.
+MIN_TARGET_S: Final = 1.0
 
 
 class Jitter(Protocol):
@@ -71,11 +85,17 @@ class Backoff:
 class LinkEstimate:
     """How much one request should carry: measured link speed × a target exchange time.
 
-    Speed is an exponentially weighted average of (request + reply bytes) ÷ exchange time over
-    successful exchanges; the reply-to-request ratio is tracked too, because the reply (acks
+    Speed is an exponentially weighted average of (request + reply bytes) ÷ link time (the
+    exchange's time less the server's own, when the server reports it) over successful
+    exchanges; the reply-to-request ratio is tracked too, because the reply (acks
     with merged states, download pages) crosses the same link. The budget is the upload bytes
     that keep a whole exchange near ``target_s``; it halves after a drop and at most doubles
     after a success, so on a link that keeps dropping it stays near the size that gets through.
+
+    The link's time between drops is measured too (time in exchanges ÷ drops, with a prior of
+    two drops, one per :data:`PRIOR_DROP_EVERY_S`): on a link that drops every few seconds an
+    exchange aims at a third of that interval instead of ``target_s``, so most exchanges end
+    before the next drop and a drop loses a short exchange, not a long one.
     """
 
     def __init__(
@@ -92,29 +112,74 @@ class LinkEstimate:
         self.bytes_per_s: float | None = None
         self.reply_ratio = 1.0
         self._budget = initial_bytes
+        #: Seconds spent in exchanges (answered or dropped) and the drops among them.
+        self.link_s = 0.0
+        self.drops = 0
 
-    def observe(self, sent: int, received: int, elapsed_s: float, *, uploaded: bool = True) -> None:
+    @property
+    def drop_every_s(self) -> float | None:
+        """The link's estimated time between drops while in use (with the prior), None while
+        it has not dropped."""
+        if not self.drops:
+            return None
+        prior = _PRIOR_DROPS * PRIOR_DROP_EVERY_S
+        return (self.link_s + prior) / (self.drops + _PRIOR_DROPS)
+
+    @property
+    def exchange_target_s(self) -> float:
+        """How long one exchange should take on the link: ``target_s``, less on a link that
+        drops often."""
+        every = self.drop_every_s
+        if every is None:
+            return self.target_s
+        return min(self.target_s, max(MIN_TARGET_S, every * DROP_INTERVAL_SHARE))
+
+    def observe(
+        self,
+        sent: int,
+        received: int,
+        elapsed_s: float,
+        *,
+        uploaded: bool = True,
+        server_s: float | None = None,
+    ) -> None:
         """Fold in one successful exchange (``uploaded``: it carried batches).
+
+        ``server_s``: the server's own time on the exchange (its ``Server-Timing`` header),
+        taken out of ``elapsed_s`` before the speed is computed. The link sat idle while the
+        server worked: counting that time as link time made a loaded server look like a slow
+        link, and every exchange then carried less, paid its round trip and the server's
+        fixed cost again, and the sync took longer still.
 
         A download-only exchange (a bare hello, a big page back) says how fast the link is but
         nothing about how large the reply to an upload is, so it leaves the ratio alone.
         """
-        if elapsed_s <= 0 or sent <= 0:
+        link_s = elapsed_s - min(max(server_s or 0.0, 0.0), elapsed_s)
+        if link_s <= 0 or sent <= 0:
             return
-        speed = (sent + received) / elapsed_s
+        self.link_s += elapsed_s
+        speed = (sent + received) / link_s
         self.bytes_per_s = (
             speed if self.bytes_per_s is None else 0.6 * self.bytes_per_s + 0.4 * speed
         )
         if uploaded:
             self.reply_ratio = 0.6 * self.reply_ratio + 0.4 * (received / sent)
-        budget = self.bytes_per_s * self.target_s / (1.0 + self.reply_ratio)
+        budget = self.bytes_per_s * self.exchange_target_s / (1.0 + self.reply_ratio)
         # Grow at most twofold per success: after drops, the size that got through is the best
         # guide, and a fast link that keeps dropping must not jump straight back to the maximum.
         budget = min(budget, 2 * self._budget)
         self._budget = int(max(self.min_bytes, min(self.max_bytes, budget)))
 
-    def failed(self) -> None:
-        """An exchange died on the way: carry less next time (a shorter exchange survives)."""
+    def failed(self, elapsed_s: float | None = None) -> None:
+        """An exchange failed: carry less next time (a shorter exchange survives).
+
+        ``elapsed_s``: the link dropped after this many seconds of the exchange (a reset, a
+        timeout); counted into the time between drops. None: a failure that says nothing
+        about the link (a busy server, a refused sequence).
+        """
+        if elapsed_s is not None and elapsed_s >= 0:
+            self.link_s += elapsed_s
+            self.drops += 1
         self._budget = max(self.min_bytes, self._budget // 2)
 
     @property

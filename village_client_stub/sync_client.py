@@ -31,9 +31,11 @@ for a download cursor) and is written *before* each request leaves.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.metadata
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +94,7 @@ __all__ = [
     "MANIFEST_SCOPE",
     "SYNC_PATH",
     "Backoff",
+    "ExchangeTiming",
     "LinkEstimate",
     "NotEnrolled",
     "SyncClient",
@@ -226,6 +229,38 @@ class SyncProgress:
 
 
 @dataclass
+class ExchangeTiming:
+    """Where one exchange's time went, as the device saw it (``SyncReport.timeline``).
+
+    ``wait_s``: request start → the reply's head (upload, a round trip, the server's work);
+    ``elapsed_s``: → the end of the reply; ``server_s``: the server's own time from its
+    ``Server-Timing`` header (None: not sent, or no reply); ``pause_s``: the wait after the
+    exchange (backoff after a failure, or the server's hint). ``outcome`` is ``ok`` or why
+    the exchange failed.
+    """
+
+    index: int
+    started_s: float
+    ops: int
+    bytes_up: int = 0
+    bytes_down: int = 0
+    wait_s: float = 0.0
+    elapsed_s: float = 0.0
+    server_s: float | None = None
+    budget_bytes: int = 0
+    pause_s: float = 0.0
+    outcome: str = "ok"
+    #: The lowest op seq it carried (None: no ops).
+    first_seq: int | None = None
+    #: Its batches were cut while the previous exchange was on the link.
+    cut_ahead: bool = False
+    #: The device's own time before the request left (cutting, sealing, marking the ops sent)
+    #: and after the reply's last byte (verifying, opening and applying it).
+    prepare_s: float = 0.0
+    apply_s: float = 0.0
+
+
+@dataclass
 class SyncReport:
     """What one :meth:`SyncClient.sync` did."""
 
@@ -248,6 +283,8 @@ class SyncReport:
     forms_kept_local: list[str] = field(default_factory=list)
     #: The key id this device switched to after the server announced rotated keys.
     server_keys_adopted: str | None = None
+    #: One entry per exchange attempted, in order (for benchmarks and diagnosis).
+    timeline: list[ExchangeTiming] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -282,6 +319,23 @@ class Backoff(EngineBackoff):
 
 
 # --- the client -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ahead:
+    """The next request's batches, cut in a worker thread while an exchange is on the link.
+
+    Cutting batches (each trial an encoding and compression of the candidate) is most of the
+    device's own work between exchanges; done while the socket waits, it costs no link time.
+    Two plans are cut, one per outcome: the outbox after the exchange in flight at today's
+    budget (it is answered), and the same ops again at half the budget (it drops, and a drop
+    halves the budget). ``plans`` holds ``(budget, batches)``; a plan is used only if the next
+    request starts with exactly its ops and the budget is about the same
+    (:meth:`SyncClient._take_ahead`).
+    """
+
+    thread: threading.Thread | None = None
+    plans: list[tuple[int, list[UploadBatch]]] = field(default_factory=list)
 
 
 @dataclass
@@ -363,9 +417,14 @@ class SyncClient:
             dictionaries=dictionaries,
         )
         self._report = SyncReport()
+        self._started = time.monotonic()
         self._ops_total = 0
         self._hint_s = 0.0
         self._planner = BatchPlanner()
+        self._ahead: _Ahead | None = None
+        #: Cut the next request's batches while an exchange is on the link (tests may turn
+        #: it off to pin the planning order).
+        self.cut_ahead = True
         #: Ask for the verification-task stream; cleared for this client when the server is
         #: from before the stream (it refuses the unknown cursor with ``scope_denied``).
         self.asks_tasks = True
@@ -385,12 +444,14 @@ class SyncClient:
         sent_before = self.transport.bytes_sent
         received_before = self.transport.bytes_received
         self._report = report = SyncReport()
+        self._started = started
         self._ops_total = self.store.pending_count()
         more_to_download = True
         succeeded = False
         refused = 0
         try:
             while True:
+                self._join_ahead()
                 # Only what the next request can carry is read (and decoded) from the outbox.
                 window = min(_OPS_PER_EXCHANGE, self._planner.window(self.link) + 1)
                 pending = self.store.pending_ops(limit=window)
@@ -404,7 +465,7 @@ class SyncClient:
                 except _RetryableFailure as failure:
                     report.failures += 1
                     report.last_error = failure.reason
-                    self.link.failed()
+                    self.link.failed(failure.dropped_after_s)
                     refused = refused + 1 if failure.refused and not succeeded else 0
                     if self.refused_limit is not None and refused >= self.refused_limit:
                         raise SyncFailed(
@@ -421,6 +482,8 @@ class SyncClient:
                             f"最后一次：{failure.reason_zh}。未发送的修改都已保留",
                         ) from None
                     delay = max(self.backoff.next_delay(), failure.wait_s)
+                    if report.timeline:
+                        report.timeline[-1].pause_s = delay
                     if self.on_retry is not None:
                         self.on_retry(delay, failure.reason, failure.reason_zh)
                     self._progress(waiting_s=delay)
@@ -430,6 +493,7 @@ class SyncClient:
                 self.backoff.reset()
                 if self._hint_s and (more_to_download or self.store.pending_count()):
                     # The server asked for a pause before the next exchange.
+                    report.timeline[-1].pause_s = self._hint_s
                     self._progress(waiting_s=self._hint_s)
                     self._sleep(self._hint_s)
         except DeviceError as exc:
@@ -442,6 +506,8 @@ class SyncClient:
             )
             raise
         finally:
+            self._join_ahead()
+            self._ahead = None
             report.elapsed_s = time.monotonic() - started
             report.bytes_up = self.transport.bytes_sent - sent_before
             report.bytes_down = self.transport.bytes_received - received_before
@@ -459,7 +525,9 @@ class SyncClient:
         errors of :meth:`sync`.
         """
         report = self._report
-        batches = self._batches(pending)
+        prepare_started = time.monotonic()
+        ahead = self._take_ahead(pending)
+        batches = ahead if ahead is not None else self._batches(pending)
         hello = self._hello()
         first_sequence = self._next_sequence()
         # Batch seq = the batch's own envelope sequence: unique, increasing, and tells which
@@ -481,6 +549,16 @@ class SyncClient:
         started = time.monotonic()
         up_before, down_before = self.transport.bytes_sent, self.transport.bytes_received
         report.exchanges += 1
+        timing = ExchangeTiming(
+            index=report.exchanges,
+            started_s=started - self._started,
+            ops=sum(len(seqs) for seqs in sent.batches.values()),
+            prepare_s=started - prepare_started,
+            first_seq=min((s for seqs in sent.batches.values() for s in seqs), default=None),
+        )
+        timing.cut_ahead = ahead is not None
+        report.timeline.append(timing)
+        self._cut_ahead({seq for seqs in sent.batches.values() for seq in seqs}, pending)
         try:
             response = self.transport.request(
                 "POST",
@@ -494,18 +572,41 @@ class SyncClient:
                 on_sent=lambda _n: self._progress(),
             )
         except TransportError as exc:
-            raise _RetryableFailure(exc.message, exc.message_zh, refused=exc.refused) from exc
-        reply = self._open(response, sent)
+            timing.outcome = exc.message
+            timing.elapsed_s = time.monotonic() - started
+            timing.bytes_up = self.transport.bytes_sent - up_before
+            timing.bytes_down = self.transport.bytes_received - down_before
+            raise _RetryableFailure(
+                exc.message,
+                exc.message_zh,
+                refused=exc.refused,
+                # A refused connection never reached the link; anything else dropped on it.
+                dropped_after_s=None if exc.refused else timing.elapsed_s,
+            ) from exc
+        timing.bytes_up = self.transport.bytes_sent - up_before
+        timing.bytes_down = self.transport.bytes_received - down_before
+        timing.wait_s, timing.elapsed_s = response.wait_s, response.elapsed_s
+        timing.server_s = response.server_s
+        try:
+            reply = self._open(response, sent)
+        except _RetryableFailure as failure:
+            timing.outcome = failure.reason
+            raise
         self.store.observe_server_time(reply.server_time_ms)
         if reply.refusal is not None:
             self._refused(reply)
         more = self._apply(reply, sent)
+        timing.apply_s = time.monotonic() - started - response.elapsed_s
+        # The link's time only: the bytes crossed it while the transport waited for them, the
+        # server's own time (its Server-Timing header) left the link idle.
         self.link.observe(
-            self.transport.bytes_sent - up_before,
-            self.transport.bytes_received - down_before,
-            time.monotonic() - started,
+            timing.bytes_up,
+            timing.bytes_down,
+            response.elapsed_s or time.monotonic() - started,
             uploaded=bool(sent.batches),
+            server_s=response.server_s,
         )
+        timing.budget_bytes = self.link.request_bytes
         self._progress()
         self._check_frames(reply)
         self._hint_s = reply.backoff_ms / 1000.0
@@ -549,6 +650,64 @@ class SyncClient:
         request = build_request(self.end, self._hello(), batches, first_sequence=first_sequence)
         self._store_sequence(request.next_sequence)
         return request.body, [op for batch in batches for op in batch.ops]
+
+    def _cut_ahead(self, carried: set[int], pending: Sequence[Op]) -> None:
+        """Start cutting the batches of the request after this one, in a worker thread: for
+        the outbox after ``carried`` if this exchange is answered, for ``pending`` (this
+        exchange's ops first) at half the budget if it drops.
+
+        Only pure work runs there (the planner on ops already read, with copies of the link
+        estimate); the store stays on this thread.
+        """
+        self._ahead = None
+        if not self.cut_ahead:
+            return
+        window = self._planner.window(self.link) + 1
+        upcoming = [
+            op
+            for op in self.store.pending_ops(limit=min(_OPS_PER_EXCHANGE, len(carried) + window))
+            if op.seq not in carried
+        ]
+        answered = copy.copy(self.link)
+        dropped = copy.copy(self.link)
+        dropped.failed()  # the budget a drop leaves (the drop-interval estimate is not used)
+        jobs = [(answered, upcoming), (dropped, list(pending))]
+        ahead = _Ahead()
+
+        def cut() -> None:
+            for link, ops in jobs:
+                if not ops:
+                    continue
+                try:
+                    batches = self._planner.plan(
+                        ops, link, sender_id=self.end.device_id, allowed=self.end.compression
+                    )
+                except ProtocolError:
+                    continue  # cut again on the sync thread, where the error is raised
+                ahead.plans.append((link.request_bytes, batches))
+
+        ahead.thread = threading.Thread(target=cut, name="village-sync-cut-ahead", daemon=True)
+        ahead.thread.start()
+        self._ahead = ahead
+
+    def _join_ahead(self) -> None:
+        if self._ahead is not None and self._ahead.thread is not None:
+            self._ahead.thread.join()
+
+    def _take_ahead(self, pending: Sequence[Op]) -> list[UploadBatch] | None:
+        """A plan cut ahead that is still right for ``pending``: the same outbox prefix (the
+        outcome it was cut for happened, no op changed) and a budget within a quarter of what
+        the link allows now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        for budget, batches in ahead.plans:
+            if not 0.8 <= self.link.request_bytes / max(budget, 1) <= 1.25:
+                continue
+            carried = [op for batch in batches for op in batch.ops]
+            if carried and list(pending[: len(carried)]) == carried:
+                return batches
+        return None
 
     def _batches(self, pending: Sequence[Op]) -> list[UploadBatch]:
         """The batches of the next request: as many as the link budget allows, at least one."""
@@ -791,13 +950,21 @@ class _RetryableFailure(Exception):
     """Internal: no usable reply this time; back off and try again."""
 
     def __init__(
-        self, reason: str, reason_zh: str, *, wait_s: float = 0.0, refused: bool = False
+        self,
+        reason: str,
+        reason_zh: str,
+        *,
+        wait_s: float = 0.0,
+        refused: bool = False,
+        dropped_after_s: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reason_zh = reason_zh
         self.wait_s = wait_s
         self.refused = refused
+        #: The link dropped this many seconds into the exchange (None: not a drop).
+        self.dropped_after_s = dropped_after_s
 
 
 def _retry_after(headers: Mapping[str, str]) -> float:

@@ -18,6 +18,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,6 +33,7 @@ __all__ = [
     "ServerError",
     "TransportError",
     "error_message",
+    "server_timing_s",
 ]
 
 #: Seconds a socket may sit idle (connect, one send, one receive) before the link counts as dead.
@@ -103,11 +105,23 @@ def error_message(message: Any, fallback: str) -> tuple[str | None, str]:
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """A complete HTTP response: status, headers (names lower-cased) and the whole body."""
+    """A complete HTTP response: status, headers (names lower-cased) and the whole body.
+
+    ``wait_s``: seconds from the start of the request to the response's head (the request's
+    upload, a round trip and the server's work); ``elapsed_s``: to the end of the body.
+    """
 
     status: int
     headers: dict[str, str]
     body: bytes
+    wait_s: float = 0.0
+    elapsed_s: float = 0.0
+
+    @property
+    def server_s(self) -> float | None:
+        """The server's own time on the request from its ``Server-Timing: app;dur=<ms>``
+        header, or None when it sent none (a server from before the header, a proxy page)."""
+        return server_timing_s(self.headers.get("server-timing", ""))
 
     @property
     def content_type(self) -> str:
@@ -222,6 +236,7 @@ class HttpTransport:
         head_size = len(f"{method} {target} HTTP/1.1\r\nHost: {self._host}\r\n") + sum(
             len(k) + len(v) + 4 for k, v in all_headers.items()
         )
+        started = time.monotonic()
         connection = self._connection()
         with self._counters.lock:
             self._counters.requests += 1
@@ -238,6 +253,7 @@ class HttpTransport:
                     if on_sent is not None:
                         on_sent(len(piece))
             response = connection.getresponse()
+            head_at = time.monotonic()
             data = response.read()
             received_head = sum(len(k) + len(v) + 4 for k, v in response.getheaders()) + 17
             self._count_received(received_head + len(data))
@@ -245,6 +261,8 @@ class HttpTransport:
                 status=response.status,
                 headers={k.lower(): v for k, v in response.getheaders()},
                 body=data,
+                wait_s=head_at - started,
+                elapsed_s=time.monotonic() - started,
             )
         except (OSError, http.client.HTTPException) as exc:
             with self._counters.lock:
@@ -296,6 +314,24 @@ class HttpTransport:
     def _count_received(self, amount: int) -> None:
         with self._counters.lock:
             self._counters.bytes_received += amount
+
+
+def server_timing_s(value: str) -> float | None:
+    """Seconds of the ``app`` metric of a ``Server-Timing`` header value (``app;dur=12.5`` →
+    0.0125), or None when it names none or is malformed."""
+    for metric in value.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        if name != "app":
+            continue
+        for param in params:
+            key, _, number = param.partition("=")
+            if key.strip() == "dur":
+                try:
+                    ms = float(number.strip().strip('"'))
+                except ValueError:
+                    return None
+                return ms / 1000.0 if ms >= 0 else None
+    return None
 
 
 def _pieces(body: bytes) -> Iterator[bytes]:

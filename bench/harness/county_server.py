@@ -40,6 +40,12 @@ class CountyServer:
         """A fresh admin session (token) over HTTP."""
         return AdminSession(HttpTransport(self.url), "admin", self.admin_password)
 
+    def cpu_s(self) -> float:
+        """User + system CPU-seconds the server process has used so far (all its threads)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # Fields after the command name: state [0] … utime [11], stime [12].
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         """What the server printed so far (for failure messages)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")

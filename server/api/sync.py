@@ -5,6 +5,7 @@ middle still gets every complete batch before the cut committed (docs in
 
 from __future__ import annotations
 
+import time
 from typing import IO, Any
 
 from flask import Blueprint, Response, current_app, request
@@ -18,6 +19,10 @@ from server.services import sync
 blueprint = Blueprint("sync", __name__, url_prefix=API_PREFIX)
 #: The request header a device names its app and version in (docs/protocol.md §2).
 APP_HEADER = "Village-Sync-App"
+#: The reply header carrying the server's own time on the exchange (W3C Server-Timing:
+#: ``app;dur=<ms>``), so a device on a slow link can tell the server's think time from link
+#: time and not shrink its batches because the server was busy (docs/protocol.md §2).
+TIMING_HEADER = "Server-Timing"
 
 
 class _Body:
@@ -49,6 +54,9 @@ def exchange() -> Any:
     ``device_unknown`` (401), ``envelope_replayed`` (409). Sealed refusals: ``device_revoked``,
     ``scope_denied``, ``clock_skew`` (403); ``exchange_invalid`` (400).
     """
+    # waitress hands the app a request whose body has fully arrived, so this measures the
+    # server's work on the exchange, not the upload.
+    started = time.perf_counter()
     retry_ms = int(current_app.config.get("BUSY_RETRY_AFTER_SECONDS", 2)) * 1000
     result = sync.handle_exchange(
         service_context(),
@@ -61,4 +69,6 @@ def exchange() -> Any:
         note_refusal(
             code, result.status, actor=f"device:{result.device_id}", area_code=result.scope
         )
-    return Response(result.body, status=result.status, content_type=result.content_type)
+    response = Response(result.body, status=result.status, content_type=result.content_type)
+    response.headers[TIMING_HEADER] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+    return response

@@ -23,6 +23,9 @@ def test_the_weak_link_bench_syncs_everything_and_prints_the_ratio() -> None:
     assert "same link, no drops" in text
     assert "ideal: drop-free bytes" in text and "round trip per exchange" in text
     assert "cuts that landed on the drop run:" in text
+    # Where each run's time went (from the client's exchange timeline) and the server's CPU.
+    spent = [line for line in text.splitlines() if line.startswith("where the time went, ")]
+    assert len(spent) == 2 and all("server CPU" in line and "transfer" in line for line in spent)
     assert "every record arrived exactly once; outbox empty" in text
     assert "DATA PROBLEM" not in text
     rows = [line for line in text.splitlines() if line.startswith(("village link", "same link"))]

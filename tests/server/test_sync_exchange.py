@@ -23,6 +23,7 @@ from tests.server.sync_device import (
     count,
     county,
 )
+from village_client_stub.transport import server_timing_s
 
 __all__ = ["county"]  # the fixture, imported for pytest
 
@@ -341,3 +342,15 @@ def test_lean_downloads_shrink_the_real_reply_under_40_bytes_per_acked_record(
         if lean:
             assert len(reply.acks[0].lean_seqs) == 50 and village_page.records == ()
     assert sizes[True] <= 40 < sizes[False], sizes
+def test_every_exchange_reply_says_how_long_the_server_worked_on_it(
+    county: Flask, client: FlaskClient, device: SyncDevice
+) -> None:
+    # The device takes this time out of the exchange's before estimating the link's speed
+    # (sync_protocol.pacing.LinkEstimate.observe): a busy server is not a slow link.
+    device.create("housing_safety", HOUSE_A, village=VILLAGE, household_no="H001")
+    response = device.post(device.build().body)
+    assert response.status_code == 200
+    seconds = server_timing_s(response.headers["Server-Timing"])
+    assert seconds is not None and 0 < seconds < 60
+    refused = client.post("/api/v1/sync", data=b"")  # a JSON error is not timed
+    assert "Server-Timing" not in refused.headers

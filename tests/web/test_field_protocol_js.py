@@ -216,3 +216,51 @@ def test_envelope_codec_and_device_engine_vectors_and_pacing_in_chromium(page: A
     assert len(outage["waits"]) == 2
     assert 0.5 <= outage["waits"][0] <= 1 and 1 <= outage["waits"][1] <= 2
     assert [(o["seq"], o["state"], o["attempts"]) for o in outage["outbox"]] == [(1, "sent", 3)]
+
+
+def test_the_browser_link_estimate_leaves_out_the_servers_time_as_python_does(page: Any) -> None:
+    from sync_protocol.pacing import LinkEstimate
+
+    # (sent, received, elapsed s, server s or None, uploaded): a quick server, a busy one, a
+    # reply without the header, a download-only exchange, a server time beyond the exchange;
+    # (0, 0, s, None, None): the link dropped s seconds into an exchange (None: not a drop).
+    steps = [
+        (20_000, 20_000, 5.1, 0.1, True),
+        (20_000, 20_000, 25.0, 20.0, True),
+        (9_000, 30_000, 6.0, None, True),
+        (600, 45_000, 7.0, 1.5, False),
+        (8_000, 8_000, 2.0, 5.0, True),
+        *[(0, 0, 3.0, None, None), (8_000, 8_000, 2.0, 0.1, True)] * 5,
+        (0, 0, None, None, None),
+        (8_000, 8_000, 2.0, 0.1, True),
+    ]
+    python = LinkEstimate(initial_bytes=4096)
+    expected = []
+    for sent, received, elapsed, server, uploaded in steps:
+        if uploaded is None:
+            python.failed(elapsed)
+        else:
+            python.observe(sent, received, elapsed, uploaded=uploaded, server_s=server)
+        expected.append(
+            [python.request_bytes, round(python.reply_ratio, 9), round(python.exchange_target_s, 9)]
+        )
+    assert expected[-1][2] < python.target_s * 0.75  # the drops shortened the exchanges
+    found = page.evaluate(
+        """async (steps) => {
+            const { LinkEstimate } = await import("/field/static/protocol/device.js");
+            const { serverTimingS } = await import("/field/static/protocol/client.js");
+            const link = new LinkEstimate({ initialBytes: 4096 });
+            const round = (x) => Math.round(x * 1e9) / 1e9;
+            const budgets = steps.map(([sent, received, elapsed, serverS, uploaded]) => {
+              if (uploaded === null) link.failed(elapsed);
+              else link.observe(sent, received, elapsed, { uploaded, serverS });
+              return [link.requestBytes, round(link.replyRatio), round(link.exchangeTargetS)];
+            });
+            const headers = ["app;dur=12.5", 'db;dur=3, app;desc="sync";dur=250', "app",
+                             "app;dur=abc", "app;dur=-5", "", null];
+            return { budgets, timings: headers.map(serverTimingS) };
+        }""",
+        steps,
+    )
+    assert found["budgets"] == expected
+    assert found["timings"] == [0.0125, 0.25, None, None, None, None, None]

@@ -93,8 +93,25 @@ export class BatchPlanner {
 }
 
 /** POST once; never retried here. Returns {status, contentType, body: Uint8Array, headers}. */
+/** Seconds of the `app` metric of a Server-Timing header ("app;dur=12.5" → 0.0125), or null. */
+export function serverTimingS(value) {
+  for (const metric of (value || "").split(",")) {
+    const [name, ...params] = metric.split(";").map((part) => part.trim());
+    if (name !== "app") continue;
+    for (const param of params) {
+      const [key, number] = param.split("=").map((part) => part.trim());
+      if (key === "dur") {
+        const ms = Number(String(number ?? "").replace(/"/g, ""));
+        return Number.isFinite(ms) && ms >= 0 && number !== "" ? ms / 1000 : null;
+      }
+    }
+  }
+  return null;
+}
+
 export async function postOnce(fetch, url, body) {
   let response;
+  const started = performance.now();
   try {
     response = await fetch(url, {
       method: "POST",
@@ -108,10 +125,13 @@ export async function postOnce(fetch, url, body) {
       status: response.status,
       contentType: (response.headers.get("Content-Type") || "").split(";")[0].trim(),
       retryAfter: Number(response.headers.get("Retry-After")) || 0,
+      serverS: serverTimingS(response.headers.get("Server-Timing")),
       body: new Uint8Array(await response.arrayBuffer()),
     };
   } catch (error) {
-    throw new RetryableFailure("network_failed", `the exchange did not complete: ${error}`, "同步连接中断，未发送的修改都已保留");
+    const failure = new RetryableFailure("network_failed", `the exchange did not complete: ${error}`, "同步连接中断，未发送的修改都已保留");
+    failure.droppedAfterS = (performance.now() - started) / 1000;
+    throw failure;
   }
 }
 
@@ -270,10 +290,12 @@ export async function syncOnce({ engine, device, keys, server, scope, baseUrl, f
   const { body, helloSequence, sent } = await buildRequest({ engine, device, batches, nowMs, tasks });
   const started = performance.now();
   const response = await postOnce(fetch, `${baseUrl}${SYNC_PATH}`, body);
+  // The link's time ends with the reply's last byte; opening and applying it is the device's.
+  const elapsedS = (performance.now() - started) / 1000;
   const reply = await openReply({ engine, device, response, helloSequence, link });
   const fold = await applyReply({ engine, reply, sent, nowMs, onManifest });
   const serverKeysAdopted = await adoptServerKeys(device, announcedServerKeys(reply), onServerKeys);
-  link.observe(body.length, response.body.length, (performance.now() - started) / 1000, { uploaded: sent.size > 0 });
+  link.observe(body.length, response.body.length, elapsedS, { uploaded: sent.size > 0, serverS: response.serverS });
   if (sent.size && !reply.acks.length) {
     throw new RetryableFailure("nothing_committed", "the server committed none of the batches", "服务器未接收任何批次");
   }
@@ -304,7 +326,7 @@ export async function syncUntilDone({ engine, device, keys, server, scope, baseU
       if (!(error instanceof RetryableFailure)) throw error;
       report.failures += 1;
       report.lastError = error;
-      link.failed();
+      link.failed(error.droppedAfterS ?? null);
       if (backoff.failures + 1 >= maxFailures) return report;
       await sleep(Math.max(backoff.nextDelay(), error.waitS));
     }

@@ -91,7 +91,7 @@ export class DeviceEngine {
   }
 
   /** Fold the acks of one committed batch into the outbox, all or nothing (contracts §7). */
-  async foldAcks(seqs, acks, { nowMs }) {
+  async foldAcks(seqs, acks, { nowMs, settle = true }) {
     const wanted = [...seqs];
     const bySeq = new Map();
     for (const ack of acks) {
@@ -130,7 +130,7 @@ export class DeviceEngine {
       removed.push(seq);
     }
     const ackedThrough = await this.updateAckedThrough();
-    await this.settleDuplicates();
+    if (settle) await this.settleDuplicates();
     return { removed, rejected, conflicts, ackedThrough };
   }
 
@@ -234,7 +234,7 @@ export class DeviceEngine {
   // --- applying server record states ----------------------------------------------------------
 
   /** Replace a record with the server's merged state, keeping outstanding local edits. */
-  async applyServerState(stateIn, { nowMs }) {
+  async applyServerState(stateIn, { nowMs, settle = true }) {
     let described = new Map();
     let head;
     let values;
@@ -281,7 +281,7 @@ export class DeviceEngine {
       const note = await this.storage.conflict(conflictId);
       if (note) await this.storage.putConflict({ ...note, detail: { ...note.detail, ...description } });
     }
-    await this.settleDuplicates();
+    if (settle) await this.settleDuplicates();
     return true;
   }
 
@@ -353,12 +353,12 @@ export class DeviceEngine {
       const recordId = String(state.record_id);
       const key = `${recordId}\u0000${state.revision}`;
       if (applied.has(key) || (isInt(state.revision) && state.revision < (newest.get(recordId) ?? -1))) return;
-      if (await this.applyServerState(state, { nowMs })) fold.recordsApplied += 1;
+      if (await this.applyServerState(state, { nowMs, settle: false })) fold.recordsApplied += 1;
       applied.add(key);
     };
     for (const ack of reply.acks) {
       const own = await this.leanRevisions(ack);
-      const summary = await this.foldAcks(sent.get(ack.batch_seq), ack.acks, { nowMs });
+      const summary = await this.foldAcks(sent.get(ack.batch_seq), ack.acks, { nowMs, settle: false });
       for (const [recordId, revision] of own) await this.takeOwnRevision(recordId, revision);
       fold.opsAcked += summary.removed.length;
       fold.opsRejected.push(...summary.rejected);
@@ -381,6 +381,8 @@ export class DeviceEngine {
       for (const state of page.records) await apply(state);
       await this.advanceCursor(page.scope, RECORDS_STREAM, page.next_cursor);
     }
+    // Once per reply, not after every state (device.py fold_reply: it was quadratic).
+    await this.settleDuplicates();
     return fold;
   }
 
@@ -442,6 +444,9 @@ export class DeviceEngine {
 export const DEFAULT_BATCH_WIRE_BYTES = 32 * 1024;
 export const MAX_BATCHES_PER_REQUEST = 8;
 export const MIN_REQUEST_BYTES = 2048;
+export const PRIOR_DROP_EVERY_S = 20;
+export const DROP_INTERVAL_SHARE = 1 / 3;
+export const MIN_TARGET_S = 1;
 
 /** Exponential backoff with equal jitter: attempt n waits between half and all of base·2ⁿ⁻¹ s. */
 export class Backoff {
@@ -463,19 +468,39 @@ export class Backoff {
 /** The request budget: measured link speed × a target exchange time (pacing.LinkEstimate). */
 export class LinkEstimate {
   constructor({ targetS = 8, initialBytes = DEFAULT_BATCH_WIRE_BYTES, maxBytes = MAX_BATCHES_PER_REQUEST * DEFAULT_BATCH_WIRE_BYTES, minBytes = MIN_REQUEST_BYTES } = {}) {
-    Object.assign(this, { targetS, maxBytes, minBytes, bytesPerS: null, replyRatio: 1, budget: initialBytes });
+    Object.assign(this, { targetS, maxBytes, minBytes, bytesPerS: null, replyRatio: 1, budget: initialBytes, linkS: 0, drops: 0 });
   }
 
-  observe(sent, received, elapsedS, { uploaded = true } = {}) {
-    if (elapsedS <= 0 || sent <= 0) return;
-    const speed = (sent + received) / elapsedS;
+  // On a link that drops every few seconds an exchange aims at a third of that interval.
+  // Prior: two drops seen, one per PRIOR_DROP_EVERY_S (pacing.LinkEstimate.drop_every_s).
+  get dropEveryS() {
+    return this.drops ? (this.linkS + 2 * PRIOR_DROP_EVERY_S) / (this.drops + 2) : null;
+  }
+
+  get exchangeTargetS() {
+    const every = this.dropEveryS;
+    return every === null ? this.targetS : Math.min(this.targetS, Math.max(MIN_TARGET_S, every * DROP_INTERVAL_SHARE));
+  }
+
+  // serverS: the server's own time (its Server-Timing header), not link time: a busy server
+  // must not look like a slow link and shrink the batches (pacing.LinkEstimate.observe).
+  observe(sent, received, elapsedS, { uploaded = true, serverS = null } = {}) {
+    const linkS = elapsedS - Math.min(Math.max(serverS ?? 0, 0), elapsedS);
+    if (linkS <= 0 || sent <= 0) return;
+    this.linkS += elapsedS;
+    const speed = (sent + received) / linkS;
     this.bytesPerS = this.bytesPerS === null ? speed : 0.6 * this.bytesPerS + 0.4 * speed;
     if (uploaded) this.replyRatio = 0.6 * this.replyRatio + 0.4 * (received / sent);
-    const budget = Math.min((this.bytesPerS * this.targetS) / (1 + this.replyRatio), 2 * this.budget);
+    const budget = Math.min((this.bytesPerS * this.exchangeTargetS) / (1 + this.replyRatio), 2 * this.budget);
     this.budget = Math.trunc(Math.max(this.minBytes, Math.min(this.maxBytes, budget)));
   }
 
-  failed() {
+  // droppedAfterS: the link dropped this far into the exchange (null: not a link drop).
+  failed(droppedAfterS = null) {
+    if (droppedAfterS !== null && droppedAfterS >= 0) {
+      this.linkS += droppedAfterS;
+      this.drops += 1;
+    }
     this.budget = Math.max(this.minBytes, Math.floor(this.budget / 2));
   }
 
