@@ -342,6 +342,8 @@ def test_lean_downloads_shrink_the_real_reply_under_40_bytes_per_acked_record(
         if lean:
             assert len(reply.acks[0].lean_seqs) == 50 and village_page.records == ()
     assert sizes[True] <= 40 < sizes[False], sizes
+
+
 def test_every_exchange_reply_says_how_long_the_server_worked_on_it(
     county: Flask, client: FlaskClient, device: SyncDevice
 ) -> None:
