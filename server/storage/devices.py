@@ -82,6 +82,17 @@ def device_for_sync(device_id: str) -> Device | None:
     return None if row is None else plain(Device, row)
 
 
+_DEVICES: sa.Table = DeviceRow.__table__  # type: ignore[assignment]
+_STATUS = sa.select(_DEVICES.c.status).where(_DEVICES.c.id == sa.bindparam("device"))
+
+
+def device_status(device_id: str) -> str | None:
+    """The device's status (``active``, ``revoked``), or None for an unknown device: what every
+    batch of an exchange checks again under the write lock, one column by a statement built
+    once rather than the whole row through the ORM."""
+    return db.session.execute(_STATUS, {"device": device_id}).scalar()
+
+
 def list_devices(area_prefix: str, *, status: str | None = None) -> list[Device]:
     """Devices whose scope lies under ``area_prefix``, most recently enrolled first."""
     query = sa.select(DeviceRow).where(under_prefix(DeviceRow.scope, area_prefix))
