@@ -249,6 +249,12 @@ def replace_rows(pairs: Collection[tuple[str, str]], rows: list[dict[str, Any]])
 def _sum_villages(villages: set[str]) -> None:
     """Recompute the sums of ``villages`` from their household rows (one INSERT … SELECT)."""
     codes = sorted(villages)
+    if len(codes) == 1:
+        # A tablet's batch: one village. ``=`` needs no expanding of the IN list per call (a
+        # string rewrite of this long statement, which psycopg then converts uncached).
+        db.session.execute(_DELETE_COUNTS_ONE, {"village": codes[0]})
+        db.session.execute(_SUM_VILLAGES_ONE, {"village": codes[0]})
+        return
     for start in range(0, len(codes), HOUSEHOLDS_PER_STATEMENT):
         chunk = codes[start : start + HOUSEHOLDS_PER_STATEMENT]
         db.session.execute(_DELETE_COUNTS, {"villages": chunk})
@@ -386,18 +392,26 @@ _DELETE_ROWS = sa.delete(_ROWS).where(
 )
 _INSERT_ROWS = sa.insert(_ROWS)
 _COUNTS = Counts.__table__
-_DELETE_COUNTS = sa.delete(_COUNTS).where(_COUNTS.c.village_code.in_(_VILLAGES))
-_SUM_VILLAGES = sa.insert(_COUNTS).from_select(
-    COUNT_COLUMNS,
-    sa.select(
-        _ROWS.c.round_key,
-        _ROWS.c.village_code,
-        sa.func.min(_ROWS.c.round_started_at),
-        *_count_columns(),
+
+
+def _sum_statement(villages: Any) -> sa.Insert:
+    return sa.insert(_COUNTS).from_select(
+        COUNT_COLUMNS,
+        sa.select(
+            _ROWS.c.round_key,
+            _ROWS.c.village_code,
+            sa.func.min(_ROWS.c.round_started_at),
+            *_count_columns(),
+        )
+        .where(villages(_ROWS.c.village_code))
+        .group_by(_ROWS.c.round_key, _ROWS.c.village_code),
     )
-    .where(_ROWS.c.village_code.in_(_VILLAGES))
-    .group_by(_ROWS.c.round_key, _ROWS.c.village_code),
-)
+
+
+_DELETE_COUNTS = sa.delete(_COUNTS).where(_COUNTS.c.village_code.in_(_VILLAGES))
+_SUM_VILLAGES = _sum_statement(lambda column: column.in_(_VILLAGES))
+_DELETE_COUNTS_ONE = sa.delete(_COUNTS).where(_COUNTS.c.village_code == sa.bindparam("village"))
+_SUM_VILLAGES_ONE = _sum_statement(lambda column: column == sa.bindparam("village"))
 _RECORDS = Record.__table__
 _RECORDS_OF_HOUSEHOLDS = (
     sa.select(
