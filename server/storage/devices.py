@@ -60,6 +60,12 @@ def add_device(
     )
     db.session.add(device)
     db.session.flush()
+    # Its sync bookkeeping row from the start: the first exchange then claims its envelope with
+    # one UPDATE, like every later one (``sync_state.claim_envelope``).
+    db.session.add(
+        DeviceOpMark(device_id=device_id, high_water=0, envelope_seq=0, updated_at=enrolled_at)
+    )
+    db.session.flush()
     return plain(Device, device)
 
 

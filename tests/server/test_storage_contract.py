@@ -34,7 +34,7 @@ from server.storage import throttle as throttle_store
 from server.storage import uploads as upload_store
 from server.storage.database import db, writing
 from server.storage.errors import ConstraintViolation, Duplicate, StorageBusy
-from server.storage.models import Base, Household
+from server.storage.models import Base, DeviceOpMark, Household
 from server.storage.types import utcnow
 
 VILLAGE_A = "530102001201"
@@ -477,7 +477,11 @@ class TestStorageContract:
         assert devices.device_status("dev-2") == "active"
         assert devices.device_status("dev-none") is None
         with writing():
-            # No mark row yet: the claim creates it, and a replay of the same envelope fails.
+            # Enrolment made the mark row; a device enrolled before that did not have one.
+            assert sync_state.lock_marks("dev-2").envelope_seq == 0
+            db.session.execute(sa.delete(DeviceOpMark).where(DeviceOpMark.device_id == "dev-2"))
+        with writing():
+            # No mark row: the claim creates it, and a replay of the same envelope fails.
             assert sync_state.claim_envelope("dev-2", 1)
             assert not sync_state.claim_envelope("dev-2", 1)
             assert sync_state.lock_marks("dev-2").envelope_seq == 1
