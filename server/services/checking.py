@@ -15,8 +15,10 @@ from typing import Any
 from forms import EvaluationContext, FormDefinition
 from forms.indicators import MonitoringConfig, MonitoringConfigError
 from server.services.indicators import CHINA_TIME
-from server.services.monitoring import monitoring_config
+from server.services.monitoring import config_of
 from server.storage import forms as form_store
+from server.storage import monitoring as monitoring_store
+from server.storage.monitoring import MonitoringLine
 from sync_protocol.clock import DEFAULT_MAX_DRIFT_MS, wall_clock_ms
 
 
@@ -26,13 +28,15 @@ class IngestContext:
 
     ``now_ms`` is the server time the suspect-stamp rule compares with; ``today`` the survey date
     (Beijing time) for ``today()`` in form expressions; ``monitoring`` the county's configured
-    monitoring lines and water region types.
+    monitoring lines and water region types, built from ``lines`` (read once per exchange: the
+    indicator refresh and the manifest page use these, not another read).
     """
 
     now_ms: int
     today: date
     monitoring: MonitoringConfig
     max_drift_ms: int = DEFAULT_MAX_DRIFT_MS
+    lines: tuple[MonitoringLine, ...] = ()
 
     def evaluation(self, village_code: str) -> EvaluationContext:
         """The evaluation context for a record of ``village_code``."""
@@ -52,12 +56,13 @@ def ingest_context(now_ms: int | None = None) -> IngestContext:
     then checked without a monitoring line rather than not at all.
     """
     now_ms = wall_clock_ms() if now_ms is None else now_ms
+    lines = monitoring_store.list_lines()
     try:
-        monitoring = monitoring_config()
+        monitoring = config_of(lines)
     except MonitoringConfigError:
         monitoring = MonitoringConfig()
     today = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(CHINA_TIME).date()
-    return IngestContext(now_ms=now_ms, today=today, monitoring=monitoring)
+    return IngestContext(now_ms=now_ms, today=today, monitoring=monitoring, lines=lines)
 
 
 def definition(form_id: str, version: int) -> FormDefinition | None:

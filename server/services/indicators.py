@@ -691,11 +691,21 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+#: The last configuration fingerprinted and its key: ``monitoring_config()`` hands out the same
+#: object while the lines are unchanged, so every batch after the first skips the hashing.
+_LAST_KEY: list[tuple[MonitoringConfig, str]] = []
+
+
 def config_key(config: MonitoringConfig) -> str:
     """A short fingerprint of ``config``: rows computed under another one are stale."""
+    last = _LAST_KEY[0] if _LAST_KEY else None
+    if last is not None and last[0] is config:
+        return last[1]
     plain = {f.name: _canonical(getattr(config, f.name)) for f in dataclasses.fields(config)}
     text = json.dumps(plain, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    _LAST_KEY[:] = [(config, key)]
+    return key
 
 
 def _stored_picture(picture: HouseholdPicture, today: date) -> dict[str, Any]:
@@ -802,7 +812,9 @@ def refresh_households(
     The one call every writer of records makes, once per batch, inside the batch's write
     transaction (so the dashboard never sees a record without its household's picture). The
     households are locked first, so two concurrent batches of one household do not each
-    compute from the other's stale view.
+    compute from the other's stale view. A sync exchange passes the ``today`` and ``config``
+    its ops were checked against (``IngestContext``), read once per exchange; without them
+    they are read here.
     """
     pairs = sorted(set(households))
     if not pairs:

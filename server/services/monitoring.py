@@ -53,7 +53,12 @@ def monitoring_config() -> MonitoringConfig:
 
     Raises :class:`MonitoringConfigError` for a stored configuration the form engine refuses.
     """
-    lines = store.list_lines()
+    return config_of(store.list_lines())
+
+
+def config_of(lines: tuple[MonitoringLine, ...]) -> MonitoringConfig:
+    """The configuration of ``lines`` (as :func:`list_lines` hands them out): the one built
+    before while storage hands out the same tuple. Raises as :func:`monitoring_config`."""
     last = _LAST[0] if _LAST else None
     if last is not None and last[0] is lines:
         return last[1]

@@ -221,7 +221,7 @@ class _Batch:
         """One op of the batch is done (the next reservation can be smaller)."""
         self._remaining -= 1
 
-    def flush(self, *, by: str) -> None:
+    def flush(self, *, by: str, ctx: IngestContext) -> None:
         """Write everything the batch decided, in foreign-key order."""
         records.add_households(list(self.households.values()))
         new = [self.changed[rid] for rid in self.changed if rid in self.created]
@@ -247,7 +247,9 @@ class _Batch:
         tasks.record_outcomes(self.changed.values())
         # The dashboard's household rows change in this same transaction, once per batch.
         indicators.refresh_households(
-            (row["village_code"], row["household_no"]) for row in self.changed.values()
+            ((row["village_code"], row["household_no"]) for row in self.changed.values()),
+            today=ctx.today,
+            config=ctx.monitoring,
         )
 
 
@@ -307,7 +309,7 @@ def apply_ops(
             outcome = _rejection(op, existing, fault, keep=keep_rejected)
         batch.done_one()
         outcomes.append(outcome)
-    batch.flush(by=by)
+    batch.flush(by=by, ctx=ctx)
     return outcomes
 
 

@@ -58,11 +58,11 @@ from server.services.record_ops import apply_ops
 from server.storage import conflicts as conflict_store
 from server.storage import devices as device_store
 from server.storage import forms as form_store
-from server.storage import monitoring as monitoring_store
 from server.storage import records, sync_state
 from server.storage.database import end_read, writing
 from server.storage.devices import Device
 from server.storage.errors import StorageBusy
+from server.storage.monitoring import MonitoringLine
 from server.storage.records import StoredRecord
 from server.storage.revisions import MANIFEST_SCOPE, current_revision
 from server.storage.types import utcnow
@@ -437,7 +437,7 @@ def _commit_batch(session: _Session, frame: Frame) -> Ack:
         raise _FrameRejected(exc.code) from None
     with writing():
         mark = sync_state.lock_marks(device.id)
-        if device_store.device_for_sync(device.id).status != "active":  # type: ignore[union-attr]
+        if device_store.device_status(device.id) != "active":
             raise _FrameRejected("device_revoked")
         if not sync_state.claim_envelope(device.id, opened.header.sequence):
             raise _FrameRejected("envelope_replayed")
@@ -612,7 +612,9 @@ def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
                 records=tuple(states),
             )
         )
-    pages.append(_manifest_page(device, cursors.get(MANIFEST_STREAM, 0), session.ring))
+    pages.append(
+        _manifest_page(device, cursors.get(MANIFEST_STREAM, 0), session.ring, session.ctx.lines)
+    )
     if task_service.TASKS_STREAM in cursors:
         # Only a device that asks for the stream gets it: an older one would refuse the page.
         tasks = task_service.download_page(device.scope, cursors[task_service.TASKS_STREAM])
@@ -651,7 +653,11 @@ def _server_keys_entry(ring: KeyRing) -> dict[str, Any]:
     return {"key": SERVER_KEYS_ENTRY, "current_key_id": ring.current_id, **ring.public_document()}
 
 
-def _manifest_page(device: Device, after: int, ring: KeyRing) -> DownloadPage:
+def _manifest_page(
+    device: Device, after: int, ring: KeyRing, lines: tuple[MonitoringLine, ...]
+) -> DownloadPage:
+    """The manifest page after ``after``, with ``lines`` — the monitoring lines the exchange
+    read once at its start (``IngestContext.lines``), not another read of the table."""
     high = current_revision(MANIFEST_SCOPE)
     rows = [r for r in form_store.manifest_changes_since(after, FORMS_PER_PAGE + 1)]
     rows = [r for r in rows if r.manifest_revision <= high]
@@ -677,7 +683,7 @@ def _manifest_page(device: Device, after: int, ring: KeyRing) -> DownloadPage:
             "income_line": float(line.income_line),
             "settings": dict(line.settings or {}),
         }
-        for line in monitoring_store.list_lines()
+        for line in lines
         if device.scope.startswith(line.region_code) or line.region_code.startswith(device.scope)
     ]
     config.append(_server_keys_entry(ring))

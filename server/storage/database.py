@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +70,16 @@ def engine_options(database_url: str, busy_timeout_ms: int, threads: int = 8) ->
             "connect_args": {"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             **codec,
         }
-    return {"pool_pre_ping": True, "pool_size": max(5, int(threads)), "max_overflow": 10, **codec}
+    # No ``pool_pre_ping``: it cost a round trip on every checkout, four per sync exchange
+    # (``bench peak``); the pool pings only a connection that sat idle (``install_engine_hooks``).
+    return {"pool_size": max(5, int(threads)), "max_overflow": 10, **codec}
+
+
+#: A pooled PostgreSQL connection idle longer than this is pinged before it is handed out (the
+#: database may have restarted meanwhile). One back within this time was in use a moment ago;
+#: if its backend died since, the request gets a retryable 503 and the pool a new connection —
+#: what a backend killed in the middle of a request gives anyway.
+IDLE_PING_S = 5.0
 
 
 def install_engine_hooks(
@@ -89,6 +99,7 @@ def install_engine_hooks(
     """
     event.listen(engine, "handle_error", translate)
     if engine.dialect.name != "sqlite":
+        _ping_idle_connections(engine)
         return
 
     @event.listens_for(engine, "connect")
@@ -108,6 +119,28 @@ def install_engine_hooks(
     def _on_begin(conn: sa.Connection) -> None:
         immediate = conn.get_execution_options().get(WRITE_OPTION)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _ping_idle_connections(engine: sa.Engine) -> None:
+    """Ping a pooled connection before handing it out only when it sat idle for more than
+    :data:`IDLE_PING_S`; a dead one is replaced (SQLAlchemy's disconnect-on-checkout rule)."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # A connection just opened is as fresh as one just given back.
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get("checked_in_at")
+        if checked_in is not None and time.monotonic() - checked_in < IDLE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa.exc.DisconnectionError(f"idle connection is gone: {exc}") from exc
 
 
 #: ``app.extensions`` key of the app's :class:`WriterQueue` (SQLite only).

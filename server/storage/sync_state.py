@@ -22,6 +22,37 @@ def _insert() -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+_MARKS: sa.Table = DeviceOpMark.__table__  # type: ignore[assignment]
+# Every exchange claims an envelope sequence once per frame: the conditional UPDATE is built
+# once (a statement built per call cost its compile and cache-key walk each time, ``bench
+# peak``), and the creating INSERT runs only for a device's first exchange.
+_CLAIM = (
+    sa.update(_MARKS)
+    .where(
+        _MARKS.c.device_id == sa.bindparam("device"),
+        _MARKS.c.envelope_seq < sa.bindparam("sequence"),
+    )
+    .values(envelope_seq=sa.bindparam("new_sequence"))
+)
+
+
+def _create_mark(device_id: str) -> None:
+    db.session.execute(
+        _insert()(DeviceOpMark)
+        .values(device_id=device_id, high_water=0, envelope_seq=0, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[DeviceOpMark.device_id])
+    )
+
+
+def _locked_mark(device_id: str) -> DeviceOpMark | None:
+    return db.session.scalar(
+        sa.select(DeviceOpMark)
+        .where(DeviceOpMark.device_id == device_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 def lock_marks(device_id: str) -> DeviceOpMark:
     """The device's mark row, created if missing and locked until the transaction ends.
 
@@ -29,17 +60,11 @@ def lock_marks(device_id: str) -> DeviceOpMark:
     SQLite write transactions are serial anyway), so neither applies an op the other is applying.
     Call inside a write transaction.
     """
-    db.session.execute(
-        _insert()(DeviceOpMark)
-        .values(device_id=device_id, high_water=0, envelope_seq=0, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[DeviceOpMark.device_id])
-    )
-    row = db.session.scalar(
-        sa.select(DeviceOpMark)
-        .where(DeviceOpMark.device_id == device_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    row = _locked_mark(device_id)
+    if row is None:
+        # The device's first batch: create the row (a concurrent creator wins harmlessly).
+        _create_mark(device_id)
+        row = _locked_mark(device_id)
     if row is None:  # pragma: no cover - the upsert above always leaves a row
         raise LookupError(f"no op mark row for device {device_id}")
     return row
@@ -51,18 +76,12 @@ def claim_envelope(device_id: str, sequence: int) -> bool:
     One conditional UPDATE, so two requests carrying the same envelope cannot both claim it.
     Call inside a write transaction; a rollback un-claims it.
     """
-    db.session.execute(
-        _insert()(DeviceOpMark)
-        .values(device_id=device_id, high_water=0, envelope_seq=0, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[DeviceOpMark.device_id])
-    )
-    result = db.session.execute(
-        sa.update(DeviceOpMark)
-        .where(DeviceOpMark.device_id == device_id, DeviceOpMark.envelope_seq < sequence)
-        .values(envelope_seq=sequence)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)
+    params = {"device": device_id, "sequence": sequence, "new_sequence": sequence}
+    if db.session.execute(_CLAIM, params).rowcount:
+        return True
+    # Nothing updated: a replay, or the device's first exchange (no mark row yet).
+    _create_mark(device_id)
+    return bool(db.session.execute(_CLAIM, params).rowcount)
 
 
 def set_high_water(mark: DeviceOpMark, value: int, now: datetime | None = None) -> None:

@@ -8,13 +8,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from server.storage import database
 from server.storage import monitoring as monitoring_store
 from server.storage.database import WRITER_QUEUE_KEY, db, writing
 from server.storage.errors import StorageBusy
+from tests.conftest import PG_URL
 
 
 def _sqlite_app(app_on: Callable[..., Flask], tmp_path: Path, **overrides: object) -> Flask:
@@ -154,3 +157,31 @@ def test_each_postgresql_pool_keeps_a_connection_per_serving_thread(
             thread.join(30)
         assert len(held) == 12
         assert db.engine.pool.overflow() <= 0  # type: ignore[attr-defined]
+
+
+def _backend_pid(app: Flask) -> int:
+    with app.app_context():
+        pid = db.session.scalar(sa.text("SELECT pg_backend_pid()"))
+        db.session.rollback()
+    return int(pid)
+
+
+def test_a_postgresql_connection_idle_past_the_ping_age_is_checked_and_replaced(
+    postgres_url: str, app_on: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_on(postgres_url, SERVE_THREADS=1)
+    first = _backend_pid(app)
+    assert _backend_pid(app) == first  # in use a moment ago: handed out again, unpinged
+    with app.app_context():
+        db.engine.pool.dispose()  # type: ignore[attr-defined]
+    first = _backend_pid(app)
+    # The database drops the idle connection (a restart); once it is older than the ping age
+    # the pool notices on checkout and the request gets a fresh connection, not an error.
+    killer = psycopg.connect(PG_URL, autocommit=True)
+    try:
+        assert killer.execute("SELECT pg_terminate_backend(%s)", (first,)).fetchone() == (True,)
+    finally:
+        killer.close()
+    monkeypatch.setattr(database, "IDLE_PING_S", 0.0)
+    second = _backend_pid(app)
+    assert second != first

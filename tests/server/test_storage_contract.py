@@ -34,7 +34,7 @@ from server.storage import throttle as throttle_store
 from server.storage import uploads as upload_store
 from server.storage.database import db, writing
 from server.storage.errors import ConstraintViolation, Duplicate, StorageBusy
-from server.storage.models import Base, Household
+from server.storage.models import Base, DeviceOpMark, Household
 from server.storage.types import utcnow
 
 VILLAGE_A = "530102001201"
@@ -461,6 +461,39 @@ class TestStorageContract:
             assert sync_state.claim_envelope("dev-1", 6)
             assert sync_state.lock_marks("dev-1").high_water == 3
         assert sync_state.stored_acks("dev-1", [2, 3]) == {2: {"seq": 2}}
+
+    def test_a_first_envelope_claim_creates_the_mark_and_touches_keep_what_is_not_said(
+        self,
+    ) -> None:
+        with writing():
+            devices.add_device(
+                device_id="dev-2",
+                x25519_public="x",
+                ed25519_public="e",
+                scope=VILLAGE_A,
+                enrolled_at=utcnow(),
+                enrollment_code_id=None,
+            )
+        assert devices.device_status("dev-2") == "active"
+        assert devices.device_status("dev-none") is None
+        with writing():
+            # Enrolment made the mark row; a device enrolled before that did not have one.
+            assert sync_state.lock_marks("dev-2").envelope_seq == 0
+            db.session.execute(sa.delete(DeviceOpMark).where(DeviceOpMark.device_id == "dev-2"))
+        with writing():
+            # No mark row: the claim creates it, and a replay of the same envelope fails.
+            assert sync_state.claim_envelope("dev-2", 1)
+            assert not sync_state.claim_envelope("dev-2", 1)
+            assert sync_state.lock_marks("dev-2").envelope_seq == 1
+        first = utcnow()
+        with writing():
+            devices.touch_last_sync("dev-2", first, manifest_cursor=7, app="village-device/0.1.0")
+        with writing():
+            devices.touch_last_sync("dev-2", first + timedelta(minutes=1))  # says neither
+        device = devices.device_for_sync("dev-2")
+        assert device is not None
+        assert (device.manifest_cursor, device.app) == (7, "village-device/0.1.0")
+        assert device.last_sync_at == first + timedelta(minutes=1)
 
     def test_uploads_are_per_device_and_resume_where_they_stopped(self) -> None:
         with writing():
