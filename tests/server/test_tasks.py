@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from forms.instruments import builtin_json
 from forms.verification import FORM_ID, outcome_household_no, outcome_record_id, outcome_round
 from server import jobs
 from server.errors import ValidationFailed
@@ -291,6 +292,7 @@ def test_tasks_stream_reaches_only_devices_that_ask_within_their_scope(
         },
         household=entry["household"],
         round=entry["round"],
+        version=int(builtin_json(FORM_ID)["version"]),
     )
     reply = device.sync()
     assert reply.acks[0].acks[0].status == "applied"
@@ -356,7 +358,7 @@ def _work(
         seq=1,
         record_id=rid,
         form_id=FORM_ID,
-        form_version=1,
+        form_version=int(builtin_json(FORM_ID)["version"]),
         changes=changes,
         base=dict.fromkeys(changes),
         hlc=server_stamp(),
