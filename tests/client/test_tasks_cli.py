@@ -11,6 +11,7 @@ import pytest
 
 from forms.instruments import VERIFICATION_OUTCOME, builtin_json
 from forms.verification import outcome_record_id, outcome_round
+from tests.client.server_before_tasks import server_before_tasks_stream
 from tests.client.test_cli import run, run_json
 from village_client_stub.store import DeviceStore
 
@@ -107,51 +108,17 @@ def test_a_server_from_before_the_tasks_stream_still_syncs(
 ) -> None:
     """The fault injected: the server knows no ``tasks`` cursor (as before issue 17) and
     refuses it with scope_denied; the device syncs on without the stream."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    from server import create_app
-    from server.services import auth
-    from server.services import forms as form_service
-    from server.services import sync as sync_service
     from village_client_stub.enrollment import enroll
-    from village_client_stub.simulator import AdminSession
     from village_client_stub.sync_client import Backoff, SyncClient
     from village_client_stub.transport import HttpTransport
 
-    class OldServer:
-        TASKS_STREAM = "no-such-stream"
-
-        def __getattr__(self, name: str) -> Any:
-            from server.services import tasks
-
-            return getattr(tasks, name)
-
-    monkeypatch.setattr(sync_service, "task_service", OldServer())
-    app = create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "KEY_DIR": str(tmp_path / "keys")}
-    )
-    with app.app_context():
-        form_service.publish_builtins()
-        auth.create_user(
-            username="admin",
-            password="county-admin-pass",
-            role="county_admin",
-            area_prefix="",
-            actor="t",
-        )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
-        admin = AdminSession(HttpTransport(url), "admin", "county-admin-pass")
-        with DeviceStore.create(tmp_path / "tablet.db") as store:
-            enroll(store, url, admin.issue_code(VILLAGE), transport=HttpTransport(url))
-            client = SyncClient(store, HttpTransport(url), backoff=Backoff(base_s=0.01))
-            report = client.sync()
-            assert report.failures == 1 and client.asks_tasks is False
-            assert report.exchanges == 2 and store.tasks() == []
-            assert store.sync_state().last_sync_at is not None  # the second exchange synced
-    finally:
-        server.shutdown()
+    with (
+        server_before_tasks_stream(tmp_path, monkeypatch) as (url, admin),
+        DeviceStore.create(tmp_path / "tablet.db") as store,
+    ):
+        enroll(store, url, admin.issue_code(VILLAGE), transport=HttpTransport(url))
+        client = SyncClient(store, HttpTransport(url), backoff=Backoff(base_s=0.01))
+        report = client.sync()
+        assert report.failures == 1 and client.asks_tasks is False
+        assert report.exchanges == 2 and store.tasks() == []
+        assert store.sync_state().last_sync_at is not None  # the second exchange synced

@@ -33,6 +33,7 @@ from server.services import tasks as task_service
 from server.services.access import CLI_ACTOR
 from server.services.context import EXTENSION_KEY
 from server.storage.database import db
+from tests.client.server_before_tasks import server_before_tasks_stream
 from tests.e2e.conftest import VILLAGE
 from tests.e2e.test_field_app import RAW_INDEXEDDB, Shots, _ready, _store, _synced
 from tests.server.department_files import ROUND, county_households, workbook
@@ -350,40 +351,7 @@ def test_a_server_from_before_the_tasks_stream_still_syncs_the_app(
     """The fault injected (as in tests/client/test_tasks_cli.py): the server knows no ``tasks``
     cursor and refuses a hello naming it with scope_denied; the app makes the exchange again
     without the stream, and the sync completes."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    from server.services import auth
-    from server.services import forms as form_service
-    from server.services import sync as sync_service
-    from village_client_stub.simulator import AdminSession
-    from village_client_stub.transport import HttpTransport
-
-    class OldServer:
-        TASKS_STREAM = "no-such-stream"
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(task_service, name)
-
-    monkeypatch.setattr(sync_service, "task_service", OldServer())
-    app = create_app(
-        {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "KEY_DIR": str(tmp_path / "keys")}
-    )
-    with app.app_context():
-        form_service.publish_builtins()
-        auth.create_user(
-            username="admin",
-            password="county-admin-pass",
-            role="county_admin",
-            area_prefix="",
-            actor="t",
-        )
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
-        admin = AdminSession(HttpTransport(url), "admin", "county-admin-pass")
+    with server_before_tasks_stream(tmp_path, monkeypatch) as (url, admin):
         context = chromium.new_context(viewport={"width": 360, "height": 780}, locale="zh-CN")
         page = context.new_page()
         page.goto(f"{url}/field/")
@@ -396,7 +364,3 @@ def test_a_server_from_before_the_tasks_stream_still_syncs_the_app(
         assert {f["id"] for f in _store(page, "setting", "forms")} >= {"housing_safety"}
         page.wait_for_selector("#task-empty:not([hidden])")
         context.close()
-    finally:
-        server.shutdown()
-        with app.app_context():
-            db.engine.dispose()
