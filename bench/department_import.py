@@ -21,14 +21,14 @@ import argparse
 import io
 import json
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
 import openpyxl
+
+from bench.harness.county_app import in_process_county
 
 GOAL_S = 60.0
 ROUND = "2026-annual"
@@ -150,29 +150,15 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    from server import create_app
-    from server.services import department_lists, monitoring
-    from server.services import forms as form_service
+    from server.services import department_lists
     from server.services.access import CLI_ACTOR
     from server.services.context import EXTENSION_KEY
     from server.services.household_load import load_households
-    from server.storage.database import db
 
-    with tempfile.TemporaryDirectory(prefix="bench-department-") as folder:
-        app = create_app(
-            {
-                "DATABASE_URL": f"sqlite:///{Path(folder) / 'county.db'}",
-                "KEY_DIR": str(Path(folder) / "keys"),
-                "SCHEDULER_ENABLED": False,
-            }
-        )
+    with in_process_county("bench-department-", {"medical_out_of_pocket_yuan": 20000}) as app:
         started = time.perf_counter()
         rosters = county_rosters(args.rows)
         with app.app_context():
-            form_service.publish_builtins()
-            monitoring.set_line(
-                "5301", 2026, 8700, {"medical_out_of_pocket_yuan": 20000}, actor=CLI_ACTOR
-            )
             lines = (
                 json.dumps(
                     {
@@ -219,7 +205,6 @@ def run(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                     sink=sink,
                 )
                 seconds = time.perf_counter() - started
-            db.engine.dispose()
         counts = result.counts
         say(
             f"import: {seconds:.1f} s ({counts['rows'] / seconds:,.0f} rows/s); rows "

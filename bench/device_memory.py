@@ -80,7 +80,7 @@ def _measured_sync(what: str, store: Any, url: str) -> dict[str, Any]:
 def _device_main(url: str, admin_password: str, folder: str, records: int, results: Any) -> None:
     """The device process: fill and upload, then a second tablet's first download."""
     try:
-        from bench.ingest import prepare_devices
+        from bench.tablets import prepare_devices
         from village_client_stub.enrollment import enroll
         from village_client_stub.simulator import AdminSession
         from village_client_stub.store import DeviceStore

@@ -144,7 +144,7 @@ def _client_main(
     Puts ``("ready", first_index)`` on ``results`` once prepared, then ``("done", payload)``
     (or ``("error", text)`` when the preparation failed).
     """
-    from bench.ingest import prepare_devices
+    from bench.tablets import prepare_devices
     from village_client_stub.store import DeviceStore
     from village_client_stub.sync_client import SyncClient
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
 from bench.department_import import PeakMemory
+from bench.harness.county_app import in_process_county
 
 GOAL_HOUSEHOLDS = 100_000
 GOAL_S = 300.0
@@ -82,32 +81,15 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    from server import create_app
-    from server.services import forms as form_service
-    from server.services import monitoring, round_alerts
+    from server.services import round_alerts
     from server.services.access import CLI_ACTOR
     from server.services.context import EXTENSION_KEY
     from server.services.household_load import load_households
-    from server.storage.database import db
 
-    with tempfile.TemporaryDirectory(prefix="bench-round-alerts-") as folder:
-        app = create_app(
-            {
-                "DATABASE_URL": f"sqlite:///{Path(folder) / 'county.db'}",
-                "KEY_DIR": str(Path(folder) / "keys"),
-                "SCHEDULER_ENABLED": False,
-            }
-        )
+    thresholds = {"income_drop_percent": 30, "expense_rise_percent": 20}
+    with in_process_county("bench-round-alerts-", thresholds) as app:
         started = time.perf_counter()
         with app.app_context():
-            form_service.publish_builtins()
-            monitoring.set_line(
-                "5301",
-                2026,
-                8700,
-                {"income_drop_percent": 30, "expense_rise_percent": 20},
-                actor=CLI_ACTOR,
-            )
             # One round after the other, as the teams make them: a round's records are
             # compared with those that reached the server before them.
             statuses: dict[str, int] = {}
@@ -131,7 +113,6 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                 result = round_alerts.run_round_alerts(ROUNDS[1], actor=CLI_ACTOR, ctx=ctx)
                 seconds = time.perf_counter() - started
                 cpu_s = time.process_time() - cpu
-            db.engine.dispose()
         run = result["run"]
         compared = run["households"]
         rate = compared / seconds if seconds else float("inf")

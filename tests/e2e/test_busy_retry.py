@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.harness.county_server import start_county_server
-from bench.ingest import prepare_devices
+from bench.tablets import prepare_devices
 from village_client_stub.store import DeviceStore
 from village_client_stub.sync_client import SyncClient
 from village_client_stub.transport import HttpTransport
