@@ -120,6 +120,8 @@ MANIFEST_STREAM: Final = "manifest"
 #: Records per download page: a few hundred KB before compression, well under a weak link's
 #: patience and the envelope limit.
 RECORDS_PER_PAGE: Final = 200
+#: Rows a lean download page may walk past states the device holds before it ends the page.
+LEAN_WALK_ROWS: Final = 5 * RECORDS_PER_PAGE
 FORMS_PER_PAGE: Final = 50
 #: Conflict kind record states never list (devices learn of it from acks).
 DUPLICATE_KIND: Final = "duplicate_household"
@@ -595,19 +597,30 @@ def _downloads(session: _Session) -> tuple[DownloadPage, ...]:
     pages = []
     for scope in scopes:
         after = cursors.get(scope, 0)
-        page = records.changes_since(scope, after, limit=RECORDS_PER_PAGE)
-        closed = conflict_store.closed_ids_by_record(
-            [r.record_id for r in page.records], DUPLICATE_KIND
-        )
-        states = [_with_closed(r.state, closed.get(r.record_id)) for r in page.records]
-        if session.lean is not None:
-            # The device holds these already: its own ops made them (Ack.lean_seqs).
-            states = [s for s in states if not session.lean.leaves_out(s)]
+        states: list[dict[str, Any]] = []
+        walked, since = 0, after
+        while True:
+            page = records.changes_since(scope, since, limit=RECORDS_PER_PAGE - len(states))
+            walked += len(page.records)
+            closed = conflict_store.closed_ids_by_record(
+                [r.record_id for r in page.records], DUPLICATE_KIND
+            )
+            found = [_with_closed(r.state, closed.get(r.record_id)) for r in page.records]
+            if session.lean is not None:
+                # The device holds these already: its own ops made them (Ack.lean_seqs).
+                found = [s for s in found if not session.lean.leaves_out(s)]
+            states.extend(found)
+            since = page.next_since
+            # States left out cost no bytes: walk on past them (an exchange of 250 own ops
+            # fills more than one page of rows), or the cursor stops among this exchange's own
+            # records and the next exchange sends them as states the device already holds.
+            if not page.more or len(states) >= RECORDS_PER_PAGE or walked >= LEAN_WALK_ROWS:
+                break
         pages.append(
             DownloadPage(
                 scope=scope,
                 after=after,
-                next_cursor=page.next_since,
+                next_cursor=since,
                 more=page.more,
                 records=tuple(states),
             )

@@ -310,6 +310,35 @@ def test_lean_downloads_leave_out_the_states_own_ops_made(
     assert page.next_cursor >= ack.acks[0].revision
 
 
+def test_a_lean_page_walks_past_more_own_states_than_a_page_holds(
+    county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
+) -> None:
+    # 250 new records in one exchange: every state is the device's own, so the page walks on
+    # past its 200 rows and the cursor lands after all of them; the next exchange sends none.
+    device.lean_downloads = True
+    for n in range(250):
+        device.create(
+            "housing_safety",
+            {**HOUSE_A, "floor_area": 40.5 + n},
+            village=VILLAGE,
+            household_no=f"W{n:03d}",
+        )
+    request = device.build()
+    reply = device.open(device.post(request.body), request)
+    acks = [a for ack in reply.acks for a in ack.acks]
+    assert [a.status for a in acks] == ["applied"] * 250
+    (page,) = [p for p in reply.downloads if p.scope == VILLAGE]
+    assert page.records == () and not page.more
+    assert page.next_cursor >= max(a.revision for a in acks)
+    device.pending.clear()
+    device.high_water = reply.acks[-1].high_water_mark
+    for each in reply.downloads:
+        device.cursors[each.scope] = each.next_cursor
+    request = device.build()
+    again = device.open(device.post(request.body), request)
+    assert [p.records for p in again.downloads if p.scope == VILLAGE] == [()]
+
+
 def test_lean_downloads_shrink_the_real_reply_under_40_bytes_per_acked_record(
     county: Flask, client: FlaskClient, admin_headers: dict[str, str], device: SyncDevice
 ) -> None:
