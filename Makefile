@@ -38,7 +38,7 @@ demo: $(STAMP)  ## run the form engine's demo on the built-in instruments (no se
 test: $(STAMP) install-browser  ## install, lint, and run the whole test suite (SQLite, PostgreSQL, Chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest --durations=25
+	$(PY) -m pytest --numprocesses auto --maxprocesses 4 --dist loadfile --durations=25
 
 lint: $(STAMP)  ## ruff lint only
 	$(VENV)/bin/ruff check .
