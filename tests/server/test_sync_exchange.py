@@ -330,10 +330,7 @@ def test_a_lean_page_walks_past_more_own_states_than_a_page_holds(
     (page,) = [p for p in reply.downloads if p.scope == VILLAGE]
     assert page.records == () and not page.more
     assert page.next_cursor >= max(a.revision for a in acks)
-    device.pending.clear()
-    device.high_water = reply.acks[-1].high_water_mark
-    for each in reply.downloads:
-        device.cursors[each.scope] = each.next_cursor
+    device.apply(reply)
     request = device.build()
     again = device.open(device.post(request.body), request)
     assert [p.records for p in again.downloads if p.scope == VILLAGE] == [()]
@@ -362,10 +359,7 @@ def test_lean_downloads_shrink_the_real_reply_under_40_bytes_per_acked_record(
         response = device.post(request.body)
         reply = device.open(response, request)
         assert [a.status for a in reply.acks[0].acks] == ["applied"] * 50
-        device.pending.clear()
-        device.high_water = reply.acks[0].high_water_mark
-        for page in reply.downloads:
-            device.cursors[page.scope] = page.next_cursor
+        device.apply(reply)
         village_page = reply.downloads[0]
         sizes[lean] = len(response.data) / 50
         if lean:
